@@ -1,0 +1,404 @@
+"""The ``InferenceService`` spec: the one declarative object every backend reads.
+
+It is shaped like a Kubernetes object (``apiVersion``/``kind``/``metadata``/``spec``) so that the same YAML file is
+a custom resource on a cluster. Field names are camelCase as in Kubernetes; defaults follow Kubernetes where a field
+mirrors one (probes, rollout, HPA behaviour) and are documented on each field. Unknown fields are errors: a typo
+must not be silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kubeinfer.spec.quantity import Quantity, QuantityError, parse_quantity
+
+__all__ = [
+    "API_VERSION",
+    "KIND",
+    "AutoscalingSpec",
+    "BatchingSpec",
+    "BehaviorSpec",
+    "GpuSpec",
+    "HPAScalingPolicy",
+    "HPAScalingRules",
+    "InferenceService",
+    "KpaSpec",
+    "LimitsSpec",
+    "MetricSpec",
+    "ModelSpec",
+    "ObjectMeta",
+    "PredictiveSpec",
+    "ProbeSpec",
+    "ProbesSpec",
+    "ResourceList",
+    "ResourcesSpec",
+    "RolloutSpec",
+    "ServerSpec",
+    "ServiceSpec",
+    "VerticalSpec",
+]
+
+API_VERSION = "kubeinfer.io/v1alpha1"
+KIND = "InferenceService"
+
+_DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_INT_OR_PERCENT = re.compile(r"^[0-9]+%$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, validate_default=True)
+
+
+QuantityStr = Annotated[str, Field(description="A Kubernetes quantity such as '500m', '2', '512Mi' or '1Gi'.")]
+
+
+def _check_quantity(v: Any) -> str:
+    try:
+        return parse_quantity(v).canonical
+    except QuantityError as e:
+        raise ValueError(str(e)) from None
+
+
+class ObjectMeta(_Strict):
+    name: str = Field(description="A DNS-1035 label: lower-case letters, digits and '-', starting with a letter.")
+    namespace: str = "default"
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name", "namespace")
+    @classmethod
+    def _dns_label(cls, v: str) -> str:
+        if len(v) > 63 or not _DNS1035.match(v):
+            raise ValueError(
+                f"{v!r} is not a valid name: use at most 63 lower-case letters, digits and '-', "
+                "starting with a letter and ending with a letter or digit (e.g. 'iris-classifier')"
+            )
+        return v
+
+
+ModelFormat = Literal["sklearn", "onnx", "sentence-transformers", "python"]
+
+
+class ModelSpec(_Strict):
+    format: ModelFormat = Field(description="Runtime that loads the model.")
+    uri: str = Field(
+        default="",
+        description="Path of the model artifact (file or directory), relative to the spec file's folder.",
+    )
+    className: str | None = Field(
+        default=None, description="For format 'python': the user's class as 'module:Class' (module importable)."
+    )
+    name: str | None = Field(default=None, description="Model name on the wire; defaults to metadata.name.")
+    version: str = Field(default="1", description="Model version reported by the protocols.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Runtime-specific options.")
+
+    @model_validator(mode="after")
+    def _needs(self) -> ModelSpec:
+        if self.format == "python" and not self.className:
+            raise ValueError("format 'python' needs className: 'module:Class' (e.g. 'mymodel:Predictor')")
+        if self.format != "python" and not self.uri:
+            raise ValueError(f"format {self.format!r} needs uri: the path of the model file or directory")
+        if self.className is not None and ":" not in self.className:
+            raise ValueError(f"className {self.className!r} must be 'module:Class'")
+        return self
+
+
+class BatchingSpec(_Strict):
+    enabled: bool = True
+    maxBatchSize: int = Field(default=64, ge=1, le=65536, description="Most requests' rows merged into one call.")
+    maxDelayMs: float = Field(
+        default=1.0,
+        ge=0,
+        le=10_000,
+        description=(
+            "How long a free model instance may wait for a batch to fill while another batch is running. "
+            "An idle model never waits: a lone request runs at once."
+        ),
+    )
+
+
+class LimitsSpec(_Strict):
+    maxQueueSize: int = Field(default=2048, ge=1, description="Requests waiting per model; beyond it: 503.")
+    maxConcurrency: int = Field(default=4096, ge=1, description="Requests in the server at once; beyond it: 429.")
+    requestTimeoutMs: float = Field(default=30_000, gt=0, description="Deadline of one request, queue included.")
+    maxBodySize: QuantityStr = Field(default="64Mi", description="Largest request body accepted (413 beyond).")
+    drainTimeoutSeconds: float = Field(default=30, ge=0, description="Grace period for in-flight work on SIGTERM.")
+
+    _q = field_validator("maxBodySize", mode="before")(_check_quantity)
+
+    @property
+    def max_body_bytes(self) -> int:
+        return parse_quantity(self.maxBodySize).int_value
+
+
+class ServerSpec(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    grpcPort: int | None = Field(default=8081, ge=0, le=65535, description="null disables gRPC.")
+    workers: int = Field(default=1, ge=1, le=64, description="Model instances run in parallel (threads).")
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+
+
+class ResourceList(_Strict):
+    cpu: QuantityStr | None = None
+    memory: QuantityStr | None = None
+
+    _q = field_validator("cpu", "memory", mode="before")(lambda v: None if v is None else _check_quantity(v))
+
+    def quantity(self, name: Literal["cpu", "memory"]) -> Quantity | None:
+        raw = getattr(self, name)
+        return None if raw is None else parse_quantity(raw)
+
+
+GpuSharing = Literal["exclusive", "time-slicing", "mps", "mig"]
+
+
+class GpuSpec(_Strict):
+    count: int = Field(default=0, ge=0, description="Whole GPUs per replica.")
+    sharing: GpuSharing = Field(default="exclusive", description="How a replica shares a GPU.")
+    fraction: float | None = Field(
+        default=None, gt=0, le=1, description="Share of one GPU under time-slicing or MPS (e.g. 0.25)."
+    )
+    migProfile: str | None = Field(default=None, description="MIG profile, e.g. '1g.10gb' (sharing: mig).")
+    memory: QuantityStr | None = Field(default=None, description="GPU memory the model needs, e.g. '6Gi'.")
+    vendor: Literal["nvidia", "amd", "intel"] = "nvidia"
+
+    _q = field_validator("memory", mode="before")(lambda v: None if v is None else _check_quantity(v))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> GpuSpec:
+        if self.sharing == "mig" and not self.migProfile:
+            raise ValueError("sharing 'mig' needs migProfile, e.g. '1g.10gb'")
+        if self.migProfile and self.sharing != "mig":
+            raise ValueError("migProfile is only used with sharing: mig")
+        if self.migProfile and not re.match(r"^[1-7]g\.[0-9]+gb$", self.migProfile):
+            raise ValueError(f"migProfile {self.migProfile!r} is not a MIG profile name such as '1g.10gb'")
+        if self.sharing in ("time-slicing", "mps") and self.fraction is None:
+            raise ValueError(f"sharing {self.sharing!r} needs fraction, e.g. 0.25 for a quarter of a GPU")
+        if self.vendor != "nvidia" and self.sharing != "exclusive":
+            raise ValueError(
+                f"vendor {self.vendor!r} supports whole devices only on Kubernetes: use sharing: exclusive"
+            )
+        return self
+
+    @property
+    def requested(self) -> bool:
+        return self.count > 0 or self.sharing != "exclusive"
+
+
+class ResourcesSpec(_Strict):
+    requests: ResourceList = Field(default_factory=ResourceList)
+    limits: ResourceList = Field(default_factory=ResourceList)
+    gpu: GpuSpec = Field(default_factory=GpuSpec)
+
+    @model_validator(mode="after")
+    def _limits_cover_requests(self) -> ResourcesSpec:
+        for name in ("cpu", "memory"):
+            req, lim = self.requests.quantity(name), self.limits.quantity(name)  # type: ignore[arg-type]
+            if req is not None and lim is not None and req.value > lim.value:
+                raise ValueError(
+                    f"requests.{name} ({req}) is larger than limits.{name} ({lim}): a request may not exceed its limit"
+                )
+        return self
+
+
+MetricType = Literal["concurrency", "rps", "queue-depth", "cpu", "memory", "gpu-utilization", "external"]
+
+
+class MetricSpec(_Strict):
+    type: MetricType
+    target: float = Field(
+        gt=0,
+        description=(
+            "Per-replica average for concurrency/rps/queue-depth/gpu-utilization/external; "
+            "utilization percent of the request for cpu/memory (as Kubernetes' averageUtilization)."
+        ),
+    )
+    name: str | None = Field(default=None, description="Metric name for type 'external'.")
+
+
+class HPAScalingPolicy(_Strict):
+    type: Literal["Pods", "Percent"]
+    value: int = Field(gt=0)
+    periodSeconds: int = Field(gt=0, le=1800)
+
+
+class HPAScalingRules(_Strict):
+    stabilizationWindowSeconds: int | None = Field(default=None, ge=0, le=3600)
+    selectPolicy: Literal["Max", "Min", "Disabled"] = "Max"
+    policies: list[HPAScalingPolicy] | None = None
+    tolerance: float | None = Field(default=None, ge=0, description="Per-direction tolerance (Kubernetes 1.33+).")
+
+
+class BehaviorSpec(_Strict):
+    scaleUp: HPAScalingRules | None = None
+    scaleDown: HPAScalingRules | None = None
+
+
+class KpaSpec(_Strict):
+    """Knative Pod Autoscaler settings; defaults are Knative's config-autoscaler defaults."""
+
+    containerConcurrency: int = Field(default=0, ge=0, description="Hard limit per replica; 0 = unlimited.")
+    targetUtilizationPercentage: float = Field(default=70, gt=0, le=100)
+    stableWindowSeconds: float = Field(default=60, ge=6, le=3600)
+    panicWindowPercentage: float = Field(default=10, ge=1, le=100)
+    panicThresholdPercentage: float = Field(default=200, ge=110, le=1000)
+    maxScaleUpRate: float = Field(default=1000, gt=1)
+    maxScaleDownRate: float = Field(default=2, gt=1)
+    scaleToZeroGracePeriodSeconds: float = Field(default=30, ge=0)
+    scaleDownDelaySeconds: float = Field(default=0, ge=0, le=3600)
+    activationScale: int = Field(default=1, ge=1)
+    targetBurstCapacity: float = Field(default=211, ge=-1)
+    initialScale: int = Field(default=1, ge=0)
+
+
+class PredictiveSpec(_Strict):
+    """kubeinfer's predictive policy: forecast demand, convert it with the measured capacity of one replica."""
+
+    capacityRps: float | None = Field(
+        default=None, gt=0, description="Requests/s one replica serves within the SLO (from `kubeinfer profile`)."
+    )
+    sloLatencyMs: float = Field(default=100, gt=0)
+    startupSeconds: float = Field(default=10, ge=0, description="Time from scale-up to a ready replica.")
+    seasonSeconds: float = Field(default=86_400, gt=0, description="Length of one season (a day by default).")
+    headroom: float = Field(default=1.1, ge=1, description="Multiplier on forecast demand.")
+
+
+class VerticalSpec(_Strict):
+    updateMode: Literal["Off", "Initial", "Recreate", "InPlaceOrRecreate"] = "Off"
+    minAllowed: ResourceList = Field(default_factory=ResourceList)
+    maxAllowed: ResourceList = Field(default_factory=ResourceList)
+
+
+class AutoscalingSpec(_Strict):
+    policy: Literal["none", "hpa", "kpa", "predictive"] = "hpa"
+    minReplicas: int = Field(default=1, ge=0)
+    maxReplicas: int = Field(default=1, ge=1)
+    metric: MetricType | None = Field(default=None, description="Shorthand for a single entry of metrics.")
+    target: float | None = Field(default=None, gt=0, description="Shorthand: the target of `metric`.")
+    metrics: list[MetricSpec] = Field(default_factory=list)
+    syncPeriodSeconds: float = Field(default=15, gt=0, description="How often the policy runs (HPA default 15 s).")
+    tolerance: float = Field(default=0.1, ge=0, lt=1)
+    behavior: BehaviorSpec | None = None
+    kpa: KpaSpec = Field(default_factory=KpaSpec)
+    predictive: PredictiveSpec = Field(default_factory=PredictiveSpec)
+    vertical: VerticalSpec = Field(default_factory=VerticalSpec)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AutoscalingSpec:
+        if self.minReplicas > self.maxReplicas:
+            raise ValueError(
+                f"minReplicas ({self.minReplicas}) is larger than maxReplicas ({self.maxReplicas})"
+            )
+        if (self.metric is None) != (self.target is None):
+            raise ValueError("metric and target go together: give both (e.g. metric: concurrency, target: 4)")
+        if self.metric is not None and self.metrics:
+            raise ValueError("give either metric/target or metrics, not both")
+        if self.minReplicas == 0 and self.policy == "hpa":
+            if not any(m.type in ("concurrency", "rps", "queue-depth", "external") for m in self.effective_metrics):
+                raise ValueError("minReplicas 0 with policy hpa needs a request metric (concurrency, rps, ...)")
+        return self
+
+    @property
+    def effective_metrics(self) -> list[MetricSpec]:
+        if self.metric is not None and self.target is not None:
+            return [MetricSpec(type=self.metric, target=self.target)]
+        if self.metrics:
+            return list(self.metrics)
+        return [MetricSpec(type="concurrency", target=8)]
+
+
+class ProbeSpec(_Strict):
+    """Kubernetes probe timing fields, with Kubernetes' defaults."""
+
+    initialDelaySeconds: float = Field(default=0, ge=0)
+    periodSeconds: float = Field(default=10, gt=0)
+    timeoutSeconds: float = Field(default=1, gt=0)
+    successThreshold: int = Field(default=1, ge=1)
+    failureThreshold: int = Field(default=3, ge=1)
+
+
+def _startup_default() -> ProbeSpec:
+    # A model may take a while to load: allow 5 minutes (period 2 s x 150) before declaring the start failed.
+    return ProbeSpec(periodSeconds=2, failureThreshold=150)
+
+
+def _readiness_default() -> ProbeSpec:
+    return ProbeSpec(periodSeconds=2, failureThreshold=2)
+
+
+def _liveness_default() -> ProbeSpec:
+    return ProbeSpec(periodSeconds=5, timeoutSeconds=2, failureThreshold=3)
+
+
+class ProbesSpec(_Strict):
+    startup: ProbeSpec = Field(default_factory=_startup_default)
+    readiness: ProbeSpec = Field(default_factory=_readiness_default)
+    liveness: ProbeSpec = Field(default_factory=_liveness_default)
+
+    @field_validator("readiness", "liveness")
+    @classmethod
+    def _success_one(cls, v: ProbeSpec, info: Any) -> ProbeSpec:
+        if info.field_name == "liveness" and v.successThreshold != 1:
+            raise ValueError("liveness.successThreshold must be 1 (as in Kubernetes)")
+        return v
+
+
+IntOrPercent = int | str
+
+
+def _check_int_or_percent(v: Any) -> int | str:
+    if isinstance(v, bool):
+        raise ValueError(f"{v!r} must be a whole number or a percentage such as '25%'")
+    if isinstance(v, int):
+        if v < 0:
+            raise ValueError(f"{v} must not be negative")
+        return v
+    if isinstance(v, str) and _INT_OR_PERCENT.match(v):
+        return v
+    raise ValueError(f"{v!r} must be a whole number or a percentage such as '25%'")
+
+
+class RolloutSpec(_Strict):
+    maxSurge: IntOrPercent = Field(default=1, description="Extra replicas during an update (number or '25%').")
+    maxUnavailable: IntOrPercent = Field(default=0, description="Replicas that may be missing during an update.")
+    progressDeadlineSeconds: float = Field(default=600, gt=0, description="Roll back if not ready by then.")
+
+    _c = field_validator("maxSurge", "maxUnavailable", mode="before")(_check_int_or_percent)
+
+    @model_validator(mode="after")
+    def _not_both_zero(self) -> RolloutSpec:
+        if self.maxSurge in (0, "0%") and self.maxUnavailable in (0, "0%"):
+            raise ValueError("maxSurge and maxUnavailable cannot both be 0: the update could never progress")
+        return self
+
+
+class ServiceSpec(_Strict):
+    model: ModelSpec
+    replicas: int | None = Field(default=None, ge=0, description="Fixed replica count when autoscaling is 'none'.")
+    batching: BatchingSpec = Field(default_factory=BatchingSpec)
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    probes: ProbesSpec = Field(default_factory=ProbesSpec)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    image: str = Field(default="kubeinfer/server:latest", description="Container image on Kubernetes.")
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class InferenceService(_Strict):
+    apiVersion: Literal["kubeinfer.io/v1alpha1"] = API_VERSION
+    kind: Literal["InferenceService"] = KIND
+    metadata: ObjectMeta
+    spec: ServiceSpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def model_name(self) -> str:
+        return self.spec.model.name or self.metadata.name
