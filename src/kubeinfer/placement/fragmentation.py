@@ -1,0 +1,499 @@
+"""GPU fragmentation: placing GPU-sharing pods so that whole GPUs stay free for the pods that need them.
+
+Reference: Weng et al., "Beware of Fragmentation: Scheduling GPU-Sharing Workloads with Fragmentation Gradient
+Descent", USENIX ATC 2023, and its Alibaba ``cluster-trace-gpu-v2023`` (openb) node and pod lists.
+
+Fragmentation measure (the paper's, as in its simulator): for a node n and a pod *type* t (CPU, GPU count, GPU
+milli, allowed GPU models), the GPU capacity of n that t cannot use:
+- t requests no GPU, or t cannot be placed on n at all (model not allowed, not enough CPU, not enough GPUs with
+  room): every unallocated GPU milli of n;
+- otherwise the unallocated milli of the GPUs whose free share is below t's per-GPU request (1000 for whole
+  GPUs: partly used GPUs are fragments for them).
+``F(n) = sum_t p_t * frag(n, t)`` with ``p_t`` the popularity of type t in the workload.
+
+Policies (``POLICIES``):
+- ``first-fit``: the first node (list order) that fits, the first GPU on it that fits;
+- ``best-fit``: the node left with the least free GPU milli (then least free CPU), the fullest GPU that fits;
+- ``fgd``: the paper's Fragmentation Gradient Descent: the node and GPU whose choice increases ``F`` the least
+  (ties: list order);
+- ``kubeinfer``: FGD with best-fit as the tie-break instead of list order: among equally good choices it keeps
+  the fuller node, which leaves emptier nodes intact for multi-GPU pods.
+
+Replay method (the paper's): pods arrive in creation order; once the trace is exhausted, pods are drawn again
+uniformly with a fixed seed, until the GPU requested by arrived pods reaches ``target`` (1.0 = 100%) of the
+cluster's GPU capacity. Nothing departs. A pod that fits nowhere fails. Reported as arrival proceeds: the share
+of GPU capacity unallocated, the share of arrived GPU requests that failed, and the fragmentation rate.
+
+Speed: node state lives in numpy arrays; FGD caches, per pod type and per distinct node *state* (model, free CPU,
+sorted free GPU milli), the best move and its ``F`` change, so each pod only evaluates states not seen before.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "POLICIES",
+    "Cluster",
+    "ReplayResult",
+    "Workload",
+    "fragmentation_rate",
+    "load_nodes_csv",
+    "load_pods_csv",
+    "replay",
+    "replay_files",
+]
+
+POLICIES = ("first-fit", "best-fit", "fgd", "kubeinfer")
+FULL = 1000  # milli-GPU of one whole GPU
+
+IntArr = npt.NDArray[np.int64]
+FloatArr = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """GPU nodes: ``gpus`` devices of ``models[i]``, CPU in milli-cores, memory in MiB."""
+
+    names: tuple[str, ...]
+    cpu_milli: IntArr
+    memory_mib: IntArr
+    gpus: IntArr
+    models: tuple[str, ...]
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping[str, str]]) -> Cluster:
+        names, cpu, mem, gpu, model = [], [], [], [], []
+        for i, r in enumerate(rows):
+            try:
+                names.append(r.get("sn") or f"node-{i}")
+                cpu.append(int(r["cpu_milli"]))
+                mem.append(int(r["memory_mib"]))
+                gpu.append(int(r["gpu"]))
+                model.append(r.get("model") or "")
+            except (KeyError, ValueError) as e:
+                raise ValueError(
+                    f"node row {i}: need integer columns cpu_milli, memory_mib, gpu ({e})"
+                ) from None
+        return cls(tuple(names), np.array(cpu), np.array(mem), np.array(gpu), tuple(model))
+
+    @property
+    def gpu_capacity_milli(self) -> int:
+        return int(self.gpus.sum()) * FULL
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Pods in creation order. ``gpu_milli`` is per GPU; a pod asks for ``num_gpu`` GPUs of that share each."""
+
+    names: tuple[str, ...]
+    cpu_milli: IntArr
+    memory_mib: IntArr
+    num_gpu: IntArr
+    gpu_milli: IntArr
+    gpu_spec: tuple[frozenset[str], ...]
+    """Allowed GPU models per pod (empty: any)."""
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[Mapping[str, str]]) -> Workload:
+        recs = []
+        for i, r in enumerate(rows):
+            try:
+                num = int(r.get("num_gpu") or 0)
+                milli = int(r.get("gpu_milli") or 0)
+                spec = frozenset(s for s in (r.get("gpu_spec") or "").split("|") if s)
+                created = int(r.get("creation_time") or 0)
+                recs.append(
+                    (created, i, r.get("name") or f"pod-{i}", int(r["cpu_milli"]), int(r["memory_mib"]), num,
+                     milli if num > 0 else 0, spec)
+                )  # fmt: skip
+            except (KeyError, ValueError) as e:
+                raise ValueError(f"pod row {i}: need integer columns cpu_milli, memory_mib ({e})") from None
+            if num > 0 and not 0 < milli <= FULL:
+                raise ValueError(f"pod row {i}: gpu_milli is {milli}; must be in 1..1000 when num_gpu > 0")
+        recs.sort(key=lambda x: (x[0], x[1]))
+        return cls(
+            names=tuple(x[2] for x in recs),
+            cpu_milli=np.array([x[3] for x in recs], dtype=np.int64),
+            memory_mib=np.array([x[4] for x in recs], dtype=np.int64),
+            num_gpu=np.array([x[5] for x in recs], dtype=np.int64),
+            gpu_milli=np.array([x[6] for x in recs], dtype=np.int64),
+            gpu_spec=tuple(x[7] for x in recs),
+        )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def gpu_request_milli(self) -> IntArr:
+        return self.num_gpu * self.gpu_milli
+
+
+def load_nodes_csv(path: str | Path) -> Cluster:
+    """Read an Alibaba ``openb_node_list`` CSV (columns sn, cpu_milli, memory_mib, gpu, model)."""
+    with open(path, newline="") as f:
+        return Cluster.from_rows(csv.DictReader(f))
+
+
+def load_pods_csv(path: str | Path) -> Workload:
+    """Read an Alibaba ``openb_pod_list`` CSV (cpu_milli, memory_mib, num_gpu, gpu_milli, gpu_spec, ...)."""
+    with open(path, newline="") as f:
+        return Workload.from_rows(csv.DictReader(f))
+
+
+# ------------------------------------------------------------------------------------- pod types / F
+
+
+@dataclass(frozen=True)
+class _Types:
+    cpu: IntArr
+    num: IntArr
+    req: IntArr
+    """Per-GPU milli a type needs on each of its GPUs (0 for CPU-only)."""
+    allowed: npt.NDArray[np.bool_]
+    """(types, models) may the type use a node of that model."""
+    weight: FloatArr
+    of_pod: IntArr
+    """Type index of each pod of the workload."""
+
+
+def _types(w: Workload, models: Sequence[str]) -> _Types:
+    keys: dict[tuple[int, int, int, frozenset[str]], int] = {}
+    of_pod = np.empty(len(w), dtype=np.int64)
+    for i in range(len(w)):
+        k = (int(w.cpu_milli[i]), int(w.num_gpu[i]), int(w.gpu_milli[i]), w.gpu_spec[i])
+        of_pod[i] = keys.setdefault(k, len(keys))
+    counts = np.bincount(of_pod, minlength=len(keys)).astype(np.float64)
+    ks = list(keys)
+    allowed = np.array([[not k[3] or m in k[3] for m in models] for k in ks], dtype=bool).reshape(len(ks), -1)
+    return _Types(
+        cpu=np.array([k[0] for k in ks], dtype=np.int64),
+        num=np.array([k[1] for k in ks], dtype=np.int64),
+        req=np.array([k[2] for k in ks], dtype=np.int64),
+        allowed=allowed,
+        weight=counts / counts.sum(),
+        of_pod=of_pod,
+    )
+
+
+def _frag(t: _Types, cpu_free: IntArr, gpu_free: IntArr, model: IntArr) -> FloatArr:
+    """``F`` of each state: rows of (free CPU, free milli per GPU with -1 for absent GPUs, model index)."""
+    free = np.maximum(gpu_free, 0)  # (S, G)
+    total = free.sum(axis=1).astype(np.float64)  # (S,)
+    req = t.req[None, :, None]  # (1, T, 1)
+    room = gpu_free[:, None, :] >= np.maximum(req, 1)  # (S, T, G)
+    fits = (
+        (room.sum(axis=2) >= t.num[None, :])
+        & (cpu_free[:, None] >= t.cpu[None, :])
+        & t.allowed[:, model].T
+        & (t.num[None, :] > 0)
+    )
+    partial = (free[:, None, :] * (gpu_free[:, None, :] < req)).sum(axis=2)  # (S, T)
+    frag = np.where(fits, partial, total[:, None])
+    return np.asarray(frag @ t.weight, dtype=np.float64)
+
+
+def fragmentation_rate(cluster: Cluster, workload: Workload, gpu_free: IntArr, cpu_free: IntArr) -> float:
+    """Share of cluster GPU capacity that is fragmented for ``workload``'s pod mix, in state ``gpu_free``."""
+    t = _types(workload, sorted(set(cluster.models)))
+    model = np.array([sorted(set(cluster.models)).index(m) for m in cluster.models])
+    return float(_frag(t, cpu_free, gpu_free, model).sum() / cluster.gpu_capacity_milli)
+
+
+# --------------------------------------------------------------------------------------------- replay
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    policy: str
+    seed: int
+    pods_arrived: int
+    pods_failed: int
+    capacity_gpus: int
+    arrived_share: tuple[float, ...]
+    """Checkpoints: GPU requested by arrived pods / capacity (0.01 steps up to the target)."""
+    unallocated_share: tuple[float, ...]
+    failed_share: tuple[float, ...]
+    """Failed GPU request / arrived GPU request at each checkpoint."""
+    fragmented_share: tuple[float, ...]
+    """Fragmented GPU capacity (the measure above) / capacity at each checkpoint."""
+
+    @property
+    def final_unallocated(self) -> float:
+        return self.unallocated_share[-1]
+
+    @property
+    def final_failed(self) -> float:
+        return self.failed_share[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy,
+            "seed": self.seed,
+            "podsArrived": self.pods_arrived,
+            "podsFailed": self.pods_failed,
+            "capacityGpus": self.capacity_gpus,
+            "final": {
+                "unallocatedShare": round(self.final_unallocated, 6),
+                "failedShare": round(self.final_failed, 6),
+                "fragmentedShare": round(self.fragmented_share[-1], 6),
+            },
+            "curve": [
+                {
+                    "arrived": round(a, 4),
+                    "unallocated": round(u, 6),
+                    "failed": round(f, 6),
+                    "fragmented": round(g, 6),
+                }
+                for a, u, f, g in zip(
+                    self.arrived_share,
+                    self.unallocated_share,
+                    self.failed_share,
+                    self.fragmented_share,
+                    strict=True,
+                )
+            ],
+        }
+
+
+def arrival_order(workload: Workload, capacity_milli: int, seed: int, target: float = 1.0) -> IntArr:
+    """Trace order, then uniform re-draws (fixed seed), until arrived GPU request reaches target x capacity."""
+    req = workload.gpu_request_milli
+    goal = target * capacity_milli
+    cum = np.cumsum(req)
+    if len(cum) and cum[-1] >= goal:
+        return np.arange(int(np.searchsorted(cum, goal)) + 1, dtype=np.int64)
+    if req.sum() == 0:
+        raise ValueError("the workload requests no GPU; nothing to replay")
+    rng = np.random.default_rng(seed)
+    order = [np.arange(len(workload), dtype=np.int64)]
+    total = float(req.sum())
+    while total < goal:
+        extra = rng.integers(0, len(workload), size=max(64, len(workload) // 10))
+        ecum = total + np.cumsum(req[extra])
+        if ecum[-1] >= goal:
+            extra = extra[: int(np.searchsorted(ecum, goal)) + 1]
+        order.append(extra)
+        total += float(req[extra].sum())
+    return np.concatenate(order)
+
+
+class _State:
+    """Mutable replay state (private to one replay call)."""
+
+    def __init__(self, cluster: Cluster, types: _Types, model_names: Sequence[str]) -> None:
+        n = len(cluster.names)
+        g = int(cluster.gpus.max()) if n else 0
+        self.gpu_free = np.where(np.arange(g)[None, :] < cluster.gpus[:, None], FULL, -1).astype(np.int64)
+        self.cpu_free = cluster.cpu_milli.astype(np.int64).copy()
+        self.mem_free = cluster.memory_mib.astype(np.int64).copy()
+        self.model = np.array([model_names.index(m) for m in cluster.models], dtype=np.int64)
+        self.types = types
+        # state interning for FGD
+        self.key_id: dict[tuple[int, int, tuple[int, ...]], int] = {}
+        self.keys: list[tuple[int, int, tuple[int, ...]]] = []
+        self.f_of: list[float] = []
+        self.sid = np.array([self._intern(self._key(i)) for i in range(n)], dtype=np.int64)
+        self._flush()
+        self.best: dict[int, tuple[FloatArr, IntArr]] = {}
+
+    def _key(self, i: int) -> tuple[int, int, tuple[int, ...]]:
+        return (int(self.model[i]), int(self.cpu_free[i]), tuple(sorted(int(x) for x in self.gpu_free[i])))
+
+    def _intern(self, key: tuple[int, int, tuple[int, ...]]) -> int:
+        sid = self.key_id.get(key)
+        if sid is None:
+            sid = len(self.keys)
+            self.key_id[key] = sid
+            self.keys.append(key)
+        return sid
+
+    def _flush(self) -> None:
+        """Compute F for interned states that do not have it yet."""
+        start = len(self.f_of)
+        if start == len(self.keys):
+            return
+        new = self.keys[start:]
+        model = np.array([k[0] for k in new], dtype=np.int64)
+        cpu = np.array([k[1] for k in new], dtype=np.int64)
+        gpu = np.array([k[2] for k in new], dtype=np.int64).reshape(len(new), -1)
+        self.f_of.extend(_frag(self.types, cpu, gpu, model).tolist())
+
+    def feasible(self, cpu: int, mem: int, num: int, milli: int, allowed: npt.NDArray[np.bool_]) -> IntArr:
+        ok = (self.cpu_free >= cpu) & (self.mem_free >= mem) & allowed[self.model]
+        if num > 0:
+            ok &= (self.gpu_free >= milli).sum(axis=1) >= num
+        return np.flatnonzero(ok)
+
+    def fgd_moves(self, ptype: int, nodes: IntArr) -> tuple[FloatArr, IntArr]:
+        """Best F change and the GPU free value to take from, for each node, by state (cached)."""
+        t = self.types
+        cap = len(self.keys)
+        if ptype not in self.best:
+            self.best[ptype] = (np.full(cap, np.nan), np.zeros(cap, dtype=np.int64))
+        delta, value = self.best[ptype]
+        sids = self.sid[nodes]
+        if len(delta) <= int(sids.max()):
+            grow = max(len(self.keys), 2 * len(delta))
+            delta = np.concatenate([delta, np.full(grow - len(delta), np.nan)])
+            value = np.concatenate([value, np.zeros(grow - len(value), dtype=np.int64)])
+        missing = np.unique(sids[np.isnan(delta[sids])])
+        if len(missing):
+            cpu, num, req = int(t.cpu[ptype]), int(t.num[ptype]), int(t.req[ptype])
+            cands: list[tuple[int, int, int]] = []  # (state, after state, value taken from)
+            for s in missing.tolist():
+                model, cfree, gfree = self.keys[s]
+                if num == 0:
+                    cands.append((s, self._intern((model, cfree - cpu, gfree)), 0))
+                elif req >= FULL or num > 1:
+                    lst = list(gfree)
+                    taken = 0
+                    for j in range(len(lst) - 1, -1, -1):  # sorted ascending: take from the freest
+                        if taken < num and lst[j] >= req:
+                            lst[j] -= req
+                            taken += 1
+                    cands.append((s, self._intern((model, cfree - cpu, tuple(sorted(lst)))), FULL))
+                else:
+                    for v in sorted({x for x in gfree if x >= req}):
+                        lst = list(gfree)
+                        lst[lst.index(v)] = v - req
+                        cands.append((s, self._intern((model, cfree - cpu, tuple(sorted(lst)))), v))
+            self._flush()
+            f = self.f_of
+            for s, after, v in cands:
+                d = f[after] - f[s]
+                if np.isnan(delta[s]) or d < delta[s] - 1e-9 or (abs(d - delta[s]) <= 1e-9 and v < value[s]):
+                    delta[s] = d
+                    value[s] = v
+        self.best[ptype] = (delta, value)
+        return delta[sids], value[sids]
+
+    def place(self, node: int, gpu_idx: Sequence[int], milli: int, cpu: int, mem: int) -> None:
+        for gi in gpu_idx:
+            self.gpu_free[node, gi] -= milli
+        self.cpu_free[node] -= cpu
+        self.mem_free[node] -= mem
+        self.sid[node] = self._intern(self._key(node))
+
+
+def _pick_gpus(free_row: IntArr, num: int, milli: int, rule: str, value: int = -1) -> list[int]:
+    if num == 0:
+        return []
+    if milli >= FULL or num > 1:
+        return [int(i) for i in np.flatnonzero(free_row >= milli)[:num]]
+    if rule == "value":
+        return [int(np.flatnonzero(free_row == value)[0])]
+    fit = np.flatnonzero(free_row >= milli)
+    if rule == "first":
+        return [int(fit[0])]
+    return [int(fit[np.argmin(free_row[fit])])]  # best: the fullest GPU that fits (first among equals)
+
+
+def replay(
+    cluster: Cluster,
+    workload: Workload,
+    policy: str,
+    *,
+    seed: int = 42,
+    target: float = 1.0,
+    checkpoints: int = 100,
+) -> ReplayResult:
+    """Replay ``workload`` onto an empty ``cluster`` with ``policy``; see the module docstring for the method."""
+    if policy not in POLICIES:
+        raise ValueError(f"policy {policy!r} is not one of {', '.join(POLICIES)}")
+    if not 0 < target <= 10:
+        raise ValueError(f"target is {target}; must be in (0, 10] (1.0 = 100% of GPU capacity)")
+    model_names = sorted(set(cluster.models))
+    types = _types(workload, model_names)
+    st = _State(cluster, types, model_names)
+    cap = cluster.gpu_capacity_milli
+    order = arrival_order(workload, cap, seed, target)
+    req_all = workload.gpu_request_milli
+    levels = np.linspace(target / checkpoints, target, checkpoints)
+    arrived = failed = allocated = 0
+    n_failed = 0
+    out_a: list[float] = []
+    out_u: list[float] = []
+    out_f: list[float] = []
+    out_g: list[float] = []
+    lvl = 0
+    for k, p in enumerate(order.tolist()):
+        cpu, mem = int(workload.cpu_milli[p]), int(workload.memory_mib[p])
+        num, milli = int(workload.num_gpu[p]), int(workload.gpu_milli[p])
+        pt = int(types.of_pod[p])
+        nodes = st.feasible(cpu, mem, num, milli, types.allowed[pt])
+        req = int(req_all[p])
+        arrived += req
+        if len(nodes) == 0:
+            failed += req
+            n_failed += 1
+        else:
+            if policy == "first-fit":
+                node = int(nodes[0])
+                gpus = _pick_gpus(st.gpu_free[node], num, milli, "first")
+            elif policy == "best-fit":
+                left_gpu = np.maximum(st.gpu_free[nodes], 0).sum(axis=1) - req
+                node = int(nodes[np.lexsort((nodes, st.cpu_free[nodes] - cpu, left_gpu))[0]])
+                gpus = _pick_gpus(st.gpu_free[node], num, milli, "best")
+            else:
+                delta, value = st.fgd_moves(pt, nodes)
+                d = np.round(delta, 6)
+                if policy == "fgd":
+                    i = int(np.lexsort((nodes, d))[0])
+                else:
+                    left_gpu = np.maximum(st.gpu_free[nodes], 0).sum(axis=1) - req
+                    i = int(np.lexsort((nodes, st.cpu_free[nodes] - cpu, left_gpu, d))[0])
+                node = int(nodes[i])
+                gpus = _pick_gpus(st.gpu_free[node], num, milli, "value", int(value[i]))
+            st.place(node, gpus, milli, cpu, mem)
+            allocated += req
+        last = k == len(order) - 1
+        while lvl < checkpoints and (arrived >= levels[lvl] * cap or last):
+            out_a.append(arrived / cap)
+            out_u.append(1 - allocated / cap)
+            out_f.append(failed / arrived if arrived else 0.0)
+            st._flush()
+            out_g.append(float(np.asarray(st.f_of)[st.sid].sum() / cap))
+            lvl += 1
+            if last:
+                break
+    return ReplayResult(
+        policy=policy,
+        seed=seed,
+        pods_arrived=len(order),
+        pods_failed=n_failed,
+        capacity_gpus=cap // FULL,
+        arrived_share=tuple(out_a),
+        unallocated_share=tuple(out_u),
+        failed_share=tuple(out_f),
+        fragmented_share=tuple(out_g),
+    )
+
+
+def replay_files(
+    nodes_csv: str | Path,
+    pods_csv: str | Path,
+    policies: Sequence[str],
+    *,
+    seed: int = 42,
+    target: float = 1.0,
+) -> dict[str, Any]:
+    """What ``kubeinfer plan replay`` prints with ``-o json``: one result per policy, JSON-able."""
+    cluster = load_nodes_csv(nodes_csv)
+    workload = load_pods_csv(pods_csv)
+    results = [replay(cluster, workload, p, seed=seed, target=target) for p in policies]
+    return {
+        "nodes": len(cluster.names),
+        "gpus": cluster.gpu_capacity_milli // FULL,
+        "pods": len(workload),
+        "seed": seed,
+        "target": target,
+        "results": [r.to_dict() for r in results],
+    }

@@ -1,0 +1,760 @@
+"""Cost-optimal placement: which slice, how many replicas and which nodes, at the lowest price per hour.
+
+Model (the same one is solved exactly and approximately, so the two can be compared):
+
+- A *node group* has identical nodes (instance type, ``gpus`` devices of one catalogue accelerator or none, CPU,
+  memory, price per hour, ``min_nodes``..``max_nodes``).
+- Each GPU of a group is given one *configuration*: whole (MIG off, no sharing), ``share-k`` (time-slicing or MPS
+  with k replicas) or one maximal valid MIG layout (``mig.maximal_layouts``; a non-maximal layout is never
+  cheaper). A configuration offers *slots*: 1 whole, k shares, or the layout's MIG instances.
+- A *service* has, per slice, the throughput one replica sustains within its latency SLO and the accelerator
+  memory it needs (from a ``Profile``). A replica may use a slot when its memory fits the slot's memory (the
+  whole device, device/k for shares, the MIG instance's memory) and it has a non-zero rate there. Every group
+  also offers ``cpu`` slots, limited only by node CPU and memory.
+- Constraints: replicas of each slot type <= the slots configured; GPUs configured <= gpus x nodes; replicas'
+  CPU and memory requests <= the nodes' (summed per group); per service, sum of replica throughput >= peak rate
+  and replicas >= min_replicas. Objective: sum of node prices.
+
+``solve_exact`` states this as a MILP and solves it with HiGHS (``scipy.optimize.milp``). ``solve_heuristic``
+picks for each service its cheapest option by marginal cost per replica (a GPU share, or the node's CPU/memory,
+whichever binds), sizes the replicas for the peak, packs MIG instances into layouts greedily and returns the
+packing with the LP-relaxation lower bound so the gap is known. ``plan`` chooses: exact when the model is small
+(``PlannerOptions.exact_max_columns``), else the heuristic.
+
+Per-group CPU/memory constraints are aggregated; ``pack_nodes`` then places every replica on a concrete node and
+GPU, adding a node when first-fit-decreasing cannot fit the aggregate plan (rare; reported as ``extra_nodes``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from kubeinfer.placement.catalogue import CATALOGUE, GIB, Catalogue
+from kubeinfer.placement.mig import maximal_layouts, mig_profiles, named_layouts, resource_name
+from kubeinfer.placement.profile import CPU_SLICE, Percentile, Profile, SliceRef
+
+__all__ = [
+    "GpuConfig",
+    "InfeasiblePlan",
+    "NodeGroup",
+    "NodePacking",
+    "Plan",
+    "PlannerOptions",
+    "ServiceDemand",
+    "ServicePlacement",
+    "build_model",
+    "naive_plan",
+    "plan",
+    "solve_exact",
+    "solve_heuristic",
+]
+
+
+@dataclass(frozen=True)
+class ServiceDemand:
+    """What one service needs: its rates and what one replica does on each slice."""
+
+    name: str
+    peak_rps: float
+    mean_rps: float
+    capacity: Mapping[SliceRef, float]
+    """Requests/s one replica sustains within the SLO on each slice (missing or 0: not usable)."""
+    memory_bytes: Mapping[SliceRef, int] = field(default_factory=dict)
+    """Accelerator memory one replica needs on each slice (missing: 0)."""
+    cpu: float = 1.0
+    host_memory_bytes: int = GIB
+    min_replicas: int = 1
+
+    @classmethod
+    def from_profile(
+        cls,
+        name: str,
+        profile: Profile,
+        *,
+        slo_ms: float,
+        peak_rps: float,
+        mean_rps: float | None = None,
+        percentile: Percentile = "p99",
+        estimate: bool = True,
+        catalogue: Catalogue = CATALOGUE,
+        min_replicas: int = 1,
+    ) -> ServiceDemand:
+        """Capacities at the SLO from a profile; with ``estimate`` unmeasured MIG/share slices of a measured
+        whole device are derived from it (``compute_slices/7`` and ``1/k`` of its throughput, same memory)."""
+        cap: dict[SliceRef, float] = {}
+        mem: dict[SliceRef, int] = {}
+        for sl in profile.slices():
+            cap[sl] = profile.throughput_at_slo(sl, slo_ms, percentile)
+            mem[sl] = profile.peak_memory(sl) if sl.kind != "cpu" else 0
+        if estimate:
+            for sl in list(cap):
+                if sl.kind != "whole" or sl.accelerator not in catalogue:
+                    continue
+                acc = catalogue[sl.accelerator]
+                for p in mig_profiles(acc):
+                    ref = SliceRef(acc.name, "mig", mig_profile=p.name)
+                    if ref not in cap and not p.media_extensions:
+                        cap[ref] = cap[sl] * p.compute_slices / 7
+                        mem[ref] = mem[sl]
+                if acc.time_slicing:
+                    for k in (2, 3, 4, 5, 6, 7, 8):
+                        ref = SliceRef(acc.name, "share", share=k)
+                        if ref not in cap:
+                            cap[ref] = cap[sl] / k
+                            mem[ref] = mem[sl]
+        return cls(
+            name=name,
+            peak_rps=peak_rps,
+            mean_rps=peak_rps if mean_rps is None else mean_rps,
+            capacity=cap,
+            memory_bytes=mem,
+            cpu=profile.host_cpu,
+            host_memory_bytes=profile.host_memory_bytes,
+            min_replicas=min_replicas,
+        )
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    name: str
+    instance_type: str
+    accelerator: str | None
+    """Catalogue name of the node's devices; ``None`` for CPU-only nodes."""
+    gpus: int
+    cpu: float
+    memory_bytes: int
+    price_per_hour: float
+    min_nodes: int = 0
+    max_nodes: int = 10
+
+
+@dataclass(frozen=True)
+class PlannerOptions:
+    allow_mig: bool = True
+    share_counts: tuple[int, ...] = (2, 4)
+    """Time-slicing/MPS replica counts the planner may configure on a GPU."""
+    share_mode: Literal["time-slicing", "mps"] = "time-slicing"
+    mig_strategy: Literal["single", "mixed"] = "mixed"
+    allow_cpu: bool = True
+    exact_max_columns: int = 5000
+    """``plan`` solves exactly when the model has at most this many integer columns."""
+    time_limit_s: float | None = None
+    """HiGHS time limit for the exact solver (None: solve to optimality; deterministic)."""
+
+
+@dataclass(frozen=True)
+class GpuConfig:
+    """One way to configure a GPU: a name (mig-parted style) and the slots it offers."""
+
+    name: str
+    slots: tuple[tuple[SliceRef, int], ...]
+
+
+def _configs(acc_name: str, opts: PlannerOptions, catalogue: Catalogue) -> list[GpuConfig]:
+    acc = catalogue[acc_name]
+    out = [GpuConfig("all-disabled", ((SliceRef(acc.name, "whole"), 1),))]
+    if acc.time_slicing or acc.mps:
+        for k in opts.share_counts:
+            out.append(GpuConfig(f"{opts.share_mode}-{k}", ((SliceRef(acc.name, "share", share=k), k),)))
+    if acc.mig_capable and opts.allow_mig:
+        names = {lay: n for n, lay in named_layouts(acc.name).items()}
+        for lay in maximal_layouts(acc.name):
+            if any(p.endswith("+me") for p, _ in lay):
+                continue
+            out.append(
+                GpuConfig(names[lay], tuple((SliceRef(acc.name, "mig", mig_profile=p), n) for p, n in lay))
+            )
+    return out
+
+
+def _slot_memory(sl: SliceRef, catalogue: Catalogue) -> int:
+    if sl.kind == "cpu":
+        return 2**62
+    acc = catalogue[sl.accelerator]
+    if sl.kind == "whole":
+        return acc.memory_bytes
+    if sl.kind == "share":
+        return acc.memory_bytes // sl.share
+    prof = {p.name: p for p in mig_profiles(acc)}[sl.mig_profile]
+    return int(prof.memory_gib * GIB)
+
+
+def _gpu_fraction(sl: SliceRef, catalogue: Catalogue) -> float:
+    if sl.kind == "cpu":
+        return 0.0
+    if sl.kind == "whole":
+        return 1.0
+    if sl.kind == "share":
+        return 1.0 / sl.share
+    prof = {p.name: p for p in mig_profiles(sl.accelerator)}[sl.mig_profile]
+    return max(prof.compute_slices / 7, prof.memory_slices / 8)
+
+
+@dataclass(frozen=True)
+class _Option:
+    service: int
+    group: int
+    slice: SliceRef
+    capacity: float
+
+
+@dataclass(frozen=True)
+class Model:
+    services: tuple[ServiceDemand, ...]
+    groups: tuple[NodeGroup, ...]
+    configs: tuple[tuple[GpuConfig, ...], ...]
+    """Per group, the GPU configurations allowed."""
+    options: tuple[_Option, ...]
+    """Every usable (service, group, slice) with its capacity."""
+    options_: PlannerOptions
+    catalogue: Catalogue
+
+    @property
+    def n_columns(self) -> int:
+        return len(self.groups) + sum(len(c) for c in self.configs) + len(self.options)
+
+
+def build_model(
+    services: Sequence[ServiceDemand],
+    groups: Sequence[NodeGroup],
+    options: PlannerOptions = PlannerOptions(),
+    catalogue: Catalogue = CATALOGUE,
+) -> Model:
+    for g in groups:
+        if g.min_nodes < 0 or g.max_nodes < g.min_nodes:
+            raise ValueError(f"node group {g.name!r}: need 0 <= min_nodes <= max_nodes, got {g.min_nodes}..")
+        if g.accelerator is not None and g.accelerator not in catalogue:
+            raise ValueError(f"node group {g.name!r}: unknown accelerator {g.accelerator!r}")
+    configs = tuple(
+        tuple(_configs(g.accelerator, options, catalogue)) if g.accelerator and g.gpus > 0 else ()
+        for g in groups
+    )
+    opts: list[_Option] = []
+    for si, s in enumerate(services):
+        if s.peak_rps < 0 or s.min_replicas < 0:
+            raise ValueError(f"service {s.name!r}: peak_rps and min_replicas must be >= 0")
+        for gi, g in enumerate(groups):
+            slots = {sl for c in configs[gi] for sl, _ in c.slots}
+            if options.allow_cpu:
+                slots.add(CPU_SLICE)
+            for sl in sorted(slots):
+                cap = s.capacity.get(sl, 0.0)
+                if cap <= 0 or s.memory_bytes.get(sl, 0) > _slot_memory(sl, catalogue):
+                    continue
+                if s.cpu > g.cpu or s.host_memory_bytes > g.memory_bytes:
+                    continue
+                opts.append(_Option(si, gi, sl, cap))
+    return Model(tuple(services), tuple(groups), configs, tuple(opts), options, catalogue)
+
+
+@dataclass(frozen=True)
+class ServicePlacement:
+    service: str
+    group: str
+    slice: SliceRef
+    replicas: int
+    capacity_rps: float
+    """Throughput of these replicas at the SLO."""
+    resource_name: str | None
+    requests: Mapping[str, str]
+    """Kubernetes resource requests of one replica (``cpu``, ``memory``, the device resource)."""
+    gpu_spec: Mapping[str, object]
+    """The ``spec.resources.gpu`` block to put in the InferenceService."""
+
+
+@dataclass(frozen=True)
+class NodePacking:
+    group: str
+    index: int
+    gpu_configs: tuple[str, ...]
+    replicas: tuple[tuple[str, str, int], ...]
+    """``(service, slice, gpu index or -1 for cpu)`` per replica on the node."""
+    cpu_used: float
+    memory_used: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    method: Literal["milp", "heuristic", "naive"]
+    placements: tuple[ServicePlacement, ...]
+    nodes: Mapping[str, int]
+    """Nodes per group (after packing)."""
+    packing: tuple[NodePacking, ...]
+    cost_per_hour: float
+    cost_per_million_requests: float
+    """At the services' mean rates."""
+    lower_bound: float
+    """A proven lower bound on the optimal cost (LP relaxation, or the MILP bound)."""
+    optimal: bool
+    extra_nodes: int = 0
+    """Nodes the packer added beyond the aggregate solution (per-node CPU/memory fragmentation)."""
+    unplaced: tuple[str, ...] = ()
+    naive_cost_per_hour: float | None = None
+
+    @property
+    def gap(self) -> float:
+        """Relative gap to the lower bound: (cost - bound) / cost."""
+        return (
+            0.0
+            if self.cost_per_hour <= 0
+            else max(0.0, (self.cost_per_hour - self.lower_bound)) / self.cost_per_hour
+        )
+
+    @property
+    def savings_vs_naive(self) -> float | None:
+        if not self.naive_cost_per_hour:
+            return None
+        return 1.0 - self.cost_per_hour / self.naive_cost_per_hour
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "method": self.method,
+            "costPerHour": round(self.cost_per_hour, 4),
+            "costPerMillionRequests": round(self.cost_per_million_requests, 4),
+            "naiveCostPerHour": None
+            if self.naive_cost_per_hour is None
+            else round(self.naive_cost_per_hour, 4),
+            "lowerBound": round(self.lower_bound, 4),
+            "gap": round(self.gap, 6),
+            "optimal": self.optimal,
+            "nodes": dict(self.nodes),
+            "extraNodes": self.extra_nodes,
+            "unplaced": list(self.unplaced),
+            "services": [
+                {
+                    "service": p.service,
+                    "group": p.group,
+                    "slice": str(p.slice),
+                    "replicas": p.replicas,
+                    "capacityRps": round(p.capacity_rps, 3),
+                    "resourceName": p.resource_name,
+                    "requests": dict(p.requests),
+                    "gpu": dict(p.gpu_spec),
+                }
+                for p in self.placements
+            ],
+        }
+
+
+# --------------------------------------------------------------------------------------------- MILP
+
+
+@dataclass(frozen=True)
+class _Solution:
+    nodes: tuple[int, ...]
+    configs: tuple[tuple[int, ...], ...]
+    """Per group, GPUs per configuration."""
+    replicas: tuple[int, ...]
+    """Per option."""
+    bound: float
+    optimal: bool
+
+
+def _matrices(m: Model) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(c, A, lb_row, ub_row, lb_col, ub_col) of the MILP; columns: nodes, configs, options."""
+    from scipy import sparse
+
+    ng = len(m.groups)
+    cfg_off = [ng]
+    for cs in m.configs:
+        cfg_off.append(cfg_off[-1] + len(cs))
+    opt_off = cfg_off[-1]
+    ncol = opt_off + len(m.options)
+    c = np.zeros(ncol)
+    lb_col = np.zeros(ncol)
+    ub_col = np.full(ncol, np.inf)
+    for gi, g in enumerate(m.groups):
+        c[gi] = g.price_per_hour
+        lb_col[gi], ub_col[gi] = g.min_nodes, g.max_nodes
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    lo: list[float] = []
+    hi: list[float] = []
+
+    def row(entries: list[tuple[int, float]], low: float, high: float) -> None:
+        r = len(lo)
+        for col, v in entries:
+            rows.append(r)
+            cols.append(col)
+            vals.append(v)
+        lo.append(low)
+        hi.append(high)
+
+    by_group_slot: dict[tuple[int, SliceRef], list[int]] = defaultdict(list)
+    by_group: dict[int, list[int]] = defaultdict(list)
+    by_service: dict[int, list[int]] = defaultdict(list)
+    for oi, o in enumerate(m.options):
+        by_group_slot[(o.group, o.slice)].append(oi)
+        by_group[o.group].append(oi)
+        by_service[o.service].append(oi)
+    for gi, g in enumerate(m.groups):
+        cs = m.configs[gi]
+        if cs:
+            row([(cfg_off[gi] + k, 1.0) for k in range(len(cs))] + [(gi, -float(g.gpus))], -np.inf, 0.0)
+        slots: dict[SliceRef, list[tuple[int, float]]] = defaultdict(list)
+        for k, cfg in enumerate(cs):
+            for sl, n in cfg.slots:
+                slots[sl].append((cfg_off[gi] + k, -float(n)))
+        for sl, entries in slots.items():
+            users = by_group_slot.get((gi, sl), [])
+            if users:
+                row([(opt_off + oi, 1.0) for oi in users] + entries, -np.inf, 0.0)
+        users = by_group.get(gi, [])
+        if users:
+            row(
+                [(opt_off + oi, m.services[m.options[oi].service].cpu) for oi in users] + [(gi, -g.cpu)],
+                -np.inf,
+                0.0,
+            )
+            gib = float(GIB)
+            row(
+                [(opt_off + oi, m.services[m.options[oi].service].host_memory_bytes / gib) for oi in users]
+                + [(gi, -g.memory_bytes / gib)],
+                -np.inf,
+                0.0,
+            )
+    for si, s in enumerate(m.services):
+        users = by_service.get(si, [])
+        row([(opt_off + oi, m.options[oi].capacity) for oi in users], s.peak_rps, np.inf)
+        row([(opt_off + oi, 1.0) for oi in users], float(s.min_replicas), np.inf)
+    a = sparse.csr_array((vals, (rows, cols)), shape=(len(lo), ncol))
+    return c, a, np.asarray(lo), np.asarray(hi), lb_col, ub_col
+
+
+def _unpack(m: Model, x: np.ndarray, bound: float, optimal: bool) -> _Solution:
+    ng = len(m.groups)
+    xi = np.rint(x).astype(int)
+    off = ng
+    configs = []
+    for cs in m.configs:
+        configs.append(tuple(int(v) for v in xi[off : off + len(cs)]))
+        off += len(cs)
+    return _Solution(
+        nodes=tuple(int(v) for v in xi[:ng]),
+        configs=tuple(configs),
+        replicas=tuple(int(v) for v in xi[off:]),
+        bound=bound,
+        optimal=optimal,
+    )
+
+
+def lp_bound(m: Model) -> float:
+    """Optimal value of the LP relaxation: a lower bound on every plan's cost."""
+    from scipy.optimize import LinearConstraint, milp
+
+    c, a, lo, hi, lbc, ubc = _matrices(m)
+    from scipy.optimize import Bounds
+
+    res = milp(c, constraints=[LinearConstraint(a, lo, hi)], bounds=Bounds(lbc, ubc))
+    if res.status != 0 or res.x is None:
+        raise InfeasiblePlan(f"no plan satisfies the demands within the node groups' limits ({res.message})")
+    return float(res.fun)
+
+
+class InfeasiblePlan(ValueError):
+    """No placement meets every service's peak within the node groups' max_nodes."""
+
+
+def solve_exact(m: Model) -> _Solution:
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    c, a, lo, hi, lbc, ubc = _matrices(m)
+    opts: dict[str, float | bool] = {"mip_rel_gap": 1e-9, "presolve": True}
+    if m.options_.time_limit_s is not None:
+        opts["time_limit"] = m.options_.time_limit_s
+    res = milp(
+        c,
+        constraints=[LinearConstraint(a, lo, hi)],
+        bounds=Bounds(lbc, ubc),
+        integrality=np.ones_like(c),
+        options=opts,
+    )
+    if res.x is None:
+        raise InfeasiblePlan(f"no plan satisfies the demands within the node groups' limits ({res.message})")
+    bound = float(getattr(res, "mip_dual_bound", res.fun) or res.fun)
+    return _unpack(m, res.x, min(bound, float(res.fun)), res.status == 0)
+
+
+# ----------------------------------------------------------------------------------------- heuristic
+
+
+def _pack_mig(demand: Mapping[SliceRef, int], cfgs: Sequence[tuple[int, GpuConfig]]) -> Counter[int]:
+    """GPUs per MIG configuration covering ``demand`` (greedy: the layout covering most compute first)."""
+    left = dict(demand)
+    out: Counter[int] = Counter()
+
+    def weight(sl: SliceRef) -> float:
+        return _gpu_fraction(sl, CATALOGUE) if sl.accelerator in CATALOGUE else 1.0
+
+    while any(v > 0 for v in left.values()):
+        best, best_score = -1, 0.0
+        for k, cfg in cfgs:
+            score = sum(min(n, left.get(sl, 0)) * weight(sl) for sl, n in cfg.slots)
+            if score > best_score + 1e-12:
+                best, best_score = k, score
+        if best < 0:  # build_model only offers MIG slots that some layout provides
+            raise ValueError(f"no MIG layout offers {sorted(str(k) for k, v in left.items() if v)}")
+        out[best] += 1
+        for sl, n in next(c for k, c in cfgs if k == best).slots:
+            if sl in left:
+                left[sl] = max(0, left[sl] - n)
+    return out
+
+
+def _group_usage(m: Model, gi: int, reps: Mapping[int, int]) -> tuple[tuple[int, ...], int]:
+    """Configs (GPUs per config) and node count needed by the replicas ``reps`` (option index -> count)."""
+    g = m.groups[gi]
+    cs = m.configs[gi]
+    counts = [0] * len(cs)
+    demand: Counter[SliceRef] = Counter()
+    cpu = 0.0
+    mem = 0
+    for oi, r in reps.items():
+        o = m.options[oi]
+        s = m.services[o.service]
+        demand[o.slice] += r
+        cpu += s.cpu * r
+        mem += s.host_memory_bytes * r
+    mig_cfgs = []
+    for k, cfg in enumerate(cs):
+        sl0 = cfg.slots[0][0]
+        if sl0.kind == "whole":
+            counts[k] = demand.get(sl0, 0)
+        elif sl0.kind == "share":
+            counts[k] = math.ceil(demand.get(sl0, 0) / sl0.share)
+        else:
+            mig_cfgs.append((k, cfg))
+    mig_demand = {sl: n for sl, n in demand.items() if sl.kind == "mig" and n > 0}
+    if mig_demand:
+        for k, n in _pack_mig(mig_demand, mig_cfgs).items():
+            counts[k] = n
+    gpus = sum(counts)
+    nodes = max(
+        g.min_nodes,
+        math.ceil(gpus / g.gpus) if g.gpus else 0,
+        math.ceil(cpu / g.cpu - 1e-9) if g.cpu else 0,
+        math.ceil(mem / g.memory_bytes - 1e-9) if g.memory_bytes else 0,
+    )
+    return tuple(counts), nodes
+
+
+def solve_heuristic(m: Model, bound: float | None = None) -> _Solution:
+    """Greedy: services by decreasing peak, each to its cheapest option by marginal cost; then pack."""
+    per_service: dict[int, list[int]] = defaultdict(list)
+    for oi, o in enumerate(m.options):
+        per_service[o.service].append(oi)
+    order = sorted(range(len(m.services)), key=lambda s: -m.services[s].peak_rps)
+    chosen: dict[int, dict[int, int]] = defaultdict(dict)  # group -> option -> replicas
+    nodes_now = [g.min_nodes for g in m.groups]
+    for si in order:
+        s = m.services[si]
+        best: tuple[float, int, int] | None = None
+        for oi in per_service.get(si, []):
+            o = m.options[oi]
+            g = m.groups[o.group]
+            r = max(s.min_replicas, math.ceil(s.peak_rps / o.capacity - 1e-9))
+            unit = max(
+                _gpu_fraction(o.slice, m.catalogue) / g.gpus if g.gpus else 0.0,
+                s.cpu / g.cpu,
+                s.host_memory_bytes / g.memory_bytes,
+            )
+            trial = dict(chosen[o.group])
+            trial[oi] = trial.get(oi, 0) + r
+            _, need = _group_usage(m, o.group, trial)
+            if need > g.max_nodes:
+                continue
+            # marginal node cost of this choice plus a fractional tie-break for partly used nodes
+            cost = (need - nodes_now[o.group]) * g.price_per_hour + 1e-3 * unit * r * g.price_per_hour
+            key = (cost, oi, r)
+            if best is None or key < best:
+                best = key
+        if best is None:
+            raise InfeasiblePlan(f"service {s.name!r} fits no node group within max_nodes")
+        _, oi, r = best
+        gi = m.options[oi].group
+        chosen[gi][oi] = chosen[gi].get(oi, 0) + r
+        nodes_now[gi] = _group_usage(m, gi, chosen[gi])[1]
+    replicas = [0] * len(m.options)
+    configs = []
+    nodes = []
+    for gi in range(len(m.groups)):
+        cfg, n = _group_usage(m, gi, chosen.get(gi, {}))
+        configs.append(cfg)
+        nodes.append(n)
+        for oi, r in chosen.get(gi, {}).items():
+            replicas[oi] = r
+    lb = lp_bound(m) if bound is None else bound
+    return _Solution(tuple(nodes), tuple(configs), tuple(replicas), lb, False)
+
+
+# --------------------------------------------------------------------------------------- packing/output
+
+
+def _pack(m: Model, sol: _Solution) -> tuple[tuple[NodePacking, ...], dict[str, int], int, tuple[str, ...]]:
+    """Place every replica on a concrete node and GPU slot, first-fit decreasing by CPU."""
+    packs: list[NodePacking] = []
+    nodes_out: dict[str, int] = {}
+    extra = 0
+    unplaced: list[str] = []
+    for gi, g in enumerate(m.groups):
+        n = sol.nodes[gi]
+        gpu_cfgs: list[GpuConfig] = []
+        for k, cnt in enumerate(sol.configs[gi] if m.configs[gi] else ()):
+            gpu_cfgs += [m.configs[gi][k]] * cnt
+        reps = [
+            (m.services[m.options[oi].service], m.options[oi].slice)
+            for oi, r in enumerate(sol.replicas)
+            if m.options[oi].group == gi
+            for _ in range(r)
+        ]
+        reps.sort(key=lambda sr: (-sr[0].cpu, -sr[0].host_memory_bytes, sr[0].name))
+        while True:
+            ok, result = _try_pack(g, n, gpu_cfgs, reps)
+            if ok or n >= g.max_nodes:
+                break
+            n += 1
+        nodes_out[g.name] = n
+        if ok:
+            extra += n - sol.nodes[gi]
+            packs += [NodePacking(g.name, i, *nd) for i, nd in enumerate(result)]
+        else:
+            unplaced.append(g.name)
+    return tuple(packs), nodes_out, extra, tuple(unplaced)
+
+
+def _try_pack(
+    g: NodeGroup, n: int, gpu_cfgs: Sequence[GpuConfig], reps: Sequence[tuple[ServiceDemand, SliceRef]]
+) -> tuple[bool, list[tuple[tuple[str, ...], tuple[tuple[str, str, int], ...], float, int]]]:
+    if len(gpu_cfgs) > n * g.gpus:
+        return False, []
+    # spread configured GPUs over nodes: node i gets GPUs i*gpus..
+    node_gpus: list[list[tuple[int, GpuConfig]]] = [[] for _ in range(n)]
+    for idx, cfg in enumerate(gpu_cfgs):
+        node_gpus[idx // g.gpus if g.gpus else 0].append((idx % max(g.gpus, 1), cfg))
+    free_slots: list[dict[SliceRef, list[int]]] = []
+    for i in range(n):
+        fs: dict[SliceRef, list[int]] = defaultdict(list)
+        for gidx, cfg in node_gpus[i]:
+            for sl, cnt in cfg.slots:
+                fs[sl] += [gidx] * cnt
+        free_slots.append(fs)
+    cpu = [0.0] * n
+    mem = [0] * n
+    placed: list[list[tuple[str, str, int]]] = [[] for _ in range(n)]
+    for s, sl in reps:
+        for i in range(n):
+            if cpu[i] + s.cpu > g.cpu + 1e-9 or mem[i] + s.host_memory_bytes > g.memory_bytes:
+                continue
+            if sl.kind == "cpu":
+                gidx = -1
+            elif free_slots[i].get(sl):
+                gidx = free_slots[i][sl].pop(0)
+            else:
+                continue
+            cpu[i] += s.cpu
+            mem[i] += s.host_memory_bytes
+            placed[i].append((s.name, str(sl), gidx))
+            break
+        else:
+            return False, []
+    out = [(tuple(cfg.name for _, cfg in node_gpus[i]), tuple(placed[i]), cpu[i], mem[i]) for i in range(n)]
+    return True, out
+
+
+def _placement(m: Model, oi: int, r: int) -> ServicePlacement:
+    o = m.options[oi]
+    s = m.services[o.service]
+    g = m.groups[o.group]
+    opts = m.options_
+    requests = {"cpu": _fmt_cpu(s.cpu), "memory": _fmt_mem(s.host_memory_bytes)}
+    gpu: dict[str, object]
+    rname: str | None
+    sl = o.slice
+    if sl.kind == "cpu":
+        rname, gpu = None, {"count": 0}
+    else:
+        acc = m.catalogue[sl.accelerator]
+        mem_need = s.memory_bytes.get(sl, 0)
+        if sl.kind == "whole":
+            rname = resource_name(acc)
+            gpu = {"count": 1, "sharing": "exclusive", "vendor": acc.vendor}
+        elif sl.kind == "share":
+            rname = resource_name(acc, opts.share_mode)
+            gpu = {"count": 0, "sharing": opts.share_mode, "fraction": round(1 / sl.share, 6)}
+        else:
+            rname = resource_name(acc, "mig", mig_profile=sl.mig_profile, mig_strategy=opts.mig_strategy)
+            gpu = {"count": 0, "sharing": "mig", "migProfile": sl.mig_profile}
+        if mem_need:
+            gpu["memory"] = _fmt_mem(mem_need)
+        requests[rname] = "1"
+    return ServicePlacement(s.name, g.name, sl, r, r * o.capacity, rname, requests, gpu)
+
+
+def _fmt_cpu(cores: float) -> str:
+    milli = math.ceil(cores * 1000 - 1e-9)
+    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
+
+
+def _fmt_mem(b: int) -> str:
+    mi = math.ceil(b / 1024**2)
+    return f"{mi // 1024}Gi" if mi % 1024 == 0 else f"{mi}Mi"
+
+
+def _to_plan(m: Model, sol: _Solution, method: Literal["milp", "heuristic", "naive"]) -> Plan:
+    packing, nodes, extra, unplaced = _pack(m, sol)
+    cost = sum(m.groups[gi].price_per_hour * nodes[g.name] for gi, g in enumerate(m.groups))
+    mean = sum(s.mean_rps for s in m.services)
+    per_million = cost / (mean * 3600) * 1e6 if mean > 0 else 0.0
+    placements = tuple(_placement(m, oi, r) for oi, r in enumerate(sol.replicas) if r > 0)
+    return Plan(
+        method=method,
+        placements=placements,
+        nodes=nodes,
+        packing=packing,
+        cost_per_hour=cost,
+        cost_per_million_requests=per_million,
+        lower_bound=sol.bound,
+        optimal=sol.optimal and extra == 0,
+        extra_nodes=extra,
+        unplaced=unplaced,
+    )
+
+
+def naive_plan(
+    services: Sequence[ServiceDemand], groups: Sequence[NodeGroup], catalogue: Catalogue = CATALOGUE
+) -> Plan:
+    """The baseline: one whole GPU per replica, replicas sized for the peak, cheapest GPU per service."""
+    opts = PlannerOptions(allow_mig=False, share_counts=(), allow_cpu=False)
+    m = build_model(services, groups, opts, catalogue)
+    missing = {s.name for s in services} - {services[o.service].name for o in m.options}
+    if missing:  # services no GPU suits run on CPU in the baseline too
+        m = build_model(services, groups, PlannerOptions(allow_mig=False, share_counts=()), catalogue)
+    sol = solve_heuristic(m, bound=0.0)
+    return _to_plan(m, sol, "naive")
+
+
+def plan(
+    services: Sequence[ServiceDemand],
+    groups: Sequence[NodeGroup],
+    options: PlannerOptions = PlannerOptions(),
+    catalogue: Catalogue = CATALOGUE,
+    *,
+    method: Literal["auto", "milp", "heuristic"] = "auto",
+) -> Plan:
+    """The cheapest placement found, with its bound, packing and the naive plan's cost for comparison."""
+    m = build_model(services, groups, options, catalogue)
+    use_exact = method == "milp" or (method == "auto" and m.n_columns <= options.exact_max_columns)
+    sol = solve_exact(m) if use_exact else solve_heuristic(m)
+    result = _to_plan(m, sol, "milp" if use_exact else "heuristic")
+    try:
+        naive = naive_plan(services, groups, catalogue).cost_per_hour
+    except InfeasiblePlan:
+        naive = None
+    return Plan(**{**result.__dict__, "naive_cost_per_hour": naive})
