@@ -1,0 +1,363 @@
+"""The replica's gRPC data plane: Open Inference Protocol v2 (``inference.GRPCInferenceService``).
+
+The wire contract is KServe's ``grpc_predict_v2.proto`` plus the parts of Triton's extension of it that
+``tritonclient.grpc`` uses (``ModelStreamInfer``, ``RepositoryIndex``); see ``_proto/grpc_predict_v2.proto``. So
+``tritonclient.grpc`` and KServe's and MLServer's clients work unchanged.
+
+Why grpc.aio on the HTTP server's event loop, and not a second server in a thread: the batcher is one asyncio object
+per model, and requests from both protocols must land in the same batches and the same in-flight count (the drain on
+SIGTERM waits for both). grpc.aio (grpcio >= 1.32) runs on any asyncio loop, uvloop included: its completion queue
+is polled in a thread of grpc's own that hands events to the loop, so nothing here depends on the loop's type
+(``tests/integration/test_grpc.py`` runs it under ``uvloop.run`` as the runner does).
+
+The handlers are registered with a generic handler built here rather than through the generated ``*_pb2_grpc``
+module, whose generated code sets a floor on the grpcio version equal to the grpcio-tools that generated it.
+
+Requests take the same path as REST: the model and version are looked up, tensors are decoded (``raw_input_contents``
+through ``tensors.decode_raw``, or the typed ``contents`` fields), validated with ``tensors.validate_inputs`` and
+submitted to the model's batcher. Outputs always go back as ``raw_output_contents``, which is what
+``tritonclient.grpc`` reads. Errors are ``errors.ServerError`` mapped to status codes by ``errors.grpc_code``.
+Metrics: ``kubeinfer_requests_total{protocol="grpc"}``, whose ``status`` label holds the gRPC status code number
+(0 is OK, 3 INVALID_ARGUMENT, 5 NOT_FOUND, 14 UNAVAILABLE ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf.message import Message
+
+from kubeinfer import __version__
+from kubeinfer.runtimes.base import DATATYPES, datatype_of
+from kubeinfer.server._proto import grpc_predict_v2_pb2 as pb
+from kubeinfer.server.app import EXTENSIONS, InferenceApp, ModelSlot
+from kubeinfer.server.errors import InvalidInput, ServerError, grpc_code
+from kubeinfer.server.tensors import (
+    InferRequest,
+    RequestedOutput,
+    decode_raw,
+    encode_raw,
+    select_outputs,
+    validate_inputs,
+)
+
+__all__ = ["SERVICE", "decode_request", "encode_response", "start_grpc"]
+
+log = logging.getLogger("kubeinfer.server.grpc")
+
+SERVICE = "inference.GRPCInferenceService"
+
+# The typed contents field that holds each datatype (FP16 has none: it travels as raw contents only).
+CONTENTS_FIELD: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+_ALL_FIELDS = tuple(sorted(set(CONTENTS_FIELD.values())))
+_INT32_MAX = 2**31 - 1
+_OK = grpc.StatusCode.OK
+
+
+# -- tensors <-> protobuf ----------------------------------------------------------------------------------
+def _parameters(params: Any) -> dict[str, Any]:
+    """A protobuf ``map<string, InferParameter>`` as a plain dict of Python values."""
+    out: dict[str, Any] = {}
+    for key, p in params.items():
+        which = p.WhichOneof("parameter_choice")
+        out[key] = getattr(p, which) if which is not None else None
+    return out
+
+
+def _from_contents(t: Any, datatype: str, shape: tuple[int, ...], where: str) -> np.ndarray[Any, Any]:
+    field = CONTENTS_FIELD.get(datatype)
+    if field is None:
+        raise InvalidInput(f"{where}: {datatype} has no typed contents field; send it in raw_input_contents")
+    values = getattr(t.contents, field)
+    count = math.prod(shape)
+    if len(values) != count:
+        hint = ""
+        if not values:
+            used = [f for f in _ALL_FIELDS if f != field and len(getattr(t.contents, f))]
+            if used:
+                hint = f" (the data is in contents.{used[0]}, but datatype {datatype} is read from contents.{field})"
+        raise InvalidInput(
+            f"{where}: shape {list(shape)} needs {count} elements in contents.{field}, got {len(values)}{hint}"
+        )
+    if datatype == "BYTES":
+        arr = np.empty(count, dtype=object)
+        arr[:] = list(values)
+        return arr.reshape(shape)
+    try:
+        return np.fromiter(values, dtype=DATATYPES[datatype], count=count).reshape(shape)
+    except (OverflowError, ValueError) as e:
+        raise InvalidInput(f"{where}: contents.{field} does not fit datatype {datatype}: {e}") from None
+
+
+def decode_request(msg: Any) -> InferRequest:
+    """Decode a ``ModelInferRequest`` into an ``InferRequest`` (not yet validated against the model)."""
+    raw = msg.raw_input_contents
+    n_raw = len(raw)
+    if n_raw and n_raw != len(msg.inputs):
+        raise InvalidInput(
+            f"raw_input_contents has {n_raw} entries but the request has {len(msg.inputs)} inputs: "
+            "send one entry per input, in the order of the inputs"
+        )
+    if not msg.inputs:
+        raise InvalidInput("the request has no inputs: send at least one tensor (name, datatype, shape, data)")
+    inputs: dict[str, np.ndarray[Any, Any]] = {}
+    for i, t in enumerate(msg.inputs):
+        name = t.name
+        if not name:
+            raise InvalidInput(f"inputs[{i}].name must be a non-empty string")
+        where = f"input {name!r}"
+        if name in inputs:
+            raise InvalidInput(f"{where} is given twice")
+        datatype = t.datatype
+        if datatype not in DATATYPES:
+            raise InvalidInput(f"{where}: datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
+        shape = tuple(t.shape)
+        if any(d < 0 for d in shape):
+            raise InvalidInput(f"{where}: shape {list(shape)} must be a list of non-negative integers")
+        if n_raw:
+            if t.HasField("contents") and t.contents.ByteSize():
+                raise InvalidInput(
+                    f"{where} has typed contents but the request also has raw_input_contents: use one or the other"
+                )
+            inputs[name] = decode_raw(datatype, shape, raw[i], where)
+        else:
+            inputs[name] = _from_contents(t, datatype, shape, where)
+    outputs = None
+    if msg.outputs:
+        for j, o in enumerate(msg.outputs):
+            if not o.name:
+                raise InvalidInput(f"outputs[{j}].name must be a non-empty string")
+        outputs = tuple(RequestedOutput(o.name) for o in msg.outputs)
+    return InferRequest(
+        inputs=inputs,
+        rows=0,
+        id=msg.id or None,
+        outputs=outputs,
+        parameters=_parameters(msg.parameters) if msg.parameters else {},
+    )
+
+
+def encode_response(slot: ModelSlot, req: InferRequest, result: dict[str, np.ndarray[Any, Any]]) -> Any:
+    """The ``ModelInferResponse`` for a result: every output as raw contents, in the order requested."""
+    tensor = pb.ModelInferResponse.InferOutputTensor
+    outputs = []
+    raws = []
+    for name, arr, _ in select_outputs(result, req):
+        outputs.append(tensor(name=name, datatype=datatype_of(arr), shape=arr.shape))
+        raws.append(encode_raw(arr))
+    return pb.ModelInferResponse(
+        model_name=slot.name,
+        model_version=slot.version,
+        id=req.id or "",
+        outputs=outputs,
+        raw_output_contents=raws,
+    )
+
+
+# -- the service -------------------------------------------------------------------------------------------
+class InferenceServicer:
+    """The RPCs of ``inference.GRPCInferenceService`` over one ``InferenceApp``."""
+
+    def __init__(self, app: InferenceApp) -> None:
+        self.app = app
+
+    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return pb.ServerReadyResponse(ready=self.app.ready)
+
+    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        slot = await self._slot(request.name, request.version, context)
+        return pb.ModelReadyResponse(ready=slot.ready and not self.app.draining)
+
+    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        return pb.ServerMetadataResponse(name="kubeinfer", version=__version__, extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        slot = await self._slot(request.name, request.version, context)
+        meta = pb.ModelMetadataResponse.TensorMetadata
+        info = slot.info
+        return pb.ModelMetadataResponse(
+            name=slot.name,
+            versions=[slot.version],
+            platform=info.platform if info else "",
+            inputs=[meta(name=s.name, datatype=s.datatype, shape=s.shape) for s in info.inputs] if info else [],
+            outputs=[meta(name=s.name, datatype=s.datatype, shape=s.shape) for s in info.outputs] if info else [],
+        )
+
+    async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        index = pb.RepositoryIndexResponse.ModelIndex
+        models = [
+            index(name=s.name, version=s.version, state="READY" if s.ready else "UNAVAILABLE", reason=s.error or "")
+            for s in self.app.models.values()
+            if s.ready or not request.ready
+        ]
+        return pb.RepositoryIndexResponse(models=models)
+
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await self.infer(request, context.time_remaining())
+        except ServerError as e:
+            await context.abort(grpc_code(e), str(e))
+        except Exception as e:  # a bug: log it, answer INTERNAL with a message, keep serving
+            log.exception("unhandled error in ModelInfer for model %r", request.model_name)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}")
+
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Any]:
+        """Requests on one stream run concurrently (so they batch); each answer goes back as soon as it is ready."""
+        answers: asyncio.Queue[Any] = asyncio.Queue()
+        pending: set[asyncio.Task[None]] = set()
+        end = object()
+
+        async def one(request: Any) -> None:
+            try:
+                resp = await self.infer(request, context.time_remaining())
+                answers.put_nowait(pb.ModelStreamInferResponse(infer_response=resp))
+            except Exception as e:
+                if not isinstance(e, ServerError):
+                    log.exception("unhandled error in ModelStreamInfer for model %r", request.model_name)
+                error = str(e) if isinstance(e, ServerError) else f"internal error: {type(e).__name__}: {e}"
+                echo = pb.ModelInferResponse(
+                    model_name=request.model_name, model_version=request.model_version, id=request.id
+                )
+                answers.put_nowait(pb.ModelStreamInferResponse(error_message=error, infer_response=echo))
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    task = asyncio.create_task(one(request), name="kubeinfer-grpc-stream-infer")
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                while pending:
+                    await asyncio.wait(set(pending))
+            finally:
+                answers.put_nowait(end)
+
+        reader = asyncio.create_task(read(), name="kubeinfer-grpc-stream-reader")
+        try:
+            while (answer := await answers.get()) is not end:
+                yield answer
+        finally:
+            reader.cancel()
+            for task in list(pending):
+                task.cancel()
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    async def _slot(self, name: str, version: str, context: grpc.aio.ServicerContext[Any, Any]) -> ModelSlot:
+        try:
+            return self.app._slot(name, version or None)
+        except ServerError as e:
+            await context.abort(grpc_code(e), str(e))
+            raise  # not reached: abort raises
+
+    async def infer(self, request: Any, time_remaining: float | None) -> Any:
+        """One inference with in-flight accounting and metrics. Raises ``ServerError`` for the client's errors."""
+        app = self.app
+        start = time.perf_counter()
+        label = ""  # the model label is set only once the name is known to be served (bounded cardinality)
+        code = _OK
+        app.in_flight += 1
+        app.metrics.in_flight = app.in_flight
+        try:
+            slot = app._slot(request.model_name, request.model_version or None)
+            label = slot.name
+            batcher, info = app._live_slot(slot)
+            req = decode_request(request)
+            validate_inputs(req, info, slot.name)
+            timeout = app.limits.request_timeout
+            if time_remaining is not None:
+                timeout = min(timeout, time_remaining) if timeout else time_remaining
+            deadline = time.monotonic() + timeout if timeout else None
+            result = await batcher.submit(req, deadline)
+            return encode_response(slot, req, result)
+        except ServerError as e:
+            code = grpc_code(e)
+            raise
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            raise
+        finally:
+            app.in_flight -= 1
+            app.metrics.in_flight = app.in_flight
+            app.metrics.request(label, "grpc", code.value[0], time.perf_counter() - start)
+
+
+Handler = Callable[[Any, Any], Awaitable[Any]]
+
+_UNARY: dict[str, tuple[type[Message], type[Message]]] = {
+    "ServerLive": (pb.ServerLiveRequest, pb.ServerLiveResponse),
+    "ServerReady": (pb.ServerReadyRequest, pb.ServerReadyResponse),
+    "ModelReady": (pb.ModelReadyRequest, pb.ModelReadyResponse),
+    "ServerMetadata": (pb.ServerMetadataRequest, pb.ServerMetadataResponse),
+    "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
+    "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
+    "RepositoryIndex": (pb.RepositoryIndexRequest, pb.RepositoryIndexResponse),
+}
+
+
+def handlers(app: InferenceApp) -> grpc.GenericRpcHandler:
+    """The generic handler that serves ``inference.GRPCInferenceService`` for ``app``."""
+    servicer = InferenceServicer(app)
+    table: dict[str, grpc.RpcMethodHandler] = {
+        name: grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, name), request_deserializer=req.FromString, response_serializer=resp.SerializeToString
+        )
+        for name, (req, resp) in _UNARY.items()
+    }
+    table["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+        servicer.ModelStreamInfer,
+        request_deserializer=pb.ModelInferRequest.FromString,
+        response_serializer=pb.ModelStreamInferResponse.SerializeToString,
+    )
+    return grpc.method_handlers_generic_handler(SERVICE, table)
+
+
+async def start_grpc(app: InferenceApp, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+    """Start the gRPC server on the running event loop; ``port`` 0 picks a free port. Returns it and the port."""
+    limit = min(app.limits.max_body_bytes, _INT32_MAX)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", -1),
+            # grpc turns SO_REUSEPORT on by default, which lets two servers bind one port without an error.
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    server.add_generic_rpc_handlers((handlers(app),))
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:  # newer grpcio raises where older ones returned 0
+        bound = 0
+    if not bound:
+        raise SystemExit(
+            f"kubeinfer serve: cannot listen for gRPC on {address} (choose another --grpc-port, or stop what uses it)"
+        )
+    await server.start()
+    return server, bound
