@@ -1,1 +1,35 @@
-"""kubeinfer.runtimes."""
+"""Model runtimes behind one ``Model`` protocol; heavy frameworks are imported only when their format is used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kubeinfer.runtimes.base import DATATYPES, Model, ModelError, ModelInfo, TensorSpec, sample_batch
+from kubeinfer.spec import InferenceService, resolve_uri
+
+__all__ = ["DATATYPES", "Model", "ModelError", "ModelInfo", "TensorSpec", "create_model", "sample_batch"]
+
+
+def create_model(svc: InferenceService, base_dir: Path | None = None) -> Model:
+    """Build (not load) the model a spec names; ``base_dir`` resolves relative URIs (the spec file's folder)."""
+    m = svc.spec.model
+    name, version = svc.model_name, m.version
+    path = resolve_uri(m.uri, base_dir) if m.uri else Path()
+    if m.format == "sklearn":
+        from kubeinfer.runtimes.sklearn import SklearnModel
+
+        return SklearnModel(name, version, path, m.args)
+    if m.format == "onnx":
+        from kubeinfer.runtimes.onnx import OnnxModel
+
+        return OnnxModel(name, version, path, m.args)
+    if m.format == "sentence-transformers":
+        from kubeinfer.runtimes.embeddings import EmbeddingModel
+
+        return EmbeddingModel(name, version, path, m.args)
+    if m.format == "python":
+        from kubeinfer.runtimes.python import PythonModel
+
+        paths = [p for p in (base_dir, path if m.uri and path.is_dir() else None) if p is not None]
+        return PythonModel(name, version, m.className or "", paths, m.args)
+    raise ModelError(f"unknown model format {m.format!r}")  # unreachable: the spec validates the format

@@ -115,8 +115,16 @@ def _errors_from(e: ValidationError, lines: dict[tuple[str, ...], int], doc: Any
 def validate_spec(doc: Any, source: str = "<spec>", text: str | None = None) -> InferenceService:
     """Validate an already-parsed document (a dict, e.g. a custom resource's body)."""
     if not isinstance(doc, dict):
-        raise SpecError(source, [FieldError("(document)", _MISSING, "must be a YAML mapping with apiVersion, kind, "
-                                            "metadata and spec (see examples/iris/service.yaml)")])
+        raise SpecError(
+            source,
+            [
+                FieldError(
+                    "(document)",
+                    _MISSING,
+                    "must be a YAML mapping with apiVersion, kind, metadata and spec (see examples/iris/service.yaml)",
+                )
+            ],
+        )
     try:
         return InferenceService.model_validate(doc)
     except ValidationError as e:
@@ -129,8 +137,9 @@ def loads_spec(text: str, source: str = "<spec>") -> InferenceService:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise SpecError(source, [FieldError("(document)", _MISSING, f"not valid YAML: {getattr(e, 'problem', e)}",
-                                            line)]) from None
+        raise SpecError(
+            source, [FieldError("(document)", _MISSING, f"not valid YAML: {getattr(e, 'problem', e)}", line)]
+        ) from None
     return validate_spec(doc, source, text)
 
 

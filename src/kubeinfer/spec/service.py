@@ -9,7 +9,7 @@ must not be silently ignored.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -41,8 +41,8 @@ __all__ = [
     "VerticalSpec",
 ]
 
-API_VERSION = "kubeinfer.io/v1alpha1"
-KIND = "InferenceService"
+API_VERSION: Final = "kubeinfer.io/v1alpha1"
+KIND: Final = "InferenceService"
 
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _INT_OR_PERCENT = re.compile(r"^[0-9]+%$")
@@ -196,8 +196,9 @@ class ResourcesSpec(_Strict):
 
     @model_validator(mode="after")
     def _limits_cover_requests(self) -> ResourcesSpec:
-        for name in ("cpu", "memory"):
-            req, lim = self.requests.quantity(name), self.limits.quantity(name)  # type: ignore[arg-type]
+        names: tuple[Literal["cpu", "memory"], ...] = ("cpu", "memory")
+        for name in names:
+            req, lim = self.requests.quantity(name), self.limits.quantity(name)
             if req is not None and lim is not None and req.value > lim.value:
                 raise ValueError(
                     f"requests.{name} ({req}) is larger than limits.{name} ({lim}): a request may not exceed its limit"
@@ -290,16 +291,18 @@ class AutoscalingSpec(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> AutoscalingSpec:
         if self.minReplicas > self.maxReplicas:
-            raise ValueError(
-                f"minReplicas ({self.minReplicas}) is larger than maxReplicas ({self.maxReplicas})"
-            )
+            raise ValueError(f"minReplicas ({self.minReplicas}) is larger than maxReplicas ({self.maxReplicas})")
         if (self.metric is None) != (self.target is None):
             raise ValueError("metric and target go together: give both (e.g. metric: concurrency, target: 4)")
         if self.metric is not None and self.metrics:
             raise ValueError("give either metric/target or metrics, not both")
-        if self.minReplicas == 0 and self.policy == "hpa":
-            if not any(m.type in ("concurrency", "rps", "queue-depth", "external") for m in self.effective_metrics):
-                raise ValueError("minReplicas 0 with policy hpa needs a request metric (concurrency, rps, ...)")
+        request_metrics = ("concurrency", "rps", "queue-depth", "external")
+        if (
+            self.minReplicas == 0
+            and self.policy == "hpa"
+            and not any(m.type in request_metrics for m in self.effective_metrics)
+        ):
+            raise ValueError("minReplicas 0 with policy hpa needs a request metric (concurrency, rps, ...)")
         return self
 
     @property

@@ -1,0 +1,5 @@
+"""``python -m kubeinfer`` is the ``kubeinfer`` command."""
+
+from kubeinfer.cli.app import main
+
+main()

@@ -1,0 +1,324 @@
+"""Dynamic batching: requests to one model merged into one model call, results split back in order.
+
+Two parts, as in a sans-I/O design: ``BatchFormer`` decides *when* to run *which* requests (a plain class driven by
+events and an explicit ``now``, unit-tested without a loop), and ``Batcher`` is the small asyncio shell that queues
+requests, runs batches in worker threads (the model never runs on the event loop) and resolves futures.
+
+The batching rule is adaptive rather than timer-driven, because a timer costs latency exactly when nobody
+benefits from it:
+
+* an idle model never waits: a lone request runs at once (``maxDelayMs`` is not a floor on latency);
+* while a model instance is busy, arrivals queue; when it frees, everything queued (up to ``maxBatchSize`` rows)
+  runs as one batch, so batches grow with load by themselves;
+* with several instances (``workers``), a free instance waits at most ``maxDelayMs`` for a partly filled batch while
+  another batch is in flight — that wait is what lets the batch fill instead of splitting load into small calls.
+
+Requests whose deadline passed while queued are failed without running. A batch that raises is retried request by
+request so that one bad request fails alone and never takes its batch neighbours with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kubeinfer.runtimes.base import Model, ModelInfo
+from kubeinfer.server.errors import DeadlineExceeded, ModelFailed, ServerError, Unavailable
+from kubeinfer.server.tensors import InferRequest
+
+__all__ = ["BatchFormer", "Batcher", "Dispatch", "Wait"]
+
+SWEEP_SECONDS = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """Run these queued items (in order) as one batch."""
+
+    items: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Nothing to run before ``until`` unless something arrives or a batch finishes."""
+
+    until: float
+
+
+class BatchFormer:
+    """When to run which queued requests. Items are ``(key, rows, enqueued_at)``; time is a parameter."""
+
+    __slots__ = ("_queue", "_queued_rows", "busy", "max_delay", "max_rows", "workers")
+
+    def __init__(self, max_rows: int, max_delay: float, workers: int) -> None:
+        self.max_rows = max_rows
+        self.max_delay = max_delay
+        self.workers = workers
+        self.busy = 0
+        self._queue: deque[tuple[int, int, float]] = deque()
+        self._queued_rows = 0
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+    def arrive(self, key: int, rows: int, now: float) -> None:
+        self._queue.append((key, rows, now))
+        self._queued_rows += rows
+
+    def remove(self, key: int) -> bool:
+        for i, item in enumerate(self._queue):
+            if item[0] == key:
+                del self._queue[i]
+                self._queued_rows -= item[1]
+                return True
+        return False
+
+    def done(self) -> None:
+        self.busy -= 1
+
+    def next(self, now: float) -> Dispatch | Wait | None:
+        """The next action: a batch to start, a time to wait until, or None (nothing queued / no free worker)."""
+        if not self._queue or self.busy >= self.workers:
+            return None
+        if self.busy > 0 and self._queued_rows < self.max_rows and self.max_delay > 0:
+            until = self._queue[0][2] + self.max_delay
+            if now < until:
+                return Wait(until)
+        keys: list[int] = []
+        rows = 0
+        while self._queue:
+            key, n, _ = self._queue[0]
+            if keys and rows + n > self.max_rows:
+                break
+            self._queue.popleft()
+            self._queued_rows -= n
+            keys.append(key)
+            rows += n
+        self.busy += 1
+        return Dispatch(tuple(keys))
+
+
+BatchStats = Callable[[int, int, float, list[float]], None]
+"""Called on the loop after each batch: (items, rows, compute seconds, queue seconds per item)."""
+
+
+class _Item:
+    __slots__ = ("deadline", "enqueued", "future", "key", "req")
+
+    def __init__(
+        self,
+        key: int,
+        req: InferRequest,
+        future: asyncio.Future[dict[str, np.ndarray[Any, Any]]],
+        enqueued: float,
+        deadline: float | None,
+    ):
+        self.key = key
+        self.req = req
+        self.future = future
+        self.enqueued = enqueued
+        self.deadline = deadline
+
+
+class Batcher:
+    """The asyncio shell around ``BatchFormer`` for one model."""
+
+    def __init__(
+        self,
+        model: Model,
+        info: ModelInfo,
+        executor: Executor,
+        *,
+        max_batch_size: int,
+        max_delay: float,
+        workers: int,
+        max_queue: int,
+        enabled: bool = True,
+        on_batch: BatchStats | None = None,
+    ) -> None:
+        self.model = model
+        self.info = info
+        self.executor = executor
+        self.max_queue = max_queue
+        # Unbatchable models (or batching switched off) still queue, one request per call.
+        rows = max_batch_size if (enabled and info.batchable) else 1
+        self.former = BatchFormer(rows, max_delay, workers)
+        self.on_batch = on_batch
+        self._items: dict[int, _Item] = {}
+        self._next_key = 0
+        self._scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._deadlines: dict[int, _Item] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self.former)
+
+    @property
+    def busy(self) -> int:
+        return self.former.busy
+
+    def submit(
+        self, req: InferRequest, deadline: float | None = None
+    ) -> asyncio.Future[dict[str, np.ndarray[Any, Any]]]:
+        """Queue a validated request; the future resolves to its outputs or fails with a ``ServerError``."""
+        if len(self.former) >= self.max_queue:
+            raise Unavailable(f"model {self.model.name!r} queue is full ({self.max_queue} requests); retry later")
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        fut: asyncio.Future[dict[str, np.ndarray[Any, Any]]] = loop.create_future()
+        key = self._next_key
+        self._next_key += 1
+        item = _Item(key, req, fut, now, deadline)
+        self._items[key] = item
+        self.former.arrive(key, max(req.rows, 1), now)
+        if deadline is not None:
+            self._deadlines[key] = item
+            if self._sweeper is None:
+                # One periodic sweep per batcher instead of a timer per request: deadlines are coarse (seconds)
+                # and a timer per request is measurable on the request path.
+                self._sweeper = loop.call_later(SWEEP_SECONDS, self._sweep)
+        if not self._scheduled:
+            # Yield one loop turn before forming the batch, so requests that arrived together run together.
+            self._scheduled = True
+            loop.call_soon(self._pump)
+        return fut
+
+    def _sweep(self) -> None:
+        """Fail requests whose deadline passed, queued or running (a running batch goes on; its callers stop
+        waiting, so a hung model cannot hold requests past their deadline)."""
+        self._sweeper = None
+        now = time.monotonic()
+        expired = [k for k, it in self._deadlines.items() if it.deadline is not None and it.deadline <= now]
+        for key in expired:
+            item = self._deadlines.pop(key)
+            if self.former.remove(key):
+                self._items.pop(key, None)
+            if not item.future.done():
+                item.future.set_exception(
+                    DeadlineExceeded(
+                        f"request timed out after {now - item.enqueued:.3g} s (spec.server.limits.requestTimeoutMs)"
+                    )
+                )
+        if self._deadlines and self._loop is not None:
+            self._sweeper = self._loop.call_later(SWEEP_SECONDS, self._sweep)
+
+    def _pump(self) -> None:
+        self._scheduled = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        loop = self._loop
+        assert loop is not None
+        while True:
+            action = self.former.next(time.monotonic())
+            if action is None:
+                return
+            if isinstance(action, Wait):
+                self._timer = loop.call_at(loop.time() + (action.until - time.monotonic()), self._pump)
+                return
+            items = [self._items.pop(k) for k in action.items]
+            started = time.monotonic()
+            cf = loop.run_in_executor(self.executor, self._run, items)
+            cf.add_done_callback(functools.partial(self._finished, items=items, started=started))
+
+    def _run(self, items: list[_Item]) -> list[dict[str, np.ndarray[Any, Any]] | BaseException]:
+        """Runs in a worker thread: one model call for the batch, split back per request."""
+        reqs = [it.req for it in items]
+        try:
+            return _split(self.model, reqs, _run_batch(self.model, reqs))
+        except Exception as e:
+            if len(reqs) == 1:
+                return [_as_error(self.model, e)]
+        # Isolate the failure: rerun each request alone so only the bad one fails.
+        out: list[dict[str, np.ndarray[Any, Any]] | BaseException] = []
+        for r in reqs:
+            try:
+                out.append(_split(self.model, [r], _run_batch(self.model, [r]))[0])
+            except Exception as e:
+                out.append(_as_error(self.model, e))
+        return out
+
+    def _finished(self, f: asyncio.Future[Any], *, items: list[_Item], started: float) -> None:
+        now = time.monotonic()
+        self.former.done()
+        try:
+            results = f.result()
+        except BaseException as e:  # the executor itself failed (e.g. shut down)
+            results = [ModelFailed(f"model {self.model.name!r} could not run: {e}")] * len(items)
+        deadlines = self._deadlines
+        for it, res in zip(items, results, strict=True):
+            if deadlines:
+                deadlines.pop(it.key, None)
+            if it.future.done():
+                continue
+            if isinstance(res, BaseException):
+                it.future.set_exception(res)
+            else:
+                it.future.set_result(res)
+        if self.on_batch is not None:
+            self.on_batch(
+                len(items), sum(it.req.rows for it in items), now - started, [started - it.enqueued for it in items]
+            )
+        self._pump()
+
+    def fail_all(self, error: ServerError) -> None:
+        self._deadlines.clear()
+        for key, it in list(self._items.items()):
+            self.former.remove(key)
+            if not it.future.done():
+                it.future.set_exception(error)
+        self._items.clear()
+
+
+def _as_error(model: Model, e: BaseException) -> ServerError:
+    if isinstance(e, ServerError):
+        return e
+    return ModelFailed(f"model {model.name!r} failed: {type(e).__name__}: {e}")
+
+
+def _run_batch(model: Model, reqs: list[InferRequest]) -> dict[str, np.ndarray[Any, Any]]:
+    wanted: frozenset[str] | None = frozenset()
+    for r in reqs:
+        asked = r.output_names
+        if asked is None:
+            wanted = None
+            break
+        wanted = (wanted or frozenset()) | asked
+    if len(reqs) == 1:
+        return model.predict(reqs[0].inputs, wanted)
+    batch = {n: np.concatenate([r.inputs[n] for r in reqs]) for n in reqs[0].inputs}
+    return model.predict(batch, wanted)
+
+
+def _split(
+    model: Model, reqs: list[InferRequest], result: dict[str, np.ndarray[Any, Any]]
+) -> list[dict[str, np.ndarray[Any, Any]] | BaseException]:
+    if len(reqs) == 1:
+        return [result]
+    total = sum(r.rows for r in reqs)
+    for name, arr in result.items():
+        if arr.ndim == 0 or arr.shape[0] != total:
+            raise ModelFailed(
+                f"model {model.name!r} returned output {name!r} with shape {list(arr.shape)} for a batch of "
+                f"{total} rows: outputs of a batchable model must have the batch on the first axis"
+            )
+    out: list[dict[str, np.ndarray[Any, Any]] | BaseException] = []
+    start = 0
+    for r in reqs:
+        end = start + r.rows
+        out.append({n: a[start:end] for n, a in result.items()})
+        start = end
+    return out

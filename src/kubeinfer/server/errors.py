@@ -1,0 +1,103 @@
+"""The server's exception tree, mapped to HTTP and gRPC status codes in one table each.
+
+::
+
+    ServerError                      base; ``str(e)`` is the message clients see
+    ├── InvalidInput        400      the request is malformed or does not fit the model's inputs
+    ├── ModelNotFound       404      unknown model name or version
+    ├── RouteNotFound       404      no such endpoint
+    ├── MethodNotAllowed    405
+    ├── PayloadTooLarge     413      body (or decompressed body) larger than limits.maxBodySize
+    ├── UnsupportedMedia    415      content type or encoding the server cannot read
+    ├── TooManyRequests     429      limits.maxConcurrency reached; retry later
+    ├── ModelFailed         500      the model raised on this request's rows
+    ├── Unavailable         503      queue full, model not ready, or draining; retry later / elsewhere
+    └── DeadlineExceeded    504      limits.requestTimeoutMs passed before a result
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import grpc
+
+__all__ = ["GRPC_CODES", "HTTP_STATUS", "ServerError", "grpc_code", "http_status"]
+
+
+class ServerError(Exception):
+    retry_after: float | None = None
+
+
+class InvalidInput(ServerError):
+    pass
+
+
+class ModelNotFound(ServerError):
+    pass
+
+
+class RouteNotFound(ServerError):
+    pass
+
+
+class MethodNotAllowed(ServerError):
+    pass
+
+
+class PayloadTooLarge(ServerError):
+    pass
+
+
+class UnsupportedMedia(ServerError):
+    pass
+
+
+class TooManyRequests(ServerError):
+    retry_after = 1.0
+
+
+class ModelFailed(ServerError):
+    pass
+
+
+class Unavailable(ServerError):
+    retry_after = 1.0
+
+
+class DeadlineExceeded(ServerError):
+    pass
+
+
+HTTP_STATUS: dict[type[ServerError], HTTPStatus] = {
+    InvalidInput: HTTPStatus.BAD_REQUEST,
+    ModelNotFound: HTTPStatus.NOT_FOUND,
+    RouteNotFound: HTTPStatus.NOT_FOUND,
+    MethodNotAllowed: HTTPStatus.METHOD_NOT_ALLOWED,
+    PayloadTooLarge: HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+    UnsupportedMedia: HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+    TooManyRequests: HTTPStatus.TOO_MANY_REQUESTS,
+    ModelFailed: HTTPStatus.INTERNAL_SERVER_ERROR,
+    Unavailable: HTTPStatus.SERVICE_UNAVAILABLE,
+    DeadlineExceeded: HTTPStatus.GATEWAY_TIMEOUT,
+}
+
+GRPC_CODES: dict[type[ServerError], grpc.StatusCode] = {
+    InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    RouteNotFound: grpc.StatusCode.UNIMPLEMENTED,
+    MethodNotAllowed: grpc.StatusCode.UNIMPLEMENTED,
+    PayloadTooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    UnsupportedMedia: grpc.StatusCode.INVALID_ARGUMENT,
+    TooManyRequests: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ModelFailed: grpc.StatusCode.INTERNAL,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def http_status(e: ServerError) -> HTTPStatus:
+    return HTTP_STATUS.get(type(e), HTTPStatus.INTERNAL_SERVER_ERROR)
+
+
+def grpc_code(e: ServerError) -> grpc.StatusCode:
+    return GRPC_CODES.get(type(e), grpc.StatusCode.INTERNAL)

@@ -1,0 +1,239 @@
+"""Prometheus metrics of one replica, cheap enough for the request path.
+
+Observations are plain integer and float updates made on the event loop (one thread, so no locks); a
+``prometheus_client`` collector turns them into families only when ``/metrics`` is scraped. This keeps a request's
+metric cost to a few hundred nanoseconds, where ``prometheus_client``'s own metric objects take a lock per update.
+
+Names follow Prometheus conventions (base units, ``_total`` counters, ``_seconds`` histograms) with the content of
+KServe's and Triton's metrics:
+
+==========================================  =========  ================================================  ==============
+name                                        type       meaning                                           Triton analogue
+==========================================  =========  ================================================  ==============
+kubeinfer_requests_total                    counter    requests by model, protocol and status code       nv_inference_request_success/failure
+kubeinfer_request_duration_seconds          histogram  end-to-end time in the server, by model/protocol  nv_inference_request_duration_us
+kubeinfer_queue_duration_seconds            histogram  time queued before the model ran                  nv_inference_queue_duration_us
+kubeinfer_compute_duration_seconds          histogram  model call time (per batch)                       nv_inference_compute_infer_duration_us
+kubeinfer_batch_size                        histogram  rows per model call                               nv_inference_exec_count / count
+kubeinfer_inference_rows_total              counter    rows inferred                                     nv_inference_count
+kubeinfer_model_executions_total            counter    model calls                                       nv_inference_exec_count
+kubeinfer_queue_depth                       gauge      requests waiting per model
+kubeinfer_requests_in_flight                gauge      requests inside the server
+kubeinfer_model_ready                       gauge      1 when the model is loaded and warmed
+kubeinfer_gpu_utilization_ratio             gauge      NVML GPU utilization (0-1), when a GPU is present  nv_gpu_utilization
+kubeinfer_gpu_memory_used_bytes             gauge      NVML memory used, when a GPU is present           nv_gpu_memory_used_bytes
+process_cpu_seconds_total, process_resident_memory_bytes, ...  from prometheus_client's process collector
+==========================================  =========  ================================================  ==============
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+__all__ = ["CONTENT_TYPE", "Histogram", "Metrics"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Histogram:
+    __slots__ = ("bounds", "count", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, v: float) -> None:
+        self.counts[bisect_left(self.bounds, v)] += 1
+        self.sum += v
+        self.count += 1
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out: list[tuple[str, float]] = []
+        acc = 0
+        for b, c in zip(self.bounds, self.counts, strict=False):
+            acc += c
+            out.append((_fmt(b), acc))
+        out.append(("+Inf", acc + self.counts[-1]))
+        return out
+
+    def quantile(self, q: float) -> float:
+        """Upper bound of the bucket holding quantile ``q`` (for dashboards and the local controller)."""
+        if self.count == 0:
+            return 0.0
+        target, acc = q * self.count, 0
+        for b, c in zip(self.bounds, self.counts, strict=False):
+            acc += c
+            if acc >= target:
+                return b
+        return float("inf")
+
+
+def _fmt(b: float) -> str:
+    return repr(float(b))
+
+
+class Metrics:
+    def __init__(self, gpu_sampler: Callable[[], list[tuple[str, float, float]]] | None = None) -> None:
+        self.requests: dict[tuple[str, str, str], int] = {}
+        self.request_duration: dict[tuple[str, str], Histogram] = {}
+        self.queue_duration: dict[str, Histogram] = {}
+        self.compute_duration: dict[str, Histogram] = {}
+        self.batch_size: dict[str, Histogram] = {}
+        self.rows: dict[str, int] = {}
+        self.executions: dict[str, int] = {}
+        self.in_flight = 0
+        self.queue_depth: dict[str, Callable[[], int]] = {}
+        self.ready: dict[str, Callable[[], bool]] = {}
+        self.gpu_sampler = gpu_sampler
+        self.registry = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self.registry)
+        self.registry.register(_Collector(self))
+
+    def request(self, model: str, protocol: str, status: int, seconds: float) -> None:
+        key = (model, protocol, str(status))
+        self.requests[key] = self.requests.get(key, 0) + 1
+        h = self.request_duration.get((model, protocol))
+        if h is None:
+            h = self.request_duration[(model, protocol)] = Histogram(LATENCY_BUCKETS)
+        h.observe(seconds)
+
+    def batch(self, model: str, items: int, rows: int, compute: float, queued: list[float]) -> None:
+        if model not in self.batch_size:
+            self.batch_size[model] = Histogram(BATCH_BUCKETS)
+            self.compute_duration[model] = Histogram(LATENCY_BUCKETS)
+            self.queue_duration[model] = Histogram(LATENCY_BUCKETS)
+            self.rows[model] = 0
+            self.executions[model] = 0
+        self.batch_size[model].observe(rows)
+        self.compute_duration[model].observe(compute)
+        qh = self.queue_duration[model]
+        for q in queued:
+            qh.observe(q)
+        self.rows[model] += rows
+        self.executions[model] += 1
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+
+class _Collector(Collector):
+    def __init__(self, m: Metrics) -> None:
+        self.m = m
+
+    def collect(self) -> Iterator[Any]:
+        m = self.m
+        c = CounterMetricFamily(
+            "kubeinfer_requests", "Requests by model, protocol and status code.", labels=["model", "protocol", "code"]
+        )
+        for (model, proto, code), n in sorted(m.requests.items()):
+            c.add_metric([model, proto, code], n)
+        yield c
+        yield _hist(
+            "kubeinfer_request_duration_seconds",
+            "End-to-end request time in the server.",
+            ["model", "protocol"],
+            {k: v for k, v in m.request_duration.items()},
+        )
+        yield _hist(
+            "kubeinfer_queue_duration_seconds",
+            "Time a request waited before its batch ran.",
+            ["model"],
+            {(k,): v for k, v in m.queue_duration.items()},
+        )
+        yield _hist(
+            "kubeinfer_compute_duration_seconds",
+            "Model call time per batch.",
+            ["model"],
+            {(k,): v for k, v in m.compute_duration.items()},
+        )
+        yield _hist(
+            "kubeinfer_batch_size", "Rows per model call.", ["model"], {(k,): v for k, v in m.batch_size.items()}
+        )
+        rows = CounterMetricFamily("kubeinfer_inference_rows", "Rows inferred.", labels=["model"])
+        execs = CounterMetricFamily("kubeinfer_model_executions", "Model calls.", labels=["model"])
+        for model in sorted(m.rows):
+            rows.add_metric([model], m.rows[model])
+            execs.add_metric([model], m.executions[model])
+        yield rows
+        yield execs
+        qd = GaugeMetricFamily("kubeinfer_queue_depth", "Requests waiting per model.", labels=["model"])
+        for model, fn in m.queue_depth.items():
+            qd.add_metric([model], fn())
+        yield qd
+        yield GaugeMetricFamily("kubeinfer_requests_in_flight", "Requests inside the server.", value=m.in_flight)
+        rd = GaugeMetricFamily("kubeinfer_model_ready", "1 when the model is loaded and warmed.", labels=["model"])
+        for model, ready in m.ready.items():
+            rd.add_metric([model], 1.0 if ready() else 0.0)
+        yield rd
+        if m.gpu_sampler is not None:
+            util = GaugeMetricFamily("kubeinfer_gpu_utilization_ratio", "GPU utilization (NVML).", labels=["gpu"])
+            mem = GaugeMetricFamily("kubeinfer_gpu_memory_used_bytes", "GPU memory used (NVML).", labels=["gpu"])
+            for uuid, u, used in m.gpu_sampler():
+                util.add_metric([uuid], u)
+                mem.add_metric([uuid], used)
+            yield util
+            yield mem
+
+
+def _hist(name: str, doc: str, labels: list[str], data: dict[tuple[str, ...], Histogram]) -> HistogramMetricFamily:
+    fam = HistogramMetricFamily(name, doc, labels=labels)
+    for key, h in sorted(data.items()):
+        fam.add_metric(list(key), h.buckets(), h.sum)
+    return fam
+
+
+def nvml_sampler() -> Callable[[], list[tuple[str, float, float]]] | None:
+    """A GPU sampler through NVML, or None where there is no NVIDIA driver or ``nvidia-ml-py``."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        count = pynvml.nvmlDeviceGetCount()
+    except Exception:
+        return None
+    if count == 0:
+        return None
+
+    def sample() -> list[tuple[str, float, float]]:
+        out = []
+        for i in range(count):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            uuid = pynvml.nvmlDeviceGetUUID(h)
+            util = pynvml.nvmlDeviceGetUtilizationRates(h).gpu / 100.0
+            mem = pynvml.nvmlDeviceGetMemoryInfo(h).used
+            out.append((str(uuid), float(util), float(mem)))
+        return out
+
+    return sample
