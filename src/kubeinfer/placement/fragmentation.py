@@ -424,7 +424,15 @@ def replay(
     out_f: list[float] = []
     out_g: list[float] = []
     lvl = 0
-    for k, p in enumerate(order.tolist()):
+
+    def record() -> None:
+        out_a.append(arrived / cap)
+        out_u.append(1 - allocated / cap)
+        out_f.append(failed / arrived if arrived else 0.0)
+        st._flush()
+        out_g.append(float(np.asarray(st.f_of)[st.sid].sum() / cap))
+
+    for p in order.tolist():
         cpu, mem = int(workload.cpu_milli[p]), int(workload.memory_mib[p])
         num, milli = int(workload.num_gpu[p]), int(workload.gpu_milli[p])
         pt = int(types.of_pod[p])
@@ -454,16 +462,11 @@ def replay(
                 gpus = _pick_gpus(st.gpu_free[node], num, milli, "value", int(value[i]))
             st.place(node, gpus, milli, cpu, mem)
             allocated += req
-        last = k == len(order) - 1
-        while lvl < checkpoints and (arrived >= levels[lvl] * cap or last):
-            out_a.append(arrived / cap)
-            out_u.append(1 - allocated / cap)
-            out_f.append(failed / arrived if arrived else 0.0)
-            st._flush()
-            out_g.append(float(np.asarray(st.f_of)[st.sid].sum() / cap))
+        while lvl < checkpoints and arrived >= levels[lvl] * cap:
+            record()
             lvl += 1
-            if last:
-                break
+    if not out_a or out_a[-1] != arrived / cap:
+        record()  # the trace ran out below the target: the final state is the last point
     return ReplayResult(
         policy=policy,
         seed=seed,
