@@ -208,9 +208,7 @@ class HPA:
         current = observation.current_replicas
         if current == 0 and cfg.min_replicas != 0:
             # The target was scaled to zero by hand: the HPA stands aside until someone scales it up.
-            return Decision(
-                0, "ScalingDisabled", "scaling is disabled since the replica count is zero"
-            ), state
+            return Decision(0, "ScalingDisabled", "scaling is disabled since the replica count is zero"), state
         details: tuple[tuple[str, float], ...] = ()
         if current > cfg.max_replicas:
             desired, reason = cfg.max_replicas, "Current number of replicas above Spec.MaxReplicas"
@@ -232,9 +230,7 @@ class HPA:
             if cfg.behavior is None:
                 desired, state, limit = self._normalize(state, current, desired, now)
             else:
-                desired, state, limit = self._normalize_with_behaviors(
-                    cfg.behavior, state, current, desired, now
-                )
+                desired, state, limit = self._normalize_with_behaviors(cfg.behavior, state, current, desired, now)
             if limit:
                 reason = f"{reason}; {limit}"
         if desired != current and cfg.behavior is not None:
@@ -253,9 +249,7 @@ class HPA:
                 up = cfg.behavior.scale_up.tolerance
         return _Tolerances(down=down, up=up)
 
-    def _replicas_for_metrics(
-        self, obs: Observation, now: float
-    ) -> tuple[int, str, tuple[tuple[str, float], ...]]:
+    def _replicas_for_metrics(self, obs: Observation, now: float) -> tuple[int, str, tuple[tuple[str, float], ...]]:
         replicas, metric_name = 0, ""
         invalid: list[str] = []
         details: list[tuple[str, float]] = []
@@ -328,9 +322,7 @@ class HPA:
                     # Within the initialization period: ignore the sample if the pod is unready or the metric
                     # window has not fully passed since the last readiness transition.
                     metrics_at = now if pod.metrics_at is None else pod.metrics_at
-                    is_unready = (
-                        pod.ready is False
-                    ) or metrics_at < pod.ready_changed_at + pod.metrics_window
+                    is_unready = (pod.ready is False) or metrics_at < pod.ready_changed_at + pod.metrics_window
                 else:
                     # After it: ignore only a pod that is unready and has never been ready.
                     is_unready = (pod.ready is False) and (
@@ -415,9 +407,7 @@ class HPA:
 
     # -- normalizeDesiredReplicas (no behavior) ----------------------------------------------------------
 
-    def _normalize(
-        self, state: HpaState, current: int, desired: int, now: float
-    ) -> tuple[int, HpaState, str]:
+    def _normalize(self, state: HpaState, current: int, desired: int, now: float) -> tuple[int, HpaState, str]:
         cfg = self.config
         cutoff = now - cfg.downscale_stabilization_window
         stabilized = desired
@@ -514,9 +504,7 @@ def _recomputed(current: int, usage_ratio: float, new_ratio: float, n: int, tol:
     return new_replicas
 
 
-def _per_pod_value_replicas(
-    value: float, target: MetricTarget, status_replicas: int, tol: _Tolerances
-) -> int:
+def _per_pod_value_replicas(value: float, target: MetricTarget, status_replicas: int, tol: _Tolerances) -> int:
     """GetObjectPerPodMetricReplicas / GetExternalPerPodMetricReplicas."""
     usage, per_pod = _milli(value), _milli(target.value)
     denominator = per_pod * status_replicas
@@ -530,9 +518,7 @@ def _per_pod_value_replicas(
 # -- behavior: rate limits and scale events --------------------------------------------------------------
 
 
-def _record(
-    recs: tuple[Recommendation, ...], old_index: int, desired: int, now: float
-) -> tuple[Recommendation, ...]:
+def _record(recs: tuple[Recommendation, ...], old_index: int, desired: int, now: float) -> tuple[Recommendation, ...]:
     # The controller overwrites one sample that fell out of every window, otherwise appends: the list stays
     # about as long as the window holds samples.
     return _replace_or_append(recs, old_index, Recommendation(now, desired))

@@ -225,9 +225,7 @@ class KPA:
     def initial_state(self) -> KpaState:
         cfg = self.config
         delay = DelayWindow(cfg.scale_down_delay) if cfg.scale_down_delay > 0 else None
-        return KpaState(
-            stable=WindowBuckets(cfg.stable_window), panic=WindowBuckets(cfg.panic_window), delay=delay
-        )
+        return KpaState(stable=WindowBuckets(cfg.stable_window), panic=WindowBuckets(cfg.panic_window), delay=delay)
 
     def _value(self, s: LoadSample) -> float:
         return s.rps if self.config.metric == "rps" else s.concurrency

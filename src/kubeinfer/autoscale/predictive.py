@@ -205,9 +205,7 @@ class Predictive:
         cfg = self.config
         return math.ceil(round(max(0.0, rate) * cfg.headroom / cfg.capacity_rps, 9))
 
-    def decide(
-        self, observation: Observation, state: PredictiveState, now: float
-    ) -> tuple[Decision, PredictiveState]:
+    def decide(self, observation: Observation, state: PredictiveState, now: float) -> tuple[Decision, PredictiveState]:
         cfg = self.config
         state = self._ingest(state, observation, now)
         current_rate = sum(r for _, r in state.recent) / len(state.recent) if state.recent else 0.0
