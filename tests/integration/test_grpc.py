@@ -187,6 +187,29 @@ def _status(e: InferenceServerException) -> str:
     return str(e.status()).removeprefix("StatusCode.")
 
 
+# -- the wire contract ---------------------------------------------------------------------------------------
+def test_generated_messages_match_tritonclient_on_the_wire() -> None:
+    """kubeinfer's generated messages load beside tritonclient's (own descriptor pool) and read its bytes."""
+    from kubeinfer.server._proto import grpc_predict_v2_pb2 as ours
+
+    theirs = service_pb2.ModelInferRequest(model_name="m", model_version="2", id="x")
+    t = theirs.inputs.add(name="a", datatype="FP32", shape=[1, 2])
+    t.contents.fp32_contents.extend([1.0, 2.0])
+    theirs.outputs.add(name="y")
+    theirs.raw_input_contents.append(b"\x00" * 8)
+    params = theirs.parameters
+    params["b"].bool_param = True
+    params["i"].int64_param = -3
+    params["s"].string_param = "v"
+    params["d"].double_param = 0.5
+    params["u"].uint64_param = 2**63
+    mine = ours.ModelInferRequest.FromString(theirs.SerializeToString())
+    assert mine.SerializeToString(deterministic=True) == theirs.SerializeToString(deterministic=True)
+    assert mine.parameters["u"].uint64_param == 2**63
+    assert mine.parameters["d"].double_param == 0.5
+    assert ours.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name == "inference.GRPCInferenceService"
+
+
 # -- health and metadata -------------------------------------------------------------------------------------
 def test_health_rpcs_report_live_and_ready(client: tg.InferenceServerClient) -> None:
     assert client.is_server_live()
