@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Install kubeinfer into ./.venv and build the example models.
+#   ./install.sh          the server with scikit-learn and ONNX runtimes
+#   ./install.sh --dev    everything the tests, linters and benchmarks need (PyTorch CPU wheel first)
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+pip install --upgrade pip
+if [ "${1:-}" = "--dev" ]; then
+  # The CPU wheel of PyTorch first: an unpinned torch pulled in by sentence-transformers would resolve to a
+  # multi-GB CUDA build.
+  pip install "torch==2.13.0" || echo "warning: torch==2.13.0 is not available here; embeddings export tests will skip" >&2
+  pip install -e ".[dev,embeddings]"
+else
+  pip install -e ".[sklearn,onnx]"
+fi
+.venv/bin/python examples/build.py
