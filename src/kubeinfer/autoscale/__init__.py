@@ -13,10 +13,12 @@ from kubeinfer.autoscale.factory import FixedReplicas, policy_from_spec
 from kubeinfer.autoscale.hpa import HPA, HpaConfig, HpaState
 from kubeinfer.autoscale.kpa import KPA, KpaConfig, KpaState
 from kubeinfer.autoscale.predictive import Predictive, PredictiveConfig, PredictiveState
+from kubeinfer.autoscale.vpa import VPA, Resources, VpaConfig, VpaDecision, VpaObservation, VpaState
 
 __all__ = [
     "HPA",
     "KPA",
+    "VPA",
     "Decision",
     "FixedReplicas",
     "HpaConfig",
@@ -30,5 +32,10 @@ __all__ = [
     "Predictive",
     "PredictiveConfig",
     "PredictiveState",
+    "Resources",
+    "VpaConfig",
+    "VpaDecision",
+    "VpaObservation",
+    "VpaState",
     "policy_from_spec",
 ]

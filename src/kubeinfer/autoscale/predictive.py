@@ -8,7 +8,7 @@ day-long trace):
 - naive: the last step's rate;
 - Holt: level and trend (double exponential smoothing, alpha 0.3, beta 0.05);
 - Holt-Winters: additive level, trend and one season of ``PredictiveSpec.seasonSeconds`` (gamma 0.3),
-  its seasonal slots seeded during the first season.
+  initialized classically after the first season (level = its mean, slots = deviations from it).
 
 Each forecaster's error is measured the way it is used: the forecast it made ``h`` steps ahead is compared
 with what then happened (exponentially weighted, weight 0.2). The one with the smallest recent error is
@@ -138,22 +138,28 @@ class Predictive:
         if s.steps_seen == 0:
             holt = (y, 0.0)
             hw = (y, 0.0)
-            season = (*season[:slot], 0.0, *season[slot + 1 :])
+            season = (*season[:slot], y, *season[slot + 1 :])
+            if m == 1:
+                season = (0.0,)
         else:
             lv, tr = s.holt
             nl = a * y + (1 - a) * (lv + tr)
             holt = (nl, b * (nl - lv) + (1 - b) * tr)
             lv, tr = s.hw
             if s.steps_seen < m:
-                # First season: the level follows Holt's and each slot is seeded with its deviation.
-                nl, nt = holt
-                new_slot = y - nl
+                # First season: remember the raw values; Holt-Winters forecasts like Holt meanwhile.
+                hw = holt
+                season = (*season[:slot], y, *season[slot + 1 :])
+                if s.steps_seen + 1 == m:
+                    # Classical initialization: level = the season's mean, no trend, slots = deviations.
+                    mean = sum(season) / m
+                    hw = (mean, 0.0)
+                    season = tuple(v - mean for v in season)
             else:
                 nl = a * (y - season[slot]) + (1 - a) * (lv + tr)
                 nt = b * (nl - lv) + (1 - b) * tr
-                new_slot = g * (y - nl) + (1 - g) * season[slot]
-            hw = (nl, nt)
-            season = (*season[:slot], new_slot, *season[slot + 1 :])
+                hw = (nl, nt)
+                season = (*season[:slot], g * (y - nl) + (1 - g) * season[slot], *season[slot + 1 :])
         s = replace(
             s,
             steps_seen=s.steps_seen + 1,
