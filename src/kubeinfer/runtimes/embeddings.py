@@ -204,11 +204,11 @@ def _normalize(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 
 
 def _threads(args: Mapping[str, Any]) -> int | None:
-    raw = args.get("intraOpThreads") or os.environ.get("OMP_NUM_THREADS")
+    raw = args["intraOpThreads"] if "intraOpThreads" in args else os.environ.get("OMP_NUM_THREADS")
     if raw in (None, ""):
         return None
     try:
-        n = int(raw)
+        n = int(raw) if not isinstance(raw, bool | float) else 0
     except (TypeError, ValueError):
         n = 0
     if n < 1:
