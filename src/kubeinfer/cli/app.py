@@ -163,3 +163,124 @@ def main() -> None:
         app()
     except KeyboardInterrupt:  # pragma: no cover
         sys.exit(130)
+
+
+@app.command()
+def bench(
+    target: Annotated[
+        str, typer.Argument(help="An infer URL, a server base URL (with --model) or a spec YAML.", show_default=False)
+    ],
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Closed loop: clients.")] = 64,
+    rate: Annotated[float | None, typer.Option("--rate", "-r", help="Open loop: requests/s (Poisson).")] = None,
+    duration: Annotated[float, typer.Option("--duration", "-d", help="Seconds measured.")] = 10.0,
+    warmup: Annotated[float, typer.Option(help="Seconds of load before measuring.")] = 1.0,
+    model: Annotated[str | None, typer.Option(help="Model name when TARGET is a base URL.")] = None,
+    body: Annotated[Path | None, typer.Option(help="Request body file (default: made from model metadata).")] = None,
+    rows: Annotated[int, typer.Option(help="Rows per generated request.")] = 1,
+    engine: Annotated[
+        str, typer.Option(help="auto | wrk | python (auto: wrk for closed loops when installed).")
+    ] = "auto",
+    output: Annotated[str, typer.Option("--output", "-o", help="table | json")] = "table",
+) -> None:
+    """Load a server (closed loop at fixed concurrency, or open loop at a fixed rate) and report latency."""
+    import json
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from kubeinfer.bench.loadgen import LoadSpec, run_in_process, run_wrk, wrk_available
+    from kubeinfer.bench.requests import fetch_metadata, v2_body
+
+    if output not in ("table", "json"):
+        raise fail(f"--output {output!r}: use table or json", 2)
+    if engine not in ("auto", "wrk", "python"):
+        raise fail(f"--engine {engine!r}: use auto, wrk or python", 2)
+    use_wrk = engine == "wrk" or (engine == "auto" and rate is None and wrk_available())
+    if use_wrk and rate is not None:
+        raise fail("--engine wrk runs closed loops only: drop --rate or use --engine python", 2)
+    if use_wrk and not wrk_available():
+        raise fail("wrk is not installed (apt-get install wrk), or use --engine python", 2)
+    server = None
+    try:
+        if target.endswith((".yaml", ".yml")):
+            from kubeinfer.testing import ServerProcess
+
+            svc = load_or_fail(Path(target))
+            err.print(f"starting a replica of {svc.metadata.name!r} ...")
+            server = ServerProcess(target, grpc=False).start()
+            base, model = server.url, svc.model_name
+        elif "/infer" in target or ":predict" in target or "/embeddings" in target:
+            base = None
+        elif model is None:
+            raise fail("TARGET is a base URL: add --model NAME (or give the full .../infer URL)", 2)
+        else:
+            base = target.rstrip("/")
+        url = target if base is None else f"{base}/v2/models/{model}/infer"
+        if body is not None:
+            payload = body.read_bytes()
+        elif base is not None and model is not None:
+            payload = v2_body(fetch_metadata(base, model), rows=rows)
+        else:
+            raise fail("give --body FILE with a full infer URL", 2)
+        spec = LoadSpec(url=url, body=payload, concurrency=concurrency, rate=rate, duration=duration, warmup=warmup)
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[stats]}"),
+            console=err,
+            transient=True,
+            disable=output == "json",
+        ) as prog:
+            task = prog.add_task("load", total=duration, stats="")
+
+            def tick(t: float, ok: int, errors: int) -> None:
+                prog.update(task, completed=t, stats=f"{ok / max(t, 1e-9):,.0f} req/s, {errors} errors")
+
+            result = run_wrk(spec) if use_wrk else run_in_process(spec, tick)
+    except OSError as e:
+        raise fail(f"cannot reach {target}: {e}") from None
+    finally:
+        if server is not None:
+            server.stop()
+    if output == "json":
+        out.print_json(json.dumps(result.to_json()))
+        return
+    t = Table(title=f"{result.mode} loop, " + (f"{rate:g} req/s" if rate else f"concurrency {concurrency}"))
+    for col in ("throughput req/s", "p50 ms", "p90 ms", "p99 ms", "ok", "errors", "statuses"):
+        t.add_column(col, justify="right")
+    lat = result.latency_ms
+    t.add_row(
+        f"{result.throughput:,.0f}",
+        f"{lat['p50']:.2f}",
+        f"{lat['p90']:.2f}",
+        f"{lat['p99']:.2f}",
+        str(result.ok),
+        str(result.errors),
+        ", ".join(f"{k}: {v}" for k, v in result.statuses.items()),
+    )
+    out.print(t)
+
+
+# Command groups of the other backends register themselves on ``app`` when their module exists; a module that is
+# not part of this installation (or not written yet) is skipped, an import error inside one is not.
+COMMAND_MODULES = (
+    "kubeinfer.cli.local",  # up, apply, get, describe, scale, logs, down
+    "kubeinfer.cli.kube",  # render, deploy, delete, status, operator, build
+    "kubeinfer.cli.sim",  # simulate
+    "kubeinfer.cli.plan",  # plan, profile
+)
+
+
+def _register_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:
+                raise
+
+
+_register_commands()
