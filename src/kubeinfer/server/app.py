@@ -110,7 +110,7 @@ class InferenceApp:
         self,
         limits: Limits | None = None,
         metrics: Metrics | None = None,
-        openapi: Callable[[], dict[str, Any]] | None = None,
+        openapi: Callable[[list[tuple[str, str]]], dict[str, Any]] | None = None,
     ) -> None:
         self.limits = limits or Limits()
         self.metrics = metrics or Metrics()
@@ -118,7 +118,7 @@ class InferenceApp:
         self.draining = False
         self.started = False  # all models loaded (startup probe)
         self.in_flight = 0
-        self._openapi = openapi
+        self._openapi = openapi  # called with the served models' (name, version) pairs
         self._openapi_body: bytes | None = None
 
     # -- state -----------------------------------------------------------------------------------------
@@ -188,6 +188,8 @@ class InferenceApp:
     async def _error(self, send: Send, e: ServerError) -> int:
         status = int(http_status(e))
         headers = list(_JSON)
+        if isinstance(e, MethodNotAllowed):
+            headers.append((b"allow", e.allow.encode()))
         if e.retry_after is not None and status in (429, 503):
             headers.append((b"retry-after", str(max(1, round(e.retry_after))).encode()))
         if self.draining:
@@ -323,7 +325,8 @@ class InferenceApp:
         elif tail == "openapi.json":
             _get(method)
             if self._openapi_body is None:
-                self._openapi_body = orjson.dumps(self._openapi() if self._openapi else {})
+                served = [(slot.name, slot.version) for slot in self.models.values()]
+                self._openapi_body = orjson.dumps(self._openapi(served) if self._openapi else {})
             await _send(send, 200, self._openapi_body, _JSON)
         else:
             raise RouteNotFound(f"no route {method} {'/'.join(parts)}: see /openapi.json for the endpoints")
@@ -347,7 +350,7 @@ class InferenceApp:
             await self._bool(send, "ready", self.ready)
         elif rest == ["repository", "index"]:
             if method != "POST":
-                raise MethodNotAllowed("use POST for /v2/repository/index")
+                raise MethodNotAllowed("use POST for /v2/repository/index", "POST")
             index = [
                 {
                     "name": s.name,
@@ -371,7 +374,7 @@ class InferenceApp:
                 body = orjson.dumps({"name": slot.name, "ready": ready})
                 await _send(send, 200 if ready else 503, body, _JSON)
             elif tail == ["infer"]:
-                raise MethodNotAllowed("use POST for inference")
+                raise MethodNotAllowed("use POST for inference", "POST")
             elif tail == ["stats"]:
                 _get(method)
                 await _send(send, 200, orjson.dumps(self._stats(slot)), _JSON)
@@ -405,7 +408,7 @@ class InferenceApp:
             return 200, "", "rest"
         if rest == ["embeddings"]:
             if method != "POST":
-                raise MethodNotAllowed("use POST for /v1/embeddings")
+                raise MethodNotAllowed("use POST for /v1/embeddings", "POST")
             name = await self._embeddings(scope, receive, send)
             return 200, name, "openai"
         if len(rest) == 2 and rest[0] == "models":
@@ -418,7 +421,7 @@ class InferenceApp:
                 return 200, "", "rest"
             if verb == "predict":
                 if method != "POST":
-                    raise MethodNotAllowed("use POST for :predict")
+                    raise MethodNotAllowed("use POST for :predict", "POST")
                 await self._predict_v1(slot, scope, receive, send)
                 return 200, slot.name, "v1"
         raise RouteNotFound(f"no route {method} /v1/{'/'.join(rest)}: see /openapi.json for the endpoints")
@@ -471,6 +474,8 @@ class InferenceApp:
             slot = self._slot(name, None)
         elif len(candidates) == 1:
             slot = candidates[0]
+        elif not candidates:
+            raise ModelNotFound("this server serves no embedding model")
         else:
             raise InvalidInput('"model" is required: name the embedding model')
         batcher, info = self._live_slot(slot)

@@ -41,7 +41,9 @@ class RouteNotFound(ServerError):
 
 
 class MethodNotAllowed(ServerError):
-    pass
+    def __init__(self, message: str, allow: str = "GET, HEAD") -> None:
+        super().__init__(message)
+        self.allow = allow
 
 
 class PayloadTooLarge(ServerError):

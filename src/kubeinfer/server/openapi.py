@@ -45,9 +45,6 @@ _COMMON_ERRORS = {
     "504": _err("The request's deadline passed."),
 }
 
-_NAME = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
-_VERSION = {"name": "model_version", "in": "path", "required": True, "schema": {"type": "string"}}
-
 
 def _get(
     summary: str,
@@ -92,7 +89,16 @@ def _post(
     return {"post": op}
 
 
-def openapi_document() -> dict[str, Any]:
+def openapi_document(served: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """The document; ``served`` (name, version) pairs become the path parameters' examples."""
+    name, version = (served or [("model", "1")])[0]
+    name_param = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string", "example": name}}
+    version_param = {
+        "name": "model_version",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "example": version},
+    }
     tensor_in = {
         "type": "object",
         "required": ["name", "shape", "datatype"],
@@ -145,7 +151,7 @@ def openapi_document() -> dict[str, Any]:
             "properties": {
                 "id": {"type": "string"},
                 "parameters": {"type": "object"},
-                "inputs": {"type": "array", "items": tensor_in},
+                "inputs": {"type": "array", "minItems": 1, "items": tensor_in},
                 "outputs": {
                     "type": "array",
                     "items": {
@@ -203,27 +209,29 @@ def openapi_document() -> dict[str, Any]:
         "/v2": _get("Server metadata", "ServerMetadata"),
         "/v2/health/live": _get("Server liveness", "Live"),
         "/v2/health/ready": _get("Server readiness", "Ready", not_ready=True),
-        "/v2/models/{model_name}": _get("Model metadata", "ModelMetadata", [_NAME], not_found=True),
-        "/v2/models/{model_name}/ready": _get("Model readiness", "ModelReady", [_NAME], not_ready=True, not_found=True),
-        "/v2/models/{model_name}/stats": _get("Model statistics", "ModelStats", [_NAME], not_found=True),
+        "/v2/models/{model_name}": _get("Model metadata", "ModelMetadata", [name_param], not_found=True),
+        "/v2/models/{model_name}/ready": _get(
+            "Model readiness", "ModelReady", [name_param], not_ready=True, not_found=True
+        ),
+        "/v2/models/{model_name}/stats": _get("Model statistics", "ModelStats", [name_param], not_found=True),
         "/v2/models/{model_name}/versions/{model_version}": _get(
-            "Model version metadata", "ModelMetadata", [_NAME, _VERSION], not_found=True
+            "Model version metadata", "ModelMetadata", [name_param, version_param], not_found=True
         ),
         "/v2/models/{model_name}/versions/{model_version}/ready": _get(
-            "Model version readiness", "ModelReady", [_NAME, _VERSION], not_ready=True, not_found=True
+            "Model version readiness", "ModelReady", [name_param, version_param], not_ready=True, not_found=True
         ),
         "/v2/models/{model_name}/infer": _post(
-            "Inference (Open Inference Protocol v2)", "InferRequest", "InferResponse", [_NAME], binary=True
+            "Inference (Open Inference Protocol v2)", "InferRequest", "InferResponse", [name_param], binary=True
         ),
         "/v2/models/{model_name}/versions/{model_version}/infer": _post(
-            "Inference on a model version", "InferRequest", "InferResponse", [_NAME, _VERSION], binary=True
+            "Inference on a model version", "InferRequest", "InferResponse", [name_param, version_param], binary=True
         ),
         "/v1/models": _get("Models served (KServe v1)", "V1Models"),
         "/v1/models/{model_name}": _get(
-            "Model readiness (KServe v1)", "ModelReady", [_NAME], not_ready=True, not_found=True
+            "Model readiness (KServe v1)", "ModelReady", [name_param], not_ready=True, not_found=True
         ),
         "/v1/models/{model_name}:predict": _post(
-            "Prediction (KServe v1)", "V1PredictRequest", "V1PredictResponse", [_NAME]
+            "Prediction (KServe v1)", "V1PredictRequest", "V1PredictResponse", [name_param]
         ),
         "/v1/embeddings": _post("Embeddings (OpenAI-style)", "EmbeddingsRequest", "EmbeddingsResponse"),
         "/healthz": _get("Liveness probe", "Live"),
