@@ -1,0 +1,650 @@
+"""Render an ``InferenceService`` into Kubernetes manifests: pure functions from the spec to plain dicts.
+
+Nothing here talks to a cluster; ``deploy`` applies what this returns, the operator applies the same objects with
+owner references, and the tests validate every object against the Kubernetes OpenAPI schemas (1.30 to 1.35) and the
+published CRD schemas of the add-ons (VPA, prometheus-operator, KEDA).
+
+What each spec field becomes:
+
+- the spec itself -> a ConfigMap mounted at ``/etc/kubeinfer/service.yaml`` (model ``uri`` rewritten to where
+  ``kubeinfer build`` puts the model in the image, host ``0.0.0.0``); its hash is a pod-template annotation so a
+  spec change rolls the pods;
+- ``server`` ports -> container ports ``http``/``grpc`` and a ClusterIP Service (``appProtocol`` http and
+  ``kubernetes.io/h2c`` for gRPC);
+- ``probes`` -> startup/readiness/liveness ``httpGet`` on ``/startupz``, ``/readyz``, ``/healthz``;
+- ``server.limits.drainTimeoutSeconds`` -> a preStop ``sleep`` (endpoints controllers and load balancers stop
+  sending traffic before SIGTERM) and ``terminationGracePeriodSeconds`` = preStop + drain + margin;
+- ``resources`` -> requests/limits and the accelerator's extended resource (:mod:`kubeinfer.kube.gpu`);
+- ``rollout`` -> RollingUpdate ``maxSurge``/``maxUnavailable``, ``progressDeadlineSeconds``;
+- ``autoscaling`` -> HorizontalPodAutoscaler ``autoscaling/v2`` (or a KEDA ScaledObject with ``keda=True``), a
+  VerticalPodAutoscaler, a PodDisruptionBudget; ``kpa``/``predictive`` are run by the kubeinfer operator, which
+  scales the Deployment itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any, Final
+
+import yaml
+
+from kubeinfer.kube import gpu as gpus
+from kubeinfer.kube.names import (
+    CONFIG_DIR,
+    CONFIG_KEY,
+    CONTAINER,
+    METRIC_GPU_UTILIZATION,
+    METRIC_IN_FLIGHT,
+    METRIC_QUEUE_DEPTH,
+    METRIC_REQUESTS_TOTAL,
+    MODEL_DIR,
+    adapter_metric_name,
+    common_labels,
+    config_map_name,
+    selector_labels,
+)
+from kubeinfer.spec.service import InferenceService, MetricSpec, ModelSpec, ProbeSpec
+
+__all__ = [
+    "SUPPORTED_VERSIONS",
+    "RenderOptions",
+    "Rendered",
+    "container_spec_doc",
+    "dump_yaml",
+    "quantity",
+    "render",
+    "render_all",
+]
+
+SUPPORTED_VERSIONS: Final = ("1.30", "1.31", "1.32", "1.33", "1.34", "1.35")
+DEFAULT_HTTP_PORT: Final = 8080
+DEFAULT_GRPC_PORT: Final = 8081
+RUN_AS: Final = 10001
+"""The image's non-root user and group (deploy/Dockerfile)."""
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """How to render: target cluster version, cloud preset and optional add-ons."""
+
+    target_version: str = SUPPORTED_VERSIONS[-1]
+    """Kubernetes minor version (``1.30`` .. ``1.35``); fields newer than it are left out."""
+    cloud: gpus.Cloud | None = None
+    """``gke`` | ``eks`` | ``aks`` node selection and tolerations for accelerators; None for any cluster."""
+    keda: bool = False
+    """Scale with a KEDA ScaledObject (Prometheus trigger; allows minReplicas 0) instead of an HPA."""
+    namespace: str | None = None
+    """Override ``metadata.namespace``."""
+    image: str | None = None
+    """Override ``spec.image``."""
+    accelerator: str | None = None
+    """Cloud accelerator label value (e.g. ``nvidia-l4`` on GKE) to pin GPU replicas to one GPU type."""
+    monitoring: bool = True
+    """Render a prometheus-operator ServiceMonitor."""
+    network_policy: bool = True
+    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
+    """Prometheus that KEDA's trigger queries."""
+    device_plugin_namespace: str = "gpu-operator"
+    device_plugin_config_name: str = "kubeinfer-gpu-sharing"
+    prestop_seconds: int = 5
+    """Seconds a terminating pod keeps serving before SIGTERM, while endpoints drop it."""
+
+    def __post_init__(self) -> None:
+        if self.target_version not in SUPPORTED_VERSIONS:
+            raise ValueError(
+                f"target version {self.target_version!r} is not supported: use one of {', '.join(SUPPORTED_VERSIONS)}"
+            )
+        if self.cloud is not None and self.cloud not in gpus.CLOUDS:
+            raise ValueError(f"cloud {self.cloud!r} is not a preset: use one of {', '.join(gpus.CLOUDS)}")
+
+    def at_least(self, minor: str) -> bool:
+        return _minor(self.target_version) >= _minor(minor)
+
+
+def _minor(v: str) -> tuple[int, int]:
+    major, minor = v.split(".")[:2]
+    return int(major), int(minor)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    objects: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+    """Things the user should know (a clamped value, an add-on that must be installed)."""
+
+
+def quantity(x: float) -> str:
+    """A Kubernetes quantity for a plain number: ``8`` -> ``"8"``, ``0.5`` -> ``"500m"``."""
+    if x == int(x):
+        return str(int(x))
+    return f"{round(x * 1000)}m"
+
+
+def _secs(x: float, minimum: int = 0) -> int:
+    return max(minimum, math.ceil(x - 1e-9))
+
+
+def http_port(svc: InferenceService) -> int:
+    return svc.spec.server.port or DEFAULT_HTTP_PORT
+
+
+def grpc_port(svc: InferenceService) -> int | None:
+    p = svc.spec.server.grpcPort
+    if p is None:
+        return None
+    return p or DEFAULT_GRPC_PORT
+
+
+def image_model_uri(model: ModelSpec) -> str:
+    """Where the model is inside the image built by ``kubeinfer build`` (remote URIs are kept)."""
+    uri = model.uri
+    if "://" in uri and not uri.startswith("file://"):
+        return uri
+    if not uri:
+        return MODEL_DIR  # format python: the folder holding the user's module goes on sys.path
+    name = PurePosixPath(uri.removeprefix("file://").rstrip("/")).name
+    return f"{MODEL_DIR}/{name}" if name not in ("", ".") else MODEL_DIR
+
+
+def container_spec_doc(svc: InferenceService) -> dict[str, Any]:
+    """The spec as the container reads it: model path inside the image, listening on all interfaces."""
+    doc = svc.model_dump(mode="json", exclude_unset=True)
+    spec = doc["spec"]
+    spec["model"]["uri"] = image_model_uri(svc.spec.model)
+    server = spec.setdefault("server", {})
+    server["host"] = "0.0.0.0"
+    server["port"] = http_port(svc)
+    server["grpcPort"] = grpc_port(svc)
+    return doc
+
+
+def _meta(svc: InferenceService, opts: RenderOptions, name: str, component: str = "inference-server") -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": opts.namespace or svc.metadata.namespace,
+        "labels": common_labels(svc, component),
+    }
+    return meta
+
+
+def _obj(api_version: str, kind: str, metadata: dict[str, Any], **body: Any) -> dict[str, Any]:
+    return {"apiVersion": api_version, "kind": kind, "metadata": metadata, **body}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Workload
+
+
+def config_map(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
+    text = "# Rendered by kubeinfer from the InferenceService spec; edit the spec, not this.\n" + yaml.safe_dump(
+        container_spec_doc(svc), sort_keys=False
+    )
+    return _obj("v1", "ConfigMap", _meta(svc, opts, config_map_name(svc)), data={CONFIG_KEY: text})
+
+
+def _probe(path: str, p: ProbeSpec) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http", "scheme": "HTTP"},
+        "initialDelaySeconds": _secs(p.initialDelaySeconds),
+        "periodSeconds": _secs(p.periodSeconds, 1),
+        "timeoutSeconds": _secs(p.timeoutSeconds, 1),
+        "successThreshold": p.successThreshold,
+        "failureThreshold": p.failureThreshold,
+    }
+
+
+def _resources(svc: InferenceService, placement: gpus.GpuPlacement) -> dict[str, Any]:
+    r = svc.spec.resources
+    requests = {k: v for k, v in (("cpu", r.requests.cpu), ("memory", r.requests.memory)) if v is not None}
+    limits = {k: v for k, v in (("cpu", r.limits.cpu), ("memory", r.limits.memory)) if v is not None}
+    # Extended resources cannot be overcommitted: the request must equal the limit.
+    requests.update(placement.resources)
+    limits.update(placement.resources)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def termination_grace_seconds(svc: InferenceService, opts: RenderOptions) -> int:
+    """preStop sleep + the server's drain timeout + 5 s for the process to exit after draining."""
+    return opts.prestop_seconds + _secs(svc.spec.server.limits.drainTimeoutSeconds) + 5
+
+
+def deployment(svc: InferenceService, opts: RenderOptions, cm: dict[str, Any]) -> dict[str, Any]:
+    s = svc.spec
+    selector = selector_labels(svc)
+    placement = gpus.gpu_placement(s.resources.gpu, opts.cloud, opts.accelerator)
+    spec_hash = hashlib.sha256(cm["data"][CONFIG_KEY].encode()).hexdigest()[:16]
+    ports: list[dict[str, Any]] = [{"name": "http", "containerPort": http_port(svc), "protocol": "TCP"}]
+    g = grpc_port(svc)
+    if g is not None:
+        ports.append({"name": "grpc", "containerPort": g, "protocol": "TCP"})
+    env = [{"name": k, "value": v} for k, v in sorted(s.env.items())]
+    env += [
+        {"name": "HOME", "value": "/tmp"},  # the root filesystem is read-only; caches go to the /tmp emptyDir
+        {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": opts.image or s.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["kubeinfer"],
+        "args": ["serve", f"{CONFIG_DIR}/{CONFIG_KEY}", "--host", "0.0.0.0"],
+        "ports": ports,
+        "env": env,
+        "resources": _resources(svc, placement),
+        "startupProbe": _probe("/startupz", s.probes.startup),
+        "readinessProbe": _probe("/readyz", s.probes.readiness),
+        "livenessProbe": _probe("/healthz", s.probes.liveness),
+        "lifecycle": {"preStop": {"sleep": {"seconds": opts.prestop_seconds}}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": "spec", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    volumes: list[dict[str, Any]] = [
+        {"name": "spec", "configMap": {"name": config_map_name(svc)}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+    ]
+    if s.resources.gpu.requested:
+        # CUDA and NCCL use shared memory; the container runtime's 64 MiB /dev/shm is too small.
+        container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}})
+    spread = [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector},
+            "matchLabelKeys": ["pod-template-hash"],
+        }
+        for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+    ]
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,  # the server never calls the API server
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": termination_grace_seconds(svc, opts),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUN_AS,
+            "runAsGroup": RUN_AS,
+            "fsGroup": RUN_AS,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+        "topologySpreadConstraints": spread,
+    }
+    if placement.node_selector:
+        pod_spec["nodeSelector"] = dict(placement.node_selector)
+    if placement.node_affinity_terms:
+        pod_spec["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": placement.node_affinity_terms}
+            }
+        }
+    if placement.tolerations:
+        pod_spec["tolerations"] = placement.tolerations
+    template_meta = {
+        "labels": common_labels(svc),
+        "annotations": {
+            "kubeinfer.io/spec-hash": spec_hash,
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": str(http_port(svc)),
+            "prometheus.io/path": "/metrics",
+        },
+    }
+    dspec: dict[str, Any] = {
+        "selector": {"matchLabels": selector},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": s.rollout.maxSurge, "maxUnavailable": s.rollout.maxUnavailable},
+        },
+        "progressDeadlineSeconds": _secs(s.rollout.progressDeadlineSeconds, 1),
+        "revisionHistoryLimit": 5,
+        "template": {"metadata": template_meta, "spec": pod_spec},
+    }
+    fixed = fixed_replicas(svc)
+    if fixed is not None:
+        dspec = {"replicas": fixed, **dspec}
+    meta = _meta(svc, opts, svc.name)
+    meta["annotations"] = {**svc.metadata.annotations, "kubeinfer.io/autoscaling-policy": s.autoscaling.policy}
+    return _obj("apps/v1", "Deployment", meta, spec=dspec)
+
+
+def fixed_replicas(svc: InferenceService) -> int | None:
+    """``spec.replicas`` of the Deployment, or None where an autoscaler owns it (server-side apply must not fight it)."""
+    a = svc.spec.autoscaling
+    if a.policy == "none":
+        return svc.spec.replicas if svc.spec.replicas is not None else a.minReplicas
+    return None
+
+
+def service(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
+    ports: list[dict[str, Any]] = [
+        {"name": "http", "port": http_port(svc), "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}
+    ]
+    g = grpc_port(svc)
+    if g is not None:
+        ports.append(
+            {"name": "grpc", "port": g, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"}
+        )
+    return _obj(
+        "v1",
+        "Service",
+        _meta(svc, opts, svc.name),
+        spec={"type": "ClusterIP", "selector": selector_labels(svc), "ports": ports},
+    )
+
+
+def pod_disruption_budget(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
+    # maxUnavailable 1 (not minAvailable) so that a single-replica service never blocks a node drain, and
+    # AlwaysAllow so that crash-looping pods can always be evicted.
+    return _obj(
+        "policy/v1",
+        "PodDisruptionBudget",
+        _meta(svc, opts, svc.name),
+        spec={
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(svc)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    )
+
+
+def network_policy(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
+    """Only the serving ports are reachable (clients, Prometheus and the operator's scraper use them)."""
+    ports: list[dict[str, Any]] = [{"protocol": "TCP", "port": "http"}]
+    if grpc_port(svc) is not None:
+        ports.append({"protocol": "TCP", "port": "grpc"})
+    return _obj(
+        "networking.k8s.io/v1",
+        "NetworkPolicy",
+        _meta(svc, opts, svc.name),
+        spec={"podSelector": {"matchLabels": selector_labels(svc)}, "policyTypes": ["Ingress"], "ingress": [{"ports": ports}]},
+    )
+
+
+def device_plugin_config_map(svc: InferenceService, opts: RenderOptions) -> dict[str, Any] | None:
+    """NVIDIA device-plugin sharing config; lives in the plugin's namespace and is shared by all services."""
+    data = gpus.device_plugin_config(svc.spec.resources.gpu)
+    if not data:
+        return None
+    meta = {
+        "name": opts.device_plugin_config_name,
+        "namespace": opts.device_plugin_namespace,
+        "labels": {
+            "app.kubernetes.io/part-of": "kubeinfer",
+            "app.kubernetes.io/managed-by": "kubeinfer",
+            "app.kubernetes.io/component": "gpu-sharing",
+        },
+    }
+    return _obj("v1", "ConfigMap", meta, data=data)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Autoscaling and monitoring
+
+
+def _hpa_metric(m: MetricSpec) -> dict[str, Any]:
+    if m.type in ("cpu", "memory"):
+        return {
+            "type": "Resource",
+            "resource": {"name": m.type, "target": {"type": "Utilization", "averageUtilization": max(1, round(m.target))}},
+        }
+    if m.type == "external":
+        return {
+            "type": "External",
+            "external": {
+                "metric": {"name": m.name or "external"},
+                "target": {"type": "AverageValue", "averageValue": quantity(m.target)},
+            },
+        }
+    return {
+        "type": "Pods",
+        "pods": {
+            "metric": {"name": adapter_metric_name(m.type)},
+            "target": {"type": "AverageValue", "averageValue": quantity(m.target)},
+        },
+    }
+
+
+def _behavior(svc: InferenceService, opts: RenderOptions, notes: list[str]) -> dict[str, Any] | None:
+    a = svc.spec.autoscaling
+    b = a.behavior
+    tolerance_ok = opts.at_least("1.33")
+    global_tol = a.tolerance if abs(a.tolerance - 0.1) > 1e-12 else None
+    out: dict[str, Any] = {}
+    for direction in ("scaleUp", "scaleDown"):
+        rules = getattr(b, direction) if b is not None else None
+        r: dict[str, Any] = {}
+        if rules is not None:
+            if rules.stabilizationWindowSeconds is not None:
+                r["stabilizationWindowSeconds"] = rules.stabilizationWindowSeconds
+            r["selectPolicy"] = rules.selectPolicy
+            if rules.policies:
+                r["policies"] = [
+                    {"type": p.type, "value": p.value, "periodSeconds": p.periodSeconds} for p in rules.policies
+                ]
+        tol = rules.tolerance if rules is not None and rules.tolerance is not None else global_tol
+        if tol is not None:
+            if tolerance_ok:
+                r["tolerance"] = quantity(tol)
+            else:
+                notes.append(
+                    f"autoscaling tolerance {tol:g} ({direction}) needs Kubernetes 1.33+ (HPAConfigurableTolerance); "
+                    f"left out for {opts.target_version}: the cluster-wide default (0.1) applies"
+                )
+        if r:
+            out[direction] = r
+    return out or None
+
+
+def horizontal_pod_autoscaler(svc: InferenceService, opts: RenderOptions, notes: list[str]) -> dict[str, Any]:
+    a = svc.spec.autoscaling
+    min_replicas = a.minReplicas
+    if min_replicas < 1:
+        notes.append(
+            "the HPA cannot scale to zero (minReplicas 0 needs the HPAScaleToZero alpha gate): minReplicas set to 1; "
+            "render with --keda for scale to zero"
+        )
+        min_replicas = 1
+    spec: dict[str, Any] = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": svc.name},
+        "minReplicas": min_replicas,
+        "maxReplicas": a.maxReplicas,
+        "metrics": [_hpa_metric(m) for m in a.effective_metrics],
+    }
+    behavior = _behavior(svc, opts, notes)
+    if behavior is not None:
+        spec["behavior"] = behavior
+    if any(m.type not in ("cpu", "memory") for m in a.effective_metrics):
+        notes.append(
+            "Pods/External HPA metrics are served by the Prometheus adapter: install it with "
+            "deploy/prometheus-adapter/values.yaml (rules for kubeinfer_* metrics)"
+        )
+    return _obj("autoscaling/v2", "HorizontalPodAutoscaler", _meta(svc, opts, svc.name), spec=spec)
+
+
+def _promql(svc: InferenceService, opts: RenderOptions, m: MetricSpec) -> str:
+    sel = f'namespace="{opts.namespace or svc.metadata.namespace}",service="{svc.name}"'
+    if m.type == "concurrency":
+        return f"sum({METRIC_IN_FLIGHT}{{{sel}}})"
+    if m.type == "queue-depth":
+        return f"sum({METRIC_QUEUE_DEPTH}{{{sel}}})"
+    if m.type == "rps":
+        return f"sum(rate({METRIC_REQUESTS_TOTAL}{{{sel}}}[1m]))"
+    if m.type == "gpu-utilization":
+        return f"sum({METRIC_GPU_UTILIZATION}{{{sel}}}) * 100"
+    return f"sum({m.name or 'external'}{{{sel}}})"
+
+
+def scaled_object(svc: InferenceService, opts: RenderOptions, notes: list[str]) -> dict[str, Any]:
+    a = svc.spec.autoscaling
+    triggers: list[dict[str, Any]] = []
+    for m in a.effective_metrics:
+        if m.type in ("cpu", "memory"):
+            triggers.append({"type": m.type, "metricType": "Utilization", "metadata": {"value": str(round(m.target))}})
+        else:
+            triggers.append(
+                {
+                    "type": "prometheus",
+                    "name": m.type,
+                    "metricType": "AverageValue",
+                    "metadata": {
+                        "serverAddress": opts.prometheus_url,
+                        "query": _promql(svc, opts, m),
+                        "threshold": quantity(m.target),
+                        "activationThreshold": "0",
+                    },
+                }
+            )
+    spec: dict[str, Any] = {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": svc.name},
+        "minReplicaCount": a.minReplicas,
+        "maxReplicaCount": a.maxReplicas,
+        "pollingInterval": _secs(a.syncPeriodSeconds, 1),
+        "cooldownPeriod": max(_secs(a.kpa.scaleToZeroGracePeriodSeconds), 30),
+        "triggers": triggers,
+    }
+    behavior = _behavior(svc, opts, notes)
+    if behavior is not None:
+        for rules in behavior.values():
+            rules.pop("tolerance", None)  # KEDA's bundled HPA types predate per-direction tolerance
+        spec["advanced"] = {"horizontalPodAutoscalerConfig": {"behavior": behavior}}
+    if a.minReplicas == 0 and all(m.type in ("concurrency", "queue-depth", "gpu-utilization") for m in a.effective_metrics):
+        notes.append(
+            "scale from zero: at zero replicas no pod reports concurrency, so the first request wakes the service "
+            "only through a metric that exists without replicas (rps from the ingress, an external metric)"
+        )
+    if any(m.type in ("cpu", "memory") for m in a.effective_metrics) and a.minReplicas == 0:
+        notes.append("KEDA cannot scale to zero on cpu/memory triggers alone: add a request metric")
+    return _obj("keda.sh/v1alpha1", "ScaledObject", _meta(svc, opts, svc.name), spec=spec)
+
+
+def vertical_pod_autoscaler(svc: InferenceService, opts: RenderOptions, notes: list[str]) -> dict[str, Any] | None:
+    a = svc.spec.autoscaling
+    v = a.vertical
+    if v.updateMode == "Off" and "vertical" not in a.model_fields_set:
+        return None
+    policy: dict[str, Any] = {"containerName": CONTAINER, "controlledResources": ["cpu", "memory"]}
+    mins = {k: q for k, q in (("cpu", v.minAllowed.cpu), ("memory", v.minAllowed.memory)) if q is not None}
+    maxs = {k: q for k, q in (("cpu", v.maxAllowed.cpu), ("memory", v.maxAllowed.memory)) if q is not None}
+    if mins:
+        policy["minAllowed"] = mins
+    if maxs:
+        policy["maxAllowed"] = maxs
+    if v.updateMode != "Off" and a.policy == "hpa" and any(m.type in ("cpu", "memory") for m in a.effective_metrics):
+        notes.append(
+            "VPA updateMode is not Off while the HPA scales on cpu/memory utilization: the two fight over the same "
+            "signal (the VPA project advises against it); scale horizontally on a request metric instead"
+        )
+    return _obj(
+        "autoscaling.k8s.io/v1",
+        "VerticalPodAutoscaler",
+        _meta(svc, opts, svc.name),
+        spec={
+            "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": svc.name},
+            "updatePolicy": {"updateMode": v.updateMode},
+            "resourcePolicy": {"containerPolicies": [policy]},
+        },
+    )
+
+
+def service_monitor(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
+    interval = f"{_secs(min(svc.spec.autoscaling.syncPeriodSeconds, 15), 1)}s"
+    return _obj(
+        "monitoring.coreos.com/v1",
+        "ServiceMonitor",
+        _meta(svc, opts, svc.name),
+        spec={
+            "selector": {"matchLabels": selector_labels(svc)},
+            "namespaceSelector": {"matchNames": [opts.namespace or svc.metadata.namespace]},
+            "endpoints": [{"port": "http", "path": "/metrics", "scheme": "http", "interval": interval}],
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def render_all(svc: InferenceService, opts: RenderOptions | None = None) -> Rendered:
+    """Every object the service needs on a cluster, in apply order, with notes for the user."""
+    opts = opts or RenderOptions()
+    notes: list[str] = []
+    cm = config_map(svc, opts)
+    objects: list[dict[str, Any]] = [cm, service(svc, opts), deployment(svc, opts, cm), pod_disruption_budget(svc, opts)]
+    a = svc.spec.autoscaling
+    if a.policy == "hpa":
+        objects.append(scaled_object(svc, opts, notes) if opts.keda else horizontal_pod_autoscaler(svc, opts, notes))
+    elif a.policy in ("kpa", "predictive"):
+        notes.append(
+            f"policy {a.policy} is run by the kubeinfer operator (kubeinfer operator / deploy/kustomize), which sets "
+            "the Deployment's replicas; without it the Deployment keeps its current replicas"
+        )
+        if opts.keda:
+            notes.append(f"--keda is ignored: policy {a.policy} is not an HPA policy")
+    vpa = vertical_pod_autoscaler(svc, opts, notes)
+    if vpa is not None:
+        objects.append(vpa)
+    if opts.monitoring:
+        objects.append(service_monitor(svc, opts))
+    if opts.network_policy:
+        objects.append(network_policy(svc, opts))
+    g = svc.spec.resources.gpu
+    if g.sharing in ("time-slicing", "mps"):
+        preset = gpus.CLOUDS.get(opts.cloud or "")
+        if preset is None or preset.renders_device_plugin_config:
+            dp = device_plugin_config_map(svc, opts)
+            if dp is not None:
+                objects.append(dp)
+                notes.append(
+                    f"GPU {g.sharing}: point the NVIDIA device plugin at ConfigMap "
+                    f"{opts.device_plugin_namespace}/{opts.device_plugin_config_name} and label the sharing nodes "
+                    f"{gpus.DEVICE_PLUGIN_CONFIG_LABEL}={gpus.sharing_config_key(g)}"
+                )
+        elif g.sharing == "time-slicing":
+            notes.append("GKE: create the node pool with GPU time-sharing (max-shared-clients-per-gpu) to match")
+    return Rendered(copy.deepcopy(objects), notes)  # no shared sub-dicts: callers may mutate, YAML has no aliases
+
+
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    if "\n" in data:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+
+
+_Dumper.add_representer(str, _str_presenter)
+
+
+def dump_yaml(objects: list[dict[str, Any]]) -> str:
+    """Multi-document YAML as kubectl prints it: keys in insertion order, multi-line strings as literal blocks."""
+    return yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
+
+
+def render(svc: InferenceService, opts: RenderOptions | None = None) -> list[dict[str, Any]]:
+    """The manifests (plain dicts, apply order) for ``svc``."""
+    return render_all(svc, opts).objects
