@@ -107,6 +107,10 @@ def encode_raw(arr: np.ndarray[Any, Any]) -> bytes:
 
 def _from_json_data(data: Any, datatype: str, shape: tuple[int, ...], where: str) -> np.ndarray[Any, Any]:
     count = math.prod(shape)
+    if not isinstance(data, list) and (shape != () or data is None):
+        raise InvalidInput(
+            f"{where}: data must be a list of {count} values (flat or nested), got {type(data).__name__}"
+        )
     if datatype == "BYTES":
         flat = _flatten(data)
         if len(flat) != count:

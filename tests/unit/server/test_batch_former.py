@@ -1,0 +1,97 @@
+"""When the batcher runs which requests: an idle model never waits; busy instances let batches grow."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kubeinfer.server.batcher import BatchFormer, Dispatch, Wait
+
+
+def test_lone_request_runs_at_once_on_an_idle_model() -> None:
+    f = BatchFormer(max_rows=8, max_delay=0.005, workers=1)
+    f.arrive(1, 1, now=10.0)
+    assert f.next(10.0) == Dispatch((1,))
+
+
+def test_arrivals_while_busy_form_one_batch_when_the_model_frees() -> None:
+    f = BatchFormer(max_rows=8, max_delay=0.005, workers=1)
+    f.arrive(1, 1, 0.0)
+    assert f.next(0.0) == Dispatch((1,))
+    for k in range(2, 6):
+        f.arrive(k, 1, 0.001)
+    assert f.next(0.002) is None  # the only instance is busy
+    f.done()
+    assert f.next(0.003) == Dispatch((2, 3, 4, 5))
+
+
+def test_batches_respect_max_rows_and_keep_order() -> None:
+    f = BatchFormer(max_rows=4, max_delay=0.0, workers=1)
+    for k, rows in enumerate([2, 1, 2, 3], start=1):
+        f.arrive(k, rows, 0.0)
+    assert f.next(0.0) == Dispatch((1, 2))
+    f.done()
+    assert f.next(0.0) == Dispatch((3,))
+    f.done()
+    assert f.next(0.0) == Dispatch((4,))
+
+
+def test_a_request_larger_than_max_rows_runs_alone() -> None:
+    f = BatchFormer(max_rows=4, max_delay=0.0, workers=1)
+    f.arrive(1, 10, 0.0)
+    f.arrive(2, 1, 0.0)
+    assert f.next(0.0) == Dispatch((1,))
+
+
+def test_a_second_instance_waits_at_most_max_delay_for_a_fuller_batch() -> None:
+    f = BatchFormer(max_rows=8, max_delay=0.005, workers=2)
+    f.arrive(1, 1, 0.0)
+    assert f.next(0.0) == Dispatch((1,))
+    f.arrive(2, 1, 0.001)
+    assert f.next(0.001) == Wait(0.006)
+    f.arrive(3, 1, 0.002)
+    assert f.next(0.004) == Wait(0.006)
+    assert f.next(0.006) == Dispatch((2, 3))
+
+
+def test_a_full_batch_does_not_wait() -> None:
+    f = BatchFormer(max_rows=2, max_delay=1.0, workers=2)
+    f.arrive(1, 1, 0.0)
+    f.next(0.0)
+    f.arrive(2, 1, 0.0)
+    f.arrive(3, 1, 0.0)
+    assert f.next(0.0) == Dispatch((2, 3))
+
+
+def test_removed_requests_never_run() -> None:
+    f = BatchFormer(max_rows=8, max_delay=0.0, workers=1)
+    f.arrive(1, 1, 0.0)
+    f.arrive(2, 1, 0.0)
+    assert f.remove(1)
+    assert not f.remove(1)
+    assert f.next(0.0) == Dispatch((2,))
+
+
+@given(st.lists(st.tuples(st.integers(1, 5), st.booleans()), min_size=1, max_size=60), st.integers(1, 16))
+def test_every_request_runs_exactly_once_in_arrival_order_within_max_rows(
+    ops: list[tuple[int, bool]], max_rows: int
+) -> None:
+    f = BatchFormer(max_rows=max_rows, max_delay=0.0, workers=1)
+    ran: list[int] = []
+    rows = {}
+    for key, (n, finish) in enumerate(ops):
+        f.arrive(key, n, 0.0)
+        rows[key] = n
+        action = f.next(0.0)
+        if isinstance(action, Dispatch):
+            assert len(action.items) == 1 or sum(rows[k] for k in action.items) <= max_rows
+            ran.extend(action.items)
+        if finish and f.busy:
+            f.done()
+    while len(f):
+        if f.busy:
+            f.done()
+        action = f.next(0.0)
+        assert isinstance(action, Dispatch)
+        ran.extend(action.items)
+    assert ran == list(range(len(ops)))

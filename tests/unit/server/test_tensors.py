@@ -1,0 +1,92 @@
+"""Open Inference Protocol tensor decoding and validation: every bad input is an InvalidInput that says why."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from kubeinfer.runtimes.base import ModelInfo, TensorSpec
+from kubeinfer.server.errors import InvalidInput
+from kubeinfer.server.tensors import decode_raw, encode_raw, parse_infer_json, validate_inputs
+
+INFO = ModelInfo("test", [TensorSpec("x", "FP32", (-1, 3))], [TensorSpec("y", "FP32", (-1,))])
+
+
+def req(**tensor: object) -> bytes:
+    base = {"name": "x", "shape": [2, 3], "datatype": "FP32", "data": [1, 2, 3, 4, 5, 6]}
+    return json.dumps({"inputs": [{**base, **tensor}]}).encode()
+
+
+def test_flat_and_nested_data_decode_to_the_same_array() -> None:
+    a = parse_infer_json(req()).inputs["x"]
+    b = parse_infer_json(req(data=[[1, 2, 3], [4, 5, 6]])).inputs["x"]
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.float32
+    assert a.shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[1, 2]", "must be a JSON object"),
+        (b'{"inputs": {}}', "non-empty list"),
+        (req(shape=[2, -3]), "non-negative integers"),
+        (req(datatype="FLOAT"), "datatype 'FLOAT'"),
+        (req(data=[1, 2]), "needs 6 elements, got 2"),
+        (req(data=None), "data must be a list"),
+        (req(data=[1, 2, "x", 4, 5, 6]), "does not fit datatype"),
+        (req(name=""), "non-empty string"),
+        (req(datatype="BOOL", data=[1, 0, 1, 0, 1, 0]), "BOOL data must be true/false"),
+        (req(parameters={"binary_data_size": 24}), "no binary part"),
+        (json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]}).encode(), "has no 'data'"),
+    ],
+)
+def test_malformed_tensors_are_rejected_with_a_reason(body: bytes, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        parse_infer_json(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (req(datatype="FP64"), "has datatype FP64 but model 'm' expects FP32"),
+        (req(shape=[3, 2]), "has shape [3, 2] but model 'm' expects [-1, 3]"),
+        (req(name="z"), "unknown input 'z'"),
+    ],
+)
+def test_inputs_that_do_not_fit_the_model_are_rejected(body: bytes, message: str) -> None:
+    r = parse_infer_json(body)
+    with pytest.raises(InvalidInput, match=message.replace("[", r"\[").replace("]", r"\]")):
+        validate_inputs(r, INFO, "m")
+
+
+def test_rows_come_from_the_first_dimension() -> None:
+    r = parse_infer_json(req())
+    validate_inputs(r, INFO, "m")
+    assert r.rows == 2
+
+
+@pytest.mark.parametrize(
+    "arr",
+    [
+        np.arange(6, dtype=np.float32).reshape(2, 3),
+        np.array([True, False]),
+        np.array([-5, 7], dtype=np.int64),
+        np.array([b"ab", b"", "ü".encode()], dtype=object),
+        np.array([1.5, -2], dtype=np.float16),
+    ],
+)
+def test_raw_encoding_round_trips(arr: np.ndarray) -> None:
+    from kubeinfer.runtimes.base import datatype_of
+
+    back = decode_raw(datatype_of(arr), arr.shape, encode_raw(arr), "t")
+    assert list(back.reshape(-1)) == list(arr.reshape(-1))
+
+
+def test_raw_bytes_of_the_wrong_length_are_rejected() -> None:
+    with pytest.raises(InvalidInput, match="needs 12 bytes"):
+        decode_raw("FP32", (3,), b"\0" * 8, "t")
+    with pytest.raises(InvalidInput, match="truncated"):
+        decode_raw("BYTES", (1,), b"\x01\x00", "t")
