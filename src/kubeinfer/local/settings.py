@@ -1,0 +1,75 @@
+"""Settings of the embedded platform that are not part of the spec: where state lives, back-off, grace margins.
+
+Read once from an environment mapping (:meth:`LocalSettings.from_env`), never at import time.
+
+========================== ======================================= =========
+variable                   meaning                                 default
+========================== ======================================= =========
+``KUBEINFER_HOME``         state folder; each service in a subdir  ``~/.kubeinfer``
+``KUBEINFER_BACKOFF_BASE`` CrashLoopBackOff first delay, seconds   10
+``KUBEINFER_BACKOFF_CAP``  longest back-off delay, seconds         300
+``KUBEINFER_BACKOFF_RESET`` run time that resets the back-off, s   600
+``KUBEINFER_GRACE_MARGIN`` seconds added to drainTimeoutSeconds    5
+``KUBEINFER_TICK``         replica state-machine tick, seconds     0.05
+========================== ======================================= =========
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubeinfer.local.backoff import BackoffConfig
+
+__all__ = ["LocalSettings", "SettingsError"]
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _float(env: Mapping[str, str], key: str, default: float) -> float:
+    raw = env.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{key} has value {raw!r}: not a number (seconds, e.g. 0.5)") from None
+    if value < 0:
+        raise SettingsError(f"{key} has value {raw!r}: must not be negative")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class LocalSettings:
+    home: Path = field(default_factory=lambda: Path.home() / ".kubeinfer")
+    """State folder; service ``NAME`` keeps its spec copies, logs, token and control address in ``home/NAME``."""
+    backoff: BackoffConfig = field(default_factory=BackoffConfig)
+    grace_margin: float = 5.0
+    """Seconds added to ``limits.drainTimeoutSeconds`` before a stopping replica is SIGKILLed."""
+    tick: float = 0.05
+    """How often replica state machines are stepped (probes, back-off and kill deadlines)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LocalSettings:
+        env = os.environ if env is None else env
+        home = Path(env["KUBEINFER_HOME"]).expanduser() if env.get("KUBEINFER_HOME") else Path.home() / ".kubeinfer"
+        base = _float(env, "KUBEINFER_BACKOFF_BASE", 10.0)
+        cap = _float(env, "KUBEINFER_BACKOFF_CAP", max(300.0, base))
+        reset = _float(env, "KUBEINFER_BACKOFF_RESET", 600.0)
+        try:
+            backoff = BackoffConfig(base, cap, reset)
+        except ValueError as e:
+            raise SettingsError(f"KUBEINFER_BACKOFF_*: {e}") from None
+        return cls(
+            home=home,
+            backoff=backoff,
+            grace_margin=_float(env, "KUBEINFER_GRACE_MARGIN", 5.0),
+            tick=_float(env, "KUBEINFER_TICK", 0.05) or 0.05,
+        )
+
+    def service_dir(self, name: str) -> Path:
+        return self.home / name
