@@ -172,14 +172,17 @@ def main() -> int:
     notes = []
     for threads in (int(t) for t in ns.threads.split(",")):
         if ("onnx", threads) in by and ("torch", threads) in by:
-            ratios = [
-                by[("onnx", threads)]["rates"][str(b)]["median"] / by[("torch", threads)]["rates"][str(b)]["median"]
-                for b in batches
-            ]
-            notes.append(
-                f"- onnx / torch at {threads} thread(s): "
-                + ", ".join(f"batch {b} x{r:.2f}" for b, r in zip(batches, ratios, strict=True))
-            )
+            o, t = by[("onnx", threads)]["rates"], by[("torch", threads)]["rates"]
+            wall = ", ".join(f"batch {b} x{o[str(b)]['median'] / t[str(b)]['median']:.2f}" for b in batches)
+            cpu = ", ".join(f"batch {b} x{o[str(b)]['per_cpu_s'] / t[str(b)]['per_cpu_s']:.2f}" for b in batches)
+            notes.append(f"- onnx / torch at {threads} thread(s), wall: {wall}; per CPU-second: {cpu}")
+    load_after = os.getloadavg()[0]
+    if max(load_after, float(header.rsplit(" ", 1)[-1])) > (os.cpu_count() or 1):
+        notes.append(
+            f"- The machine was shared while this ran (load average {load_after:.2f} after the run on "
+            f"{os.cpu_count()} CPUs): wall figures understate what an idle machine gives, most of all with 2 threads; "
+            "compare backends by the per-CPU-second figures at 1 thread."
+        )
     lines += ["", *notes, ""]
     text = "\n".join(lines)
     print(text)
