@@ -24,6 +24,7 @@ __all__ = [
     "METRIC_REQUESTS_TOTAL",
     "MODEL_DIR",
     "OPERATOR_FIELD_MANAGER",
+    "SCALER_FIELD_MANAGER",
     "SERVICE_LABEL",
     "adapter_metric_name",
     "common_labels",

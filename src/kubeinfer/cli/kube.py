@@ -1,0 +1,236 @@
+"""Kubernetes commands: render, deploy, delete, status, operator, build. Each parses flags and calls kubeinfer.kube."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kubeinfer.cli.app import app, err, fail, load_or_fail, out
+from kubeinfer.kube.render import SUPPORTED_VERSIONS, RenderOptions, dump_yaml, render_all
+
+__all__: list[str] = []
+
+_VERSION_HELP = f"Kubernetes version to render for ({SUPPORTED_VERSIONS[0]} .. {SUPPORTED_VERSIONS[-1]})."
+
+
+def _options(target_version: str, cloud: str | None, keda: bool, namespace: str | None = None, image: str | None = None, accelerator: str | None = None) -> RenderOptions:
+    try:
+        return RenderOptions(
+            target_version=target_version.removeprefix("v"), cloud=cloud, keda=keda, namespace=namespace, image=image, accelerator=accelerator  # type: ignore[arg-type]
+        )
+    except ValueError as e:
+        raise fail(str(e), 2) from None
+
+
+def _print(objects: list[dict[str, Any]], output: str) -> None:
+    if output == "json":
+        out.print_json(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    else:
+        typer.echo(dump_yaml(objects), nl=False)
+
+
+@app.command()
+def render(
+    spec_file: Annotated[Path | None, typer.Argument(help="InferenceService YAML.", show_default=False)] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="yaml | json")] = "yaml",
+    target_version: Annotated[str, typer.Option(help=_VERSION_HELP)] = SUPPORTED_VERSIONS[-1],
+    cloud: Annotated[str | None, typer.Option(help="Accelerator node selection preset: gke | eks | aks.")] = None,
+    keda: Annotated[bool, typer.Option("--keda", help="A KEDA ScaledObject instead of an HPA (scale to zero).")] = False,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Override metadata.namespace.")] = None,
+    image: Annotated[str | None, typer.Option(help="Override spec.image.")] = None,
+    accelerator: Annotated[str | None, typer.Option(help="Cloud GPU type label value, e.g. nvidia-l4 on GKE.")] = None,
+    crd: Annotated[bool, typer.Option("--crd", help="Print the InferenceService CRD instead.")] = False,
+) -> None:
+    """Print the Kubernetes manifests for a spec (Deployment, Service, HPA, ...), ready for kubectl apply."""
+    if output not in ("yaml", "json"):
+        raise fail(f"--output {output!r}: use yaml or json", 2)
+    if crd:
+        from kubeinfer.kube.crd import crd as make_crd
+
+        _print([make_crd()], output)
+        return
+    if spec_file is None:
+        raise fail("give a spec file (or --crd)", 2)
+    svc = load_or_fail(spec_file)
+    rendered = render_all(svc, _options(target_version, cloud, keda, namespace, image, accelerator))
+    for note in rendered.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    _print(rendered.objects, output)
+
+
+def _connect(context: str | None) -> Any:
+    from kubeinfer.kube.api import KubeConfigError, connect
+
+    try:
+        return connect(context)
+    except KubeConfigError as e:
+        raise fail(str(e)) from None
+
+
+@app.command()
+def deploy(
+    spec_file: Annotated[Path, typer.Argument(help="InferenceService YAML.", show_default=False)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the server-side-apply plan; change nothing.")] = False,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context [default: current].")] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Override metadata.namespace.")] = None,
+    target_version: Annotated[str, typer.Option(help=_VERSION_HELP)] = SUPPORTED_VERSIONS[-1],
+    cloud: Annotated[str | None, typer.Option(help="gke | eks | aks")] = None,
+    keda: Annotated[bool, typer.Option("--keda", help="Scale with KEDA instead of an HPA.")] = False,
+    image: Annotated[str | None, typer.Option(help="Override spec.image.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the rollout.")] = True,
+    timeout: Annotated[float | None, typer.Option(help="Seconds to wait [default: progressDeadlineSeconds].")] = None,
+) -> None:
+    """Server-side apply the manifests, prune what the spec no longer needs, and wait for the rollout."""
+    from kubeinfer.kube.api import KubeError, SystemClock
+    from kubeinfer.kube.deploy import execute, plan, wait_rollout
+    from kubeinfer.kube.status import RolloutStatus
+
+    svc = load_or_fail(spec_file)
+    opts = _options(target_version, cloud, keda, namespace, image)
+    rendered = render_all(svc, opts)
+    ns = opts.namespace or svc.metadata.namespace
+    for note in rendered.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    api = None
+    if not dry_run:
+        api = _connect(context)
+    elif context is not None:
+        api = _connect(context)
+    try:
+        steps = plan(rendered.objects, api, name=svc.name, namespace=ns)
+        if dry_run:
+            out.print(f"[bold]plan[/] for InferenceService {ns}/{svc.name} (server-side apply, field manager kubeinfer):", soft_wrap=True)
+            for s in steps:
+                out.print(f"  {s.action:6} {s.ref}  [dim]{s.reason}[/]", highlight=False, soft_wrap=True)
+            if api is None:
+                out.print("  [dim](no cluster: objects to prune are not known)[/]")
+            else:
+                execute(steps, api, dry_run=True)
+                out.print("  [green]the API server accepted every object (server-side dry run)[/]")
+            typer.echo("---")
+            typer.echo(dump_yaml([s.obj for s in steps if s.action == "apply"]), nl=False)
+            return
+        assert api is not None  # noqa: S101 (connected above)
+        execute(steps, api, on_step=lambda s: err.print(f"{s.action:6} {s.ref}" + (f" ({s.reason})" if s.action != "apply" else ""), highlight=False))
+    except KubeError as e:
+        raise fail(str(e)) from None
+    if not wait:
+        return
+    from rich.status import Status
+
+    limit = timeout if timeout is not None else svc.spec.rollout.progressDeadlineSeconds
+    with Status("waiting for the rollout ...", console=err) as spinner:
+
+        def update(st: RolloutStatus) -> None:
+            spinner.update(f"{st.ready}/{st.desired} ready, {st.updated} updated: {st.reason} {st.message}")
+
+        try:
+            final = wait_rollout(api, svc.name, ns, SystemClock(), timeout=limit, on_update=update)
+        except KubeError as e:
+            raise fail(str(e)) from None
+    if final.phase != "Ready":
+        raise fail(f"rollout of {ns}/{svc.name} failed: {final.reason}: {final.message}")
+    out.print(f"[green]ready[/]: {ns}/{svc.name} {final.message}; http://{svc.name}.{ns}.svc.cluster.local")
+
+
+@app.command()
+def delete(
+    spec_file: Annotated[Path, typer.Argument(help="InferenceService YAML.", show_default=False)],
+    context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
+) -> None:
+    """Delete every object kubeinfer deployed for the spec."""
+    from kubeinfer.kube.api import KubeError
+    from kubeinfer.kube.deploy import delete_service
+
+    svc = load_or_fail(spec_file)
+    ns = namespace or svc.metadata.namespace
+    try:
+        gone = delete_service(_connect(context), svc.name, ns)
+    except KubeError as e:
+        raise fail(str(e)) from None
+    for g in gone:
+        out.print(f"deleted {g}", highlight=False)
+    if not gone:
+        out.print(f"nothing to delete for {ns}/{svc.name}")
+
+
+@app.command()
+def status(
+    spec_file: Annotated[Path, typer.Argument(help="InferenceService YAML.", show_default=False)],
+    context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="table | json")] = "table",
+) -> None:
+    """The rollout state of a deployed service and, if stuck, why (image pull, GPUs, crash loop, probes)."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from kubeinfer.kube.api import KubeError
+    from kubeinfer.kube.deploy import observe
+
+    svc = load_or_fail(spec_file)
+    ns = namespace or svc.metadata.namespace
+    try:
+        st = observe(_connect(context), svc.name, ns)
+    except KubeError as e:
+        raise fail(str(e)) from None
+    if output == "json":
+        out.print_json(json.dumps(asdict(st)))
+    else:
+        t = Table(title=f"{ns}/{svc.name}")
+        for col in ("phase", "ready", "updated", "reason", "message"):
+            t.add_column(col)
+        t.add_row(st.phase, f"{st.ready}/{st.desired}", str(st.updated), st.reason, st.message)
+        out.print(t)
+    if st.phase == "Failed":
+        raise typer.Exit(1)
+
+
+@app.command()
+def operator(
+    namespace: Annotated[list[str] | None, typer.Option("--namespace", "-n", help="Watch only these namespaces.")] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context (default: in-cluster or current).")] = None,
+    cloud: Annotated[str | None, typer.Option(help="gke | eks | aks")] = None,
+    target_version: Annotated[str, typer.Option(help=_VERSION_HELP)] = SUPPORTED_VERSIONS[-1],
+    interval: Annotated[float, typer.Option(help="Seconds between status refreshes and kpa/predictive decisions.")] = 15.0,
+) -> None:
+    """Run the InferenceService operator (kopf): reconcile children, report status, autoscale kpa/predictive."""
+    try:
+        from kubeinfer.kube.operator_kopf import run
+    except ModuleNotFoundError as e:
+        raise fail(f"{e.name} is not installed: pip install 'kubeinfer[kube]'") from None
+    from kubeinfer.kube.api import KubeConfigError
+
+    try:
+        run(namespace, _options(target_version, cloud, False), context, interval)
+    except KubeConfigError as e:
+        raise fail(str(e)) from None
+
+
+@app.command()
+def build(
+    spec_file: Annotated[Path, typer.Argument(help="InferenceService YAML.", show_default=False)],
+    output_dir: Annotated[Path, typer.Option("--output", "-o", help="Directory for the build context.")] = Path("build"),
+    base_image: Annotated[str | None, typer.Option(help="Server image to build FROM.")] = None,
+) -> None:
+    """Write a container build context (Dockerfile, model, spec) for the service."""
+    from kubeinfer.kube.build import BuildError, build_context
+
+    svc = load_or_fail(spec_file)
+    try:
+        ctx = build_context(svc, spec_file.resolve().parent, output_dir, base_image)
+    except BuildError as e:
+        raise fail(str(e), 2) from None
+    for f in ctx.files:
+        out.print(f"  {output_dir / f}", highlight=False)
+    extras = f" --build-arg EXTRAS={ctx.extras}" if ctx.extras else ""
+    out.print(
+        f"build the server image once:  docker build -f deploy/Dockerfile{extras} -t {ctx.base_image} .\n"
+        f"then this service's image:    docker build -t {svc.spec.image} {output_dir}",
+        highlight=False,
+    )

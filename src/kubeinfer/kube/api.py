@@ -1,0 +1,197 @@
+"""The small slice of the Kubernetes API kubeinfer uses, as a protocol, and its implementation on the official client.
+
+Deploy, status, delete and the operator are written against :class:`KubeApi`; tests drive them with
+:class:`kubeinfer.kube.fake.FakeKubeApi`, which records every server-side apply. The real implementation uses the
+``kubernetes`` package's dynamic client (``[kube]`` extra), imported only when a cluster is actually used.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+__all__ = ["Clock", "ClientKubeApi", "KubeApi", "KubeConfigError", "KubeError", "Manifest", "SystemClock", "connect"]
+
+Manifest = dict[str, Any]
+
+
+class KubeError(RuntimeError):
+    """A Kubernetes API call failed; the message says which object and why."""
+
+
+class KubeConfigError(KubeError):
+    """No usable cluster configuration (kubeconfig or in-cluster service account)."""
+
+
+class KubeApi(Protocol):
+    def apply(self, obj: Manifest, *, field_manager: str, force: bool = True, dry_run: bool = False) -> Manifest:
+        """Server-side apply ``obj`` (create or update) owned by ``field_manager``."""
+        ...
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Manifest | None: ...
+
+    def list(
+        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = ""
+    ) -> list[Manifest]: ...
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        """Delete (foreground propagation); False when it did not exist."""
+        ...
+
+    def patch_status(
+        self, api_version: str, kind: str, name: str, namespace: str, status: Mapping[str, Any], *, field_manager: str
+    ) -> None: ...
+
+    def scale(self, name: str, namespace: str, replicas: int, *, field_manager: str) -> None:
+        """Set a Deployment's replicas through its scale subresource."""
+        ...
+
+    def served(self, api_version: str, kind: str) -> bool:
+        """Whether the cluster serves this kind (an add-on's CRD may be missing)."""
+        ...
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Monotonic seconds."""
+        ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def connect(context: str | None = None) -> ClientKubeApi:
+    """A client for the kubeconfig ``context`` (default: current), or the in-cluster service account."""
+    try:
+        from kubernetes import client, config, dynamic
+        from kubernetes.config.config_exception import ConfigException
+    except ModuleNotFoundError:
+        raise KubeConfigError("the Kubernetes client is not installed: pip install 'kubeinfer[kube]'") from None
+    try:
+        api_client = config.new_client_from_config(context=context)
+    except (ConfigException, FileNotFoundError, TypeError) as first:
+        if context is not None:
+            raise KubeConfigError(f"kubeconfig context {context!r} is not usable: {first}") from None
+        try:
+            config.load_incluster_config()
+            api_client = client.ApiClient()
+        except ConfigException:
+            raise KubeConfigError(
+                "no Kubernetes configuration found: set KUBECONFIG or create ~/.kube/config "
+                "(or use --dry-run to print the plan without a cluster)"
+            ) from None
+    return ClientKubeApi(dynamic.DynamicClient(api_client))
+
+
+class ClientKubeApi:
+    """:class:`KubeApi` on ``kubernetes.dynamic.DynamicClient``."""
+
+    def __init__(self, dyn: Any) -> None:
+        self._dyn = dyn
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        from kubernetes.dynamic.exceptions import ResourceNotFoundError
+
+        try:
+            return self._dyn.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            raise KubeError(f"the cluster does not serve {kind} ({api_version}): install its CRD or add-on") from None
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as e:
+            raise KubeError(f"{what}: {e.status} {e.reason}: {_api_message(e)}") from e
+
+    def apply(self, obj: Manifest, *, field_manager: str, force: bool = True, dry_run: bool = False) -> Manifest:
+        res = self._resource(obj["apiVersion"], obj["kind"])
+        meta = obj["metadata"]
+        kwargs: dict[str, Any] = {"field_manager": field_manager, "force_conflicts": force}
+        if dry_run:
+            kwargs["dry_run"] = "All"
+        out = self._call(
+            f"apply {obj['kind']}/{meta['name']}",
+            res.server_side_apply,
+            body=obj,
+            name=meta["name"],
+            namespace=meta.get("namespace") if res.namespaced else None,
+            **kwargs,
+        )
+        return dict(out.to_dict())
+
+    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Manifest | None:
+        from kubernetes.dynamic.exceptions import NotFoundError
+
+        res = self._resource(api_version, kind)
+        try:
+            return dict(res.get(name=name, namespace=namespace if res.namespaced else None).to_dict())
+        except NotFoundError:
+            return None
+
+    def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = "") -> list[Manifest]:
+        res = self._resource(api_version, kind)
+        out = self._call(f"list {kind}", res.get, namespace=namespace if res.namespaced else None, label_selector=label_selector)
+        return [dict(i) for i in out.to_dict().get("items", [])]
+
+    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
+        from kubernetes.dynamic.exceptions import NotFoundError
+
+        res = self._resource(api_version, kind)
+        try:
+            res.delete(name=name, namespace=namespace if res.namespaced else None, propagation_policy="Foreground")
+        except NotFoundError:
+            return False
+        return True
+
+    def patch_status(
+        self, api_version: str, kind: str, name: str, namespace: str, status: Mapping[str, Any], *, field_manager: str
+    ) -> None:
+        res = self._resource(api_version, kind)
+        body = {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": namespace}, "status": dict(status)}
+        self._call(
+            f"update status of {kind}/{name}",
+            res.status.server_side_apply,
+            body=body,
+            name=name,
+            namespace=namespace,
+            field_manager=field_manager,
+            force_conflicts=True,
+        )
+
+    def scale(self, name: str, namespace: str, replicas: int, *, field_manager: str) -> None:
+        res = self._resource("apps/v1", "Deployment")
+        self._call(
+            f"scale Deployment/{name}",
+            res.subresources["scale"].patch,
+            body={"spec": {"replicas": replicas}},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+            field_manager=field_manager,
+        )
+
+    def served(self, api_version: str, kind: str) -> bool:
+        try:
+            self._resource(api_version, kind)
+        except KubeError:
+            return False
+        return True
+
+
+def _api_message(e: Any) -> str:
+    import json
+
+    try:
+        return str(json.loads(e.body).get("message", e.body))
+    except (TypeError, ValueError, AttributeError):
+        return str(getattr(e, "body", "") or e)

@@ -1,0 +1,83 @@
+"""``kubeinfer build``: a container build context holding the model and the spec.
+
+The context is small and self-describing: ``Dockerfile`` (FROM the kubeinfer server image, built from
+``deploy/Dockerfile`` with the extras the model format needs), ``model/`` (the artifact the spec's ``uri`` names,
+plus the spec folder's ``*.py`` for ``format: python``), ``service.yaml`` (the spec with ``uri`` pointing into the
+image) and ``.dockerignore``. The model lands at ``/opt/kubeinfer/model``, where rendered manifests expect it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from kubeinfer.kube.names import CONFIG_DIR, CONFIG_KEY, MODEL_DIR
+from kubeinfer.kube.render import RUN_AS, container_spec_doc
+from kubeinfer.spec import InferenceService, resolve_uri
+
+__all__ = ["EXTRAS", "BuildContext", "build_context"]
+
+EXTRAS = {"sklearn": "sklearn", "onnx": "onnx", "sentence-transformers": "embeddings", "python": ""}
+"""The ``kubeinfer[...]`` extra the server image needs per model format."""
+
+
+class BuildError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    path: Path
+    files: list[str]
+    extras: str
+    base_image: str
+
+
+def _dockerfile(base_image: str) -> str:
+    return f"""# Built by `kubeinfer build`: the kubeinfer server image plus this service's model and spec.
+# The base image is deploy/Dockerfile from the kubeinfer repository, built with the extras this model needs.
+ARG BASE_IMAGE={base_image}
+FROM ${{BASE_IMAGE}}
+COPY --chown=0:0 --chmod=0755 model/ {MODEL_DIR}/
+COPY --chown=0:0 --chmod=0644 {CONFIG_KEY} {CONFIG_DIR}/{CONFIG_KEY}
+USER {RUN_AS}:{RUN_AS}
+"""
+
+
+def build_context(svc: InferenceService, spec_dir: Path, out: Path, base_image: str | None = None) -> BuildContext:
+    """Write the build context for ``svc`` (whose spec file lives in ``spec_dir``) into ``out``."""
+    extras = EXTRAS[svc.spec.model.format]
+    base = base_image or f"kubeinfer/server:{extras or 'base'}"
+    uri = svc.spec.model.uri
+    if "://" in uri and not uri.startswith("file://"):
+        src = None
+    elif uri:
+        src = resolve_uri(uri, spec_dir)
+        if not src.exists():
+            raise BuildError(f"spec.model.uri {uri!r}: {src} does not exist (build or download the model first)")
+    else:
+        src = None
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir = out / "model"
+    if model_dir.exists():
+        shutil.rmtree(model_dir)
+    model_dir.mkdir()
+    if src is not None:
+        if src.is_dir():
+            shutil.copytree(src, model_dir / src.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, model_dir / src.name)
+    if svc.spec.model.format == "python":
+        for py in sorted(spec_dir.glob("*.py")):
+            shutil.copy2(py, model_dir / py.name)
+    (out / CONFIG_KEY).write_text(
+        "# The spec as the container reads it (model uri inside the image).\n"
+        + yaml.safe_dump(container_spec_doc(svc), sort_keys=False)
+    )
+    (out / "Dockerfile").write_text(_dockerfile(base))
+    (out / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n")
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    return BuildContext(out, files, extras, base)

@@ -1,0 +1,189 @@
+"""The ``InferenceService`` CustomResourceDefinition, its schema generated from the pydantic spec.
+
+One source of truth: ``spec/service.py``. The pydantic JSON Schema is turned into a *structural* OpenAPI v3 schema
+as apiextensions.k8s.io/v1 requires (Kubernetes docs, "Specifying a structural schema"): every ``$ref`` inlined,
+a ``type`` on every node, ``nullable: true`` instead of ``anyOf [X, null]``, ``x-kubernetes-int-or-string`` for
+``IntOrPercent``, ``x-kubernetes-preserve-unknown-fields`` for free-form maps (``model.args``), OpenAPI v3.0's
+boolean ``exclusiveMinimum``, and no ``additionalProperties: false`` (the API server prunes unknown fields; the
+operator validates with pydantic and reports errors in a condition). Defaults are left to pydantic so the stored
+object stays as the user wrote it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from kubeinfer.kube.names import GROUP
+from kubeinfer.spec.service import ServiceSpec
+
+__all__ = ["CRD_NAME", "PLURAL", "VERSION", "crd", "spec_schema", "status_schema"]
+
+PLURAL: Final = "inferenceservices"
+VERSION: Final = "v1alpha1"
+CRD_NAME: Final = f"{PLURAL}.{GROUP}"
+
+_DROP: Final = {"title", "default", "$defs", "examples"}
+
+
+def _structural(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_structural(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _structural(merged, defs)
+    variants = node.get("anyOf")
+    if variants is not None:
+        non_null = [v for v in variants if v.get("type") != "null"]
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        types = sorted(v.get("type", "") for v in non_null)
+        if len(non_null) == 1:
+            out = _structural({**non_null[0], **rest}, defs)
+        elif types == ["integer", "string"]:
+            out = {
+                **_structural(rest, defs),
+                "anyOf": [{"type": "integer"}, {"type": "string"}],
+                "x-kubernetes-int-or-string": True,
+            }
+        else:
+            raise ValueError(f"cannot express anyOf {variants!r} in a structural schema")
+        if len(non_null) < len(variants):
+            out["nullable"] = True
+        return out
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        if k in _DROP:
+            continue
+        if k == "properties":
+            out[k] = {name: _structural(sub, defs) for name, sub in v.items()}
+        elif k in ("items", "additionalProperties") and isinstance(v, dict):
+            out[k] = _structural(v, defs)
+        elif k == "const":
+            out["enum"] = [v]
+        elif k == "exclusiveMinimum":
+            out["minimum"], out["exclusiveMinimum"] = v, True
+        elif k == "exclusiveMaximum":
+            out["maximum"], out["exclusiveMaximum"] = v, True
+        else:
+            out[k] = v
+    if "enum" in out and "type" not in out:
+        out["type"] = "string" if all(isinstance(e, str) for e in out["enum"]) else "number"
+    if out.get("type") == "object":
+        if out.get("additionalProperties") is False:
+            del out["additionalProperties"]
+        ap = out.get("additionalProperties")
+        if "properties" not in out and (ap is None or ap is True or ap == {}):
+            out.pop("additionalProperties", None)
+            out["x-kubernetes-preserve-unknown-fields"] = True
+    if not out:  # pydantic's Any
+        out = {"x-kubernetes-preserve-unknown-fields": True}
+    return out
+
+
+def spec_schema() -> dict[str, Any]:
+    """``spec`` of the custom resource: the pydantic ``ServiceSpec`` as a structural schema."""
+    raw = ServiceSpec.model_json_schema(mode="validation")
+    return dict(_structural(raw, raw.get("$defs", {})))
+
+
+def status_schema() -> dict[str, Any]:
+    condition = {
+        "type": "object",
+        "required": ["type", "status"],
+        "properties": {
+            "type": {"type": "string"},
+            "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+            "reason": {"type": "string"},
+            "message": {"type": "string"},
+            "lastTransitionTime": {"type": "string", "format": "date-time"},
+            "observedGeneration": {"type": "integer", "format": "int64"},
+        },
+    }
+    return {
+        "type": "object",
+        "properties": {
+            "observedGeneration": {"type": "integer", "format": "int64"},
+            "conditions": {
+                "type": "array",
+                "items": condition,
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+            },
+            "url": {"type": "string"},
+            "grpcAddress": {"type": "string"},
+            "replicas": {"type": "integer", "format": "int32"},
+            "readyReplicas": {"type": "integer", "format": "int32"},
+            "selector": {"type": "string"},
+            "autoscaler": {
+                "type": "object",
+                "description": "The last decision of the operator's autoscaler (kpa, predictive).",
+                "properties": {
+                    "desiredReplicas": {"type": "integer", "format": "int32"},
+                    "reason": {"type": "string"},
+                    "lastScaleTime": {"type": "string", "format": "date-time"},
+                },
+            },
+        },
+    }
+
+
+def crd() -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "description": "A model served for inference: the kubeinfer InferenceService spec.",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec_schema(),
+            "status": status_schema(),
+        },
+    }
+    columns = [
+        {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
+        {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].reason'},
+        {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
+        {"name": "Policy", "type": "string", "jsonPath": ".spec.autoscaling.policy"},
+        {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": CRD_NAME,
+            "labels": {"app.kubernetes.io/part-of": "kubeinfer", "app.kubernetes.io/component": "crd"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "plural": PLURAL,
+                "singular": "inferenceservice",
+                "kind": "InferenceService",
+                "listKind": "InferenceServiceList",
+                "shortNames": ["isvc", "kis"],
+                "categories": ["kubeinfer"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": schema},
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
+                        },
+                    },
+                    "additionalPrinterColumns": columns,
+                }
+            ],
+        },
+    }

@@ -1,0 +1,274 @@
+"""The InferenceService operator's logic: reconcile children, report status, run the kpa/predictive autoscalers.
+
+Everything here is driven through :class:`~kubeinfer.kube.api.KubeApi` and takes time as a parameter, so it runs
+against :class:`~kubeinfer.kube.fake.FakeKubeApi` in tests exactly as against a cluster; the kopf shell
+(:mod:`kubeinfer.kube.operator_kopf`) only wires events and timers to these functions.
+
+- :func:`reconcile` renders the children from the custom resource (the same :func:`~kubeinfer.kube.render.render`
+  as ``kubeinfer deploy``), applies them with an owner reference to the resource (garbage collection deletes them
+  with it), prunes children the spec no longer needs, and returns the status: conditions ``Ready``,
+  ``Progressing`` and ``Degraded`` (metav1.Condition shape; ``lastTransitionTime`` only moves when a status
+  flips), the in-cluster URL and replica counts.
+- :func:`autoscale_step` is the controller loop for the policies Kubernetes lacks. It scrapes each ready pod's
+  ``/metrics`` (``kubeinfer_requests_in_flight``, ``kubeinfer_requests_total``), turns them into the same
+  :class:`~kubeinfer.autoscale.Observation` the local controller builds, calls the policy from
+  :func:`~kubeinfer.autoscale.policy_from_spec` and sets the Deployment's replicas through its scale subresource.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from kubeinfer.autoscale import Decision, LoadSample, Observation, PodSample, policy_from_spec
+from kubeinfer.kube.api import KubeApi, KubeError, Manifest
+from kubeinfer.kube.crd import VERSION
+from kubeinfer.kube.deploy import MANAGED_KINDS, observe, selector_for
+from kubeinfer.kube.names import GROUP, METRIC_IN_FLIGHT, METRIC_REQUESTS_TOTAL, OPERATOR_FIELD_MANAGER, SCALER_FIELD_MANAGER
+from kubeinfer.kube.render import RenderOptions, grpc_port, http_port, render_all
+from kubeinfer.kube.status import RolloutStatus
+from kubeinfer.spec import InferenceService, SpecError, validate_spec
+
+__all__ = [
+    "API_VERSION",
+    "PodMetrics",
+    "ReconcileResult",
+    "ScalerState",
+    "autoscale_step",
+    "build_observation",
+    "children",
+    "conditions",
+    "parse_metrics",
+    "reconcile",
+]
+
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": owner.get("apiVersion", API_VERSION),
+        "kind": owner.get("kind", "InferenceService"),
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def children(svc: InferenceService, owner: Mapping[str, Any], opts: RenderOptions) -> tuple[list[Manifest], list[str]]:
+    """The rendered objects, each owned by the custom resource. Objects outside its namespace (the device-plugin
+    config) cannot carry an owner reference and are left to the cluster admin (``kubeinfer render`` prints them)."""
+    ns = owner["metadata"].get("namespace", svc.metadata.namespace)
+    rendered = render_all(svc, replace(opts, namespace=ns))
+    out: list[Manifest] = []
+    notes = list(rendered.notes)
+    ref = owner_reference(owner)
+    for o in rendered.objects:
+        if o["metadata"].get("namespace") != ns:
+            notes.append(f"{o['kind']} {o['metadata']['namespace']}/{o['metadata']['name']} is cluster-level: apply it once as an admin")
+            continue
+        o["metadata"]["ownerReferences"] = [ref]
+        out.append(o)
+    return out, notes
+
+
+def _condition(ctype: str, ok: bool, reason: str, message: str, generation: int, now: str, previous: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    status = "True" if ok else "False"
+    prev = next((c for c in previous if c.get("type") == ctype), None)
+    since = prev.get("lastTransitionTime", now) if prev is not None and prev.get("status") == status else now
+    return {
+        "type": ctype,
+        "status": status,
+        "reason": reason,
+        "message": message[:32768],
+        "lastTransitionTime": since,
+        "observedGeneration": generation,
+    }
+
+
+def conditions(rollout: RolloutStatus, generation: int, now: str, previous: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Ready / Progressing / Degraded from a rollout status; reasons are CamelCase as Kubernetes conventions ask."""
+    return [
+        _condition("Ready", rollout.phase == "Ready", rollout.reason, rollout.message, generation, now, previous),
+        _condition("Progressing", rollout.phase == "Progressing", rollout.reason, rollout.message, generation, now, previous),
+        _condition("Degraded", rollout.phase == "Failed", rollout.reason if rollout.phase == "Failed" else "AsExpected", rollout.message if rollout.phase == "Failed" else "", generation, now, previous),
+    ]
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    status: dict[str, Any]
+    applied: list[str] = field(default_factory=list)
+    pruned: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    svc: InferenceService | None = None
+
+
+def reconcile(body: Mapping[str, Any], api: KubeApi, now: str, opts: RenderOptions | None = None) -> ReconcileResult:
+    """Bring the children of one InferenceService in line with its spec; return the status to write (``now`` is the
+    RFC 3339 time used for condition transitions)."""
+    opts = opts or RenderOptions()
+    meta = body["metadata"]
+    name, ns = meta["name"], meta.get("namespace", "default")
+    generation = int(meta.get("generation", 1))
+    previous = (body.get("status") or {}).get("conditions") or []
+    doc = {k: v for k, v in body.items() if k in ("apiVersion", "kind", "spec")}
+    doc["metadata"] = {k: v for k, v in meta.items() if k in ("name", "namespace", "labels", "annotations")}
+    try:
+        svc = validate_spec(doc, f"InferenceService {ns}/{name}")
+    except SpecError as e:
+        msg = "; ".join(f"{err.path}: {err.message}" for err in e.errors)
+        bad = RolloutStatus("Failed", "InvalidSpec", msg, terminal=True)
+        return ReconcileResult({"observedGeneration": generation, "conditions": conditions(bad, generation, now, previous)})
+    objs, notes = children(svc, body, opts)
+    applied: list[str] = []
+    wanted = set()
+    for o in objs:
+        if not api.served(o["apiVersion"], o["kind"]):
+            notes.append(f"skipped {o['kind']}: the cluster does not serve {o['apiVersion']}")
+            continue
+        api.apply(o, field_manager=OPERATOR_FIELD_MANAGER, force=True)
+        applied.append(f"{o['kind']}/{o['metadata']['name']}")
+        wanted.add((o["kind"], o["metadata"]["name"]))
+    pruned: list[str] = []
+    uid = meta.get("uid")
+    for api_version, kind in MANAGED_KINDS:
+        if not api.served(api_version, kind):
+            continue
+        for live in api.list(api_version, kind, ns, selector_for(name)):
+            owned = any(r.get("uid") == uid for r in live["metadata"].get("ownerReferences", []))
+            if owned and (kind, live["metadata"]["name"]) not in wanted:
+                api.delete(api_version, kind, live["metadata"]["name"], ns)
+                pruned.append(f"{kind}/{live['metadata']['name']}")
+    rollout = observe(api, name, ns)
+    dep = api.get("apps/v1", "Deployment", name, ns) or {}
+    dstatus = dep.get("status", {})
+    status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": conditions(rollout, generation, now, previous),
+        "url": f"http://{name}.{ns}.svc.cluster.local:{http_port(svc)}",
+        "replicas": int(dstatus.get("replicas", 0)),
+        "readyReplicas": int(dstatus.get("readyReplicas", 0)),
+        "selector": ",".join(f"{k}={v}" for k, v in sorted(dep.get("spec", {}).get("selector", {}).get("matchLabels", {}).items())),
+    }
+    g = grpc_port(svc)
+    if g is not None:
+        status["grpcAddress"] = f"{name}.{ns}.svc.cluster.local:{g}"
+    if (body.get("status") or {}).get("autoscaler"):
+        status["autoscaler"] = body["status"]["autoscaler"]
+    return ReconcileResult(status, applied, pruned, notes, svc)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The autoscaler for kpa / predictive
+
+
+@dataclass(frozen=True)
+class PodMetrics:
+    """One scrape of one pod: in-flight requests and the cumulative request counter."""
+
+    pod: str
+    in_flight: float
+    requests_total: float
+    ready: bool = True
+
+
+def parse_metrics(pod: str, text: str, ready: bool = True) -> PodMetrics:
+    """Read ``kubeinfer_requests_in_flight`` and the sum of ``kubeinfer_requests_total`` from /metrics text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    in_flight = 0.0
+    total = 0.0
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == METRIC_IN_FLIGHT:
+                in_flight += s.value
+            elif s.name == METRIC_REQUESTS_TOTAL:
+                total += s.value
+    return PodMetrics(pod, in_flight, total, ready)
+
+
+@dataclass(frozen=True)
+class ScalerState:
+    """What the autoscaler carries between ticks for one service (frozen; a new one is returned each tick)."""
+
+    policy_state: Any = None
+    last_time: float | None = None
+    last_totals: tuple[tuple[str, float], ...] = ()
+    generation: int = -1
+
+
+def build_observation(current: int, ready: int, metrics: Sequence[PodMetrics], state: ScalerState, now: float) -> tuple[Observation, tuple[tuple[str, float], ...]]:
+    """An Observation from one scrape: concurrency is the sum of in-flight requests, rps the counter delta since the
+    previous tick (a pod that restarted, whose counter went down, counts from zero)."""
+    previous = dict(state.last_totals)
+    concurrency = sum(m.in_flight for m in metrics)
+    rps = 0.0
+    if state.last_time is not None and now > state.last_time:
+        delta = 0.0
+        for m in metrics:
+            before = previous.get(m.pod, 0.0)
+            delta += m.requests_total - before if m.requests_total >= before else m.requests_total
+        rps = delta / (now - state.last_time)
+    pods = tuple(
+        PodSample(name=m.pod, metrics={"concurrency": m.in_flight}, ready=m.ready) for m in metrics
+    )
+    obs = Observation(
+        current_replicas=current,
+        pods=pods,
+        ready_replicas=ready,
+        load=(LoadSample(time=now, concurrency=concurrency, rps=rps),),
+    )
+    return obs, tuple(sorted((m.pod, m.requests_total) for m in metrics))
+
+
+def _pod_ready(pod: Mapping[str, Any]) -> bool:
+    for c in (pod.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return bool(c.get("status") == "True")
+    return False
+
+
+def autoscale_step(
+    svc: InferenceService,
+    api: KubeApi,
+    scrape: Callable[[Mapping[str, Any]], str | None],
+    state: ScalerState,
+    now: float,
+    generation: int = 0,
+) -> tuple[Decision | None, ScalerState]:
+    """One tick of the kpa/predictive autoscaler: scrape, decide, scale. ``scrape(pod)`` returns the pod's /metrics
+    text or None when unreachable (that pod is then left out, as the HPA leaves out pods with missing metrics)."""
+    a = svc.spec.autoscaling
+    if a.policy not in ("kpa", "predictive"):
+        return None, state
+    ns = svc.metadata.namespace
+    dep = api.get("apps/v1", "Deployment", svc.name, ns)
+    if dep is None:
+        return None, state
+    policy = policy_from_spec(a, svc.spec.replicas)
+    if state.policy_state is None or state.generation != generation:
+        # a spec change rebuilds the policy; its windows start again
+        state = ScalerState(policy_state=policy.initial_state(), generation=generation)
+    labels = dep["spec"]["selector"]["matchLabels"]
+    pods = api.list("v1", "Pod", ns, ",".join(f"{k}={v}" for k, v in sorted(labels.items())))
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    metrics: list[PodMetrics] = []
+    for p in live:
+        if not _pod_ready(p):
+            continue
+        text = scrape(p)
+        if text is not None:
+            metrics.append(parse_metrics(p["metadata"]["name"], text, True))
+    current = int(dep["spec"].get("replicas", 1))
+    ready = sum(1 for p in live if _pod_ready(p))
+    obs, totals = build_observation(current, ready, metrics, state, now)
+    decision, pstate = policy.decide(obs, state.policy_state, now)
+    if decision.replicas != current:
+        try:
+            api.scale(svc.name, ns, decision.replicas, field_manager=SCALER_FIELD_MANAGER)
+        except KubeError:
+            return decision, ScalerState(state.policy_state, state.last_time, state.last_totals, generation)
+    return decision, ScalerState(pstate, now, totals, generation)
