@@ -1,0 +1,260 @@
+"""Router overhead benchmark: replicas driven directly vs through ``kubeinfer.local.router.Router``, side by side.
+
+    .venv/bin/python bench/router/run.py [--rounds 3] [--duration 8] [--out bench/router/RESULTS.md]
+
+Load: ``wrk`` (C, one thread per process) POSTing one row of 64 FP32 to ``examples/tabular64`` (OIP v2 JSON).
+Each round runs, in this order, with a short wrk warm-up before each:
+
+1. latency, c=1: wrk -c1 straight to replica A;
+2. latency, c=1: wrk -c1 to a router whose only backend is replica A (the added p50 is 2 minus 1);
+3. throughput, direct: two wrk processes at once, -c32 to replica A and -c32 to replica B, requests/s summed;
+4. throughput, router: one wrk -c64 to a router with backends A and B.
+
+The routers run in their own processes (``bench/router/serve_router.py``, uvloop) as they would inside
+``kubeinfer up``. Figures are medians over the rounds; the machine is shared, so only ratios taken in one sitting
+mean much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+
+from kubeinfer.testing import ServerProcess  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+BODY = json.dumps({"inputs": [{"name": "input-0", "shape": [1, 64], "datatype": "FP32", "data": [0.25] * 64}]})
+LUA = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[{body}]]
+"""
+PATH = "/v2/models/tabular64/infer"
+
+
+def start_router(backends: list[ServerProcess]) -> tuple[subprocess.Popen[str], int]:
+    cmd = [sys.executable, str(HERE / "serve_router.py"), "--port", "0"]
+    for b in backends:
+        cmd += ["--backend", f"127.0.0.1:{b.http_port}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("ROUTER_LISTENING "):
+        proc.kill()
+        raise RuntimeError(f"router did not start: {line!r}")
+    return proc, int(json.loads(line.split(" ", 1)[1])["http"])
+
+
+def _unit(value: str) -> float:
+    """wrk latency text (``312.00us``, ``1.20ms``, ``2.00s``) in milliseconds."""
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", value)
+    if not m:
+        raise ValueError(value)
+    n = float(m.group(1))
+    return {"us": n / 1000, "ms": n, "s": n * 1000}[m.group(2)]
+
+
+def wrk_cmd(port: int, conns: int, duration: float, script: Path) -> list[str]:
+    return [
+        "wrk",
+        "-t1",
+        f"-c{conns}",
+        f"-d{max(1, round(duration))}s",
+        "--latency",
+        "--timeout=10s",
+        "-s",
+        str(script),
+        f"http://127.0.0.1:{port}{PATH}",
+    ]
+
+
+def parse(out: str) -> dict[str, float]:
+    if "Requests/sec:" not in out:
+        raise RuntimeError(f"wrk gave no result:\n{out}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _unit(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _unit(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        errors += sum(int(g) for g in m.groups())
+    return {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": errors}
+
+
+def run_wrk(ports: list[int], conns: int, duration: float, script: Path, warmup: float) -> list[dict[str, float]]:
+    if warmup > 0:
+        procs = [subprocess.Popen(wrk_cmd(p, conns, warmup, script), stdout=subprocess.DEVNULL) for p in ports]
+        for pr in procs:
+            pr.wait()
+    procs2 = [
+        subprocess.Popen(
+            wrk_cmd(p, conns, duration, script), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for p in ports
+    ]
+    outs = [pr.communicate() for pr in procs2]
+    return [parse(o[0] + (o[1] or "")) for o in outs]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=8.0)
+    ap.add_argument("--warmup", type=float, default=2.0)
+    ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    ap.add_argument("--profile", action="store_true", help="record the router under load with py-spy (top functions)")
+    args = ap.parse_args()
+
+    spec = ROOT / "examples" / "tabular64" / "service.yaml"
+    if not (ROOT / "examples" / "tabular64" / "model.joblib").exists():
+        subprocess.run([sys.executable, str(ROOT / "examples" / "build.py"), "tabular64"], check=True)
+
+    rows: dict[str, list[dict[str, float]]] = {"direct_c1": [], "router_c1": [], "direct_2x32": [], "router_c64": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text(LUA.format(body=BODY))
+        a = ServerProcess(spec, grpc=False).start()
+        b = ServerProcess(spec, grpc=False).start()
+        r1, r1_port = start_router([a])
+        r2, r2_port = start_router([a, b])
+        try:
+            for i in range(args.rounds):
+                rows["direct_c1"] += run_wrk([a.http_port], 1, args.duration, script, args.warmup)
+                rows["router_c1"] += run_wrk([r1_port], 1, args.duration, script, args.warmup)
+                both = run_wrk([a.http_port, b.http_port], 32, args.duration, script, args.warmup)
+                rows["direct_2x32"].append(
+                    {
+                        "rps": sum(x["rps"] for x in both),
+                        "p50_ms": max(x["p50_ms"] for x in both),
+                        "p99_ms": max(x["p99_ms"] for x in both),
+                        "errors": sum(x["errors"] for x in both),
+                    }
+                )
+                rows["router_c64"] += run_wrk([r2_port], 64, args.duration, script, args.warmup)
+                print(f"round {i + 1}: " + json.dumps({k: v[-1] for k, v in rows.items()}), flush=True)
+            profile = ""
+            if args.profile:
+                profile = py_spy_top(r2.pid, r2_port, script)
+        finally:
+            for r in (r1, r2):
+                r.terminate()
+                r.wait(10)
+            a.stop()
+            b.stop()
+
+    med = {k: {m: statistics.median(x[m] for x in v) for m in v[0]} for k, v in rows.items()}
+    added_p50_ms = med["router_c1"]["p50_ms"] - med["direct_c1"]["p50_ms"]
+    ratio = med["router_c64"]["rps"] / med["direct_2x32"]["rps"]
+    write_results(args, rows, med, added_p50_ms, ratio, profile)
+    print(json.dumps({"added_p50_ms": round(added_p50_ms, 4), "throughput_ratio": round(ratio, 4)}))
+    return 0
+
+
+def py_spy_top(pid: int, port: int, script: Path) -> str:
+    """Sample the router with py-spy while wrk -c64 drives it; return the hottest functions (own time)."""
+    spy = ROOT / ".venv" / "bin" / "py-spy"
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "profile.txt"
+        load = subprocess.Popen(wrk_cmd(port, 64, 12, script), stdout=subprocess.DEVNULL)
+        time.sleep(1)
+        subprocess.run(
+            [
+                str(spy),
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                "8",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "-o",
+                str(raw),
+            ],
+            check=False,
+            capture_output=True,
+        )
+        load.wait()
+        if not raw.exists():
+            return "(py-spy could not attach: it needs ptrace permission)"
+        own: dict[str, int] = {}
+        total = 0
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            n = int(count)
+            total += n
+            leaf = stack.split(";")[-1]
+            own[leaf] = own.get(leaf, 0) + n
+        top = sorted(own.items(), key=lambda kv: -kv[1])[:15]
+        return "\n".join(f"{100 * n / total:5.1f}%  {name}" for name, n in top)
+
+
+def write_results(
+    args: argparse.Namespace,
+    rows: dict[str, list[dict[str, float]]],
+    med: dict[str, dict[str, float]],
+    added: float,
+    ratio: float,
+    profile: str,
+) -> None:
+    names = {
+        "direct_c1": "direct, 1 replica, c=1",
+        "router_c1": "router (1 backend), c=1",
+        "direct_2x32": "direct, 2 replicas, 2 x wrk c=32 (summed)",
+        "router_c64": "router (2 backends), c=64",
+    }
+    lines = [
+        "# Router overhead",
+        "",
+        f"Command: `.venv/bin/python bench/router/run.py --rounds {args.rounds} --duration {args.duration:g}"
+        f"{' --profile' if args.profile else ''}`",
+        "",
+        f"Machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
+        f"{__import__('os').cpu_count()} CPUs; Python {platform.python_version()}. Other work shared the machine, "
+        "so the ratios, measured in one sitting, are what count.",
+        "",
+        "Load: wrk, one row of 64 FP32 per request to `examples/tabular64` (OIP v2 JSON, "
+        f"`POST {PATH}`), {args.duration:g} s per run after a {args.warmup:g} s warm-up; medians of "
+        f"{args.rounds} rounds.",
+        "",
+        "| setup | requests/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for k, m in med.items():
+        lines.append(f"| {names[k]} | {m['rps']:.0f} | {m['p50_ms']:.3f} | {m['p99_ms']:.3f} | {m['errors']:.0f} |")
+    lines += [
+        "",
+        f"- **Added latency at p50, c=1: {added:.3f} ms** (target <= 0.3 ms): {'met' if added <= 0.3 else 'NOT met'}.",
+        f"- **Throughput through the router: {100 * ratio:.1f}% of the replicas driven directly** (target >= 90%): "
+        f"{'met' if ratio >= 0.9 else 'NOT met'}.",
+        "",
+        "Every run:",
+        "",
+        "| setup | round | requests/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for k, v in rows.items():
+        for i, m in enumerate(v, 1):
+            lines.append(
+                f"| {names[k]} | {i} | {m['rps']:.0f} | {m['p50_ms']:.3f} | {m['p99_ms']:.3f} | {m['errors']:.0f} |"
+            )
+    if profile:
+        lines += ["", "## Profile of the router at c=64 (py-spy, own time per function)", "", "```", profile, "```"]
+    args.out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

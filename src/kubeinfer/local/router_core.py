@@ -1,0 +1,129 @@
+"""The router's decisions, free of sockets and clocks: backend choice, the retry budget, the request-rate window.
+
+- ``pick``: power of two choices on least outstanding requests (Mitzenmacher, "The Power of Two Choices in
+  Randomized Load Balancing"; Envoy's ``LEAST_REQUEST`` with ``choice_count: 2``, Linkerd's P2C balancer). Two
+  distinct backends are drawn at random and the one with fewer outstanding requests wins; a retry avoids the
+  backends already tried while another one is left.
+- ``RetryBudget``: Finagle's and Linkerd's retry budget. Every request deposits ``ratio`` of a token, every retry
+  withdraws one, over a sliding window of ``window`` seconds; a floor of ``min_per_second`` retries per second keeps
+  retries possible at low traffic. So retries can add at most ``ratio`` of load (plus the floor) and a failing
+  backend cannot multiply traffic into a retry storm.
+- ``RateWindow``: per-second counters in a ring, for the router's requests-per-second observation.
+
+Time is a parameter (``advance(now)``), so the router's shell calls ``advance`` from its housekeeping tick and the
+request path only increments integers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
+__all__ = ["HasOutstanding", "RateWindow", "RetryBudget", "pick"]
+
+
+class HasOutstanding(Protocol):
+    outstanding: int
+
+
+B = TypeVar("B", bound=HasOutstanding)
+
+
+def pick(backends: Sequence[B], rng: Callable[[], float], exclude: Sequence[B] = ()) -> B | None:
+    """The backend for the next try: the less loaded of two drawn at random, avoiding ``exclude`` while possible.
+
+    ``rng`` returns floats in [0, 1) (``random.random``). Returns None only when ``backends`` is empty. When every
+    backend is in ``exclude`` (a retry with one backend left), the choice is made among all of them: a retry on the
+    same backend over a fresh connection still beats failing the request.
+    """
+    n = len(backends)
+    if n == 0:
+        return None
+    if exclude:
+        rest = [b for b in backends if b not in exclude]
+        if rest:
+            backends, n = rest, len(rest)
+    if n == 1:
+        return backends[0]
+    i = int(rng() * n)
+    j = int(rng() * (n - 1))
+    if j >= i:
+        j += 1
+    a, b = backends[i], backends[j]
+    return a if a.outstanding <= b.outstanding else b
+
+
+class RateWindow:
+    """Counts per whole second in a ring of ``seconds`` buckets; ``advance(now)`` moves to the bucket of ``now``."""
+
+    __slots__ = ("buckets", "current", "second")
+
+    def __init__(self, seconds: int, now: float) -> None:
+        if seconds < 1:
+            raise ValueError(f"seconds must be an integer >= 1, got {seconds}")
+        self.buckets = [0] * seconds
+        self.second = int(now)
+        self.current = 0  # the open bucket's count
+
+    def add(self, n: int = 1) -> None:
+        self.current += n
+
+    def advance(self, now: float) -> None:
+        second = int(now)
+        if second <= self.second:
+            return
+        size = len(self.buckets)
+        steps = second - self.second
+        self.buckets[self.second % size] = self.current
+        for s in range(self.second + 1, self.second + min(steps, size + 1)):
+            self.buckets[s % size] = 0
+        self.second = second
+        self.current = 0
+
+    def total(self) -> int:
+        """The count of the open second and the ``seconds - 1`` closed ones before it."""
+        size = len(self.buckets)
+        closed = sum(self.buckets[(self.second - k) % size] for k in range(1, size))
+        return closed + self.current
+
+    def last_second(self) -> int:
+        """The count of the last closed second (the open one is partial)."""
+        return self.buckets[(self.second - 1) % len(self.buckets)]
+
+
+class RetryBudget:
+    """Retries allowed: ``ratio`` x requests in the window + ``min_per_second`` x window, minus retries spent.
+
+    ``deposit`` per request and ``try_withdraw`` per retry are O(1) on the request path; ``advance(now)`` slides the
+    window (called about once a second by the owner).
+    """
+
+    __slots__ = ("min_per_second", "ratio", "requests", "retries", "window")
+
+    def __init__(self, ratio: float, now: float, *, window: int = 10, min_per_second: float = 10.0) -> None:
+        if not 0.0 <= ratio <= 1000.0:
+            raise ValueError(f"retry_budget_ratio must be a number in [0, 1000], got {ratio}")
+        if min_per_second < 0:
+            raise ValueError(f"min_per_second must be >= 0, got {min_per_second}")
+        self.ratio = ratio
+        self.min_per_second = min_per_second
+        self.window = window
+        self.requests = RateWindow(window, now)
+        self.retries = RateWindow(window, now)
+
+    def deposit(self) -> None:
+        self.requests.current += 1
+
+    def balance(self) -> float:
+        allowed = self.ratio * self.requests.total() + self.min_per_second * self.window
+        return allowed - self.retries.total()
+
+    def try_withdraw(self) -> bool:
+        if self.balance() < 1.0:
+            return False
+        self.retries.current += 1
+        return True
+
+    def advance(self, now: float) -> None:
+        self.requests.advance(now)
+        self.retries.advance(now)
