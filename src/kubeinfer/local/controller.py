@@ -1,0 +1,755 @@
+"""The controller of one service on this machine: replicas, probes, router membership, autoscaling, rollouts.
+
+This is the asyncio shell around the pure parts. Every ``tick`` it steps each replica's state machine
+(:mod:`~kubeinfer.local.replica`: back-off, probes, kill deadlines) and executes the actions; it reconciles the
+replica set toward ``desired`` replicas of the target revision with the rollout planner
+(:mod:`~kubeinfer.local.rollout`); every second it takes a load sample from the router, and every sync period it
+scrapes the replicas, asks the autoscaling policy (:func:`kubeinfer.autoscale.policy_from_spec`) for a count and
+feeds the VPA recommender. Every action becomes an event with its reason.
+
+Order on the way out: a replica leaves the router first, then gets SIGTERM (the server drains), then SIGKILL after
+``drainTimeoutSeconds`` + margin. On the way in: it joins the router only once its readiness probe passed.
+
+I/O goes through small protocols (:class:`~kubeinfer.local.process.ProcessRunner`,
+:class:`~kubeinfer.local.metrics.MetricsSource`, :class:`~kubeinfer.local.gpu.GpuInventory`,
+:class:`~kubeinfer.local.process.Clock`, and a router with ``set_backends``/``stats``), so tests run it against
+fakes (:mod:`kubeinfer.local.testing`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+
+from kubeinfer.autoscale import (
+    VPA,
+    Decision,
+    LoadSample,
+    Observation,
+    PodSample,
+    Resources,
+    VpaDecision,
+    VpaObservation,
+    policy_from_spec,
+)
+from kubeinfer.autoscale.factory import FixedReplicas
+from kubeinfer.autoscale.vpa import vpa_config_from_spec
+from kubeinfer.local import probes, replica
+from kubeinfer.local.events import EventLog
+from kubeinfer.local.gpu import GpuAllocator, GpuError, GpuInventory
+from kubeinfer.local.metrics import MetricsSource, ReplicaMetrics
+from kubeinfer.local.process import Clock, Process, ProcessRunner, read_tail, serve_command
+from kubeinfer.local.resources import CgroupV2, LaunchPlan, cpu_cores, memory_limit, plan_launch
+from kubeinfer.local.rollout import ReplicaView, RolloutProgress, plan
+from kubeinfer.local.settings import LocalSettings
+from kubeinfer.spec import InferenceService, resolve_uri
+from kubeinfer.spec.service import ServiceSpec
+
+__all__ = ["ControllerError", "RouterLike", "ServiceController", "template_of"]
+
+log = logging.getLogger("kubeinfer.local")
+
+
+class ControllerError(RuntimeError):
+    """A request the controller refuses; the message says why and what to do."""
+
+
+class RouterLike(Protocol):
+    def set_backends(self, ready: Sequence[Any]) -> None: ...
+
+    def stats(self) -> Any: ...
+
+
+def template_of(spec: ServiceSpec) -> dict[str, Any]:
+    """The parts of a spec that need new processes when they change (a Deployment's pod template)."""
+    doc = spec.model_dump(mode="json")
+    for key in ("replicas", "autoscaling", "rollout"):
+        doc.pop(key, None)
+    return doc
+
+
+def router_load(stats: Any) -> tuple[dict[str, float], float, float]:
+    """(outstanding per backend id, buffered now, requests/s) from the router's stats."""
+    per: dict[str, float] = {}
+    backends = getattr(stats, "backends", None) or {}
+    items = backends.items() if hasattr(backends, "items") else ((getattr(b, "id", ""), b) for b in backends)
+    for bid, b in items:
+        out = b.get("outstanding", 0) if isinstance(b, dict) else getattr(b, "outstanding", 0)
+        per[str(bid)] = float(out or 0)
+    buffered = getattr(stats, "buffered", None)
+    if buffered is None:
+        buffered = getattr(stats, "buffered_now", 0)
+    return per, float(buffered or 0), float(getattr(stats, "rps", 0.0) or 0.0)
+
+
+@dataclass(eq=False)
+class Revision:
+    number: int
+    svc: InferenceService
+    base_dir: Path
+    spec_path: Path
+
+    @property
+    def version(self) -> str:
+        return self.svc.spec.model.version
+
+
+@dataclass(eq=False)
+class Replica:
+    machine: replica.ReplicaMachine
+    revision: Revision
+    slot: int
+    log_path: Path
+    proc: Process | None = None
+    http_port: int | None = None
+    grpc_port: int | None = None
+    launch: LaunchPlan = field(default_factory=LaunchPlan)
+    cgroup: str | None = None
+    we_killed: bool = False
+    watchdog_oom: bool = False
+    oom_base: int = 0
+    pending_signals: list[int] = field(default_factory=list)
+    cpu_seconds: float | None = None
+    cpu_at: float | None = None
+    cpu_cores: float | None = None
+    rss: float | None = None
+    metrics: ReplicaMetrics = field(default_factory=ReplicaMetrics)
+    rps_total: float = 0.0
+
+    @property
+    def id(self) -> str:
+        return self.machine.id
+
+
+class ServiceController:
+    def __init__(
+        self,
+        svc: InferenceService,
+        base_dir: Path,
+        *,
+        settings: LocalSettings,
+        runner: ProcessRunner,
+        router: RouterLike,
+        metrics: MetricsSource,
+        gpus: GpuInventory,
+        clock: Clock,
+        backend_factory: Callable[..., Any],
+        cpus: Sequence[int] | None = None,
+        cgroups: CgroupV2 | None = None,
+    ) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.router = router
+        self.metrics = metrics
+        self.clock = clock
+        self.backend_factory = backend_factory
+        self.gpus = GpuAllocator(gpus)
+        self.cpus = list(cpus if cpus is not None else sorted(os.sched_getaffinity(0)))
+        self.cgroups = cgroups
+        self.name = svc.name
+        self.dir = settings.service_dir(self.name)
+        self.events = EventLog()
+        self.replicas: list[Replica] = []
+        self.revisions: dict[int, Revision] = {}
+        self.target = 0
+        self.rollout: RolloutProgress | None = None
+        self.desired = 0
+        self.decision: Decision | None = None
+        self.vpa_decision: VpaDecision | None = None
+        self.cold_starts: list[float] = []
+        self._cold_since: float | None = None
+        self._counter = 0
+        self._loads: list[LoadSample] = []
+        self._ooms: list[float] = []
+        self._router_ids: tuple[tuple[str, int | None, int | None], ...] = ()
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self._sample_prev_total: dict[str, float] = {}
+        self.gpus.check(svc.spec.resources.gpu)
+        self._set_spec(svc, base_dir)
+        self.desired = self._initial_replicas(svc)
+        self._policy_state = self.policy.initial_state()
+        self.vpa = VPA(vpa_config_from_spec(svc.spec.autoscaling.vertical))
+        self._vpa_state = self.vpa.initial_state()
+
+    # -- spec and revisions ---------------------------------------------------------------------------------
+
+    @property
+    def svc(self) -> InferenceService:
+        return self.revisions[self.target].svc
+
+    def _initial_replicas(self, svc: InferenceService) -> int:
+        a = svc.spec.autoscaling
+        if a.policy == "none":
+            return svc.spec.replicas if svc.spec.replicas is not None else a.minReplicas
+        if a.policy == "kpa":
+            return min(max(a.kpa.initialScale, a.minReplicas), a.maxReplicas)
+        return max(a.minReplicas, 1) if a.minReplicas > 0 else (svc.spec.replicas or 0)
+
+    def _write_spec(self, svc: InferenceService, base_dir: Path, number: int) -> Path:
+        doc = svc.model_dump(mode="json")
+        uri = svc.spec.model.uri
+        if uri:
+            doc["spec"]["model"]["uri"] = str(resolve_uri(uri, base_dir).resolve())
+        path = self.dir / "specs" / f"revision-{number}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    def _set_spec(self, svc: InferenceService, base_dir: Path) -> Revision:
+        number = max(self.revisions, default=0) + 1
+        rev = Revision(number, svc, base_dir, self._write_spec(svc, base_dir, number))
+        self.revisions[number] = rev
+        self.target = number
+        self.policy = policy_from_spec(svc.spec.autoscaling, fixed_replicas=svc.spec.replicas)
+        return rev
+
+    def apply(self, svc: InferenceService, base_dir: Path) -> str:
+        """Take a new spec: a changed template starts a rolling update; other changes apply in place."""
+        if svc.name != self.name:
+            raise ControllerError(f"metadata.name {svc.name!r} does not match the running service {self.name!r}")
+        try:
+            self.gpus.check(svc.spec.resources.gpu)
+        except GpuError as e:
+            raise ControllerError(str(e)) from None
+        now = self.clock.monotonic()
+        current = self.revisions[self.target]
+        same_template = template_of(svc.spec) == template_of(current.svc.spec) and base_dir == current.base_dir
+        old_auto = current.svc.spec.autoscaling
+        if same_template:
+            current.svc = svc
+            current.spec_path = self._write_spec(svc, base_dir, current.number)
+            self.policy = policy_from_spec(svc.spec.autoscaling, fixed_replicas=svc.spec.replicas)
+            msg = "spec updated in place (no new processes needed)"
+        else:
+            previous = self.rollout.previous if self.rollout is not None else self.target
+            rev = self._set_spec(svc, base_dir)
+            self.rollout = RolloutProgress(rev.number, previous, now, now)
+            msg = f"rolling out revision {rev.number} (model version {rev.version}) over revision {previous}"
+        if svc.spec.autoscaling != old_auto:
+            self._policy_state = self.policy.initial_state()
+            self.vpa = VPA(vpa_config_from_spec(svc.spec.autoscaling.vertical))
+            lo, hi = self.policy.min_replicas, self.policy.max_replicas
+            self.desired = min(max(self.desired, lo), hi)
+            if isinstance(self.policy, FixedReplicas):
+                self.desired = self.policy.replicas
+        self._event("Normal", "Applied", self.name, msg)
+        self._wake.set()
+        return msg
+
+    def scale(self, replicas: int) -> str:
+        if replicas < 0:
+            raise ControllerError(f"--replicas {replicas}: must be 0 or more")
+        if isinstance(self.policy, FixedReplicas):
+            self.policy = FixedReplicas(replicas)
+        else:
+            lo, hi = self.policy.min_replicas, self.policy.max_replicas
+            if not lo <= replicas <= hi:
+                raise ControllerError(
+                    f"--replicas {replicas} is outside the autoscaling bounds [{lo}, {hi}]: change "
+                    "spec.autoscaling.minReplicas/maxReplicas with `kubeinfer apply`, or use policy: none"
+                )
+        msg = f"scaled from {self.desired} to {replicas} replicas by request"
+        self.desired = replicas
+        self._event("Normal", "ScalingReplicaSet", self.name, msg)
+        return msg
+
+    # -- events ---------------------------------------------------------------------------------------------
+
+    def _event(self, type_: Any, reason: str, obj: str, message: str) -> None:
+        self.events.record(self.clock.wall(), type_, reason, obj, message)
+        log.info("%s %s %s: %s", type_, obj, reason, message)
+
+    # -- running --------------------------------------------------------------------------------------------
+
+    def _spawn_task(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def run(self) -> None:
+        """Run until :meth:`shutdown`; the caller owns the router's sockets."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._event("Normal", "Starting", self.name, f"revision {self.target}, {self.desired} replica(s)")
+        loops = [
+            asyncio.create_task(self._tick_loop(), name="kubeinfer-tick"),
+            asyncio.create_task(self._autoscale_loop(), name="kubeinfer-autoscale"),
+        ]
+        try:
+            await asyncio.gather(*loops)
+        finally:
+            for t in loops:
+                t.cancel()
+
+    def on_buffered(self) -> None:
+        """The router holds a request because no replica is ready: scale from zero now, not at the next sync."""
+        if self._cold_since is None and not self._router_ids:
+            self._cold_since = self.clock.monotonic()
+        self._wake.set()
+
+    async def _tick_loop(self) -> None:
+        while not self._closing:
+            self.tick()
+            await asyncio.sleep(self.settings.tick)
+
+    def tick(self) -> None:
+        now = self.clock.monotonic()
+        for rep in list(self.replicas):
+            self._step(rep, probes.Tick(), now)
+        self._reconcile(now)
+        self.replicas = [r for r in self.replicas if r.machine.phase != "Terminated"]
+
+    def _step(self, rep: Replica, event: replica.ReplicaEvent, now: float) -> None:
+        for action in rep.machine.step(event, now):
+            self._execute(rep, action, now)
+        if rep.machine.phase == "Terminated":
+            self._release(rep)
+        self._sync_router(now)
+
+    def _execute(self, rep: Replica, action: replica.ReplicaAction, now: float) -> None:
+        if isinstance(action, replica.Emit):
+            self._event(action.type, action.reason, rep.id, action.message)
+        elif isinstance(action, replica.Spawn):
+            rep.http_port = rep.grpc_port = None
+            rep.we_killed = rep.watchdog_oom = False
+            self._spawn_task(self._run_process(rep), f"replica-{rep.id}")
+        elif isinstance(action, replica.Signal):
+            if action.signal == signal.SIGKILL:
+                rep.we_killed = True
+            if rep.proc is None:
+                rep.pending_signals.append(action.signal)
+            else:
+                rep.proc.signal(action.signal)
+        elif isinstance(action, replica.SetReady):
+            pass  # _sync_router reads machine.ready after every step
+        elif isinstance(action, probes.RunProbe):
+            self._spawn_task(self._probe(rep, action), f"probe-{rep.id}-{action.kind}")
+
+    async def _probe(self, rep: Replica, action: probes.RunProbe) -> None:
+        if rep.http_port is None:
+            ok, detail = False, "the server has not opened its port yet"
+        else:
+            ok, detail = await self.metrics.probe(rep.http_port, probes.PROBE_PATHS[action.kind], action.timeout)
+        self._step(rep, probes.ProbeResult(action.kind, ok, detail), self.clock.monotonic())
+
+    def _env(self, rep: Replica, gpu_env: dict[str, str]) -> dict[str, str]:
+        spec = rep.revision.svc.spec
+        env = dict(os.environ)
+        env.update(spec.env)
+        env.update(rep.launch.env)
+        env.update(gpu_env)
+        paths = [str(rep.revision.base_dir), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+        env["PYTHONUNBUFFERED"] = "1"
+        env["KUBEINFER_REPLICA"] = rep.id
+        return env
+
+    async def _run_process(self, rep: Replica) -> None:
+        spec = rep.revision.svc.spec
+        try:
+            gpu_env = self.gpus.allocate(rep.id, spec.resources.gpu)
+        except GpuError as e:
+            self._step(rep, replica.Exited(-1, "StartError", str(e)), self.clock.monotonic())
+            return
+        mem = memory_limit(spec.resources)
+        if mem is not None and self.cgroups is not None and self.cgroups.available:
+            rep.cgroup = self.cgroups.create(rep.id, mem)
+            rep.oom_base = CgroupV2.oom_kills(rep.cgroup) if rep.cgroup else 0
+        rep.launch = plan_launch(spec.resources, self.cpus, rep.slot, rep.cgroup)
+        # Always through the launcher: besides affinity and limits it ties the replica's life to this process.
+        argv = serve_command(
+            rep.revision.spec_path, grpc=spec.server.grpcPort is not None, launch_plan=json.dumps(rep.launch.to_json())
+        )
+        rep.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with rep.log_path.open("a") as f:
+            f.write(
+                f"--- kubeinfer: starting {rep.id} (revision {rep.revision.number}, restart {rep.machine.restarts})\n"
+            )
+        try:
+            proc = await self.runner.spawn(argv, self._env(rep, gpu_env), rep.log_path, rep.revision.base_dir)
+        except OSError as e:
+            self._step(rep, replica.Exited(-1, "StartError", f"cannot start: {e}"), self.clock.monotonic())
+            return
+        rep.proc = proc
+        self._step(rep, replica.Spawned(proc.pid), self.clock.monotonic())
+        for sig in rep.pending_signals:
+            proc.signal(sig)
+        rep.pending_signals.clear()
+        waiter = asyncio.ensure_future(proc.wait())
+        ports = await proc.listening(
+            timeout=max(60.0, spec.probes.startup.periodSeconds * spec.probes.startup.failureThreshold)
+        )
+        if ports is not None:
+            rep.http_port, rep.grpc_port = ports
+        code = await waiter
+        rep.proc = None
+        oom_kills = (CgroupV2.oom_kills(rep.cgroup) - rep.oom_base) if rep.cgroup else 0
+        reason = replica.classify_exit(
+            code,
+            we_killed=rep.we_killed and not rep.watchdog_oom,
+            oom_kills=oom_kills + (1 if rep.watchdog_oom else 0),
+            rss=rep.rss or 0.0,
+            memory_limit=rep.launch.memory_limit,
+            log_tail=read_tail(rep.log_path, 2048),
+        )
+        now = self.clock.monotonic()
+        if reason == "OOMKilled":
+            self._ooms.append(now)
+        if rep.cgroup:
+            CgroupV2.remove(rep.cgroup)
+            rep.cgroup = None
+        self.gpus.release(rep.id)
+        self._step(rep, replica.Exited(code, reason), now)
+
+    def _release(self, rep: Replica) -> None:
+        self.gpus.release(rep.id)
+
+    def _sync_router(self, now: float) -> None:
+        ready = [
+            r
+            for r in self.replicas
+            if r.machine.ready and r.machine.phase == "Running" and not r.machine.stopping and r.http_port
+        ]
+        ids = tuple((r.id, r.http_port, r.grpc_port) for r in ready)
+        if ids == self._router_ids:
+            return
+        was_empty = not self._router_ids
+        self._router_ids = ids
+        self.router.set_backends(
+            [
+                self.backend_factory(
+                    id=r.id, host="127.0.0.1", port=r.http_port, grpc_port=r.grpc_port, version=r.revision.version
+                )
+                for r in ready
+            ]
+        )
+        if was_empty and ready and self._cold_since is not None:
+            waited = now - self._cold_since
+            self._cold_since = None
+            self.cold_starts.append(waited)
+            self._event(
+                "Normal",
+                "ColdStart",
+                self.name,
+                f"first request after scale-from-zero waited {waited:.2f} s for a ready replica",
+            )
+
+    # -- reconcile ------------------------------------------------------------------------------------------
+
+    def _views(self) -> list[ReplicaView]:
+        return [
+            ReplicaView(
+                r.id,
+                r.revision.number,
+                r.machine.ready,
+                r.machine.phase in ("Starting", "Running"),
+                r.machine.restarts,
+                r.machine.created_at,
+            )
+            for r in self.replicas
+            if not r.machine.stopping
+        ]
+
+    def _reconcile(self, now: float) -> None:
+        if self._closing:
+            return
+        views = self._views()
+        if self.rollout is not None:
+            new_ready = sum(1 for v in views if v.revision == self.target and v.ready)
+            self.rollout = self.rollout.observe(new_ready, now)
+            deadline = self.svc.spec.rollout.progressDeadlineSeconds
+            if RolloutProgress.complete(views, self.target, self.desired):
+                self._event("Normal", "RolloutComplete", self.name, f"revision {self.target} serves all traffic")
+                self.rollout = None
+            elif self.rollout.deadline_exceeded(deadline, now) and self.rollout.previous in self.revisions:
+                bad, prev = self.target, self.rollout.previous
+                self._event(
+                    "Warning",
+                    "ProgressDeadlineExceeded",
+                    self.name,
+                    f"revision {bad} made no progress within {deadline:g} s: rolling back to revision {prev}",
+                )
+                self.target = prev
+                self.policy = policy_from_spec(self.svc.spec.autoscaling, fixed_replicas=self.svc.spec.replicas)
+                self.rollout = RolloutProgress(prev, bad, now, now, 0)
+                self.rollout = None if RolloutProgress.complete(views, prev, self.desired) else self.rollout
+                self._rolled_back_from = bad
+        r = self.svc.spec.rollout
+        p = plan(views, self.target, self.desired, r.maxSurge, r.maxUnavailable)
+        for rid in p.remove:
+            rep = next(x for x in self.replicas if x.id == rid)
+            why = "scaled down" if p.reason == "scale down" else f"replaced by revision {self.target}"
+            self._step(rep, replica.Stop(why), now)
+        for _ in range(p.create):
+            self._create(now)
+
+    def _create(self, now: float) -> Replica:
+        rev = self.revisions[self.target]
+        self._counter += 1
+        rid = f"{self.name}-r{rev.number}-{self._counter}"
+        used = {r.slot for r in self.replicas}
+        slot = next(i for i in range(len(used) + 1) if i not in used)
+        s = rev.svc.spec
+        grace = s.server.limits.drainTimeoutSeconds + self.settings.grace_margin
+        m = replica.ReplicaMachine(rid, rev.number, s.probes, self.settings.backoff, grace, now)
+        rep = Replica(m, rev, slot, self.dir / "logs" / f"{rid}.log")
+        self.replicas.append(rep)
+        self._event("Normal", "Created", rid, f"revision {rev.number} (model version {rev.version})")
+        self._step(rep, probes.Tick(), now)
+        return rep
+
+    # -- autoscaling ----------------------------------------------------------------------------------------
+
+    def _sample_load(self, now: float) -> LoadSample:
+        per, buffered, rps = router_load(self.router.stats())
+        sample = LoadSample(now, concurrency=sum(per.values()) + buffered, rps=rps)
+        self._loads.append(sample)
+        self._loads = self._loads[-600:]
+        self._last_per = per
+        self._last_buffered = buffered
+        return sample
+
+    def _sync_period(self) -> float:
+        a = self.svc.spec.autoscaling
+        # Knative's decider ticks every 2 s; the HPA and predictive policies run at the spec's sync period.
+        return min(a.syncPeriodSeconds, 2.0) if a.policy == "kpa" else a.syncPeriodSeconds
+
+    async def _autoscale_loop(self) -> None:
+        next_sync = self.clock.monotonic() + self._sync_period()
+        pending: list[LoadSample] = []
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+            woken = self._wake.is_set()
+            self._wake.clear()
+            now = self.clock.monotonic()
+            pending.append(self._sample_load(now))
+            if woken or now >= next_sync:
+                await self.sync(now, tuple(pending))
+                pending = []
+                next_sync = now + self._sync_period()
+
+    async def sync(self, now: float, loads: tuple[LoadSample, ...]) -> Decision:
+        """One controller sync: scrape, decide, act (the count is reconciled at the next tick)."""
+        live = [r for r in self.replicas if not r.machine.stopping]
+        scraped = await asyncio.gather(
+            *(self.metrics.scrape(r.http_port, r.proc.pid if r.proc else None, 1.0) for r in live)
+        )
+        for rep, m in zip(live, scraped, strict=True):
+            self._record_usage(rep, m, now)
+        obs = self._observation(live, loads, now)
+        decision, self._policy_state = self.policy.decide(obs, self._policy_state, now)
+        wanted = decision.replicas
+        if wanted == 0 and obs.external.get("concurrency", 0) > 0 and not self._router_ids:
+            wanted = 1
+            decision = Decision(1, "ScaleFromZero", "requests are waiting in the router")
+        self.decision = decision
+        if wanted != self.desired:
+            direction = "up" if wanted > self.desired else "down"
+            self._event(
+                "Normal",
+                "ScalingReplicaSet",
+                self.name,
+                f"scaled {direction} from {self.desired} to {wanted}: {decision.reason}"
+                + (f" ({decision.message})" if decision.message else ""),
+            )
+            self.desired = wanted
+        self._vpa(live, now)
+        return decision
+
+    def _record_usage(self, rep: Replica, m: ReplicaMetrics, now: float) -> None:
+        rep.metrics = m
+        if m.cpu_seconds is not None:
+            if rep.cpu_seconds is not None and rep.cpu_at is not None and now > rep.cpu_at:
+                rep.cpu_cores = max(0.0, (m.cpu_seconds - rep.cpu_seconds) / (now - rep.cpu_at))
+            rep.cpu_seconds, rep.cpu_at = m.cpu_seconds, now
+        if m.rss is not None:
+            rep.rss = m.rss
+            limit = rep.launch.memory_limit
+            if limit and not rep.cgroup and m.rss > limit and rep.proc is not None and not rep.watchdog_oom:
+                rep.watchdog_oom = True
+                self._event(
+                    "Warning",
+                    "OOMKilling",
+                    rep.id,
+                    f"resident memory {m.rss / 2**20:.0f}Mi exceeds limits.memory {limit / 2**20:.0f}Mi",
+                )
+                rep.proc.signal(signal.SIGKILL)
+
+    def _observation(self, live: list[Replica], loads: tuple[LoadSample, ...], now: float) -> Observation:
+        per = getattr(self, "_last_per", {})
+        buffered = getattr(self, "_last_buffered", 0.0)
+        ready = [r for r in live if r.machine.ready]
+        share = buffered / len(ready) if ready else 0.0
+        spec = self.svc.spec
+        cores = (
+            cpu_cores(spec.resources)
+            if spec.resources.requests.cpu is None
+            else float(
+                spec.resources.requests.quantity("cpu").value  # type: ignore[union-attr]
+            )
+        )
+        mem_q = spec.resources.requests.quantity("memory")
+        requests: dict[str, float] = {}
+        if cores is not None:
+            requests["cpu"] = cores
+        if mem_q is not None:
+            requests["memory"] = float(mem_q.value)
+        total_rps = loads[-1].rps if loads else 0.0
+        pods = []
+        for r in live:
+            metrics: dict[str, float] = {}
+            if r.machine.ready:
+                metrics["concurrency"] = per.get(r.id, 0.0) + share
+                metrics["rps"] = total_rps / max(1, len(ready))
+                if r.metrics.queue_depth is not None:
+                    metrics["queue-depth"] = r.metrics.queue_depth
+            if r.cpu_cores is not None:
+                metrics["cpu"] = r.cpu_cores
+            if r.rss is not None:
+                metrics["memory"] = r.rss
+            phase: Any = "Running" if r.machine.phase in ("Running", "Starting") else "Pending"
+            pods.append(
+                PodSample(
+                    r.id,
+                    metrics,
+                    requests,
+                    phase=phase,
+                    ready=r.machine.ready,
+                    started_at=r.machine.process_started_at,
+                    metrics_at=now,
+                )
+            )
+        concurrency = loads[-1].concurrency if loads else 0.0
+        return Observation(
+            current_replicas=self.desired,
+            pods=tuple(pods),
+            ready_replicas=len(ready),
+            status_replicas=len(live),
+            external={
+                "concurrency": concurrency,
+                "rps": total_rps,
+                "queue-depth": sum(r.metrics.queue_depth or 0 for r in live),
+            },
+            load=loads,
+        )
+
+    def _vpa(self, live: list[Replica], now: float) -> None:
+        spec = self.svc.spec
+        cpu = tuple((now, r.cpu_cores) for r in live if r.cpu_cores is not None)
+        mem = tuple((now, r.rss) for r in live if r.rss is not None)
+        req_cpu = spec.resources.requests.quantity("cpu")
+        req_mem = spec.resources.requests.quantity("memory")
+        requests = Resources(float(req_cpu.value) if req_cpu else 0.0, float(req_mem.value) if req_mem else 0.0)
+        obs = VpaObservation(cpu=cpu, memory=mem, ooms=tuple(self._ooms), requests=requests)
+        self._ooms = []
+        self.vpa_decision, self._vpa_state = self.vpa.decide(obs, self._vpa_state, now)
+
+    # -- shutdown -------------------------------------------------------------------------------------------
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """Take every replica out of the router, drain and stop them (SIGKILL after the grace period)."""
+        self._closing = True
+        now = self.clock.monotonic()
+        self._event("Normal", "Stopping", self.name, "shutting down: draining all replicas")
+        for rep in list(self.replicas):
+            self._step(rep, replica.Stop("service shut down"), now)
+        grace = max((r.machine.grace for r in self.replicas), default=0.0)
+        deadline = now + (timeout if timeout is not None else grace + 2)
+        while self.clock.monotonic() < deadline:
+            now = self.clock.monotonic()
+            for rep in list(self.replicas):
+                self._step(rep, probes.Tick(), now)
+            self.replicas = [r for r in self.replicas if r.machine.phase != "Terminated"]
+            if not self.replicas:
+                break
+            await asyncio.sleep(self.settings.tick)
+        for rep in self.replicas:
+            if rep.proc is not None:
+                rep.proc.signal(signal.SIGKILL)
+        for t in list(self._tasks):
+            t.cancel()
+
+    # -- status ---------------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock.monotonic()
+        reps = []
+        for r in self.replicas:
+            m = r.machine
+            last = m.last_exit
+            reps.append(
+                {
+                    "id": r.id,
+                    "pid": m.pid,
+                    "port": r.http_port,
+                    "grpc_port": r.grpc_port,
+                    "state": m.phase,
+                    "ready": m.ready,
+                    "version": r.revision.version,
+                    "revision": r.revision.number,
+                    "restarts": m.restarts,
+                    "age": round(now - m.created_at, 1),
+                    "message": m.message,
+                    "last_exit": None
+                    if last is None
+                    else {"code": last.code, "reason": last.reason, "message": last.message},
+                    "cpu": None if r.cpu_cores is None else round(r.cpu_cores, 3),
+                    "memory": r.rss,
+                    "cpus": list(r.launch.cpus) if r.launch.cpus else None,
+                    "log": str(r.log_path),
+                }
+            )
+        ready = sum(1 for r in self.replicas if r.machine.ready and not r.machine.stopping)
+        d, v = self.decision, self.vpa_decision
+        return {
+            "name": self.name,
+            "revision": self.target,
+            "version": self.svc.spec.model.version,
+            "desired": self.desired,
+            "ready_replicas": ready,
+            "ready": ready >= self.desired and self.rollout is None,
+            "replicas": reps,
+            "autoscaling": {
+                "policy": self.svc.spec.autoscaling.policy,
+                "min": self.policy.min_replicas,
+                "max": self.policy.max_replicas,
+                "reason": d.reason if d else "",
+                "message": d.message if d else "",
+                "buffering": bool(d and d.buffer_requests),
+            },
+            "rollout": None
+            if self.rollout is None
+            else {
+                "revision": self.rollout.revision,
+                "previous": self.rollout.previous,
+                "elapsed": round(now - self.rollout.started_at, 1),
+            },
+            "cold_starts": [round(c, 3) for c in self.cold_starts],
+            "vpa": None
+            if v is None
+            else {
+                "target": {"cpu": v.target.cpu, "memory": v.target.memory},
+                "lower": {"cpu": v.lower_bound.cpu, "memory": v.lower_bound.memory},
+                "upper": {"cpu": v.upper_bound.cpu, "memory": v.upper_bound.memory},
+                "mode": self.svc.spec.autoscaling.vertical.updateMode,
+                "reason": v.reason,
+            },
+            "events": [e.to_json() for e in self.events.list()][-100:],
+        }

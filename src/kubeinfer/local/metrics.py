@@ -1,0 +1,99 @@
+"""Observing replicas: probe GETs and ``/metrics`` scrapes over loopback HTTP, behind :class:`MetricsSource`.
+
+A deliberately tiny HTTP/1.1 client (one GET per connection, ``Connection: close``): probes and scrapes are a few
+per second, and a client library's pools and retries would only hide a hung replica from its liveness probe.
+Process CPU time and resident memory are read from ``/proc`` through psutil, so they are known even for a replica
+that no longer answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from typing import Protocol
+
+import psutil
+
+__all__ = ["HttpMetricsSource", "MetricsSource", "ReplicaMetrics", "http_get", "parse_prometheus"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaMetrics:
+    in_flight: float | None = None
+    queue_depth: float | None = None
+    cpu_seconds: float | None = None
+    rss: float | None = None
+
+
+class MetricsSource(Protocol):
+    async def probe(self, port: int, path: str, timeout: float) -> tuple[bool, str]:
+        """(ok, detail) of an HTTP GET: ok is a 2xx/3xx answer within ``timeout``."""
+        ...
+
+    async def scrape(self, port: int | None, pid: int | None, timeout: float) -> ReplicaMetrics: ...
+
+
+async def http_get(port: int, path: str, timeout: float, host: str = "127.0.0.1") -> tuple[int, bytes]:
+    async def go() -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            data = await reader.read(-1)
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        head, _, body = data.partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        return status, body
+
+    return await asyncio.wait_for(go(), timeout)
+
+
+def parse_prometheus(text: str) -> dict[str, float]:
+    """Sum each metric's samples over their labels (``name -> value``); comments and bad lines are skipped."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_part, _, value = line.rpartition(" ")
+        name = name_part.split("{", 1)[0].strip()
+        try:
+            out[name] = out.get(name, 0.0) + float(value)
+        except ValueError:
+            continue
+    return out
+
+
+class HttpMetricsSource:
+    async def probe(self, port: int, path: str, timeout: float) -> tuple[bool, str]:
+        try:
+            status, _ = await http_get(port, path, timeout)
+        except TimeoutError:
+            return False, f"GET {path}: no answer within {timeout:g} s"
+        except (OSError, ValueError, IndexError) as e:
+            return False, f"GET {path}: {e.__class__.__name__}: {e}"
+        return 200 <= status < 400, f"GET {path}: HTTP {status}"
+
+    async def scrape(self, port: int | None, pid: int | None, timeout: float) -> ReplicaMetrics:
+        in_flight = queue = None
+        if port is not None:
+            try:
+                status, body = await http_get(port, "/metrics", timeout)
+                if status == 200:
+                    m = parse_prometheus(body.decode(errors="replace"))
+                    in_flight = m.get("kubeinfer_requests_in_flight")
+                    queue = m.get("kubeinfer_queue_depth")
+            except (OSError, TimeoutError, ValueError, IndexError):
+                pass
+        cpu = rss = None
+        if pid is not None:
+            try:
+                p = psutil.Process(pid)
+                t = p.cpu_times()
+                cpu = float(t.user + t.system)
+                rss = float(p.memory_info().rss)
+            except (psutil.Error, OSError):
+                pass
+        return ReplicaMetrics(in_flight, queue, cpu, rss)

@@ -1,0 +1,148 @@
+"""Starting replica processes: the :class:`ProcessRunner` protocol and the real one (subprocesses).
+
+Each replica is ``python -m kubeinfer serve SPEC --port 0 --grpc-port 0`` in its own session (process group),
+started through :mod:`kubeinfer.local.launch`, with stdout and stderr appended to its log file. The server prints
+``KUBEINFER_LISTENING {"http": .., "grpc": .., "pid": ..}`` once its sockets are bound; :meth:`Process.listening`
+reads it from the log. Signals go to the whole process group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+__all__ = ["Clock", "MonotonicClock", "Process", "ProcessRunner", "SubprocessRunner", "read_tail", "serve_command"]
+
+MARK = "KUBEINFER_LISTENING "
+
+
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def wall(self) -> float: ...
+
+
+class MonotonicClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def wall(self) -> float:
+        return time.time()
+
+
+class Process(Protocol):
+    @property
+    def pid(self) -> int: ...
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the process group; no error if it is gone."""
+        ...
+
+    async def wait(self) -> int:
+        """The exit status (negative: killed by that signal)."""
+        ...
+
+    async def listening(self, timeout: float) -> tuple[int, int | None] | None:
+        """The (http, grpc) ports once the server announced them; None if it exited or timed out first."""
+        ...
+
+
+class ProcessRunner(Protocol):
+    async def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path, cwd: Path) -> Process: ...
+
+
+def serve_command(spec_path: Path, grpc: bool, launch_plan: str | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "kubeinfer", "serve", str(spec_path), "--host", "127.0.0.1", "--port", "0"]
+    cmd += ["--grpc-port", "0"] if grpc else ["--no-grpc"]
+    if launch_plan is not None:
+        cmd = [sys.executable, "-m", "kubeinfer.local.launch", launch_plan, "--", *cmd]
+    return cmd
+
+
+def read_tail(path: Path, max_bytes: int = 4096) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+class _Subprocess:
+    def __init__(self, proc: asyncio.subprocess.Process, log_path: Path, offset: int) -> None:
+        self._proc = proc
+        self._log = log_path
+        self._offset = offset
+        self._ports: tuple[int, int | None] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def signal(self, sig: int) -> None:
+        if self._proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+            if sig == signal.SIGTERM:
+                # A stopped (SIGSTOP) process would hold the signal until the SIGKILL: let it handle it now.
+                os.killpg(self._proc.pid, signal.SIGCONT)
+
+    async def wait(self) -> int:
+        code = await self._proc.wait()
+        # The group may hold children of the server (none today); they go with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        return code
+
+    async def listening(self, timeout: float) -> tuple[int, int | None] | None:
+        deadline = time.monotonic() + timeout
+        buf = b""
+        with self._log.open("rb") as f:
+            f.seek(self._offset)
+            while time.monotonic() < deadline:
+                chunk = f.read()
+                if chunk:
+                    buf += chunk
+                    for line in buf.split(b"\n")[:-1]:
+                        text = line.decode(errors="replace")
+                        if text.startswith(MARK):
+                            info = json.loads(text[len(MARK) :])
+                            grpc = info.get("grpc")
+                            self._ports = (int(info["http"]), int(grpc) if grpc else None)
+                            return self._ports
+                    buf = buf.rsplit(b"\n", 1)[-1]
+                elif self._proc.returncode is not None:
+                    return None
+                await asyncio.sleep(0.02)
+        return None
+
+
+class SubprocessRunner:
+    async def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path, cwd: Path) -> Process:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            offset = os.lseek(fd, 0, os.SEEK_END)
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=fd,
+                stderr=fd,
+                env=dict(env),
+                cwd=str(cwd),
+                start_new_session=True,
+            )
+        finally:
+            os.close(fd)
+        return _Subprocess(proc, log_path, offset)

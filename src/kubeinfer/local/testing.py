@@ -1,0 +1,153 @@
+"""Fakes of the local platform's I/O protocols, shipped for tests (as httpx ships ``MockTransport``).
+
+:class:`FakeClock`, :class:`FakeRunner` (processes that never run: tests decide when they listen and exit),
+:class:`FakeMetrics` (probe answers and metrics per port), :class:`FakeRouter` (records ``set_backends``) and
+:class:`FakeGpuInventory`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubeinfer.local.gpu import GpuDevice, GpuError
+from kubeinfer.local.metrics import ReplicaMetrics
+
+__all__ = [
+    "FakeBackend",
+    "FakeClock",
+    "FakeGpuInventory",
+    "FakeMetrics",
+    "FakeProcess",
+    "FakeRouter",
+    "FakeRouterStats",
+    "FakeRunner",
+]
+
+
+class FakeClock:
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return 1.7e9 + self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+_pids = itertools.count(40_000)
+_ports = itertools.count(20_000)
+
+
+class FakeProcess:
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+        self.argv = list(argv)
+        self.env = dict(env)
+        self.pid = next(_pids)
+        self.port = next(_ports)
+        self.signals: list[int] = []
+        self.exit_on_term = True
+        self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def signal(self, sig: int) -> None:
+        self.signals.append(sig)
+        if sig == signal.SIGKILL or (sig == signal.SIGTERM and self.exit_on_term):
+            self.exit(-sig if sig == signal.SIGKILL else 0)
+
+    def exit(self, code: int) -> None:
+        if not self._exit.done():
+            self._exit.set_result(code)
+
+    @property
+    def exited(self) -> bool:
+        return self._exit.done()
+
+    async def wait(self) -> int:
+        return await self._exit
+
+    async def listening(self, timeout: float) -> tuple[int, int | None] | None:
+        return self.port, None
+
+
+class FakeRunner:
+    def __init__(self) -> None:
+        self.processes: list[FakeProcess] = []
+        self.fail_with: OSError | None = None
+
+    async def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path, cwd: Path) -> FakeProcess:
+        if self.fail_with is not None:
+            raise self.fail_with
+        p = FakeProcess(argv, env)
+        self.processes.append(p)
+        return p
+
+    def alive(self) -> list[FakeProcess]:
+        return [p for p in self.processes if not p.exited]
+
+
+class FakeMetrics:
+    """Probes succeed unless a port is listed in ``failing`` (path -> ports); scrapes return ``values``."""
+
+    def __init__(self) -> None:
+        self.failing: dict[str, set[int]] = {"/startupz": set(), "/readyz": set(), "/healthz": set()}
+        self.values: dict[int, ReplicaMetrics] = {}
+
+    async def probe(self, port: int, path: str, timeout: float) -> tuple[bool, str]:
+        if port in self.failing.get(path, set()):
+            return False, f"GET {path}: HTTP 503"
+        return True, f"GET {path}: HTTP 200"
+
+    async def scrape(self, port: int | None, pid: int | None, timeout: float) -> ReplicaMetrics:
+        return self.values.get(port or -1, ReplicaMetrics())
+
+
+@dataclass(frozen=True)
+class FakeBackend:
+    id: str
+    host: str
+    port: int
+    grpc_port: int | None
+    version: str = ""
+
+
+@dataclass
+class FakeRouterStats:
+    backends: dict[str, dict[str, float]] = field(default_factory=dict)
+    buffered: int = 0
+    rps: float = 0.0
+
+
+class FakeRouter:
+    def __init__(self) -> None:
+        self.history: list[list[Any]] = []
+        self.load = FakeRouterStats()
+
+    def set_backends(self, ready: Sequence[Any]) -> None:
+        self.history.append(list(ready))
+
+    @property
+    def backends(self) -> list[Any]:
+        return self.history[-1] if self.history else []
+
+    def stats(self) -> FakeRouterStats:
+        return self.load
+
+
+class FakeGpuInventory:
+    def __init__(self, devices: Sequence[GpuDevice] = (), error: str | None = None) -> None:
+        self._devices = list(devices)
+        self.error = error
+
+    def devices(self) -> list[GpuDevice]:
+        if self.error is not None:
+            raise GpuError(self.error)
+        return list(self._devices)

@@ -1,0 +1,261 @@
+"""The controller shell against fakes: probes drive router membership, crashes back off, rollouts, scale from zero."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubeinfer.local.backoff import BackoffConfig
+from kubeinfer.local.controller import ControllerError, ServiceController
+from kubeinfer.local.gpu import GpuError
+from kubeinfer.local.metrics import ReplicaMetrics
+from kubeinfer.local.settings import LocalSettings
+from kubeinfer.local.testing import (
+    FakeBackend,
+    FakeClock,
+    FakeGpuInventory,
+    FakeMetrics,
+    FakeRouter,
+    FakeRunner,
+)
+from kubeinfer.spec import InferenceService, validate_spec
+
+PROBES = {
+    "startup": {"periodSeconds": 0.5, "failureThreshold": 4},
+    "readiness": {"periodSeconds": 0.5, "failureThreshold": 1},
+    "liveness": {"periodSeconds": 0.5, "failureThreshold": 2},
+}
+
+
+def service(**spec: Any) -> InferenceService:
+    doc = {
+        "apiVersion": "kubeinfer.io/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "svc"},
+        "spec": {
+            "model": {"format": "python", "className": "m:M", "version": "1"},
+            "autoscaling": {"policy": "none"},
+            "replicas": 2,
+            "probes": PROBES,
+            "server": {"limits": {"drainTimeoutSeconds": 1}},
+            **spec,
+        },
+    }
+    return validate_spec(doc)
+
+
+class Harness:
+    def __init__(self, tmp: Path, svc: InferenceService, gpus: FakeGpuInventory | None = None) -> None:
+        self.clock = FakeClock()
+        self.runner = FakeRunner()
+        self.router = FakeRouter()
+        self.metrics = FakeMetrics()
+        settings = LocalSettings(home=tmp, backoff=BackoffConfig(1.0, 4.0, 60.0), grace_margin=1.0)
+        self.c = ServiceController(
+            svc,
+            tmp,
+            settings=settings,
+            runner=self.runner,
+            router=self.router,
+            metrics=self.metrics,
+            gpus=gpus or FakeGpuInventory(),
+            clock=self.clock,
+            backend_factory=FakeBackend,
+            cpus=[0, 1, 2, 3],
+        )
+
+    async def run(self, seconds: float, step: float = 0.25) -> None:
+        """Advance the fake clock, ticking and letting the spawned tasks run after each step."""
+        t = 0.0
+        while t < seconds:
+            self.c.tick()
+            for _ in range(5):
+                await asyncio.sleep(0)
+            self.clock.advance(step)
+            t += step
+
+    def ready_ids(self) -> list[str]:
+        return [b.id for b in self.router.backends]
+
+    def reasons(self) -> list[str]:
+        return [e.reason for e in self.c.events.list()]
+
+
+def run(tmp_path: Path, body: Callable[[Harness], Awaitable[None]], svc: InferenceService | None = None) -> None:
+    async def main() -> None:
+        h = Harness(tmp_path, svc or service())
+        try:
+            await body(h)
+        finally:
+            for p in h.runner.alive():
+                p.exit(0)
+            await asyncio.sleep(0)
+
+    asyncio.run(main())
+
+
+def test_replicas_join_the_router_only_once_ready(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        await h.run(0.25)
+        assert len(h.runner.processes) == 2 and h.ready_ids() == []
+        await h.run(2)
+        assert len(h.ready_ids()) == 2
+        argv = h.runner.processes[0].argv
+        assert "kubeinfer.local.launch" in argv and "serve" in argv and "--port" in argv
+        assert h.c.status()["ready"]
+
+    run(tmp_path, body)
+
+
+def test_a_crashed_replica_leaves_the_router_backs_off_and_comes_back(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        await h.run(2)
+        victim = h.runner.processes[0]
+        victim.exit(-signal.SIGKILL)
+        await h.run(0.25)
+        assert len(h.ready_ids()) == 1
+        st = {r["id"]: r for r in h.c.status()["replicas"]}
+        crashed = next(r for r in st.values() if r["restarts"] == 1)
+        assert crashed["state"] in ("CrashLoopBackOff", "Starting") and "BackOff" in h.reasons()
+        await h.run(3)
+        assert len(h.ready_ids()) == 2 and len(h.runner.processes) == 3
+
+    run(tmp_path, body)
+
+
+def test_liveness_failure_restarts_readiness_failure_only_removes(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        await h.run(2)
+        a, b = h.runner.processes
+        h.metrics.failing["/readyz"].add(a.port)
+        await h.run(1)
+        assert len(h.ready_ids()) == 1 and not a.signals
+        h.metrics.failing["/healthz"].add(b.port)
+        b.exit_on_term = False  # a hung process ignores SIGTERM: SIGKILL after the grace period
+        await h.run(1.5)
+        assert signal.SIGTERM in b.signals and "Killing" in h.reasons()
+        await h.run(2.5)
+        assert signal.SIGKILL in b.signals
+        msgs = [e.message for e in h.c.events.list() if e.reason == "Killing"]
+        assert any("liveness probe failed" in m for m in msgs)
+
+    run(tmp_path, body)
+
+
+def test_rolling_update_keeps_ready_capacity_and_ends_on_the_new_version(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        await h.run(2)
+        seen_ready: list[int] = []
+        h.c.apply(service(model={"format": "python", "className": "m:M", "version": "2"}), tmp_path)
+        for _ in range(40):
+            await h.run(0.25)
+            seen_ready.append(len(h.ready_ids()))
+        assert min(seen_ready) >= 2  # maxUnavailable 0
+        assert {b.version for b in h.router.backends} == {"2"} and len(h.ready_ids()) == 2
+        assert "RolloutComplete" in h.reasons() and len(h.runner.alive()) == 2
+
+    run(tmp_path, body)
+
+
+def test_a_version_that_never_gets_ready_is_rolled_back(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        await h.run(2)
+        old_ports = {p.port for p in h.runner.processes}
+        h.metrics.failing["/startupz"] = set(range(20_000, 30_000)) - old_ports
+        bad = service(
+            model={"format": "python", "className": "m:M", "version": "2"}, rollout={"progressDeadlineSeconds": 3}
+        )
+        h.c.apply(bad, tmp_path)
+        for _ in range(30):
+            await h.run(0.25)
+            assert len(h.ready_ids()) == 2
+        assert "ProgressDeadlineExceeded" in h.reasons()
+        assert {b.version for b in h.router.backends} == {"1"}
+        assert all(r["version"] == "1" for r in h.c.status()["replicas"])
+
+    run(tmp_path, body)
+
+
+def test_scale_from_zero_wakes_on_a_buffered_request_and_reports_the_wait(tmp_path: Path) -> None:
+    svc = service(
+        replicas=None,
+        autoscaling={
+            "policy": "kpa",
+            "metric": "concurrency",
+            "target": 1,
+            "minReplicas": 0,
+            "maxReplicas": 2,
+            "kpa": {"initialScale": 0},
+        },
+    )
+
+    async def body(h: Harness) -> None:
+        await h.run(1)
+        assert h.runner.processes == [] and h.c.desired == 0
+        h.router.load.buffered = 1
+        h.c.on_buffered()
+        await h.c.sync(h.clock.monotonic(), (h.c._sample_load(h.clock.monotonic()),))
+        assert h.c.desired >= 1
+        await h.run(2)
+        assert len(h.ready_ids()) >= 1
+        assert len(h.c.status()["cold_starts"]) == 1 and "ColdStart" in h.reasons()
+
+    run(tmp_path, body, svc)
+
+
+def test_memory_over_the_limit_is_killed_and_reported_as_oomkilled(tmp_path: Path) -> None:
+    svc = service(replicas=1, resources={"limits": {"memory": "100Mi"}})
+
+    async def body(h: Harness) -> None:
+        await h.run(2)
+        p = h.runner.processes[0]
+        h.metrics.values[p.port] = ReplicaMetrics(rss=200 * 2**20, cpu_seconds=1.0)
+        await h.c.sync(h.clock.monotonic(), ())
+        await h.run(0.5)
+        assert signal.SIGKILL in p.signals and "OOMKilling" in h.reasons()
+        rep = h.c.status()["replicas"][0]
+        assert rep["last_exit"]["reason"] == "OOMKilled"
+        vpa = h.c.status()["vpa"]
+        assert vpa is not None and vpa["target"]["memory"] > 100 * 2**20
+
+    run(tmp_path, body, svc)
+
+
+def test_scale_outside_the_bounds_names_the_fix(tmp_path: Path) -> None:
+    svc = service(replicas=None, autoscaling={"policy": "hpa", "minReplicas": 1, "maxReplicas": 3})
+
+    async def body(h: Harness) -> None:
+        with pytest.raises(ControllerError, match=r"outside the autoscaling bounds \[1, 3\].*maxReplicas"):
+            h.c.scale(5)
+        h.c.scale(3)
+        await h.run(0.5)
+        assert len(h.runner.processes) == 3
+
+    run(tmp_path, body, svc)
+
+
+def test_a_gpu_spec_without_a_gpu_fails_at_start(tmp_path: Path) -> None:
+    with pytest.raises(GpuError, match="no NVIDIA GPU was found"):
+        Harness(tmp_path, service(resources={"gpu": {"count": 1}}), FakeGpuInventory(error="NVML: no driver"))
+
+
+def test_gpu_env_reaches_the_replica(tmp_path: Path) -> None:
+    from kubeinfer.local.gpu import GpuDevice
+
+    async def body(h: Harness) -> None:
+        await h.run(0.5)
+        envs = [p.env["CUDA_VISIBLE_DEVICES"] for p in h.runner.processes]
+        assert envs == ["GPU-0", "GPU-0"]
+        assert h.runner.processes[0].env["KUBEINFER_GPU_MEMORY_FRACTION"] == "0.5"
+
+    async def main() -> None:
+        svc = service(resources={"gpu": {"sharing": "time-slicing", "fraction": 0.5}})
+        h = Harness(tmp_path, svc, FakeGpuInventory([GpuDevice(0, "GPU-0", "T4", 16 * 2**30)]))
+        await body(h)
+
+    asyncio.run(main())
