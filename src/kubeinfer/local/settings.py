@@ -11,6 +11,8 @@ variable                   meaning                                 default
 ``KUBEINFER_BACKOFF_RESET`` run time that resets the back-off, s   600
 ``KUBEINFER_GRACE_MARGIN`` seconds added to drainTimeoutSeconds    5
 ``KUBEINFER_TICK``         replica state-machine tick, seconds     0.05
+``KUBEINFER_TRY_TIMEOUT``  router per-try timeout, seconds         10
+``KUBEINFER_BUFFER_TIMEOUT`` router buffering bound, seconds       30
 ========================== ======================================= =========
 """
 
@@ -52,6 +54,10 @@ class LocalSettings:
     """Seconds added to ``limits.drainTimeoutSeconds`` before a stopping replica is SIGKILLed."""
     tick: float = 0.05
     """How often replica state machines are stepped (probes, back-off and kill deadlines)."""
+    try_timeout: float = 10.0
+    """The router retries a request on another replica after this long without an answer."""
+    buffer_timeout: float = 30.0
+    """Longest wait of a request for a ready replica (scale from zero, all restarting) before a 503."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LocalSettings:
@@ -69,6 +75,8 @@ class LocalSettings:
             backoff=backoff,
             grace_margin=_float(env, "KUBEINFER_GRACE_MARGIN", 5.0),
             tick=_float(env, "KUBEINFER_TICK", 0.05) or 0.05,
+            try_timeout=_float(env, "KUBEINFER_TRY_TIMEOUT", 10.0) or 10.0,
+            buffer_timeout=_float(env, "KUBEINFER_BUFFER_TIMEOUT", 30.0),
         )
 
     def service_dir(self, name: str) -> Path:

@@ -1,0 +1,411 @@
+"""``kubeinfer up/apply/get/describe/scale/logs/down``: the embedded single-machine platform, kubectl-like.
+
+Each command is a few lines over :mod:`kubeinfer.local`: ``up`` runs the platform (in the foreground with a live
+view, or detached with ``-d``); the others talk to a running one through its control endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from kubeinfer.cli.app import app, fail, load_or_fail, out
+
+__all__: list[str] = []
+
+OutputOpt = Annotated[str, typer.Option("--output", "-o", help="table | json | yaml")]
+
+
+def _settings() -> Any:
+    from kubeinfer.local.settings import LocalSettings, SettingsError
+
+    try:
+        return LocalSettings.from_env()
+    except SettingsError as e:
+        raise fail(str(e), 2) from None
+
+
+def _running_names(settings: Any) -> list[str]:
+    from kubeinfer.local.control import pid_alive, read_control
+
+    if not settings.home.is_dir():
+        return []
+    names = []
+    for d in sorted(settings.home.iterdir()):
+        info = read_control(d)
+        if info is not None and pid_alive(int(info.get("pid", 0))):
+            names.append(d.name)
+    return names
+
+
+def _client(name: str | None) -> Any:
+    from kubeinfer.local.control import ControlClient
+
+    settings = _settings()
+    if name is None:
+        names = _running_names(settings)
+        if len(names) != 1:
+            which = f"running: {', '.join(names)}" if names else "none is running"
+            raise fail(f"give the service NAME ({which})", 2)
+        name = names[0]
+    return ControlClient(name, settings.service_dir(name))
+
+
+def _call(name: str | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    from kubeinfer.local.control import ControlError
+
+    client = _client(name)
+    try:
+        return client.call(method, path, body)
+    except ControlError as e:
+        raise fail(str(e)) from None
+
+
+def _check_output(output: str) -> None:
+    if output not in ("table", "json", "yaml"):
+        raise fail(f"--output {output!r}: use table, json or yaml", 2)
+
+
+def _emit(data: Any, output: str) -> bool:
+    if output == "json":
+        out.print_json(json.dumps(data, default=str))
+        return True
+    if output == "yaml":
+        out.print(yaml.safe_dump(data, sort_keys=False), highlight=False, end="")
+        return True
+    return False
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s}s" if s < 120 else f"{s // 60}m" if s < 7200 else f"{s // 3600}h"
+
+
+def _bytes(v: float | None) -> str:
+    return "-" if v is None else f"{v / 2**20:.0f}Mi"
+
+
+def _replica_table(st: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    t = Table(box=None, pad_edge=False)
+    for col in ("REPLICA", "READY", "STATUS", "RESTARTS", "AGE", "PID", "PORT", "VERSION", "CPU", "MEMORY"):
+        t.add_column(col)
+    for r in st["replicas"]:
+        status = r["state"]
+        if r["last_exit"] and status == "CrashLoopBackOff":
+            status += f" ({r['last_exit']['reason']})"
+        t.add_row(
+            r["id"],
+            "1/1" if r["ready"] else "0/1",
+            status,
+            str(r["restarts"]),
+            _age(r["age"]),
+            str(r["pid"] or "-"),
+            str(r["port"] or "-"),
+            r["version"],
+            "-" if r["cpu"] is None else f"{r['cpu']:.2f}",
+            _bytes(r["memory"]),
+        )
+    return t
+
+
+def _summary(st: dict[str, Any]) -> str:
+    a = st["autoscaling"]
+    line = (
+        f"[bold]{st['name']}[/] {st['endpoint']['http']}  revision {st['revision']} (version {st['version']})  "
+        f"ready {st['ready_replicas']}/{st['desired']}  policy {a['policy']} [{a['min']}, {a['max']}]"
+    )
+    r = st.get("router") or {}
+    if r:
+        line += f"  load {r['rps']:.0f} req/s, buffered {r['buffered']}"
+    if st.get("rollout"):
+        line += f"  [yellow]rolling out revision {st['rollout']['revision']}[/]"
+    return line
+
+
+# -- up ------------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    spec_file: Annotated[Path, typer.Argument(help="InferenceService YAML.", show_default=False)],
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background; return once ready.")] = False,
+    port: Annotated[
+        int | None, typer.Option(help="Router HTTP port; 0 picks a free one [default: spec.server.port].")
+    ] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="Router gRPC port [default: spec.server.grpcPort].")] = None,
+    no_grpc: Annotated[bool, typer.Option("--no-grpc", help="No gRPC listener on the router.")] = False,
+    timeout: Annotated[float, typer.Option(help="With -d: seconds to wait until ready.")] = 300.0,
+    no_view: Annotated[bool, typer.Option("--no-view", help="Foreground without the live view.")] = False,
+) -> None:
+    """Run a service on this machine: replicas, router, probes, autoscaling, rolling updates."""
+    from kubeinfer.local.control import pid_alive, read_control
+    from kubeinfer.local.controller import ControllerError
+    from kubeinfer.local.gpu import GpuError
+
+    svc = load_or_fail(spec_file)
+    settings = _settings()
+    folder = settings.service_dir(svc.name)
+    info = read_control(folder)
+    if info is not None and pid_alive(int(info.get("pid", 0))):
+        raise fail(
+            f"service {svc.name!r} is already running (pid {info['pid']}): change it with `kubeinfer apply "
+            f"{spec_file}` or stop it with `kubeinfer down {svc.name}`",
+            2,
+        )
+    if detach:
+        _up_detached(spec_file, svc.name, folder, port, grpc_port, no_grpc, timeout)
+        return
+    import asyncio
+
+    from kubeinfer.local.platform import Platform, RouterOptions
+
+    opts = RouterOptions(port=port, grpc_port=grpc_port, grpc=not no_grpc)
+    try:
+        platform = Platform(svc, spec_file.resolve().parent, settings, opts)
+    except GpuError as e:
+        raise fail(str(e), 2) from None
+    view = not no_view and out.is_terminal
+
+    async def main() -> int:
+        task = asyncio.create_task(platform.run())
+        announced = False
+        live = None
+        if view:
+            from rich.live import Live
+
+            live = Live(console=out, auto_refresh=False, transient=False)
+            live.start()
+        try:
+            while not task.done():
+                await asyncio.sleep(0.5)
+                if platform.http_port == 0:
+                    continue
+                st = await platform._status({})
+                if live is not None:
+                    from rich.console import Group
+
+                    live.update(Group(_summary(st), _replica_table(st)), refresh=True)
+                elif not announced and st["ready"]:
+                    announced = True
+                    out.print(f"{svc.name} ready at {st['endpoint']['http']} ({st['ready_replicas']} replica(s))")
+            return await task
+        finally:
+            if live is not None:
+                live.stop()
+
+    try:
+        code = asyncio.run(main())
+    except ControllerError as e:
+        raise fail(str(e)) from None
+    raise typer.Exit(code)
+
+
+def _up_detached(
+    spec_file: Path, name: str, folder: Path, port: int | None, grpc_port: int | None, no_grpc: bool, timeout: float
+) -> None:
+    from kubeinfer.local.control import ControlClient, ControlError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "control.json").unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", "kubeinfer", "up", str(spec_file.resolve()), "--no-view"]
+    if port is not None:
+        cmd += ["--port", str(port)]
+    if grpc_port is not None:
+        cmd += ["--grpc-port", str(grpc_port)]
+    if no_grpc:
+        cmd.append("--no-grpc")
+    log = folder / "platform.log"
+    with log.open("ab") as f:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f, start_new_session=True)
+    client = ControlClient(name, folder)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:]
+            raise fail(f"the platform exited with {proc.returncode}; its log ({log}):\n{tail}")
+        try:
+            st = client.call("GET", "/v1/status", timeout=5)
+        except ControlError:
+            time.sleep(0.2)
+            continue
+        if st["ready"]:
+            out.print(
+                f"{name} ready at {st['endpoint']['http']} ({st['ready_replicas']} replica(s), platform pid "
+                f"{proc.pid}); logs: {log}"
+            )
+            return
+        time.sleep(0.2)
+    raise fail(f"{name} not ready after {timeout:g} s: see `kubeinfer describe {name}` and {log}")
+
+
+# -- the other commands ----------------------------------------------------------------------------------------
+
+
+@app.command()
+def apply(
+    spec_file: Annotated[Path, typer.Argument(help="InferenceService YAML.", show_default=False)],
+) -> None:
+    """Change a running service: a new model, code or resources roll out with maxSurge/maxUnavailable."""
+    svc = load_or_fail(spec_file)
+    body = {"spec": svc.model_dump(mode="json"), "base_dir": str(spec_file.resolve().parent), "source": str(spec_file)}
+    res = _call(svc.name, "POST", "/v1/apply", body)
+    out.print(f"{svc.name}: {res['message']}")
+
+
+@app.command()
+def get(
+    name: Annotated[str | None, typer.Argument(help="Service name (optional when one runs).")] = None,
+    output: OutputOpt = "table",
+) -> None:
+    """List a service's replicas: pid, port, state, version, restarts."""
+    _check_output(output)
+    st = _call(name, "GET", "/v1/status")
+    data = {
+        k: st[k] for k in ("name", "endpoint", "revision", "version", "desired", "ready_replicas", "ready", "replicas")
+    }
+    if _emit(data, output):
+        return
+    out.print(_summary(st))
+    out.print(_replica_table(st))
+
+
+@app.command()
+def describe(
+    name: Annotated[str | None, typer.Argument(help="Service name (optional when one runs).")] = None,
+    output: OutputOpt = "table",
+) -> None:
+    """Replicas, state, restarts and why, autoscaling, VPA recommendation and the events."""
+    from rich.table import Table
+
+    _check_output(output)
+    st = _call(name, "GET", "/v1/status")
+    if _emit(st, output):
+        return
+    out.print(_summary(st))
+    a = st["autoscaling"]
+    if a["reason"]:
+        out.print(f"Autoscaling: {a['reason']}" + (f" ({a['message']})" if a["message"] else ""))
+    if st["cold_starts"]:
+        out.print(f"Scale-from-zero waits (s): {', '.join(f'{c:.2f}' for c in st['cold_starts'])}")
+    out.print(_replica_table(st))
+    for r in st["replicas"]:
+        if r["message"] or r["last_exit"]:
+            le = r["last_exit"]
+            last = f"last exit {le['reason']} (code {le['code']})" if le else ""
+            out.print(f"  {r['id']}: {r['message'] or last}", highlight=False)
+    v = st.get("vpa")
+    if v:
+        t = Table(title=f"VPA recommendation (updateMode {v['mode']})", box=None, title_justify="left")
+        for col in ("", "CPU", "MEMORY"):
+            t.add_column(col)
+        for k in ("lower", "target", "upper"):
+            cpu, mem = v[k]["cpu"], v[k]["memory"]
+            t.add_row(
+                k,
+                "inf" if cpu == float("inf") else f"{cpu * 1000:.0f}m",
+                "inf" if mem == float("inf") else _bytes(mem),
+            )
+        out.print(t)
+    t = Table(title="Events", box=None, title_justify="left")
+    for col in ("AGE", "TYPE", "REASON", "OBJECT", "MESSAGE"):
+        t.add_column(col)
+    now = time.time()
+    for e in st["events"][-30:]:
+        count = f" (x{e['count']})" if e["count"] > 1 else ""
+        t.add_row(_age(now - e["time"]), e["type"], e["reason"], e["object"], e["message"] + count)
+    out.print(t)
+
+
+@app.command()
+def scale(
+    name: Annotated[str, typer.Argument(help="Service name.", show_default=False)],
+    replicas: Annotated[int, typer.Option("--replicas", help="Replica count.", show_default=False)],
+) -> None:
+    """Set the replica count (autoscaled services: within minReplicas..maxReplicas; the policy goes on)."""
+    res = _call(name, "POST", "/v1/scale", {"replicas": replicas})
+    out.print(f"{name}: {res['message']}")
+
+
+@app.command()
+def logs(
+    name: Annotated[str, typer.Argument(help="Service name.", show_default=False)],
+    replica: Annotated[str | None, typer.Option("--replica", help="One replica's id (see `get`).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+) -> None:
+    """Print replica logs (all current replicas, each line prefixed, or one with --replica)."""
+    from kubeinfer.local.control import ControlError
+
+    settings = _settings()
+    folder = settings.service_dir(name) / "logs"
+    if replica is not None:
+        files = [folder / f"{replica}.log"]
+        if not files[0].exists():
+            have = ", ".join(sorted(p.stem for p in folder.glob("*.log"))) or "none"
+            raise fail(f"no logs for replica {replica!r} of {name!r} (replicas with logs: {have})", 2)
+    else:
+        try:
+            ids = [r["id"] for r in _client(name).call("GET", "/v1/status")["replicas"]]
+        except ControlError:
+            ids = sorted(p.stem for p in folder.glob("*.log"))
+        files = [folder / f"{i}.log" for i in ids if (folder / f"{i}.log").exists()]
+        if not files:
+            raise fail(f"no logs for {name!r} in {folder}", 1)
+    prefix = len(files) > 1
+    offsets = {f: 0 for f in files}
+
+    def dump() -> None:
+        for f in files:
+            with f.open("rb") as fh:
+                fh.seek(offsets[f])
+                data = fh.read()
+                offsets[f] += len(data)
+            for line in data.decode(errors="replace").splitlines():
+                sys.stdout.write(f"[{f.stem}] {line}\n" if prefix else line + "\n")
+        sys.stdout.flush()
+
+    dump()
+    try:
+        while follow:
+            time.sleep(0.25)
+            dump()
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def down(
+    name: Annotated[str | None, typer.Argument(help="Service name (optional when one runs).")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the drain.")] = 120.0,
+) -> None:
+    """Stop a service: stop taking requests, drain the replicas, exit."""
+    from kubeinfer.local.control import pid_alive
+
+    client = _client(name)
+    try:
+        pid = int(client.info()["pid"])
+    except Exception as e:
+        raise fail(str(e)) from None
+    _call(client.name, "POST", "/v1/down", {})
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        try:
+            import os
+
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    if pid_alive(pid):
+        raise fail(f"{client.name} still draining after {timeout:g} s (platform pid {pid})")
+    out.print(f"{client.name} stopped")

@@ -1,0 +1,159 @@
+"""``kubeinfer up``: one service on this machine -- router, controller and control endpoint in one process.
+
+The router listens on ``spec.server.port`` / ``grpcPort`` (the addresses clients use, as a Kubernetes Service);
+replicas listen on free loopback ports behind it. SIGTERM or SIGINT (or ``kubeinfer down``) shuts down gracefully:
+stop accepting, drain the replicas, exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubeinfer.local.control import ControlError, ControlServer
+from kubeinfer.local.controller import ControllerError, ServiceController
+from kubeinfer.local.gpu import NvmlInventory
+from kubeinfer.local.metrics import HttpMetricsSource
+from kubeinfer.local.process import MonotonicClock, SubprocessRunner
+from kubeinfer.local.resources import CgroupV2
+from kubeinfer.local.router import Backend, Router
+from kubeinfer.local.settings import LocalSettings
+from kubeinfer.spec import InferenceService, SpecError, validate_spec
+
+__all__ = ["Platform", "RouterOptions"]
+
+
+@dataclass(frozen=True, slots=True)
+class RouterOptions:
+    host: str = "127.0.0.1"
+    port: int | None = None
+    """None: spec.server.port."""
+    grpc_port: int | None = None
+    grpc: bool = True
+
+
+class Platform:
+    def __init__(
+        self, svc: InferenceService, base_dir: Path, settings: LocalSettings, options: RouterOptions | None = None
+    ) -> None:
+        self.settings = settings
+        self.options = options or RouterOptions()
+        spec = svc.spec
+        self.router = Router(
+            per_try_timeout=settings.try_timeout,
+            buffer_timeout=settings.buffer_timeout,
+            max_body_bytes=spec.server.limits.max_body_bytes,
+            on_buffered=self._on_buffered,
+        )
+        self.controller = ServiceController(
+            svc,
+            base_dir,
+            settings=settings,
+            runner=SubprocessRunner(),
+            router=self.router,
+            metrics=HttpMetricsSource(),
+            gpus=NvmlInventory(),
+            clock=MonotonicClock(),
+            backend_factory=Backend,
+            cgroups=CgroupV2(),
+        )
+        self.folder = settings.service_dir(svc.name)
+        self.control = ControlServer(
+            self.folder,
+            {
+                ("GET", "/v1/status"): self._status,
+                ("POST", "/v1/apply"): self._apply,
+                ("POST", "/v1/scale"): self._scale,
+                ("POST", "/v1/down"): self._down,
+            },
+        )
+        self.http_port = 0
+        self.grpc_port: int | None = None
+        self._stop = asyncio.Event()
+
+    def _on_buffered(self) -> None:
+        self.controller.on_buffered()
+
+    async def _status(self, body: dict[str, Any]) -> dict[str, Any]:
+        st = self.controller.status()
+        st["endpoint"] = {"http": f"http://{self.options.host}:{self.http_port}", "grpc": self.grpc_port}
+        s = self.router.stats()
+        st["router"] = {
+            "requests": s.requests,
+            "retries": s.retries,
+            "buffered": s.buffered,
+            "buffered_total": s.buffered_total,
+            "rejected": s.rejected,
+            "rps": s.rps,
+        }
+        return st
+
+    async def _apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            svc = validate_spec(body.get("spec"), str(body.get("source", "<apply>")))
+        except SpecError as e:
+            raise ControlError(f"invalid spec\n{e}") from None
+        try:
+            msg = self.controller.apply(svc, Path(str(body.get("base_dir", "."))))
+        except ControllerError as e:
+            raise ControlError(str(e)) from None
+        return {"message": msg}
+
+    async def _scale(self, body: dict[str, Any]) -> dict[str, Any]:
+        n = body.get("replicas")
+        if not isinstance(n, int):
+            raise ControlError("replicas must be a whole number")
+        try:
+            return {"message": self.controller.scale(n)}
+        except ControllerError as e:
+            raise ControlError(str(e)) from None
+
+    async def _down(self, body: dict[str, Any]) -> dict[str, Any]:
+        self._stop.set()
+        return {"message": f"shutting down {self.controller.name!r}"}
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> int:
+        spec = self.controller.svc.spec
+        port = self.options.port if self.options.port is not None else spec.server.port
+        grpc_port = self.options.grpc_port if self.options.grpc_port is not None else spec.server.grpcPort
+        if not self.options.grpc:
+            grpc_port = None
+        try:
+            self.http_port, self.grpc_port = await self.router.start(self.options.host, port, grpc_port)
+        except OSError as e:
+            raise ControllerError(
+                f"cannot listen on {self.options.host}:{port}: {e.strerror} (set spec.server.port, or --port 0 "
+                "for a free port, or stop what uses it)"
+            ) from None
+        await self.control.start(
+            {"http": self.http_port, "grpc": self.grpc_port, "host": self.options.host, "name": self.controller.name}
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stop.set)
+        task = asyncio.create_task(self.controller.run(), name="kubeinfer-controller")
+        try:
+            await self._stop.wait()
+        finally:
+            # Stop taking requests and finish those in flight while the replicas still run, then drain them.
+            await self.router.stop(grace=spec.server.limits.drainTimeoutSeconds)
+            await self.controller.shutdown()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            await self.control.stop()
+            (self.folder / "platform.pid").unlink(missing_ok=True)
+        return 0
+
+    def write_pid(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "platform.pid").write_text(str(os.getpid()))
