@@ -70,12 +70,13 @@ class FakeKubeApi:
             nmeta.update(uid=f"uid-{next(self._uids)}", generation=1)
         else:
             nmeta["uid"] = live["metadata"]["uid"]
-            gen = live["metadata"].get("generation", 1)
-            nmeta["generation"] = gen + 1 if live.get("spec") != new.get("spec") else gen
             if "status" in live:
                 new["status"] = live["status"]
             if obj["kind"] == "Deployment" and "replicas" not in new.get("spec", {}):
+                # a field no manager applies keeps its live value (the autoscaler's replicas)
                 new["spec"]["replicas"] = live.get("spec", {}).get("replicas", 1)
+            gen = live["metadata"].get("generation", 1)
+            nmeta["generation"] = gen + 1 if live.get("spec") != new.get("spec") else gen
         if obj["kind"] == "Deployment":
             new["spec"].setdefault("replicas", 1)
         if not dry_run:

@@ -110,8 +110,7 @@ def _pod_problem(pod: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) ->
                 )
             if reason in _CONFIG:
                 return RolloutStatus("Failed", "ContainerConfigError", f"pod {name}: {reason}: {msg}", terminal=True)
-        running = _get(cs, "state", "running")
-        if running and not cs.get("ready"):
+        if "running" in (cs.get("state") or {}) and not cs.get("ready"):
             probe = [
                 e for e in events if _involves(e, name) and e.get("reason") == "Unhealthy" and "probe failed" in str(e.get("message", ""))
             ]

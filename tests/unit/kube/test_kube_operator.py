@@ -1,0 +1,167 @@
+"""The operator's reconcile, status and kpa/predictive scaling, driven against the in-memory API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kubeinfer.kube.fake import FakeKubeApi
+from kubeinfer.kube.operator import ScalerState, autoscale_step, build_observation, parse_metrics, reconcile
+from kubeinfer.spec import validate_spec
+
+NOW = "2025-01-01T00:00:00Z"
+LATER = "2025-01-01T00:05:00Z"
+
+
+def cr(**spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kubeinfer.io/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "svc", "namespace": "ml", "uid": "cr-uid", "generation": 1},
+        "spec": {"model": {"format": "sklearn", "uri": "./model.joblib"}, **spec},
+    }
+
+
+def cond(status: dict[str, Any], ctype: str) -> dict[str, Any]:
+    [c] = [c for c in status["conditions"] if c["type"] == ctype]
+    return c
+
+
+def test_children_are_applied_with_owner_references_by_the_operator() -> None:
+    api = FakeKubeApi()
+    result = reconcile(cr(), api, NOW)
+    assert {c.field_manager for c in api.applies} == {"kubeinfer-operator"}
+    for call in api.applies:
+        [ref] = call.obj["metadata"]["ownerReferences"]
+        assert (ref["uid"], ref["controller"], ref["kind"]) == ("cr-uid", True, "InferenceService")
+    assert "Deployment/svc" in result.applied
+    assert result.status["url"] == "http://svc.ml.svc.cluster.local:8080"
+    assert result.status["grpcAddress"] == "svc.ml.svc.cluster.local:8081"
+
+
+def test_status_progressing_then_ready_with_stable_transition_times() -> None:
+    api = FakeKubeApi()
+    body = cr()
+    first = reconcile(body, api, NOW)
+    assert cond(first.status, "Progressing")["status"] == "True"
+    assert cond(first.status, "Ready")["status"] == "False"
+    dep = api.objects[("apps/v1", "Deployment", "ml", "svc")]
+    dep["status"] = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}
+    body["status"] = first.status
+    second = reconcile(body, api, LATER)
+    ready = cond(second.status, "Ready")
+    assert (ready["status"], ready["reason"], ready["lastTransitionTime"]) == ("True", "Available", LATER)
+    assert cond(second.status, "Degraded")["lastTransitionTime"] == NOW  # unchanged status keeps its time
+    assert second.status["readyReplicas"] == 1
+
+
+def test_degraded_with_reason_when_pods_crash() -> None:
+    api = FakeKubeApi()
+    reconcile(cr(), api, NOW)
+    api.objects[("apps/v1", "Deployment", "ml", "svc")]["status"] = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}
+    api.add({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "svc-1", "namespace": "ml", "labels": {"app.kubernetes.io/name": "svc", "app.kubernetes.io/instance": "svc"}},
+             "status": {"containerStatuses": [{"name": "server", "restartCount": 5, "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]}})
+    status = reconcile(cr(), api, NOW).status
+    degraded = cond(status, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "OOMKilled")
+
+
+def test_invalid_spec_is_reported_not_applied() -> None:
+    api = FakeKubeApi()
+    result = reconcile(cr(batching={"maxBatchSize": 0}), api, NOW)
+    degraded = cond(result.status, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
+    assert "spec.batching.maxBatchSize" in degraded["message"]
+    assert not api.applies
+
+
+def test_owned_children_the_spec_drops_are_pruned() -> None:
+    api = FakeKubeApi()
+    reconcile(cr(autoscaling={"metric": "concurrency", "target": 4, "maxReplicas": 3}), api, NOW)
+    result = reconcile(cr(autoscaling={"policy": "none"}, replicas=2), api, NOW)
+    assert result.pruned == ["HorizontalPodAutoscaler/svc"]
+
+
+def test_device_plugin_config_is_left_to_the_admin() -> None:
+    api = FakeKubeApi()
+    result = reconcile(cr(resources={"gpu": {"sharing": "time-slicing", "fraction": 0.5}}), api, NOW)
+    assert all(c.obj["metadata"]["namespace"] == "ml" for c in api.applies)
+    assert any("cluster-level" in n for n in result.notes)
+
+
+METRICS = """# HELP kubeinfer_requests_in_flight Requests inside the server.
+# TYPE kubeinfer_requests_in_flight gauge
+kubeinfer_requests_in_flight {in_flight}
+# HELP kubeinfer_requests Requests by model, protocol and status code.
+# TYPE kubeinfer_requests counter
+kubeinfer_requests_total{{model="m",protocol="rest",code="200"}} {ok}
+kubeinfer_requests_total{{model="m",protocol="grpc",code="200"}} 10
+"""
+
+
+def test_parse_metrics_reads_in_flight_and_total() -> None:
+    m = parse_metrics("p", METRICS.format(in_flight=3, ok=90))
+    assert (m.in_flight, m.requests_total) == (3.0, 100.0)
+
+
+def test_observation_rps_from_counter_deltas_and_restarts() -> None:
+    a = [parse_metrics("a", METRICS.format(in_flight=1, ok=90)), parse_metrics("b", METRICS.format(in_flight=2, ok=40))]
+    obs, totals = build_observation(2, 2, a, ScalerState(), 10.0)
+    assert obs.load[0].concurrency == 3 and obs.load[0].rps == 0
+    b = [parse_metrics("a", METRICS.format(in_flight=1, ok=110)), parse_metrics("b", METRICS.format(in_flight=0, ok=0))]
+    obs, _ = build_observation(2, 2, b, ScalerState(last_time=10.0, last_totals=totals), 12.0)
+    # a: +20; b restarted (50 -> 10): counts 10 from zero
+    assert obs.load[0].rps == pytest.approx(15.0)
+
+
+def running_pod(name: str, ip: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "ml", "labels": {"app.kubernetes.io/name": "svc", "app.kubernetes.io/instance": "svc"}},
+            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+def test_kpa_scales_the_deployment_from_scraped_concurrency() -> None:
+    body = cr(autoscaling={"policy": "kpa", "metric": "concurrency", "target": 2, "maxReplicas": 10})
+    api = FakeKubeApi()
+    result = reconcile(body, api, NOW)
+    assert result.svc is not None
+    svc = result.svc
+    api.add(running_pod("svc-a", "10.0.0.1"))
+    load = {"10.0.0.1": 12}
+
+    def scrape(pod: dict[str, Any]) -> str:
+        return METRICS.format(in_flight=load[pod["status"]["podIP"]], ok=0)
+
+    state = ScalerState()
+    decision = None
+    for t in range(0, 12, 2):
+        decision, state = autoscale_step(svc, api, scrape, state, float(t), 1)
+    assert decision is not None and decision.replicas > 1
+    assert api.scales and api.scales[-1][3] == "kubeinfer-autoscaler"
+    assert api.objects[("apps/v1", "Deployment", "ml", "svc")]["spec"]["replicas"] == decision.replicas
+    # the operator's applies never carry replicas, so they do not undo the autoscaler
+    reconcile(body, api, NOW)
+    assert api.objects[("apps/v1", "Deployment", "ml", "svc")]["spec"]["replicas"] == decision.replicas
+
+
+def test_predictive_policy_runs_and_hpa_policy_is_left_to_kubernetes() -> None:
+    api = FakeKubeApi()
+    pred = reconcile(cr(autoscaling={"policy": "predictive", "maxReplicas": 5, "predictive": {"capacityRps": 10}}), api, NOW).svc
+    assert pred is not None
+    api.add(running_pod("svc-a", "10.0.0.1"))
+    decision, _ = autoscale_step(pred, api, lambda p: METRICS.format(in_flight=0, ok=0), ScalerState(), 0.0)
+    assert decision is not None and 0 <= decision.replicas <= 5
+    hpa = validate_spec({**cr(), "metadata": {"name": "svc", "namespace": "ml"}})
+    assert autoscale_step(hpa, api, lambda p: None, ScalerState(), 0.0)[0] is None
+
+
+def test_unreachable_pods_are_left_out() -> None:
+    body = cr(autoscaling={"policy": "kpa", "maxReplicas": 4})
+    api = FakeKubeApi()
+    svc = reconcile(body, api, NOW).svc
+    assert svc is not None
+    api.add(running_pod("svc-a", "10.0.0.1"))
+    decision, state = autoscale_step(svc, api, lambda p: None, ScalerState(), 0.0)
+    assert decision is not None
+    assert state.last_totals == ()
