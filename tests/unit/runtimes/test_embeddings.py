@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.embeddings
+# The session export alone takes 15-60 s depending on load; the pyproject default of 120 s a test is too tight.
+pytestmark = [pytest.mark.embeddings, pytest.mark.timeout(300)]
 
 _MISSING = [
     m for m in ("onnxruntime", "tokenizers", "torch", "sentence_transformers") if not importlib.util.find_spec(m)
