@@ -25,6 +25,7 @@ because the forecast, not the window, anticipates rises); and the result is clam
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field, replace
 
@@ -48,12 +49,20 @@ class PredictiveConfig:
     step_seconds: float | None = None
     """Forecast resolution; by default a 48th of the season, at most 60 s."""
     reactive_window: float = 30.0
+    short_window: float = 6.0
+    """Seconds of the fast reactive view (Knative's panic window is 6 s): a surge is seen within seconds."""
+    trend: bool = True
+    """Extrapolate a rising rate over the lead time (start-up + sync period) when sizing the reactive need."""
     max_relative_error: float = 0.25
     scale_down_stabilization: float = 120.0
     alpha: float = 0.3
     beta: float = 0.05
     gamma: float = 0.3
     error_weight: float = 0.2
+    capacity_curve: tuple[float, ...] = ()
+    """Optional: requests/s that ``n`` replicas serve within the SLO, for n = 1, 2, ... (non-decreasing). Pooled
+    replicas behind one queue serve more than ``n`` times one replica at a latency SLO (Erlang C); a measured or
+    modelled curve lets the policy use it. Beyond its end, each extra replica adds the last per-replica value."""
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.max_replicas < 1 or self.min_replicas > self.max_replicas:
@@ -63,6 +72,10 @@ class PredictiveConfig:
             )
         if not self.capacity_rps > 0:
             raise ValueError(f"capacityRps must be > 0, got {self.capacity_rps}")
+        if any(b < a for a, b in zip(self.capacity_curve, self.capacity_curve[1:], strict=False)) or any(
+            not c > 0 for c in self.capacity_curve
+        ):
+            raise ValueError("capacity_curve must be positive and non-decreasing in the replica count")
 
     @property
     def step(self) -> float:
@@ -209,13 +222,40 @@ class Predictive:
 
     def _replicas_for(self, rate: float) -> int:
         cfg = self.config
-        return math.ceil(round(max(0.0, rate) * cfg.headroom / cfg.capacity_rps, 9))
+        need = round(max(0.0, rate) * cfg.headroom, 9)
+        curve = cfg.capacity_curve
+        if curve and need > 0:
+            n = bisect.bisect_left(curve, need)
+            if n < len(curve):
+                return n + 1
+            per = curve[-1] / len(curve)
+            return len(curve) + math.ceil(round((need - curve[-1]) / per, 9))
+        return math.ceil(round(need / cfg.capacity_rps, 9))
+
+    @staticmethod
+    def _slope(samples: tuple[tuple[float, float], ...]) -> float:
+        n = len(samples)
+        if n < 5:
+            return 0.0
+        mt = sum(t for t, _ in samples) / n
+        mr = sum(r for _, r in samples) / n
+        var = sum((t - mt) ** 2 for t, _ in samples)
+        if var <= 0:
+            return 0.0
+        return sum((t - mt) * (r - mr) for t, r in samples) / var
 
     def decide(self, observation: Observation, state: PredictiveState, now: float) -> tuple[Decision, PredictiveState]:
         cfg = self.config
         state = self._ingest(state, observation, now)
         current_rate = sum(r for _, r in state.recent) / len(state.recent) if state.recent else 0.0
-        need_now = self._replicas_for(current_rate)
+        # The reactive need: the larger of the 30 s and the 6 s average, plus a rising trend (least squares over
+        # the reactive window) carried over the lead time -- a surge the forecast did not foresee still gets
+        # replicas started before the queue builds up. Only ever upwards: noise never scales down.
+        short = [r for t, r in state.recent if t > now - cfg.short_window]
+        rate = max(current_rate, sum(short) / len(short)) if short else current_rate
+        slope = self._slope(state.recent) if cfg.trend else 0.0
+        rate += max(0.0, slope) * (cfg.startup_seconds + cfg.sync_period)
+        need_now = self._replicas_for(rate)
 
         best = min(range(3), key=lambda i: state.errors[i])
         rel_error = state.errors[best] / max(state.mean_rate, 1e-9)

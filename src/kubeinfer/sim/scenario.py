@@ -1,0 +1,203 @@
+"""Compare autoscaling policies on one trace: the library behind ``kubeinfer simulate`` and ``bench/sim``.
+
+The spec decides everything it can: each policy is ``policy_from_spec`` of ``spec.autoscaling`` with only
+``policy`` replaced, so hpa, kpa and predictive share bounds, targets and windows. Defaults taken from the spec:
+slots per replica = ``autoscaling.kpa.containerConcurrency`` or, when that is 0 (unlimited), ``server.workers``;
+start-up = ``autoscaling.predictive.startupSeconds``; SLO = ``autoscaling.predictive.sloLatencyMs``; request
+timeout = ``server.limits.requestTimeoutMs``; policy tick = 2 s for kpa (Knative's decider) and
+``autoscaling.syncPeriodSeconds`` otherwise. When the spec gives no ``predictive.capacityRps``, the predictive
+policy gets the oracle's capacity of one replica at the SLO (what ``kubeinfer profile`` would measure), and the
+report says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from kubeinfer.autoscale import Policy, Predictive, policy_from_spec
+from kubeinfer.autoscale.predictive import predictive_config_from_spec
+from kubeinfer.sim.engine import EngineConfig, RunResult, simulate_policy
+from kubeinfer.sim.oracle import OracleResult, SloBasis, oracle
+from kubeinfer.sim.report import OracleSummary, PerReplicaHour, PolicySummary, summarize, summarize_oracle
+from kubeinfer.sim.service import ServiceModel
+from kubeinfer.sim.traces import Trace
+from kubeinfer.spec.service import AutoscalingSpec, ServiceSpec
+
+__all__ = ["POLICIES", "Comparison", "SimOptions", "compare"]
+
+POLICIES = ("hpa", "kpa", "predictive", "none")
+
+
+@dataclass(frozen=True)
+class SimOptions:
+    """Everything a run needs beyond the spec; ``None`` means "take it from the spec" (module docstring)."""
+
+    service: ServiceModel = field(default_factory=ServiceModel)
+    slots: int | None = None
+    slo_ms: float | None = None
+    slo_basis: SloBasis = "latency"
+    quantile: float = 0.99
+    startup_s: float | None = None
+    request_timeout_s: float | None = None
+    price_per_replica_hour: float = 1.0
+    oracle_interval_s: float = 10.0
+    seed: int = 0
+    pod_metric_window_s: float = 30.0
+    pod_metric_scrape_s: float = 15.0
+    load_delay_s: int = 0
+    capacity_curve: bool = True
+    """Give the predictive policy the capacity of n pooled replicas (the oracle's model), not n x one replica."""
+
+
+@dataclass
+class Comparison:
+    trace: Trace
+    options: SimOptions
+    slots: int
+    slo_s: float
+    startup_s: float
+    oracle: OracleResult
+    oracle_summary: OracleSummary
+    summaries: list[PolicySummary]
+    runs: dict[str, RunResult]
+    notes: list[str]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            "trace": {
+                "name": self.trace.name,
+                "requests": len(self.trace),
+                "duration_s": self.trace.duration,
+                "mean_rps": self.trace.mean_rate,
+            },
+            "service": {
+                "model": replace(o.service, slots=self.slots).describe(),
+                "slots": self.slots,
+                "mean_service_ms": float(np.mean(next(iter(self.runs.values())).service)) * 1000 if self.runs else None,
+            },
+            "slo": {"ms": self.slo_s * 1000, "basis": o.slo_basis, "quantile": o.quantile},
+            "startup_s": self.startup_s,
+            "price_per_replica_hour": o.price_per_replica_hour,
+            "oracle": self.oracle_summary.to_json(),
+            "policies": [s.to_json() for s in self.summaries],
+            "notes": self.notes,
+        }
+
+
+def _slots(spec: ServiceSpec, opts: SimOptions) -> int:
+    if opts.slots is not None:
+        return opts.slots
+    cc = spec.autoscaling.kpa.containerConcurrency
+    return cc if cc > 0 else spec.server.workers
+
+
+def _cpu_request(spec: ServiceSpec) -> float:
+    q = spec.resources.requests.quantity("cpu")
+    return float(q.value) if q is not None else 1.0
+
+
+def compare(
+    spec: ServiceSpec,
+    trace: Trace,
+    policies: Sequence[str],
+    options: SimOptions | None = None,
+    progress: Callable[[str, float], None] | None = None,
+) -> Comparison:
+    """Simulate each policy on ``trace`` and the oracle; ``progress(policy, simulated_seconds)`` reports progress."""
+    import time
+
+    opts = options or SimOptions()
+    auto = spec.autoscaling
+    slots = _slots(spec, opts)
+    service_model = replace(opts.service, slots=slots)
+    service = service_model.service_times(trace, opts.seed)
+    slo_s = (opts.slo_ms if opts.slo_ms is not None else auto.predictive.sloLatencyMs) / 1000.0
+    startup = opts.startup_s if opts.startup_s is not None else auto.predictive.startupSeconds
+    timeout = (
+        opts.request_timeout_s if opts.request_timeout_s is not None else spec.server.limits.requestTimeoutMs / 1e3
+    )
+    cost_model = PerReplicaHour(opts.price_per_replica_hour)
+    notes: list[str] = []
+    orc = oracle(
+        trace.arrivals,
+        service,
+        trace.duration,
+        slots=slots,
+        slo_s=slo_s,
+        startup=startup,
+        min_replicas=auto.minReplicas,
+        max_replicas=auto.maxReplicas,
+        basis=opts.slo_basis,
+        quantile=opts.quantile,
+        interval=opts.oracle_interval_s,
+    )
+    if orc.capacity_per_replica <= 0:
+        notes.append("one replica cannot meet the SLO even when idle: the SLO is below the service time")
+    initial = int(orc.need[0]) if len(orc.need) else auto.minReplicas
+    seconds: dict[str, float] = {}
+    runs: dict[str, RunResult] = {}
+    summaries: list[PolicySummary] = []
+    for name in policies:
+        if name not in POLICIES:
+            raise ValueError(f"unknown policy {name!r}: use {', '.join(POLICIES)}")
+        a: AutoscalingSpec = auto.model_copy(update={"policy": name})
+        if name == "predictive" and auto.predictive.capacityRps is None:
+            cap = max(orc.capacity_per_replica, 1e-6)
+            a = a.model_copy(update={"predictive": auto.predictive.model_copy(update={"capacityRps": cap})})
+            notes.append(f"predictive: capacityRps not in the spec; using the oracle's {cap:.3g} req/s per replica")
+        policy: Policy[Any]
+        if name == "predictive" and opts.capacity_curve:
+            # The pooled capacity of n replicas (the oracle's Erlang model): what a profile at scale would give.
+            curve = tuple(float(c) for c in orc.capacity[1:] if c > 0)
+            pcfg = replace(predictive_config_from_spec(a), capacity_curve=curve)
+            policy = Predictive(pcfg)
+        else:
+            policy = policy_from_spec(a, spec.replicas)
+        cfg = EngineConfig(
+            slots=slots,
+            startup=startup,
+            tick=2.0 if name == "kpa" else auto.syncPeriodSeconds,
+            request_timeout=timeout,
+            initial_replicas=min(max(initial, policy.min_replicas), policy.max_replicas),
+            load_delay=opts.load_delay_s,
+            pod_metric_window=opts.pod_metric_window_s,
+            pod_metric_scrape=opts.pod_metric_scrape_s,
+            pod_metrics=name == "hpa",
+            cpu_request=_cpu_request(spec),
+        )
+        cb = None
+        if progress is not None:
+            cb = (lambda n: lambda t: progress(n, t))(name)  # bind the name now
+        t0 = time.perf_counter()
+        run = simulate_policy(trace.arrivals, service, trace.duration, policy, cfg, cb)
+        seconds[name] = time.perf_counter() - t0
+        runs[name] = run
+        summaries.append(
+            summarize(
+                name,
+                run,
+                slo_s=slo_s,
+                basis=opts.slo_basis,
+                cost_model=cost_model,
+                oracle_replica_seconds=orc.replica_seconds,
+            )
+        )
+    return Comparison(
+        trace=trace,
+        options=opts,
+        slots=slots,
+        slo_s=slo_s,
+        startup_s=startup,
+        oracle=orc,
+        oracle_summary=summarize_oracle(orc, trace.duration, cost_model),
+        summaries=summaries,
+        runs=runs,
+        notes=notes,
+        seconds=seconds,
+    )
