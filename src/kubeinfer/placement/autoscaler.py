@@ -169,9 +169,7 @@ def utilization(node: Node, g: NodeGroupSpec) -> float:
     return max(cpu / g.cpu_milli if g.cpu_milli else 0.0, mem / g.memory_mib if g.memory_mib else 0.0)
 
 
-def _binpack(
-    pods: Sequence[Pod], g: NodeGroupSpec, limit: int
-) -> tuple[int, tuple[Pod, ...], list[list[Pod]]]:
+def _binpack(pods: Sequence[Pod], g: NodeGroupSpec, limit: int) -> tuple[int, tuple[Pod, ...], list[list[Pod]]]:
     """New template nodes needed (<= limit) and the pods they take: first-fit decreasing."""
     bins: list[list[Pod]] = []
     used: list[tuple[int, int, int]] = []
@@ -204,9 +202,7 @@ class _Option:
 class ClusterAutoscaler:
     """``step(state, pending_pods, now) -> (actions, state)``; node groups and config are fixed at creation."""
 
-    def __init__(
-        self, groups: Sequence[NodeGroupSpec], config: AutoscalerConfig = AutoscalerConfig()
-    ) -> None:
+    def __init__(self, groups: Sequence[NodeGroupSpec], config: AutoscalerConfig = AutoscalerConfig()) -> None:
         names = [g.name for g in groups]
         if len(set(names)) != len(names):
             raise ValueError(f"node group names must be unique, got {names}")
@@ -232,7 +228,7 @@ class ClusterAutoscaler:
         self, state: ClusterState, pending_pods: Sequence[Pod], now: float
     ) -> tuple[tuple[Action, ...], ClusterState]:
         actions: list[Action] = []
-        state, timed_out = self._provision_timeouts(state, now, actions)
+        state, _ = self._provision_timeouts(state, now, actions)
         state, unscheduled = self._schedule(state, pending_pods, now, actions)
         state, upcoming_fit = self._fit_upcoming(state, unscheduled, now)
         scaled = False
@@ -243,15 +239,13 @@ class ClusterAutoscaler:
             state = self._scale_down(state, now, actions)
         return tuple(actions), state
 
-    def _provision_timeouts(
-        self, state: ClusterState, now: float, actions: list[Action]
-    ) -> tuple[ClusterState, bool]:
+    def _provision_timeouts(self, state: ClusterState, now: float, actions: list[Action]) -> tuple[ClusterState, bool]:
         keep, failed = [], []
         for n in state.nodes:
-            if not n.ready(now) and n.ready_at - self._created_at(n) > self.config.max_node_provision_time:
-                if now >= self._created_at(n) + self.config.max_node_provision_time:
-                    failed.append(n)
-                    continue
+            deadline = self._created_at(n) + self.config.max_node_provision_time
+            if not n.ready(now) and n.ready_at > deadline and now >= deadline:
+                failed.append(n)
+                continue
             keep.append(n)
         if not failed:
             return state, False
@@ -279,9 +273,7 @@ class ClusterAutoscaler:
                 left.append(pod)
         return replace(state, nodes=tuple(nodes)), left
 
-    def _fit_upcoming(
-        self, state: ClusterState, pods: Sequence[Pod], now: float
-    ) -> tuple[ClusterState, list[Pod]]:
+    def _fit_upcoming(self, state: ClusterState, pods: Sequence[Pod], now: float) -> tuple[ClusterState, list[Pod]]:
         """Pods that would fit on nodes still provisioning do not trigger a scale-up (CA counts upcoming nodes)."""
         room = {n.name: _used(n) for n in state.nodes if not n.ready(now)}
         left = []
@@ -327,9 +319,7 @@ class ClusterAutoscaler:
         if cfg.expander == "priority":
             return best({i: float(cfg.priorities.get(o.group.name, 0)) for i, o in enumerate(options)}, False)
         if cfg.expander == "price":
-            return best(
-                {i: o.count * o.group.price_per_hour / len(o.pods) for i, o in enumerate(options)}, True
-            )
+            return best({i: o.count * o.group.price_per_hour / len(o.pods) for i, o in enumerate(options)}, True)
         # least-waste: unrequested share of the new nodes' resources
         scores = {}
         for i, o in enumerate(options):
@@ -352,14 +342,10 @@ class ClusterAutoscaler:
         names = tuple(f"{opt.group.name}-{state.created + i}" for i in range(opt.count))
         new_nodes = tuple(Node(nm, opt.group.name, now + opt.group.provision_seconds) for nm in names)
         actions.append(
-            ScaleUp(
-                opt.group.name, opt.count, names, f"{len(opt.pods)} pending pods fit ({self.config.expander})"
-            )
+            ScaleUp(opt.group.name, opt.count, names, f"{len(opt.pods)} pending pods fit ({self.config.expander})")
         )
         return (
-            replace(
-                state, nodes=state.nodes + new_nodes, created=state.created + opt.count, last_scale_up=now
-            ),
+            replace(state, nodes=state.nodes + new_nodes, created=state.created + opt.count, last_scale_up=now),
             True,
         )
 
@@ -368,26 +354,19 @@ class ClusterAutoscaler:
     def _in_cooldown(self, state: ClusterState, now: float) -> bool:
         cfg = self.config
         after_delete = (
-            cfg.scan_interval
-            if cfg.scale_down_delay_after_delete is None
-            else cfg.scale_down_delay_after_delete
+            cfg.scan_interval if cfg.scale_down_delay_after_delete is None else cfg.scale_down_delay_after_delete
         )
         return (
             (state.last_scale_up is not None and now < state.last_scale_up + cfg.scale_down_delay_after_add)
             or (state.last_scale_down is not None and now < state.last_scale_down + after_delete)
-            or (
-                state.last_failure is not None
-                and now < state.last_failure + cfg.scale_down_delay_after_failure
-            )
+            or (state.last_failure is not None and now < state.last_failure + cfg.scale_down_delay_after_failure)
         )
 
     def _threshold(self, g: NodeGroupSpec) -> float:
         c = self.config
         return c.scale_down_gpu_utilization_threshold if g.gpus > 0 else c.scale_down_utilization_threshold
 
-    def _relocate(
-        self, victim: Node, others: Sequence[Node], now: float
-    ) -> tuple[tuple[str, str], ...] | None:
+    def _relocate(self, victim: Node, others: Sequence[Node], now: float) -> tuple[tuple[str, str], ...] | None:
         room = {n.name: _used(n) for n in others if n.ready(now)}
         moves = []
         for pod in sorted(victim.pods, key=lambda p: (-p.gpus, -p.cpu_milli, p.name)):
@@ -428,8 +407,7 @@ class ClusterAutoscaler:
         ripe = [
             n
             for n in state.nodes
-            if n.name in state.unneeded_since
-            and now - state.unneeded_since[n.name] >= cfg.scale_down_unneeded_time
+            if n.name in state.unneeded_since and now - state.unneeded_since[n.name] >= cfg.scale_down_unneeded_time
         ]
         if not ripe:
             return state
@@ -458,9 +436,7 @@ class ClusterAutoscaler:
                     nodes[i] = replace(nodes[i], pods=(*nodes[i].pods, pods[pod]))
                 deleted.append(n.name)
                 actions.append(
-                    DeleteNode(
-                        n.name, n.group, "utilization below threshold for scale-down-unneeded-time", moves
-                    )
+                    DeleteNode(n.name, n.group, "utilization below threshold for scale-down-unneeded-time", moves)
                 )
                 break
         if not deleted:

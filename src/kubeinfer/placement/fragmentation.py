@@ -79,9 +79,7 @@ class Cluster:
                 gpu.append(int(r["gpu"]))
                 model.append(r.get("model") or "")
             except (KeyError, ValueError) as e:
-                raise ValueError(
-                    f"node row {i}: need integer columns cpu_milli, memory_mib, gpu ({e})"
-                ) from None
+                raise ValueError(f"node row {i}: need integer columns cpu_milli, memory_mib, gpu ({e})") from None
         return cls(tuple(names), np.array(cpu), np.array(mem), np.array(gpu), tuple(model))
 
     @property

@@ -307,9 +307,7 @@ def resource_name(
     a = CATALOGUE[acc] if isinstance(acc, str) else acc
     if a.vendor != "nvidia":
         if mode != "exclusive":
-            raise ValueError(
-                f"{a.name} ({a.vendor}) supports whole devices only; mode {mode!r} is not allowed"
-            )
+            raise ValueError(f"{a.name} ({a.vendor}) supports whole devices only; mode {mode!r} is not allowed")
         return a.resource_name
     if mode == "exclusive":
         return "nvidia.com/gpu"
@@ -320,9 +318,7 @@ def resource_name(
         raise ValueError(f"{a.name} is not MIG-capable; MIG-capable: {sorted(MIG_PROFILES)}")
     if mig_profile is None:
         raise ValueError("mode 'mig' needs mig_profile, e.g. '1g.10gb'")
-    _profile_map(a.name)[mig_profile] if mig_profile in _profile_map(a.name) else _unknown(
-        a.name, mig_profile
-    )
+    _profile_map(a.name)[mig_profile] if mig_profile in _profile_map(a.name) else _unknown(a.name, mig_profile)
     return _mig_resource(mig_profile, mig_strategy)
 
 

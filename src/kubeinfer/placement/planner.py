@@ -167,9 +167,7 @@ def _configs(acc_name: str, opts: PlannerOptions, catalogue: Catalogue) -> list[
         for lay in maximal_layouts(acc.name):
             if any(p.endswith("+me") for p, _ in lay):
                 continue
-            out.append(
-                GpuConfig(names[lay], tuple((SliceRef(acc.name, "mig", mig_profile=p), n) for p, n in lay))
-            )
+            out.append(GpuConfig(names[lay], tuple((SliceRef(acc.name, "mig", mig_profile=p), n) for p, n in lay)))
     return out
 
 
@@ -232,8 +230,7 @@ def build_model(
         if g.accelerator is not None and g.accelerator not in catalogue:
             raise ValueError(f"node group {g.name!r}: unknown accelerator {g.accelerator!r}")
     configs = tuple(
-        tuple(_configs(g.accelerator, options, catalogue)) if g.accelerator and g.gpus > 0 else ()
-        for g in groups
+        tuple(_configs(g.accelerator, options, catalogue)) if g.accelerator and g.gpus > 0 else () for g in groups
     )
     opts: list[_Option] = []
     for si, s in enumerate(services):
@@ -301,9 +298,7 @@ class Plan:
     def gap(self) -> float:
         """Relative gap to the lower bound: (cost - bound) / cost."""
         return (
-            0.0
-            if self.cost_per_hour <= 0
-            else max(0.0, (self.cost_per_hour - self.lower_bound)) / self.cost_per_hour
+            0.0 if self.cost_per_hour <= 0 else max(0.0, (self.cost_per_hour - self.lower_bound)) / self.cost_per_hour
         )
 
     @property
@@ -317,9 +312,7 @@ class Plan:
             "method": self.method,
             "costPerHour": round(self.cost_per_hour, 4),
             "costPerMillionRequests": round(self.cost_per_million_requests, 4),
-            "naiveCostPerHour": None
-            if self.naive_cost_per_hour is None
-            else round(self.naive_cost_per_hour, 4),
+            "naiveCostPerHour": None if self.naive_cost_per_hour is None else round(self.naive_cost_per_hour, 4),
             "lowerBound": round(self.lower_bound, 4),
             "gap": round(self.gap, 6),
             "optimal": self.optimal,
@@ -545,42 +538,57 @@ def _group_usage(m: Model, gi: int, reps: Mapping[int, int]) -> tuple[tuple[int,
     return tuple(counts), nodes
 
 
-def solve_heuristic(m: Model, bound: float | None = None) -> _Solution:
-    """Greedy: services by decreasing peak, each to its cheapest option by marginal cost; then pack."""
+def solve_heuristic(m: Model, bound: float | None = None, self_share: float = 0.001) -> _Solution:
+    """Greedy: services by decreasing peak, each to its option with the lowest proportional cost (the replicas'
+    share of a node: GPU share, CPU or memory, whichever binds); node need is tracked with a fractional GPU
+    estimate and checked exactly once per choice, so the loop is O(services x options)."""
     per_service: dict[int, list[int]] = defaultdict(list)
     for oi, o in enumerate(m.options):
         per_service[o.service].append(oi)
-    order = sorted(range(len(m.services)), key=lambda s: -m.services[s].peak_rps)
+    order = sorted(range(len(m.services)), key=lambda s: (-m.services[s].peak_rps, s))
     chosen: dict[int, dict[int, int]] = defaultdict(dict)  # group -> option -> replicas
-    nodes_now = [g.min_nodes for g in m.groups]
+    est_gpu = [0.0] * len(m.groups)
+    est_cpu = [0.0] * len(m.groups)
+    est_mem = [0.0] * len(m.groups)
     for si in order:
         s = m.services[si]
-        best: tuple[float, int, int] | None = None
+        ranked: list[tuple[float, int, int]] = []
         for oi in per_service.get(si, []):
             o = m.options[oi]
             g = m.groups[o.group]
             r = max(s.min_replicas, math.ceil(s.peak_rps / o.capacity - 1e-9))
-            unit = max(
-                _gpu_fraction(o.slice, m.catalogue) / g.gpus if g.gpus else 0.0,
-                s.cpu / g.cpu,
-                s.host_memory_bytes / g.memory_bytes,
+            frac = _gpu_fraction(o.slice, m.catalogue)
+            unit = max(frac / g.gpus if g.gpus else 0.0, s.cpu / g.cpu, s.host_memory_bytes / g.memory_bytes)
+            need = max(
+                math.ceil((est_gpu[o.group] + frac * r) / g.gpus - 1e-9) if g.gpus else 0,
+                math.ceil((est_cpu[o.group] + s.cpu * r) / g.cpu - 1e-9),
+                math.ceil((est_mem[o.group] + s.host_memory_bytes * r) / g.memory_bytes - 1e-9),
             )
-            trial = dict(chosen[o.group])
-            trial[oi] = trial.get(oi, 0) + r
-            _, need = _group_usage(m, o.group, trial)
             if need > g.max_nodes:
                 continue
-            # marginal node cost of this choice plus a fractional tie-break for partly used nodes
-            cost = (need - nodes_now[o.group]) * g.price_per_hour + 1e-3 * unit * r * g.price_per_hour
-            key = (cost, oi, r)
-            if best is None or key < best:
-                best = key
-        if best is None:
+            cur = max(
+                math.ceil(est_gpu[o.group] / g.gpus - 1e-9) if g.gpus else 0,
+                math.ceil(est_cpu[o.group] / g.cpu - 1e-9),
+                math.ceil(est_mem[o.group] / g.memory_bytes - 1e-9),
+                g.min_nodes,
+            )
+            # nodes this choice opens, plus its proportional share as the tie-break between free fits
+            marginal = max(0, need - cur) * g.price_per_hour
+            ranked.append((marginal + self_share * unit * r * g.price_per_hour, oi, r))
+        ranked.sort()
+        for _, oi, r in ranked:
+            gi = m.options[oi].group
+            trial = dict(chosen[gi])
+            trial[oi] = trial.get(oi, 0) + r
+            if _group_usage(m, gi, trial)[1] <= m.groups[gi].max_nodes:
+                chosen[gi] = trial
+                o = m.options[oi]
+                est_gpu[gi] += _gpu_fraction(o.slice, m.catalogue) * r
+                est_cpu[gi] += s.cpu * r
+                est_mem[gi] += s.host_memory_bytes * r
+                break
+        else:
             raise InfeasiblePlan(f"service {s.name!r} fits no node group within max_nodes")
-        _, oi, r = best
-        gi = m.options[oi].group
-        chosen[gi][oi] = chosen[gi].get(oi, 0) + r
-        nodes_now[gi] = _group_usage(m, gi, chosen[gi])[1]
     replicas = [0] * len(m.options)
     configs = []
     nodes = []

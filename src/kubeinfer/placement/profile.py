@@ -194,9 +194,7 @@ def profile_from_dict(raw: Mapping[str, Any]) -> Profile:
                     throughput_rps=_num(rp["throughputRps"], f"{where}.throughputRps"),
                     latency_ms=lat,
                     peak_memory_bytes=parse_quantity(rp.get("peakMemory", 0)).int_value,
-                    cpu_cores=None
-                    if rp.get("cpuCores") is None
-                    else _num(rp["cpuCores"], f"{where}.cpuCores"),
+                    cpu_cores=None if rp.get("cpuCores") is None else _num(rp["cpuCores"], f"{where}.cpuCores"),
                 )
             )
         except KeyError as e:

@@ -44,7 +44,7 @@ def brute_force(services: list[ServiceDemand], groups: list[NodeGroup], opts: Pl
         per_group_cfgs = []
         for gi, g in enumerate(groups):
             k = g.gpus * nodes[gi]
-            cfgs = list(m.configs[gi]) + [None]  # None: GPU left idle
+            cfgs = [*m.configs[gi], None]  # None: GPU left idle
             per_group_cfgs.append(list(itertools.combinations_with_replacement(cfgs, k)))
         for choice in itertools.product(*per_group_cfgs):
             slots: dict[tuple[int, SliceRef], int] = {}
@@ -82,8 +82,7 @@ def _assign(m, services, groups, nodes, slots) -> bool:  # type: ignore[no-untyp
                 cpu[o.group] += r * services[si].cpu
                 mem[o.group] += r * services[si].host_memory_bytes
         if all(v <= slots.get(k, 0) for k, v in use.items()) and all(
-            cpu[gi] <= g.cpu * nodes[gi] + 1e-9 and mem[gi] <= g.memory_bytes * nodes[gi]
-            for gi, g in enumerate(groups)
+            cpu[gi] <= g.cpu * nodes[gi] + 1e-9 and mem[gi] <= g.memory_bytes * nodes[gi] for gi, g in enumerate(groups)
         ):
             return True
     return False
@@ -124,10 +123,16 @@ def svc(name: str, peak: float, caps: dict[SliceRef, float], cpu: float = 1, mem
 CASES = [
     pytest.param([svc("a", 100, {T4: 120})], "one T4 covers the peak", id="single-t4"),
     pytest.param([svc("a", 300, {T4: 120, A40: 500})], "an A100 beats three T4s", id="a100-vs-3xt4"),
-    pytest.param([svc("a", 30, {mig("1g.5gb"): 40, T4: 60}), svc("b", 30, {mig("2g.10gb"): 50, T4: 60})],
-                 "two MIG slices on one A100 vs two T4s", id="mig-sharing"),  # fmt: skip
-    pytest.param([svc("a", 20, {T4_2: 25, T4: 50}), svc("b", 20, {T4_2: 25, T4: 50})],
-                 "time-slicing puts both on one T4", id="time-slice"),  # fmt: skip
+    pytest.param(
+        [svc("a", 30, {mig("1g.5gb"): 40, T4: 60}), svc("b", 30, {mig("2g.10gb"): 50, T4: 60})],
+        "two MIG slices on one A100 vs two T4s",
+        id="mig-sharing",
+    ),
+    pytest.param(
+        [svc("a", 20, {T4_2: 25, T4: 50}), svc("b", 20, {T4_2: 25, T4: 50})],
+        "time-slicing puts both on one T4",
+        id="time-slice",
+    ),
     pytest.param([svc("a", 10, {CPU_SLICE: 6}, cpu=1)], "two CPU replicas on a CPU node", id="cpu-only"),
 ]
 
@@ -148,14 +153,14 @@ def small_instances(draw: st.DrawFn) -> list[ServiceDemand]:
         caps: dict[SliceRef, float] = {}
         for sl in draw(st.lists(st.sampled_from([T4, T4_2, A40, mig("1g.5gb"), mig("3g.20gb"), CPU_SLICE]),
                                 min_size=1, max_size=3, unique=True)):  # fmt: skip
-            caps[sl] = float(draw(st.integers(5, 60)))
-        peak = float(draw(st.integers(1, 100)))
+            caps[sl] = float(draw(st.integers(20, 60)))  # keeps brute force small
+        peak = float(draw(st.integers(1, 60)))
         cpu = float(draw(st.sampled_from([0.5, 1, 2])))
         out.append(svc(f"s{i}", peak, caps, cpu=cpu))
     return out
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_instances())
 def test_milp_equals_brute_force_and_fits_for_random_small_instances(services: list[ServiceDemand]) -> None:
     opts = PlannerOptions(share_counts=(2,))
@@ -209,7 +214,7 @@ def test_min_nodes_are_paid_for_and_infeasible_demand_is_an_error() -> None:
 
 def test_heuristic_gap_is_measured_against_the_lp_bound() -> None:
     services = [svc(f"m{i}", 10 + 7 * i, {T4: 40, T4_2: 18, A40: 150, mig("1g.5gb"): 25}) for i in range(6)]
-    h = plan(services, SMALL_GROUPS[:2] + [SMALL_GROUPS[2]], method="heuristic")
+    h = plan(services, SMALL_GROUPS, method="heuristic")
     bound = lp_bound(build_model(services, SMALL_GROUPS))
     assert h.lower_bound == pytest.approx(bound)
     assert 0 <= h.gap < 1
