@@ -50,6 +50,7 @@ log = logging.getLogger("kubeinfer.local.router")
 
 TICK = 0.05  # seconds between housekeeping passes: the precision of per-try and buffer timeouts
 RETRY_AFTER = 1  # seconds, in the Retry-After of the router's own 503s
+EJECT_SECONDS = 2.0  # a backend whose try failed (refused, reset, timed out) gets no first tries for this long
 IDLE_POOL = 256  # idle upstream connections kept per backend
 METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
@@ -116,6 +117,7 @@ class _BackendState:
         "channel",
         "codes",
         "conns",
+        "ejected_until",
         "host",
         "id",
         "idle",
@@ -136,6 +138,7 @@ class _BackendState:
         self.idle: list[_http.UpstreamProtocol] = []
         self.conns: set[_http.UpstreamProtocol] = set()
         self.retired = False
+        self.ejected_until = 0.0
         self.channel: Any = None  # grpc.aio channel, made on first use
 
     def forget(self, up: _http.UpstreamProtocol) -> None:
@@ -183,7 +186,8 @@ class Router:
         self._budget = RetryBudget(retry_budget_ratio, 0.0)
         self._states: dict[Backend, _BackendState] = {}
         self._retired: dict[int, _BackendState] = {}  # id() -> state, while requests are still in flight
-        self._ready: list[_BackendState] = []
+        self._all: list[_BackendState] = []  # the ready set, as last given to set_backends
+        self._ready: list[_BackendState] = []  # the ready set less ejected backends (all of it if all are ejected)
         self._waiting: deque[Waiting] = deque()
         self._busy: set[_http.UpstreamProtocol] = set()
         self._clients: set[_http.ClientProtocol] = set()
@@ -192,6 +196,7 @@ class Router:
         self.retry_reasons: dict[str, int] = {}
         self.buffered_total = 0
         self.rejected = 0
+        self.ejections = 0
         self.local_codes: dict[int, int] = {}
         self._server: asyncio.AbstractServer | None = None
         self._grpc: Any = None
@@ -229,7 +234,8 @@ class Router:
                 else:
                     self._close_state(st)
         self._states = states
-        self._ready = list(states.values())
+        self._all = list(states.values())
+        self._rebuild_live()
         while self._ready and self._waiting:
             w = self._waiting.popleft()
             if w.alive:
@@ -399,6 +405,7 @@ class Router:
         if req.client is None:
             return
         req.tried.append(b)
+        self._eject(b)
         self._retry(req, reason)
 
     def _retry(self, req: _http.Request, reason: str) -> None:
@@ -438,6 +445,23 @@ class Router:
         self.retry_reasons[key] = self.retry_reasons.get(key, 0) + 1
         return True
 
+    def _eject(self, st: _BackendState) -> None:
+        """Passive health checking (Envoy's outlier detection, Linkerd's failure accrual, reduced to one rule): a
+        backend that refused, reset or timed out a try gets no first tries for ``EJECT_SECONDS``. Without it, least
+        outstanding requests would favour a dead backend (it answers instantly, with errors) until the prober
+        removes it, and every request would spend a retry on it."""
+        if st.retired or st.ejected_until > self._now:
+            return
+        st.ejected_until = self._now + EJECT_SECONDS
+        self.ejections += 1
+        log.info("router: backend %s ejected for %.0fs after a failed try", st.id, EJECT_SECONDS)
+        self._rebuild_live()
+
+    def _rebuild_live(self) -> None:
+        now = self._now
+        live = [s for s in self._all if s.ejected_until <= now]
+        self._ready = live or list(self._all)  # all ejected: try them all rather than fail or buffer
+
     def _count_local(self, status: int) -> None:
         self.local_codes[status] = self.local_codes.get(status, 0) + 1
 
@@ -456,6 +480,8 @@ class Router:
     def _tick(self, now: float) -> None:
         self._now = now
         self._budget.advance(now)
+        if len(self._ready) < len(self._all) and any(0.0 < s.ejected_until <= now for s in self._all):
+            self._rebuild_live()
         if self._busy:
             late = [up for up in self._busy if up.deadline <= now]
             for up in late:
@@ -490,7 +516,7 @@ class Router:
 
     # -- own endpoints -----------------------------------------------------------------------------------
     def _readyz(self) -> tuple[int, bytes, bytes]:
-        n = len(self._ready)
+        n = len(self._all)
         return (200 if n else 503), b'{"ready":%s,"backends":%d}' % (b"true" if n else b"false", n), b"application/json"
 
     def _metrics(self) -> tuple[int, bytes, bytes]:
@@ -560,4 +586,7 @@ class _Collector(Collector):
             "Requests answered 503 because the buffer was full or the wait timed out.",
             value=r.rejected,
         )
-        yield GaugeMetricFamily("kubeinfer_router_ready_backends", "Backends in the ready set.", value=len(r._ready))
+        yield GaugeMetricFamily("kubeinfer_router_ready_backends", "Backends in the ready set.", value=len(r._all))
+        yield CounterMetricFamily(
+            "kubeinfer_router_ejections", "Backends taken out of rotation after a failed try.", value=r.ejections
+        )

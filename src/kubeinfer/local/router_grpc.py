@@ -138,6 +138,7 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
                     router.retries += 1
                     router.retry_reasons[reason] = router.retry_reasons.get(reason, 0) + 1
                     tried.append(st)
+                    router._eject(st)
                     continue
                 st.codes[code.name] = st.codes.get(code.name, 0) + 1
                 trailing = e.trailing_metadata()

@@ -1,0 +1,155 @@
+"""The router's pure decisions: power of two choices, the retry budget and the per-second window."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kubeinfer.local.router_core import RateWindow, RetryBudget, pick
+
+
+@dataclass(eq=False)
+class B:
+    name: str
+    outstanding: int = 0
+
+
+def seq(*values: float):  # type: ignore[no-untyped-def]
+    it = iter(values)
+    return lambda: next(it)
+
+
+def test_pick_empty_is_none() -> None:
+    assert pick([], random.random) is None
+
+
+def test_pick_single_backend_needs_no_randomness() -> None:
+    only = B("a", 99)
+    assert pick([only], seq()) is only
+
+
+def test_pick_takes_the_less_loaded_of_the_two_drawn() -> None:
+    a, b, c = B("a", 5), B("b", 1), B("c", 0)
+    # draws index 0 (a) and then index 0 of the remaining two -> b; c is never looked at
+    assert pick([a, b, c], seq(0.0, 0.0)) is b
+    # draws c (index 2) and a
+    assert pick([a, b, c], seq(0.99, 0.0)) is c
+
+
+def test_pick_never_draws_the_same_backend_twice() -> None:
+    a, b = B("a", 3), B("b", 7)
+    for r1 in (0.0, 0.3, 0.6, 0.99):
+        for r2 in (0.0, 0.99):
+            assert pick([a, b], seq(r1, r2)) is a  # both are always compared, so the lighter one wins
+
+
+def test_pick_avoids_tried_backends_while_another_is_left() -> None:
+    a, b, c = B("a", 0), B("b", 10), B("c", 10)
+    rng = random.Random(1).random
+    for _ in range(100):
+        assert pick([a, b, c], rng, exclude=[a]) in (b, c)
+    assert pick([a, b], rng, exclude=[a]) is b
+
+
+def test_pick_retries_on_a_tried_backend_when_it_is_the_only_one() -> None:
+    a = B("a")
+    assert pick([a], random.random, exclude=[a]) is a
+
+
+def test_pick_spreads_equal_load_evenly() -> None:
+    backends = [B(str(i)) for i in range(4)]
+    rng = random.Random(7).random
+    counts = Counter(pick(backends, rng).name for _ in range(8000))  # type: ignore[union-attr]
+    assert all(1700 < counts[b.name] < 2300 for b in backends), counts
+
+
+@given(st.lists(st.integers(0, 50), min_size=2, max_size=8), st.randoms(use_true_random=False))
+def test_pick_never_chooses_the_most_loaded_when_strictly_heaviest(loads: list[int], rnd: random.Random) -> None:
+    """With two distinct draws the strictly most loaded backend can never win."""
+    backends = [B(str(i), n) for i, n in enumerate(loads)]
+    heaviest = max(loads)
+    chosen = pick(backends, rnd.random)
+    assert chosen is not None
+    if loads.count(heaviest) == 1:
+        assert chosen.outstanding < heaviest
+
+
+def test_rate_window_counts_closed_and_open_seconds() -> None:
+    w = RateWindow(3, now=100.2)
+    w.add(5)
+    w.advance(100.9)  # same second
+    w.add(1)
+    w.advance(101.0)
+    assert w.last_second() == 6
+    w.add(2)
+    assert w.total() == 8
+    w.advance(102.5)
+    w.add(1)
+    assert w.total() == 9  # 6 + 2 + 1: three seconds
+    w.advance(103.0)
+    assert w.total() == 3  # 100's 6 fell out of the window
+    w.advance(110.0)  # a long gap clears everything
+    assert w.total() == 0 and w.last_second() == 0
+
+
+def test_rate_window_rejects_empty_window() -> None:
+    with pytest.raises(ValueError, match="seconds must be an integer >= 1"):
+        RateWindow(0, 0.0)
+
+
+def test_retry_budget_floor_allows_retries_without_traffic() -> None:
+    budget = RetryBudget(0.2, now=0.0, window=10, min_per_second=1.0)
+    granted = sum(budget.try_withdraw() for _ in range(20))
+    assert granted == 10  # min_per_second x window
+
+
+def test_retry_budget_grows_with_requests_by_the_ratio() -> None:
+    budget = RetryBudget(0.2, now=0.0, window=10, min_per_second=0.0)
+    for _ in range(100):
+        budget.deposit()
+    granted = sum(budget.try_withdraw() for _ in range(50))
+    assert granted == 20  # 0.2 x 100
+
+
+def test_retry_budget_refills_as_the_window_slides() -> None:
+    budget = RetryBudget(0.5, now=0.0, window=2, min_per_second=0.0)
+    for _ in range(10):
+        budget.deposit()
+    assert sum(budget.try_withdraw() for _ in range(10)) == 5
+    assert not budget.try_withdraw()
+    budget.advance(1.0)
+    assert not budget.try_withdraw()  # the spent retries are still in the window
+    budget.advance(2.0)  # second 0 (10 requests, 5 retries) left the window
+    assert budget.balance() == 0
+    for _ in range(4):
+        budget.deposit()
+    assert sum(budget.try_withdraw() for _ in range(4)) == 2
+
+
+def test_retry_budget_validates_ratio() -> None:
+    with pytest.raises(ValueError, match="retry_budget_ratio"):
+        RetryBudget(-0.1, now=0.0)
+
+
+@given(st.lists(st.sampled_from(["req", "retry", "tick"]), max_size=300))
+def test_retry_budget_never_exceeds_ratio_times_requests_plus_floor(events: list[str]) -> None:
+    """Over any window, granted retries <= ratio x requests + floor x window."""
+    budget = RetryBudget(0.2, now=0.0, window=5, min_per_second=1.0)
+    now = 0.0
+    history: list[tuple[float, str]] = []
+    for e in events:
+        if e == "tick":
+            now += 1.0
+            budget.advance(now)
+        elif e == "req":
+            budget.deposit()
+            history.append((now, "req"))
+        elif budget.try_withdraw():
+            history.append((now, "retry"))
+        in_window = [k for t, k in history if t > now - 5]
+        assert in_window.count("retry") <= 0.2 * in_window.count("req") + 5.0
