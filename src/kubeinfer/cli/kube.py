@@ -16,10 +16,22 @@ __all__: list[str] = []
 _VERSION_HELP = f"Kubernetes version to render for ({SUPPORTED_VERSIONS[0]} .. {SUPPORTED_VERSIONS[-1]})."
 
 
-def _options(target_version: str, cloud: str | None, keda: bool, namespace: str | None = None, image: str | None = None, accelerator: str | None = None) -> RenderOptions:
+def _options(
+    target_version: str,
+    cloud: str | None,
+    keda: bool,
+    namespace: str | None = None,
+    image: str | None = None,
+    accelerator: str | None = None,
+) -> RenderOptions:
     try:
         return RenderOptions(
-            target_version=target_version.removeprefix("v"), cloud=cloud, keda=keda, namespace=namespace, image=image, accelerator=accelerator  # type: ignore[arg-type]
+            target_version=target_version.removeprefix("v"),
+            cloud=cloud,  # type: ignore[arg-type]  # checked by RenderOptions
+            keda=keda,
+            namespace=namespace,
+            image=image,
+            accelerator=accelerator,
         )
     except ValueError as e:
         raise fail(str(e), 2) from None
@@ -38,7 +50,9 @@ def render(
     output: Annotated[str, typer.Option("--output", "-o", help="yaml | json")] = "yaml",
     target_version: Annotated[str, typer.Option(help=_VERSION_HELP)] = SUPPORTED_VERSIONS[-1],
     cloud: Annotated[str | None, typer.Option(help="Accelerator node selection preset: gke | eks | aks.")] = None,
-    keda: Annotated[bool, typer.Option("--keda", help="A KEDA ScaledObject instead of an HPA (scale to zero).")] = False,
+    keda: Annotated[
+        bool, typer.Option("--keda", help="A KEDA ScaledObject instead of an HPA (scale to zero).")
+    ] = False,
     namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Override metadata.namespace.")] = None,
     image: Annotated[str | None, typer.Option(help="Override spec.image.")] = None,
     accelerator: Annotated[str | None, typer.Option(help="Cloud GPU type label value, e.g. nvidia-l4 on GKE.")] = None,
@@ -73,7 +87,9 @@ def _connect(context: str | None) -> Any:
 @app.command()
 def deploy(
     spec_file: Annotated[Path, typer.Argument(help="InferenceService YAML.", show_default=False)],
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the server-side-apply plan; change nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the server-side-apply plan; change nothing.")
+    ] = False,
     context: Annotated[str | None, typer.Option(help="kubeconfig context [default: current].")] = None,
     namespace: Annotated[str | None, typer.Option("--namespace", "-n", help="Override metadata.namespace.")] = None,
     target_version: Annotated[str, typer.Option(help=_VERSION_HELP)] = SUPPORTED_VERSIONS[-1],
@@ -95,14 +111,15 @@ def deploy(
     for note in rendered.notes:
         err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     api = None
-    if not dry_run:
-        api = _connect(context)
-    elif context is not None:
+    if not dry_run or context is not None:
         api = _connect(context)
     try:
         steps = plan(rendered.objects, api, name=svc.name, namespace=ns)
         if dry_run:
-            out.print(f"[bold]plan[/] for InferenceService {ns}/{svc.name} (server-side apply, field manager kubeinfer):", soft_wrap=True)
+            out.print(
+                f"[bold]plan[/] for InferenceService {ns}/{svc.name} (server-side apply, field manager kubeinfer):",
+                soft_wrap=True,
+            )
             for s in steps:
                 out.print(f"  {s.action:6} {s.ref}  [dim]{s.reason}[/]", highlight=False, soft_wrap=True)
             if api is None:
@@ -113,8 +130,14 @@ def deploy(
             typer.echo("---")
             typer.echo(dump_yaml([s.obj for s in steps if s.action == "apply"]), nl=False)
             return
-        assert api is not None  # noqa: S101 (connected above)
-        execute(steps, api, on_step=lambda s: err.print(f"{s.action:6} {s.ref}" + (f" ({s.reason})" if s.action != "apply" else ""), highlight=False))
+        assert api is not None
+        execute(
+            steps,
+            api,
+            on_step=lambda s: err.print(
+                f"{s.action:6} {s.ref}" + (f" ({s.reason})" if s.action != "apply" else ""), highlight=False
+            ),
+        )
     except KubeError as e:
         raise fail(str(e)) from None
     if not wait:
@@ -193,11 +216,15 @@ def status(
 
 @app.command()
 def operator(
-    namespace: Annotated[list[str] | None, typer.Option("--namespace", "-n", help="Watch only these namespaces.")] = None,
+    namespace: Annotated[
+        list[str] | None, typer.Option("--namespace", "-n", help="Watch only these namespaces.")
+    ] = None,
     context: Annotated[str | None, typer.Option(help="kubeconfig context (default: in-cluster or current).")] = None,
     cloud: Annotated[str | None, typer.Option(help="gke | eks | aks")] = None,
     target_version: Annotated[str, typer.Option(help=_VERSION_HELP)] = SUPPORTED_VERSIONS[-1],
-    interval: Annotated[float, typer.Option(help="Seconds between status refreshes and kpa/predictive decisions.")] = 15.0,
+    interval: Annotated[
+        float, typer.Option(help="Seconds between status refreshes and kpa/predictive decisions.")
+    ] = 15.0,
 ) -> None:
     """Run the InferenceService operator (kopf): reconcile children, report status, autoscale kpa/predictive."""
     try:
@@ -215,7 +242,9 @@ def operator(
 @app.command()
 def build(
     spec_file: Annotated[Path, typer.Argument(help="InferenceService YAML.", show_default=False)],
-    output_dir: Annotated[Path, typer.Option("--output", "-o", help="Directory for the build context.")] = Path("build"),
+    output_dir: Annotated[Path, typer.Option("--output", "-o", help="Directory for the build context.")] = Path(
+        "build"
+    ),
     base_image: Annotated[str | None, typer.Option(help="Server image to build FROM.")] = None,
 ) -> None:
     """Write a container build context (Dockerfile, model, spec) for the service."""

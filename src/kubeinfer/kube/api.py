@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-__all__ = ["Clock", "ClientKubeApi", "KubeApi", "KubeConfigError", "KubeError", "Manifest", "SystemClock", "connect"]
+__all__ = ["ClientKubeApi", "Clock", "KubeApi", "KubeConfigError", "KubeError", "Manifest", "SystemClock", "connect"]
 
 Manifest = dict[str, Any]
 
@@ -76,19 +76,19 @@ def connect(context: str | None = None) -> ClientKubeApi:
     except ModuleNotFoundError:
         raise KubeConfigError("the Kubernetes client is not installed: pip install 'kubeinfer[kube]'") from None
     try:
-        api_client = config.new_client_from_config(context=context)
+        api_client = config.new_client_from_config(context=context)  # type: ignore[no-untyped-call,unused-ignore]
     except (ConfigException, FileNotFoundError, TypeError) as first:
         if context is not None:
             raise KubeConfigError(f"kubeconfig context {context!r} is not usable: {first}") from None
         try:
-            config.load_incluster_config()
+            config.load_incluster_config()  # type: ignore[no-untyped-call,unused-ignore]
             api_client = client.ApiClient()
         except ConfigException:
             raise KubeConfigError(
                 "no Kubernetes configuration found: set KUBECONFIG or create ~/.kube/config "
                 "(or use --dry-run to print the plan without a cluster)"
             ) from None
-    return ClientKubeApi(dynamic.DynamicClient(api_client))
+    return ClientKubeApi(dynamic.DynamicClient(api_client))  # type: ignore[no-untyped-call,unused-ignore]
 
 
 class ClientKubeApi:
@@ -138,9 +138,13 @@ class ClientKubeApi:
         except NotFoundError:
             return None
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = "") -> list[Manifest]:
+    def list(
+        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = ""
+    ) -> list[Manifest]:
         res = self._resource(api_version, kind)
-        out = self._call(f"list {kind}", res.get, namespace=namespace if res.namespaced else None, label_selector=label_selector)
+        out = self._call(
+            f"list {kind}", res.get, namespace=namespace if res.namespaced else None, label_selector=label_selector
+        )
         return [dict(i) for i in out.to_dict().get("items", [])]
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
@@ -157,7 +161,12 @@ class ClientKubeApi:
         self, api_version: str, kind: str, name: str, namespace: str, status: Mapping[str, Any], *, field_manager: str
     ) -> None:
         res = self._resource(api_version, kind)
-        body = {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": namespace}, "status": dict(status)}
+        body = {
+            "apiVersion": api_version,
+            "kind": kind,
+            "metadata": {"name": name, "namespace": namespace},
+            "status": dict(status),
+        }
         self._call(
             f"update status of {kind}/{name}",
             res.status.server_side_apply,

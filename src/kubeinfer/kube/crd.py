@@ -38,6 +38,7 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
     if variants is not None:
         non_null = [v for v in variants if v.get("type") != "null"]
         rest = {k: v for k, v in node.items() if k != "anyOf"}
+        out: dict[str, Any]
         types = sorted(v.get("type", "") for v in non_null)
         if len(non_null) == 1:
             out = _structural({**non_null[0], **rest}, defs)
@@ -52,7 +53,7 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
         if len(non_null) < len(variants):
             out["nullable"] = True
         return out
-    out: dict[str, Any] = {}
+    out = {}
     for k, v in node.items():
         if k in _DROP:
             continue

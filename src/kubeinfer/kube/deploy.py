@@ -70,7 +70,9 @@ def _key(o: Manifest) -> tuple[str, str, str]:
     return o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]
 
 
-def plan(objects: Sequence[Manifest], api: KubeApi | None = None, *, name: str | None = None, namespace: str | None = None) -> list[PlanStep]:
+def plan(
+    objects: Sequence[Manifest], api: KubeApi | None = None, *, name: str | None = None, namespace: str | None = None
+) -> list[PlanStep]:
     """What ``deploy`` will do. Without ``api`` (``--dry-run`` with no cluster) every object is applied and nothing is
     known about pruning."""
     steps: list[PlanStep] = []
@@ -87,7 +89,14 @@ def plan(objects: Sequence[Manifest], api: KubeApi | None = None, *, name: str |
                 continue
             for live in api.list(api_version, kind, namespace, selector_for(name)):
                 if _key(live) not in wanted and not live["metadata"].get("ownerReferences"):
-                    slim = {"apiVersion": api_version, "kind": kind, "metadata": {"name": live["metadata"]["name"], "namespace": live["metadata"].get("namespace", namespace)}}
+                    slim = {
+                        "apiVersion": api_version,
+                        "kind": kind,
+                        "metadata": {
+                            "name": live["metadata"]["name"],
+                            "namespace": live["metadata"].get("namespace", namespace),
+                        },
+                    }
                     steps.append(PlanStep("prune", slim, "no longer rendered from the spec"))
     return steps
 
@@ -121,11 +130,7 @@ def observe(api: KubeApi, name: str, namespace: str) -> RolloutStatus:
     labels = dep.get("spec", {}).get("selector", {}).get("matchLabels", {})
     pods = api.list("v1", "Pod", namespace, ",".join(f"{k}={v}" for k, v in sorted(labels.items())))
     pod_names = {p["metadata"]["name"] for p in pods}
-    events = [
-        e
-        for e in api.list("v1", "Event", namespace)
-        if (e.get("involvedObject") or {}).get("name") in pod_names
-    ]
+    events = [e for e in api.list("v1", "Event", namespace) if (e.get("involvedObject") or {}).get("name") in pod_names]
     events.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
     return interpret(dep, pods, events)
 
@@ -152,8 +157,14 @@ def wait_rollout(
             return st
         if clock.now() >= deadline:
             return RolloutStatus(
-                "Failed", "Timeout", f"not ready after {timeout:.0f}s; last state: {st.reason}: {st.message}",
-                st.desired, st.updated, st.ready, st.available, terminal=True,
+                "Failed",
+                "Timeout",
+                f"not ready after {timeout:.0f}s; last state: {st.reason}: {st.message}",
+                st.desired,
+                st.updated,
+                st.ready,
+                st.available,
+                terminal=True,
             )
         clock.sleep(poll)
 

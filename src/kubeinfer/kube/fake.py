@@ -88,7 +88,9 @@ class FakeKubeApi:
         o = self.objects.get(self._key(api_version, kind, name, namespace))
         return copy.deepcopy(o) if o is not None else None
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = "") -> list[Manifest]:
+    def list(
+        self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = ""
+    ) -> list[Manifest]:
         self._check(api_version, kind)
         want = _parse_selector(label_selector)
         out = []

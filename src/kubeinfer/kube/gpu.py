@@ -129,7 +129,9 @@ def gpu_placement(gpu: GpuSpec, cloud: Cloud | None, accelerator: str | None = N
             # GKE exposes a MIG partition as nvidia.com/gpu on a node pool partitioned to that size.
             resources = {"nvidia.com/gpu": str(n)}
         if gpu.sharing in ("time-slicing", "mps"):
-            selector["cloud.google.com/gke-gpu-sharing-strategy"] = "time-sharing" if gpu.sharing == "time-slicing" else "mps"
+            selector["cloud.google.com/gke-gpu-sharing-strategy"] = (
+                "time-sharing" if gpu.sharing == "time-slicing" else "mps"
+            )
             selector["cloud.google.com/gke-max-shared-clients-per-gpu"] = str(sharing_replicas(gpu))
         return GpuPlacement(resources, selector, terms, tolerations)
     if key is not None:

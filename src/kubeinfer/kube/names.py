@@ -64,7 +64,9 @@ def adapter_metric_name(metric_type: str) -> str:
     try:
         return _ADAPTER_METRICS[metric_type]
     except KeyError:
-        raise ValueError(f"metric type {metric_type!r} is not a per-pod metric; known: {sorted(_ADAPTER_METRICS)}") from None
+        raise ValueError(
+            f"metric type {metric_type!r} is not a per-pod metric; known: {sorted(_ADAPTER_METRICS)}"
+        ) from None
 
 
 def selector_labels(svc: InferenceService) -> dict[str, str]:

@@ -25,7 +25,13 @@ from kubeinfer.autoscale import Decision, LoadSample, Observation, PodSample, po
 from kubeinfer.kube.api import KubeApi, KubeError, Manifest
 from kubeinfer.kube.crd import VERSION
 from kubeinfer.kube.deploy import MANAGED_KINDS, observe, selector_for
-from kubeinfer.kube.names import GROUP, METRIC_IN_FLIGHT, METRIC_REQUESTS_TOTAL, OPERATOR_FIELD_MANAGER, SCALER_FIELD_MANAGER
+from kubeinfer.kube.names import (
+    GROUP,
+    METRIC_IN_FLIGHT,
+    METRIC_REQUESTS_TOTAL,
+    OPERATOR_FIELD_MANAGER,
+    SCALER_FIELD_MANAGER,
+)
 from kubeinfer.kube.render import RenderOptions, grpc_port, http_port, render_all
 from kubeinfer.kube.status import RolloutStatus
 from kubeinfer.spec import InferenceService, SpecError, validate_spec
@@ -67,14 +73,18 @@ def children(svc: InferenceService, owner: Mapping[str, Any], opts: RenderOption
     ref = owner_reference(owner)
     for o in rendered.objects:
         if o["metadata"].get("namespace") != ns:
-            notes.append(f"{o['kind']} {o['metadata']['namespace']}/{o['metadata']['name']} is cluster-level: apply it once as an admin")
+            notes.append(
+                f"{o['kind']} {o['metadata']['namespace']}/{o['metadata']['name']} is cluster-level: apply it once as an admin"
+            )
             continue
         o["metadata"]["ownerReferences"] = [ref]
         out.append(o)
     return out, notes
 
 
-def _condition(ctype: str, ok: bool, reason: str, message: str, generation: int, now: str, previous: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def _condition(
+    ctype: str, ok: bool, reason: str, message: str, generation: int, now: str, previous: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
     status = "True" if ok else "False"
     prev = next((c for c in previous if c.get("type") == ctype), None)
     since = prev.get("lastTransitionTime", now) if prev is not None and prev.get("status") == status else now
@@ -88,12 +98,24 @@ def _condition(ctype: str, ok: bool, reason: str, message: str, generation: int,
     }
 
 
-def conditions(rollout: RolloutStatus, generation: int, now: str, previous: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+def conditions(
+    rollout: RolloutStatus, generation: int, now: str, previous: Sequence[Mapping[str, Any]] = ()
+) -> list[dict[str, Any]]:
     """Ready / Progressing / Degraded from a rollout status; reasons are CamelCase as Kubernetes conventions ask."""
     return [
         _condition("Ready", rollout.phase == "Ready", rollout.reason, rollout.message, generation, now, previous),
-        _condition("Progressing", rollout.phase == "Progressing", rollout.reason, rollout.message, generation, now, previous),
-        _condition("Degraded", rollout.phase == "Failed", rollout.reason if rollout.phase == "Failed" else "AsExpected", rollout.message if rollout.phase == "Failed" else "", generation, now, previous),
+        _condition(
+            "Progressing", rollout.phase == "Progressing", rollout.reason, rollout.message, generation, now, previous
+        ),
+        _condition(
+            "Degraded",
+            rollout.phase == "Failed",
+            rollout.reason if rollout.phase == "Failed" else "AsExpected",
+            rollout.message if rollout.phase == "Failed" else "",
+            generation,
+            now,
+            previous,
+        ),
     ]
 
 
@@ -121,7 +143,9 @@ def reconcile(body: Mapping[str, Any], api: KubeApi, now: str, opts: RenderOptio
     except SpecError as e:
         msg = "; ".join(f"{err.path}: {err.message}" for err in e.errors)
         bad = RolloutStatus("Failed", "InvalidSpec", msg, terminal=True)
-        return ReconcileResult({"observedGeneration": generation, "conditions": conditions(bad, generation, now, previous)})
+        return ReconcileResult(
+            {"observedGeneration": generation, "conditions": conditions(bad, generation, now, previous)}
+        )
     objs, notes = children(svc, body, opts)
     applied: list[str] = []
     wanted = set()
@@ -151,7 +175,9 @@ def reconcile(body: Mapping[str, Any], api: KubeApi, now: str, opts: RenderOptio
         "url": f"http://{name}.{ns}.svc.cluster.local:{http_port(svc)}",
         "replicas": int(dstatus.get("replicas", 0)),
         "readyReplicas": int(dstatus.get("readyReplicas", 0)),
-        "selector": ",".join(f"{k}={v}" for k, v in sorted(dep.get("spec", {}).get("selector", {}).get("matchLabels", {}).items())),
+        "selector": ",".join(
+            f"{k}={v}" for k, v in sorted(dep.get("spec", {}).get("selector", {}).get("matchLabels", {}).items())
+        ),
     }
     g = grpc_port(svc)
     if g is not None:
@@ -200,7 +226,9 @@ class ScalerState:
     generation: int = -1
 
 
-def build_observation(current: int, ready: int, metrics: Sequence[PodMetrics], state: ScalerState, now: float) -> tuple[Observation, tuple[tuple[str, float], ...]]:
+def build_observation(
+    current: int, ready: int, metrics: Sequence[PodMetrics], state: ScalerState, now: float
+) -> tuple[Observation, tuple[tuple[str, float], ...]]:
     """An Observation from one scrape: concurrency is the sum of in-flight requests, rps the counter delta since the
     previous tick (a pod that restarted, whose counter went down, counts from zero)."""
     previous = dict(state.last_totals)
@@ -212,9 +240,7 @@ def build_observation(current: int, ready: int, metrics: Sequence[PodMetrics], s
             before = previous.get(m.pod, 0.0)
             delta += m.requests_total - before if m.requests_total >= before else m.requests_total
         rps = delta / (now - state.last_time)
-    pods = tuple(
-        PodSample(name=m.pod, metrics={"concurrency": m.in_flight}, ready=m.ready) for m in metrics
-    )
+    pods = tuple(PodSample(name=m.pod, metrics={"concurrency": m.in_flight}, ready=m.ready) for m in metrics)
     obs = Observation(
         current_replicas=current,
         pods=pods,

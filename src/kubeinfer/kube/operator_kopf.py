@@ -35,7 +35,7 @@ def _scrape(port: int, timeout: float = 2.0) -> Any:
         if not ip:
             return None
         try:
-            with urllib.request.urlopen(f"http://{ip}:{port}/metrics", timeout=timeout) as r:  # noqa: S310 (pod IP)
+            with urllib.request.urlopen(f"http://{ip}:{port}/metrics", timeout=timeout) as r:
                 return str(r.read().decode())
         except OSError:
             return None
@@ -58,7 +58,14 @@ def run(namespaces: list[str] | None, opts: RenderOptions, context: str | None =
     def _reconcile(body: Mapping[str, Any], **_: Any) -> None:
         result = reconcile(dict(body), api, _now_rfc3339(), opts)
         meta = body["metadata"]
-        api.patch_status(API_VERSION, "InferenceService", meta["name"], meta["namespace"], result.status, field_manager=OPERATOR_FIELD_MANAGER)
+        api.patch_status(
+            API_VERSION,
+            "InferenceService",
+            meta["name"],
+            meta["namespace"],
+            result.status,
+            field_manager=OPERATOR_FIELD_MANAGER,
+        )
         for note in result.notes:
             log.info("%s/%s: %s", meta["namespace"], meta["name"], note)
         degraded = next((c for c in result.status["conditions"] if c["type"] == "Degraded"), None)
@@ -78,11 +85,27 @@ def run(namespaces: list[str] | None, opts: RenderOptions, context: str | None =
         status = dict(result.status)
         if svc is not None and svc.spec.autoscaling.policy in ("kpa", "predictive"):
             decision, scalers[uid] = autoscale_step(
-                svc, api, _scrape(http_port(svc)), scalers.get(uid, ScalerState()), time.monotonic(), int(meta.get("generation", 0))
+                svc,
+                api,
+                _scrape(http_port(svc)),
+                scalers.get(uid, ScalerState()),
+                time.monotonic(),
+                int(meta.get("generation", 0)),
             )
             if decision is not None:
-                status["autoscaler"] = {"desiredReplicas": decision.replicas, "reason": decision.reason, "lastScaleTime": _now_rfc3339()}
-        api.patch_status(API_VERSION, "InferenceService", meta["name"], meta["namespace"], status, field_manager=OPERATOR_FIELD_MANAGER)
+                status["autoscaler"] = {
+                    "desiredReplicas": decision.replicas,
+                    "reason": decision.reason,
+                    "lastScaleTime": _now_rfc3339(),
+                }
+        api.patch_status(
+            API_VERSION,
+            "InferenceService",
+            meta["name"],
+            meta["namespace"],
+            status,
+            field_manager=OPERATOR_FIELD_MANAGER,
+        )
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
     def _forget(body: Mapping[str, Any], **_: Any) -> None:

@@ -226,7 +226,7 @@ def deployment(svc: InferenceService, opts: RenderOptions, cm: dict[str, Any]) -
     g = grpc_port(svc)
     if g is not None:
         ports.append({"name": "grpc", "containerPort": g, "protocol": "TCP"})
-    env = [{"name": k, "value": v} for k, v in sorted(s.env.items())]
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(s.env.items())]
     env += [
         {"name": "HOME", "value": "/tmp"},  # the root filesystem is read-only; caches go to the /tmp emptyDir
         {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
@@ -379,7 +379,11 @@ def network_policy(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]
         "networking.k8s.io/v1",
         "NetworkPolicy",
         _meta(svc, opts, svc.name),
-        spec={"podSelector": {"matchLabels": selector_labels(svc)}, "policyTypes": ["Ingress"], "ingress": [{"ports": ports}]},
+        spec={
+            "podSelector": {"matchLabels": selector_labels(svc)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": ports}],
+        },
     )
 
 
@@ -408,7 +412,10 @@ def _hpa_metric(m: MetricSpec) -> dict[str, Any]:
     if m.type in ("cpu", "memory"):
         return {
             "type": "Resource",
-            "resource": {"name": m.type, "target": {"type": "Utilization", "averageUtilization": max(1, round(m.target))}},
+            "resource": {
+                "name": m.type,
+                "target": {"type": "Utilization", "averageUtilization": max(1, round(m.target))},
+            },
         }
     if m.type == "external":
         return {
@@ -530,7 +537,9 @@ def scaled_object(svc: InferenceService, opts: RenderOptions, notes: list[str]) 
         for rules in behavior.values():
             rules.pop("tolerance", None)  # KEDA's bundled HPA types predate per-direction tolerance
         spec["advanced"] = {"horizontalPodAutoscalerConfig": {"behavior": behavior}}
-    if a.minReplicas == 0 and all(m.type in ("concurrency", "queue-depth", "gpu-utilization") for m in a.effective_metrics):
+    if a.minReplicas == 0 and all(
+        m.type in ("concurrency", "queue-depth", "gpu-utilization") for m in a.effective_metrics
+    ):
         notes.append(
             "scale from zero: at zero replicas no pod reports concurrency, so the first request wakes the service "
             "only through a metric that exists without replicas (rps from the ingress, an external metric)"
@@ -591,7 +600,12 @@ def render_all(svc: InferenceService, opts: RenderOptions | None = None) -> Rend
     opts = opts or RenderOptions()
     notes: list[str] = []
     cm = config_map(svc, opts)
-    objects: list[dict[str, Any]] = [cm, service(svc, opts), deployment(svc, opts, cm), pod_disruption_budget(svc, opts)]
+    objects: list[dict[str, Any]] = [
+        cm,
+        service(svc, opts),
+        deployment(svc, opts, cm),
+        pod_disruption_budget(svc, opts),
+    ]
     a = svc.spec.autoscaling
     if a.policy == "hpa":
         objects.append(scaled_object(svc, opts, notes) if opts.keda else horizontal_pod_autoscaler(svc, opts, notes))

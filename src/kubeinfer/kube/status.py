@@ -77,7 +77,8 @@ def _pod_problem(pod: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) ->
         return RolloutStatus(
             "Progressing",
             "Unschedulable",
-            f"pod {name} cannot be scheduled" + (" (the cluster autoscaler is adding a node)" if scaling_up else "")
+            f"pod {name} cannot be scheduled"
+            + (" (the cluster autoscaler is adding a node)" if scaling_up else "")
             + f": {msg}",
         )
     statuses = list(_get(pod, "status", "initContainerStatuses", default=[])) + list(
@@ -112,7 +113,9 @@ def _pod_problem(pod: Mapping[str, Any], events: Sequence[Mapping[str, Any]]) ->
                 return RolloutStatus("Failed", "ContainerConfigError", f"pod {name}: {reason}: {msg}", terminal=True)
         if "running" in (cs.get("state") or {}) and not cs.get("ready"):
             probe = [
-                e for e in events if _involves(e, name) and e.get("reason") == "Unhealthy" and "probe failed" in str(e.get("message", ""))
+                e
+                for e in events
+                if _involves(e, name) and e.get("reason") == "Unhealthy" and "probe failed" in str(e.get("message", ""))
             ]
             if probe:
                 latest = probe[-1]
@@ -157,9 +160,19 @@ def interpret(
     if progressing is not None and progressing.get("reason") == "ProgressDeadlineExceeded":
         cause = next((p for p in (_pod_problem(pod, events) for pod in pods) if p is not None), None)
         detail = f"; {cause.message}" if cause else ""
-        return make("Failed", cause.reason if cause else "ProgressDeadlineExceeded", f"rollout exceeded its progress deadline{detail}", True)
+        return make(
+            "Failed",
+            cause.reason if cause else "ProgressDeadlineExceeded",
+            f"rollout exceeded its progress deadline{detail}",
+            True,
+        )
     if replica_failure is not None and replica_failure.get("status") == "True":
-        return make("Failed", str(replica_failure.get("reason", "ReplicaFailure")), str(replica_failure.get("message", "")), True)
+        return make(
+            "Failed",
+            str(replica_failure.get("reason", "ReplicaFailure")),
+            str(replica_failure.get("message", "")),
+            True,
+        )
     if observed < generation:
         return make("Progressing", "Pending", "waiting for the Deployment controller to observe the new spec")
     done = (

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
+import pytest
 import yaml
 from referencing import Registry, Resource
+
+# A dev dependency (pyproject [dev]); without it the schema tests cannot run at all.
+kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="needs kubernetes-validate (dev extra)")
 
 DATA = Path(__file__).parent / "data" / "crd-schemas"
 _SCHEMAS = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
@@ -31,7 +34,10 @@ CRD_FILES = {
 
 
 def shipped_versions() -> list[str]:
-    return sorted({re.sub(r"^v(\d+\.\d+).*", r"\1", p.name) for p in _SCHEMAS.iterdir()}, key=lambda v: tuple(map(int, v.split("."))))
+    return sorted(
+        {re.sub(r"^v(\d+\.\d+).*", r"\1", p.name) for p in _SCHEMAS.iterdir()},
+        key=lambda v: tuple(map(int, v.split("."))),
+    )
 
 
 @cache
@@ -64,7 +70,11 @@ def to_json_schema(node: Any) -> Any:
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
     if node.get("nullable") and "type" in out:
         out["type"] = [out["type"], "null"]
-    if "properties" in node and "additionalProperties" not in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+    if (
+        "properties" in node
+        and "additionalProperties" not in node
+        and not node.get("x-kubernetes-preserve-unknown-fields")
+    ):
         out["additionalProperties"] = False
     if node.get("x-kubernetes-preserve-unknown-fields"):
         out.pop("additionalProperties", None)
@@ -83,7 +93,10 @@ def errors(obj: dict[str, Any], version: str) -> list[str]:
     """Every schema violation of ``obj`` for Kubernetes ``version`` (empty when valid)."""
     key = (obj["apiVersion"], obj["kind"])
     v = crd_validator(*key) if key in CRD_FILES else _builtin_validator(version, *key)
-    return [f"{obj['kind']}/{obj['metadata']['name']}: {'.'.join(map(str, e.absolute_path))}: {e.message}" for e in v.iter_errors(obj)]
+    return [
+        f"{obj['kind']}/{obj['metadata']['name']}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in v.iter_errors(obj)
+    ]
 
 
 def validate_with_kubernetes_validate(obj: dict[str, Any], version: str) -> None:

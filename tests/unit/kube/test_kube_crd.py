@@ -42,7 +42,9 @@ def test_schema_is_structural() -> None:
     for path, node in _walk(schema()):
         assert "$ref" not in node, path
         assert node.get("additionalProperties") is not False, path
-        assert "type" in node or node.get("x-kubernetes-int-or-string") or node.get("x-kubernetes-preserve-unknown-fields"), path
+        assert (
+            "type" in node or node.get("x-kubernetes-int-or-string") or node.get("x-kubernetes-preserve-unknown-fields")
+        ), path
         if "anyOf" in node:
             assert node.get("x-kubernetes-int-or-string"), path
         assert not ({"properties", "additionalProperties"} <= node.keys()), path
@@ -64,8 +66,12 @@ def test_examples_are_valid_custom_resources(example: Path) -> None:
 
 def test_schema_rejects_what_the_spec_rejects() -> None:
     v = jsonschema.Draft7Validator(kube_schemas.to_json_schema(schema()))
-    bad = {"apiVersion": "kubeinfer.io/v1alpha1", "kind": "InferenceService", "metadata": {"name": "x"},
-           "spec": {"model": {"format": "tensorflow", "uri": "m"}, "batching": {"maxBatchSize": 0}}}
+    bad = {
+        "apiVersion": "kubeinfer.io/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "x"},
+        "spec": {"model": {"format": "tensorflow", "uri": "m"}, "batching": {"maxBatchSize": 0}},
+    }
     messages = [e.message for e in v.iter_errors(bad)]
     assert len(messages) == 2
 
@@ -79,7 +85,8 @@ def test_status_and_scale_subresources() -> None:
 
 
 @pytest.mark.parametrize(
-    "shipped", ["deploy/kustomize/base/crd.yaml", "deploy/helm/kubeinfer-operator/crds/inferenceservices.kubeinfer.io.yaml"]
+    "shipped",
+    ["deploy/kustomize/base/crd.yaml", "deploy/helm/kubeinfer-operator/crds/inferenceservices.kubeinfer.io.yaml"],
 )
 def test_shipped_crd_is_current(shipped: str) -> None:
     """deploy/ carries `kubeinfer render --crd`; regenerate it when the spec changes."""

@@ -74,8 +74,13 @@ def test_dry_run_applies_nothing() -> None:
 def set_rollout(api: FakeKubeApi, ready: int) -> None:
     dep = api.objects[("apps/v1", "Deployment", "ml", "svc")]
     n = dep["spec"]["replicas"]
-    dep["status"] = {"observedGeneration": dep["metadata"]["generation"], "replicas": n, "updatedReplicas": n,
-                     "readyReplicas": ready, "availableReplicas": ready}
+    dep["status"] = {
+        "observedGeneration": dep["metadata"]["generation"],
+        "replicas": n,
+        "updatedReplicas": n,
+        "readyReplicas": ready,
+        "availableReplicas": ready,
+    }
 
 
 def test_wait_returns_ready_and_reports_progress() -> None:
@@ -99,8 +104,22 @@ def test_wait_stops_at_a_terminal_failure_and_times_out_otherwise() -> None:
     api = FakeKubeApi()
     deploy(api, make_svc())
     set_rollout(api, 0)
-    api.add({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "svc-abc", "namespace": "ml", "labels": {"app.kubernetes.io/name": "svc", "app.kubernetes.io/instance": "svc"}},
-             "status": {"containerStatuses": [{"name": "server", "image": "nope:1", "state": {"waiting": {"reason": "ImagePullBackOff"}}}]}})
+    api.add(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "svc-abc",
+                "namespace": "ml",
+                "labels": {"app.kubernetes.io/name": "svc", "app.kubernetes.io/instance": "svc"},
+            },
+            "status": {
+                "containerStatuses": [
+                    {"name": "server", "image": "nope:1", "state": {"waiting": {"reason": "ImagePullBackOff"}}}
+                ]
+            },
+        }
+    )
     st = wait_rollout(api, "svc", "ml", FakeClock(), timeout=60)
     assert (st.phase, st.reason) == ("Failed", "ImagePullFailed")
     api.objects.pop(("v1", "Pod", "ml", "svc-abc"))
@@ -137,7 +156,9 @@ def test_cli_without_kubeconfig_fails_clearly(monkeypatch: Any) -> None:
 def test_cli_render_json_and_flags() -> None:
     import json
 
-    r = CliRunner().invoke(app, ["render", str(ROOT / "examples/iris/service.yaml"), "-o", "json", "--keda", "--target-version", "1.30"])
+    r = CliRunner().invoke(
+        app, ["render", str(ROOT / "examples/iris/service.yaml"), "-o", "json", "--keda", "--target-version", "1.30"]
+    )
     assert r.exit_code == 0, r.output
     start = r.output.index("{")
     kinds = [i["kind"] for i in json.loads(r.output[start:])["items"]]

@@ -47,7 +47,13 @@ def test_status_progressing_then_ready_with_stable_transition_times() -> None:
     assert cond(first.status, "Progressing")["status"] == "True"
     assert cond(first.status, "Ready")["status"] == "False"
     dep = api.objects[("apps/v1", "Deployment", "ml", "svc")]
-    dep["status"] = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1}
+    dep["status"] = {
+        "observedGeneration": 1,
+        "replicas": 1,
+        "updatedReplicas": 1,
+        "readyReplicas": 1,
+        "availableReplicas": 1,
+    }
     body["status"] = first.status
     second = reconcile(body, api, LATER)
     ready = cond(second.status, "Ready")
@@ -59,9 +65,32 @@ def test_status_progressing_then_ready_with_stable_transition_times() -> None:
 def test_degraded_with_reason_when_pods_crash() -> None:
     api = FakeKubeApi()
     reconcile(cr(), api, NOW)
-    api.objects[("apps/v1", "Deployment", "ml", "svc")]["status"] = {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1}
-    api.add({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "svc-1", "namespace": "ml", "labels": {"app.kubernetes.io/name": "svc", "app.kubernetes.io/instance": "svc"}},
-             "status": {"containerStatuses": [{"name": "server", "restartCount": 5, "state": {"waiting": {"reason": "CrashLoopBackOff"}}, "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]}})
+    api.objects[("apps/v1", "Deployment", "ml", "svc")]["status"] = {
+        "observedGeneration": 1,
+        "replicas": 1,
+        "updatedReplicas": 1,
+    }
+    api.add(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "svc-1",
+                "namespace": "ml",
+                "labels": {"app.kubernetes.io/name": "svc", "app.kubernetes.io/instance": "svc"},
+            },
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "server",
+                        "restartCount": 5,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}},
+                    }
+                ]
+            },
+        }
+    )
     status = reconcile(cr(), api, NOW).status
     degraded = cond(status, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "OOMKilled")
@@ -116,9 +145,16 @@ def test_observation_rps_from_counter_deltas_and_restarts() -> None:
 
 
 def running_pod(name: str, ip: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "ml", "labels": {"app.kubernetes.io/name": "svc", "app.kubernetes.io/instance": "svc"}},
-            "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": "ml",
+            "labels": {"app.kubernetes.io/name": "svc", "app.kubernetes.io/instance": "svc"},
+        },
+        "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]},
+    }
 
 
 def test_kpa_scales_the_deployment_from_scraped_concurrency() -> None:
@@ -147,7 +183,9 @@ def test_kpa_scales_the_deployment_from_scraped_concurrency() -> None:
 
 def test_predictive_policy_runs_and_hpa_policy_is_left_to_kubernetes() -> None:
     api = FakeKubeApi()
-    pred = reconcile(cr(autoscaling={"policy": "predictive", "maxReplicas": 5, "predictive": {"capacityRps": 10}}), api, NOW).svc
+    pred = reconcile(
+        cr(autoscaling={"policy": "predictive", "maxReplicas": 5, "predictive": {"capacityRps": 10}}), api, NOW
+    ).svc
     assert pred is not None
     api.add(running_pod("svc-a", "10.0.0.1"))
     decision, _ = autoscale_step(pred, api, lambda p: METRICS.format(in_flight=0, ok=0), ScalerState(), 0.0)

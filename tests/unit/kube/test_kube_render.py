@@ -89,7 +89,9 @@ def test_validators_reject_unknown_and_mistyped_fields(iris: Any) -> None:
 
 
 def test_probes_map_to_the_server_endpoints() -> None:
-    svc = make_svc(probes={"startup": {"periodSeconds": 1.5, "failureThreshold": 90}, "liveness": {"timeoutSeconds": 3}})
+    svc = make_svc(
+        probes={"startup": {"periodSeconds": 1.5, "failureThreshold": 90}, "liveness": {"timeoutSeconds": 3}}
+    )
     c = container(render(svc))
     assert c["startupProbe"]["httpGet"] == {"path": "/startupz", "port": "http", "scheme": "HTTP"}
     assert (c["startupProbe"]["periodSeconds"], c["startupProbe"]["failureThreshold"]) == (2, 90)
@@ -145,7 +147,10 @@ def test_rolling_update_topology_and_labels(iris: Any) -> None:
     labels = dep["metadata"]["labels"]
     for k in ("name", "instance", "component", "part-of", "managed-by", "version"):
         assert f"app.kubernetes.io/{k}" in labels
-    assert dep["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "iris", "app.kubernetes.io/instance": "iris"}
+    assert dep["spec"]["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "iris",
+        "app.kubernetes.io/instance": "iris",
+    }
 
 
 def test_replicas_left_to_the_autoscaler_and_fixed_without_one(iris: Any) -> None:
@@ -161,12 +166,24 @@ def test_hpa_metrics_and_behavior() -> None:
         autoscaling={
             "minReplicas": 2,
             "maxReplicas": 10,
-            "metrics": [{"type": "cpu", "target": 70}, {"type": "concurrency", "target": 4}, {"type": "rps", "target": 2.5}],
-            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 120, "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}},
+            "metrics": [
+                {"type": "cpu", "target": 70},
+                {"type": "concurrency", "target": 4},
+                {"type": "rps", "target": 2.5},
+            ],
+            "behavior": {
+                "scaleDown": {
+                    "stabilizationWindowSeconds": 120,
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
+                }
+            },
         }
     )
     hpa = by_kind(render(svc), "HorizontalPodAutoscaler")["spec"]
-    assert hpa["metrics"][0] == {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}
+    assert hpa["metrics"][0] == {
+        "type": "Resource",
+        "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+    }
     assert hpa["metrics"][1]["pods"]["metric"]["name"] == "kubeinfer_requests_in_flight"
     assert hpa["metrics"][2]["pods"]["target"] == {"type": "AverageValue", "averageValue": "2500m"}
     assert hpa["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 120
@@ -277,7 +294,9 @@ def test_bad_options_are_named() -> None:
 GOLDEN = Path(__file__).parent / "golden"
 
 
-@pytest.mark.parametrize(("name", "opts"), [("iris", RenderOptions()), ("iris-keda-gke", RenderOptions(keda=True, cloud="gke"))])
+@pytest.mark.parametrize(
+    ("name", "opts"), [("iris", RenderOptions()), ("iris-keda-gke", RenderOptions(keda=True, cloud="gke"))]
+)
 def test_golden(iris: Any, name: str, opts: RenderOptions) -> None:
     """The full render of examples/iris; regenerate with KUBEINFER_UPDATE_GOLDEN=1 after an intended change."""
     text = dump_yaml(render(iris, opts))

@@ -9,18 +9,37 @@ import pytest
 from kubeinfer.kube.status import interpret
 
 
-def deployment(replicas: int = 2, updated: int = 2, ready: int = 2, available: int = 2, total: int | None = None,
-               generation: int = 3, observed: int = 3, conditions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def deployment(
+    replicas: int = 2,
+    updated: int = 2,
+    ready: int = 2,
+    available: int = 2,
+    total: int | None = None,
+    generation: int = 3,
+    observed: int = 3,
+    conditions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     return {
         "metadata": {"name": "svc", "generation": generation},
         "spec": {"replicas": replicas},
-        "status": {"observedGeneration": observed, "replicas": updated if total is None else total, "updatedReplicas": updated,
-                   "readyReplicas": ready, "availableReplicas": available, "conditions": conditions or []},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": updated if total is None else total,
+            "updatedReplicas": updated,
+            "readyReplicas": ready,
+            "availableReplicas": available,
+            "conditions": conditions or [],
+        },
     }
 
 
-def pod(name: str = "svc-1", waiting: str | None = None, last: dict[str, Any] | None = None, running_unready: bool = False,
-        unschedulable: str | None = None) -> dict[str, Any]:
+def pod(
+    name: str = "svc-1",
+    waiting: str | None = None,
+    last: dict[str, Any] | None = None,
+    running_unready: bool = False,
+    unschedulable: str | None = None,
+) -> dict[str, Any]:
     cs: dict[str, Any] = {"name": "server", "image": "kubeinfer/iris:1", "restartCount": 4, "ready": False, "state": {}}
     if waiting:
         cs["state"] = {"waiting": {"reason": waiting, "message": "details"}}
@@ -30,7 +49,11 @@ def pod(name: str = "svc-1", waiting: str | None = None, last: dict[str, Any] | 
         cs["state"] = {"running": {}}
     status: dict[str, Any] = {"containerStatuses": [cs]}
     if unschedulable:
-        status = {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable}]}
+        status = {
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable}
+            ]
+        }
     return {"metadata": {"name": name}, "status": status}
 
 
@@ -53,25 +76,68 @@ def test_missing_deployment() -> None:
     [
         ([pod(waiting="ImagePullBackOff")], [], "ImagePullFailed", True, "kubeinfer/iris:1"),
         ([pod(waiting="ErrImagePull")], [], "ImagePullFailed", False, "cannot pull"),
-        ([pod(waiting="CrashLoopBackOff", last={"reason": "Error", "exitCode": 2})], [], "CrashLoop", True, "exit code 2"),
-        ([pod(waiting="CrashLoopBackOff", last={"reason": "OOMKilled", "exitCode": 137})], [], "OOMKilled", True, "limits.memory"),
+        (
+            [pod(waiting="CrashLoopBackOff", last={"reason": "Error", "exitCode": 2})],
+            [],
+            "CrashLoop",
+            True,
+            "exit code 2",
+        ),
+        (
+            [pod(waiting="CrashLoopBackOff", last={"reason": "OOMKilled", "exitCode": 137})],
+            [],
+            "OOMKilled",
+            True,
+            "limits.memory",
+        ),
         ([pod(waiting="CreateContainerConfigError")], [], "ContainerConfigError", True, "CreateContainerConfigError"),
-        ([pod(unschedulable="0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")], [], "InsufficientGPU", False, "nvidia.com/gpu"),
-        ([pod(unschedulable="0/3 nodes are available: 3 Insufficient nvidia.com/mig-1g.10gb.")], [], "InsufficientGPU", False, "mig-1g.10gb"),
-        ([pod(unschedulable="0/3 nodes are available: 3 Insufficient cpu.")], [], "Unschedulable", False, "Insufficient cpu"),
+        (
+            [pod(unschedulable="0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")],
+            [],
+            "InsufficientGPU",
+            False,
+            "nvidia.com/gpu",
+        ),
+        (
+            [pod(unschedulable="0/3 nodes are available: 3 Insufficient nvidia.com/mig-1g.10gb.")],
+            [],
+            "InsufficientGPU",
+            False,
+            "mig-1g.10gb",
+        ),
+        (
+            [pod(unschedulable="0/3 nodes are available: 3 Insufficient cpu.")],
+            [],
+            "Unschedulable",
+            False,
+            "Insufficient cpu",
+        ),
         (
             [pod(unschedulable="0/1 nodes: Insufficient nvidia.com/gpu")],
             [{"involvedObject": {"name": "svc-1"}, "reason": "TriggeredScaleUp"}],
-            "InsufficientGPU", False, "adding a node",
+            "InsufficientGPU",
+            False,
+            "adding a node",
         ),
         (
             [pod(running_unready=True)],
-            [{"involvedObject": {"name": "svc-1"}, "reason": "Unhealthy", "message": "Readiness probe failed: HTTP probe failed with statuscode: 503", "count": 7}],
-            "ProbeFailing", False, "readiness probe failing (7x)",
+            [
+                {
+                    "involvedObject": {"name": "svc-1"},
+                    "reason": "Unhealthy",
+                    "message": "Readiness probe failed: HTTP probe failed with statuscode: 503",
+                    "count": 7,
+                }
+            ],
+            "ProbeFailing",
+            False,
+            "readiness probe failing (7x)",
         ),
     ],
 )
-def test_stuck_rollouts_are_explained(pods: list[dict[str, Any]], events: list[dict[str, Any]], reason: str, terminal: bool, fragment: str) -> None:
+def test_stuck_rollouts_are_explained(
+    pods: list[dict[str, Any]], events: list[dict[str, Any]], reason: str, terminal: bool, fragment: str
+) -> None:
     st = interpret(deployment(updated=2, ready=1, available=1), pods, events)
     assert st.reason == reason
     assert st.terminal is terminal
@@ -79,14 +145,26 @@ def test_stuck_rollouts_are_explained(pods: list[dict[str, Any]], events: list[d
 
 
 def test_progress_deadline_exceeded_names_the_cause() -> None:
-    dep = deployment(updated=1, ready=1, available=1, conditions=[{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}])
+    dep = deployment(
+        updated=1,
+        ready=1,
+        available=1,
+        conditions=[{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}],
+    )
     st = interpret(dep, [pod(unschedulable="Insufficient nvidia.com/gpu")])
     assert (st.phase, st.reason, st.terminal) == ("Failed", "InsufficientGPU", True)
     assert "progress deadline" in st.message
 
 
 def test_replica_failure_is_reported() -> None:
-    dep = deployment(updated=0, ready=0, available=0, conditions=[{"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": "exceeded quota"}])
+    dep = deployment(
+        updated=0,
+        ready=0,
+        available=0,
+        conditions=[
+            {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": "exceeded quota"}
+        ],
+    )
     st = interpret(dep)
     assert (st.phase, st.reason, st.message) == ("Failed", "FailedCreate", "exceeded quota")
 
