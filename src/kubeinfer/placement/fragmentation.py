@@ -31,7 +31,7 @@ sorted free GPU milli), the best move and its ``F`` change, so each pod only eva
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,9 +49,10 @@ __all__ = [
     "load_pods_csv",
     "replay",
     "replay_files",
+    "replay_many",
 ]
 
-POLICIES = ("first-fit", "best-fit", "fgd", "kubeinfer")
+POLICIES = ("random", "first-fit", "best-fit", "dot-product", "gpu-packing", "gpu-clustering", "fgd", "kubeinfer")
 FULL = 1000  # milli-GPU of one whole GPU
 
 IntArr = npt.NDArray[np.int64]
@@ -162,7 +163,7 @@ class _Types:
     """Type index of each pod of the workload."""
 
 
-def _types(w: Workload, models: Sequence[str]) -> _Types:
+def _types(w: Workload, models: Sequence[str], weighting: str = "count") -> _Types:
     keys: dict[tuple[int, int, int, frozenset[str]], int] = {}
     of_pod = np.empty(len(w), dtype=np.int64)
     for i in range(len(w)):
@@ -170,6 +171,8 @@ def _types(w: Workload, models: Sequence[str]) -> _Types:
         of_pod[i] = keys.setdefault(k, len(keys))
     counts = np.bincount(of_pod, minlength=len(keys)).astype(np.float64)
     ks = list(keys)
+    if weighting == "request":  # popularity x GPU requested: how much capacity each type will ask for
+        counts = counts * np.array([max(k[1] * k[2], 1) for k in ks], dtype=np.float64)
     allowed = np.array([[not k[3] or m in k[3] for m in models] for k in ks], dtype=bool).reshape(len(ks), -1)
     return _Types(
         cpu=np.array([k[0] for k in ks], dtype=np.int64),
@@ -261,26 +264,55 @@ class ReplayResult:
         }
 
 
-def arrival_order(workload: Workload, capacity_milli: int, seed: int, target: float = 1.0) -> IntArr:
-    """Trace order, then uniform re-draws (fixed seed), until arrived GPU request reaches target x capacity."""
+def arrival_order(
+    workload: Workload, capacity_milli: int, seed: int, target: float = 1.0, order: str = "trace"
+) -> IntArr:
+    """Indices of the pods that arrive, in arrival order, until their GPU request reaches ``target`` x capacity.
+
+    ``trace``: creation order, then uniform re-draws (fixed seed) once the trace is exhausted; the last pod is the
+    one that crosses the target. ``shuffle`` (the paper's simulator, ``--shuffle-pod`` with workload tuning): the
+    trace's pods plus uniform re-draws while the total stays within the target (pods are dropped uniformly at random
+    instead when the trace alone exceeds it), then the whole list is shuffled with the seed."""
+    if order not in ("trace", "shuffle"):
+        raise ValueError(f"order {order!r}: use 'trace' or 'shuffle'")
     req = workload.gpu_request_milli
     goal = target * capacity_milli
-    cum = np.cumsum(req)
-    if len(cum) and cum[-1] >= goal:
-        return np.arange(int(np.searchsorted(cum, goal)) + 1, dtype=np.int64)
     if req.sum() == 0:
         raise ValueError("the workload requests no GPU; nothing to replay")
     rng = np.random.default_rng(seed)
-    order = [np.arange(len(workload), dtype=np.int64)]
-    total = float(req.sum())
-    while total < goal:
+    if order == "shuffle":
+        idx = list(range(len(workload)))
+        total = int(req.sum())
+        if total > goal:
+            keep = rng.permutation(len(workload))
+            cum = np.cumsum(req[keep])
+            idx = sorted(keep[cum <= goal].tolist())
+        else:
+            while True:
+                extra = rng.integers(0, len(workload), size=max(64, len(workload) // 10))
+                stop = False
+                for e in extra.tolist():
+                    if total + int(req[e]) > goal:
+                        stop = True
+                        break
+                    total += int(req[e])
+                    idx.append(e)
+                if stop:
+                    break
+        return np.asarray(rng.permutation(np.asarray(idx, dtype=np.int64)), dtype=np.int64)
+    cum = np.cumsum(req)
+    if len(cum) and cum[-1] >= goal:
+        return np.arange(int(np.searchsorted(cum, goal)) + 1, dtype=np.int64)
+    parts = [np.arange(len(workload), dtype=np.int64)]
+    total_f = float(req.sum())
+    while total_f < goal:
         extra = rng.integers(0, len(workload), size=max(64, len(workload) // 10))
-        ecum = total + np.cumsum(req[extra])
+        ecum = total_f + np.cumsum(req[extra])
         if ecum[-1] >= goal:
             extra = extra[: int(np.searchsorted(ecum, goal)) + 1]
-        order.append(extra)
-        total += float(req[extra].sum())
-    return np.concatenate(order)
+        parts.append(extra)
+        total_f += float(req[extra].sum())
+    return np.concatenate(parts)
 
 
 class _State:
@@ -381,7 +413,9 @@ class _State:
         self.sid[node] = self._intern(self._key(node))
 
 
-def _pick_gpus(free_row: IntArr, num: int, milli: int, rule: str, value: int = -1) -> list[int]:
+def _pick_gpus(
+    free_row: IntArr, num: int, milli: int, rule: str, value: int = -1, rng: np.random.Generator | None = None
+) -> list[int]:
     if num == 0:
         return []
     if milli >= FULL or num > 1:
@@ -391,7 +425,14 @@ def _pick_gpus(free_row: IntArr, num: int, milli: int, rule: str, value: int = -
     fit = np.flatnonzero(free_row >= milli)
     if rule == "first":
         return [int(fit[0])]
+    if rule == "random" and rng is not None:
+        return [int(fit[rng.integers(len(fit))])]
     return [int(fit[np.argmin(free_row[fit])])]  # best: the fullest GPU that fits (first among equals)
+
+
+def _order_by(nodes: IntArr, *keys: npt.NDArray[Any]) -> int:
+    """The node with the smallest keys (first key most significant), then the lowest index."""
+    return int(nodes[np.lexsort((nodes, *reversed(keys)))[0]])
 
 
 def replay(
@@ -401,20 +442,31 @@ def replay(
     *,
     seed: int = 42,
     target: float = 1.0,
-    checkpoints: int = 100,
+    checkpoints: int | None = None,
+    order: str = "trace",
 ) -> ReplayResult:
-    """Replay ``workload`` onto an empty ``cluster`` with ``policy``; see the module docstring for the method."""
+    """Replay ``workload`` onto an empty ``cluster`` with ``policy``; see the module docstring for the method.
+
+    ``checkpoints`` (default: one per 1% of capacity up to the target) are the arrival levels recorded."""
     if policy not in POLICIES:
         raise ValueError(f"policy {policy!r} is not one of {', '.join(POLICIES)}")
     if not 0 < target <= 10:
         raise ValueError(f"target is {target}; must be in (0, 10] (1.0 = 100% of GPU capacity)")
+    if checkpoints is None:
+        checkpoints = max(1, round(target * 100))
     model_names = sorted(set(cluster.models))
-    types = _types(workload, model_names)
+    types = _types(workload, model_names, "request" if policy == "kubeinfer" else "count")
     st = _State(cluster, types, model_names)
     cap = cluster.gpu_capacity_milli
-    order = arrival_order(workload, cap, seed, target)
+    arrivals = arrival_order(workload, cap, seed, target, order)
     req_all = workload.gpu_request_milli
     levels = np.linspace(target / checkpoints, target, checkpoints)
+    rng = np.random.default_rng(seed + 7919)
+    cpu_cap = np.maximum(cluster.cpu_milli, 1).astype(np.float64)
+    gpu_cap = np.maximum(cluster.gpus * FULL, 1).astype(np.float64)
+    # per node: GPU request sizes placed on it (gpu-clustering)
+    sizes = {int(v): i for i, v in enumerate(sorted(set(workload.gpu_milli.tolist())))}
+    hosted = np.zeros((len(cluster.names), len(sizes)), dtype=bool)
     arrived = failed = allocated = 0
     n_failed = 0
     out_a: list[float] = []
@@ -430,7 +482,7 @@ def replay(
         st._flush()
         out_g.append(float(np.asarray(st.f_of)[st.sid].sum() / cap))
 
-    for p in order.tolist():
+    for p in arrivals.tolist():
         cpu, mem = int(workload.cpu_milli[p]), int(workload.memory_mib[p])
         num, milli = int(workload.num_gpu[p]), int(workload.gpu_milli[p])
         pt = int(types.of_pod[p])
@@ -441,26 +493,50 @@ def replay(
             failed += req
             n_failed += 1
         else:
+            free_gpu = np.maximum(st.gpu_free[nodes], 0)
+            left_gpu = free_gpu.sum(axis=1) - req
+            rule = "best"
+            value = -1
             if policy == "first-fit":
-                node = int(nodes[0])
-                gpus = _pick_gpus(st.gpu_free[node], num, milli, "first")
+                node, rule = int(nodes[0]), "first"
+            elif policy == "random":
+                node, rule = int(nodes[rng.integers(len(nodes))]), "random"
             elif policy == "best-fit":
-                left_gpu = np.maximum(st.gpu_free[nodes], 0).sum(axis=1) - req
-                node = int(nodes[np.lexsort((nodes, st.cpu_free[nodes] - cpu, left_gpu))[0]])
-                gpus = _pick_gpus(st.gpu_free[node], num, milli, "best")
+                node = _order_by(nodes, left_gpu, st.cpu_free[nodes] - cpu)
+            elif policy == "dot-product":
+                # Tetris-style alignment of the node's free (CPU, GPU) with the pod's request, both normalized by
+                # the node's capacity; the largest product wins
+                dot = (st.cpu_free[nodes] / cpu_cap[nodes]) * (cpu / cpu_cap[nodes]) + (
+                    free_gpu.sum(axis=1) / gpu_cap[nodes]
+                ) * (req / gpu_cap[nodes])
+                node = _order_by(nodes, -dot)
+            elif policy == "gpu-packing":
+                # occupied GPUs first (for a share), then idle GPUs of nodes already in use, then idle nodes
+                rows = st.gpu_free[nodes]
+                partial_fit = ((rows >= milli) & (rows < FULL)).any(axis=1) if 0 < milli < FULL else False
+                used_node = (rows >= 0).sum(axis=1) * FULL > free_gpu.sum(axis=1)
+                tier = np.where(partial_fit, 0, np.where(used_node, 1, 2))
+                node = _order_by(nodes, tier, left_gpu)
+            elif policy == "gpu-clustering":
+                # pods with the same per-GPU request together: nodes already hosting that size, then empty nodes
+                same = hosted[nodes, sizes[milli]]
+                empty = ~hosted[nodes].any(axis=1)
+                tier = np.where(same, 0, np.where(empty, 1, 2))
+                node = _order_by(nodes, tier, left_gpu)
             else:
-                delta, value = st.fgd_moves(pt, nodes)
+                delta, values = st.fgd_moves(pt, nodes)
                 d = np.round(delta, 6)
                 if policy == "fgd":
                     i = int(np.lexsort((nodes, d))[0])
-                else:
-                    left_gpu = np.maximum(st.gpu_free[nodes], 0).sum(axis=1) - req
+                else:  # kubeinfer: best-fit among the equally good FGD moves
                     i = int(np.lexsort((nodes, st.cpu_free[nodes] - cpu, left_gpu, d))[0])
-                node = int(nodes[i])
-                gpus = _pick_gpus(st.gpu_free[node], num, milli, "value", int(value[i]))
+                node, rule, value = int(nodes[i]), "value", int(values[i])
+            gpus = _pick_gpus(st.gpu_free[node], num, milli, rule, value, rng)
             st.place(node, gpus, milli, cpu, mem)
+            if num:
+                hosted[node, sizes[milli]] = True
             allocated += req
-        while lvl < checkpoints and arrived >= levels[lvl] * cap:
+        while lvl < checkpoints and arrived >= levels[lvl] * cap - 1e-6:
             record()
             lvl += 1
     if not out_a or out_a[-1] != arrived / cap:
@@ -468,7 +544,7 @@ def replay(
     return ReplayResult(
         policy=policy,
         seed=seed,
-        pods_arrived=len(order),
+        pods_arrived=len(arrivals),
         pods_failed=n_failed,
         capacity_gpus=cap // FULL,
         arrived_share=tuple(out_a),
@@ -476,6 +552,77 @@ def replay(
         failed_share=tuple(out_f),
         fragmented_share=tuple(out_g),
     )
+
+
+def _at(values: Sequence[float], arrived: Sequence[float], level: float) -> float:
+    """The value at the first checkpoint whose arrival reached ``level`` (the last one if none did)."""
+    for a, v in zip(arrived, values, strict=True):
+        if a >= level - 1e-9:
+            return v
+    return values[-1]
+
+
+def replay_many(
+    cluster: Cluster,
+    workload: Workload,
+    policies: Sequence[str],
+    *,
+    seeds: Sequence[int] = (42,),
+    target: float = 1.3,
+    order: str = "shuffle",
+    progress: Callable[[str, int], None] | None = None,
+) -> dict[str, Any]:
+    """Each policy under each seed; curves and shares are the median over seeds at 1% arrival steps (the
+    paper's Fig. 9 reports the median of 10 seeds). JSON-able; what ``kubeinfer plan replay -o json`` prints."""
+    import time
+
+    steps = np.round(np.arange(1, round(target * 100) + 1) / 100, 2)
+    results: list[dict[str, Any]] = []
+    for pol in policies:
+        runs = []
+        t0 = time.perf_counter()
+        for sd in seeds:
+            runs.append(replay(cluster, workload, pol, seed=sd, target=target, order=order))
+            if progress:
+                progress(pol, sd)
+        secs = (time.perf_counter() - t0) / len(seeds)
+        un = np.array([[_at(r.unallocated_share, r.arrived_share, lv) for lv in steps] for r in runs])
+        fa = np.array([[_at(r.failed_share, r.arrived_share, lv) for lv in steps] for r in runs])
+        fr = np.array([[_at(r.fragmented_share, r.arrived_share, lv) for lv in steps] for r in runs])
+        med_u, med_f, med_g = np.median(un, axis=0), np.median(fa, axis=0), np.median(fr, axis=0)
+        results.append(
+            {
+                "policy": pol,
+                "seconds": round(secs, 3),
+                "podsArrived": int(np.median([r.pods_arrived for r in runs])),
+                "podsFailed": int(np.median([r.pods_failed for r in runs])),
+                "unallocatedAt": {f"{lv:.2f}": round(float(u), 6) for lv, u in zip(steps, med_u, strict=True)},
+                "failedAt": {f"{lv:.2f}": round(float(f), 6) for lv, f in zip(steps, med_f, strict=True)},
+                "fragmentedAt": {f"{lv:.2f}": round(float(g), 6) for lv, g in zip(steps, med_g, strict=True)},
+                "perSeedUnallocatedAt100": [
+                    round(float(_at(r.unallocated_share, r.arrived_share, 1.0)), 6) for r in runs
+                ],
+                "curve": {
+                    "arrived": [float(x) for x in steps],
+                    "unallocated": [round(float(u), 6) for u in med_u],
+                    "failed": [round(float(f), 6) for f in med_f],
+                    "fragmented": [round(float(g), 6) for g in med_g],
+                },
+            }
+        )
+    at100 = {str(r["policy"]): float(r["unallocatedAt"].get("1.00", 0.0)) for r in results}
+    base = at100.get("best-fit", 0.0)
+    for r in results:
+        r["vsBestFit"] = round(at100[str(r["policy"])] / base - 1, 6) if base > 0 else None
+    return {
+        "nodes": len(cluster.names),
+        "gpus": cluster.gpu_capacity_milli // FULL,
+        "pods": len(workload),
+        "seeds": list(seeds),
+        "target": target,
+        "order": order,
+        "results": results,
+    }
 
 
 def replay_files(

@@ -51,6 +51,7 @@ __all__ = [
     "build_model",
     "naive_plan",
     "plan",
+    "service_costs",
     "solve_exact",
     "solve_heuristic",
 ]
@@ -766,3 +767,28 @@ def plan(
     except InfeasiblePlan:
         naive = None
     return Plan(**{**result.__dict__, "naive_cost_per_hour": naive})
+
+
+def service_costs(
+    result: Plan, services: Sequence[ServiceDemand], groups: Sequence[NodeGroup], catalogue: Catalogue = CATALOGUE
+) -> dict[str, float]:
+    """Cost per hour of each service in ``result``: each node group's cost split over the replicas on it in
+    proportion to what they take of a node (GPU share, CPU or memory, whichever binds), so idle capacity is
+    charged to the services that share the group and the per-service costs add up to ``cost_per_hour``."""
+    by_name = {s.name: s for s in services}
+    by_group = {g.name: g for g in groups}
+    shares: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for p in result.placements:
+        s, g = by_name[p.service], by_group[p.group]
+        frac = _gpu_fraction(p.slice, catalogue)
+        unit = max(frac / g.gpus if g.gpus else 0.0, s.cpu / g.cpu if g.cpu else 0.0,
+                   s.host_memory_bytes / g.memory_bytes if g.memory_bytes else 0.0)  # fmt: skip
+        shares[g.name].append((p.service, unit * p.replicas))
+    out: dict[str, float] = {s.name: 0.0 for s in services}
+    for gname, items in shares.items():
+        g = by_group[gname]
+        cost = g.price_per_hour * result.nodes.get(gname, 0)
+        total = sum(w for _, w in items)
+        for name, w in items:
+            out[name] += cost * (w / total if total > 0 else 1 / len(items))
+    return out

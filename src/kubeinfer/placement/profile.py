@@ -12,6 +12,7 @@ File format (YAML or JSON; this is the ``Profile.to_dict`` / ``profile_from_dict
     model: bert-base                 # free text, usually metadata.name of the InferenceService
     hostCpu: "2"                     # CPU a replica requests on the node (Kubernetes quantity), default "1"
     hostMemory: 4Gi                  # node memory a replica requests, default "1Gi"
+    machine: {cpus: 8, memory: 32Gi} # optional, free-form: where the points were measured (kept, not used)
     points:
       - slice: A100-80GB             # a catalogue name: one whole device
         batchSize: 32
@@ -148,6 +149,7 @@ class Profile:
             "model": self.model,
             "hostCpu": str(self.host_cpu),
             "hostMemory": str(self.host_memory_bytes),
+            **({"machine": dict(self.extra["machine"])} if "machine" in self.extra else {}),
             "points": [
                 {
                     "slice": str(p.slice),
@@ -173,7 +175,7 @@ def profile_from_dict(raw: Mapping[str, Any]) -> Profile:
     """Validate a parsed profile file. Errors name the field (``points[2].latencyMs.p99``) and what is allowed."""
     if raw.get("kind", "Profile") != "Profile":
         raise ValueError(f"kind is {raw.get('kind')!r}; must be 'Profile'")
-    allowed = {"apiVersion", "kind", "model", "hostCpu", "hostMemory", "points"}
+    allowed = {"apiVersion", "kind", "model", "hostCpu", "hostMemory", "machine", "points"}
     unknown = set(raw) - allowed
     if unknown:
         raise ValueError(f"unknown profile fields {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -206,4 +208,5 @@ def profile_from_dict(raw: Mapping[str, Any]) -> Profile:
         points=tuple(points),
         host_cpu=float(parse_quantity(raw.get("hostCpu", "1"))),
         host_memory_bytes=parse_quantity(raw.get("hostMemory", "1Gi")).int_value,
+        extra={"machine": dict(raw["machine"])} if isinstance(raw.get("machine"), Mapping) else {},
     )
