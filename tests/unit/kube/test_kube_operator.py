@@ -203,3 +203,22 @@ def test_unreachable_pods_are_left_out() -> None:
     decision, state = autoscale_step(svc, api, lambda p: None, ScalerState(), 0.0)
     assert decision is not None
     assert state.last_totals == ()
+
+
+def test_kopf_shell_registers_its_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`kubeinfer operator` wires create/update/resume, a timer and delete for InferenceService, standalone."""
+    kopf = pytest.importorskip("kopf")
+    from kubeinfer.kube import operator_kopf
+    from kubeinfer.kube.render import RenderOptions
+
+    calls: dict[str, Any] = {}
+    monkeypatch.setattr(operator_kopf, "connect", lambda context=None: FakeKubeApi())
+    monkeypatch.setattr(kopf, "run", lambda **kw: calls.update(kw))
+    registry = kopf.OperatorRegistry()
+    monkeypatch.setattr(kopf._core.intents.registries, "_default_registry", registry)
+    operator_kopf.run(["ml"], RenderOptions(), None, 5.0)
+    assert calls == {"standalone": True, "namespaces": ["ml"], "clusterwide": False}
+    kinds = {type(h).__name__ for h in registry._spawning.get_all_handlers()} | {
+        type(h).__name__ for h in registry._changing.get_all_handlers()
+    }
+    assert {"TimerHandler", "ChangingHandler"} <= kinds
