@@ -195,7 +195,9 @@ class ServiceController:
             return svc.spec.replicas if svc.spec.replicas is not None else a.minReplicas
         if a.policy == "kpa":
             return min(max(a.kpa.initialScale, a.minReplicas), a.maxReplicas)
-        return max(a.minReplicas, 1) if a.minReplicas > 0 else (svc.spec.replicas or 0)
+        # A Deployment starts at spec.replicas (default 1) and the HPA moves it from there.
+        n = svc.spec.replicas if svc.spec.replicas is not None else max(a.minReplicas, 1)
+        return min(max(n, a.minReplicas), a.maxReplicas)
 
     def _write_spec(self, svc: InferenceService, base_dir: Path, number: int) -> Path:
         doc = svc.model_dump(mode="json")

@@ -173,7 +173,6 @@ class ReplicaMachine:
         out: list[ReplicaAction] = []
         if self.phase in ("Pending", "CrashLoopBackOff") and now >= self.restart_at:
             self.phase = "Starting"  # spawning: the shell answers with Spawned or Exited(StartError)
-            self.message = ""
             return [Spawn()]
         if self.phase == "Terminating":
             if self.kill_at is not None and now >= self.kill_at and not self.kill_sent:
@@ -196,6 +195,8 @@ class ReplicaMachine:
                 self.phase = "Running"
             elif isinstance(a, probes.ReadyChanged):
                 self.ready = a.ready
+                if a.ready:
+                    self.message = ""
                 out.append(SetReady(a.ready))
                 if a.ready:
                     out.append(Emit("Normal", "Ready", a.reason))
@@ -251,6 +252,7 @@ class ReplicaMachine:
         self.restarts += 1
         self.restart_at = now + delay
         self.phase = "CrashLoopBackOff"
-        self.message = f"back-off {delay:g} s restarting failed process; last exit {desc}"
-        out.append(Emit("Warning", "BackOff", self.message))
+        msg = f"back-off {delay:g} s restarting failed process; last exit {desc}"
+        self.message = f"CrashLoopBackOff: {msg} (restarted {self.restarts} times)"
+        out.append(Emit("Warning", "BackOff", msg))
         return out
