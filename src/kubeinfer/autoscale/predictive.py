@@ -18,7 +18,11 @@ scaling.
 Replicas come from the measured capacity of one replica at the latency SLO (``PredictiveSpec.capacityRps``,
 from ``kubeinfer profile``) times ``headroom`` (1.1): ``ceil(rate x headroom / capacity)``. The forecast is
 taken for ``[now + startupSeconds, now + startupSeconds + syncPeriod]`` so that replicas are ready when the
-load arrives. The count is never below what the current rate (averaged over 30 s) needs; scale-downs are
+load arrives. The count is never below what the current rate needs: the larger of the 30 s and the 6 s average
+(Knative's panic window) plus a rising trend (least squares over 30 s) carried over start-up + sync period, each
+only when it stands two standard errors out of the noise, so a surge no forecaster saw coming still gets
+replicas early. ``capacity_curve`` (optional: what n pooled replicas
+serve within the SLO) replaces ``n x capacityRps`` where a profile or model gives it; scale-downs are
 held for 120 s (a maximum over the window, as the HPA's scale-down stabilization -- shorter than its 300 s
 because the forecast, not the window, anticipates rises); and the result is clamped to [min, max].
 """
@@ -233,16 +237,19 @@ class Predictive:
         return math.ceil(round(need / cfg.capacity_rps, 9))
 
     @staticmethod
-    def _slope(samples: tuple[tuple[float, float], ...]) -> float:
+    def _slope(samples: tuple[tuple[float, float], ...]) -> tuple[float, float]:
+        """Least-squares slope of (time, rate) and its standard error."""
         n = len(samples)
         if n < 5:
-            return 0.0
+            return 0.0, math.inf
         mt = sum(t for t, _ in samples) / n
         mr = sum(r for _, r in samples) / n
         var = sum((t - mt) ** 2 for t, _ in samples)
         if var <= 0:
-            return 0.0
-        return sum((t - mt) * (r - mr) for t, r in samples) / var
+            return 0.0, math.inf
+        slope = sum((t - mt) * (r - mr) for t, r in samples) / var
+        res = sum((r - mr - slope * (t - mt)) ** 2 for t, r in samples)
+        return slope, math.sqrt(res / (n - 2) / var)
 
     def decide(self, observation: Observation, state: PredictiveState, now: float) -> tuple[Decision, PredictiveState]:
         cfg = self.config
@@ -251,10 +258,21 @@ class Predictive:
         # The reactive need: the larger of the 30 s and the 6 s average, plus a rising trend (least squares over
         # the reactive window) carried over the lead time -- a surge the forecast did not foresee still gets
         # replicas started before the queue builds up. Only ever upwards: noise never scales down.
+        # Both only count when they stand out of the noise (two standard errors): at a few requests per second
+        # a 6 s average or a 30 s slope is mostly Poisson noise, and the lead time would amplify it.
+        rates = [r for _, r in state.recent]
+        n = len(rates)
+        sd = math.sqrt(sum((r - current_rate) ** 2 for r in rates) / (n - 1)) if n > 1 else 0.0
         short = [r for t, r in state.recent if t > now - cfg.short_window]
-        rate = max(current_rate, sum(short) / len(short)) if short else current_rate
-        slope = self._slope(state.recent) if cfg.trend else 0.0
-        rate += max(0.0, slope) * (cfg.startup_seconds + cfg.sync_period)
+        rate = current_rate
+        if short:
+            short_rate = sum(short) / len(short)
+            if short_rate > current_rate + 2 * sd / math.sqrt(len(short)):
+                rate = short_rate
+        if cfg.trend:
+            slope, se = self._slope(state.recent)
+            if slope > 2 * se:
+                rate += slope * (cfg.startup_seconds + cfg.sync_period)
         need_now = self._replicas_for(rate)
 
         best = min(range(3), key=lambda i: state.errors[i])

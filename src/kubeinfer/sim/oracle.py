@@ -4,7 +4,8 @@ Definition (what :func:`oracle` computes):
 
 1. **Capacity at the SLO.** ``n`` replicas of ``slots`` slots each are modelled as one M/M/(n x slots) queue
    behind the router (Erlang C), with the mean service time ``s`` of the trace's requests. ``capacity(n)`` is the
-   largest arrival rate ``lam`` for which ``P(wait > budget) = C(c, lam s) exp(-(c/s - lam) budget) <= 1 - q``,
+   largest arrival rate ``lam`` for which ``P(wait > budget) = C(c, lam s) exp(-(c/s - lam) budget k) <= 1 - q``
+   with ``k = 2 / (1 + cv^2)`` (Kingman's correction for the service time's variability, 1 when exponential),
    with ``c = n x slots``, ``q`` the SLO quantile (0.99) and ``budget`` the SLO minus the mean service time for
    a latency SLO (``slo_basis="latency"``) or the SLO itself when it bounds the wait (``slo_basis="wait"``, e.g.
    time to first token for an LLM). Pooling makes ``capacity(n)`` grow slightly faster than ``n``.
@@ -19,7 +20,7 @@ Definition (what :func:`oracle` computes):
    Replicas present at ``t = 0`` are warm (as the simulated policies start warm).
 
 The result is the replica-seconds of that schedule. A real policy cannot beat it without missing the SLO, up to
-the model's assumptions (Poisson arrivals within an interval, exponential service).
+the model's assumptions (Poisson arrivals within an interval, the Kingman approximation of service variability).
 """
 
 from __future__ import annotations
@@ -48,12 +49,17 @@ def erlang_c(servers: int, offered: float) -> float:
     return servers * b / (servers - offered * (1 - b))
 
 
-def _p_wait_over(servers: int, lam: float, mean_s: float, budget: float) -> float:
-    return erlang_c(servers, lam * mean_s) * math.exp(-(servers / mean_s - lam) * budget)
+def _p_wait_over(servers: int, lam: float, mean_s: float, budget: float, cv2: float = 1.0) -> float:
+    # Kingman / Allen-Cunneen: service variability scales the wait by (1 + cv^2) / 2, i.e. the tail's decay rate
+    # by 2 / (1 + cv^2); exact (M/M/c) for exponential service, cv^2 = 1.
+    return erlang_c(servers, lam * mean_s) * math.exp(-(servers / mean_s - lam) * budget * 2.0 / (1.0 + cv2))
 
 
-def capacity(servers: int, mean_s: float, budget: float, quantile: float = 0.99) -> float:
-    """Largest arrival rate (requests/s) at which ``P(wait > budget) <= 1 - quantile`` with ``servers`` slots."""
+def capacity(servers: int, mean_s: float, budget: float, quantile: float = 0.99, cv2: float = 1.0) -> float:
+    """Largest arrival rate (requests/s) at which ``P(wait > budget) <= 1 - quantile`` with ``servers`` slots.
+
+    ``cv2`` is the squared coefficient of variation of the service time (1 for exponential service).
+    """
     if servers <= 0 or mean_s <= 0:
         return math.inf if mean_s <= 0 and servers > 0 else 0.0
     if budget < 0:
@@ -61,7 +67,7 @@ def capacity(servers: int, mean_s: float, budget: float, quantile: float = 0.99)
     lo, hi = 0.0, servers / mean_s
     for _ in range(60):
         mid = (lo + hi) / 2
-        if _p_wait_over(servers, mid, mean_s, budget) <= 1 - quantile:
+        if _p_wait_over(servers, mid, mean_s, budget, cv2) <= 1 - quantile:
             lo = mid
         else:
             hi = mid
@@ -73,11 +79,17 @@ def wait_budget(slo_s: float, mean_s: float, basis: SloBasis) -> float:
 
 
 def capacity_table(
-    max_replicas: int, slots: int, mean_s: float, slo_s: float, basis: SloBasis = "latency", quantile: float = 0.99
+    max_replicas: int,
+    slots: int,
+    mean_s: float,
+    slo_s: float,
+    basis: SloBasis = "latency",
+    quantile: float = 0.99,
+    cv2: float = 1.0,
 ) -> npt.NDArray[np.float64]:
     """``capacity(n)`` for n = 0..max_replicas (requests/s of mean size)."""
     budget = wait_budget(slo_s, mean_s, basis)
-    return np.array([capacity(n * slots, mean_s, budget, quantile) for n in range(max_replicas + 1)])
+    return np.array([capacity(n * slots, mean_s, budget, quantile, cv2) for n in range(max_replicas + 1)])
 
 
 @dataclass(frozen=True)
@@ -126,7 +138,8 @@ def oracle(
     """The oracle schedule for a trace (see the module docstring)."""
     n_sec = max(1, math.ceil(duration))
     mean_s = float(service.mean()) if len(service) else 0.0
-    table = capacity_table(max_replicas, slots, mean_s, slo_s, basis, quantile)
+    cv2 = float(service.var() / mean_s**2) if mean_s > 0 else 1.0
+    table = capacity_table(max_replicas, slots, mean_s, slo_s, basis, quantile, cv2)
     n_int = max(1, math.ceil(n_sec / interval))
     k = np.minimum((arrivals / interval).astype(np.int64), n_int - 1)
     work = np.bincount(k, weights=service, minlength=n_int)

@@ -139,7 +139,9 @@ def compare(
     )
     if orc.capacity_per_replica <= 0:
         notes.append("one replica cannot meet the SLO even when idle: the SLO is below the service time")
-    initial = int(orc.need[0]) if len(orc.need) else auto.minReplicas
+    # The service was running before the trace began: start with what the oracle needs over the first lead time.
+    lead = int(startup + max(auto.syncPeriodSeconds, 2.0)) + 1
+    initial = int(orc.need[:lead].max()) if len(orc.need) else auto.minReplicas
     seconds: dict[str, float] = {}
     runs: dict[str, RunResult] = {}
     summaries: list[PolicySummary] = []

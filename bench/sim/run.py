@@ -1,0 +1,151 @@
+"""Autoscaling policies against the oracle on three traces, and the simulator's speed on a day at 100 req/s.
+
+    .venv/bin/python bench/sim/run.py            # all scenarios + speed; writes bench/sim/results/
+    .venv/bin/python bench/sim/run.py --only spike --no-speed
+
+Scenarios (documented in RESULTS.md):
+- diurnal: a classifier (25 ms lognormal service, cv 0.5; 2 workers = 2 slots per replica; SLO 100 ms on the whole
+  request; start-up 10 s) under a 24-hour Poisson day, 5 req/s at midnight to 100 req/s at noon.
+- spike: the same classifier, 50 req/s with a surge to 200 req/s for 10 minutes (60 s ramps), one hour.
+- azure: an LLM on the real Azure conversation trace (one hour, 19k requests): 8 sequences per replica,
+  150 ms + 0.15 ms/context token + 20 ms/generated token; SLO 1 s on the wait before service (time to first
+  token, less prefill); start-up 60 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "src"))
+
+from kubeinfer.sim import ServiceModel, SimOptions, compare, generate, load_trace  # noqa: E402
+from kubeinfer.sim.plot import plot_png  # noqa: E402
+from kubeinfer.spec.service import ServiceSpec  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "results"
+DATA = REPO.parent / "shared" / "data"
+
+
+def classifier_spec() -> ServiceSpec:
+    return ServiceSpec.model_validate(
+        {
+            "model": {"format": "python", "className": "m:C"},
+            "server": {"workers": 2, "limits": {"requestTimeoutMs": 30000}},
+            "autoscaling": {
+                "policy": "hpa",
+                "metric": "concurrency",
+                "target": 1.4,  # 70% of 2 slots, Knative's default utilization
+                "minReplicas": 1,
+                "maxReplicas": 100,
+                "kpa": {"containerConcurrency": 2},
+                "predictive": {"sloLatencyMs": 100, "startupSeconds": 10},
+            },
+        }
+    )
+
+
+def llm_spec() -> ServiceSpec:
+    return ServiceSpec.model_validate(
+        {
+            "model": {"format": "python", "className": "m:C"},
+            "server": {"workers": 8, "limits": {"requestTimeoutMs": 120000}},
+            "autoscaling": {
+                "policy": "hpa",
+                "metric": "concurrency",
+                "target": 5.6,  # 70% of 8 sequences
+                "minReplicas": 1,
+                "maxReplicas": 50,
+                "kpa": {"containerConcurrency": 8},
+                "predictive": {"sloLatencyMs": 1000, "startupSeconds": 60},
+            },
+        }
+    )
+
+
+def scenarios() -> dict[str, tuple]:
+    clf = SimOptions(service=ServiceModel(fixed_ms=25, distribution="lognormal", cv=0.5), slo_ms=100)
+    llm = SimOptions(
+        service=ServiceModel(fixed_ms=150, cost_ms={"ContextTokens": 0.15, "GeneratedTokens": 20}),
+        slo_ms=1000,
+        slo_basis="wait",
+    )
+    out: dict[str, tuple] = {
+        "diurnal": (
+            classifier_spec,
+            lambda: generate("diurnal", {"base": 5, "peak": 100, "duration": 86400}, seed=1),
+            clf,
+        ),
+        "spike": (
+            classifier_spec,
+            lambda: generate(
+                "spike", {"base": 50, "high": 200, "at": 1800, "length": 600, "ramp": 60, "duration": 3600}, seed=1
+            ),
+            clf,
+        ),
+    }
+    azure = DATA / "azure_llm_inference_2023_conv.csv"
+    if azure.exists():
+        out["azure"] = (llm_spec, lambda: load_trace(azure), llm)
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    head = "| trace | policy | SLO met | p50 ms | p99 ms | dropped | replica-h | vs oracle | scaling events | sim s |"
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        lines.append(
+            f"| {r['trace']} | {r['policy']} | {r['att']} | {r['p50']} | {r['p99']} | {r['dropped']} | "
+            f"{r['rh']} | {r['vs']} | {r['events']} | {r['secs']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="")
+    ap.add_argument("--no-speed", action="store_true")
+    args = ap.parse_args()
+    OUT.mkdir(exist_ok=True)
+    rows: list[dict] = []
+    for name, (spec_fn, trace_fn, opts) in scenarios().items():
+        if args.only and name not in args.only.split(","):
+            continue
+        trace = trace_fn()
+        c = compare(spec_fn(), trace, ["hpa", "kpa", "predictive"], opts)
+        (OUT / f"{name}.json").write_text(json.dumps(c.to_json(), indent=2))
+        plot_png(c, OUT / f"{name}.png")
+        for s in c.summaries:
+            rows.append(
+                {
+                    "trace": name, "policy": s.policy, "att": f"{s.slo_attainment:.2%}", "p50": f"{s.p50_ms:.0f}",
+                    "p99": f"{s.p99_ms:.0f}", "dropped": s.dropped, "rh": f"{s.replica_seconds / 3600:.1f}",
+                    "vs": f"{s.vs_oracle:.2f}x", "events": s.scaling_events, "secs": f"{c.seconds[s.policy]:.1f}",
+                }
+            )  # fmt: skip
+        o = c.oracle_summary
+        rows.append(
+            {
+                "trace": name, "policy": "oracle", "att": "-", "p50": "-", "p99": "-", "dropped": "-",
+                "rh": f"{o.replica_seconds / 3600:.1f}", "vs": "1.00x", "events": "-", "secs": "-",
+            }
+        )  # fmt: skip
+        print(f"{name}: {len(trace):,} requests; notes: {c.notes}", flush=True)
+    print(table(rows), flush=True)
+    if not args.no_speed:
+        t0 = time.perf_counter()
+        trace = generate("diurnal", {"base": 50, "peak": 150, "duration": 86400}, seed=7)
+        gen = time.perf_counter() - t0
+        print(f"\nspeed: 24 h diurnal at 100 req/s mean = {len(trace):,} requests (generated in {gen:.1f} s)")
+        opts = SimOptions(service=ServiceModel(fixed_ms=25, distribution="lognormal", cv=0.5), slo_ms=100)
+        for policy in ("hpa", "kpa", "predictive"):
+            c = compare(classifier_spec(), trace, [policy], opts)
+            print(f"  {policy}: {c.seconds[policy]:.1f} s simulated wall time", flush=True)
+
+
+if __name__ == "__main__":
+    main()
