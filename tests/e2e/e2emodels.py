@@ -1,0 +1,32 @@
+"""Python models for the end-to-end tests (loaded by replicas through ``className``)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+
+class Echo:
+    """Returns its input after ``delay`` seconds per call."""
+
+    inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, -1]}]
+    outputs = [{"name": "y", "datatype": "FP32", "shape": [-1, -1]}]
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.delay:
+            time.sleep(self.delay)
+        return {"y": inputs["x"]}
+
+
+class CrashOnReplica(Echo):
+    """Exits with code 3 while loading on the replica whose id ends with ``suffix``; an Echo elsewhere."""
+
+    def __init__(self, suffix: str = "-1", delay: float = 0.0) -> None:
+        super().__init__(delay)
+        if os.environ.get("KUBEINFER_REPLICA", "").endswith(suffix):
+            os._exit(3)

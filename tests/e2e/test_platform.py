@@ -1,0 +1,130 @@
+"""``kubeinfer up`` end to end: real replica processes, a real client load, and the promises that cost no request."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import Load, Platform, spec_text
+
+pytestmark = pytest.mark.e2e
+
+Up = Callable[..., Platform]
+
+
+def ready_count(st: dict[str, Any]) -> int:
+    return sum(1 for r in st["replicas"] if r["ready"])
+
+
+def test_sigkilled_replica_under_load_costs_no_request_and_is_replaced(platform: Up) -> None:
+    p = platform("kill", spec_text("kill", extra="  autoscaling: {policy: none}\n  replicas: 2\n"))
+    st = json.loads(p.cli("get", "kill", "-o", "json").stdout)
+    assert len(st["replicas"]) == 2 and all(r["pid"] and r["port"] and r["state"] == "Running" for r in st["replicas"])
+    victim = st["replicas"][0]
+    with Load(p.url, "kill") as load:
+        time.sleep(0.5)
+        os.kill(victim["pid"], signal.SIGKILL)
+        st = p.wait(
+            "the killed replica to come back",
+            lambda s: ready_count(s) == 2 and any(r["restarts"] == 1 for r in s["replicas"]),
+            20,
+        )
+        time.sleep(0.5)
+    assert load.failures == [] and load.ok > 20
+    back = next(r for r in st["replicas"] if r["id"] == victim["id"])
+    assert back["pid"] != victim["pid"] and back["last_exit"]["code"] == -9
+
+
+def test_hung_replica_is_restarted_by_liveness_with_no_failed_request(platform: Up) -> None:
+    p = platform("hang", spec_text("hang", extra="  autoscaling: {policy: none}\n  replicas: 2\n"))
+    victim = p.status()["replicas"][0]
+    with Load(p.url, "hang") as load:
+        time.sleep(0.5)
+        os.kill(victim["pid"], signal.SIGSTOP)
+        p.wait(
+            "the hung replica to be restarted",
+            lambda s: (
+                ready_count(s) == 2 and any(r["id"] == victim["id"] and r["restarts"] >= 1 for r in s["replicas"])
+            ),
+            30,
+        )
+        time.sleep(0.5)
+    assert load.failures == []
+    reasons = [(e["reason"], e["message"]) for e in p.status()["events"] if e["object"] == victim["id"]]
+    assert any(r == "Killing" and "liveness probe failed" in m for r, m in reasons)
+
+
+def test_apply_rolls_out_a_new_version_under_load_then_a_broken_one_is_rolled_back(platform: Up, tmp_path: Any) -> None:
+    extra = "  autoscaling: {policy: none}\n  replicas: 2\n  rollout: {maxSurge: 1, maxUnavailable: 0, progressDeadlineSeconds: %s}\n"
+    p = platform("roll", spec_text("roll", extra=extra % 30))
+    v2 = tmp_path / "v2.yaml"
+    v2.write_text(spec_text("roll", version="2", extra=extra % 30))
+    with Load(p.url, "roll") as load:
+        time.sleep(0.5)
+        p.cli("apply", str(v2))
+        p.wait(
+            "revision 2 everywhere", lambda s: s["rollout"] is None and s["revision"] == 2 and ready_count(s) == 2, 40
+        )
+        t_done = time.monotonic()
+        time.sleep(1.0)
+    assert load.failures == []
+    assert {v for t, v in load.versions if t > t_done + 0.2} == {"2"}
+    assert {r["version"] for r in p.status()["replicas"] if r["state"] != "Terminating"} == {"2"}
+
+    broken = tmp_path / "v3.yaml"
+    broken.write_text(spec_text("roll", cls="NoSuchModel", version="3", extra=extra % 4))
+    with Load(p.url, "roll") as load:
+        p.cli("apply", str(broken))
+        st = p.wait(
+            "the rollback",
+            lambda s: any(e["reason"] == "ProgressDeadlineExceeded" for e in s["events"]) and s["rollout"] is None,
+            30,
+        )
+        time.sleep(0.5)
+    assert load.failures == []
+    assert {r["version"] for r in st["replicas"] if r["state"] != "Terminating"} == {"2"}
+    assert {v for _, v in load.versions} == {"2"}
+
+
+def test_load_step_scales_up_idle_scales_to_zero_and_the_first_request_after_zero_is_served(platform: Up) -> None:
+    extra = (
+        "  autoscaling:\n    policy: hpa\n    metric: concurrency\n    target: 1\n    minReplicas: 0\n    maxReplicas: 3\n"
+        "    syncPeriodSeconds: 1\n    behavior:\n      scaleDown: {stabilizationWindowSeconds: 2}\n"
+    )
+    p = platform("auto", spec_text("auto", args="{delay: 0.05}", extra=extra))
+    assert ready_count(p.status()) == 1
+    with Load(p.url, "auto", threads=4) as load:
+        t0 = time.monotonic()
+        p.wait("a scale-up", lambda s: s["desired"] >= 2, 10)
+        t_decided = time.monotonic() - t0
+        p.wait("the new replicas to be ready", lambda s: ready_count(s) >= 2, 20)
+    assert load.failures == []
+    assert t_decided <= 4.0  # one or two 1 s sync periods, plus the sampling second
+    p.wait("scale to zero when idle", lambda s: s["desired"] == 0 and not s["replicas"], 30)
+    with Load(p.url, "auto", threads=1) as first:
+        p.wait("a replica for the waiting request", lambda s: first.ok > 0, 30)
+    assert first.failures == []
+    st = p.status()
+    assert len(st["cold_starts"]) >= 1 and st["cold_starts"][0] > 0
+    assert any(e["reason"] == "ColdStart" for e in st["events"])
+    assert first.latencies[0] >= st["cold_starts"][0] * 0.5
+
+
+def test_a_crash_looping_replica_backs_off_and_describe_says_why(platform: Up) -> None:
+    extra = "  autoscaling: {policy: none}\n  replicas: 1\n"
+    p = platform("crash", spec_text("crash", cls="CrashOnReplica", args="{suffix: '-2'}", extra=extra))
+    with Load(p.url, "crash", threads=2) as load:
+        p.cli("scale", "crash", "--replicas", "2")
+        st = p.wait("three restarts", lambda s: any(r["restarts"] >= 3 for r in s["replicas"]), 20)
+    assert load.failures == [] and load.ok > 10
+    good, bad = sorted(st["replicas"], key=lambda r: r["restarts"])
+    assert good["restarts"] == 0 and good["ready"] and not bad["ready"]
+    backoffs = [e["message"] for e in st["events"] if e["reason"] == "BackOff" and e["object"] == bad["id"]]
+    assert [m.split(" s ")[0] for m in backoffs[:3]] == ["back-off 0.5", "back-off 1", "back-off 2"]
+    described = p.cli("describe", "crash").stdout
+    assert "CrashLoopBackOff" in described and "exit code 3" in described

@@ -1,0 +1,62 @@
+"""Bad specs and bad commands of the local platform fail with messages that name the field or the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kubeinfer.cli.app import app
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("KUBEINFER_HOME", str(tmp_path / "home"))
+    runner = CliRunner()
+
+    def go(*args: str) -> tuple[int, str]:
+        r = runner.invoke(app, list(args))
+        return r.exit_code, r.output
+
+    return go
+
+
+def test_commands_without_a_running_service_say_how_to_start_one(run) -> None:  # type: ignore[no-untyped-def]
+    code, text = run("get")
+    assert code == 2 and "give the service NAME (none is running)" in text
+    code, text = run("describe", "iris")
+    assert code == 1 and "kubeinfer up SPEC.yaml" in text
+    code, text = run("scale", "iris", "--replicas", "2")
+    assert code == 1 and "is not running" in text
+
+
+def test_up_with_a_bad_spec_names_the_field(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(
+        "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\nmetadata: {name: bad}\n"
+        "spec:\n  model: {format: python, className: 'm:M'}\n  rollout: {maxSurge: 0, maxUnavailable: 0}\n"
+    )
+    code, text = run("up", str(spec))
+    assert code == 2 and "spec.rollout" in text and "cannot both be 0" in text
+
+
+def test_bad_output_format_names_the_choices(run) -> None:  # type: ignore[no-untyped-def]
+    code, text = run("get", "x", "-o", "xml")
+    assert code == 2 and "use table, json or yaml" in text
+
+
+def test_bad_settings_name_the_variable(run, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("KUBEINFER_BACKOFF_BASE", "soon")
+    code, text = run("get")
+    assert code == 2 and "KUBEINFER_BACKOFF_BASE" in text and "not a number" in text
+
+
+def test_logs_of_an_unknown_replica_lists_the_known_ones(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    logs = tmp_path / "home" / "iris" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "iris-r1-1.log").write_text("hello\n")
+    code, text = run("logs", "iris", "--replica", "iris-r1-9")
+    assert code == 2 and "iris-r1-1" in text
+    code, text = run("logs", "iris", "--replica", "iris-r1-1")
+    assert code == 0 and "hello" in text
