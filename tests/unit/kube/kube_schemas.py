@@ -68,6 +68,12 @@ def to_json_schema(node: Any) -> Any:
     if node.get("x-kubernetes-int-or-string"):
         out.pop("type", None)
         out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    # OpenAPI 3.0 writes exclusive bounds as booleans beside minimum/maximum; JSON Schema draft 7 as numbers.
+    for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if node.get(flag) is True and bound in node:
+            out[flag] = out.pop(bound)
+        elif node.get(flag) is False:
+            out.pop(flag, None)
     if node.get("nullable") and "type" in out:
         out["type"] = [out["type"], "null"]
     if (
