@@ -30,7 +30,9 @@ def _st() -> str:
 
 
 @pytest.mark.parametrize("example", ["iris"])
-def test_schemathesis_finds_no_server_errors_or_undocumented_behaviour(examples: Path, example: str) -> None:
+def test_schemathesis_finds_no_server_errors_or_undocumented_behaviour(
+    examples: Path, example: str, tmp_path: Path
+) -> None:
     with ServerProcess(examples / example / "service.yaml", grpc=False) as server:
         run = subprocess.run(
             [
