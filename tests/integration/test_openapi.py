@@ -57,6 +57,7 @@ def test_schemathesis_finds_no_server_errors_or_undocumented_behaviour(
             text=True,
             timeout=240,
             check=False,
+            cwd=tmp_path,
         )
         assert server.get("/v2/health/ready")[0] == 200, "the server must survive the fuzzing"
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
