@@ -147,6 +147,11 @@ class PlannerOptions:
     """``plan`` solves exactly when the model has at most this many integer columns."""
     time_limit_s: float | None = None
     """HiGHS time limit for the exact solver (None: solve to optimality; deterministic)."""
+    improve_moves: int = 500
+    """Heuristic: most single-service moves the local-search pass evaluates (0: greedy only). A move count, not
+    a time limit, so that the result does not depend on the machine's speed."""
+    improve_candidates: int = 12
+    """Heuristic: options per service the local search tries (the cheapest by proportional cost)."""
 
 
 @dataclass(frozen=True)
@@ -590,6 +595,8 @@ def solve_heuristic(m: Model, bound: float | None = None, self_share: float = 0.
                 break
         else:
             raise InfeasiblePlan(f"service {s.name!r} fits no node group within max_nodes")
+    if m.options_.improve_moves > 0:
+        chosen = _local_search(m, chosen, per_service)
     replicas = [0] * len(m.options)
     configs = []
     nodes = []
@@ -601,6 +608,88 @@ def solve_heuristic(m: Model, bound: float | None = None, self_share: float = 0.
             replicas[oi] = r
     lb = lp_bound(m) if bound is None else bound
     return _Solution(tuple(nodes), tuple(configs), tuple(replicas), lb, False)
+
+
+def _local_search(
+    m: Model, chosen: Mapping[int, Mapping[int, int]], per_service: Mapping[int, Sequence[int]]
+) -> dict[int, dict[int, int]]:
+    """Improvement pass after the greedy: move one service at a time to another option when that lowers the
+    cost. Moves are judged by the exact node count of the two groups involved (``_group_usage``), plus a small
+    consolidation term (the groups' fractional node use, at 1% of the price) so that moves which empty a node
+    without yet closing it are taken; a later move then closes it. First-improvement over the services, most
+    expensive first, until a pass finds nothing or ``improve_moves`` evaluations are spent."""
+    cur: dict[int, dict[int, int]] = {gi: dict(v) for gi, v in chosen.items()}
+    where: dict[int, tuple[int, int]] = {}  # service -> (option, replicas); the greedy gives one option each
+    for reps in cur.values():
+        for oi, r in reps.items():
+            where[m.options[oi].service] = (oi, r)
+
+    def frac(gi: int, reps: Mapping[int, int]) -> float:
+        g = m.groups[gi]
+        gpu = sum(_gpu_fraction(m.options[oi].slice, m.catalogue) * r for oi, r in reps.items())
+        cpu = sum(m.services[m.options[oi].service].cpu * r for oi, r in reps.items())
+        mem = sum(m.services[m.options[oi].service].host_memory_bytes * r for oi, r in reps.items())
+        return max(gpu / g.gpus if g.gpus else 0.0, cpu / g.cpu, mem / g.memory_bytes)
+
+    def score(gi: int, reps: Mapping[int, int]) -> tuple[float, bool]:
+        g = m.groups[gi]
+        nodes = _group_usage(m, gi, reps)[1] if reps else g.min_nodes
+        return g.price_per_hour * (nodes + 0.01 * frac(gi, reps)), nodes <= g.max_nodes
+
+    cache = {gi: score(gi, reps)[0] for gi, reps in cur.items()}
+    cands: dict[int, list[tuple[int, int]]] = {}
+    for si, opts in per_service.items():
+        s = m.services[si]
+        ranked = []
+        for oi in opts:
+            o = m.options[oi]
+            g = m.groups[o.group]
+            r = max(s.min_replicas, math.ceil(s.peak_rps / o.capacity - 1e-9))
+            unit = max(_gpu_fraction(o.slice, m.catalogue) / g.gpus if g.gpus else 0.0, s.cpu / g.cpu,
+                       s.host_memory_bytes / g.memory_bytes)  # fmt: skip
+            ranked.append((unit * r * g.price_per_hour, oi, r))
+        ranked.sort()
+        cands[si] = [(oi, r) for _, oi, r in ranked[: m.options_.improve_candidates]]
+    budget = m.options_.improve_moves
+    improved = True
+    while improved and budget > 0:
+        improved = False
+        order = sorted(where, key=lambda si: -cache.get(m.options[where[si][0]].group, 0.0))
+        for si in order:
+            oi0, _ = where[si]
+            g0 = m.options[oi0].group
+            without = {k: v for k, v in cur.get(g0, {}).items() if k != oi0}
+            s_without = score(g0, without)[0]
+            best: tuple[float, int, int, float, dict[int, int]] | None = None
+            for oi, r in cands.get(si, []):
+                if oi == oi0 or budget <= 0:
+                    continue
+                budget -= 1
+                gi = m.options[oi].group
+                base = without if gi == g0 else cur.get(gi, {})
+                trial = dict(base)
+                trial[oi] = trial.get(oi, 0) + r
+                s_new, ok = score(gi, trial)
+                if not ok:
+                    continue
+                if gi == g0:
+                    delta = s_new - cache[g0]
+                else:
+                    delta = (s_without - cache[g0]) + (s_new - cache.get(gi, score(gi, base)[0]))
+                if delta < -1e-9 and (best is None or delta < best[0]):
+                    best = (delta, oi, r, s_new, trial)
+            if best is None:
+                continue
+            _, oi, r, s_new, trial = best
+            gi = m.options[oi].group
+            if gi != g0:
+                cur[g0] = without
+                cache[g0] = s_without
+            cur[gi] = trial
+            cache[gi] = s_new
+            where[si] = (oi, r)
+            improved = True
+    return {gi: reps for gi, reps in cur.items() if reps}
 
 
 # --------------------------------------------------------------------------------------- packing/output
@@ -625,7 +714,7 @@ def _pack(m: Model, sol: _Solution) -> tuple[tuple[NodePacking, ...], dict[str, 
         ]
         reps.sort(key=lambda sr: (-sr[0].cpu, -sr[0].host_memory_bytes, sr[0].name))
         while True:
-            ok, result = _try_pack(g, n, gpu_cfgs, reps)
+            ok, result = _try_pack(g, n, gpu_cfgs, reps, m.configs[gi])
             if ok or n >= g.max_nodes:
                 break
             n += 1
@@ -639,8 +728,15 @@ def _pack(m: Model, sol: _Solution) -> tuple[tuple[NodePacking, ...], dict[str, 
 
 
 def _try_pack(
-    g: NodeGroup, n: int, gpu_cfgs: Sequence[GpuConfig], reps: Sequence[tuple[ServiceDemand, SliceRef]]
+    g: NodeGroup,
+    n: int,
+    gpu_cfgs: Sequence[GpuConfig],
+    reps: Sequence[tuple[ServiceDemand, SliceRef]],
+    all_cfgs: Sequence[GpuConfig] = (),
 ) -> tuple[bool, list[tuple[tuple[str, ...], tuple[tuple[str, str, int], ...], float, int]]]:
+    """Place replicas on ``n`` nodes. A replica whose slot type is left only on nodes without the CPU or memory
+    for it spills: a GPU still unconfigured on a node with room gets a configuration offering that slot (the
+    aggregate model can pair many slots of one GPU with more CPU than one node has)."""
     if len(gpu_cfgs) > n * g.gpus:
         return False, []
     # spread configured GPUs over nodes: node i gets GPUs i*gpus..
@@ -657,22 +753,38 @@ def _try_pack(
     cpu = [0.0] * n
     mem = [0] * n
     placed: list[list[tuple[str, str, int]]] = [[] for _ in range(n)]
-    for s, sl in reps:
+    # replicas bound to a GPU slot first (they can only go where their slot is), each to the node with that slot
+    # and the most CPU left; CPU-only replicas then fill what is left, first fit
+    order = sorted(reps, key=lambda sr: sr[1].kind == "cpu")
+    for s, sl in order:
+        best = -1
         for i in range(n):
             if cpu[i] + s.cpu > g.cpu + 1e-9 or mem[i] + s.host_memory_bytes > g.memory_bytes:
                 continue
             if sl.kind == "cpu":
-                gidx = -1
-            elif free_slots[i].get(sl):
-                gidx = free_slots[i][sl].pop(0)
-            else:
-                continue
-            cpu[i] += s.cpu
-            mem[i] += s.host_memory_bytes
-            placed[i].append((s.name, str(sl), gidx))
-            break
-        else:
+                best = i
+                break
+            if free_slots[i].get(sl) and (best < 0 or g.cpu - cpu[i] > g.cpu - cpu[best] + 1e-9):
+                best = i
+        if best < 0 and sl.kind != "cpu":
+            spill = next((c for c in all_cfgs if any(x == sl for x, _ in c.slots)), None)
+            for i in range(n):
+                if spill is None or len(node_gpus[i]) >= g.gpus:
+                    continue
+                if cpu[i] + s.cpu > g.cpu + 1e-9 or mem[i] + s.host_memory_bytes > g.memory_bytes:
+                    continue
+                gidx_new = len(node_gpus[i])
+                node_gpus[i].append((gidx_new, spill))
+                for x, cnt in spill.slots:
+                    free_slots[i][x] += [gidx_new] * cnt
+                best = i
+                break
+        if best < 0:
             return False, []
+        gidx = -1 if sl.kind == "cpu" else free_slots[best][sl].pop(0)
+        cpu[best] += s.cpu
+        mem[best] += s.host_memory_bytes
+        placed[best].append((s.name, str(sl), gidx))
     out = [(tuple(cfg.name for _, cfg in node_gpus[i]), tuple(placed[i]), cpu[i], mem[i]) for i in range(n)]
     return True, out
 

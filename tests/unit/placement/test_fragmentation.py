@@ -104,7 +104,7 @@ def test_csv_loaders_read_the_alibaba_columns(tmp_path: Path) -> None:
 
 
 def test_unknown_policy_is_rejected_with_the_choices() -> None:
-    with pytest.raises(ValueError, match="first-fit, best-fit, .*fgd, kubeinfer"):
+    with pytest.raises(ValueError, match=r"first-fit, best-fit, .*fgd, kubeinfer"):
         replay(*TINY, "worst-fit")
 
 
