@@ -210,7 +210,9 @@ class _Sim:
             self.end[p : p + m] = np.where(dropped, arr[:m] + timeout, st_arr + self.svc[p : p + m])
             self.p = p + m
 
-    def _hist(self, cnt: FloatArr, frac: FloatArr, times: FloatArr, base: int) -> None:
+    def _hist(
+        self, cnt: FloatArr, frac: FloatArr, times: FloatArr, base: int, also: tuple[FloatArr, FloatArr] | None = None
+    ) -> None:
         idx = times.astype(np.int64)
         top = int(idx.max())
         last = len(cnt) - 1
@@ -219,8 +221,13 @@ class _Sim:
             top = last
         rel = idx - base
         width = top - base + 1
-        cnt[base : top + 1] += np.bincount(rel, minlength=width)
-        frac[base : top + 1] += np.bincount(rel, weights=idx + 1 - times, minlength=width)
+        c = np.bincount(rel, minlength=width)
+        f = np.bincount(rel, weights=idx + 1 - times, minlength=width)
+        cnt[base : top + 1] += c
+        frac[base : top + 1] += f
+        if also is not None:
+            also[0][base : top + 1] += c
+            also[1][base : top + 1] += f
 
     def _histograms(self) -> None:
         lo, hi = self.hist_p, self.p
@@ -228,14 +235,16 @@ class _Sim:
             return
         st, en = self.start[lo:hi], self.end[lo:hi]
         base = min(int(self.arr[lo]), len(self.d_cnt) - 1)  # every time in the slice is >= its first arrival
-        self._hist(self.d_cnt, self.d_frac, en, base)
         served = ~np.isnan(st)
         if served.all():
+            # Nothing dropped (the usual case): every departure is a served one -- one histogram for both.
+            self._hist(self.d_cnt, self.d_frac, en, base, (self.ds_cnt, self.ds_frac))
             self._hist(self.s_cnt, self.s_frac, st, base)
-            self._hist(self.ds_cnt, self.ds_frac, en, base)
-        elif served.any():
-            self._hist(self.s_cnt, self.s_frac, st[served], base)
-            self._hist(self.ds_cnt, self.ds_frac, en[served], base)
+        else:
+            self._hist(self.d_cnt, self.d_frac, en, base)
+            if served.any():
+                self._hist(self.s_cnt, self.s_frac, st[served], base)
+                self._hist(self.ds_cnt, self.ds_frac, en[served], base)
         self.hist_p = hi
 
     def _integrals(self, k_end: int) -> None:
