@@ -18,7 +18,9 @@ TORCH = "torch==2.13.0"
 
 # env name -> the peer's packages (pip requirement strings)
 PACKAGES: dict[str, list[str]] = {
-    "mlserver": ["mlserver", "mlserver-sklearn"],
+    # uvloop 0.22+ raises in asyncio.get_event_loop() without a running loop, which MLServer 1.7.1's inference
+    # workers call at start (they die and the model never loads): the uvloop of MLServer's release time.
+    "mlserver": ["mlserver", "mlserver-sklearn", "uvloop<0.22"],
     "kserve": ["kserve"],
     "ray": ["ray[serve]"],
     "bentoml": ["bentoml"],

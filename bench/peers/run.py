@@ -156,6 +156,31 @@ PEERS: dict[str, Peer] = {
         ),
     ]
 }
+# What the report says about the setup, whatever the sitting found.
+SETUP_NOTES = [
+    "MLServer 1.7.1: its env pins uvloop<0.22. With uvloop 0.22+ `asyncio.get_event_loop()` raises outside a "
+    "running loop, which MLServer's inference worker calls at start: the worker dies, the model never loads and "
+    "every request gets 400/404.",
+    "PyTriton 0.7.0 bundles Triton 2.51.0, and its tritonserver binary runs on this CPU-only x86-64 machine (it "
+    "logs CUDA/NVML/DCGM warnings and goes on). Its Python backend stub links `libpython3.11.so.1.0` through the "
+    "dynamic loader, which found Debian's 3.11.2 while the interpreter (pyenv 3.11.7) supplies the standard "
+    "library, and the model failed to load (`'_thread.RLock' object has no attribute '_recursion_count'`). "
+    "servers/pytriton_serve.py puts the interpreter's own lib/ first on LD_LIBRARY_PATH.",
+    "Ray Serve 2.60: `ray-direct` sets RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (Ray's high-throughput mode, >= 2.55), "
+    "which turns on direct ingress: no proxy actor, the ingress replica serves HTTP itself on a port that Serve "
+    "allocates from RAY_SERVE_DIRECT_INGRESS_MIN/MAX_HTTP_PORT (pinned to the benchmark's port). The docs pair it "
+    "with HAProxy (RAY_SERVE_ENABLE_HA_PROXY=1) in front of several replicas; with one replica on one machine the "
+    "client talks to the replica directly and no HAProxy is installed. `ray-proxy` is Serve's default HTTP proxy. "
+    "Both run a local Ray started by the server script with the dashboard off; every Ray process (GCS, raylet, "
+    "workers, proxy, replica) is in the measured process tree.",
+    "KServe's Python ModelServer has no dynamic batching (KServe batches in a separate agent container on "
+    "Kubernetes); it runs one worker with gRPC off and its default latency logging on.",
+    "BentoML and MLServer keep their default per-request access logs (written to a file here); LitServe runs with "
+    "its default queue (fast_queue off).",
+    "kubeinfer as shipped serves minilm with its ONNX Runtime backend (fp32 export of the same weights, checked "
+    "against PyTorch); `kubeinfer-torch` is the same server with `backend: torch`, the runtime the peers use.",
+    "Torch threads: every PyTorch server uses PyTorch's default (one intra-op thread per core, 2 here).",
+]
 BASELINES = ("ceiling-batch", "ceiling-single", "kubeinfer", "kubeinfer-torch")
 
 
@@ -437,6 +462,7 @@ class Server:
     def wait_ready(self, data: bytes, want: list[float], timeout: float) -> float:
         """Seconds from start to the first correct answer; raises with the reason otherwise."""
         last = "no answer"
+        failing_since = 0.0
         while time.monotonic() - self.t0 < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"exited with {self.proc.returncode}: {self.tail()}")
@@ -451,7 +477,13 @@ class Server:
                 if problem is None:
                     return time.monotonic() - self.t0
                 raise RuntimeError(f"wrong answer: {problem}")
-            last = f"HTTP {status}: {raw[:200]!r}"
+            last = f"HTTP {status}: {raw[:300]!r}"
+            if status >= 500 and status != 503:
+                failing_since = failing_since or time.monotonic()
+                if time.monotonic() - failing_since > 30:
+                    raise RuntimeError(f"answers {last} for 30 s")
+            else:
+                failing_since = 0.0
             time.sleep(0.25)
         raise RuntimeError(f"not ready after {timeout:.0f}s ({last}); log: {self.tail()}")
 
@@ -546,7 +578,7 @@ def bench_one(peer: Peer, model: str, args: argparse.Namespace, want: list[float
         rec["memory"] = memory(server.proc.pid)
         load(server.url, data, 1, 1)  # warm-up, discarded
         rec["c1"] = measure(server, data, 1, args.duration)
-        status, raw = post(server.url, data)  # still correct after the load
+        status, raw = post(server.url, data, timeout=120)  # still correct after the load
         problem = check_answer(model, raw, want) if status == 200 else f"HTTP {status}"
         if problem:
             rec["error"] = f"wrong answer after the load: {problem}"
@@ -726,8 +758,7 @@ def write_report(doc: dict[str, Any], path: Path = RESULTS_MD) -> None:
         if wrong:
             lines += ["", "Non-2xx or socket errors during the load (median count):"]
             lines += [f"- {n}: {s['c64_errors']} at c=64, {s['c1_errors']} at c=1" for n, s in wrong]
-    if doc.get("notes"):
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in doc["notes"]]
+    lines += ["", "## Notes", ""] + [f"- {n}" for n in [*doc.get("notes", []), *SETUP_NOTES]]
     lines.append("")
     path.write_text("\n".join(lines))
 
@@ -737,7 +768,10 @@ def write_report(doc: dict[str, Any], path: Path = RESULTS_MD) -> None:
 
 def estimate_s(plan: list[tuple[Peer, str]], args: argparse.Namespace) -> float:
     per = sum(p.start_estimate_s + (15 if m == "minilm" else 0) + args.warmup + 2 * args.duration + 8 for p, m in plan)
-    return per * args.repeats + (25 * 60 if args.install else 0)
+    # a fresh env takes about 5 min to install (the torch wheel alone is ~1 GB unpacked), an existing one ~30 s
+    fresh = {p.env for p, _ in plan if p.env and not p.available()}
+    reuse = {p.env for p, _ in plan if p.env} - fresh
+    return per * args.repeats + ((300 * len(fresh) + 30 * len(reuse)) if args.install else 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -750,6 +784,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds of discarded c=64 load before measuring")
     ap.add_argument("--ready-timeout", type=float, default=300.0)
     ap.add_argument("--label", default="", help="a line at the top of RESULTS.md (e.g. PROVISIONAL ...)")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan and the expected time, run nothing")
     ap.add_argument("--report", action="store_true", help="only rewrite RESULTS.md from results.json")
     ap.add_argument("--results", type=Path, default=RESULTS_JSON)
     args = ap.parse_args(argv)
@@ -762,6 +797,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {RESULTS_MD}")
         return 0
 
+    def interrupted(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")  # unwinds through bench_one, which stops its server
+
+    signal.signal(signal.SIGTERM, interrupted)
     names = [n.strip() for n in args.peers.split(",") if n.strip()]
     unknown = [n for n in names if n not in PEERS]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -772,6 +811,10 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"plan: {len(plan)} server runs x {args.repeats} repeat(s); expected total about {est / 60:.0f} min", flush=True
     )
+    if args.dry_run:
+        for peer, model in plan:
+            print(f"  {model:9} {peer.name:15} {peer.what}")
+        return 0
     t_start = time.monotonic()
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     notes: list[str] = []

@@ -8,6 +8,8 @@ OIP v2 REST: POST /v2/models/{tabular64|minilm}/infer
 
 from __future__ import annotations
 
+import uuid
+
 import common
 import numpy as np
 
@@ -34,7 +36,7 @@ class Tabular64(kserve.Model if kserve else object):  # type: ignore[misc]
         return InferResponse(
             model_name=self.name,
             infer_outputs=[InferOutput(name="predict_proba", shape=list(out.shape), datatype="FP32", data=out)],
-            response_id=payload.id,
+            response_id=payload.id or str(uuid.uuid4()),
         )
 
 
@@ -54,7 +56,7 @@ class MiniLM(kserve.Model if kserve else object):  # type: ignore[misc]
         return InferResponse(
             model_name=self.name,
             infer_outputs=[InferOutput(name="embedding", shape=list(out.shape), datatype="FP32", data=out)],
-            response_id=payload.id,
+            response_id=payload.id or str(uuid.uuid4()),
         )
 
 

@@ -6,11 +6,26 @@ OIP v2 REST (Triton's HTTP endpoint): POST /v2/models/{tabular64|minilm}/infer
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import common
 import numpy as np
 
 
+def _own_libpython() -> None:
+    """Triton runs the Python model in ``triton_python_backend_stub``, which links ``libpython3.X.so.1.0`` through
+    the dynamic loader but imports the standard library of this interpreter. Where the two differ (here: Debian's
+    /lib/x86_64-linux-gnu/libpython3.11.so.1.0, 3.11.2, against a 3.11.7 interpreter) the stub dies at model load
+    (``'_thread.RLock' object has no attribute '_recursion_count'``). Put this interpreter's own libpython first."""
+    lib = Path(sys.base_prefix) / "lib"
+    if (lib / f"libpython{sys.version_info.major}.{sys.version_info.minor}.so.1.0").exists():
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(lib), os.environ.get("LD_LIBRARY_PATH")]))
+
+
 def main() -> None:
+    _own_libpython()
     from pytriton.decorators import batch
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig

@@ -2,8 +2,12 @@
 the batch size, as the batching guide asks), on a local Ray started by this process (dashboard off).
 
     python ray_serve.py            Serve's default HTTP proxy (a proxy actor forwards to the replica)
-    PEER_RAY_DIRECT=1 python ...   the throughput-optimized mode of recent Ray (RAY_SERVE_THROUGHPUT_OPTIMIZED=1,
-                                   set by run.py before Ray starts), see run.py for what the installed version has
+    PEER_RAY_DIRECT=1 python ...   Ray's throughput-optimized mode (RAY_SERVE_THROUGHPUT_OPTIMIZED=1, Ray >= 2.55),
+                                   which turns on direct ingress: no proxy actor, the ingress replica itself serves
+                                   HTTP on a port that Serve allocates from RAY_SERVE_DIRECT_INGRESS_MIN/MAX_HTTP_PORT
+                                   (pinned here to PEER_PORT so that the client knows it). On a cluster the docs put
+                                   HAProxy (RAY_SERVE_ENABLE_HA_PROXY=1) in front of the replicas; with one replica on
+                                   one machine the client talks to the replica directly.
 
 Native JSON: POST / with {"data": [64 floats]} or {"text": "a sentence"}.
 """
@@ -17,6 +21,14 @@ import time
 
 import common
 import numpy as np
+
+DIRECT = os.environ.get("PEER_RAY_DIRECT") == "1"
+if DIRECT:  # read by Serve's constants at import, in this process and in the actors it starts
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(common.PORT)
+    os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(common.PORT + 1)
+    os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT"] = str(common.PORT2)
+    os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT"] = str(common.PORT2 + 1)
 
 try:
     from ray import serve
@@ -73,7 +85,8 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     ray.init(include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": common.HOST, "port": common.PORT})
+    # in direct-ingress mode the replica holds PEER_PORT; a proxy, if any were started, gets PEER_PORT3
+    serve.start(http_options={"host": common.HOST, "port": common.PORT3 if DIRECT else common.PORT})
     app = (Tabular64 if common.MODEL == "tabular64" else MiniLM).bind()
     serve.run(app, name=common.MODEL, route_prefix="/")
     print("PEER_READY", flush=True)
