@@ -39,14 +39,23 @@ def dtype_of(datatype: str) -> np.dtype[Any]:
     return DATATYPES[datatype]
 
 
+# Keyed by dtype.num (a small int): hashing an int is cheaper than hashing a dtype, and this runs per tensor.
+_BY_NUM = {dt.num: name for name, dt in DATATYPES.items() if name != "BYTES"}
+_BY_NUM.update({np.dtype(np.longlong).num: "INT64", np.dtype(np.ulonglong).num: "UINT64"})
+
+
 def datatype_of(arr: np.ndarray[Any, Any]) -> str:
     """The OIP datatype of an array; unicode and bytes arrays are BYTES."""
-    if arr.dtype.kind in ("U", "S", "O"):
+    dt = arr.dtype
+    name = _BY_NUM.get(dt.num)
+    if name is not None and dt.isnative:
+        return name
+    if dt.kind in ("U", "S", "O"):
         return "BYTES"
-    try:
-        return _BY_DTYPE[arr.dtype]
-    except KeyError:
-        raise ModelError(f"output dtype {arr.dtype} has no Open Inference Protocol datatype") from None
+    name = _BY_DTYPE.get(dt.newbyteorder("="))
+    if name is None:
+        raise ModelError(f"output dtype {dt} has no Open Inference Protocol datatype")
+    return name
 
 
 class ModelError(Exception):
@@ -76,6 +85,10 @@ class ModelInfo:
     # Rows of different requests may be concatenated on axis 0 and split back (true for nearly every model).
     batchable: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    input_index: dict[str, TensorSpec] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.input_index = {s.name: s for s in self.inputs}
 
 
 @runtime_checkable

@@ -60,9 +60,14 @@ class InferRequest:
 
 
 def _shape(raw: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
-        raise InvalidInput(f"{where}.shape must be a list of non-negative integers, got {raw!r}")
-    return tuple(raw)
+    # Plain loops and exact type checks: this runs for every tensor of every request.
+    if type(raw) is list:
+        for d in raw:
+            if type(d) is not int or d < 0:
+                break
+        else:
+            return tuple(raw)
+    raise InvalidInput(f"{where}.shape must be a list of non-negative integers, got {raw!r}")
 
 
 def decode_raw(datatype: str, shape: tuple[int, ...], buf: bytes | memoryview, where: str) -> np.ndarray[Any, Any]:
@@ -225,7 +230,7 @@ def validate_inputs(req: InferRequest, info: ModelInfo, model: str) -> None:
     """Check inputs against the model's metadata and set ``req.rows`` (the shared first dimension)."""
     specs: Sequence[TensorSpec] = info.inputs
     if specs:
-        by_name = {s.name: s for s in specs}
+        by_name = info.input_index
         for name, arr in req.inputs.items():
             spec = by_name.get(name)
             if spec is None:
@@ -236,14 +241,22 @@ def validate_inputs(req: InferRequest, info: ModelInfo, model: str) -> None:
             if dt != spec.datatype:
                 raise InvalidInput(f"input {name!r} has datatype {dt} but model {model!r} expects {spec.datatype}")
             shape = arr.shape
-            if len(shape) != len(spec.shape) or any(e >= 0 and d != e for d, e in zip(shape, spec.shape, strict=True)):
+            expected = spec.shape
+            bad = len(shape) != len(expected)
+            if not bad:
+                for d, e in zip(shape, expected, strict=True):
+                    if e >= 0 and d != e:
+                        bad = True
+                        break
+            if bad:
                 raise InvalidInput(
                     f"input {name!r} has shape {list(shape)} but model {model!r} expects {list(spec.shape)} "
                     "(-1 is any size)"
                 )
-        for s in specs:
-            if not s.optional and s.name not in req.inputs:
-                raise InvalidInput(f"missing input {s.name!r} (model {model!r} needs it)")
+        if len(req.inputs) != len(specs):
+            for s in specs:
+                if not s.optional and s.name not in req.inputs:
+                    raise InvalidInput(f"missing input {s.name!r} (model {model!r} needs it)")
     rows = -1
     for name, arr in req.inputs.items():
         n = arr.shape[0] if arr.ndim else 1
@@ -268,8 +281,9 @@ def _json_data(arr: np.ndarray[Any, Any]) -> Any:
         return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in arr.reshape(-1)]
     if arr.dtype.kind == "U":
         return arr.reshape(-1).tolist()
-    # orjson serializes contiguous numeric numpy arrays natively (OPT_SERIALIZE_NUMPY): no Python list built.
-    return np.ascontiguousarray(arr.reshape(-1))
+    # orjson serializes C-contiguous numeric numpy arrays natively (OPT_SERIALIZE_NUMPY): no Python list built.
+    # reshape(-1) is a view of a contiguous array (a batch slice is one) and a contiguous copy otherwise.
+    return arr.reshape(-1)
 
 
 def output_json(
