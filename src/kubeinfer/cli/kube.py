@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from kubeinfer.cli.app import app, err, fail, load_or_fail, out
-from kubeinfer.kube.render import SUPPORTED_VERSIONS, RenderOptions, dump_yaml, render_all
+from kubeinfer.kube.versions import SUPPORTED_VERSIONS
+
+if TYPE_CHECKING:
+    from kubeinfer.kube.render import RenderOptions
 
 __all__: list[str] = []
 
@@ -24,6 +27,8 @@ def _options(
     image: str | None = None,
     accelerator: str | None = None,
 ) -> RenderOptions:
+    from kubeinfer.kube.render import RenderOptions
+
     try:
         return RenderOptions(
             target_version=target_version.removeprefix("v"),
@@ -41,6 +46,8 @@ def _print(objects: list[dict[str, Any]], output: str) -> None:
     if output == "json":
         out.print_json(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
     else:
+        from kubeinfer.kube.render import dump_yaml
+
         typer.echo(dump_yaml(objects), nl=False)
 
 
@@ -69,6 +76,8 @@ def render(
     if spec_file is None:
         raise fail("give a spec file (or --crd)", 2)
     svc = load_or_fail(spec_file)
+    from kubeinfer.kube.render import render_all
+
     rendered = render_all(svc, _options(target_version, cloud, keda, namespace, image, accelerator))
     for note in rendered.notes:
         err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
@@ -102,6 +111,7 @@ def deploy(
     """Server-side apply the manifests, prune what the spec no longer needs, and wait for the rollout."""
     from kubeinfer.kube.api import KubeError, SystemClock
     from kubeinfer.kube.deploy import execute, plan, wait_rollout
+    from kubeinfer.kube.render import dump_yaml, render_all
     from kubeinfer.kube.status import RolloutStatus
 
     svc = load_or_fail(spec_file)

@@ -12,11 +12,43 @@
 - :mod:`~kubeinfer.kube.build` -- the container build context for a service.
 """
 
-from kubeinfer.kube.api import KubeApi, KubeConfigError, KubeError
-from kubeinfer.kube.crd import crd
-from kubeinfer.kube.fake import FakeKubeApi
-from kubeinfer.kube.render import SUPPORTED_VERSIONS, Rendered, RenderOptions, dump_yaml, render, render_all
-from kubeinfer.kube.status import RolloutStatus, interpret
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kubeinfer.kube.api import KubeApi, KubeConfigError, KubeError
+    from kubeinfer.kube.crd import crd
+    from kubeinfer.kube.fake import FakeKubeApi
+    from kubeinfer.kube.render import SUPPORTED_VERSIONS, Rendered, RenderOptions, dump_yaml, render, render_all
+    from kubeinfer.kube.status import RolloutStatus, interpret
+
+# Exports load on first use (PEP 562), so that importing one submodule, or the CLI, does not import all.
+_EXPORTS = {
+    "FakeKubeApi": "kubeinfer.kube.fake",
+    "KubeApi": "kubeinfer.kube.api",
+    "KubeConfigError": "kubeinfer.kube.api",
+    "KubeError": "kubeinfer.kube.api",
+    "RenderOptions": "kubeinfer.kube.render",
+    "Rendered": "kubeinfer.kube.render",
+    "RolloutStatus": "kubeinfer.kube.status",
+    "SUPPORTED_VERSIONS": "kubeinfer.kube.render",
+    "crd": "kubeinfer.kube.crd",
+    "dump_yaml": "kubeinfer.kube.render",
+    "interpret": "kubeinfer.kube.status",
+    "render": "kubeinfer.kube.render",
+    "render_all": "kubeinfer.kube.render",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "SUPPORTED_VERSIONS",

@@ -47,6 +47,7 @@ from kubeinfer.kube.names import (
     config_map_name,
     selector_labels,
 )
+from kubeinfer.kube.versions import SUPPORTED_VERSIONS
 from kubeinfer.spec.service import InferenceService, MetricSpec, ModelSpec, ProbeSpec
 
 __all__ = [
@@ -60,7 +61,6 @@ __all__ = [
     "render_all",
 ]
 
-SUPPORTED_VERSIONS: Final = ("1.30", "1.31", "1.32", "1.33", "1.34", "1.35")
 DEFAULT_HTTP_PORT: Final = 8080
 DEFAULT_GRPC_PORT: Final = 8081
 RUN_AS: Final = 10001

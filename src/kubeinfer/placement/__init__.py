@@ -8,50 +8,112 @@
 - ``fragmentation``: GPU-sharing placement policies (first-fit, best-fit, FGD, kubeinfer) and the trace replay.
 """
 
-from kubeinfer.placement.autoscaler import (
-    AutoscalerConfig,
-    Bind,
-    ClusterAutoscaler,
-    ClusterState,
-    DeleteNode,
-    Node,
-    NodeGroupSpec,
-    Pod,
-    ScaleUp,
-)
-from kubeinfer.placement.catalogue import CATALOGUE, Accelerator, Catalogue, accelerator_from_dict
-from kubeinfer.placement.fragmentation import (
-    POLICIES,
-    Cluster,
-    ReplayResult,
-    Workload,
-    load_nodes_csv,
-    load_pods_csv,
-    replay,
-    replay_files,
-)
-from kubeinfer.placement.mig import (
-    MigInstance,
-    MigProfile,
-    enumerate_layouts,
-    maximal_layouts,
-    mig_profiles,
-    named_layouts,
-    place_layout,
-    resource_name,
-    validate_layout,
-)
-from kubeinfer.placement.planner import (
-    InfeasiblePlan,
-    NodeGroup,
-    Plan,
-    PlannerOptions,
-    ServiceDemand,
-    ServicePlacement,
-    naive_plan,
-    plan,
-)
-from kubeinfer.placement.profile import Profile, ProfilePoint, SliceRef, parse_slice, profile_from_dict
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kubeinfer.placement.autoscaler import (
+        AutoscalerConfig,
+        Bind,
+        ClusterAutoscaler,
+        ClusterState,
+        DeleteNode,
+        Node,
+        NodeGroupSpec,
+        Pod,
+        ScaleUp,
+    )
+    from kubeinfer.placement.catalogue import CATALOGUE, Accelerator, Catalogue, accelerator_from_dict
+    from kubeinfer.placement.fragmentation import (
+        POLICIES,
+        Cluster,
+        ReplayResult,
+        Workload,
+        load_nodes_csv,
+        load_pods_csv,
+        replay,
+        replay_files,
+    )
+    from kubeinfer.placement.mig import (
+        MigInstance,
+        MigProfile,
+        enumerate_layouts,
+        maximal_layouts,
+        mig_profiles,
+        named_layouts,
+        place_layout,
+        resource_name,
+        validate_layout,
+    )
+    from kubeinfer.placement.planner import (
+        InfeasiblePlan,
+        NodeGroup,
+        Plan,
+        PlannerOptions,
+        ServiceDemand,
+        ServicePlacement,
+        naive_plan,
+        plan,
+    )
+    from kubeinfer.placement.profile import Profile, ProfilePoint, SliceRef, parse_slice, profile_from_dict
+
+# Exports load on first use (PEP 562), so that importing one submodule, or the CLI, does not import all.
+_EXPORTS = {
+    "Accelerator": "kubeinfer.placement.catalogue",
+    "AutoscalerConfig": "kubeinfer.placement.autoscaler",
+    "Bind": "kubeinfer.placement.autoscaler",
+    "CATALOGUE": "kubeinfer.placement.catalogue",
+    "Catalogue": "kubeinfer.placement.catalogue",
+    "Cluster": "kubeinfer.placement.fragmentation",
+    "ClusterAutoscaler": "kubeinfer.placement.autoscaler",
+    "ClusterState": "kubeinfer.placement.autoscaler",
+    "DeleteNode": "kubeinfer.placement.autoscaler",
+    "InfeasiblePlan": "kubeinfer.placement.planner",
+    "MigInstance": "kubeinfer.placement.mig",
+    "MigProfile": "kubeinfer.placement.mig",
+    "Node": "kubeinfer.placement.autoscaler",
+    "NodeGroup": "kubeinfer.placement.planner",
+    "NodeGroupSpec": "kubeinfer.placement.autoscaler",
+    "POLICIES": "kubeinfer.placement.fragmentation",
+    "Plan": "kubeinfer.placement.planner",
+    "PlannerOptions": "kubeinfer.placement.planner",
+    "Pod": "kubeinfer.placement.autoscaler",
+    "Profile": "kubeinfer.placement.profile",
+    "ProfilePoint": "kubeinfer.placement.profile",
+    "ReplayResult": "kubeinfer.placement.fragmentation",
+    "ScaleUp": "kubeinfer.placement.autoscaler",
+    "ServiceDemand": "kubeinfer.placement.planner",
+    "ServicePlacement": "kubeinfer.placement.planner",
+    "SliceRef": "kubeinfer.placement.profile",
+    "Workload": "kubeinfer.placement.fragmentation",
+    "accelerator_from_dict": "kubeinfer.placement.catalogue",
+    "enumerate_layouts": "kubeinfer.placement.mig",
+    "load_nodes_csv": "kubeinfer.placement.fragmentation",
+    "load_pods_csv": "kubeinfer.placement.fragmentation",
+    "maximal_layouts": "kubeinfer.placement.mig",
+    "mig_profiles": "kubeinfer.placement.mig",
+    "naive_plan": "kubeinfer.placement.planner",
+    "named_layouts": "kubeinfer.placement.mig",
+    "parse_slice": "kubeinfer.placement.profile",
+    "place_layout": "kubeinfer.placement.mig",
+    "plan": "kubeinfer.placement.planner",
+    "profile_from_dict": "kubeinfer.placement.profile",
+    "replay": "kubeinfer.placement.fragmentation",
+    "replay_files": "kubeinfer.placement.fragmentation",
+    "resource_name": "kubeinfer.placement.mig",
+    "validate_layout": "kubeinfer.placement.mig",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "CATALOGUE",
