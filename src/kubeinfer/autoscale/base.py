@@ -72,12 +72,16 @@ class LoadSample:
     """Service-wide load at one instant, as the router (or Knative's activator and queue-proxies) sees it.
 
     ``concurrency`` counts requests in flight across all replicas plus those buffered in front of them;
-    ``rps`` is the arrival rate over the interval that ended at ``time``.
+    ``rps`` is the arrival rate over the interval that ended at ``time``; ``work``, when reported, the busy time
+    over that interval per second: slot-seconds spent serving requests (the rate of the replicas'
+    ``kubeinfer_compute_duration_seconds`` sum, or the time-average of requests in service), i.e. the load in
+    Erlangs. Unlike ``rps`` it weighs each request by its cost, which for an LLM varies a hundredfold.
     """
 
     time: float
     concurrency: float = 0.0
     rps: float = 0.0
+    work: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,10 @@
 """kubeinfer's predictive policy: forecast the request rate, provision for it before it arrives.
 
 There is no upstream reference; the building blocks are textbook. Demand is the request rate reported in
-:attr:`Observation.load`, averaged into steps. Three forecasters run side by side, each updated in O(1)
+:attr:`Observation.load`, averaged into steps -- or, when ``capacity_work`` is configured, the *work*: busy
+slot-seconds per second (:attr:`LoadSample.work`, what the replicas' compute-duration counters measure), sized
+with a capacity in the same unit (Erlangs). By work, a minute of long LLM generations needs more replicas than a
+minute of short ones at the same request rate, as it does in reality and in the oracle's model. Three forecasters run side by side, each updated in O(1)
 per completed step (no refitting over history, so a simulator can call ``decide`` every sync period for a
 day-long trace):
 
@@ -19,9 +22,12 @@ Replicas come from the measured capacity of one replica at the latency SLO (``Pr
 from ``kubeinfer profile``) times ``headroom`` (1.1): ``ceil(rate x headroom / capacity)``. The forecast is
 taken for ``[now + startupSeconds, now + startupSeconds + syncPeriod]`` so that replicas are ready when the
 load arrives. The count is never below what the current rate needs: the larger of the 30 s and the 6 s average
-(Knative's panic window) plus a rising trend (least squares over 30 s) carried over start-up + sync period, each
-only when it stands two standard errors out of the noise, so a surge no forecaster saw coming still gets
-replicas early. ``capacity_curve`` (optional: what n pooled replicas
+(Knative's panic window) plus a rising trend (least squares over 30 s) carried over start-up + sync period: the
+short average when it stands two standard errors out of the noise, the trend only then and when its slope stands
+three standard errors out, so a surge no forecaster saw coming still gets replicas early. Both are read on
+arrivals (independent counts; busy time is autocorrelated and lags) and converted to work at the window's mean
+cost per request. With no history (the first decision), the current count counts as recommended, so a cold
+metrics pipeline cannot scale a loaded service down. ``capacity_curve`` (optional: what n pooled replicas
 serve within the SLO) replaces ``n x capacityRps`` where a profile or model gives it; scale-downs are
 held for 120 s (a maximum over the window, as the HPA's scale-down stabilization -- shorter than its 300 s
 because the forecast, not the window, anticipates rises); and the result is clamped to [min, max].
@@ -30,6 +36,7 @@ because the forecast, not the window, anticipates rises); and the result is clam
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from dataclasses import dataclass, field, replace
 
@@ -67,6 +74,19 @@ class PredictiveConfig:
     """Optional: requests/s that ``n`` replicas serve within the SLO, for n = 1, 2, ... (non-decreasing). Pooled
     replicas behind one queue serve more than ``n`` times one replica at a latency SLO (Erlang C); a measured or
     modelled curve lets the policy use it. Beyond its end, each extra replica adds the last per-replica value."""
+    capacity_work: float | None = None
+    """Optional: busy slot-seconds per second (Erlangs) one replica sustains within the SLO. When set, demand is
+    measured as work (:attr:`LoadSample.work`: busy slot-seconds per second; the requests in flight where a
+    sample has no work), not as requests/s: requests of very different cost (LLM generations) then count for what
+    they cost. Queued requests are not added: a backlog saturates the busy time at the pool's size, which is
+    already above what the curve allows at the SLO, so the policy scales up anyway."""
+    work_curve: tuple[float, ...] = ()
+    """Like ``capacity_curve``, in Erlangs: the work ``n`` pooled replicas sustain within the SLO."""
+    trend_sigmas: float = 3.0
+    """A rising trend counts when its slope stands this many standard errors out of the noise..."""
+    trend_needs_surge: bool = True
+    """...and only while the short-window rate also stands out: real traffic (the Azure LLM trace) is burstier
+    than Poisson, and a slope alone, carried over a minute of start-up, fired on noise."""
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.max_replicas < 1 or self.min_replicas > self.max_replicas:
@@ -76,10 +96,11 @@ class PredictiveConfig:
             )
         if not self.capacity_rps > 0:
             raise ValueError(f"capacityRps must be > 0, got {self.capacity_rps}")
-        if any(b < a for a, b in zip(self.capacity_curve, self.capacity_curve[1:], strict=False)) or any(
-            not c > 0 for c in self.capacity_curve
-        ):
-            raise ValueError("capacity_curve must be positive and non-decreasing in the replica count")
+        for name, curve in (("capacity_curve", self.capacity_curve), ("work_curve", self.work_curve)):
+            if any(b < a for a, b in itertools.pairwise(curve)) or any(not c > 0 for c in curve):
+                raise ValueError(f"{name} must be positive and non-decreasing in the replica count")
+        if self.capacity_work is not None and not self.capacity_work > 0:
+            raise ValueError(f"capacity_work must be > 0, got {self.capacity_work}")
 
     @property
     def step(self) -> float:
@@ -98,8 +119,8 @@ class PredictiveConfig:
 
 @dataclass(frozen=True, slots=True)
 class PredictiveState:
-    recent: tuple[tuple[float, float], ...] = ()
-    """(time, rps) samples inside the reactive window."""
+    recent: tuple[tuple[float, float, float], ...] = ()
+    """(time, demand, rps) samples inside the reactive window; demand is rps, or work in work mode."""
     step_index: int | None = None
     step_sum: float = 0.0
     step_count: int = 0
@@ -203,11 +224,15 @@ class Predictive:
         cfg = self.config
         step = cfg.step
         recent = [r for r in s.recent if r[0] > now - cfg.reactive_window]
+        use_work = cfg.capacity_work is not None
         for sample in obs.load:
-            recent.append((sample.time, sample.rps))
+            value = sample.rps
+            if use_work:
+                value = sample.concurrency if sample.work is None else sample.work
+            recent.append((sample.time, value, sample.rps))
             k = math.floor(sample.time / step)
             if s.step_index is None:
-                s = replace(s, step_index=k, step_sum=sample.rps, step_count=1)
+                s = replace(s, step_index=k, step_sum=value, step_count=1)
                 continue
             if k < s.step_index:
                 continue  # late sample for a finished step: ignore
@@ -218,7 +243,7 @@ class Predictive:
                 for gap in range(max(done + 1, k - cfg.season_steps), k):
                     s = self._complete_step(s, gap, 0.0)
                 s = replace(s, step_index=k, step_sum=0.0, step_count=0)
-            s = replace(s, step_sum=s.step_sum + sample.rps, step_count=s.step_count + 1)
+            s = replace(s, step_sum=s.step_sum + value, step_count=s.step_count + 1)
         recent = [r for r in recent if r[0] > now - cfg.reactive_window]
         return replace(s, recent=tuple(recent))
 
@@ -227,14 +252,17 @@ class Predictive:
     def _replicas_for(self, rate: float) -> int:
         cfg = self.config
         need = round(max(0.0, rate) * cfg.headroom, 9)
-        curve = cfg.capacity_curve
+        if cfg.capacity_work is not None:
+            curve, per_replica = cfg.work_curve, cfg.capacity_work
+        else:
+            curve, per_replica = cfg.capacity_curve, cfg.capacity_rps
         if curve and need > 0:
             n = bisect.bisect_left(curve, need)
             if n < len(curve):
                 return n + 1
             per = curve[-1] / len(curve)
             return len(curve) + math.ceil(round((need - curve[-1]) / per, 9))
-        return math.ceil(round(need / cfg.capacity_rps, 9))
+        return math.ceil(round(need / per_replica, 9))
 
     @staticmethod
     def _slope(samples: tuple[tuple[float, float], ...]) -> tuple[float, float]:
@@ -254,26 +282,36 @@ class Predictive:
     def decide(self, observation: Observation, state: PredictiveState, now: float) -> tuple[Decision, PredictiveState]:
         cfg = self.config
         state = self._ingest(state, observation, now)
-        current_rate = sum(r for _, r in state.recent) / len(state.recent) if state.recent else 0.0
+        recent = state.recent
+        current_rate = sum(r[1] for r in recent) / len(recent) if recent else 0.0
+        current_rps = sum(r[2] for r in recent) / len(recent) if recent else 0.0
+        # Demand per request/s (1 in rps mode; the mean cost of a request in work mode). Surges and trends are
+        # detected on arrivals -- Poisson counts, independent from second to second, so a standard error means
+        # what it says -- and carried over to demand through it: busy time is autocorrelated (a request keeps
+        # a slot busy for seconds) and lags arrivals by a service time.
+        scale = current_rate / current_rps if current_rps > 0 else 1.0
         # The reactive need: the larger of the 30 s and the 6 s average, plus a rising trend (least squares over
         # the reactive window) carried over the lead time -- a surge the forecast did not foresee still gets
         # replicas started before the queue builds up. Only ever upwards: noise never scales down.
         # Both only count when they stand out of the noise (two standard errors): at a few requests per second
         # a 6 s average or a 30 s slope is mostly Poisson noise, and the lead time would amplify it.
-        rates = [r for _, r in state.recent]
+        rates = [r[2] for r in recent]
         n = len(rates)
-        sd = math.sqrt(sum((r - current_rate) ** 2 for r in rates) / (n - 1)) if n > 1 else 0.0
-        short = [r for t, r in state.recent if t > now - cfg.short_window]
+        sd = math.sqrt(sum((r - current_rps) ** 2 for r in rates) / (n - 1)) if n > 1 else 0.0
+        short = [r[2] for r in recent if r[0] > now - cfg.short_window]
         rate = current_rate
+        surge = False
         if short:
             short_rate = sum(short) / len(short)
-            if short_rate > current_rate + 2 * sd / math.sqrt(len(short)):
-                rate = short_rate
-        if cfg.trend:
-            slope, se = self._slope(state.recent)
-            if slope > 2 * se:
-                rate += slope * (cfg.startup_seconds + cfg.sync_period)
+            if short_rate > current_rps + 2 * sd / math.sqrt(len(short)):
+                rate = short_rate * scale
+                surge = True
+        if cfg.trend and (surge or not cfg.trend_needs_surge):
+            slope, se = self._slope(tuple((r[0], r[2]) for r in recent))
+            if slope > cfg.trend_sigmas * se:
+                rate += slope * (cfg.startup_seconds + cfg.sync_period) * scale
         need_now = self._replicas_for(rate)
+        sized_rate = rate
 
         best = min(range(3), key=lambda i: state.errors[i])
         rel_error = state.errors[best] / max(state.mean_rate, 1e-9)
@@ -294,7 +332,11 @@ class Predictive:
             reason = "Reactive"
 
         window_start = now - cfg.scale_down_stabilization
-        history = (*tuple(h for h in state.history if h[0] > window_start), (now, desired))
+        # With no history yet (the policy just took over a running service), the current count counts as
+        # recommended now: a cold metrics pipeline -- empty windows, replicas still filling up -- must not scale
+        # a loaded service down before a stabilization window of evidence.
+        seed = ((now, observation.current_replicas),) if not state.history else ()
+        history = (*seed, *tuple(h for h in state.history if h[0] > window_start), (now, desired))
         stabilized = max(r for _, r in history)
         if stabilized > desired:
             reason += "; ScaleDownStabilized"
@@ -303,6 +345,7 @@ class Predictive:
         details = (
             ("current_rps", current_rate),
             ("need_now", float(need_now)),
+            ("sized_demand", sized_rate),
             ("forecast_rps", forecast),
             ("relative_error", rel_error),
         )

@@ -49,6 +49,14 @@ def simulate(
     output: Annotated[str, typer.Option("--output", "-o", help="table | json")] = "table",
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of load, replicas and latency.")] = None,
     html: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report.")] = None,
+    node_groups: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML of node groups (the `kubeinfer plan` format plus provisionSeconds): schedule replicas onto "
+            "nodes with the cluster autoscaler model and report node-hours, GPU-hours and cost.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Simulate autoscaling policies on a trace: SLO attainment, latency, drops, replica-hours, cost vs the oracle."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -74,6 +82,18 @@ def simulate(
         if not sep:
             raise fail(f"--cost {item!r}: use COLUMN=MS, e.g. GeneratedTokens=20", 2)
     svc = load_or_fail(spec_file)
+    setup = None
+    if node_groups is not None:
+        import yaml
+
+        from kubeinfer.sim.nodes import node_setup_from_dict
+
+        try:
+            setup = node_setup_from_dict(yaml.safe_load(node_groups.read_text()))
+        except OSError as e:
+            raise fail(f"--node-groups {node_groups}: {e.strerror or e}", 2) from None
+        except (yaml.YAMLError, ValueError) as e:
+            raise fail(f"--node-groups {node_groups}: {e}", 2) from None
     try:
         tr = parse_generator(trace, seed) if trace.startswith("gen:") else load_trace(trace, seed)
         if time_scale != 1.0:
@@ -88,6 +108,7 @@ def simulate(
             request_timeout_s=timeout_s,
             price_per_replica_hour=price,
             seed=seed,
+            nodes=setup,
         )
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -121,9 +142,20 @@ def simulate(
         title=f"{tr.name}: {len(tr):,} requests, {tr.duration:,.0f} s; SLO {result.slo_s * 1000:g} ms "
         f"({slo_basis}), start-up {result.startup_s:g} s, {result.slots} slot(s)/replica"
     )
-    for col in ("policy", "SLO met", "p50 ms", "p99 ms", "dropped", "replica-h", "cost", "vs oracle", "events"):
+    cols = ["policy", "SLO met", "p50 ms", "p99 ms", "dropped", "replica-h", "cost", "vs oracle", "events"]
+    if setup is not None:
+        cols += ["node-h", "GPU-h", "node $", "peak nodes"]
+    for col in cols:
         t.add_column(col, justify="left" if col == "policy" else "right")
     for s in result.summaries:
+        extra: list[str] = []
+        if setup is not None:
+            extra = [
+                f"{s.node_hours or 0:,.2f}",
+                f"{s.gpu_hours or 0:,.2f}",
+                f"{s.node_cost or 0:,.2f}",
+                str(s.peak_nodes or 0),
+            ]
         t.add_row(
             s.policy,
             f"{s.slo_attainment:.2%}",
@@ -134,8 +166,10 @@ def simulate(
             f"{s.cost:,.2f}",
             f"{s.vs_oracle:.2f}x",
             str(s.scaling_events),
+            *extra,
         )
-    t.add_row("oracle", "-", "-", "-", "-", f"{o.replica_seconds / 3600:,.2f}", f"{o.cost:,.2f}", "1.00x", "-")
+    none = ["-"] * (len(cols) - 9)
+    t.add_row("oracle", "-", "-", "-", "-", f"{o.replica_seconds / 3600:,.2f}", f"{o.cost:,.2f}", "1.00x", "-", *none)
     out.print(t)
     for note in result.notes:
         err.print(f"note: {note}", highlight=False)

@@ -23,7 +23,8 @@ Model (the choices and why):
   first), then removes ready replicas: they take no new requests and are billed until their in-flight
   requests finish (graceful drain). The slots removed are the ones that free up first (idle ones).
 - **What the policy sees.** Load samples every second (requests in the system -- in service plus queued -- as
-  a time average over the second, and arrivals over the second) as Knative's collector scrapes them, delayed by
+  a time average over the second, arrivals over the second, and busy slot-seconds over the second as ``work``:
+  what a server's compute-duration counter or busy gauge reports) as Knative's collector scrapes them, delayed by
   ``load_delay`` seconds; KPA and predictive fold them into their windows. The HPA sees per-pod metrics as
   metrics-server or a Prometheus adapter would serve them: averages over ``pod_metric_window`` seconds, refreshed
   every ``pod_metric_scrape`` seconds (so up to that old); load is spread evenly over ready pods (the router
@@ -49,13 +50,14 @@ import numpy as np
 import numpy.typing as npt
 
 from kubeinfer.autoscale.base import Decision, LoadSample, Observation, PodSample, Policy
+from kubeinfer.sim.nodes import NodeCost, NodeModel
 
 __all__ = ["EngineConfig", "RunResult", "simulate_policy"]
 
 FloatArr = npt.NDArray[np.float64]
 IntArr = npt.NDArray[np.int64]
 
-_READY, _TICK = 0, 1
+_READY, _TICK, _SCAN, _NODE = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class EngineConfig:
     """Build per-pod samples (the HPA needs them; KPA and predictive read only ``load``)."""
     cpu_request: float = 1.0
     """Cores requested per replica: cpu usage is the busy share of the slots times this."""
+    nodes: Callable[[], NodeModel] | None = None
+    """Node-level model (:mod:`kubeinfer.sim.nodes`), made fresh per run: replicas wait for a node, nodes cost."""
 
     def __post_init__(self) -> None:
         if self.slots < 1:
@@ -106,6 +110,8 @@ class RunResult:
     (pods that exist, billed), ``desired`` and ``buffering`` (the policy asked the router to buffer)."""
     decisions: list[tuple[float, int, str]] = field(default_factory=list)
     """Scale changes: (time, replicas, reason)."""
+    nodes: NodeCost | None = None
+    """Node-hours, GPU-hours and cost when the run had node groups."""
 
     @property
     def dropped(self) -> npt.NDArray[np.bool_]:
@@ -163,6 +169,7 @@ class _Sim:
         self.buffer_tl = np.zeros(n_sec, dtype=np.bool_)
         self.load_k = 0  # next second to report as a load sample
         self.state = policy.initial_state()
+        self.nodes = cfg.nodes() if cfg.nodes is not None else None
 
     # -- requests -------------------------------------------------------------------------------------------
 
@@ -297,6 +304,12 @@ class _Sim:
         else:
             self.pods.append([now, math.nan, math.nan])
             self.starting.append(pid)
+            if self.nodes is None or self.nodes.create(pid, now):
+                self._push(now + self.cfg.startup, _READY, pid)
+            # else: pending until a node has room; start-up begins when it is bound (_bound)
+
+    def _bound(self, pids: list[int], now: float) -> None:
+        for pid in pids:
             self._push(now + self.cfg.startup, _READY, pid)
 
     def _make_ready(self, pid: int, now: float) -> None:
@@ -309,9 +322,13 @@ class _Sim:
         while count > 0 and self.starting:
             pid = self.starting.pop()
             self.pods[pid][2] = now
+            if self.nodes is not None:
+                self.nodes.remove(pid, now)
             count -= 1
         while count > 0 and self.ready_ids:
             pid = self.ready_ids.pop()
+            if self.nodes is not None:
+                self.nodes.remove(pid, now)
             drained = now
             for _ in range(self.cfg.slots):
                 drained = max(drained, heapq.heappop(self.heap))
@@ -341,9 +358,12 @@ class _Sim:
         k_now = min(math.floor(now + 1e-9), self.n_sec)
         self._integrals(k_now)
         k_load = max(0, k_now - cfg.load_delay)
+        lo = min(self.load_k, k_load)
+        ins = self.in_system[lo:k_load].tolist()
+        arr = self.a_cnt[lo:k_load].tolist()
+        busy = self.busy[lo:k_load].tolist()
         load = tuple(
-            LoadSample(time=float(k + 1), concurrency=float(self.in_system[k]), rps=float(self.a_cnt[k]))
-            for k in range(self.load_k, k_load)
+            LoadSample(float(k + 1), ins[i], arr[i], busy[i]) for i, k in enumerate(range(self.load_k, k_load))
         )
         self.load_k = max(self.load_k, k_load)
         ready = len(self.ready_ids)
@@ -410,6 +430,9 @@ class _Sim:
             self._create(0.0, ready_now=True)
         self.target = cfg.initial_replicas
         self._push(cfg.tick, _TICK, -1)
+        if self.nodes is not None:
+            self.nodes.place_initial(list(range(cfg.initial_replicas)))
+            self._push(self.nodes.scan_interval, _SCAN, -1)
         events = self.events
         every = max(1, self.n_sec // 200)
         for k in range(self.n_sec):
@@ -422,6 +445,16 @@ class _Sim:
                         continue  # cancelled while starting
                     self.starting.remove(pid)
                     self._make_ready(pid, t)
+                elif kind == _SCAN:
+                    assert self.nodes is not None
+                    bound, ready_times = self.nodes.scan(t)
+                    self._bound(bound, t)
+                    for rt in ready_times:
+                        self._push(rt, _NODE, -1)
+                    self._push(t + self.nodes.scan_interval, _SCAN, -1)
+                elif kind == _NODE:
+                    assert self.nodes is not None
+                    self._bound(self.nodes.bind_pending(t), t)
                 else:
                     self._tick(t)
                     self._push(t + cfg.tick, _TICK, -1)
@@ -461,6 +494,7 @@ class _Sim:
                 "buffering": self.buffer_tl,
             },
             decisions=self.decisions,
+            nodes=self.nodes.cost(end_t) if self.nodes is not None else None,
         )
 
 

@@ -51,6 +51,13 @@ class PolicySummary:
     peak_replicas: int
     vs_oracle: float
     """Replica-seconds relative to the oracle's."""
+    node_hours: float | None = None
+    """With node groups: node-hours, GPU-hours, the nodes' cost, peak nodes and replica-seconds spent waiting for a
+    node (``None`` without node groups)."""
+    gpu_hours: float | None = None
+    node_cost: float | None = None
+    peak_nodes: int | None = None
+    pending_seconds: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,6 +96,7 @@ def summarize(
     full[served] = lat
     p50, p99 = (float(np.percentile(full, q, method="inverted_cdf")) if n else 0.0 for q in (50, 99))
     duration = max(run.duration, 1e-9)
+    nc = run.nodes
     return PolicySummary(
         policy=name,
         requests=n,
@@ -104,6 +112,11 @@ def summarize(
         mean_replicas=run.replica_seconds / duration,
         peak_replicas=int(run.timeline["replicas"].max(initial=0)),
         vs_oracle=run.replica_seconds / oracle_replica_seconds if oracle_replica_seconds > 0 else float("inf"),
+        node_hours=None if nc is None else nc.node_hours,
+        gpu_hours=None if nc is None else nc.gpu_hours,
+        node_cost=None if nc is None else nc.cost,
+        peak_nodes=None if nc is None else nc.peak_nodes,
+        pending_seconds=None if nc is None else nc.pending_seconds,
     )
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from kubeinfer.autoscale import Policy, Predictive, policy_from_spec
 from kubeinfer.autoscale.predictive import predictive_config_from_spec
 from kubeinfer.sim.engine import EngineConfig, RunResult, simulate_policy
+from kubeinfer.sim.nodes import NodeModel, NodeSetup, pod_from_requests
 from kubeinfer.sim.oracle import OracleResult, SloBasis, oracle
 from kubeinfer.sim.report import OracleSummary, PerReplicaHour, PolicySummary, summarize, summarize_oracle
 from kubeinfer.sim.service import ServiceModel
@@ -51,6 +52,10 @@ class SimOptions:
     load_delay_s: int = 0
     capacity_curve: bool = True
     """Give the predictive policy the capacity of n pooled replicas (the oracle's model), not n x one replica."""
+    nodes: NodeSetup | None = None
+    """Node groups and cluster autoscaler settings: replicas are scheduled onto nodes and nodes are billed."""
+    work_signal: bool = True
+    """Size predictive by work (busy slot-seconds per second, in Erlangs of the same curve) instead of requests/s."""
 
 
 @dataclass
@@ -102,6 +107,17 @@ def _cpu_request(spec: ServiceSpec) -> float:
     return float(q.value) if q is not None else 1.0
 
 
+def _replica_pod(spec: ServiceSpec) -> Any:
+    req = spec.resources.requests
+    cpu = req.quantity("cpu")
+    mem = req.quantity("memory")
+    return pod_from_requests(
+        float(cpu.value) if cpu is not None else 1.0,
+        mem.int_value if mem is not None else 2**30,
+        spec.resources.gpu.count,
+    )
+
+
 def compare(
     spec: ServiceSpec,
     trace: Trace,
@@ -142,6 +158,18 @@ def compare(
     # The service was running before the trace began: start with what the oracle needs over the first lead time.
     lead = int(startup + max(auto.syncPeriodSeconds, 2.0)) + 1
     initial = int(orc.need[:lead].max()) if len(orc.need) else auto.minReplicas
+    nodes_factory = None
+    if opts.nodes is not None:
+        setup, pod = opts.nodes, _replica_pod(spec)
+        NodeModel(setup, pod)  # fail early if a replica fits no node group
+
+        def nodes_factory() -> NodeModel:
+            return NodeModel(setup, pod)
+
+        notes.append(
+            f"nodes: replicas request cpu {pod.cpu_milli}m, memory {pod.memory_mib}Mi, {pod.gpus} GPU(s) "
+            "(spec.resources; 1 core / 1 GiB when unset)"
+        )
     seconds: dict[str, float] = {}
     runs: dict[str, RunResult] = {}
     summaries: list[PolicySummary] = []
@@ -158,6 +186,11 @@ def compare(
             # The pooled capacity of n replicas (the oracle's Erlang model): what a profile at scale would give.
             curve = tuple(float(c) for c in orc.capacity[1:] if c > 0)
             pcfg = replace(predictive_config_from_spec(a), capacity_curve=curve)
+            if opts.work_signal and curve:
+                # The same curve in Erlangs (busy slot-seconds per second): requests/s of mean size x mean size.
+                mean_s = float(np.mean(service))
+                work_curve = tuple(c * mean_s for c in curve)
+                pcfg = replace(pcfg, capacity_work=work_curve[0], work_curve=work_curve)
             policy = Predictive(pcfg)
         else:
             policy = policy_from_spec(a, spec.replicas)
@@ -172,6 +205,7 @@ def compare(
             pod_metric_scrape=opts.pod_metric_scrape_s,
             pod_metrics=name == "hpa",
             cpu_request=_cpu_request(spec),
+            nodes=nodes_factory,
         )
         cb = None
         if progress is not None:

@@ -103,3 +103,29 @@ def test_same_seed_same_result_and_time_average_concurrency_matches_littles_law(
 def test_unsorted_arrivals_are_rejected() -> None:
     with pytest.raises(ValueError, match="sorted"):
         _run([1.0, 0.0], 1.0)
+
+
+def test_load_samples_carry_busy_time_as_work() -> None:
+    """One 0.5 s request per second on one idle slot: each second's sample reports 0.5 busy slot-seconds."""
+    import numpy as np
+
+    from kubeinfer.autoscale.base import Decision
+    from kubeinfer.sim.engine import EngineConfig, simulate_policy
+
+    seen: list[float | None] = []
+
+    class Recorder:
+        min_replicas = 1
+        max_replicas = 1
+
+        def initial_state(self) -> None:
+            return None
+
+        def decide(self, observation: Observation, state: None, now: float) -> tuple[Decision, None]:
+            seen.extend(s.work for s in observation.load)
+            return Decision(1, "Fixed"), None
+
+    arrivals = np.arange(0.0, 30.0) + 0.25
+    simulate_policy(arrivals, np.full(30, 0.5), 30.0, Recorder(), EngineConfig(tick=10.0))
+    assert len(seen) == 20  # ticks at 10 s and 20 s
+    assert all(w is not None and abs(w - 0.5) < 1e-9 for w in seen)
