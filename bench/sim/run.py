@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/sim/run.py            # all scenarios + speed; writes bench/sim/results/
     .venv/bin/python bench/sim/run.py --only spike --no-speed
+    .venv/bin/python bench/sim/run.py --no-speed --only none --nodes   # only the node-level cost example
 
 Scenarios (documented in RESULTS.md):
 - diurnal: a classifier (25 ms lognormal service, cv 0.5; 2 workers = 2 slots per replica; SLO 100 ms on the whole
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,11 +52,12 @@ def classifier_spec() -> ServiceSpec:
     )
 
 
-def llm_spec() -> ServiceSpec:
+def llm_spec(gpu: bool = False) -> ServiceSpec:
     return ServiceSpec.model_validate(
         {
             "model": {"format": "python", "className": "m:C"},
             "server": {"workers": 8, "limits": {"requestTimeoutMs": 120000}},
+            **({"resources": {"requests": {"cpu": "3", "memory": "12Gi"}, "gpu": {"count": 1}}} if gpu else {}),
             "autoscaling": {
                 "policy": "hpa",
                 "metric": "concurrency",
@@ -105,10 +109,36 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def nodes_example() -> None:
+    """The azure scenario with one L4 GPU per replica, on node groups (bench/sim/node-groups.yaml)."""
+    import yaml
+
+    from kubeinfer.sim.nodes import node_setup_from_dict
+
+    azure = DATA / "azure_llm_inference_2023_conv.csv"
+    if not azure.exists():
+        print("node-level example skipped: no Azure trace")
+        return
+    _, _, opts = scenarios()["azure"]
+    setup = node_setup_from_dict(yaml.safe_load((Path(__file__).parent / "node-groups.yaml").read_text()))
+    c = compare(llm_spec(gpu=True), load_trace(azure), ["hpa", "kpa", "predictive"], replace(opts, nodes=setup))
+    (OUT / "azure-nodes.json").write_text(json.dumps(c.to_json(), indent=2))
+    print("\n| policy | SLO met | replica-h | node-h | GPU-h | node $ | peak nodes | s waiting for a node | sim s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for x in c.summaries:
+        print(
+            f"| {x.policy} | {x.slo_attainment:.2%} | {x.replica_seconds / 3600:.1f} | {x.node_hours:.1f} | "
+            f"{x.gpu_hours:.1f} | {x.node_cost:.2f} | {x.peak_nodes} | {x.pending_seconds:.0f} | "
+            f"{c.seconds[x.policy]:.1f} |"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="")
     ap.add_argument("--no-speed", action="store_true")
+    ap.add_argument("--nodes", action="store_true", help="also the node-level cost example (azure on L4 nodes)")
+    ap.add_argument("--repeat", type=int, default=3, help="speed runs per policy (the median is reported)")
     args = ap.parse_args()
     OUT.mkdir(exist_ok=True)
     rows: list[dict] = []
@@ -136,6 +166,8 @@ def main() -> None:
         )  # fmt: skip
         print(f"{name}: {len(trace):,} requests; notes: {c.notes}", flush=True)
     print(table(rows), flush=True)
+    if args.nodes:
+        nodes_example()
     if not args.no_speed:
         t0 = time.perf_counter()
         trace = generate("diurnal", {"base": 50, "peak": 150, "duration": 86400}, seed=7)
@@ -143,8 +175,11 @@ def main() -> None:
         print(f"\nspeed: 24 h diurnal at 100 req/s mean = {len(trace):,} requests (generated in {gen:.1f} s)")
         opts = SimOptions(service=ServiceModel(fixed_ms=25, distribution="lognormal", cv=0.5), slo_ms=100)
         for policy in ("hpa", "kpa", "predictive"):
-            c = compare(classifier_spec(), trace, [policy], opts)
-            print(f"  {policy}: {c.seconds[policy]:.1f} s simulated wall time", flush=True)
+            times = sorted(
+                compare(classifier_spec(), trace, [policy], opts).seconds[policy] for _ in range(args.repeat)
+            )
+            runs = ", ".join(f"{t:.1f}" for t in times)
+            print(f"  {policy}: median {statistics.median(times):.1f} s ({runs})", flush=True)
 
 
 if __name__ == "__main__":
