@@ -97,7 +97,8 @@ def test_load_step_scales_up_idle_scales_to_zero_and_the_first_request_after_zer
         "    syncPeriodSeconds: 1\n    behavior:\n      scaleDown: {stabilizationWindowSeconds: 2}\n"
     )
     p = platform("auto", spec_text("auto", args="{delay: 0.05}", extra=extra))
-    assert ready_count(p.status()) == 1
+    # Idle from the start with minReplicas 0: the first replica may already be on its way to zero.
+    assert ready_count(p.status()) <= 1
     with Load(p.url, "auto", threads=4) as load:
         t0 = time.monotonic()
         p.wait("a scale-up", lambda s: s["desired"] >= 2, 10)
