@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import platform
+import shlex
 import signal
 import socket
 import statistics
@@ -584,6 +585,8 @@ def bench_one(peer: Peer, model: str, args: argparse.Namespace, want: list[float
             rec["error"] = f"wrong answer after the load: {problem}"
     except Exception as e:  # recorded; the sitting goes on
         rec["error"] = f"{type(e).__name__}: {e}"
+        if server.proc.poll() is not None:
+            rec["error"] += f" (the server had exited with {server.proc.returncode}: {server.tail(300)})"
     finally:
         server.stop()
     return rec
@@ -784,6 +787,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds of discarded c=64 load before measuring")
     ap.add_argument("--ready-timeout", type=float, default=300.0)
     ap.add_argument("--label", default="", help="a line at the top of RESULTS.md (e.g. PROVISIONAL ...)")
+    ap.add_argument(
+        "--update",
+        action="store_true",
+        help="keep results.json's other records and replace those of the servers/models run now (to redo one)",
+    )
     ap.add_argument("--dry-run", action="store_true", help="print the plan and the expected time, run nothing")
     ap.add_argument("--report", action="store_true", help="only rewrite RESULTS.md from results.json")
     ap.add_argument("--results", type=Path, default=RESULTS_JSON)
@@ -833,6 +841,14 @@ def main(argv: list[str] | None = None) -> int:
     want = expected()
 
     records: list[dict[str, Any]] = []
+    if args.update and args.results.exists():
+        prev = json.loads(args.results.read_text())
+        redo = {(p.name, m) for p, m in plan}
+        records = [r for r in prev["records"] if (r["peer"], r["model"]) not in redo]
+        started = prev.get("started", started)
+        notes = list(prev.get("notes", []))
+        _STATIC["earlier"] = prev.get("command", "") + "` then `"
+        notes.append(f"re-run at {time.strftime('%H:%M')}: {', '.join(sorted(f'{p} {m}' for p, m in redo))}")
     for rep in range(args.repeats):
         for peer, model in plan:
             if not peer.available():
@@ -881,7 +897,8 @@ def _save(
         "label": args.label,
         "started": started,
         "elapsed_s": round(time.monotonic() - t_start, 1),
-        "command": " ".join([".venv/bin/python", "bench/peers/run.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": _STATIC.get("earlier", "")
+        + shlex.join([".venv/bin/python", "bench/peers/run.py", *(argv if argv is not None else sys.argv[1:])]),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "machine": _STATIC["machine"],
         "versions": _STATIC["versions"],
