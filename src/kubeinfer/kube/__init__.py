@@ -12,7 +12,9 @@
 - :mod:`~kubeinfer.kube.build` -- the container build context for a service.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from kubeinfer._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from kubeinfer.kube.api import KubeApi, KubeConfigError, KubeError
@@ -39,15 +41,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, globals())
 
 
 __all__ = [
