@@ -4,7 +4,8 @@ There is no upstream reference; the building blocks are textbook. Demand is the 
 :attr:`Observation.load`, averaged into steps -- or, when ``capacity_work`` is configured, the *work*: busy
 slot-seconds per second (:attr:`LoadSample.work`, what the replicas' compute-duration counters measure), sized
 with a capacity in the same unit (Erlangs). By work, a minute of long LLM generations needs more replicas than a
-minute of short ones at the same request rate, as it does in reality and in the oracle's model. Three forecasters run side by side, each updated in O(1)
+minute of short ones at the same request rate, as it does in reality and in the oracle's model. Three forecasters
+run side by side, each updated in O(1)
 per completed step (no refitting over history, so a simulator can call ``decide`` every sync period for a
 day-long trace):
 
@@ -19,10 +20,16 @@ trusted if that error is at most 25% of the recent mean rate; otherwise the poli
 scaling.
 
 Replicas come from the measured capacity of one replica at the latency SLO (``PredictiveSpec.capacityRps``,
-from ``kubeinfer profile``) times ``headroom`` (1.1): ``ceil(rate x headroom / capacity)``. The forecast is
-taken for ``[now + startupSeconds, now + startupSeconds + syncPeriod]`` so that replicas are ready when the
-load arrives. The count is never below what the current rate needs: the larger of the 30 s and the 6 s average
-(Knative's panic window) plus a rising trend (least squares over 30 s) carried over start-up + sync period: the
+from ``kubeinfer profile``; ``capacityWork`` in Erlangs) times a headroom: ``ceil(rate x headroom / capacity)``.
+While the forecast is trusted, the headroom is its own recent error -- the 90th percentile of actual / forecast
+over the last 30 completed steps, floored at 1.0 and capped at ``headroom`` (1.1) -- so a smooth day is not
+paid a fixed 10% on top of a capacity already taken at the SLO's quantile; during a surge, and without a trusted
+forecast, it is ``headroom``. The policy runs every ``PredictiveSpec.syncPeriodSeconds`` (5 s; its own loop,
+not the HPA's 15 s). The forecast is taken for ``[now + startupSeconds, now + startupSeconds + syncPeriod]`` so
+that replicas are ready when the load arrives. The count is never below what the current rate needs: the larger
+of the 30 s and the 6 s average
+(Knative's panic window) plus a rising trend (least squares over 30 s) carried over start-up + sync period (at
+most the 30 s it was fitted on): the
 short average when it stands two standard errors out of the noise, the trend only then and when its slope stands
 three standard errors out, so a surge no forecaster saw coming still gets replicas early. Both are read on
 arrivals (independent counts; busy time is autocorrelated and lags) and converted to work at the window's mean
@@ -87,6 +94,14 @@ class PredictiveConfig:
     trend_needs_surge: bool = True
     """...and only while the short-window rate also stands out: real traffic (the Azure LLM trace) is burstier
     than Poisson, and a slope alone, carried over a minute of start-up, fired on noise."""
+    adaptive_headroom: bool = True
+    """While the forecast is trusted, the headroom is the forecast's own recent under-forecast (an upper quantile
+    of actual / forecast), floored at 1.0 and capped at ``headroom``; ``headroom`` itself otherwise."""
+    headroom_quantile: float = 0.9
+    headroom_window: int = 30
+    """Completed steps whose actual / forecast ratios are kept, per forecaster."""
+    headroom_min_samples: int = 10
+    """Fewer ratios than this and the quantile means little: use ``headroom``."""
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.max_replicas < 1 or self.min_replicas > self.max_replicas:
@@ -101,6 +116,15 @@ class PredictiveConfig:
                 raise ValueError(f"{name} must be positive and non-decreasing in the replica count")
         if self.capacity_work is not None and not self.capacity_work > 0:
             raise ValueError(f"capacity_work must be > 0, got {self.capacity_work}")
+        if not self.headroom >= 1.0:
+            raise ValueError(f"headroom must be >= 1, got {self.headroom}")
+        if not 0.0 < self.headroom_quantile <= 1.0:
+            raise ValueError(f"headroom_quantile must be in (0, 1], got {self.headroom_quantile}")
+        if self.headroom_window < 1 or self.headroom_min_samples < 1:
+            raise ValueError(
+                f"headroom_window and headroom_min_samples must be >= 1, "
+                f"got {self.headroom_window} and {self.headroom_min_samples}"
+            )
 
     @property
     def step(self) -> float:
@@ -132,6 +156,8 @@ class PredictiveState:
     pending: tuple[tuple[int, float, float, float], ...] = ()
     """Forecasts awaiting their outcome: (target step, naive, holt, holt-winters)."""
     errors: tuple[float, float, float] = (math.inf, math.inf, math.inf)
+    ratios: tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]] = ((), (), ())
+    """Recent actual / forecast per forecaster (the last ``headroom_window`` outcomes): its own error's spread."""
     mean_rate: float = 0.0
     history: tuple[tuple[float, int], ...] = field(default=())
     """(time, desired replicas) inside the scale-down stabilization window."""
@@ -161,12 +187,16 @@ class Predictive:
         m = cfg.season_steps
         w = cfg.error_weight
         errors = list(s.errors)
+        ratios = list(s.ratios)
         pending = []
         for entry in s.pending:
             if entry[0] == k:
                 for i in range(3):
-                    e = abs(entry[i + 1] - y)
+                    f = entry[i + 1]
+                    e = abs(f - y)
                     errors[i] = e if math.isinf(errors[i]) else (1 - w) * errors[i] + w * e
+                    ratio = y / f if f > 0 else (1.0 if y <= 0 else math.inf)
+                    ratios[i] = (*ratios[i][-(cfg.headroom_window - 1) :], ratio)
             elif entry[0] > k:
                 pending.append(entry)
         mean_rate = y if s.steps_seen == 0 else (1 - w) * s.mean_rate + w * y
@@ -206,6 +236,7 @@ class Predictive:
             hw=hw,
             season=season,
             errors=(errors[0], errors[1], errors[2]),
+            ratios=(ratios[0], ratios[1], ratios[2]),
             mean_rate=mean_rate,
         )
         h = cfg.horizon_steps
@@ -249,9 +280,18 @@ class Predictive:
 
     # -- the decision -----------------------------------------------------------------------------------
 
-    def _replicas_for(self, rate: float) -> int:
+    def _headroom(self, ratios: tuple[float, ...]) -> float:
+        """An upper quantile of the trusted forecaster's recent actual / forecast, within [1, headroom]."""
         cfg = self.config
-        need = round(max(0.0, rate) * cfg.headroom, 9)
+        if not cfg.adaptive_headroom or len(ratios) < cfg.headroom_min_samples:
+            return cfg.headroom
+        ordered = sorted(ratios)
+        q = ordered[max(0, math.ceil(cfg.headroom_quantile * len(ordered)) - 1)]
+        return min(cfg.headroom, max(1.0, q))
+
+    def _replicas_for(self, rate: float, headroom: float | None = None) -> int:
+        cfg = self.config
+        need = round(max(0.0, rate) * (cfg.headroom if headroom is None else headroom), 9)
         if cfg.capacity_work is not None:
             curve, per_replica = cfg.work_curve, cfg.capacity_work
         else:
@@ -309,23 +349,32 @@ class Predictive:
         if cfg.trend and (surge or not cfg.trend_needs_surge):
             slope, se = self._slope(tuple((r[0], r[2]) for r in recent))
             if slope > cfg.trend_sigmas * se:
-                rate += slope * (cfg.startup_seconds + cfg.sync_period) * scale
-        need_now = self._replicas_for(rate)
+                # Carried no further than the window it was fitted on: a line through 30 s of data says little
+                # about the minute after it (an LLM's start-up), and bursty arrivals made it start replicas.
+                lead = min(cfg.startup_seconds + cfg.sync_period, cfg.reactive_window)
+                rate += slope * lead * scale
         sized_rate = rate
 
         best = min(range(3), key=lambda i: state.errors[i])
         rel_error = state.errors[best] / max(state.mean_rate, 1e-9)
         forecast = math.nan
-        if (
+        trusted = (
             state.step_index is not None
             and state.steps_seen > cfg.horizon_steps
             and rel_error <= cfg.max_relative_error
-        ):
+        )
+        # A trusted forecast earns the margin its own recent misses call for (a smooth day: a few percent), the
+        # full headroom otherwise. The same margin covers the reactive need -- both are the demand of the next
+        # lead time, and a fixed 1.1 on top of a capacity already at the SLO's quantile only buys idle replicas --
+        # except during a surge, which is by definition what the forecast did not see.
+        headroom = self._headroom(state.ratios[best]) if trusted else cfg.headroom
+        need_now = self._replicas_for(rate, cfg.headroom if surge else headroom)
+        if trusted and state.step_index is not None:
             last_done = state.step_index - 1
             h1 = max(1, math.floor((now + cfg.startup_seconds) / cfg.step) - last_done)
             h2 = max(h1, math.floor((now + cfg.startup_seconds + cfg.sync_period) / cfg.step) - last_done)
             forecast = max(self._forecasts(state, last_done, h)[best] for h in range(h1, h2 + 1))
-            desired = max(need_now, self._replicas_for(forecast))
+            desired = max(need_now, self._replicas_for(forecast, headroom))
             reason = f"Forecast ({MODELS[best]})"
         else:
             desired = need_now
@@ -348,6 +397,7 @@ class Predictive:
             ("sized_demand", sized_rate),
             ("forecast_rps", forecast),
             ("relative_error", rel_error),
+            ("headroom", headroom),
         )
         decision = Decision(
             replicas=replicas,
@@ -377,5 +427,6 @@ def predictive_config_from_spec(spec: AutoscalingSpec) -> PredictiveConfig:
         startup_seconds=p.startupSeconds,
         season_seconds=p.seasonSeconds,
         headroom=p.headroom,
-        sync_period=spec.syncPeriodSeconds,
+        sync_period=p.syncPeriodSeconds,
+        capacity_work=p.capacityWork,
     )

@@ -41,6 +41,7 @@ __all__ = [
     "PodMetrics",
     "ReconcileResult",
     "ScalerState",
+    "autoscale_period",
     "autoscale_step",
     "build_observation",
     "children",
@@ -50,6 +51,17 @@ __all__ = [
 ]
 
 API_VERSION = f"{GROUP}/{VERSION}"
+METRIC_COMPUTE_SUM = "kubeinfer_compute_duration_seconds_sum"
+"""The replica server's model busy time (histogram sum): its rate is the work in Erlangs."""
+
+
+def autoscale_period(svc: InferenceService) -> float:
+    """Seconds between :func:`autoscale_step` calls the spec asks for: Knative's 2 s for kpa, the predictive
+    policy's own ``autoscaling.predictive.syncPeriodSeconds`` (5 s by default) for predictive."""
+    a = svc.spec.autoscaling
+    if a.policy == "predictive":
+        return a.predictive.syncPeriodSeconds
+    return 2.0 if a.policy == "kpa" else a.syncPeriodSeconds
 
 
 def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
@@ -193,27 +205,33 @@ def reconcile(body: Mapping[str, Any], api: KubeApi, now: str, opts: RenderOptio
 
 @dataclass(frozen=True)
 class PodMetrics:
-    """One scrape of one pod: in-flight requests and the cumulative request counter."""
+    """One scrape of one pod: in-flight requests, the cumulative request counter and busy (compute) seconds."""
 
     pod: str
     in_flight: float
     requests_total: float
     ready: bool = True
+    compute_seconds: float | None = None
+    """The sum of ``kubeinfer_compute_duration_seconds`` (model busy time); None when the pod does not export it."""
 
 
 def parse_metrics(pod: str, text: str, ready: bool = True) -> PodMetrics:
-    """Read ``kubeinfer_requests_in_flight`` and the sum of ``kubeinfer_requests_total`` from /metrics text."""
+    """Read ``kubeinfer_requests_in_flight``, the sum of ``kubeinfer_requests_total`` and of
+    ``kubeinfer_compute_duration_seconds_sum`` from /metrics text."""
     from prometheus_client.parser import text_string_to_metric_families
 
     in_flight = 0.0
     total = 0.0
+    compute: float | None = None
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             if s.name == METRIC_IN_FLIGHT:
                 in_flight += s.value
             elif s.name == METRIC_REQUESTS_TOTAL:
                 total += s.value
-    return PodMetrics(pod, in_flight, total, ready)
+            elif s.name == METRIC_COMPUTE_SUM:
+                compute = (compute or 0.0) + s.value
+    return PodMetrics(pod, in_flight, total, ready, compute)
 
 
 @dataclass(frozen=True)
@@ -224,30 +242,45 @@ class ScalerState:
     last_time: float | None = None
     last_totals: tuple[tuple[str, float], ...] = ()
     generation: int = -1
+    last_compute: tuple[tuple[str, float], ...] = ()
+    """Each pod's compute-seconds sum at ``last_time``, for the work rate."""
 
 
 def build_observation(
     current: int, ready: int, metrics: Sequence[PodMetrics], state: ScalerState, now: float
 ) -> tuple[Observation, tuple[tuple[str, float], ...]]:
     """An Observation from one scrape: concurrency is the sum of in-flight requests, rps the counter delta since the
-    previous tick (a pod that restarted, whose counter went down, counts from zero)."""
+    previous tick (a pod that restarted, whose counter went down, counts from zero); work (busy slot-seconds per
+    second) the same delta of the compute-seconds sums, when every pod exports it and was seen at the last tick."""
     previous = dict(state.last_totals)
+    previous_compute = dict(state.last_compute)
     concurrency = sum(m.in_flight for m in metrics)
     rps = 0.0
+    work: float | None = None
     if state.last_time is not None and now > state.last_time:
         delta = 0.0
         for m in metrics:
             before = previous.get(m.pod, 0.0)
             delta += m.requests_total - before if m.requests_total >= before else m.requests_total
         rps = delta / (now - state.last_time)
+        if metrics and all(m.compute_seconds is not None and m.pod in previous_compute for m in metrics):
+            busy = 0.0
+            for m in metrics:
+                c, before = m.compute_seconds or 0.0, previous_compute[m.pod]
+                busy += c - before if c >= before else c
+            work = busy / (now - state.last_time)
     pods = tuple(PodSample(name=m.pod, metrics={"concurrency": m.in_flight}, ready=m.ready) for m in metrics)
     obs = Observation(
         current_replicas=current,
         pods=pods,
         ready_replicas=ready,
-        load=(LoadSample(time=now, concurrency=concurrency, rps=rps),),
+        load=(LoadSample(time=now, concurrency=concurrency, rps=rps, work=work),),
     )
     return obs, tuple(sorted((m.pod, m.requests_total) for m in metrics))
+
+
+def _compute_totals(metrics: Sequence[PodMetrics]) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((m.pod, m.compute_seconds) for m in metrics if m.compute_seconds is not None))
 
 
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
@@ -296,5 +329,5 @@ def autoscale_step(
         try:
             api.scale(svc.name, ns, decision.replicas, field_manager=SCALER_FIELD_MANAGER)
         except KubeError:
-            return decision, ScalerState(state.policy_state, state.last_time, state.last_totals, generation)
-    return decision, ScalerState(pstate, now, totals, generation)
+            return decision, replace(state, generation=generation)
+    return decision, ScalerState(pstate, now, totals, generation, _compute_totals(metrics))

@@ -529,8 +529,13 @@ class ServiceController:
 
     def _sync_period(self) -> float:
         a = self.svc.spec.autoscaling
-        # Knative's decider ticks every 2 s; the HPA and predictive policies run at the spec's sync period.
-        return min(a.syncPeriodSeconds, 2.0) if a.policy == "kpa" else a.syncPeriodSeconds
+        # Knative's decider ticks every 2 s; predictive runs on its own period (5 s by default), the HPA at the
+        # spec's sync period.
+        if a.policy == "kpa":
+            return min(a.syncPeriodSeconds, 2.0)
+        if a.policy == "predictive":
+            return a.predictive.syncPeriodSeconds
+        return a.syncPeriodSeconds
 
     async def _autoscale_loop(self) -> None:
         next_sync = self.clock.monotonic() + self._sync_period()

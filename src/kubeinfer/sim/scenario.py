@@ -4,10 +4,11 @@ The spec decides everything it can: each policy is ``policy_from_spec`` of ``spe
 ``policy`` replaced, so hpa, kpa and predictive share bounds, targets and windows. Defaults taken from the spec:
 slots per replica = ``autoscaling.kpa.containerConcurrency`` or, when that is 0 (unlimited), ``server.workers``;
 start-up = ``autoscaling.predictive.startupSeconds``; SLO = ``autoscaling.predictive.sloLatencyMs``; request
-timeout = ``server.limits.requestTimeoutMs``; policy tick = 2 s for kpa (Knative's decider) and
-``autoscaling.syncPeriodSeconds`` otherwise. When the spec gives no ``predictive.capacityRps``, the predictive
-policy gets the oracle's capacity of one replica at the SLO (what ``kubeinfer profile`` would measure), and the
-report says so.
+timeout = ``server.limits.requestTimeoutMs``; policy tick = 2 s for kpa (Knative's decider),
+``autoscaling.predictive.syncPeriodSeconds`` (5 s) for predictive and ``autoscaling.syncPeriodSeconds`` for hpa.
+When the spec gives no ``predictive.capacityRps``, the predictive policy gets the oracle's capacity of one replica
+at the SLO (what ``kubeinfer profile`` would measure), and the report says so; likewise, without
+``predictive.capacityWork`` it sizes work against the oracle's pooled curve in Erlangs.
 """
 
 from __future__ import annotations
@@ -102,6 +103,15 @@ def _slots(spec: ServiceSpec, opts: SimOptions) -> int:
     return cc if cc > 0 else spec.server.workers
 
 
+def _tick(a: AutoscalingSpec) -> float:
+    """How often the policy runs: Knative's decider every 2 s, predictive on its own period, hpa on the spec's."""
+    if a.policy == "kpa":
+        return 2.0
+    if a.policy == "predictive":
+        return a.predictive.syncPeriodSeconds
+    return a.syncPeriodSeconds
+
+
 def _cpu_request(spec: ServiceSpec) -> float:
     q = spec.resources.requests.quantity("cpu")
     return float(q.value) if q is not None else 1.0
@@ -186,7 +196,7 @@ def compare(
             # The pooled capacity of n replicas (the oracle's Erlang model): what a profile at scale would give.
             curve = tuple(float(c) for c in orc.capacity[1:] if c > 0)
             pcfg = replace(predictive_config_from_spec(a), capacity_curve=curve)
-            if opts.work_signal and curve:
+            if opts.work_signal and curve and auto.predictive.capacityWork is None:
                 # The same curve in Erlangs (busy slot-seconds per second): requests/s of mean size x mean size.
                 mean_s = float(np.mean(service))
                 work_curve = tuple(c * mean_s for c in curve)
@@ -197,7 +207,7 @@ def compare(
         cfg = EngineConfig(
             slots=slots,
             startup=startup,
-            tick=2.0 if name == "kpa" else auto.syncPeriodSeconds,
+            tick=_tick(a),
             request_timeout=timeout,
             initial_replicas=min(max(initial, policy.min_replicas), policy.max_replicas),
             load_delay=opts.load_delay_s,

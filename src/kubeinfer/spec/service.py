@@ -265,7 +265,27 @@ class PredictiveSpec(_Strict):
     sloLatencyMs: float = Field(default=100, gt=0)
     startupSeconds: float = Field(default=10, ge=0, description="Time from scale-up to a ready replica.")
     seasonSeconds: float = Field(default=86_400, gt=0, description="Length of one season (a day by default).")
-    headroom: float = Field(default=1.1, ge=1, description="Multiplier on forecast demand.")
+    headroom: float = Field(
+        default=1.1,
+        ge=1,
+        description="Largest multiplier on forecast demand; less when the forecast's own recent error is smaller.",
+    )
+    syncPeriodSeconds: float = Field(
+        default=5,
+        gt=0,
+        description=(
+            "How often the predictive policy runs. Its own loop, not the HPA's 15 s: like Knative's 2 s decider, "
+            "a surge no forecast saw must be met within seconds, and a decision costs microseconds."
+        ),
+    )
+    capacityWork: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Busy slot-seconds per second (Erlangs) one replica sustains within the SLO. When given, demand is "
+            "measured as work (the rate of the replicas' compute time), so costly requests count for what they cost."
+        ),
+    )
 
 
 class VerticalSpec(_Strict):

@@ -222,3 +222,33 @@ def test_kopf_shell_registers_its_handlers(monkeypatch: pytest.MonkeyPatch) -> N
         type(h).__name__ for h in registry._changing.get_all_handlers()
     }
     assert {"TimerHandler", "ChangingHandler"} <= kinds
+
+
+COMPUTE = """# TYPE kubeinfer_compute_duration_seconds histogram
+kubeinfer_compute_duration_seconds_bucket{{model="m",le="+Inf"}} 5
+kubeinfer_compute_duration_seconds_count{{model="m"}} 5
+kubeinfer_compute_duration_seconds_sum{{model="m"}} {busy}
+"""
+
+
+def test_observation_work_is_the_rate_of_the_pods_compute_seconds() -> None:
+    """Busy seconds per second from the compute-duration sums; none on the first scrape or from a pod without it."""
+    a = [parse_metrics(p, METRICS.format(in_flight=1, ok=10) + COMPUTE.format(busy=b)) for p, b in (("a", 4), ("b", 9))]
+    assert a[0].compute_seconds == 4.0
+    obs, totals = build_observation(2, 2, a, ScalerState(), 10.0)
+    assert obs.load[0].work is None
+    state = ScalerState(last_time=10.0, last_totals=totals, last_compute=(("a", 4.0), ("b", 9.0)))
+    b = [parse_metrics(p, METRICS.format(in_flight=1, ok=10) + COMPUTE.format(busy=x)) for p, x in (("a", 7), ("b", 2))]
+    obs, _ = build_observation(2, 2, b, state, 12.0)
+    assert obs.load[0].work == pytest.approx((3.0 + 2.0) / 2.0)  # b restarted: counts 2 from zero
+    c = [b[0], parse_metrics("b", METRICS.format(in_flight=1, ok=10))]
+    assert build_observation(2, 2, c, state, 12.0)[0].load[0].work is None
+
+
+def test_autoscale_period_follows_the_policy() -> None:
+    from kubeinfer.kube.operator import autoscale_period
+
+    for policy, want in (("kpa", 2.0), ("predictive", 5.0), ("hpa", 15.0)):
+        body = cr(autoscaling={"policy": policy, "maxReplicas": 3, "predictive": {"capacityRps": 5}})
+        svc = validate_spec({**body, "metadata": {"name": "svc", "namespace": "ml"}})
+        assert autoscale_period(svc) == want

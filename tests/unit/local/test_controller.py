@@ -259,3 +259,11 @@ def test_gpu_env_reaches_the_replica(tmp_path: Path) -> None:
         await body(h)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(("policy", "want"), [("kpa", 2.0), ("predictive", 5.0), ("hpa", 15.0)])
+def test_each_policy_syncs_on_its_own_period(tmp_path: Path, policy: str, want: float) -> None:
+    """kpa every 2 s (Knative's decider), predictive on predictive.syncPeriodSeconds, hpa on syncPeriodSeconds."""
+    auto = {"policy": policy, "maxReplicas": 3, "metric": "concurrency", "target": 2, "predictive": {"capacityRps": 5}}
+    h = Harness(tmp_path, service(autoscaling=auto))
+    assert h.c._sync_period() == want
