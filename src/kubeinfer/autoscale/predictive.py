@@ -292,6 +292,9 @@ class Predictive:
     def _replicas_for(self, rate: float, headroom: float | None = None) -> int:
         cfg = self.config
         need = round(max(0.0, rate) * (cfg.headroom if headroom is None else headroom), 9)
+        if not math.isfinite(need):
+            # Work per request from a vanishing arrival rate (a few requests with seconds-long work) can overflow.
+            return cfg.max_replicas
         if cfg.capacity_work is not None:
             curve, per_replica = cfg.work_curve, cfg.capacity_work
         else:
