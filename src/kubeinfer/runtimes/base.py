@@ -86,9 +86,12 @@ class ModelInfo:
     batchable: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
     input_index: dict[str, TensorSpec] = field(default_factory=dict, repr=False, compare=False)
+    output_names: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Derived once at load: the request path looks inputs and outputs up on every request.
         self.input_index = {s.name: s for s in self.inputs}
+        self.output_names = frozenset(s.name for s in self.outputs)
 
 
 @runtime_checkable

@@ -15,8 +15,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -35,28 +34,37 @@ __all__ = [
 ]
 
 _LEN = struct.Struct("<I")
+_ABSENT = object()
 
 
-@dataclass(frozen=True, slots=True)
-class RequestedOutput:
+class RequestedOutput(NamedTuple):
+    # A NamedTuple rather than a frozen dataclass: it is built per requested output of every request, and a
+    # frozen dataclass's __init__ costs several times more.
     name: str
     binary: bool = False
 
 
-@dataclass(slots=True)
 class InferRequest:
     """One decoded inference request: inputs as arrays whose first axis is its rows."""
 
-    inputs: dict[str, np.ndarray[Any, Any]]
-    rows: int
-    id: str | None = None
-    outputs: tuple[RequestedOutput, ...] | None = None
-    binary_output: bool = False
-    parameters: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("binary_output", "id", "inputs", "output_names", "outputs", "parameters", "rows")
 
-    @property
-    def output_names(self) -> frozenset[str] | None:
-        return None if self.outputs is None else frozenset(o.name for o in self.outputs)
+    def __init__(
+        self,
+        inputs: dict[str, np.ndarray[Any, Any]],
+        rows: int,
+        id: str | None = None,
+        outputs: tuple[RequestedOutput, ...] | None = None,
+        binary_output: bool = False,
+        parameters: dict[str, Any] | None = None,
+    ) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.id = id
+        self.outputs = outputs
+        self.binary_output = binary_output
+        self.parameters = parameters if parameters is not None else {}
+        self.output_names: frozenset[str] | None = None if outputs is None else frozenset(o.name for o in outputs)
 
 
 def _shape(raw: Any, where: str) -> tuple[int, ...]:
@@ -67,7 +75,7 @@ def _shape(raw: Any, where: str) -> tuple[int, ...]:
                 break
         else:
             return tuple(raw)
-    raise InvalidInput(f"{where}.shape must be a list of non-negative integers, got {raw!r}")
+    raise InvalidInput(f"input {where!r}: shape must be a list of non-negative integers, got {raw!r}")
 
 
 def decode_raw(datatype: str, shape: tuple[int, ...], buf: bytes | memoryview, where: str) -> np.ndarray[Any, Any]:
@@ -170,35 +178,36 @@ def parse_infer_json(header: bytes | memoryview, binary: memoryview | None = Non
     inputs: dict[str, np.ndarray[Any, Any]] = {}
     offset = 0
     for i, t in enumerate(raw_inputs):
-        where = f"inputs[{i}]"
-        if not isinstance(t, dict):
-            raise InvalidInput(f"{where} must be an object with name, shape, datatype and data")
+        # Messages are built only on the error path: this loop runs for every tensor of every request.
+        if type(t) is not dict:
+            raise InvalidInput(f"inputs[{i}] must be an object with name, shape, datatype and data")
         name = t.get("name")
-        if not isinstance(name, str) or not name:
-            raise InvalidInput(f"{where}.name must be a non-empty string")
-        where = f"input {name!r}"
+        if type(name) is not str or not name:
+            raise InvalidInput(f"inputs[{i}].name must be a non-empty string")
         if name in inputs:
-            raise InvalidInput(f"{where} is given twice")
+            raise InvalidInput(f"input {name!r} is given twice")
         datatype = t.get("datatype")
         if datatype not in DATATYPES:
-            raise InvalidInput(f"{where}: datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
-        shape = _shape(t.get("shape"), where)
-        tparams = t.get("parameters") or {}
-        size = tparams.get("binary_data_size") if isinstance(tparams, dict) else None
+            raise InvalidInput(f"input {name!r}: datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
+        shape = _shape(t.get("shape"), name)
+        tparams = t.get("parameters")
+        size = tparams.get("binary_data_size") if type(tparams) is dict else None
         if size is not None:
+            where = f"input {name!r}"
             if binary is None:
                 raise InvalidInput(
                     f"{where} has parameters.binary_data_size but the request has no binary part: "
                     "send the Inference-Header-Content-Length header"
                 )
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            if type(size) is not int or size < 0 or offset + size > len(binary):
                 raise InvalidInput(f"{where}: binary_data_size {size!r} runs past the end of the body")
             inputs[name] = decode_raw(datatype, shape, binary[offset : offset + size], where)
             offset += size
         else:
-            if "data" not in t:
-                raise InvalidInput(f"{where} has no 'data' (or parameters.binary_data_size)")
-            inputs[name] = _from_json_data(t["data"], datatype, shape, where)
+            data = t.get("data", _ABSENT)
+            if data is _ABSENT:
+                raise InvalidInput(f"input {name!r} has no 'data' (or parameters.binary_data_size)")
+            inputs[name] = _from_json_data(data, datatype, shape, f"input {name!r}")
     if binary is not None and offset != len(binary):
         raise InvalidInput(f"the binary part has {len(binary) - offset} bytes that no input claims")
     outputs = None
@@ -268,7 +277,7 @@ def validate_inputs(req: InferRequest, info: ModelInfo, model: str) -> None:
             )
     req.rows = max(rows, 0)
     if req.outputs is not None and info.outputs:
-        known = {o.name for o in info.outputs}
+        known = info.output_names
         for o in req.outputs:
             if o.name not in known:
                 raise InvalidInput(
