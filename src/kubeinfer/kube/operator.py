@@ -55,6 +55,14 @@ METRIC_COMPUTE_SUM = "kubeinfer_compute_duration_seconds_sum"
 """The replica server's model busy time (histogram sum): its rate is the work in Erlangs."""
 
 
+def spec_of(body: Mapping[str, Any]) -> InferenceService:
+    """The validated spec of a custom resource's body (raises ``SpecError``)."""
+    meta = body["metadata"]
+    doc = {k: v for k, v in body.items() if k in ("apiVersion", "kind", "spec")}
+    doc["metadata"] = {k: v for k, v in meta.items() if k in ("name", "namespace", "labels", "annotations")}
+    return validate_spec(doc, f"InferenceService {meta.get('namespace', 'default')}/{meta['name']}")
+
+
 def autoscale_period(svc: InferenceService) -> float:
     """Seconds between :func:`autoscale_step` calls the spec asks for: Knative's 2 s for kpa, the predictive
     policy's own ``autoscaling.predictive.syncPeriodSeconds`` (5 s by default) for predictive."""
@@ -148,10 +156,8 @@ def reconcile(body: Mapping[str, Any], api: KubeApi, now: str, opts: RenderOptio
     name, ns = meta["name"], meta.get("namespace", "default")
     generation = int(meta.get("generation", 1))
     previous = (body.get("status") or {}).get("conditions") or []
-    doc = {k: v for k, v in body.items() if k in ("apiVersion", "kind", "spec")}
-    doc["metadata"] = {k: v for k, v in meta.items() if k in ("name", "namespace", "labels", "annotations")}
     try:
-        svc = validate_spec(doc, f"InferenceService {ns}/{name}")
+        svc = spec_of(body)
     except SpecError as e:
         msg = "; ".join(f"{err.path}: {err.message}" for err in e.errors)
         bad = RolloutStatus("Failed", "InvalidSpec", msg, terminal=True)

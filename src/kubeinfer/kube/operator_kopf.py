@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -17,8 +18,9 @@ from typing import Any
 from kubeinfer.kube.api import KubeApi, connect
 from kubeinfer.kube.crd import PLURAL, VERSION
 from kubeinfer.kube.names import GROUP, OPERATOR_FIELD_MANAGER
-from kubeinfer.kube.operator import API_VERSION, ScalerState, autoscale_step, reconcile
+from kubeinfer.kube.operator import API_VERSION, ScalerState, autoscale_period, autoscale_step, reconcile, spec_of
 from kubeinfer.kube.render import RenderOptions, http_port
+from kubeinfer.spec import SpecError
 
 __all__ = ["run"]
 
@@ -41,6 +43,9 @@ def _scrape(port: int, timeout: float = 2.0) -> Any:
             return None
 
     return scrape
+
+
+TICK_SECONDS = 1.0
 
 
 def run(namespaces: list[str] | None, opts: RenderOptions, context: str | None = None, interval: float = 15.0) -> None:
@@ -76,39 +81,62 @@ def run(namespaces: list[str] | None, opts: RenderOptions, context: str | None =
     kopf.on.update(GROUP, VERSION, PLURAL, field="spec")(_reconcile)
     kopf.on.resume(GROUP, VERSION, PLURAL)(_reconcile)
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=interval, idle=0)
+    # One short timer per service: the autoscaler runs on the policy's own period (kpa 2 s, predictive 5 s by
+    # default) and the full reconcile, which re-applies the children, only every ``interval`` seconds.
+    last_reconcile: dict[str, float] = {}
+    last_scale: dict[str, float] = {}
+
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, idle=0)
     def _tick(body: Mapping[str, Any], **_: Any) -> None:
         meta = body["metadata"]
         uid = meta["uid"]
-        result = reconcile(dict(body), api, _now_rfc3339(), opts)  # refresh status (and repair drifted children)
-        svc = result.svc
-        status = dict(result.status)
-        if svc is not None and svc.spec.autoscaling.policy in ("kpa", "predictive"):
+        now = time.monotonic()
+        if now - last_reconcile.get(uid, -math.inf) >= interval:
+            last_reconcile[uid] = now
+            result = reconcile(dict(body), api, _now_rfc3339(), opts)  # refresh status, repair drifted children
+            svc = result.svc
+            status: dict[str, Any] | None = dict(result.status)
+        else:
+            try:
+                svc = spec_of(body)
+            except SpecError:
+                svc = None  # the next full reconcile reports it
+            status = None
+        if (
+            svc is not None
+            and svc.spec.autoscaling.policy in ("kpa", "predictive")
+            and now - last_scale.get(uid, -math.inf) >= autoscale_period(svc)
+        ):
+            last_scale[uid] = now
             decision, scalers[uid] = autoscale_step(
                 svc,
                 api,
                 _scrape(http_port(svc)),
                 scalers.get(uid, ScalerState()),
-                time.monotonic(),
+                now,
                 int(meta.get("generation", 0)),
             )
             if decision is not None:
+                status = dict(body.get("status") or {}) if status is None else status
                 status["autoscaler"] = {
                     "desiredReplicas": decision.replicas,
                     "reason": decision.reason,
                     "lastScaleTime": _now_rfc3339(),
                 }
-        api.patch_status(
-            API_VERSION,
-            "InferenceService",
-            meta["name"],
-            meta["namespace"],
-            status,
-            field_manager=OPERATOR_FIELD_MANAGER,
-        )
+        if status is not None:
+            api.patch_status(
+                API_VERSION,
+                "InferenceService",
+                meta["name"],
+                meta["namespace"],
+                status,
+                field_manager=OPERATOR_FIELD_MANAGER,
+            )
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
     def _forget(body: Mapping[str, Any], **_: Any) -> None:
-        scalers.pop(body["metadata"]["uid"], None)  # children go with their owner (garbage collection)
+        uid = body["metadata"]["uid"]
+        for state in (scalers, last_reconcile, last_scale):
+            state.pop(uid, None)  # children go with their owner (garbage collection)
 
     kopf.run(standalone=True, namespaces=namespaces or (), clusterwide=not namespaces)
