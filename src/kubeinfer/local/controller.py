@@ -122,6 +122,9 @@ class Replica:
     cpu_seconds: float | None = None
     cpu_at: float | None = None
     cpu_cores: float | None = None
+    busy_seconds: float | None = None
+    busy_at: float | None = None
+    busy_rate: float | None = None
     rss: float | None = None
     metrics: ReplicaMetrics = field(default_factory=ReplicaMetrics)
     rps_total: float = 0.0
@@ -520,7 +523,9 @@ class ServiceController:
 
     def _sample_load(self, now: float) -> LoadSample:
         per, buffered, rps = router_load(self.router.stats())
-        sample = LoadSample(now, concurrency=sum(per.values()) + buffered, rps=rps)
+        rates = [r.busy_rate for r in self.replicas if r.machine.ready and r.busy_rate is not None]
+        work = sum(rates) if rates else None  # from the last scrape of each replica's busy time
+        sample = LoadSample(now, concurrency=sum(per.values()) + buffered, rps=rps, work=work)
         self._loads.append(sample)
         self._loads = self._loads[-600:]
         self._last_per = per
@@ -586,6 +591,10 @@ class ServiceController:
             if rep.cpu_seconds is not None and rep.cpu_at is not None and now > rep.cpu_at:
                 rep.cpu_cores = max(0.0, (m.cpu_seconds - rep.cpu_seconds) / (now - rep.cpu_at))
             rep.cpu_seconds, rep.cpu_at = m.cpu_seconds, now
+        if m.busy_seconds is not None:
+            if rep.busy_seconds is not None and rep.busy_at is not None and now > rep.busy_at:
+                rep.busy_rate = max(0.0, (m.busy_seconds - rep.busy_seconds) / (now - rep.busy_at))
+            rep.busy_seconds, rep.busy_at = m.busy_seconds, now
         if m.rss is not None:
             rep.rss = m.rss
             limit = rep.launch.memory_limit

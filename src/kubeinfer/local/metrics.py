@@ -24,6 +24,9 @@ class ReplicaMetrics:
     queue_depth: float | None = None
     cpu_seconds: float | None = None
     rss: float | None = None
+    # Seconds the model has been busy (sum of kubeinfer_compute_duration_seconds): its rate is the replica's
+    # work in busy slot-seconds per second, which the predictive policy can size on.
+    busy_seconds: float | None = None
 
 
 class MetricsSource(Protocol):
@@ -77,7 +80,7 @@ class HttpMetricsSource:
         return 200 <= status < 400, f"GET {path}: HTTP {status}"
 
     async def scrape(self, port: int | None, pid: int | None, timeout: float) -> ReplicaMetrics:
-        in_flight = queue = None
+        in_flight = queue = busy = None
         if port is not None:
             try:
                 status, body = await http_get(port, "/metrics", timeout)
@@ -85,6 +88,7 @@ class HttpMetricsSource:
                     m = parse_prometheus(body.decode(errors="replace"))
                     in_flight = m.get("kubeinfer_requests_in_flight")
                     queue = m.get("kubeinfer_queue_depth")
+                    busy = m.get("kubeinfer_compute_duration_seconds_sum")
             except (OSError, TimeoutError, ValueError, IndexError):
                 pass
         cpu = rss = None
@@ -96,4 +100,4 @@ class HttpMetricsSource:
                 rss = float(p.memory_info().rss)
             except (psutil.Error, OSError):
                 pass
-        return ReplicaMetrics(in_flight, queue, cpu, rss)
+        return ReplicaMetrics(in_flight, queue, cpu, rss, busy)

@@ -267,3 +267,20 @@ def test_each_policy_syncs_on_its_own_period(tmp_path: Path, policy: str, want: 
     auto = {"policy": policy, "maxReplicas": 3, "metric": "concurrency", "target": 2, "predictive": {"capacityRps": 5}}
     h = Harness(tmp_path, service(autoscaling=auto))
     assert h.c._sync_period() == want
+
+
+def test_load_samples_carry_the_replicas_busy_time_as_work(tmp_path: Path) -> None:
+    svc = service(replicas=1)
+
+    async def body(h: Harness) -> None:
+        await h.run(2)
+        p = h.runner.processes[0]
+        h.metrics.values[p.port] = ReplicaMetrics(busy_seconds=10.0)
+        await h.c.sync(h.clock.monotonic(), ())
+        h.clock.advance(2.0)
+        h.metrics.values[p.port] = ReplicaMetrics(busy_seconds=11.5)
+        await h.c.sync(h.clock.monotonic(), ())
+        sample = h.c._sample_load(h.clock.monotonic())
+        assert sample.work == pytest.approx(0.75)  # 1.5 busy seconds over 2 s
+
+    run(tmp_path, body, svc)
