@@ -84,6 +84,9 @@ class Peer:
         if self.name == "kubeinfer":
             spec = REPO / "examples" / model / "service.yaml"
             return [str(MAIN_BIN / "kubeinfer"), "serve", str(spec), "--port", str(port), "--no-grpc"]
+        if self.name == "kubeinfer-onnx":
+            spec = REPO / "examples" / "onnx" / "service.yaml"
+            return [str(MAIN_BIN / "kubeinfer"), "serve", str(spec), "--port", str(port), "--no-grpc"]
         if self.name == "kubeinfer-torch":
             return [
                 str(MAIN_BIN / "kubeinfer"),
@@ -104,6 +107,7 @@ class Peer:
         base = f"http://127.0.0.1:{port}"
         return {
             "oip": f"{base}/v2/models/{model}/infer",
+            "oip-onnx": f"{base}/v2/models/{model}-onnx/infer",
             "triton": f"{base}/v2/models/{model}/infer",
             "ray": f"{base}/",
             "bentoml": f"{base}/predict" if model == "tabular64" else f"{base}/encode",
@@ -119,6 +123,13 @@ PEERS: dict[str, Peer] = {
         ),
         Peer("ceiling-single", None, ("tabular64",), "oip", "bench/ceiling.py --mode single: bare ASGI, no batching"),
         Peer("kubeinfer", None, MODELS, "oip", "kubeinfer serve examples/MODEL/service.yaml (as shipped)"),
+        Peer(
+            "kubeinfer-onnx",
+            None,
+            ("tabular64",),
+            "oip-onnx",
+            "kubeinfer serve examples/onnx/service.yaml: the same model converted to ONNX (skl2onnx), ONNX Runtime",
+        ),
         Peer(
             "kubeinfer-torch",
             None,
@@ -182,7 +193,7 @@ SETUP_NOTES = [
     "against PyTorch); `kubeinfer-torch` is the same server with `backend: torch`, the runtime the peers use.",
     "Torch threads: every PyTorch server uses PyTorch's default (one intra-op thread per core, 2 here).",
 ]
-BASELINES = ("ceiling-batch", "ceiling-single", "kubeinfer", "kubeinfer-torch")
+BASELINES = ("ceiling-batch", "ceiling-single", "kubeinfer", "kubeinfer-onnx", "kubeinfer-torch")
 
 
 def _kubeinfer_torch_spec() -> Path:
@@ -228,6 +239,10 @@ def body(peer: Peer, model: str) -> bytes:
             "triton": {
                 "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32", "data": data}],
                 "outputs": [{"name": "predict_proba"}],
+            },
+            "oip-onnx": {
+                "inputs": [{"name": "X", "shape": [1, 64], "datatype": "FP32", "data": data}],
+                "outputs": [{"name": "probabilities"}],
             },
             "ray": {"data": data},
             "bentoml": {"x": [data]},
@@ -890,7 +905,7 @@ def _save(
     notes: list[str],
     argv: list[str] | None,
 ) -> dict[str, Any]:
-    if not _STATIC:
+    if "machine" not in _STATIC:
         _STATIC["machine"] = machine_info()
         _STATIC["versions"] = versions()
     doc: dict[str, Any] = {
