@@ -5,22 +5,21 @@
 #
 #   scripts/gen_proto.sh            (uses .venv/bin/python if present, else python3)
 #
-# Two edits follow protoc:
-# * the messages are registered in a descriptor pool of their own instead of protobuf's default pool. The
+# Only the message modules are generated: the server registers its handlers with a generic handler
+# (grpc_service.py), and clients have ready-made stubs in tritonclient.grpc, so no *_pb2_grpc servicer module is
+# kept (its base class is nothing but "not implemented" placeholders).
+#
+# One edit follows protoc: the messages are registered in a descriptor pool of their own instead of protobuf's default pool. The
 #   protocol's message names (inference.ModelInferRequest ...) are also registered by tritonclient.grpc and by
-#   kserve; in the default pool, importing two of them in one process fails with "duplicate symbol".
-# * the version gate that grpcio-tools writes into the *_pb2_grpc module (it refuses any grpcio older than the
-#   grpcio-tools that generated it) is dropped. The server does not import that module (grpc_service.py registers
-#   its handlers itself); it is kept for clients that want a ready-made stub.
+# kserve; in the default pool, importing two of them in one process fails with "duplicate symbol".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 OUT=src/kubeinfer/server/_proto
-"$PY" -m grpc_tools.protoc -I src --python_out=src --pyi_out=src --grpc_python_out=src \
+"$PY" -m grpc_tools.protoc -I src --python_out=src --pyi_out=src \
   kubeinfer/server/_proto/grpc_predict_v2.proto
 "$PY" - "$OUT" <<'PYEOF'
-import re
 import sys
 from pathlib import Path
 
@@ -37,13 +36,6 @@ text = text.replace(
 )
 pb2.write_text(text)
 
-stub = out / "grpc_predict_v2_pb2_grpc.py"
-text = stub.read_text()
-gate = re.compile(r"\ntry:\n    from grpc\._utilities import first_version_is_lower.*?\n\n(?=\n)", re.S)
-text, n = gate.subn("\n", text)
-if n != 1:
-    sys.exit(f"gen_proto.sh: cannot find the grpc version gate in {stub}; update this script")
-stub.write_text(text)
 PYEOF
 touch "$OUT/__init__.py"
 echo "generated $(ls "$OUT"/*_pb2*.py* | tr '\n' ' ')"

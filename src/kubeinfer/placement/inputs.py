@@ -31,7 +31,7 @@ Node groups file::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from kubeinfer.placement.catalogue import CATALOGUE, Catalogue
@@ -41,8 +41,10 @@ from kubeinfer.spec.quantity import QuantityError, parse_quantity
 
 __all__ = ["node_groups_from_dict", "services_from_dict"]
 
-_SERVICE_FIELDS = {"name", "profile", "sloMs", "percentile", "peakRps", "meanRps", "minReplicas", "estimate"}
-_GROUP_FIELDS = {"name", "instanceType", "accelerator", "gpus", "cpu", "memory", "pricePerHour", "minNodes", "maxNodes"}
+_SERVICE_FIELDS = frozenset({"name", "profile", "sloMs", "percentile", "peakRps", "meanRps", "minReplicas", "estimate"})
+_GROUP_FIELDS = frozenset(
+    {"name", "instanceType", "accelerator", "gpus", "cpu", "memory", "pricePerHour", "minNodes", "maxNodes"}
+)
 
 
 def _items(raw: Any, key: str) -> list[Any]:
@@ -71,21 +73,29 @@ def _int(item: Mapping[str, Any], key: str, where: str, default: int) -> int:
     return v
 
 
+def _named_items(
+    raw: Any, key: str, fields: frozenset[str], needs: str, what: str
+) -> Iterator[tuple[str, str, Mapping[str, Any]]]:
+    """``(where, name, item)`` for each entry of ``raw[key]``: a mapping of known fields with a distinct name."""
+    names: set[str] = set()
+    for i, item in enumerate(_items(raw, key)):
+        where = f"{key}[{i}]"
+        if not isinstance(item, Mapping):
+            raise ValueError(f"{where} must be a mapping with {needs}")
+        unknown = set(item) - fields
+        if unknown:
+            raise ValueError(f"{where} has unknown fields {sorted(unknown)}; allowed: {sorted(fields)}")
+        name = str(item.get("name") or "")
+        if not name or name in names:
+            raise ValueError(f"{where}.name is {name!r}; every {what} needs a distinct name")
+        names.add(name)
+        yield where, name, item
+
+
 def services_from_dict(raw: Any, load_profile: Callable[[str], Mapping[str, Any]]) -> list[ServiceDemand]:
     """Services with their capacities at the SLO; ``load_profile(path)`` returns a parsed profile file."""
     out = []
-    names: set[str] = set()
-    for i, item in enumerate(_items(raw, "services")):
-        where = f"services[{i}]"
-        if not isinstance(item, Mapping):
-            raise ValueError(f"{where} must be a mapping with name, profile, sloMs, peakRps")
-        unknown = set(item) - _SERVICE_FIELDS
-        if unknown:
-            raise ValueError(f"{where} has unknown fields {sorted(unknown)}; allowed: {sorted(_SERVICE_FIELDS)}")
-        name = str(item.get("name") or "")
-        if not name or name in names:
-            raise ValueError(f"{where}.name is {name!r}; every service needs a distinct name")
-        names.add(name)
+    for where, name, item in _named_items(raw, "services", _SERVICE_FIELDS, "name, profile, sloMs, peakRps", "service"):
         prof_raw = item.get("profile")
         try:
             if isinstance(prof_raw, str):
@@ -121,18 +131,9 @@ def services_from_dict(raw: Any, load_profile: Callable[[str], Mapping[str, Any]
 
 def node_groups_from_dict(raw: Any, catalogue: Catalogue = CATALOGUE) -> list[NodeGroup]:
     out = []
-    names: set[str] = set()
-    for i, item in enumerate(_items(raw, "nodeGroups")):
-        where = f"nodeGroups[{i}]"
-        if not isinstance(item, Mapping):
-            raise ValueError(f"{where} must be a mapping with name, cpu, memory, pricePerHour")
-        unknown = set(item) - _GROUP_FIELDS
-        if unknown:
-            raise ValueError(f"{where} has unknown fields {sorted(unknown)}; allowed: {sorted(_GROUP_FIELDS)}")
-        name = str(item.get("name") or "")
-        if not name or name in names:
-            raise ValueError(f"{where}.name is {name!r}; every node group needs a distinct name")
-        names.add(name)
+    for where, name, item in _named_items(
+        raw, "nodeGroups", _GROUP_FIELDS, "name, cpu, memory, pricePerHour", "node group"
+    ):
         acc = item.get("accelerator")
         if acc is not None and str(acc) not in catalogue:
             raise ValueError(f"{where}.accelerator is {acc!r}; known: {', '.join(sorted(catalogue.names()))}")

@@ -168,7 +168,7 @@ class InferenceApp:
                 and parts[-1] == "infer"
             ):
                 proto = "v2"
-                slot = self._slot(parts[3], parts[5] if len(parts) == 7 and parts[4] == "versions" else None)
+                slot = self.slot(parts[3], parts[5] if len(parts) == 7 and parts[4] == "versions" else None)
                 model_label = slot.name
                 status = await self._infer_v2(slot, scope, receive, send)
             else:
@@ -197,7 +197,7 @@ class InferenceApp:
         await _send(send, status, orjson.dumps({"error": str(e)}), headers)
         return status
 
-    def _slot(self, name: str, version: str | None) -> ModelSlot:
+    def slot(self, name: str, version: str | None) -> ModelSlot:
         slot = self.models.get(name)
         if slot is None:
             known = ", ".join(repr(n) for n in self.models) or "none"
@@ -206,7 +206,7 @@ class InferenceApp:
             raise ModelNotFound(f"model {name!r} has no version {version!r}: it serves version {slot.version!r}")
         return slot
 
-    def _live_slot(self, slot: ModelSlot) -> tuple[Batcher, ModelInfo]:
+    def live_slot(self, slot: ModelSlot) -> tuple[Batcher, ModelInfo]:
         # While draining, requests that still arrive (a router or Service that has not yet seen the readiness
         # change) are served, with Connection: close, rather than refused: refusing would drop them.
         if not slot.ready or slot.batcher is None or slot.info is None:
@@ -259,7 +259,7 @@ class InferenceApp:
 
     # -- OIP v2 infer ----------------------------------------------------------------------------------
     async def _infer_v2(self, slot: ModelSlot, scope: Scope, receive: Receive, send: Send) -> int:
-        batcher, info = self._live_slot(slot)
+        batcher, info = self.live_slot(slot)
         body, headers = await self._read_body(scope, receive)
         hlen = headers.get(b"inference-header-content-length")
         if hlen is not None:
@@ -364,7 +364,7 @@ class InferenceApp:
         elif len(rest) >= 2 and rest[0] == "models":
             version = rest[3] if len(rest) >= 4 and rest[2] == "versions" else None
             tail = rest[4:] if version is not None else rest[2:]
-            slot = self._slot(rest[1], version)
+            slot = self.slot(rest[1], version)
             if tail in ([], [""]):
                 _get(method)
                 await _send(send, 200, orjson.dumps(slot.metadata()), _JSON)
@@ -413,7 +413,7 @@ class InferenceApp:
             return 200, name, "openai"
         if len(rest) == 2 and rest[0] == "models":
             name, _, verb = rest[1].partition(":")
-            slot = self._slot(name, None)
+            slot = self.slot(name, None)
             if verb == "":
                 _get(method)
                 ready = slot.ready and not self.draining
@@ -433,7 +433,7 @@ class InferenceApp:
             raise InvalidInput(f"request body is not valid JSON: {e}") from None
 
     async def _predict_v1(self, slot: ModelSlot, scope: Scope, receive: Receive, send: Send) -> None:
-        batcher, info = self._live_slot(slot)
+        batcher, info = self.live_slot(slot)
         body, _ = await self._read_body(scope, receive)
         doc = self._json_body(body)
         if not isinstance(doc, dict):
@@ -471,14 +471,14 @@ class InferenceApp:
         if name is not None:
             if not isinstance(name, str):
                 raise InvalidInput('"model" must be a string')
-            slot = self._slot(name, None)
+            slot = self.slot(name, None)
         elif len(candidates) == 1:
             slot = candidates[0]
         elif not candidates:
             raise ModelNotFound("this server serves no embedding model")
         else:
             raise InvalidInput('"model" is required: name the embedding model')
-        batcher, info = self._live_slot(slot)
+        batcher, info = self.live_slot(slot)
         if not _is_embedder(info):
             raise InvalidInput(f"model {slot.name!r} is not an embedding model (it takes no BYTES text input)")
         raw = doc.get("input")

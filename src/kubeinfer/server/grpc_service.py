@@ -268,7 +268,7 @@ class InferenceServicer:
     # -- helpers ---------------------------------------------------------------------------------------
     async def _slot(self, name: str, version: str, context: grpc.aio.ServicerContext[Any, Any]) -> ModelSlot:
         try:
-            return self.app._slot(name, version or None)
+            return self.app.slot(name, version or None)
         except ServerError as e:
             await context.abort(grpc_code(e), str(e))
             raise  # not reached: abort raises
@@ -282,9 +282,9 @@ class InferenceServicer:
         app.in_flight += 1
         app.metrics.in_flight = app.in_flight
         try:
-            slot = app._slot(request.model_name, request.model_version or None)
+            slot = app.slot(request.model_name, request.model_version or None)
             label = slot.name
-            batcher, info = app._live_slot(slot)
+            batcher, info = app.live_slot(slot)
             req = decode_request(request)
             validate_inputs(req, info, slot.name)
             timeout = app.limits.request_timeout
