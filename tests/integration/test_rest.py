@@ -460,3 +460,99 @@ def test_sigterm_drains_in_flight_requests_and_exits_zero(tmp_path: Path, server
     for i, r in enumerate(results):
         assert json.loads(r[2])["outputs"][0]["data"] == [2.0 * i, 2.0 * i]
     assert s.wait(30) == 0
+
+
+def _raw_exchange(port: int, payload: bytes, responses: int) -> list[tuple[bytes, dict[bytes, bytes], bytes]]:
+    """Send raw bytes on one connection and read ``responses`` HTTP/1.1 answers (status line, headers, body)."""
+    import socket
+
+    out = []
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(payload)
+        buf = b""
+        while len(out) < responses:
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(65536)
+                assert chunk, f"connection closed after {len(out)} responses"
+                buf += chunk
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            lines = head.split(b"\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(b":") for ln in lines[1:])}
+            size = int(headers[b"content-length"])
+            while len(buf) < size:
+                chunk = s.recv(65536)
+                assert chunk
+                buf += chunk
+            out.append((lines[0], headers, buf[:size]))
+            buf = buf[size:]
+    return out
+
+
+def _post(path: bytes, body: bytes, *extra: bytes, version: bytes = b"HTTP/1.1") -> bytes:
+    head = [b"POST " + path + b" " + version, b"host: 127.0.0.1", b"content-type: application/json"]
+    head += [b"content-length: " + str(len(body)).encode(), *extra]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def test_direct_and_asgi_infer_routes_answer_alike(iris_server: ServerProcess) -> None:
+    # OIP v2 infer is served straight from the HTTP parser (server/http.py); a query string, a percent-encoded
+    # path or a chunked body take the ASGI route. The answers must not differ, good or bad.
+    body = infer_body(IRIS_ROWS, id="same")
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    for good in (True, False):
+        payload = (
+            body
+            if good
+            else b'{"inputs": [{"name": "input-0", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}'
+        )
+        requests = [
+            _post(b"/v2/models/iris/infer", payload),
+            _post(b"/v2/models/iris/infer?trace=1", payload),
+            _post(b"/v2/models/%69ris/infer", payload),
+        ]
+        answers = _raw_exchange(iris_server.http_port, b"".join(requests), len(requests))
+        if good:
+            chunk_req = (
+                b"POST /v2/models/iris/infer HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n" + chunked
+            )
+            answers += _raw_exchange(iris_server.http_port, chunk_req, 1)
+        statuses = {a[0] for a in answers}
+        assert statuses == ({b"HTTP/1.1 200 OK"} if good else {b"HTTP/1.1 400 Bad Request"}), statuses
+        bodies = {a[2] for a in answers}
+        assert len(bodies) == 1, bodies
+        assert {a[1][b"content-type"] for a in answers} == {b"application/json"}
+        if not good:
+            assert "shape" in error_of(bodies.pop())
+
+
+def test_keep_alive_pipelining_and_http10_on_the_direct_route(iris_server: ServerProcess) -> None:
+    good = infer_body(IRIS_ROWS[:1])
+    # Five requests pipelined in one write, direct and ASGI routes mixed: five answers, in order.
+    reqs = [
+        _post(b"/v2/models/iris/infer", good),
+        _post(b"/v2/models/iris/infer", b"{bad"),
+        b"GET /v2/models/iris/ready HTTP/1.1\r\nhost: x\r\n\r\n",
+        _post(b"/v2/models/nope/infer", good),
+        _post(b"/v2/models/iris/versions/1/infer", good),
+    ]
+    answers = _raw_exchange(iris_server.http_port, b"".join(reqs), len(reqs))
+    assert [a[0].split(b" ")[1] for a in answers] == [b"200", b"400", b"200", b"404", b"200"]
+    assert json.loads(answers[2][2]) == {"name": "iris", "ready": True}
+    assert "nope" in error_of(answers[3][2])
+    assert all(b"connection" not in a[1] for a in answers)
+    # HTTP/1.0 and Connection: close get their answer, then the server closes the connection.
+    for req in (
+        _post(b"/v2/models/iris/infer", good, version=b"HTTP/1.0"),
+        _post(b"/v2/models/iris/infer", good, b"connection: close"),
+    ):
+        import socket
+
+        with socket.create_connection(("127.0.0.1", iris_server.http_port), timeout=10) as s:
+            s.sendall(req)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        assert data.startswith(b"HTTP/1.1 200 OK") and b"connection: close" in data.lower()
+    # An oversized declared body is refused by the ASGI route's 413, not read.
+    huge = b"POST /v2/models/iris/infer HTTP/1.1\r\nhost: x\r\ncontent-length: 999999999999\r\n\r\n"
+    assert _raw_exchange(iris_server.http_port, huge, 1)[0][0].split(b" ")[1] == b"413"

@@ -186,6 +186,12 @@ class InferenceApp:
             self.metrics.request(model_label, proto, status, time.perf_counter() - start)
 
     async def _error(self, send: Send, e: ServerError) -> int:
+        status, body, headers = self.error_response(e)
+        await _send(send, status, body, headers)
+        return status
+
+    def error_response(self, e: ServerError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """Status, JSON body and headers for an error (``Allow``, ``Retry-After``, ``Connection: close`` as due)."""
         status = int(http_status(e))
         headers = list(_JSON)
         if isinstance(e, MethodNotAllowed):
@@ -194,8 +200,7 @@ class InferenceApp:
             headers.append((b"retry-after", str(max(1, round(e.retry_after))).encode()))
         if self.draining:
             headers.append((b"connection", b"close"))
-        await _send(send, status, orjson.dumps({"error": str(e)}), headers)
-        return status
+        return status, orjson.dumps({"error": str(e)}), headers
 
     def slot(self, name: str, version: str | None) -> ModelSlot:
         slot = self.models.get(name)
@@ -216,7 +221,7 @@ class InferenceApp:
             raise TooManyRequests(f"server is at its concurrency limit ({self.limits.max_concurrency}); retry later")
         return slot.batcher, slot.info
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> tuple[bytes, dict[bytes, bytes]]:
+    async def _read_body(self, scope: Scope, receive: Receive, decode: bool = True) -> tuple[bytes, dict[bytes, bytes]]:
         headers = dict(scope["headers"])
         limit = self.limits.max_body_bytes
         cl = headers.get(b"content-length")
@@ -248,7 +253,7 @@ class InferenceApp:
                 chunks.append(chunk)
             body = b"".join(chunks)
         enc = headers.get(b"content-encoding")
-        if enc is not None and enc not in (b"identity", b""):
+        if decode and enc is not None and enc not in (b"identity", b""):
             body = _decompress(body, enc, limit)
         return body, headers
 
@@ -259,8 +264,24 @@ class InferenceApp:
 
     # -- OIP v2 infer ----------------------------------------------------------------------------------
     async def _infer_v2(self, slot: ModelSlot, scope: Scope, receive: Receive, send: Send) -> int:
+        self.live_slot(slot)  # refuse before reading a body that would not be served
+        body, headers = await self._read_body(scope, receive, decode=False)
+        req, future = self.infer_v2_submit(slot, body, headers)
+        result = await future
+        payload, hdrs = self.infer_v2_response(slot, req, result)
+        await _send(send, 200, payload, hdrs)
+        return 200
+
+    def infer_v2_submit(
+        self, slot: ModelSlot, body: bytes, headers: dict[bytes, bytes]
+    ) -> tuple[InferRequest, asyncio.Future[dict[str, np.ndarray[Any, Any]]]]:
+        """Parse, validate and queue an OIP v2 infer body (JSON, or the binary extension); raises ``ServerError``.
+
+        ``headers`` are the request's, lower-case names; the body is read whole (and within the size limit)."""
         batcher, info = self.live_slot(slot)
-        body, headers = await self._read_body(scope, receive)
+        enc = headers.get(b"content-encoding")
+        if enc is not None and enc not in (b"identity", b""):
+            body = _decompress(body, enc, self.limits.max_body_bytes)
         hlen = headers.get(b"inference-header-content-length")
         if hlen is not None:
             try:
@@ -281,7 +302,13 @@ class InferenceApp:
                 )
             req = parse_infer_json(body)
         validate_inputs(req, info, slot.name)
-        result = await self._await(batcher, req)
+        timeout = self.limits.request_timeout
+        return req, batcher.submit(req, time.monotonic() + timeout if timeout else None)
+
+    def infer_v2_response(
+        self, slot: ModelSlot, req: InferRequest, result: dict[str, np.ndarray[Any, Any]]
+    ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        """The 200 answer to an OIP v2 infer: body and headers (binary outputs appended where asked for)."""
         chunks: list[bytes] = []
         outputs = [output_json(n, a, b, chunks) for n, a, b in select_outputs(result, req)]
         resp: dict[str, Any] = {"model_name": slot.name, "model_version": slot.version, "outputs": outputs}
@@ -295,10 +322,8 @@ class InferenceApp:
                 (b"inference-header-content-length", str(len(payload)).encode()),
                 *extra,
             ]
-            await _send(send, 200, b"".join([payload, *chunks]), hdrs)
-        else:
-            await _send(send, 200, payload, _JSON + extra if extra else _JSON)
-        return 200
+            return b"".join([payload, *chunks]), hdrs
+        return payload, (_JSON + extra if extra else _JSON)
 
     # -- everything else -------------------------------------------------------------------------------
     async def _route(

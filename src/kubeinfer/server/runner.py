@@ -27,7 +27,7 @@ import uvicorn
 from kubeinfer.runtimes import create_model
 from kubeinfer.server.app import InferenceApp, Limits, ModelSlot, load_slot
 from kubeinfer.server.batcher import Batcher
-from kubeinfer.server.http import CoalescingHttpToolsProtocol
+from kubeinfer.server.http import protocol_for
 from kubeinfer.server.metrics import Metrics, nvml_sampler
 from kubeinfer.server.openapi import openapi_document
 from kubeinfer.spec import InferenceService
@@ -109,7 +109,7 @@ async def serve(svc: InferenceService, base_dir: Path | None = None) -> int:
     config = uvicorn.Config(
         app,
         loop="none",
-        http=CoalescingHttpToolsProtocol,
+        http=protocol_for(app),
         lifespan="off",
         log_level="warning",
         access_log=False,
