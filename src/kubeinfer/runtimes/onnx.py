@@ -16,7 +16,7 @@ import numpy as np
 
 from kubeinfer.runtimes.base import ModelError, ModelInfo, TensorSpec
 
-__all__ = ["ONNX_TYPES", "OnnxModel"]
+__all__ = ["ONNX_TYPES", "OnnxModel", "session"]
 
 ONNX_TYPES = {
     "tensor(float)": "FP32",
@@ -35,6 +35,23 @@ ONNX_TYPES = {
 }
 
 
+def session(model: str | bytes, args: Mapping[str, Any]) -> Any:
+    """An ONNX Runtime session with kubeinfer's settings (threads from ``args.intraOpThreads`` or the replica's
+    CPU, one inter-op thread, all graph optimizations, CUDA first when a GPU is assigned)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    threads = args.get("intraOpThreads") or os.environ.get("OMP_NUM_THREADS")
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers = ["CPUExecutionProvider"]
+    if os.environ.get("CUDA_VISIBLE_DEVICES") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(model, sess_options=opts, providers=providers)
+
+
 def _dims(shape: list[Any]) -> tuple[int, ...]:
     return tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
 
@@ -50,22 +67,13 @@ class OnnxModel:
 
     def load(self) -> ModelInfo:
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (fail early, with the extra to install)
         except ImportError as e:  # pragma: no cover - depends on extras
             raise ModelError("ONNX models need the [onnx] extra: pip install 'kubeinfer[onnx]'") from e
         if not self.path.exists():
             raise ModelError(f"model file {self.path} does not exist")
-        opts = ort.SessionOptions()
-        threads = self.args.get("intraOpThreads") or os.environ.get("OMP_NUM_THREADS")
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = ["CPUExecutionProvider"]
-        if os.environ.get("CUDA_VISIBLE_DEVICES") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
         try:
-            self._sess = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
+            self._sess = session(str(self.path), self.args)
         except Exception as e:
             raise ModelError(f"ONNX Runtime cannot load {self.path}: {e}") from e
         inputs, outputs = [], []

@@ -1,0 +1,119 @@
+"""The scikit-learn runtime: compiled to ONNX only when the graph reproduces the estimator; cached; fallbacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from kubeinfer.runtimes.base import ModelError
+from kubeinfer.runtimes.sklearn import SklearnModel
+
+RNG = np.random.default_rng(3)
+X = RNG.normal(size=(300, 8)).astype(np.float32)
+PROBE = RNG.normal(0, 2, size=(64, 8)).astype(np.float32)
+
+
+def _save(tmp_path: Path, est: object, name: str = "m.joblib") -> Path:
+    path = tmp_path / name
+    joblib.dump(est, path)
+    return path
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "cache"
+    monkeypatch.setenv("KUBEINFER_CACHE_DIR", str(d))
+    return d
+
+
+def _classifier() -> object:
+    y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 1).astype(int)
+    return make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+
+
+def test_compiled_classifier_matches_the_estimator_and_is_cached(tmp_path: Path, cache: Path) -> None:
+    est = _classifier()
+    path = _save(tmp_path, est)
+    first = SklearnModel("m", "1", path, {})
+    info = first.load()
+    assert info.extra.get("compiled") == "onnx" and info.extra["cache"] == "written"
+    assert info.extra["max_error"] <= 1e-4
+    assert [o.name for o in info.outputs] == ["predict", "predict_proba"]
+    out = first.predict({"input-0": PROBE})
+    np.testing.assert_allclose(out["predict_proba"], est.predict_proba(PROBE), atol=1e-5)  # type: ignore[attr-defined]
+    assert np.array_equal(out["predict"], est.predict(PROBE))  # type: ignore[attr-defined]
+    assert out["predict"].dtype == est.predict(PROBE).dtype  # type: ignore[attr-defined]
+    assert set(first.predict({"input-0": PROBE}, frozenset({"predict"}))) == {"predict"}
+    assert len(list((cache / "sklearn-onnx").iterdir())) == 2
+    # A later start loads the cached graph and never imports scikit-learn.
+    code = (
+        "import sys, json; from pathlib import Path; import numpy as np\n"
+        "from kubeinfer.runtimes.sklearn import SklearnModel\n"
+        f"m = SklearnModel('m', '1', Path({str(path)!r}), {{}}); info = m.load()\n"
+        f"x = np.array({PROBE.tolist()!r}, dtype=np.float32)\n"
+        "out = m.predict({'input-0': x})\n"
+        "print(json.dumps([info.extra['cache'], 'sklearn' in sys.modules, out['predict_proba'].tolist()]))\n"
+    )
+    env_run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    hit, imported, proba = json.loads(env_run.stdout)
+    assert hit == "hit" and imported is False
+    np.testing.assert_allclose(proba, out["predict_proba"], atol=1e-6)
+
+
+def test_compiled_regressor_and_compile_none(tmp_path: Path, cache: Path) -> None:
+    y = X @ np.arange(8) + 0.5
+    est = LinearRegression().fit(X, y)
+    path = _save(tmp_path, est)
+    m = SklearnModel("r", "1", path, {})
+    assert m.load().extra.get("compiled") == "onnx"
+    got = m.predict({"input-0": PROBE})["predict"]
+    np.testing.assert_allclose(got, est.predict(PROBE), rtol=1e-4, atol=1e-4)
+    plain = SklearnModel("r", "1", path, {"compile": "none"})
+    assert "compiled" not in plain.load().extra
+    np.testing.assert_allclose(plain.predict({"input-0": PROBE})["predict"], est.predict(PROBE))
+
+
+def _unconvertible() -> object:
+    y = (X[:, 0] > 0).astype(int)
+    return make_pipeline(FunctionTransformer(np.tanh), LogisticRegression()).fit(X, y)
+
+
+def test_what_cannot_be_compiled_is_served_by_sklearn_or_refused(tmp_path: Path, cache: Path) -> None:
+    labels = np.where(X[:, 0] > 0, "yes", "no")
+    strings = _save(tmp_path, LogisticRegression().fit(X, labels), "strings.joblib")
+    m = SklearnModel("s", "1", strings, {})
+    assert "compiled" not in m.load().extra
+    assert set(m.predict({"input-0": PROBE})["predict"]) <= {"yes", "no"}
+    custom = _save(tmp_path, _unconvertible(), "custom.joblib")
+    assert "compiled" not in SklearnModel("c", "1", custom, {}).load().extra
+    with pytest.raises(ModelError, match="cannot be compiled"):
+        SklearnModel("c", "1", custom, {"compile": "onnx"}).load()
+    with pytest.raises(ModelError, match=r"args\.compile must be one of auto, onnx, none"):
+        SklearnModel("c", "1", custom, {"compile": "fast"}).load()
+
+
+def test_a_damaged_cache_entry_is_converted_again(tmp_path: Path, cache: Path) -> None:
+    path = _save(tmp_path, _classifier())
+    SklearnModel("m", "1", path, {}).load()
+    graph = next((cache / "sklearn-onnx").glob("*.onnx"))
+    graph.write_bytes(b"not a graph")
+    info = SklearnModel("m", "1", path, {}).load()
+    assert info.extra.get("compiled") == "onnx" and info.extra["cache"] == "written"
+
+
+def test_an_unwritable_cache_still_serves_compiled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("KUBEINFER_CACHE_DIR", str(blocker / "sub"))
+    m = SklearnModel("m", "1", _save(tmp_path, _classifier()), {})
+    assert m.load().extra.get("compiled") == "onnx"
+    assert m.predict({"input-0": PROBE})["predict_proba"].shape == (64, 3)
