@@ -877,8 +877,6 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"{env}: install failed: {msg}")
     write_bodies()
     want = expected()
-    if any(p.name == "kubeinfer" for p, _ in plan):
-        notes.append(warm_compile_cache())
 
     records: list[dict[str, Any]] = []
     if args.update and args.results.exists():
@@ -889,6 +887,8 @@ def main(argv: list[str] | None = None) -> int:
         notes = list(prev.get("notes", []))
         _STATIC["earlier"] = prev.get("command", "") + "` then `"
         notes.append(f"re-run at {time.strftime('%H:%M')}: {', '.join(sorted(f'{p} {m}' for p, m in redo))}")
+    if any(p.name == "kubeinfer" and m == "tabular64" for p, m in plan):
+        notes.append(warm_compile_cache())
     for rep in range(args.repeats):
         for peer, model in plan:
             if not peer.available():
