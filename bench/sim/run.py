@@ -3,6 +3,7 @@
     .venv/bin/python bench/sim/run.py            # all scenarios + speed; writes bench/sim/results/
     .venv/bin/python bench/sim/run.py --only spike --no-speed
     .venv/bin/python bench/sim/run.py --no-speed --only none --nodes   # only the node-level cost example
+    .venv/bin/python bench/sim/run.py --no-speed --kpa-targets 80,90    # kpa's trade-off at other utilizations
 
 Scenarios (documented in RESULTS.md):
 - diurnal: a classifier (25 ms lognormal service, cv 0.5; 2 workers = 2 slots per replica; SLO 100 ms on the whole
@@ -139,6 +140,11 @@ def main() -> None:
     ap.add_argument("--no-speed", action="store_true")
     ap.add_argument("--nodes", action="store_true", help="also the node-level cost example (azure on L4 nodes)")
     ap.add_argument("--repeat", type=int, default=3, help="speed runs per policy (the median is reported)")
+    ap.add_argument(
+        "--kpa-targets",
+        default="",
+        help="also kpa at these targetUtilizationPercentage values (e.g. 80,90): its cost/attainment trade-off",
+    )
     args = ap.parse_args()
     OUT.mkdir(exist_ok=True)
     rows: list[dict] = []
@@ -155,6 +161,20 @@ def main() -> None:
                     "trace": name, "policy": s.policy, "att": f"{s.slo_attainment:.2%}", "p50": f"{s.p50_ms:.0f}",
                     "p99": f"{s.p99_ms:.0f}", "dropped": s.dropped, "rh": f"{s.replica_seconds / 3600:.1f}",
                     "vs": f"{s.vs_oracle:.2f}x", "events": s.scaling_events, "secs": f"{c.seconds[s.policy]:.1f}",
+                }
+            )  # fmt: skip
+        for target in [float(t) for t in args.kpa_targets.split(",") if t.strip()]:
+            spec = spec_fn()
+            auto = spec.autoscaling
+            kpa = auto.kpa.model_copy(update={"targetUtilizationPercentage": target})
+            spec = spec.model_copy(update={"autoscaling": auto.model_copy(update={"kpa": kpa})})
+            s = compare(spec, trace, ["kpa"], opts).summaries[0]
+            rows.append(
+                {
+                    "trace": name, "policy": f"kpa@{target:g}%", "att": f"{s.slo_attainment:.3%}",
+                    "p50": f"{s.p50_ms:.0f}", "p99": f"{s.p99_ms:.0f}", "dropped": s.dropped,
+                    "rh": f"{s.replica_seconds / 3600:.2f}", "vs": f"{s.vs_oracle:.3f}x", "events": s.scaling_events,
+                    "secs": "-",
                 }
             )  # fmt: skip
         o = c.oracle_summary
