@@ -45,10 +45,10 @@ wrk.body = [[{body}]]
 PATH = "/v2/models/tabular64/infer"
 
 
-def start_router(backends: list[ServerProcess]) -> tuple[subprocess.Popen[str], int]:
+def start_router(backends: list[ServerProcess], socks: list[str | None]) -> tuple[subprocess.Popen[str], int]:
     cmd = [sys.executable, str(HERE / "serve_router.py"), "--port", "0"]
-    for b in backends:
-        cmd += ["--backend", f"127.0.0.1:{b.http_port}"]
+    for b, sock in zip(backends, socks, strict=True):
+        cmd += ["--backend", f"127.0.0.1:{b.http_port}" + (f"@{sock}" if sock else "")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -119,6 +119,9 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=2.0)
     ap.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
     ap.add_argument("--profile", action="store_true", help="record the router under load with py-spy (top functions)")
+    ap.add_argument(
+        "--tcp", action="store_true", help="router to replicas over loopback TCP (default: Unix sockets, as `up` does)"
+    )
     args = ap.parse_args()
 
     spec = ROOT / "examples" / "tabular64" / "service.yaml"
@@ -129,10 +132,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(LUA.format(body=BODY))
-        a = ServerProcess(spec, grpc=False).start()
-        b = ServerProcess(spec, grpc=False).start()
-        r1, r1_port = start_router([a])
-        r2, r2_port = start_router([a, b])
+        socks: list[str | None] = [None, None] if args.tcp else [f"{tmp}/a.sock", f"{tmp}/b.sock"]
+        a = ServerProcess(spec, grpc=False, args=["--uds", socks[0]] if socks[0] else []).start()
+        b = ServerProcess(spec, grpc=False, args=["--uds", socks[1]] if socks[1] else []).start()
+        r1, r1_port = start_router([a], socks[:1])
+        r2, r2_port = start_router([a, b], socks)
         try:
             replicas = [psutil.Process(a.pid), psutil.Process(b.pid)]
             router2 = psutil.Process(r2.pid)
@@ -298,7 +302,7 @@ def write_results(
         "# Router overhead",
         "",
         f"Command: `.venv/bin/python bench/router/run.py --rounds {args.rounds} --duration {args.duration:g}"
-        f"{' --profile' if args.profile else ''}`",
+        f"{' --profile' if args.profile else ''}{' --tcp' if args.tcp else ''}`",
         "",
         f"Machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
         f"{__import__('os').cpu_count()} CPUs; Python {platform.python_version()}. Other work shared the machine, "
@@ -306,7 +310,13 @@ def write_results(
         "",
         "Load: wrk, one row of 64 FP32 per request to `examples/tabular64` (OIP v2 JSON, "
         f"`POST {PATH}`), {args.duration:g} s per run after a {args.warmup:g} s warm-up; medians of "
-        f"{args.rounds} rounds.",
+        f"{args.rounds} rounds. Router to replicas: "
+        + (
+            "loopback TCP (`--tcp`)."
+            if args.tcp
+            else "Unix-domain sockets (`kubeinfer serve --uds`), as `kubeinfer up` runs it."
+        )
+        + " Direct runs use the replicas' TCP ports, as a client would.",
         "",
         "| setup | requests/s | p50 ms | p99 ms | errors |",
         "|---|---:|---:|---:|---:|",

@@ -1,6 +1,6 @@
 """Run a kubeinfer Router alone in front of given replicas, for benchmarks and manual checks.
 
-    python bench/router/serve_router.py --port 0 --backend 127.0.0.1:9001[:grpc] [--backend ...]
+    python bench/router/serve_router.py --port 0 --backend 127.0.0.1:9001[:grpc][@/path/to/replica.sock] [...]
 
 Prints ``ROUTER_LISTENING {"http": .., "grpc": ..}`` once it listens; stops on SIGTERM/SIGINT.
 """
@@ -21,9 +21,10 @@ async def main(args: argparse.Namespace) -> None:
     router = Router()
     backends = []
     for i, spec in enumerate(args.backend):
-        parts = spec.split(":")
+        addr, _, uds = spec.partition("@")
+        parts = addr.split(":")
         grpc_port = int(parts[2]) if len(parts) > 2 and parts[2] else None
-        backends.append(Backend(f"r{i}", parts[0], int(parts[1]), grpc_port))
+        backends.append(Backend(f"r{i}", parts[0], int(parts[1]), grpc_port, uds=uds or None))
     router.set_backends(backends)
     http, grpc_port = await router.start("127.0.0.1", args.port, args.grpc_port if args.grpc else None)
     print("ROUTER_LISTENING " + json.dumps({"http": http, "grpc": grpc_port}), flush=True)

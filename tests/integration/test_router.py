@@ -323,3 +323,51 @@ def test_tritonclient_http_binary_extension_through_the_router(
         np.testing.assert_allclose(result.as_numpy("y"), x * 2)
     finally:
         client.close()
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str) -> None:
+        super().__init__("localhost", timeout=10)
+        self.path = path
+
+    def connect(self) -> None:
+        import socket
+
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def test_replica_serves_http_on_its_unix_socket_too(specs: dict[float, Path], tmp_path: Path) -> None:
+    sock = tmp_path / "r.sock"
+    with ServerProcess(specs[0.0], grpc=False, args=["--uds", str(sock)]) as s:
+        assert oct(sock.stat().st_mode & 0o777) == "0o600"  # user-only, like the control endpoint's token
+        conn = _UnixHTTPConnection(str(sock))
+        for _ in range(3):  # keep-alive on the Unix socket
+            conn.request("POST", "/v2/models/m/infer", infer_body([[2.0]]), {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            assert r.status == 200 and json.loads(r.read())["outputs"][0]["data"] == [4.0]
+        conn.close()
+        assert post(s.http_port, infer_body([[2.0]]))[0] == 200  # and on TCP as before
+    assert not sock.exists()  # removed on a clean exit
+
+
+def test_router_reaches_replicas_by_unix_socket_and_retries_a_killed_one(
+    router: RouterThread, specs: dict[float, Path], tmp_path: Path
+) -> None:
+    socks = [tmp_path / "a.sock", tmp_path / "b.sock"]
+    servers = [ServerProcess(specs[0.02], grpc=False, args=["--uds", str(p)]) for p in socks]
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(lambda p: p.start(), servers)
+    try:
+        # The TCP ports given to the router are closed ones: only the Unix sockets can serve.
+        backends = [Backend(f"r{s.pid}", "127.0.0.1", 1, None, uds=str(p)) for s, p in zip((a, b), socks, strict=True)]
+        router.call(router.router.set_backends, backends)
+        results = _load_while(router.http_port, lambda: os.kill(a.pid, signal.SIGKILL))
+        failed = [s for s in results if s != 200]
+        assert not failed, f"{len(failed)} of {len(results)} failed: {sorted(set(failed))}"
+        assert len(results) > 100
+        stats = router.stats()
+        assert stats.retries >= 1 and stats.backends[f"r{b.pid}"].total > 0
+    finally:
+        for s in (a, b):
+            s.kill()

@@ -97,6 +97,9 @@ def serve(
     request_timeout_ms: Annotated[float | None, typer.Option(help="Deadline per request [default: 30000].")] = None,
     max_body_size: Annotated[str | None, typer.Option(help="Largest body, e.g. 64Mi [default: 64Mi].")] = None,
     drain_timeout: Annotated[float | None, typer.Option(help="Seconds to drain on SIGTERM [default: 30].")] = None,
+    uds: Annotated[
+        Path | None, typer.Option(help="Also serve HTTP on this Unix socket (how the local router reaches replicas).")
+    ] = None,
 ) -> None:
     """Run one replica: Open Inference Protocol v2 (REST + gRPC), KServe v1, embeddings, metrics, probes."""
     from kubeinfer.server.runner import run
@@ -155,7 +158,7 @@ def serve(
                 "spec": svc.spec.model_copy(update={"server": svc.spec.server.model_copy(update={"grpcPort": None})})
             }
         )
-    raise typer.Exit(run(svc, base_dir))
+    raise typer.Exit(run(svc, base_dir, uds))
 
 
 def main() -> None:

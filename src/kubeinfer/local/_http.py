@@ -460,7 +460,10 @@ def connect(router: Router, backend: _BackendState, req: Request, deadline: floa
     proto = UpstreamProtocol(router, backend)
     proto.req = req
     proto.deadline = deadline
-    task = loop.create_task(loop.create_connection(lambda: proto, backend.host, backend.port))
+    if backend.uds is not None:
+        task = loop.create_task(loop.create_unix_connection(lambda: proto, backend.uds))
+    else:
+        task = loop.create_task(loop.create_connection(lambda: proto, backend.host, backend.port))
 
     def connected(t: asyncio.Task[Any]) -> None:
         if t.cancelled():

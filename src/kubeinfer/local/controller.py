@@ -59,6 +59,9 @@ __all__ = ["ControllerError", "RouterLike", "ServiceController", "template_of"]
 
 log = logging.getLogger("kubeinfer.local")
 
+UDS_MAX_BYTES = 104
+"""A Unix socket path must fit ``sun_path`` (108 bytes on Linux, 104 on macOS); longer: the router uses TCP."""
+
 
 class ControllerError(RuntimeError):
     """A request the controller refuses; the message says why and what to do."""
@@ -113,6 +116,8 @@ class Replica:
     proc: Process | None = None
     http_port: int | None = None
     grpc_port: int | None = None
+    uds: str | None = None
+    """The Unix socket the replica also serves HTTP on; the router uses it (None: the path would be too long)."""
     launch: LaunchPlan = field(default_factory=LaunchPlan)
     cgroup: str | None = None
     we_killed: bool = False
@@ -378,8 +383,13 @@ class ServiceController:
             rep.oom_base = CgroupV2.oom_kills(rep.cgroup) if rep.cgroup else 0
         rep.launch = plan_launch(spec.resources, self.cpus, rep.slot, rep.cgroup)
         # Always through the launcher: besides affinity and limits it ties the replica's life to this process.
+        sock = self.dir / "run" / f"{rep.id}.sock"
+        rep.uds = str(sock) if len(os.fsencode(sock)) < UDS_MAX_BYTES else None
         argv = serve_command(
-            rep.revision.spec_path, grpc=spec.server.grpcPort is not None, launch_plan=json.dumps(rep.launch.to_json())
+            rep.revision.spec_path,
+            grpc=spec.server.grpcPort is not None,
+            launch_plan=json.dumps(rep.launch.to_json()),
+            uds=rep.uds,
         )
         rep.log_path.parent.mkdir(parents=True, exist_ok=True)
         with rep.log_path.open("a") as f:
@@ -404,6 +414,9 @@ class ServiceController:
             rep.http_port, rep.grpc_port = ports
         code = await waiter
         rep.proc = None
+        if rep.uds is not None:
+            with contextlib.suppress(OSError):  # left behind by a killed server; a clean exit removed it
+                os.unlink(rep.uds)
         oom_kills = (CgroupV2.oom_kills(rep.cgroup) - rep.oom_base) if rep.cgroup else 0
         reason = replica.classify_exit(
             code,
@@ -439,7 +452,12 @@ class ServiceController:
         self.router.set_backends(
             [
                 self.backend_factory(
-                    id=r.id, host="127.0.0.1", port=r.http_port, grpc_port=r.grpc_port, version=r.revision.version
+                    id=r.id,
+                    host="127.0.0.1",
+                    port=r.http_port,
+                    grpc_port=r.grpc_port,
+                    version=r.revision.version,
+                    uds=r.uds,
                 )
                 for r in ready
             ]

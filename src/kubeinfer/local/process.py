@@ -59,9 +59,11 @@ class ProcessRunner(Protocol):
     async def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path, cwd: Path) -> Process: ...
 
 
-def serve_command(spec_path: Path, grpc: bool, launch_plan: str | None = None) -> list[str]:
+def serve_command(spec_path: Path, grpc: bool, launch_plan: str | None = None, uds: str | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "kubeinfer", "serve", str(spec_path), "--host", "127.0.0.1", "--port", "0"]
     cmd += ["--grpc-port", "0"] if grpc else ["--no-grpc"]
+    if uds is not None:
+        cmd += ["--uds", uds]
     if launch_plan is not None:
         cmd = [sys.executable, "-m", "kubeinfer.local.launch", launch_plan, "--", *cmd]
     return cmd

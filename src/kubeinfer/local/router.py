@@ -57,13 +57,15 @@ METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 @dataclass(frozen=True)
 class Backend:
-    """A ready replica: ``id`` names it in stats and metrics; ``grpc_port`` None when it serves no gRPC."""
+    """A ready replica: ``id`` names it in stats and metrics; ``grpc_port`` None when it serves no gRPC; ``uds`` the
+    Unix socket it also serves HTTP on, which the router then uses instead of ``host:port`` (no loopback TCP)."""
 
     id: str
     host: str
     port: int
     grpc_port: int | None
     version: str = ""
+    uds: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ class _BackendState:
         "port",
         "retired",
         "total",
+        "uds",
     )
 
     def __init__(self, backend: Backend) -> None:
@@ -132,6 +135,7 @@ class _BackendState:
         self.id = backend.id
         self.host = backend.host
         self.port = backend.port
+        self.uds = backend.uds
         self.outstanding = 0
         self.total = 0
         self.codes: dict[int | str, int] = {}  # HTTP status, or gRPC status name, -> responses

@@ -117,6 +117,7 @@ class FakeBackend:
     port: int
     grpc_port: int | None
     version: str = ""
+    uds: str | None = None
 
 
 @dataclass
