@@ -76,6 +76,30 @@ def validate(
 
 
 @app.command()
+def prepare(
+    spec_file: Annotated[Path, typer.Argument(help="InferenceService YAML.", show_default=False)],
+) -> None:
+    """Load the model once, as a replica would: check that it loads, and compile what can be compiled.
+
+    A scikit-learn model is converted to ONNX, verified and cached ($KUBEINFER_CACHE_DIR), so that replicas start
+    without importing scikit-learn; `kubeinfer build` runs this inside the image."""
+    import time
+
+    from kubeinfer.runtimes import create_model
+    from kubeinfer.runtimes.base import ModelError
+
+    svc = load_or_fail(spec_file)
+    t0 = time.perf_counter()
+    try:
+        info = create_model(svc, spec_file.resolve().parent).load()
+    except ModelError as e:
+        raise fail(f"{spec_file}: spec.model: {e}", 1) from None
+    compiled = info.extra.get("compiled")
+    how = f"compiled to {compiled} (max difference {info.extra['max_error']:.2g})" if compiled else info.platform
+    typer.echo(f"{svc.model_name}: loaded in {time.perf_counter() - t0:.2f} s; {how}")
+
+
+@app.command()
 def serve(
     spec_file: Annotated[
         Path | None, typer.Argument(help="InferenceService YAML (optional with --model-*).", show_default=False)

@@ -18,7 +18,10 @@ from kubeinfer.kube.names import CONFIG_DIR, CONFIG_KEY, MODEL_DIR
 from kubeinfer.kube.render import RUN_AS, container_spec_doc
 from kubeinfer.spec import InferenceService, resolve_uri
 
-__all__ = ["EXTRAS", "BuildContext", "build_context"]
+__all__ = ["CACHE_DIR", "EXTRAS", "BuildContext", "build_context"]
+
+CACHE_DIR = "/opt/kubeinfer/cache"
+"""Where the image keeps what ``kubeinfer prepare`` compiled (read-only at run time)."""
 
 EXTRAS = {"sklearn": "sklearn", "onnx": "onnx", "sentence-transformers": "embeddings", "python": ""}
 """The ``kubeinfer[...]`` extra the server image needs per model format."""
@@ -36,14 +39,24 @@ class BuildContext:
     base_image: str
 
 
-def _dockerfile(base_image: str) -> str:
+def _dockerfile(base_image: str, prepare: bool) -> str:
+    # A scikit-learn model is compiled to ONNX once, at build time, into a cache inside the image: pods then start
+    # without importing scikit-learn (runtimes/sklearn.py). It also fails the build on a model that cannot load.
+    warm = (
+        f"""USER 0:0
+ENV KUBEINFER_CACHE_DIR={CACHE_DIR}
+RUN kubeinfer prepare {CONFIG_DIR}/{CONFIG_KEY}
+"""
+        if prepare
+        else ""
+    )
     return f"""# Built by `kubeinfer build`: the kubeinfer server image plus this service's model and spec.
 # The base image is deploy/Dockerfile from the kubeinfer repository, built with the extras this model needs.
 ARG BASE_IMAGE={base_image}
 FROM ${{BASE_IMAGE}}
 COPY --chown=0:0 --chmod=0755 model/ {MODEL_DIR}/
 COPY --chown=0:0 --chmod=0644 {CONFIG_KEY} {CONFIG_DIR}/{CONFIG_KEY}
-USER {RUN_AS}:{RUN_AS}
+{warm}USER {RUN_AS}:{RUN_AS}
 """
 
 
@@ -77,7 +90,7 @@ def build_context(svc: InferenceService, spec_dir: Path, out: Path, base_image: 
         "# The spec as the container reads it (model uri inside the image).\n"
         + yaml.safe_dump(container_spec_doc(svc), sort_keys=False)
     )
-    (out / "Dockerfile").write_text(_dockerfile(base))
+    (out / "Dockerfile").write_text(_dockerfile(base, prepare=svc.spec.model.format == "sklearn"))
     (out / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n")
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     return BuildContext(out, files, extras, base)

@@ -122,7 +122,9 @@ def test_build_context_for_a_file_model(tmp_path: Path) -> None:
     assert baked.spec.model.uri == "/opt/kubeinfer/model/model.joblib"
     docker = (tmp_path / "Dockerfile").read_text()
     assert "COPY --chown=0:0 --chmod=0755 model/ /opt/kubeinfer/model/" in docker
-    assert "USER 10001:10001" in docker
+    assert docker.rstrip().endswith("USER 10001:10001")
+    # The sklearn model is compiled inside the image, by the command the image's entrypoint provides.
+    assert "ENV KUBEINFER_CACHE_DIR=/opt/kubeinfer/cache\nRUN kubeinfer prepare /etc/kubeinfer/service.yaml" in docker
 
 
 def test_build_context_for_a_python_model_carries_its_module(tmp_path: Path) -> None:
