@@ -54,6 +54,22 @@ def test_a_second_instance_waits_at_most_max_delay_for_a_fuller_batch() -> None:
     assert f.next(0.006) == Dispatch((2, 3))
 
 
+def test_a_burst_is_shared_between_free_instances() -> None:
+    # 64 requests in one burst with two idle instances: half now, half to the other instance (it may wait max_delay
+    # for more, as any partial batch while another is in flight) -- never all 64 on one instance, the other idle.
+    f = BatchFormer(max_rows=64, max_delay=0.002, workers=2)
+    for k in range(64):
+        f.arrive(k, 1, 0.0)
+    assert f.next(0.0) == Dispatch(tuple(range(32)))
+    assert f.next(0.001) == Wait(0.002)
+    assert f.next(0.002) == Dispatch(tuple(range(32, 64)))
+    assert f.next(0.002) is None
+    one = BatchFormer(max_rows=64, max_delay=0.002, workers=1)
+    for k in range(64):
+        one.arrive(k, 1, 0.0)
+    assert one.next(0.0) == Dispatch(tuple(range(64)))  # one instance: the whole burst, as before
+
+
 def test_a_full_batch_does_not_wait() -> None:
     f = BatchFormer(max_rows=2, max_delay=1.0, workers=2)
     f.arrive(1, 1, 0.0)
