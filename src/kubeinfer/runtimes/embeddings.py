@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from kubeinfer.runtimes.base import ModelError, ModelInfo, TensorSpec
+from kubeinfer.runtimes.onnx import intra_op_threads, session
 
 __all__ = ["POOLING_MODES", "EmbeddingModel", "SentenceConfig", "decode_texts", "pool"]
 
@@ -203,19 +204,6 @@ def _normalize(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return np.asarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
-def _threads(args: Mapping[str, Any]) -> int | None:
-    raw = args["intraOpThreads"] if "intraOpThreads" in args else os.environ.get("OMP_NUM_THREADS")
-    if raw in (None, ""):
-        return None
-    try:
-        n = int(raw) if not isinstance(raw, bool | float) else 0
-    except (TypeError, ValueError):
-        n = 0
-    if n < 1:
-        raise ModelError(f"args.intraOpThreads (or OMP_NUM_THREADS) must be an integer >= 1, got {raw!r}")
-    return n
-
-
 def _positive_int(args: Mapping[str, Any], key: str) -> int | None:
     value = args.get(key)
     if value is None:
@@ -258,7 +246,7 @@ class EmbeddingModel:
                 f"model directory {self.path} does not exist (a sentence-transformers checkpoint "
                 "or an ONNX export of one is a directory)"
             )
-        threads = _threads(self.args)
+        threads = intra_op_threads(self.args)
         self._max_tokens = _positive_int(self.args, "maxBatchTokens") or _DEFAULT_BATCH_TOKENS
         cfg = SentenceConfig.read(self.path)
         limit = _positive_int(self.args, "maxSeqLength")
@@ -315,7 +303,7 @@ class EmbeddingModel:
                 "backend; use args.backend: torch"
             )
         try:
-            import onnxruntime as ort
+            import onnxruntime  # noqa: F401  (fail early, with the extra to install)
         except ImportError as e:  # pragma: no cover - depends on extras
             raise ModelError("embedding models need the [embeddings] extra: pip install 'kubeinfer[embeddings]'") from e
         candidates = [self.args["onnxFile"]] if self.args.get("onnxFile") else list(_ONNX_FILES)
@@ -326,16 +314,8 @@ class EmbeddingModel:
                 f"`python -m kubeinfer.runtimes.export {self.path}_onnx --src {self.path}` or use "
                 "args.backend: torch"
             )
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = ["CPUExecutionProvider"]
-        if os.environ.get("CUDA_VISIBLE_DEVICES") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
         try:
-            self._sess = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
+            self._sess = session(str(onnx_path), threads)
         except Exception as e:
             raise ModelError(f"ONNX Runtime cannot load {onnx_path}: {e}") from e
         known = {"input_ids", "attention_mask", "token_type_ids"}

@@ -16,7 +16,7 @@ import numpy as np
 
 from kubeinfer.runtimes.base import ModelError, ModelInfo, TensorSpec
 
-__all__ = ["ONNX_TYPES", "OnnxModel", "session"]
+__all__ = ["ONNX_TYPES", "OnnxModel", "intra_op_threads", "session"]
 
 ONNX_TYPES = {
     "tensor(float)": "FP32",
@@ -35,15 +35,29 @@ ONNX_TYPES = {
 }
 
 
-def session(model: str | bytes, args: Mapping[str, Any]) -> Any:
-    """An ONNX Runtime session with kubeinfer's settings (threads from ``args.intraOpThreads`` or the replica's
-    CPU, one inter-op thread, all graph optimizations, CUDA first when a GPU is assigned)."""
+def intra_op_threads(args: Mapping[str, Any]) -> int | None:
+    """``args.intraOpThreads``, else ``OMP_NUM_THREADS`` (the CPU the replica is given), else None (the runtime's
+    default); anything but an integer >= 1 is a ``ModelError`` that names the field."""
+    raw = args["intraOpThreads"] if "intraOpThreads" in args else os.environ.get("OMP_NUM_THREADS")
+    if raw in (None, ""):
+        return None
+    try:
+        n = int(raw) if not isinstance(raw, bool | float) else 0
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise ModelError(f"args.intraOpThreads (or OMP_NUM_THREADS) must be an integer >= 1, got {raw!r}")
+    return n
+
+
+def session(model: str | bytes, threads: int | None) -> Any:
+    """An ONNX Runtime session with kubeinfer's settings (``threads`` intra-op threads, from
+    :func:`intra_op_threads`; one inter-op thread; all graph optimizations; CUDA first when a GPU is assigned)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
-    threads = args.get("intraOpThreads") or os.environ.get("OMP_NUM_THREADS")
     if threads:
-        opts.intra_op_num_threads = int(threads)
+        opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     providers = ["CPUExecutionProvider"]
@@ -72,8 +86,9 @@ class OnnxModel:
             raise ModelError("ONNX models need the [onnx] extra: pip install 'kubeinfer[onnx]'") from e
         if not self.path.exists():
             raise ModelError(f"model file {self.path} does not exist")
+        threads = intra_op_threads(self.args)
         try:
-            self._sess = session(str(self.path), self.args)
+            self._sess = session(str(self.path), threads)
         except Exception as e:
             raise ModelError(f"ONNX Runtime cannot load {self.path}: {e}") from e
         inputs, outputs = [], []

@@ -109,6 +109,7 @@ class SklearnModel:
         self._has_proba = hasattr(self._est, "predict_proba")
         probe = np.zeros((1, max(n_features, 1)), dtype=np.float64)
         label = np.asarray(self._est.predict(probe))
+        self._label_dtype = label.dtype
         outputs = [TensorSpec("predict", datatype_of(label), (-1,))]
         if self._has_proba:
             n_classes = len(getattr(self._est, "classes_", [])) or -1
@@ -141,9 +142,9 @@ class SklearnModel:
         return self._compiled_info(meta, cached=True)
 
     def _start_session(self, blob: bytes, meta: Mapping[str, Any]) -> None:
-        from kubeinfer.runtimes.onnx import session
+        from kubeinfer.runtimes.onnx import intra_op_threads, session
 
-        self._sess = session(blob, self.args)
+        self._sess = session(blob, intra_op_threads(self.args))
         self._onnx_input = self._sess.get_inputs()[0].name
         self._has_proba = bool(meta["has_proba"])
         self._label_dtype = np.dtype(str(meta["label_dtype"]))
@@ -189,13 +190,10 @@ class SklearnModel:
             blob = onx.SerializeToString()
         except Exception as e:
             raise CannotCompile(f"skl2onnx: {type(e).__name__}: {e}") from None
-        label_dtype = np.asarray(classes).dtype if self._has_proba else np.dtype(np.float64)
-        if not self._has_proba:
-            label_dtype = np.asarray(est.predict(np.zeros((1, n_features), dtype=np.float32))).dtype
         meta: dict[str, Any] = {
             "estimator": type(est).__name__,
             "has_proba": self._has_proba,
-            "label_dtype": label_dtype.str,
+            "label_dtype": self._label_dtype.str,  # what predict() returned on the load probe
             "input_datatype": in_dtype,
             "inputs": [_spec_json(s) for s in info.inputs],
             "outputs": [_spec_json(s) for s in info.outputs],

@@ -257,10 +257,10 @@ class InferenceApp:
             body = _decompress(body, enc, limit)
         return body, headers
 
-    async def _await(self, batcher: Batcher, req: InferRequest) -> dict[str, np.ndarray[Any, Any]]:
+    def _submit(self, batcher: Batcher, req: InferRequest) -> asyncio.Future[dict[str, np.ndarray[Any, Any]]]:
+        """Queue ``req`` with the per-request deadline (``limits.request_timeout``)."""
         timeout = self.limits.request_timeout
-        deadline = time.monotonic() + timeout if timeout else None
-        return await batcher.submit(req, deadline)
+        return batcher.submit(req, time.monotonic() + timeout if timeout else None)
 
     # -- OIP v2 infer ----------------------------------------------------------------------------------
     async def _infer_v2(self, slot: ModelSlot, scope: Scope, receive: Receive, send: Send) -> int:
@@ -302,8 +302,7 @@ class InferenceApp:
                 )
             req = parse_infer_json(body)
         validate_inputs(req, info, slot.name)
-        timeout = self.limits.request_timeout
-        return req, batcher.submit(req, time.monotonic() + timeout if timeout else None)
+        return req, self._submit(batcher, req)
 
     def infer_v2_response(
         self, slot: ModelSlot, req: InferRequest, result: dict[str, np.ndarray[Any, Any]]
@@ -475,7 +474,7 @@ class InferenceApp:
         arr = _from_json_data(instances, spec.datatype, shape, '"instances"')
         req = InferRequest(inputs={spec.name: arr}, rows=0)
         validate_inputs(req, info, slot.name)
-        result = await self._await(batcher, req)
+        result = await self._submit(batcher, req)
         if "predict" in result:
             preds: Any = result["predict"]
         elif len(result) == 1:
@@ -518,7 +517,7 @@ class InferenceApp:
         arr = np.empty(len(texts), dtype=object)
         arr[:] = [t.encode() for t in texts]
         req = InferRequest(inputs={info.inputs[0].name: arr}, rows=len(texts))
-        result = await self._await(batcher, req)
+        result = await self._submit(batcher, req)
         emb = result.get("embedding", next(iter(result.values())))
         data = []
         for i in range(len(texts)):

@@ -97,11 +97,12 @@ class _DirectCycle:
     """Stands in for uvicorn's ``RequestResponseCycle`` while a request is served directly: uvicorn reads
     ``response_complete`` and sets ``keep_alive``/``disconnected`` on it (shutdown, connection loss, pipelining)."""
 
-    __slots__ = ("body", "disconnected", "keep_alive", "response_complete", "start")
+    __slots__ = ("body", "disconnected", "headers", "keep_alive", "response_complete", "start")
 
     message_event = _NO_EVENT
 
-    def __init__(self, keep_alive: bool) -> None:
+    def __init__(self, headers: dict[bytes, bytes], keep_alive: bool) -> None:
+        self.headers = headers
         self.keep_alive = keep_alive
         self.response_complete = False
         self.disconnected = False
@@ -192,14 +193,11 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
             and (self.cycle is None or self.cycle.response_complete)
             and not self.pipeline
         ):
-            size = -1
-            for name, value in self.headers:
-                if name == b"content-length":
-                    size = int(value) if value.isdigit() else -1
-                    break
-            if 0 <= size <= self.app_direct.limits.max_body_bytes:
+            headers = dict(self.headers)
+            length = headers.get(b"content-length", b"")
+            if length.isdigit() and int(length) <= self.app_direct.limits.max_body_bytes:
                 keep = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
-                self._direct = cycle = _DirectCycle(keep)
+                self._direct = cycle = _DirectCycle(headers, keep)
                 self.cycle = cycle  # type: ignore[assignment]
                 return
         self._make_scope()
@@ -231,7 +229,7 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
             slot = app.slot(parts[3], parts[5] if len(parts) == 7 and parts[4] == "versions" else None)
             body = cycle.body[0] if len(cycle.body) == 1 else b"".join(cycle.body)
             cycle.body = []
-            req, future = app.infer_v2_submit(slot, body, dict(self.headers))
+            req, future = app.infer_v2_submit(slot, body, cycle.headers)
         except ServerError as e:
             status, payload, headers = app.error_response(e)
             self._finish(cycle, slot, status, payload, headers)

@@ -78,8 +78,6 @@ def _listen(host: str, port: int) -> socket.socket:
 def _listen_unix(path: Path) -> socket.socket:
     """A Unix-domain listener (user-only permissions): the local router's path to its replicas, which spares both
     ends the loopback TCP stack on every request."""
-    if len(os.fsencode(path)) >= 104:
-        raise SystemExit(f"kubeinfer serve: --uds path {path} is too long for a Unix socket (at most 103 bytes)")
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +87,7 @@ def _listen_unix(path: Path) -> socket.socket:
         os.chmod(path, 0o600)
     except OSError as e:
         sock.close()
-        raise SystemExit(f"kubeinfer serve: cannot listen on {path}: {e.strerror}") from None
+        raise SystemExit(f"kubeinfer serve: cannot listen on {path}: {e.strerror or e}") from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
