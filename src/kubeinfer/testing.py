@@ -6,6 +6,7 @@ is ready and stops it with SIGTERM, so tests talk to the real server with real c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -154,8 +155,12 @@ class ServerProcess:
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+        """SIGKILL the server's process group (it runs in its own session): the server and any processes it forked."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            if self.proc.poll() is None:
+                self.proc.kill()
             self.proc.wait(5)
 
     def stop(self, timeout: float = 30.0) -> int | None:

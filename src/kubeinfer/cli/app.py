@@ -113,6 +113,9 @@ def serve(
     grpc_port: Annotated[int | None, typer.Option(help="gRPC port; 0 picks a free one [default: 8081].")] = None,
     no_grpc: Annotated[bool, typer.Option("--no-grpc", help="Serve HTTP only.")] = False,
     workers: Annotated[int | None, typer.Option(help="Model instances run in parallel [default: 1].")] = None,
+    processes: Annotated[
+        int | None, typer.Option(help="Server processes sharing the ports, each with its own model [default: 1].")
+    ] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Most rows per model call [default: 64].")] = None,
     max_delay_ms: Annotated[float | None, typer.Option(help="Batch fill wait while busy [default: 1].")] = None,
     no_batching: Annotated[bool, typer.Option("--no-batching", help="One request per model call.")] = False,
@@ -162,6 +165,7 @@ def serve(
             "spec.server.port": port,
             "spec.server.grpcPort": grpc_port,
             "spec.server.workers": workers,
+            "spec.server.processes": processes,
             "spec.batching.maxBatchSize": max_batch_size,
             "spec.batching.maxDelayMs": max_delay_ms,
             "spec.batching.enabled": False if no_batching else None,

@@ -95,9 +95,13 @@ class HttpMetricsSource:
         if pid is not None:
             try:
                 p = psutil.Process(pid)
-                t = p.cpu_times()
-                cpu = float(t.user + t.system)
-                rss = float(p.memory_info().rss)
+                cpu = rss = 0.0
+                # A replica of several server processes (server.processes) counts them all.
+                for q in (p, *p.children(recursive=True)):
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        t = q.cpu_times()
+                        cpu += float(t.user + t.system)
+                        rss += float(q.memory_info().rss)
             except (psutil.Error, OSError):
                 pass
         return ReplicaMetrics(in_flight, queue, cpu, rss, busy)

@@ -338,15 +338,18 @@ def handlers(app: InferenceApp) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(SERVICE, table)
 
 
-async def start_grpc(app: InferenceApp, host: str, port: int) -> tuple[grpc.aio.Server, int]:
-    """Start the gRPC server on the running event loop; ``port`` 0 picks a free port. Returns it and the port."""
+async def start_grpc(
+    app: InferenceApp, host: str, port: int, *, reuse_port: bool = False
+) -> tuple[grpc.aio.Server, int]:
+    """Start the gRPC server on the running event loop; ``port`` 0 picks a free port. Returns it and the port.
+    ``reuse_port`` is for the processes of one replica, whose parent holds the port (see ``server.runner``)."""
     limit = min(app.limits.max_body_bytes, _INT32_MAX)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", -1),
             # grpc turns SO_REUSEPORT on by default, which lets two servers bind one port without an error.
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", int(reuse_port)),
         ]
     )
     server.add_generic_rpc_handlers((handlers(app),))

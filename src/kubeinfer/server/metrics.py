@@ -24,6 +24,11 @@ kubeinfer_gpu_utilization_ratio             gauge      NVML GPU utilization (0-1
 kubeinfer_gpu_memory_used_bytes             gauge      NVML memory used, when a GPU is present           nv_gpu_memory_used_bytes
 process_cpu_seconds_total, process_resident_memory_bytes, ...  from prometheus_client's process collector
 ==========================================  =========  ================================================  ==============
+
+A replica of several server processes (``server.processes``) answers a scrape from whichever process the connection
+reached: that process adds its siblings' latest snapshots (each process writes one every half second, see
+:meth:`Metrics.snapshot`) to its own figures, so the ``kubeinfer_*`` families count the whole replica (a sibling's
+part may be up to half a second old). ``process_*`` describe the answering process alone.
 """
 
 from __future__ import annotations
@@ -114,6 +119,7 @@ class Metrics:
         self.queue_depth: dict[str, Callable[[], int]] = {}
         self.ready: dict[str, Callable[[], bool]] = {}
         self.gpu_sampler = gpu_sampler
+        self.siblings: Callable[[], list[dict[str, Any]]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.registry)
         self.registry.register(_Collector(self))
@@ -144,8 +150,86 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
+    def snapshot(self) -> dict[str, Any]:
+        """This process's figures as plain JSON-able values, for a sibling process to add to its own."""
+        return {
+            "requests": [[*k, n] for k, n in self.requests.items()],
+            "request_duration": [[*k, h.counts, h.sum] for k, h in self.request_duration.items()],
+            "queue_duration": [[k, h.counts, h.sum] for k, h in self.queue_duration.items()],
+            "compute_duration": [[k, h.counts, h.sum] for k, h in self.compute_duration.items()],
+            "batch_size": [[k, h.counts, h.sum] for k, h in self.batch_size.items()],
+            "rows": self.rows,
+            "executions": self.executions,
+            "in_flight": self.in_flight,
+            "queue_depth": {k: fn() for k, fn in self.queue_depth.items()},
+            "ready": {k: bool(fn()) for k, fn in self.ready.items()},
+        }
+
+    def merged(self) -> _View:
+        """This process's figures plus its siblings' snapshots (none unless ``siblings`` is set)."""
+        view = _View(self)
+        if self.siblings is not None:
+            for snap in self.siblings():
+                view.add(snap)
+        return view
+
     def total_requests(self) -> int:
         return sum(self.requests.values())
+
+
+def _copy(h: Histogram) -> Histogram:
+    c = Histogram(h.bounds)
+    c.counts, c.sum, c.count = list(h.counts), h.sum, h.count
+    return c
+
+
+def _add(into: dict[Any, Histogram], key: Any, bounds: tuple[float, ...], counts: list[int], total: float) -> None:
+    h = into.get(key)
+    if h is None:
+        h = into[key] = Histogram(bounds)
+    if len(counts) != len(h.counts):
+        return  # a sibling of another version: skip rather than misplace its buckets
+    h.counts = [a + b for a, b in zip(h.counts, counts, strict=True)]
+    h.sum += total
+    h.count += sum(counts)
+
+
+class _View:
+    """The figures a scrape renders: one process's, plus any siblings' snapshots added with :meth:`add`."""
+
+    def __init__(self, m: Metrics) -> None:
+        self.requests = dict(m.requests)
+        self.request_duration = {k: _copy(h) for k, h in m.request_duration.items()}
+        self.queue_duration = {k: _copy(h) for k, h in m.queue_duration.items()}
+        self.compute_duration = {k: _copy(h) for k, h in m.compute_duration.items()}
+        self.batch_size = {k: _copy(h) for k, h in m.batch_size.items()}
+        self.rows = dict(m.rows)
+        self.executions = dict(m.executions)
+        self.in_flight = m.in_flight
+        self.queue_depth = {k: fn() for k, fn in m.queue_depth.items()}
+        self.ready = {k: bool(fn()) for k, fn in m.ready.items()}
+
+    def add(self, snap: dict[str, Any]) -> None:
+        for model, proto, code, n in snap.get("requests", ()):
+            key = (model, proto, code)
+            self.requests[key] = self.requests.get(key, 0) + n
+        for model, proto, counts, total in snap.get("request_duration", ()):
+            _add(self.request_duration, (model, proto), LATENCY_BUCKETS, counts, total)
+        for name, bounds in (
+            ("queue_duration", LATENCY_BUCKETS),
+            ("compute_duration", LATENCY_BUCKETS),
+            ("batch_size", BATCH_BUCKETS),
+        ):
+            for model, counts, total in snap.get(name, ()):
+                _add(getattr(self, name), model, bounds, counts, total)
+        for name in ("rows", "executions", "queue_depth"):
+            mine = getattr(self, name)
+            for model, n in snap.get(name, {}).items():
+                mine[model] = mine.get(model, 0) + n
+        self.in_flight += snap.get("in_flight", 0)
+        # The replica's model is ready when every process has it ready.
+        for model, ok in snap.get("ready", {}).items():
+            self.ready[model] = self.ready.get(model, True) and bool(ok)
 
 
 class _Collector(Collector):
@@ -153,7 +237,7 @@ class _Collector(Collector):
         self.m = m
 
     def collect(self) -> Iterator[Any]:
-        m = self.m
+        m = self.m.merged()
         c = CounterMetricFamily(
             "kubeinfer_requests", "Requests by model, protocol and status code.", labels=["model", "protocol", "code"]
         )
@@ -189,18 +273,19 @@ class _Collector(Collector):
         yield rows
         yield execs
         qd = GaugeMetricFamily("kubeinfer_queue_depth", "Requests waiting per model.", labels=["model"])
-        for model, fn in m.queue_depth.items():
-            qd.add_metric([model], fn())
+        for model, depth in m.queue_depth.items():
+            qd.add_metric([model], depth)
         yield qd
         yield GaugeMetricFamily("kubeinfer_requests_in_flight", "Requests inside the server.", value=m.in_flight)
         rd = GaugeMetricFamily("kubeinfer_model_ready", "1 when the model is loaded and warmed.", labels=["model"])
         for model, ready in m.ready.items():
-            rd.add_metric([model], 1.0 if ready() else 0.0)
+            rd.add_metric([model], 1.0 if ready else 0.0)
         yield rd
-        if m.gpu_sampler is not None:
+        sampler = self.m.gpu_sampler
+        if sampler is not None:
             util = GaugeMetricFamily("kubeinfer_gpu_utilization_ratio", "GPU utilization (NVML).", labels=["gpu"])
             mem = GaugeMetricFamily("kubeinfer_gpu_memory_used_bytes", "GPU memory used (NVML).", labels=["gpu"])
-            for uuid, u, used in m.gpu_sampler():
+            for uuid, u, used in sampler():
                 util.add_metric([uuid], u)
                 mem.add_metric([uuid], used)
             yield util

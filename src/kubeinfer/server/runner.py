@@ -1,5 +1,14 @@
 """Running one replica: load the model, serve HTTP (uvicorn) and gRPC on one event loop, drain on SIGTERM.
 
+With ``server.processes`` > 1 the replica is that many server processes forked from one parent, which binds the
+listeners first: they share the HTTP socket (and the Unix socket) and bind the gRPC port with ``SO_REUSEPORT``, so
+the kernel spreads connections among them. Each loads its own copy of the model with an equal share of the replica's
+CPU threads -- for runtimes that hold the GIL around the model call (tokenizers, pooling) this runs more of the
+request path in parallel than threads can. A process beyond the first joins the listeners only once its model is
+loaded; ``/metrics`` counts the whole replica (see :mod:`kubeinfer.server.metrics`). The parent forwards SIGTERM and
+SIGINT, exits with the children, and if a child dies unexpectedly stops the others and exits 1, so that whatever
+supervises the replica (the local controller, the kubelet) restarts it whole.
+
 Shutdown follows what Kubernetes expects of a pod: on SIGTERM readiness turns false at once, requests that are in
 flight or queued finish (requests that still arrive meanwhile are served with ``Connection: close``), and once the
 server has been idle for a moment, or the grace period (``limits.drainTimeoutSeconds``) ends, the listeners close and
@@ -10,14 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,18 +71,25 @@ def build_app(svc: InferenceService, base_dir: Path | None) -> tuple[InferenceAp
     return app, slot, executor
 
 
-def _listen(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, what: str, flag: str, *, reuse_port: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
         raise SystemExit(
-            f"kubeinfer serve: cannot listen on {host}:{port}: {e.strerror} "
-            "(choose another --port, or stop what uses it)"
+            f"kubeinfer serve: cannot listen{what} on {host}:{port}: {e.strerror} "
+            f"(choose another {flag}, or stop what uses it)"
         ) from None
+    return sock
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = _bind(host, port, "", "--port")
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -101,7 +121,40 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(svc: InferenceService, base_dir: Path | None = None, uds: Path | None = None) -> int:
+@dataclass(frozen=True)
+class Worker:
+    """One of a replica's server processes: its index, the listeners its parent bound, the gRPC port its parent
+    reserved, and the directory where the processes leave their metrics snapshots for each other."""
+
+    index: int
+    count: int
+    sockets: list[socket.socket]
+    grpc_port: int | None
+    state_dir: Path
+
+    SNAPSHOT_SECONDS = 0.5
+
+    def siblings(self) -> list[dict[str, Any]]:
+        out = []
+        for i in range(self.count):
+            if i == self.index:
+                continue
+            with contextlib.suppress(OSError, orjson.JSONDecodeError):
+                out.append(orjson.loads((self.state_dir / f"{i}.json").read_bytes()))
+        return out
+
+    async def publish(self, metrics: Metrics) -> None:
+        path, tmp = self.state_dir / f"{self.index}.json", self.state_dir / f".{self.index}.json"
+        while True:
+            with contextlib.suppress(OSError):
+                tmp.write_bytes(orjson.dumps(metrics.snapshot()))
+                os.replace(tmp, path)
+            await asyncio.sleep(self.SNAPSHOT_SECONDS)
+
+
+async def serve(
+    svc: InferenceService, base_dir: Path | None = None, uds: Path | None = None, worker: Worker | None = None
+) -> int:
     spec = svc.spec
     app, slot, executor = build_app(svc, base_dir)
     batching = spec.batching
@@ -122,11 +175,14 @@ async def serve(svc: InferenceService, base_dir: Path | None = None, uds: Path |
         )
 
     host = spec.server.host
-    sock = _listen(host, spec.server.port)
-    http_port = sock.getsockname()[1]
-    sockets = [sock]
-    if uds is not None:
-        sockets.append(_listen_unix(uds))
+    if worker is None:
+        sockets = [_listen(host, spec.server.port)]
+        if uds is not None:
+            sockets.append(_listen_unix(uds))
+    else:
+        sockets = worker.sockets
+        app.metrics.siblings = worker.siblings
+    http_port = sockets[0].getsockname()[1]
     config = uvicorn.Config(
         app,
         loop="none",
@@ -147,16 +203,22 @@ async def serve(svc: InferenceService, base_dir: Path | None = None, uds: Path |
     if spec.server.grpcPort is not None:
         from kubeinfer.server.grpc_service import start_grpc
 
-        grpc_server, grpc_port = await start_grpc(app, host, spec.server.grpcPort)
+        if worker is None:
+            grpc_server, grpc_port = await start_grpc(app, host, spec.server.grpcPort)
+        elif worker.grpc_port is not None:
+            grpc_server, grpc_port = await start_grpc(app, host, worker.grpc_port, reuse_port=True)
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    loaded = asyncio.Event()
+
     async def lifecycle() -> None:
         await load_slot(app, slot, make_batcher, executor)
         app.started = slot.ready
+        loaded.set()
         if not slot.ready:
             log.error(
                 "model failed to load; the server stays up, reports not ready, and says why at /v2/models/%s", slot.name
@@ -179,20 +241,29 @@ async def serve(svc: InferenceService, base_dir: Path | None = None, uds: Path |
             await grpc_server.stop(max(0.0, deadline - time.monotonic()))
         server.should_exit = True
 
-    announce = {"http": http_port, "grpc": grpc_port, "pid": os.getpid(), "model": slot.name}
-    if uds is not None:
-        announce["uds"] = str(uds)
-    print(
-        f"kubeinfer serving {slot.name!r} on http://{host}:{http_port}"
-        + (f" and grpc {host}:{grpc_port}" if grpc_port else ""),
-        flush=True,
-    )
-    print("KUBEINFER_LISTENING " + orjson.dumps(announce).decode(), flush=True)
+    if worker is None:
+        _announce(slot.name, host, http_port, grpc_port, uds)
     task = asyncio.create_task(lifecycle(), name="kubeinfer-lifecycle")
+    publisher = None if worker is None else asyncio.create_task(worker.publish(app.metrics), name="kubeinfer-metrics")
     try:
+        if worker is not None and worker.index > 0:
+            # Join the shared listeners only with the model loaded (the first process answers probes meanwhile); one
+            # whose model failed to load never joins, and its siblings serve on.
+            waits = [asyncio.ensure_future(loaded.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            if not slot.ready or stop.is_set():
+                if not slot.ready:
+                    log.error("process %d does not join the listeners: its model failed to load", worker.index)
+                await stop.wait()
+                await task
+                return 0
         await server.serve(sockets=sockets)
     finally:
-        if uds is not None:
+        if publisher is not None:
+            publisher.cancel()
+        if uds is not None and worker is None:
             with contextlib.suppress(OSError):
                 uds.unlink()
         if not task.done():
@@ -201,11 +272,131 @@ async def serve(svc: InferenceService, base_dir: Path | None = None, uds: Path |
     return 0
 
 
-def run(svc: InferenceService, base_dir: Path | None = None, uds: Path | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _announce(name: str, host: str, http_port: int, grpc_port: int | None, uds: Path | None) -> None:
+    """The lines a supervisor waits for: where the replica listens (the local controller parses the second)."""
+    announce: dict[str, Any] = {"http": http_port, "grpc": grpc_port, "pid": os.getpid(), "model": name}
+    if uds is not None:
+        announce["uds"] = str(uds)
+    print(
+        f"kubeinfer serving {name!r} on http://{host}:{http_port}"
+        + (f" and grpc {host}:{grpc_port}" if grpc_port else ""),
+        flush=True,
+    )
+    print("KUBEINFER_LISTENING " + orjson.dumps(announce).decode(), flush=True)
+
+
+def _event_loop_run(main: Any) -> int:
     try:
         import uvloop
 
-        return uvloop.run(serve(svc, base_dir, uds))
+        return int(uvloop.run(main))
     except ImportError:  # pragma: no cover - uvloop is a core dependency on Linux/macOS
-        return asyncio.run(serve(svc, base_dir, uds))
+        return int(asyncio.run(main))
+
+
+def run(svc: InferenceService, base_dir: Path | None = None, uds: Path | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if svc.spec.server.processes > 1:
+        return _run_processes(svc, base_dir, uds)
+    return _event_loop_run(serve(svc, base_dir, uds))
+
+
+def threads_per_process(processes: int, env: dict[str, str] | None = None) -> int:
+    """Each process's share of the replica's CPU threads: ``OMP_NUM_THREADS`` (what the local controller derives
+    from the CPU limit) or else the CPUs this process may run on, divided among the processes, at least 1."""
+    raw = (os.environ if env is None else env).get("OMP_NUM_THREADS", "")
+    total = int(raw) if raw.isdigit() and int(raw) > 0 else len(os.sched_getaffinity(0))
+    return max(1, total // processes)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when its parent dies, so a SIGKILLed parent leaves no server behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _run_processes(svc: InferenceService, base_dir: Path | None, uds: Path | None) -> int:
+    spec = svc.spec
+    n, host = spec.server.processes, spec.server.host
+    sockets = [_listen(host, spec.server.port)]
+    if uds is not None:
+        sockets.append(_listen_unix(uds))
+    reserved = None
+    if spec.server.grpcPort is not None:
+        # Bound, never listening: it holds the port (and settles port 0) for the children's SO_REUSEPORT listeners.
+        reserved = _bind(host, spec.server.grpcPort, " for gRPC", "--grpc-port", reuse_port=True)
+    grpc_port = None if reserved is None else reserved.getsockname()[1]
+    state_dir = Path(tempfile.mkdtemp(prefix="kubeinfer-serve-"))
+    threads = str(threads_per_process(n))
+    children: dict[int, int] = {}
+    for index in range(n):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child; the multi-process tests see its behaviour
+            code = 1
+            try:
+                _die_with_parent()
+                os.environ["OMP_NUM_THREADS"] = threads
+                worker = Worker(index, n, sockets, grpc_port, state_dir)
+                code = _event_loop_run(serve(svc, base_dir, uds, worker))
+            except SystemExit as e:
+                print(e, file=sys.stderr, flush=True)
+            except BaseException:
+                log.exception("server process %d failed", index)
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        children[pid] = index
+    http_port = sockets[0].getsockname()[1]
+    for sock in sockets:
+        sock.close()
+    _announce(svc.model_name, host, http_port, grpc_port, uds)
+    log.info("serving with %d processes of %s thread(s) each", n, threads)
+    return _supervise(children, reserved, state_dir, uds)
+
+
+def _supervise(children: dict[int, int], reserved: socket.socket | None, state_dir: Path, uds: Path | None) -> int:
+    """Forward SIGTERM/SIGINT to the children and wait for them all; a child that dies while nobody asked the
+    replica to stop takes the others down (SIGTERM: they drain) and the parent exits 1."""
+    stopping = False
+    code = 0
+
+    def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            index = children.pop(pid, None)
+            if index is None:
+                continue
+            child_code = os.waitstatus_to_exitcode(status)
+            if not stopping:
+                log.error(
+                    "server process %d (pid %d) exited with %d; stopping the replica so that it is restarted whole",
+                    index,
+                    pid,
+                    child_code,
+                )
+                code = 1
+                forward(signal.SIGTERM, None)
+            elif child_code != 0:
+                code = code or (child_code if child_code > 0 else 1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if reserved is not None:
+            reserved.close()
+        shutil.rmtree(state_dir, ignore_errors=True)
+        if uds is not None:
+            with contextlib.suppress(OSError):
+                uds.unlink()
+    return code

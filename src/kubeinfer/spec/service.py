@@ -139,6 +139,13 @@ class ServerSpec(_Strict):
     port: int = Field(default=8080, ge=0, le=65535)
     grpcPort: int | None = Field(default=8081, ge=0, le=65535, description="null disables gRPC.")
     workers: int = Field(default=1, ge=1, le=64, description="Model instances run in parallel (threads).")
+    processes: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Server processes sharing the replica's ports, each with its own copy of the model and an equal "
+        "share of the replica's CPU threads (for runtimes that hold the GIL between model calls).",
+    )
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -20,6 +21,20 @@ class SlowDouble:
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         time.sleep(self.delay)
         return {"y": inputs["x"] * 2}
+
+
+class Pid:
+    """Answers each row with the id of the process that ran it, after ``delay`` seconds per call."""
+
+    inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}]
+    outputs = [{"name": "pid", "datatype": "INT64", "shape": [-1, 1]}]
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        time.sleep(self.delay)
+        return {"pid": np.full((len(inputs["x"]), 1), os.getpid(), np.int64)}
 
 
 class FailsOnNegative:

@@ -1,0 +1,125 @@
+"""A replica of several server processes (``server.processes``): shared ports, one set of metrics, one lifecycle."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import tritonclient.grpc as tg
+from prometheus_client.parser import text_string_to_metric_families
+
+from helpers import python_model
+from kubeinfer.server.runner import threads_per_process
+from kubeinfer.testing import ServerProcess
+
+BODY = json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}).encode()
+
+
+def _pid_of_answer(s: ServerProcess) -> int:
+    status, _, body = s.post("/v2/models/pid/infer", BODY)
+    assert status == 200, body
+    return int(json.loads(body)["outputs"][0]["data"][0])
+
+
+def _children(pid: int) -> list[int]:
+    return [c.pid for c in psutil.Process(pid).children()]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _gone(pids: list[int], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not any(_running(p) for p in pids):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def two(tmp_path: Path, server_factory) -> ServerProcess:  # type: ignore[no-untyped-def]
+    spec = python_model(tmp_path, "pid", "Pid", "{delay: 0.02}", "  server: {processes: 2}\n")
+    return server_factory(spec, grpc=True)  # type: ignore[no-any-return]
+
+
+def test_processes_share_the_http_and_grpc_ports(two: ServerProcess) -> None:
+    children = _children(two.pid)
+    assert len(children) == 2
+    with ThreadPoolExecutor(32) as pool:
+        http = Counter(pool.map(lambda _: _pid_of_answer(two), range(64)))
+    assert set(http) == set(children), http  # every request answered, by both processes
+    grpc = Counter()
+    for _ in range(16):
+        with tg.InferenceServerClient(two.grpc_url) as c:
+            x = tg.InferInput("x", [1, 1], "FP32")
+            x.set_data_from_numpy(np.ones((1, 1), np.float32))
+            grpc[int(c.infer("pid", [x]).as_numpy("pid")[0, 0])] += 1
+    assert set(grpc) == set(children), grpc
+
+
+def test_metrics_count_the_whole_replica(two: ServerProcess) -> None:
+    with ThreadPoolExecutor(16) as pool:
+        served = Counter(pool.map(lambda _: _pid_of_answer(two), range(48)))
+    assert len(served) == 2
+    time.sleep(1.2)  # each process publishes its figures every half second
+    for _ in range(6):  # fresh connections: the scrapes land on either process
+        status, text = two.get("/metrics")
+        assert status == 200
+        fams = {f.name: f for f in text_string_to_metric_families(text.decode())}
+        requests = sum(s.value for s in fams["kubeinfer_requests"].samples if s.name == "kubeinfer_requests_total")
+        rows = sum(s.value for s in fams["kubeinfer_inference_rows"].samples)
+        count = next(s.value for s in fams["kubeinfer_batch_size"].samples if s.name == "kubeinfer_batch_size_count")
+        ready = [s.value for s in fams["kubeinfer_model_ready"].samples]
+        assert (requests, rows, ready) == (48, 48, [1.0])
+        assert count == sum(s.value for s in fams["kubeinfer_model_executions"].samples)
+
+
+def test_sigterm_drains_every_process_and_exits_zero(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
+    s = server_factory(python_model(tmp_path, "pid", "Pid", "{delay: 0.2}", "  server: {processes: 2}\n"))
+    children = _children(s.pid)
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(s.post, "/v2/models/pid/infer", BODY, None, 30) for _ in range(16)]
+        time.sleep(0.15)  # sent and accepted, most still queued behind the slow model
+        s.terminate()
+        results = [f.result() for f in futures]
+    assert [r[0] for r in results] == [200] * 16
+    assert {int(json.loads(r[2])["outputs"][0]["data"][0]) for r in results} == set(children)
+    assert s.wait(30) == 0
+    assert _gone(children, 5)
+
+
+def test_a_process_that_dies_takes_the_replica_down_to_be_restarted(two: ServerProcess) -> None:
+    children = _children(two.pid)
+    os.kill(children[0], signal.SIGKILL)
+    assert two.wait(30) == 1
+    assert _gone(children, 5)
+    assert "exited with -9; stopping the replica" in two.log()
+
+
+def test_processes_exit_when_their_parent_is_killed(two: ServerProcess) -> None:
+    assert two.proc is not None
+    children = _children(two.pid)
+    two.proc.kill()  # the parent alone, as an OOM kill would
+    two.proc.wait(5)
+    assert _gone(children, 10)
+
+
+def test_each_process_gets_an_equal_share_of_the_threads() -> None:
+    assert threads_per_process(2, {"OMP_NUM_THREADS": "4"}) == 2
+    assert threads_per_process(3, {"OMP_NUM_THREADS": "4"}) == 1
+    assert threads_per_process(4, {"OMP_NUM_THREADS": "2"}) == 1
+    assert threads_per_process(1, {"OMP_NUM_THREADS": "3"}) == 3
+    assert threads_per_process(1, {}) == len(os.sched_getaffinity(0))
