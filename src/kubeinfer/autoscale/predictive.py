@@ -22,9 +22,9 @@ scaling.
 Replicas come from the measured capacity of one replica at the latency SLO (``PredictiveSpec.capacityRps``,
 from ``kubeinfer profile``; ``capacityWork`` in Erlangs) times a headroom: ``ceil(rate x headroom / capacity)``.
 While the forecast is trusted, the headroom is its own recent error -- the 90th percentile of actual / forecast
-over the last 30 completed steps, floored at 1.0 and capped at ``headroom`` (1.1) -- so a smooth day is not
-paid a fixed 10% on top of a capacity already taken at the SLO's quantile; during a surge, and without a trusted
-forecast, it is ``headroom``. The policy runs every ``PredictiveSpec.syncPeriodSeconds`` (5 s; its own loop,
+over the last 30 completed steps, floored at ``minHeadroom`` (1.0) and capped at ``headroom`` (1.1) -- so a smooth
+day is not paid a fixed 10% on top of a capacity already taken at the SLO's quantile; during a surge, and without a
+trusted forecast, it is ``headroom``. ``minHeadroom`` is the knob that buys attainment with replicas. The policy runs every ``PredictiveSpec.syncPeriodSeconds`` (5 s; its own loop,
 not the HPA's 15 s). The forecast is taken for ``[now + startupSeconds, now + startupSeconds + syncPeriod]`` so
 that replicas are ready when the load arrives. The count is never below what the current rate needs: the larger
 of the 30 s and the 6 s average
@@ -96,7 +96,9 @@ class PredictiveConfig:
     than Poisson, and a slope alone, carried over a minute of start-up, fired on noise."""
     adaptive_headroom: bool = True
     """While the forecast is trusted, the headroom is the forecast's own recent under-forecast (an upper quantile
-    of actual / forecast), floored at 1.0 and capped at ``headroom``; ``headroom`` itself otherwise."""
+    of actual / forecast), floored at ``min_headroom`` and capped at ``headroom``; ``headroom`` itself otherwise."""
+    min_headroom: float = 1.0
+    """The adaptive headroom's floor (``PredictiveSpec.minHeadroom``): a larger one buys attainment with replicas."""
     headroom_quantile: float = 0.9
     headroom_window: int = 30
     """Completed steps whose actual / forecast ratios are kept, per forecaster."""
@@ -118,6 +120,8 @@ class PredictiveConfig:
             raise ValueError(f"capacity_work must be > 0, got {self.capacity_work}")
         if not self.headroom >= 1.0:
             raise ValueError(f"headroom must be >= 1, got {self.headroom}")
+        if not 1.0 <= self.min_headroom <= self.headroom:
+            raise ValueError(f"min_headroom must be in [1, headroom={self.headroom}], got {self.min_headroom}")
         if not 0.0 < self.headroom_quantile <= 1.0:
             raise ValueError(f"headroom_quantile must be in (0, 1], got {self.headroom_quantile}")
         if self.headroom_window < 1 or self.headroom_min_samples < 1:
@@ -287,7 +291,7 @@ class Predictive:
             return cfg.headroom
         ordered = sorted(ratios)
         q = ordered[max(0, math.ceil(cfg.headroom_quantile * len(ordered)) - 1)]
-        return min(cfg.headroom, max(1.0, q))
+        return min(cfg.headroom, max(cfg.min_headroom, q))
 
     def _replicas_for(self, rate: float, headroom: float | None = None) -> int:
         cfg = self.config
@@ -430,6 +434,7 @@ def predictive_config_from_spec(spec: AutoscalingSpec) -> PredictiveConfig:
         startup_seconds=p.startupSeconds,
         season_seconds=p.seasonSeconds,
         headroom=p.headroom,
+        min_headroom=p.minHeadroom,
         sync_period=p.syncPeriodSeconds,
         capacity_work=p.capacityWork,
     )

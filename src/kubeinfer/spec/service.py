@@ -277,6 +277,22 @@ class PredictiveSpec(_Strict):
         ge=1,
         description="Largest multiplier on forecast demand; less when the forecast's own recent error is smaller.",
     )
+    minHeadroom: float = Field(
+        default=1.0,
+        ge=1,
+        description=(
+            "Smallest multiplier on demand, whatever the forecast's error: the knob that trades replica-hours for "
+            "SLO attainment (the capacity at the SLO ignores how far a request's own service time spreads). "
+            "At most headroom."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _headrooms(self) -> PredictiveSpec:
+        if self.minHeadroom > self.headroom:
+            raise ValueError(f"minHeadroom ({self.minHeadroom:g}) must be at most headroom ({self.headroom:g})")
+        return self
+
     syncPeriodSeconds: float = Field(
         default=5,
         gt=0,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from kubeinfer.autoscale import LoadSample, Observation, Predictive, PredictiveConfig
 from kubeinfer.autoscale.predictive import predictive_config_from_spec
@@ -81,3 +84,22 @@ def test_headroom_stays_within_one_and_its_cap_and_replicas_within_bounds(
         assert 1.0 <= h <= cap
         assert cfg.min_replicas <= d.replicas <= cfg.max_replicas
         assert d.replicas >= min(cfg.max_replicas, math.ceil(round(dict(d.details)["current_rps"] / 10.0, 9)))
+
+
+def test_min_headroom_floors_the_adaptive_headroom_and_buys_replicas() -> None:
+    base = PredictiveConfig(1, 100, capacity_rps=10.0, step_seconds=10.0, trend=False, headroom=1.5)
+    samples = _steady(50.0, 600, noise=0.01)
+    low, high = _run(base, samples), _run(replace(base, min_headroom=1.4), samples)
+    assert low["headroom"] < 1.05 and high["headroom"] == 1.4
+    assert high["need_now"] > low["need_now"]
+
+
+def test_min_headroom_comes_from_the_spec_and_must_not_exceed_headroom() -> None:
+    spec = AutoscalingSpec.model_validate(
+        {"policy": "predictive", "predictive": {"capacityRps": 10, "headroom": 1.5, "minHeadroom": 1.3}}
+    )
+    assert predictive_config_from_spec(spec).min_headroom == 1.3
+    with pytest.raises(ValidationError, match=r"minHeadroom \(1.6\) must be at most headroom \(1.5\)"):
+        AutoscalingSpec.model_validate({"predictive": {"headroom": 1.5, "minHeadroom": 1.6}})
+    with pytest.raises(ValueError, match="min_headroom"):
+        PredictiveConfig(1, 10, capacity_rps=1.0, min_headroom=0.9)
