@@ -24,8 +24,8 @@ from ``kubeinfer profile``; ``capacityWork`` in Erlangs) times a headroom: ``cei
 While the forecast is trusted, the headroom is its own recent error -- the 90th percentile of actual / forecast
 over the last 30 completed steps, floored at ``minHeadroom`` (1.0) and capped at ``headroom`` (1.1) -- so a smooth
 day is not paid a fixed 10% on top of a capacity already taken at the SLO's quantile; during a surge, and without a
-trusted forecast, it is ``headroom``. ``minHeadroom`` is the knob that buys attainment with replicas. The policy runs every ``PredictiveSpec.syncPeriodSeconds`` (5 s; its own loop,
-not the HPA's 15 s). The forecast is taken for ``[now + startupSeconds, now + startupSeconds + syncPeriod]`` so
+trusted forecast, it is ``headroom``. ``minHeadroom`` is the knob that buys attainment with replicas. The policy
+runs every ``PredictiveSpec.syncPeriodSeconds`` (5 s; its own loop, not the HPA's 15 s). The forecast is taken for ``[now + startupSeconds, now + startupSeconds + syncPeriod]`` so
 that replicas are ready when the load arrives. The count is never below what the current rate needs: the larger
 of the 30 s and the 6 s average
 (Knative's panic window) plus a rising trend (least squares over 30 s) carried over start-up + sync period (at
