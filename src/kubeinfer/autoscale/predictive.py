@@ -19,26 +19,24 @@ with what then happened (exponentially weighted, weight 0.2). The one with the s
 trusted if that error is at most 25% of the recent mean rate; otherwise the policy falls back to reactive
 scaling.
 
-Replicas come from the measured capacity of one replica at the latency SLO (``PredictiveSpec.capacityRps``,
-from ``kubeinfer profile``; ``capacityWork`` in Erlangs) times a headroom: ``ceil(rate x headroom / capacity)``.
-While the forecast is trusted, the headroom is its own recent error -- the 90th percentile of actual / forecast
-over the last 30 completed steps, floored at ``minHeadroom`` (1.0) and capped at ``headroom`` (1.1) -- so a smooth
-day is not paid a fixed 10% on top of a capacity already taken at the SLO's quantile; during a surge, and without a
-trusted forecast, it is ``headroom``. ``minHeadroom`` is the knob that buys attainment with replicas. The policy
-runs every ``PredictiveSpec.syncPeriodSeconds`` (5 s; its own loop, not the HPA's 15 s). The forecast is taken for ``[now + startupSeconds, now + startupSeconds + syncPeriod]`` so
-that replicas are ready when the load arrives. The count is never below what the current rate needs: the larger
-of the 30 s and the 6 s average
-(Knative's panic window) plus a rising trend (least squares over 30 s) carried over start-up + sync period (at
-most the 30 s it was fitted on): the
+Replicas come from the measured capacity of one replica at the latency SLO (``PredictiveSpec.capacityRps``, from
+``kubeinfer profile``; ``capacityWork`` in Erlangs) times a headroom: ``ceil(rate x headroom / capacity)``. While
+the forecast is trusted, the headroom is its own recent error -- the 90th percentile of actual / forecast over the
+last 30 completed steps, floored at ``minHeadroom`` (1.0) and capped at ``headroom`` (1.1) -- so a smooth day is not
+paid a fixed 10% on top of a capacity already taken at the SLO's quantile; during a surge, and without a trusted
+forecast, it is ``headroom``. ``minHeadroom`` is the knob that buys attainment with replicas. The policy runs every
+``PredictiveSpec.syncPeriodSeconds`` (5 s; its own loop, not the HPA's 15 s). The forecast is taken for ``[now +
+startupSeconds, now + startupSeconds + syncPeriod]`` so that replicas are ready when the load arrives. The count is
+never below what the current rate needs: the larger of the 30 s and the 6 s average (Knative's panic window) plus a
+rising trend (least squares over 30 s) carried over start-up + sync period (at most the 30 s it was fitted on): the
 short average when it stands two standard errors out of the noise, the trend only then and when its slope stands
-three standard errors out, so a surge no forecaster saw coming still gets replicas early. Both are read on
-arrivals (independent counts; busy time is autocorrelated and lags) and converted to work at the window's mean
-cost per request. With no history (the first decision), the current count counts as recommended, so a cold
-metrics pipeline cannot scale a loaded service down. ``capacity_curve`` (optional: what n pooled replicas
-serve within the SLO) replaces ``n x capacityRps`` where a profile or model gives it; scale-downs are
-held for 120 s (a maximum over the window, as the HPA's scale-down stabilization -- shorter than its 300 s
-because the forecast, not the window, anticipates rises); and the result is clamped to [min, max].
-"""
+three standard errors out, so a surge no forecaster saw coming still gets replicas early. Both are read on arrivals
+(independent counts; busy time is autocorrelated and lags) and converted to work at the window's mean cost per
+request. With no history (the first decision), the current count counts as recommended, so a cold metrics pipeline
+cannot scale a loaded service down. ``capacity_curve`` (optional: what n pooled replicas serve within the SLO)
+replaces ``n x capacityRps`` where a profile or model gives it; scale-downs are held for 120 s (a maximum over the
+window, as the HPA's scale-down stabilization -- shorter than its 300 s because the forecast, not the window,
+anticipates rises); and the result is clamped to [min, max]. """
 
 from __future__ import annotations
 
