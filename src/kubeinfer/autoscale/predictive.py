@@ -36,7 +36,8 @@ request. With no history (the first decision), the current count counts as recom
 cannot scale a loaded service down. ``capacity_curve`` (optional: what n pooled replicas serve within the SLO)
 replaces ``n x capacityRps`` where a profile or model gives it; scale-downs are held for 120 s (a maximum over the
 window, as the HPA's scale-down stabilization -- shorter than its 300 s because the forecast, not the window,
-anticipates rises); and the result is clamped to [min, max]. """
+anticipates rises); and the result is clamped to [min, max].
+"""
 
 from __future__ import annotations
 
