@@ -4,6 +4,9 @@
     .venv/bin/python bench/sim/run.py --only spike --no-speed
     .venv/bin/python bench/sim/run.py --no-speed --only none --nodes   # only the node-level cost example
     .venv/bin/python bench/sim/run.py --no-speed --kpa-targets 80,90    # kpa's trade-off at other utilizations
+    .venv/bin/python bench/sim/run.py --no-speed --kpa-targets 60,80,90 --predictive-headrooms 1.2,1.3,1.4,1.5
+                                                                         # both trade-offs, frontier PNGs
+    .venv/bin/python bench/sim/run.py --no-speed --only spike --seeds 8  # defaults on 8 draws of the trace
 
 Scenarios (documented in RESULTS.md):
 - diurnal: a classifier (25 ms lognormal service, cv 0.5; 2 workers = 2 slots per replica; SLO 100 ms on the whole
@@ -72,6 +75,12 @@ def llm_spec(gpu: bool = False) -> ServiceSpec:
     )
 
 
+GENERATED = {
+    "diurnal": ("diurnal", {"base": 5, "peak": 100, "duration": 86400}),
+    "spike": ("spike", {"base": 50, "high": 200, "at": 1800, "length": 600, "ramp": 60, "duration": 3600}),
+}
+
+
 def scenarios() -> dict[str, tuple]:
     clf = SimOptions(service=ServiceModel(fixed_ms=25, distribution="lognormal", cv=0.5), slo_ms=100)
     llm = SimOptions(
@@ -80,18 +89,8 @@ def scenarios() -> dict[str, tuple]:
         slo_basis="wait",
     )
     out: dict[str, tuple] = {
-        "diurnal": (
-            classifier_spec,
-            lambda: generate("diurnal", {"base": 5, "peak": 100, "duration": 86400}, seed=1),
-            clf,
-        ),
-        "spike": (
-            classifier_spec,
-            lambda: generate(
-                "spike", {"base": 50, "high": 200, "at": 1800, "length": 600, "ramp": 60, "duration": 3600}, seed=1
-            ),
-            clf,
-        ),
+        "diurnal": (classifier_spec, lambda: generate(*GENERATED["diurnal"], seed=1), clf),
+        "spike": (classifier_spec, lambda: generate(*GENERATED["spike"], seed=1), clf),
     }
     azure = DATA / "azure_llm_inference_2023_conv.csv"
     if azure.exists():
@@ -134,6 +133,83 @@ def nodes_example() -> None:
         )
 
 
+def with_predictive_headroom(spec: ServiceSpec, headroom: float) -> ServiceSpec:
+    """The spec with predictive's headroom fixed at ``headroom`` (``headroom`` = ``minHeadroom``)."""
+    auto = spec.autoscaling
+    pred = auto.predictive.model_copy(update={"headroom": headroom, "minHeadroom": headroom})
+    return spec.model_copy(update={"autoscaling": auto.model_copy(update={"predictive": pred})})
+
+
+def with_kpa_target(spec: ServiceSpec, target: float) -> ServiceSpec:
+    auto = spec.autoscaling
+    kpa = auto.kpa.model_copy(update={"targetUtilizationPercentage": target})
+    return spec.model_copy(update={"autoscaling": auto.model_copy(update={"kpa": kpa})})
+
+
+def seeds_table(name: str, seeds: int) -> None:
+    """hpa, kpa and predictive (defaults) on ``seeds`` draws of a generated trace and of its service times: a
+    difference of a few requests on one draw is noise; the mean and the per-seed wins are not."""
+    spec_fn, _, opts = scenarios()[name]
+    kind, params = GENERATED[name]
+    per: dict[str, list[tuple[float, float]]] = {"hpa": [], "kpa": [], "predictive": []}
+    oracle_rh: list[float] = []
+    for seed in range(1, seeds + 1):
+        c = compare(spec_fn(), generate(kind, params, seed=seed), list(per), replace(opts, seed=seed))
+        for x in c.summaries:
+            per[x.policy].append((x.slo_attainment, x.replica_seconds / 3600))
+        oracle_rh.append(c.oracle_summary.replica_seconds / 3600)
+        print(f"  {name} seed {seed}: " + ", ".join(f"{k} {v[-1][0]:.4%} {v[-1][1]:.2f} rh" for k, v in per.items()))
+    wins = sum(p[0] >= k[0] for p, k in zip(per["predictive"], per["kpa"], strict=True))
+    cheaper = sum(p[1] < k[1] for p, k in zip(per["predictive"], per["kpa"], strict=True))
+    out = {"trace": name, "seeds": seeds, "oracle_replica_hours": oracle_rh, "runs": per}
+    (OUT / f"seeds-{name}.json").write_text(json.dumps(out, indent=2))
+    print(f"\n{name}, seeds 1..{seeds} (trace and service times drawn anew each time):\n")
+    print("| policy | SLO met, mean | min | max | replica-h, mean | vs oracle, mean |")
+    print("|---|---|---|---|---|---|")
+    orc = statistics.mean(oracle_rh)
+    for k, v in per.items():
+        att = [a for a, _ in v]
+        rh = statistics.mean(r for _, r in v)
+        print(f"| {k} | {statistics.mean(att):.4%} | {min(att):.4%} | {max(att):.4%} | {rh:.2f} | {rh / orc:.2f}x |")
+    print(f"\npredictive >= kpa's attainment on {wins} of {seeds} seeds, cheaper than kpa on {cheaper} of {seeds}")
+
+
+def frontier_png(name: str, points: dict[str, list[tuple[str, float, float]]], oracle_rh: float, path: Path) -> None:
+    """SLO attainment against replica-hours, one line per policy family: what each buys for its cost."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    # Frame kpa's and predictive's points; a policy far outside them (hpa on a spike) is named, not drawn.
+    framed = [p for fam in ("kpa", "predictive") for p in points.get(fam, [])]
+    lo_att, hi_att = min(p[1] for p in framed), max(p[1] for p in framed)
+    pad = max(hi_att - lo_att, 1e-4) * 0.15
+    ylim = (100 * (lo_att - pad), 100 * (hi_att + pad))
+    xs = [p[2] for p in framed] + [oracle_rh, 1.2 * oracle_rh]
+    xlim = (min(xs) * 0.97, max(xs) * 1.03)
+    for family, pts in points.items():
+        pts = sorted(pts, key=lambda p: p[2])
+        inside = [p for p in pts if xlim[0] <= p[2] <= xlim[1] and ylim[0] <= 100 * p[1] <= ylim[1]]
+        off = [f"{100 * a:.2f}%, {rh:.1f} rh" for _, a, rh in pts if (_, a, rh) not in inside]
+        label = family + (f" ({'; '.join(off)}: off the chart)" if off else "")
+        ax.plot([p[2] for p in inside], [100 * p[1] for p in inside], marker="o", label=label)
+        for text, att, rh in inside:
+            ax.annotate(text, (rh, 100 * att), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.axvline(oracle_rh, color="grey", linestyle=":", label="oracle")
+    ax.axvline(1.2 * oracle_rh, color="grey", linestyle="--", label="1.2 x oracle")
+    ax.set_xlabel("replica-hours")
+    ax.set_ylabel("SLO attainment (%)")
+    ax.set_title(f"{name}: attainment for cost (up and to the left is better)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="")
@@ -144,6 +220,17 @@ def main() -> None:
         "--kpa-targets",
         default="",
         help="also kpa at these targetUtilizationPercentage values (e.g. 80,90): its cost/attainment trade-off",
+    )
+    ap.add_argument(
+        "--predictive-headrooms",
+        default="",
+        help="also predictive with its headroom fixed at these values (e.g. 1.2,1.3): its trade-off (frontier PNG)",
+    )
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=0,
+        help="also hpa/kpa/predictive on this many draws of the generated traces (--only selects them)",
     )
     args = ap.parse_args()
     OUT.mkdir(exist_ok=True)
@@ -163,20 +250,30 @@ def main() -> None:
                     "vs": f"{s.vs_oracle:.2f}x", "events": s.scaling_events, "secs": f"{c.seconds[s.policy]:.1f}",
                 }
             )  # fmt: skip
-        for target in [float(t) for t in args.kpa_targets.split(",") if t.strip()]:
-            spec = spec_fn()
-            auto = spec.autoscaling
-            kpa = auto.kpa.model_copy(update={"targetUtilizationPercentage": target})
-            spec = spec.model_copy(update={"autoscaling": auto.model_copy(update={"kpa": kpa})})
-            s = compare(spec, trace, ["kpa"], opts).summaries[0]
+        by = {x.policy: x for x in c.summaries}
+        points: dict[str, list[tuple[str, float, float]]] = {
+            "hpa": [("hpa", by["hpa"].slo_attainment, by["hpa"].replica_seconds / 3600)],
+            "kpa": [("70%", by["kpa"].slo_attainment, by["kpa"].replica_seconds / 3600)],
+            "predictive": [("default", by["predictive"].slo_attainment, by["predictive"].replica_seconds / 3600)],
+        }
+        variants = [("kpa", f"kpa@{t:g}%", with_kpa_target(spec_fn(), t)) for t in _floats(args.kpa_targets)]
+        variants += [
+            ("predictive", f"predictive@{h:g}", with_predictive_headroom(spec_fn(), h))
+            for h in _floats(args.predictive_headrooms)
+        ]
+        for family, label, spec in variants:
+            s = compare(spec, trace, [family], opts).summaries[0]
+            points[family].append((label.split("@")[1], s.slo_attainment, s.replica_seconds / 3600))
             rows.append(
                 {
-                    "trace": name, "policy": f"kpa@{target:g}%", "att": f"{s.slo_attainment:.3%}",
+                    "trace": name, "policy": label, "att": f"{s.slo_attainment:.3%}",
                     "p50": f"{s.p50_ms:.0f}", "p99": f"{s.p99_ms:.0f}", "dropped": s.dropped,
                     "rh": f"{s.replica_seconds / 3600:.2f}", "vs": f"{s.vs_oracle:.3f}x", "events": s.scaling_events,
                     "secs": "-",
                 }
             )  # fmt: skip
+        if variants:
+            frontier_png(name, points, c.oracle_summary.replica_seconds / 3600, OUT / f"{name}-frontier.png")
         o = c.oracle_summary
         rows.append(
             {
@@ -186,6 +283,9 @@ def main() -> None:
         )  # fmt: skip
         print(f"{name}: {len(trace):,} requests; notes: {c.notes}", flush=True)
     print(table(rows), flush=True)
+    for name in GENERATED:
+        if args.seeds and (not args.only or name in args.only.split(",")):
+            seeds_table(name, args.seeds)
     if args.nodes:
         nodes_example()
     if not args.no_speed:
@@ -200,6 +300,10 @@ def main() -> None:
             )
             runs = ", ".join(f"{t:.1f}" for t in times)
             print(f"  {policy}: median {statistics.median(times):.1f} s ({runs})", flush=True)
+
+
+def _floats(csv: str) -> list[float]:
+    return [float(t) for t in csv.split(",") if t.strip()]
 
 
 if __name__ == "__main__":
