@@ -1,6 +1,6 @@
 """Router overhead benchmark: replicas driven directly vs through ``kubeinfer.local.router.Router``, side by side.
 
-    .venv/bin/python bench/router/run.py [--rounds 3] [--duration 8] [--out bench/router/RESULTS.md]
+    .venv/bin/python bench/router/run.py [--rounds 3] [--duration 8] [--out bench/router/RESULTS.md] [--haproxy]
 
 Load: ``wrk`` (C, one thread per process) POSTing one row of 64 FP32 to ``examples/tabular64`` (OIP v2 JSON).
 Each round runs, in this order, with a short wrk warm-up before each:
@@ -21,6 +21,7 @@ import argparse
 import json
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -112,6 +113,55 @@ def run_wrk(ports: list[int], conns: int, duration: float, script: Path, warmup:
     return [parse(o[0] + (o[1] or "")) for o in outs]
 
 
+HAPROXY_CFG = """global
+  nbthread 1
+  maxconn 4000
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 60s
+  timeout server 30s
+  option http-keep-alive
+  http-reuse always
+  retries 2
+  option redispatch
+  retry-on conn-failure empty-response response-timeout 503
+frontend f
+  bind 127.0.0.1:{port}
+  default_backend b
+backend b
+  balance leastconn
+{servers}
+"""
+
+
+def start_haproxy(
+    tmp: str, backends: list[ServerProcess], socks: list[str | None]
+) -> tuple[subprocess.Popen[bytes], int]:
+    """HAProxy (one thread, least connections, keep-alive reuse, retries) in front of the same replicas: what a
+    native proxy costs on the same machine, for reference."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    servers = "\n".join(
+        f"  server r{i} " + (f"unix@{sock}" if sock else f"127.0.0.1:{b.http_port}")
+        for i, (b, sock) in enumerate(zip(backends, socks, strict=True))
+    )
+    cfg = Path(tmp) / "haproxy.cfg"
+    cfg.write_text(HAPROXY_CFG.format(port=port, servers=servers))
+    proc = subprocess.Popen(["haproxy", "-f", str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return proc, port
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("haproxy did not start")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
@@ -122,7 +172,14 @@ def main() -> int:
     ap.add_argument(
         "--tcp", action="store_true", help="router to replicas over loopback TCP (default: Unix sockets, as `up` does)"
     )
+    ap.add_argument(
+        "--haproxy",
+        action="store_true",
+        help="also HAProxy (if installed, e.g. apt-get install haproxy) in front of the same replicas, for reference",
+    )
     args = ap.parse_args()
+    if args.haproxy and shutil.which("haproxy") is None:
+        ap.error("--haproxy needs the haproxy binary on PATH (apt-get install haproxy)")
 
     spec = ROOT / "examples" / "tabular64" / "service.yaml"
     if not (ROOT / "examples" / "tabular64" / "model.joblib").exists():
@@ -137,6 +194,9 @@ def main() -> int:
         b = ServerProcess(spec, grpc=False, args=["--uds", socks[1]] if socks[1] else []).start()
         r1, r1_port = start_router([a], socks[:1])
         r2, r2_port = start_router([a, b], socks)
+        hap = start_haproxy(tmp, [a, b], socks) if args.haproxy else None
+        if hap is not None:
+            rows["haproxy_c64"] = []
         try:
             replicas = [psutil.Process(a.pid), psutil.Process(b.pid)]
             router2 = psutil.Process(r2.pid)
@@ -165,11 +225,17 @@ def main() -> int:
                 row["router_cpu_us"] = 1e6 * (cpu([router2]) - cpu0) / (row["rps"] * (args.duration + args.warmup))
                 rows["router_c64"].append(row)
 
+            def haproxy_c64() -> None:
+                assert hap is not None
+                rows["haproxy_c64"] += run_wrk([hap[1]], 64, args.duration, script, args.warmup)
+
             for i in range(args.rounds):
                 # Paired runs, in alternating order, so that drift in the machine's load hits both sides alike.
                 order: list[Callable[[], None]] = [direct_c1, router_c1, direct_2x32, router_c64]
                 if i % 2:
                     order = [router_c1, direct_c1, router_c64, direct_2x32]
+                if hap is not None:
+                    order.append(haproxy_c64)
                 for step in order:
                     step()
                 print(f"round {i + 1}: " + json.dumps({k: v[-1] for k, v in rows.items()}), flush=True)
@@ -177,6 +243,9 @@ def main() -> int:
             if args.profile:
                 profile = py_spy_top(r2.pid, r2_port, script)
         finally:
+            if hap is not None:
+                hap[0].terminate()
+                hap[0].wait(10)
             for r in (r1, r2):
                 r.terminate()
                 r.wait(10)
@@ -189,7 +258,12 @@ def main() -> int:
         r["p50_ms"] - d["p50_ms"] for r, d in zip(rows["router_c1"], rows["direct_c1"], strict=True)
     )
     ratio = statistics.median(r["rps"] / d["rps"] for r, d in zip(rows["router_c64"], rows["direct_2x32"], strict=True))
-    write_results(args, rows, med, added_p50_ms, ratio, profile)
+    haproxy_ratio = None
+    if "haproxy_c64" in rows:
+        haproxy_ratio = statistics.median(
+            h["rps"] / d["rps"] for h, d in zip(rows["haproxy_c64"], rows["direct_2x32"], strict=True)
+        )
+    write_results(args, rows, med, added_p50_ms, ratio, profile, haproxy_ratio)
     print(json.dumps({"added_p50_ms": round(added_p50_ms, 4), "throughput_ratio": round(ratio, 4)}))
     return 0
 
@@ -291,18 +365,20 @@ def write_results(
     added: float,
     ratio: float,
     profile: str,
+    haproxy_ratio: float | None = None,
 ) -> None:
     names = {
         "direct_c1": "direct, 1 replica, c=1",
         "router_c1": "router (1 backend), c=1",
         "direct_2x32": "direct, 2 replicas, 2 x wrk c=32 (summed)",
         "router_c64": "router (2 backends), c=64",
+        "haproxy_c64": "HAProxy (2 backends, reference), c=64",
     }
     lines = [
         "# Router overhead",
         "",
         f"Command: `.venv/bin/python bench/router/run.py --rounds {args.rounds} --duration {args.duration:g}"
-        f"{' --profile' if args.profile else ''}{' --tcp' if args.tcp else ''}`",
+        f"{' --profile' if args.profile else ''}{' --tcp' if args.tcp else ''}{' --haproxy' if args.haproxy else ''}`",
         "",
         f"Machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
         f"{__import__('os').cpu_count()} CPUs; Python {platform.python_version()}. Other work shared the machine, "
@@ -342,6 +418,17 @@ def write_results(
         f"- Of the router's CPU per request, its own Python and httptools work is {py_us:.0f} us (measured with the "
         "sockets replaced by no-op transports, CPU time); the rest is the kernel's loopback TCP work and uvloop "
         "(two reads, two writes and the wake-ups per request).",
+    ]
+    if haproxy_ratio is not None:
+        lines += [
+            f"- For reference, **HAProxy** ({_haproxy_version()}, one thread, `balance leastconn`, `http-reuse always`, "
+            "retries; the same replicas and sockets) in the same sitting: "
+            f"**{100 * haproxy_ratio:.1f}% of direct**; the Python router reaches "
+            f"{100 * ratio / haproxy_ratio:.0f}% of HAProxy's throughput. On this machine the proxy shares the two "
+            "cores with the replicas and the load generator, and its own socket work per request (a native proxy's "
+            "too) is what stands between it and the direct figure.",
+        ]
+    lines += [
         "",
         "Every run:",
         "",
@@ -356,6 +443,12 @@ def write_results(
     if profile:
         lines += ["", "## Profile of the router at c=64 (py-spy, own time per function)", "", "```", profile, "```"]
     args.out.write_text("\n".join(lines) + "\n")
+
+
+def _haproxy_version() -> str:
+    out = subprocess.run(["haproxy", "-v"], capture_output=True, text=True, check=False).stdout
+    m = re.search(r"version (\S+)", out)
+    return f"HAProxy {m.group(1)}" if m else "HAProxy"
 
 
 if __name__ == "__main__":
