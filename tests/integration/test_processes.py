@@ -123,3 +123,26 @@ def test_each_process_gets_an_equal_share_of_the_threads() -> None:
     assert threads_per_process(4, {"OMP_NUM_THREADS": "2"}) == 1
     assert threads_per_process(1, {"OMP_NUM_THREADS": "3"}) == 3
     assert threads_per_process(1, {}) == len(os.sched_getaffinity(0))
+
+
+def test_a_process_whose_event_loop_hangs_is_killed_and_the_replica_restarted(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
+    spec = python_model(tmp_path, "pid", "Pid", "{}", "  server: {processes: 2}\n")
+    s = server_factory(spec, env={"KUBEINFER_PROCESS_HANG_SECONDS": "1.5"})
+    children = _children(s.pid)
+    time.sleep(1.0)  # both have published a ready snapshot
+    os.kill(children[1], signal.SIGSTOP)  # its loop stops: no snapshot, no answers
+    assert s.wait(30) == 1
+    assert "has not run its event loop" in s.log()
+    assert _gone(children, 5)
+
+
+def test_a_replica_stopped_and_continued_whole_is_not_taken_for_hung(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
+    spec = python_model(tmp_path, "pid", "Pid", "{}", "  server: {processes: 2}\n")
+    s = server_factory(spec, env={"KUBEINFER_PROCESS_HANG_SECONDS": "1.5"})
+    time.sleep(1.0)
+    os.killpg(s.pid, signal.SIGSTOP)  # the parent too, as a debugger or a sleeping laptop would
+    time.sleep(3.0)
+    os.killpg(s.pid, signal.SIGCONT)
+    time.sleep(2.5)
+    assert s.proc is not None and s.proc.poll() is None, s.log()
+    assert _pid_of_answer(s) in _children(s.pid)

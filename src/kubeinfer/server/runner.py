@@ -355,11 +355,64 @@ def _run_processes(svc: InferenceService, base_dir: Path | None, uds: Path | Non
     return _supervise(children, reserved, state_dir, uds)
 
 
+def hang_seconds() -> float:
+    """How long a ready server process may go without running its event loop (no metrics snapshot written) before
+    its parent kills it: ``KUBEINFER_PROCESS_HANG_SECONDS``, default 30 (Kubernetes' default liveness probe gives
+    up after 3 failures 10 s apart). A probe reaches only one of the processes, so the parent watches them all."""
+    raw = os.environ.get("KUBEINFER_PROCESS_HANG_SECONDS", "")
+    try:
+        value = float(raw) if raw else 30.0
+    except ValueError:
+        value = 30.0
+    return value if value > 0 else 30.0
+
+
+class _Watchdog:
+    """Finds a child that stopped running its event loop: its snapshot (rewritten every half second while the loop
+    runs) has not changed for ``limit`` seconds of the parent's own running time, after the child once reported its
+    model ready (loading may hold the interpreter for long). Time during which the parent did not run either (the
+    whole replica stopped, the machine asleep) does not count."""
+
+    def __init__(self, state_dir: Path, limit: float) -> None:
+        self.state_dir = state_dir
+        self.limit = limit
+        self.ready: set[int] = set()
+        self.seen: dict[int, tuple[float, float]] = {}  # index -> (snapshot mtime, monotonic time it was first seen)
+        self.last_check = time.monotonic()
+
+    def hung(self, indexes: list[int]) -> dict[int, float]:
+        now = time.monotonic()
+        if now - self.last_check > 1.0:  # the parent itself was not running: start the clocks again
+            self.seen = {i: (m, now) for i, (m, _) in self.seen.items()}
+        self.last_check = now
+        out: dict[int, float] = {}
+        for index in indexes:
+            path = self.state_dir / f"{index}.json"
+            try:
+                mtime = path.stat().st_mtime
+                if index not in self.ready:
+                    if all(orjson.loads(path.read_bytes()).get("ready", {}).values() or [False]):
+                        self.ready.add(index)
+                        self.seen[index] = (mtime, now)
+                    continue
+            except (OSError, orjson.JSONDecodeError):
+                continue
+            last_mtime, since = self.seen.get(index, (mtime, now))
+            if mtime != last_mtime:
+                since = now
+            self.seen[index] = (mtime, since)
+            if now - since > self.limit:
+                out[index] = now - since
+        return out
+
+
 def _supervise(children: dict[int, int], reserved: socket.socket | None, state_dir: Path, uds: Path | None) -> int:
-    """Forward SIGTERM/SIGINT to the children and wait for them all; a child that dies while nobody asked the
-    replica to stop takes the others down (SIGTERM: they drain) and the parent exits 1."""
+    """Forward SIGTERM/SIGINT to the children and wait for them all; a child that dies, or hangs (see
+    :class:`_Watchdog`), while nobody asked the replica to stop takes the others down (SIGTERM: they drain) and the
+    parent exits 1."""
     stopping = False
     code = 0
+    watchdog = _Watchdog(state_dir, hang_seconds())
 
     def forward(signum: int, _frame: Any) -> None:
         nonlocal stopping
@@ -372,9 +425,23 @@ def _supervise(children: dict[int, int], reserved: socket.socket | None, state_d
     try:
         while children:
             try:
-                pid, status = os.wait()
+                pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 break
+            if pid == 0:
+                if not stopping:
+                    pids = {number: child for child, number in children.items()}
+                    for number, age in watchdog.hung(list(pids)).items():
+                        log.error(
+                            "server process %d (pid %d) has not run its event loop for %.0f s: killing it",
+                            number,
+                            pids[number],
+                            age,
+                        )
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pids[number], signal.SIGKILL)
+                time.sleep(0.2)
+                continue
             index = children.pop(pid, None)
             if index is None:
                 continue
