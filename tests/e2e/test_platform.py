@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psutil
 import pytest
 from conftest import Load, Platform, spec_text
 
@@ -38,6 +39,27 @@ def test_sigkilled_replica_under_load_costs_no_request_and_is_replaced(platform:
     assert load.failures == [] and load.ok > 20
     back = next(r for r in st["replicas"] if r["id"] == victim["id"])
     assert back["pid"] != victim["pid"] and back["last_exit"]["code"] == -9
+
+
+def test_a_killed_process_of_a_multi_process_replica_costs_no_request(platform: Up) -> None:
+    text = spec_text("procs", extra="  autoscaling: {policy: none}\n  replicas: 2\n")
+    p = platform("procs", text.replace("server: {grpcPort: null,", "server: {processes: 2, grpcPort: null,"))
+    victim = p.status()["replicas"][0]
+    children = psutil.Process(victim["pid"]).children()
+    assert len(children) == 2
+    with Load(p.url, "procs") as load:
+        time.sleep(0.5)
+        os.kill(children[0].pid, signal.SIGKILL)
+        st = p.wait(
+            "the replica of the killed process to come back",
+            lambda s: ready_count(s) == 2 and any(r["restarts"] == 1 for r in s["replicas"]),
+            30,
+        )
+        time.sleep(0.5)
+    assert load.failures == [] and load.ok > 20
+    back = next(r for r in st["replicas"] if r["id"] == victim["id"])
+    assert back["pid"] != victim["pid"] and back["last_exit"]["code"] == 1
+    assert len(psutil.Process(back["pid"]).children()) == 2
 
 
 def test_hung_replica_is_restarted_by_liveness_with_no_failed_request(platform: Up) -> None:
