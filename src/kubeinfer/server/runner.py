@@ -305,7 +305,12 @@ def threads_per_process(processes: int, env: dict[str, str] | None = None) -> in
     """Each process's share of the replica's CPU threads: ``OMP_NUM_THREADS`` (what the local controller derives
     from the CPU limit) or else the CPUs this process may run on, divided among the processes, at least 1."""
     raw = (os.environ if env is None else env).get("OMP_NUM_THREADS", "")
-    total = int(raw) if raw.isdigit() and int(raw) > 0 else len(os.sched_getaffinity(0))
+    if raw.isdigit() and int(raw) > 0:
+        total = int(raw)
+    elif hasattr(os, "sched_getaffinity"):
+        total = len(os.sched_getaffinity(0))
+    else:  # pragma: no cover - macOS has no CPU affinity
+        total = os.cpu_count() or 1
     return max(1, total // processes)
 
 
