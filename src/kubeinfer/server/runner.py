@@ -426,7 +426,9 @@ def _supervise(children: dict[int, int], reserved: socket.socket | None, state_d
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    handled = (signal.SIGTERM, signal.SIGINT)
+    for sig in handled:
+        signal.signal(sig, forward)
     try:
         while children:
             try:
@@ -463,8 +465,10 @@ def _supervise(children: dict[int, int], reserved: socket.socket | None, state_d
             elif child_code != 0:
                 code = code or (child_code if child_code > 0 else 1)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        # The exit code is decided: a SIGTERM from the supervisor now (it sees the listeners gone) must not turn it
+        # into "killed by SIGTERM".
+        for sig in handled:
+            signal.signal(sig, signal.SIG_IGN)
         if reserved is not None:
             reserved.close()
         shutil.rmtree(state_dir, ignore_errors=True)
