@@ -22,20 +22,27 @@ def ready_count(st: dict[str, Any]) -> int:
     return sum(1 for r in st["replicas"] if r["ready"])
 
 
+def kill_under_load(p: Platform, name: str, pid: int, timeout: float) -> tuple[dict[str, Any], Load]:
+    """SIGKILL ``pid`` (a replica, or one of its processes) under a steady client load; wait until the service has
+    its two replicas ready again, one of them restarted once."""
+    with Load(p.url, name) as load:
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+        st = p.wait(
+            f"the replica of pid {pid} to come back",
+            lambda s: ready_count(s) == 2 and any(r["restarts"] == 1 for r in s["replicas"]),
+            timeout,
+        )
+        time.sleep(0.5)
+    return st, load
+
+
 def test_sigkilled_replica_under_load_costs_no_request_and_is_replaced(platform: Up) -> None:
     p = platform("kill", spec_text("kill", extra="  autoscaling: {policy: none}\n  replicas: 2\n"))
     st = json.loads(p.cli("get", "kill", "-o", "json").stdout)
     assert len(st["replicas"]) == 2 and all(r["pid"] and r["port"] and r["state"] == "Running" for r in st["replicas"])
     victim = st["replicas"][0]
-    with Load(p.url, "kill") as load:
-        time.sleep(0.5)
-        os.kill(victim["pid"], signal.SIGKILL)
-        st = p.wait(
-            "the killed replica to come back",
-            lambda s: ready_count(s) == 2 and any(r["restarts"] == 1 for r in s["replicas"]),
-            20,
-        )
-        time.sleep(0.5)
+    st, load = kill_under_load(p, "kill", victim["pid"], 20)
     assert load.failures == [] and load.ok > 20
     back = next(r for r in st["replicas"] if r["id"] == victim["id"])
     assert back["pid"] != victim["pid"] and back["last_exit"]["code"] == -9
@@ -47,15 +54,7 @@ def test_a_killed_process_of_a_multi_process_replica_costs_no_request(platform: 
     victim = p.status()["replicas"][0]
     children = psutil.Process(victim["pid"]).children()
     assert len(children) == 2
-    with Load(p.url, "procs") as load:
-        time.sleep(0.5)
-        os.kill(children[0].pid, signal.SIGKILL)
-        st = p.wait(
-            "the replica of the killed process to come back",
-            lambda s: ready_count(s) == 2 and any(r["restarts"] == 1 for r in s["replicas"]),
-            30,
-        )
-        time.sleep(0.5)
+    st, load = kill_under_load(p, "procs", children[0].pid, 30)
     assert load.failures == [] and load.ok > 20
     back = next(r for r in st["replicas"] if r["id"] == victim["id"])
     assert back["pid"] != victim["pid"] and back["last_exit"]["code"] == 1

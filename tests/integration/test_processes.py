@@ -17,7 +17,7 @@ import tritonclient.grpc as tg
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import python_model
-from kubeinfer.server.runner import threads_per_process
+from kubeinfer.server.processes import threads_per_process
 from kubeinfer.testing import ServerProcess
 
 BODY = json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}).encode()

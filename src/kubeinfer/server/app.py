@@ -38,6 +38,7 @@ from kubeinfer.server.errors import (
     Unavailable,
     UnsupportedMedia,
     http_status,
+    internal_error,
 )
 from kubeinfer.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from kubeinfer.server.metrics import Metrics
@@ -117,11 +118,19 @@ class InferenceApp:
         self.models: dict[str, ModelSlot] = {}
         self.draining = False
         self.started = False  # all models loaded (startup probe)
-        self.in_flight = 0
         self._openapi = openapi  # called with the served models' (name, version) pairs
         self._openapi_body: bytes | None = None
 
     # -- state -----------------------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Requests inside the server (every protocol): the ``kubeinfer_requests_in_flight`` gauge itself."""
+        return self.metrics.in_flight
+
+    @in_flight.setter
+    def in_flight(self, n: int) -> None:
+        self.metrics.in_flight = n
+
     def add(self, slot: ModelSlot) -> None:
         self.models[slot.name] = slot
         self.metrics.ready[slot.name] = lambda s=slot: s.ready  # type: ignore[misc]
@@ -157,7 +166,6 @@ class InferenceApp:
         model_label, proto = "", "rest"
         status = 200
         self.in_flight += 1
-        self.metrics.in_flight = self.in_flight
         try:
             # Fast path first: POST /v2/models/{name}[/versions/{v}]/infer
             if (
@@ -168,7 +176,7 @@ class InferenceApp:
                 and parts[-1] == "infer"
             ):
                 proto = "v2"
-                slot = self.slot(parts[3], parts[5] if len(parts) == 7 and parts[4] == "versions" else None)
+                slot = self.v2_slot(parts)
                 model_label = slot.name
                 status = await self._infer_v2(slot, scope, receive, send)
             else:
@@ -178,10 +186,9 @@ class InferenceApp:
         except Exception as e:  # a bug: log it, answer 500 with a message, keep serving
             log.exception("unhandled error on %s %s", method, path)
             status = 500
-            await _send(send, 500, orjson.dumps({"error": f"internal error: {type(e).__name__}: {e}"}), _JSON)
+            await _send(send, 500, orjson.dumps({"error": internal_error(e)}), _JSON)
         finally:
             self.in_flight -= 1
-            self.metrics.in_flight = self.in_flight
         if proto != "rest" or model_label:
             self.metrics.request(model_label, proto, status, time.perf_counter() - start)
 
@@ -210,6 +217,10 @@ class InferenceApp:
         if version is not None and version != slot.version:
             raise ModelNotFound(f"model {name!r} has no version {version!r}: it serves version {slot.version!r}")
         return slot
+
+    def v2_slot(self, parts: list[str]) -> ModelSlot:
+        """The slot of ``/v2/models/{name}[/versions/{v}]/...``, from the path split on ``/``."""
+        return self.slot(parts[3], parts[5] if len(parts) == 7 and parts[4] == "versions" else None)
 
     def live_slot(self, slot: ModelSlot) -> tuple[Batcher, ModelInfo]:
         # While draining, requests that still arrive (a router or Service that has not yet seen the readiness
@@ -257,9 +268,14 @@ class InferenceApp:
             body = _decompress(body, enc, limit)
         return body, headers
 
-    def _submit(self, batcher: Batcher, req: InferRequest) -> asyncio.Future[dict[str, np.ndarray[Any, Any]]]:
-        """Queue ``req`` with the per-request deadline (``limits.request_timeout``)."""
+    def submit(
+        self, batcher: Batcher, req: InferRequest, time_remaining: float | None = None
+    ) -> asyncio.Future[dict[str, np.ndarray[Any, Any]]]:
+        """Queue ``req`` with the per-request deadline: ``limits.request_timeout``, or the client's own
+        ``time_remaining`` (a gRPC deadline) where that is sooner."""
         timeout = self.limits.request_timeout
+        if time_remaining is not None:
+            timeout = min(timeout, time_remaining) if timeout else time_remaining
         return batcher.submit(req, time.monotonic() + timeout if timeout else None)
 
     # -- OIP v2 infer ----------------------------------------------------------------------------------
@@ -302,7 +318,7 @@ class InferenceApp:
                 )
             req = parse_infer_json(body)
         validate_inputs(req, info, slot.name)
-        return req, self._submit(batcher, req)
+        return req, self.submit(batcher, req)
 
     def infer_v2_response(
         self, slot: ModelSlot, req: InferRequest, result: dict[str, np.ndarray[Any, Any]]
@@ -474,7 +490,7 @@ class InferenceApp:
         arr = _from_json_data(instances, spec.datatype, shape, '"instances"')
         req = InferRequest(inputs={spec.name: arr}, rows=0)
         validate_inputs(req, info, slot.name)
-        result = await self._submit(batcher, req)
+        result = await self.submit(batcher, req)
         if "predict" in result:
             preds: Any = result["predict"]
         elif len(result) == 1:
@@ -517,7 +533,7 @@ class InferenceApp:
         arr = np.empty(len(texts), dtype=object)
         arr[:] = [t.encode() for t in texts]
         req = InferRequest(inputs={info.inputs[0].name: arr}, rows=len(texts))
-        result = await self._submit(batcher, req)
+        result = await self.submit(batcher, req)
         emb = result.get("embedding", next(iter(result.values())))
         data = []
         for i in range(len(texts)):

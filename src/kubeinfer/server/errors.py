@@ -97,6 +97,11 @@ GRPC_CODES: dict[type[ServerError], grpc.StatusCode] = {
 }
 
 
+def internal_error(e: BaseException) -> str:
+    """The message a client gets for a bug (HTTP 500, gRPC INTERNAL): what was raised, so it can be reported."""
+    return f"internal error: {type(e).__name__}: {e}"
+
+
 def http_status(e: ServerError) -> HTTPStatus:
     return HTTP_STATUS.get(type(e), HTTPStatus.INTERNAL_SERVER_ERROR)
 

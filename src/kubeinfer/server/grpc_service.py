@@ -38,7 +38,7 @@ from kubeinfer import __version__
 from kubeinfer.runtimes.base import DATATYPES, datatype_of
 from kubeinfer.server._proto import grpc_predict_v2_pb2 as pb
 from kubeinfer.server.app import EXTENSIONS, InferenceApp, ModelSlot
-from kubeinfer.server.errors import InvalidInput, ServerError, grpc_code
+from kubeinfer.server.errors import InvalidInput, ServerError, grpc_code, internal_error
 from kubeinfer.server.tensors import (
     InferRequest,
     RequestedOutput,
@@ -222,7 +222,7 @@ class InferenceServicer:
             await context.abort(grpc_code(e), str(e))
         except Exception as e:  # a bug: log it, answer INTERNAL with a message, keep serving
             log.exception("unhandled error in ModelInfer for model %r", request.model_name)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}")
+            await context.abort(grpc.StatusCode.INTERNAL, internal_error(e))
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
@@ -239,7 +239,7 @@ class InferenceServicer:
             except Exception as e:
                 if not isinstance(e, ServerError):
                     log.exception("unhandled error in ModelStreamInfer for model %r", request.model_name)
-                error = str(e) if isinstance(e, ServerError) else f"internal error: {type(e).__name__}: {e}"
+                error = str(e) if isinstance(e, ServerError) else internal_error(e)
                 echo = pb.ModelInferResponse(
                     model_name=request.model_name, model_version=request.model_version, id=request.id
                 )
@@ -280,18 +280,13 @@ class InferenceServicer:
         label = ""  # the model label is set only once the name is known to be served (bounded cardinality)
         code = _OK
         app.in_flight += 1
-        app.metrics.in_flight = app.in_flight
         try:
             slot = app.slot(request.model_name, request.model_version or None)
             label = slot.name
             batcher, info = app.live_slot(slot)
             req = decode_request(request)
             validate_inputs(req, info, slot.name)
-            timeout = app.limits.request_timeout
-            if time_remaining is not None:
-                timeout = min(timeout, time_remaining) if timeout else time_remaining
-            deadline = time.monotonic() + timeout if timeout else None
-            result = await batcher.submit(req, deadline)
+            result = await app.submit(batcher, req, time_remaining)
             return encode_response(slot, req, result)
         except ServerError as e:
             code = grpc_code(e)
@@ -304,7 +299,6 @@ class InferenceServicer:
             raise
         finally:
             app.in_flight -= 1
-            app.metrics.in_flight = app.in_flight
             app.metrics.request(label, "grpc", code.value[0], time.perf_counter() - start)
 
 
@@ -342,7 +336,7 @@ async def start_grpc(
     app: InferenceApp, host: str, port: int, *, reuse_port: bool = False
 ) -> tuple[grpc.aio.Server, int]:
     """Start the gRPC server on the running event loop; ``port`` 0 picks a free port. Returns it and the port.
-    ``reuse_port`` is for the processes of one replica, whose parent holds the port (see ``server.runner``)."""
+    ``reuse_port`` is for the processes of one replica, whose parent holds the port (see ``server.processes``)."""
     limit = min(app.limits.max_body_bytes, _INT32_MAX)
     server = grpc.aio.server(
         options=[

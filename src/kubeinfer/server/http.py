@@ -27,7 +27,7 @@ import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from kubeinfer.server.errors import ServerError
+from kubeinfer.server.errors import ServerError, internal_error
 
 if TYPE_CHECKING:
     from kubeinfer.server.app import InferenceApp, ModelSlot
@@ -222,11 +222,9 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
     def _serve(self, cycle: _DirectCycle) -> None:
         app = self.app_direct
         app.in_flight += 1
-        app.metrics.in_flight = app.in_flight
         slot: ModelSlot | None = None
         try:
-            parts = self.url.decode("ascii").split("/")
-            slot = app.slot(parts[3], parts[5] if len(parts) == 7 and parts[4] == "versions" else None)
+            slot = app.v2_slot(self.url.decode("ascii").split("/"))
             body = cycle.body[0] if len(cycle.body) == 1 else b"".join(cycle.body)
             cycle.body = []
             req, future = app.infer_v2_submit(slot, body, cycle.headers)
@@ -257,7 +255,7 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
 
     def _crash(self, cycle: _DirectCycle, slot: ModelSlot | None, e: BaseException) -> None:
         log.error("unhandled error on POST %s", self.url.decode("ascii", "replace"), exc_info=e)
-        body = orjson.dumps({"error": f"internal error: {type(e).__name__}: {e}"})
+        body = orjson.dumps({"error": internal_error(e)})
         self._finish(cycle, slot, 500, body, _JSON_500)
 
     def _finish(
@@ -270,7 +268,6 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
     ) -> None:
         app = self.app_direct
         app.in_flight -= 1
-        app.metrics.in_flight = app.in_flight
         app.metrics.request(slot.name if slot is not None else "", "v2", status, time.perf_counter() - cycle.start)
         cycle.response_complete = True
         transport = self.transport

@@ -167,7 +167,8 @@ class Metrics:
 
     def merged(self) -> _View:
         """This process's figures plus its siblings' snapshots (none unless ``siblings`` is set)."""
-        view = _View(self)
+        view = _View()
+        view.add(self.snapshot())
         if self.siblings is not None:
             for snap in self.siblings():
                 view.add(snap)
@@ -175,12 +176,6 @@ class Metrics:
 
     def total_requests(self) -> int:
         return sum(self.requests.values())
-
-
-def _copy(h: Histogram) -> Histogram:
-    c = Histogram(h.bounds)
-    c.counts, c.sum, c.count = list(h.counts), h.sum, h.count
-    return c
 
 
 def _add(into: dict[Any, Histogram], key: Any, bounds: tuple[float, ...], counts: list[int], total: float) -> None:
@@ -195,19 +190,20 @@ def _add(into: dict[Any, Histogram], key: Any, bounds: tuple[float, ...], counts
 
 
 class _View:
-    """The figures a scrape renders: one process's, plus any siblings' snapshots added with :meth:`add`."""
+    """The figures a scrape renders: the sum of the snapshots added with :meth:`add` (this process's, then any
+    siblings')."""
 
-    def __init__(self, m: Metrics) -> None:
-        self.requests = dict(m.requests)
-        self.request_duration = {k: _copy(h) for k, h in m.request_duration.items()}
-        self.queue_duration = {k: _copy(h) for k, h in m.queue_duration.items()}
-        self.compute_duration = {k: _copy(h) for k, h in m.compute_duration.items()}
-        self.batch_size = {k: _copy(h) for k, h in m.batch_size.items()}
-        self.rows = dict(m.rows)
-        self.executions = dict(m.executions)
-        self.in_flight = m.in_flight
-        self.queue_depth = {k: fn() for k, fn in m.queue_depth.items()}
-        self.ready = {k: bool(fn()) for k, fn in m.ready.items()}
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, str], int] = {}
+        self.request_duration: dict[tuple[str, str], Histogram] = {}
+        self.queue_duration: dict[str, Histogram] = {}
+        self.compute_duration: dict[str, Histogram] = {}
+        self.batch_size: dict[str, Histogram] = {}
+        self.rows: dict[str, int] = {}
+        self.executions: dict[str, int] = {}
+        self.in_flight = 0
+        self.queue_depth: dict[str, int] = {}
+        self.ready: dict[str, bool] = {}
 
     def add(self, snap: dict[str, Any]) -> None:
         for model, proto, code, n in snap.get("requests", ()):
