@@ -106,8 +106,11 @@ def _fmt(b: float) -> str:
     return repr(float(b))
 
 
-class Metrics:
-    def __init__(self, gpu_sampler: Callable[[], list[tuple[str, float, float]]] | None = None) -> None:
+class _Counts:
+    """The counters and histograms of requests and batches: a process's own (:class:`Metrics`), or a replica's sum
+    (:class:`_View`)."""
+
+    def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str], int] = {}
         self.request_duration: dict[tuple[str, str], Histogram] = {}
         self.queue_duration: dict[str, Histogram] = {}
@@ -116,6 +119,11 @@ class Metrics:
         self.rows: dict[str, int] = {}
         self.executions: dict[str, int] = {}
         self.in_flight = 0
+
+
+class Metrics(_Counts):
+    def __init__(self, gpu_sampler: Callable[[], list[tuple[str, float, float]]] | None = None) -> None:
+        super().__init__()
         self.queue_depth: dict[str, Callable[[], int]] = {}
         self.ready: dict[str, Callable[[], bool]] = {}
         self.gpu_sampler = gpu_sampler
@@ -189,19 +197,12 @@ def _add(into: dict[Any, Histogram], key: Any, bounds: tuple[float, ...], counts
     h.count += sum(counts)
 
 
-class _View:
+class _View(_Counts):
     """The figures a scrape renders: the sum of the snapshots added with :meth:`add` (this process's, then any
     siblings')."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str], int] = {}
-        self.request_duration: dict[tuple[str, str], Histogram] = {}
-        self.queue_duration: dict[str, Histogram] = {}
-        self.compute_duration: dict[str, Histogram] = {}
-        self.batch_size: dict[str, Histogram] = {}
-        self.rows: dict[str, int] = {}
-        self.executions: dict[str, int] = {}
-        self.in_flight = 0
+        super().__init__()
         self.queue_depth: dict[str, int] = {}
         self.ready: dict[str, bool] = {}
 
