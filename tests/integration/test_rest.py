@@ -556,3 +556,40 @@ def test_keep_alive_pipelining_and_http10_on_the_direct_route(iris_server: Serve
     # An oversized declared body is refused by the ASGI route's 413, not read.
     huge = b"POST /v2/models/iris/infer HTTP/1.1\r\nhost: x\r\ncontent-length: 999999999999\r\n\r\n"
     assert _raw_exchange(iris_server.http_port, huge, 1)[0][0].split(b" ")[1] == b"413"
+
+
+def test_pipelined_infer_requests_share_a_batch_and_are_answered_in_order(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
+    s = server_factory(python_model(tmp_path, "slow", "SlowDouble", "{delay: 0.2}", "  batching: {maxBatchSize: 16}\n"))
+    # The first request occupies the model; the nine behind it on the same connection must then run as one batch
+    # (served one after the other, as uvicorn does, they would make nine more model calls).
+    reqs = [_post(b"/v2/models/slow/infer", infer_body(np.full((1, 1), i, np.float32), name="x")) for i in range(10)]
+    answers = _raw_exchange(s.http_port, b"".join(reqs), len(reqs))
+    assert [json.loads(a[2])["outputs"][0]["data"] for a in answers] == [[2.0 * i] for i in range(10)]
+    fams = {f.name: f for f in text_string_to_metric_families(s.get("/metrics")[1].decode())}
+    count = next(x.value for x in fams["kubeinfer_batch_size"].samples if x.name == "kubeinfer_batch_size_count")
+    assert count <= 3, f"{count} model calls for 10 pipelined requests"
+
+
+def test_pipelined_requests_read_before_sigterm_are_all_answered_the_last_closing(
+    tmp_path: Path, server_factory
+) -> None:  # type: ignore[no-untyped-def]
+    import socket
+    import time
+
+    s = server_factory(python_model(tmp_path, "slow", "SlowDouble", "{delay: 0.3}", "  batching: {maxBatchSize: 2}\n"))
+    reqs = [_post(b"/v2/models/slow/infer", infer_body(np.full((1, 1), i, np.float32), name="x")) for i in range(5)]
+    with socket.create_connection(("127.0.0.1", s.http_port), timeout=10) as conn:
+        conn.sendall(b"".join(reqs))
+        time.sleep(0.1)  # read and queued; the model is busy with the first
+        s.terminate()
+        data = b""
+        while chunk := conn.recv(65536):  # the server closes the connection after the last answer
+            data += chunk
+    heads = []
+    while data:
+        head, _, data = data.partition(b"\r\n\r\n")
+        heads.append(head.lower())
+        data = data[int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0]) :]
+    assert [h.split(b" ")[1] for h in heads] == [b"200"] * 5, heads
+    assert [b"connection: close" in h for h in heads] == [False] * 4 + [True]
+    assert s.wait(30) == 0

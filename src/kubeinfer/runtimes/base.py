@@ -96,7 +96,8 @@ class ModelInfo:
 
 @runtime_checkable
 class Model(Protocol):
-    """A loaded model. ``predict`` runs in a worker thread, never on the event loop."""
+    """A loaded model. ``predict`` is called once at a time per instance, in a worker thread, or on the event loop
+    for a model faster than the hand-over to a thread (``server/batcher.py``)."""
 
     name: str
     version: str

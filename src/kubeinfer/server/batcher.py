@@ -2,7 +2,7 @@
 
 Two parts, as in a sans-I/O design: ``BatchFormer`` decides *when* to run *which* requests (a plain class driven by
 events and an explicit ``now``, unit-tested without a loop), and ``Batcher`` is the small asyncio shell that queues
-requests, runs batches in worker threads (the model never runs on the event loop) and resolves futures.
+requests, runs batches in worker threads (or, for a model faster than the hand-over, on the loop) and resolves futures.
 
 The batching rule is adaptive rather than timer-driven, because a timer costs latency exactly when nobody
 benefits from it:
@@ -15,6 +15,17 @@ benefits from it:
 
 Requests whose deadline passed while queued are failed without running. A batch that raises is retried request by
 request so that one bad request fails alone and never takes its batch neighbours with it.
+
+A batch runs in a worker thread, except where handing it over costs more than running it: a single-instance model
+whose last ``INLINE_AFTER`` batches each took under ``INLINE_MAX_SECONDS`` of the worker's CPU (and under
+``INLINE_WALL_SECONDS`` of time: a model that waits, on I/O or a lock, is not fast) runs its batches on the event
+loop itself. Handing a batch to a thread and its result back is two thread wake-ups and two transfers of
+the GIL, and while the loop is busy parsing and encoding the worker waits for the GIL: a 15-row logistic regression
+took 1.5-2.3 ms from dispatch to result that way under load, against 0.18 ms run on the loop
+(``bench/router/RESULTS.md``). A batch run on the loop that takes longer than ``INLINE_BACK_SECONDS`` sends the
+model's next batches back to the thread, and each such return doubles the run of fast batches needed to come back,
+so a model that is only sometimes slow stalls the loop a bounded number of times. A model that hangs on the loop stops the
+server's liveness endpoint with it, so the replica is restarted (and its requests retried elsewhere by the router).
 """
 
 from __future__ import annotations
@@ -37,6 +48,10 @@ from kubeinfer.server.tensors import InferRequest
 __all__ = ["BatchFormer", "Batcher", "Dispatch", "Wait"]
 
 SWEEP_SECONDS = 0.05
+INLINE_MAX_SECONDS = 0.0005  # a batch under this much worker CPU costs less than its hand-over to a thread
+INLINE_WALL_SECONDS = 0.01  # ... and under this much time in the worker (more: it waits on something)
+INLINE_AFTER = 8  # consecutive batches that fast before batches run on the event loop
+INLINE_BACK_SECONDS = 0.002  # a batch on the loop that took longer sends the next ones back to the thread
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +180,16 @@ class Batcher:
         self._sweeper: asyncio.TimerHandle | None = None
         self._deadlines: dict[int, _Item] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._inline_ok = workers == 1  # several instances need threads to run at once
+        self._fast = 0  # consecutive fast batches in a thread (see the module docstring)
+        self._needed = INLINE_AFTER  # fast batches needed to run on the loop; doubles at each return to threads
+        self._inline = False
+        self._last = (0.0, 0.0)  # worker CPU and wall seconds of the last batch run in a thread
+
+    @property
+    def inline(self) -> bool:
+        """Whether the next batch runs on the event loop (see the module docstring)."""
+        return self._inline
 
     @property
     def queue_depth(self) -> int:
@@ -237,11 +262,29 @@ class Batcher:
                 return
             items = [self._items.pop(k) for k in action.items]
             started = time.monotonic()
-            cf = loop.run_in_executor(self.executor, self._run, items)
+            if self._inline:
+                results = self._run(items)
+                took = time.monotonic() - started
+                if took > INLINE_BACK_SECONDS:
+                    self._inline = False
+                    self._fast = 0
+                    self._needed = min(self._needed * 2, INLINE_AFTER << 10)
+                self.former.done()
+                self._complete(items, results, started, took)
+                continue
+            cf = loop.run_in_executor(self.executor, self._run_timed, items)
             cf.add_done_callback(functools.partial(self._finished, items=items, started=started))
 
+    def _run_timed(self, items: list[_Item]) -> list[dict[str, np.ndarray[Any, Any]] | BaseException]:
+        """In a worker thread: ``_run``, and the thread's CPU time for it (the cost of running it on the loop)."""
+        t0, w0 = time.thread_time(), time.perf_counter()
+        try:
+            return self._run(items)
+        finally:
+            self._last = (time.thread_time() - t0, time.perf_counter() - w0)
+
     def _run(self, items: list[_Item]) -> list[dict[str, np.ndarray[Any, Any]] | BaseException]:
-        """Runs in a worker thread: one model call for the batch, split back per request."""
+        """One model call for the batch, split back per request."""
         reqs = [it.req for it in items]
         try:
             return _split(self.model, reqs, _run_batch(self.model, reqs))
@@ -264,6 +307,22 @@ class Batcher:
             results = f.result()
         except BaseException as e:  # the executor itself failed (e.g. shut down)
             results = [ModelFailed(f"model {self.model.name!r} could not run: {e}")] * len(items)
+            self._fast = 0
+        else:
+            cpu, wall = self._last
+            self._fast = self._fast + 1 if cpu < INLINE_MAX_SECONDS and wall < INLINE_WALL_SECONDS else 0
+            self._inline = self._inline_ok and self._fast >= self._needed
+        self._complete(items, results, started, now - started)
+        self._pump()
+
+    def _complete(
+        self,
+        items: list[_Item],
+        results: list[dict[str, np.ndarray[Any, Any]] | BaseException],
+        started: float,
+        compute: float,
+    ) -> None:
+        """Resolve the batch's futures (those still waiting) and report the batch."""
         deadlines = self._deadlines
         for it, res in zip(items, results, strict=True):
             if deadlines:
@@ -276,9 +335,8 @@ class Batcher:
                 it.future.set_result(res)
         if self.on_batch is not None:
             self.on_batch(
-                len(items), sum(it.req.rows for it in items), now - started, [started - it.enqueued for it in items]
+                len(items), sum(it.req.rows for it in items), compute, [started - it.enqueued for it in items]
             )
-        self._pump()
 
     def fail_all(self, error: ServerError) -> None:
         self._deadlines.clear()

@@ -12,8 +12,17 @@
    ``wrk -c64``), and the batcher already is a future. Behaviour is the ASGI route's: the same parsing, validation,
    errors, metrics, concurrency limit, deadlines and ``Connection: close`` while draining (both routes call the
    same :class:`~kubeinfer.server.app.InferenceApp` methods). Anything else -- another route, a chunked body, an
-   oversized one, ``Expect: 100-continue``, a query string, a request pipelined behind another -- takes uvicorn's
-   ordinary path to the ASGI app.
+   oversized one, ``Expect: 100-continue``, a query string, a request pipelined behind one of those -- takes
+   uvicorn's ordinary path to the ASGI app.
+
+3. **Pipelined infer requests run together and are answered in order** (RFC 9112 section 9.3.2). uvicorn serves a
+   connection's pipelined requests one after the other; here direct requests that arrive back to back on one
+   connection are all queued to the batcher at once (so they can share a batch) and their answers leave in request
+   order, those ready in one loop turn in one ``send()``. The local router sends requests to a replica this way,
+   several on one connection, so that a replica behind it reads and writes once per burst instead of once per
+   request. At most ``MAX_PIPELINE`` requests of a connection are in progress; beyond that the connection is not
+   read until answers went out. While the server drains, the connection is no longer read: the requests already
+   read are answered, the last of them with ``Connection: close``.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -40,6 +50,7 @@ log = logging.getLogger("kubeinfer.server")
 _PREFIX = b"/v2/models/"
 _SUFFIX = b"/infer"
 _JSON_500 = [(b"content-type", b"application/json")]
+MAX_PIPELINE = 128  # direct requests of one connection in progress at once
 
 
 class _CoalescingTransport:
@@ -63,10 +74,12 @@ class _CoalescingTransport:
                 self._real.write(data)
 
     def write_now(self, data: bytes) -> None:
-        """Write at once (after anything held): for a response that is already one buffer."""
+        """Write at once, with anything held, in one ``send()``: for a response that is already one buffer."""
         if self._buf:
+            self._buf.append(data)
             self._flush()
-        self._real.write(data)
+        else:
+            self._real.write(data)
 
     def close(self) -> None:
         self._flush()
@@ -97,17 +110,30 @@ class _DirectCycle:
     """Stands in for uvicorn's ``RequestResponseCycle`` while a request is served directly: uvicorn reads
     ``response_complete`` and sets ``keep_alive``/``disconnected`` on it (shutdown, connection loss, pipelining)."""
 
-    __slots__ = ("body", "disconnected", "headers", "keep_alive", "response_complete", "start")
+    __slots__ = (
+        "body",
+        "disconnected",
+        "head",
+        "headers",
+        "keep_alive",
+        "payload",
+        "response_complete",
+        "start",
+        "url",
+    )
 
     message_event = _NO_EVENT
 
-    def __init__(self, headers: dict[bytes, bytes], keep_alive: bool) -> None:
+    def __init__(self, url: bytes, headers: dict[bytes, bytes], keep_alive: bool) -> None:
+        self.url = url
         self.headers = headers
         self.keep_alive = keep_alive
-        self.response_complete = False
+        self.response_complete = False  # written (answers leave in request order)
         self.disconnected = False
         self.body: list[bytes] = []
         self.start = time.perf_counter()
+        self.head: bytes | None = None  # the answer's status line and headers, less the Connection header
+        self.payload = b""
 
 
 class InferHttpProtocol(CoalescingHttpToolsProtocol):
@@ -123,6 +149,10 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
 
     _direct: _DirectCycle | None = None
     _idle_since: float | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._queue: deque[_DirectCycle] = deque()  # direct requests not answered yet, in request order
+        super().connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         self._idle_since = None
@@ -190,15 +220,18 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
             and b"%" not in url
             and self.parser.get_method() == b"POST"
             and not self.expect_100_continue
-            and (self.cycle is None or self.cycle.response_complete)
+            and (self.cycle is None or self.cycle.response_complete or self._queue)
             and not self.pipeline
         ):
             headers = dict(self.headers)
             length = headers.get(b"content-length", b"")
             if length.isdigit() and int(length) <= self.app_direct.limits.max_body_bytes:
                 keep = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
-                self._direct = cycle = _DirectCycle(headers, keep)
+                self._direct = cycle = _DirectCycle(url, headers, keep)
                 self.cycle = cycle  # type: ignore[assignment]
+                self._queue.append(cycle)
+                if len(self._queue) >= MAX_PIPELINE:
+                    self.flow.pause_reading()
                 return
         self._make_scope()
         super().on_headers_complete()
@@ -224,7 +257,7 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
         app.in_flight += 1
         slot: ModelSlot | None = None
         try:
-            slot = app.v2_slot(self.url.decode("ascii").split("/"))
+            slot = app.v2_slot(cycle.url.decode("ascii").split("/"))
             body = cycle.body[0] if len(cycle.body) == 1 else b"".join(cycle.body)
             cycle.body = []
             req, future = app.infer_v2_submit(slot, body, cycle.headers)
@@ -254,7 +287,7 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
         self._finish(cycle, slot, 200, payload, headers)
 
     def _crash(self, cycle: _DirectCycle, slot: ModelSlot | None, e: BaseException) -> None:
-        log.error("unhandled error on POST %s", self.url.decode("ascii", "replace"), exc_info=e)
+        log.error("unhandled error on POST %s", cycle.url.decode("ascii", "replace"), exc_info=e)
         body = orjson.dumps({"error": internal_error(e)})
         self._finish(cycle, slot, 500, body, _JSON_500)
 
@@ -269,11 +302,9 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
         app = self.app_direct
         app.in_flight -= 1
         app.metrics.request(slot.name if slot is not None else "", "v2", status, time.perf_counter() - cycle.start)
-        cycle.response_complete = True
         transport = self.transport
         if transport.is_closing():
             return
-        keep = cycle.keep_alive and not app.draining
         out = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             out += [name, b": ", value, b"\r\n"]
@@ -281,14 +312,47 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
             if name != b"connection":
                 out += [name, b": ", value, b"\r\n"]
         out += [b"content-length: ", str(len(payload)).encode(), b"\r\n"]
+        cycle.head = b"".join(out)
+        cycle.payload = payload
+        if self._queue and self._queue[0] is cycle:
+            self._write_ready()
+
+    def _write_ready(self) -> None:
+        """Write the answers that are ready at the head of the queue, in request order."""
+        queue = self._queue
+        transport = self.transport
+        draining = self.app_direct.draining
+        out: list[bytes] = []
+        written = 0
+        keep = True
+        while queue and (head := queue[0].head) is not None:
+            cycle = queue.popleft()
+            cycle.response_complete = True
+            written += 1
+            # Draining: the last answer of the queue closes the connection (no new request is read meanwhile).
+            keep = cycle.keep_alive and not (draining and not queue)
+            out += [head, b"\r\n"] if keep else [head, b"connection: close\r\n\r\n"]
+            out.append(cycle.payload)
+            if not keep:
+                break
+        if not written:
+            return
+        data = b"".join(out)
         if not keep:
-            out.append(b"connection: close\r\n")
-        out += [b"\r\n", payload]
-        transport.write_now(b"".join(out))  # type: ignore[attr-defined]
-        if keep:
-            self.on_response_complete()
-        else:
+            queue.clear()
+            transport.write(data)
             transport.close()
+            return
+        self.server_state.total_requests += written - 1
+        if queue:
+            transport.write(data)  # more answers may follow in this loop turn: they leave together
+            if draining:
+                self.flow.pause_reading()
+            elif len(queue) < MAX_PIPELINE // 2 and not self.pipeline:
+                self.flow.resume_reading()
+        else:
+            transport.write_now(data)  # type: ignore[attr-defined]
+            self.on_response_complete()
 
 
 def protocol_for(app: InferenceApp) -> type[InferHttpProtocol]:
