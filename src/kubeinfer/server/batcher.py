@@ -22,9 +22,11 @@ whose last ``INLINE_AFTER`` batches each took under ``INLINE_MAX_SECONDS`` of th
 loop itself. Handing a batch to a thread and its result back is two thread wake-ups and two transfers of
 the GIL, and while the loop is busy parsing and encoding the worker waits for the GIL: a 15-row logistic regression
 took 1.5-2.3 ms from dispatch to result that way under load, against 0.18 ms run on the loop
-(``bench/router/RESULTS.md``). A batch run on the loop that takes longer than ``INLINE_BACK_SECONDS`` sends the
-model's next batches back to the thread, and each such return doubles the run of fast batches needed to come back,
-so a model that is only sometimes slow stalls the loop a bounded number of times. A model that hangs on the loop stops the
+(``bench/router/RESULTS.md``). A batch run on the loop that takes more than ``INLINE_BACK_SECONDS`` of the loop
+thread's CPU, or more than ``INLINE_BACK_WALL_SECONDS`` of time, sends the model's next batches back to the thread,
+and each such return doubles the run of fast batches needed to come back, so a model that is only sometimes slow
+stalls the loop a bounded number of times. (CPU time rather than time for the first test: on a busy machine the
+loop thread is preempted now and then in the middle of a batch, which says nothing about the model.) A model that hangs on the loop stops the
 server's liveness endpoint with it, so the replica is restarted (and its requests retried elsewhere by the router).
 """
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -47,11 +50,14 @@ from kubeinfer.server.tensors import InferRequest
 
 __all__ = ["BatchFormer", "Batcher", "Dispatch", "Wait"]
 
+log = logging.getLogger("kubeinfer.server")
+
 SWEEP_SECONDS = 0.05
 INLINE_MAX_SECONDS = 0.0005  # a batch under this much worker CPU costs less than its hand-over to a thread
 INLINE_WALL_SECONDS = 0.01  # ... and under this much time in the worker (more: it waits on something)
 INLINE_AFTER = 8  # consecutive batches that fast before batches run on the event loop
-INLINE_BACK_SECONDS = 0.002  # a batch on the loop that took longer sends the next ones back to the thread
+INLINE_BACK_SECONDS = 0.002  # a batch on the loop that took more CPU sends the next ones back to the thread
+INLINE_BACK_WALL_SECONDS = 0.05  # ... or that took longer (it waited on something)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,12 +269,22 @@ class Batcher:
             items = [self._items.pop(k) for k in action.items]
             started = time.monotonic()
             if self._inline:
+                cpu0 = time.thread_time()
                 results = self._run(items)
                 took = time.monotonic() - started
-                if took > INLINE_BACK_SECONDS:
+                cpu = time.thread_time() - cpu0
+                if cpu > INLINE_BACK_SECONDS or took > INLINE_BACK_WALL_SECONDS:
                     self._inline = False
                     self._fast = 0
                     self._needed = min(self._needed * 2, INLINE_AFTER << 10)
+                    log.info(
+                        "model %r: a batch on the event loop took %.1f ms (%.1f ms of CPU); batches run in worker "
+                        "threads again until %d in a row are fast",
+                        self.model.name,
+                        took * 1e3,
+                        cpu * 1e3,
+                        self._needed,
+                    )
                 self.former.done()
                 self._complete(items, results, started, took)
                 continue
@@ -311,7 +327,14 @@ class Batcher:
         else:
             cpu, wall = self._last
             self._fast = self._fast + 1 if cpu < INLINE_MAX_SECONDS and wall < INLINE_WALL_SECONDS else 0
-            self._inline = self._inline_ok and self._fast >= self._needed
+            if self._inline_ok and self._fast >= self._needed and not self._inline:
+                self._inline = True
+                log.info(
+                    "model %r: %d batches in a row took under %.1f ms of CPU; batches now run on the event loop",
+                    self.model.name,
+                    self._fast,
+                    INLINE_MAX_SECONDS * 1e3,
+                )
         self._complete(items, results, started, now - started)
         self._pump()
 

@@ -79,7 +79,14 @@ def test_several_instances_always_use_threads() -> None:
     assert not any(asyncio.run(one_by_one(Where(), INLINE_AFTER + 3, workers=2))[1])
 
 
-def test_a_model_that_turns_slow_on_the_loop_goes_back_to_threads_and_needs_twice_the_run_to_return() -> None:
+@pytest.mark.parametrize(
+    ("attr", "seconds"),
+    [("busy", batcher_module.INLINE_BACK_SECONDS * 2), ("sleep", batcher_module.INLINE_BACK_WALL_SECONDS * 1.5)],
+    ids=["takes-cpu", "blocks"],
+)
+def test_a_model_that_turns_slow_on_the_loop_goes_back_to_threads_and_needs_twice_the_run_to_return(
+    attr: str, seconds: float
+) -> None:
     async def main() -> list[bool]:
         model = Where()
         loop_thread = threading.get_ident()
@@ -88,7 +95,7 @@ def test_a_model_that_turns_slow_on_the_loop_goes_back_to_threads_and_needs_twic
             seen = []
             for i in range(INLINE_AFTER + 1 + 1 + 2 * INLINE_AFTER + 1):
                 # Batch INLINE_AFTER (the first on the loop) is slow: the next ones go back to a thread.
-                model.sleep = batcher_module.INLINE_BACK_SECONDS * 2 if i == INLINE_AFTER else 0.0
+                setattr(model, attr, seconds if i == INLINE_AFTER else 0.0)
                 await b.submit(InferRequest({"x": np.zeros((1, 1), np.float32)}, 1))
                 seen.append(model.threads[-1] == loop_thread)
             return seen
