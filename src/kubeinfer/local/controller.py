@@ -49,7 +49,7 @@ from kubeinfer.local.events import EventLog
 from kubeinfer.local.gpu import GpuAllocator, GpuError, GpuInventory
 from kubeinfer.local.metrics import MetricsSource, ReplicaMetrics
 from kubeinfer.local.process import Clock, Process, ProcessRunner, read_tail, serve_command
-from kubeinfer.local.resources import CgroupV2, LaunchPlan, cpu_cores, memory_limit, plan_launch
+from kubeinfer.local.resources import CgroupV2, CpuQuota, LaunchPlan, cpu_cores, cpu_limit, memory_limit, plan_launch
 from kubeinfer.local.rollout import ReplicaView, RolloutProgress, plan
 from kubeinfer.local.settings import LocalSettings
 from kubeinfer.spec import InferenceService, resolve_uri
@@ -120,6 +120,7 @@ class Replica:
     """The Unix socket the replica also serves HTTP on; the router uses it (None: the path would be too long)."""
     launch: LaunchPlan = field(default_factory=LaunchPlan)
     cgroup: str | None = None
+    cpu_cgroup: str | None = None
     we_killed: bool = False
     watchdog_oom: bool = False
     oom_base: int = 0
@@ -154,6 +155,7 @@ class ServiceController:
         backend_factory: Callable[..., Any],
         cpus: Sequence[int] | None = None,
         cgroups: CgroupV2 | None = None,
+        cpu_quota: CpuQuota | None = None,
     ) -> None:
         self.settings = settings
         self.runner = runner
@@ -164,6 +166,7 @@ class ServiceController:
         self.gpus = GpuAllocator(gpus)
         self.cpus = list(cpus if cpus is not None else sorted(os.sched_getaffinity(0)))
         self.cgroups = cgroups
+        self.cpu_quota = cpu_quota
         self.name = svc.name
         self.dir = settings.service_dir(self.name)
         self.events = EventLog()
@@ -381,7 +384,10 @@ class ServiceController:
         if mem is not None and self.cgroups is not None and self.cgroups.available:
             rep.cgroup = self.cgroups.create(rep.id, mem)
             rep.oom_base = CgroupV2.oom_kills(rep.cgroup) if rep.cgroup else 0
-        rep.launch = plan_launch(spec.resources, self.cpus, rep.slot, rep.cgroup)
+        limit = cpu_limit(spec.resources)
+        if limit is not None and self.cpu_quota is not None and self.cpu_quota.available:
+            rep.cpu_cgroup = self.cpu_quota.create(rep.id, limit)
+        rep.launch = plan_launch(spec.resources, self.cpus, rep.slot, rep.cgroup, rep.cpu_cgroup)
         # Always through the launcher: besides affinity and limits it ties the replica's life to this process.
         sock = self.dir / "run" / f"{rep.id}.sock"
         rep.uds = str(sock) if len(os.fsencode(sock)) < UDS_MAX_BYTES else None
@@ -429,9 +435,10 @@ class ServiceController:
         now = self.clock.monotonic()
         if reason == "OOMKilled":
             self._ooms.append(now)
-        if rep.cgroup:
-            CgroupV2.remove(rep.cgroup)
-            rep.cgroup = None
+        for group in (rep.cgroup, rep.cpu_cgroup):
+            if group:
+                CgroupV2.remove(group)
+        rep.cgroup = rep.cpu_cgroup = None
         self.gpus.release(rep.id)
         self._step(rep, replica.Exited(code, reason), now)
 
@@ -747,6 +754,9 @@ class ServiceController:
                     "cpu": None if r.cpu_cores is None else round(r.cpu_cores, 3),
                     "memory": r.rss,
                     "cpus": list(r.launch.cpus) if r.launch.cpus else None,
+                    # CFS quota (limits.cpu) and the time it held the replica back, as cAdvisor's
+                    # container_cpu_cfs_throttled_* report it; None without a quota
+                    "cpu_throttled_seconds": round(CpuQuota.throttled(r.cpu_cgroup)[1], 3) if r.cpu_cgroup else None,
                     "log": str(r.log_path),
                 }
             )

@@ -1,7 +1,7 @@
 """The replica launcher: ``python -m kubeinfer.local.launch PLAN_JSON -- COMMAND...``.
 
 Applies what must hold from the first instruction of the server process, then ``exec``s it (same pid): join the
-replica's cgroup, CPU affinity, ``RLIMIT_DATA``, and a parent-death signal so that replicas do not outlive a
+replica's cgroups (memory limit, CPU quota), CPU affinity, ``RLIMIT_DATA``, and a parent-death signal so that replicas do not outlive a
 platform that was killed. Doing this in a tiny exec'd program rather than a ``preexec_fn`` keeps the parent
 (an asyncio process with threads) clear of fork-safety problems.
 """
@@ -19,10 +19,10 @@ _PR_SET_PDEATHSIG = 1
 
 
 def apply(plan: dict[str, object]) -> None:
-    cgroup = plan.get("cgroup")
-    if isinstance(cgroup, str):
+    groups = plan.get("cgroups")
+    for cgroup in groups if isinstance(groups, list) else []:
         try:
-            with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+            with open(os.path.join(str(cgroup), "cgroup.procs"), "w") as f:
                 f.write("0")
         except OSError as e:
             print(f"kubeinfer launch: cannot join cgroup {cgroup}: {e}", file=sys.stderr, flush=True)

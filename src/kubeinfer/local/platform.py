@@ -20,7 +20,7 @@ from kubeinfer.local.controller import ControllerError, ServiceController
 from kubeinfer.local.gpu import NvmlInventory
 from kubeinfer.local.metrics import HttpMetricsSource
 from kubeinfer.local.process import MonotonicClock, SubprocessRunner
-from kubeinfer.local.resources import CgroupV2
+from kubeinfer.local.resources import CgroupV2, CpuQuota
 from kubeinfer.local.router import Backend, Router
 from kubeinfer.local.settings import LocalSettings
 from kubeinfer.spec import InferenceService, SpecError, validate_spec
@@ -61,6 +61,7 @@ class Platform:
             clock=MonotonicClock(),
             backend_factory=Backend,
             cgroups=CgroupV2(),
+            cpu_quota=CpuQuota(),
         )
         self.folder = settings.service_dir(svc.name)
         self.control = ControlServer(

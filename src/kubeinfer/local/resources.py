@@ -6,13 +6,17 @@ enough) and the thread pools of numpy/BLAS/OpenMP/ONNX Runtime are sized to matc
 friends), so a replica does not oversubscribe the cores it may use. The limit wins over the request when both are
 given (that is what the container may use).
 
+A CPU *limit* is also enforced as Kubernetes does, with CFS bandwidth control (:class:`CpuQuota`): the replica's
+own cgroup gets ``limit x 100 ms`` of CPU time per 100 ms period (``cpu.max`` in cgroup v2, ``cpu.cfs_quota_us`` in
+v1), where this process may create one. A request alone sets no quota (a request is a share, not a cap).
+
 Memory limits are enforced with a cgroup v2 child group (``memory.max``; its ``memory.events`` ``oom_kill`` counter
 then tells an out-of-memory kill apart) where this process may create one; otherwise with ``RLIMIT_DATA`` (heap and
 anonymous mappings: allocations beyond it fail with MemoryError) plus a watchdog in the controller that SIGKILLs a
 replica whose resident memory exceeds the limit, as the kernel's OOM killer would. Either way the exit is reported
 as ``OOMKilled`` (see :func:`kubeinfer.local.replica.classify_exit`).
 
-The planning functions are pure; :class:`CgroupV2` touches ``/sys/fs/cgroup``.
+The planning functions are pure; :class:`CgroupV2` and :class:`CpuQuota` touch ``/sys/fs/cgroup``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,17 @@ from pathlib import Path
 
 from kubeinfer.spec.service import ResourcesSpec
 
-__all__ = ["THREAD_VARS", "CgroupV2", "LaunchPlan", "cpu_cores", "cpu_set", "memory_limit", "plan_launch"]
+__all__ = [
+    "THREAD_VARS",
+    "CgroupV2",
+    "CpuQuota",
+    "LaunchPlan",
+    "cpu_cores",
+    "cpu_limit",
+    "cpu_set",
+    "memory_limit",
+    "plan_launch",
+]
 
 THREAD_VARS = (
     "OMP_NUM_THREADS",
@@ -40,6 +54,12 @@ THREAD_VARS = (
 def cpu_cores(res: ResourcesSpec) -> float | None:
     """Cores a replica may use: the limit, else the request, else no constraint."""
     q = res.limits.quantity("cpu") or res.requests.quantity("cpu")
+    return None if q is None else float(q.value)
+
+
+def cpu_limit(res: ResourcesSpec) -> float | None:
+    """The CPU limit alone (cores), which becomes a CFS quota."""
+    q = res.limits.quantity("cpu")
     return None if q is None else float(q.value)
 
 
@@ -68,13 +88,25 @@ class LaunchPlan:
     rlimit_data: int | None = None
     cgroup: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    cpu_cgroup: str | None = None  # the group with the CPU quota (in cgroup v2, the same as ``cgroup`` when both)
 
     def to_json(self) -> dict[str, object]:
-        return {"cpus": list(self.cpus) if self.cpus else None, "rlimit_data": self.rlimit_data, "cgroup": self.cgroup}
+        groups = [g for g in (self.cgroup, self.cpu_cgroup) if g]
+        return {
+            "cpus": list(self.cpus) if self.cpus else None,
+            "rlimit_data": self.rlimit_data,
+            "cgroups": list(dict.fromkeys(groups)),
+        }
 
 
-def plan_launch(res: ResourcesSpec, available_cpus: Sequence[int], slot: int, cgroup: str | None = None) -> LaunchPlan:
-    """Affinity, thread counts and memory enforcement of the replica in ``slot``."""
+def plan_launch(
+    res: ResourcesSpec,
+    available_cpus: Sequence[int],
+    slot: int,
+    cgroup: str | None = None,
+    cpu_cgroup: str | None = None,
+) -> LaunchPlan:
+    """Affinity, thread counts, CPU quota and memory enforcement of the replica in ``slot``."""
     cores = cpu_cores(res)
     cpus = cpu_set(available_cpus, slot, cores) if cores is not None else None
     threads = len(cpus) if cpus is not None else None
@@ -87,6 +119,7 @@ def plan_launch(res: ResourcesSpec, available_cpus: Sequence[int], slot: int, cg
         rlimit_data=mem if mem is not None and cgroup is None else None,
         cgroup=cgroup if mem is not None else None,
         env=env,
+        cpu_cgroup=cpu_cgroup if cpu_limit(res) is not None else None,
     )
 
 
@@ -151,3 +184,83 @@ class CgroupV2:
             Path(path).rmdir()
         except OSError:
             pass
+
+
+class CpuQuota:
+    """CFS bandwidth control for a replica's CPU limit, in a child group of this process's own cgroup: ``cpu.max``
+    under cgroup v2 when the ``cpu`` controller is delegated, else ``cpu.cfs_quota_us`` in the v1 ``cpu`` hierarchy
+    when it is writable. ``why_not`` says why neither could be used (the limit then only sizes affinity and threads).
+    """
+
+    PERIOD_US = 100_000  # the kubelet's CFS period
+
+    def __init__(self, root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> None:
+        self.base: Path | None = None
+        self.v2 = False
+        self.why_not = ""
+        try:
+            lines = proc_cgroup.read_text().splitlines()
+        except OSError as e:
+            self.why_not = f"cannot read {proc_cgroup}: {e}"
+            return
+        for line in lines:
+            _, controllers, own = line.split(":", 2)
+            if controllers == "" and (root / "cgroup.controllers").exists():
+                base = root / own.lstrip("/")
+                try:
+                    delegated = "cpu" in (base / "cgroup.subtree_control").read_text().split()
+                except OSError:
+                    delegated = False
+                if delegated and os.access(base, os.W_OK):
+                    self.base, self.v2 = base, True
+                    return
+            elif "cpu" in controllers.split(","):
+                for mount in (root / controllers, root / "cpu", root / "cpu,cpuacct"):
+                    base = mount / own.lstrip("/")
+                    if (base / "cpu.cfs_quota_us").exists() and os.access(base, os.W_OK):
+                        self.base = base
+                        return
+        self.why_not = "no writable cgroup with the cpu controller (v2 delegation or the v1 cpu hierarchy)"
+
+    @property
+    def available(self) -> bool:
+        return self.base is not None
+
+    def create(self, name: str, cores: float) -> str | None:
+        """Make (or reuse) ``kubeinfer-NAME`` with a quota of ``cores``; its path, or None if that failed."""
+        if self.base is None:
+            return None
+        path = self.base / f"kubeinfer-{name}"
+        try:
+            path.mkdir(exist_ok=True)
+            self.set(str(path), cores)
+        except OSError as e:
+            self.why_not = f"cannot create {path}: {e}"
+            return None
+        return str(path)
+
+    def set(self, path: str, cores: float | None) -> None:
+        """Set the quota of a group made by :meth:`create` (None: no quota)."""
+        quota = -1 if cores is None else max(1000, round(cores * self.PERIOD_US))
+        if self.v2:
+            (Path(path) / "cpu.max").write_text(f"{'max' if quota < 0 else quota} {self.PERIOD_US}")
+        else:
+            (Path(path) / "cpu.cfs_period_us").write_text(str(self.PERIOD_US))
+            (Path(path) / "cpu.cfs_quota_us").write_text(str(quota))
+
+    @staticmethod
+    def throttled(path: str) -> tuple[int, float]:
+        """Periods in which the group was throttled, and the seconds it spent throttled, since it was made."""
+        periods, seconds = 0, 0.0
+        try:
+            for line in (Path(path) / "cpu.stat").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "nr_throttled":
+                    periods = int(value)
+                elif key == "throttled_usec":  # v2
+                    seconds = int(value) / 1e6
+                elif key == "throttled_time":  # v1, nanoseconds
+                    seconds = int(value) / 1e9
+        except (OSError, ValueError):
+            pass
+        return periods, seconds

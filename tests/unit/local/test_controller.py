@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from kubeinfer.local.backoff import BackoffConfig
 from kubeinfer.local.controller import ControllerError, ServiceController
 from kubeinfer.local.gpu import GpuError
 from kubeinfer.local.metrics import ReplicaMetrics
+from kubeinfer.local.resources import CgroupV2, CpuQuota
 from kubeinfer.local.settings import LocalSettings
 from kubeinfer.local.testing import (
     FakeBackend,
@@ -284,3 +286,36 @@ def test_load_samples_carry_the_replicas_busy_time_as_work(tmp_path: Path) -> No
         assert sample.work == pytest.approx(0.75)  # 1.5 busy seconds over 2 s
 
     run(tmp_path, body, svc)
+
+
+def test_a_cpu_limit_puts_each_replica_in_its_own_quota_group_removed_when_it_exits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    removed: list[str] = []
+    monkeypatch.setattr(CgroupV2, "remove", staticmethod(removed.append))
+    root = tmp_path / "cgroup"
+    (root / "cpu" / "pod").mkdir(parents=True)
+    (root / "cpu" / "pod" / "cpu.cfs_quota_us").write_text("-1")
+    (root / "self").write_text("3:cpu:/pod\n")
+    svc = service(resources={"limits": {"cpu": "500m"}})
+
+    async def main() -> None:
+        h = Harness(tmp_path, svc)
+        h.c.cpu_quota = CpuQuota(root=root, proc_cgroup=root / "self")
+        await h.run(2)
+        groups = []
+        for p in h.runner.processes:
+            plan = json.loads(p.argv[p.argv.index("kubeinfer.local.launch") + 1])
+            (group,) = plan["cgroups"]
+            assert (Path(group) / "cpu.cfs_quota_us").read_text() == "50000"
+            groups.append(group)
+        assert len(set(groups)) == 2
+        assert all(r["cpu_throttled_seconds"] == 0.0 for r in h.c.status()["replicas"])
+        h.runner.processes[0].exit(0)
+        await h.run(0.5)
+        assert removed == [groups[0]]
+        for p in h.runner.alive():
+            p.exit(0)
+        await asyncio.sleep(0)
+
+    asyncio.run(main())

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from kubeinfer.local.gpu import GpuAllocator, GpuDevice, GpuError, MigDevice
-from kubeinfer.local.resources import CgroupV2, cpu_set, plan_launch
+from kubeinfer.local.resources import CgroupV2, CpuQuota, cpu_set, plan_launch
 from kubeinfer.local.testing import FakeGpuInventory
 from kubeinfer.spec.service import GpuSpec, ResourcesSpec
 
@@ -121,3 +125,73 @@ def test_no_gpu_gives_a_clear_message() -> None:
     assert "spec.resources.gpu asks for 1 whole GPU(s)" in msg and "nvidia-ml-py" in msg and "remove" in msg
     a.check(GpuSpec())  # asking for none is fine anywhere
     assert a.allocate("r", GpuSpec()) == {}
+
+
+def test_only_a_cpu_limit_becomes_a_quota_group_in_the_launch_plan() -> None:
+    limited = ResourcesSpec.model_validate({"requests": {"cpu": "250m"}, "limits": {"cpu": "500m"}})
+    p = plan_launch(limited, [0, 1], 0, cpu_cgroup="/sys/fs/cgroup/cpu/kubeinfer-a")
+    assert p.to_json()["cgroups"] == ["/sys/fs/cgroup/cpu/kubeinfer-a"]
+    requested = ResourcesSpec.model_validate({"requests": {"cpu": "1"}})  # a request is a share, not a cap
+    assert plan_launch(requested, [0, 1], 0, cpu_cgroup="/x").to_json()["cgroups"] == []
+    both = ResourcesSpec.model_validate({"limits": {"cpu": "1", "memory": "1Gi"}})
+    # cgroup v2: memory and CPU in one group, joined once
+    assert plan_launch(both, [0, 1], 0, cgroup="/g", cpu_cgroup="/g").to_json()["cgroups"] == ["/g"]
+
+
+def test_cpu_quota_in_cgroup_v2_writes_cpu_max(tmp_path: Path) -> None:
+    (tmp_path / "cgroup.controllers").write_text("cpu memory")
+    (tmp_path / "self").write_text("0::/user.slice\n")
+    (tmp_path / "user.slice").mkdir()
+    (tmp_path / "user.slice" / "cgroup.subtree_control").write_text("memory")
+    q = CpuQuota(root=tmp_path, proc_cgroup=tmp_path / "self")
+    assert not q.available and "cpu controller" in q.why_not  # cpu not delegated
+    (tmp_path / "user.slice" / "cgroup.subtree_control").write_text("cpu memory")
+    q = CpuQuota(root=tmp_path, proc_cgroup=tmp_path / "self")
+    path = q.create("svc-1", 0.5)
+    assert path == str(tmp_path / "user.slice" / "kubeinfer-svc-1")
+    assert (Path(path) / "cpu.max").read_text() == "50000 100000"
+    q.set(path, None)
+    assert (Path(path) / "cpu.max").read_text() == "max 100000"
+    (Path(path) / "cpu.stat").write_text("usage_usec 10\nnr_periods 40\nnr_throttled 7\nthrottled_usec 250000\n")
+    assert CpuQuota.throttled(path) == (7, 0.25)
+
+
+def test_cpu_quota_in_the_cgroup_v1_cpu_hierarchy(tmp_path: Path) -> None:
+    (tmp_path / "self").write_text("4:memory:/x\n2:cpu,cpuacct:/pod\n0::/\n")
+    base = tmp_path / "cpu,cpuacct" / "pod"
+    base.mkdir(parents=True)
+    (base / "cpu.cfs_quota_us").write_text("-1")
+    q = CpuQuota(root=tmp_path, proc_cgroup=tmp_path / "self")
+    assert q.available and not q.v2
+    path = q.create("svc-2", 1.5)
+    assert path is not None
+    assert (Path(path) / "cpu.cfs_quota_us").read_text() == "150000"
+    assert (Path(path) / "cpu.cfs_period_us").read_text() == "100000"
+    (Path(path) / "cpu.stat").write_text("nr_periods 10\nnr_throttled 3\nthrottled_time 2000000000\n")
+    assert CpuQuota.throttled(path) == (3, 2.0)
+
+
+def test_a_real_cpu_quota_holds_a_spinning_process_to_its_limit() -> None:
+    q = CpuQuota()
+    if not q.available:
+        pytest.skip(f"no CPU quota on this machine: {q.why_not}")
+    path = q.create(f"test-{os.getpid()}", 0.2)
+    assert path is not None, q.why_not
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 1.5:\n    pass\n"
+    plan = json.dumps({"cgroups": [path]})
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "kubeinfer.local.launch", plan, "--", sys.executable, "-c", spin + _REPORT],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        used = float(proc.stdout.strip())
+        assert used < 0.2 * 1.5 * 1.6, f"{used:.2f} s of CPU in 1.5 s under a 0.2-CPU quota"
+        assert CpuQuota.throttled(path)[0] > 0
+    finally:
+        CgroupV2.remove(path)
+
+
+_REPORT = "import resource\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_utime)\n"
