@@ -10,6 +10,11 @@ Each round runs, in this order, with a short wrk warm-up before each:
 3. throughput, direct: two wrk processes at once, -c32 to replica A and -c32 to replica B, requests/s summed;
 4. throughput, router: one wrk -c64 to a router with backends A and B.
 
+With ``--replica-cpu X`` each round also runs 3 and 4 with every replica held to X CPUs by a CFS quota in its own
+cgroup (``kubeinfer.local.resources.CpuQuota``, what ``kubeinfer up`` does for ``limits.cpu``, as the kubelet does):
+the replicas then have a CPU budget of their own, as in a deployment, instead of sharing every core with the router
+and the load generator.
+
 The routers run in their own processes (``bench/router/serve_router.py``, uvloop) as they would inside
 ``kubeinfer up``. Figures are medians over the rounds; the machine is shared, so only ratios taken in one sitting
 mean much.
@@ -35,6 +40,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
+from kubeinfer.local.resources import CgroupV2  # noqa: E402
 from kubeinfer.testing import ServerProcess  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -177,7 +183,20 @@ def main() -> int:
         action="store_true",
         help="also HAProxy (if installed, e.g. apt-get install haproxy) in front of the same replicas, for reference",
     )
+    ap.add_argument(
+        "--replica-cpu",
+        type=float,
+        default=None,
+        help="also run the throughput pair with each replica held to this many CPUs by a CFS quota",
+    )
     args = ap.parse_args()
+    quota = None
+    if args.replica_cpu is not None:
+        from kubeinfer.local.resources import CpuQuota
+
+        quota = CpuQuota()
+        if not quota.available:
+            ap.error(f"--replica-cpu needs a writable cgroup with the cpu controller: {quota.why_not}")
     if args.haproxy and shutil.which("haproxy") is None:
         ap.error("--haproxy needs the haproxy binary on PATH (apt-get install haproxy)")
 
@@ -197,6 +216,16 @@ def main() -> int:
         hap = start_haproxy(tmp, [a, b], socks) if args.haproxy else None
         if hap is not None:
             rows["haproxy_c64"] = []
+        groups: list[str] = []
+        if quota is not None:
+            rows["direct_2x32_quota"], rows["router_c64_quota"] = [], []
+            for name, replica in (("bench-router-a", a), ("bench-router-b", b)):
+                group = quota.create(f"{name}-{replica.pid}", args.replica_cpu)
+                if group is None:
+                    raise SystemExit(f"cannot make a CPU quota group: {quota.why_not}")
+                Path(group, "cgroup.procs").write_text(str(replica.pid))
+                quota.set(group, None)  # no quota but in the quota runs
+                groups.append(group)
         try:
             replicas = [psutil.Process(a.pid), psutil.Process(b.pid)]
             router2 = psutil.Process(r2.pid)
@@ -225,6 +254,20 @@ def main() -> int:
                 row["router_cpu_us"] = 1e6 * (cpu([router2]) - cpu0) / (row["rps"] * (args.duration + args.warmup))
                 rows["router_c64"].append(row)
 
+            def with_quota(step: Callable[[], None], key: str, into: str) -> Callable[[], None]:
+                def run() -> None:
+                    assert quota is not None
+                    for group in groups:
+                        quota.set(group, args.replica_cpu)
+                    try:
+                        step()
+                    finally:
+                        for group in groups:
+                            quota.set(group, None)
+                    rows[into].append(rows[key].pop())
+
+                return run
+
             def haproxy_c64() -> None:
                 assert hap is not None
                 rows["haproxy_c64"] += run_wrk([hap[1]], 64, args.duration, script, args.warmup)
@@ -236,6 +279,12 @@ def main() -> int:
                     order = [router_c1, direct_c1, router_c64, direct_2x32]
                 if hap is not None:
                     order.append(haproxy_c64)
+                if quota is not None:
+                    pair = [
+                        with_quota(direct_2x32, "direct_2x32", "direct_2x32_quota"),
+                        with_quota(router_c64, "router_c64", "router_c64_quota"),
+                    ]
+                    order += pair[::-1] if i % 2 else pair
                 for step in order:
                     step()
                 print(f"round {i + 1}: " + json.dumps({k: v[-1] for k, v in rows.items()}), flush=True)
@@ -251,6 +300,8 @@ def main() -> int:
                 r.wait(10)
             a.stop()
             b.stop()
+            for group in groups:
+                CgroupV2.remove(group)
 
     med = {k: {m: statistics.median(x[m] for x in v) for m in v[0]} for k, v in rows.items()}
     # Headline figures: medians of the per-round paired differences and ratios.
@@ -258,13 +309,26 @@ def main() -> int:
         r["p50_ms"] - d["p50_ms"] for r, d in zip(rows["router_c1"], rows["direct_c1"], strict=True)
     )
     ratio = statistics.median(r["rps"] / d["rps"] for r, d in zip(rows["router_c64"], rows["direct_2x32"], strict=True))
+    quota_ratio = None
+    if "router_c64_quota" in rows:
+        quota_ratio = statistics.median(
+            r["rps"] / d["rps"] for r, d in zip(rows["router_c64_quota"], rows["direct_2x32_quota"], strict=True)
+        )
     haproxy_ratio = None
     if "haproxy_c64" in rows:
         haproxy_ratio = statistics.median(
             h["rps"] / d["rps"] for h, d in zip(rows["haproxy_c64"], rows["direct_2x32"], strict=True)
         )
-    write_results(args, rows, med, added_p50_ms, ratio, profile, haproxy_ratio)
-    print(json.dumps({"added_p50_ms": round(added_p50_ms, 4), "throughput_ratio": round(ratio, 4)}))
+    write_results(args, rows, med, added_p50_ms, ratio, profile, haproxy_ratio, quota_ratio)
+    print(
+        json.dumps(
+            {
+                "added_p50_ms": round(added_p50_ms, 4),
+                "throughput_ratio": round(ratio, 4),
+                "throughput_ratio_quota": None if quota_ratio is None else round(quota_ratio, 4),
+            }
+        )
+    )
     return 0
 
 
@@ -366,6 +430,7 @@ def write_results(
     ratio: float,
     profile: str,
     haproxy_ratio: float | None = None,
+    quota_ratio: float | None = None,
 ) -> None:
     names = {
         "direct_c1": "direct, 1 replica, c=1",
@@ -373,12 +438,15 @@ def write_results(
         "direct_2x32": "direct, 2 replicas, 2 x wrk c=32 (summed)",
         "router_c64": "router (2 backends), c=64",
         "haproxy_c64": "HAProxy (2 backends, reference), c=64",
+        "direct_2x32_quota": f"direct, 2 replicas held to {args.replica_cpu:g} CPU each, 2 x wrk c=32 (summed)",
+        "router_c64_quota": f"router (2 backends held to {args.replica_cpu:g} CPU each), c=64",
     }
     lines = [
         "# Router overhead",
         "",
         f"Command: `.venv/bin/python bench/router/run.py --rounds {args.rounds} --duration {args.duration:g}"
-        f"{' --profile' if args.profile else ''}{' --tcp' if args.tcp else ''}{' --haproxy' if args.haproxy else ''}`",
+        f"{' --profile' if args.profile else ''}{' --tcp' if args.tcp else ''}{' --haproxy' if args.haproxy else ''}"
+        f"{f' --replica-cpu {args.replica_cpu:g}' if args.replica_cpu is not None else ''}`",
         "",
         f"Machine: {platform.platform()}, {platform.processor() or platform.machine()}, "
         f"{__import__('os').cpu_count()} CPUs; Python {platform.python_version()}. Other work shared the machine, "
@@ -419,6 +487,15 @@ def write_results(
         "sockets replaced by no-op transports, CPU time); the rest is the kernel's loopback TCP work and uvloop "
         "(two reads, two writes and the wake-ups per request).",
     ]
+    if quota_ratio is not None:
+        lines += [
+            f"- **With each replica held to {args.replica_cpu:g} CPU** by a CFS quota in its own cgroup (what "
+            f"`kubeinfer up` does for `limits.cpu: {args.replica_cpu:g}`, as the kubelet does), so that the replicas "
+            "have a CPU budget of their own and the router and the load generator use the rest of the machine, as "
+            f"in a deployment: **{100 * quota_ratio:.1f}% of the same replicas driven directly** "
+            f"(target >= 90%): {'met' if quota_ratio >= 0.9 else 'NOT met'}. Behind the router a replica reads and "
+            "writes a Unix socket instead of the clients' TCP connections, so its budget goes further.",
+        ]
     if haproxy_ratio is not None:
         lines += [
             f"- For reference, **HAProxy** ({_haproxy_version()}, one thread, `balance leastconn`, `http-reuse always`, "
