@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,7 +123,38 @@ def plan_launch(
     )
 
 
-class CgroupV2:
+class _ChildGroups:
+    """Child cgroups ``kubeinfer-NAME`` under ``base`` (None: none can be made, ``why_not`` says why)."""
+
+    base: Path | None
+    why_not: str
+
+    @property
+    def available(self) -> bool:
+        return self.base is not None
+
+    def _make(self, name: str, configure: Callable[[Path], None]) -> str | None:
+        """Make (or reuse) the group and configure it; its path, or None if that failed."""
+        if self.base is None:
+            return None
+        path = self.base / f"kubeinfer-{name}"
+        try:
+            path.mkdir(exist_ok=True)
+            configure(path)
+        except OSError as e:
+            self.why_not = f"cannot create {path}: {e}"
+            return None
+        return str(path)
+
+    @staticmethod
+    def remove(path: str) -> None:
+        try:
+            Path(path).rmdir()
+        except OSError:
+            pass
+
+
+class CgroupV2(_ChildGroups):
     """A child cgroup per replica under this process's own cgroup, when cgroup v2 delegates one to us."""
 
     def __init__(self, root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")) -> None:
@@ -149,23 +180,15 @@ class CgroupV2:
         except OSError as e:
             self.why_not = f"cannot read cgroups: {e}"
 
-    @property
-    def available(self) -> bool:
-        return self.base is not None
-
     def create(self, name: str, memory_max: int) -> str | None:
         """Make ``kubeinfer-NAME`` with ``memory.max``; its path, or None if that failed."""
-        if self.base is None:
-            return None
-        path = self.base / f"kubeinfer-{name}"
-        try:
-            path.mkdir(exist_ok=True)
+
+        def configure(path: Path) -> None:
             (path / "memory.max").write_text(str(memory_max))
-            (path / "memory.swap.max").write_text("0") if (path / "memory.swap.max").exists() else None
-        except OSError as e:
-            self.why_not = f"cannot create {path}: {e}"
-            return None
-        return str(path)
+            if (path / "memory.swap.max").exists():
+                (path / "memory.swap.max").write_text("0")
+
+        return self._make(name, configure)
 
     @staticmethod
     def oom_kills(path: str) -> int:
@@ -178,15 +201,8 @@ class CgroupV2:
             pass
         return 0
 
-    @staticmethod
-    def remove(path: str) -> None:
-        try:
-            Path(path).rmdir()
-        except OSError:
-            pass
 
-
-class CpuQuota:
+class CpuQuota(_ChildGroups):
     """CFS bandwidth control for a replica's CPU limit, in a child group of this process's own cgroup: ``cpu.max``
     under cgroup v2 when the ``cpu`` controller is delegated, else ``cpu.cfs_quota_us`` in the v1 ``cpu`` hierarchy
     when it is writable. ``why_not`` says why neither could be used (the limit then only sizes affinity and threads).
@@ -222,22 +238,9 @@ class CpuQuota:
                         return
         self.why_not = "no writable cgroup with the cpu controller (v2 delegation or the v1 cpu hierarchy)"
 
-    @property
-    def available(self) -> bool:
-        return self.base is not None
-
     def create(self, name: str, cores: float) -> str | None:
         """Make (or reuse) ``kubeinfer-NAME`` with a quota of ``cores``; its path, or None if that failed."""
-        if self.base is None:
-            return None
-        path = self.base / f"kubeinfer-{name}"
-        try:
-            path.mkdir(exist_ok=True)
-            self.set(str(path), cores)
-        except OSError as e:
-            self.why_not = f"cannot create {path}: {e}"
-            return None
-        return str(path)
+        return self._make(name, lambda path: self.set(str(path), cores))
 
     def set(self, path: str, cores: float | None) -> None:
         """Set the quota of a group made by :meth:`create` (None: no quota)."""

@@ -18,9 +18,8 @@
 3. **Pipelined infer requests run together and are answered in order** (RFC 9112 section 9.3.2). uvicorn serves a
    connection's pipelined requests one after the other; here direct requests that arrive back to back on one
    connection are all queued to the batcher at once (so they can share a batch) and their answers leave in request
-   order, those ready in one loop turn in one ``send()``. The local router sends requests to a replica this way,
-   several on one connection, so that a replica behind it reads and writes once per burst instead of once per
-   request. At most ``MAX_PIPELINE`` requests of a connection are in progress; beyond that the connection is not
+   order, those ready in one loop turn in one ``send()``: a client or proxy that pipelines gets a replica that reads
+   and writes once per burst instead of once per request. At most ``MAX_PIPELINE`` requests of a connection are in progress; beyond that the connection is not
    read until answers went out. While the server drains, the connection is no longer read: the requests already
    read are answered, the last of them with ``Connection: close``.
 """
