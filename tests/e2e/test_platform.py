@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -150,3 +151,32 @@ def test_a_crash_looping_replica_backs_off_and_describe_says_why(platform: Up) -
     assert [m.split(" s ")[0] for m in backoffs[:3]] == ["back-off 0.5", "back-off 1", "back-off 2"]
     described = p.cli("describe", "crash").stdout
     assert "CrashLoopBackOff" in described and "exit code 3" in described
+
+
+def test_a_cpu_limit_holds_each_replica_to_its_quota_and_throttling_is_reported(platform: Up) -> None:
+    from kubeinfer.local.resources import CpuQuota
+
+    quota = CpuQuota()
+    if not quota.available:
+        pytest.skip(f"no CPU quota on this machine: {quota.why_not}")
+    extra = "  autoscaling: {policy: none}\n  replicas: 1\n  resources: {limits: {cpu: 200m}}\n"
+    p = platform("capped", spec_text("capped", extra=extra))
+    (rep,) = json.loads(p.cli("get", "capped", "-o", "json").stdout)["replicas"]
+    lines = Path(f"/proc/{rep['pid']}/cgroup").read_text().splitlines()
+    groups = [line.split(":", 2)[2] for line in lines]
+    mine = [g for g in groups if f"/kubeinfer-{rep['id']}-" in g]
+    assert len(mine) == 1, f"replica {rep['id']} is not in one group of its own: {groups}"
+    assert quota.base is not None
+    group = quota.base / mine[0].rsplit("/", 1)[1]
+    limit = (group / "cpu.max").read_text().split()[0] if quota.v2 else (group / "cpu.cfs_quota_us").read_text()
+    assert int(limit) == 20000
+    with Load(p.url, "capped", threads=8) as load:  # more than a fifth of a core of work: the quota bites
+        st = p.wait(
+            "the replica to be throttled and its CPU measured",
+            lambda s: (s["replicas"][0]["cpu_throttled_seconds"] or 0) > 0 and s["replicas"][0]["cpu"] is not None,
+            30,
+        )
+    assert load.failures == [] and load.ok > 0
+    assert st["replicas"][0]["cpu"] < 0.35  # cores used, under a quota of 0.2
+    p.down()
+    assert not group.exists()

@@ -382,11 +382,11 @@ class ServiceController:
             return
         mem = memory_limit(spec.resources)
         if mem is not None and self.cgroups is not None and self.cgroups.available:
-            rep.cgroup = self.cgroups.create(rep.id, mem)
+            rep.cgroup = self.cgroups.create(self._group_name(rep), mem)
             rep.oom_base = CgroupV2.oom_kills(rep.cgroup) if rep.cgroup else 0
         limit = cpu_limit(spec.resources)
         if limit is not None and self.cpu_quota is not None and self.cpu_quota.available:
-            rep.cpu_cgroup = self.cpu_quota.create(rep.id, limit)
+            rep.cpu_cgroup = self.cpu_quota.create(self._group_name(rep), limit)
         rep.launch = plan_launch(spec.resources, self.cpus, rep.slot, rep.cgroup, rep.cpu_cgroup)
         # Always through the launcher: besides affinity and limits it ties the replica's life to this process.
         sock = self.dir / "run" / f"{rep.id}.sock"
@@ -441,6 +441,11 @@ class ServiceController:
         rep.cgroup = rep.cpu_cgroup = None
         self.gpus.release(rep.id)
         self._step(rep, replica.Exited(code, reason), now)
+
+    @staticmethod
+    def _group_name(rep: Replica) -> str:
+        """The replica's cgroup name: its id, and this platform's pid (two platforms may run same-named services)."""
+        return f"{rep.id}-{os.getpid()}"
 
     def _release(self, rep: Replica) -> None:
         self.gpus.release(rep.id)
