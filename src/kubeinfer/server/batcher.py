@@ -25,9 +25,10 @@ took 1.5-2.3 ms from dispatch to result that way under load, against 0.18 ms run
 (``bench/router/RESULTS.md``). A batch run on the loop that takes more than ``INLINE_BACK_SECONDS`` of the loop
 thread's CPU, or more than ``INLINE_BACK_WALL_SECONDS`` of time, sends the model's next batches back to the thread,
 and each such return doubles the run of fast batches needed to come back, so a model that is only sometimes slow
-stalls the loop a bounded number of times. (CPU time rather than time for the first test: on a busy machine the
-loop thread is preempted now and then in the middle of a batch, which says nothing about the model.) A model that hangs on the loop stops the
-server's liveness endpoint with it, so the replica is restarted (and its requests retried elsewhere by the router).
+stalls the loop a bounded number of times (``InlinePolicy``). CPU time rather than time for the first test: on a
+busy machine the loop thread is preempted now and then in the middle of a batch, which says nothing about the
+model. A model that hangs on the loop stops the server's liveness endpoint with it, so the replica is restarted
+(and its requests retried elsewhere by the router).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from kubeinfer.runtimes.base import Model, ModelInfo
 from kubeinfer.server.errors import DeadlineExceeded, ModelFailed, ServerError, Unavailable
 from kubeinfer.server.tensors import InferRequest
 
-__all__ = ["BatchFormer", "Batcher", "Dispatch", "Wait"]
+__all__ = ["BatchFormer", "Batcher", "Dispatch", "InlinePolicy", "Wait"]
 
 log = logging.getLogger("kubeinfer.server")
 
@@ -133,6 +134,37 @@ class BatchFormer:
         return Dispatch(tuple(keys))
 
 
+class InlinePolicy:
+    """Whether batches run on the event loop or in a worker thread (module docstring), from what the last batches
+    cost. Plain state driven by measured seconds, like ``BatchFormer``; the shell measures and logs."""
+
+    __slots__ = ("allowed", "fast", "inline", "needed")
+
+    def __init__(self, workers: int) -> None:
+        self.allowed = workers == 1  # several instances need threads to run at once
+        self.fast = 0  # consecutive fast batches in a thread
+        self.needed = INLINE_AFTER  # fast batches needed to go to the loop; doubles at each return to threads
+        self.inline = False
+
+    def ran_in_thread(self, cpu: float | None, wall: float) -> bool:
+        """A batch ran in a thread (``cpu`` None: it could not run); True when batches now go to the loop."""
+        fast = cpu is not None and cpu < INLINE_MAX_SECONDS and wall < INLINE_WALL_SECONDS
+        self.fast = self.fast + 1 if fast else 0
+        if self.allowed and not self.inline and self.fast >= self.needed:
+            self.inline = True
+            return True
+        return False
+
+    def ran_on_loop(self, cpu: float, wall: float) -> bool:
+        """A batch ran on the loop; True when batches now go back to threads."""
+        if cpu <= INLINE_BACK_SECONDS and wall <= INLINE_BACK_WALL_SECONDS:
+            return False
+        self.inline = False
+        self.fast = 0
+        self.needed = min(self.needed * 2, INLINE_AFTER << 10)
+        return True
+
+
 BatchStats = Callable[[int, int, float, list[float]], None]
 """Called on the loop after each batch: (items, rows, compute seconds, queue seconds per item)."""
 
@@ -186,16 +218,13 @@ class Batcher:
         self._sweeper: asyncio.TimerHandle | None = None
         self._deadlines: dict[int, _Item] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._inline_ok = workers == 1  # several instances need threads to run at once
-        self._fast = 0  # consecutive fast batches in a thread (see the module docstring)
-        self._needed = INLINE_AFTER  # fast batches needed to run on the loop; doubles at each return to threads
-        self._inline = False
+        self.placement = InlinePolicy(workers)
         self._last = (0.0, 0.0)  # worker CPU and wall seconds of the last batch run in a thread
 
     @property
     def inline(self) -> bool:
         """Whether the next batch runs on the event loop (see the module docstring)."""
-        return self._inline
+        return self.placement.inline
 
     @property
     def queue_depth(self) -> int:
@@ -268,22 +297,19 @@ class Batcher:
                 return
             items = [self._items.pop(k) for k in action.items]
             started = time.monotonic()
-            if self._inline:
+            if self.placement.inline:
                 cpu0 = time.thread_time()
                 results = self._run(items)
                 took = time.monotonic() - started
                 cpu = time.thread_time() - cpu0
-                if cpu > INLINE_BACK_SECONDS or took > INLINE_BACK_WALL_SECONDS:
-                    self._inline = False
-                    self._fast = 0
-                    self._needed = min(self._needed * 2, INLINE_AFTER << 10)
+                if self.placement.ran_on_loop(cpu, took):
                     log.info(
                         "model %r: a batch on the event loop took %.1f ms (%.1f ms of CPU); batches run in worker "
                         "threads again until %d in a row are fast",
                         self.model.name,
                         took * 1e3,
                         cpu * 1e3,
-                        self._needed,
+                        self.placement.needed,
                     )
                 self.former.done()
                 self._complete(items, results, started, took)
@@ -319,22 +345,20 @@ class Batcher:
     def _finished(self, f: asyncio.Future[Any], *, items: list[_Item], started: float) -> None:
         now = time.monotonic()
         self.former.done()
+        cpu: float | None
         try:
             results = f.result()
+            cpu, wall = self._last
         except BaseException as e:  # the executor itself failed (e.g. shut down)
             results = [ModelFailed(f"model {self.model.name!r} could not run: {e}")] * len(items)
-            self._fast = 0
-        else:
-            cpu, wall = self._last
-            self._fast = self._fast + 1 if cpu < INLINE_MAX_SECONDS and wall < INLINE_WALL_SECONDS else 0
-            if self._inline_ok and self._fast >= self._needed and not self._inline:
-                self._inline = True
-                log.info(
-                    "model %r: %d batches in a row took under %.1f ms of CPU; batches now run on the event loop",
-                    self.model.name,
-                    self._fast,
-                    INLINE_MAX_SECONDS * 1e3,
-                )
+            cpu, wall = None, 0.0
+        if self.placement.ran_in_thread(cpu, wall):
+            log.info(
+                "model %r: %d batches in a row took under %.1f ms of CPU; batches now run on the event loop",
+                self.model.name,
+                self.placement.fast,
+                INLINE_MAX_SECONDS * 1e3,
+            )
         self._complete(items, results, started, now - started)
         self._pump()
 

@@ -342,14 +342,15 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
             transport.write(data)
             transport.close()
             return
-        self.server_state.total_requests += written - 1
         if queue:
+            self.server_state.total_requests += written
             transport.write(data)  # more answers may follow in this loop turn: they leave together
             if draining:
                 self.flow.pause_reading()
             elif len(queue) < MAX_PIPELINE // 2 and not self.pipeline:
                 self.flow.resume_reading()
         else:
+            self.server_state.total_requests += written - 1  # on_response_complete counts the last
             transport.write_now(data)  # type: ignore[attr-defined]
             self.on_response_complete()
 
