@@ -85,13 +85,22 @@ class ModelInfo:
     # Rows of different requests may be concatenated on axis 0 and split back (true for nearly every model).
     batchable: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    # Names of the first input's columns (a 2-D table fitted on a DataFrame): a request may send one input per
+    # column instead, as MLServer's pandas codec and KServe v2 do for DataFrames.
+    columns: tuple[str, ...] = ()
+    # A numeric input of another numeric datatype is cast to the declared one (the model converts anyway, as
+    # scikit-learn does) instead of being refused.
+    cast_numeric: bool = False
     input_index: dict[str, TensorSpec] = field(default_factory=dict, repr=False, compare=False)
     output_names: frozenset[str] = field(default_factory=frozenset, repr=False, compare=False)
+    output_order: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Derived once at load: the request path looks inputs and outputs up on every request.
         self.input_index = {s.name: s for s in self.inputs}
         self.output_names = frozenset(s.name for s in self.outputs)
+        # Responses list outputs in the order the metadata declares them, whatever order the model returns.
+        self.output_order = tuple(s.name for s in self.outputs)
 
 
 @runtime_checkable

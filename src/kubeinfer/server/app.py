@@ -44,6 +44,7 @@ from kubeinfer.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from kubeinfer.server.metrics import Metrics
 from kubeinfer.server.tensors import (
     InferRequest,
+    from_json_data,
     output_json,
     parse_infer_json,
     select_outputs,
@@ -483,22 +484,16 @@ class InferenceApp:
             raise InvalidInput('"instances" must be a non-empty list (one entry per row)')
         if not info.inputs:
             raise InvalidInput(f"model {slot.name!r} declares no inputs: use the v2 protocol")
-        spec = info.inputs[0]
-        from kubeinfer.server.tensors import _from_json_data
-
-        shape = _v1_shape(instances, spec.datatype)
-        arr = _from_json_data(instances, spec.datatype, shape, '"instances"')
-        req = InferRequest(inputs={spec.name: arr}, rows=0)
+        req = InferRequest(inputs=_v1_inputs(instances, info), rows=0)
         validate_inputs(req, info, slot.name)
         result = await self.submit(batcher, req)
         if "predict" in result:
-            preds: Any = result["predict"]
+            preds: Any = _v1_list(result["predict"])
         elif len(result) == 1:
-            preds = next(iter(result.values()))
+            preds = _v1_list(next(iter(result.values())))
         else:
-            preds = [{k: v[i] for k, v in result.items()} for i in range(req.rows)]
-        if isinstance(preds, np.ndarray) and preds.dtype.kind in ("O", "S"):
-            preds = [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in preds.tolist()]
+            cols = {k: _v1_list(v) for k, v in result.items()}
+            preds = [{k: v[i] for k, v in cols.items()} for i in range(req.rows)]
         await _send(send, 200, orjson.dumps({"predictions": preds}, option=_OPT), _JSON)
 
     async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> str:
@@ -554,6 +549,46 @@ class InferenceApp:
 
 def _is_embedder(info: ModelInfo) -> bool:
     return bool(info.inputs) and info.inputs[0].datatype == "BYTES"
+
+
+def _v1_inputs(instances: list[Any], info: ModelInfo) -> dict[str, np.ndarray[Any, Any]]:
+    """KServe v1 ``instances`` as model inputs: rows of values for the first input, or one object per row whose keys
+    are the inputs' names (or the columns of a table model), as KServe's and MLServer's servers take DataFrames."""
+    if not all(type(row) is dict for row in instances):
+        if any(type(row) is dict for row in instances):
+            raise InvalidInput('"instances" must be all objects (one per row, keyed by column) or all lists')
+        first = info.inputs[0]
+        shape = _v1_shape(instances, first.datatype)
+        return {first.name: from_json_data(instances, first.datatype, shape, '"instances"')}
+    keys = list(instances[0])
+    if not keys:
+        raise InvalidInput('"instances" objects must name at least one column')
+    for i, row in enumerate(instances):
+        if list(row) != keys and set(row) != set(keys):
+            raise InvalidInput(f'"instances"[{i}] has keys {sorted(row)} but "instances"[0] has {sorted(keys)}')
+    table_type = info.inputs[0].datatype if info.columns else None
+    out: dict[str, np.ndarray[Any, Any]] = {}
+    for key in keys:
+        spec = info.input_index.get(key)
+        values = [row[key] for row in instances]
+        if spec is not None:
+            datatype = spec.datatype
+        elif table_type is not None and key in info.columns:
+            datatype = table_type
+        else:
+            accepted = info.columns or tuple(s.name for s in info.inputs)
+            raise InvalidInput(
+                f'"instances" key {key!r} is not an input of the model: it takes {", ".join(map(repr, accepted))}'
+            )
+        shape = _v1_shape(values, datatype)
+        out[key] = from_json_data(values, datatype, shape, f'"instances" key {key!r}')
+    return out
+
+
+def _v1_list(arr: np.ndarray[Any, Any]) -> list[Any]:
+    if arr.dtype.kind in ("O", "S"):
+        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in arr.tolist()]
+    return arr.tolist()  # type: ignore[no-any-return]
 
 
 def _v1_shape(instances: list[Any], datatype: str) -> tuple[int, ...]:

@@ -47,7 +47,7 @@ import numpy as np
 
 from kubeinfer.runtimes.base import Model, ModelInfo
 from kubeinfer.server.errors import DeadlineExceeded, ModelFailed, ServerError, Unavailable
-from kubeinfer.server.tensors import InferRequest
+from kubeinfer.server.tensors import InferRequest, wire_outputs
 
 __all__ = ["BatchFormer", "Batcher", "Dispatch", "InlinePolicy", "Wait"]
 
@@ -329,7 +329,7 @@ class Batcher:
         """One model call for the batch, split back per request."""
         reqs = [it.req for it in items]
         try:
-            return _split(self.model, reqs, _run_batch(self.model, reqs))
+            return _split(self.model, reqs, _run_batch(self.model, self.info, reqs))
         except Exception as e:
             if len(reqs) == 1:
                 return [_as_error(self.model, e)]
@@ -337,7 +337,7 @@ class Batcher:
         out: list[dict[str, np.ndarray[Any, Any]] | BaseException] = []
         for r in reqs:
             try:
-                out.append(_split(self.model, [r], _run_batch(self.model, [r]))[0])
+                out.append(_split(self.model, [r], _run_batch(self.model, self.info, [r]))[0])
             except Exception as e:
                 out.append(_as_error(self.model, e))
         return out
@@ -400,7 +400,7 @@ def _as_error(model: Model, e: BaseException) -> ServerError:
     return ModelFailed(f"model {model.name!r} failed: {type(e).__name__}: {e}")
 
 
-def _run_batch(model: Model, reqs: list[InferRequest]) -> dict[str, np.ndarray[Any, Any]]:
+def _run_batch(model: Model, info: ModelInfo, reqs: list[InferRequest]) -> dict[str, np.ndarray[Any, Any]]:
     wanted: frozenset[str] | None = frozenset()
     for r in reqs:
         asked = r.output_names
@@ -409,9 +409,9 @@ def _run_batch(model: Model, reqs: list[InferRequest]) -> dict[str, np.ndarray[A
             break
         wanted = (wanted or frozenset()) | asked
     if len(reqs) == 1:
-        return model.predict(reqs[0].inputs, wanted)
+        return wire_outputs(model.predict(reqs[0].inputs, wanted), info.output_order)
     batch = {n: np.concatenate([r.inputs[n] for r in reqs]) for n in reqs[0].inputs}
-    return model.predict(batch, wanted)
+    return wire_outputs(model.predict(batch, wanted), info.output_order)
 
 
 def _split(

@@ -28,9 +28,11 @@ __all__ = [
     "RequestedOutput",
     "decode_raw",
     "encode_raw",
+    "from_json_data",
     "output_json",
     "parse_infer_json",
     "validate_inputs",
+    "wire_outputs",
 ]
 
 _LEN = struct.Struct("<I")
@@ -118,7 +120,7 @@ def encode_raw(arr: np.ndarray[Any, Any]) -> bytes:
     return np.ascontiguousarray(a).tobytes()
 
 
-def _from_json_data(data: Any, datatype: str, shape: tuple[int, ...], where: str) -> np.ndarray[Any, Any]:
+def from_json_data(data: Any, datatype: str, shape: tuple[int, ...], where: str) -> np.ndarray[Any, Any]:
     count = math.prod(shape)
     if not isinstance(data, list) and (shape != () or data is None):
         raise InvalidInput(
@@ -207,7 +209,7 @@ def parse_infer_json(header: bytes | memoryview, binary: memoryview | None = Non
             data = t.get("data", _ABSENT)
             if data is _ABSENT:
                 raise InvalidInput(f"input {name!r} has no 'data' (or parameters.binary_data_size)")
-            inputs[name] = _from_json_data(data, datatype, shape, f"input {name!r}")
+            inputs[name] = from_json_data(data, datatype, shape, f"input {name!r}")
     if binary is not None and offset != len(binary):
         raise InvalidInput(f"the binary part has {len(binary) - offset} bytes that no input claims")
     outputs = None
@@ -236,22 +238,31 @@ def parse_infer_json(header: bytes | memoryview, binary: memoryview | None = Non
 
 
 def validate_inputs(req: InferRequest, info: ModelInfo, model: str) -> None:
-    """Check inputs against the model's metadata and set ``req.rows`` (the shared first dimension)."""
+    """Check inputs against the model's metadata and set ``req.rows`` (the shared first dimension).
+
+    Requests as users send them are taken where the meaning is unambiguous (each adaptation runs only once the strict
+    check has failed, so a request that matches the metadata pays nothing for them): the one input of a single-input
+    model under any name (as MLServer's and KServe's scikit-learn servers do); one input per column for a model whose
+    first input is a table with named columns (``ModelInfo.columns``); a column sent as ``[N, 1]`` where ``[N]`` is
+    declared; and, for a model with ``cast_numeric``, a numeric datatype other than the declared one."""
     specs: Sequence[TensorSpec] = info.inputs
     if specs:
         by_name = info.input_index
-        for name, arr in req.inputs.items():
+        for name, arr in list(req.inputs.items()):
             spec = by_name.get(name)
             if spec is None:
-                raise InvalidInput(
-                    f"unknown input {name!r}: model {model!r} takes {', '.join(repr(s.name) for s in specs)}"
-                )
+                _adapt_names(req, info, model)
+                return validate_inputs(req, info, model)
             dt = datatype_of(arr)
             if dt != spec.datatype:
-                raise InvalidInput(f"input {name!r} has datatype {dt} but model {model!r} expects {spec.datatype}")
+                arr = _cast(arr, dt, spec, info, model)
+                req.inputs[name] = arr
             shape = arr.shape
             expected = spec.shape
             bad = len(shape) != len(expected)
+            if bad and len(expected) == 1 and len(shape) == 2 and shape[1] == 1:
+                arr = req.inputs[name] = arr.reshape(-1)  # a column sent as [N, 1]
+                shape, bad = arr.shape, False
             if not bad:
                 for d, e in zip(shape, expected, strict=True):
                     if e >= 0 and d != e:
@@ -281,8 +292,84 @@ def validate_inputs(req: InferRequest, info: ModelInfo, model: str) -> None:
         for o in req.outputs:
             if o.name not in known:
                 raise InvalidInput(
-                    f"unknown output {o.name!r}: model {model!r} has {', '.join(repr(n) for n in sorted(known))}"
+                    f"unknown output {o.name!r}: model {model!r} has {', '.join(repr(n) for n in info.output_order)}"
                 )
+    return None
+
+
+_NUMERIC = frozenset("biuf")
+
+
+def _cast(arr: np.ndarray[Any, Any], dt: str, spec: TensorSpec, info: ModelInfo, model: str) -> np.ndarray[Any, Any]:
+    if info.cast_numeric and arr.dtype.kind in _NUMERIC and spec.datatype != "BYTES" and spec.datatype != "BOOL":
+        return arr.astype(DATATYPES[spec.datatype])
+    raise InvalidInput(f"input {spec.name!r} has datatype {dt} but model {model!r} expects {spec.datatype}")
+
+
+def _adapt_names(req: InferRequest, info: ModelInfo, model: str) -> None:
+    """Map a request whose input names are not the model's onto the model's inputs, or raise the error."""
+    specs = info.inputs
+    names = list(req.inputs)
+    if info.columns and len(specs) == 1 and all(n in info.columns for n in names):
+        missing = [c for c in info.columns if c not in req.inputs]
+        if missing:
+            raise InvalidInput(
+                f"model {model!r} takes a table of {len(info.columns)} columns: missing "
+                f"{', '.join(repr(c) for c in missing[:10])}{' ...' if len(missing) > 10 else ''}"
+            )
+        spec = specs[0]
+        dtype = DATATYPES[spec.datatype]
+        cols = []
+        for c in info.columns:
+            col = req.inputs[c]
+            if col.ndim == 2 and col.shape[1] == 1:
+                col = col.reshape(-1)
+            if col.ndim != 1:
+                raise InvalidInput(f"column {c!r} has shape {list(col.shape)}: send a column as [N] or [N, 1]")
+            if col.dtype != dtype:
+                # A column has no datatype of its own: any number is cast to the table's, nothing else is.
+                if col.dtype.kind not in _NUMERIC or spec.datatype in ("BYTES", "BOOL"):
+                    raise InvalidInput(
+                        f"column {c!r} has datatype {datatype_of(col)} but model {model!r} takes {spec.datatype}"
+                    )
+                col = col.astype(dtype)
+            cols.append(col)
+        if len({len(c) for c in cols}) != 1:
+            raise InvalidInput(f"the columns of model {model!r} have different numbers of rows")
+        req.inputs = {spec.name: np.stack(cols, axis=1)}
+        return
+    if len(specs) == 1 and len(names) == 1:
+        req.inputs = {specs[0].name: req.inputs[names[0]]}
+        return
+    unknown = next(n for n in names if n not in info.input_index)
+    raise InvalidInput(f"unknown input {unknown!r}: model {model!r} takes {', '.join(repr(s.name) for s in specs)}")
+
+
+def wire_outputs(result: Mapping[str, Any], order: tuple[str, ...] = ()) -> dict[str, np.ndarray[Any, Any]]:
+    """A model's outputs made safe to slice per request and to encode: each an ndarray in native byte order and
+    C order (views, Fortran-ordered, big-endian arrays and scalars are what numpy and user code give), in the
+    declared ``order`` first and any undeclared outputs after, as the model returned them.
+
+    ``np.ascontiguousarray`` returns a C-contiguous array of native order unchanged, so the common case copies
+    nothing; every encoder (JSON, binary, gRPC raw contents, KServe v1) reads the result without further checks."""
+    out: dict[str, np.ndarray[Any, Any]] = {}
+    for name in order:
+        if name in result:
+            out[name] = _wire_array(result[name])
+    if len(out) != len(result):
+        for name, value in result.items():
+            if name not in out:
+                out[name] = _wire_array(value)
+    return out
+
+
+def _wire_array(value: Any) -> np.ndarray[Any, Any]:
+    arr = value if type(value) is np.ndarray else np.asarray(value)
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
+    return arr
 
 
 def _json_data(arr: np.ndarray[Any, Any]) -> Any:
@@ -290,9 +377,9 @@ def _json_data(arr: np.ndarray[Any, Any]) -> Any:
         return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in arr.reshape(-1)]
     if arr.dtype.kind == "U":
         return arr.reshape(-1).tolist()
-    # orjson serializes C-contiguous numeric numpy arrays natively (OPT_SERIALIZE_NUMPY): no Python list built.
-    # reshape(-1) is a view of a contiguous array (a batch slice is one) and a contiguous copy otherwise.
-    return arr.reshape(-1)
+    # orjson serializes C-contiguous numeric numpy arrays of native byte order natively (OPT_SERIALIZE_NUMPY): no
+    # Python list built. Outputs arrive so from ``wire_outputs``; an array from elsewhere is made so here.
+    return _wire_array(arr).reshape(-1)
 
 
 def output_json(

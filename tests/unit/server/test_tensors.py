@@ -53,13 +53,72 @@ def test_malformed_tensors_are_rejected_with_a_reason(body: bytes, message: str)
     [
         (req(datatype="FP64"), "has datatype FP64 but model 'm' expects FP32"),
         (req(shape=[3, 2]), "has shape [3, 2] but model 'm' expects [-1, 3]"),
-        (req(name="z"), "unknown input 'z'"),
     ],
 )
 def test_inputs_that_do_not_fit_the_model_are_rejected(body: bytes, message: str) -> None:
     r = parse_infer_json(body)
     with pytest.raises(InvalidInput, match=message.replace("[", r"\[").replace("]", r"\]")):
         validate_inputs(r, INFO, "m")
+
+
+TWO = ModelInfo(
+    "test", [TensorSpec("a", "FP32", (-1,)), TensorSpec("b", "BYTES", (-1,))], [TensorSpec("y", "FP32", (-1,))]
+)
+TABLE = ModelInfo(
+    "test", [TensorSpec("input-0", "FP32", (-1, 3))], [TensorSpec("y", "FP32", (-1,))], columns=("u", "v", "w")
+)
+
+
+def _tensor(name: str, datatype: str, shape: list[int], data: list[object]) -> dict[str, object]:
+    return {"name": name, "datatype": datatype, "shape": shape, "data": data}
+
+
+def test_the_one_input_of_a_single_input_model_is_taken_under_any_name() -> None:
+    r = parse_infer_json(req(name="input_0"))
+    validate_inputs(r, INFO, "m")
+    assert list(r.inputs) == ["x"] and r.rows == 2
+
+
+def test_an_unknown_name_is_refused_where_the_model_has_several_inputs() -> None:
+    body = json.dumps({"inputs": [_tensor("z", "FP32", [1], [1.0]), _tensor("b", "BYTES", [1], ["q"])]}).encode()
+    with pytest.raises(InvalidInput, match="unknown input 'z': model 'm' takes 'a', 'b'"):
+        validate_inputs(parse_infer_json(body), TWO, "m")
+
+
+def test_columns_sent_as_inputs_fill_the_table_in_the_model_order() -> None:
+    body = json.dumps(
+        {
+            "inputs": [
+                _tensor("w", "INT64", [2, 1], [5, 6]),
+                _tensor("u", "FP64", [2], [1.0, 2.0]),
+                _tensor("v", "FP32", [2], [3.0, 4.0]),
+            ]
+        }
+    ).encode()
+    r = parse_infer_json(body)
+    validate_inputs(r, TABLE, "m")
+    assert list(r.inputs) == ["input-0"] and r.inputs["input-0"].dtype == np.float32 and r.rows == 2
+    np.testing.assert_array_equal(r.inputs["input-0"], [[1, 3, 5], [2, 4, 6]])
+
+
+def test_a_missing_column_is_named() -> None:
+    body = json.dumps({"inputs": [_tensor("u", "FP32", [1], [1.0]), _tensor("w", "FP32", [1], [1.0])]}).encode()
+    with pytest.raises(InvalidInput, match="missing 'v'"):
+        validate_inputs(parse_infer_json(body), TABLE, "m")
+
+
+def test_a_column_as_n_by_1_and_a_castable_number_are_taken_only_where_the_model_casts() -> None:
+    body = json.dumps({"inputs": [_tensor("a", "INT64", [2, 1], [1, 2]), _tensor("b", "BYTES", [2, 1], ["p", "q"])]})
+    strict = parse_infer_json(body.encode())
+    with pytest.raises(InvalidInput, match="has datatype INT64 but model 'm' expects FP32"):
+        validate_inputs(strict, TWO, "m")
+    casting = ModelInfo("test", TWO.inputs, TWO.outputs, cast_numeric=True)
+    r = parse_infer_json(body.encode())
+    validate_inputs(r, casting, "m")
+    assert r.inputs["a"].dtype == np.float32 and r.inputs["a"].shape == (2,) and r.inputs["b"].shape == (2,)
+    bytes_as_number = json.dumps({"inputs": [_tensor("a", "BYTES", [1], ["1"]), _tensor("b", "BYTES", [1], ["q"])]})
+    with pytest.raises(InvalidInput, match="has datatype BYTES but model 'm' expects FP32"):
+        validate_inputs(parse_infer_json(bytes_as_number.encode()), casting, "m")
 
 
 def test_rows_come_from_the_first_dimension() -> None:
