@@ -11,7 +11,15 @@ __all__ = ["DATATYPES", "Model", "ModelError", "ModelInfo", "TensorSpec", "creat
 
 
 def create_model(svc: InferenceService, base_dir: Path | None = None) -> Model:
-    """Build (not load) the model a spec names; ``base_dir`` resolves relative URIs (the spec file's folder)."""
+    """Build (not load) the model a spec names; ``base_dir`` resolves relative URIs (the spec file's folder). With
+    ``model.inputs``/``model.outputs`` declared, the model is seen through that declaration (``runtimes/declared.py``)."""
+    from kubeinfer.runtimes.declared import declare
+
+    m = svc.spec.model
+    return declare(_runtime(svc, base_dir), m.inputs, m.outputs)
+
+
+def _runtime(svc: InferenceService, base_dir: Path | None) -> Model:
     m = svc.spec.model
     name, version = svc.model_name, m.version
     path = resolve_uri(m.uri, base_dir) if m.uri else Path()

@@ -117,3 +117,122 @@ def test_an_unwritable_cache_still_serves_compiled(tmp_path: Path, monkeypatch: 
     m = SklearnModel("m", "1", _save(tmp_path, _classifier()), {})
     assert m.load().extra.get("compiled") == "onnx"
     assert m.predict({"input-0": PROBE})["predict_proba"].shape == (64, 3)
+
+
+# -- what users bring: tree ensembles, DataFrame pipelines, outlier detectors ---------------------------------------
+
+
+def _hgb_and_rows() -> tuple[object, np.ndarray]:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from kubeinfer.runtimes.sklearn import tree_thresholds
+
+    y = (X[:, 0] > 0).astype(int) + (X[:, 3] + X[:, 4] > 0.5).astype(int) + (X[:, 5] > 1).astype(int)
+    est = HistGradientBoostingClassifier(max_iter=40, random_state=0).fit(X, y)
+    splits = tree_thresholds(est)
+    assert len(splits) > 100
+    rows = np.repeat(PROBE[:1], len(splits), axis=0)
+    for i, (f, t) in enumerate(splits):
+        rows[i, f] = np.float32(t)  # a float32 feature at the threshold rounded to nearest
+    return est, rows
+
+
+def test_hist_gradient_boosting_is_compiled_and_exact_at_its_split_thresholds(tmp_path: Path, cache: Path) -> None:
+    est, rows = _hgb_and_rows()
+    m = SklearnModel("h", "1", _save(tmp_path, est), {})
+    info = m.load()
+    assert info.extra.get("compiled") == "onnx", info.extra
+    got = m.predict({"input-0": rows})
+    np.testing.assert_allclose(got["predict_proba"], est.predict_proba(rows), atol=1e-5)  # type: ignore[attr-defined]
+    assert np.array_equal(got["predict"], est.predict(rows))  # type: ignore[attr-defined]
+
+
+def test_a_graph_wrong_only_at_thresholds_is_caught_by_the_verification(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the threshold fix, random probes alone pass the graph; the probes at the thresholds refuse it."""
+    from kubeinfer.runtimes import sklearn as runtime
+
+    est, _ = _hgb_and_rows()
+    monkeypatch.setattr(runtime, "_f32_at_most", lambda t: float(np.float32(t)))
+    m = SklearnModel("h", "1", _save(tmp_path, est), {})
+    info = m.load()
+    assert "compiled" not in info.extra and "differs from the estimator" in info.extra["not_compiled"]
+    with pytest.raises(ModelError, match="cannot be compiled: converted graph differs"):
+        SklearnModel("h", "1", _save(tmp_path, est), {"compile": "onnx"}).load()
+
+
+def _frame_pipeline() -> tuple[object, object]:
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(1)
+    n = 300
+    df = pd.DataFrame(
+        {
+            "age": rng.normal(40, 12, n),
+            "income": rng.normal(52_000, 15_000, n),
+            "city": rng.choice(["Paris", "Lyon", "Nice"], n),
+            "plan": rng.choice(["free", "pro"], n),
+        }
+    )
+    y = (df.age > 40).astype(int) + (df.plan == "pro").astype(int)
+    pre = ColumnTransformer(
+        [
+            ("num", StandardScaler(), ["age", "income"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["city", "plan"]),
+        ]
+    )
+    return Pipeline([("pre", pre), ("lr", LogisticRegression(max_iter=1000))]).fit(df, y), df
+
+
+def _columns(df: object, rows: slice) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for c in ("age", "income"):
+        out[c] = df[c].to_numpy()[rows]  # type: ignore[index]
+    for c in ("city", "plan"):
+        out[c] = np.array([v.encode() for v in df[c].to_numpy()[rows]], dtype=object)  # type: ignore[index]
+    return out
+
+
+@pytest.mark.parametrize("compile_mode", ["auto", "none"])
+def test_a_dataframe_pipeline_is_served_by_column(tmp_path: Path, cache: Path, compile_mode: str) -> None:
+    est, df = _frame_pipeline()
+    m = SklearnModel("p", "1", _save(tmp_path, est), {"compile": compile_mode})
+    info = m.load()
+    assert [(s.name, s.datatype, s.shape) for s in info.inputs] == [
+        ("age", "FP64", (-1,)),
+        ("income", "FP64", (-1,)),
+        ("city", "BYTES", (-1,)),
+        ("plan", "BYTES", (-1,)),
+    ]
+    assert [o.name for o in info.outputs] == ["predict", "predict_proba"]
+    assert (info.extra.get("compiled") == "onnx") is (compile_mode == "auto")
+    cols = _columns(df, slice(0, 50))
+    cols["city"][0] = b"Oslo"  # a category never seen: ignored by the encoder, as in scikit-learn
+    want_df = df.iloc[:50].copy()  # type: ignore[attr-defined]
+    want_df.loc[want_df.index[0], "city"] = "Oslo"
+    got = m.predict(cols)
+    np.testing.assert_allclose(got["predict_proba"], est.predict_proba(want_df), atol=1e-4)  # type: ignore[attr-defined]
+    assert np.array_equal(got["predict"], est.predict(want_df))  # type: ignore[attr-defined]
+
+
+def test_an_outlier_detector_serves_its_scores(tmp_path: Path, cache: Path) -> None:
+    from sklearn.ensemble import IsolationForest
+
+    est = IsolationForest(n_estimators=20, random_state=0).fit(X)
+    m = SklearnModel("o", "1", _save(tmp_path, est), {})
+    info = m.load()
+    assert [o.name for o in info.outputs] == ["predict", "decision_function", "score_samples"]
+    got = m.predict({"input-0": PROBE})
+    assert np.array_equal(got["predict"], est.predict(PROBE))
+    np.testing.assert_allclose(got["decision_function"], est.decision_function(PROBE))
+    np.testing.assert_allclose(got["score_samples"], est.score_samples(PROBE))
+    assert set(m.predict({"input-0": PROBE}, frozenset({"score_samples"}))) == {"score_samples"}
+
+
+def test_a_directory_as_the_model_uri_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"is a directory: point uri at the \.joblib/\.pkl file"):
+        SklearnModel("d", "1", tmp_path, {}).load()
