@@ -38,6 +38,7 @@ __all__ = [
     "RolloutSpec",
     "ServerSpec",
     "ServiceSpec",
+    "TensorDecl",
     "VerticalSpec",
 ]
 
@@ -82,6 +83,24 @@ class ObjectMeta(_Strict):
 ModelFormat = Literal["sklearn", "onnx", "sentence-transformers", "python"]
 
 
+# The Open Inference Protocol's datatype names (BF16 has no numpy type and is not served).
+Datatype = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES"
+]
+
+
+class TensorDecl(_Strict):
+    """One input or output as the service declares it (Triton's model configuration, MLServer's model settings)."""
+
+    name: str = Field(min_length=1, description="Name on the wire.")
+    datatype: Datatype | None = Field(
+        default=None, description="Open Inference Protocol datatype; default: the model's."
+    )
+    shape: list[Annotated[int, Field(ge=-1)]] | None = Field(
+        default=None, description="Dimensions, -1 for any size (the first is the batch); default: the model's."
+    )
+
+
 class ModelSpec(_Strict):
     format: ModelFormat = Field(description="Runtime that loads the model.")
     uri: str = Field(
@@ -94,9 +113,25 @@ class ModelSpec(_Strict):
     name: str | None = Field(default=None, description="Model name on the wire; defaults to metadata.name.")
     version: str = Field(default="1", description="Model version reported by the protocols.")
     args: dict[str, Any] = Field(default_factory=dict, description="Runtime-specific options.")
+    inputs: list[TensorDecl] | None = Field(
+        default=None,
+        description=(
+            "Declared inputs, checked against the model at load: names (a single-input model's one input may be "
+            "renamed), datatypes and shapes. Metadata and validation then follow the declaration."
+        ),
+    )
+    outputs: list[TensorDecl] | None = Field(
+        default=None,
+        description="Declared outputs: which the model serves, in this order, with these datatypes and shapes.",
+    )
 
     @model_validator(mode="after")
     def _needs(self) -> ModelSpec:
+        for what, decls in (("inputs", self.inputs), ("outputs", self.outputs)):
+            names = [d.name for d in decls or ()]
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"model.{what} names {', '.join(map(repr, dup))} more than once")
         if self.format == "python" and not self.className:
             raise ValueError("format 'python' needs className: 'module:Class' (e.g. 'mymodel:Predictor')")
         if self.format != "python" and not self.uri:
