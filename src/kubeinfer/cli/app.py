@@ -95,8 +95,15 @@ def prepare(
     except ModelError as e:
         raise fail(f"{spec_file}: spec.model: {e}", 1) from None
     compiled = info.extra.get("compiled")
-    how = f"compiled to {compiled} (max difference {info.extra['max_error']:.2g})" if compiled else info.platform
+    if compiled:
+        how = f"compiled to {compiled} (max difference {info.extra['max_error']:.2g} on the probe rows)"
+    elif info.extra.get("not_compiled"):
+        how = f"served by {info.platform} (not compiled: {info.extra['not_compiled']})"
+    else:
+        how = f"served by {info.platform}"
     typer.echo(f"{svc.model_name}: loaded in {time.perf_counter() - t0:.2f} s; {how}")
+    for what, specs in (("inputs", info.inputs), ("outputs", info.outputs)):
+        typer.echo(f"  {what}: " + ", ".join(f"{s.name} {s.datatype} {list(s.shape)}" for s in specs))
 
 
 @app.command()

@@ -47,3 +47,21 @@ def test_prepare_names_the_file_when_the_model_cannot_load(tmp_path: Path) -> No
     res = _kubeinfer("prepare", str(spec), cache=tmp_path / "c")
     assert res.returncode == 1
     assert "s.yaml" in res.stderr and "missing.joblib" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_prepare_says_which_path_serves_and_why_and_the_inputs(tmp_path: Path) -> None:
+    import joblib
+    import numpy as np
+    from sklearn.ensemble import IsolationForest
+
+    joblib.dump(IsolationForest(n_estimators=5, random_state=0).fit(np.zeros((20, 3))), tmp_path / "iso.joblib")
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\nmetadata: {name: iso}\n"
+        "spec: {model: {format: sklearn, uri: ./iso.joblib, outputs: [{name: score_samples}, {name: predict}]}}\n"
+    )
+    res = _kubeinfer("prepare", str(spec), cache=tmp_path / "c")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert "served by sklearn (not compiled: an outlier detector's decision_function" in lines[0]
+    assert lines[1:] == ["  inputs: input-0 FP32 [-1, 3]", "  outputs: score_samples FP64 [-1], predict INT64 [-1]"]
