@@ -169,6 +169,43 @@ def _tree_fixes() -> Iterator[None]:
         tree_ensemble.add_node = original
 
 
+def _register_boosting(est: Any) -> dict[str, int] | None:
+    """Teach skl2onnx the scikit-learn wrappers of XGBoost and LightGBM (``XGBClassifier``, ``LGBMRegressor`` ...)
+    found inside ``est``, with onnxmltools' converters (the documented way); their graphs need the ai.onnx.ml opset 3.
+    None when there are none (skl2onnx's default opsets)."""
+    found = {type(n) for n, _ in _walk(est) if type(n).__module__.split(".")[0] in ("xgboost", "lightgbm")}
+    if not found:
+        return None
+    try:
+        from skl2onnx import update_registered_converter
+        from skl2onnx.common.shape_calculator import (
+            calculate_linear_classifier_output_shapes,
+            calculate_linear_regressor_output_shapes,
+        )
+    except ImportError:  # pragma: no cover - depends on the installed skl2onnx
+        raise CannotCompile("skl2onnx is not installed") from None
+    options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    for cls in found:
+        lib = cls.__module__.split(".")[0]
+        try:
+            if lib == "xgboost":
+                from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost as convert
+            else:
+                from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm as convert
+        except ImportError:
+            raise CannotCompile(f"{cls.__name__} needs onnxmltools: pip install 'kubeinfer[boosting]'") from None
+        if hasattr(cls, "predict_proba"):
+            update_registered_converter(
+                cls, f"{lib}{cls.__name__}", calculate_linear_classifier_output_shapes, convert, options=options
+            )
+        else:
+            extra = {"split": None} if lib == "lightgbm" else None
+            update_registered_converter(
+                cls, f"{lib}{cls.__name__}", calculate_linear_regressor_output_shapes, convert, options=extra
+            )
+    return {"": 17, "ai.onnx.ml": 3}
+
+
 def tree_thresholds(est: Any) -> list[tuple[int, float]]:
     """``(feature, threshold)`` of every split of a tree ensemble fitted on the raw input (empty for other models):
     where a float32 rounding of the graph would show, so the verification probes there."""
@@ -382,8 +419,9 @@ class SklearnModel:
             raise CannotCompile("skl2onnx is not installed") from None
         try:
             options = {id(est): {"zipmap": False}} if self._has_proba else None
+            target = _register_boosting(est)
             with _tree_fixes():
-                onx = to_onnx(est, initial_types=initial, options=options)
+                onx = to_onnx(est, initial_types=initial, options=options, target_opset=target)
             blob = onx.SerializeToString()
         except Exception as e:
             raise CannotCompile(f"skl2onnx: {type(e).__name__}: {_short(e)}") from None

@@ -236,3 +236,28 @@ def test_an_outlier_detector_serves_its_scores(tmp_path: Path, cache: Path) -> N
 def test_a_directory_as_the_model_uri_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"is a directory: point uri at the \.joblib/\.pkl file"):
         SklearnModel("d", "1", tmp_path, {}).load()
+
+
+@pytest.mark.parametrize("lib", ["xgboost", "lightgbm"])
+def test_scikit_learn_wrappers_of_xgboost_and_lightgbm_are_compiled(tmp_path: Path, cache: Path, lib: str) -> None:
+    pytest.importorskip(lib)
+    pytest.importorskip("onnxmltools")
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
+    if lib == "xgboost":
+        from xgboost import XGBClassifier, XGBRegressor
+
+        clf, reg = XGBClassifier(n_estimators=20, max_depth=3), XGBRegressor(n_estimators=20, max_depth=3)
+    else:
+        from lightgbm import LGBMClassifier, LGBMRegressor
+
+        clf, reg = LGBMClassifier(n_estimators=20, verbose=-1), LGBMRegressor(n_estimators=20, verbose=-1)
+    for est, target in ((clf, y), (reg, X[:, 0] * 3 + X[:, 1])):
+        est.fit(X, target)
+        m = SklearnModel("b", "1", _save(tmp_path, est, f"{type(est).__name__}.joblib"), {})
+        assert m.load().extra.get("compiled") == "onnx"
+        got = m.predict({"input-0": PROBE})
+        if est is clf:
+            np.testing.assert_allclose(got["predict_proba"], est.predict_proba(PROBE), atol=1e-5)
+            assert np.array_equal(got["predict"], est.predict(PROBE))
+        else:
+            np.testing.assert_allclose(got["predict"], est.predict(PROBE), rtol=1e-4, atol=1e-4)
