@@ -313,12 +313,17 @@ def test_infer_on_unknown_model_is_not_found(client: tg.InferenceServerClient) -
 
 
 def test_wrong_datatype_is_invalid_argument(client: tg.InferenceServerClient) -> None:
+    # Numbers of another type are cast for a scikit-learn model (as its own predict does); text is refused.
     inp = tg.InferInput("input-0", [1, N_FEATURES], "FP64")
-    inp.set_data_from_numpy(_rows(1, seed=5).astype(np.float64))
+    rows = _rows(1, seed=5)
+    inp.set_data_from_numpy(rows.astype(np.float64))
+    assert client.infer("clf", [inp]).as_numpy("predict").shape == (1,)
+    inp = tg.InferInput("input-0", [1, N_FEATURES], "BYTES")
+    inp.set_data_from_numpy(np.full((1, N_FEATURES), b"x", dtype=np.object_))
     with pytest.raises(InferenceServerException) as ei:
         client.infer("clf", [inp])
     assert _status(ei.value) == "INVALID_ARGUMENT"
-    assert "datatype FP64 but model 'clf' expects FP32" in ei.value.message()
+    assert "datatype BYTES but model 'clf' expects FP32" in ei.value.message()
 
 
 def test_wrong_shape_is_invalid_argument(client: tg.InferenceServerClient) -> None:
@@ -331,10 +336,15 @@ def test_wrong_shape_is_invalid_argument(client: tg.InferenceServerClient) -> No
 
 
 def test_unknown_input_and_output_names_are_invalid_argument(client: tg.InferenceServerClient) -> None:
+    # The one input of a one-input model is taken under any name (as MLServer's and KServe's servers do) ...
     inp = tg.InferInput("pixels", [1, N_FEATURES], "FP32")
     inp.set_data_from_numpy(_rows(1, seed=6))
+    assert client.infer("clf", [inp]).as_numpy("predict").shape == (1,)
+    # ... but a second input is not the model's.
+    own = tg.InferInput("input-0", [1, N_FEATURES], "FP32")
+    own.set_data_from_numpy(_rows(1, seed=6))
     with pytest.raises(InferenceServerException) as ei:
-        client.infer("clf", [inp])
+        client.infer("clf", [own, inp])
     assert _status(ei.value) == "INVALID_ARGUMENT"
     assert "unknown input 'pixels'" in ei.value.message()
     with pytest.raises(InferenceServerException) as ei:

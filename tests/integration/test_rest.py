@@ -141,9 +141,9 @@ BAD = [
     ("unknown model", "/v2/models/nope/infer", infer_body(IRIS_ROWS), {}, 404, "unknown model 'nope'"),
     ("unknown version", "/v2/models/iris/versions/9/infer", infer_body(IRIS_ROWS), {}, 404, "no version '9'"),
     (
-        "wrong datatype",
+        "wrong datatype",  # numbers of another type are cast for a scikit-learn model; text is not
         "/v2/models/iris/infer",
-        infer_body(IRIS_ROWS.astype(np.float64), datatype="FP64"),
+        json.dumps({"inputs": [{"name": "input-0", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}).encode(),
         {},
         400,
         "expects FP32",
@@ -158,7 +158,20 @@ BAD = [
         "needs 8 elements",
     ),
     ("wrong shape", "/v2/models/iris/infer", infer_body(np.zeros((2, 5), np.float32)), {}, 400, "expects [-1, 4]"),
-    ("missing input", "/v2/models/iris/infer", infer_body(IRIS_ROWS, name="other"), {}, 400, "unknown input 'other'"),
+    (
+        "extra input",  # the one input of a one-input model is taken under any name, but not two inputs
+        "/v2/models/iris/infer",
+        json.dumps(
+            {
+                "inputs": [
+                    {"name": n, "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]} for n in ("input-0", "other")
+                ]
+            }
+        ).encode(),
+        {},
+        400,
+        "unknown input 'other'",
+    ),
     ("no inputs", "/v2/models/iris/infer", b'{"inputs": []}', {}, 400, "non-empty list"),
     (
         "unknown output",

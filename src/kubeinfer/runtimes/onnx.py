@@ -115,6 +115,13 @@ class OnnxModel:
         self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: frozenset[str] | None = None
     ) -> dict[str, np.ndarray[Any, Any]]:
         names = [n for n in self._out_names if outputs is None or n in outputs]
-        feed = {k: (v.astype(str) if v.dtype == object else v) for k, v in inputs.items()}
+        feed = {k: (_text(v) if v.dtype == object else v) for k, v in inputs.items()}
         result = self._sess.run(names, feed)
         return {n: np.asarray(r) for n, r in zip(names, result, strict=True)}
+
+
+def _text(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """A BYTES tensor (an object array of bytes, as the protocols decode it) as the str array onnxruntime takes for a
+    string input, decoded as UTF-8 (``astype(str)`` would decode as ASCII and fail on any other character)."""
+    flat = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in arr.reshape(-1)]
+    return np.array(flat, dtype=np.str_).reshape(arr.shape) if flat else np.zeros(arr.shape, dtype=np.str_)

@@ -595,14 +595,12 @@ class SklearnModel:
         est = self._est
         out: dict[str, np.ndarray[Any, Any]] = {}
         want = outputs or frozenset(("predict", "predict_proba", *_OUTLIER_OUTPUTS))
-        if self._has_proba and "predict_proba" in want:
-            proba = np.asarray(est.predict_proba(x), dtype=np.float32)
-            if "predict" in want:
-                # argmax of the probabilities is what predict() computes for classifiers; one pass, not two.
-                out["predict"] = np.asarray(est.classes_)[proba.argmax(axis=1)]
-            out["predict_proba"] = proba
-        elif "predict" in want:
+        # predict() is called even where predict_proba is too: the argmax of the probabilities is not what every
+        # classifier predicts (SVC(probability=True) decides by its decision function, and float32 rounding makes ties).
+        if "predict" in want:
             out["predict"] = np.asarray(est.predict(x))
+        if self._has_proba and "predict_proba" in want:
+            out["predict_proba"] = np.asarray(est.predict_proba(x), dtype=np.float32)
         if self._outlier:
             for m in _OUTLIER_OUTPUTS:
                 if m in want:
