@@ -111,7 +111,9 @@ def serve(
     spec_file: Annotated[
         Path | None, typer.Argument(help="InferenceService YAML (optional with --model-*).", show_default=False)
     ] = None,
-    model_format: Annotated[str | None, typer.Option(help="sklearn | onnx | sentence-transformers | python")] = None,
+    model_format: Annotated[
+        str | None, typer.Option(help="sklearn | onnx | xgboost | lightgbm | sentence-transformers | python")
+    ] = None,
     model_uri: Annotated[str | None, typer.Option(help="Model file or directory.")] = None,
     class_name: Annotated[str | None, typer.Option(help="For --model-format python: module:Class.")] = None,
     name: Annotated[str | None, typer.Option(help="Service (and model) name.")] = None,

@@ -23,7 +23,14 @@ __all__ = ["CACHE_DIR", "EXTRAS", "BuildContext", "build_context"]
 CACHE_DIR = "/opt/kubeinfer/cache"
 """Where the image keeps what ``kubeinfer prepare`` compiled (read-only at run time)."""
 
-EXTRAS = {"sklearn": "sklearn", "onnx": "onnx", "sentence-transformers": "embeddings", "python": ""}
+EXTRAS = {
+    "sklearn": "sklearn",
+    "onnx": "onnx",
+    "xgboost": "boosting",
+    "lightgbm": "boosting",
+    "sentence-transformers": "embeddings",
+    "python": "",
+}
 """The ``kubeinfer[...]`` extra the server image needs per model format."""
 
 

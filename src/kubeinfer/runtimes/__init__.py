@@ -31,6 +31,10 @@ def _runtime(svc: InferenceService, base_dir: Path | None) -> Model:
         from kubeinfer.runtimes.onnx import OnnxModel
 
         return OnnxModel(name, version, path, m.args)
+    if m.format in ("xgboost", "lightgbm"):
+        from kubeinfer.runtimes.boosting import BoostingModel
+
+        return BoostingModel(name, version, path, m.args, m.format)
     if m.format == "sentence-transformers":
         from kubeinfer.runtimes.embeddings import EmbeddingModel
 

@@ -80,7 +80,7 @@ class ObjectMeta(_Strict):
         return v
 
 
-ModelFormat = Literal["sklearn", "onnx", "sentence-transformers", "python"]
+ModelFormat = Literal["sklearn", "onnx", "xgboost", "lightgbm", "sentence-transformers", "python"]
 
 
 # The Open Inference Protocol's datatype names (BF16 has no numpy type and is not served).
