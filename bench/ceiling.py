@@ -23,7 +23,8 @@ def make_app(model, mode: str):  # type: ignore[no-untyped-def]
     busy = False
 
     def run(rows: np.ndarray) -> np.ndarray:
-        return model.predict_proba(rows)
+        # orjson encodes only C-contiguous arrays; HistGradientBoosting's predict_proba is Fortran-ordered.
+        return np.ascontiguousarray(model.predict_proba(rows), dtype=np.float32)
 
     async def drain() -> None:
         nonlocal busy, pending

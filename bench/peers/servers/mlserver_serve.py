@@ -1,9 +1,11 @@
-"""MLServer: the scikit-learn model through mlserver-sklearn, all-MiniLM-L6-v2 through a custom runtime (MLServer's
+"""MLServer: the scikit-learn models through mlserver-sklearn, all-MiniLM-L6-v2 through a custom runtime (MLServer's
 way for a model it has no runtime for), adaptive batching on (max_batch_size / max_batch_time in model-settings.json),
 one inference worker (parallel_workers=1, the default). Writes the model repository into a temporary folder and
 execs ``mlserver start`` on it.
 
-OIP v2 REST: POST /v2/models/{tabular64|minilm}/infer
+OIP v2 REST: POST /v2/models/{tabular64|hgb64|rf64|mixed|minilm}/infer. mixed: one input per column with the
+request's ``content_type: pd`` (MLServer's pandas codec hands mlserver-sklearn a DataFrame) and ``content_type: str``
+on the BYTES columns.
 """
 
 from __future__ import annotations
@@ -48,11 +50,11 @@ def main() -> None:
     model_dir = repo / common.MODEL
     model_dir.mkdir()
     batching = {"max_batch_size": common.MAX_BATCH, "max_batch_time": common.MAX_DELAY_MS / 1000}
-    if common.MODEL == "tabular64":
+    if common.KIND != "text":
         ms = {
-            "name": "tabular64",
+            "name": common.MODEL,
             "implementation": "mlserver_sklearn.SKLearnModel",
-            "parameters": {"uri": common.TAB_MODEL},
+            "parameters": {"uri": common.SKLEARN_MODEL},
             **batching,
         }
     else:

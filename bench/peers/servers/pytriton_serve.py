@@ -1,7 +1,9 @@
 """PyTriton: the Triton Inference Server that nvidia-pytriton bundles, with the Python model bound through
 ``triton.bind``, Triton's dynamic batcher on (max_batch_size, max_queue_delay_microseconds).
 
-OIP v2 REST (Triton's HTTP endpoint): POST /v2/models/{tabular64|minilm}/infer
+OIP v2 REST (Triton's HTTP endpoint): POST /v2/models/{tabular64|hgb64|rf64|mixed|minilm}/infer; mixed has one
+input per column (``age``/``income`` FP64, ``city``/``plan`` BYTES, each [batch, 1]), the batch becomes a pandas
+DataFrame.
 """
 
 from __future__ import annotations
@@ -42,18 +44,38 @@ def main() -> None:
         metrics_port=common.PORT3,
     )
     with Triton(config=triton_config) as triton:
-        if common.MODEL == "tabular64":
-            model = common.load_tabular()
+        if common.KIND == "rows":
+            model = common.load_sklearn()
 
             @batch
-            def infer_tab(input: np.ndarray) -> dict[str, np.ndarray]:
-                return {"predict_proba": model.predict_proba(input).astype(np.float32)}
+            def infer_rows(input: np.ndarray) -> dict[str, np.ndarray]:
+                # C order: HistGradientBoosting answers a Fortran-ordered array, which Triton's proxy would send
+                # as it lies in memory ("output tensor shape does not match size of output")
+                return {"predict_proba": np.ascontiguousarray(model.predict_proba(input), dtype=np.float32)}
 
             triton.bind(
-                model_name="tabular64",
-                infer_func=infer_tab,
-                inputs=[Tensor(name="input", dtype=np.float32, shape=(64,))],
-                outputs=[Tensor(name="predict_proba", dtype=np.float32, shape=(4,))],
+                model_name=common.MODEL,
+                infer_func=infer_rows,
+                inputs=[Tensor(name="input", dtype=np.float32, shape=(model.n_features_in_,))],
+                outputs=[Tensor(name="predict_proba", dtype=np.float32, shape=(common.n_classes(model),))],
+                config=config,
+            )
+        elif common.KIND == "table":
+            table = common.load_sklearn()
+
+            @batch
+            def infer_table(**columns: np.ndarray) -> dict[str, np.ndarray]:
+                x = common.frame({name: v.reshape(-1) for name, v in columns.items()})
+                return {"predict_proba": np.ascontiguousarray(table.predict_proba(x), dtype=np.float32)}
+
+            triton.bind(
+                model_name=common.MODEL,
+                infer_func=infer_table,
+                inputs=[
+                    Tensor(name=name, dtype=bytes if dt == "BYTES" else np.float64, shape=(1,))
+                    for name, dt in common.COLUMNS
+                ],
+                outputs=[Tensor(name="predict_proba", dtype=np.float32, shape=(common.n_classes(table),))],
                 config=config,
             )
         else:

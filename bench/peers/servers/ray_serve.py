@@ -9,7 +9,8 @@ the batch size, as the batching guide asks), on a local Ray started by this proc
                                    HAProxy (RAY_SERVE_ENABLE_HA_PROXY=1) in front of the replicas; with one replica on
                                    one machine the client talks to the replica directly.
 
-Native JSON: POST / with {"data": [64 floats]} or {"text": "a sentence"}.
+Native JSON: POST / with {"data": [64 floats]} (tabular64, hgb64, rf64), {"age": 42.0, "income": 52000.0, "city":
+"lyon", "plan": "pro"} (mixed: the batch becomes a pandas DataFrame) or {"text": "a sentence"} (minilm).
 """
 
 from __future__ import annotations
@@ -48,9 +49,11 @@ def _batch(fn):  # type: ignore[no-untyped-def]
 
 
 @_deployment
-class Tabular64:
+class Rows:
+    """Any scikit-learn model on rows of FP32 features (tabular64, hgb64, rf64)."""
+
     def __init__(self) -> None:
-        self._model = common.load_tabular()
+        self._model = common.load_sklearn()
 
     @_batch
     async def predict(self, rows: list[list[float]]) -> list[list[float]]:
@@ -60,6 +63,22 @@ class Tabular64:
     async def __call__(self, request: Request) -> dict:
         doc = await request.json()
         return {"predict_proba": await self.predict(doc["data"])}
+
+
+@_deployment
+class Table:
+    """A scikit-learn pipeline on a pandas DataFrame of named columns (mixed): one JSON object a request."""
+
+    def __init__(self) -> None:
+        self._model = common.load_sklearn()
+
+    @_batch
+    async def predict(self, records: list[dict]) -> list[list[float]]:
+        x = common.frame({name: [r[name] for r in records] for name, _ in common.COLUMNS})
+        return [r.tolist() for r in self._model.predict_proba(x)]
+
+    async def __call__(self, request: Request) -> dict:
+        return {"predict_proba": await self.predict(await request.json())}
 
 
 @_deployment
@@ -87,7 +106,7 @@ def main() -> None:
     ray.init(include_dashboard=False, log_to_driver=False)
     # in direct-ingress mode the replica holds PEER_PORT; a proxy, if any were started, gets PEER_PORT3
     serve.start(http_options={"host": common.HOST, "port": common.PORT3 if DIRECT else common.PORT})
-    app = (Tabular64 if common.MODEL == "tabular64" else MiniLM).bind()
+    app = {"rows": Rows, "table": Table, "text": MiniLM}[common.KIND].bind()
     serve.run(app, name=common.MODEL, route_prefix="/")
     print("PEER_READY", flush=True)
     try:
