@@ -12,6 +12,7 @@ from typing import Any
 
 import psutil
 import pytest
+
 from conftest import Load, Platform, spec_text
 
 pytestmark = pytest.mark.e2e
@@ -99,16 +100,23 @@ def test_apply_rolls_out_a_new_version_under_load_then_a_broken_one_is_rolled_ba
     assert {r["version"] for r in p.status()["replicas"] if r["state"] != "Terminating"} == {"2"}
 
     broken = tmp_path / "v3.yaml"
-    broken.write_text(spec_text("roll", cls="NoSuchModel", version="3", extra=extra % 4))
+    # A progress deadline far beyond the wait below: the rollback must come from the replica's report.
+    broken.write_text(spec_text("roll", cls="NoSuchModel", version="3", extra=extra % 120))
     with Load(p.url, "roll") as load:
         p.cli("apply", str(broken))
+        t0 = time.monotonic()
         st = p.wait(
             "the rollback",
-            lambda s: any(e["reason"] == "ProgressDeadlineExceeded" for e in s["events"]) and s["rollout"] is None,
+            lambda s: any(e["reason"] == "ModelLoadFailed" for e in s["events"]) and s["rollout"] is None,
             30,
         )
+        took = time.monotonic() - t0
         time.sleep(0.5)
     assert load.failures == []
+    # A model that fails to load is rolled back on the replica's own report, not after the progress deadline.
+    failed = next(e for e in st["events"] if e["reason"] == "ModelLoadFailed")
+    assert "has no class 'NoSuchModel'" in failed["message"]
+    assert took < 30
     assert {r["version"] for r in st["replicas"] if r["state"] != "Terminating"} == {"2"}
     assert {v for _, v in load.versions} == {"2"}
 

@@ -371,3 +371,21 @@ def test_router_reaches_replicas_by_unix_socket_and_retries_a_killed_one(
     finally:
         for s in (a, b):
             s.kill()
+
+
+def test_a_request_that_kills_replicas_is_not_fanned_out_to_all_of_them(router: RouterThread, tmp_path: Path) -> None:
+    spec = python_model(tmp_path, "m", "DiesOnNegative", extra="  batching: {enabled: false}\n")
+    started: list[ServerProcess] = []
+    try:
+        procs = start_replicas(spec, 3, started)
+        router.set_backends(procs)
+        assert post(router.http_port, infer_body([[1.0, 2.0]]))[0] == 200
+        status, body = post(router.http_port, infer_body([[-1.0, 2.0]]))
+        assert status == 502 and b"not retried" in body, body
+        time.sleep(0.5)
+        dead = [p for p in procs if p.proc is not None and p.proc.poll() is not None]
+        assert len(dead) == 2, "the poison request was tried on one replica, retried once, then refused"
+        assert router.call(lambda: router.router.poison_guarded) == 1
+    finally:
+        for p in started:
+            p.kill()

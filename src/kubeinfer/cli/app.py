@@ -60,8 +60,17 @@ def load_or_fail(path: Path) -> InferenceService:
 @app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="InferenceService YAML files.", show_default=False)],
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Also refuse what runs code a reviewer may not expect: a className in the standard library "
+            "(os:system, subprocess:Popen), and say which model files are pickles (docs/security.md)."
+        ),
+    ] = False,
 ) -> None:
     """Check spec files; print every problem with its file, line, field and the fix."""
+    import sys
+
     bad = 0
     for f in files:
         try:
@@ -70,7 +79,26 @@ def validate(
             bad += 1
             err.print(str(e), highlight=False, soft_wrap=True)
             continue
-        out.print(f"{f}: valid ({svc.kind} {svc.metadata.name!r}, model format {svc.spec.model.format})")
+        model = svc.spec.model
+        if strict and model.format == "python" and model.className:
+            top = model.className.partition(":")[0].split(".")[0]
+            if top in sys.stdlib_module_names or top == "builtins":
+                bad += 1
+                err.print(
+                    f"{f}: spec.model.className: {model.className!r} is in the standard library, not a model: "
+                    "name your model's class (module:Class)",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                continue
+        if strict and model.format == "sklearn":
+            err.print(
+                f"{f}: note: spec.model.uri {model.uri!r} is a pickle (joblib): loading it runs code, so serve only "
+                "files from a source you trust",
+                highlight=False,
+                soft_wrap=True,
+            )
+        out.print(f"{f}: valid ({svc.kind} {svc.metadata.name!r}, model format {model.format})")
     if bad:
         raise typer.Exit(2)
 

@@ -167,9 +167,12 @@ def up(
         _up_detached(spec_file, svc.name, folder, port, grpc_port, no_grpc, timeout)
         return
     import asyncio
+    import logging
 
     from kubeinfer.local.platform import Platform, RouterOptions
+    from kubeinfer.server import logs
 
+    logs.setup(logging.WARNING)  # rate-limited: an error repeated per connection cannot flood platform.log
     opts = RouterOptions(port=port, grpc_port=grpc_port, grpc=not no_grpc)
     try:
         platform = Platform(svc, spec_file.resolve().parent, settings, opts)

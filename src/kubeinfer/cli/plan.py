@@ -40,16 +40,18 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 
 
 def _read_doc(path: Path, what: str) -> Any:
-    import yaml
+    from kubeinfer.spec.load import SpecError, safe_yaml, strict_json
 
     try:
         text = path.read_text()
     except OSError as e:
         raise fail(f"cannot read {what} {path}: {e.strerror or e}", 2) from None
     try:
-        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as e:
-        raise fail(f"{path}: not valid YAML/JSON ({e})", 2) from None
+        return strict_json(text) if path.suffix == ".json" else safe_yaml(text, str(path))
+    except SpecError as e:
+        raise fail(str(e), 2) from None
+    except ValueError as e:
+        raise fail(f"{path}: not valid JSON ({e})", 2) from None
 
 
 def _dump(doc: Any, fmt: str) -> str:

@@ -84,15 +84,14 @@ def simulate(
     svc = load_or_fail(spec_file)
     setup = None
     if node_groups is not None:
-        import yaml
-
         from kubeinfer.sim.nodes import node_setup_from_dict
+        from kubeinfer.spec.load import safe_yaml
 
         try:
-            setup = node_setup_from_dict(yaml.safe_load(node_groups.read_text()))
+            setup = node_setup_from_dict(safe_yaml(node_groups.read_text(), str(node_groups)))
         except OSError as e:
             raise fail(f"--node-groups {node_groups}: {e.strerror or e}", 2) from None
-        except (yaml.YAMLError, ValueError) as e:
+        except ValueError as e:
             raise fail(f"--node-groups {node_groups}: {e}", 2) from None
     try:
         tr = parse_generator(trace, seed) if trace.startswith("gen:") else load_trace(trace, seed)

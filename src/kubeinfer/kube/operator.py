@@ -250,6 +250,9 @@ class ScalerState:
     generation: int = -1
     last_compute: tuple[tuple[str, float], ...] = ()
     """Each pod's compute-seconds sum at ``last_time``, for the work rate."""
+    scale_error: str | None = None
+    """Why the last tick's scale call failed (None: it did not fail, or none was needed): the status then keeps the
+    previous ``desiredReplicas`` and says why, rather than report a count that was never applied."""
 
 
 def build_observation(
@@ -334,6 +337,6 @@ def autoscale_step(
     if decision.replicas != current:
         try:
             api.scale(svc.name, ns, decision.replicas, field_manager=SCALER_FIELD_MANAGER)
-        except KubeError:
-            return decision, replace(state, generation=generation)
+        except KubeError as e:
+            return decision, replace(state, generation=generation, scale_error=f"scaling to {decision.replicas}: {e}")
     return decision, ScalerState(pstate, now, totals, generation, _compute_totals(metrics))

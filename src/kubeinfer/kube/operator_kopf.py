@@ -118,11 +118,17 @@ def run(namespaces: list[str] | None, opts: RenderOptions, context: str | None =
             )
             if decision is not None:
                 status = dict(body.get("status") or {}) if status is None else status
-                status["autoscaler"] = {
-                    "desiredReplicas": decision.replicas,
-                    "reason": decision.reason,
-                    "lastScaleTime": _now_rfc3339(),
-                }
+                failed = scalers[uid].scale_error
+                if failed is None:
+                    status["autoscaler"] = {
+                        "desiredReplicas": decision.replicas,
+                        "reason": decision.reason,
+                        "lastScaleTime": _now_rfc3339(),
+                    }
+                else:  # the count was not applied: keep the last one applied, and say why
+                    previous = dict(status.get("autoscaler") or {})
+                    previous["reason"] = f"ScaleFailed: {failed}"[:1000]
+                    status["autoscaler"] = previous
         if status is not None:
             api.patch_status(
                 API_VERSION,

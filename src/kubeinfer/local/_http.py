@@ -23,6 +23,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -49,6 +50,8 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _REASONS = {
     400: b"Bad Request",
     404: b"Not Found",
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
     413: b"Payload Too Large",
     500: b"Internal Server Error",
     502: b"Bad Gateway",
@@ -87,6 +90,7 @@ class Request:
         "head_only",
         "http10",
         "keep_alive",
+        "lost",
         "own",
         "tried",
         "upstream",
@@ -103,6 +107,7 @@ class Request:
         self.backend: _BackendState | None = None
         self.upstream: UpstreamProtocol | None = None
         self.enqueued = 0.0
+        self.lost = 0  # tries whose replica connection broke after the request was sent (router: crash guard)
         self.own: OwnRoute | None = None
 
     # The router's buffer calls these two on every kind of waiting request (HTTP here, gRPC in router_grpc).
@@ -122,6 +127,39 @@ class Request:
 OwnRoute = Callable[[], tuple[int, bytes, bytes]]
 
 
+@dataclass(frozen=True, slots=True)
+class ConnLimits:
+    """What one client connection may hold of the router (the spec's ``server.limits``, the same as a replica's)."""
+
+    header_timeout: float = 10.0
+    """Seconds from a request's first byte to the end of its head; 408 and close beyond."""
+    body_timeout: float = 60.0
+    """Seconds from a request's first byte to its last; 408 and close beyond (a ``Content-Length`` larger than the
+    body sent ends here)."""
+    idle_timeout: float = 75.0
+    """A keep-alive connection with no request for this long is closed."""
+    max_connections: int = 10_000
+    """Client connections at once; the next one is answered 503 with ``Retry-After`` and closed."""
+    max_header_bytes: int = 65_536
+    max_headers: int = 100
+
+    @classmethod
+    def from_spec(cls, limits: Any) -> ConnLimits:
+        return cls(
+            header_timeout=limits.headerTimeoutSeconds,
+            body_timeout=limits.bodyTimeoutSeconds,
+            idle_timeout=limits.idleTimeoutSeconds,
+            max_connections=limits.maxConnections,
+            max_header_bytes=limits.maxHeaderBytes,
+            max_headers=limits.maxHeaders,
+        )
+
+
+def _error_route(status: int, message: bytes) -> OwnRoute:
+    body = orjson.dumps({"error": message.decode("utf-8", "replace")})
+    return lambda: (status, body, b"application/json")
+
+
 class ClientProtocol(asyncio.Protocol):
     """A downstream (client) connection. Requests on one connection are proxied one at a time, in order."""
 
@@ -137,11 +175,32 @@ class ClientProtocol(asyncio.Protocol):
         self.too_large = False
         self.current: Request | None = None
         self.pending: deque[Request] = deque()
+        # Connection limits (checked by the router's sweep, ConnLimits): when the request being read began (0: none
+        # is), whether its head is complete, the head's size so far, and when the connection last had work.
+        self.began = 0.0
+        self.headed = False
+        self.head_bytes = 0
+        self.head_count = 0
+        self.declared = -1
+        self.head_error = b""
+        self.idle_since = 0.0
 
     # -- asyncio callbacks -----------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        self.router._clients.add(self)
+        router = self.router
+        if len(router._clients) >= router.conn_limits.max_connections:
+            router._count_local(503)
+            router.refused_connections += 1
+            body = b'{"error":"the router has %d client connections, its limit (server.limits.maxConnections)"}' % (
+                len(router._clients)
+            )
+            transport.write(simple_response(503, body, extra=b"retry-after: 1\r\n", close=True))
+            transport.close()
+            self.transport = None
+            return
+        self.idle_since = router._now
+        router._clients.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.router._clients.discard(self)
@@ -160,15 +219,19 @@ class ClientProtocol(asyncio.Protocol):
             self._fail(400, b"protocol upgrades (WebSocket, h2c) are not supported by the router")
             return
         except httptools.HttpParserError as e:
-            if self.too_large:
-                self._fail(
-                    413, b"request body is larger than the router's limit of %d bytes" % self.router.max_body_bytes
-                )
+            if self.head_error:
+                self._fail(431, self.head_error)
+            elif self.too_large:
+                self._fail(413, self._too_large_message())
             else:
                 self._fail(400, b"malformed HTTP request: " + str(e).encode())
             return
         if self.too_large:
-            self._fail(413, b"request body is larger than the router's limit of %d bytes" % self.router.max_body_bytes)
+            self._fail(413, self._too_large_message())
+
+    def _too_large_message(self) -> bytes:
+        size = b" (Content-Length %d)" % self.declared if self.declared > self.router.max_body_bytes else b""
+        return b"request body is larger than the router's limit of %d bytes%s" % (self.router.max_body_bytes, size)
 
     def eof_received(self) -> bool:
         # Half-closed by the client: finish what is in flight, then close (True keeps the transport open).
@@ -196,12 +259,36 @@ class ClientProtocol(asyncio.Protocol):
         self.body = []
         self.body_size = 0
         self.chunked = False
+        self.began = self.router._now or 1e-9
+        self.headed = False
+        self.head_bytes = 0
+        self.head_count = 0
+        self.declared = -1
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        self.head_bytes += len(url)
+        if self.head_bytes > self.router.conn_limits.max_header_bytes:
+            self.head_error = (
+                b"the request line is longer than the router's limit of %d bytes "
+                % (self.router.conn_limits.max_header_bytes)
+                + b"(server.limits.maxHeaderBytes)"
+            )
+            raise ValueError  # httptools stops parsing: data_received answers 431
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        lim = self.router.conn_limits
+        self.head_bytes += len(name) + len(value) + 4
+        self.head_count += 1
+        if self.head_bytes > lim.max_header_bytes or self.head_count > lim.max_headers:
+            self.head_error = (
+                b"the request head is larger than the router's limits: %d bytes, %d fields "
+                b"(server.limits.maxHeaderBytes, maxHeaders)" % (lim.max_header_bytes, lim.max_headers)
+            )
+            raise ValueError  # httptools stops parsing: data_received answers 431
         low = name.lower()
+        if low == b"content-length" and value.isdigit():
+            self.declared = int(value)
         if low in HOP_BY_HOP:
             if low == b"transfer-encoding":
                 self.chunked = True
@@ -209,6 +296,13 @@ class ClientProtocol(asyncio.Protocol):
                 self.transport.write(_CONTINUE)
             return
         self.headers.append(b"%s: %s\r\n" % (name, value))
+
+    def on_headers_complete(self) -> None:
+        self.headed = True
+        if self.declared > self.router.max_body_bytes:
+            # Refused on the declaration, before any of the body is read (not after waiting for all of it).
+            self.too_large = True
+            raise ValueError  # httptools stops parsing: data_received answers 413
 
     def on_body(self, body: bytes) -> None:
         self.body_size += len(body)
@@ -219,6 +313,7 @@ class ClientProtocol(asyncio.Protocol):
             self.body.append(body)
 
     def on_message_complete(self) -> None:
+        self.began = 0.0
         if self.too_large:
             return
         p = self.parser
@@ -284,6 +379,7 @@ class ClientProtocol(asyncio.Protocol):
         if self.pending:
             self._start(self.pending.popleft())
         elif self.current is None:
+            self.idle_since = self.router._now
             t.resume_reading()
 
     def abort(self) -> None:
@@ -292,14 +388,46 @@ class ClientProtocol(asyncio.Protocol):
             self.transport.abort()
 
     def _fail(self, status: int, message: bytes) -> None:
+        """The connection cannot go on (a malformed or oversized request): answer ``status`` and close -- after the
+        requests already read on it are answered, in order, so that none of them is lost."""
         t = self.transport
         if t is None:
             return
         self.router._count_local(status)
-        if self.current is None:
-            t.write(simple_response(status, orjson.dumps({"error": message.decode("utf-8", "replace")}), close=True))
+        self.began = 0.0
+        if self.current is not None:
+            req = Request(self, b"", False, False, False)
+            req.own = _error_route(status, message)
+            self.pending.append(req)
+            t.pause_reading()
+            self.parser = httptools.HttpRequestParser(self)  # nothing more is read on this connection
+            return
+        t.write(simple_response(status, orjson.dumps({"error": message.decode("utf-8", "replace")}), close=True))
         t.close()
         self.connection_lost(None)
+
+    def check_limits(self, now: float) -> None:
+        """The router's sweep: a request read too slowly gets 408, an idle keep-alive connection is closed."""
+        lim = self.router.conn_limits
+        if self.began:
+            if not self.headed and now - self.began > lim.header_timeout:
+                self._fail(
+                    408,
+                    b"the request head did not arrive within %gs (server.limits.headerTimeoutSeconds)"
+                    % (lim.header_timeout),
+                )
+            elif now - self.began > lim.body_timeout:
+                self._fail(
+                    408,
+                    b"the request body did not arrive within %gs (server.limits.bodyTimeoutSeconds): "
+                    b"%d of %s bytes came"
+                    % (lim.body_timeout, self.body_size, str(self.declared).encode() if self.declared >= 0 else b"?"),
+                )
+        elif self.current is None and not self.pending and now - self.idle_since > lim.idle_timeout:
+            t = self.transport
+            if t is not None:
+                t.close()
+                self.connection_lost(None)
 
 
 class UpstreamProtocol(asyncio.Protocol):

@@ -23,7 +23,18 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["ControlClient", "ControlError", "ControlServer", "NotRunning", "read_control", "write_token"]
+from kubeinfer.local.files import private_dir, write_private
+from kubeinfer.spec.load import strict_json
+
+__all__ = [
+    "BadRequest",
+    "ControlClient",
+    "ControlError",
+    "ControlServer",
+    "NotRunning",
+    "read_control",
+    "write_token",
+]
 
 
 class ControlError(RuntimeError):
@@ -34,13 +45,13 @@ class NotRunning(ControlError):
     pass
 
 
+class BadRequest(ControlError):
+    """A control body of the wrong shape (answered 400, with the field and what it takes)."""
+
+
 def write_token(folder: Path) -> str:
     token = secrets.token_urlsafe(32)
-    path = folder / "token"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token)
-    os.chmod(path, 0o600)
+    write_private(folder / "token", token)
     return token
 
 
@@ -82,17 +93,23 @@ class ControlServer:
         if handler is None:
             return web.json_response({"error": f"no route {request.method} {request.path}"}, status=404)
         try:
-            body = await request.json() if request.can_read_body else {}
-        except ValueError:
-            return web.json_response({"error": "the body is not JSON"}, status=400)
+            body = strict_json(await request.read()) if request.can_read_body else {}
+        except ValueError as e:
+            return web.json_response({"error": f"the body is not JSON: {e}"}, status=400)
+        if type(body) is not dict:
+            return web.json_response(
+                {"error": f"the body must be a JSON object, got {type(body).__name__}"}, status=400
+            )
         try:
             result = await handler(body)
+        except BadRequest as e:
+            return web.json_response({"error": str(e)}, status=400)
         except ControlError as e:
             return web.json_response({"error": str(e)}, status=422)
         return web.json_response(result, dumps=lambda o: json.dumps(o, default=str))
 
     async def start(self, extra: dict[str, Any]) -> int:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        private_dir(self.folder)
         self.token = write_token(self.folder)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -104,9 +121,7 @@ class ControlServer:
         assert server is not None
         self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
         info = {"port": self.port, "pid": os.getpid(), **extra}
-        tmp = self.folder / "control.json.tmp"
-        tmp.write_text(json.dumps(info))
-        tmp.replace(self.folder / "control.json")
+        write_private(self.folder / "control.json", json.dumps(info))
         return self.port
 
     async def stop(self) -> None:

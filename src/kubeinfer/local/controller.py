@@ -46,12 +46,14 @@ from kubeinfer.autoscale.factory import FixedReplicas
 from kubeinfer.autoscale.vpa import vpa_config_from_spec
 from kubeinfer.local import probes, replica
 from kubeinfer.local.events import EventLog
+from kubeinfer.local.files import private_dir, write_private
 from kubeinfer.local.gpu import GpuAllocator, GpuError, GpuInventory
 from kubeinfer.local.metrics import MetricsSource, ReplicaMetrics
 from kubeinfer.local.process import Clock, Process, ProcessRunner, read_tail, serve_command
 from kubeinfer.local.resources import CgroupV2, CpuQuota, LaunchPlan, cpu_cores, cpu_limit, memory_limit, plan_launch
 from kubeinfer.local.rollout import ReplicaView, RolloutProgress, plan
 from kubeinfer.local.settings import LocalSettings
+from kubeinfer.server.logs import copytruncate
 from kubeinfer.spec import InferenceService, resolve_uri
 from kubeinfer.spec.service import ServiceSpec
 
@@ -186,6 +188,7 @@ class ServiceController:
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._last_loop_error: dict[str, str] = {}
         self._sample_prev_total: dict[str, float] = {}
         self.gpus.check(svc.spec.resources.gpu)
         self._set_spec(svc, base_dir)
@@ -216,8 +219,8 @@ class ServiceController:
         if uri:
             doc["spec"]["model"]["uri"] = str(resolve_uri(uri, base_dir).resolve())
         path = self.dir / "specs" / f"revision-{number}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        private_dir(path.parent)
+        write_private(path, yaml.safe_dump(doc, sort_keys=False))
         return path
 
     def _set_spec(self, svc: InferenceService, base_dir: Path) -> Revision:
@@ -298,7 +301,11 @@ class ServiceController:
 
     async def run(self) -> None:
         """Run until :meth:`shutdown`; the caller owns the router's sockets."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
+        for groups in (self.cgroups, self.cpu_quota):
+            if groups is not None:
+                for path in groups.sweep_stale():
+                    log.info("removed %s, left behind by a platform that was killed", path)
         self._event("Normal", "Starting", self.name, f"revision {self.target}, {self.desired} replica(s)")
         loops = [
             asyncio.create_task(self._tick_loop(), name="kubeinfer-tick"),
@@ -317,9 +324,41 @@ class ServiceController:
         self._wake.set()
 
     async def _tick_loop(self) -> None:
+        next_rotation = 0.0
         while not self._closing:
-            self.tick()
+            try:
+                self.tick()
+                now = self.clock.monotonic()
+                if now >= next_rotation:
+                    next_rotation = now + 10.0
+                    self._rotate_logs()
+            except Exception as e:
+                self._loop_failed("tick", e)
             await asyncio.sleep(self.settings.tick)
+
+    def _rotate_logs(self) -> None:
+        """Cap every log this service writes (each replica's output and the platform's own), so a flood of errors
+        cannot fill the disk: past the cap a file is cut and its latest half kept as ``NAME.1``."""
+        paths = {rep.log_path for rep in self.replicas}
+        paths.add(self.dir / "platform.log")
+        for path in paths:
+            if copytruncate(path, self.settings.log_max_bytes):
+                log.warning(
+                    "%s outgrew %d MB: cut, its latest half kept in %s.1",
+                    path,
+                    self.settings.log_max_bytes >> 20,
+                    path.name,
+                )
+
+    def _loop_failed(self, loop: str, e: Exception) -> None:
+        """A controller loop's iteration raised: log it (with the traceback once per distinct message), record a
+        Warning event (repeats fold into its count), keep the last decision and go on."""
+        message = f"{type(e).__name__}: {e}"[:500]
+        if message != self._last_loop_error.get(loop):
+            log.warning("the %s loop failed; it goes on with the last decision", loop, exc_info=e)
+            self._last_loop_error[loop] = message
+        with contextlib.suppress(Exception):
+            self._event("Warning", "ControllerError", self.name, f"{loop}: {message}")
 
     def tick(self) -> None:
         now = self.clock.monotonic()
@@ -341,7 +380,7 @@ class ServiceController:
         elif isinstance(action, replica.Spawn):
             rep.http_port = rep.grpc_port = None
             rep.we_killed = rep.watchdog_oom = False
-            self._spawn_task(self._run_process(rep), f"replica-{rep.id}")
+            self._spawn_task(self._supervise(rep), f"replica-{rep.id}")
         elif isinstance(action, replica.Signal):
             if action.signal == signal.SIGKILL:
                 rep.we_killed = True
@@ -358,8 +397,39 @@ class ServiceController:
         if rep.http_port is None:
             ok, detail = False, "the server has not opened its port yet"
         else:
-            ok, detail = await self.metrics.probe(rep.http_port, probes.PROBE_PATHS[action.kind], action.timeout)
+            try:
+                ok, detail = await self.metrics.probe(rep.http_port, probes.PROBE_PATHS[action.kind], action.timeout)
+            except Exception as e:
+                ok, detail = False, f"the probe could not run: {type(e).__name__}: {e}"
         self._step(rep, probes.ProbeResult(action.kind, ok, detail), self.clock.monotonic())
+
+    async def _supervise(self, rep: Replica) -> None:
+        """Run the replica's process; whatever goes wrong in doing so (no file descriptor left for its log, a full
+        disk, a cgroup that cannot be made) ends as an exit of the replica, which the state machine restarts with
+        back-off, and a Warning event -- never as a task that dies and leaves the replica in Starting for good."""
+        try:
+            await self._run_process(rep)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.warning("supervising %s failed", rep.id, exc_info=True)
+            proc, rep.proc = rep.proc, None
+            if proc is not None:
+                with contextlib.suppress(Exception):
+                    proc.signal(signal.SIGKILL)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(proc.wait(), timeout=10.0)
+            for group in (rep.cgroup, rep.cpu_cgroup):
+                if group:
+                    with contextlib.suppress(Exception):
+                        CgroupV2.remove(group)
+            rep.cgroup = rep.cpu_cgroup = None
+            with contextlib.suppress(Exception):
+                self.gpus.release(rep.id)
+            message = f"supervising the process failed: {type(e).__name__}: {e}"[:500]
+            self._event("Warning", "SupervisorError", rep.id, message)
+            if rep.machine.phase != "Terminated":
+                self._step(rep, replica.Exited(-1, "Error", message), self.clock.monotonic())
 
     def _env(self, rep: Replica, gpu_env: dict[str, str]) -> dict[str, str]:
         spec = rep.revision.svc.spec
@@ -512,14 +582,26 @@ class ServiceController:
             if RolloutProgress.complete(views, self.target, self.desired):
                 self._event("Normal", "RolloutComplete", self.name, f"revision {self.target} serves all traffic")
                 self.rollout = None
-            elif self.rollout.deadline_exceeded(deadline, now) and self.rollout.previous in self.revisions:
+            elif self.rollout.previous in self.revisions and (
+                (failed := self._load_failure(self.target)) is not None or self.rollout.deadline_exceeded(deadline, now)
+            ):
                 bad, prev = self.target, self.rollout.previous
-                self._event(
-                    "Warning",
-                    "ProgressDeadlineExceeded",
-                    self.name,
-                    f"revision {bad} made no progress within {deadline:g} s: rolling back to revision {prev}",
-                )
+                if failed is not None:
+                    # A model that failed to load will not load on the next try either: no need to wait out the
+                    # progress deadline.
+                    self._event(
+                        "Warning",
+                        "ModelLoadFailed",
+                        self.name,
+                        f"revision {bad}: {failed}: rolling back to revision {prev}",
+                    )
+                else:
+                    self._event(
+                        "Warning",
+                        "ProgressDeadlineExceeded",
+                        self.name,
+                        f"revision {bad} made no progress within {deadline:g} s: rolling back to revision {prev}",
+                    )
                 self.target = prev
                 self.policy = policy_from_spec(self.svc.spec.autoscaling, fixed_replicas=self.svc.spec.replicas)
                 self.rollout = RolloutProgress(prev, bad, now, now, 0)
@@ -533,6 +615,13 @@ class ServiceController:
             self._step(rep, replica.Stop(why), now)
         for _ in range(p.create):
             self._create(now)
+
+    def _load_failure(self, revision: int) -> str | None:
+        """The reason a replica of ``revision`` gave for failing to load its model (its probe answer), if one did."""
+        for r in self.replicas:
+            if r.revision.number == revision and "failed to load" in r.machine.message:
+                return r.machine.message.partition("(")[2].rstrip(")") or r.machine.message
+        return None
 
     def _create(self, now: float) -> Replica:
         rev = self.revisions[self.target]
@@ -581,11 +670,16 @@ class ServiceController:
             woken = self._wake.is_set()
             self._wake.clear()
             now = self.clock.monotonic()
-            pending.append(self._sample_load(now))
-            if woken or now >= next_sync:
-                await self.sync(now, tuple(pending))
-                pending = []
-                next_sync = now + self._sync_period()
+            try:
+                pending.append(self._sample_load(now))
+                if woken or now >= next_sync:
+                    try:
+                        await self.sync(now, tuple(pending))
+                    finally:
+                        pending = []
+                        next_sync = now + self._sync_period()
+            except Exception as e:
+                self._loop_failed("autoscale", e)
 
     async def sync(self, now: float, loads: tuple[LoadSample, ...]) -> Decision:
         """One controller sync: scrape, decide, act (the count is reconciled at the next tick)."""

@@ -13,6 +13,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Protocol
 
+import orjson
 import psutil
 
 __all__ = ["HttpMetricsSource", "MetricsSource", "ReplicaMetrics", "http_get", "parse_prometheus"]
@@ -72,12 +73,21 @@ def parse_prometheus(text: str) -> dict[str, float]:
 class HttpMetricsSource:
     async def probe(self, port: int, path: str, timeout: float) -> tuple[bool, str]:
         try:
-            status, _ = await http_get(port, path, timeout)
+            status, body = await http_get(port, path, timeout)
         except TimeoutError:
             return False, f"GET {path}: no answer within {timeout:g} s"
         except (OSError, ValueError, IndexError) as e:
             return False, f"GET {path}: {e.__class__.__name__}: {e}"
-        return 200 <= status < 400, f"GET {path}: HTTP {status}"
+        ok = 200 <= status < 400
+        detail = f"GET {path}: HTTP {status}"
+        if not ok:
+            try:
+                reason = orjson.loads(body).get("reason") if body else None
+            except (orjson.JSONDecodeError, AttributeError):
+                reason = None
+            if isinstance(reason, str) and reason:
+                detail += f" ({reason[:300]})"
+        return ok, detail
 
     async def scrape(self, port: int | None, pid: int | None, timeout: float) -> ReplicaMetrics:
         in_flight = queue = busy = None

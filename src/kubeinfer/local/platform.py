@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubeinfer.local.control import ControlError, ControlServer
+from kubeinfer.local._http import ConnLimits
+from kubeinfer.local.control import BadRequest, ControlError, ControlServer
 from kubeinfer.local.controller import ControllerError, ServiceController
+from kubeinfer.local.files import private_dir, write_private
 from kubeinfer.local.gpu import NvmlInventory
 from kubeinfer.local.metrics import HttpMetricsSource
 from kubeinfer.local.process import MonotonicClock, SubprocessRunner
@@ -26,6 +30,9 @@ from kubeinfer.local.settings import LocalSettings
 from kubeinfer.spec import InferenceService, SpecError, validate_spec
 
 __all__ = ["Platform", "RouterOptions"]
+
+
+log = logging.getLogger("kubeinfer.local")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +54,8 @@ class Platform:
         self.router = Router(
             per_try_timeout=settings.try_timeout,
             buffer_timeout=settings.buffer_timeout,
-            max_body_bytes=spec.server.limits.max_body_bytes,
+            max_body_bytes=spec.max_body_bytes,
+            conn_limits=ConnLimits.from_spec(spec.server.limits),
             on_buffered=self._on_buffered,
         )
         self.controller = ServiceController(
@@ -76,6 +84,7 @@ class Platform:
         self.http_port = 0
         self.grpc_port: int | None = None
         self._stop = asyncio.Event()
+        self.exit_code = 0
 
     def _on_buffered(self) -> None:
         self.controller.on_buffered()
@@ -95,6 +104,10 @@ class Platform:
         return st
 
     async def _apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        _only(body, {"spec", "source", "base_dir"})
+        for key in ("source", "base_dir"):
+            if key in body and type(body[key]) is not str:
+                raise BadRequest(f"{key} must be a string, got {json.dumps(body[key])}")
         try:
             svc = validate_spec(body.get("spec"), str(body.get("source", "<apply>")))
         except SpecError as e:
@@ -106,15 +119,17 @@ class Platform:
         return {"message": msg}
 
     async def _scale(self, body: dict[str, Any]) -> dict[str, Any]:
+        _only(body, {"replicas"})
         n = body.get("replicas")
-        if not isinstance(n, int):
-            raise ControlError("replicas must be a whole number")
+        if type(n) is not int or n < 0:  # not isinstance: true is an int to Python, not a replica count
+            raise BadRequest(f"replicas must be a whole number >= 0, got {json.dumps(n)}")
         try:
             return {"message": self.controller.scale(n)}
         except ControllerError as e:
             raise ControlError(str(e)) from None
 
     async def _down(self, body: dict[str, Any]) -> dict[str, Any]:
+        _only(body, set())
         self._stop.set()
         return {"message": f"shutting down {self.controller.name!r}"}
 
@@ -130,6 +145,8 @@ class Platform:
         try:
             self.http_port, self.grpc_port = await self.router.start(self.options.host, port, grpc_port)
         except OSError as e:
+            if e.strerror is None:  # the gRPC listener: its message names the address and the fix
+                raise ControllerError(str(e).removeprefix("router: ")) from None
             raise ControllerError(
                 f"cannot listen on {self.options.host}:{port}: {e.strerror} (set spec.server.port, or --port 0 "
                 "for a free port, or stop what uses it)"
@@ -142,6 +159,7 @@ class Platform:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop.set)
         task = asyncio.create_task(self.controller.run(), name="kubeinfer-controller")
+        task.add_done_callback(self._controller_ended)
         try:
             await self._stop.wait()
         finally:
@@ -153,8 +171,26 @@ class Platform:
                 await task
             await self.control.stop()
             (self.folder / "platform.pid").unlink(missing_ok=True)
-        return 0
+        return self.exit_code
+
+    def _controller_ended(self, task: asyncio.Task[None]) -> None:
+        """The controller's loops end only at shutdown; if they end otherwise, nothing supervises the replicas any
+        more: say why and stop the platform (its supervisor -- a shell, systemd -- sees it exit) rather than run on
+        unsupervised."""
+        if task.cancelled() or self._stop.is_set():
+            return
+        exc = task.exception()
+        log.error("the controller stopped unexpectedly: %r; shutting down", exc, exc_info=exc)
+        self.exit_code = 1
+        self._stop.set()
 
     def write_pid(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "platform.pid").write_text(str(os.getpid()))
+        private_dir(self.folder)
+        write_private(self.folder / "platform.pid", str(os.getpid()))
+
+
+def _only(body: dict[str, Any], keys: set[str]) -> None:
+    extra = sorted(set(body) - keys)
+    if extra:
+        takes = ", ".join(sorted(keys)) or "no fields"
+        raise BadRequest(f"unknown field {extra[0]!r}: this command takes {takes}")

@@ -107,13 +107,20 @@ def classify_exit(
     if memory_limit:
         if code == -signal.SIGKILL and not we_killed and rss >= 0.8 * memory_limit:
             return "OOMKilled"
-        if code != 0 and "MemoryError" in log_tail:
+        if code == 1 and _ended_by_memory_error(log_tail):
             return "OOMKilled"
     if code == 0:
         return "Completed"
     if code < 0 and we_killed:
         return "Killed"
     return "Error"
+
+
+def _ended_by_memory_error(log_tail: str) -> bool:
+    """Whether the process ended on an uncaught MemoryError: the last line of its output is the traceback's final
+    ``MemoryError`` line. (Not "the word anywhere in the tail": a client can put that word into a logged line.)"""
+    lines = [ln for ln in log_tail.splitlines() if ln.strip()]
+    return bool(lines) and (lines[-1] == "MemoryError" or lines[-1].startswith("MemoryError: "))
 
 
 class ReplicaMachine:
@@ -190,6 +197,9 @@ class ReplicaMachine:
         if self.prober is None or self.phase not in ("Starting", "Running"):
             return []
         out: list[ReplicaAction] = []
+        if not event.ok and not self.ready and event.detail:
+            # What describe shows while the replica is not ready (the server says why: loading, failed to load).
+            self.message = f"{event.kind} probe: {event.detail}"
         for a in self.prober.step(event, now):
             if isinstance(a, probes.Started):
                 self.phase = "Running"

@@ -153,6 +153,39 @@ class _ChildGroups:
         except OSError:
             pass
 
+    def sweep_stale(self) -> list[str]:
+        """Remove the groups a platform left behind when it was killed (``kubeinfer-REPLICA-PID`` whose PID is gone
+        and that hold no process): a SIGKILLed ``kubeinfer up`` cannot clean up after itself. The paths removed."""
+        if self.base is None:
+            return []
+        removed = []
+        try:
+            groups = list(self.base.glob("kubeinfer-*-*"))
+        except OSError:
+            return []
+        for path in groups:
+            pid = path.name.rsplit("-", 1)[-1]
+            if not pid.isdigit() or _pid_alive(int(pid)):
+                continue
+            try:
+                if (path / "cgroup.procs").exists() and (path / "cgroup.procs").read_text().strip():
+                    continue
+                path.rmdir()
+                removed.append(str(path))
+            except OSError:
+                continue
+        return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 class CgroupV2(_ChildGroups):
     """A child cgroup per replica under this process's own cgroup, when cgroup v2 delegates one to us."""

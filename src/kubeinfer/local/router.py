@@ -43,12 +43,15 @@ from prometheus_client.registry import Collector
 
 from kubeinfer.local import _http
 from kubeinfer.local.router_core import RetryBudget, pick
+from kubeinfer.server.listen import stop_new_connections
 
 __all__ = ["Backend", "BackendStats", "Router", "RouterStats"]
 
 log = logging.getLogger("kubeinfer.local.router")
 
 TICK = 0.05  # seconds between housekeeping passes: the precision of per-try and buffer timeouts
+MAX_LOST = 1  # retries of a request after its replica connection broke once it was sent (a crash, maybe caused by it)
+SWEEP = 0.5  # seconds between checks of the client connections' timeouts (ConnLimits)
 RETRY_AFTER = 1  # seconds, in the Retry-After of the router's own 503s
 EJECT_SECONDS = 2.0  # a backend whose try failed (refused, reset, timed out) gets no first tries for this long
 IDLE_POOL = 256  # idle upstream connections kept per backend
@@ -168,6 +171,7 @@ class Router:
         buffer_limit: int = 1024,
         buffer_timeout: float = 30.0,
         max_body_bytes: int = 64 * 2**20,
+        conn_limits: _http.ConnLimits | None = None,
         on_buffered: Callable[[], None] | None = None,
     ) -> None:
         if per_try_timeout <= 0:
@@ -185,6 +189,10 @@ class Router:
         self.buffer_limit = buffer_limit
         self.buffer_timeout = buffer_timeout
         self.max_body_bytes = max_body_bytes
+        self.conn_limits = conn_limits or _http.ConnLimits()
+        self.refused_connections = 0
+        self.poison_guarded = 0
+        self._next_sweep = 0.0
         self.on_buffered = on_buffered
         self._now = 0.0
         self._budget = RetryBudget(retry_budget_ratio, 0.0)
@@ -267,6 +275,8 @@ class Router:
     async def stop(self, grace: float = 5.0) -> None:
         """Stop listening, let in-flight requests finish for up to ``grace`` seconds, then close everything."""
         if self._server is not None:
+            if stop_new_connections(getattr(self._server, "sockets", ())):
+                await asyncio.sleep(0.05)  # accept what completed its handshake before: closing would reset it
             self._server.close()
         if self._grpc is not None:
             await self._grpc.stop(grace)
@@ -410,6 +420,19 @@ class Router:
             return
         req.tried.append(b)
         self._eject(b)
+        if reason in ("reset", "closed"):
+            req.lost += 1
+            if req.lost > MAX_LOST:
+                # The poison-request guard: a request whose replica connection broke twice after it was sent may
+                # be what breaks them (a body that exhausts a replica's memory). Retrying it would take the next
+                # replica down too.
+                self.poison_guarded += 1
+                req.reject(
+                    502,
+                    b"the connection to replica %s broke after the request was sent, as it did on %d replica(s) "
+                    b"before: not retried, so that it cannot take down the others" % (b.id.encode(), req.lost - 1),
+                )
+                return
         self._retry(req, reason)
 
     def _retry(self, req: _http.Request, reason: str) -> None:
@@ -479,7 +502,10 @@ class Router:
         assert self._loop is not None
         while True:
             await asyncio.sleep(TICK)
-            self._tick(self._loop.time())
+            try:
+                self._tick(self._loop.time())
+            except Exception:  # timeouts must keep being enforced: log (rate-limited) and go on
+                log.exception("router housekeeping failed; it goes on")
 
     def _tick(self, now: float) -> None:
         self._now = now
@@ -494,6 +520,10 @@ class Router:
                 up.close()
                 if req is not None:
                     self._try_failed(up, req, "timeout")
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP
+            for c in list(self._clients):
+                c.check_limits(now)
         waiting = self._waiting
         limit = now - self.buffer_timeout
         while waiting and (waiting[0].enqueued <= limit or not waiting[0].alive):

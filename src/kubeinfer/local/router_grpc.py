@@ -9,14 +9,25 @@ Unary calls get the HTTP side's policy: the backend is chosen by power of two ch
 timeout (or the client's deadline when sooner), and a try that ends ``UNAVAILABLE`` (connection refused or reset,
 replica draining or its queue full) or ``DEADLINE_EXCEEDED`` because of the per-try timeout is retried on another
 backend within ``max_retries`` and the retry budget. A unary response is sent only once complete, so a retry never
-follows response bytes. Streams are not retried: once a stream has started, messages may already have been answered.
-While no backend is ready, calls wait in the router's buffer like HTTP requests.
+follows response bytes. While no backend is ready, calls wait in the router's buffer like HTTP requests.
+
+A stream is one bidirectional call to one backend, chosen the same way: each request goes up and each response comes
+back as it arrives, in order, untouched (an answer's ``error_message`` included: the stream goes on). There is no
+per-try timeout (a stream may rightly stay open for long), only the client's deadline. A try that ends ``UNAVAILABLE``
+before any response went back is retried on another backend like a unary call, the requests sent so far replayed
+(inference is a pure function of its input, as the HTTP side assumes); after a response went back, the stream ends
+with the backend's status. The client's cancellation cancels the backend's call. One task reads the client's
+requests for the stream's whole life (``_Requests``) and the try in progress writes them up: a read abandoned when a
+try fails could lose a request. It reads a request only once the last one was written, so HTTP/2 flow control still
+holds the client back when a backend reads slowly.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -25,6 +36,8 @@ if TYPE_CHECKING:
     from kubeinfer.local.router import Router, _BackendState
 
 __all__ = ["start_grpc"]
+
+log = logging.getLogger("kubeinfer.local.router")
 
 _INT32_MAX = 2**31 - 1
 _DROP = ("user-agent", "content-type", "te", "host")
@@ -76,9 +89,12 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
         if method.endswith("/ModelStreamInfer"):
-
-            def stream(request_iterator: Any, context: Any) -> AsyncIterator[bytes]:
-                return self._stream(method, request_iterator, context)
+            # An async generator function, not a function returning one: grpc.aio tells a handler's kind by
+            # inspecting the function, and iterates anything else as a sync generator in a thread.
+            async def stream(request_iterator: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+                async with contextlib.aclosing(self._stream(method, request_iterator, context)) as messages:
+                    async for message in messages:
+                        yield message
 
             return grpc.stream_stream_rpc_method_handler(stream)
 
@@ -151,26 +167,156 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
             st.codes["OK"] = st.codes.get("OK", 0) + 1
             return response
 
-    async def _stream(self, method: str, request_iterator: Any, context: Any) -> AsyncIterator[bytes]:
+    async def _stream(self, method: str, requests: AsyncIterator[bytes], context: Any) -> AsyncGenerator[bytes, None]:
         router = self.router
         router.requests += 1
         router._budget.requests.current += 1
-        st = await self._backend([], context)
-        st.outstanding += 1
-        st.total += 1
-        remaining = context.time_remaining()
+        metadata = _forwarded(context.invocation_metadata())
+        inbox = _Requests(requests)
+        upstream: _Try | None = None
+
+        def end(_: Any = None) -> None:
+            # Also on the call's end: a client's cancellation may come while this generator is parked at a yield,
+            # where no exception reaches it until it is garbage collected.
+            inbox.close()
+            if upstream is not None:
+                upstream.end()
+
+        context.add_done_callback(end)
+        tried: list[_BackendState] = []
+        attempts = 0
         try:
-            call = self._channel(st).stream_stream(method)(
-                request_iterator, metadata=_forwarded(context.invocation_metadata()), timeout=remaining
-            )
-            async for message in call:
-                yield message
-            st.codes["OK"] = st.codes.get("OK", 0) + 1
-        except grpc.aio.AioRpcError as e:
-            st.codes[e.code().name] = st.codes.get(e.code().name, 0) + 1
-            await context.abort(e.code(), e.details() or "")
+            while True:
+                st = await self._backend(tried, context)
+                attempts += 1
+                st.outstanding += 1
+                st.total += 1
+                call = self._channel(st).stream_stream(method)(metadata=metadata, timeout=context.time_remaining())
+                upstream = _Try(router, st, call, inbox)
+                try:
+                    async for message in call:
+                        inbox.commit()
+                        yield message
+                except grpc.aio.AioRpcError as e:
+                    code = e.code()
+                    if (
+                        code in _RETRYABLE
+                        and not inbox.committed
+                        and attempts <= router.max_retries
+                        and router._budget.try_withdraw()
+                    ):
+                        router.retries += 1
+                        router.retry_reasons["grpc_unavailable"] = router.retry_reasons.get("grpc_unavailable", 0) + 1
+                        tried.append(st)
+                        router._eject(st)
+                        continue
+                    st.codes[code.name] = st.codes.get(code.name, 0) + 1
+                    trailing = e.trailing_metadata()
+                    if trailing:
+                        context.set_trailing_metadata(tuple(_forwarded(trailing)))
+                    await context.abort(code, e.details() or "")
+                finally:
+                    upstream.end()
+                st.codes["OK"] = st.codes.get("OK", 0) + 1
+                return
         finally:
-            router._release(st)
+            end()
+
+
+class _Requests:
+    """The client's requests on one stream: read by one task, written to the backend by the try in progress.
+
+    Until the first response goes back (``commit``) every request is kept so that a retry can replay them; after it,
+    each is dropped once written. The reader takes the next request only once the try has written the last.
+    """
+
+    def __init__(self, source: AsyncIterator[bytes]) -> None:
+        self.log: list[bytes] = []  # the requests kept, in order; those from ``written`` on are not written yet
+        self.written = 0
+        self.committed = False
+        self.ended = False  # the client half-closed (or its side broke)
+        self._arrived = asyncio.Event()
+        self._taken = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(
+            self._read(source), name="kubeinfer-router-grpc-stream-reader"
+        )
+        self.task.add_done_callback(_log_unexpected_end)
+
+    async def _read(self, source: AsyncIterator[bytes]) -> None:
+        try:
+            async for message in source:
+                self.log.append(message)
+                self._arrived.set()
+                while self.written < len(self.log):
+                    self._taken.clear()
+                    await self._taken.wait()
+        except Exception as e:  # the client's side broke (grpc raises its own kinds): the call ends, end() comes
+            log.debug("router: reading a gRPC stream's requests ended: %r", e)
+        finally:
+            self.ended = True
+            self._arrived.set()
+
+    def commit(self) -> None:
+        """A response is going back: the stream can no longer be retried, so written requests need not be kept."""
+        if not self.committed:
+            self.committed = True
+            self._arrived.set()  # the writer drops what it wrote
+
+    async def write_to(self, call: Any) -> None:
+        """Write every request to ``call``, those kept first, then each as it arrives; half-close after the client."""
+        self.written = 0
+        while True:
+            if self.committed and self.written:
+                del self.log[: self.written]
+                self.written = 0
+            if self.written < len(self.log):
+                await call.write(self.log[self.written])
+                self.written += 1
+                self._taken.set()
+            elif self.ended:
+                await call.done_writing()
+                return
+            else:
+                self._arrived.clear()
+                await self._arrived.wait()
+
+    def close(self) -> None:
+        self.task.cancel()
+
+
+class _Try:
+    """One try of a stream on one backend: its call, the task writing the requests to it, and its share of the
+    backend's load, all ended once by ``end``."""
+
+    __slots__ = ("call", "ended", "router", "st", "writer")
+
+    def __init__(self, router: Router, st: _BackendState, call: Any, inbox: _Requests) -> None:
+        self.router = router
+        self.st = st
+        self.call = call
+        self.ended = False
+        self.writer = asyncio.get_running_loop().create_task(
+            self._write(inbox), name=f"kubeinfer-router-grpc-stream-writer-{st.id}"
+        )
+        self.writer.add_done_callback(_log_unexpected_end)
+
+    async def _write(self, inbox: _Requests) -> None:
+        # A failed write means the call ended: reading its responses raises its status, which decides what follows.
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.InvalidStateError, asyncio.CancelledError):
+            await inbox.write_to(self.call)
+
+    def end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.writer.cancel()
+        self.call.cancel()  # no-op once the call is done
+        self.router._release(self.st)
+
+
+def _log_unexpected_end(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("router task %s ended unexpectedly", task.get_name(), exc_info=task.exception())
 
 
 async def start_grpc(router: Router, host: str, port: int) -> tuple[Any, int]:

@@ -13,6 +13,8 @@ variable                   meaning                                 default
 ``KUBEINFER_TICK``         replica state-machine tick, seconds     0.05
 ``KUBEINFER_TRY_TIMEOUT``  router per-try timeout, seconds         10
 ``KUBEINFER_BUFFER_TIMEOUT`` router buffering bound, seconds       30
+``KUBEINFER_LOG_MAX_MB``   a log file's cap (then NAME.1 keeps the  50
+                           latest half), MB
 ========================== ======================================= =========
 """
 
@@ -58,6 +60,8 @@ class LocalSettings:
     """The router retries a request on another replica after this long without an answer."""
     buffer_timeout: float = 30.0
     """Longest wait of a request for a ready replica (scale from zero, all restarting) before a 503."""
+    log_max_bytes: int = 50 << 20
+    """A replica's log and ``platform.log`` are cut past this size, the latest half kept as ``NAME.1``."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LocalSettings:
@@ -77,6 +81,7 @@ class LocalSettings:
             tick=_float(env, "KUBEINFER_TICK", 0.05) or 0.05,
             try_timeout=_float(env, "KUBEINFER_TRY_TIMEOUT", 10.0) or 10.0,
             buffer_timeout=_float(env, "KUBEINFER_BUFFER_TIMEOUT", 30.0),
+            log_max_bytes=int(_float(env, "KUBEINFER_LOG_MAX_MB", 50.0) * (1 << 20)) or (50 << 20),
         )
 
     def service_dir(self, name: str) -> Path:

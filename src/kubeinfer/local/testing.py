@@ -100,10 +100,11 @@ class FakeMetrics:
     def __init__(self) -> None:
         self.failing: dict[str, set[int]] = {"/startupz": set(), "/readyz": set(), "/healthz": set()}
         self.values: dict[int, ReplicaMetrics] = {}
+        self.reason = ""  # what a failing probe's answer says (as the server's {"reason": ...})
 
     async def probe(self, port: int, path: str, timeout: float) -> tuple[bool, str]:
         if port in self.failing.get(path, set()):
-            return False, f"GET {path}: HTTP 503"
+            return False, f"GET {path}: HTTP 503" + (f" ({self.reason})" if self.reason else "")
         return True, f"GET {path}: HTTP 200"
 
     async def scrape(self, port: int | None, pid: int | None, timeout: float) -> ReplicaMetrics:

@@ -10,6 +10,7 @@ The spec file's folder (and ``uri``, if a folder) is put on ``sys.path`` so the 
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -60,6 +61,17 @@ class PythonModel:
         cls = getattr(module, cls_name, None)
         if cls is None:
             raise ModelError(f"module {module_name!r} has no class {cls_name!r}")
+        if not inspect.isclass(cls):
+            # className: os:system would otherwise be called with the args: any callable runs (docs/security.md).
+            raise ModelError(
+                f"className {self.class_name!r} is a {type(cls).__name__}, not a class: name your model's class "
+                "(module:Class, with a predict(inputs) method)"
+            )
+        if cls.__module__.split(".")[0] in sys.stdlib_module_names:
+            raise ModelError(
+                f"className {self.class_name!r} names a class of the standard library ({cls.__module__}), not a model: "
+                "name your model's class"
+            )
         try:
             self._obj = cls(**self.args)
             if hasattr(self._obj, "load"):

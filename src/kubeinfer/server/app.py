@@ -31,6 +31,7 @@ from kubeinfer.server.errors import (
     InvalidInput,
     MethodNotAllowed,
     ModelNotFound,
+    OutOfMemory,
     PayloadTooLarge,
     RouteNotFound,
     ServerError,
@@ -81,6 +82,12 @@ class Limits:
     max_body_bytes: int = 64 * 2**20
     max_concurrency: int = 4096
     request_timeout: float | None = 30.0
+    # What one connection may hold (server/http.py; the spec's server.limits, the router's ConnLimits alike).
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_connections: int = 10_000
+    max_header_bytes: int = 65_536
+    max_headers: int = 100
 
 
 @dataclass(slots=True)
@@ -184,6 +191,8 @@ class InferenceApp:
                 status, model_label, proto = await self._route(method, parts, scope, receive, send)
         except ServerError as e:
             status = await self._error(send, e)
+        except MemoryError:
+            status = await self._error(send, OutOfMemory.of("reading this request"))
         except Exception as e:  # a bug: log it, answer 500 with a message, keep serving
             log.exception("unhandled error on %s %s", method, path)
             status = 500
@@ -204,9 +213,10 @@ class InferenceApp:
         headers = list(_JSON)
         if isinstance(e, MethodNotAllowed):
             headers.append((b"allow", e.allow.encode()))
-        if e.retry_after is not None and status in (429, 503):
+        if e.retry_after is not None and status in (429, 503, 507):
             headers.append((b"retry-after", str(max(1, round(e.retry_after))).encode()))
-        if self.draining:
+        if self.draining or isinstance(e, PayloadTooLarge):
+            # Too large: the body was not read, so the connection cannot carry another request.
             headers.append((b"connection", b"close"))
         return status, orjson.dumps({"error": str(e)}), headers
 
@@ -374,8 +384,19 @@ class InferenceApp:
         return 200, "", "rest"
 
     async def _bool(self, send: Send, key: str, value: bool) -> None:
-        body = orjson.dumps({key: value})
-        await _send(send, 200 if value else 503, body, _JSON)
+        doc: dict[str, Any] = {key: value}
+        if not value:
+            doc["reason"] = self.not_ready_reason()
+        await _send(send, 200 if value else 503, orjson.dumps(doc), _JSON)
+
+    def not_ready_reason(self) -> str:
+        """Why readiness is false, for probes and ``kubeinfer describe`` (a supervisor sees it without the logs)."""
+        if self.draining:
+            return "draining (SIGTERM)"
+        failed = [f"model {s.name!r} failed to load: {s.error}" for s in self.models.values() if s.error]
+        if failed:
+            return "; ".join(failed)[:500]
+        return "loading the model"
 
     async def _route_v2(self, method: str, parts: list[str], send: Send) -> tuple[int, str, str]:
         rest = parts[2:]

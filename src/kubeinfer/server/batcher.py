@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from kubeinfer.runtimes.base import Model, ModelInfo
-from kubeinfer.server.errors import DeadlineExceeded, ModelFailed, ServerError, Unavailable
+from kubeinfer.server.errors import DeadlineExceeded, ModelFailed, OutOfMemory, ServerError, Unavailable
 from kubeinfer.server.tensors import InferRequest, wire_outputs
 
 __all__ = ["BatchFormer", "Batcher", "Dispatch", "InlinePolicy", "Wait"]
@@ -397,6 +397,8 @@ class Batcher:
 def _as_error(model: Model, e: BaseException) -> ServerError:
     if isinstance(e, ServerError):
         return e
+    if isinstance(e, MemoryError):
+        return OutOfMemory.of(f"running model {model.name!r}")
     return ModelFailed(f"model {model.name!r} failed: {type(e).__name__}: {e}")
 
 

@@ -12,7 +12,8 @@
     ├── TooManyRequests     429      limits.maxConcurrency reached; retry later
     ├── ModelFailed         500      the model raised on this request's rows
     ├── Unavailable         503      queue full, model not ready, or draining; retry later / elsewhere
-    └── DeadlineExceeded    504      limits.requestTimeoutMs passed before a result
+    ├── DeadlineExceeded    504      limits.requestTimeoutMs passed before a result
+    └── OutOfMemory         507      the replica ran out of memory on this request; retry later or send less
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from http import HTTPStatus
 
 import grpc
 
-__all__ = ["GRPC_CODES", "HTTP_STATUS", "ServerError", "grpc_code", "http_status"]
+__all__ = ["GRPC_CODES", "HTTP_STATUS", "OutOfMemory", "ServerError", "grpc_code", "http_status"]
 
 
 class ServerError(Exception):
@@ -70,6 +71,20 @@ class DeadlineExceeded(ServerError):
     pass
 
 
+class OutOfMemory(ServerError):
+    """A MemoryError while decoding or running a request: the server stays up (the request's memory is freed) and
+    says so, instead of a 400 or a 500 that would read as the client's fault or a bug."""
+
+    retry_after = 1.0
+
+    @classmethod
+    def of(cls, what: str) -> OutOfMemory:
+        return cls(
+            f"the server ran out of memory {what}: retry later, or send smaller requests "
+            "(server.limits.maxBodySize, resources.limits.memory)"
+        )
+
+
 HTTP_STATUS: dict[type[ServerError], HTTPStatus] = {
     InvalidInput: HTTPStatus.BAD_REQUEST,
     ModelNotFound: HTTPStatus.NOT_FOUND,
@@ -81,6 +96,7 @@ HTTP_STATUS: dict[type[ServerError], HTTPStatus] = {
     ModelFailed: HTTPStatus.INTERNAL_SERVER_ERROR,
     Unavailable: HTTPStatus.SERVICE_UNAVAILABLE,
     DeadlineExceeded: HTTPStatus.GATEWAY_TIMEOUT,
+    OutOfMemory: HTTPStatus.INSUFFICIENT_STORAGE,
 }
 
 GRPC_CODES: dict[type[ServerError], grpc.StatusCode] = {
@@ -94,6 +110,7 @@ GRPC_CODES: dict[type[ServerError], grpc.StatusCode] = {
     ModelFailed: grpc.StatusCode.INTERNAL,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    OutOfMemory: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

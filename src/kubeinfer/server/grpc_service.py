@@ -38,7 +38,7 @@ from kubeinfer import __version__
 from kubeinfer.runtimes.base import DATATYPES, datatype_of
 from kubeinfer.server._proto import grpc_predict_v2_pb2 as pb
 from kubeinfer.server.app import EXTENSIONS, InferenceApp, ModelSlot
-from kubeinfer.server.errors import InvalidInput, ServerError, grpc_code, internal_error
+from kubeinfer.server.errors import InvalidInput, OutOfMemory, ServerError, grpc_code, internal_error
 from kubeinfer.server.tensors import (
     InferRequest,
     RequestedOutput,
@@ -220,6 +220,8 @@ class InferenceServicer:
             return await self.infer(request, context.time_remaining())
         except ServerError as e:
             await context.abort(grpc_code(e), str(e))
+        except MemoryError:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(OutOfMemory.of("reading this request")))
         except Exception as e:  # a bug: log it, answer INTERNAL with a message, keep serving
             log.exception("unhandled error in ModelInfer for model %r", request.model_name)
             await context.abort(grpc.StatusCode.INTERNAL, internal_error(e))

@@ -36,7 +36,7 @@ import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from kubeinfer.server.errors import ServerError, internal_error
+from kubeinfer.server.errors import OutOfMemory, ServerError, internal_error
 
 if TYPE_CHECKING:
     from kubeinfer.server.app import InferenceApp, ModelSlot
@@ -148,30 +148,145 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
 
     _direct: _DirectCycle | None = None
     _idle_since: float | None = None
+    # Connection limits (Limits; checked here and by the server's sweep, check_limits): when the request being read
+    # began (0.0: none is being read), whether its head is complete, and the head's size so far.
+    _began = 0.0
+    _headed = False
+    _head_bytes = 0
+    _head_count = 0
+    _refusal: tuple[int, str] | None = None
+    _refused = False
+    _fresh = True  # no byte has come on this connection yet
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._queue: deque[_DirectCycle] = deque()  # direct requests not answered yet, in request order
         super().connection_made(transport)
+        self._began = self.loop.time()  # the first request head must come within header_timeout
+        limit = self.app_direct.limits.max_connections
+        if len(self.server_state.connections) > limit:
+            # Past the cap a connection is answered at once and closed: it holds no file descriptor for long.
+            self.app_direct.metrics.request("", "http", 503, 0.0)
+            self._refuse(503, f"the server has {limit} connections open, its limit (server.limits.maxConnections)")
 
     def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # the connection is closing after its refusal: what follows is not read
         self._idle_since = None
+        self._fresh = False
+        if not self._began:
+            self._began = self.loop.time()
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            msg = "Invalid HTTP request received."
-            self.logger.warning(msg)
-            self.send_400_response(msg)
         except httptools.HttpParserUpgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
+        except httptools.HttpParserError as e:
+            if self._refusal is not None:
+                status, message = self._refusal
+            else:
+                status, message = 400, f"malformed HTTP request: {e}"
+            self._refuse(status, message)
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` with a JSON error and close the connection, after the answers of the requests already
+        read on it (they are not lost); nothing more is read."""
+        self._began = 0.0
+        self._refused = True
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        payload = orjson.dumps({"error": message})
+        head = b"".join(
+            [STATUS_LINE[status], b"content-type: application/json\r\n"]
+            + ([b"retry-after: 1\r\n"] if status == 503 else [])
+            + [b"content-length: ", str(len(payload)).encode(), b"\r\n"]
+        )
+        self.flow.pause_reading()
+        direct = self._direct
+        if direct is not None:  # a direct request being read: it will never be whole
+            self._direct = None
+            if self._queue and self._queue[-1] is direct:
+                self._queue.pop()
+        if self._queue:  # answers of requests already read are still to go out: the refusal follows them
+            last = _DirectCycle(b"", {}, False)
+            last.head, last.payload = head, payload
+            self._queue.append(last)
+            self._write_ready()
+            return
+        cycle: Any = self.cycle
+        if (
+            cycle is not None
+            and cycle is not direct
+            and not cycle.response_complete
+            and not getattr(cycle, "more_body", True)
+        ):
+            cycle.keep_alive = False  # an ASGI request read whole is being answered: it finishes, then the close
+            return
+        transport.write(head + b"connection: close\r\n\r\n" + payload)
+        transport.close()
+
+    def check_limits(self, now: float) -> None:
+        """The server's sweep: a request whose head or body arrives too slowly is answered 408, and the connection
+        closed (a client sending nothing, half a head, or a Content-Length larger than its body)."""
+        began = self._began
+        if not began:
+            return
+        lim = self.app_direct.limits
+        if self._fresh and now - began > lim.header_timeout:
+            self.transport.close()  # a connection that never sent a byte: closed without an answer
+        elif not self._headed and now - began > lim.header_timeout:
+            self._refuse(
+                408,
+                f"the request head did not arrive within {lim.header_timeout:g}s (server.limits.headerTimeoutSeconds)",
+            )
+        elif now - began > lim.body_timeout:
+            self._refuse(
+                408, f"the request did not arrive whole within {lim.body_timeout:g}s (server.limits.bodyTimeoutSeconds)"
+            )
+
+    def pause_writing(self) -> None:
+        # The client does not read its answers (asyncio's write buffer is past its high-water mark): stop reading
+        # its requests too, so that what it pipelines cannot pile answers up in memory.
+        super().pause_writing()
+        self.flow.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if len(self._queue) < MAX_PIPELINE // 2 and not self.pipeline and not self.app_direct.draining:
+            self.flow.resume_reading()
+
+    def on_url(self, url: bytes) -> None:
+        self._head_bytes += len(url)
+        if self._head_bytes > self.app_direct.limits.max_header_bytes:
+            self._refusal = (
+                414,
+                f"the request line is longer than {self.app_direct.limits.max_header_bytes} bytes "
+                "(server.limits.maxHeaderBytes)",
+            )
+            raise ValueError  # stops the parser: data_received answers the refusal
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_bytes += len(name) + len(value) + 4
+        self._head_count += 1
+        lim = self.app_direct.limits
+        if self._head_bytes > lim.max_header_bytes or self._head_count > lim.max_headers:
+            self._refusal = (
+                431,
+                f"the request head is larger than the limits: {lim.max_header_bytes} bytes, "
+                f"{lim.max_headers} fields (server.limits.maxHeaderBytes, maxHeaders)",
+            )
+            raise ValueError  # stops the parser: data_received answers the refusal
+        super().on_header(name, value)
 
     def on_response_complete(self) -> None:
         self.server_state.total_requests += 1
         if self.transport.is_closing():
             return
-        self.flow.resume_reading()
+        if not self.flow.write_paused:
+            self.flow.resume_reading()
         if self.pipeline:
             cycle, app = self.pipeline.pop()
             self._start_asgi_task(cycle, app)
@@ -196,6 +311,10 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
         self.url = b""
         self.expect_100_continue = False
         self.headers = []
+        self._began = self.loop.time()
+        self._headed = False
+        self._head_bytes = 0
+        self._head_count = 0
 
     def _make_scope(self) -> None:
         """What uvicorn's ``on_message_begin`` builds, for a request that goes to the ASGI app."""
@@ -212,6 +331,7 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
         }
 
     def on_headers_complete(self) -> None:
+        self._headed = True
         url = self.url
         if (
             url.endswith(_SUFFIX)
@@ -243,6 +363,7 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
             direct.body.append(body)
 
     def on_message_complete(self) -> None:
+        self._began = 0.0
         direct = self._direct
         if direct is None:
             super().on_message_complete()
@@ -262,6 +383,11 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
             req, future = app.infer_v2_submit(slot, body, cycle.headers)
         except ServerError as e:
             status, payload, headers = app.error_response(e)
+            self._finish(cycle, slot, status, payload, headers)
+            return
+        except MemoryError:
+            cycle.body = []
+            status, payload, headers = app.error_response(OutOfMemory.of("reading this request"))
             self._finish(cycle, slot, status, payload, headers)
             return
         except Exception as e:  # a bug: log it, answer 500 with a message, keep serving

@@ -35,14 +35,17 @@ def _err(desc: str) -> dict[str, Any]:
 
 _COMMON_ERRORS = {
     "400": _err("The request is malformed or does not fit the model's inputs."),
+    "408": _err("The request did not arrive within the server's header or body timeout."),
     "404": _err("Unknown model or version."),
     "405": _err("Method not allowed on this route."),
     "413": _err("Body larger than the server's limit."),
     "415": _err("Unsupported content type or encoding."),
+    "431": _err("Request head larger than the server's limits."),
     "429": _err("Concurrency limit reached; retry after Retry-After seconds."),
     "500": _err("The model raised on this request."),
     "503": _err("Model not ready or queue full; retry after Retry-After seconds."),
     "504": _err("The request's deadline passed."),
+    "507": _err("The server ran out of memory on this request; retry later or send less."),
 }
 
 
@@ -113,8 +116,20 @@ def openapi_document(served: list[tuple[str, str]] | None = None) -> dict[str, A
     schemas: dict[str, Any] = {
         "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
         "Live": {"type": "object", "properties": {"live": {"type": "boolean"}}},
-        "Ready": {"type": "object", "properties": {"ready": {"type": "boolean"}}},
-        "Started": {"type": "object", "properties": {"started": {"type": "boolean"}}},
+        "Ready": {
+            "type": "object",
+            "properties": {
+                "ready": {"type": "boolean"},
+                "reason": {"type": "string", "description": "Why not ready (only when ready is false)."},
+            },
+        },
+        "Started": {
+            "type": "object",
+            "properties": {
+                "started": {"type": "boolean"},
+                "reason": {"type": "string", "description": "Why not started (only when started is false)."},
+            },
+        },
         "ModelReady": {"type": "object", "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}},
         "ServerMetadata": {
             "type": "object",

@@ -28,9 +28,11 @@ import orjson
 import uvicorn
 
 from kubeinfer.runtimes import create_model
+from kubeinfer.server import logs
 from kubeinfer.server.app import InferenceApp, Limits, ModelSlot, load_slot
 from kubeinfer.server.batcher import Batcher
 from kubeinfer.server.http import protocol_for
+from kubeinfer.server.listen import stop_new_connections
 from kubeinfer.server.metrics import Metrics, nvml_sampler
 from kubeinfer.server.openapi import openapi_document
 from kubeinfer.spec import InferenceService
@@ -51,9 +53,14 @@ def build_app(svc: InferenceService, base_dir: Path | None) -> tuple[InferenceAp
     spec = svc.spec
     lim = spec.server.limits
     limits = Limits(
-        max_body_bytes=lim.max_body_bytes,
+        max_body_bytes=spec.max_body_bytes,
         max_concurrency=lim.maxConcurrency,
         request_timeout=lim.requestTimeoutMs / 1000.0,
+        header_timeout=lim.headerTimeoutSeconds,
+        body_timeout=lim.bodyTimeoutSeconds,
+        max_connections=lim.maxConnections,
+        max_header_bytes=lim.maxHeaderBytes,
+        max_headers=lim.maxHeaders,
     )
     metrics = Metrics(gpu_sampler=nvml_sampler())
     app = InferenceApp(limits, metrics, openapi=openapi_document)
@@ -107,11 +114,22 @@ def listen_unix(path: Path) -> socket.socket:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the runner drains first, then tells it to exit."""
+    """uvicorn without its own signal handlers (the runner drains first, then tells it to exit), and with a sweep of
+    the open connections every half second: a request whose head or body arrives too slowly gets 408 and the
+    connection is closed (``InferHttpProtocol.check_limits``)."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def on_tick(self, counter: int) -> bool:
+        if counter % 5 == 0 and self.server_state.connections:
+            now = asyncio.get_running_loop().time()
+            for conn in list(self.server_state.connections):
+                check = getattr(conn, "check_limits", None)
+                if check is not None:
+                    check(now)
+        return await super().on_tick(counter)
 
 
 async def serve(
@@ -151,13 +169,14 @@ async def serve(
         http=protocol_for(app),
         lifespan="off",
         log_level="warning",
+        log_config=None,  # uvicorn's loggers propagate to the root handler and its rate limit (logs.setup)
         access_log=False,
         proxy_headers=False,
         server_header=False,
         date_header=False,
         timeout_graceful_shutdown=max(1, int(spec.server.limits.drainTimeoutSeconds)),
         backlog=2048,
-        timeout_keep_alive=75,
+        timeout_keep_alive=max(1, round(spec.server.limits.idleTimeoutSeconds)),
     )
     server = _Server(config)
     grpc_server: Any = None
@@ -189,6 +208,14 @@ async def serve(
         app.draining = True
         log.info("draining: readiness is false; finishing in-flight requests")
         deadline = time.monotonic() + spec.server.limits.drainTimeoutSeconds
+        delay = min(spec.server.limits.drainDelaySeconds, spec.server.limits.drainTimeoutSeconds)
+        if delay > 0:
+            # Routers and endpoints see readiness go false only after a while: keep taking what they still send.
+            await asyncio.sleep(delay)
+        if stop_new_connections(sockets):
+            # Connections that completed their handshake before the filter sit in the backlog: let them be
+            # accepted (and their requests answered, with Connection: close) before the listener closes.
+            await asyncio.sleep(BACKLOG_SECONDS)
         idle_since: float | None = None
         while time.monotonic() < deadline:
             now = time.monotonic()
@@ -234,6 +261,9 @@ async def serve(
     return 0
 
 
+BACKLOG_SECONDS = 0.05
+
+
 def announce(name: str, host: str, http_port: int, grpc_port: int | None, uds: Path | None) -> None:
     """The lines a supervisor waits for: where the replica listens (the local controller parses the second)."""
     announce: dict[str, Any] = {"http": http_port, "grpc": grpc_port, "pid": os.getpid(), "model": name}
@@ -257,7 +287,7 @@ def run_loop(main: Any) -> int:
 
 
 def run(svc: InferenceService, base_dir: Path | None = None, uds: Path | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.setup(logging.INFO, sys.stderr)
     if svc.spec.server.processes > 1:
         from kubeinfer.server.processes import run_processes
 

@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from kubeinfer.runtimes.base import DATATYPES, ModelInfo, TensorSpec, datatype_of
-from kubeinfer.server.errors import InvalidInput
+from kubeinfer.server.errors import InvalidInput, OutOfMemory
 
 __all__ = [
     "InferRequest",
@@ -126,30 +126,64 @@ def from_json_data(data: Any, datatype: str, shape: tuple[int, ...], where: str)
         raise InvalidInput(
             f"{where}: data must be a list of {count} values (flat or nested), got {type(data).__name__}"
         )
+    flat = _flatten(data)
     if datatype == "BYTES":
-        flat = _flatten(data)
         if len(flat) != count:
             raise InvalidInput(f"{where}: shape {list(shape)} needs {count} elements, got {len(flat)}")
         arr = np.empty(count, dtype=object)
         try:
-            arr[:] = [x.encode() if isinstance(x, str) else bytes(x) for x in flat]
-        except (TypeError, ValueError):
-            raise InvalidInput(f"{where}: BYTES data must be strings") from None
+            # Strings only: bytes(n) of a number would allocate n bytes (a client-chosen size).
+            arr[:] = [x.encode() for x in flat]
+        except (AttributeError, UnicodeEncodeError):
+            bad = next(x for x in flat if type(x) is not str)
+            raise InvalidInput(f"{where}: BYTES data must be strings, got {_json_kind(bad)}") from None
         return arr.reshape(shape)
     dtype = DATATYPES[datatype]
+    # Strict JSON numbers (as Triton's parser is): numpy would take null as NaN, "5.1" and true as numbers and 1e39 as
+    # inf for FP32, and predict on them. One pass over the element types, at C speed.
+    kinds = set(map(type, flat))
+    allowed = _JSON_KINDS[dtype.kind]
+    if not kinds <= allowed:
+        bad = next(x for x in flat if type(x) not in allowed)
+        need = {"b": "true or false", "f": "numbers", "i": "whole numbers", "u": "whole numbers >= 0"}[dtype.kind]
+        raise InvalidInput(f"{where}: {datatype} data must be {need}, got {_json_kind(bad)}")
     try:
-        arr = np.asarray(data, dtype=dtype)
+        if dtype.kind == "f":
+            with np.errstate(over="ignore"):  # too large for the datatype: inf, refused below with its reason
+                arr = np.asarray(data, dtype=dtype)
+        else:
+            arr = np.asarray(data, dtype=dtype)
     except (ValueError, TypeError, OverflowError) as e:
         raise InvalidInput(f"{where}: data does not fit datatype {datatype}: {e}") from None
     if arr.size != count:
         raise InvalidInput(f"{where}: shape {list(shape)} needs {count} elements, got {arr.size}")
-    if dtype.kind == "b" and arr.size and not _all_bools(data):
-        raise InvalidInput(f"{where}: BOOL data must be true/false")
+    if dtype.kind == "f" and not np.isfinite(arr).all():
+        # JSON has no NaN or infinity: a non-finite value here is a number too large for the datatype.
+        raise InvalidInput(
+            f"{where}: a value is out of range for {datatype} (largest {float(np.finfo(dtype).max):.6g}); "
+            "send FP64 or binary tensors"
+        )
     return arr.reshape(shape)
 
 
-def _all_bools(data: Any) -> bool:
-    return all(isinstance(x, bool) for x in _flatten(data))
+_JSON_KINDS: dict[str, frozenset[type]] = {
+    "b": frozenset((bool,)),
+    "f": frozenset((float, int)),
+    "i": frozenset((int,)),
+    "u": frozenset((int,)),
+}
+
+
+def _json_kind(x: Any) -> str:
+    if x is None:
+        return "null"
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    if isinstance(x, str):
+        return f"the string {x[:20]!r}"
+    if isinstance(x, float):
+        return f"the number {x!r}"
+    return {"dict": "an object", "list": "a list"}.get(type(x).__name__, repr(x)[:20])
 
 
 def _flatten(data: Any) -> list[Any]:
@@ -168,6 +202,8 @@ def parse_infer_json(header: bytes | memoryview, binary: memoryview | None = Non
     try:
         doc = orjson.loads(header)
     except orjson.JSONDecodeError as e:
+        if "memory" in str(e).lower():  # orjson reports an allocation failure as a decode error
+            raise OutOfMemory.of("decoding this request's JSON") from None
         raise InvalidInput(f"request body is not valid JSON: {e}") from None
     if not isinstance(doc, dict):
         raise InvalidInput("request body must be a JSON object with an 'inputs' list")
@@ -227,10 +263,12 @@ def parse_infer_json(header: bytes | memoryview, binary: memoryview | None = Non
             )
         outputs = tuple(outs)
     rid = doc.get("id")
+    if rid is not None and type(rid) is not str:
+        raise InvalidInput(f"'id' must be a string, got {_json_kind(rid)}")
     return InferRequest(
         inputs=inputs,
         rows=0,
-        id=str(rid) if rid is not None else None,
+        id=rid,
         outputs=outputs,
         binary_output=bool(params.get("binary_data_output", False)),
         parameters=params,

@@ -5,6 +5,7 @@ Validation happens once, here at the edge; everything past this point takes a va
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,17 @@ from pydantic import ValidationError
 
 from kubeinfer.spec.service import InferenceService
 
-__all__ = ["FieldError", "SpecError", "load_spec", "loads_spec", "merge_overrides", "resolve_uri", "validate_spec"]
+__all__ = [
+    "FieldError",
+    "SpecError",
+    "load_spec",
+    "loads_spec",
+    "merge_overrides",
+    "resolve_uri",
+    "safe_yaml",
+    "strict_json",
+    "validate_spec",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,16 +142,109 @@ def validate_spec(doc: Any, source: str = "<spec>", text: str | None = None) -> 
         raise SpecError(source, _errors_from(e, _line_index(text) if text else {}, doc)) from None
 
 
-def loads_spec(text: str, source: str = "<spec>") -> InferenceService:
+MAX_SPEC_BYTES = 1 << 20
+"""A spec (or any YAML the CLI reads) larger than this is refused before parsing."""
+MAX_YAML_NODES = 100_000
+"""Nodes a YAML document may expand to, aliases counted each time they are used (an alias bomb of a few hundred
+bytes expands to billions; the largest real spec is a few hundred nodes)."""
+
+
+def safe_yaml(text: str, source: str = "<yaml>") -> Any:
+    """Parse one YAML document safely: ``yaml.safe_load`` plus a size cap, a cap on the nodes aliases expand to
+    (checked on the composed graph, before anything is built), and a duplicate key refused (YAML 1.2 forbids it;
+    PyYAML keeps the last silently). Errors are :class:`SpecError` naming the line."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(
+            source, [FieldError("(file)", _MISSING, f"is {len(text):,} bytes: a spec is at most {MAX_SPEC_BYTES:,}")]
+        )
+    loader = yaml.SafeLoader(text)
     try:
-        doc = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(node, source)
+        return loader.construct_document(node)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
-        raise SpecError(
-            source, [FieldError("(document)", _MISSING, f"not valid YAML: {getattr(e, 'problem', e)}", line)]
-        ) from None
-    return validate_spec(doc, source, text)
+        problem = str(getattr(e, "problem", None) or e)[:200]
+        raise SpecError(source, [FieldError("(document)", _MISSING, f"not valid YAML: {problem}", line)]) from None
+    finally:
+        loader.dispose()
+
+
+def _check_nodes(root: yaml.Node, source: str) -> None:
+    """Refuse a duplicate mapping key, and a document whose aliases expand past :data:`MAX_YAML_NODES`."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known  # an alias: the same node object again; its expansion counts every time it is used
+        if depth > 200:
+            raise SpecError(source, [FieldError("(document)", _MISSING, "nests deeper than 200 levels", _line(node))])
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for k, v in node.value:
+                if isinstance(k, yaml.ScalarNode) and k.tag != "tag:yaml.org,2002:merge":
+                    if k.value in seen:
+                        raise SpecError(
+                            source,
+                            [
+                                FieldError(
+                                    str(k.value)[:80],
+                                    _MISSING,
+                                    f"the key is given twice (first on line {seen[k.value]}): keep one",
+                                    _line(k),
+                                )
+                            ],
+                        )
+                    seen[k.value] = _line(k)
+                total += size(k, depth + 1) + size(v, depth + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            for v in node.value:
+                total += size(v, depth + 1)
+        sizes[id(node)] = total
+        if total > MAX_YAML_NODES:
+            raise SpecError(
+                source,
+                [
+                    FieldError(
+                        "(document)",
+                        _MISSING,
+                        f"expands to more than {MAX_YAML_NODES:,} values (aliases repeat what they point to): "
+                        "write the values out or use fewer aliases",
+                        _line(node),
+                    )
+                ],
+            )
+        return total
+
+    size(root, 0)
+
+
+def strict_json(text: str | bytes) -> Any:
+    """``json.loads`` that refuses a duplicate key in an object (where ``json`` and orjson keep the last one
+    silently), for files and control bodies people write by hand. Raises ``ValueError`` naming the key."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out:
+                raise ValueError(f"key {k[:80]!r} is given twice in one object: keep one")
+            out[k] = v
+        return out
+
+    return json.loads(text, object_pairs_hook=pairs)
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def loads_spec(text: str, source: str = "<spec>") -> InferenceService:
+    return validate_spec(safe_yaml(text, source), source, text)
 
 
 def load_spec(path: str | Path) -> InferenceService:

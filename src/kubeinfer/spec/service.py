@@ -159,8 +159,31 @@ class LimitsSpec(_Strict):
     maxQueueSize: int = Field(default=2048, ge=1, description="Requests waiting per model; beyond it: 503.")
     maxConcurrency: int = Field(default=4096, ge=1, description="Requests in the server at once; beyond it: 429.")
     requestTimeoutMs: float = Field(default=30_000, gt=0, description="Deadline of one request, queue included.")
-    maxBodySize: QuantityStr = Field(default="64Mi", description="Largest request body accepted (413 beyond).")
+    maxBodySize: QuantityStr = Field(
+        default="64Mi",
+        description="Largest request body accepted (413 beyond). Left unset with resources.limits.memory set, it is "
+        "the smaller of 64Mi and 1/32 of the memory limit (a JSON body decodes to many times its size).",
+    )
     drainTimeoutSeconds: float = Field(default=30, ge=0, description="Grace period for in-flight work on SIGTERM.")
+    drainDelaySeconds: float = Field(
+        default=0,
+        ge=0,
+        description="On SIGTERM, readiness goes false at once but new connections are still taken for this long "
+        "(the time a router or a Service takes to stop sending), then refused; part of drainTimeoutSeconds. On "
+        "Kubernetes the preStop sleep already covers endpoint propagation.",
+    )
+    headerTimeoutSeconds: float = Field(
+        default=10, gt=0, description="A request's head must arrive within this (408 and close beyond)."
+    )
+    bodyTimeoutSeconds: float = Field(
+        default=60, gt=0, description="A whole request must arrive within this from its first byte (408 beyond)."
+    )
+    idleTimeoutSeconds: float = Field(default=75, gt=0, description="A keep-alive connection idle this long is closed.")
+    maxConnections: int = Field(
+        default=10_000, ge=1, description="Open client connections at once; beyond it: 503 with Retry-After, closed."
+    )
+    maxHeaderBytes: int = Field(default=65_536, ge=1024, description="Largest request head (431 beyond).")
+    maxHeaders: int = Field(default=100, ge=8, description="Most header fields in one request (431 beyond).")
 
     _q = field_validator("maxBodySize", mode="before")(_check_quantity)
 
@@ -468,6 +491,19 @@ class ServiceSpec(_Strict):
     rollout: RolloutSpec = Field(default_factory=RolloutSpec)
     image: str = Field(default="kubeinfer/server:latest", description="Container image on Kubernetes.")
     env: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The body limit in force: ``server.limits.maxBodySize`` when given; else, under a memory limit, the smaller
+        of 64Mi and 1/32 of it (at least 1Mi): a JSON tensor body decodes to several times its size (Python floats,
+        then the array), so four concurrent 56 MiB bodies were enough to take a 1Gi replica down."""
+        limits = self.server.limits
+        if "maxBodySize" in limits.model_fields_set:
+            return limits.max_body_bytes
+        mem = self.resources.limits.quantity("memory")
+        if mem is None:
+            return limits.max_body_bytes
+        return max(1 << 20, min(limits.max_body_bytes, int(mem.value) // 32))
 
 
 class InferenceService(_Strict):

@@ -106,3 +106,16 @@ class Embedder:
                 out[i, j % 8] += b / 255.0
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return {"embedding": out / np.maximum(norms, 1e-9)}
+
+
+class DiesOnNegative:
+    """Doubles its input; a negative first value kills the whole process at once (a poison request, as a body
+    that exhausts the replica's memory is)."""
+
+    inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, -1]}]
+    outputs = [{"name": "y", "datatype": "FP32", "shape": [-1, -1]}]
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if inputs["x"].size and inputs["x"].flat[0] < 0:
+            os._exit(13)
+        return {"y": inputs["x"] * 2}

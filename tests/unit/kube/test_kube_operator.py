@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from kubeinfer.kube.api import KubeError
 from kubeinfer.kube.fake import FakeKubeApi
 from kubeinfer.kube.operator import ScalerState, autoscale_step, build_observation, parse_metrics, reconcile
 from kubeinfer.spec import validate_spec
@@ -192,6 +193,25 @@ def test_predictive_policy_runs_and_hpa_policy_is_left_to_kubernetes() -> None:
     assert decision is not None and 0 <= decision.replicas <= 5
     hpa = validate_spec({**cr(), "metadata": {"name": "svc", "namespace": "ml"}})
     assert autoscale_step(hpa, api, lambda p: None, ScalerState(), 0.0)[0] is None
+
+
+def test_a_failed_scale_call_is_reported_not_taken_as_done() -> None:
+    body = cr(autoscaling={"policy": "kpa", "metric": "concurrency", "target": 2, "maxReplicas": 10})
+    api = FakeKubeApi()
+    svc = reconcile(body, api, NOW).svc
+    assert svc is not None
+    api.add(running_pod("svc-a", "10.0.0.1"))
+
+    def refuse(*args: Any, **kw: Any) -> None:
+        raise KubeError("deployments.apps/scale is forbidden")
+
+    api.scale = refuse  # type: ignore[method-assign]
+    state = ScalerState()
+    for t in range(0, 12, 2):
+        decision, state = autoscale_step(svc, api, lambda p: METRICS.format(in_flight=12, ok=0), state, float(t), 1)
+    assert decision is not None and decision.replicas > 1
+    assert state.scale_error is not None and "forbidden" in state.scale_error
+    assert api.objects[("apps/v1", "Deployment", "ml", "svc")]["spec"].get("replicas", 1) == 1
 
 
 def test_unreachable_pods_are_left_out() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 from collections.abc import Awaitable, Callable
@@ -183,6 +184,27 @@ def test_a_version_that_never_gets_ready_is_rolled_back(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
+def test_a_version_whose_model_fails_to_load_is_rolled_back_without_waiting_the_deadline(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        await h.run(2)
+        old_ports = {p.port for p in h.runner.processes}
+        h.metrics.failing["/startupz"] = set(range(20_000, 30_000)) - old_ports
+        h.metrics.reason = "model 'svc' failed to load: cannot import module 'm2'"
+        bad = service(
+            model={"format": "python", "className": "m2:M", "version": "2"}, rollout={"progressDeadlineSeconds": 600}
+        )
+        h.c.apply(bad, tmp_path)
+        await h.run(3)
+        assert "ModelLoadFailed" in h.reasons() and "ProgressDeadlineExceeded" not in h.reasons()
+        event = next(e for e in h.c.events.list() if e.reason == "ModelLoadFailed")
+        assert "cannot import module 'm2'" in event.message and "rolling back to revision 1" in event.message
+        await h.run(2)
+        assert all(r["version"] == "1" for r in h.c.status()["replicas"])
+        assert len(h.ready_ids()) == 2
+
+    run(tmp_path, body)
+
+
 def test_scale_from_zero_wakes_on_a_buffered_request_and_reports_the_wait(tmp_path: Path) -> None:
     svc = service(
         replicas=None,
@@ -319,3 +341,56 @@ def test_a_cpu_limit_puts_each_replica_in_its_own_quota_group_removed_when_it_ex
         await asyncio.sleep(0)
 
     asyncio.run(main())
+
+
+def test_a_replica_whose_start_raises_is_restarted_with_a_warning_not_left_starting(tmp_path: Path) -> None:
+    # Any exception while supervising a replica (out of file descriptors for its log, a full disk) used to kill the
+    # supervising task and leave the replica in Starting for good.
+    async def body(h: Harness) -> None:
+        real = h.runner.spawn
+        fail = [2]
+
+        async def flaky(*args: Any, **kw: Any) -> Any:
+            if fail[0]:
+                fail[0] -= 1
+                raise RuntimeError("[Errno 24] Too many open files")
+            return await real(*args, **kw)
+
+        h.runner.spawn = flaky  # type: ignore[method-assign]
+        await h.run(0.5)
+        assert "SupervisorError" in h.reasons()
+        warning = next(e for e in h.c.events.list() if e.reason == "SupervisorError")
+        assert warning.type == "Warning" and "Too many open files" in warning.message
+        await h.run(6)
+        assert len(h.ready_ids()) == 2, h.c.status()
+
+    run(tmp_path, body)
+
+
+def test_a_policy_that_raises_is_reported_and_the_loops_go_on(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        calls = [0]
+
+        def broken(obs: Any, state: Any, now: float) -> Any:
+            calls[0] += 1
+            raise ZeroDivisionError("division by zero")
+
+        h.c.policy.decide = broken  # type: ignore[method-assign]
+        task = asyncio.create_task(h.c.run())
+        try:
+            for _ in range(40):
+                h.clock.advance(0.25)
+                await asyncio.sleep(0.03)
+            assert calls[0] >= 1
+            events = [e for e in h.c.events.list() if e.reason == "ControllerError"]
+            assert events and events[0].type == "Warning" and "ZeroDivisionError" in events[0].message
+            # The tick loop still runs: the replica was started, probed and joined the router meanwhile.
+            assert len(h.ready_ids()) == 1
+            assert not task.done()
+        finally:
+            await h.c.shutdown(timeout=1)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    run(tmp_path, body, service(autoscaling={"policy": "hpa", "syncPeriodSeconds": 0.5}))

@@ -66,6 +66,26 @@ def test_cgroup_v2_detection_says_why_not(tmp_path: Path) -> None:
     assert CgroupV2.oom_kills(path) == 2
 
 
+def test_groups_left_by_a_killed_platform_are_swept(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    (tmp_path / "cgroup.controllers").write_text("cpu memory")
+    (tmp_path / "self").write_text("0::/user.slice\n")
+    base = tmp_path / "user.slice"
+    base.mkdir()
+    (base / "cgroup.subtree_control").write_text("cpu memory")
+    cg = CgroupV2(root=tmp_path, proc_cgroup=tmp_path / "self")
+    child = subprocess.Popen(["true"])  # a pid that has exited
+    child.wait()
+    dead = child.pid
+    (base / f"kubeinfer-svc-r1-1-{dead}").mkdir()  # left by a platform that was killed
+    (base / f"kubeinfer-svc-r2-1-{os.getpid()}").mkdir()  # this platform's own: kept
+    (base / "other-group").mkdir()  # not ours: kept
+    assert cg.sweep_stale() == [str(base / f"kubeinfer-svc-r1-1-{dead}")]
+    assert sorted(p.name for p in base.iterdir() if p.is_dir()) == [f"kubeinfer-svc-r2-1-{os.getpid()}", "other-group"]
+
+
 # -- GPUs ---------------------------------------------------------------------------------------------------
 
 H100 = [GpuDevice(i, f"GPU-{i}", "H100", 80 * 2**30) for i in range(2)]

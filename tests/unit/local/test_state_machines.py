@@ -201,6 +201,9 @@ def test_a_stop_during_backoff_ends_at_once() -> None:
         (-9, {"memory_limit": 100.0, "rss": 95.0}, "OOMKilled"),
         (-9, {"memory_limit": 100.0, "rss": 10.0}, "Error"),
         (1, {"memory_limit": 100.0, "log_tail": "MemoryError"}, "OOMKilled"),
+        (1, {"memory_limit": 100.0, "log_tail": "Traceback ...\n    x = [0] * n\nMemoryError: \n\n"}, "OOMKilled"),
+        # The word in a logged line (a client can put it there) is not an out-of-memory exit.
+        (1, {"memory_limit": 100.0, "log_tail": "error on POST /v2/models/MemoryError/infer\nboom\n"}, "Error"),
         (-9, {"oom_kills": 1, "we_killed": True}, "OOMKilled"),
     ],
 )

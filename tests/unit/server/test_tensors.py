@@ -36,9 +36,23 @@ def test_flat_and_nested_data_decode_to_the_same_array() -> None:
         (req(datatype="FLOAT"), "datatype 'FLOAT'"),
         (req(data=[1, 2]), "needs 6 elements, got 2"),
         (req(data=None), "data must be a list"),
-        (req(data=[1, 2, "x", 4, 5, 6]), "does not fit datatype"),
+        (req(data=[1, 2, "x", 4, 5, 6]), "FP32 data must be numbers, got the string 'x'"),
         (req(name=""), "non-empty string"),
-        (req(datatype="BOOL", data=[1, 0, 1, 0, 1, 0]), "BOOL data must be true/false"),
+        (req(datatype="BOOL", data=[1, 0, 1, 0, 1, 0]), "BOOL data must be true or false, got 1"),
+        # Strict numbers: numpy alone would take each of these and predict on NaN, inf or a coerced value.
+        (req(data=[1, None, 3, 4, 5, 6]), "FP32 data must be numbers, got null"),
+        (req(data=[1, "5.1", 3, 4, 5, 6]), "got the string '5.1'"),
+        (req(data=[[1, True, 3], [4, 5, 6]]), "FP32 data must be numbers, got true"),
+        (req(data=[1, 1e39, 3, 4, 5, 6]), "out of range for FP32"),
+        (req(datatype="INT64", data=[1, 2.5, 3, 4, 5, 6]), "INT64 data must be whole numbers, got the number 2.5"),
+        (req(datatype="INT8", data=[1, 300, 3, 4, 5, 6]), "does not fit datatype INT8"),
+        (req(datatype="UINT8", data=[1, {"a": 1}, 3, 4, 5, 6]), "got an object"),
+        (
+            req(datatype="BYTES", data=["a", 2000000000, "c", "d", "e", "f"]),
+            "BYTES data must be strings, got 2000000000",
+        ),
+        (req(datatype="BYTES", data=["a", None, "c", "d", "e", "f"]), "BYTES data must be strings, got null"),
+        (json.dumps({"id": {"x": 1}, "inputs": json.loads(req())["inputs"]}).encode(), "'id' must be a string"),
         (req(parameters={"binary_data_size": 24}), "no binary part"),
         (json.dumps({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]}).encode(), "has no 'data'"),
     ],
@@ -149,3 +163,14 @@ def test_raw_bytes_of_the_wrong_length_are_rejected() -> None:
         decode_raw("FP32", (3,), b"\0" * 8, "t")
     with pytest.raises(InvalidInput, match="truncated"):
         decode_raw("BYTES", (1,), b"\x01\x00", "t")
+
+
+def test_strict_numbers_still_take_ints_for_floats_and_big_fp64() -> None:
+    a = parse_infer_json(req(data=[1, 2, 3, 4.5, 5, 6])).inputs["x"]
+    assert a.dtype == np.float32 and a[0, 0] == 1.0
+    b = parse_infer_json(req(datatype="FP64", data=[1e39, 2, 3, 4, 5, 6])).inputs["x"]
+    assert b[0, 0] == 1e39
+    c = parse_infer_json(req(datatype="BOOL", data=[True, False, True, False, True, False])).inputs["x"]
+    assert c.dtype == np.bool_
+    d = parse_infer_json(json.dumps({"id": "r1", "inputs": json.loads(req())["inputs"]}).encode())
+    assert d.id == "r1"

@@ -91,3 +91,67 @@ def test_overrides_win_over_the_file_and_are_validated() -> None:
     assert s.spec.batching.maxBatchSize == 64
     with pytest.raises(SpecError, match=r"spec\.server\.port"):
         merge_overrides(s, {"spec.server.port": 70000})
+
+
+BILLION_LAUGHS = """\
+a: &a ["x", "x", "x", "x", "x", "x", "x", "x", "x"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands() -> None:
+    # 500 bytes that PyYAML's safe_load builds into hundreds of millions of references (more than 12 GB).
+    with pytest.raises(SpecError, match=r"expands to more than 100,000 values") as ei:
+        loads_spec(BILLION_LAUGHS)
+    assert len(str(ei.value)) < 500
+
+
+def test_aliases_of_a_normal_size_are_still_taken() -> None:
+    from kubeinfer.spec.load import safe_yaml
+
+    assert safe_yaml("x: &x {a: 1}\ny: *x\nz: {<<: *x, b: 2}\n") == {
+        "x": {"a": 1},
+        "y": {"a": 1},
+        "z": {"a": 1, "b": 2},
+    }
+
+
+def test_a_duplicate_key_is_refused_with_both_lines() -> None:
+    text = (
+        "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\nmetadata: {name: a}\n"
+        "spec:\n  model: {format: onnx, uri: ./m.onnx}\n  replicas: 1\n  replicas: 3\n"
+    )
+    with pytest.raises(SpecError, match=r"<spec>:7: replicas: the key is given twice \(first on line 6\)"):
+        loads_spec(text)
+
+
+def test_an_oversized_spec_is_refused_unread() -> None:
+    with pytest.raises(SpecError, match="a spec is at most"):
+        loads_spec("a: 1\n" + "#" * (2 << 20))
+
+
+def test_strict_json_refuses_duplicate_keys() -> None:
+    from kubeinfer.spec.load import strict_json
+
+    assert strict_json('{"a": 1, "b": {"c": 2}}') == {"a": 1, "b": {"c": 2}}
+    with pytest.raises(ValueError, match="key 'c' is given twice"):
+        strict_json('{"a": 1, "b": {"c": 2, "c": 3}}')
+
+
+def test_the_body_limit_follows_the_memory_limit_unless_given() -> None:
+    base = (
+        "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\nmetadata: {name: a}\n"
+        "spec:\n  model: {format: onnx, uri: ./m.onnx}\n"
+    )
+    assert loads_spec(base).spec.max_body_bytes == 64 << 20
+    assert loads_spec(base + "  resources: {limits: {memory: 1Gi}}\n").spec.max_body_bytes == 32 << 20
+    assert loads_spec(base + "  resources: {limits: {memory: 8Gi}}\n").spec.max_body_bytes == 64 << 20
+    given = base + "  resources: {limits: {memory: 1Gi}}\n  server: {limits: {maxBodySize: 100Mi}}\n"
+    assert loads_spec(given).spec.max_body_bytes == 100 << 20

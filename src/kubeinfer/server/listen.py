@@ -1,0 +1,42 @@
+"""Closing a listener without losing the connections in its backlog."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["stop_new_connections"]
+
+log = logging.getLogger("kubeinfer.server")
+
+_SO_ATTACH_FILTER = 26  # Linux, <asm-generic/socket.h>
+
+
+def stop_new_connections(sockets: Iterable[Any]) -> bool:
+    """Make the kernel drop new connection attempts on ``sockets`` without closing them (Linux; False elsewhere).
+
+    Closing a listening socket resets every connection in its accept backlog: those clients already sent their
+    request, and lose it. A classic BPF filter that accepts nothing, attached to the listener, drops incoming SYNs
+    instead (the client retries its SYN a second later, finds no listener and is refused: it knows nothing was sent),
+    while connections already established -- those in the backlog included -- are not affected (a connection takes
+    its listener's filter when its handshake completes, which for them was before)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import struct
+
+    drop_all = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF_RET | BPF_K, 0: keep nothing
+    prog = struct.pack("HL", 1, ctypes.addressof(drop_all))  # struct sock_fprog {len; filter*}
+    done = False
+    for sock in sockets:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            continue  # a Unix socket's backlog is the local router's, which stops sending first
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, prog)
+            done = True
+        except OSError as e:
+            log.warning("cannot filter new connections before closing a listener: %s", e)
+    return done

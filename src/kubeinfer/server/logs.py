@@ -1,0 +1,90 @@
+"""Logging that a client cannot turn into a disk-filling or a crash.
+
+- :class:`RateLimit`: at most ``burst`` records per (logger, message template) per ``window`` seconds; the rest are
+  counted and summed up in one line when the window ends. An error repeated at the accept loop's speed (20,000 idle
+  connections exhausting file descriptors make asyncio log one traceback per ``accept()``) costs a few lines, not
+  hundreds of MB.
+- :func:`setup`: the format every kubeinfer process logs in, the limit on every handler, and
+  ``logging.raiseExceptions = False`` so a full disk or a closed stream makes logging drop records instead of printing
+  a traceback per record (serving goes on).
+- :func:`copytruncate`: a log file written by another process (a replica's stdout) cut when it outgrows its cap,
+  keeping the latest part as ``NAME.1`` (``logrotate``'s copytruncate: the writer's ``O_APPEND`` descriptor stays
+  valid).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["RateLimit", "copytruncate", "setup"]
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RateLimit(logging.Filter):
+    def __init__(self, burst: int = 20, window: float = 10.0, clock: object = time.monotonic) -> None:
+        super().__init__()
+        self.burst = burst
+        self.window = window
+        self._clock = clock
+        self._seen: dict[tuple[str, object], list[float]] = {}  # key -> [window start, count, suppressed]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = self._clock()  # type: ignore[operator]
+        key = (record.name, record.msg)
+        state = self._seen.get(key)
+        if state is None or now - state[0] >= self.window:
+            suppressed = int(state[2]) if state is not None else 0
+            if len(self._seen) > 10_000:  # distinct templates are few; a flood of distinct ones is itself bounded
+                self._seen.clear()
+            self._seen[key] = [now, 1.0, 0.0]
+            if suppressed:
+                record.msg = f"{record.msg} (and {suppressed} more like it in the last {self.window:g} s, not logged)"
+            return True
+        state[1] += 1
+        if state[1] <= self.burst:
+            return True
+        state[2] += 1
+        return False
+
+
+def setup(level: int = logging.INFO, stream: object = None) -> None:
+    """Configure the root logger once: one stream handler, rate-limited, never raising."""
+    logging.raiseExceptions = False
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+        handler.setFormatter(logging.Formatter(FORMAT))
+        root.addHandler(handler)
+    root.setLevel(level)
+    for h in root.handlers:
+        if not any(isinstance(f, RateLimit) for f in h.filters):
+            h.addFilter(RateLimit())
+
+
+def copytruncate(path: Path, max_bytes: int, keep_bytes: int | None = None) -> bool:
+    """If ``path`` is larger than ``max_bytes``: copy its last ``keep_bytes`` (default half the cap) to ``NAME.1``
+    and truncate it to 0. Returns whether it did. Errors (a full disk) are swallowed: rotation is best effort."""
+    try:
+        size = path.stat().st_size
+        if size <= max_bytes:
+            return False
+        keep = max_bytes // 2 if keep_bytes is None else keep_bytes
+        with path.open("rb") as src:
+            src.seek(max(0, size - keep))
+            tail = src.read(keep)
+        backup = path.with_name(path.name + ".1")
+        fd = os.open(backup, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as dst:
+            dst.write(tail)
+        os.truncate(path, 0)
+        return True
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.truncate(path, 0)  # the disk may be full: free what this log holds rather than keep nothing working
+        return False

@@ -1,0 +1,40 @@
+"""Logging a client cannot turn into a full disk: rate limit per message, files cut at their cap."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from kubeinfer.server.logs import RateLimit, copytruncate
+
+
+def test_a_repeated_message_is_limited_then_summed_up() -> None:
+    now = [0.0]
+    limit = RateLimit(burst=3, window=10.0, clock=lambda: now[0])
+    logger = logging.getLogger("test.ratelimit")
+
+    def rec(msg: str) -> logging.LogRecord:
+        return logger.makeRecord(logger.name, logging.ERROR, __file__, 1, msg, (), None)
+
+    kept = [limit.filter(rec("socket.accept() out of system resource")) for _ in range(20_000)]
+    assert sum(kept) == 3
+    assert limit.filter(rec("another message"))  # other messages are not held back by this one
+    now[0] = 11.0
+    r = rec("socket.accept() out of system resource")
+    assert limit.filter(r)
+    assert "19997 more like it" in r.getMessage()
+
+
+def test_a_log_past_its_cap_is_cut_and_its_latest_half_kept(tmp_path: Path) -> None:
+    log = tmp_path / "r1.log"
+    with log.open("ab") as writer:  # the replica's descriptor, opened for appending, stays valid
+        writer.write(b"old\n" * 1000 + b"latest line\n")
+        writer.flush()
+        assert not copytruncate(log, max_bytes=10_000)
+        assert copytruncate(log, max_bytes=2_000)
+        assert log.stat().st_size == 0
+        kept = (tmp_path / "r1.log.1").read_bytes()
+        assert len(kept) == 1_000 and kept.endswith(b"latest line\n")
+        writer.write(b"after the cut\n")
+        writer.flush()
+    assert log.read_bytes() == b"after the cut\n"
