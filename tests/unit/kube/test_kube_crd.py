@@ -9,8 +9,8 @@ import jsonschema
 import kube_schemas
 import pytest
 import yaml
-from conftest import EXAMPLES, ROOT
 
+from conftest import EXAMPLES, ROOT
 from kubeinfer.kube.crd import crd
 from kubeinfer.kube.render import SUPPORTED_VERSIONS
 

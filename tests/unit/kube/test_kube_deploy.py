@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import ROOT, make_svc
 from typer.testing import CliRunner
 
+from conftest import ROOT, make_svc
 from kubeinfer.cli.app import app
 from kubeinfer.kube.deploy import delete_service, execute, observe, plan, wait_rollout
 from kubeinfer.kube.fake import FakeKubeApi

@@ -12,8 +12,8 @@ from pathlib import Path
 import kube_schemas
 import pytest
 import yaml
-from conftest import ROOT
 
+from conftest import ROOT
 from kubeinfer.kube.build import build_context
 from kubeinfer.kube.render import SUPPORTED_VERSIONS
 from kubeinfer.spec import load_spec, loads_spec

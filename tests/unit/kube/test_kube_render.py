@@ -10,8 +10,8 @@ from typing import Any
 import kube_schemas
 import pytest
 import yaml
-from conftest import EXAMPLES, make_svc
 
+from conftest import EXAMPLES, make_svc
 from kubeinfer.kube.names import MODEL_DIR
 from kubeinfer.kube.render import (
     SUPPORTED_VERSIONS,
