@@ -49,6 +49,8 @@ class ServerProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.http_port = 0
         self.grpc_port: int | None = None
+        self.announced: dict[str, Any] = {}
+        """The server's ``KUBEINFER_LISTENING`` line (with ``--no-tcp``: ``http`` null, ``uds``, ``grpc_uds``)."""
         self.output: list[str] = []
         self._lines: queue.Queue[str] = queue.Queue()
 
@@ -98,7 +100,8 @@ class ServerProcess:
                 continue
             if line.startswith(_MARK):
                 info = json.loads(line[len(_MARK) :])
-                self.http_port, self.grpc_port = int(info["http"]), info["grpc"]
+                self.announced = info
+                self.http_port, self.grpc_port = int(info["http"] or 0), info["grpc"]
                 break
         if self.wait_ready:
             self.wait_until_ready(deadline - time.monotonic())

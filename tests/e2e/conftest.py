@@ -102,12 +102,16 @@ def platform(tmp_path: Path) -> Iterator[Callable[..., Platform]]:
     started: list[Platform] = []
     env = {**os.environ, **FAST, "KUBEINFER_HOME": str(tmp_path / "home")}
 
-    def up(name: str, text: str) -> Platform:
+    def up(name: str, text: str, *, grpc: bool = False, extra_env: dict[str, str] | None = None) -> Platform:
+        """Start ``kubeinfer up -d`` on a free port; ``grpc``: with the router's gRPC listener (on a free port too,
+        the replicas serving gRPC as the spec says); ``extra_env``: settings for this platform only."""
         path = tmp_path / f"{name}.yaml"
         path.write_text(text)
-        p = Platform(name, tmp_path / "home", env)
+        p = Platform(name, tmp_path / "home", {**env, **(extra_env or {})})
         started.append(p)
-        p.cli("up", str(path), "-d", "--port", "0", "--no-grpc", "--timeout", "60")
+        p.cli(
+            "up", str(path), "-d", "--port", "0", *(["--grpc-port", "0"] if grpc else ["--no-grpc"]), "--timeout", "60"
+        )
         return p
 
     yield up

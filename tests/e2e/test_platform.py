@@ -42,7 +42,7 @@ def kill_under_load(p: Platform, name: str, pid: int, timeout: float) -> tuple[d
 def test_sigkilled_replica_under_load_costs_no_request_and_is_replaced(platform: Up) -> None:
     p = platform("kill", spec_text("kill", extra="  autoscaling: {policy: none}\n  replicas: 2\n"))
     st = json.loads(p.cli("get", "kill", "-o", "json").stdout)
-    assert len(st["replicas"]) == 2 and all(r["pid"] and r["port"] and r["state"] == "Running" for r in st["replicas"])
+    assert len(st["replicas"]) == 2 and all(r["pid"] and r["uds"] and r["state"] == "Running" for r in st["replicas"])
     victim = st["replicas"][0]
     st, load = kill_under_load(p, "kill", victim["pid"], 20)
     assert load.failures == [] and load.ok > 20
@@ -188,3 +188,45 @@ def test_a_cpu_limit_holds_each_replica_to_its_quota_and_throttling_is_reported(
     assert st["replicas"][0]["cpu"] < 0.35  # cores used, under a quota of 0.2
     p.down()
     assert not group.exists()
+
+
+def _listening_inet(pid: int) -> list[Any]:
+    """The TCP/UDP sockets in LISTEN state of a replica: its process and its children (server.processes)."""
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return [c for q in procs for c in q.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+
+
+def test_replicas_listen_on_no_tcp_port_and_serve_http_and_grpc_through_the_router(platform: Up) -> None:
+    """A replica is reachable only through its Unix sockets, in the private state folder: the router's way in."""
+    import numpy as np
+    import tritonclient.grpc as tg
+
+    extra = "  autoscaling: {policy: none}\n  replicas: 1\n"
+    text = spec_text("private", extra=extra).replace("server: {grpcPort: null,", "server: {grpcPort: 0, processes: 2,")
+    p = platform("private", text, grpc=True)
+    st = p.status()
+    (rep,) = st["replicas"]
+    assert rep["port"] is None and rep["grpc_port"] is None
+    assert Path(rep["uds"]).is_socket() and len(rep["grpc_uds"]) == 2
+    assert _listening_inet(rep["pid"]) == []
+    ok, version, _ = Load(p.url, "private").one()
+    assert ok and version == "1"
+    with tg.InferenceServerClient(f"127.0.0.1:{st['endpoint']['grpc']}") as client:
+        x = tg.InferInput("x", [1, 2], "FP32")
+        x.set_data_from_numpy(np.array([[1.0, 2.0]], np.float32))
+        for _ in range(4):  # in turn to each process's socket
+            assert client.infer("private", [x]).as_numpy("y").tolist() == [[1.0, 2.0]]
+    assert json.loads(p.cli("get", "private", "-o", "json").stdout)["replicas"][0]["uds"] == rep["uds"]
+
+
+def test_replica_tcp_setting_gives_replicas_their_loopback_port_again(platform: Up) -> None:
+    import urllib.request
+
+    extra = "  autoscaling: {policy: none}\n  replicas: 1\n"
+    p = platform("tcp", spec_text("tcp", extra=extra), extra_env={"KUBEINFER_REPLICA_TCP": "1"})
+    (rep,) = p.status()["replicas"]
+    assert rep["port"] and {c.laddr.port for c in _listening_inet(rep["pid"])} == {rep["port"]}
+    with urllib.request.urlopen(f"http://127.0.0.1:{rep['port']}/readyz", timeout=5) as r:
+        assert r.status == 200
+    ok, _, _ = Load(p.url, "tcp").one()
+    assert ok

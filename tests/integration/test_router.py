@@ -389,3 +389,44 @@ def test_a_request_that_kills_replicas_is_not_fanned_out_to_all_of_them(router: 
     finally:
         for p in started:
             p.kill()
+
+
+def test_router_serves_http_and_grpc_of_a_replica_without_tcp_over_its_processes_sockets(
+    router: RouterThread, tmp_path: Path
+) -> None:
+    """``serve --no-tcp`` (how ``kubeinfer up`` runs replicas): no inet listener, HTTP on the Unix socket, gRPC on one
+    socket per process, the router taking calls in turn to each."""
+    import psutil
+
+    spec = python_model(tmp_path, "pid", "Pid", "{delay: 0.0}", "  server: {processes: 2}\n")
+    sock = tmp_path / "r.sock"
+    with ServerProcess(spec, ["--uds", str(sock), "--no-tcp"], grpc=True, wait_ready=False) as s:
+        info = s.announced
+        assert info["http"] is None and info["grpc"] is None and info["uds"] == str(sock)
+        grpc_socks = info["grpc_uds"]
+        assert len(grpc_socks) == 2
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # both processes loaded: each answers on its own gRPC socket
+            try:
+                if all(tg.InferenceServerClient(f"unix:{p}").is_model_ready("pid") for p in grpc_socks):
+                    break
+            except Exception:
+                pass
+            time.sleep(0.1)
+        assert all(oct(Path(p).stat().st_mode & 0o777) == "0o600" for p in grpc_socks)  # user-only
+        children = {c.pid for c in psutil.Process(s.pid).children()}
+        procs = [psutil.Process(s.pid), *(psutil.Process(c) for c in children)]
+        assert [c for q in procs for c in q.net_connections("inet") if c.status == psutil.CONN_LISTEN] == []
+        backend = Backend(f"r{s.pid}", "127.0.0.1", None, None, uds=str(sock), grpc_uds=tuple(grpc_socks))
+        router.call(router.router.set_backends, [backend])
+        body = json.dumps({"inputs": [{"name": "x", "shape": [1, 1], "datatype": "FP32", "data": [1.0]}]}).encode()
+        status, answer = post(router.http_port, body, path="/v2/models/pid/infer")
+        assert status == 200 and json.loads(answer)["outputs"][0]["data"][0] in children
+        answered = set()
+        with tg.InferenceServerClient(f"127.0.0.1:{router.grpc_port}") as client:
+            x = tg.InferInput("x", [1, 1], "FP32")
+            x.set_data_from_numpy(np.ones((1, 1), np.float32))
+            for _ in range(4):
+                answered.add(int(client.infer("pid", [x]).as_numpy("pid")[0, 0]))
+        assert answered == children
+    assert not sock.exists() and not any(Path(p).exists() for p in grpc_socks)  # removed on a clean exit

@@ -164,10 +164,20 @@ def serve(
     uds: Annotated[
         Path | None, typer.Option(help="Also serve HTTP on this Unix socket (how the local router reaches replicas).")
     ] = None,
+    no_tcp: Annotated[
+        bool,
+        typer.Option(
+            "--no-tcp",
+            help="No TCP port: HTTP on the --uds socket only, gRPC on PATH.grpc.sock next to it (as `kubeinfer up` "
+            "runs replicas).",
+        ),
+    ] = False,
 ) -> None:
     """Run one replica: Open Inference Protocol v2 (REST + gRPC), KServe v1, embeddings, metrics, probes."""
     from kubeinfer.server.runner import run
 
+    if no_tcp and uds is None:
+        raise fail("--no-tcp needs --uds PATH: the Unix socket to serve on instead of a TCP port", 2)
     base_dir: Path | None
     if spec_file is not None:
         svc = load_or_fail(spec_file)
@@ -223,7 +233,7 @@ def serve(
                 "spec": svc.spec.model_copy(update={"server": svc.spec.server.model_copy(update={"grpcPort": None})})
             }
         )
-    raise typer.Exit(run(svc, base_dir, uds))
+    raise typer.Exit(run(svc, base_dir, uds, tcp=not no_tcp))
 
 
 def main() -> None:

@@ -78,7 +78,7 @@ def _emit(data: Any, output: str) -> bool:
         out.print_json(json.dumps(data, default=str))
         return True
     if output == "yaml":
-        out.print(yaml.safe_dump(data, sort_keys=False), highlight=False, end="")
+        out.print(yaml.safe_dump(data, sort_keys=False), highlight=False, end="", soft_wrap=True, markup=False)
         return True
     return False
 
@@ -98,7 +98,7 @@ def _replica_table(st: dict[str, Any]) -> Any:
     from rich.table import Table
 
     t = Table(box=None, pad_edge=False)
-    for col in ("REPLICA", "READY", "STATUS", "RESTARTS", "AGE", "PID", "PORT", "VERSION", "CPU", "MEMORY"):
+    for col in ("REPLICA", "READY", "STATUS", "RESTARTS", "AGE", "PID", "ADDRESS", "VERSION", "CPU", "MEMORY"):
         t.add_column(col)
     for r in st["replicas"]:
         status = r["state"]
@@ -111,12 +111,19 @@ def _replica_table(st: dict[str, Any]) -> Any:
             str(r["restarts"]),
             _age(r["age"]),
             str(r["pid"] or "-"),
-            str(r["port"] or "-"),
+            _address(r),
             r["version"],
             "-" if r["cpu"] is None else f"{r['cpu']:.2f}",
             _bytes(r["memory"]),
         )
     return t
+
+
+def _address(r: dict[str, Any]) -> str:
+    """Where a replica listens: its port, or the Unix socket it serves on when it has none (the default)."""
+    if r.get("port"):
+        return str(r["port"])
+    return str(r.get("uds") or "-")
 
 
 def _summary(st: dict[str, Any]) -> str:
@@ -271,7 +278,7 @@ def get(
     name: Annotated[str | None, typer.Argument(help="Service name (optional when one runs).")] = None,
     output: OutputOpt = "table",
 ) -> None:
-    """List a service's replicas: pid, port, state, version, restarts."""
+    """List a service's replicas: pid, address (port, or Unix socket), state, version, restarts."""
     _check_output(output)
     st = _call(name, "GET", "/v1/status")
     data = {

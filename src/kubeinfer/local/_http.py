@@ -591,6 +591,7 @@ def connect(router: Router, backend: _BackendState, req: Request, deadline: floa
     if backend.uds is not None:
         task = loop.create_task(loop.create_unix_connection(lambda: proto, backend.uds))
     else:
+        assert backend.port is not None  # a Backend has a port or a Unix socket (Backend.__post_init__)
         task = loop.create_task(loop.create_connection(lambda: proto, backend.host, backend.port))
 
     def connected(t: asyncio.Task[Any]) -> None:

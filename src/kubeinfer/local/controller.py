@@ -7,6 +7,12 @@ replica set toward ``desired`` replicas of the target revision with the rollout 
 scrapes the replicas, asks the autoscaling policy (:func:`kubeinfer.autoscale.policy_from_spec`) for a count and
 feeds the VPA recommender. Every action becomes an event with its reason.
 
+Replicas listen on Unix sockets in the service's private ``run`` folder only (HTTP, and gRPC on its own socket):
+the router, the probes and the scrapes all go through them, and no other local user can reach a replica around the
+router. ``KUBEINFER_REPLICA_TCP=1`` (:class:`~kubeinfer.local.settings.LocalSettings`) gives them 127.0.0.1 TCP
+ports as well (probes, scrapes and gRPC then use the ports, HTTP from the router still the socket), and so does a
+socket path too long for ``sun_path``.
+
 Order on the way out: a replica leaves the router first, then gets SIGTERM (the server drains), then SIGKILL after
 ``drainTimeoutSeconds`` + margin. On the way in: it joins the router only once its readiness probe passed.
 
@@ -48,11 +54,12 @@ from kubeinfer.local import probes, replica
 from kubeinfer.local.events import EventLog
 from kubeinfer.local.files import private_dir, write_private
 from kubeinfer.local.gpu import GpuAllocator, GpuError, GpuInventory
-from kubeinfer.local.metrics import MetricsSource, ReplicaMetrics
+from kubeinfer.local.metrics import Address, MetricsSource, ReplicaMetrics
 from kubeinfer.local.process import Clock, Process, ProcessRunner, read_tail, serve_command
 from kubeinfer.local.resources import CgroupV2, CpuQuota, LaunchPlan, cpu_cores, cpu_limit, memory_limit, plan_launch
 from kubeinfer.local.rollout import ReplicaView, RolloutProgress, plan
 from kubeinfer.local.settings import LocalSettings
+from kubeinfer.server.listen import grpc_socket_path
 from kubeinfer.server.logs import copytruncate
 from kubeinfer.spec import InferenceService, resolve_uri
 from kubeinfer.spec.service import ServiceSpec
@@ -62,7 +69,7 @@ __all__ = ["ControllerError", "RouterLike", "ServiceController", "template_of"]
 log = logging.getLogger("kubeinfer.local")
 
 UDS_MAX_BYTES = 104
-"""A Unix socket path must fit ``sun_path`` (108 bytes on Linux, 104 on macOS); longer: the router uses TCP."""
+"""A Unix socket path must fit ``sun_path`` (108 bytes on Linux, 104 on macOS); longer: the replica keeps TCP."""
 
 
 class ControllerError(RuntimeError):
@@ -119,7 +126,11 @@ class Replica:
     http_port: int | None = None
     grpc_port: int | None = None
     uds: str | None = None
-    """The Unix socket the replica also serves HTTP on; the router uses it (None: the path would be too long)."""
+    """The Unix socket the replica serves HTTP on; the router uses it (None: the path would be too long)."""
+    grpc_uds: tuple[str, ...] = ()
+    """The Unix sockets it serves gRPC on (one per server process) when it has no TCP port."""
+    address: Address | None = None
+    """Where probes and scrapes reach it (its HTTP port, else its Unix socket); None until it announced it."""
     launch: LaunchPlan = field(default_factory=LaunchPlan)
     cgroup: str | None = None
     cpu_cgroup: str | None = None
@@ -184,7 +195,7 @@ class ServiceController:
         self._counter = 0
         self._loads: list[LoadSample] = []
         self._ooms: list[float] = []
-        self._router_ids: tuple[tuple[str, int | None, int | None], ...] = ()
+        self._router_ids: tuple[tuple[Any, ...], ...] = ()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -378,7 +389,8 @@ class ServiceController:
         if isinstance(action, replica.Emit):
             self._event(action.type, action.reason, rep.id, action.message)
         elif isinstance(action, replica.Spawn):
-            rep.http_port = rep.grpc_port = None
+            rep.http_port = rep.grpc_port = rep.address = None
+            rep.grpc_uds = ()
             rep.we_killed = rep.watchdog_oom = False
             self._spawn_task(self._supervise(rep), f"replica-{rep.id}")
         elif isinstance(action, replica.Signal):
@@ -394,11 +406,11 @@ class ServiceController:
             self._spawn_task(self._probe(rep, action), f"probe-{rep.id}-{action.kind}")
 
     async def _probe(self, rep: Replica, action: probes.RunProbe) -> None:
-        if rep.http_port is None:
+        if rep.address is None:
             ok, detail = False, "the server has not opened its port yet"
         else:
             try:
-                ok, detail = await self.metrics.probe(rep.http_port, probes.PROBE_PATHS[action.kind], action.timeout)
+                ok, detail = await self.metrics.probe(rep.address, probes.PROBE_PATHS[action.kind], action.timeout)
             except Exception as e:
                 ok, detail = False, f"the probe could not run: {type(e).__name__}: {e}"
         self._step(rep, probes.ProbeResult(action.kind, ok, detail), self.clock.monotonic())
@@ -459,13 +471,23 @@ class ServiceController:
             rep.cpu_cgroup = self.cpu_quota.create(self._group_name(rep), limit)
         rep.launch = plan_launch(spec.resources, self.cpus, rep.slot, rep.cgroup, rep.cpu_cgroup)
         # Always through the launcher: besides affinity and limits it ties the replica's life to this process.
-        sock = self.dir / "run" / f"{rep.id}.sock"
-        rep.uds = str(sock) if len(os.fsencode(sock)) < UDS_MAX_BYTES else None
+        # Absolute: the replica runs in the revision's folder, the router in the platform's.
+        sock = Path(os.path.abspath(self.dir / "run" / f"{rep.id}.sock"))
+        paths = [sock]
+        if not self.settings.replica_tcp and spec.server.grpcPort is not None:
+            n = spec.server.processes
+            paths += [grpc_socket_path(sock, i) for i in range(n)] if n > 1 else [grpc_socket_path(sock)]
+        rep.uds = str(sock) if all(len(os.fsencode(p)) < UDS_MAX_BYTES for p in paths) else None
+        if rep.uds is None and not self.settings.replica_tcp:
+            log.warning(
+                "%s: the socket path %s is too long for a Unix socket: the replica listens on TCP", rep.id, sock
+            )
         argv = serve_command(
             rep.revision.spec_path,
             grpc=spec.server.grpcPort is not None,
             launch_plan=json.dumps(rep.launch.to_json()),
             uds=rep.uds,
+            tcp=self.settings.replica_tcp,
         )
         rep.log_path.parent.mkdir(parents=True, exist_ok=True)
         with rep.log_path.open("a") as f:
@@ -483,16 +505,20 @@ class ServiceController:
             proc.signal(sig)
         rep.pending_signals.clear()
         waiter = asyncio.ensure_future(proc.wait())
-        ports = await proc.listening(
+        where = await proc.listening(
             timeout=max(60.0, spec.probes.startup.periodSeconds * spec.probes.startup.failureThreshold)
         )
-        if ports is not None:
-            rep.http_port, rep.grpc_port = ports
+        if where is not None:
+            rep.http_port, rep.grpc_port, rep.grpc_uds = where.http, where.grpc, where.grpc_uds
+            if where.uds is not None:
+                rep.uds = where.uds
+            rep.address = where.address
         code = await waiter
         rep.proc = None
-        if rep.uds is not None:
-            with contextlib.suppress(OSError):  # left behind by a killed server; a clean exit removed it
-                os.unlink(rep.uds)
+        for path in (rep.uds, *rep.grpc_uds):
+            if path is not None:
+                with contextlib.suppress(OSError):  # left behind by a killed server; a clean exit removed it
+                    os.unlink(path)
         oom_kills = (CgroupV2.oom_kills(rep.cgroup) - rep.oom_base) if rep.cgroup else 0
         reason = replica.classify_exit(
             code,
@@ -524,9 +550,9 @@ class ServiceController:
         ready = [
             r
             for r in self.replicas
-            if r.machine.ready and r.machine.phase == "Running" and not r.machine.stopping and r.http_port
+            if r.machine.ready and r.machine.phase == "Running" and not r.machine.stopping and r.address is not None
         ]
-        ids = tuple((r.id, r.http_port, r.grpc_port) for r in ready)
+        ids = tuple((r.id, r.http_port, r.grpc_port, r.uds, r.grpc_uds) for r in ready)
         if ids == self._router_ids:
             return
         was_empty = not self._router_ids
@@ -540,6 +566,7 @@ class ServiceController:
                     grpc_port=r.grpc_port,
                     version=r.revision.version,
                     uds=r.uds,
+                    grpc_uds=r.grpc_uds,
                 )
                 for r in ready
             ]
@@ -685,7 +712,7 @@ class ServiceController:
         """One controller sync: scrape, decide, act (the count is reconciled at the next tick)."""
         live = [r for r in self.replicas if not r.machine.stopping]
         scraped = await asyncio.gather(
-            *(self.metrics.scrape(r.http_port, r.proc.pid if r.proc else None, 1.0) for r in live)
+            *(self.metrics.scrape(r.address, r.proc.pid if r.proc else None, 1.0) for r in live)
         )
         for rep, m in zip(live, scraped, strict=True):
             self._record_usage(rep, m, now)
@@ -840,6 +867,9 @@ class ServiceController:
                     "pid": m.pid,
                     "port": r.http_port,
                     "grpc_port": r.grpc_port,
+                    # the Unix sockets it serves on, once it listens (without a port: its only way in, the router's)
+                    "uds": r.uds if r.address is not None else None,
+                    "grpc_uds": list(r.grpc_uds),
                     "state": m.phase,
                     "ready": m.ready,
                     "version": r.revision.version,

@@ -1,4 +1,7 @@
-"""Observing replicas: probe GETs and ``/metrics`` scrapes over loopback HTTP, behind :class:`MetricsSource`.
+"""Observing replicas: probe GETs and ``/metrics`` scrapes over HTTP, behind :class:`MetricsSource`.
+
+A replica is reached at its address: a TCP port on 127.0.0.1 (an ``int``), or the Unix socket it serves HTTP on (a
+``str``, the path) when it has no port -- how ``kubeinfer up`` runs replicas unless ``KUBEINFER_REPLICA_TCP=1``.
 
 A deliberately tiny HTTP/1.1 client (one GET per connection, ``Connection: close``): probes and scrapes are a few
 per second, and a client library's pools and retries would only hide a hung replica from its liveness probe.
@@ -11,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeAlias
 
 import orjson
 import psutil
 
-__all__ = ["HttpMetricsSource", "MetricsSource", "ReplicaMetrics", "http_get", "parse_prometheus"]
+__all__ = ["Address", "HttpMetricsSource", "MetricsSource", "ReplicaMetrics", "http_get", "parse_prometheus"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,17 +33,26 @@ class ReplicaMetrics:
     busy_seconds: float | None = None
 
 
+Address: TypeAlias = int | str
+"""A replica's TCP port on 127.0.0.1, or the path of its Unix socket."""
+
+
 class MetricsSource(Protocol):
-    async def probe(self, port: int, path: str, timeout: float) -> tuple[bool, str]:
+    async def probe(self, address: Address, path: str, timeout: float) -> tuple[bool, str]:
         """(ok, detail) of an HTTP GET: ok is a 2xx/3xx answer within ``timeout``."""
         ...
 
-    async def scrape(self, port: int | None, pid: int | None, timeout: float) -> ReplicaMetrics: ...
+    async def scrape(self, address: Address | None, pid: int | None, timeout: float) -> ReplicaMetrics: ...
 
 
-async def http_get(port: int, path: str, timeout: float, host: str = "127.0.0.1") -> tuple[int, bytes]:
+async def http_get(address: Address, path: str, timeout: float, host: str = "127.0.0.1") -> tuple[int, bytes]:
+    """GET ``path`` from ``host:address`` (a port) or from the Unix socket at ``address`` (a path)."""
+
     async def go() -> tuple[int, bytes]:
-        reader, writer = await asyncio.open_connection(host, port)
+        if isinstance(address, str):
+            reader, writer = await asyncio.open_unix_connection(address)
+        else:
+            reader, writer = await asyncio.open_connection(host, address)
         try:
             writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             data = await reader.read(-1)
@@ -71,9 +83,9 @@ def parse_prometheus(text: str) -> dict[str, float]:
 
 
 class HttpMetricsSource:
-    async def probe(self, port: int, path: str, timeout: float) -> tuple[bool, str]:
+    async def probe(self, address: Address, path: str, timeout: float) -> tuple[bool, str]:
         try:
-            status, body = await http_get(port, path, timeout)
+            status, body = await http_get(address, path, timeout)
         except TimeoutError:
             return False, f"GET {path}: no answer within {timeout:g} s"
         except (OSError, ValueError, IndexError) as e:
@@ -89,11 +101,11 @@ class HttpMetricsSource:
                 detail += f" ({reason[:300]})"
         return ok, detail
 
-    async def scrape(self, port: int | None, pid: int | None, timeout: float) -> ReplicaMetrics:
+    async def scrape(self, address: Address | None, pid: int | None, timeout: float) -> ReplicaMetrics:
         in_flight = queue = busy = None
-        if port is not None:
+        if address is not None:
             try:
-                status, body = await http_get(port, "/metrics", timeout)
+                status, body = await http_get(address, "/metrics", timeout)
                 if status == 200:
                     m = parse_prometheus(body.decode(errors="replace"))
                     in_flight = m.get("kubeinfer_requests_in_flight")

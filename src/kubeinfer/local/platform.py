@@ -1,7 +1,8 @@
 """``kubeinfer up``: one service on this machine -- router, controller and control endpoint in one process.
 
 The router listens on ``spec.server.port`` / ``grpcPort`` (the addresses clients use, as a Kubernetes Service);
-replicas listen on free loopback ports behind it. SIGTERM or SIGINT (or ``kubeinfer down``) shuts down gracefully:
+replicas listen behind it on Unix sockets in the service's private state folder (``KUBEINFER_REPLICA_TCP=1``: on
+free loopback ports as well). SIGTERM or SIGINT (or ``kubeinfer down``) shuts down gracefully:
 stop accepting, drain the replicas, exit.
 """
 

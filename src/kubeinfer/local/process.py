@@ -1,9 +1,10 @@
 """Starting replica processes: the :class:`ProcessRunner` protocol and the real one (subprocesses).
 
-Each replica is ``python -m kubeinfer serve SPEC --port 0 --grpc-port 0`` in its own session (process group),
+Each replica is ``python -m kubeinfer serve SPEC --uds PATH --no-tcp`` (with ``KUBEINFER_REPLICA_TCP=1``, or a path
+too long for a Unix socket: ``--port 0 --grpc-port 0`` instead of ``--no-tcp``) in its own session (process group),
 started through :mod:`kubeinfer.local.launch`, with stdout and stderr appended to its log file. The server prints
-``KUBEINFER_LISTENING {"http": .., "grpc": .., "pid": ..}`` once its sockets are bound; :meth:`Process.listening`
-reads it from the log. Signals go to the whole process group.
+``KUBEINFER_LISTENING {"http": .., "grpc": .., "uds": .., "grpc_uds": [..], "pid": ..}`` once its sockets are bound;
+:meth:`Process.listening` reads it from the log. Signals go to the whole process group.
 """
 
 from __future__ import annotations
@@ -16,10 +17,20 @@ import signal
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-__all__ = ["Clock", "MonotonicClock", "Process", "ProcessRunner", "SubprocessRunner", "read_tail", "serve_command"]
+__all__ = [
+    "Clock",
+    "Listening",
+    "MonotonicClock",
+    "Process",
+    "ProcessRunner",
+    "SubprocessRunner",
+    "read_tail",
+    "serve_command",
+]
 
 MARK = "KUBEINFER_LISTENING "
 
@@ -38,6 +49,32 @@ class MonotonicClock:
         return time.time()
 
 
+@dataclass(frozen=True, slots=True)
+class Listening:
+    """Where a replica said it listens: TCP ports (None without TCP) and Unix sockets (HTTP; gRPC, one per server
+    process)."""
+
+    http: int | None
+    grpc: int | None = None
+    uds: str | None = None
+    grpc_uds: tuple[str, ...] = ()
+
+    @property
+    def address(self) -> int | str | None:
+        """Where probes and scrapes reach it: its HTTP port, else its Unix socket."""
+        return self.http if self.http is not None else self.uds
+
+    @classmethod
+    def from_json(cls, info: Mapping[str, object]) -> Listening:
+        http, grpc, uds, grpc_uds = info.get("http"), info.get("grpc"), info.get("uds"), info.get("grpc_uds")
+        return cls(
+            http if isinstance(http, int) else None,
+            grpc if isinstance(grpc, int) and grpc else None,
+            uds if isinstance(uds, str) else None,
+            tuple(str(p) for p in grpc_uds) if isinstance(grpc_uds, list) else (),
+        )
+
+
 class Process(Protocol):
     @property
     def pid(self) -> int: ...
@@ -50,8 +87,8 @@ class Process(Protocol):
         """The exit status (negative: killed by that signal)."""
         ...
 
-    async def listening(self, timeout: float) -> tuple[int, int | None] | None:
-        """The (http, grpc) ports once the server announced them; None if it exited or timed out first."""
+    async def listening(self, timeout: float) -> Listening | None:
+        """Where the server listens once it announced it; None if it exited or timed out first."""
         ...
 
 
@@ -59,11 +96,19 @@ class ProcessRunner(Protocol):
     async def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path, cwd: Path) -> Process: ...
 
 
-def serve_command(spec_path: Path, grpc: bool, launch_plan: str | None = None, uds: str | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "kubeinfer", "serve", str(spec_path), "--host", "127.0.0.1", "--port", "0"]
+def serve_command(
+    spec_path: Path, grpc: bool, launch_plan: str | None = None, uds: str | None = None, tcp: bool = True
+) -> list[str]:
+    """The replica's command line; ``tcp`` False (with a ``uds``): no TCP port, HTTP and gRPC on Unix sockets."""
+    tcp = tcp or uds is None
+    cmd = [sys.executable, "-m", "kubeinfer", "serve", str(spec_path), "--host", "127.0.0.1"]
+    if tcp:
+        cmd += ["--port", "0"]
     cmd += ["--grpc-port", "0"] if grpc else ["--no-grpc"]
     if uds is not None:
         cmd += ["--uds", uds]
+    if not tcp:
+        cmd.append("--no-tcp")
     if launch_plan is not None:
         cmd = [sys.executable, "-m", "kubeinfer.local.launch", launch_plan, "--", *cmd]
     return cmd
@@ -85,7 +130,7 @@ class _Subprocess:
         self._proc = proc
         self._log = log_path
         self._offset = offset
-        self._ports: tuple[int, int | None] | None = None
+        self._listening: Listening | None = None
 
     @property
     def pid(self) -> int:
@@ -107,7 +152,7 @@ class _Subprocess:
             os.killpg(self._proc.pid, signal.SIGKILL)
         return code
 
-    async def listening(self, timeout: float) -> tuple[int, int | None] | None:
+    async def listening(self, timeout: float) -> Listening | None:
         deadline = time.monotonic() + timeout
         buf = b""
         with self._log.open("rb") as f:
@@ -119,10 +164,8 @@ class _Subprocess:
                     for line in buf.split(b"\n")[:-1]:
                         text = line.decode(errors="replace")
                         if text.startswith(MARK):
-                            info = json.loads(text[len(MARK) :])
-                            grpc = info.get("grpc")
-                            self._ports = (int(info["http"]), int(grpc) if grpc else None)
-                            return self._ports
+                            self._listening = Listening.from_json(json.loads(text[len(MARK) :]))
+                            return self._listening
                     buf = buf.rsplit(b"\n", 1)[-1]
                 elif self._proc.returncode is not None:
                     return None

@@ -60,15 +60,26 @@ METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 @dataclass(frozen=True)
 class Backend:
-    """A ready replica: ``id`` names it in stats and metrics; ``grpc_port`` None when it serves no gRPC; ``uds`` the
-    Unix socket it also serves HTTP on, which the router then uses instead of ``host:port`` (no loopback TCP)."""
+    """A ready replica: ``id`` names it in stats and metrics; ``grpc_port`` None when it serves no gRPC over TCP;
+    ``uds`` the Unix socket it serves HTTP on, which the router then uses instead of ``host:port`` (``port`` is None
+    for a replica without TCP); ``grpc_uds`` the Unix sockets it serves gRPC on (one per server process, calls spread
+    among them), used instead of ``grpc_port``."""
 
     id: str
     host: str
-    port: int
+    port: int | None
     grpc_port: int | None
     version: str = ""
     uds: str | None = None
+    grpc_uds: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.port is None and self.uds is None:
+            raise ValueError(f"backend {self.id!r} has neither a port nor a Unix socket (uds) to reach it on")
+
+    @property
+    def serves_grpc(self) -> bool:
+        return self.grpc_port is not None or bool(self.grpc_uds)
 
 
 @dataclass(frozen=True)
@@ -119,7 +130,7 @@ class _BackendState:
 
     __slots__ = (
         "backend",
-        "channel",
+        "channels",
         "codes",
         "conns",
         "ejected_until",
@@ -130,6 +141,7 @@ class _BackendState:
         "port",
         "retired",
         "total",
+        "turn",
         "uds",
     )
 
@@ -146,7 +158,8 @@ class _BackendState:
         self.conns: set[_http.UpstreamProtocol] = set()
         self.retired = False
         self.ejected_until = 0.0
-        self.channel: Any = None  # grpc.aio channel, made on first use
+        self.channels: list[Any] = []  # grpc.aio channels (one per gRPC socket), made on first use
+        self.turn = 0  # the channel of the next call, in turn
 
     def forget(self, up: _http.UpstreamProtocol) -> None:
         self.conns.discard(up)
@@ -494,7 +507,7 @@ class Router:
 
     # -- gRPC helpers (router_grpc) ----------------------------------------------------------------------
     def _choose(self, tried: Sequence[_BackendState], grpc: bool) -> _BackendState | None:
-        ready = [s for s in self._ready if s.backend.grpc_port is not None] if grpc else self._ready
+        ready = [s for s in self._ready if s.backend.serves_grpc] if grpc else self._ready
         return pick(ready, self._rng, tried)
 
     # -- housekeeping ------------------------------------------------------------------------------------
@@ -542,8 +555,8 @@ class Router:
         for up in list(st.conns):
             if up.req is None:
                 up.close()
-        if st.channel is not None:
-            ch, st.channel = st.channel, None
+        channels, st.channels = st.channels, []
+        for ch in channels:
             if self._loop is not None and not self._loop.is_closed():
                 task = self._loop.create_task(ch.close(), name=f"kubeinfer-router-close-channel-{st.id}")
                 task.add_done_callback(_log_unexpected_end)

@@ -1,5 +1,8 @@
 """The router's gRPC side: every method is proxied as raw bytes, with no protobuf decoding.
 
+A backend is reached on its gRPC port, or, for a replica without TCP (``kubeinfer up``'s default), on its Unix
+socket(s) through a ``unix:PATH`` channel.
+
 A ``grpc.aio`` generic handler answers any method path; requests and responses cross as ``bytes`` (no
 deserializer), so the router needs no generated code and forwards services it does not know. The cardinality comes
 from the method name: ``ModelStreamInfer`` (Triton's streaming extension of OIP v2) is stream-stream and everything
@@ -120,10 +123,17 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
                 await context.abort(grpc.StatusCode.UNAVAILABLE, e.message)
 
     def _channel(self, st: _BackendState) -> Any:
-        if st.channel is None:
+        """A channel to the backend: its TCP gRPC port, or in turn one of its gRPC Unix sockets (one per server
+        process of a replica without TCP; a TCP port is shared by them and the kernel spreads the connections)."""
+        if not st.channels:
             opts = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
-            st.channel = grpc.aio.insecure_channel(f"{st.host}:{st.backend.grpc_port}", options=opts)
-        return st.channel
+            b = st.backend
+            targets = [f"unix:{path}" for path in b.grpc_uds] or [f"{st.host}:{b.grpc_port}"]
+            st.channels = [grpc.aio.insecure_channel(target, options=opts) for target in targets]
+        if len(st.channels) == 1:
+            return st.channels[0]
+        st.turn += 1
+        return st.channels[st.turn % len(st.channels)]
 
     # -- calls -------------------------------------------------------------------------------------------
     async def _unary(self, method: str, request: bytes, context: Any) -> bytes:

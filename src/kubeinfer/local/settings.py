@@ -15,6 +15,9 @@ variable                   meaning                                 default
 ``KUBEINFER_BUFFER_TIMEOUT`` router buffering bound, seconds       30
 ``KUBEINFER_LOG_MAX_MB``   a log file's cap (then NAME.1 keeps the  50
                            latest half), MB
+``KUBEINFER_REPLICA_TCP``  1: replicas also listen on 127.0.0.1    0
+                           TCP ports (HTTP, gRPC), reachable by
+                           any local user; 0: Unix sockets only
 ========================== ======================================= =========
 """
 
@@ -32,6 +35,22 @@ __all__ = ["LocalSettings", "SettingsError"]
 
 class SettingsError(ValueError):
     pass
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("", "0", "false", "no", "off")
+
+
+def _bool(env: Mapping[str, str], key: str, default: bool) -> bool:
+    raw = env.get(key)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{key} has value {raw!r}: not a boolean (1 or 0)")
 
 
 def _float(env: Mapping[str, str], key: str, default: float) -> float:
@@ -62,6 +81,10 @@ class LocalSettings:
     """Longest wait of a request for a ready replica (scale from zero, all restarting) before a 503."""
     log_max_bytes: int = 50 << 20
     """A replica's log and ``platform.log`` are cut past this size, the latest half kept as ``NAME.1``."""
+    replica_tcp: bool = False
+    """Replicas listen on 127.0.0.1 TCP ports besides their Unix socket, as before there was a choice: any local user
+    can then reach them without the router. Off: HTTP and gRPC on Unix sockets in the private state folder only (a
+    replica whose socket path would not fit ``sun_path`` keeps TCP)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> LocalSettings:
@@ -82,6 +105,7 @@ class LocalSettings:
             try_timeout=_float(env, "KUBEINFER_TRY_TIMEOUT", 10.0) or 10.0,
             buffer_timeout=_float(env, "KUBEINFER_BUFFER_TIMEOUT", 30.0),
             log_max_bytes=int(_float(env, "KUBEINFER_LOG_MAX_MB", 50.0) * (1 << 20)) or (50 << 20),
+            replica_tcp=_bool(env, "KUBEINFER_REPLICA_TCP", False),
         )
 
     def service_dir(self, name: str) -> Path:

@@ -1,7 +1,8 @@
 """Fakes of the local platform's I/O protocols, shipped for tests (as httpx ships ``MockTransport``).
 
-:class:`FakeClock`, :class:`FakeRunner` (processes that never run: tests decide when they listen and exit),
-:class:`FakeMetrics` (probe answers and metrics per port), :class:`FakeRouter` (records ``set_backends``) and
+:class:`FakeClock`, :class:`FakeRunner` (processes that never run: tests decide when they listen and exit; they
+announce a TCP port, or with ``unix_only`` only the Unix socket of their command line),
+:class:`FakeMetrics` (probe answers and metrics per address: port or socket path), :class:`FakeRouter` (records ``set_backends``) and
 :class:`FakeGpuInventory`.
 """
 
@@ -16,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from kubeinfer.local.gpu import GpuDevice, GpuError
-from kubeinfer.local.metrics import ReplicaMetrics
+from kubeinfer.local.metrics import Address, ReplicaMetrics
+from kubeinfer.local.process import Listening
 
 __all__ = [
     "FakeBackend",
@@ -49,11 +51,12 @@ _ports = itertools.count(20_000)
 
 
 class FakeProcess:
-    def __init__(self, argv: Sequence[str], env: Mapping[str, str]) -> None:
+    def __init__(self, argv: Sequence[str], env: Mapping[str, str], unix_only: bool = False) -> None:
         self.argv = list(argv)
         self.env = dict(env)
         self.pid = next(_pids)
-        self.port = next(_ports)
+        self.uds = self.argv[self.argv.index("--uds") + 1] if "--uds" in self.argv else None
+        self.port: int | None = None if unix_only and self.uds is not None else next(_ports)
         self.signals: list[int] = []
         self.exit_on_term = True
         self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -74,19 +77,27 @@ class FakeProcess:
     async def wait(self) -> int:
         return await self._exit
 
-    async def listening(self, timeout: float) -> tuple[int, int | None] | None:
-        return self.port, None
+    @property
+    def address(self) -> Address:
+        """Where the controller probes it: its port, else its Unix socket."""
+        address = self.port if self.port is not None else self.uds
+        assert address is not None
+        return address
+
+    async def listening(self, timeout: float) -> Listening | None:
+        return Listening(self.port, None, self.uds)
 
 
 class FakeRunner:
-    def __init__(self) -> None:
+    def __init__(self, unix_only: bool = False) -> None:
         self.processes: list[FakeProcess] = []
         self.fail_with: OSError | None = None
+        self.unix_only = unix_only
 
     async def spawn(self, argv: Sequence[str], env: Mapping[str, str], log_path: Path, cwd: Path) -> FakeProcess:
         if self.fail_with is not None:
             raise self.fail_with
-        p = FakeProcess(argv, env)
+        p = FakeProcess(argv, env, self.unix_only)
         self.processes.append(p)
         return p
 
@@ -95,30 +106,34 @@ class FakeRunner:
 
 
 class FakeMetrics:
-    """Probes succeed unless a port is listed in ``failing`` (path -> ports); scrapes return ``values``."""
+    """Probes succeed unless an address (port or socket path) is listed in ``failing`` (path -> addresses); scrapes
+    return ``values``; ``probed`` records the addresses probed."""
 
     def __init__(self) -> None:
-        self.failing: dict[str, set[int]] = {"/startupz": set(), "/readyz": set(), "/healthz": set()}
-        self.values: dict[int, ReplicaMetrics] = {}
+        self.failing: dict[str, set[Address]] = {"/startupz": set(), "/readyz": set(), "/healthz": set()}
+        self.values: dict[Address, ReplicaMetrics] = {}
         self.reason = ""  # what a failing probe's answer says (as the server's {"reason": ...})
+        self.probed: set[Address] = set()
 
-    async def probe(self, port: int, path: str, timeout: float) -> tuple[bool, str]:
-        if port in self.failing.get(path, set()):
+    async def probe(self, address: Address, path: str, timeout: float) -> tuple[bool, str]:
+        self.probed.add(address)
+        if address in self.failing.get(path, set()):
             return False, f"GET {path}: HTTP 503" + (f" ({self.reason})" if self.reason else "")
         return True, f"GET {path}: HTTP 200"
 
-    async def scrape(self, port: int | None, pid: int | None, timeout: float) -> ReplicaMetrics:
-        return self.values.get(port or -1, ReplicaMetrics())
+    async def scrape(self, address: Address | None, pid: int | None, timeout: float) -> ReplicaMetrics:
+        return self.values.get(address if address is not None else -1, ReplicaMetrics())
 
 
 @dataclass(frozen=True)
 class FakeBackend:
     id: str
     host: str
-    port: int
+    port: int | None
     grpc_port: int | None
     version: str = ""
     uds: str | None = None
+    grpc_uds: tuple[str, ...] = ()
 
 
 @dataclass

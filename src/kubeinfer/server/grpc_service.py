@@ -24,10 +24,13 @@ Metrics: ``kubeinfer_requests_total{protocol="grpc"}``, whose ``status`` label h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -335,10 +338,11 @@ def handlers(app: InferenceApp) -> grpc.GenericRpcHandler:
 
 
 async def start_grpc(
-    app: InferenceApp, host: str, port: int, *, reuse_port: bool = False
+    app: InferenceApp, host: str, port: int, *, reuse_port: bool = False, unix: Path | None = None
 ) -> tuple[grpc.aio.Server, int]:
     """Start the gRPC server on the running event loop; ``port`` 0 picks a free port. Returns it and the port.
-    ``reuse_port`` is for the processes of one replica, whose parent holds the port (see ``server.processes``)."""
+    ``reuse_port`` is for the processes of one replica, whose parent holds the port (see ``server.processes``).
+    ``unix``: listen on that Unix socket instead of ``host:port`` (user-only permissions; the port returned is 0)."""
     limit = min(app.limits.max_body_bytes, _INT32_MAX)
     server = grpc.aio.server(
         options=[
@@ -349,14 +353,25 @@ async def start_grpc(
         ]
     )
     server.add_generic_rpc_handlers((handlers(app),))
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if unix is not None:
+        # grpc replaces a stale socket at the path but refuses any other file; it binds here, so the mode is set
+        # before the first connection can be accepted (the socket is made 0777 less the umask: not user-only).
+        with contextlib.suppress(FileNotFoundError):
+            unix.unlink()
+        unix.parent.mkdir(parents=True, exist_ok=True)
+        address = f"unix:{unix}"
+    else:
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(address)
-    except RuntimeError:  # newer grpcio raises where older ones returned 0
+        if unix is not None:
+            os.chmod(unix, 0o600)
+    except (RuntimeError, OSError):  # newer grpcio raises where older ones returned 0
         bound = 0
     if not bound:
+        flag = "--uds" if unix is not None else "--grpc-port"
         raise SystemExit(
-            f"kubeinfer serve: cannot listen for gRPC on {address} (choose another --grpc-port, or stop what uses it)"
+            f"kubeinfer serve: cannot listen for gRPC on {address} (choose another {flag}, or stop what uses it)"
         )
     await server.start()
-    return server, bound
+    return server, 0 if unix is not None else bound

@@ -1,4 +1,4 @@
-"""Closing a listener without losing the connections in its backlog."""
+"""Listeners: where a replica without TCP serves gRPC, and closing a listener without losing its backlog."""
 
 from __future__ import annotations
 
@@ -6,13 +6,22 @@ import logging
 import socket
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-__all__ = ["stop_new_connections"]
+__all__ = ["grpc_socket_path", "stop_new_connections"]
 
 log = logging.getLogger("kubeinfer.server")
 
 _SO_ATTACH_FILTER = 26  # Linux, <asm-generic/socket.h>
+
+
+def grpc_socket_path(uds: Path, index: int | None = None) -> Path:
+    """The Unix socket a replica served on ``uds`` alone (``serve --no-tcp``) takes gRPC on: ``NAME.grpc.sock`` next
+    to it, or ``NAME.grpc-INDEX.sock`` for each process of a multi-process replica (grpc cannot share one listener
+    between processes, and ``SO_REUSEPORT`` does not apply to Unix sockets). Here so that the local controller, which
+    checks that every path fits ``sun_path``, names them as the server does."""
+    return uds.with_suffix(".grpc.sock" if index is None else f".grpc-{index}.sock")
 
 
 def stop_new_connections(sockets: Iterable[Any]) -> bool:

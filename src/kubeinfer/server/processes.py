@@ -2,6 +2,9 @@
 
 The parent binds the listeners first: the children share the HTTP socket (and the Unix socket) and bind the gRPC port
 with ``SO_REUSEPORT`` (the parent holds it, bound and never listening), so the kernel spreads connections among them.
+Without TCP (``--no-tcp``) each child serves gRPC on a Unix socket of its own (``NAME.grpc-INDEX.sock``: grpc cannot
+share a listener between processes, and ``SO_REUSEPORT`` does not apply to Unix sockets); all of them are announced,
+and the local router spreads calls among them.
 Each child is an ordinary :func:`kubeinfer.server.runner.serve` with a :class:`Worker` that says which one it is; it
 loads its own copy of the model with an equal share of the replica's CPU threads -- for runtimes that hold the GIL
 around the model call (tokenizers, pooling) this runs more of the request path in parallel than threads can. A
@@ -31,8 +34,9 @@ from typing import Any
 
 import orjson
 
+from kubeinfer.server.listen import grpc_socket_path
 from kubeinfer.server.metrics import Metrics
-from kubeinfer.server.runner import announce, bind, listen_tcp, listen_unix, run_loop, serve
+from kubeinfer.server.runner import announce, bind, listen_tcp, listen_unix, no_tcp_needs_uds, run_loop, serve
 from kubeinfer.spec import InferenceService
 
 __all__ = ["Worker", "hang_seconds", "run_processes", "threads_per_process"]
@@ -43,13 +47,15 @@ log = logging.getLogger("kubeinfer.server")
 @dataclass(frozen=True)
 class Worker:
     """One of a replica's server processes: its index, the listeners its parent bound, the gRPC port its parent
-    reserved, and the directory where the processes leave their metrics snapshots for each other."""
+    reserved (or, without TCP, the Unix socket it serves gRPC on), and the directory where the processes leave their
+    metrics snapshots for each other."""
 
     index: int
     count: int
     sockets: list[socket.socket]
     grpc_port: int | None
     state_dir: Path
+    grpc_uds: Path | None = None
 
     SNAPSHOT_SECONDS = 0.5
 
@@ -90,14 +96,20 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def run_processes(svc: InferenceService, base_dir: Path | None, uds: Path | None) -> int:
+def run_processes(svc: InferenceService, base_dir: Path | None, uds: Path | None, tcp: bool = True) -> int:
     spec = svc.spec
     n, host = spec.server.processes, spec.server.host
-    sockets = [listen_tcp(host, spec.server.port)]
-    if uds is not None:
-        sockets.append(listen_unix(uds))
+    grpc_paths: list[Path] = []
+    if not tcp:
+        sockets = [listen_unix(no_tcp_needs_uds(uds))]
+        if spec.server.grpcPort is not None:
+            grpc_paths = [grpc_socket_path(no_tcp_needs_uds(uds), i) for i in range(n)]
+    else:
+        sockets = [listen_tcp(host, spec.server.port)]
+        if uds is not None:
+            sockets.append(listen_unix(uds))
     reserved = None
-    if spec.server.grpcPort is not None:
+    if spec.server.grpcPort is not None and tcp:
         # Bound, never listening: it holds the port (and settles port 0) for the children's SO_REUSEPORT listeners.
         reserved = bind(host, spec.server.grpcPort, " for gRPC", "--grpc-port", reuse_port=True)
     grpc_port = None if reserved is None else reserved.getsockname()[1]
@@ -111,7 +123,7 @@ def run_processes(svc: InferenceService, base_dir: Path | None, uds: Path | None
             try:
                 _die_with_parent()
                 os.environ["OMP_NUM_THREADS"] = threads
-                worker = Worker(index, n, sockets, grpc_port, state_dir)
+                worker = Worker(index, n, sockets, grpc_port, state_dir, grpc_paths[index] if grpc_paths else None)
                 code = run_loop(serve(svc, base_dir, uds, worker))
             except SystemExit as e:
                 print(e, file=sys.stderr, flush=True)
@@ -122,12 +134,12 @@ def run_processes(svc: InferenceService, base_dir: Path | None, uds: Path | None
                 sys.stderr.flush()
                 os._exit(code)
         children[pid] = index
-    http_port = sockets[0].getsockname()[1]
+    http_port = sockets[0].getsockname()[1] if tcp else None
     for sock in sockets:
         sock.close()
-    announce(svc.model_name, host, http_port, grpc_port, uds)
+    announce(svc.model_name, host, http_port, grpc_port, uds, grpc_paths)
     log.info("serving with %d processes of %s thread(s) each", n, threads)
-    return _supervise(children, reserved, state_dir, uds)
+    return _supervise(children, reserved, state_dir, [uds, *grpc_paths] if uds is not None else [])
 
 
 def hang_seconds() -> float:
@@ -181,7 +193,7 @@ class _Watchdog:
         return out
 
 
-def _supervise(children: dict[int, int], reserved: socket.socket | None, state_dir: Path, uds: Path | None) -> int:
+def _supervise(children: dict[int, int], reserved: socket.socket | None, state_dir: Path, paths: list[Path]) -> int:
     """Forward SIGTERM/SIGINT to the children and wait for them all; a child that dies, or hangs (see
     :class:`_Watchdog`), while nobody asked the replica to stop takes the others down (SIGTERM: they drain) and the
     parent exits 1."""
@@ -242,7 +254,7 @@ def _supervise(children: dict[int, int], reserved: socket.socket | None, state_d
         if reserved is not None:
             reserved.close()
         shutil.rmtree(state_dir, ignore_errors=True)
-        if uds is not None:
+        for path in paths:  # the Unix sockets (a killed child leaves its gRPC one behind)
             with contextlib.suppress(OSError):
-                uds.unlink()
+                path.unlink()
     return code

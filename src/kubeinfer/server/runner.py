@@ -3,6 +3,11 @@
 With ``server.processes`` > 1 the replica is that many of these servers, forked and watched by one parent
 (:mod:`kubeinfer.server.processes`).
 
+With ``--uds PATH`` HTTP is served on that Unix socket as well; with ``--no-tcp`` too (``tcp=False``) it is served there
+only, and gRPC on a Unix socket next to it (:func:`~kubeinfer.server.listen.grpc_socket_path`): no TCP port at all,
+which is how ``kubeinfer up`` runs its replicas, so that only its router (and the owner of the state folder) can
+reach them.
+
 Shutdown follows what Kubernetes expects of a pod: on SIGTERM readiness turns false at once, requests that are in
 flight or queued finish (requests that still arrive meanwhile are served with ``Connection: close``), and once the
 server has been idle for a moment, or the grace period (``limits.drainTimeoutSeconds``) ends, the listeners close and
@@ -19,7 +24,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +37,7 @@ from kubeinfer.server import logs
 from kubeinfer.server.app import InferenceApp, Limits, ModelSlot, load_slot
 from kubeinfer.server.batcher import Batcher
 from kubeinfer.server.http import protocol_for
-from kubeinfer.server.listen import stop_new_connections
+from kubeinfer.server.listen import grpc_socket_path, stop_new_connections
 from kubeinfer.server.metrics import Metrics, nvml_sampler
 from kubeinfer.server.openapi import openapi_document
 from kubeinfer.spec import InferenceService
@@ -132,9 +137,20 @@ class _Server(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+def no_tcp_needs_uds(uds: Path | None) -> Path:
+    if uds is None:
+        raise SystemExit("kubeinfer serve: --no-tcp needs --uds PATH (the Unix socket to serve on instead)")
+    return uds
+
+
 async def serve(
-    svc: InferenceService, base_dir: Path | None = None, uds: Path | None = None, worker: Worker | None = None
+    svc: InferenceService,
+    base_dir: Path | None = None,
+    uds: Path | None = None,
+    worker: Worker | None = None,
+    tcp: bool = True,
 ) -> int:
+    """Serve until SIGTERM or SIGINT. ``tcp`` False: HTTP on ``uds`` only and gRPC on its own Unix socket."""
     spec = svc.spec
     app, slot, executor = build_app(svc, base_dir)
     batching = spec.batching
@@ -155,14 +171,20 @@ async def serve(
         )
 
     host = spec.server.host
+    grpc_uds: Path | None = None
     if worker is None:
-        sockets = [listen_tcp(host, spec.server.port)]
-        if uds is not None:
-            sockets.append(listen_unix(uds))
+        if tcp:
+            sockets = [listen_tcp(host, spec.server.port)]
+            if uds is not None:
+                sockets.append(listen_unix(uds))
+        else:
+            sockets = [listen_unix(no_tcp_needs_uds(uds))]
+            grpc_uds = grpc_socket_path(no_tcp_needs_uds(uds))
     else:
         sockets = worker.sockets
+        grpc_uds = worker.grpc_uds
         app.metrics.siblings = worker.siblings
-    http_port = sockets[0].getsockname()[1]
+    http_port = next((s.getsockname()[1] for s in sockets if s.family != socket.AF_UNIX), None)
     config = uvicorn.Config(
         app,
         loop="none",
@@ -184,10 +206,14 @@ async def serve(
     if spec.server.grpcPort is not None:
         from kubeinfer.server.grpc_service import start_grpc
 
-        if worker is None:
+        if grpc_uds is not None:
+            grpc_server, _ = await start_grpc(app, host, 0, unix=grpc_uds)
+        elif worker is None:
             grpc_server, grpc_port = await start_grpc(app, host, spec.server.grpcPort)
         elif worker.grpc_port is not None:
             grpc_server, grpc_port = await start_grpc(app, host, worker.grpc_port, reuse_port=True)
+    else:
+        grpc_uds = None
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -231,7 +257,7 @@ async def serve(
         server.should_exit = True
 
     if worker is None:
-        announce(slot.name, host, http_port, grpc_port, uds)
+        announce(slot.name, host, http_port, grpc_port, uds, [grpc_uds] if grpc_uds is not None else [])
     task = asyncio.create_task(lifecycle(), name="kubeinfer-lifecycle")
     publisher = None if worker is None else asyncio.create_task(worker.publish(app.metrics), name="kubeinfer-metrics")
     try:
@@ -255,6 +281,9 @@ async def serve(
         if uds is not None and worker is None:
             with contextlib.suppress(OSError):
                 uds.unlink()
+        if grpc_uds is not None:  # grpc removes it when it stops; not when serving ended in an error
+            with contextlib.suppress(OSError):
+                grpc_uds.unlink()
         if not task.done():
             task.cancel()
         executor.shutdown(wait=False, cancel_futures=True)
@@ -264,16 +293,28 @@ async def serve(
 BACKLOG_SECONDS = 0.05
 
 
-def announce(name: str, host: str, http_port: int, grpc_port: int | None, uds: Path | None) -> None:
-    """The lines a supervisor waits for: where the replica listens (the local controller parses the second)."""
+def announce(
+    name: str,
+    host: str,
+    http_port: int | None,
+    grpc_port: int | None,
+    uds: Path | None,
+    grpc_uds: Sequence[Path] = (),
+) -> None:
+    """The lines a supervisor waits for: where the replica listens (the local controller parses the second).
+    ``http``/``grpc`` are null without TCP; ``uds`` and ``grpc_uds`` (one socket per process) are then the way in."""
     announce: dict[str, Any] = {"http": http_port, "grpc": grpc_port, "pid": os.getpid(), "model": name}
     if uds is not None:
         announce["uds"] = str(uds)
-    print(
-        f"kubeinfer serving {name!r} on http://{host}:{http_port}"
-        + (f" and grpc {host}:{grpc_port}" if grpc_port else ""),
-        flush=True,
-    )
+    if grpc_uds:
+        announce["grpc_uds"] = [str(p) for p in grpc_uds]
+    where = [f"http://{host}:{http_port}"] if http_port is not None else []
+    if uds is not None:
+        where.append(f"http unix:{uds}")
+    if grpc_port:
+        where.append(f"grpc {host}:{grpc_port}")
+    where += [f"grpc unix:{p}" for p in grpc_uds]
+    print(f"kubeinfer serving {name!r} on " + " and ".join(where), flush=True)
     print("KUBEINFER_LISTENING " + orjson.dumps(announce).decode(), flush=True)
 
 
@@ -286,10 +327,12 @@ def run_loop(main: Any) -> int:
         return int(asyncio.run(main))
 
 
-def run(svc: InferenceService, base_dir: Path | None = None, uds: Path | None = None) -> int:
+def run(svc: InferenceService, base_dir: Path | None = None, uds: Path | None = None, tcp: bool = True) -> int:
     logs.setup(logging.INFO, sys.stderr)
+    if not tcp:
+        no_tcp_needs_uds(uds)
     if svc.spec.server.processes > 1:
         from kubeinfer.server.processes import run_processes
 
-        return run_processes(svc, base_dir, uds)
-    return run_loop(serve(svc, base_dir, uds))
+        return run_processes(svc, base_dir, uds, tcp)
+    return run_loop(serve(svc, base_dir, uds, tcp=tcp))

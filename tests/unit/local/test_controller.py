@@ -53,12 +53,22 @@ def service(**spec: Any) -> InferenceService:
 
 
 class Harness:
-    def __init__(self, tmp: Path, svc: InferenceService, gpus: FakeGpuInventory | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        svc: InferenceService,
+        gpus: FakeGpuInventory | None = None,
+        *,
+        unix_only: bool = False,
+        replica_tcp: bool = False,
+    ) -> None:
         self.clock = FakeClock()
-        self.runner = FakeRunner()
+        self.runner = FakeRunner(unix_only=unix_only)
         self.router = FakeRouter()
         self.metrics = FakeMetrics()
-        settings = LocalSettings(home=tmp, backoff=BackoffConfig(1.0, 4.0, 60.0), grace_margin=1.0)
+        settings = LocalSettings(
+            home=tmp, backoff=BackoffConfig(1.0, 4.0, 60.0), grace_margin=1.0, replica_tcp=replica_tcp
+        )
         self.c = ServiceController(
             svc,
             tmp,
@@ -89,9 +99,11 @@ class Harness:
         return [e.reason for e in self.c.events.list()]
 
 
-def run(tmp_path: Path, body: Callable[[Harness], Awaitable[None]], svc: InferenceService | None = None) -> None:
+def run(
+    tmp_path: Path, body: Callable[[Harness], Awaitable[None]], svc: InferenceService | None = None, **kw: Any
+) -> None:
     async def main() -> None:
-        h = Harness(tmp_path, svc or service())
+        h = Harness(tmp_path, svc or service(), **kw)
         try:
             await body(h)
         finally:
@@ -109,10 +121,56 @@ def test_replicas_join_the_router_only_once_ready(tmp_path: Path) -> None:
         await h.run(2)
         assert len(h.ready_ids()) == 2
         argv = h.runner.processes[0].argv
-        assert "kubeinfer.local.launch" in argv and "serve" in argv and "--port" in argv
+        assert "kubeinfer.local.launch" in argv and "serve" in argv and "--uds" in argv
         assert h.c.status()["ready"]
 
     run(tmp_path, body)
+
+
+def test_replicas_get_no_tcp_port_and_are_probed_routed_and_shown_by_their_unix_socket(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        await h.run(2)
+        assert len(h.ready_ids()) == 2
+        p = h.runner.processes[0]
+        argv = p.argv
+        assert "--no-tcp" in argv and "--port" not in argv
+        sock = argv[argv.index("--uds") + 1]
+        assert Path(sock).is_absolute() and sock.endswith(".sock")
+        assert p.port is None and sock in h.metrics.probed
+        backend = next(b for b in h.router.backends if b.uds == sock)
+        assert backend.port is None and backend.grpc_port is None
+        mine = next(r for r in h.c.status()["replicas"] if r["pid"] == p.pid)
+        assert mine["port"] is None and mine["uds"] == sock
+        # a failing readiness probe at the socket takes the replica out of the router
+        h.metrics.failing["/readyz"].add(sock)
+        await h.run(1)
+        assert backend.id not in h.ready_ids() and len(h.ready_ids()) == 1
+
+    run(tmp_path, body, unix_only=True)
+
+
+def test_replica_tcp_setting_keeps_a_tcp_port(tmp_path: Path) -> None:
+    async def body(h: Harness) -> None:
+        await h.run(2)
+        argv = h.runner.processes[0].argv
+        assert "--port" in argv and "--no-tcp" not in argv and "--uds" in argv
+        assert h.metrics.probed == {p.port for p in h.runner.processes}
+
+    run(tmp_path, body, replica_tcp=True)
+
+
+def test_a_socket_path_too_long_for_sun_path_keeps_tcp_for_that_replica(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 90)
+    deep.mkdir()
+
+    async def body(h: Harness) -> None:
+        await h.run(2)
+        assert len(h.ready_ids()) == 2
+        argv = h.runner.processes[0].argv
+        assert "--port" in argv and "--no-tcp" not in argv and "--uds" not in argv
+        assert all(b.port is not None and b.uds is None for b in h.router.backends)
+
+    run(deep, body, unix_only=True)
 
 
 def test_a_crashed_replica_leaves_the_router_backs_off_and_comes_back(tmp_path: Path) -> None:
