@@ -57,6 +57,13 @@ def simulate(
             show_default=False,
         ),
     ] = None,
+    references: Annotated[
+        bool,
+        typer.Option(
+            help="Also replay the hindsight schedule and search the static frontier (the cheapest constant count "
+            "meeting the SLO): attainable references, each with its simulated attainment."
+        ),
+    ] = True,
 ) -> None:
     """Simulate autoscaling policies on a trace: SLO attainment, latency, drops, replica-hours, cost vs the oracle."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -108,6 +115,7 @@ def simulate(
             price_per_replica_hour=price,
             seed=seed,
             nodes=setup,
+            references=references,
         )
         with Progress(
             TextColumn("[bold]{task.description}"),
@@ -168,7 +176,41 @@ def simulate(
             *extra,
         )
     none = ["-"] * (len(cols) - 9)
-    t.add_row("oracle", "-", "-", "-", "-", f"{o.replica_seconds / 3600:,.2f}", f"{o.cost:,.2f}", "1.00x", "-", *none)
+    t.add_row(
+        "oracle (queueing bound)",
+        "-",
+        "-",
+        "-",
+        "-",
+        f"{o.replica_seconds / 3600:,.2f}",
+        f"{o.cost:,.2f}",
+        "1.00x",
+        "-",
+        *none,
+    )
+    price = result.options.price_per_replica_hour
+    for ref in (result.hindsight, result.static):
+        if ref is None:
+            continue
+        name = "hindsight" if ref.name == "hindsight" else f"static {ref.name.removeprefix('static-')}"
+        t.add_row(
+            name,
+            f"{ref.attainment:.2%}",
+            "-",
+            "-",
+            f"{int(ref.run.dropped.sum()):,}",
+            f"{ref.replica_seconds / 3600:,.2f}",
+            f"{ref.replica_seconds / 3600 * price:,.2f}",
+            f"{ref.replica_seconds / max(o.replica_seconds, 1e-9):.2f}x",
+            "-",
+            *none,
+        )
     out.print(t)
+    if result.hindsight is not None:
+        err.print(
+            "oracle: the queueing-model bound (may be unattainable); hindsight: the cheapest schedule found knowing "
+            "the trace, replayed here; static N: the fewest constant replicas meeting the SLO, replayed",
+            highlight=False,
+        )
     for note in result.notes:
         err.print(f"note: {note}", highlight=False)

@@ -22,6 +22,7 @@ import numpy as np
 from kubeinfer.autoscale import Policy, Predictive, policy_from_spec
 from kubeinfer.autoscale.predictive import predictive_config_from_spec
 from kubeinfer.sim.engine import EngineConfig, RunResult, simulate_policy
+from kubeinfer.sim.hindsight import ReplayedSchedule, hindsight_schedule, static_frontier
 from kubeinfer.sim.nodes import NodeModel, NodeSetup, pod_from_requests
 from kubeinfer.sim.oracle import OracleResult, SloBasis, oracle
 from kubeinfer.sim.report import OracleSummary, PerReplicaHour, PolicySummary, summarize, summarize_oracle
@@ -57,6 +58,8 @@ class SimOptions:
     """Node groups and cluster autoscaler settings: replicas are scheduled onto nodes and nodes are billed."""
     work_signal: bool = True
     """Size predictive by work (busy slot-seconds per second, in Erlangs of the same curve) instead of requests/s."""
+    references: bool = True
+    """Also replay the hindsight schedule and find the static frontier (:mod:`kubeinfer.sim.hindsight`)."""
 
 
 @dataclass
@@ -72,6 +75,10 @@ class Comparison:
     runs: dict[str, RunResult]
     notes: list[str]
     seconds: dict[str, float] = field(default_factory=dict)
+    hindsight: ReplayedSchedule | None = None
+    """The hindsight schedule, replayed: an attainable lower reference (the analytic oracle may not be)."""
+    static: ReplayedSchedule | None = None
+    """The cheapest constant replica count whose replay meets the SLO quantile."""
 
     def to_json(self) -> dict[str, Any]:
         o = self.options
@@ -91,6 +98,8 @@ class Comparison:
             "startup_s": self.startup_s,
             "price_per_replica_hour": o.price_per_replica_hour,
             "oracle": self.oracle_summary.to_json(),
+            "hindsight": self.hindsight.to_json() if self.hindsight is not None else None,
+            "static_frontier": self.static.to_json() if self.static is not None else None,
             "policies": [s.to_json() for s in self.summaries],
             "notes": self.notes,
         }
@@ -234,6 +243,43 @@ def compare(
                 oracle_replica_seconds=orc.replica_seconds,
             )
         )
+    hind = static = None
+    if opts.references:
+        ref_cfg = EngineConfig(
+            slots=slots, startup=startup, request_timeout=timeout, cpu_request=_cpu_request(spec), tick=1.0
+        )
+        t0 = time.perf_counter()
+        static = static_frontier(
+            trace.arrivals,
+            service,
+            trace.duration,
+            ref_cfg,
+            slo_s=slo_s,
+            basis=opts.slo_basis,
+            target=opts.quantile,
+            max_replicas=auto.maxReplicas,
+        )
+        hind = hindsight_schedule(
+            trace.arrivals,
+            service,
+            trace.duration,
+            orc.need,
+            ref_cfg,
+            slo_s=slo_s,
+            basis=opts.slo_basis,
+            target=opts.quantile,
+            interval=opts.oracle_interval_s,
+            max_replicas=auto.maxReplicas,
+            cap=int(static.need[0]) if static.attainment >= opts.quantile else None,
+        )
+        if static.attainment >= opts.quantile and static.replica_seconds < hind.replica_seconds:
+            hind = replace(static, name="hindsight")  # a constant is a schedule too: the cheaper one found
+        seconds["references"] = time.perf_counter() - t0
+        if hind.attainment < opts.quantile:
+            notes.append(
+                f"hindsight: no schedule up to maxReplicas {auto.maxReplicas} met {opts.quantile:.0%} of the SLO "
+                f"in {hind.rounds} rounds (best {hind.attainment:.2%})"
+            )
     return Comparison(
         trace=trace,
         options=opts,
@@ -246,4 +292,6 @@ def compare(
         runs=runs,
         notes=notes,
         seconds=seconds,
+        hindsight=hind,
+        static=static,
     )
