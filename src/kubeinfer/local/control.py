@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from kubeinfer.local.files import private_dir, write_private
+from kubeinfer.local.files import pid_alive, private_dir, write_private
 from kubeinfer.spec.load import strict_json
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "ControlError",
     "ControlServer",
     "NotRunning",
+    "pid_alive",
     "read_control",
     "write_token",
 ]
@@ -60,16 +61,6 @@ def read_control(folder: Path) -> dict[str, Any] | None:
         return dict(json.loads((folder / "control.json").read_text()))
     except (OSError, ValueError):
         return None
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]

@@ -1,11 +1,12 @@
-"""State files of a local service, private to their owner: folders 0700, files 0600, written atomically."""
+"""State files of a local service, private to their owner (folders 0700, files 0600, written atomically), and
+whether the process a state file names is still alive."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["private_dir", "write_private"]
+__all__ = ["pid_alive", "private_dir", "write_private"]
 
 
 def private_dir(folder: Path) -> Path:
@@ -24,3 +25,14 @@ def write_private(path: Path, text: str) -> None:
         f.write(text)
     os.chmod(tmp, 0o600)
     tmp.replace(path)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (one of another user counts: it is alive, just not ours to signal)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kubeinfer.local.files import pid_alive
 from kubeinfer.spec.service import ResourcesSpec
 
 __all__ = [
@@ -165,7 +166,7 @@ class _ChildGroups:
             return []
         for path in groups:
             pid = path.name.rsplit("-", 1)[-1]
-            if not pid.isdigit() or _pid_alive(int(pid)):
+            if not pid.isdigit() or pid_alive(int(pid)):
                 continue
             try:
                 if (path / "cgroup.procs").exists() and (path / "cgroup.procs").read_text().strip():
@@ -175,16 +176,6 @@ class _ChildGroups:
             except OSError:
                 continue
         return removed
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class CgroupV2(_ChildGroups):
