@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -100,14 +102,17 @@ class Platform:
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[Callable[..., Platform]]:
     started: list[Platform] = []
-    env = {**os.environ, **FAST, "KUBEINFER_HOME": str(tmp_path / "home")}
+    # A short state folder, as ~/.kubeinfer is: replica sockets live in it, and a Unix socket path is at most ~100
+    # bytes (pytest's own tmp_path, with the test's name in it, can be longer: the replica would fall back to TCP).
+    home = Path(tempfile.mkdtemp(prefix="ki-"))
+    env = {**os.environ, **FAST, "KUBEINFER_HOME": str(home)}
 
     def up(name: str, text: str, *, grpc: bool = False, extra_env: dict[str, str] | None = None) -> Platform:
         """Start ``kubeinfer up -d`` on a free port; ``grpc``: with the router's gRPC listener (on a free port too,
         the replicas serving gRPC as the spec says); ``extra_env``: settings for this platform only."""
         path = tmp_path / f"{name}.yaml"
         path.write_text(text)
-        p = Platform(name, tmp_path / "home", {**env, **(extra_env or {})})
+        p = Platform(name, home, {**env, **(extra_env or {})})
         started.append(p)
         p.cli(
             "up", str(path), "-d", "--port", "0", *(["--grpc-port", "0"] if grpc else ["--no-grpc"]), "--timeout", "60"
@@ -117,6 +122,7 @@ def platform(tmp_path: Path) -> Iterator[Callable[..., Platform]]:
     yield up
     for p in started:
         p.down()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 class Load:
