@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from kubeinfer.local.process import MonotonicClock, SubprocessRunner
 from kubeinfer.local.resources import CgroupV2, CpuQuota
 from kubeinfer.local.router import Backend, Router
 from kubeinfer.local.settings import LocalSettings
+from kubeinfer.server.listen import connection_cap
 from kubeinfer.spec import InferenceService, SpecError, validate_spec
 
 __all__ = ["Platform", "RouterOptions"]
@@ -56,7 +57,11 @@ class Platform:
             per_try_timeout=settings.try_timeout,
             buffer_timeout=settings.buffer_timeout,
             max_body_bytes=spec.max_body_bytes,
-            conn_limits=ConnLimits.from_spec(spec.server.limits),
+            conn_limits=replace(
+                ConnLimits.from_spec(spec.server.limits),
+                # a proxied request holds two descriptors: the client's connection and one to a replica
+                max_connections=connection_cap(spec.server.limits.maxConnections, per_connection=2),
+            ),
             on_buffered=self._on_buffered,
         )
         self.controller = ServiceController(

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["grpc_socket_path", "stop_new_connections"]
+__all__ = ["connection_cap", "grpc_socket_path", "stop_new_connections"]
 
 log = logging.getLogger("kubeinfer.server")
 
@@ -49,3 +49,37 @@ def stop_new_connections(sockets: Iterable[Any]) -> bool:
         except OSError as e:
             log.warning("cannot filter new connections before closing a listener: %s", e)
     return done
+
+
+RESERVED_FDS = 256
+"""File descriptors kept out of the connection cap: the model's files, logs, sockets to replicas, pipes."""
+
+
+def connection_cap(wanted: int, per_connection: int = 1) -> int:
+    """The connection cap in force: ``wanted`` (``server.limits.maxConnections``), lowered to what the process's
+    file-descriptor limit allows (``per_connection`` descriptors each, 2 for a proxy) after raising the soft limit
+    to the hard one. Past the cap connections are answered 503 and closed; past the descriptor limit ``accept()``
+    fails and the whole server stops taking connections, so the cap must come first."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+                soft = target
+            except (ValueError, OSError):
+                pass
+    except ImportError:  # not POSIX
+        return wanted
+    allowed = max(16, (int(soft) - RESERVED_FDS) // max(1, per_connection))
+    if allowed < wanted:
+        log.warning(
+            "server.limits.maxConnections %d is more than the file-descriptor limit (ulimit -n %d) allows: the cap "
+            "is %d",
+            wanted,
+            soft,
+            allowed,
+        )
+    return min(wanted, allowed)

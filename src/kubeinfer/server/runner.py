@@ -37,7 +37,7 @@ from kubeinfer.server import logs
 from kubeinfer.server.app import InferenceApp, Limits, ModelSlot, load_slot
 from kubeinfer.server.batcher import Batcher
 from kubeinfer.server.http import protocol_for
-from kubeinfer.server.listen import grpc_socket_path, stop_new_connections
+from kubeinfer.server.listen import connection_cap, grpc_socket_path, stop_new_connections
 from kubeinfer.server.metrics import Metrics, nvml_sampler
 from kubeinfer.server.openapi import openapi_document
 from kubeinfer.spec import InferenceService
@@ -63,7 +63,7 @@ def build_app(svc: InferenceService, base_dir: Path | None) -> tuple[InferenceAp
         request_timeout=lim.requestTimeoutMs / 1000.0,
         header_timeout=lim.headerTimeoutSeconds,
         body_timeout=lim.bodyTimeoutSeconds,
-        max_connections=lim.maxConnections,
+        max_connections=connection_cap(lim.maxConnections),
         max_header_bytes=lim.maxHeaderBytes,
         max_headers=lim.maxHeaders,
     )
