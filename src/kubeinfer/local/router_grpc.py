@@ -135,6 +135,14 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
         st.turn += 1
         return st.channels[st.turn % len(st.channels)]
 
+    def _retrying(self, st: _BackendState, tried: list[_BackendState], reason: str) -> None:
+        """A try on ``st`` failed in a way worth another replica: count it, and keep ``st`` out of the next choice."""
+        router = self.router
+        router.retries += 1
+        router.retry_reasons[reason] = router.retry_reasons.get(reason, 0) + 1
+        tried.append(st)
+        router._eject(st)
+
     # -- calls -------------------------------------------------------------------------------------------
     async def _unary(self, method: str, request: bytes, context: Any) -> bytes:
         router = self.router
@@ -161,16 +169,9 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
                 retryable = code in _RETRYABLE or (code == grpc.StatusCode.DEADLINE_EXCEEDED and not client_bound)
                 if retryable and attempts <= router.max_retries and router._budget.try_withdraw():
                     reason = "timeout" if code == grpc.StatusCode.DEADLINE_EXCEEDED else "grpc_unavailable"
-                    router.retries += 1
-                    router.retry_reasons[reason] = router.retry_reasons.get(reason, 0) + 1
-                    tried.append(st)
-                    router._eject(st)
+                    self._retrying(st, tried, reason)
                     continue
-                st.codes[code.name] = st.codes.get(code.name, 0) + 1
-                trailing = e.trailing_metadata()
-                if trailing:
-                    context.set_trailing_metadata(tuple(_forwarded(trailing)))
-                await context.abort(code, e.details() or "")
+                await _pass_on(st, e, context)
                 raise  # unreachable: abort raises
             finally:
                 router._release(st)
@@ -215,16 +216,9 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
                         and attempts <= router.max_retries
                         and router._budget.try_withdraw()
                     ):
-                        router.retries += 1
-                        router.retry_reasons["grpc_unavailable"] = router.retry_reasons.get("grpc_unavailable", 0) + 1
-                        tried.append(st)
-                        router._eject(st)
+                        self._retrying(st, tried, "grpc_unavailable")
                         continue
-                    st.codes[code.name] = st.codes.get(code.name, 0) + 1
-                    trailing = e.trailing_metadata()
-                    if trailing:
-                        context.set_trailing_metadata(tuple(_forwarded(trailing)))
-                    await context.abort(code, e.details() or "")
+                    await _pass_on(st, e, context)
                 finally:
                     upstream.end()
                 st.codes["OK"] = st.codes.get("OK", 0) + 1
@@ -348,3 +342,13 @@ async def start_grpc(router: Router, host: str, port: int) -> tuple[Any, int]:
         raise OSError(f"router: cannot listen for gRPC on {address} (choose another port, or stop what uses it)")
     await server.start()
     return server, bound
+
+
+async def _pass_on(st: _BackendState, e: grpc.aio.AioRpcError, context: Any) -> None:
+    """End the client's call with the replica's status, details and trailing metadata (abort raises)."""
+    code = e.code()
+    st.codes[code.name] = st.codes.get(code.name, 0) + 1
+    trailing = e.trailing_metadata()
+    if trailing:
+        context.set_trailing_metadata(tuple(_forwarded(trailing)))
+    await context.abort(code, e.details() or "")

@@ -40,12 +40,12 @@ Threads: ``args.intraOpThreads``, else ``OMP_NUM_THREADS`` (the CPU the replica 
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import functools
 import hashlib
 import json
 import logging
-import math
 import os
 import statistics
 import time
@@ -59,8 +59,17 @@ import numpy as np
 import orjson
 
 from kubeinfer.runtimes.base import ModelError, ModelInfo, TensorSpec
+from kubeinfer.runtimes.compiled import (
+    COMPILE_MODES,
+    F32_MAX,
+    CannotCompile,
+    cache_dir,
+    compile_mode,
+    f32_at_most,
+    model_file,
+    short_error,
+)
 from kubeinfer.runtimes.onnx import intra_op_threads, session
-from kubeinfer.runtimes.sklearn import cache_dir
 
 __all__ = ["COMPILE_MODES", "LIBRARIES", "BoostingModel", "Task"]
 
@@ -68,7 +77,6 @@ log = logging.getLogger("kubeinfer.runtimes")
 
 Library = Literal["xgboost", "lightgbm"]
 LIBRARIES: tuple[Library, ...] = ("xgboost", "lightgbm")
-COMPILE_MODES = ("auto", "onnx", "none")
 ARGS = frozenset({"compile", "intraOpThreads"})
 TOLERANCE = 1e-4
 MAX_THRESHOLD_PROBES = 4096
@@ -78,7 +86,6 @@ _TIMING_BUDGET_S = 0.05  # per measurement; four measurements
 _SETTLE_S = 0.02
 _FORMAT = 1  # bump when the cached files change meaning
 _INSTALL = "pip install 'kubeinfer[boosting]'"
-_F32_MAX = float(np.finfo(np.float32).max)
 _LGB_ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold (a float32 constant)
 
 _XGB_REGRESSION = ("reg:", "count:poisson", "survival:")
@@ -87,10 +94,6 @@ _LGB_REGRESSION = frozenset(
     {"regression", "regression_l1", "huber", "fair", "poisson", "quantile", "mape", "gamma", "tweedie"}
 )
 _LGB_SUPPORTED = "binary, multiclass, multiclassova, " + ", ".join(sorted(_LGB_REGRESSION))
-
-
-class CannotCompile(Exception):
-    """The booster is served natively: why it was not converted (or the graph not used)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,21 +142,6 @@ def lightgbm_task(objective: str, n_classes: int) -> Task:
     raise ModelError(f"LightGBM objective {name!r} is not served; format lightgbm serves {_LGB_SUPPORTED}")
 
 
-def f32_at_most(t: float) -> float:
-    """The largest float32 that is <= ``t`` (as a float; -inf below float32's range): for every float32 ``x``,
-    ``x <= t`` exactly when ``x <= result``."""
-    if not math.isfinite(t):
-        return t
-    if t >= _F32_MAX:
-        return _F32_MAX
-    if t < -_F32_MAX:
-        return -math.inf
-    t32 = np.float32(t)
-    if float(t32) > t:
-        t32 = np.nextafter(t32, np.float32(-np.inf))
-    return float(t32)
-
-
 def _lightgbm_nodes(tree: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     """Every split node of one dumped LightGBM tree (iteratively: trees can be deeper than Python's recursion)."""
     stack = [tree.get("tree_structure", tree)]
@@ -187,12 +175,6 @@ def _lightgbm_fixes() -> Iterator[None]:
         LightGbm.dump_booster_model = original
 
 
-def _short(e: BaseException, limit: int = 300) -> str:
-    """The first line of an exception's message, cut to ``limit`` characters (XGBoost appends C++ stack traces)."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text if len(text) <= limit else text[:limit] + " ..."
-
-
 def _softmax(m: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     z = np.exp(m - m.max(axis=1, keepdims=True))
     return np.asarray(z / z.sum(axis=1, keepdims=True))
@@ -214,7 +196,7 @@ def _median_us(fn: Callable[[np.ndarray[Any, Any]], Any], x: np.ndarray[Any, Any
 
 
 # -- the two libraries, behind one small interface -------------------------------------------------------------
-class _Native:
+class _Native(abc.ABC):
     """A loaded booster of one library: its task, features, thresholds, native predictions and ONNX conversion."""
 
     library: Library
@@ -222,15 +204,17 @@ class _Native:
     n_features: int
     feature_names: tuple[str, ...]
 
+    @abc.abstractmethod
     def raw(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """The library's own prediction: probabilities (``[n]`` of the positive class for binary), or values."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def thresholds(self) -> list[tuple[int, float]]:
-        raise NotImplementedError
+        """Every split as (feature index, threshold), for the verification's probe rows."""
 
+    @abc.abstractmethod
     def convert(self) -> bytes:
-        raise NotImplementedError
+        """The booster converted to an ONNX graph (serialized), with the library's own fixes applied."""
 
 
 class _XGBoost(_Native):
@@ -244,7 +228,7 @@ class _XGBoost(_Native):
         try:
             booster = xgboost.Booster(model_file=str(path))
         except Exception as e:
-            raise ModelError(f"cannot load {path} as an XGBoost model: {type(e).__name__}: {_short(e)}") from e
+            raise ModelError(f"cannot load {path} as an XGBoost model: {type(e).__name__}: {short_error(e)}") from e
         self.task = xgboost_task(json.loads(booster.save_config()))
         best = booster.attr("best_iteration")
         if best is not None and int(best) + 1 < booster.num_boosted_rounds():
@@ -299,7 +283,7 @@ class _LightGBM(_Native):
         try:
             booster = lightgbm.Booster(model_file=str(path))
         except Exception as e:
-            raise ModelError(f"cannot load {path} as a LightGBM model: {type(e).__name__}: {_short(e)}") from e
+            raise ModelError(f"cannot load {path} as a LightGBM model: {type(e).__name__}: {short_error(e)}") from e
         head = booster.dump_model(num_iteration=1)
         self.task = lightgbm_task(str(head.get("objective", "")), int(head.get("num_class", 1)))
         self.booster = booster
@@ -381,15 +365,8 @@ class BoostingModel:
             raise ModelError(
                 f"unknown args for format {self.library}: {', '.join(unknown)} (allowed: {', '.join(sorted(ARGS))})"
             )
-        mode = str(self.args.get("compile", "auto"))
-        if mode not in COMPILE_MODES:
-            raise ModelError(f"args.compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
-        if not self.path.exists():
-            raise ModelError(f"model file {self.path} does not exist")
-        if not self.path.is_file():
-            raise ModelError(
-                f"model uri {self.path} is a directory: point uri at the {self.library} model file inside it"
-            )
+        mode = compile_mode(self.args)
+        model_file(self.path, f"{self.library} model file")
         threads = intra_op_threads(self.args)
         if mode == "none":
             native = self._load_native(threads)
@@ -499,20 +476,20 @@ class BoostingModel:
                 warnings.simplefilter("ignore")
                 blob = native.convert()
         except Exception as e:
-            raise CannotCompile(f"onnxmltools: {type(e).__name__}: {_short(e)}") from None
+            raise CannotCompile(f"onnxmltools: {type(e).__name__}: {short_error(e)}") from None
         try:
             self._start_session(blob, threads)
         except CannotCompile:
             raise
         except Exception as e:
-            raise CannotCompile(f"ONNX Runtime cannot run the converted graph: {_short(e)}") from None
+            raise CannotCompile(f"ONNX Runtime cannot run the converted graph: {short_error(e)}") from None
         try:
             max_error = self._verify(native)
         except Exception as e:
             self._sess = None
             if isinstance(e, CannotCompile):
                 raise
-            raise CannotCompile(f"checking the converted graph failed: {type(e).__name__}: {_short(e)}") from None
+            raise CannotCompile(f"checking the converted graph failed: {type(e).__name__}: {short_error(e)}") from None
         meta: dict[str, Any] = {
             "library": self.library,
             "task": {
@@ -582,7 +559,7 @@ class BoostingModel:
         missing = rng.normal(0.0, 1.0, (256, n)).astype(np.float32)
         missing[rng.random(missing.shape) < 0.2] = np.nan
         probes.append(missing)
-        splits = [(f, f32_at_most(t)) for f, t in native.thresholds() if 0 <= f < n and abs(t) <= _F32_MAX]
+        splits = [(f, f32_at_most(t)) for f, t in native.thresholds() if 0 <= f < n and abs(t) <= F32_MAX]
         if not splits:
             return probes
         if len(splits) > MAX_THRESHOLD_PROBES:

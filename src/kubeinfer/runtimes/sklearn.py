@@ -44,27 +44,26 @@ import numpy as np
 import orjson
 
 from kubeinfer.runtimes.base import ModelError, ModelInfo, TensorSpec, datatype_of, dtype_of
+from kubeinfer.runtimes.compiled import (
+    COMPILE_MODES,
+    CannotCompile,
+    cache_dir,
+    compile_mode,
+    model_file,
+    short_error,
+)
+from kubeinfer.runtimes.compiled import f32_at_most as _f32_at_most  # a module name: tests patch it
 
 __all__ = ["COMPILE_MODES", "SklearnModel", "cache_dir"]
 
 log = logging.getLogger("kubeinfer.runtimes")
 
-COMPILE_MODES = ("auto", "onnx", "none")
 TOLERANCE = 1e-4
 MAX_THRESHOLD_PROBES = 4096
 _FORMAT = 2  # bump when the cached files change meaning
 # Outputs of an outlier detector besides predict (served by scikit-learn: the graph has only labels and scores).
 _OUTLIER_OUTPUTS = ("decision_function", "score_samples")
 _ENCODERS = ("OneHotEncoder", "OrdinalEncoder", "TargetEncoder")
-
-
-class CannotCompile(Exception):
-    """The estimator is served by scikit-learn: why it was not converted."""
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("KUBEINFER_CACHE_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "kubeinfer"
 
 
 def _spec_json(s: TensorSpec) -> dict[str, Any]:
@@ -125,14 +124,6 @@ def table_columns(est: Any) -> list[tuple[str, str]] | None:
     if not by_name:
         return None
     return [(str(c), "BYTES" if str(c) in strings else "FP64") for c in names]
-
-
-def _f32_at_most(t: float) -> float:
-    """The largest float32 that is <= ``t``: for every float32 ``x``, ``x <= t`` exactly when ``x <= result``."""
-    t32 = np.float32(t)
-    if float(t32) > t:
-        t32 = np.nextafter(t32, np.float32(-np.inf))
-    return float(t32)
 
 
 @contextlib.contextmanager
@@ -247,13 +238,8 @@ class SklearnModel:
 
     # -- loading ---------------------------------------------------------------------------------------
     def load(self) -> ModelInfo:
-        mode = str(self.args.get("compile", "auto"))
-        if mode not in COMPILE_MODES:
-            raise ModelError(f"args.compile must be one of {', '.join(COMPILE_MODES)}, got {mode!r}")
-        if not self.path.exists():
-            raise ModelError(f"model file {self.path} does not exist")
-        if not self.path.is_file():
-            raise ModelError(f"model uri {self.path} is a directory: point uri at the .joblib/.pkl file inside it")
+        mode = compile_mode(self.args)
+        model_file(self.path, ".joblib/.pkl file")
         in_dtype = str(self.args.get("inputDatatype", "FP32"))
         digest = ""
         if mode != "none":
@@ -424,7 +410,7 @@ class SklearnModel:
                 onx = to_onnx(est, initial_types=initial, options=options, target_opset=target)
             blob = onx.SerializeToString()
         except Exception as e:
-            raise CannotCompile(f"skl2onnx: {type(e).__name__}: {_short(e)}") from None
+            raise CannotCompile(f"skl2onnx: {type(e).__name__}: {short_error(e)}") from None
         meta: dict[str, Any] = {
             "estimator": type(est).__name__,
             "has_proba": self._has_proba,
@@ -438,14 +424,14 @@ class SklearnModel:
         try:
             self._start_session(blob, meta)
         except Exception as e:
-            raise CannotCompile(f"ONNX Runtime cannot run the converted graph: {_short(e)}") from None
+            raise CannotCompile(f"ONNX Runtime cannot run the converted graph: {short_error(e)}") from None
         try:
             meta["max_error"] = self._verify(info)
         except Exception as e:
             self._sess = None
             if isinstance(e, CannotCompile):
                 raise
-            raise CannotCompile(f"checking the converted graph failed: {type(e).__name__}: {_short(e)}") from None
+            raise CannotCompile(f"checking the converted graph failed: {type(e).__name__}: {short_error(e)}") from None
         self._write_cache(digest, blob, meta)
         return self._compiled_info(meta, cached=False)
 
@@ -606,12 +592,6 @@ class SklearnModel:
                 if m in want:
                     out[m] = np.asarray(getattr(est, m)(x), dtype=np.float64)
         return out
-
-
-def _short(e: BaseException, limit: int = 300) -> str:
-    """An exception's message cut to ``limit`` characters (skl2onnx puts whole node attribute dumps in its own)."""
-    text = str(e)
-    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def sample_rows(

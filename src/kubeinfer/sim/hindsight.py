@@ -20,7 +20,7 @@ Both report replica-seconds as the engine bills them (start-ups included) and th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,7 +28,8 @@ import numpy.typing as npt
 
 from kubeinfer.autoscale.base import Decision, Observation
 from kubeinfer.sim.engine import EngineConfig, RunResult, simulate_policy
-from kubeinfer.sim.oracle import SloBasis
+from kubeinfer.sim.oracle import SloBasis, fill_level
+from kubeinfer.sim.report import slo_met
 
 __all__ = ["ReplayedSchedule", "SchedulePolicy", "hindsight_schedule", "static_frontier"]
 
@@ -80,33 +81,20 @@ class ReplayedSchedule:
         }
 
 
-def _met(run: RunResult, slo_s: float, basis: SloBasis) -> npt.NDArray[np.bool_]:
-    served = ~run.dropped
-    measure = np.where(served, (run.end if basis == "latency" else run.start) - run.arrivals, np.inf)
-    return np.asarray(measure <= slo_s + 1e-9)
-
-
 def pods_for(need_sec: IntArr, startup: float) -> IntArr:
-    """Pods that must exist each second for ``need_sec`` replicas to be ready then: each level is created
-    ``startup`` seconds ahead of its first needed second and kept through gaps shorter than ``startup``."""
+    """Pods that must exist each second for ``need_sec`` replicas to be ready then: each level kept through gaps
+    shorter than ``startup`` (as the analytic oracle keeps them, :func:`~kubeinfer.sim.oracle.fill_level`) and
+    created ``startup`` seconds ahead of each second it comes back."""
     n = len(need_sec)
     lead = math.ceil(startup)
     pods = np.zeros(n, dtype=np.int64)
     for level in range(1, int(need_sec.max(initial=0)) + 1):
-        mask = need_sec >= level
-        idx = np.flatnonzero(mask)
-        if not len(idx):
-            continue
-        kept = mask.copy()
-        gaps = np.diff(idx)
-        for a, b, g in zip(idx[:-1], idx[1:], gaps, strict=True):
-            if 1 < g <= lead + 1:
-                kept[a:b] = True
-        starts = np.flatnonzero(kept & ~np.concatenate(([False], kept[:-1])))
-        for s in starts:
-            if s > 0:
-                kept[max(0, s - lead) : s] = True
-        pods += kept
+        kept, _ = fill_level(need_sec >= level, startup)
+        starts = np.flatnonzero(kept[1:] & ~kept[:-1]) + 1  # seconds a level comes back (not at t = 0: warm)
+        delta = np.zeros(n + 1, dtype=np.int64)
+        np.add.at(delta, np.maximum(starts - lead, 0), 1)
+        np.add.at(delta, starts, -1)
+        pods += kept | (np.cumsum(delta[:-1]) > 0)
     return pods
 
 
@@ -117,15 +105,8 @@ def _replay(
     pods: IntArr,
     cfg: EngineConfig,
 ) -> RunResult:
-    initial = int(pods[0]) if len(pods) else 0
-    c = EngineConfig(
-        slots=cfg.slots,
-        startup=cfg.startup,
-        tick=1.0,
-        request_timeout=cfg.request_timeout,
-        initial_replicas=initial,
-        cpu_request=cfg.cpu_request,
-    )
+    """Run the schedule ``pods`` in the engine (a decision every second)."""
+    c = replace(cfg, tick=1.0, initial_replicas=int(pods[0]) if len(pods) else 0)
     return simulate_policy(arrivals, service, duration, SchedulePolicy(pods), c)
 
 
@@ -160,7 +141,7 @@ def hindsight_schedule(
 
     def replay(need_int: IntArr) -> tuple[RunResult, npt.NDArray[np.bool_]]:
         run = _replay(arrivals, service, duration, pods_for(need_int[sec_int], cfg.startup), cfg)
-        return run, _met(run, slo_s, basis)
+        return run, slo_met(run, slo_s, basis)
 
     rounds = 0
     run, met = replay(need)
@@ -216,7 +197,7 @@ def static_frontier(
     def attain(n: int) -> float:
         if n not in cache:
             run = _replay(arrivals, service, duration, np.full(n_sec, n, dtype=np.int64), cfg)
-            cache[n] = (run, float(np.count_nonzero(_met(run, slo_s, basis))) / total)
+            cache[n] = (run, float(np.count_nonzero(slo_met(run, slo_s, basis))) / total)
         return cache[n][1]
 
     lo, hi = 1, max(1, max_replicas)

@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["OracleResult", "capacity", "capacity_table", "erlang_c", "oracle"]
+__all__ = ["OracleResult", "capacity", "capacity_table", "erlang_c", "fill_level", "oracle"]
 
 SloBasis = Literal["latency", "wait"]
 
@@ -106,7 +106,7 @@ class OracleResult:
     """``capacity(n)`` for n = 0..max replicas (requests/s of mean size within the SLO)."""
 
 
-def _fill_level(mask: npt.NDArray[np.bool_], startup: float) -> tuple[npt.NDArray[np.bool_], float]:
+def fill_level(mask: npt.NDArray[np.bool_], startup: float) -> tuple[npt.NDArray[np.bool_], float]:
     """Keep a replica through gaps shorter than ``startup``; return the kept mask and the start-up seconds paid."""
     idx = np.flatnonzero(mask)
     if len(idx) == 0:
@@ -153,7 +153,7 @@ def oracle(
     provisioned = np.zeros(n_sec, dtype=np.int64)
     extra = 0.0
     for level in range(1, int(need.max(initial=0)) + 1):
-        kept, paid = _fill_level(need >= level, startup)
+        kept, paid = fill_level(need >= level, startup)
         provisioned += kept
         extra += paid
     return OracleResult(need, provisioned, float(provisioned.sum()) + extra, float(table[1]), interval, table)

@@ -13,11 +13,20 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from kubeinfer.sim.engine import RunResult
 from kubeinfer.sim.oracle import OracleResult, SloBasis
 
-__all__ = ["CostModel", "OracleSummary", "PerReplicaHour", "PolicySummary", "summarize", "summarize_oracle"]
+__all__ = [
+    "CostModel",
+    "OracleSummary",
+    "PerReplicaHour",
+    "PolicySummary",
+    "slo_met",
+    "summarize",
+    "summarize_oracle",
+]
 
 
 class CostModel(Protocol):
@@ -76,6 +85,14 @@ class OracleSummary:
         return asdict(self)
 
 
+def slo_met(run: RunResult, slo_s: float, basis: SloBasis) -> npt.NDArray[np.bool_]:
+    """Which requests of ``run`` met the SLO: answered within ``slo_s`` of arrival (``latency``) or started within
+    it (``wait``); a dropped request never does."""
+    served = ~run.dropped
+    measure = np.where(served, (run.end if basis == "latency" else run.start) - run.arrivals, np.inf)
+    return np.asarray(measure <= slo_s + 1e-9)
+
+
 def summarize(
     name: str,
     run: RunResult,
@@ -89,8 +106,7 @@ def summarize(
     dropped = run.dropped
     served = ~dropped
     lat = run.end[served] - run.arrivals[served]
-    measure = lat if basis == "latency" else run.start[served] - run.arrivals[served]
-    ok = int(np.count_nonzero(measure <= slo_s + 1e-9))
+    ok = int(np.count_nonzero(slo_met(run, slo_s, basis)))
     # Percentiles over every request: a dropped one counts as infinitely late (it never got an answer).
     full = np.full(n, np.inf)
     full[served] = lat
