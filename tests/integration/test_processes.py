@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -68,6 +69,58 @@ def test_processes_share_the_http_and_grpc_ports(two: ServerProcess) -> None:
             x.set_data_from_numpy(np.ones((1, 1), np.float32))
             grpc[int(c.infer("pid", [x]).as_numpy("pid")[0, 0])] += 1
     assert set(grpc) == set(children), grpc
+
+
+def _listening_inodes(pid: int, port: int) -> set[int]:
+    """The inodes of the TCP sockets listening on ``port`` that process ``pid`` holds (from /proc)."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        target = os.readlink(fd) if fd.is_symlink() else ""
+        if target.startswith("socket:["):
+            held.add(int(target[8:-1]))
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                listening.add(int(f[9]))
+    return held & listening
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc (Linux)")
+def test_each_process_listens_on_the_http_port_with_a_socket_of_its_own(two: ServerProcess) -> None:
+    port = int(two.url.rsplit(":", 1)[1])
+    inodes = [_listening_inodes(pid, port) for pid in _children(two.pid)]
+    assert all(len(i) == 1 for i in inodes), inodes
+    assert inodes[0] != inodes[1]  # not one shared listener: the kernel spreads connections (SO_REUSEPORT)
+    assert not _listening_inodes(two.pid, port)  # the parent holds the port bound, not listening
+
+
+def test_a_burst_of_connections_is_spread_over_the_processes(two: ServerProcess) -> None:
+    # 64 clients connecting at once, as a load generator or a router's pool does. On one shared listening socket the
+    # first process to wake accepted all that were pending (48/16 and 61/3 splits measured); with a listener each
+    # (SO_REUSEPORT) the kernel spreads them by address: 32 +- 4, and fewer than 16 on one side is a 1-in-30,000 draw.
+    host, port = two.url.removeprefix("http://").rsplit(":", 1)
+    conns = [socket.create_connection((host, int(port)), timeout=10) for _ in range(64)]
+    try:
+        req = (
+            f"POST /v2/models/pid/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(BODY)}\r\n\r\n"
+        ).encode() + BODY
+        for c in conns:
+            c.sendall(req)
+        pids = Counter()
+        for c in conns:
+            data = b""
+            while b"}]}" not in data:
+                chunk = c.recv(65536)
+                assert chunk, data
+                data += chunk
+            pids[int(json.loads(data.split(b"\r\n\r\n", 1)[1])["outputs"][0]["data"][0])] += 1
+    finally:
+        for c in conns:
+            c.close()
+    assert len(pids) == 2 and min(pids.values()) >= 16, pids
 
 
 def test_metrics_count_the_whole_replica(two: ServerProcess) -> None:

@@ -1,7 +1,11 @@
 """A replica of several server processes (``server.processes`` > 1): the parent that forks them and watches them.
 
-The parent binds the listeners first: the children share the HTTP socket (and the Unix socket) and bind the gRPC port
-with ``SO_REUSEPORT`` (the parent holds it, bound and never listening), so the kernel spreads connections among them.
+The parent binds the listeners first. Each child listens on the HTTP and gRPC ports with a socket of its own
+(``SO_REUSEPORT``; the parent holds each port, bound and never listening), so the kernel spreads connections among
+them by their addresses. A shared listening socket does not spread them: the first process to wake accepts all that
+are pending, and the one whose loop waits on its model thread for the interpreter lock wakes last (measured with
+two MiniLM processes and 64 clients: 48/16 and 61/3 splits, the small side running 3-row batches; with a socket each,
+32±4). The Unix socket is shared (``SO_REUSEPORT`` does not apply to it).
 Without TCP (``--no-tcp``) each child serves gRPC on a Unix socket of its own (``NAME.grpc-INDEX.sock``: grpc cannot
 share a listener between processes, and ``SO_REUSEPORT`` does not apply to Unix sockets); all of them are announced,
 and the local router spreads calls among them.
@@ -56,6 +60,7 @@ class Worker:
     grpc_port: int | None
     state_dir: Path
     grpc_uds: Path | None = None
+    http_port: int | None = None  # the child listens on it itself (SO_REUSEPORT), once it serves
 
     SNAPSHOT_SECONDS = 0.5
 
@@ -105,14 +110,15 @@ def run_processes(svc: InferenceService, base_dir: Path | None, uds: Path | None
         if spec.server.grpcPort is not None:
             grpc_paths = [grpc_socket_path(no_tcp_needs_uds(uds), i) for i in range(n)]
     else:
-        sockets = [listen_tcp(host, spec.server.port)]
-        if uds is not None:
-            sockets.append(listen_unix(uds))
-    reserved = None
+        sockets = [listen_unix(uds)] if uds is not None else []
+    # Bound, never listening: they hold the ports (and settle port 0) for the children's SO_REUSEPORT listeners.
+    reserved = [bind(host, spec.server.port, "", "--port", reuse_port=True)] if tcp else []
+    http_port = reserved[0].getsockname()[1] if tcp else None
+    first = listen_tcp(host, http_port, reuse_port=True) if http_port is not None else None
+    grpc_port = None
     if spec.server.grpcPort is not None and tcp:
-        # Bound, never listening: it holds the port (and settles port 0) for the children's SO_REUSEPORT listeners.
-        reserved = bind(host, spec.server.grpcPort, " for gRPC", "--grpc-port", reuse_port=True)
-    grpc_port = None if reserved is None else reserved.getsockname()[1]
+        reserved.append(bind(host, spec.server.grpcPort, " for gRPC", "--grpc-port", reuse_port=True))
+        grpc_port = reserved[-1].getsockname()[1]
     state_dir = Path(tempfile.mkdtemp(prefix="kubeinfer-serve-"))
     threads = str(threads_per_process(n))
     children: dict[int, int] = {}
@@ -123,7 +129,15 @@ def run_processes(svc: InferenceService, base_dir: Path | None, uds: Path | None
             try:
                 _die_with_parent()
                 os.environ["OMP_NUM_THREADS"] = threads
-                worker = Worker(index, n, sockets, grpc_port, state_dir, grpc_paths[index] if grpc_paths else None)
+                for r in reserved:
+                    r.close()
+                grpc_uds = grpc_paths[index] if grpc_paths else None
+                if index == 0 and first is not None:  # listening from the start: it answers probes while loading
+                    worker = Worker(index, n, [first, *sockets], grpc_port, state_dir, grpc_uds)
+                else:
+                    if first is not None:
+                        first.close()  # the first process's listener: only it accepts there
+                    worker = Worker(index, n, sockets, grpc_port, state_dir, grpc_uds, http_port)
                 code = run_loop(serve(svc, base_dir, uds, worker))
             except SystemExit as e:
                 print(e, file=sys.stderr, flush=True)
@@ -134,8 +148,7 @@ def run_processes(svc: InferenceService, base_dir: Path | None, uds: Path | None
                 sys.stderr.flush()
                 os._exit(code)
         children[pid] = index
-    http_port = sockets[0].getsockname()[1] if tcp else None
-    for sock in sockets:
+    for sock in sockets if first is None else [first, *sockets]:
         sock.close()
     announce(svc.model_name, host, http_port, grpc_port, uds, grpc_paths)
     log.info("serving with %d processes of %s thread(s) each", n, threads)
@@ -193,7 +206,7 @@ class _Watchdog:
         return out
 
 
-def _supervise(children: dict[int, int], reserved: socket.socket | None, state_dir: Path, paths: list[Path]) -> int:
+def _supervise(children: dict[int, int], reserved: list[socket.socket], state_dir: Path, paths: list[Path]) -> int:
     """Forward SIGTERM/SIGINT to the children and wait for them all; a child that dies, or hangs (see
     :class:`_Watchdog`), while nobody asked the replica to stop takes the others down (SIGTERM: they drain) and the
     parent exits 1."""
@@ -251,8 +264,8 @@ def _supervise(children: dict[int, int], reserved: socket.socket | None, state_d
         # into "killed by SIGTERM".
         for sig in handled:
             signal.signal(sig, signal.SIG_IGN)
-        if reserved is not None:
-            reserved.close()
+        for sock in reserved:
+            sock.close()
         shutil.rmtree(state_dir, ignore_errors=True)
         for path in paths:  # the Unix sockets (a killed child leaves its gRPC one behind)
             with contextlib.suppress(OSError):

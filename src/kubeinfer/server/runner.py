@@ -93,8 +93,8 @@ def bind(host: str, port: int, what: str, flag: str, *, reuse_port: bool = False
     return sock
 
 
-def listen_tcp(host: str, port: int) -> socket.socket:
-    sock = bind(host, port, "", "--port")
+def listen_tcp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    sock = bind(host, port, "", "--port", reuse_port=reuse_port)
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
@@ -181,10 +181,12 @@ async def serve(
             sockets = [listen_unix(no_tcp_needs_uds(uds))]
             grpc_uds = grpc_socket_path(no_tcp_needs_uds(uds))
     else:
-        sockets = worker.sockets
+        sockets = list(worker.sockets)
         grpc_uds = worker.grpc_uds
         app.metrics.siblings = worker.siblings
     http_port = next((s.getsockname()[1] for s in sockets if s.family != socket.AF_UNIX), None)
+    if worker is not None and worker.http_port is not None:
+        http_port = worker.http_port
     config = uvicorn.Config(
         app,
         loop="none",
@@ -274,6 +276,9 @@ async def serve(
                 await stop.wait()
                 await task
                 return 0
+        if worker is not None and worker.http_port is not None:
+            # This process's own listener on the replica's port (SO_REUSEPORT), opened only now that it serves.
+            sockets.insert(0, listen_tcp(host, worker.http_port, reuse_port=True))
         await server.serve(sockets=sockets)
     finally:
         if publisher is not None:
