@@ -5,10 +5,12 @@
 - :mod:`~kubeinfer.autoscale.predictive` -- kubeinfer's forecast-driven policy.
 - :mod:`~kubeinfer.autoscale.vpa` -- the Vertical Pod Autoscaler recommender.
 
-Build a horizontal policy from a spec with :func:`policy_from_spec`; every backend does the same.
+Build a horizontal policy from a spec with :func:`policy_from_spec`, run it every :func:`sync_period` and keep the
+counts a controller sets itself :func:`bounded`; every backend does the same (:mod:`~kubeinfer.autoscale.cadence`).
 """
 
 from kubeinfer.autoscale.base import Decision, LoadSample, Observation, PodSample, Policy
+from kubeinfer.autoscale.cadence import KPA_TICK_SECONDS, bounded, sync_period
 from kubeinfer.autoscale.factory import FixedReplicas, policy_from_spec
 from kubeinfer.autoscale.hpa import HPA, HpaConfig, HpaState
 from kubeinfer.autoscale.kpa import KPA, KpaConfig, KpaState
@@ -18,6 +20,7 @@ from kubeinfer.autoscale.vpa import VPA, Resources, VpaConfig, VpaDecision, VpaO
 __all__ = [
     "HPA",
     "KPA",
+    "KPA_TICK_SECONDS",
     "VPA",
     "Decision",
     "FixedReplicas",
@@ -37,5 +40,7 @@ __all__ = [
     "VpaDecision",
     "VpaObservation",
     "VpaState",
+    "bounded",
     "policy_from_spec",
+    "sync_period",
 ]

@@ -13,6 +13,7 @@ against :class:`~kubeinfer.kube.fake.FakeKubeApi` in tests exactly as against a 
   ``/metrics`` (``kubeinfer_requests_in_flight``, ``kubeinfer_requests_total``), turns them into the same
   :class:`~kubeinfer.autoscale.Observation` the local controller builds, calls the policy from
   :func:`~kubeinfer.autoscale.policy_from_spec` and sets the Deployment's replicas through its scale subresource.
+  The shell calls it every :func:`~kubeinfer.autoscale.sync_period`, as the local controller and the simulator do.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ __all__ = [
     "PodMetrics",
     "ReconcileResult",
     "ScalerState",
-    "autoscale_period",
     "autoscale_step",
     "build_observation",
     "children",
@@ -61,15 +61,6 @@ def spec_of(body: Mapping[str, Any]) -> InferenceService:
     doc = {k: v for k, v in body.items() if k in ("apiVersion", "kind", "spec")}
     doc["metadata"] = {k: v for k, v in meta.items() if k in ("name", "namespace", "labels", "annotations")}
     return validate_spec(doc, f"InferenceService {meta.get('namespace', 'default')}/{meta['name']}")
-
-
-def autoscale_period(svc: InferenceService) -> float:
-    """Seconds between :func:`autoscale_step` calls the spec asks for: Knative's 2 s for kpa, the predictive
-    policy's own ``autoscaling.predictive.syncPeriodSeconds`` (5 s by default) for predictive."""
-    a = svc.spec.autoscaling
-    if a.policy == "predictive":
-        return a.predictive.syncPeriodSeconds
-    return 2.0 if a.policy == "kpa" else a.syncPeriodSeconds
 
 
 def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:

@@ -15,10 +15,11 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
+from kubeinfer.autoscale import sync_period
 from kubeinfer.kube.api import KubeApi, connect
 from kubeinfer.kube.crd import PLURAL, VERSION
 from kubeinfer.kube.names import GROUP, OPERATOR_FIELD_MANAGER
-from kubeinfer.kube.operator import API_VERSION, ScalerState, autoscale_period, autoscale_step, reconcile, spec_of
+from kubeinfer.kube.operator import API_VERSION, ScalerState, autoscale_step, reconcile, spec_of
 from kubeinfer.kube.render import RenderOptions, http_port
 from kubeinfer.spec import SpecError
 
@@ -81,8 +82,9 @@ def run(namespaces: list[str] | None, opts: RenderOptions, context: str | None =
     kopf.on.update(GROUP, VERSION, PLURAL, field="spec")(_reconcile)
     kopf.on.resume(GROUP, VERSION, PLURAL)(_reconcile)
 
-    # One short timer per service: the autoscaler runs on the policy's own period (kpa 2 s, predictive 5 s by
-    # default) and the full reconcile, which re-applies the children, only every ``interval`` seconds.
+    # One short timer per service: the autoscaler runs on the policy's own period (kubeinfer.autoscale.sync_period:
+    # kpa 2 s, predictive 5 s by default), first one period after the service is seen, as Knative's decider and the
+    # HPA controller first decide; the full reconcile, which re-applies the children, only every ``interval`` seconds.
     last_reconcile: dict[str, float] = {}
     last_scale: dict[str, float] = {}
 
@@ -91,6 +93,7 @@ def run(namespaces: list[str] | None, opts: RenderOptions, context: str | None =
         meta = body["metadata"]
         uid = meta["uid"]
         now = time.monotonic()
+        last_scale.setdefault(uid, now)
         if now - last_reconcile.get(uid, -math.inf) >= interval:
             last_reconcile[uid] = now
             result = reconcile(dict(body), api, _now_rfc3339(), opts)  # refresh status, repair drifted children
@@ -105,7 +108,7 @@ def run(namespaces: list[str] | None, opts: RenderOptions, context: str | None =
         if (
             svc is not None
             and svc.spec.autoscaling.policy in ("kpa", "predictive")
-            and now - last_scale.get(uid, -math.inf) >= autoscale_period(svc)
+            and now - last_scale[uid] >= sync_period(svc.spec.autoscaling)
         ):
             last_scale[uid] = now
             decision, scalers[uid] = autoscale_step(

@@ -46,7 +46,9 @@ from kubeinfer.autoscale import (
     Resources,
     VpaDecision,
     VpaObservation,
+    bounded,
     policy_from_spec,
+    sync_period,
 )
 from kubeinfer.autoscale.factory import FixedReplicas
 from kubeinfer.autoscale.vpa import vpa_config_from_spec
@@ -216,13 +218,13 @@ class ServiceController:
 
     def _initial_replicas(self, svc: InferenceService) -> int:
         a = svc.spec.autoscaling
-        if a.policy == "none":
-            return svc.spec.replicas if svc.spec.replicas is not None else a.minReplicas
+        # Knative starts a revision at its initial scale; a Deployment starts at spec.replicas (default 1) and the HPA
+        # moves it from there; policy none holds its one count (its bounds), whatever this says.
         if a.policy == "kpa":
-            return min(max(a.kpa.initialScale, a.minReplicas), a.maxReplicas)
-        # A Deployment starts at spec.replicas (default 1) and the HPA moves it from there.
-        n = svc.spec.replicas if svc.spec.replicas is not None else max(a.minReplicas, 1)
-        return min(max(n, a.minReplicas), a.maxReplicas)
+            n = a.kpa.initialScale
+        else:
+            n = svc.spec.replicas if svc.spec.replicas is not None else max(a.minReplicas, 1)
+        return bounded(n, self.policy)
 
     def _write_spec(self, svc: InferenceService, base_dir: Path, number: int) -> Path:
         doc = svc.model_dump(mode="json")
@@ -267,10 +269,7 @@ class ServiceController:
         if svc.spec.autoscaling != old_auto:
             self._policy_state = self.policy.initial_state()
             self.vpa = VPA(vpa_config_from_spec(svc.spec.autoscaling.vertical))
-            lo, hi = self.policy.min_replicas, self.policy.max_replicas
-            self.desired = min(max(self.desired, lo), hi)
-            if isinstance(self.policy, FixedReplicas):
-                self.desired = self.policy.replicas
+            self.desired = bounded(self.desired, self.policy)  # policy none: its count
         self._event("Normal", "Applied", self.name, msg)
         self._wake.set()
         return msg
@@ -280,13 +279,12 @@ class ServiceController:
             raise ControllerError(f"--replicas {replicas}: must be 0 or more")
         if isinstance(self.policy, FixedReplicas):
             self.policy = FixedReplicas(replicas)
-        else:
+        elif bounded(replicas, self.policy) != replicas:
             lo, hi = self.policy.min_replicas, self.policy.max_replicas
-            if not lo <= replicas <= hi:
-                raise ControllerError(
-                    f"--replicas {replicas} is outside the autoscaling bounds [{lo}, {hi}]: change "
-                    "spec.autoscaling.minReplicas/maxReplicas with `kubeinfer apply`, or use policy: none"
-                )
+            raise ControllerError(
+                f"--replicas {replicas} is outside the autoscaling bounds [{lo}, {hi}]: change "
+                "spec.autoscaling.minReplicas/maxReplicas with `kubeinfer apply`, or use policy: none"
+            )
         msg = f"scaled from {self.desired} to {replicas} replicas by request"
         self.desired = replicas
         self._event("Normal", "ScalingReplicaSet", self.name, msg)
@@ -678,18 +676,10 @@ class ServiceController:
         self._last_buffered = buffered
         return sample
 
-    def _sync_period(self) -> float:
-        a = self.svc.spec.autoscaling
-        # Knative's decider ticks every 2 s; predictive runs on its own period (5 s by default), the HPA at the
-        # spec's sync period.
-        if a.policy == "kpa":
-            return min(a.syncPeriodSeconds, 2.0)
-        if a.policy == "predictive":
-            return a.predictive.syncPeriodSeconds
-        return a.syncPeriodSeconds
-
     async def _autoscale_loop(self) -> None:
-        next_sync = self.clock.monotonic() + self._sync_period()
+        # The first decision one period after start, then a period after each (sync_period's docstring); a wake
+        # (a spec change, a request buffered at zero) decides at once, as Knative's activator pokes the decider.
+        next_sync = self.clock.monotonic() + sync_period(self.svc.spec.autoscaling)
         pending: list[LoadSample] = []
         while not self._closing:
             with contextlib.suppress(TimeoutError):
@@ -704,7 +694,7 @@ class ServiceController:
                         await self.sync(now, tuple(pending))
                     finally:
                         pending = []
-                        next_sync = now + self._sync_period()
+                        next_sync = now + sync_period(self.svc.spec.autoscaling)
             except Exception as e:
                 self._loop_failed("autoscale", e)
 
@@ -720,8 +710,11 @@ class ServiceController:
         decision, self._policy_state = self.policy.decide(obs, self._policy_state, now)
         wanted = decision.replicas
         if wanted == 0 and obs.external.get("concurrency", 0) > 0 and not self._router_ids:
-            wanted = 1
-            decision = Decision(1, "ScaleFromZero", "requests are waiting in the router")
+            # The router is the activator: requests wait for a replica that no pod metric can ask for. Within the
+            # bounds: policy none held at zero (`kubeinfer scale --replicas 0`) stays off.
+            wanted = bounded(1, self.policy)
+            if wanted:
+                decision = Decision(wanted, "ScaleFromZero", "requests are waiting in the router")
         self.decision = decision
         if wanted != self.desired:
             direction = "up" if wanted > self.desired else "down"

@@ -30,8 +30,10 @@ Model (the choices and why):
   every ``pod_metric_scrape`` seconds (so up to that old); load is spread evenly over ready pods (the router
   balances it), pods still starting report no metrics (missing, in the HPA's sense). cpu is the busy share of the
   slots times the cpu request; gpu-utilization the busy share in percent; queue-depth the queued requests.
-- **Ticks.** The policy runs every ``tick`` seconds (Knative's decider: 2 s; HPA and predictive:
-  ``spec.autoscaling.syncPeriodSeconds``); its decision is carried out at once.
+- **Ticks.** The policy runs every ``tick`` seconds, first at ``tick`` (one period after the start, as Knative's
+  decider and the HPA controller first decide); :mod:`kubeinfer.sim.scenario` takes it from
+  :func:`kubeinfer.autoscale.sync_period`, the period ``kubeinfer up`` and the operator use. The decision is carried
+  out at once and as it is (the policy has applied its bounds), like the other controllers do.
 
 Extension point for cluster cost: :class:`RunResult` keeps every pod's ``(created, ready, ended)`` interval, so a
 node-level model (the cluster autoscaler of :mod:`kubeinfer.placement`) can replay pods onto node groups later

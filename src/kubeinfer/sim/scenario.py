@@ -4,8 +4,9 @@ The spec decides everything it can: each policy is ``policy_from_spec`` of ``spe
 ``policy`` replaced, so hpa, kpa and predictive share bounds, targets and windows. Defaults taken from the spec:
 slots per replica = ``autoscaling.kpa.containerConcurrency`` or, when that is 0 (unlimited), ``server.workers``;
 start-up = ``autoscaling.predictive.startupSeconds``; SLO = ``autoscaling.predictive.sloLatencyMs``; request
-timeout = ``server.limits.requestTimeoutMs``; policy tick = 2 s for kpa (Knative's decider),
-``autoscaling.predictive.syncPeriodSeconds`` (5 s) for predictive and ``autoscaling.syncPeriodSeconds`` for hpa.
+timeout = ``server.limits.requestTimeoutMs``; policy tick = :func:`kubeinfer.autoscale.sync_period`, the period
+``kubeinfer up`` and the operator run the policy on (2 s for kpa, ``autoscaling.predictive.syncPeriodSeconds`` for
+predictive, ``autoscaling.syncPeriodSeconds`` for hpa).
 When the spec gives no ``predictive.capacityRps``, the predictive policy gets the oracle's capacity of one replica
 at the SLO (what ``kubeinfer profile`` would measure), and the report says so; likewise, without
 ``predictive.capacityWork`` it sizes work against the oracle's pooled curve in Erlangs.
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from kubeinfer.autoscale import Policy, Predictive, policy_from_spec
+from kubeinfer.autoscale import Policy, Predictive, bounded, policy_from_spec, sync_period
 from kubeinfer.autoscale.predictive import predictive_config_from_spec
 from kubeinfer.sim.engine import EngineConfig, RunResult, simulate_policy
 from kubeinfer.sim.hindsight import ReplayedSchedule, hindsight_schedule, static_frontier
@@ -110,15 +111,6 @@ def _slots(spec: ServiceSpec, opts: SimOptions) -> int:
         return opts.slots
     cc = spec.autoscaling.kpa.containerConcurrency
     return cc if cc > 0 else spec.server.workers
-
-
-def _tick(a: AutoscalingSpec) -> float:
-    """How often the policy runs: Knative's decider every 2 s, predictive on its own period, hpa on the spec's."""
-    if a.policy == "kpa":
-        return 2.0
-    if a.policy == "predictive":
-        return a.predictive.syncPeriodSeconds
-    return a.syncPeriodSeconds
 
 
 def _cpu_request(spec: ServiceSpec) -> float:
@@ -216,9 +208,9 @@ def compare(
         cfg = EngineConfig(
             slots=slots,
             startup=startup,
-            tick=_tick(a),
+            tick=sync_period(a),
             request_timeout=timeout,
-            initial_replicas=min(max(initial, policy.min_replicas), policy.max_replicas),
+            initial_replicas=bounded(initial, policy),
             load_delay=opts.load_delay_s,
             pod_metric_window=opts.pod_metric_window_s,
             pod_metric_scrape=opts.pod_metric_scrape_s,

@@ -263,12 +263,3 @@ def test_observation_work_is_the_rate_of_the_pods_compute_seconds() -> None:
     assert obs.load[0].work == pytest.approx((3.0 + 2.0) / 2.0)  # b restarted: counts 2 from zero
     c = [b[0], parse_metrics("b", METRICS.format(in_flight=1, ok=10))]
     assert build_observation(2, 2, c, state, 12.0)[0].load[0].work is None
-
-
-def test_autoscale_period_follows_the_policy() -> None:
-    from kubeinfer.kube.operator import autoscale_period
-
-    for policy, want in (("kpa", 2.0), ("predictive", 5.0), ("hpa", 15.0)):
-        body = cr(autoscaling={"policy": policy, "maxReplicas": 3, "predictive": {"capacityRps": 5}})
-        svc = validate_spec({**body, "metadata": {"name": "svc", "namespace": "ml"}})
-        assert autoscale_period(svc) == want

@@ -343,12 +343,24 @@ def test_gpu_env_reaches_the_replica(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-@pytest.mark.parametrize(("policy", "want"), [("kpa", 2.0), ("predictive", 5.0), ("hpa", 15.0)])
-def test_each_policy_syncs_on_its_own_period(tmp_path: Path, policy: str, want: float) -> None:
-    """kpa every 2 s (Knative's decider), predictive on predictive.syncPeriodSeconds, hpa on syncPeriodSeconds."""
-    auto = {"policy": policy, "maxReplicas": 3, "metric": "concurrency", "target": 2, "predictive": {"capacityRps": 5}}
-    h = Harness(tmp_path, service(autoscaling=auto))
-    assert h.c._sync_period() == want
+def test_policy_none_held_at_zero_is_not_woken_by_waiting_requests(tmp_path: Path) -> None:
+    """The router wakes a service at zero only within its bounds: policy none at 0 replicas means off.
+
+    (The cadence of the autoscale loop is tested with the operator's and the simulator's in
+    tests/unit/autoscale/test_cadence.py.)"""
+
+    async def body(h: Harness) -> None:
+        await h.run(1)
+        assert h.runner.processes == [] and h.c.desired == 0
+        h.router.load.buffered = 1
+        h.c.on_buffered()
+        now = h.clock.monotonic()
+        decision = await h.c.sync(now, (h.c._sample_load(now),))
+        assert decision.reason == "Fixed" and h.c.desired == 0
+        await h.run(2)
+        assert h.runner.processes == [] and "ScalingReplicaSet" not in h.reasons()
+
+    run(tmp_path, body, service(replicas=0))
 
 
 def test_load_samples_carry_the_replicas_busy_time_as_work(tmp_path: Path) -> None:

@@ -51,14 +51,3 @@ def test_json_report_and_plots(result, tmp_path: Path) -> None:
     assert doc["oracle"]["replica_seconds"] > 0 and len(doc["policies"]) == 4
     assert plot_png(result, tmp_path / "p.png").stat().st_size > 10_000
     assert "data:image/png;base64" in write_html(result, tmp_path / "p.html").read_text()
-
-
-def test_each_policy_ticks_on_its_own_period() -> None:
-    """kpa every 2 s (Knative), predictive on predictive.syncPeriodSeconds, hpa on the spec's sync period."""
-    from kubeinfer.sim.scenario import _tick
-    from kubeinfer.spec.service import AutoscalingSpec
-
-    a = AutoscalingSpec.model_validate(
-        {"maxReplicas": 4, "syncPeriodSeconds": 15, "predictive": {"syncPeriodSeconds": 3}}
-    )
-    assert [_tick(a.model_copy(update={"policy": p})) for p in ("kpa", "predictive", "hpa")] == [2.0, 3.0, 15.0]
