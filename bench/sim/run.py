@@ -81,13 +81,20 @@ GENERATED = {
 }
 
 
-def scenarios() -> dict[str, tuple]:
-    clf = SimOptions(service=ServiceModel(fixed_ms=25, distribution="lognormal", cv=0.5), slo_ms=100)
-    llm = SimOptions(
+def clf_options() -> SimOptions:
+    return SimOptions(service=ServiceModel(fixed_ms=25, distribution="lognormal", cv=0.5), slo_ms=100)
+
+
+def llm_options() -> SimOptions:
+    return SimOptions(
         service=ServiceModel(fixed_ms=150, cost_ms={"ContextTokens": 0.15, "GeneratedTokens": 20}),
         slo_ms=1000,
         slo_basis="wait",
     )
+
+
+def scenarios() -> dict[str, tuple]:
+    clf, llm = clf_options(), llm_options()
     out: dict[str, tuple] = {
         "diurnal": (classifier_spec, lambda: generate(*GENERATED["diurnal"], seed=1), clf),
         "spike": (classifier_spec, lambda: generate(*GENERATED["spike"], seed=1), clf),

@@ -45,6 +45,7 @@ import bisect
 import itertools
 import math
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from kubeinfer.autoscale.base import Decision, Observation
 from kubeinfer.spec.service import AutoscalingSpec
@@ -103,6 +104,19 @@ class PredictiveConfig:
     """Completed steps whose actual / forecast ratios are kept, per forecaster."""
     headroom_min_samples: int = 10
     """Fewer ratios than this and the quantile means little: use ``headroom``."""
+    burst_allowance: bool = True
+    """Keep spare capacity for the bursts this service's traffic has shown (see :meth:`Predictive.allowance`)."""
+    burst_budget: float = 0.005
+    """Share of the requests the allowance may leave to queueing: half of a 99% SLO target's miss budget."""
+    burst_window: float = 3600.0
+    """Seconds of arrival history the allowance is learned from."""
+    burst_min_history: float = 600.0
+    """Less history than this and no allowance is kept (nothing learned yet)."""
+    burst_refresh: float = 60.0
+    """How often the allowance is recomputed from the history."""
+    burst_z: float = 2.0
+    """Arrivals within this many Poisson standard deviations of the level are not a burst: the capacity figure,
+    measured or modelled at the SLO under Poisson load, already covers them."""
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.max_replicas < 1 or self.min_replicas > self.max_replicas:
@@ -123,6 +137,8 @@ class PredictiveConfig:
             raise ValueError(f"min_headroom must be in [1, headroom={self.headroom}], got {self.min_headroom}")
         if not 0.0 < self.headroom_quantile <= 1.0:
             raise ValueError(f"headroom_quantile must be in (0, 1], got {self.headroom_quantile}")
+        if not 0.0 < self.burst_budget < 1.0:
+            raise ValueError(f"burst_budget must be in (0, 1), got {self.burst_budget}")
         if self.headroom_window < 1 or self.headroom_min_samples < 1:
             raise ValueError(
                 f"headroom_window and headroom_min_samples must be >= 1, "
@@ -164,6 +180,13 @@ class PredictiveState:
     mean_rate: float = 0.0
     history: tuple[tuple[float, int], ...] = field(default=())
     """(time, desired replicas) inside the scale-down stabilization window."""
+    arrivals: tuple[tuple[float, float], ...] = ()
+    """(time, rps) samples inside the burst window: what the burst allowance is learned from."""
+    allowance: float = 0.0
+    """The burst allowance, in demand units: spare capacity the replicas must hold for bursts."""
+    envelope: float = math.inf
+    """The demand a static deployment meeting the burst budget would be sized for: the allowance never asks more."""
+    allowance_at: float = -math.inf
 
 
 class Predictive:
@@ -279,7 +302,60 @@ class Predictive:
                 s = replace(s, step_index=k, step_sum=0.0, step_count=0)
             s = replace(s, step_sum=s.step_sum + value, step_count=s.step_count + 1)
         recent = [r for r in recent if r[0] > now - cfg.reactive_window]
+        if cfg.burst_allowance:
+            start = now - cfg.burst_window
+            kept = (
+                s.arrivals
+                if not s.arrivals or s.arrivals[0][0] > start
+                else tuple(a for a in s.arrivals if a[0] > start)
+            )
+            s = replace(s, arrivals=(*kept, *((x.time, x.rps) for x in obs.load)))
         return replace(s, recent=tuple(recent))
+
+    def allowance(self, arrivals: tuple[tuple[float, float], ...], service: float | None = None) -> tuple[float, float]:
+        """Spare demand that the traffic's bursts have needed, and the static envelope, learned from its arrivals.
+
+        A burst shorter than the lead time (start-up + sync period) can only be met by replicas already running.
+        Demand is requests/s, or in work mode (``service``: the mean seconds a request holds a slot) the *offered*
+        slots: the arrivals of the last ``service`` seconds (at least one), times ``service`` over that window -- what
+        infinitely many servers would have busy, so a batch of 67 long requests in one second wants 67 slots and a
+        sustained rise its rate times the service time, and a backlog (what under-provisioning causes) never feeds
+        back into what is learned. For each sample, the *surprise* is its demand above the level the policy could
+        have seen a lead time earlier (the reactive window's mean then) plus ``burst_z`` Poisson standard deviations
+        of that level (what the capacity at the SLO already covers). The allowance is the smallest ``A`` such that
+        the demand beyond ``A`` in all surprising samples is at most ``burst_budget`` of all demand: weighted by
+        demand, not by samples, because attainment counts requests -- one second with 67 requests matters more
+        than sixty quiet ones. Smooth (Poisson, diurnal) traffic learns about 0 and pays nothing.
+
+        The envelope is the same rule applied to the demand itself: what a constant deployment meeting the budget
+        is sized for. Level plus allowance never asks more than that, so the allowance cannot make the policy
+        dearer than the static deployment its own history calls for. Returns ``(0, inf)`` without enough history.
+        """
+        import numpy as np
+
+        cfg = self.config
+        if len(arrivals) < 2 or arrivals[-1][0] - arrivals[0][0] < cfg.burst_min_history:
+            return 0.0, math.inf
+        t = np.fromiter((a[0] for a in arrivals), float, len(arrivals))
+        v = np.fromiter((a[1] for a in arrivals), float, len(arrivals))
+        cum = np.concatenate(([0.0], np.cumsum(v)))
+        if service is not None:
+            w = max(service, 1.0)
+            first = np.searchsorted(t, t - w, side="right")
+            idx = np.arange(1, len(v) + 1)
+            v = (cum[idx] - cum[first]) / np.maximum(idx - first, 1) * service
+            cum = np.concatenate(([0.0], np.cumsum(v)))
+        budget = cfg.burst_budget * float(v.sum())
+        envelope = _excess_level(v, budget)
+        lead = cfg.startup_seconds + cfg.sync_period
+        hi = np.searchsorted(t, t - lead, side="right")
+        lo = np.searchsorted(t, t - lead - cfg.reactive_window, side="right")
+        seen = hi > lo
+        if not seen.any():
+            return 0.0, envelope
+        level = (cum[hi[seen]] - cum[lo[seen]]) / (hi[seen] - lo[seen])
+        surprise = v[seen] - level - cfg.burst_z * np.sqrt(level)
+        return _excess_level(surprise, budget), envelope
 
     # -- the decision -----------------------------------------------------------------------------------
 
@@ -347,9 +423,18 @@ class Predictive:
         short = [r[2] for r in recent if r[0] > now - cfg.short_window]
         rate = current_rate
         surge = False
+        if cfg.burst_allowance and now - state.allowance_at >= cfg.burst_refresh:
+            service = scale if cfg.capacity_work is not None and current_rps > 0 else None
+            allowance, envelope = self.allowance(state.arrivals, service)
+            state = replace(state, allowance=allowance, envelope=envelope, allowance_at=now)
+        spare = state.allowance
         if short:
             short_rate = sum(short) / len(short)
-            if short_rate > current_rps + 2 * sd / math.sqrt(len(short)):
+            # A surge the burst allowance already holds capacity for (held in full: under the envelope) is not one:
+            # a batch of requests is over before replicas started for it would be ready, and the stabilization
+            # window would keep them for minutes.
+            covered = short_rate * scale <= current_rate + spare <= state.envelope
+            if short_rate > current_rps + 2 * sd / math.sqrt(len(short)) and not covered:
                 rate = short_rate * scale
                 surge = True
         if cfg.trend and (surge or not cfg.trend_needs_surge):
@@ -374,17 +459,25 @@ class Predictive:
         # lead time, and a fixed 1.1 on top of a capacity already at the SLO's quantile only buys idle replicas --
         # except during a surge, which is by definition what the forecast did not see.
         headroom = self._headroom(state.ratios[best]) if trusted else cfg.headroom
-        need_now = self._replicas_for(rate, cfg.headroom if surge else headroom)
+        level = rate * (cfg.headroom if surge else headroom)
         if trusted and state.step_index is not None:
             last_done = state.step_index - 1
             h1 = max(1, math.floor((now + cfg.startup_seconds) / cfg.step) - last_done)
             h2 = max(h1, math.floor((now + cfg.startup_seconds + cfg.sync_period) / cfg.step) - last_done)
             forecast = max(self._forecasts(state, last_done, h)[best] for h in range(h1, h2 + 1))
-            desired = max(need_now, self._replicas_for(forecast, headroom))
+            level = max(level, forecast * headroom)
             reason = f"Forecast ({MODELS[best]})"
         else:
-            desired = need_now
             reason = "Reactive"
+        need_now = self._replicas_for(rate, cfg.headroom if surge else headroom)
+        desired = self._replicas_for(level, 1.0)
+        if spare > 0:
+            # The burst allowance on top of the level, up to the static envelope (never below the level's own need).
+            envelope = self._replicas_for(state.envelope, 1.0)
+            held = min(self._replicas_for(level + spare, 1.0), envelope)
+            if held > desired:
+                desired = held
+                reason += "; BurstAllowance"
 
         window_start = now - cfg.scale_down_stabilization
         # With no history yet (the policy just took over a running service), the current count counts as
@@ -404,6 +497,7 @@ class Predictive:
             ("forecast_rps", forecast),
             ("relative_error", rel_error),
             ("headroom", headroom),
+            ("burst_allowance", state.allowance),
         )
         decision = Decision(
             replicas=replicas,
@@ -413,6 +507,22 @@ class Predictive:
             details=details,
         )
         return decision, state
+
+
+def _excess_level(values: Any, budget: float) -> float:
+    """The smallest ``A >= 0`` with ``sum(max(0, values - A)) <= budget`` (numpy array in, float out)."""
+    import numpy as np
+
+    top = np.sort(values[values > 0])[::-1]
+    if top.size == 0 or float(top.sum()) <= budget:
+        return 0.0
+    # The excess above A = top[k] (the k+1-th largest) is sum(top[:k+1]) - (k+1) * top[k+1]; find where it passes.
+    head = np.cumsum(top)
+    k = np.arange(1, top.size + 1)
+    below = np.append(top[1:], 0.0)
+    over = np.flatnonzero(head - k * below > budget)
+    i = int(over[0]) if over.size else top.size - 1
+    return max(0.0, float((head[i] - budget) / (i + 1)))
 
 
 def predictive_config_from_spec(spec: AutoscalingSpec) -> PredictiveConfig:

@@ -20,7 +20,9 @@ def simulate(
         str,
         typer.Option(
             help="CSV of timestamps or per-interval counts, or gen:KIND,key=value,... "
-            "(KIND: poisson, diurnal, step, spike, onoff; e.g. gen:spike,base=50,high=200,duration=3600).",
+            "(KIND: poisson, diurnal, step, spike, onoff, flash -- each also noise=SIGMA -- or mmpp, batch; "
+            "tokens=conv|long adds token columns; e.g. gen:spike,base=50,high=200,duration=3600 or "
+            "gen:batch,rate=3,alpha=1.3,max=80,tokens=conv).",
             show_default=False,
         ),
     ],

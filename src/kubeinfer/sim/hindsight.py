@@ -69,6 +69,9 @@ class ReplayedSchedule:
     need: IntArr
     """Replicas ready per interval (the hindsight schedule), or the constant count (static)."""
     run: RunResult
+    tried: tuple[tuple[int, float, float], ...] = ()
+    """Static: every constant count the search replayed, as (replicas, replica-seconds, attainment), ascending --
+    the frontier's neighbourhood, what a Pareto plot draws."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -78,6 +81,15 @@ class ReplayedSchedule:
             "slo_attainment": self.attainment,
             "rounds": self.rounds,
             "peak_replicas": int(self.need.max(initial=0)),
+            **(
+                {
+                    "tried": [
+                        {"replicas": n, "replica_hours": rs / 3600.0, "slo_attainment": a} for n, rs, a in self.tried
+                    ]
+                }
+                if self.tried
+                else {}
+            ),
         }
 
 
@@ -210,5 +222,8 @@ def static_frontier(
         else:
             lo = mid + 1
     attain(lo)
+    if lo > 1:
+        attain(lo - 1)  # the count just short of the target: where the frontier bends
     run, a = cache[lo]
-    return ReplayedSchedule(f"static-{lo}", run.replica_seconds, a, len(cache), np.array([lo]), run)
+    tried = tuple((n, cache[n][0].replica_seconds, cache[n][1]) for n in sorted(cache))
+    return ReplayedSchedule(f"static-{lo}", run.replica_seconds, a, len(cache), np.array([lo]), run, tried)

@@ -8,7 +8,13 @@ Three sources, one :class:`Trace`:
   that a :class:`~kubeinfer.sim.service.ServiceModel` can charge for;
 - a CSV of per-interval counts (a ``count``/``requests`` column next to a time column): arrivals are drawn as a
   Poisson process at each interval's rate, so a counts file and the timestamps it summarizes simulate alike;
-- generators (:func:`generate`): Poisson arrivals at a rate curve -- constant, diurnal, step, spike, on/off.
+- generators (:func:`generate`): Poisson arrivals at a rate curve -- constant, diurnal, step, spike, on/off, flash
+  crowd -- optionally with multiplicative noise (``noise``: the log-normal sigma of each ``noiseStep`` seconds' rate,
+  mean-preserving), and arrival processes that are not Poisson at any rate: a Markov-modulated Poisson process
+  (``mmpp``: quiet and burst states with exponential sojourns) and heavy-tailed batch arrivals (``batch``: Pareto
+  batch sizes, every request of a batch within ``spread`` seconds -- many requests landing in the same second, as in
+  real LLM traffic). ``tokens=conv`` draws ``ContextTokens``/``GeneratedTokens`` columns from the public Azure LLM
+  conversation trace's distribution (:data:`TOKEN_MIXES`), ``tokens=long`` from a long-prompt, short-answer one.
 
 Every source is deterministic given its seed. Arrival times are float64 seconds from the trace start, sorted.
 Time can be compressed or stretched with :meth:`Trace.scaled` (``--time-scale 0.5`` halves every gap, so the
@@ -28,6 +34,8 @@ import numpy.typing as npt
 
 __all__ = [
     "GENERATORS",
+    "PROCESSES",
+    "TOKEN_MIXES",
     "Trace",
     "TraceError",
     "generate",
@@ -182,13 +190,105 @@ def _constant(t: FloatArr, p: Mapping[str, float]) -> FloatArr:
     return np.full(len(t), p.get("rate", 50.0))
 
 
+def _flash(t: FloatArr, p: Mapping[str, float]) -> FloatArr:
+    """A flash crowd: ``base`` until ``at``, up to ``peak`` over ``rise`` seconds, then an exponential decay back to
+    ``base`` with time constant ``decay`` (news-driven and launch traffic have this shape)."""
+    base, peak = p.get("base", 20.0), p.get("peak", 200.0)
+    at, rise, decay = p.get("at", 1200.0), max(p.get("rise", 30.0), 1e-9), max(p.get("decay", 600.0), 1e-9)
+    up = np.clip((t - at) / rise, 0.0, 1.0)
+    after = np.exp(-np.maximum(t - at - rise, 0.0) / decay)
+    return base + (peak - base) * up * after
+
+
 GENERATORS: Mapping[str, tuple[Callable[[FloatArr, Mapping[str, float]], FloatArr], float, str]] = {
     "poisson": (_constant, 3600.0, "rate"),
     "diurnal": (_diurnal, 86_400.0, "base, peak, period (trough at 0, peak at period/2)"),
     "step": (_step, 3600.0, "base, high, at"),
     "spike": (_spike, 3600.0, "base, high, at, length, ramp"),
     "onoff": (_onoff, 3600.0, "rate, base, on, off"),
+    "flash": (_flash, 3600.0, "base, peak, at, rise, decay"),
 }
+NOISE_PARAMS = ("noise", "noiseStep")
+"""Parameters every rate-curve generator takes: log-normal sigma of each step's rate, and the step (s, 60)."""
+
+
+def _mmpp(duration: float, p: Mapping[str, float], rng: np.random.Generator) -> FloatArr:
+    """Two-state Markov-modulated Poisson: ``low`` req/s for exponential sojourns of mean ``quiet`` s, ``high``
+    req/s for sojourns of mean ``burst`` s; starts quiet."""
+    low, high = p.get("low", 10.0), p.get("high", 100.0)
+    quiet, burst = max(p.get("quiet", 600.0), 1e-6), max(p.get("burst", 60.0), 1e-6)
+    starts, widths, rates = [], [], []
+    t, hot = 0.0, False
+    while t < duration:
+        length = min(rng.exponential(burst if hot else quiet), duration - t)
+        starts.append(t)
+        widths.append(length)
+        rates.append(high if hot else low)
+        t += length
+        hot = not hot
+    return _poisson_piecewise(np.array(starts), np.array(widths), np.array(rates), rng)
+
+
+def _pareto_sizes(n: int, alpha: float, cap: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+    # Discrete Pareto with minimum 1: floor(U^(-1/alpha)), capped (an uncapped alpha <= 1 has no mean).
+    return np.minimum(np.floor(rng.random(n) ** (-1.0 / alpha)), cap).astype(np.int64)
+
+
+def _batch(duration: float, p: Mapping[str, float], rng: np.random.Generator) -> FloatArr:
+    """Heavy-tailed batch arrivals at ``rate`` requests/s on average: batches start as a Poisson process, each of a
+    Pareto(``alpha``) number of requests (at most ``max``) spread uniformly over ``spread`` seconds."""
+    rate, alpha = p.get("rate", 20.0), p.get("alpha", 1.5)
+    cap, spread = max(1, int(p.get("max", 500))), max(p.get("spread", 1.0), 0.0)
+    if not alpha > 0:
+        raise TraceError(f"generator 'batch': alpha must be > 0, got {alpha:g}")
+    mean_size = float(_pareto_sizes(200_000, alpha, cap, np.random.default_rng(12345)).mean())
+    epochs = np.sort(rng.random(rng.poisson(rate / mean_size * duration)) * duration)
+    sizes = _pareto_sizes(len(epochs), alpha, cap, rng)
+    arrivals = np.repeat(epochs, sizes) + rng.random(int(sizes.sum())) * spread
+    return np.sort(arrivals)
+
+
+PROCESSES: Mapping[str, tuple[Callable[[float, Mapping[str, float], np.random.Generator], FloatArr], float, str]] = {
+    "mmpp": (_mmpp, 3600.0, "low, high, quiet, burst"),
+    "batch": (_batch, 3600.0, "rate, alpha, max, spread"),
+}
+
+# Quantiles of the public Azure LLM inference trace (2023, conversation: 19,366 requests; see ../shared/data) at
+# _TOKEN_PROBS; context and generated tokens are nearly independent there (Spearman 0.07), so they are drawn apart.
+_TOKEN_PROBS = (0, 0.01, *(round(0.05 * i, 2) for i in range(1, 20)), 0.99, 0.999, 1)
+_CONV_CONTEXT = (2, 29, 181, 207, 372, 387, 396, 403, 414, 703, 984, 1020, 1045, 1071, 1097, 1130, 1189, 1315, 1876,
+                 2734, 4083, 4142, 6179, 14050)  # fmt: skip
+_CONV_GENERATED = (7, 16, 41, 54, 67, 77, 85, 91, 96, 103, 113, 129, 151, 177, 217, 384, 395, 400, 411, 424, 451, 601,
+                   954, 1000)  # fmt: skip
+
+
+def _conv_tokens(n: int, rng: np.random.Generator) -> dict[str, FloatArr]:
+    ctx = np.interp(rng.random(n), _TOKEN_PROBS, _CONV_CONTEXT)
+    gen = np.interp(rng.random(n), _TOKEN_PROBS, _CONV_GENERATED)
+    return {"ContextTokens": np.round(ctx), "GeneratedTokens": np.maximum(1.0, np.round(gen))}
+
+
+def _long_tokens(n: int, rng: np.random.Generator) -> dict[str, FloatArr]:
+    # Long prompts, short answers (code completion, retrieval-augmented questions): log-normal context of median
+    # 1,500 tokens (mean about 2,250, capped at 32k) and generations of median 20 (mean about 33, capped at 2,000).
+    ctx = np.minimum(rng.lognormal(math.log(1500.0), 0.9, n), 32_000.0)
+    gen = np.minimum(rng.lognormal(math.log(20.0), 1.0, n), 2000.0)
+    return {"ContextTokens": np.round(ctx), "GeneratedTokens": np.maximum(1.0, np.round(gen))}
+
+
+TOKEN_MIXES: Mapping[str, Callable[[int, np.random.Generator], dict[str, FloatArr]]] = {
+    "conv": _conv_tokens,
+    "long": _long_tokens,
+}
+
+
+def _noisy(rates: FloatArr, sigma: float, step: float, rng: np.random.Generator) -> FloatArr:
+    """Each ``step`` seconds' rate times a mean-one log-normal factor of log-sigma ``sigma``."""
+    if not sigma > 0:
+        return rates
+    k = max(1, round(step))
+    factors = rng.lognormal(-0.5 * sigma * sigma, sigma, -(-len(rates) // k))
+    return rates * np.repeat(factors, k)[: len(rates)]
 
 
 def rate_curve(kind: str, params: Mapping[str, float], duration: float) -> FloatArr:
@@ -199,38 +299,63 @@ def rate_curve(kind: str, params: Mapping[str, float], duration: float) -> Float
     return GENERATORS[kind][0](t, params)
 
 
-def generate(kind: str, params: Mapping[str, float] | None = None, seed: int = 0) -> Trace:
-    """A Poisson trace at one of the :data:`GENERATORS` rate curves; ``duration`` (s) is a common parameter."""
+def generate(kind: str, params: Mapping[str, float] | None = None, seed: int = 0, tokens: str | None = None) -> Trace:
+    """A trace from one of the :data:`GENERATORS` rate curves (Poisson arrivals, optionally noisy) or the
+    :data:`PROCESSES`; ``duration`` (s) is a common parameter; ``tokens`` adds token columns (:data:`TOKEN_MIXES`)."""
     p = dict(params or {})
-    if kind not in GENERATORS:
-        raise TraceError(f"unknown generator {kind!r}: use one of {', '.join(GENERATORS)}")
-    duration = float(p.pop("duration", GENERATORS[kind][1]))
+    if kind not in GENERATORS and kind not in PROCESSES:
+        raise TraceError(f"unknown generator {kind!r}: use one of {', '.join([*GENERATORS, *PROCESSES])}")
+    if tokens is not None and tokens not in TOKEN_MIXES:
+        raise TraceError(f"unknown token mix {tokens!r}: use one of {', '.join(TOKEN_MIXES)}")
+    default = GENERATORS[kind][1] if kind in GENERATORS else PROCESSES[kind][1]
+    duration = float(p.pop("duration", default))
     if not duration > 0:
         raise TraceError(f"duration must be > 0 seconds, got {duration}")
-    rates = rate_curve(kind, p, duration)
-    arrivals = poisson_arrivals(rates, seed)
+    rng = np.random.default_rng(seed)
+    if kind in GENERATORS:
+        sigma, step = p.pop("noise", 0.0), p.pop("noiseStep", 60.0)
+        if sigma < 0 or not step > 0:
+            raise TraceError(f"noise must be >= 0 and noiseStep > 0, got {sigma:g} and {step:g}")
+        rates = _noisy(rate_curve(kind, p, duration), sigma, step, np.random.default_rng([seed, 1]))
+        if sigma > 0:
+            p.update(noise=sigma, noiseStep=step)
+        arrivals = poisson_arrivals(rates, seed)
+    else:
+        arrivals = PROCESSES[kind][0](duration, p, rng)
     arrivals = arrivals[arrivals < duration]
-    label = ",".join(f"{k}={v:g}" for k, v in sorted(p.items()))
-    return Trace(arrivals, duration, {}, f"{kind}({label})" if label else kind)
+    columns = TOKEN_MIXES[tokens](len(arrivals), np.random.default_rng([seed, 2])) if tokens else {}
+    label = ",".join([*(f"{k}={v:g}" for k, v in sorted(p.items())), *([f"tokens={tokens}"] if tokens else [])])
+    return Trace(arrivals, duration, columns, f"{kind}({label})" if label else kind)
 
 
 def parse_generator(text: str, seed: int = 0) -> Trace:
-    """``gen:KIND,key=value,...`` (e.g. ``gen:diurnal,base=20,peak=100,duration=86400``) to a trace."""
+    """``gen:KIND,key=value,...`` (e.g. ``gen:diurnal,base=20,peak=100,duration=86400,noise=0.2`` or
+    ``gen:batch,rate=3,alpha=1.3,tokens=conv``) to a trace."""
     body = text.removeprefix("gen:")
-    kind, *pairs = [x.strip() for x in body.split(",") if x.strip()]
+    kind, *pairs = [x.strip() for x in body.split(",") if x.strip()] or [""]
     params: dict[str, float] = {}
+    tokens: str | None = None
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        key = key.strip()
         if not sep:
             raise TraceError(f"generator parameter {pair!r} must be key=value (e.g. rate=50)")
+        if key == "tokens":
+            tokens = value.strip()
+            continue
         try:
-            params[key.strip()] = float(value)
+            params[key] = float(value)
         except ValueError:
             raise TraceError(f"generator parameter {key!r} must be a number, got {value!r}") from None
-    if kind not in GENERATORS:
-        raise TraceError(f"unknown generator {kind!r}: use one of {', '.join(GENERATORS)}")
-    allowed = {*(s.strip() for s in GENERATORS[kind][2].split("(")[0].split(",")), "duration"}
+    if kind not in GENERATORS and kind not in PROCESSES:
+        raise TraceError(f"unknown generator {kind!r}: use one of {', '.join([*GENERATORS, *PROCESSES])}")
+    doc = GENERATORS[kind][2] if kind in GENERATORS else PROCESSES[kind][2]
+    allowed = {*(s.strip() for s in doc.split("(")[0].split(",")), "duration"}
+    if kind in GENERATORS:
+        allowed.update(NOISE_PARAMS)
     unknown = sorted(set(params) - allowed)
     if unknown:
-        raise TraceError(f"generator {kind!r} has no parameter {unknown[0]!r}: use {', '.join(sorted(allowed))}")
-    return generate(kind, params, seed)
+        raise TraceError(
+            f"generator {kind!r} has no parameter {unknown[0]!r}: use {', '.join(sorted(allowed))} (and tokens=)"
+        )
+    return generate(kind, params, seed, tokens)
