@@ -230,6 +230,12 @@ def pareto_png(family: str, rows: list[dict[str, Any]], target: float, path: Pat
         + [100 * t["slo_attainment"] for r in rows for t in r["static_tried"]]
     )
     ax.set_ylim(max(lo - 1, 0), 100.3)
+    # The search replays counts far above the frontier; frame the policies and the frontier instead.
+    right = max(
+        [p["replica_hours"] for r in rows for p in r["policies"].values()]
+        + [r["static"]["replica_hours"] for r in rows]
+    )
+    ax.set_xlim(0, 1.25 * right)
     ax.set_xlabel("replica-hours")
     ax.set_ylabel("SLO attainment (%)")
     ax.set_title(f"{family}: attainment for cost, {len(rows)} draw(s) (marker = draw; up-left is better)")
@@ -246,7 +252,15 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.99, help="SLO attainment target")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("-o", "--output", default="table", choices=["table", "json"])
+    ap.add_argument("--from-json", action="store_true", help="redraw the table and plots from results/families.json")
     args = ap.parse_args()
+    if args.from_json:
+        saved = json.loads((OUT / "families.json").read_text())
+        for name in dict.fromkeys(r["family"] for r in saved["rows"]):
+            rs = [r for r in saved["rows"] if r["family"] == name]
+            pareto_png(name, rs, saved["target"], OUT / f"family-{name.replace('@', '-')}.png")
+        print(markdown(saved["rows"], saved["target"]))
+        return
     fams = [f for f in FAMILIES if not args.only or f.name in args.only.split(",")]
     fams = [f for f in fams if f.seeded or AZURE.exists()]
     jobs = [(f, s) for f in fams for s in (range(1, args.seeds + 1) if f.seeded else [1])]
