@@ -1,5 +1,5 @@
-"""The operator's autoscaler against a real control plane (opt-in: `pytest -m cluster tests/cluster`, with KUBECONFIG
-set, e.g. `eval "$(../shared/k8s/control-plane.sh env)"`; no kubelet or image needed).
+"""The operator's autoscaler against a real control plane (the cluster in KUBECONFIG, or ../shared/k8s started for the
+session by conftest.py; no kubelet or image needed).
 
 The CRD is installed, an InferenceService created, its children applied by `reconcile`, the Deployment controller
 makes the pod, and the test marks it Ready through the status subresource (there is no kubelet). Then the kpa
@@ -9,18 +9,13 @@ not scale, the scale call is refused by RBAC and the autoscaler reports it inste
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from typing import Any
 
 import pytest
 
-pytestmark = [
-    pytest.mark.cluster,
-    pytest.mark.timeout(300),
-    pytest.mark.skipif(not os.environ.get("KUBECONFIG"), reason="needs KUBECONFIG pointing at a real cluster"),
-]
+pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300), pytest.mark.usefixtures("control_plane")]
 
 METRICS = (
     "# TYPE kubeinfer_requests_in_flight gauge\nkubeinfer_requests_in_flight {n}\n"

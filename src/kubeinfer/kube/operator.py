@@ -55,11 +55,23 @@ METRIC_COMPUTE_SUM = "kubeinfer_compute_duration_seconds_sum"
 """The replica server's model busy time (histogram sum): its rate is the work in Erlangs."""
 
 
+BOOKKEEPING_PREFIXES = ("kubectl.kubernetes.io/", "kopf.zalando.org/", "kubeinfer.io/")
+"""Annotations that tools write on the custom resource as they handle it: kubectl's last-applied configuration,
+kopf's progress and diff-base records (the operator keeps them under ``kubeinfer.io/``). They change on every
+apply and every handling, so carried into the children (the ConfigMap's ``service.yaml``, the Deployment, the pod
+template's spec hash) they rolled the Deployment out again with no change to the spec: generation 1 to 2 at the
+first reconcile, 3 and 5 after one patch."""
+
+
 def spec_of(body: Mapping[str, Any]) -> InferenceService:
-    """The validated spec of a custom resource's body (raises ``SpecError``)."""
+    """The validated spec of a custom resource's body (raises ``SpecError``), without the tools' bookkeeping
+    annotations (:data:`BOOKKEEPING_PREFIXES`)."""
     meta = body["metadata"]
     doc = {k: v for k, v in body.items() if k in ("apiVersion", "kind", "spec")}
-    doc["metadata"] = {k: v for k, v in meta.items() if k in ("name", "namespace", "labels", "annotations")}
+    doc["metadata"] = {k: v for k, v in meta.items() if k in ("name", "namespace", "labels")}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if not k.startswith(BOOKKEEPING_PREFIXES)}
+    if annotations:
+        doc["metadata"]["annotations"] = annotations
     return validate_spec(doc, f"InferenceService {meta.get('namespace', 'default')}/{meta['name']}")
 
 

@@ -1,0 +1,130 @@
+"""Helpers for the control-plane tests: the official client's APIs, a poll helper, and the kwok-style pod driver
+(see conftest.py for the control plane itself)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Kube", "PodDriver", "served", "wait_for"]
+
+
+@dataclass
+class Kube:
+    """The official client's APIs for one control plane."""
+
+    api_client: Any
+    core: Any
+    apps: Any
+    ext: Any
+    rbac: Any
+    custom: Any
+    coordination: Any
+
+
+def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def served(kube: Kube) -> bool:
+    from kubernetes import client
+
+    try:
+        kube.custom.list_cluster_custom_object("kubeinfer.io", "v1alpha1", "inferenceservices")
+        return True
+    except client.ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+
+
+class PodDriver:
+    """The kubelet's part, kwok-style: fake nodes, and scheduled pods marked Running and Ready."""
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.nodes: list[str] = []
+
+    def add_node(
+        self,
+        name: str,
+        *,
+        cpu: str = "16",
+        memory: str = "64Gi",
+        extra: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        taints: list[dict[str, str]] | None = None,
+    ) -> str:
+        capacity = {"cpu": cpu, "memory": memory, "pods": "110", **(extra or {})}
+        body = {
+            "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
+            "spec": {"taints": taints or []},
+        }
+        self.kube.core.create_node(body)
+        self.nodes.append(name)
+        self.kube.core.patch_node_status(
+            name,
+            {
+                "status": {
+                    "capacity": capacity,
+                    "allocatable": capacity,
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "fake"}],
+                }
+            },
+        )
+        return name
+
+    def run_scheduled(self, namespace: str) -> int:
+        """Mark every pod the scheduler bound (and not yet Ready) Running and Ready; how many were marked."""
+        marked = 0
+        for pod in self.kube.core.list_namespaced_pod(namespace).items:
+            if not pod.spec.node_name or pod.metadata.deletion_timestamp is not None:
+                continue
+            ready = any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+            if ready:
+                continue
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self.kube.core.patch_namespaced_pod_status(
+                pod.metadata.name,
+                namespace,
+                {
+                    "status": {
+                        "phase": "Running",
+                        "podIP": f"10.1.0.{marked + 2}",
+                        "startTime": now,
+                        "conditions": [
+                            {"type": "PodScheduled", "status": "True"},
+                            {"type": "Initialized", "status": "True"},
+                            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+                            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+                        ],
+                        "containerStatuses": [
+                            {
+                                "name": c.name,
+                                "ready": True,
+                                "restartCount": 0,
+                                "image": c.image,
+                                "imageID": "",
+                                "state": {"running": {"startedAt": now}},
+                            }
+                            for c in pod.spec.containers
+                        ],
+                    }
+                },
+            )
+            marked += 1
+        return marked
+
+    def cleanup(self) -> None:
+        for name in self.nodes:
+            with contextlib.suppress(Exception):
+                self.kube.core.delete_node(name)

@@ -1,0 +1,180 @@
+"""The CRD, the operator and `deploy` against a real API server, controllers and scheduler (../shared/k8s, started
+for the session by conftest.py; no kubelet: the pod driver marks scheduled pods Ready)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from controlplane_kit import Kube, PodDriver, wait_for
+
+pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300)]
+
+GROUP, VERSION, PLURAL = "kubeinfer.io", "v1alpha1", "inferenceservices"
+
+
+def _cr(name: str, ns: str, spec: dict[str, Any], annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": ns, "annotations": annotations or {}},
+        "spec": spec,
+    }
+
+
+SPEC = {"model": {"format": "sklearn", "uri": "./model.joblib"}, "autoscaling": {"policy": "none"}}
+
+
+def test_the_api_server_rejects_bad_specs_with_the_messages_of_validate(
+    kube: Kube, crd_installed: str, namespace: str
+) -> None:
+    from kubernetes import client
+
+    from kubeinfer.spec import SpecError, validate_spec
+
+    bounds = {**SPEC, "autoscaling": {"minReplicas": 5, "maxReplicas": 2}}
+    with pytest.raises(client.ApiException) as e:
+        kube.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _cr("bad", namespace, bounds))
+    assert e.value.status == 422
+    with pytest.raises(SpecError) as v:
+        validate_spec(_cr("bad", namespace, bounds), "x")
+    cli_message = v.value.errors[0].message  # "minReplicas (5) is larger than maxReplicas (2)"
+    assert "is larger than maxReplicas" in cli_message
+    assert "minReplicas is larger than maxReplicas" in e.value.body, e.value.body  # the same words from both
+
+    typed = {**SPEC, "autoscaling": {"maxReplicas": "many"}}
+    with pytest.raises(client.ApiException) as e:
+        kube.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _cr("bad2", namespace, typed))
+    assert e.value.status == 422 and "maxReplicas" in e.value.body
+
+    # Left out, the bounds take their defaults (1 and 1): accepted; and maxReplicas alone below the default min is
+    # refused by the same rule.
+    kube.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _cr("ok", namespace, SPEC))
+    low = {**SPEC, "autoscaling": {"minReplicas": 3}}
+    with pytest.raises(client.ApiException) as e:
+        kube.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _cr("bad3", namespace, low))
+    assert e.value.status == 422 and "minReplicas is larger than maxReplicas" in e.value.body
+
+
+def test_the_operator_does_not_roll_out_again_without_a_spec_change(
+    kube: Kube, crd_installed: str, namespace: str
+) -> None:
+    """Reconciles after tools rewrite their bookkeeping annotations (kubectl's last-applied configuration, kopf's
+    diff base and progress) keep the Deployment at its generation; a spec change rolls it exactly once."""
+    from kubeinfer.kube.api import connect
+    from kubeinfer.kube.operator import reconcile
+
+    api = connect()
+    body = kube.custom.create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        _cr("svc", namespace, SPEC, {"kubectl.kubernetes.io/last-applied-configuration": '{"v": 1}', "team": "ml"}),
+    )
+    reconcile(body, api, "2026-01-01T00:00:00Z")
+    dep = wait_for("the Deployment", lambda: kube.apps.read_namespaced_deployment("svc", namespace))
+    assert dep.metadata.generation == 1
+    assert dep.spec.template.metadata.annotations.get("team") == "ml" or dep.metadata.annotations.get("team") == "ml"
+    for i in range(4):
+        patch = {
+            "metadata": {
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": f'{{"v": {i + 2}}}',
+                    "kubeinfer.io/last-handled-configuration": f'{{"spec": {i}}}',
+                    "kubeinfer.io/reconcile": f'{{"started": "{i}"}}',
+                }
+            }
+        }
+        body = kube.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "svc", patch)
+        reconcile(body, api, f"2026-01-01T00:00:0{i + 1}Z")
+    assert kube.apps.read_namespaced_deployment("svc", namespace).metadata.generation == 1
+
+    spec = {**SPEC, "batching": {"maxBatchSize": 16}}
+    body = kube.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "svc", {"spec": spec})
+    reconcile(body, api, "2026-01-01T00:01:00Z")
+    reconcile(body, api, "2026-01-01T00:01:01Z")
+    assert kube.apps.read_namespaced_deployment("svc", namespace).metadata.generation == 2
+
+
+def _deploy(svc: Any, namespace: str) -> Any:
+    from kubeinfer.kube.api import connect
+    from kubeinfer.kube.deploy import execute, plan
+    from kubeinfer.kube.render import RenderOptions, render
+
+    api = connect()
+    opts = RenderOptions(namespace=namespace, image="kubeinfer/test:never-pulled", monitoring=False)
+    return api, execute(plan(render(svc, opts), api, name=svc.name, namespace=namespace), api)
+
+
+def _spec(name: str, extra: str = "") -> Any:
+    from kubeinfer.spec import loads_spec
+
+    return loads_spec(
+        "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\n"
+        f"metadata: {{name: {name}}}\nspec:\n  model: {{format: sklearn, uri: ./model.joblib}}\n"
+        "  autoscaling: {policy: none}\n" + extra
+    )
+
+
+def test_deploy_rolls_out_to_ready_and_reapplying_changes_nothing(kube: Kube, namespace: str, pods: PodDriver) -> None:
+    from kubeinfer.kube.api import SystemClock
+    from kubeinfer.kube.deploy import observe, wait_rollout
+
+    pods.add_node(f"cpu-{namespace}")
+    svc = _spec("web", "  replicas: 2\n")
+    api, applied = _deploy(svc, namespace)
+    assert {o["kind"] for o in applied} >= {"Deployment", "Service", "ConfigMap"}
+    assert observe(api, "web", namespace).phase != "Ready"  # no pod is Ready yet
+    wait_for(
+        "2 pods bound by the scheduler and marked Ready",
+        lambda: (pods.run_scheduled(namespace), _ready(kube, namespace) == 2)[1],
+    )
+    st = wait_rollout(api, "web", namespace, SystemClock(), timeout=60, poll=0.5)
+    assert st.phase == "Ready" and st.ready == 2, st
+    # Controllers write the Deployment's status meanwhile: compare with the objects as they are just before.
+    versions = {
+        (o["kind"], o["metadata"]["name"]): api.get(o["apiVersion"], o["kind"], o["metadata"]["name"], namespace)[
+            "metadata"
+        ]["resourceVersion"]
+        for o in applied
+    }
+    _, again = _deploy(svc, namespace)
+    assert {(o["kind"], o["metadata"]["name"]): o["metadata"]["resourceVersion"] for o in again} == versions
+
+
+def _ready(kube: Kube, namespace: str) -> int:
+    return sum(
+        any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
+        for p in kube.core.list_namespaced_pod(namespace).items
+    )
+
+
+def test_gpu_replicas_land_on_gpu_nodes_and_too_many_gpus_are_reported_from_the_scheduler(
+    kube: Kube, namespace: str, pods: PodDriver
+) -> None:
+    from kubeinfer.kube.deploy import observe
+    from kubeinfer.kube.names import SERVICE_LABEL
+
+    cpu = pods.add_node(f"cpu-{namespace}")
+    gpu = pods.add_node(
+        f"gpu-{namespace}",
+        extra={"nvidia.com/gpu": "1"},
+        labels={"nvidia.com/gpu.product": "NVIDIA-L4", "nvidia.com/gpu.present": "true"},
+    )
+    api, _ = _deploy(_spec("one", "  resources: {gpu: {count: 1}}\n"), namespace)
+    pod = wait_for(
+        "the GPU pod to be bound",
+        lambda: next((p for p in kube.core.list_namespaced_pod(namespace, label_selector=f"{SERVICE_LABEL}=one").items
+                      if p.spec.node_name), None),
+    )  # fmt: skip
+    assert pod.spec.node_name == gpu != cpu
+
+    api, _ = _deploy(_spec("two", "  resources: {gpu: {count: 2}}\n"), namespace)
+
+    def unschedulable() -> Any:
+        st = observe(api, "two", namespace)
+        return st if "nvidia.com/gpu" in st.message else None
+
+    st = wait_for("the scheduler's refusal in the rollout status", unschedulable)
+    assert st.phase != "Ready" and "Insufficient nvidia.com/gpu" in st.message, st
