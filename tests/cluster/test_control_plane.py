@@ -107,13 +107,13 @@ def _deploy(svc: Any, namespace: str) -> Any:
     return api, execute(plan(render(svc, opts), api, name=svc.name, namespace=namespace), api)
 
 
-def _spec(name: str, extra: str = "") -> Any:
+def _spec(name: str, extra: str = "", autoscaling: str = "{policy: none}") -> Any:
     from kubeinfer.spec import loads_spec
 
     return loads_spec(
         "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\n"
         f"metadata: {{name: {name}}}\nspec:\n  model: {{format: sklearn, uri: ./model.joblib}}\n"
-        "  autoscaling: {policy: none}\n" + extra
+        f"  autoscaling: {autoscaling}\n" + extra
     )
 
 
@@ -178,3 +178,52 @@ def test_gpu_replicas_land_on_gpu_nodes_and_too_many_gpus_are_reported_from_the_
 
     st = wait_for("the scheduler's refusal in the rollout status", unschedulable)
     assert st.phase != "Ready" and "Insufficient nvidia.com/gpu" in st.message, st
+
+
+def test_the_disruption_budget_is_honoured_by_the_eviction_api(kube: Kube, namespace: str, pods: PodDriver) -> None:
+    """render's PodDisruptionBudget (maxUnavailable 1): the real disruption controller allows one eviction of three
+    Ready replicas and refuses (429) the next while the first one's replacement is not Ready."""
+    from kubernetes import client
+
+    pods.add_node(f"cpu-{namespace}")
+    _deploy(_spec("pdb", "  replicas: 3\n"), namespace)
+    wait_for("3 Ready pods", lambda: (pods.run_scheduled(namespace), _ready(kube, namespace) == 3)[1])
+    policy = client.PolicyV1Api(kube.api_client)
+
+    def one_allowed() -> Any:
+        b = policy.read_namespaced_pod_disruption_budget("pdb", namespace)
+        return b if b.status and b.status.disruptions_allowed == 1 else None
+
+    pdb = wait_for("the disruption controller to allow one disruption", one_allowed)
+    assert pdb.spec.max_unavailable == 1
+    names = [p.metadata.name for p in kube.core.list_namespaced_pod(namespace).items]
+
+    def evict(name: str) -> int:
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=namespace))
+        try:
+            kube.core.create_namespaced_pod_eviction(name, namespace, body)
+            return 201
+        except client.ApiException as e:
+            return int(e.status)
+
+    assert evict(names[0]) == 201
+    assert evict(names[1]) == 429  # a second disruption would leave fewer than 2 of 3 available
+
+
+def test_the_rendered_hpa_is_read_by_the_real_hpa_controller(kube: Kube, namespace: str, pods: PodDriver) -> None:
+    from kubernetes import client
+
+    pods.add_node(f"cpu-{namespace}")
+    _deploy(_spec("auto", autoscaling="{policy: hpa, metric: cpu, target: 70, maxReplicas: 4}"), namespace)
+    hpa_api = client.AutoscalingV2Api(kube.api_client)
+    hpa = wait_for(
+        "the HPA controller's conditions",
+        lambda: (lambda h: h if h.status and h.status.conditions else None)(
+            hpa_api.read_namespaced_horizontal_pod_autoscaler("auto", namespace)
+        ),
+    )
+    kinds = {c.type: c for c in hpa.status.conditions}
+    # The controller found the Deployment through the scale subresource; without a metrics API it says why it
+    # cannot compute a recommendation, in Kubernetes' own words.
+    assert kinds["AbleToScale"].status == "True", kinds
+    assert hpa.spec.scale_target_ref.kind == "Deployment" and hpa.spec.scale_target_ref.name == "auto"
