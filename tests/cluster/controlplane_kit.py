@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,6 +55,53 @@ class PodDriver:
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
         self.nodes: list[str] = []
+        self.alive: set[str] = set()
+        self._beat: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def heartbeat(self, every: float = 2.0) -> None:
+        """Renew the node Leases (kube-node-lease) and Ready conditions of every node not failed with
+        :meth:`fail`, as kubelets do, in a background thread: without it the real node-lifecycle controller marks
+        every fake node NotReady after its grace period."""
+        if self._beat is not None:
+            return
+
+        def loop() -> None:
+            while not self._stop.wait(every):
+                for name in list(self.alive):
+                    with contextlib.suppress(Exception):
+                        self._renew(name)
+
+        for name in list(self.alive):
+            self._renew(name)
+        self._beat = threading.Thread(target=loop, name="kwok-heartbeat", daemon=True)
+        self._beat.start()
+
+    def _renew(self, name: str) -> None:
+        from kubernetes import client
+
+        now = datetime.datetime.now(datetime.UTC)
+        spec = client.V1LeaseSpec(holder_identity=name, lease_duration_seconds=40, renew_time=now)
+        try:
+            self.kube.coordination.patch_namespaced_lease(
+                name, "kube-node-lease", {"spec": {"renewTime": now.isoformat().replace("+00:00", "Z")}}
+            )
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+            self.kube.coordination.create_namespaced_lease(
+                "kube-node-lease", client.V1Lease(metadata=client.V1ObjectMeta(name=name), spec=spec)
+            )
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.kube.core.patch_node_status(
+            name,
+            {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                        "message": "fake", "lastHeartbeatTime": stamp}]}},
+        )  # fmt: skip
+
+    def fail(self, name: str) -> None:
+        """Stop renewing ``name``: to the control plane, its kubelet went silent."""
+        self.alive.discard(name)
 
     def add_node(
         self,
@@ -71,6 +120,7 @@ class PodDriver:
         }
         self.kube.core.create_node(body)
         self.nodes.append(name)
+        self.alive.add(name)
         self.kube.core.patch_node_status(
             name,
             {
@@ -125,6 +175,9 @@ class PodDriver:
         return marked
 
     def cleanup(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=10)
         for name in self.nodes:
             with contextlib.suppress(Exception):
                 self.kube.core.delete_node(name)

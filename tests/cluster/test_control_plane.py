@@ -227,3 +227,36 @@ def test_the_rendered_hpa_is_read_by_the_real_hpa_controller(kube: Kube, namespa
     # cannot compute a recommendation, in Kubernetes' own words.
     assert kinds["AbleToScale"].status == "True", kinds
     assert hpa.spec.scale_target_ref.kind == "Deployment" and hpa.spec.scale_target_ref.name == "auto"
+
+
+def test_a_failed_node_s_replicas_are_replaced_on_healthy_nodes(kube: Kube, namespace: str, pods: PodDriver) -> None:
+    """Stop one node's heartbeats: the real node-lifecycle controller marks it NotReady and taints it, the replicas
+    there are evicted after the spec's ``rollout.nodeFailureSeconds`` (3 s here, 300 s by Kubernetes' default),
+    and the Deployment controller and scheduler put their replacements on the healthy node."""
+    import time
+
+    a = pods.add_node(f"a-{namespace}")
+    b = pods.add_node(f"b-{namespace}")
+    pods.heartbeat()
+    _deploy(_spec("ha", "  replicas: 2\n  rollout: {nodeFailureSeconds: 3}\n"), namespace)
+    wait_for("2 Ready pods", lambda: (pods.run_scheduled(namespace), _ready(kube, namespace) == 2)[1])
+    placed = {p.spec.node_name for p in kube.core.list_namespaced_pod(namespace).items}
+    assert placed == {a, b}, placed  # topology spread: one replica per node
+    failed_at = time.monotonic()
+    pods.fail(a)
+
+    def replaced() -> bool:
+        pods.run_scheduled(namespace)
+        live = [p for p in kube.core.list_namespaced_pod(namespace).items if p.metadata.deletion_timestamp is None]
+        ready_on_b = [
+            p for p in live
+            if p.spec.node_name == b and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        ]  # fmt: skip
+        return len(ready_on_b) == 2
+
+    wait_for("both replicas Ready on the healthy node", replaced, timeout=180)
+    took = time.monotonic() - failed_at
+    node = kube.core.read_node(a)
+    assert any(t.key.startswith("node.kubernetes.io/") for t in node.spec.taints or []), node.spec.taints
+    # node-monitor grace (50 s by default) + toleration 3 s + scheduling: well under Kubernetes' default 5 minutes.
+    assert took < 50 + 3 + 60, took

@@ -301,8 +301,16 @@ def deployment(svc: InferenceService, opts: RenderOptions, cm: dict[str, Any]) -
                 "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": placement.node_affinity_terms}
             }
         }
-    if placement.tolerations:
-        pod_spec["tolerations"] = placement.tolerations
+    tolerations = list(placement.tolerations or [])
+    if s.rollout.nodeFailureSeconds is not None:
+        # What the DefaultTolerationSeconds admission plugin would add with 300 s, shorter: a serving replica on a
+        # dead node is capacity lost for every request routed around it.
+        tolerations += [
+            {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": s.rollout.nodeFailureSeconds}
+            for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+        ]
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
     template_meta = {
         "labels": common_labels(svc),
         "annotations": {

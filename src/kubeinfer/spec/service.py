@@ -470,6 +470,12 @@ class RolloutSpec(_Strict):
     maxSurge: IntOrPercent = Field(default=1, description="Extra replicas during an update (number or '25%').")
     maxUnavailable: IntOrPercent = Field(default=0, description="Replicas that may be missing during an update.")
     progressDeadlineSeconds: float = Field(default=600, gt=0, description="Roll back if not ready by then.")
+    nodeFailureSeconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="On Kubernetes, replace the replicas of a node that stopped answering (NotReady or unreachable) "
+        "after this many seconds, as the pods' NoExecute tolerations (Kubernetes' default: 300).",
+    )
 
     _c = field_validator("maxSurge", "maxUnavailable", mode="before")(_check_int_or_percent)
 

@@ -306,3 +306,21 @@ def test_golden(iris: Any, name: str, opts: RenderOptions) -> None:
         path.write_text(text)
     assert text == path.read_text()
     assert "&id" not in text  # no YAML anchors: kubectl users read this
+
+
+def test_node_failure_seconds_become_noexecute_tolerations() -> None:
+    def tolerations(**spec: object) -> list[dict[str, Any]]:
+        return by_kind(render(make_svc(**spec), RenderOptions()), "Deployment")["spec"]["template"]["spec"].get(
+            "tolerations", []
+        )
+
+    assert tolerations() == []  # Kubernetes' own default (300 s, added by admission) applies
+    got = tolerations(rollout={"nodeFailureSeconds": 20})
+    assert {t["key"] for t in got} == {"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"}
+    assert all(t["effect"] == "NoExecute" and t["tolerationSeconds"] == 20 for t in got)
+    gpu = tolerations(rollout={"nodeFailureSeconds": 20}, resources={"gpu": {"count": 1}})
+    assert len(gpu) >= 2 and all(t in gpu for t in got)  # added to what the GPU placement tolerates
+    for version in SUPPORTED_VERSIONS:
+        assert_valid(
+            render(make_svc(rollout={"nodeFailureSeconds": 20}), RenderOptions(target_version=version)), version
+        )
