@@ -63,13 +63,19 @@ def control_plane() -> Iterator[str]:
     if out.returncode != 0:
         pytest.fail(f"control-plane.sh start failed ({out.returncode}):\n{out.stderr[-3000:]}")
     kubeconfig = next(line.split("=", 1)[1] for line in out.stdout.splitlines() if line.startswith("KUBECONFIG="))
-    os.environ["KUBECONFIG"] = kubeconfig
     try:
         yield kubeconfig
     finally:
-        os.environ.pop("KUBECONFIG", None)
         subprocess.run(["bash", str(SCRIPT), "stop", "--clean"], env=env, capture_output=True, timeout=120)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _kubeconfig(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """KUBECONFIG for the control-plane tests only (for the code under test: ``connect()``, subprocesses); the rest
+    of the session -- unit tests that expect no cluster -- never sees it."""
+    if request.node.get_closest_marker("controlplane") is not None:
+        monkeypatch.setenv("KUBECONFIG", request.getfixturevalue("control_plane"))
 
 
 @pytest.fixture(scope="session")

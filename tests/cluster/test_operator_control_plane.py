@@ -9,13 +9,14 @@ not scale, the scale call is refused by RBAC and the autoscaler reports it inste
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Any
 
 import pytest
 
-pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300), pytest.mark.usefixtures("control_plane")]
+pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300)]
 
 METRICS = (
     "# TYPE kubeinfer_requests_in_flight gauge\nkubeinfer_requests_in_flight {n}\n"
@@ -41,7 +42,7 @@ def test_kpa_scales_through_the_real_scale_subresource_and_reports_a_refused_sca
     from kubeinfer.kube.crd import crd
     from kubeinfer.kube.operator import ScalerState, autoscale_step, reconcile, spec_of
 
-    admin_client = config.new_client_from_config()
+    admin_client = config.new_client_from_config(os.environ["KUBECONFIG"])
     core = client.CoreV1Api(admin_client)
     apps = client.AppsV1Api(admin_client)
     ext = client.ApiextensionsV1Api(admin_client)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -235,16 +236,35 @@ def operator(
     interval: Annotated[
         float, typer.Option(help="Seconds between status refreshes and kpa/predictive decisions.")
     ] = 15.0,
+    leader_elect: Annotated[
+        bool,
+        typer.Option(help="Lead only while holding the Lease (several replicas: one reconciles, the others wait)."),
+    ] = True,
+    leader_namespace: Annotated[
+        str | None,
+        typer.Option(help="Namespace of the Lease [default: $POD_NAMESPACE, else kubeinfer-system]."),
+    ] = None,
+    lease_duration: Annotated[float, typer.Option(help="Seconds a Lease holds without renewal.")] = 15.0,
+    renew_deadline: Annotated[float, typer.Option(help="Seconds the leader may fail to renew before it stops.")] = 10.0,
+    retry_period: Annotated[float, typer.Option(help="Seconds between attempts to acquire or renew.")] = 2.0,
 ) -> None:
     """Run the InferenceService operator (kopf): reconcile children, report status, autoscale kpa/predictive."""
     try:
-        from kubeinfer.kube.operator_kopf import run
+        from kubeinfer.kube.operator_kopf import LeaderOptions, run
     except ModuleNotFoundError as e:
         raise fail(f"{e.name} is not installed: pip install 'kubeinfer[kube]'") from None
     from kubeinfer.kube.api import KubeConfigError
 
+    leader = None
+    if leader_elect:
+        if not retry_period < renew_deadline < lease_duration:
+            raise fail("need --retry-period < --renew-deadline < --lease-duration (client-go's rule)", 2)
+        ns = leader_namespace or os.environ.get("POD_NAMESPACE") or "kubeinfer-system"
+        leader = LeaderOptions(
+            ns, lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period
+        )
     try:
-        run(namespace, _options(target_version, cloud, False), context, interval)
+        run(namespace, _options(target_version, cloud, False), context, interval, leader)
     except KubeConfigError as e:
         raise fail(str(e)) from None
 

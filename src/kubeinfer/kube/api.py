@@ -7,6 +7,7 @@ Deploy, status, delete and the operator are written against :class:`KubeApi`; te
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -76,7 +77,10 @@ def connect(context: str | None = None) -> ClientKubeApi:
     except ModuleNotFoundError:
         raise KubeConfigError("the Kubernetes client is not installed: pip install 'kubeinfer[kube]'") from None
     try:
-        api_client = config.new_client_from_config(context=context)  # type: ignore[no-untyped-call,unused-ignore]
+        # KUBECONFIG as it is now: the client reads its default location once, when it is first imported.
+        api_client = config.new_client_from_config(  # type: ignore[no-untyped-call,unused-ignore]
+            config_file=os.environ.get("KUBECONFIG") or None, context=context
+        )
     except (ConfigException, FileNotFoundError, TypeError) as first:
         if context is not None:
             raise KubeConfigError(f"kubeconfig context {context!r} is not usable: {first}") from None
@@ -96,6 +100,11 @@ class ClientKubeApi:
 
     def __init__(self, dyn: Any) -> None:
         self._dyn = dyn
+
+    @property
+    def api_client(self) -> Any:
+        """The official client's ``ApiClient`` under the dynamic one (for typed APIs such as CoordinationV1Api)."""
+        return self._dyn.client
 
     def _resource(self, api_version: str, kind: str) -> Any:
         from kubernetes.dynamic.exceptions import ResourceNotFoundError

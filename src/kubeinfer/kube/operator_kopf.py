@@ -2,7 +2,8 @@
 
 kopf delivers create/update/resume events and a timer per InferenceService; each calls the pure reconcile or
 autoscale step with the real API and clock. kopf keeps its own bookkeeping in annotations (not in ``status``, whose
-schema is ours), runs standalone (one replica; no peering objects to grant RBAC for) and posts events for failures.
+schema is ours), runs standalone (no kopf peering objects) and posts events for failures. Several replicas elect
+one leader over a Lease (:mod:`kubeinfer.kube.leader`, ``--leader-elect``): only the leader runs kopf.
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
+import os
 import time
 import urllib.request
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kubeinfer.autoscale import sync_period
@@ -23,7 +26,7 @@ from kubeinfer.kube.operator import API_VERSION, ScalerState, autoscale_step, re
 from kubeinfer.kube.render import RenderOptions, http_port
 from kubeinfer.spec import SpecError
 
-__all__ = ["run"]
+__all__ = ["LeaderOptions", "run"]
 
 log = logging.getLogger("kubeinfer.operator")
 
@@ -49,10 +52,57 @@ def _scrape(port: int, timeout: float = 2.0) -> Any:
 TICK_SECONDS = 1.0
 
 
-def run(namespaces: list[str] | None, opts: RenderOptions, context: str | None = None, interval: float = 15.0) -> None:
+@dataclass(frozen=True)
+class LeaderOptions:
+    """Leader election (:mod:`kubeinfer.kube.leader`): the Lease's namespace and name, and client-go's timings."""
+
+    namespace: str
+    name: str = "kubeinfer-operator"
+    lease_duration: float = 15.0
+    renew_deadline: float = 10.0
+    retry_period: float = 2.0
+
+
+def run(
+    namespaces: list[str] | None,
+    opts: RenderOptions,
+    context: str | None = None,
+    interval: float = 15.0,
+    leader: LeaderOptions | None = None,
+) -> None:
+    """Run the operator; with ``leader``, only once this process holds the Lease (the others wait as candidates),
+    exiting 1 if it loses it and releasing it on a clean stop."""
+    client_api = connect(context)
+    if leader is None:
+        _serve(client_api, namespaces, opts, interval)
+        return
+    from kubernetes import client
+
+    from kubeinfer.kube.leader import Elector
+
+    if not logging.getLogger().handlers:  # kopf sets up logging only once it runs; the election speaks before
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)-20s [%(levelname)-8s] %(message)s")
+    elector = Elector(
+        client.CoordinationV1Api(client_api.api_client),
+        leader.namespace,
+        leader.name,
+        lease_duration=leader.lease_duration,
+        renew_deadline=leader.renew_deadline,
+        retry_period=leader.retry_period,
+    )
+    elector.acquire()
+    # Losing the Lease means another replica may lead now: stop at once (as controller-runtime does) and be
+    # restarted as a candidate, rather than reconcile beside it.
+    elector.keep(on_lost=lambda: os._exit(1))
+    try:
+        _serve(client_api, namespaces, opts, interval)
+    finally:
+        elector.release()
+
+
+def _serve(api: KubeApi, namespaces: list[str] | None, opts: RenderOptions, interval: float) -> None:
     import kopf
 
-    api: KubeApi = connect(context)
     scalers: dict[str, ScalerState] = {}
 
     @kopf.on.startup()
@@ -78,9 +128,11 @@ def run(namespaces: list[str] | None, opts: RenderOptions, context: str | None =
         if degraded and degraded["status"] == "True" and degraded["reason"] == "InvalidSpec":
             raise kopf.PermanentError(degraded["message"])
 
-    kopf.on.create(GROUP, VERSION, PLURAL)(_reconcile)
-    kopf.on.update(GROUP, VERSION, PLURAL, field="spec")(_reconcile)
-    kopf.on.resume(GROUP, VERSION, PLURAL)(_reconcile)
+    # Explicit handler ids: kopf keeps each handler's progress in an annotation named after its id, and the default
+    # id (the function's qualified name, ``_serve.<locals>._reconcile``) is not a valid annotation name part.
+    kopf.on.create(GROUP, VERSION, PLURAL, id="create")(_reconcile)
+    kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="update")(_reconcile)
+    kopf.on.resume(GROUP, VERSION, PLURAL, id="resume")(_reconcile)
 
     # One short timer per service: the autoscaler runs on the policy's own period (kubeinfer.autoscale.sync_period:
     # kpa 2 s, predictive 5 s by default), first one period after the service is seen, as Knative's decider and the
@@ -88,7 +140,7 @@ def run(namespaces: list[str] | None, opts: RenderOptions, context: str | None =
     last_reconcile: dict[str, float] = {}
     last_scale: dict[str, float] = {}
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, idle=0)
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, idle=0, id="tick")
     def _tick(body: Mapping[str, Any], **_: Any) -> None:
         meta = body["metadata"]
         uid = meta["uid"]
@@ -142,7 +194,7 @@ def run(namespaces: list[str] | None, opts: RenderOptions, context: str | None =
                 field_manager=OPERATOR_FIELD_MANAGER,
             )
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+    @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, id="delete")
     def _forget(body: Mapping[str, Any], **_: Any) -> None:
         uid = body["metadata"]["uid"]
         for state in (scalers, last_reconcile, last_scale):

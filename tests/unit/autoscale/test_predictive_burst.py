@@ -26,7 +26,9 @@ def _history(text: str, seed: int, seconds: int = 3600) -> tuple[tuple[float, fl
 
 
 @given(st.lists(st.floats(-50, 500), min_size=1, max_size=200), st.floats(0, 200))
-def test_the_excess_level_is_the_smallest_that_keeps_the_excess_within_budget(values: list[float], budget: float) -> None:
+def test_the_excess_level_is_the_smallest_that_keeps_the_excess_within_budget(
+    values: list[float], budget: float
+) -> None:
     v = np.array(values)
     a = _excess_level(v, budget)
     excess = lambda level: float(np.maximum(v - level, 0).sum())  # noqa: E731
