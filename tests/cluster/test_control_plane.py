@@ -260,3 +260,76 @@ def test_a_failed_node_s_replicas_are_replaced_on_healthy_nodes(kube: Kube, name
     assert any(t.key.startswith("node.kubernetes.io/") for t in node.spec.taints or []), node.spec.taints
     # node-monitor grace (50 s by default) + toleration 3 s + scheduling: well under Kubernetes' default 5 minutes.
     assert took < 50 + 3 + 60, took
+
+
+GPU_CASES = [
+    ("whole", "{count: 1}", None),
+    ("whole-gke", "{count: 1}", "gke"),
+    ("whole-eks", "{count: 1}", "eks"),
+    ("whole-aks", "{count: 1}", "aks"),
+    ("mig", "{sharing: mig, migProfile: 1g.10gb}", None),
+    ("time-slicing-gke", "{sharing: time-slicing, fraction: 0.25}", "gke"),
+    ("mps", "{sharing: mps, fraction: 0.5}", None),
+    ("amd", "{count: 1, vendor: amd}", None),
+    ("gaudi", "{count: 1, vendor: intel}", None),
+]
+
+
+def _node_for(pod_spec: dict[str, Any]) -> tuple[dict[str, str], dict[str, str], list[dict[str, str]]]:
+    """What a node must have for this pod, read from the rendered pod spec: its extended resources, the labels its
+    node selector and required affinity ask for, and the taints it tolerates (a GPU node pool's)."""
+    limits = pod_spec["containers"][0]["resources"].get("limits", {})
+    extra = {k: "8" for k in limits if k not in ("cpu", "memory", "ephemeral-storage")}
+    labels = dict(pod_spec.get("nodeSelector") or {})
+    required = (
+        (pod_spec.get("affinity") or {}).get("nodeAffinity", {}).get("requiredDuringSchedulingIgnoredDuringExecution")
+    )
+    for term in (required or {}).get("nodeSelectorTerms", [])[:1]:
+        for e in term.get("matchExpressions", []):
+            if e["operator"] == "In":
+                labels[e["key"]] = e["values"][0]
+            elif e["operator"] == "Exists":
+                labels[e["key"]] = "true"
+    taints = [
+        {"key": t["key"], "value": t.get("value", "present"), "effect": t["effect"]}
+        for t in pod_spec.get("tolerations") or []
+        if t.get("effect") == "NoSchedule" and t.get("key")
+    ]
+    return extra, labels, taints
+
+
+@pytest.mark.parametrize(("case", "gpu", "cloud"), GPU_CASES, ids=[c[0] for c in GPU_CASES])
+def test_every_gpu_mode_is_placed_by_the_real_scheduler_on_the_node_that_fits(
+    kube: Kube, namespace: str, pods: PodDriver, case: str, gpu: str, cloud: str | None
+) -> None:
+    """For each GPU mode and cloud preset, the real scheduler binds the rendered pod to the node with the device
+    resource, labels and taints it asks for -- not to a node of the same pool without the resource, nor to one with
+    the resource but not the labels."""
+    from kubeinfer.kube.api import connect
+    from kubeinfer.kube.deploy import execute, plan
+    from kubeinfer.kube.names import SERVICE_LABEL
+    from kubeinfer.kube.render import RenderOptions, render
+
+    svc = _spec("g", f"  resources: {{gpu: {gpu}}}\n")
+    objs = render(svc, RenderOptions(namespace=namespace, image="kubeinfer/test:never-pulled", monitoring=False,
+                                     cloud=cloud))  # fmt: skip
+    # The device plugin's sharing config (time-slicing, MPS) goes to the GPU operator's namespace: the admin's.
+    objs = [o for o in objs if o["metadata"].get("namespace", namespace) == namespace]
+    pod_spec = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    extra, labels, taints = _node_for(pod_spec)
+    device = {"mig": "nvidia.com/mig-1g.10gb", "amd": "amd.com/gpu", "gaudi": "habana.ai/gaudi"}.get(
+        case, "nvidia.com/gpu"
+    )
+    assert device in extra, (case, extra)
+    fits = pods.add_node(f"fits-{namespace}", extra=extra, labels=labels, taints=taints)
+    pods.add_node(f"nodev-{namespace}", labels=labels, taints=taints)  # the pool's labels, no device
+    if labels:
+        pods.add_node(f"nolabel-{namespace}", extra=extra, taints=taints)  # the device, not the labels
+    api = connect()
+    execute(plan(objs, api, name=svc.name, namespace=namespace), api)
+    pod = wait_for(
+        f"{case}: the pod to be bound",
+        lambda: next((p for p in kube.core.list_namespaced_pod(namespace, label_selector=f"{SERVICE_LABEL}=g").items
+                      if p.spec.node_name), None),
+    )  # fmt: skip
+    assert pod.spec.node_name == fits, (case, pod.spec.node_name, extra, labels)
