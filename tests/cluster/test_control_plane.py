@@ -333,3 +333,17 @@ def test_every_gpu_mode_is_placed_by_the_real_scheduler_on_the_node_that_fits(
                       if p.spec.node_name), None),
     )  # fmt: skip
     assert pod.spec.node_name == fits, (case, pod.spec.node_name, extra, labels)
+
+
+def test_a_rollout_past_its_progress_deadline_is_reported_with_its_cause(kube: Kube, namespace: str) -> None:
+    """No node can take the pod: the real Deployment controller gives up after ``progressDeadlineSeconds`` and the
+    rollout status says so, terminal, with the pod's cause as the scheduler wrote it."""
+    from kubeinfer.kube.deploy import observe
+
+    api, _ = _deploy(_spec("stuck", "  rollout: {progressDeadlineSeconds: 3}\n"), namespace)
+    st = wait_for(
+        "the progress deadline", lambda: (lambda s: s if s.terminal else None)(observe(api, "stuck", namespace))
+    )
+    # The deadline, and the cause Kubernetes gives for the pod (what `kubectl describe pod` would show), in one line.
+    assert st.phase == "Failed" and st.reason == "Unschedulable", st
+    assert "progress deadline" in st.message and "no nodes available to schedule pods" in st.message, st
