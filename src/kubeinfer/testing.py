@@ -22,9 +22,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["ServerProcess"]
+from kubeinfer.server.announce import parse_announce
 
-_MARK = "KUBEINFER_LISTENING "
+__all__ = ["ServerProcess"]
 
 
 class ServerProcess:
@@ -98,10 +98,10 @@ class ServerProcess:
                     time.sleep(0.2)
                     raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}") from None
                 continue
-            if line.startswith(_MARK):
-                info = json.loads(line[len(_MARK) :])
-                self.announced = info
-                self.http_port, self.grpc_port = int(info["http"] or 0), info["grpc"]
+            where = parse_announce(line)
+            if where is not None:
+                self.announced = where.to_json()
+                self.http_port, self.grpc_port = where.http or 0, where.grpc
                 break
         if self.wait_ready:
             self.wait_until_ready(deadline - time.monotonic())

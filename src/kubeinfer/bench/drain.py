@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubeinfer.server.announce import parse_announce
+
 __all__ = ["DrainResult", "drain_run"]
 
 
@@ -130,8 +132,11 @@ def main() -> None:  # pragma: no cover - a command-line tool
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             assert proc.stdout is not None
             for line in proc.stdout:
-                if line.startswith("KUBEINFER_LISTENING "):
-                    port = int(json.loads(line.split(" ", 1)[1])["http"])
+                where = parse_announce(line)
+                if where is not None:
+                    if where.http is None:
+                        raise SystemExit(f"the server announced no HTTP port: {line.strip()}")
+                    port = where.http
                     break
             threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
             deadline = time.monotonic() + 60

@@ -340,25 +340,11 @@ def bench(
     out.print(t)
 
 
-# Command groups of the other backends register themselves on ``app`` when their module exists; a module that is
-# not part of this installation (or not written yet) is skipped, an import error inside one is not.
-COMMAND_MODULES = (
-    "kubeinfer.cli.local",  # up, apply, get, describe, scale, logs, down
-    "kubeinfer.cli.kube",  # render, deploy, delete, status, operator, build
-    "kubeinfer.cli.sim",  # simulate
-    "kubeinfer.cli.plan",  # plan, profile
-)
-
-
-def _register_commands() -> None:
-    import importlib
-
-    for name in COMMAND_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name:
-                raise
-
-
-_register_commands()
+# The command groups of the other backends register themselves on ``app`` when imported. They import ``app`` and its
+# helpers from this module, so they come last, once those exist; in this order, which is the order of ``--help``.
+# isort: off
+from kubeinfer.cli import local  # noqa: E402, F401 - up, apply, get, describe, scale, logs, down
+from kubeinfer.cli import kube  # noqa: E402, F401 - render, deploy, delete, status, operator, build
+from kubeinfer.cli import sim  # noqa: E402, F401 - simulate
+from kubeinfer.cli import plan  # noqa: E402, F401 - plan, profile
+# isort: on

@@ -148,7 +148,6 @@ class Replica:
     busy_rate: float | None = None
     rss: float | None = None
     metrics: ReplicaMetrics = field(default_factory=ReplicaMetrics)
-    rps_total: float = 0.0
 
     @property
     def id(self) -> str:
@@ -202,7 +201,6 @@ class ServiceController:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._last_loop_error: dict[str, str] = {}
-        self._sample_prev_total: dict[str, float] = {}
         self.gpus.check(svc.spec.resources.gpu)
         self._set_spec(svc, base_dir)
         self.desired = self._initial_replicas(svc)
@@ -631,7 +629,6 @@ class ServiceController:
                 self.policy = policy_from_spec(self.svc.spec.autoscaling, fixed_replicas=self.svc.spec.replicas)
                 self.rollout = RolloutProgress(prev, bad, now, now, 0)
                 self.rollout = None if RolloutProgress.complete(views, prev, self.desired) else self.rollout
-                self._rolled_back_from = bad
         r = self.svc.spec.rollout
         p = plan(views, self.target, self.desired, r.maxSurge, r.maxUnavailable)
         for rid in p.remove:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,7 +20,6 @@ from typing import Any
 from kubeinfer.local._http import ConnLimits
 from kubeinfer.local.control import BadRequest, ControlError, ControlServer
 from kubeinfer.local.controller import ControllerError, ServiceController
-from kubeinfer.local.files import private_dir, write_private
 from kubeinfer.local.gpu import NvmlInventory
 from kubeinfer.local.metrics import HttpMetricsSource
 from kubeinfer.local.process import MonotonicClock, SubprocessRunner
@@ -139,9 +137,6 @@ class Platform:
         self._stop.set()
         return {"message": f"shutting down {self.controller.name!r}"}
 
-    def request_stop(self) -> None:
-        self._stop.set()
-
     async def run(self) -> int:
         spec = self.controller.svc.spec
         port = self.options.port if self.options.port is not None else spec.server.port
@@ -189,10 +184,6 @@ class Platform:
         log.error("the controller stopped unexpectedly: %r; shutting down", exc, exc_info=exc)
         self.exit_code = 1
         self._stop.set()
-
-    def write_pid(self) -> None:
-        private_dir(self.folder)
-        write_private(self.folder / "platform.pid", str(os.getpid()))
 
 
 def _only(body: dict[str, Any], keys: set[str]) -> None:

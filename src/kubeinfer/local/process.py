@@ -3,15 +3,15 @@
 Each replica is ``python -m kubeinfer serve SPEC --uds PATH --no-tcp`` (with ``KUBEINFER_REPLICA_TCP=1``, or a path
 too long for a Unix socket: ``--port 0 --grpc-port 0`` instead of ``--no-tcp``) in its own session (process group),
 started through :mod:`kubeinfer.local.launch`, with stdout and stderr appended to its log file. The server prints
-``KUBEINFER_LISTENING {"http": .., "grpc": .., "uds": .., "grpc_uds": [..], "pid": ..}`` once its sockets are bound;
-:meth:`Process.listening` reads it from the log. Signals go to the whole process group.
+``KUBEINFER_LISTENING {"http": .., "grpc": .., "uds": .., "grpc_uds": [..], "pid": ..}`` once its sockets are bound
+(:mod:`kubeinfer.server.announce`); :meth:`Process.listening` reads it from the log. Signals go to the whole process
+group.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+
+from kubeinfer.server.announce import Announcement, parse_announce
 
 __all__ = [
     "Clock",
@@ -31,8 +33,6 @@ __all__ = [
     "read_tail",
     "serve_command",
 ]
-
-MARK = "KUBEINFER_LISTENING "
 
 
 class Clock(Protocol):
@@ -65,14 +65,14 @@ class Listening:
         return self.http if self.http is not None else self.uds
 
     @classmethod
+    def of(cls, where: Announcement) -> Listening:
+        """What the controller keeps of an announcement (gRPC port 0: no gRPC)."""
+        return cls(where.http, where.grpc or None, where.uds, where.grpc_uds)
+
+    @classmethod
     def from_json(cls, info: Mapping[str, object]) -> Listening:
-        http, grpc, uds, grpc_uds = info.get("http"), info.get("grpc"), info.get("uds"), info.get("grpc_uds")
-        return cls(
-            http if isinstance(http, int) else None,
-            grpc if isinstance(grpc, int) and grpc else None,
-            uds if isinstance(uds, str) else None,
-            tuple(str(p) for p in grpc_uds) if isinstance(grpc_uds, list) else (),
-        )
+        """From the announcement's JSON object (:class:`~kubeinfer.server.announce.AnnounceError` if malformed)."""
+        return cls.of(Announcement.from_json(info))
 
 
 class Process(Protocol):
@@ -162,9 +162,9 @@ class _Subprocess:
                 if chunk:
                     buf += chunk
                     for line in buf.split(b"\n")[:-1]:
-                        text = line.decode(errors="replace")
-                        if text.startswith(MARK):
-                            self._listening = Listening.from_json(json.loads(text[len(MARK) :]))
+                        where = parse_announce(line.decode(errors="replace"))
+                        if where is not None:
+                            self._listening = Listening.of(where)
                             return self._listening
                     buf = buf.rsplit(b"\n", 1)[-1]
                 elif self._proc.returncode is not None:

@@ -569,9 +569,6 @@ class Router:
     def _metrics(self) -> tuple[int, bytes, bytes]:
         return 200, generate_latest(self._registry), METRICS_CONTENT_TYPE
 
-    def render_metrics(self) -> bytes:
-        return generate_latest(self._registry)
-
 
 def _log_unexpected_end(task: asyncio.Task[Any]) -> None:
     if task.cancelled():

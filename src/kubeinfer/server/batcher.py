@@ -385,14 +385,6 @@ class Batcher:
                 len(items), sum(it.req.rows for it in items), compute, [started - it.enqueued for it in items]
             )
 
-    def fail_all(self, error: ServerError) -> None:
-        self._deadlines.clear()
-        for key, it in list(self._items.items()):
-            self.former.remove(key)
-            if not it.future.done():
-                it.future.set_exception(error)
-        self._items.clear()
-
 
 def _as_error(model: Model, e: BaseException) -> ServerError:
     if isinstance(e, ServerError):

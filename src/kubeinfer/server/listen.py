@@ -1,19 +1,86 @@
-"""Listeners: where a replica without TCP serves gRPC, and closing a listener without losing its backlog."""
+"""Listeners: opening a replica's TCP and Unix sockets, where a replica without TCP serves gRPC, and closing a
+listener without losing its backlog.
+
+Both the single server (:mod:`kubeinfer.server.runner`) and the parent of several
+(:mod:`kubeinfer.server.processes`) open listeners; they take them from here, so that neither imports the other for it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import socket
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["connection_cap", "grpc_socket_path", "stop_new_connections"]
+__all__ = [
+    "bind",
+    "connection_cap",
+    "grpc_socket_path",
+    "listen_tcp",
+    "listen_unix",
+    "no_tcp_needs_uds",
+    "stop_new_connections",
+]
 
 log = logging.getLogger("kubeinfer.server")
 
 _SO_ATTACH_FILTER = 26  # Linux, <asm-generic/socket.h>
+
+
+def bind(host: str, port: int, what: str, flag: str, *, reuse_port: bool = False) -> socket.socket:
+    """A bound TCP socket, not yet listening (the parent of several server processes holds its ports so); a port in
+    use ends ``serve`` with a message that names the flag to change (``what``: which listener, for that message)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise SystemExit(
+            f"kubeinfer serve: cannot listen{what} on {host}:{port}: {e.strerror} "
+            f"(choose another {flag}, or stop what uses it)"
+        ) from None
+    return sock
+
+
+def listen_tcp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """The HTTP listener, inheritable so that a forked server process can serve on it."""
+    sock = bind(host, port, "", "--port", reuse_port=reuse_port)
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def listen_unix(path: Path) -> socket.socket:
+    """A Unix-domain listener (user-only permissions): the local router's path to its replicas, which spares both
+    ends the loopback TCP stack on every request."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        os.chmod(path, 0o600)
+    except OSError as e:
+        sock.close()
+        raise SystemExit(f"kubeinfer serve: cannot listen on {path}: {e.strerror or e}") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def no_tcp_needs_uds(uds: Path | None) -> Path:
+    """``--no-tcp``'s socket: without one the server would have nowhere to listen, which is a usage error."""
+    if uds is None:
+        raise SystemExit("kubeinfer serve: --no-tcp needs --uds PATH (the Unix socket to serve on instead)")
+    return uds
 
 
 def grpc_socket_path(uds: Path, index: int | None = None) -> Path:

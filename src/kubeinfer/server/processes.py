@@ -9,7 +9,8 @@ two MiniLM processes and 64 clients: 48/16 and 61/3 splits, the small side runni
 Without TCP (``--no-tcp``) each child serves gRPC on a Unix socket of its own (``NAME.grpc-INDEX.sock``: grpc cannot
 share a listener between processes, and ``SO_REUSEPORT`` does not apply to Unix sockets); all of them are announced,
 and the local router spreads calls among them.
-Each child is an ordinary :func:`kubeinfer.server.runner.serve` with a :class:`Worker` that says which one it is; it
+Each child runs what the runner hands :func:`run_processes` (:data:`ServeChild`: an ordinary
+:func:`kubeinfer.server.runner.serve`) with a :class:`Worker` that says which one it is; it
 loads its own copy of the model with an equal share of the replica's CPU threads -- for runtimes that hold the GIL
 around the model call (tokenizers, pooling) this runs more of the request path in parallel than threads can. A
 process beyond the first joins the listeners only once its model is loaded; ``/metrics`` counts the whole replica
@@ -32,18 +33,19 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from kubeinfer.server.listen import grpc_socket_path
+from kubeinfer.server.announce import announce
+from kubeinfer.server.listen import bind, grpc_socket_path, listen_tcp, listen_unix, no_tcp_needs_uds
 from kubeinfer.server.metrics import Metrics
-from kubeinfer.server.runner import announce, bind, listen_tcp, listen_unix, no_tcp_needs_uds, run_loop, serve
 from kubeinfer.spec import InferenceService
 
-__all__ = ["Worker", "hang_seconds", "run_processes", "threads_per_process"]
+__all__ = ["ServeChild", "Worker", "hang_seconds", "run_processes", "threads_per_process"]
 
 log = logging.getLogger("kubeinfer.server")
 
@@ -82,6 +84,12 @@ class Worker:
             await asyncio.sleep(self.SNAPSHOT_SECONDS)
 
 
+ServeChild = Callable[[Worker], int]
+"""What each forked process runs: serve the replica as ``worker`` until told to stop, and return the exit code. The
+runner passes it in (its ``serve`` on an event loop of its own) rather than this module importing the runner, which
+imports this one."""
+
+
 def threads_per_process(processes: int, env: dict[str, str] | None = None) -> int:
     """Each process's share of the replica's CPU threads: ``OMP_NUM_THREADS`` (what the local controller derives
     from the CPU limit) or else the CPUs this process may run on, divided among the processes, at least 1."""
@@ -101,7 +109,9 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def run_processes(svc: InferenceService, base_dir: Path | None, uds: Path | None, tcp: bool = True) -> int:
+def run_processes(svc: InferenceService, uds: Path | None, tcp: bool, child: ServeChild) -> int:
+    """Bind the replica's listeners, fork ``spec.server.processes`` children that each run ``child``, announce the
+    replica and supervise the children until they have all exited; returns the replica's exit code."""
     spec = svc.spec
     n, host = spec.server.processes, spec.server.host
     grpc_paths: list[Path] = []
@@ -138,7 +148,7 @@ def run_processes(svc: InferenceService, base_dir: Path | None, uds: Path | None
                     if first is not None:
                         first.close()  # the first process's listener: only it accepts there
                     worker = Worker(index, n, sockets, grpc_port, state_dir, grpc_uds, http_port)
-                code = run_loop(serve(svc, base_dir, uds, worker))
+                code = child(worker)
             except SystemExit as e:
                 print(e, file=sys.stderr, flush=True)
             except BaseException:

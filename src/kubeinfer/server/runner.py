@@ -1,7 +1,8 @@
 """Running one replica: load the model, serve HTTP (uvicorn) and gRPC on one event loop, drain on SIGTERM.
 
 With ``server.processes`` > 1 the replica is that many of these servers, forked and watched by one parent
-(:mod:`kubeinfer.server.processes`).
+(:mod:`kubeinfer.server.processes`); :func:`run` hands it what each child runs, so the import goes one way only
+(runner -> processes; an import-linter contract keeps it so).
 
 With ``--uds PATH`` HTTP is served on that Unix socket as well; with ``--no-tcp`` too (``tcp=False``) it is served there
 only, and gRPC on a Unix socket next to it (:func:`~kubeinfer.server.listen.grpc_socket_path`): no TCP port at all,
@@ -19,33 +20,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import orjson
 import uvicorn
 
 from kubeinfer.runtimes import create_model
 from kubeinfer.server import logs
+from kubeinfer.server.announce import announce
 from kubeinfer.server.app import InferenceApp, Limits, ModelSlot, load_slot
 from kubeinfer.server.batcher import Batcher
 from kubeinfer.server.http import protocol_for
-from kubeinfer.server.listen import connection_cap, grpc_socket_path, stop_new_connections
+from kubeinfer.server.listen import (
+    connection_cap,
+    grpc_socket_path,
+    listen_tcp,
+    listen_unix,
+    no_tcp_needs_uds,
+    stop_new_connections,
+)
 from kubeinfer.server.metrics import Metrics, nvml_sampler
 from kubeinfer.server.openapi import openapi_document
+from kubeinfer.server.processes import Worker, run_processes
 from kubeinfer.spec import InferenceService
 
-if TYPE_CHECKING:
-    from kubeinfer.server.processes import Worker
-
-__all__ = ["announce", "bind", "build_app", "listen_tcp", "listen_unix", "run", "run_loop", "serve"]
+__all__ = ["build_app", "run", "run_loop", "serve"]
 
 log = logging.getLogger("kubeinfer.server")
 
@@ -76,48 +81,6 @@ def build_app(svc: InferenceService, base_dir: Path | None) -> tuple[InferenceAp
     return app, slot, executor
 
 
-def bind(host: str, port: int, what: str, flag: str, *, reuse_port: bool = False) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise SystemExit(
-            f"kubeinfer serve: cannot listen{what} on {host}:{port}: {e.strerror} "
-            f"(choose another {flag}, or stop what uses it)"
-        ) from None
-    return sock
-
-
-def listen_tcp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    sock = bind(host, port, "", "--port", reuse_port=reuse_port)
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
-def listen_unix(path: Path) -> socket.socket:
-    """A Unix-domain listener (user-only permissions): the local router's path to its replicas, which spares both
-    ends the loopback TCP stack on every request."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(path))
-        os.chmod(path, 0o600)
-    except OSError as e:
-        sock.close()
-        raise SystemExit(f"kubeinfer serve: cannot listen on {path}: {e.strerror or e}") from None
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
-
-
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handlers (the runner drains first, then tells it to exit), and with a sweep of
     the open connections every half second: a request whose head or body arrives too slowly gets 408 and the
@@ -135,12 +98,6 @@ class _Server(uvicorn.Server):
                 if check is not None:
                     check(now)
         return await super().on_tick(counter)
-
-
-def no_tcp_needs_uds(uds: Path | None) -> Path:
-    if uds is None:
-        raise SystemExit("kubeinfer serve: --no-tcp needs --uds PATH (the Unix socket to serve on instead)")
-    return uds
 
 
 async def serve(
@@ -298,31 +255,6 @@ async def serve(
 BACKLOG_SECONDS = 0.05
 
 
-def announce(
-    name: str,
-    host: str,
-    http_port: int | None,
-    grpc_port: int | None,
-    uds: Path | None,
-    grpc_uds: Sequence[Path] = (),
-) -> None:
-    """The lines a supervisor waits for: where the replica listens (the local controller parses the second).
-    ``http``/``grpc`` are null without TCP; ``uds`` and ``grpc_uds`` (one socket per process) are then the way in."""
-    announce: dict[str, Any] = {"http": http_port, "grpc": grpc_port, "pid": os.getpid(), "model": name}
-    if uds is not None:
-        announce["uds"] = str(uds)
-    if grpc_uds:
-        announce["grpc_uds"] = [str(p) for p in grpc_uds]
-    where = [f"http://{host}:{http_port}"] if http_port is not None else []
-    if uds is not None:
-        where.append(f"http unix:{uds}")
-    if grpc_port:
-        where.append(f"grpc {host}:{grpc_port}")
-    where += [f"grpc unix:{p}" for p in grpc_uds]
-    print(f"kubeinfer serving {name!r} on " + " and ".join(where), flush=True)
-    print("KUBEINFER_LISTENING " + orjson.dumps(announce).decode(), flush=True)
-
-
 def run_loop(main: Any) -> int:
     try:
         import uvloop
@@ -337,7 +269,5 @@ def run(svc: InferenceService, base_dir: Path | None = None, uds: Path | None = 
     if not tcp:
         no_tcp_needs_uds(uds)
     if svc.spec.server.processes > 1:
-        from kubeinfer.server.processes import run_processes
-
-        return run_processes(svc, base_dir, uds, tcp)
+        return run_processes(svc, uds, tcp, lambda worker: run_loop(serve(svc, base_dir, uds, worker)))
     return run_loop(serve(svc, base_dir, uds, tcp=tcp))
