@@ -115,7 +115,7 @@ def run_one(fam: Family, seed: int, target: float) -> dict[str, Any]:
     assert c.static is not None and c.hindsight is not None
     static_rh = c.static.replica_seconds / 3600.0
     hind_rh = c.hindsight.replica_seconds / 3600.0
-    tried = [(n, rs, a) for n, rs, a in c.static.tried]
+    tried = list(c.static.tried)
     row: dict[str, Any] = {
         "family": fam.name,
         "seed": seed,
@@ -127,7 +127,7 @@ def run_one(fam: Family, seed: int, target: float) -> dict[str, Any]:
             "replica_hours": static_rh,
             "slo_attainment": c.static.attainment,
         },
-        "static_tried": [{"replicas": n, "replica_hours": rs / 3600.0, "slo_attainment": a} for n, rs, a in tried],
+        "static_tried": c.static.to_json()["tried"],
         "hindsight": {"replica_hours": hind_rh, "slo_attainment": c.hindsight.attainment},
         "policies": {},
         "seconds": time.perf_counter() - t0,

@@ -9,12 +9,10 @@ not scale, the scale call is refused by RBAC and the autoscaler reports it inste
 
 from __future__ import annotations
 
-import os
-import time
-import uuid
 from typing import Any
 
 import pytest
+from controlplane_kit import Kube, wait_for
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300)]
 
@@ -25,131 +23,86 @@ METRICS = (
 )
 
 
-def _wait(what: str, fn: Any, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_kpa_scales_through_the_real_scale_subresource_and_reports_a_refused_scale() -> None:
-    from kubernetes import client, config, dynamic
+def test_kpa_scales_through_the_real_scale_subresource_and_reports_a_refused_scale(
+    kube: Kube, crd_installed: str, namespace: str
+) -> None:
+    from kubernetes import client, dynamic
 
     from kubeinfer.kube.api import ClientKubeApi, connect
-    from kubeinfer.kube.crd import crd
     from kubeinfer.kube.operator import ScalerState, autoscale_step, reconcile, spec_of
 
-    admin_client = config.new_client_from_config(os.environ["KUBECONFIG"])
-    core = client.CoreV1Api(admin_client)
-    apps = client.AppsV1Api(admin_client)
-    ext = client.ApiextensionsV1Api(admin_client)
-    rbac = client.RbacAuthorizationV1Api(admin_client)
-    custom = client.CustomObjectsApi(admin_client)
-    ns = f"ki-{uuid.uuid4().hex[:8]}"
-    core.create_namespace({"metadata": {"name": ns}})
-    try:
-        doc = crd()
-        try:
-            ext.create_custom_resource_definition(doc)
-        except client.ApiException as e:
-            if e.status != 409:
-                raise
-        _wait(
-            "the CRD to be established",
-            lambda: any(
-                c.type == "Established" and c.status == "True"
-                for c in (ext.read_custom_resource_definition(doc["metadata"]["name"]).status.conditions or [])
-            ),
-        )
-        body = {
-            "apiVersion": "kubeinfer.io/v1alpha1",
-            "kind": "InferenceService",
-            "metadata": {"name": "svc", "namespace": ns},
-            "spec": {
-                "model": {"format": "sklearn", "uri": "./model.joblib"},
-                "autoscaling": {"policy": "kpa", "metric": "concurrency", "target": 2, "maxReplicas": 20},
-            },
-        }
-        created = _wait(
-            "the InferenceService",
-            lambda: _create_cr(custom, ns, body),
-        )
-        api = connect()
-        result = reconcile(created, api, "2026-01-01T00:00:00Z")
-        assert result.svc is not None
-        svc = spec_of(created)
-        pod = _wait("the Deployment controller's pod", lambda: core.list_namespaced_pod(ns).items)[0]
-        core.patch_namespaced_pod_status(
-            pod.metadata.name,
-            ns,
-            {
-                "status": {
-                    "phase": "Running",
-                    "podIP": "10.0.0.7",
-                    "conditions": [{"type": "Ready", "status": "True"}],
-                }
-            },
-        )
+    admin_client, core, apps, rbac, custom = kube.api_client, kube.core, kube.apps, kube.rbac, kube.custom
+    ns = namespace
+    body = {
+        "apiVersion": "kubeinfer.io/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "svc", "namespace": ns},
+        "spec": {
+            "model": {"format": "sklearn", "uri": "./model.joblib"},
+            "autoscaling": {"policy": "kpa", "metric": "concurrency", "target": 2, "maxReplicas": 20},
+        },
+    }
+    created = dict(custom.create_namespaced_custom_object("kubeinfer.io", "v1alpha1", ns, "inferenceservices", body))
+    api = connect()
+    result = reconcile(created, api, "2026-01-01T00:00:00Z")
+    assert result.svc is not None
+    svc = spec_of(created)
+    pod = wait_for("the Deployment controller's pod", lambda: core.list_namespaced_pod(ns).items)[0]
+    core.patch_namespaced_pod_status(
+        pod.metadata.name,
+        ns,
+        {
+            "status": {
+                "phase": "Running",
+                "podIP": "10.0.0.7",
+                "conditions": [{"type": "Ready", "status": "True"}],
+            }
+        },
+    )
 
-        def scrape(_: Any) -> str:
-            return METRICS.format(n=12)
+    def scrape(_: Any) -> str:
+        return METRICS.format(n=12)
 
-        state = ScalerState()
-        decision = None
-        for t in range(0, 12, 2):
-            decision, state = autoscale_step(svc, api, scrape, state, float(t), 1)
-        assert decision is not None and decision.replicas > 1 and state.scale_error is None
-        assert apps.read_namespaced_deployment_scale("svc", ns).spec.replicas == decision.replicas
-        applied = decision.replicas
+    state = ScalerState()
+    decision = None
+    for t in range(0, 12, 2):
+        decision, state = autoscale_step(svc, api, scrape, state, float(t), 1)
+    assert decision is not None and decision.replicas > 1 and state.scale_error is None
+    assert apps.read_namespaced_deployment_scale("svc", ns).spec.replicas == decision.replicas
+    applied = decision.replicas
 
-        # A service account that may read Deployments and Pods but not scale them.
-        core.create_namespaced_service_account(ns, {"metadata": {"name": "reader"}})
-        rbac.create_namespaced_role(
-            ns,
-            {
-                "metadata": {"name": "reader"},
-                "rules": [
-                    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch"]},
-                    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
-                ],
-            },
-        )
-        rbac.create_namespaced_role_binding(
-            ns,
-            {
-                "metadata": {"name": "reader"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
-                "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns}],
-            },
-        )
-        token = core.create_namespaced_service_account_token("reader", ns, {"spec": {"expirationSeconds": 600}})
-        cfg = client.Configuration()
-        cfg.host = admin_client.configuration.host
-        cfg.ssl_ca_cert = admin_client.configuration.ssl_ca_cert
-        cfg.api_key = {"authorization": f"Bearer {token.status.token}"}
-        reader = ClientKubeApi(dynamic.DynamicClient(client.ApiClient(cfg)))
-        load = [400]  # more than the replicas applied can take: the decision differs from the count applied
+    # A service account that may read Deployments and Pods but not scale them.
+    core.create_namespaced_service_account(ns, {"metadata": {"name": "reader"}})
+    rbac.create_namespaced_role(
+        ns,
+        {
+            "metadata": {"name": "reader"},
+            "rules": [
+                {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        ns,
+        {
+            "metadata": {"name": "reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": ns}],
+        },
+    )
+    token = core.create_namespaced_service_account_token("reader", ns, {"spec": {"expirationSeconds": 600}})
+    cfg = client.Configuration()
+    cfg.host = admin_client.configuration.host
+    cfg.ssl_ca_cert = admin_client.configuration.ssl_ca_cert
+    cfg.api_key = {"authorization": f"Bearer {token.status.token}"}
+    reader = ClientKubeApi(dynamic.DynamicClient(client.ApiClient(cfg)))
+    load = [400]  # more than the replicas applied can take: the decision differs from the count applied
 
-        def busier(_: Any) -> str:
-            return METRICS.format(n=load[0])
+    def busier(_: Any) -> str:
+        return METRICS.format(n=load[0])
 
-        decision, state = autoscale_step(svc, reader, busier, state, 14.0, 1)
-        assert decision is not None and decision.replicas > applied
-        assert state.scale_error is not None and "forbidden" in state.scale_error.lower(), state.scale_error
-        assert apps.read_namespaced_deployment_scale("svc", ns).spec.replicas == applied
-    finally:
-        core.delete_namespace(ns)
-
-
-def _create_cr(custom: Any, ns: str, body: dict[str, Any]) -> dict[str, Any] | None:
-    from kubernetes import client
-
-    try:
-        return dict(custom.create_namespaced_custom_object("kubeinfer.io", "v1alpha1", ns, "inferenceservices", body))
-    except client.ApiException as e:
-        if e.status == 404:  # the CRD's resource is not served yet
-            return None
-        raise
+    decision, state = autoscale_step(svc, reader, busier, state, 14.0, 1)
+    assert decision is not None and decision.replicas > applied
+    assert state.scale_error is not None and "forbidden" in state.scale_error.lower(), state.scale_error
+    assert apps.read_namespaced_deployment_scale("svc", ns).spec.replicas == applied

@@ -303,13 +303,9 @@ class Predictive:
             s = replace(s, step_sum=s.step_sum + value, step_count=s.step_count + 1)
         recent = [r for r in recent if r[0] > now - cfg.reactive_window]
         if cfg.burst_allowance:
-            start = now - cfg.burst_window
-            kept = (
-                s.arrivals
-                if not s.arrivals or s.arrivals[0][0] > start
-                else tuple(a for a in s.arrivals if a[0] > start)
-            )
-            s = replace(s, arrivals=(*kept, *((x.time, x.rps) for x in obs.load)))
+            # Sorted by time: drop what left the window by bisection, not by scanning an hour of samples each tick.
+            first = bisect.bisect_right(s.arrivals, now - cfg.burst_window, key=lambda a: a[0])
+            s = replace(s, arrivals=(*s.arrivals[first:], *((x.time, x.rps) for x in obs.load)))
         return replace(s, recent=tuple(recent))
 
     def allowance(self, arrivals: tuple[tuple[float, float], ...], service: float | None = None) -> tuple[float, float]:

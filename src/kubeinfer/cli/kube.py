@@ -257,12 +257,13 @@ def operator(
 
     leader = None
     if leader_elect:
-        if not retry_period < renew_deadline < lease_duration:
-            raise fail("need --retry-period < --renew-deadline < --lease-duration (client-go's rule)", 2)
         ns = leader_namespace or os.environ.get("POD_NAMESPACE") or "kubeinfer-system"
-        leader = LeaderOptions(
-            ns, lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period
-        )
+        try:
+            leader = LeaderOptions(
+                ns, lease_duration=lease_duration, renew_deadline=renew_deadline, retry_period=retry_period
+            )
+        except ValueError as e:
+            raise fail(f"--retry-period, --renew-deadline, --lease-duration: {e}", 2) from None
     try:
         run(namespace, _options(target_version, cloud, False), context, interval, leader)
     except KubeConfigError as e:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Elector", "LeaseRecord", "default_identity", "may_acquire"]
+__all__ = ["Elector", "LeaseRecord", "check_timings", "default_identity", "may_acquire"]
 
 log = logging.getLogger("kubeinfer.operator")
 
@@ -48,6 +48,15 @@ def may_acquire(lease: LeaseRecord | None, identity: str, now: float) -> bool:
     if lease is None or not lease.holder or lease.holder == identity:
         return True
     return lease.renew is None or now > lease.renew + lease.duration
+
+
+def check_timings(lease_duration: float, renew_deadline: float, retry_period: float) -> None:
+    """client-go's rule: a leader retries within its renew deadline, and gives up before its lease runs out."""
+    if not 0 < retry_period < renew_deadline < lease_duration:
+        raise ValueError(
+            f"need retry_period < renew_deadline < lease_duration (client-go's rule), got {retry_period:g} s, "
+            f"{renew_deadline:g} s, {lease_duration:g} s"
+        )
 
 
 def default_identity() -> str:
@@ -82,8 +91,7 @@ class Elector:
         retry_period: float = 2.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not retry_period < renew_deadline < lease_duration:
-            raise ValueError("need retry_period < renew_deadline < lease_duration (client-go's rule)")
+        check_timings(lease_duration, renew_deadline, retry_period)
         self.api = coordination
         self.namespace = namespace
         self.name = name

@@ -62,6 +62,11 @@ class LeaderOptions:
     renew_deadline: float = 10.0
     retry_period: float = 2.0
 
+    def __post_init__(self) -> None:
+        from kubeinfer.kube.leader import check_timings
+
+        check_timings(self.lease_duration, self.renew_deadline, self.retry_period)
+
 
 def run(
     namespaces: list[str] | None,
