@@ -8,7 +8,14 @@
 
 It runs in its own process (``run_in_process``) so that the client's work is never counted as the server's, and
 speaks raw HTTP/1.1 over asyncio protocols with httptools' C parser: a general-purpose client would cost several
-times more CPU per request than the server under test on a 2-core machine.
+times more CPU per request than the server under test on a 2-core machine. ``run_wrk`` drives ``wrk`` instead for
+closed loops (the least client CPU per request).
+
+Both engines return the same ``LoadResult``: ``statuses`` counts answers by HTTP status code (``"200"``, ``"400"``)
+and transport failures by stage, with the same four kinds whichever engine ran (wrk's own error classes):
+``"error:connect"`` (the connection could not be opened), ``"error:read"`` (closed or garbled before the answer),
+``"error:write"`` (the request could not be sent) and ``"error:timeout"`` (no answer within the timeout).
+An error is any answer outside 2xx or any transport failure; ``error_rate`` is errors over requests.
 """
 
 from __future__ import annotations
@@ -19,13 +26,23 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import httptools
 import numpy as np
 
-__all__ = ["LoadResult", "LoadSpec", "run_in_process", "run_load"]
+__all__ = ["ERROR_KINDS", "LoadResult", "LoadSpec", "error_key", "run_in_process", "run_load", "run_wrk"]
+
+ERROR_KINDS: Final = ("connect", "read", "write", "timeout")
+"""The transport failures both engines count, as ``statuses`` keys ``error:<kind>``."""
+
+
+def error_key(kind: str) -> str:
+    """The ``statuses`` key of a transport failure of this kind."""
+    if kind not in ERROR_KINDS:
+        raise ValueError(f"transport error kind {kind!r} is not one of {', '.join(ERROR_KINDS)}")
+    return f"error:{kind}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,21 +63,43 @@ class LoadSpec:
 
 @dataclass(slots=True)
 class LoadResult:
+    """One measured run; ``to_json`` is the ``kubeinfer bench -o json`` document, the same keys for both engines."""
+
+    engine: str
+    """``python`` (the built-in client) or ``wrk``."""
     mode: str
-    concurrency: int
+    """``closed`` (fixed concurrency) or ``open`` (fixed arrival rate)."""
+    concurrency: int | None
+    """Closed loop: the clients; open loop: None (connections open as the arrivals need them)."""
     rate: float | None
+    """Open loop: the arrival rate in requests/s; closed loop: None."""
     duration: float
     requests: int
+    """Requests answered or failed while measuring: ``ok + errors``."""
     ok: int
     errors: int
     statuses: dict[str, int]
+    """Counts by HTTP status code (``"200"``) and transport failure (``"error:connect"``, see ``ERROR_KINDS``)."""
     throughput: float
     latency_ms: dict[str, float]
-    late: int = 0  # open loop: requests that found no free connection under max_connections
+    late: int = 0
+    """Open loop: arrivals not sent because ``max_connections`` requests were already outstanding."""
     per_second: list[float] = field(default_factory=list)
+    """Successful answers in each measured second (python engine; wrk reports none)."""
+
+    @property
+    def error_rate(self) -> float:
+        """Errors over requests; 0 when nothing was sent."""
+        return self.errors / self.requests if self.requests else 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        doc = asdict(self)
+        doc["error_rate"] = self.error_rate
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> LoadResult:
+        return cls(**{k: v for k, v in doc.items() if k != "error_rate"})
 
 
 class _Conn(asyncio.Protocol):
@@ -133,13 +172,26 @@ class _Run:
         return proto
 
     async def one(self, conn: _Conn | None, t0: float) -> _Conn | None:
+        stage = "write"
+        status = 0
         try:
             if conn is None or not conn.alive:
+                stage = "connect"
                 conn = await self.connect()
-            status = await asyncio.wait_for(conn.request(self.payload), self.spec.timeout)
+                stage = "write"
+            answer = conn.request(self.payload)
+            stage = "read"
+            status = await asyncio.wait_for(answer, self.spec.timeout)
             key = str(status)
-        except (OSError, ConnectionError, TimeoutError) as e:
-            status, key, conn = 0, type(e).__name__, None
+        except TimeoutError:
+            key = error_key("timeout")
+        except (OSError, ConnectionError):
+            key = error_key(stage)
+        if not status and conn is not None:
+            # A connection that failed or timed out may still answer later: never reuse it.
+            if conn.transport is not None:
+                conn.transport.close()
+            conn = None
         now = time.perf_counter()
         if self.measuring:
             self.statuses[key] = self.statuses.get(key, 0) + 1
@@ -222,8 +274,9 @@ class _Run:
         pct["max"] = float(lat.max())
         per_sec = [float(self.buckets.get(i, 0)) for i in range(int(spec.duration))]
         return LoadResult(
+            engine="python",
             mode="open" if spec.rate else "closed",
-            concurrency=spec.concurrency,
+            concurrency=None if spec.rate else spec.concurrency,
             rate=spec.rate,
             duration=elapsed,
             requests=self.ok + self.errors,
@@ -275,7 +328,7 @@ def run_in_process(spec: LoadSpec, progress: Callable[[float, int, int], None] |
             if msg[0] == "progress" and progress is not None:
                 progress(msg[1], msg[2], msg[3])
             elif msg[0] == "result":
-                return LoadResult(**msg[1])
+                return LoadResult.from_json(msg[1])
             elif msg[0] == "error":
                 raise RuntimeError(msg[1])
     finally:
@@ -290,14 +343,23 @@ local f = io.open("{body}", "rb")
 wrk.body = f:read("*all")
 f:close()
 {headers}
+-- Answers by status code, counted in each thread's Lua state and gathered in done (about 2% of wrk's throughput).
+local threads = {{}}
+setup = function(thread) table.insert(threads, thread) end
+init = function(args) statuses = {{}} end
+response = function(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
 done = function(summary, latency, requests)
   local e = summary.errors
+  local codes = {{}}
+  for _, t in ipairs(threads) do
+    for code, n in pairs(t:get("statuses")) do table.insert(codes, string.format('"%d":%d', code, n)) end
+  end
   io.write(string.format(
     'KUBEINFER_WRK {{"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,'
-    .. '"p50":%f,"p90":%f,"p99":%f,"p999":%f,"mean":%f,"max":%f}}\\n',
+    .. '"p50":%f,"p90":%f,"p99":%f,"p999":%f,"mean":%f,"max":%f,"codes":{{%s}}}}\\n',
     summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9),
-    latency.mean, latency.max))
+    latency.mean, latency.max, table.concat(codes, ",")))
 end
 """
 
@@ -335,17 +397,20 @@ def run_wrk(spec: LoadSpec) -> LoadResult:
         raise RuntimeError(f"wrk failed: {done.stderr.strip() or done.stdout.strip()}")
     d = json.loads(line.removeprefix("KUBEINFER_WRK "))
     secs = d["duration_us"] / 1e6
-    errors = d["connect"] + d["read"] + d["write"] + d["status"] + d["timeout"]
-    ok = d["requests"] - d["status"]
+    statuses: dict[str, int] = {str(code): n for code, n in d["codes"].items()}
+    statuses.update({error_key(kind): d[kind] for kind in ERROR_KINDS if d[kind]})
+    ok = sum(n for code, n in d["codes"].items() if 200 <= int(code) < 300)
+    errors = sum(statuses.values()) - ok
     return LoadResult(
+        engine="wrk",
         mode="closed",
         concurrency=spec.concurrency,
         rate=None,
         duration=secs,
-        requests=d["requests"],
+        requests=ok + errors,
         ok=ok,
         errors=errors,
-        statuses={"2xx": ok, "non-2xx": d["status"], "socket errors": errors - d["status"]},
+        statuses=dict(sorted(statuses.items())),
         throughput=ok / secs if secs else 0.0,
         latency_ms={
             "p50": d["p50"] / 1000,

@@ -259,8 +259,20 @@ def bench(
         str, typer.Option(help="auto | wrk | python (auto: wrk for closed loops when installed).")
     ] = "auto",
     output: Annotated[str, typer.Option("--output", "-o", help="table | json")] = "table",
+    max_error_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Exit 1 when more than this fraction of the measured requests fail (non-2xx answers and transport "
+            "errors); 0 fails on any error.",
+        ),
+    ] = 0.01,
 ) -> None:
-    """Load a server (closed loop at fixed concurrency, or open loop at a fixed rate) and report latency."""
+    """Load a server (closed loop at fixed concurrency, or open loop at a fixed rate) and report latency.
+
+    Exits 1 when the error rate is above --max-error-rate or nothing was answered, so a script or CI job can rely
+    on the exit code."""
     import json
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -295,6 +307,8 @@ def bench(
             base = target.rstrip("/")
         url = target if base is None else f"{base}/v2/models/{model}/infer"
         if body is not None:
+            if not body.is_file():
+                raise fail(f"--body {body}: no such file", 2)
             payload = body.read_bytes()
         elif base is not None and model is not None:
             payload = v2_body(fetch_metadata(base, model), rows=rows)
@@ -318,26 +332,37 @@ def bench(
             result = run_wrk(spec) if use_wrk else run_in_process(spec, tick)
     except OSError as e:
         raise fail(f"cannot reach {target}: {e}") from None
+    except (RuntimeError, ValueError) as e:  # the load generator's own failure (a bad URL, wrk refusing its flags)
+        raise fail(f"bench {target}: {e}") from None
     finally:
         if server is not None:
             server.stop()
     if output == "json":
         out.print_json(json.dumps(result.to_json()))
-        return
-    t = Table(title=f"{result.mode} loop, " + (f"{rate:g} req/s" if rate else f"concurrency {concurrency}"))
-    for col in ("throughput req/s", "p50 ms", "p90 ms", "p99 ms", "ok", "errors", "statuses"):
-        t.add_column(col, justify="right")
-    lat = result.latency_ms
-    t.add_row(
-        f"{result.throughput:,.0f}",
-        f"{lat['p50']:.2f}",
-        f"{lat['p90']:.2f}",
-        f"{lat['p99']:.2f}",
-        str(result.ok),
-        str(result.errors),
-        ", ".join(f"{k}: {v}" for k, v in result.statuses.items()),
-    )
-    out.print(t)
+    else:
+        how = f"{result.rate:g} req/s" if result.mode == "open" else f"concurrency {result.concurrency}"
+        t = Table(title=f"{result.mode} loop, {how} ({result.engine})")
+        for col in ("throughput req/s", "p50 ms", "p90 ms", "p99 ms", "ok", "errors", "statuses"):
+            t.add_column(col, justify="right")
+        lat = result.latency_ms
+        t.add_row(
+            f"{result.throughput:,.0f}",
+            f"{lat['p50']:.2f}",
+            f"{lat['p90']:.2f}",
+            f"{lat['p99']:.2f}",
+            str(result.ok),
+            str(result.errors),
+            ", ".join(f"{k}: {v}" for k, v in result.statuses.items()),
+        )
+        out.print(t)
+    if result.requests == 0:
+        raise fail(f"bench failed: no request was answered in {result.duration:.1f} s of load on {url}")
+    if result.error_rate > max_error_rate:
+        statuses = ", ".join(f"{k}: {v}" for k, v in result.statuses.items())
+        raise fail(
+            f"bench failed: {result.errors} of {result.requests} requests failed ({result.error_rate:.2%}), above "
+            f"--max-error-rate {max_error_rate:g}; statuses: {statuses}"
+        )
 
 
 # The command groups of the other backends register themselves on ``app`` when imported. They import ``app`` and its
