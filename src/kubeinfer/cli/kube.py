@@ -108,10 +108,18 @@ def deploy(
     image: Annotated[str | None, typer.Option(help="Override spec.image.")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the rollout.")] = True,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait [default: progressDeadlineSeconds].")] = None,
+    force_conflicts: Annotated[
+        bool,
+        typer.Option(
+            "--force-conflicts", help="Take over fields another field manager owns (kubectl scale, edit, apply)."
+        ),
+    ] = False,
 ) -> None:
     """Server-side apply the manifests, prune what the spec no longer needs, and wait for the rollout."""
-    from kubeinfer.kube.api import KubeError, SystemClock
-    from kubeinfer.kube.deploy import execute, plan, wait_rollout
+    from rich.markup import escape
+
+    from kubeinfer.kube.api import ApplyConflictError, KubeError, SystemClock
+    from kubeinfer.kube.deploy import execute, explain_conflict, plan, wait_rollout
     from kubeinfer.kube.render import dump_yaml, render_all
     from kubeinfer.kube.status import RolloutStatus
 
@@ -136,7 +144,7 @@ def deploy(
             if api is None:
                 out.print("  [dim](no cluster: objects to prune are not known)[/]")
             else:
-                execute(steps, api, dry_run=True)
+                execute(steps, api, force=force_conflicts, dry_run=True)
                 out.print("  [green]the API server accepted every object (server-side dry run)[/]")
             typer.echo("---")
             typer.echo(dump_yaml([s.obj for s in steps if s.action == "apply"]), nl=False)
@@ -145,12 +153,15 @@ def deploy(
         execute(
             steps,
             api,
+            force=force_conflicts,
             on_step=lambda s: err.print(
                 f"{s.action:6} {s.ref}" + (f" ({s.reason})" if s.action != "apply" else ""), highlight=False
             ),
         )
+    except ApplyConflictError as e:
+        raise fail(escape(explain_conflict(e))) from None
     except KubeError as e:
-        raise fail(str(e)) from None
+        raise fail(escape(str(e))) from None  # field paths hold brackets rich would read as markup
     if not wait:
         return
     from rich.status import Status

@@ -8,11 +8,25 @@ Deploy, status, delete and the operator are written against :class:`KubeApi`; te
 from __future__ import annotations
 
 import os
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["ClientKubeApi", "Clock", "KubeApi", "KubeConfigError", "KubeError", "Manifest", "SystemClock", "connect"]
+__all__ = [
+    "ApplyConflictError",
+    "ClientKubeApi",
+    "Clock",
+    "FieldConflict",
+    "KubeApi",
+    "KubeConfigError",
+    "KubeError",
+    "Manifest",
+    "SystemClock",
+    "conflicts_from_status",
+    "connect",
+]
 
 Manifest = dict[str, Any]
 
@@ -25,9 +39,67 @@ class KubeConfigError(KubeError):
     """No usable cluster configuration (kubeconfig or in-cluster service account)."""
 
 
+@dataclass(frozen=True)
+class FieldConflict:
+    """One field a server-side apply would change that another field manager owns."""
+
+    field: str
+    """As the API server names it, e.g. ``.spec.replicas``."""
+    manager: str
+    """The other field manager, e.g. ``kubectl`` or ``kube-controller-manager``."""
+    api_version: str = ""
+    subresource: str = ""
+    """Set when the manager wrote through a subresource (``scale`` for ``kubectl scale`` and autoscalers)."""
+
+
+class ApplyConflictError(KubeError):
+    """A server-side apply was refused (409) because other field managers own fields it would change.
+
+    ``conflicts`` lists each field and its manager (from the API server's ``details.causes``); the message names
+    them. Re-applying with ``force=True`` takes the fields over, as ``kubectl apply --server-side --force-conflicts``
+    does."""
+
+    def __init__(self, what: str, conflicts: Sequence[FieldConflict], message: str) -> None:
+        self.what = what
+        self.conflicts = tuple(conflicts)
+        fields = "; ".join(f"{c.field} is owned by field manager {c.manager!r}" for c in self.conflicts)
+        super().__init__(f"{what}: conflict: {fields or message}")
+
+
+_CONFLICT_WITH = re.compile(
+    r'conflict with "(?P<manager>[^"]*)"(?: with subresource "(?P<subresource>[^"]*)")?(?: using (?P<api_version>\S+))?'
+)
+
+
+def conflicts_from_status(status: Mapping[str, Any]) -> list[FieldConflict]:
+    """The field conflicts in a 409 ``Status`` of a server-side apply (``details.causes`` of type
+    ``FieldManagerConflict``, e.g. ``{"reason": "FieldManagerConflict", "field": ".spec.replicas", "message":
+    "conflict with \"kubectl-scale\" with subresource \"scale\" using apps/v1"}``; a cause's type is serialized
+    as ``reason``)."""
+    out: list[FieldConflict] = []
+    for cause in (status.get("details") or {}).get("causes") or []:
+        if (cause.get("reason") or cause.get("type")) != "FieldManagerConflict":
+            continue
+        text = str(cause.get("message", ""))
+        m = _CONFLICT_WITH.search(text)
+        if m is None:
+            out.append(FieldConflict(str(cause.get("field", "?")), text or "?"))
+            continue
+        out.append(
+            FieldConflict(
+                str(cause.get("field", "?")),
+                m.group("manager"),
+                m.group("api_version") or "",
+                m.group("subresource") or "",
+            )
+        )
+    return out
+
+
 class KubeApi(Protocol):
     def apply(self, obj: Manifest, *, field_manager: str, force: bool = True, dry_run: bool = False) -> Manifest:
-        """Server-side apply ``obj`` (create or update) owned by ``field_manager``."""
+        """Server-side apply ``obj`` (create or update) owned by ``field_manager``. Without ``force``, fields other
+        managers own and ``obj`` would change raise :class:`ApplyConflictError`."""
         ...
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Manifest | None: ...
@@ -128,14 +200,19 @@ class ClientKubeApi:
         kwargs: dict[str, Any] = {"field_manager": field_manager, "force_conflicts": force}
         if dry_run:
             kwargs["dry_run"] = "All"
-        out = self._call(
-            f"apply {obj['kind']}/{meta['name']}",
-            res.server_side_apply,
-            body=obj,
-            name=meta["name"],
-            namespace=meta.get("namespace") if res.namespaced else None,
-            **kwargs,
-        )
+        ns = meta.get("namespace") if res.namespaced else None
+        what = f"apply {obj['kind']} {ns + '/' if ns else ''}{meta['name']}"
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            out = self._call(what, res.server_side_apply, body=obj, name=meta["name"], namespace=ns, **kwargs)
+        except KubeError as e:
+            cause = e.__cause__
+            if isinstance(cause, ApiException) and cause.status == 409:
+                conflicts = conflicts_from_status(_api_status(cause))
+                if conflicts:
+                    raise ApplyConflictError(what, conflicts, _api_message(cause)) from cause
+            raise
         return dict(out.to_dict())
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> Manifest | None:
@@ -206,10 +283,19 @@ class ClientKubeApi:
         return True
 
 
-def _api_message(e: Any) -> str:
+def _api_status(e: Any) -> dict[str, Any]:
+    """The ``Status`` object the API server sent with an error, or {}."""
     import json
 
     try:
-        return str(json.loads(e.body).get("message", e.body))
+        body = json.loads(e.body)
     except (TypeError, ValueError, AttributeError):
-        return str(getattr(e, "body", "") or e)
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _api_message(e: Any) -> str:
+    status = _api_status(e)
+    if "message" in status:
+        return str(status["message"])
+    return str(getattr(e, "body", "") or e)

@@ -34,7 +34,7 @@ def test_everything_is_server_side_applied_with_one_field_manager() -> None:
     api = FakeKubeApi()
     deploy(api, make_svc())
     assert {c.field_manager for c in api.applies} == {"kubeinfer"}
-    assert all(c.force for c in api.applies)
+    assert not any(c.force for c in api.applies)  # conflicts are reported, not overwritten (--force-conflicts)
     assert [c.obj["kind"] for c in api.applies][:3] == ["ConfigMap", "Service", "Deployment"]
 
 
