@@ -1,7 +1,8 @@
 """The replica's HTTP data plane as a raw ASGI application.
 
 Routes: Open Inference Protocol v2 REST (health, metadata, infer; JSON and the binary tensor data extension; gzip
-and deflate bodies), KServe v1 (``/v1/models/{name}``, ``:predict``), OpenAI-style ``/v1/embeddings``, Kubernetes
+and deflate bodies), KServe v1 (``/v1/models/{name}``, ``:predict``), OpenAI-style ``/v1/embeddings`` and
+``/v1/models`` (OpenAI's list, with KServe v1's ``models`` names in the same answer), Kubernetes
 probes (``/healthz``, ``/readyz``, ``/startupz``), ``/metrics`` and ``/openapi.json``.
 
 Why raw ASGI and not a framework: on this workload a framework route plus pydantic request models costs several
@@ -102,6 +103,8 @@ class ModelSlot:
     ready: bool = False
     error: str | None = None
     stats: dict[str, int] = field(default_factory=dict)
+    # When the model was added, in Unix seconds: the ``created`` field of OpenAI's model list.
+    created: int = field(default_factory=lambda: int(time.time()))
 
     def metadata(self) -> dict[str, Any]:
         info = self.info
@@ -124,12 +127,41 @@ class InferenceApp:
         self.limits = limits or Limits()
         self.metrics = metrics or Metrics()
         self.models: dict[str, ModelSlot] = {}
-        self.draining = False
-        self.started = False  # all models loaded (startup probe)
+        self._draining = False
+        self._started = False  # all models loaded (startup probe)
         self._openapi = openapi  # called with the served models' (name, version) pairs
         self._openapi_body: bytes | None = None
+        self._watchers: list[Callable[[], None]] = []
 
     # -- state -----------------------------------------------------------------------------------------
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the event loop) whenever readiness may have changed: a model loaded or failed,
+        the server started or began to drain. The gRPC health service follows the server this way."""
+        self._watchers.append(callback)
+
+    def changed(self) -> None:
+        """Tell the watchers that readiness may have changed."""
+        for callback in self._watchers:
+            callback()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._draining = value
+        self.changed()
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @started.setter
+    def started(self, value: bool) -> None:
+        self._started = value
+        self.changed()
+
     @property
     def in_flight(self) -> int:
         """Requests inside the server (every protocol): the ``kubeinfer_requests_in_flight`` gauge itself."""
@@ -466,7 +498,7 @@ class InferenceApp:
         rest = parts[2:]
         if rest == ["models"]:
             _get(method)
-            await _send(send, 200, orjson.dumps({"models": list(self.models)}), _JSON)
+            await _send(send, 200, orjson.dumps(self.model_list()), _JSON)
             return 200, "", "rest"
         if rest == ["embeddings"]:
             if method != "POST":
@@ -487,6 +519,16 @@ class InferenceApp:
                 await self._predict_v1(slot, scope, receive, send)
                 return 200, slot.name, "v1"
         raise RouteNotFound(f"no route {method} /v1/{'/'.join(rest)}: see /openapi.json for the endpoints")
+
+    def model_list(self) -> dict[str, Any]:
+        """``GET /v1/models``: OpenAI's model list (``object``, ``data``), which OpenAI clients read from
+        ``{base_url}/models``, and KServe v1's (``models``, the names) in the same object, so both kinds of client
+        read the route they already call."""
+        data = [
+            {"id": s.name, "object": "model", "created": s.created, "owned_by": "kubeinfer"}
+            for s in self.models.values()
+        ]
+        return {"object": "list", "data": data, "models": list(self.models)}
 
     def _json_body(self, body: bytes) -> Any:
         try:
@@ -674,3 +716,4 @@ async def load_slot(
     except Exception as e:
         slot.error = f"{type(e).__name__}: {e}"
         log.error("model %s failed to load: %s", slot.name, slot.error)
+    app.changed()

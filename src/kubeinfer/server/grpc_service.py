@@ -19,6 +19,8 @@ submitted to the model's batcher. Outputs always go back as ``raw_output_content
 ``tritonclient.grpc`` reads. Errors are ``errors.ServerError`` mapped to status codes by ``errors.grpc_code``.
 Metrics: ``kubeinfer_requests_total{protocol="grpc"}``, whose ``status`` label holds the gRPC status code number
 (0 is OK, 3 INVALID_ARGUMENT, 5 NOT_FOUND, 14 UNAVAILABLE ...).
+
+The same server also answers ``grpc.health.v1.Health`` and server reflection (``health_grpc.py``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from kubeinfer.runtimes.base import DATATYPES, datatype_of
 from kubeinfer.server._proto import grpc_predict_v2_pb2 as pb
 from kubeinfer.server.app import EXTENSIONS, InferenceApp, ModelSlot
 from kubeinfer.server.errors import InvalidInput, OutOfMemory, ServerError, grpc_code, internal_error
+from kubeinfer.server.health_grpc import Health, add_health_and_reflection
 from kubeinfer.server.tensors import (
     InferRequest,
     RequestedOutput,
@@ -51,7 +54,7 @@ from kubeinfer.server.tensors import (
     validate_inputs,
 )
 
-__all__ = ["SERVICE", "decode_request", "encode_response", "start_grpc"]
+__all__ = ["SERVICE", "GrpcServer", "decode_request", "encode_response", "start_grpc"]
 
 log = logging.getLogger("kubeinfer.server.grpc")
 
@@ -337,10 +340,25 @@ def handlers(app: InferenceApp) -> grpc.GenericRpcHandler:
     return grpc.method_handlers_generic_handler(SERVICE, table)
 
 
+class GrpcServer:
+    """The running gRPC server and its health service: :meth:`stop` ends the health ``Watch`` streams first (they
+    are open for as long as their clients like, and would hold the shutdown for the whole grace period)."""
+
+    def __init__(self, server: grpc.aio.Server, health: Health) -> None:
+        self.server = server
+        self.health = health
+
+    async def stop(self, grace: float | None) -> None:
+        await self.health.close()
+        await self.server.stop(grace)
+
+
 async def start_grpc(
     app: InferenceApp, host: str, port: int, *, reuse_port: bool = False, unix: Path | None = None
-) -> tuple[grpc.aio.Server, int]:
+) -> tuple[GrpcServer, int]:
     """Start the gRPC server on the running event loop; ``port`` 0 picks a free port. Returns it and the port.
+    Besides ``inference.GRPCInferenceService`` it serves ``grpc.health.v1.Health`` and server reflection
+    (:mod:`~kubeinfer.server.health_grpc`).
     ``reuse_port`` is for the processes of one replica, whose parent holds the port (see ``server.processes``).
     ``unix``: listen on that Unix socket instead of ``host:port`` (user-only permissions; the port returned is 0)."""
     limit = min(app.limits.max_body_bytes, _INT32_MAX)
@@ -373,5 +391,6 @@ async def start_grpc(
         raise SystemExit(
             f"kubeinfer serve: cannot listen for gRPC on {address} (choose another {flag}, or stop what uses it)"
         )
+    health = await add_health_and_reflection(server, app)
     await server.start()
-    return server, 0 if unix is not None else bound
+    return GrpcServer(server, health), 0 if unix is not None else bound

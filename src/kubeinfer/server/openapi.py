@@ -197,7 +197,26 @@ def openapi_document(served: list[tuple[str, str]] | None = None) -> dict[str, A
             "required": ["predictions"],
             "properties": {"predictions": {"type": "array"}},
         },
-        "V1Models": {"type": "object", "properties": {"models": {"type": "array", "items": {"type": "string"}}}},
+        "V1Models": {
+            "type": "object",
+            "description": "OpenAI's model list (object, data) with KServe v1's list of names (models) beside it.",
+            "required": ["object", "data", "models"],
+            "properties": {
+                "object": {"type": "string", "enum": ["list"]},
+                "data": {"type": "array", "items": {"$ref": "#/components/schemas/OpenAIModel"}},
+                "models": {"type": "array", "items": {"type": "string"}, "description": "KServe v1: the names."},
+            },
+        },
+        "OpenAIModel": {
+            "type": "object",
+            "required": ["id", "object", "created", "owned_by"],
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"type": "string", "enum": ["model"]},
+                "created": {"type": "integer", "description": "When the model was added, in Unix seconds."},
+                "owned_by": {"type": "string"},
+            },
+        },
         "EmbeddingsRequest": {
             "type": "object",
             "required": ["input"],
@@ -241,7 +260,7 @@ def openapi_document(served: list[tuple[str, str]] | None = None) -> dict[str, A
         "/v2/models/{model_name}/versions/{model_version}/infer": _post(
             "Inference on a model version", "InferRequest", "InferResponse", [name_param, version_param], binary=True
         ),
-        "/v1/models": _get("Models served (KServe v1)", "V1Models"),
+        "/v1/models": _get("Models served (OpenAI's list, with KServe v1's names)", "V1Models"),
         "/v1/models/{model_name}": _get(
             "Model readiness (KServe v1)", "ModelReady", [name_param], not_ready=True, not_found=True
         ),

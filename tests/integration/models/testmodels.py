@@ -119,3 +119,19 @@ class DiesOnNegative:
         if inputs["x"].size and inputs["x"].flat[0] < 0:
             os._exit(13)
         return {"y": inputs["x"] * 2}
+
+
+class GatedLoad:
+    """Loads only once the file ``gate`` exists (at most 60 s): a model that is still loading for as long as a test
+    needs. Then doubles its input."""
+
+    inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, -1]}]
+    outputs = [{"name": "y", "datatype": "FP32", "shape": [-1, -1]}]
+
+    def __init__(self, gate: str) -> None:
+        deadline = time.monotonic() + 60
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": inputs["x"] * 2}
