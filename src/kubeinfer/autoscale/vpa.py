@@ -348,7 +348,11 @@ def _scale(value: float, factor: float) -> float:
     return value * factor
 
 
-def vpa_config_from_spec(spec: VerticalSpec, containers: int = 1) -> VpaConfig:
+def vpa_config_from_spec(spec: VerticalSpec, containers: int = 1, capacity: Resources | None = None) -> VpaConfig:
+    """The recommender's configuration from ``spec.autoscaling.vertical``. ``capacity`` is the largest machine a
+    replica can run on (this one, locally): recommendations are capped there as under ``maxAllowed``, as the
+    recommender's ``--container-recommendation-max-allowed-cpu/memory`` flags cap them for a cluster -- an upper
+    bound of 99 cores on a 2-core machine says nothing a user can act on."""
     def resources(r: object) -> Resources | None:
         cpu = getattr(r, "cpu", None)
         memory = getattr(r, "memory", None)
@@ -365,4 +369,6 @@ def vpa_config_from_spec(spec: VerticalSpec, containers: int = 1) -> VpaConfig:
         lo = Resources(0.0 if math.isnan(lo.cpu) else lo.cpu, 0.0 if math.isnan(lo.memory) else lo.memory)
     if hi is not None:
         hi = Resources(math.inf if math.isnan(hi.cpu) else hi.cpu, math.inf if math.isnan(hi.memory) else hi.memory)
+    if capacity is not None:
+        hi = capacity if hi is None else Resources(min(hi.cpu, capacity.cpu), min(hi.memory, capacity.memory))
     return VpaConfig(update_mode=spec.updateMode, min_allowed=lo, max_allowed=hi, containers=containers)

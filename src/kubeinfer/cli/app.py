@@ -57,9 +57,26 @@ def load_or_fail(path: Path) -> InferenceService:
         raise fail(f"invalid spec\n{e}", 2) from None
 
 
+def check_sources_or_fail(svc: InferenceService, spec_file: Path) -> None:
+    """Refuse a spec whose model cannot be found here (a missing file, an unimportable module): one line each."""
+    from kubeinfer.runtimes.sources import model_source_problems
+
+    problems = model_source_problems(svc.spec.model, spec_file.resolve().parent)
+    if problems:
+        raise fail("\n".join(f"{spec_file}: {p}" for p in problems), 2)
+
+
 @app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="InferenceService YAML files.", show_default=False)],
+    check_files: Annotated[
+        bool,
+        typer.Option(
+            "--files/--no-files",
+            help="Check that the model file (and a Python model's module) exists here; --no-files for a spec whose "
+            "model lives in a container image.",
+        ),
+    ] = True,
     strict: Annotated[
         bool,
         typer.Option(
@@ -80,6 +97,15 @@ def validate(
             err.print(str(e), highlight=False, soft_wrap=True)
             continue
         model = svc.spec.model
+        if check_files:
+            from kubeinfer.runtimes.sources import model_source_problems
+
+            problems = model_source_problems(model, f.resolve().parent)
+            if problems:
+                bad += 1
+                for p in problems:
+                    err.print(f"{f}: {p}", highlight=False, soft_wrap=True)
+                continue
         if strict and model.format == "python" and model.className:
             top = model.className.partition(":")[0].split(".")[0]
             if top in sys.stdlib_module_names or top == "builtins":

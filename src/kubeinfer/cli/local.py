@@ -6,6 +6,7 @@ view, or detached with ``-d``); the others talk to a running one through its con
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from kubeinfer.cli.app import app, fail, load_or_fail, out
+from kubeinfer.cli.app import app, check_sources_or_fail, err, fail, load_or_fail, out
 
 __all__: list[str] = []
 
@@ -68,9 +69,9 @@ def _call(name: str | None, method: str, path: str, body: dict[str, Any] | None 
         raise fail(str(e)) from None
 
 
-def _check_output(output: str) -> None:
-    if output not in ("table", "json", "yaml"):
-        raise fail(f"--output {output!r}: use table, json or yaml", 2)
+def _check_output(output: str, choices: tuple[str, ...] = ("table", "json", "yaml")) -> None:
+    if output not in choices:
+        raise fail(f"--output {output!r}: use {', '.join(choices[:-1])} or {choices[-1]}", 2)
 
 
 def _emit(data: Any, output: str) -> bool:
@@ -94,17 +95,22 @@ def _bytes(v: float | None) -> str:
     return "-" if v is None else f"{v / 2**20:.0f}Mi"
 
 
-def _replica_table(st: dict[str, Any]) -> Any:
+def _replica_table(st: dict[str, Any], wide: bool = False) -> Any:
     from rich.table import Table
 
     t = Table(box=None, pad_edge=False)
-    for col in ("REPLICA", "READY", "STATUS", "RESTARTS", "AGE", "PID", "ADDRESS", "VERSION", "CPU", "MEMORY"):
-        t.add_column(col)
+    cols = ["REPLICA", "READY", "STATUS", "RESTARTS", "AGE", "PID", "ADDRESS", "VERSION", "CPU", "MEMORY"]
+    if wide:
+        cols += ["REVISION", "CPUS", "THROTTLED", "LOG"]
+    for col in cols:
+        t.add_column(col, overflow="fold" if wide else "ellipsis")
     for r in st["replicas"]:
         status = r["state"]
-        if r["last_exit"] and status == "CrashLoopBackOff":
-            status += f" ({r['last_exit']['reason']})"
-        t.add_row(
+        if status == "CrashLoopBackOff" and (r.get("reason") or r["last_exit"]):
+            status += f" ({r.get('reason') or r['last_exit']['reason']})"
+        elif r.get("reason"):
+            status = r["reason"]
+        row = [
             r["id"],
             "1/1" if r["ready"] else "0/1",
             status,
@@ -115,8 +121,24 @@ def _replica_table(st: dict[str, Any]) -> Any:
             r["version"],
             "-" if r["cpu"] is None else f"{r['cpu']:.2f}",
             _bytes(r["memory"]),
-        )
+        ]
+        if wide:
+            throttled = r.get("cpu_throttled_seconds")
+            row += [
+                str(r["revision"]),
+                ",".join(map(str, r["cpus"])) if r.get("cpus") else "-",
+                "-" if throttled is None else f"{throttled:.1f}s",
+                r.get("log") or "-",
+            ]
+        t.add_row(*row)
     return t
+
+
+def load_error(message: str) -> str:
+    """The model's own error out of a replica's probe message (``startup probe: GET /startupz: HTTP 503 (model 'x'
+    failed to load: ModelError: ...)``)."""
+    _, sep, cause = message.partition("failed to load: ")
+    return cause.removesuffix(")") if sep else message
 
 
 def _address(r: dict[str, Any]) -> str:
@@ -161,6 +183,7 @@ def up(
     from kubeinfer.local.gpu import GpuError
 
     svc = load_or_fail(spec_file)
+    check_sources_or_fail(svc, spec_file)
     settings = _settings()
     folder = settings.service_dir(svc.name)
     info = read_control(folder)
@@ -255,6 +278,21 @@ def _up_detached(
                 f"{proc.pid}); logs: {log}"
             )
             return
+        failed = next((r for r in st["replicas"] if r.get("reason") == "ModelLoadFailed"), None)
+        if failed is not None:
+            # It will not load on a restart either: say why now, and stop rather than leave a service that
+            # cannot serve (fix the spec, then `up` again).
+            fail(f"{name}: replica {failed['id']} could not load its model: {load_error(failed['message'])}")
+            with contextlib.suppress(ControlError):
+                client.call("POST", "/v1/down", {}, timeout=5)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=60)
+            err.print(
+                f"the service was stopped; fix spec.model and run `kubeinfer up` again (replica log: {failed['log']})",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1)
         time.sleep(0.2)
     raise fail(f"{name} not ready after {timeout:g} s: see `kubeinfer describe {name}` and {log}")
 
@@ -268,26 +306,95 @@ def apply(
 ) -> None:
     """Change a running service: a new model, code or resources roll out with maxSurge/maxUnavailable."""
     svc = load_or_fail(spec_file)
+    check_sources_or_fail(svc, spec_file)
     body = {"spec": svc.model_dump(mode="json"), "base_dir": str(spec_file.resolve().parent), "source": str(spec_file)}
     res = _call(svc.name, "POST", "/v1/apply", body)
     out.print(f"{svc.name}: {res['message']}")
 
 
+GET_OUTPUTS = ("table", "wide", "json", "yaml", "name")
+GetOutputOpt = Annotated[str, typer.Option("--output", "-o", help="table | wide | json | yaml | name")]
+
+
+def _statuses(settings: Any) -> list[dict[str, Any]]:
+    """The status of every running service (one that stops while we ask is left out, as kubectl would)."""
+    from kubeinfer.local.control import ControlClient, ControlError
+
+    found = []
+    for n in _running_names(settings):
+        try:
+            found.append(ControlClient(n, settings.service_dir(n)).call("GET", "/v1/status", timeout=10))
+        except ControlError:
+            continue
+    return found
+
+
+def _service_table(statuses: list[dict[str, Any]], wide: bool) -> Any:
+    from rich.table import Table
+
+    t = Table(box=None, pad_edge=False)
+    cols = ["NAME", "READY", "STATUS", "POLICY", "URL", "REVISION", "AGE"]
+    if wide:
+        cols += ["VERSION", "GRPC", "LOAD", "BOUNDS"]
+    for col in cols:
+        t.add_column(col)
+    now = time.time()
+    for st in statuses:
+        from kubeinfer.cli.objects import as_object
+
+        ready = as_object(st)["status"]["conditions"][0]
+        row = [
+            st["name"],
+            f"{st['ready_replicas']}/{st['desired']}",
+            "Ready" if st["ready"] else ready["reason"],
+            st["autoscaling"]["policy"],
+            st["endpoint"]["http"],
+            str(st["revision"]),
+            _age(now - st["created"]) if st.get("created") else "-",
+        ]
+        if wide:
+            a, r = st["autoscaling"], st.get("router") or {}
+            row += [
+                st["version"],
+                str(st["endpoint"].get("grpc") or "-"),
+                f"{r.get('rps', 0):.0f} req/s",
+                f"[{a['min']}, {a['max']}]",
+            ]
+        t.add_row(*row)
+    return t
+
+
 @app.command()
 def get(
-    name: Annotated[str | None, typer.Argument(help="Service name (optional when one runs).")] = None,
-    output: OutputOpt = "table",
+    name: Annotated[str | None, typer.Argument(help="A service's name; without it, every running service.")] = None,
+    output: GetOutputOpt = "table",
 ) -> None:
-    """List a service's replicas: pid, address (port, or Unix socket), state, version, restarts."""
-    _check_output(output)
+    """List the running services, or one service and its replicas (pid, address, state, version, restarts).
+
+    ``-o json|yaml`` prints InferenceService objects as Kubernetes does (a List without NAME)."""
+    from kubeinfer.cli.objects import as_list, as_object
+
+    _check_output(output, GET_OUTPUTS)
+    if name is None:
+        statuses = _statuses(_settings())
+        if _emit(as_list([as_object(st) for st in statuses]), output):
+            return
+        if output == "name":
+            for st in statuses:
+                out.print(f"inferenceservice/{st['name']}", highlight=False)
+        elif not statuses:
+            err.print("No services are running (start one: kubeinfer up SPEC.yaml).", highlight=False)
+        else:
+            out.print(_service_table(statuses, wide=output == "wide"))
+        return
     st = _call(name, "GET", "/v1/status")
-    data = {
-        k: st[k] for k in ("name", "endpoint", "revision", "version", "desired", "ready_replicas", "ready", "replicas")
-    }
-    if _emit(data, output):
+    if _emit(as_object(st), output):
+        return
+    if output == "name":
+        out.print(f"inferenceservice/{st['name']}", highlight=False)
         return
     out.print(_summary(st))
-    out.print(_replica_table(st))
+    out.print(_replica_table(st, wide=output == "wide"))
 
 
 @app.command()
@@ -320,12 +427,7 @@ def describe(
         for col in ("", "CPU", "MEMORY"):
             t.add_column(col)
         for k in ("lower", "target", "upper"):
-            cpu, mem = v[k]["cpu"], v[k]["memory"]
-            t.add_row(
-                k,
-                "inf" if cpu == float("inf") else f"{cpu * 1000:.0f}m",
-                "inf" if mem == float("inf") else _bytes(mem),
-            )
+            t.add_row(k, _cpu(v[k]["cpu"]), _memory(v[k]["memory"]))
         out.print(t)
     t = Table(title="Events", box=None, title_justify="left")
     for col in ("AGE", "TYPE", "REASON", "OBJECT", "MESSAGE"):
@@ -337,26 +439,110 @@ def describe(
     out.print(t)
 
 
+def _cpu(cores: float) -> str:
+    from kubeinfer.spec.quantity import format_cpu
+
+    return "inf" if cores == float("inf") else format_cpu(cores)
+
+
+def _memory(nbytes: float) -> str:
+    from kubeinfer.spec.quantity import format_memory
+
+    return "inf" if nbytes == float("inf") else format_memory(nbytes)
+
+
 @app.command()
 def scale(
-    name: Annotated[str, typer.Argument(help="Service name.", show_default=False)],
-    replicas: Annotated[int, typer.Option("--replicas", help="Replica count.", show_default=False)],
+    name: Annotated[str | None, typer.Argument(help="Service name (optional when one runs).")] = None,
+    replicas: Annotated[
+        int | None, typer.Option("--replicas", help="Replica count (an autoscaled service moves it again).")
+    ] = None,
+    min_replicas: Annotated[
+        int | None, typer.Option("--min", help="Autoscaling lower bound (spec.autoscaling.minReplicas).")
+    ] = None,
+    max_replicas: Annotated[
+        int | None, typer.Option("--max", help="Autoscaling upper bound (spec.autoscaling.maxReplicas).")
+    ] = None,
 ) -> None:
-    """Set the replica count (autoscaled services: within minReplicas..maxReplicas; the policy goes on)."""
-    res = _call(name, "POST", "/v1/scale", {"replicas": replicas})
-    out.print(f"{name}: {res['message']}")
+    """Set the replica count, or an autoscaled service's bounds (--min/--max), without a new revision."""
+    if (replicas is None) == (min_replicas is None and max_replicas is None):
+        raise fail("give --replicas N, or --min and/or --max for an autoscaled service", 2)
+    body: dict[str, Any] = {"replicas": replicas} if replicas is not None else {}
+    if min_replicas is not None:
+        body["min"] = min_replicas
+    if max_replicas is not None:
+        body["max"] = max_replicas
+    client = _client(name)
+    res = _call(client.name, "POST", "/v1/scale", body)
+    out.print(f"{client.name}: {res['message']}", highlight=False, soft_wrap=True)
+
+
+def _duration(text: str) -> float:
+    """``--since`` as kubectl takes it: ``30s``, ``5m``, ``2h``, ``1h30m``."""
+    import re
+
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text.strip())
+    if not text.strip() or parts is None:
+        raise fail(f"--since {text!r}: give a duration such as 30s, 5m, 2h or 1h30m", 2)
+    h, m, sec = (int(g or 0) for g in parts.groups())
+    return h * 3600 + m * 60 + sec
+
+
+def _line_time(line: str) -> float | None:
+    """When a log line was written, from the server's ``2026-12-05 19:08:37,413 LEVEL ...`` prefix (local time)."""
+    from datetime import datetime
+
+    try:
+        return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    except ValueError:
+        return None
+
+
+def _since(lines: list[str], cutoff: float, mtime: float) -> list[str]:
+    """The lines written at or after ``cutoff``. A line without a time (a traceback, a print) belongs with the nearest
+    timed line before it, or after it at the top of the file; a file without any time is as old as its last write."""
+    times = [_line_time(ln) for ln in lines]
+    later = next((t for t in times if t is not None), mtime)
+    kept, last = [], None
+    for line, t in zip(lines, times, strict=True):
+        last = t if t is not None else last
+        when = last if last is not None else later
+        if when >= cutoff:
+            kept.append(line)
+    return kept
+
+
+def _log_name(name: str | None, settings: Any) -> str:
+    if name is not None:
+        return name
+    running = _running_names(settings)
+    if len(running) == 1:
+        return str(running[0])
+    with_logs = (
+        sorted(d.name for d in settings.home.iterdir() if (d / "logs").is_dir()) if settings.home.is_dir() else []
+    )
+    if not running and len(with_logs) == 1:
+        return str(with_logs[0])
+    which = f"running: {', '.join(running)}" if running else f"with logs: {', '.join(with_logs) or 'none'}"
+    raise fail(f"give the service NAME ({which})", 2)
 
 
 @app.command()
 def logs(
-    name: Annotated[str, typer.Argument(help="Service name.", show_default=False)],
+    name: Annotated[str | None, typer.Argument(help="Service name (optional when one runs).")] = None,
     replica: Annotated[str | None, typer.Option("--replica", help="One replica's id (see `get`).")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    tail: Annotated[int, typer.Option("--tail", help="Only the last N lines of each replica (-1: all).")] = -1,
+    since: Annotated[
+        str | None, typer.Option("--since", help="Only lines newer than this: 30s, 5m, 2h.", show_default=False)
+    ] = None,
 ) -> None:
     """Print replica logs (all current replicas, each line prefixed, or one with --replica)."""
     from kubeinfer.local.control import ControlError
 
     settings = _settings()
+    name = _log_name(name, settings)
+    cutoff = None if since is None else time.time() - _duration(since)
     folder = settings.service_dir(name) / "logs"
     if replica is not None:
         files = [folder / f"{replica}.log"]
@@ -366,13 +552,14 @@ def logs(
     else:
         try:
             ids = [r["id"] for r in _client(name).call("GET", "/v1/status")["replicas"]]
-        except ControlError:
+        except (ControlError, typer.Exit):
             ids = sorted(p.stem for p in folder.glob("*.log"))
         files = [folder / f"{i}.log" for i in ids if (folder / f"{i}.log").exists()]
         if not files:
             raise fail(f"no logs for {name!r} in {folder}", 1)
     prefix = len(files) > 1
     offsets = {f: 0 for f in files}
+    first = True
 
     def dump() -> None:
         for f in files:
@@ -380,11 +567,17 @@ def logs(
                 fh.seek(offsets[f])
                 data = fh.read()
                 offsets[f] += len(data)
-            for line in data.decode(errors="replace").splitlines():
+            lines = data.decode(errors="replace").splitlines()
+            if first and cutoff is not None:
+                lines = _since(lines, cutoff, f.stat().st_mtime)
+            if first and tail >= 0:
+                lines = lines[len(lines) - tail :] if tail else []
+            for line in lines:
                 sys.stdout.write(f"[{f.stem}] {line}\n" if prefix else line + "\n")
         sys.stdout.flush()
 
     dump()
+    first = False
     try:
         while follow:
             time.sleep(0.25)

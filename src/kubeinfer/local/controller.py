@@ -63,7 +63,7 @@ from kubeinfer.local.rollout import ReplicaView, RolloutProgress, plan
 from kubeinfer.local.settings import LocalSettings
 from kubeinfer.server.listen import grpc_socket_path
 from kubeinfer.server.logs import copytruncate
-from kubeinfer.spec import InferenceService, resolve_uri
+from kubeinfer.spec import InferenceService, SpecError, resolve_uri, validate_spec
 from kubeinfer.spec.service import ServiceSpec
 
 __all__ = ["ControllerError", "RouterLike", "ServiceController", "template_of"]
@@ -205,7 +205,7 @@ class ServiceController:
         self._set_spec(svc, base_dir)
         self.desired = self._initial_replicas(svc)
         self._policy_state = self.policy.initial_state()
-        self.vpa = VPA(vpa_config_from_spec(svc.spec.autoscaling.vertical))
+        self.vpa = VPA(vpa_config_from_spec(svc.spec.autoscaling.vertical, capacity=self._capacity()))
         self._vpa_state = self.vpa.initial_state()
 
     # -- spec and revisions ---------------------------------------------------------------------------------
@@ -213,6 +213,10 @@ class ServiceController:
     @property
     def svc(self) -> InferenceService:
         return self.revisions[self.target].svc
+
+    def _capacity(self) -> Resources:
+        """This machine, as the VPA's cap: the CPUs replicas may use and the physical memory."""
+        return Resources(float(len(self.cpus)), float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")))
 
     def _initial_replicas(self, svc: InferenceService) -> int:
         a = svc.spec.autoscaling
@@ -266,7 +270,7 @@ class ServiceController:
             msg = f"rolling out revision {rev.number} (model version {rev.version}) over revision {previous}"
         if svc.spec.autoscaling != old_auto:
             self._policy_state = self.policy.initial_state()
-            self.vpa = VPA(vpa_config_from_spec(svc.spec.autoscaling.vertical))
+            self.vpa = VPA(vpa_config_from_spec(svc.spec.autoscaling.vertical, capacity=self._capacity()))
             self.desired = bounded(self.desired, self.policy)  # policy none: its count
         self._event("Normal", "Applied", self.name, msg)
         self._wake.set()
@@ -286,7 +290,34 @@ class ServiceController:
         msg = f"scaled from {self.desired} to {replicas} replicas by request"
         self.desired = replicas
         self._event("Normal", "ScalingReplicaSet", self.name, msg)
+        if not isinstance(self.policy, FixedReplicas):
+            # As with an HPA over a Deployment: the autoscaler owns the count and moves it at its next decision.
+            lo, hi = self.policy.min_replicas, self.policy.max_replicas
+            msg += (
+                f"; note: autoscaling (policy {self.svc.spec.autoscaling.policy}, [{lo}, {hi}]) owns the replica count "
+                f"and will change it at its next decision: to keep at least {replicas}, set the bounds with "
+                f"`kubeinfer scale {self.name} --min {replicas}`"
+            )
         return msg
+
+    def scale_bounds(self, lo: int | None, hi: int | None) -> str:
+        """Change the autoscaler's bounds in place (``spec.autoscaling.minReplicas``/``maxReplicas``), as
+        ``kubectl patch hpa`` would: no new revision, the policy keeps deciding within the new bounds."""
+        current = self.revisions[self.target]
+        a = current.svc.spec.autoscaling
+        if a.policy == "none":
+            raise ControllerError("policy none has no autoscaling bounds: set the count with --replicas")
+        doc = current.svc.model_dump(mode="json")
+        auto = doc["spec"]["autoscaling"]
+        auto["minReplicas"] = a.minReplicas if lo is None else lo
+        auto["maxReplicas"] = a.maxReplicas if hi is None else hi
+        try:
+            svc = validate_spec(doc, "--min/--max")
+        except SpecError as e:
+            raise ControllerError(str(e)) from None
+        self.apply(svc, current.base_dir)
+        was, now_ = f"[{a.minReplicas}, {a.maxReplicas}]", f"[{auto['minReplicas']}, {auto['maxReplicas']}]"
+        return f"autoscaling bounds {now_} (were {was}); {self.desired} replica(s) now"
 
     # -- events ---------------------------------------------------------------------------------------------
 
@@ -861,6 +892,7 @@ class ServiceController:
                     "uds": r.uds if r.address is not None else None,
                     "grpc_uds": list(r.grpc_uds),
                     "state": m.phase,
+                    "reason": m.reason,
                     "ready": m.ready,
                     "version": r.revision.version,
                     "revision": r.revision.number,

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import signal
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,7 @@ class Platform:
         )
         self.http_port = 0
         self.grpc_port: int | None = None
+        self.created = time.time()  # wall clock, as metadata.creationTimestamp
         self._stop = asyncio.Event()
         self.exit_code = 0
 
@@ -96,6 +98,8 @@ class Platform:
     async def _status(self, body: dict[str, Any]) -> dict[str, Any]:
         st = self.controller.status()
         st["endpoint"] = {"http": f"http://{self.options.host}:{self.http_port}", "grpc": self.grpc_port}
+        st["created"] = self.created
+        st["spec"] = self.controller.svc.spec.model_dump(mode="json", exclude_none=True)
         s = self.router.stats()
         st["router"] = {
             "requests": s.requests,
@@ -123,12 +127,18 @@ class Platform:
         return {"message": msg}
 
     async def _scale(self, body: dict[str, Any]) -> dict[str, Any]:
-        _only(body, {"replicas"})
-        n = body.get("replicas")
-        if type(n) is not int or n < 0:  # not isinstance: true is an int to Python, not a replica count
-            raise BadRequest(f"replicas must be a whole number >= 0, got {json.dumps(n)}")
+        _only(body, {"replicas", "min", "max"})
+        for key in ("replicas", "min", "max"):
+            n = body.get(key)
+            # not isinstance: true is an int to Python, not a replica count
+            if key in body and (type(n) is not int or n < 0):
+                raise BadRequest(f"{key} must be a whole number >= 0, got {json.dumps(n)}")
+        if ("replicas" in body) == ("min" in body or "max" in body):
+            raise BadRequest("give replicas, or min and/or max (the autoscaling bounds)")
         try:
-            return {"message": self.controller.scale(n)}
+            if "replicas" in body:
+                return {"message": self.controller.scale(body["replicas"])}
+            return {"message": self.controller.scale_bounds(body.get("min"), body.get("max"))}
         except ControllerError as e:
             raise ControlError(str(e)) from None
 

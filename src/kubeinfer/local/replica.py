@@ -152,6 +152,9 @@ class ReplicaMachine:
         self.stopping = False
         self.last_exit: Exited | None = None
         self.message = ""
+        self.reason = ""
+        """Why the replica waits, as ``kubectl get pods`` shows it in STATUS: ``ModelLoadFailed`` when the server
+        said its model failed to load (it stays up and not ready; the startup probe restarts it in time)."""
         self.prober: probes.Prober | None = None
         self._backoff = BackoffState()
 
@@ -170,6 +173,7 @@ class ReplicaMachine:
             self.pid = event.pid
             self.process_started_at = now
             self.phase = "Starting"
+            self.reason = ""
             self.prober = probes.Prober(self.probes_spec, now)
             return [Emit("Normal", "Started", f"started process {event.pid}")]
         if isinstance(event, Exited):
@@ -200,6 +204,9 @@ class ReplicaMachine:
         if not event.ok and not self.ready and event.detail:
             # What describe shows while the replica is not ready (the server says why: loading, failed to load).
             self.message = f"{event.kind} probe: {event.detail}"
+            if not self.reason and "failed to load" in event.detail:
+                self.reason = "ModelLoadFailed"
+                out.append(Emit("Warning", "Failed", f"Error: {event.detail}"))  # as the kubelet reports a container
         for a in self.prober.step(event, now):
             if isinstance(a, probes.Started):
                 self.phase = "Running"
@@ -207,6 +214,7 @@ class ReplicaMachine:
                 self.ready = a.ready
                 if a.ready:
                     self.message = ""
+                    self.reason = ""
                 out.append(SetReady(a.ready))
                 if a.ready:
                     out.append(Emit("Normal", "Ready", a.reason))
@@ -262,7 +270,8 @@ class ReplicaMachine:
         self.restarts += 1
         self.restart_at = now + delay
         self.phase = "CrashLoopBackOff"
-        msg = f"back-off {delay:g} s restarting failed process; last exit {desc}"
+        why = f" ({self.reason})" if self.reason else ""
+        msg = f"back-off {delay:g} s restarting failed process{why}; last exit {desc}"
         self.message = f"CrashLoopBackOff: {msg} (restarted {self.restarts} times)"
         out.append(Emit("Warning", "BackOff", msg))
         return out

@@ -38,6 +38,7 @@ import numpy as np
 from kubeinfer.placement.catalogue import CATALOGUE, GIB, Catalogue
 from kubeinfer.placement.mig import maximal_layouts, mig_profiles, named_layouts, resource_name
 from kubeinfer.placement.profile import CPU_SLICE, Percentile, Profile, SliceRef
+from kubeinfer.spec.quantity import format_cpu, format_memory
 
 __all__ = [
     "GpuConfig",
@@ -794,7 +795,7 @@ def _placement(m: Model, oi: int, r: int) -> ServicePlacement:
     s = m.services[o.service]
     g = m.groups[o.group]
     opts = m.options_
-    requests = {"cpu": _fmt_cpu(s.cpu), "memory": _fmt_mem(s.host_memory_bytes)}
+    requests = {"cpu": format_cpu(s.cpu), "memory": format_memory(s.host_memory_bytes)}
     gpu: dict[str, object]
     rname: str | None
     sl = o.slice
@@ -813,19 +814,9 @@ def _placement(m: Model, oi: int, r: int) -> ServicePlacement:
             rname = resource_name(acc, "mig", mig_profile=sl.mig_profile, mig_strategy=opts.mig_strategy)
             gpu = {"count": 0, "sharing": "mig", "migProfile": sl.mig_profile}
         if mem_need:
-            gpu["memory"] = _fmt_mem(mem_need)
+            gpu["memory"] = format_memory(mem_need)
         requests[rname] = "1"
     return ServicePlacement(s.name, g.name, sl, r, r * o.capacity, rname, requests, gpu)
-
-
-def _fmt_cpu(cores: float) -> str:
-    milli = math.ceil(cores * 1000 - 1e-9)
-    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
-
-
-def _fmt_mem(b: int) -> str:
-    mi = math.ceil(b / 1024**2)
-    return f"{mi // 1024}Gi" if mi % 1024 == 0 else f"{mi}Mi"
 
 
 def _to_plan(m: Model, sol: _Solution, method: Literal["milp", "heuristic", "naive"]) -> Plan:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kubeinfer.placement.mig import mig_profiles
-from kubeinfer.spec.quantity import parse_quantity
+from kubeinfer.spec.quantity import format_memory, parse_quantity
 
 __all__ = [
     "Percentile",
@@ -148,7 +148,7 @@ class Profile:
             "kind": "Profile",
             "model": self.model,
             "hostCpu": _fmt_cpu(self.host_cpu),
-            "hostMemory": _fmt_bytes(self.host_memory_bytes),
+            "hostMemory": format_memory(self.host_memory_bytes),
             **({"machine": dict(self.extra["machine"])} if "machine" in self.extra else {}),
             "points": [
                 {
@@ -157,7 +157,7 @@ class Profile:
                     "concurrency": p.concurrency,
                     "throughputRps": p.throughput_rps,
                     "latencyMs": dict(p.latency_ms),
-                    "peakMemory": _fmt_bytes(p.peak_memory_bytes),
+                    "peakMemory": format_memory(p.peak_memory_bytes),
                     **({} if p.cpu_cores is None else {"cpuCores": p.cpu_cores}),
                 }
                 for p in self.points
@@ -168,14 +168,6 @@ class Profile:
 def _fmt_cpu(cores: float) -> str:
     milli = round(cores * 1000)
     return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
-
-
-def _fmt_bytes(n: int) -> str:
-    """Whole Mi (rounded up) or Gi: readable, and never below the measured value."""
-    mi = -(-n // 2**20)
-    if mi * 2**20 != n and n < 2**20:
-        return str(n)
-    return f"{mi // 1024}Gi" if mi % 1024 == 0 else f"{mi}Mi"
 
 
 def _num(raw: Any, where: str) -> float:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
-__all__ = ["Quantity", "QuantityError", "parse_quantity"]
+__all__ = ["Quantity", "QuantityError", "format_cpu", "format_memory", "parse_quantity"]
 
 Format = Literal["BinarySI", "DecimalSI", "DecimalExponent"]
 
@@ -124,3 +124,19 @@ def parse_quantity(raw: str | int | float) -> Quantity:
             raise QuantityError(f"{raw!r} is not a quantity: exponent {exp} is out of range")
         return Quantity(number * Fraction(10) ** exp, "DecimalExponent")
     return Quantity(number * _DECIMAL[suffix], "DecimalSI")
+
+
+def format_cpu(cores: float) -> str:
+    """CPU cores as a quantity, rounded up to a millicore: ``2`` -> ``"2"``, ``0.0251`` -> ``"26m"``."""
+    milli = math.ceil(cores * 1000 - 1e-6)  # float noise (0.1 * 3) is not another millicore
+    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
+
+
+def format_memory(nbytes: float) -> str:
+    """Bytes as a quantity in whole ``Mi`` (rounded up, never below the amount) or ``Gi`` when exact; under 1Mi,
+    the bytes as they are: ``25276071936`` -> ``"24106Mi"``, ``2**30`` -> ``"1Gi"``."""
+    n = math.ceil(nbytes)
+    mi = -(-n // 2**20)
+    if n < 2**20 and mi * 2**20 != n:
+        return str(n)
+    return f"{mi // 1024}Gi" if mi % 1024 == 0 else f"{mi}Mi"

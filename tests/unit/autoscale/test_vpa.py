@@ -147,3 +147,15 @@ def test_min_and_max_allowed_from_the_spec_cap_all_three() -> None:
     assert d.target.cpu == d.lower_bound.cpu == 1.0
     assert d.upper_bound.memory == d.target.memory == 256 * MIB
     assert d.uncapped_target.cpu < 1.0
+
+
+@pytest.mark.parametrize("max_allowed", [None, {"cpu": "1500m"}, {"cpu": "8", "memory": "100Gi"}])
+def test_the_machine_caps_the_bounds_with_max_allowed_whichever_is_lower(max_allowed: dict[str, str] | None) -> None:
+    # 20 s of history: the upper bound is many times the usage (low confidence) -- not above the machine
+    spec = VerticalSpec(maxAllowed=max_allowed) if max_allowed else VerticalSpec()
+    vpa = VPA(vpa_config_from_spec(spec, capacity=Resources(2.0, 4 * 1024 * MIB)))
+    d, _ = vpa.decide(steady(0.9, 600 * MIB, 3), vpa.initial_state(), NOW + 20)
+    cpu_cap = 1.5 if max_allowed == {"cpu": "1500m"} else 2.0
+    assert d.upper_bound.cpu == cpu_cap and d.upper_bound.memory == 4 * 1024 * MIB
+    assert d.uncapped_target.cpu <= d.target.cpu or d.target.cpu == cpu_cap
+    assert all(r.cpu <= cpu_cap and r.memory <= 4 * 1024 * MIB for r in (d.target, d.lower_bound, d.upper_bound))

@@ -73,6 +73,10 @@ def test_bodies_are_checked_and_state_files_are_private(tmp_path: Path) -> None:
         ({"replicas": "3"}, 'got "3"'),
         ({"replicas": -1}, "got -1"),
         ({"replicas": 2, "force": 1}, "unknown field 'force'"),
+        ({"min": True}, "min must be a whole number >= 0, got true"),
+        ({"max": -2}, "max must be a whole number >= 0, got -2"),
+        ({}, "give replicas, or min and/or max"),
+        ({"replicas": 2, "min": 1}, "give replicas, or min and/or max"),
     ],
 )
 def test_scale_takes_a_whole_number_only(tmp_path: Path, body: dict[str, Any], message: str) -> None:

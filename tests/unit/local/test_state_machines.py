@@ -274,3 +274,31 @@ def test_progress_deadline_counts_from_the_last_progress() -> None:
     assert not p.deadline_exceeded(10, 17.0) and p.deadline_exceeded(10, 18.5)
     assert RolloutProgress.complete([v("n", 2), v("m", 2)], 2, 2)
     assert not RolloutProgress.complete([v("n", 2), v("a", 1)], 2, 1)
+
+
+def test_a_model_that_fails_to_load_is_the_replicas_reason_until_a_new_process_starts() -> None:
+    m = machine()
+    assert m.step(probes.Tick(), 0.0) == [replica.Spawn()]
+    m.step(replica.Spawned(123), 0.0)
+    detail = "GET /startupz: HTTP 503 (model 'svc' failed to load: ModelError: model file /m.joblib does not exist)"
+    actions: list[replica.ReplicaAction] = []
+    for t in (1.0, 2.0):
+        m.step(probes.Tick(), t)
+        actions += m.step(probes.ProbeResult("startup", False, detail), t)
+    warnings = [a for a in actions if isinstance(a, replica.Emit) and a.type == "Warning"]
+    assert [(w.reason, w.message) for w in warnings] == [("Failed", f"Error: {detail}")]  # once, not per probe
+    assert m.reason == "ModelLoadFailed" and m.phase == "Starting"
+    m.step(replica.Exited(0, "Completed"), 3.0)
+    assert m.phase == "CrashLoopBackOff" and "(ModelLoadFailed)" in m.message and m.reason == "ModelLoadFailed"
+    m.step(probes.Tick(), 5.0)
+    m.step(replica.Spawned(124), 5.0)
+    assert m.reason == ""
+
+
+def test_a_probe_failure_that_is_not_a_load_failure_sets_no_reason() -> None:
+    m = machine()
+    m.step(probes.Tick(), 0.0)
+    m.step(replica.Spawned(123), 0.0)
+    m.step(probes.Tick(), 1.0)
+    out = m.step(probes.ProbeResult("startup", False, "GET /startupz: HTTP 503 (loading)"), 1.0)
+    assert m.reason == "" and not any(isinstance(a, replica.Emit) for a in out)

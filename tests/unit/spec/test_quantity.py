@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubeinfer.spec import QuantityError, parse_quantity
+from kubeinfer.spec.quantity import format_cpu, format_memory
 
 
 @pytest.mark.parametrize(
@@ -64,3 +65,26 @@ def test_rejects_booleans_from_yaml() -> None:
 def test_canonical_form_parses_back_to_the_same_amount(n: int, suffix: str) -> None:
     q = parse_quantity(f"{n}{suffix}")
     assert parse_quantity(q.canonical).value == q.value
+
+
+@pytest.mark.parametrize(
+    ("cores", "text"),
+    [(2, "2"), (0.5, "500m"), (0.0251, "26m"), (49.581, "49581m"), (0.001, "1m"), (1.000000000001, "1")],
+)
+def test_format_cpu_rounds_up_to_a_millicore(cores: float, text: str) -> None:
+    assert format_cpu(cores) == text
+    assert parse_quantity(text).value * 1000 >= int(cores * 1000)
+
+
+@pytest.mark.parametrize(
+    ("nbytes", "text"),
+    [(2**30, "1Gi"), (25_276_071_936, "24106Mi"), (250 * 2**20, "250Mi"), (2**20 + 1, "2Mi"), (1000, "1000")],
+)
+def test_format_memory_never_below_the_amount(nbytes: int, text: str) -> None:
+    assert format_memory(nbytes) == text
+    assert parse_quantity(text).value >= nbytes
+
+
+@given(st.floats(min_value=0, max_value=1e15, allow_nan=False))
+def test_format_memory_parses_back_to_at_least_the_amount(nbytes: float) -> None:
+    assert parse_quantity(format_memory(nbytes)).value >= nbytes

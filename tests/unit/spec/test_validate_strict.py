@@ -29,6 +29,7 @@ def test_strict_validate_refuses_a_standard_library_class(tmp_path: Path) -> Non
 
 def test_strict_validate_says_a_joblib_file_is_a_pickle(tmp_path: Path) -> None:
     spec = _spec(tmp_path, "{format: sklearn, uri: ./m.joblib}")
+    (tmp_path / "m.joblib").write_bytes(b"")
     r = CliRunner().invoke(app, ["validate", "--strict", str(spec)])
     assert r.exit_code == 0 and "pickle" in r.output
 
@@ -38,3 +39,10 @@ def test_the_python_runtime_loads_classes_only(target: str, why: str) -> None:
     model = PythonModel("m", "1", target, [], {"args": "echo pwned"})
     with pytest.raises(ModelError, match=why):
         model.load()
+
+
+def test_validate_checks_the_model_file_unless_it_lives_in_an_image(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, "{format: sklearn, uri: ./m.joblib}")
+    r = CliRunner().invoke(app, ["validate", str(spec)])
+    assert r.exit_code == 2 and f"{spec}: spec.model.uri './m.joblib': {tmp_path}/m.joblib does not exist" in r.output
+    assert CliRunner().invoke(app, ["validate", "--no-files", str(spec)]).exit_code == 0

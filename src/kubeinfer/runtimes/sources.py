@@ -1,0 +1,59 @@
+"""Check, before anything starts, that the model a spec names can be found: the file or folder of ``model.uri``
+exists (and is of the kind its format reads), and a Python model's module is importable from where the replica
+will look. The checks import nothing and run no user code: a module is found with :mod:`importlib.machinery`'s
+path finder, as ``import`` would find it, without executing it.
+
+``validate``, ``up`` and ``apply`` call :func:`model_source_problems` so that a wrong path is a one-line error naming
+the field and the path, not a replica that starts, fails its model load and restarts.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib.machinery import PathFinder
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from kubeinfer.spec import resolve_uri
+from kubeinfer.spec.service import ModelSpec
+
+__all__ = ["model_source_problems"]
+
+# Formats whose artifact is a folder, not a single file.
+_FOLDER_FORMATS = frozenset({"sentence-transformers"})
+
+
+def model_source_problems(model: ModelSpec, base_dir: Path) -> list[str]:
+    """What would stop ``model`` from loading, found without loading it; each item names the field and the fix.
+
+    ``base_dir`` is the spec file's folder (relative URIs are resolved against it, as the replica does)."""
+    problems: list[str] = []
+    path: Path | None = None
+    if model.uri:
+        scheme = urlsplit(model.uri).scheme
+        if scheme not in ("", "file") and len(scheme) > 1:  # one letter: a Windows drive, not a scheme
+            return [
+                f"spec.model.uri {model.uri!r}: {scheme}:// is not a storage kubeinfer reads; give a local path "
+                "(relative to the spec file's folder) or file://PATH"
+            ]
+        path = resolve_uri(model.uri, base_dir)
+        if not path.exists():
+            problems.append(
+                f"spec.model.uri {model.uri!r}: {path} does not exist (a relative uri is read from the spec file's "
+                f"folder, {base_dir})"
+            )
+        elif model.format in _FOLDER_FORMATS and not path.is_dir():
+            problems.append(f"spec.model.uri {model.uri!r}: format {model.format!r} reads a folder, {path} is a file")
+        elif model.format not in _FOLDER_FORMATS and model.format not in ("python", "onnx") and path.is_dir():
+            problems.append(f"spec.model.uri {model.uri!r}: format {model.format!r} reads a file, {path} is a folder")
+    if model.format == "python" and model.className:
+        module = model.className.partition(":")[0]
+        top = module.split(".")[0]
+        where = [base_dir] + ([path] if path is not None and path.is_dir() else [])
+        found = top in sys.builtin_module_names or PathFinder.find_spec(top, [str(p) for p in where] + sys.path)
+        if not found:
+            problems.append(
+                f"spec.model.className {model.className!r}: no module {top!r} in {', '.join(map(str, where))} or "
+                f"the installed packages (put {top}.py beside the spec file, or install the package that has it)"
+            )
+    return problems

@@ -1,0 +1,57 @@
+"""A model that cannot be found is refused before anything starts, with the field, the path and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kubeinfer.runtimes.sources import model_source_problems
+from kubeinfer.spec.service import ModelSpec
+
+
+def model(**kw: object) -> ModelSpec:
+    return ModelSpec.model_validate(kw)
+
+
+def test_an_existing_file_relative_to_the_spec_folder_is_fine(tmp_path: Path) -> None:
+    (tmp_path / "m.joblib").write_bytes(b"x")
+    assert model_source_problems(model(format="sklearn", uri="m.joblib"), tmp_path) == []
+    assert model_source_problems(model(format="sklearn", uri=f"file://{tmp_path}/m.joblib"), Path("/")) == []
+
+
+def test_a_missing_file_names_the_field_the_resolved_path_and_the_folder(tmp_path: Path) -> None:
+    (problem,) = model_source_problems(model(format="onnx", uri="models/m.onnx"), tmp_path)
+    assert problem.startswith("spec.model.uri 'models/m.onnx': ")
+    assert f"{tmp_path}/models/m.onnx does not exist" in problem and f"spec file's folder, {tmp_path}" in problem
+
+
+@pytest.mark.parametrize("uri", ["s3://bucket/m.onnx", "gs://b/m", "https://example.com/m.onnx", "hf://org/m"])
+def test_a_remote_uri_is_refused_with_what_is_read(tmp_path: Path, uri: str) -> None:
+    (problem,) = model_source_problems(model(format="onnx", uri=uri), tmp_path)
+    assert "is not a storage kubeinfer reads" in problem and "local path" in problem
+
+
+def test_file_or_folder_must_match_the_format(tmp_path: Path) -> None:
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "f.bin").write_bytes(b"x")
+    assert "reads a file" in model_source_problems(model(format="sklearn", uri="dir"), tmp_path)[0]
+    st = model_source_problems(model(format="sentence-transformers", uri="f.bin"), tmp_path)
+    assert "reads a folder" in st[0]
+
+
+def test_a_python_model_module_is_found_without_importing_it(tmp_path: Path) -> None:
+    # importing this module would raise: the check must find it without running it
+    (tmp_path / "mymodel.py").write_text("raise SystemExit('imported')\nclass M: ...\n")
+    assert model_source_problems(model(format="python", className="mymodel:M"), tmp_path) == []
+    assert model_source_problems(model(format="python", className="numpy:ndarray"), tmp_path) == []
+    (problem,) = model_source_problems(model(format="python", className="nosuch.sub:M"), tmp_path)
+    assert (
+        problem.startswith("spec.model.className 'nosuch.sub:M': no module 'nosuch'") and "beside the spec" in problem
+    )
+
+
+def test_a_python_model_in_its_uri_folder_is_found(tmp_path: Path) -> None:
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "pkgmodel.py").write_text("class M: ...\n")
+    assert model_source_problems(model(format="python", className="pkgmodel:M", uri="code"), tmp_path) == []
