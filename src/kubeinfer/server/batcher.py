@@ -391,6 +391,9 @@ def _as_error(model: Model, e: BaseException) -> ServerError:
         return e
     if isinstance(e, MemoryError):
         return OutOfMemory.of(f"running model {model.name!r}")
+    # The model's own bug: its traceback belongs in the replica's log (rate-limited by logs.setup's filter, so a
+    # request that always fails costs a few tracebacks per window, not one per request).
+    log.error("model %r raised on a request: %s: %s", model.name, type(e).__name__, e, exc_info=e)
     return ModelFailed(f"model {model.name!r} failed: {type(e).__name__}: {e}")
 
 

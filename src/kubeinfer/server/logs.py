@@ -19,9 +19,10 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["RateLimit", "copytruncate", "setup"]
+__all__ = ["LEVEL_ENV", "RateLimit", "copytruncate", "level_from_env", "setup"]
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -53,8 +54,26 @@ class RateLimit(logging.Filter):
         return False
 
 
+LEVEL_ENV = "KUBEINFER_LOG_LEVEL"
+
+
+def level_from_env(default: int, env: Mapping[str, str] | None = None) -> int:
+    """``KUBEINFER_LOG_LEVEL`` (debug, info, warning, error; a replica inherits it from ``kubeinfer up``) or
+    ``default``. An unknown name is reported on stderr and ignored: a typo must not stop a server from starting."""
+    raw = (os.environ if env is None else env).get(LEVEL_ENV, "").strip()
+    if not raw:
+        return default
+    level = logging.getLevelName(raw.upper())
+    if isinstance(level, int):
+        return level
+    sys.stderr.write(f"{LEVEL_ENV}={raw!r} is not a log level (debug, info, warning, error): using the default\n")
+    return default
+
+
 def setup(level: int = logging.INFO, stream: object = None) -> None:
-    """Configure the root logger once: one stream handler, rate-limited, never raising."""
+    """Configure the root logger once: one stream handler, rate-limited, never raising. ``level`` is the default,
+    ``KUBEINFER_LOG_LEVEL`` overrides it."""
+    level = level_from_env(level)
     logging.raiseExceptions = False
     root = logging.getLogger()
     if not root.handlers:

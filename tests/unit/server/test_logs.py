@@ -38,3 +38,34 @@ def test_a_log_past_its_cap_is_cut_and_its_latest_half_kept(tmp_path: Path) -> N
         writer.write(b"after the cut\n")
         writer.flush()
     assert log.read_bytes() == b"after the cut\n"
+
+
+def test_the_log_level_comes_from_the_environment_and_a_typo_keeps_the_default(capsys) -> None:  # type: ignore[no-untyped-def]
+    from kubeinfer.server.logs import level_from_env
+
+    assert level_from_env(logging.INFO, {}) == logging.INFO
+    assert level_from_env(logging.INFO, {"KUBEINFER_LOG_LEVEL": "debug"}) == logging.DEBUG
+    assert level_from_env(logging.WARNING, {"KUBEINFER_LOG_LEVEL": " Error "}) == logging.ERROR
+    assert level_from_env(logging.INFO, {"KUBEINFER_LOG_LEVEL": "verbose"}) == logging.INFO
+    assert "KUBEINFER_LOG_LEVEL='verbose' is not a log level" in capsys.readouterr().err
+
+
+def test_a_models_exception_is_logged_with_its_traceback(caplog) -> None:  # type: ignore[no-untyped-def]
+    from kubeinfer.server.batcher import _as_error
+    from kubeinfer.server.errors import ServerError
+
+    class Sentiment:
+        name = "sentiment"
+
+    def predict() -> None:
+        {"label": 1}["text"]
+
+    try:
+        predict()
+    except KeyError as e:
+        with caplog.at_level(logging.ERROR, logger="kubeinfer.server"):
+            err = _as_error(Sentiment(), e)  # type: ignore[arg-type]
+    assert isinstance(err, ServerError) and "KeyError: 'text'" in str(err)
+    (rec,) = caplog.records
+    assert rec.exc_info is not None and "model 'sentiment' raised on a request: KeyError" in rec.getMessage()
+    assert "in predict" in caplog.text  # the traceback names the model's own frame
