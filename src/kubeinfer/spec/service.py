@@ -65,9 +65,15 @@ def _check_quantity(v: Any) -> str:
 
 class ObjectMeta(_Strict):
     name: str = Field(description="A DNS-1035 label: lower-case letters, digits and '-', starting with a letter.")
-    namespace: str = "default"
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    namespace: str = Field(
+        default="default", description="Kubernetes namespace of the rendered objects (a DNS-1035 label)."
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels copied onto every rendered object and its pods."
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations copied onto the rendered Deployment."
+    )
 
     @field_validator("name", "namespace")
     @classmethod
@@ -142,7 +148,7 @@ class ModelSpec(_Strict):
 
 
 class BatchingSpec(_Strict):
-    enabled: bool = True
+    enabled: bool = Field(default=True, description="Merge concurrent requests into one model call; false: one each.")
     maxBatchSize: int = Field(default=64, ge=1, le=65536, description="Most requests' rows merged into one call.")
     maxDelayMs: float = Field(
         default=1.0,
@@ -193,8 +199,12 @@ class LimitsSpec(_Strict):
 
 
 class ServerSpec(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
+    host: str = Field(
+        default="127.0.0.1", description="Address the replica binds; on Kubernetes the container binds 0.0.0.0."
+    )
+    port: int = Field(
+        default=8080, ge=0, le=65535, description="HTTP port (REST, metrics, probes); 0 picks a free one."
+    )
     grpcPort: int | None = Field(default=8081, ge=0, le=65535, description="null disables gRPC.")
     workers: int = Field(default=1, ge=1, le=64, description="Model instances run in parallel (threads).")
     processes: int = Field(
@@ -204,12 +214,14 @@ class ServerSpec(_Strict):
         description="Server processes sharing the replica's ports, each with its own copy of the model and an equal "
         "share of the replica's CPU threads (for runtimes that hold the GIL between model calls).",
     )
-    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    limits: LimitsSpec = Field(
+        default_factory=LimitsSpec, description="Caps and timeouts on requests and connections (docs/security.md)."
+    )
 
 
 class ResourceList(_Strict):
-    cpu: QuantityStr | None = None
-    memory: QuantityStr | None = None
+    cpu: QuantityStr | None = Field(default=None, description="CPU cores as a quantity, e.g. '500m' or '2'.")
+    memory: QuantityStr | None = Field(default=None, description="Memory in bytes as a quantity, e.g. '512Mi'.")
 
     _q = field_validator("cpu", "memory", mode="before")(lambda v: None if v is None else _check_quantity(v))
 
@@ -229,7 +241,9 @@ class GpuSpec(_Strict):
     )
     migProfile: str | None = Field(default=None, description="MIG profile, e.g. '1g.10gb' (sharing: mig).")
     memory: QuantityStr | None = Field(default=None, description="GPU memory the model needs, e.g. '6Gi'.")
-    vendor: Literal["nvidia", "amd", "intel"] = "nvidia"
+    vendor: Literal["nvidia", "amd", "intel"] = Field(
+        default="nvidia", description="Accelerator vendor (amd and intel Gaudi: whole devices, on Kubernetes only)."
+    )
 
     _q = field_validator("memory", mode="before")(lambda v: None if v is None else _check_quantity(v))
 
@@ -255,9 +269,15 @@ class GpuSpec(_Strict):
 
 
 class ResourcesSpec(_Strict):
-    requests: ResourceList = Field(default_factory=ResourceList)
-    limits: ResourceList = Field(default_factory=ResourceList)
-    gpu: GpuSpec = Field(default_factory=GpuSpec)
+    requests: ResourceList = Field(
+        default_factory=ResourceList,
+        description="Resources reserved per replica (locally: CPU affinity and thread counts).",
+    )
+    limits: ResourceList = Field(
+        default_factory=ResourceList,
+        description="Most a replica may use (locally: CFS quota and a memory cgroup, or RLIMIT without cgroups).",
+    )
+    gpu: GpuSpec = Field(default_factory=GpuSpec, description="Accelerators per replica, whole or shared.")
 
     @model_validator(mode="after")
     def _limits_cover_requests(self) -> ResourcesSpec:
@@ -275,7 +295,7 @@ MetricType = Literal["concurrency", "rps", "queue-depth", "cpu", "memory", "gpu-
 
 
 class MetricSpec(_Strict):
-    type: MetricType
+    type: MetricType = Field(description="What the autoscaler measures per replica.")
     target: float = Field(
         gt=0,
         description=(
@@ -287,38 +307,74 @@ class MetricSpec(_Strict):
 
 
 class HPAScalingPolicy(_Strict):
-    type: Literal["Pods", "Percent"]
-    value: int = Field(gt=0)
-    periodSeconds: int = Field(gt=0, le=1800)
+    type: Literal["Pods", "Percent"] = Field(description="Pods: a number of replicas; Percent: of the current ones.")
+    value: int = Field(gt=0, description="Replicas, or percent of the current replicas, that may change per period.")
+    periodSeconds: int = Field(gt=0, le=1800, description="Window over which the policy's change is counted.")
 
 
 class HPAScalingRules(_Strict):
-    stabilizationWindowSeconds: int | None = Field(default=None, ge=0, le=3600)
-    selectPolicy: Literal["Max", "Min", "Disabled"] = "Max"
-    policies: list[HPAScalingPolicy] | None = None
+    stabilizationWindowSeconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=3600,
+        description="Past recommendations considered before scaling; default: 0 up, 300 down (Kubernetes').",
+    )
+    selectPolicy: Literal["Max", "Min", "Disabled"] = Field(
+        default="Max", description="Which policy wins when several apply; Disabled: never scale this way."
+    )
+    policies: list[HPAScalingPolicy] | None = Field(
+        default=None,
+        description="Rate limits on scaling; default: Kubernetes' (up: 4 Pods or 100 Percent per 15 s, the "
+        "larger; down: 100 Percent per 15 s).",
+    )
     tolerance: float | None = Field(default=None, ge=0, description="Per-direction tolerance (Kubernetes 1.33+).")
 
 
 class BehaviorSpec(_Strict):
-    scaleUp: HPAScalingRules | None = None
-    scaleDown: HPAScalingRules | None = None
+    scaleUp: HPAScalingRules | None = Field(default=None, description="Rules for adding replicas.")
+    scaleDown: HPAScalingRules | None = Field(default=None, description="Rules for removing replicas.")
 
 
 class KpaSpec(_Strict):
     """Knative Pod Autoscaler settings; defaults are Knative's config-autoscaler defaults."""
 
     containerConcurrency: int = Field(default=0, ge=0, description="Hard limit per replica; 0 = unlimited.")
-    targetUtilizationPercentage: float = Field(default=70, gt=0, le=100)
-    stableWindowSeconds: float = Field(default=60, ge=6, le=3600)
-    panicWindowPercentage: float = Field(default=10, ge=1, le=100)
-    panicThresholdPercentage: float = Field(default=200, ge=110, le=1000)
-    maxScaleUpRate: float = Field(default=1000, gt=1)
-    maxScaleDownRate: float = Field(default=2, gt=1)
-    scaleToZeroGracePeriodSeconds: float = Field(default=30, ge=0)
-    scaleDownDelaySeconds: float = Field(default=0, ge=0, le=3600)
-    activationScale: int = Field(default=1, ge=1)
-    targetBurstCapacity: float = Field(default=211, ge=-1)
-    initialScale: int = Field(default=1, ge=0)
+    targetUtilizationPercentage: float = Field(
+        default=70, gt=0, le=100, description="Share of the per-replica target the autoscaler aims for."
+    )
+    stableWindowSeconds: float = Field(
+        default=60, ge=6, le=3600, description="Window of the averaged load that normal decisions use."
+    )
+    panicWindowPercentage: float = Field(
+        default=10, ge=1, le=100, description="Panic window as a share of the stable window (10%: 6 s)."
+    )
+    panicThresholdPercentage: float = Field(
+        default=200,
+        ge=110,
+        le=1000,
+        description="Panic mode starts when the panic window's demand reaches this share of the ready capacity.",
+    )
+    maxScaleUpRate: float = Field(
+        default=1000, gt=1, description="Most replicas one decision may reach, as a multiple of the ready ones."
+    )
+    maxScaleDownRate: float = Field(
+        default=2, gt=1, description="One decision keeps at least the ready replicas divided by this."
+    )
+    scaleToZeroGracePeriodSeconds: float = Field(
+        default=30, ge=0, description="Time an inactive service keeps its last replica before scaling to zero."
+    )
+    scaleDownDelaySeconds: float = Field(
+        default=0, ge=0, le=3600, description="Scale down only to the highest desire over this window."
+    )
+    activationScale: int = Field(
+        default=1, ge=1, description="Fewest replicas while the service is active (from zero, it starts this many)."
+    )
+    targetBurstCapacity: float = Field(
+        default=211,
+        ge=-1,
+        description="Spare request capacity kept; below it requests are buffered (0: never, -1: always buffer).",
+    )
+    initialScale: int = Field(default=1, ge=0, description="Replicas started when the service is created.")
 
 
 class PredictiveSpec(_Strict):
@@ -327,7 +383,7 @@ class PredictiveSpec(_Strict):
     capacityRps: float | None = Field(
         default=None, gt=0, description="Requests/s one replica serves within the SLO (from `kubeinfer profile`)."
     )
-    sloLatencyMs: float = Field(default=100, gt=0)
+    sloLatencyMs: float = Field(default=100, gt=0, description="Latency objective one request should meet.")
     startupSeconds: float = Field(default=10, ge=0, description="Time from scale-up to a ready replica.")
     seasonSeconds: float = Field(default=86_400, gt=0, description="Length of one season (a day by default).")
     headroom: float = Field(
@@ -370,24 +426,37 @@ class PredictiveSpec(_Strict):
 
 
 class VerticalSpec(_Strict):
-    updateMode: Literal["Off", "Initial", "Recreate", "InPlaceOrRecreate"] = "Off"
-    minAllowed: ResourceList = Field(default_factory=ResourceList)
-    maxAllowed: ResourceList = Field(default_factory=ResourceList)
+    updateMode: Literal["Off", "Initial", "Recreate", "InPlaceOrRecreate"] = Field(
+        default="Off",
+        description="Off: recommendations only; otherwise how the recommended requests are applied (as the VPA).",
+    )
+    minAllowed: ResourceList = Field(default_factory=ResourceList, description="Lowest requests recommended.")
+    maxAllowed: ResourceList = Field(default_factory=ResourceList, description="Highest requests recommended.")
 
 
 class AutoscalingSpec(_Strict):
-    policy: Literal["none", "hpa", "kpa", "predictive"] = "hpa"
-    minReplicas: int = Field(default=1, ge=0)
-    maxReplicas: int = Field(default=1, ge=1)
+    policy: Literal["none", "hpa", "kpa", "predictive"] = Field(
+        default="hpa", description="Who sets the replica count; none: spec.replicas (or minReplicas), fixed."
+    )
+    minReplicas: int = Field(default=1, ge=0, description="Fewest replicas; 0 allows scale to zero.")
+    maxReplicas: int = Field(default=1, ge=1, description="Most replicas.")
     metric: MetricType | None = Field(default=None, description="Shorthand for a single entry of metrics.")
     target: float | None = Field(default=None, gt=0, description="Shorthand: the target of `metric`.")
-    metrics: list[MetricSpec] = Field(default_factory=list)
+    metrics: list[MetricSpec] = Field(
+        default_factory=list, description="Metrics to scale on (the largest desire wins); default: concurrency 8."
+    )
     syncPeriodSeconds: float = Field(default=15, gt=0, description="How often the policy runs (HPA default 15 s).")
-    tolerance: float = Field(default=0.1, ge=0, lt=1)
-    behavior: BehaviorSpec | None = None
-    kpa: KpaSpec = Field(default_factory=KpaSpec)
-    predictive: PredictiveSpec = Field(default_factory=PredictiveSpec)
-    vertical: VerticalSpec = Field(default_factory=VerticalSpec)
+    tolerance: float = Field(
+        default=0.1, ge=0, lt=1, description="No scaling while the metric is within this ratio of its target."
+    )
+    behavior: BehaviorSpec | None = Field(
+        default=None, description="Scaling rates and stabilization windows, per direction (policy hpa)."
+    )
+    kpa: KpaSpec = Field(default_factory=KpaSpec, description="Settings of policy kpa.")
+    predictive: PredictiveSpec = Field(default_factory=PredictiveSpec, description="Settings of policy predictive.")
+    vertical: VerticalSpec = Field(
+        default_factory=VerticalSpec, description="Vertical (requests) recommendations, as the VPA."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AutoscalingSpec:
@@ -418,11 +487,11 @@ class AutoscalingSpec(_Strict):
 class ProbeSpec(_Strict):
     """Kubernetes probe timing fields, with Kubernetes' defaults."""
 
-    initialDelaySeconds: float = Field(default=0, ge=0)
-    periodSeconds: float = Field(default=10, gt=0)
-    timeoutSeconds: float = Field(default=1, gt=0)
-    successThreshold: int = Field(default=1, ge=1)
-    failureThreshold: int = Field(default=3, ge=1)
+    initialDelaySeconds: float = Field(default=0, ge=0, description="Wait after the start before the first probe.")
+    periodSeconds: float = Field(default=10, gt=0, description="Time between probes.")
+    timeoutSeconds: float = Field(default=1, gt=0, description="A probe not answered within this fails.")
+    successThreshold: int = Field(default=1, ge=1, description="Successes in a row that make a failed probe pass.")
+    failureThreshold: int = Field(default=3, ge=1, description="Failures in a row that make a passing probe fail.")
 
 
 def _startup_default() -> ProbeSpec:
@@ -439,9 +508,16 @@ def _liveness_default() -> ProbeSpec:
 
 
 class ProbesSpec(_Strict):
-    startup: ProbeSpec = Field(default_factory=_startup_default)
-    readiness: ProbeSpec = Field(default_factory=_readiness_default)
-    liveness: ProbeSpec = Field(default_factory=_liveness_default)
+    startup: ProbeSpec = Field(
+        default_factory=_startup_default,
+        description="Until it passes, the others wait; failing it restarts the replica (GET /startupz).",
+    )
+    readiness: ProbeSpec = Field(
+        default_factory=_readiness_default, description="While it fails, the replica gets no traffic (GET /readyz)."
+    )
+    liveness: ProbeSpec = Field(
+        default_factory=_liveness_default, description="Failing it restarts the replica (GET /healthz)."
+    )
 
     @field_validator("readiness", "liveness")
     @classmethod
@@ -487,16 +563,18 @@ class RolloutSpec(_Strict):
 
 
 class ServiceSpec(_Strict):
-    model: ModelSpec
+    model: ModelSpec = Field(description="The model to serve and how to load it.")
     replicas: int | None = Field(default=None, ge=0, description="Fixed replica count when autoscaling is 'none'.")
-    batching: BatchingSpec = Field(default_factory=BatchingSpec)
-    server: ServerSpec = Field(default_factory=ServerSpec)
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
-    probes: ProbesSpec = Field(default_factory=ProbesSpec)
-    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Dynamic batching of requests.")
+    server: ServerSpec = Field(default_factory=ServerSpec, description="The replica server: ports, threads, limits.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="CPU, memory and GPUs per replica.")
+    autoscaling: AutoscalingSpec = Field(
+        default_factory=AutoscalingSpec, description="How the replica count follows the load."
+    )
+    probes: ProbesSpec = Field(default_factory=ProbesSpec, description="Startup, readiness and liveness probes.")
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="How a changed spec replaces replicas.")
     image: str = Field(default="kubeinfer/server:latest", description="Container image on Kubernetes.")
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict, description="Environment variables of the replicas.")
 
     @property
     def max_body_bytes(self) -> int:
@@ -513,10 +591,10 @@ class ServiceSpec(_Strict):
 
 
 class InferenceService(_Strict):
-    apiVersion: Literal["kubeinfer.io/v1alpha1"] = API_VERSION
-    kind: Literal["InferenceService"] = KIND
-    metadata: ObjectMeta
-    spec: ServiceSpec
+    apiVersion: Literal["kubeinfer.io/v1alpha1"] = Field(default=API_VERSION, description="The spec's API version.")
+    kind: Literal["InferenceService"] = Field(default=KIND, description="The object kind.")
+    metadata: ObjectMeta = Field(description="Name, namespace, labels and annotations.")
+    spec: ServiceSpec = Field(description="The service.")
 
     @property
     def name(self) -> str:
