@@ -100,12 +100,20 @@ class Platform:
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Callable[..., Platform]]:
-    started: list[Platform] = []
+def cli_env() -> Iterator[dict[str, str]]:
+    """The environment of a ``kubeinfer`` command: the fast settings and a state folder of the test's own."""
     # A short state folder, as ~/.kubeinfer is: replica sockets live in it, and a Unix socket path is at most ~100
     # bytes (pytest's own tmp_path, with the test's name in it, can be longer: the replica would fall back to TCP).
     home = Path(tempfile.mkdtemp(prefix="ki-"))
-    env = {**os.environ, **FAST, "KUBEINFER_HOME": str(home)}
+    yield {**os.environ, **FAST, "KUBEINFER_HOME": str(home)}
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def platform(tmp_path: Path, cli_env: dict[str, str]) -> Iterator[Callable[..., Platform]]:
+    started: list[Platform] = []
+    env = cli_env
+    home = Path(env["KUBEINFER_HOME"])
 
     def up(name: str, text: str, *, grpc: bool = False, extra_env: dict[str, str] | None = None) -> Platform:
         """Start ``kubeinfer up -d`` on a free port; ``grpc``: with the router's gRPC listener (on a free port too,
@@ -122,7 +130,6 @@ def platform(tmp_path: Path) -> Iterator[Callable[..., Platform]]:
     yield up
     for p in started:
         p.down()
-    shutil.rmtree(home, ignore_errors=True)
 
 
 class Load:

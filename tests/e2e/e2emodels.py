@@ -30,3 +30,13 @@ class CrashOnReplica(Echo):
         super().__init__(delay)
         if os.environ.get("KUBEINFER_REPLICA", "").endswith(suffix):
             os._exit(3)
+
+
+class NeedsText(Echo):
+    """A custom model with a bug a new user makes: past 100 it reads a key the request does not have (the warm-up
+    request at load, with small values, passes)."""
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if float(inputs["x"].max(initial=0)) > 100:
+            return {"y": inputs["text"]}
+        return {"y": inputs["x"]}

@@ -259,14 +259,14 @@ def _up_detached(
     if no_grpc:
         cmd.append("--no-grpc")
     log = folder / "platform.log"
+    start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as f:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=f, start_new_session=True)
     client = ControlClient(name, folder)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:]
-            raise fail(f"the platform exited with {proc.returncode}; its log ({log}):\n{tail}")
+            raise fail(_exit_cause(log, start, proc.returncode))
         try:
             st = client.call("GET", "/v1/status", timeout=5)
         except ControlError:
@@ -295,6 +295,19 @@ def _up_detached(
             raise typer.Exit(1)
         time.sleep(0.2)
     raise fail(f"{name} not ready after {timeout:g} s: see `kubeinfer describe {name}` and {log}")
+
+
+def _exit_cause(log: Path, start: int, code: int) -> str:
+    """Why a detached platform exited before it was ready: its own ``error:`` lines from this start (the cause, in
+    the words the foreground ``up`` would have printed), else the last lines it wrote."""
+    with log.open("rb") as f:
+        f.seek(start)
+        lines = f.read().decode(errors="replace").splitlines()
+    causes = [ln.removeprefix("error: ") for ln in lines if ln.startswith("error: ")]
+    if causes:
+        return "\n".join(causes)
+    tail = "\n".join(lines[-20:])
+    return f"the platform exited with {code}; the end of its log ({log}):\n{tail}"
 
 
 # -- the other commands ----------------------------------------------------------------------------------------

@@ -59,7 +59,11 @@ class Platform:
             conn_limits=replace(
                 ConnLimits.from_spec(spec.server.limits),
                 # a proxied request holds two descriptors: the client's connection and one to a replica
-                max_connections=connection_cap(spec.server.limits.maxConnections, per_connection=2),
+                max_connections=connection_cap(
+                    spec.server.limits.maxConnections,
+                    per_connection=2,
+                    chosen="maxConnections" in spec.server.limits.model_fields_set,
+                ),
             ),
             on_buffered=self._on_buffered,
         )

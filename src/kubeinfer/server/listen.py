@@ -122,11 +122,12 @@ RESERVED_FDS = 256
 """File descriptors kept out of the connection cap: the model's files, logs, sockets to replicas, pipes."""
 
 
-def connection_cap(wanted: int, per_connection: int = 1) -> int:
+def connection_cap(wanted: int, per_connection: int = 1, *, chosen: bool = True) -> int:
     """The connection cap in force: ``wanted`` (``server.limits.maxConnections``), lowered to what the process's
     file-descriptor limit allows (``per_connection`` descriptors each, 2 for a proxy) after raising the soft limit
     to the hard one. Past the cap connections are answered 503 and closed; past the descriptor limit ``accept()``
-    fails and the whole server stops taking connections, so the cap must come first."""
+    fails and the whole server stops taking connections, so the cap must come first. ``chosen=False``: ``wanted`` is
+    the default, not the user's number, and lowering it is logged at info level rather than warned about."""
     try:
         import resource
 
@@ -142,7 +143,8 @@ def connection_cap(wanted: int, per_connection: int = 1) -> int:
         return wanted
     allowed = max(16, (int(soft) - RESERVED_FDS) // max(1, per_connection))
     if allowed < wanted:
-        log.warning(
+        log.log(
+            logging.WARNING if chosen else logging.INFO,
             "server.limits.maxConnections %d is more than the file-descriptor limit (ulimit -n %d) allows: the cap "
             "is %d",
             wanted,

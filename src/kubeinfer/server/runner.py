@@ -68,7 +68,7 @@ def build_app(svc: InferenceService, base_dir: Path | None) -> tuple[InferenceAp
         request_timeout=lim.requestTimeoutMs / 1000.0,
         header_timeout=lim.headerTimeoutSeconds,
         body_timeout=lim.bodyTimeoutSeconds,
-        max_connections=connection_cap(lim.maxConnections),
+        max_connections=connection_cap(lim.maxConnections, chosen="maxConnections" in lim.model_fields_set),
         max_header_bytes=lim.maxHeaderBytes,
         max_headers=lim.maxHeaders,
     )
