@@ -31,7 +31,7 @@ from kubeinfer.bench.loadgen import LoadResult, LoadSpec, run_in_process
 from kubeinfer.bench.requests import fetch_metadata, v2_body
 from kubeinfer.placement.profile import CPU_SLICE, Profile, ProfilePoint
 from kubeinfer.spec import load_spec
-from kubeinfer.spec.quantity import parse_quantity
+from kubeinfer.spec.quantity import format_memory, parse_quantity
 
 __all__ = ["ProfileSettings", "machine_info", "run_profile"]
 
@@ -114,7 +114,7 @@ def machine_info() -> dict[str, Any]:
     """What the numbers were measured on (kept in the profile under ``machine``)."""
     return {
         "cpus": os.cpu_count() or 1,
-        "memory": str(psutil.virtual_memory().total),
+        "memory": format_memory(psutil.virtual_memory().total),  # a quantity, as everywhere else in the file
         "processor": platform.processor() or platform.machine(),
         "system": f"{platform.system()} {platform.release()}",
     }
