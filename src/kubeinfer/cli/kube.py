@@ -80,9 +80,21 @@ def render(
     from kubeinfer.kube.render import render_all
 
     rendered = render_all(svc, _options(target_version, cloud, keda, namespace, image, accelerator))
+    _image_note(svc, image, spec_file)
     for note in rendered.notes:
         err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     _print(rendered.objects, output)
+
+
+def _image_note(svc: Any, image: str | None, spec_file: Path) -> None:
+    """Say so when the manifests would run the default server image, which holds no model."""
+    if image is None and "image" not in svc.spec.model_fields_set:
+        err.print(
+            f"[yellow]note:[/] spec.image is not set: the pods run {svc.spec.image}, which holds no model; build this "
+            f"service's image (`kubeinfer build {spec_file}`) and set spec.image or pass --image",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _connect(context: str | None) -> Any:
@@ -127,6 +139,7 @@ def deploy(
     opts = _options(target_version, cloud, keda, namespace, image)
     rendered = render_all(svc, opts)
     ns = opts.namespace or svc.metadata.namespace
+    _image_note(svc, image, spec_file)
     for note in rendered.notes:
         err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     api = None
@@ -181,33 +194,58 @@ def deploy(
     out.print(f"[green]ready[/]: {ns}/{svc.name} {final.message}; http://{svc.name}.{ns}.svc.cluster.local")
 
 
+def _target(target: str, namespace: str | None) -> tuple[str, str]:
+    """A service named by its spec file or by its name (``status iris -n ml``, as kubectl takes either)."""
+    import re
+
+    path = Path(target)
+    if path.suffix in (".yaml", ".yml", ".json") or path.exists():
+        svc = load_or_fail(path)
+        return svc.name, namespace or svc.metadata.namespace
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", target):
+        raise fail(
+            f"{target!r} is neither a spec file nor a service name (lower-case letters, digits and '-', at most "
+            "63 characters)",
+            2,
+        )
+    return target, namespace or "default"
+
+
+TargetArg = Annotated[
+    str, typer.Argument(help="The service: its name (with -n) or its InferenceService YAML.", show_default=False)
+]
+
+
 @app.command()
 def delete(
-    spec_file: Annotated[Path, typer.Argument(help="InferenceService YAML.", show_default=False)],
+    target: TargetArg,
     context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
-    namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="[default: the spec's, or default]")
+    ] = None,
 ) -> None:
-    """Delete every object kubeinfer deployed for the spec."""
+    """Delete every object kubeinfer deployed for the service."""
     from kubeinfer.kube.api import KubeError
     from kubeinfer.kube.deploy import delete_service
 
-    svc = load_or_fail(spec_file)
-    ns = namespace or svc.metadata.namespace
+    name, ns = _target(target, namespace)
     try:
-        gone = delete_service(_connect(context), svc.name, ns)
+        gone = delete_service(_connect(context), name, ns)
     except KubeError as e:
         raise fail(str(e)) from None
     for g in gone:
         out.print(f"deleted {g}", highlight=False)
     if not gone:
-        out.print(f"nothing to delete for {ns}/{svc.name}")
+        out.print(f"nothing to delete for {ns}/{name}")
 
 
 @app.command()
 def status(
-    spec_file: Annotated[Path, typer.Argument(help="InferenceService YAML.", show_default=False)],
+    target: TargetArg,
     context: Annotated[str | None, typer.Option(help="kubeconfig context.")] = None,
-    namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="[default: the spec's, or default]")
+    ] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="table | json")] = "table",
 ) -> None:
     """The rollout state of a deployed service and, if stuck, why (image pull, GPUs, crash loop, probes)."""
@@ -218,16 +256,17 @@ def status(
     from kubeinfer.kube.api import KubeError
     from kubeinfer.kube.deploy import observe
 
-    svc = load_or_fail(spec_file)
-    ns = namespace or svc.metadata.namespace
+    name, ns = _target(target, namespace)
+    if output not in ("table", "json"):
+        raise fail(f"--output {output!r}: use table or json", 2)
     try:
-        st = observe(_connect(context), svc.name, ns)
+        st = observe(_connect(context), name, ns)
     except KubeError as e:
         raise fail(str(e)) from None
     if output == "json":
         out.print_json(json.dumps(asdict(st)))
     else:
-        t = Table(title=f"{ns}/{svc.name}")
+        t = Table(title=f"{ns}/{name}")
         for col in ("phase", "ready", "updated", "reason", "message"):
             t.add_column(col)
         t.add_row(st.phase, f"{st.ready}/{st.desired}", str(st.updated), st.reason, st.message)
@@ -290,7 +329,7 @@ def build(
     base_image: Annotated[str | None, typer.Option(help="Server image to build FROM.")] = None,
 ) -> None:
     """Write a container build context (Dockerfile, model, spec) for the service."""
-    from kubeinfer.kube.build import BuildError, build_context
+    from kubeinfer.kube.build import BuildError, build_context, service_image
 
     svc = load_or_fail(spec_file)
     try:
@@ -298,10 +337,18 @@ def build(
     except BuildError as e:
         raise fail(str(e), 2) from None
     for f in ctx.files:
-        out.print(f"  {output_dir / f}", highlight=False)
+        out.print(f"  {output_dir / f}", highlight=False, soft_wrap=True)
     extras = f" --build-arg EXTRAS={ctx.extras}" if ctx.extras else ""
+    image = service_image(svc)
     out.print(
         f"build the server image once:  docker build -f deploy/Dockerfile{extras} -t {ctx.base_image} .\n"
-        f"then this service's image:    docker build -t {svc.spec.image} {output_dir}",
+        f"then this service's image:    docker build -t {image} {output_dir}",
         highlight=False,
+        soft_wrap=True,  # commands to copy: never wrapped
     )
+    if "image" not in svc.spec.model_fields_set:
+        out.print(
+            f"and run it: set spec.image: {image} in {spec_file}, or `kubeinfer deploy {spec_file} --image {image}`",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -8,6 +8,7 @@ image) and ``.dockerignore``. The model lands at ``/opt/kubeinfer/model``, where
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from kubeinfer.kube.names import CONFIG_DIR, CONFIG_KEY, MODEL_DIR
 from kubeinfer.kube.render import RUN_AS, container_spec_doc
 from kubeinfer.spec import InferenceService, resolve_uri
 
-__all__ = ["CACHE_DIR", "EXTRAS", "BuildContext", "build_context"]
+__all__ = ["CACHE_DIR", "EXTRAS", "BuildContext", "build_context", "service_image"]
 
 CACHE_DIR = "/opt/kubeinfer/cache"
 """Where the image keeps what ``kubeinfer prepare`` compiled (read-only at run time)."""
@@ -65,6 +66,15 @@ COPY --chown=0:0 --chmod=0755 model/ {MODEL_DIR}/
 COPY --chown=0:0 --chmod=0644 {CONFIG_KEY} {CONFIG_DIR}/{CONFIG_KEY}
 {warm}USER {RUN_AS}:{RUN_AS}
 """
+
+
+def service_image(svc: InferenceService) -> str:
+    """The image this service runs: ``spec.image`` when the spec sets it, else one tag per service and model version
+    (``kubeinfer/iris:1``), so two services built on one machine do not overwrite each other's image."""
+    if "image" in svc.spec.model_fields_set:
+        return svc.spec.image
+    tag = re.sub(r"[^A-Za-z0-9_.-]", "-", svc.spec.model.version)[:128].lstrip(".-") or "latest"
+    return f"kubeinfer/{svc.name}:{tag}"
 
 
 def build_context(svc: InferenceService, spec_dir: Path, out: Path, base_image: str | None = None) -> BuildContext:

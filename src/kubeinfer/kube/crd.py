@@ -189,7 +189,8 @@ def crd() -> dict[str, Any]:
                 "singular": "inferenceservice",
                 "kind": "InferenceService",
                 "listKind": "InferenceServiceList",
-                "shortNames": ["isvc", "kis"],
+                # not "isvc": that is KServe's, and on a cluster with both `kubectl get isvc` would be ambiguous
+                "shortNames": ["kis", "kisvc"],
                 "categories": ["kubeinfer"],
             },
             "versions": [
