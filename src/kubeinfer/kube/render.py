@@ -7,8 +7,8 @@ published CRD schemas of the add-ons (VPA, prometheus-operator, KEDA).
 What each spec field becomes:
 
 - the spec itself -> a ConfigMap mounted at ``/etc/kubeinfer/service.yaml`` (model ``uri`` rewritten to where
-  ``kubeinfer build`` puts the model in the image, host ``0.0.0.0``); its hash is a pod-template annotation so a
-  spec change rolls the pods;
+  ``kubeinfer build`` puts the model in the image, host ``0.0.0.0``); a hash of what the server reads of it (all
+  but ``replicas`` and ``autoscaling``) is a pod-template annotation so such a change rolls the pods;
 - ``server`` ports -> container ports ``http``/``grpc`` and a ClusterIP Service (``appProtocol`` http and
   ``kubernetes.io/h2c`` for gRPC);
 - ``probes`` -> startup/readiness/liveness ``httpGet`` on ``/startupz``, ``/readyz``, ``/healthz``;
@@ -162,6 +162,19 @@ def container_spec_doc(svc: InferenceService) -> dict[str, Any]:
     return doc
 
 
+_NOT_READ_BY_SERVER: Final = ("replicas", "autoscaling")
+"""Spec fields the serving process never reads: the Deployment controller and the autoscalers act on them."""
+
+
+def pod_spec_hash(svc: InferenceService) -> str:
+    """The pod template's ``kubeinfer.io/spec-hash``: a change to what the server reads rolls the pods; a new replica
+    count or autoscaling bound only scales them (hashing the whole mounted spec rolled every pod for those)."""
+    doc = container_spec_doc(svc)
+    for key in _NOT_READ_BY_SERVER:
+        doc["spec"].pop(key, None)
+    return hashlib.sha256(yaml.safe_dump(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _meta(svc: InferenceService, opts: RenderOptions, name: str, component: str = "inference-server") -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": name,
@@ -217,11 +230,11 @@ def termination_grace_seconds(svc: InferenceService, opts: RenderOptions) -> int
     return opts.prestop_seconds + _secs(svc.spec.server.limits.drainTimeoutSeconds) + 5
 
 
-def deployment(svc: InferenceService, opts: RenderOptions, cm: dict[str, Any]) -> dict[str, Any]:
+def deployment(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
     s = svc.spec
     selector = selector_labels(svc)
     placement = gpus.gpu_placement(s.resources.gpu, opts.cloud, opts.accelerator)
-    spec_hash = hashlib.sha256(cm["data"][CONFIG_KEY].encode()).hexdigest()[:16]
+    spec_hash = pod_spec_hash(svc)
     ports: list[dict[str, Any]] = [{"name": "http", "containerPort": http_port(svc), "protocol": "TCP"}]
     g = grpc_port(svc)
     if g is not None:
@@ -611,7 +624,7 @@ def render_all(svc: InferenceService, opts: RenderOptions | None = None) -> Rend
     objects: list[dict[str, Any]] = [
         cm,
         service(svc, opts),
-        deployment(svc, opts, cm),
+        deployment(svc, opts),
         pod_disruption_budget(svc, opts),
     ]
     a = svc.spec.autoscaling

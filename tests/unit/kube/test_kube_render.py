@@ -324,3 +324,16 @@ def test_node_failure_seconds_become_noexecute_tolerations() -> None:
         assert_valid(
             render(make_svc(rollout={"nodeFailureSeconds": 20}), RenderOptions(target_version=version)), version
         )
+
+
+def test_a_new_replica_count_or_autoscaling_bound_does_not_roll_pods() -> None:
+    """Only what the server reads is in the template hash: replicas and autoscaling scale, they do not roll."""
+
+    def spec_hash(**kw: Any) -> str:
+        dep = by_kind(render(make_svc(**kw)), "Deployment")
+        return str(dep["spec"]["template"]["metadata"]["annotations"]["kubeinfer.io/spec-hash"])
+
+    base = spec_hash(autoscaling={"policy": "none"}, replicas=2)
+    assert spec_hash(autoscaling={"policy": "none"}, replicas=5) == base
+    assert spec_hash(autoscaling={"metric": "concurrency", "target": 4, "maxReplicas": 9}) == base
+    assert spec_hash(autoscaling={"policy": "none"}, replicas=2, batching={"maxBatchSize": 16}) != base
