@@ -335,8 +335,8 @@ def main() -> int:
 def python_cost_us(n: int = 30000) -> float:
     """Microseconds of Python (and httptools) per proxied request, with the sockets replaced by no-op transports:
     the part of the router's cost that is its own code rather than the kernel's socket work."""
-    from kubeinfer.local import _http
-    from kubeinfer.local.router import Backend, Router, _BackendState
+    from kubeinfer.local.router import Backend, Router
+    from kubeinfer.local.router.http import ClientProtocol, HttpFront, Pool, UpstreamProtocol
 
     class Null:
         def write(self, data: bytes) -> None:
@@ -352,12 +352,15 @@ def python_cost_us(n: int = 30000) -> float:
             pass
 
     router = Router()
-    state = _BackendState(Backend("a", "127.0.0.1", 1, None))
-    router._all = router._ready = [state]
-    up = _http.UpstreamProtocol(router, state)
+    router.set_backends([Backend("a", "127.0.0.1", 1, None)])
+    state = router.choose(())
+    assert state is not None
+    front = HttpFront(router)  # the router's HTTP side, without a listener
+    pool = front.pools[state] = Pool()
+    up = UpstreamProtocol(front, state, pool)
     up.transport, up.complete = Null(), True
-    state.idle.append(up)
-    client = _http.ClientProtocol(router)
+    pool.idle.append(up)
+    client = ClientProtocol(front)
     client.transport = Null()
     body = BODY.encode()
     request = (

@@ -22,7 +22,7 @@ import pytest
 from test_router import RouterThread
 
 from helpers import python_model
-from kubeinfer.local._http import ConnLimits
+from kubeinfer.local.router import ConnLimits
 from kubeinfer.testing import ServerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]

@@ -18,14 +18,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kubeinfer.local._http import ConnLimits
 from kubeinfer.local.control import BadRequest, ControlError, ControlServer
 from kubeinfer.local.controller import ControllerError, ServiceController
 from kubeinfer.local.gpu import NvmlInventory
 from kubeinfer.local.metrics import HttpMetricsSource
 from kubeinfer.local.process import MonotonicClock, SubprocessRunner
 from kubeinfer.local.resources import CgroupV2, CpuQuota
-from kubeinfer.local.router import Backend, Router
+from kubeinfer.local.router import Backend, ConnLimits, Router
 from kubeinfer.local.settings import LocalSettings
 from kubeinfer.server.listen import connection_cap
 from kubeinfer.spec import InferenceService, SpecError, validate_spec

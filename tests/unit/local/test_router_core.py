@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubeinfer.local.router_core import RateWindow, RetryBudget, pick
+from kubeinfer.local.router.core import RateWindow, RetryBudget, pick
 
 
 @dataclass(eq=False)

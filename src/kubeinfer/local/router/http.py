@@ -15,24 +15,32 @@ committed and is never retried. The request head is rebuilt from the parsed part
 byte for byte unless the client connection and the upstream one disagree about keep-alive, when the head is
 rewritten (an upstream ``Connection: close`` from a draining replica concerns the router's connection, not the
 client's).
+
+``HttpFront`` owns the listener, the client connections, the upstream pools and the tries in flight; it reaches the
+router through ``api.RouterApi`` only (backend choice, request/try/retry bookkeeping, ejection, the buffer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httptools
 import orjson
 
-if TYPE_CHECKING:
-    from kubeinfer.local.router import Router, _BackendState
+from kubeinfer.local.router.api import BackendState, OwnRoute, RouterApi
+from kubeinfer.server.listen import stop_new_connections
+
+__all__ = ["ClientProtocol", "HttpFront", "Request", "UpstreamProtocol", "simple_response"]
 
 log = logging.getLogger("kubeinfer.local.router")
+
+MAX_LOST = 1  # retries of a request after its replica connection broke once it was sent (a crash, maybe caused by it)
+SWEEP = 0.5  # seconds between checks of the client connections' timeouts (ConnLimits)
+IDLE_POOL = 256  # idle upstream connections kept per backend
 
 HOP_BY_HOP = frozenset(
     {
@@ -103,17 +111,17 @@ class Request:
         self.http10 = http10
         self.head_only = head_only
         self.attempts = 0
-        self.tried: list[_BackendState] = []
-        self.backend: _BackendState | None = None
+        self.tried: list[BackendState] = []
+        self.backend: BackendState | None = None
         self.upstream: UpstreamProtocol | None = None
         self.enqueued = 0.0
         self.lost = 0  # tries whose replica connection broke after the request was sent (router: crash guard)
         self.own: OwnRoute | None = None
 
-    # The router's buffer calls these two on every kind of waiting request (HTTP here, gRPC in router_grpc).
+    # The router's buffer calls these two on every kind of waiting request (HTTP here, gRPC in grpc.py).
     def dispatch(self) -> None:
         if self.client is not None:
-            self.client.router._send(self)
+            self.client.front.send(self)
 
     def reject(self, status: int, message: bytes, retry_after: int | None = None) -> None:
         if self.client is not None:
@@ -124,37 +132,6 @@ class Request:
         return self.client is not None
 
 
-OwnRoute = Callable[[], tuple[int, bytes, bytes]]
-
-
-@dataclass(frozen=True, slots=True)
-class ConnLimits:
-    """What one client connection may hold of the router (the spec's ``server.limits``, the same as a replica's)."""
-
-    header_timeout: float = 10.0
-    """Seconds from a request's first byte to the end of its head; 408 and close beyond."""
-    body_timeout: float = 60.0
-    """Seconds from a request's first byte to its last; 408 and close beyond (a ``Content-Length`` larger than the
-    body sent ends here)."""
-    idle_timeout: float = 75.0
-    """A keep-alive connection with no request for this long is closed."""
-    max_connections: int = 10_000
-    """Client connections at once; the next one is answered 503 with ``Retry-After`` and closed."""
-    max_header_bytes: int = 65_536
-    max_headers: int = 100
-
-    @classmethod
-    def from_spec(cls, limits: Any) -> ConnLimits:
-        return cls(
-            header_timeout=limits.headerTimeoutSeconds,
-            body_timeout=limits.bodyTimeoutSeconds,
-            idle_timeout=limits.idleTimeoutSeconds,
-            max_connections=limits.maxConnections,
-            max_header_bytes=limits.maxHeaderBytes,
-            max_headers=limits.maxHeaders,
-        )
-
-
 def _error_route(status: int, message: bytes) -> OwnRoute:
     body = orjson.dumps({"error": message.decode("utf-8", "replace")})
     return lambda: (status, body, b"application/json")
@@ -163,8 +140,9 @@ def _error_route(status: int, message: bytes) -> OwnRoute:
 class ClientProtocol(asyncio.Protocol):
     """A downstream (client) connection. Requests on one connection are proxied one at a time, in order."""
 
-    def __init__(self, router: Router) -> None:
-        self.router = router
+    def __init__(self, front: HttpFront) -> None:
+        self.front = front
+        self.router = front.router
         self.transport: Any = None
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
@@ -189,21 +167,22 @@ class ClientProtocol(asyncio.Protocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         router = self.router
-        if len(router._clients) >= router.conn_limits.max_connections:
-            router._count_local(503)
-            router.refused_connections += 1
+        clients = self.front.clients
+        if len(clients) >= router.conn_limits.max_connections:
+            router.count_local(503)
+            self.front.refused_connections += 1
             body = b'{"error":"the router has %d client connections, its limit (server.limits.maxConnections)"}' % (
-                len(router._clients)
+                len(clients)
             )
             transport.write(simple_response(503, body, extra=b"retry-after: 1\r\n", close=True))
             transport.close()
             self.transport = None
             return
-        self.idle_since = router._now
-        router._clients.add(self)
+        self.idle_since = router.now
+        clients.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.router._clients.discard(self)
+        self.front.clients.discard(self)
         self.transport = None
         if self.current is not None:
             self.current.client = None  # its upstream try finishes; the response is dropped
@@ -259,7 +238,7 @@ class ClientProtocol(asyncio.Protocol):
         self.body = []
         self.body_size = 0
         self.chunked = False
-        self.began = self.router._now or 1e-9
+        self.began = self.router.now or 1e-9
         self.headed = False
         self.head_bytes = 0
         self.head_count = 0
@@ -321,7 +300,7 @@ class ClientProtocol(asyncio.Protocol):
         keep_alive = p.should_keep_alive()
         http10 = p.get_http_version() == "1.0"
         url = self.url
-        own = self.router._own_routes.get(url) if method in (b"GET", b"HEAD") else None
+        own = self.router.own_routes.get(url) if method in (b"GET", b"HEAD") else None
         if own is not None:
             req = Request(self, b"", keep_alive, http10, method == b"HEAD")
             req.own = own
@@ -344,7 +323,7 @@ class ClientProtocol(asyncio.Protocol):
             status, body, ctype = req.own()
             self.finish_raw(req, simple_response(status, body, ctype, close=not req.keep_alive))
         else:
-            self.router._accept(req)
+            self.front.accept(req)
 
     def finish_raw(self, req: Request, payload: bytes) -> None:
         """Send a whole response the router made itself, and end ``req``."""
@@ -358,7 +337,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def finish_with(self, req: Request, status: int, message: bytes, retry_after: int | None) -> None:
         """End ``req`` with an error of the router's own: a JSON body ``{"error": message}``."""
-        self.router._count_local(status)
+        self.router.count_local(status)
         extra = b"retry-after: %d\r\n" % retry_after if retry_after is not None else b""
         body = orjson.dumps({"error": message.decode("utf-8", "replace")})
         self.finish_raw(req, simple_response(status, body, extra=extra, close=not req.keep_alive))
@@ -379,7 +358,7 @@ class ClientProtocol(asyncio.Protocol):
         if self.pending:
             self._start(self.pending.popleft())
         elif self.current is None:
-            self.idle_since = self.router._now
+            self.idle_since = self.router.now
             t.resume_reading()
 
     def abort(self) -> None:
@@ -393,7 +372,7 @@ class ClientProtocol(asyncio.Protocol):
         t = self.transport
         if t is None:
             return
-        self.router._count_local(status)
+        self.router.count_local(status)
         self.began = 0.0
         if self.current is not None:
             req = Request(self, b"", False, False, False)
@@ -440,19 +419,21 @@ class UpstreamProtocol(asyncio.Protocol):
         "complete",
         "deadline",
         "discard",
+        "front",
         "head",
         "headed",
         "parser",
+        "pool",
         "req",
-        "router",
         "status",
         "transport",
         "upstream_keep_alive",
     )
 
-    def __init__(self, router: Router, backend: _BackendState) -> None:
-        self.router = router
+    def __init__(self, front: HttpFront, backend: BackendState, pool: Pool) -> None:
+        self.front = front
         self.backend = backend
+        self.pool = pool
         self.transport: Any = None
         self.parser = httptools.HttpResponseParser(self)
         self.req: Request | None = None
@@ -481,11 +462,11 @@ class UpstreamProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.transport = None
-        self.backend.forget(self)
+        self.pool.forget(self)
         req = self.req
         if req is not None and not self.complete:
             self.req = None
-            self.router._try_failed(self, req, "reset" if exc else "closed")
+            self.front.try_failed(self, req, "reset" if exc else "closed")
 
     def eof_received(self) -> bool:
         return False
@@ -527,7 +508,7 @@ class UpstreamProtocol(asyncio.Protocol):
                         data = _rewrite_head(data, req.keep_alive, req.http10)
                     client.transport.write(data)
         if self.complete:
-            self.router._try_done(self, req)
+            self.front.try_done(self, req)
 
     # -- httptools callbacks ---------------------------------------------------------------------------
     def on_headers_complete(self) -> None:
@@ -538,7 +519,7 @@ class UpstreamProtocol(asyncio.Protocol):
         req = self.req
         if req is not None:
             if status == 503 or status == 429:
-                self.discard = self.router._retry_on_status(self, req)
+                self.discard = self.front.retry_on_status(self, req)
             if req.head_only:
                 self.complete = True
                 self.upstream_keep_alive = False  # httptools cannot be told that a HEAD response has no body
@@ -565,7 +546,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.upstream_keep_alive = False
         self.complete = True
         self.close()
-        self.router._try_failed(self, req, "protocol", force_no_retry=self.committed)
+        self.front.try_failed(self, req, "protocol", force_no_retry=self.committed)
 
 
 def _rewrite_head(data: bytes, keep_alive: bool, http10: bool) -> bytes:
@@ -582,10 +563,10 @@ def _rewrite_head(data: bytes, keep_alive: bool, http10: bool) -> bytes:
     return b"\r\n".join([lines[0], *kept]) + data[end:]
 
 
-def connect(router: Router, backend: _BackendState, req: Request, deadline: float) -> UpstreamProtocol:
+def connect(front: HttpFront, backend: BackendState, pool: Pool, req: Request, deadline: float) -> UpstreamProtocol:
     """Open a new upstream connection for ``req``; the request is written as soon as it connects."""
     loop = asyncio.get_running_loop()
-    proto = UpstreamProtocol(router, backend)
+    proto = UpstreamProtocol(front, backend, pool)
     proto.req = req
     proto.deadline = deadline
     if backend.uds is not None:
@@ -601,11 +582,227 @@ def connect(router: Router, backend: _BackendState, req: Request, deadline: floa
             exc = t.exception()
         if exc is not None:
             proto.closed = True
-            backend.forget(proto)
+            pool.forget(proto)
             r = proto.req
             if r is not None:
                 proto.req = None
-                router._try_failed(proto, r, "connect")
+                front.try_failed(proto, r, "connect")
 
     task.add_done_callback(connected)
     return proto
+
+
+class Pool:
+    """The upstream connections to one backend: all of them, and the idle ones ready for the next request."""
+
+    __slots__ = ("conns", "idle")
+
+    def __init__(self) -> None:
+        self.idle: list[UpstreamProtocol] = []
+        self.conns: set[UpstreamProtocol] = set()
+
+    def forget(self, up: UpstreamProtocol) -> None:
+        self.conns.discard(up)
+        with contextlib.suppress(ValueError):
+            self.idle.remove(up)
+
+    def close_idle(self) -> None:
+        idle, self.idle = self.idle, []
+        for up in idle:
+            up.close()
+
+
+class HttpFront:
+    """The router's HTTP side: its listener, client connections, upstream pools and the tries in flight.
+
+    A try's life: ``send`` (a backend from ``RouterApi.choose``, a pooled or new connection), then ``try_done`` (the
+    response went to the client, or a 503/429 is retried elsewhere) or ``try_failed`` (refused, reset, closed,
+    unparsable or timed out: retried elsewhere while ``RouterApi.may_retry`` allows). ``tick`` runs in the router's
+    housekeeping pass: per-try timeouts and the client connections' limits.
+    """
+
+    def __init__(self, router: RouterApi) -> None:
+        self.router = router
+        self.clients: set[ClientProtocol] = set()
+        self.busy: set[UpstreamProtocol] = set()  # connections carrying a try now
+        self.pools: dict[BackendState, Pool] = {}
+        self.refused_connections = 0
+        self.poison_guarded = 0
+        self.server: asyncio.AbstractServer | None = None
+        self._next_sweep = 0.0
+
+    # -- listener ----------------------------------------------------------------------------------------
+    async def start(self, host: str, port: int) -> int:
+        """Listen on ``host:port`` (0 picks a free port); returns the port."""
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: ClientProtocol(self), host, port, backlog=2048, reuse_address=True
+        )
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop_listening(self) -> None:
+        if self.server is not None:
+            if stop_new_connections(getattr(self.server, "sockets", ())):
+                await asyncio.sleep(0.05)  # accept what completed its handshake before: closing would reset it
+            self.server.close()
+
+    async def drain(self, deadline: float) -> None:
+        """Wait until no client connection has a request in flight, or the loop time ``deadline``."""
+        loop = asyncio.get_running_loop()
+        while any(c.current is not None for c in self.clients) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+
+    def close(self) -> None:
+        """Close every client connection (after ``drain``)."""
+        for c in list(self.clients):
+            if c.transport is not None:
+                c.transport.close()
+        self.server = None
+
+    # -- backends ----------------------------------------------------------------------------------------
+    def backend_retired(self, st: BackendState) -> None:
+        """``st`` left the ready set: its idle connections go; those in flight finish."""
+        pool = self.pools.get(st)
+        if pool is not None:
+            pool.close_idle()
+
+    def backend_closed(self, st: BackendState) -> None:
+        """``st`` is gone (retired with nothing in flight, or the router stops): close its connections at rest."""
+        pool = self.pools.pop(st, None)
+        if pool is None:
+            return
+        pool.close_idle()
+        for up in list(pool.conns):
+            if up.req is None:
+                up.close()
+
+    # -- request path ------------------------------------------------------------------------------------
+    def accept(self, req: Request) -> None:
+        self.router.request_accepted()
+        self.send(req)
+
+    def send(self, req: Request) -> None:
+        """Start a try of ``req`` on the backend the router chooses, or leave it in the router's buffer."""
+        router = self.router
+        b = router.choose(req.tried)
+        if b is None:
+            router.buffer(req)
+            return
+        req.attempts += 1
+        req.backend = b
+        router.begin_try(b)
+        deadline = router.now + router.per_try_timeout
+        pool = self.pools.get(b)
+        if pool is None:
+            pool = self.pools[b] = Pool()
+        idle = pool.idle
+        while idle:
+            up = idle.pop()
+            if not up.closed:
+                up.send(req, deadline)
+                break
+        else:
+            up = connect(self, b, pool, req, deadline)
+            pool.conns.add(up)
+        req.upstream = up
+        self.busy.add(up)
+
+    def _end_try(self, up: UpstreamProtocol, req: Request) -> BackendState:
+        self.busy.discard(up)
+        up.req = None
+        req.upstream = None
+        b = up.backend
+        self.router.end_try(b)
+        return b
+
+    def try_done(self, up: UpstreamProtocol, req: Request) -> None:
+        b = self._end_try(up, req)
+        if up.reusable() and not b.retired and len(up.pool.idle) < IDLE_POOL:
+            up.pool.idle.append(up)
+        else:
+            up.close()
+        if up.discard:  # a 503/429 answered by a backend; the retry was granted when its head arrived
+            req.tried.append(b)
+            if req.client is not None:
+                self.send(req)
+            return
+        b.count(up.status)
+        client = req.client
+        if client is not None:
+            client.done(req)
+
+    def try_failed(self, up: UpstreamProtocol, req: Request, reason: str, force_no_retry: bool = False) -> None:
+        if up in self.busy or up.req is req:
+            b = self._end_try(up, req)
+        else:  # the try never counted (a connect that failed after the request was already settled)
+            return
+        if up.committed or force_no_retry:
+            b.count("aborted")
+            if req.client is not None:
+                client = req.client
+                req.client = None
+                client.abort()
+            return
+        if req.client is None:
+            return
+        req.tried.append(b)
+        self.router.eject(b)
+        if reason in ("reset", "closed"):
+            req.lost += 1
+            if req.lost > MAX_LOST:
+                # The poison-request guard: a request whose replica connection broke twice after it was sent may
+                # be what breaks them (a body that exhausts a replica's memory). Retrying it would take the next
+                # replica down too.
+                self.poison_guarded += 1
+                req.reject(
+                    502,
+                    b"the connection to replica %s broke after the request was sent, as it did on %d replica(s) "
+                    b"before: not retried, so that it cannot take down the others" % (b.id.encode(), req.lost - 1),
+                )
+                return
+        self._retry(req, reason)
+
+    def _retry(self, req: Request, reason: str) -> None:
+        router = self.router
+        if not router.may_retry(req.attempts, reason):
+            why = "tries" if req.attempts > router.max_retries else "retry budget"
+            if reason == "timeout":
+                msg = b"no response from replica %s within the per-try timeout of %gs (%d tries; out of %s)" % (
+                    req.backend.id.encode() if req.backend else b"?",
+                    router.per_try_timeout,
+                    req.attempts,
+                    why.encode(),
+                )
+                req.reject(504, msg)
+            else:
+                msg = b"replica %s failed before answering (%s; %d tries; out of %s)" % (
+                    req.backend.id.encode() if req.backend else b"?",
+                    reason.encode(),
+                    req.attempts,
+                    why.encode(),
+                )
+                req.reject(502, msg)
+            return
+        self.send(req)
+
+    def retry_on_status(self, up: UpstreamProtocol, req: Request) -> bool:
+        """At the head of a 503/429: retry elsewhere (True, the response is dropped) or pass it on (False)."""
+        if req.client is None or not self.router.has_ready_besides(up.backend):
+            return False
+        return self.router.may_retry(req.attempts, f"status_{up.status}")
+
+    # -- housekeeping ------------------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """The router's housekeeping pass: end tries past their per-try timeout, sweep the client connections."""
+        if self.busy:
+            late = [up for up in self.busy if up.deadline <= now]
+            for up in late:
+                req = up.req
+                up.upstream_keep_alive = False
+                up.close()
+                if req is not None:
+                    self.try_failed(up, req, "timeout")
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP
+            for c in list(self.clients):
+                c.check_limits(now)

@@ -23,6 +23,9 @@ with the backend's status. The client's cancellation cancels the backend's call.
 requests for the stream's whole life (``_Requests``) and the try in progress writes them up: a read abandoned when a
 try fails could lose a request. It reads a request only once the last one was written, so HTTP/2 flow control still
 holds the client back when a backend reads slowly.
+
+``GrpcFront`` owns the server and the channels to the backends; like the HTTP front, it reaches the router through
+``api.RouterApi`` only, so both count requests, tries and retries the same way (the retry budget included).
 """
 
 from __future__ import annotations
@@ -31,14 +34,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
-if TYPE_CHECKING:
-    from kubeinfer.local.router import Router, _BackendState
+from kubeinfer.local.router.api import BackendState, RouterApi, log_unexpected_end
 
-__all__ = ["start_grpc"]
+__all__ = ["GrpcFront"]
 
 log = logging.getLogger("kubeinfer.local.router")
 
@@ -85,9 +87,83 @@ def _forwarded(metadata: Any) -> list[tuple[str, str | bytes]]:
     return out
 
 
-class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
-    def __init__(self, router: Router) -> None:
+class GrpcFront:
+    """The router's gRPC side: its server, a channel (or one per Unix socket) to each backend that serves gRPC."""
+
+    def __init__(self, router: RouterApi) -> None:
         self.router = router
+        self.channels: dict[BackendState, _Channels] = {}
+        self.server: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        """Start the gRPC listener on the running loop; ``port`` 0 picks a free port. Returns the port."""
+        self._loop = asyncio.get_running_loop()
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", min(self.router.max_body_bytes, _INT32_MAX)),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.so_reuseport", 0),
+            ]
+        )
+        server.add_generic_rpc_handlers((_Proxy(self),))
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            bound = server.add_insecure_port(address)
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            raise OSError(f"router: cannot listen for gRPC on {address} (choose another port, or stop what uses it)")
+        await server.start()
+        self.server = server
+        return int(bound)
+
+    async def stop(self, grace: float) -> None:
+        if self.server is not None:
+            await self.server.stop(grace)
+
+    def channel(self, st: BackendState) -> Any:
+        """A channel to the backend: its TCP gRPC port, or in turn one of its gRPC Unix sockets (one per server
+        process of a replica without TCP; a TCP port is shared by them and the kernel spreads the connections)."""
+        chans = self.channels.get(st)
+        if chans is None:
+            opts = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+            b = st.backend
+            targets = [f"unix:{path}" for path in b.grpc_uds] or [f"{st.host}:{b.grpc_port}"]
+            chans = self.channels[st] = _Channels([grpc.aio.insecure_channel(t, options=opts) for t in targets])
+        return chans.next()
+
+    def backend_closed(self, st: BackendState) -> None:
+        """``st`` is gone: close its channels (a call still on one is cancelled)."""
+        chans = self.channels.pop(st, None)
+        loop = self._loop
+        if chans is None or loop is None or loop.is_closed():
+            return
+        for ch in chans.all:
+            task = loop.create_task(ch.close(), name=f"kubeinfer-router-close-channel-{st.id}")
+            task.add_done_callback(log_unexpected_end)
+
+
+class _Channels:
+    """A backend's gRPC channels, handed out in turn."""
+
+    __slots__ = ("all", "turn")
+
+    def __init__(self, channels: list[Any]) -> None:
+        self.all = channels
+        self.turn = 0
+
+    def next(self) -> Any:
+        if len(self.all) == 1:
+            return self.all[0]
+        self.turn += 1
+        return self.all[self.turn % len(self.all)]
+
+
+class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
+    def __init__(self, front: GrpcFront) -> None:
+        self.front = front
+        self.router = front.router
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
@@ -107,49 +183,33 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
         return grpc.unary_unary_rpc_method_handler(unary)
 
     # -- choosing a backend ------------------------------------------------------------------------------
-    async def _backend(self, tried: Sequence[_BackendState], context: Any) -> _BackendState:
+    async def _backend(self, tried: Sequence[BackendState], context: Any) -> BackendState:
         router = self.router
         while True:
-            st = router._choose(tried, grpc=True)
+            st = router.choose(tried, grpc=True)
             if st is not None:
                 return st
-            if router._ready:
+            if router.has_ready():
                 await context.abort(grpc.StatusCode.UNAVAILABLE, "no ready replica serves gRPC")
             future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            router._buffer(_GrpcWaiter(future))
+            router.buffer(_GrpcWaiter(future))
             try:
                 await future
             except _Rejected as e:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, e.message)
 
-    def _channel(self, st: _BackendState) -> Any:
-        """A channel to the backend: its TCP gRPC port, or in turn one of its gRPC Unix sockets (one per server
-        process of a replica without TCP; a TCP port is shared by them and the kernel spreads the connections)."""
-        if not st.channels:
-            opts = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
-            b = st.backend
-            targets = [f"unix:{path}" for path in b.grpc_uds] or [f"{st.host}:{b.grpc_port}"]
-            st.channels = [grpc.aio.insecure_channel(target, options=opts) for target in targets]
-        if len(st.channels) == 1:
-            return st.channels[0]
-        st.turn += 1
-        return st.channels[st.turn % len(st.channels)]
-
-    def _retrying(self, st: _BackendState, tried: list[_BackendState], reason: str) -> None:
-        """A try on ``st`` failed in a way worth another replica: count it, and keep ``st`` out of the next choice."""
-        router = self.router
-        router.retries += 1
-        router.retry_reasons[reason] = router.retry_reasons.get(reason, 0) + 1
+    def _retrying(self, st: BackendState, tried: list[BackendState]) -> None:
+        """A try on ``st`` failed in a way worth another replica, and the router granted a retry: keep ``st`` out of
+        the next choice."""
         tried.append(st)
-        router._eject(st)
+        self.router.eject(st)
 
     # -- calls -------------------------------------------------------------------------------------------
     async def _unary(self, method: str, request: bytes, context: Any) -> bytes:
         router = self.router
-        router.requests += 1
-        router._budget.requests.current += 1
+        router.request_accepted()
         metadata = _forwarded(context.invocation_metadata())
-        tried: list[_BackendState] = []
+        tried: list[BackendState] = []
         attempts = 0
         while True:
             st = await self._backend(tried, context)
@@ -159,29 +219,27 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
             client_bound = remaining is not None and remaining < timeout
             if client_bound:
                 timeout = max(remaining, 0.001)
-            st.outstanding += 1
-            st.total += 1
+            router.begin_try(st)
             try:
-                call = self._channel(st).unary_unary(method)
+                call = self.front.channel(st).unary_unary(method)
                 response: bytes = await call(request, metadata=metadata, timeout=timeout)
             except grpc.aio.AioRpcError as e:
                 code = e.code()
                 retryable = code in _RETRYABLE or (code == grpc.StatusCode.DEADLINE_EXCEEDED and not client_bound)
-                if retryable and attempts <= router.max_retries and router._budget.try_withdraw():
-                    reason = "timeout" if code == grpc.StatusCode.DEADLINE_EXCEEDED else "grpc_unavailable"
-                    self._retrying(st, tried, reason)
+                reason = "timeout" if code == grpc.StatusCode.DEADLINE_EXCEEDED else "grpc_unavailable"
+                if retryable and router.may_retry(attempts, reason):
+                    self._retrying(st, tried)
                     continue
                 await _pass_on(st, e, context)
                 raise  # unreachable: abort raises
             finally:
-                router._release(st)
-            st.codes["OK"] = st.codes.get("OK", 0) + 1
+                router.end_try(st)
+            st.count("OK")
             return response
 
     async def _stream(self, method: str, requests: AsyncIterator[bytes], context: Any) -> AsyncGenerator[bytes, None]:
         router = self.router
-        router.requests += 1
-        router._budget.requests.current += 1
+        router.request_accepted()
         metadata = _forwarded(context.invocation_metadata())
         inbox = _Requests(requests)
         upstream: _Try | None = None
@@ -194,15 +252,14 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
                 upstream.end()
 
         context.add_done_callback(end)
-        tried: list[_BackendState] = []
+        tried: list[BackendState] = []
         attempts = 0
         try:
             while True:
                 st = await self._backend(tried, context)
                 attempts += 1
-                st.outstanding += 1
-                st.total += 1
-                call = self._channel(st).stream_stream(method)(metadata=metadata, timeout=context.time_remaining())
+                router.begin_try(st)
+                call = self.front.channel(st).stream_stream(method)(metadata=metadata, timeout=context.time_remaining())
                 upstream = _Try(router, st, call, inbox)
                 try:
                     async for message in call:
@@ -210,18 +267,13 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
                         yield message
                 except grpc.aio.AioRpcError as e:
                     code = e.code()
-                    if (
-                        code in _RETRYABLE
-                        and not inbox.committed
-                        and attempts <= router.max_retries
-                        and router._budget.try_withdraw()
-                    ):
-                        self._retrying(st, tried, "grpc_unavailable")
+                    if code in _RETRYABLE and not inbox.committed and router.may_retry(attempts, "grpc_unavailable"):
+                        self._retrying(st, tried)
                         continue
                     await _pass_on(st, e, context)
                 finally:
                     upstream.end()
-                st.codes["OK"] = st.codes.get("OK", 0) + 1
+                st.count("OK")
                 return
         finally:
             end()
@@ -244,7 +296,7 @@ class _Requests:
         self.task = asyncio.get_running_loop().create_task(
             self._read(source), name="kubeinfer-router-grpc-stream-reader"
         )
-        self.task.add_done_callback(_log_unexpected_end)
+        self.task.add_done_callback(log_unexpected_end)
 
     async def _read(self, source: AsyncIterator[bytes]) -> None:
         try:
@@ -294,7 +346,7 @@ class _Try:
 
     __slots__ = ("call", "ended", "router", "st", "writer")
 
-    def __init__(self, router: Router, st: _BackendState, call: Any, inbox: _Requests) -> None:
+    def __init__(self, router: RouterApi, st: BackendState, call: Any, inbox: _Requests) -> None:
         self.router = router
         self.st = st
         self.call = call
@@ -302,7 +354,7 @@ class _Try:
         self.writer = asyncio.get_running_loop().create_task(
             self._write(inbox), name=f"kubeinfer-router-grpc-stream-writer-{st.id}"
         )
-        self.writer.add_done_callback(_log_unexpected_end)
+        self.writer.add_done_callback(log_unexpected_end)
 
     async def _write(self, inbox: _Requests) -> None:
         # A failed write means the call ended: reading its responses raises its status, which decides what follows.
@@ -315,39 +367,13 @@ class _Try:
         self.ended = True
         self.writer.cancel()
         self.call.cancel()  # no-op once the call is done
-        self.router._release(self.st)
+        self.router.end_try(self.st)
 
 
-def _log_unexpected_end(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("router task %s ended unexpectedly", task.get_name(), exc_info=task.exception())
-
-
-async def start_grpc(router: Router, host: str, port: int) -> tuple[Any, int]:
-    """Start the router's gRPC listener on the running loop; ``port`` 0 picks a free port."""
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", min(router.max_body_bytes, _INT32_MAX)),
-            ("grpc.max_send_message_length", -1),
-            ("grpc.so_reuseport", 0),
-        ]
-    )
-    server.add_generic_rpc_handlers((_Proxy(router),))
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError:
-        bound = 0
-    if not bound:
-        raise OSError(f"router: cannot listen for gRPC on {address} (choose another port, or stop what uses it)")
-    await server.start()
-    return server, bound
-
-
-async def _pass_on(st: _BackendState, e: grpc.aio.AioRpcError, context: Any) -> None:
+async def _pass_on(st: BackendState, e: grpc.aio.AioRpcError, context: Any) -> None:
     """End the client's call with the replica's status, details and trailing metadata (abort raises)."""
     code = e.code()
-    st.codes[code.name] = st.codes.get(code.name, 0) + 1
+    st.count(code.name)
     trailing = e.trailing_metadata()
     if trailing:
         context.set_trailing_metadata(tuple(_forwarded(trailing)))

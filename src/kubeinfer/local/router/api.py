@@ -1,0 +1,183 @@
+"""The router's declared inside: what its HTTP and gRPC fronts may call (``RouterApi``) and the types they share.
+
+The fronts (``http.py``, ``grpc.py``) speak their protocol and nothing else; every decision and every counter that
+the two have in common is the router's (``router.py``), reached through ``RouterApi`` only:
+
+- a client request is counted once, by ``request_accepted`` (which deposits into the retry budget);
+- a backend is chosen by ``choose`` (power of two choices, ``core.pick``), and a try on it is counted by
+  ``begin_try`` / ``end_try``;
+- a retry is granted or refused by ``may_retry`` (the per-request try bound, then ``core.RetryBudget``), which
+  counts the retry and its reason when granted;
+- a backend whose try failed is taken out of rotation for a while by ``eject``;
+- a request that finds no backend waits in the router's buffer (``buffer``, a ``Waiting``).
+
+This module imports neither front nor the router, so that both fronts depend on it and on nothing above it (the
+import-linter contract "Router package" in ``pyproject.toml`` keeps it so).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ["Backend", "BackendState", "ConnLimits", "OwnRoute", "RouterApi", "Waiting", "log_unexpected_end"]
+
+log = logging.getLogger("kubeinfer.local.router")
+
+OwnRoute = Callable[[], tuple[int, bytes, bytes]]
+"""One of the router's own endpoints: () -> (status, body, content type)."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A ready replica: ``id`` names it in stats and metrics; ``grpc_port`` None when it serves no gRPC over TCP;
+    ``uds`` the Unix socket it serves HTTP on, which the router then uses instead of ``host:port`` (``port`` is None
+    for a replica without TCP); ``grpc_uds`` the Unix sockets it serves gRPC on (one per server process, calls spread
+    among them), used instead of ``grpc_port``."""
+
+    id: str
+    host: str
+    port: int | None
+    grpc_port: int | None
+    version: str = ""
+    uds: str | None = None
+    grpc_uds: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.port is None and self.uds is None:
+            raise ValueError(f"backend {self.id!r} has neither a port nor a Unix socket (uds) to reach it on")
+
+    @property
+    def serves_grpc(self) -> bool:
+        return self.grpc_port is not None or bool(self.grpc_uds)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnLimits:
+    """What one client connection may hold of the router (the spec's ``server.limits``, the same as a replica's)."""
+
+    header_timeout: float = 10.0
+    """Seconds from a request's first byte to the end of its head; 408 and close beyond."""
+    body_timeout: float = 60.0
+    """Seconds from a request's first byte to its last; 408 and close beyond (a ``Content-Length`` larger than the
+    body sent ends here)."""
+    idle_timeout: float = 75.0
+    """A keep-alive connection with no request for this long is closed."""
+    max_connections: int = 10_000
+    """Client connections at once; the next one is answered 503 with ``Retry-After`` and closed."""
+    max_header_bytes: int = 65_536
+    max_headers: int = 100
+
+    @classmethod
+    def from_spec(cls, limits: Any) -> ConnLimits:
+        return cls(
+            header_timeout=limits.headerTimeoutSeconds,
+            body_timeout=limits.bodyTimeoutSeconds,
+            idle_timeout=limits.idleTimeoutSeconds,
+            max_connections=limits.maxConnections,
+            max_header_bytes=limits.maxHeaderBytes,
+            max_headers=limits.maxHeaders,
+        )
+
+
+class BackendState:
+    """The router's mutable view of one backend: its load counters and responses by code. The fronts keep their
+    connections to it (HTTP pools, gRPC channels) themselves, keyed by this object (hashed by identity)."""
+
+    __slots__ = ("backend", "codes", "ejected_until", "host", "id", "outstanding", "port", "retired", "total", "uds")
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.id = backend.id
+        self.host = backend.host
+        self.port = backend.port
+        self.uds = backend.uds
+        self.outstanding = 0  # tries sent and not yet ended
+        self.total = 0  # tries sent since it was first named
+        self.codes: dict[int | str, int] = {}  # HTTP status, or gRPC status name, or "aborted" -> responses
+        self.retired = False  # out of the ready set, finishing its in-flight requests
+        self.ejected_until = 0.0
+
+    def count(self, code: int | str) -> None:
+        """One response from this backend with ``code`` (metrics' ``kubeinfer_router_requests``)."""
+        self.codes[code] = self.codes.get(code, 0) + 1
+
+
+class Waiting(Protocol):
+    """A request waiting in the router's buffer (HTTP or gRPC)."""
+
+    enqueued: float
+
+    @property
+    def alive(self) -> bool: ...
+
+    def dispatch(self) -> None: ...
+
+    def reject(self, status: int, message: bytes, retry_after: int | None = None) -> None: ...
+
+
+class RouterApi(Protocol):
+    """What the HTTP and gRPC fronts call of the router: the whole of it. ``router.Router`` implements it."""
+
+    @property
+    def now(self) -> float:
+        """The loop time of the last housekeeping tick (the request path reads no clock)."""
+
+    @property
+    def per_try_timeout(self) -> float: ...
+
+    @property
+    def max_retries(self) -> int: ...
+
+    @property
+    def max_body_bytes(self) -> int: ...
+
+    @property
+    def conn_limits(self) -> ConnLimits: ...
+
+    @property
+    def own_routes(self) -> Mapping[bytes, OwnRoute]:
+        """The router's own endpoints by path (GET and HEAD only)."""
+
+    def request_accepted(self) -> None:
+        """Count one client request (HTTP or gRPC) and deposit it into the retry budget."""
+
+    def choose(self, tried: Sequence[BackendState], grpc: bool = False) -> BackendState | None:
+        """The backend for the next try, avoiding ``tried`` while possible; None when no backend (serving gRPC, with
+        ``grpc``) is ready."""
+
+    def has_ready(self) -> bool:
+        """Whether any backend is in the ready set (gRPC or not)."""
+
+    def has_ready_besides(self, st: BackendState) -> bool:
+        """Whether a backend other than ``st`` would get a first try now."""
+
+    def begin_try(self, st: BackendState) -> None:
+        """A try goes to ``st``: count it in its load."""
+
+    def end_try(self, st: BackendState) -> None:
+        """A try on ``st`` ended (answered, failed or abandoned); a retired backend is closed after its last."""
+
+    def may_retry(self, attempts: int, reason: str) -> bool:
+        """Whether a request that made ``attempts`` tries may make another; counted under ``reason`` when so."""
+
+    def eject(self, st: BackendState) -> None:
+        """A try on ``st`` failed (refused, reset, timed out): no first tries on it for a while."""
+
+    def buffer(self, w: Waiting) -> None:
+        """Hold ``w`` until a backend is ready (``w.dispatch``) or the bound or timeout is reached (``w.reject``)."""
+
+    def count_local(self, status: int) -> None:
+        """One response made by the router itself, with HTTP ``status``."""
+
+
+def log_unexpected_end(task: asyncio.Task[Any]) -> None:
+    """A done-callback for the router's background tasks: log one that ended other than by cancellation."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("router task %s ended unexpectedly", task.get_name(), exc_info=exc)
