@@ -1,0 +1,62 @@
+"""How a kubeinfer metric reaches the HPA, checked against the real HPA controller: the rendered HPA asks the custom
+metrics API (``custom.metrics.k8s.io``, served by the Prometheus adapter) for the metric under the adapter's name;
+kubeinfer itself serves no metrics APIService -- its operator scales through the scale subresource instead."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from controlplane_kit import Kube, PodDriver, wait_for
+
+pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300)]
+
+
+def test_the_rendered_hpa_asks_the_custom_metrics_api_for_the_adapter_s_metric(
+    kube: Kube, namespace: str, pods: PodDriver
+) -> None:
+    from kubernetes import client
+
+    from kubeinfer.kube.api import connect
+    from kubeinfer.kube.deploy import execute, plan
+    from kubeinfer.kube.names import METRIC_IN_FLIGHT
+    from kubeinfer.kube.render import RenderOptions, render
+    from kubeinfer.spec import loads_spec
+
+    # No aggregated metrics API in this control plane (no metrics-server, adapter or KEDA), and kubeinfer adds none.
+    groups = {s.spec.group for s in client.ApiregistrationV1Api(kube.api_client).list_api_service().items if s.spec}
+    assert not groups & {"custom.metrics.k8s.io", "external.metrics.k8s.io", "metrics.k8s.io"}, groups
+
+    pods.add_node(f"cpu-{namespace}")
+    svc = loads_spec(
+        "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\nmetadata: {name: m}\nspec:\n"
+        "  model: {format: sklearn, uri: ./model.joblib}\n"
+        "  autoscaling: {policy: hpa, metric: concurrency, target: 4, maxReplicas: 4}\n"
+    )
+    api = connect()
+    objs = render(svc, RenderOptions(namespace=namespace, image="kubeinfer/test:never-pulled", monitoring=False))
+    execute(plan(objs, api, name="m", namespace=namespace), api)
+    hpa = next(o for o in objs if o["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == METRIC_IN_FLIGHT  # the adapter's rule's name
+    wait_for("the pod Ready", lambda: pods.run_scheduled(namespace) or _ready(kube, namespace))
+
+    hpas = client.AutoscalingV2Api(kube.api_client)
+
+    def metric_refused() -> Any:
+        h = hpas.read_namespaced_horizontal_pod_autoscaler("m", namespace)
+        cond = {c.type: c for c in (h.status.conditions or [])} if h.status else {}
+        active = cond.get("ScalingActive")
+        return active if active is not None and active.status == "False" else None
+
+    active = wait_for("the HPA controller's verdict on the metric", metric_refused)
+    # The controller asked the custom metrics API for kubeinfer_requests_in_flight (what the adapter would serve).
+    print(f"\nScalingActive False {active.reason}: {active.message}")
+    assert active.reason == "FailedGetPodsMetric", active
+    assert METRIC_IN_FLIGHT in active.message and "custom metrics API" in active.message, active.message
+
+
+def _ready(kube: Kube, namespace: str) -> bool:
+    return any(
+        any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        for p in kube.core.list_namespaced_pod(namespace).items
+    )
