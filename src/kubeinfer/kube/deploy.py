@@ -196,8 +196,8 @@ def explain_conflict(e: ApplyConflictError, *, force_option: str = "--force-conf
             lines.append(f"  {c.field}: {hint}")
     managers = ", ".join(sorted({repr(c.manager) for c in e.conflicts}))
     lines.append(
-        f"to take the fields over for {FIELD_MANAGER!r} (overwriting {managers}'s values), re-run with "
-        f"{force_option}; to keep them, change the spec to the live values or stop {managers} setting them"
+        f"to take the fields over for {FIELD_MANAGER!r} (overwriting the values of {managers}), re-run with "
+        f"{force_option}; to keep them, change the spec to the live values or stop {managers} from setting them"
     )
     return "\n".join(lines)
 
