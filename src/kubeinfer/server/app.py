@@ -1,14 +1,17 @@
-"""The replica's HTTP data plane as a raw ASGI application.
+"""The replica's HTTP data plane as a raw ASGI application: the REST adapter of :mod:`~kubeinfer.server.dataplane`.
 
-Routes: Open Inference Protocol v2 REST (health, metadata, infer; JSON and the binary tensor data extension; gzip
-and deflate bodies), KServe v1 (``/v1/models/{name}``, ``:predict``), OpenAI-style ``/v1/embeddings`` and
-``/v1/models`` (OpenAI's list, with KServe v1's ``models`` names in the same answer), Kubernetes
-probes (``/healthz``, ``/readyz``, ``/startupz``), ``/metrics`` and ``/openapi.json``.
+Routes (``routes.py``, the one table the dispatcher and the OpenAPI document come from): Open Inference Protocol v2
+REST (health, metadata, infer; JSON and the binary tensor data extension; gzip and deflate bodies), KServe v1
+(``/v1/models/{name}``, ``:predict``), OpenAI-style ``/v1/embeddings`` and ``/v1/models`` (OpenAI's list, with
+KServe v1's ``models`` names in the same answer), Kubernetes probes (``/healthz``, ``/readyz``, ``/startupz``),
+``/metrics`` and ``/openapi.json``. OIP v2 infer requests mostly arrive through ``http.py``'s direct path instead,
+which calls the same methods here (:meth:`InferenceApp.infer_v2_slot`, :meth:`~InferenceApp.infer_v2_submit`,
+:meth:`~InferenceApp.infer_v2_response`, :meth:`~InferenceApp.error_response`).
 
 Why raw ASGI and not a framework: on this workload a framework route plus pydantic request models costs several
 times the server's own work per request (measured: the same batcher behind FastAPI serves ~3x fewer requests than
 behind a bare ASGI callable). Tensors are validated directly with numpy in ``tensors.py`` instead; the OpenAPI
-document is written by hand in ``openapi.py`` and tested against behaviour.
+document is built from the route table in ``openapi.py`` and tested against behaviour.
 """
 
 from __future__ import annotations
@@ -16,18 +19,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import time
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 
-from kubeinfer import __version__
-from kubeinfer.runtimes.base import Model, ModelInfo
-from kubeinfer.server.batcher import Batcher
+from kubeinfer.runtimes.base import ModelInfo
+from kubeinfer.server.dataplane import DataPlane, ModelSlot
 from kubeinfer.server.errors import (
     InvalidInput,
     MethodNotAllowed,
@@ -36,24 +36,21 @@ from kubeinfer.server.errors import (
     PayloadTooLarge,
     RouteNotFound,
     ServerError,
-    TooManyRequests,
-    Unavailable,
     UnsupportedMedia,
     http_status,
     internal_error,
 )
 from kubeinfer.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from kubeinfer.server.metrics import Metrics
+from kubeinfer.server.routes import TABLE, Route
 from kubeinfer.server.tensors import (
     InferRequest,
     from_json_data,
     output_json,
     parse_infer_json,
     select_outputs,
-    validate_inputs,
 )
 
-__all__ = ["InferenceApp", "Limits", "ModelSlot"]
+__all__ = ["InferenceApp"]
 
 log = logging.getLogger("kubeinfer.server")
 
@@ -75,114 +72,38 @@ _NOT_JSON = (
     b"application/octet-stream",
     b"application/x-protobuf",
 )
-EXTENSIONS = ["binary_tensor_data", "model_repository_health", "kserve_v1", "openai_embeddings", "statistics"]
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_body_bytes: int = 64 * 2**20
-    max_concurrency: int = 4096
-    request_timeout: float | None = 30.0
-    # What one connection may hold (server/http.py; the spec's server.limits, the router's ConnLimits alike).
-    header_timeout: float = 10.0
-    body_timeout: float = 60.0
-    max_connections: int = 10_000
-    max_header_bytes: int = 65_536
-    max_headers: int = 100
+class _Call:
+    """One request on its way through a route's handler."""
+
+    __slots__ = ("method", "receive", "scope", "send", "slot")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send, slot: ModelSlot | None) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.method: str = scope["method"]
+        self.slot = slot  # the model the path names; the embeddings route sets the one it chose
 
 
-@dataclass(slots=True)
-class ModelSlot:
-    """One served model: its runtime, metadata and batcher; ``ready`` once loaded and warmed."""
-
-    model: Model
-    name: str
-    version: str
-    info: ModelInfo | None = None
-    batcher: Batcher | None = None
-    ready: bool = False
-    error: str | None = None
-    stats: dict[str, int] = field(default_factory=dict)
-    # When the model was added, in Unix seconds: the ``created`` field of OpenAI's model list.
-    created: int = field(default_factory=lambda: int(time.time()))
-
-    def metadata(self) -> dict[str, Any]:
-        info = self.info
-        return {
-            "name": self.name,
-            "versions": [self.version],
-            "platform": info.platform if info else "",
-            "inputs": [s.to_json() for s in info.inputs] if info else [],
-            "outputs": [s.to_json() for s in info.outputs] if info else [],
-        }
+Handler = Callable[[_Call], Awaitable[int]]
 
 
 class InferenceApp:
+    """The ASGI application over one :class:`DataPlane`; ``openapi`` is called with the served models' (name,
+    version) pairs to build ``/openapi.json`` (once, on its first request)."""
+
     def __init__(
         self,
-        limits: Limits | None = None,
-        metrics: Metrics | None = None,
+        plane: DataPlane | None = None,
         openapi: Callable[[list[tuple[str, str]]], dict[str, Any]] | None = None,
     ) -> None:
-        self.limits = limits or Limits()
-        self.metrics = metrics or Metrics()
-        self.models: dict[str, ModelSlot] = {}
-        self._draining = False
-        self._started = False  # all models loaded (startup probe)
-        self._openapi = openapi  # called with the served models' (name, version) pairs
+        self.plane = plane or DataPlane()
+        self._openapi = openapi
         self._openapi_body: bytes | None = None
-        self._watchers: list[Callable[[], None]] = []
-
-    # -- state -----------------------------------------------------------------------------------------
-    def watch(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (on the event loop) whenever readiness may have changed: a model loaded or failed,
-        the server started or began to drain. The gRPC health service follows the server this way."""
-        self._watchers.append(callback)
-
-    def changed(self) -> None:
-        """Tell the watchers that readiness may have changed."""
-        for callback in self._watchers:
-            callback()
-
-    @property
-    def draining(self) -> bool:
-        return self._draining
-
-    @draining.setter
-    def draining(self, value: bool) -> None:
-        self._draining = value
-        self.changed()
-
-    @property
-    def started(self) -> bool:
-        return self._started
-
-    @started.setter
-    def started(self, value: bool) -> None:
-        self._started = value
-        self.changed()
-
-    @property
-    def in_flight(self) -> int:
-        """Requests inside the server (every protocol): the ``kubeinfer_requests_in_flight`` gauge itself."""
-        return self.metrics.in_flight
-
-    @in_flight.setter
-    def in_flight(self, n: int) -> None:
-        self.metrics.in_flight = n
-
-    def add(self, slot: ModelSlot) -> None:
-        self.models[slot.name] = slot
-        self.metrics.ready[slot.name] = lambda s=slot: s.ready  # type: ignore[misc]
-        self.metrics.queue_depth[slot.name] = lambda s=slot: s.batcher.queue_depth if s.batcher else 0  # type: ignore[misc]
-
-    @property
-    def ready(self) -> bool:
-        return self.started and not self.draining and all(s.ready for s in self.models.values())
-
-    @property
-    def queued(self) -> int:
-        return sum(s.batcher.queue_depth + s.batcher.busy for s in self.models.values() if s.batcher)
+        # Every route's handler, bound once (a route naming a method that does not exist fails here, at start).
+        self._handlers: dict[str, Handler] = {name: getattr(self, name) for name in TABLE.handlers()}
 
     # -- ASGI ------------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -199,40 +120,44 @@ class InferenceApp:
                     return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        start = time.perf_counter()
-        path: str = scope["path"]
-        method: str = scope["method"]
-        parts = path.split("/")
-        model_label, proto = "", "rest"
-        status = 200
-        self.in_flight += 1
+        plane = self.plane
+        start = plane.begin()
+        route: Route | None = None
+        call: _Call | None = None
         try:
-            # Fast path first: POST /v2/models/{name}[/versions/{v}]/infer
-            if (
-                method == "POST"
-                and len(parts) >= 5
-                and parts[1] == "v2"
-                and parts[2] == "models"
-                and parts[-1] == "infer"
-            ):
-                proto = "v2"
-                slot = self.v2_slot(parts)
-                model_label = slot.name
-                status = await self._infer_v2(slot, scope, receive, send)
-            else:
-                status, model_label, proto = await self._route(method, parts, scope, receive, send)
+            route, call = self._resolve(scope, receive, send)
+            status = await self._handlers[route.handler](call)
         except ServerError as e:
             status = await self._error(send, e)
         except MemoryError:
             status = await self._error(send, OutOfMemory.of("reading this request"))
         except Exception as e:  # a bug: log it, answer 500 with a message, keep serving
-            log.exception("unhandled error on %s %s", method, path)
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
             status = 500
             await _send(send, 500, orjson.dumps({"error": internal_error(e)}), _JSON)
-        finally:
-            self.in_flight -= 1
-        if proto != "rest" or model_label:
-            self.metrics.request(model_label, proto, status, time.perf_counter() - start)
+        except BaseException:
+            plane.end(start, "", "", 0)  # cancelled: it leaves, uncounted
+            raise
+        slot = call.slot if call is not None else None
+        plane.end(start, slot.name if slot is not None else "", route.protocol if route is not None else "", status)
+
+    def _resolve(self, scope: Scope, receive: Receive, send: Send) -> tuple[Route, _Call]:
+        """The route of the request and the model its path names: 404 for an unknown route or model, then 405 for
+        a method the route does not take."""
+        method: str = scope["method"]
+        path: str = scope["path"]
+        found = TABLE.match(path)
+        if found is None:
+            raise RouteNotFound(f"no route {method} {path}: see /openapi.json for the endpoints")
+        route, params = found
+        slot = None
+        name = params.get("model_name")
+        if name is not None:
+            slot = self.plane.model(name, params.get("model_version"))
+        call = _Call(scope, receive, send, slot)
+        if not route.accepts(method):
+            raise MethodNotAllowed(route.refuse or f"method {method} is not allowed here: use GET", route.allow())
+        return route, call
 
     async def _error(self, send: Send, e: ServerError) -> int:
         status, body, headers = self.error_response(e)
@@ -247,37 +172,14 @@ class InferenceApp:
             headers.append((b"allow", e.allow.encode()))
         if e.retry_after is not None and status in (429, 503, 507):
             headers.append((b"retry-after", str(max(1, round(e.retry_after))).encode()))
-        if self.draining or isinstance(e, PayloadTooLarge):
+        if self.plane.draining or isinstance(e, PayloadTooLarge):
             # Too large: the body was not read, so the connection cannot carry another request.
             headers.append((b"connection", b"close"))
         return status, orjson.dumps({"error": str(e)}), headers
 
-    def slot(self, name: str, version: str | None) -> ModelSlot:
-        slot = self.models.get(name)
-        if slot is None:
-            known = ", ".join(repr(n) for n in self.models) or "none"
-            raise ModelNotFound(f"unknown model {name!r}: this server serves {known}")
-        if version is not None and version != slot.version:
-            raise ModelNotFound(f"model {name!r} has no version {version!r}: it serves version {slot.version!r}")
-        return slot
-
-    def v2_slot(self, parts: list[str]) -> ModelSlot:
-        """The slot of ``/v2/models/{name}[/versions/{v}]/...``, from the path split on ``/``."""
-        return self.slot(parts[3], parts[5] if len(parts) == 7 and parts[4] == "versions" else None)
-
-    def live_slot(self, slot: ModelSlot) -> tuple[Batcher, ModelInfo]:
-        # While draining, requests that still arrive (a router or Service that has not yet seen the readiness
-        # change) are served, with Connection: close, rather than refused: refusing would drop them.
-        if not slot.ready or slot.batcher is None or slot.info is None:
-            why = f": {slot.error}" if slot.error else " yet (loading)"
-            raise Unavailable(f"model {slot.name!r} is not ready{why}")
-        if self.in_flight > self.limits.max_concurrency:
-            raise TooManyRequests(f"server is at its concurrency limit ({self.limits.max_concurrency}); retry later")
-        return slot.batcher, slot.info
-
     async def _read_body(self, scope: Scope, receive: Receive, decode: bool = True) -> tuple[bytes, dict[bytes, bytes]]:
         headers = dict(scope["headers"])
-        limit = self.limits.max_body_bytes
+        limit = self.plane.limits.max_body_bytes
         cl = headers.get(b"content-length")
         if cl is not None:
             try:
@@ -311,25 +213,24 @@ class InferenceApp:
             body = _decompress(body, enc, limit)
         return body, headers
 
-    def submit(
-        self, batcher: Batcher, req: InferRequest, time_remaining: float | None = None
-    ) -> asyncio.Future[dict[str, np.ndarray[Any, Any]]]:
-        """Queue ``req`` with the per-request deadline: ``limits.request_timeout``, or the client's own
-        ``time_remaining`` (a gRPC deadline) where that is sooner."""
-        timeout = self.limits.request_timeout
-        if time_remaining is not None:
-            timeout = min(timeout, time_remaining) if timeout else time_remaining
-        return batcher.submit(req, time.monotonic() + timeout if timeout else None)
-
-    # -- OIP v2 infer ----------------------------------------------------------------------------------
-    async def _infer_v2(self, slot: ModelSlot, scope: Scope, receive: Receive, send: Send) -> int:
-        self.live_slot(slot)  # refuse before reading a body that would not be served
-        body, headers = await self._read_body(scope, receive, decode=False)
+    # -- OIP v2 infer (this route and http.py's direct path) ---------------------------------------------
+    async def infer_v2(self, call: _Call) -> int:
+        slot = _named(call)
+        self.plane.live_model(slot)  # refuse before reading a body that would not be served
+        body, headers = await self._read_body(call.scope, call.receive, decode=False)
         req, future = self.infer_v2_submit(slot, body, headers)
         result = await future
         payload, hdrs = self.infer_v2_response(slot, req, result)
-        await _send(send, 200, payload, hdrs)
+        await _send(call.send, 200, payload, hdrs)
         return 200
+
+    def infer_v2_slot(self, path: str) -> ModelSlot:
+        """The model of an OIP v2 infer path (``/v2/models/{name}[/versions/{v}]/infer``); 404 for another path."""
+        found = TABLE.match(path)
+        if found is None or found[0].handler != "infer_v2":
+            raise RouteNotFound(f"no route POST {path}: see /openapi.json for the endpoints")
+        params = found[1]
+        return self.plane.model(params["model_name"], params.get("model_version"))
 
     def infer_v2_submit(
         self, slot: ModelSlot, body: bytes, headers: dict[bytes, bytes]
@@ -337,10 +238,11 @@ class InferenceApp:
         """Parse, validate and queue an OIP v2 infer body (JSON, or the binary extension); raises ``ServerError``.
 
         ``headers`` are the request's, lower-case names; the body is read whole (and within the size limit)."""
-        batcher, info = self.live_slot(slot)
+        plane = self.plane
+        plane.live_model(slot)  # refuse before parsing a body that would not be served
         enc = headers.get(b"content-encoding")
         if enc is not None and enc not in (b"identity", b""):
-            body = _decompress(body, enc, self.limits.max_body_bytes)
+            body = _decompress(body, enc, plane.limits.max_body_bytes)
         hlen = headers.get(b"inference-header-content-length")
         if hlen is not None:
             try:
@@ -360,8 +262,7 @@ class InferenceApp:
                     "Inference-Header-Content-Length"
                 )
             req = parse_infer_json(body)
-        validate_inputs(req, info, slot.name)
-        return req, self.submit(batcher, req)
+        return req, plane.submit(slot, req)
 
     def infer_v2_response(
         self, slot: ModelSlot, req: InferRequest, result: dict[str, np.ndarray[Any, Any]]
@@ -373,7 +274,7 @@ class InferenceApp:
         if req.id is not None:
             resp["id"] = req.id
         payload = orjson.dumps(resp, option=_OPT)
-        extra = [(b"connection", b"close")] if self.draining else []
+        extra = [(b"connection", b"close")] if self.plane.draining else []
         if chunks:
             hdrs = [
                 (b"content-type", b"application/octet-stream"),
@@ -383,152 +284,60 @@ class InferenceApp:
             return b"".join([payload, *chunks]), hdrs
         return payload, (_JSON + extra if extra else _JSON)
 
-    # -- everything else -------------------------------------------------------------------------------
-    async def _route(
-        self, method: str, parts: list[str], scope: Scope, receive: Receive, send: Send
-    ) -> tuple[int, str, str]:
-        n = len(parts)
-        if n >= 2 and parts[1] == "v2":
-            return await self._route_v2(method, parts, send)
-        if n >= 2 and parts[1] == "v1":
-            return await self._route_v1(method, parts, scope, receive, send)
-        tail = parts[1] if n == 2 else ""
-        if tail in ("healthz", "livez") or parts[1:] == ["health", "live"]:
-            _get(method)
-            await _send(send, 200, b'{"live":true}', _JSON)
-        elif tail == "readyz" or parts[1:] == ["health", "ready"]:
-            _get(method)
-            await self._bool(send, "ready", self.ready)
-        elif tail == "startupz" or parts[1:] == ["health", "startup"]:
-            _get(method)
-            await self._bool(send, "started", self.started)
-        elif tail == "metrics":
-            _get(method)
-            await _send(send, 200, self.metrics.render(), [(b"content-type", METRICS_CONTENT_TYPE.encode())])
-        elif tail == "openapi.json":
-            _get(method)
-            if self._openapi_body is None:
-                served = [(slot.name, slot.version) for slot in self.models.values()]
-                self._openapi_body = orjson.dumps(self._openapi(served) if self._openapi else {})
-            await _send(send, 200, self._openapi_body, _JSON)
-        else:
-            raise RouteNotFound(f"no route {method} {'/'.join(parts)}: see /openapi.json for the endpoints")
-        return 200, "", "rest"
+    # -- health, metadata, metrics ---------------------------------------------------------------------
+    async def live(self, call: _Call) -> int:
+        return await _json(call, 200, b'{"live":true}')
 
-    async def _bool(self, send: Send, key: str, value: bool) -> None:
+    async def ready(self, call: _Call) -> int:
+        return await self._bool(call, "ready", self.plane.ready)
+
+    async def started(self, call: _Call) -> int:
+        return await self._bool(call, "started", self.plane.started)
+
+    async def _bool(self, call: _Call, key: str, value: bool) -> int:
         doc: dict[str, Any] = {key: value}
         if not value:
-            doc["reason"] = self.not_ready_reason()
-        await _send(send, 200 if value else 503, orjson.dumps(doc), _JSON)
+            doc["reason"] = self.plane.not_ready_reason()
+        return await _json(call, 200 if value else 503, orjson.dumps(doc))
 
-    def not_ready_reason(self) -> str:
-        """Why readiness is false, for probes and ``kubeinfer describe`` (a supervisor sees it without the logs)."""
-        if self.draining:
-            return "draining (SIGTERM)"
-        failed = [f"model {s.name!r} failed to load: {s.error}" for s in self.models.values() if s.error]
-        if failed:
-            return "; ".join(failed)[:500]
-        return "loading the model"
+    async def server_metadata(self, call: _Call) -> int:
+        return await _json(call, 200, orjson.dumps(self.plane.server_metadata()))
 
-    async def _route_v2(self, method: str, parts: list[str], send: Send) -> tuple[int, str, str]:
-        rest = parts[2:]
-        if rest in ([], [""]):
-            _get(method)
-            body = orjson.dumps({"name": "kubeinfer", "version": __version__, "extensions": EXTENSIONS})
-            await _send(send, 200, body, _JSON)
-        elif rest == ["health", "live"]:
-            _get(method)
-            await _send(send, 200, b'{"live":true}', _JSON)
-        elif rest == ["health", "ready"]:
-            _get(method)
-            await self._bool(send, "ready", self.ready)
-        elif rest == ["repository", "index"]:
-            if method != "POST":
-                raise MethodNotAllowed("use POST for /v2/repository/index", "POST")
-            index = [
-                {
-                    "name": s.name,
-                    "version": s.version,
-                    "state": "READY" if s.ready else "UNAVAILABLE",
-                    "reason": s.error or "",
-                }
-                for s in self.models.values()
-            ]
-            await _send(send, 200, orjson.dumps(index), _JSON)
-        elif len(rest) >= 2 and rest[0] == "models":
-            version = rest[3] if len(rest) >= 4 and rest[2] == "versions" else None
-            tail = rest[4:] if version is not None else rest[2:]
-            slot = self.slot(rest[1], version)
-            if tail in ([], [""]):
-                _get(method)
-                await _send(send, 200, orjson.dumps(slot.metadata()), _JSON)
-            elif tail == ["ready"]:
-                _get(method)
-                ready = slot.ready and not self.draining
-                body = orjson.dumps({"name": slot.name, "ready": ready})
-                await _send(send, 200 if ready else 503, body, _JSON)
-            elif tail == ["infer"]:
-                raise MethodNotAllowed("use POST for inference", "POST")
-            elif tail == ["stats"]:
-                _get(method)
-                await _send(send, 200, orjson.dumps(self._stats(slot)), _JSON)
-            else:
-                raise RouteNotFound(f"no route {method} /v2/{'/'.join(rest)}")
-        else:
-            raise RouteNotFound(f"no route {method} /v2/{'/'.join(rest)}: see /openapi.json for the endpoints")
-        return 200, "", "rest"
+    async def model_metadata(self, call: _Call) -> int:
+        return await _json(call, 200, orjson.dumps(_named(call).metadata()))
 
-    def _stats(self, slot: ModelSlot) -> dict[str, Any]:
-        m = self.metrics
-        return {
-            "model_stats": [
-                {
-                    "name": slot.name,
-                    "version": slot.version,
-                    "inference_count": m.rows.get(slot.name, 0),
-                    "execution_count": m.executions.get(slot.name, 0),
-                    "queue_depth": slot.batcher.queue_depth if slot.batcher else 0,
-                }
-            ]
-        }
+    async def model_ready(self, call: _Call) -> int:
+        slot = _named(call)
+        ready = self.plane.model_ready(slot)
+        return await _json(call, 200 if ready else 503, orjson.dumps({"name": slot.name, "ready": ready}))
 
-    async def _route_v1(
-        self, method: str, parts: list[str], scope: Scope, receive: Receive, send: Send
-    ) -> tuple[int, str, str]:
-        rest = parts[2:]
-        if rest == ["models"]:
-            _get(method)
-            await _send(send, 200, orjson.dumps(self.model_list()), _JSON)
-            return 200, "", "rest"
-        if rest == ["embeddings"]:
-            if method != "POST":
-                raise MethodNotAllowed("use POST for /v1/embeddings", "POST")
-            name = await self._embeddings(scope, receive, send)
-            return 200, name, "openai"
-        if len(rest) == 2 and rest[0] == "models":
-            name, _, verb = rest[1].partition(":")
-            slot = self.slot(name, None)
-            if verb == "":
-                _get(method)
-                ready = slot.ready and not self.draining
-                await _send(send, 200 if ready else 503, orjson.dumps({"name": slot.name, "ready": ready}), _JSON)
-                return 200, "", "rest"
-            if verb == "predict":
-                if method != "POST":
-                    raise MethodNotAllowed("use POST for :predict", "POST")
-                await self._predict_v1(slot, scope, receive, send)
-                return 200, slot.name, "v1"
-        raise RouteNotFound(f"no route {method} /v1/{'/'.join(rest)}: see /openapi.json for the endpoints")
+    async def model_stats(self, call: _Call) -> int:
+        return await _json(call, 200, orjson.dumps({"model_stats": [self.plane.model_stats(_named(call))]}))
 
-    def model_list(self) -> dict[str, Any]:
+    async def repository_index(self, call: _Call) -> int:
+        return await _json(call, 200, orjson.dumps(self.plane.repository_index()))
+
+    async def metrics(self, call: _Call) -> int:
+        body = self.plane.metrics.render()
+        await _send(call.send, 200, body, [(b"content-type", METRICS_CONTENT_TYPE.encode())])
+        return 200
+
+    async def openapi(self, call: _Call) -> int:
+        if self._openapi_body is None:
+            served = [(slot.name, slot.version) for slot in self.plane.models.values()]
+            self._openapi_body = orjson.dumps(self._openapi(served) if self._openapi else {})
+        return await _json(call, 200, self._openapi_body)
+
+    # -- KServe v1 and OpenAI --------------------------------------------------------------------------
+    async def model_list(self, call: _Call) -> int:
         """``GET /v1/models``: OpenAI's model list (``object``, ``data``), which OpenAI clients read from
         ``{base_url}/models``, and KServe v1's (``models``, the names) in the same object, so both kinds of client
         read the route they already call."""
+        models = self.plane.models
         data = [
-            {"id": s.name, "object": "model", "created": s.created, "owned_by": "kubeinfer"}
-            for s in self.models.values()
+            {"id": s.name, "object": "model", "created": s.created, "owned_by": "kubeinfer"} for s in models.values()
         ]
-        return {"object": "list", "data": data, "models": list(self.models)}
+        return await _json(call, 200, orjson.dumps({"object": "list", "data": data, "models": list(models)}))
 
     def _json_body(self, body: bytes) -> Any:
         try:
@@ -536,9 +345,10 @@ class InferenceApp:
         except orjson.JSONDecodeError as e:
             raise InvalidInput(f"request body is not valid JSON: {e}") from None
 
-    async def _predict_v1(self, slot: ModelSlot, scope: Scope, receive: Receive, send: Send) -> None:
-        batcher, info = self.live_slot(slot)
-        body, _ = await self._read_body(scope, receive)
+    async def predict_v1(self, call: _Call) -> int:
+        slot = _named(call)
+        _, info = self.plane.live_model(slot)
+        body, _ = await self._read_body(call.scope, call.receive)
         doc = self._json_body(body)
         if not isinstance(doc, dict):
             raise InvalidInput('body must be a JSON object: {"instances": [...]}')
@@ -548,8 +358,7 @@ class InferenceApp:
         if not info.inputs:
             raise InvalidInput(f"model {slot.name!r} declares no inputs: use the v2 protocol")
         req = InferRequest(inputs=_v1_inputs(instances, info), rows=0)
-        validate_inputs(req, info, slot.name)
-        result = await self.submit(batcher, req)
+        result = await self.plane.submit(slot, req)
         if "predict" in result:
             preds: Any = _v1_list(result["predict"])
         elif len(result) == 1:
@@ -557,26 +366,29 @@ class InferenceApp:
         else:
             cols = {k: _v1_list(v) for k, v in result.items()}
             preds = [{k: v[i] for k, v in cols.items()} for i in range(req.rows)]
-        await _send(send, 200, orjson.dumps({"predictions": preds}, option=_OPT), _JSON)
+        return await _json(call, 200, orjson.dumps({"predictions": preds}, option=_OPT))
 
-    async def _embeddings(self, scope: Scope, receive: Receive, send: Send) -> str:
-        body, _ = await self._read_body(scope, receive)
-        doc = self._json_body(body)
-        if not isinstance(doc, dict):
-            raise InvalidInput('body must be a JSON object: {"model": ..., "input": "text" | ["text", ...]}')
-        candidates = [s for s in self.models.values() if s.info is None or _is_embedder(s.info)]
+    def _embedder(self, doc: dict[str, Any]) -> ModelSlot:
+        """The model an embeddings request names, or the one embedding model served."""
         name = doc.get("model")
         if name is not None:
             if not isinstance(name, str):
                 raise InvalidInput('"model" must be a string')
-            slot = self.slot(name, None)
-        elif len(candidates) == 1:
-            slot = candidates[0]
-        elif not candidates:
+            return self.plane.model(name, None)
+        candidates = [s for s in self.plane.models.values() if s.info is None or _is_embedder(s.info)]
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
             raise ModelNotFound("this server serves no embedding model")
-        else:
-            raise InvalidInput('"model" is required: name the embedding model')
-        batcher, info = self.live_slot(slot)
+        raise InvalidInput('"model" is required: name the embedding model')
+
+    async def embeddings(self, call: _Call) -> int:
+        body, _ = await self._read_body(call.scope, call.receive)
+        doc = self._json_body(body)
+        if not isinstance(doc, dict):
+            raise InvalidInput('body must be a JSON object: {"model": ..., "input": "text" | ["text", ...]}')
+        slot = self._embedder(doc)
+        _, info = self.plane.live_model(slot)
         if not _is_embedder(info):
             raise InvalidInput(f"model {slot.name!r} is not an embedding model (it takes no BYTES text input)")
         raw = doc.get("input")
@@ -591,7 +403,8 @@ class InferenceApp:
         arr = np.empty(len(texts), dtype=object)
         arr[:] = [t.encode() for t in texts]
         req = InferRequest(inputs={info.inputs[0].name: arr}, rows=len(texts))
-        result = await self.submit(batcher, req)
+        result = await self.plane.submit(slot, req, validate=False)  # built from the model's own input
+        call.slot = slot  # counted under this model from here on
         emb = result.get("embedding", next(iter(result.values())))
         data = []
         for i in range(len(texts)):
@@ -606,8 +419,20 @@ class InferenceApp:
             "model": slot.name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-        await _send(send, 200, orjson.dumps(resp, option=_OPT), _JSON)
-        return slot.name
+        return await _json(call, 200, orjson.dumps(resp, option=_OPT))
+
+
+def _named(call: _Call) -> ModelSlot:
+    """The model of a route whose path names one (the dispatcher looked it up)."""
+    slot = call.slot
+    if slot is None:  # a route table entry without {model_name} pointing at a model handler
+        raise RouteNotFound("this route names no model")
+    return slot
+
+
+async def _json(call: _Call, status: int, body: bytes) -> int:
+    await _send(call.send, status, body, _JSON)
+    return status
 
 
 def _is_embedder(info: ModelInfo) -> bool:
@@ -664,11 +489,6 @@ def _v1_shape(instances: list[Any], datatype: str) -> tuple[int, ...]:
     return tuple(arr.shape)
 
 
-def _get(method: str) -> None:
-    if method not in ("GET", "HEAD"):
-        raise MethodNotAllowed(f"method {method} is not allowed here: use GET")
-
-
 def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
     if encoding == b"gzip":
         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -696,24 +516,3 @@ async def _send(send: Send, status: int, body: bytes, headers: list[tuple[bytes,
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-async def load_slot(
-    app: InferenceApp, slot: ModelSlot, make_batcher: Callable[[ModelSlot], Batcher], executor: Any, warmup: bool = True
-) -> None:
-    """Load and warm a model in a worker thread, then mark it ready; a failure is kept as the slot's error."""
-    from kubeinfer.runtimes.base import sample_batch
-
-    loop = asyncio.get_running_loop()
-    try:
-        slot.info = await loop.run_in_executor(executor, slot.model.load)
-        if warmup and slot.info.inputs:
-            batch = sample_batch(slot.info.inputs, rows=1)
-            await loop.run_in_executor(executor, slot.model.predict, batch, None)
-        slot.batcher = make_batcher(slot)
-        slot.ready = True
-        log.info("model %s version %s ready", slot.name, slot.version)
-    except Exception as e:
-        slot.error = f"{type(e).__name__}: {e}"
-        log.error("model %s failed to load: %s", slot.name, slot.error)
-    app.changed()

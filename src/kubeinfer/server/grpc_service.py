@@ -13,9 +13,9 @@ is polled in a thread of grpc's own that hands events to the loop, so nothing he
 The handlers are registered with a generic handler built here rather than through the generated ``*_pb2_grpc``
 module, whose generated code sets a floor on the grpcio version equal to the grpcio-tools that generated it.
 
-Requests take the same path as REST: the model and version are looked up, tensors are decoded (``raw_input_contents``
-through ``tensors.decode_raw``, or the typed ``contents`` fields), validated with ``tensors.validate_inputs`` and
-submitted to the model's batcher. Outputs always go back as ``raw_output_contents``, which is what
+Requests take the same path as REST, through the same :class:`~kubeinfer.server.dataplane.DataPlane`: the model and
+version are looked up, tensors are decoded (``raw_input_contents`` through ``tensors.decode_raw``, or the typed
+``contents`` fields), then validated and submitted to the model's batcher by the data plane. Outputs always go back as ``raw_output_contents``, which is what
 ``tritonclient.grpc`` reads. Errors are ``errors.ServerError`` mapped to status codes by ``errors.grpc_code``.
 Metrics: ``kubeinfer_requests_total{protocol="grpc"}``, whose ``status`` label holds the gRPC status code number
 (0 is OK, 3 INVALID_ARGUMENT, 5 NOT_FOUND, 14 UNAVAILABLE ...).
@@ -30,7 +30,6 @@ import contextlib
 import logging
 import math
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -39,10 +38,9 @@ import grpc
 import numpy as np
 from google.protobuf.message import Message
 
-from kubeinfer import __version__
 from kubeinfer.runtimes.base import DATATYPES, datatype_of
 from kubeinfer.server._proto import grpc_predict_v2_pb2 as pb
-from kubeinfer.server.app import EXTENSIONS, InferenceApp, ModelSlot
+from kubeinfer.server.dataplane import DataPlane, ModelSlot
 from kubeinfer.server.errors import InvalidInput, OutOfMemory, ServerError, grpc_code, internal_error
 from kubeinfer.server.health_grpc import Health, add_health_and_reflection
 from kubeinfer.server.tensors import (
@@ -51,7 +49,6 @@ from kubeinfer.server.tensors import (
     decode_raw,
     encode_raw,
     select_outputs,
-    validate_inputs,
 )
 
 __all__ = ["SERVICE", "GrpcServer", "decode_request", "encode_response", "start_grpc"]
@@ -182,23 +179,23 @@ def encode_response(slot: ModelSlot, req: InferRequest, result: dict[str, np.nda
 
 # -- the service -------------------------------------------------------------------------------------------
 class InferenceServicer:
-    """The RPCs of ``inference.GRPCInferenceService`` over one ``InferenceApp``."""
+    """The RPCs of ``inference.GRPCInferenceService`` over one :class:`DataPlane`."""
 
-    def __init__(self, app: InferenceApp) -> None:
-        self.app = app
+    def __init__(self, plane: DataPlane) -> None:
+        self.plane = plane
 
     async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        return pb.ServerReadyResponse(ready=self.app.ready)
+        return pb.ServerReadyResponse(ready=self.plane.ready)
 
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         slot = await self._slot(request.name, request.version, context)
-        return pb.ModelReadyResponse(ready=slot.ready and not self.app.draining)
+        return pb.ModelReadyResponse(ready=self.plane.model_ready(slot))
 
     async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        return pb.ServerMetadataResponse(name="kubeinfer", version=__version__, extensions=EXTENSIONS)
+        return pb.ServerMetadataResponse(**self.plane.server_metadata())
 
     async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         slot = await self._slot(request.name, request.version, context)
@@ -214,11 +211,7 @@ class InferenceServicer:
 
     async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         index = pb.RepositoryIndexResponse.ModelIndex
-        models = [
-            index(name=s.name, version=s.version, state="READY" if s.ready else "UNAVAILABLE", reason=s.error or "")
-            for s in self.app.models.values()
-            if s.ready or not request.ready
-        ]
+        models = [index(**entry) for entry in self.plane.repository_index(ready_only=request.ready)]
         return pb.RepositoryIndexResponse(models=models)
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -276,25 +269,23 @@ class InferenceServicer:
     # -- helpers ---------------------------------------------------------------------------------------
     async def _slot(self, name: str, version: str, context: grpc.aio.ServicerContext[Any, Any]) -> ModelSlot:
         try:
-            return self.app.slot(name, version or None)
+            return self.plane.model(name, version or None)
         except ServerError as e:
             await context.abort(grpc_code(e), str(e))
             raise  # not reached: abort raises
 
     async def infer(self, request: Any, time_remaining: float | None) -> Any:
         """One inference with in-flight accounting and metrics. Raises ``ServerError`` for the client's errors."""
-        app = self.app
-        start = time.perf_counter()
+        plane = self.plane
+        start = plane.begin()
         label = ""  # the model label is set only once the name is known to be served (bounded cardinality)
         code = _OK
-        app.in_flight += 1
         try:
-            slot = app.slot(request.model_name, request.model_version or None)
+            slot = plane.model(request.model_name, request.model_version or None)
             label = slot.name
-            batcher, info = app.live_slot(slot)
+            plane.live_model(slot)  # refuse before decoding tensors that would not be served
             req = decode_request(request)
-            validate_inputs(req, info, slot.name)
-            result = await app.submit(batcher, req, time_remaining)
+            result = await plane.submit(slot, req, time_remaining)
             return encode_response(slot, req, result)
         except ServerError as e:
             code = grpc_code(e)
@@ -306,8 +297,7 @@ class InferenceServicer:
             code = grpc.StatusCode.INTERNAL
             raise
         finally:
-            app.in_flight -= 1
-            app.metrics.request(label, "grpc", code.value[0], time.perf_counter() - start)
+            plane.end(start, label, "grpc", code.value[0])
 
 
 Handler = Callable[[Any, Any], Awaitable[Any]]
@@ -323,9 +313,9 @@ _UNARY: dict[str, tuple[type[Message], type[Message]]] = {
 }
 
 
-def handlers(app: InferenceApp) -> grpc.GenericRpcHandler:
-    """The generic handler that serves ``inference.GRPCInferenceService`` for ``app``."""
-    servicer = InferenceServicer(app)
+def handlers(plane: DataPlane) -> grpc.GenericRpcHandler:
+    """The generic handler that serves ``inference.GRPCInferenceService`` for ``plane``."""
+    servicer = InferenceServicer(plane)
     table: dict[str, grpc.RpcMethodHandler] = {
         name: grpc.unary_unary_rpc_method_handler(
             getattr(servicer, name), request_deserializer=req.FromString, response_serializer=resp.SerializeToString
@@ -354,14 +344,14 @@ class GrpcServer:
 
 
 async def start_grpc(
-    app: InferenceApp, host: str, port: int, *, reuse_port: bool = False, unix: Path | None = None
+    plane: DataPlane, host: str, port: int, *, reuse_port: bool = False, unix: Path | None = None
 ) -> tuple[GrpcServer, int]:
     """Start the gRPC server on the running event loop; ``port`` 0 picks a free port. Returns it and the port.
     Besides ``inference.GRPCInferenceService`` it serves ``grpc.health.v1.Health`` and server reflection
     (:mod:`~kubeinfer.server.health_grpc`).
     ``reuse_port`` is for the processes of one replica, whose parent holds the port (see ``server.processes``).
     ``unix``: listen on that Unix socket instead of ``host:port`` (user-only permissions; the port returned is 0)."""
-    limit = min(app.limits.max_body_bytes, _INT32_MAX)
+    limit = min(plane.limits.max_body_bytes, _INT32_MAX)
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", limit),
@@ -370,7 +360,7 @@ async def start_grpc(
             ("grpc.so_reuseport", int(reuse_port)),
         ]
     )
-    server.add_generic_rpc_handlers((handlers(app),))
+    server.add_generic_rpc_handlers((handlers(plane),))
     if unix is not None:
         # grpc replaces a stale socket at the path but refuses any other file; it binds here, so the mode is set
         # before the first connection can be accepted (the socket is made 0777 less the umask: not user-only).
@@ -391,6 +381,6 @@ async def start_grpc(
         raise SystemExit(
             f"kubeinfer serve: cannot listen for gRPC on {address} (choose another {flag}, or stop what uses it)"
         )
-    health = await add_health_and_reflection(server, app)
+    health = await add_health_and_reflection(server, plane)
     await server.start()
     return GrpcServer(server, health), 0 if unix is not None else bound

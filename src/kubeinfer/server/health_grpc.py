@@ -6,7 +6,7 @@ while the server is ready (every model loaded, not draining), and each model, by
 is loaded and the server is not draining; NOT_SERVING while loading, after a failed load and from SIGTERM on. An unknown
 name is NOT_FOUND on ``Check`` and SERVICE_UNKNOWN on ``Watch`` (the protocol's rules); ``List`` gives every name. The servicer is
 ``grpcio-health-checking``'s own asyncio one: this module only feeds it the server's state when that changes
-(:meth:`~kubeinfer.server.app.InferenceApp.watch`), from one task so that updates cannot land out of order, and ends
+(:meth:`~kubeinfer.server.dataplane.DataPlane.watch`), from one task so that updates cannot land out of order, and ends
 open ``Watch`` streams when the server stops (they would otherwise hold the gRPC server's shutdown for its whole grace
 period).
 
@@ -30,7 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from kubeinfer.server._proto import grpc_predict_v2_pb2 as pb
-from kubeinfer.server.app import InferenceApp
+from kubeinfer.server.dataplane import DataPlane
 
 __all__ = ["HEALTH_SERVICE", "REFLECTION_SERVICE", "Health", "add_health_and_reflection"]
 
@@ -45,29 +45,29 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 class Health(health.aio.HealthServicer):  # type: ignore[misc]
-    """``grpc.health.v1.Health`` over one :class:`InferenceApp`; :meth:`start` before serving, :meth:`close` before
+    """``grpc.health.v1.Health`` over one :class:`DataPlane`; :meth:`start` before serving, :meth:`close` before
     the gRPC server stops."""
 
-    def __init__(self, app: InferenceApp) -> None:
+    def __init__(self, plane: DataPlane) -> None:
         super().__init__()
-        self._app = app
+        self._plane = plane
         self._dirty = asyncio.Event()
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def statuses(self) -> dict[str, Any]:
         """What each service name reports now."""
-        app = self._app
-        overall = SERVING if app.ready else NOT_SERVING
+        plane = self._plane
+        overall = SERVING if plane.ready else NOT_SERVING
         out: dict[str, Any] = {"": overall, INFERENCE_SERVICE: overall}
-        for slot in app.models.values():
-            out[slot.name] = SERVING if slot.ready and not app.draining else NOT_SERVING
+        for slot in plane.models.values():
+            out[slot.name] = SERVING if plane.model_ready(slot) else NOT_SERVING
         return out
 
     async def start(self) -> None:
         """Publish the current state, then follow the server's changes."""
         await self._publish()
-        self._app.watch(self._dirty.set)
+        self._plane.watch(self._dirty.set)
         self._task = asyncio.create_task(self._follow(), name="kubeinfer-grpc-health")
         self._task.add_done_callback(_log_death)
 
@@ -80,7 +80,7 @@ class Health(health.aio.HealthServicer):  # type: ignore[misc]
             await self._publish()
 
     async def _publish(self) -> None:
-        if self._app.draining:
+        if self._plane.draining:
             await self.enter_graceful_shutdown()  # every name NOT_SERVING, for good
             return
         for name, status in self.statuses().items():
@@ -134,10 +134,10 @@ def reflection_pool() -> descriptor_pool.DescriptorPool:
     return pool
 
 
-async def add_health_and_reflection(server: grpc.aio.Server, app: InferenceApp) -> Health:
+async def add_health_and_reflection(server: grpc.aio.Server, plane: DataPlane) -> Health:
     """Register ``grpc.health.v1.Health`` and server reflection on ``server`` (before it starts); returns the health
-    servicer, already following ``app``."""
-    servicer = Health(app)
+    servicer, already following ``plane``."""
+    servicer = Health(plane)
     await servicer.start()
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     names = (INFERENCE_SERVICE, HEALTH_SERVICE, REFLECTION_SERVICE)

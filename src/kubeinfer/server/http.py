@@ -11,9 +11,10 @@
    request. That machinery costs about as much Python as the rest of the request (measured with py-spy under
    ``wrk -c64``), and the batcher already is a future. Behaviour is the ASGI route's: the same parsing, validation,
    errors, metrics, concurrency limit, deadlines and ``Connection: close`` while draining (both routes call the
-   same :class:`~kubeinfer.server.app.InferenceApp` methods). Anything else -- another route, a chunked body, an
-   oversized one, ``Expect: 100-continue``, a query string, a request pipelined behind one of those -- takes
-   uvicorn's ordinary path to the ASGI app.
+   same :class:`~kubeinfer.server.app.InferenceApp` methods, match the path with the same route table,
+   ``routes.py``, and are counted by the same :class:`~kubeinfer.server.dataplane.DataPlane`). Anything else --
+   another route, a chunked body, an oversized one, ``Expect: 100-continue``, a query string, a request pipelined
+   behind one of those -- takes uvicorn's ordinary path to the ASGI app.
 
 3. **Pipelined infer requests run together and are answered in order** (RFC 9112 section 9.3.2). uvicorn serves a
    connection's pipelined requests one after the other; here direct requests that arrive back to back on one
@@ -39,7 +40,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from kubeinfer.server.errors import OutOfMemory, ServerError, internal_error
 
 if TYPE_CHECKING:
-    from kubeinfer.server.app import InferenceApp, ModelSlot
+    from kubeinfer.server.app import InferenceApp
+    from kubeinfer.server.dataplane import DataPlane, ModelSlot
     from kubeinfer.server.tensors import InferRequest
 
 __all__ = ["CoalescingHttpToolsProtocol", "InferHttpProtocol", "protocol_for"]
@@ -136,7 +138,8 @@ class _DirectCycle:
 
 
 class InferHttpProtocol(CoalescingHttpToolsProtocol):
-    """Serves OIP v2 infer requests directly (module docstring); ``app_direct`` is set by :func:`protocol_for`.
+    """Serves OIP v2 infer requests directly (module docstring); ``app_direct`` and its ``plane`` are set by
+    :func:`protocol_for`.
 
     Two smaller savings ride along. The ASGI scope is built only for requests that go to the ASGI app. And the
     keep-alive timeout is one timer per idle period rather than one per request: uvicorn arms a ``call_later``
@@ -145,6 +148,7 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
     """
 
     app_direct: InferenceApp
+    plane: DataPlane
 
     _direct: _DirectCycle | None = None
     _idle_since: float | None = None
@@ -162,10 +166,10 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
         self._queue: deque[_DirectCycle] = deque()  # direct requests not answered yet, in request order
         super().connection_made(transport)
         self._began = self.loop.time()  # the first request head must come within header_timeout
-        limit = self.app_direct.limits.max_connections
+        limit = self.plane.limits.max_connections
         if len(self.server_state.connections) > limit:
             # Past the cap a connection is answered at once and closed: it holds no file descriptor for long.
-            self.app_direct.metrics.request("", "http", 503, 0.0)
+            self.plane.metrics.request("", "http", 503, 0.0)
             self._refuse(503, f"the server has {limit} connections open, its limit (server.limits.maxConnections)")
 
     def data_received(self, data: bytes) -> None:
@@ -233,7 +237,7 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
         began = self._began
         if not began:
             return
-        lim = self.app_direct.limits
+        lim = self.plane.limits
         if self._fresh and now - began > lim.header_timeout:
             self.transport.close()  # a connection that never sent a byte: closed without an answer
         elif not self._headed and now - began > lim.header_timeout:
@@ -254,15 +258,15 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        if len(self._queue) < MAX_PIPELINE // 2 and not self.pipeline and not self.app_direct.draining:
+        if len(self._queue) < MAX_PIPELINE // 2 and not self.pipeline and not self.plane.draining:
             self.flow.resume_reading()
 
     def on_url(self, url: bytes) -> None:
         self._head_bytes += len(url)
-        if self._head_bytes > self.app_direct.limits.max_header_bytes:
+        if self._head_bytes > self.plane.limits.max_header_bytes:
             self._refusal = (
                 414,
-                f"the request line is longer than {self.app_direct.limits.max_header_bytes} bytes "
+                f"the request line is longer than {self.plane.limits.max_header_bytes} bytes "
                 "(server.limits.maxHeaderBytes)",
             )
             raise ValueError  # stops the parser: data_received answers the refusal
@@ -271,7 +275,7 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_bytes += len(name) + len(value) + 4
         self._head_count += 1
-        lim = self.app_direct.limits
+        lim = self.plane.limits
         if self._head_bytes > lim.max_header_bytes or self._head_count > lim.max_headers:
             self._refusal = (
                 431,
@@ -344,7 +348,7 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
         ):
             headers = dict(self.headers)
             length = headers.get(b"content-length", b"")
-            if length.isdigit() and int(length) <= self.app_direct.limits.max_body_bytes:
+            if length.isdigit() and int(length) <= self.plane.limits.max_body_bytes:
                 keep = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
                 self._direct = cycle = _DirectCycle(url, headers, keep)
                 self.cycle = cycle  # type: ignore[assignment]
@@ -374,10 +378,10 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
     # -- the direct infer path --------------------------------------------------------------------------
     def _serve(self, cycle: _DirectCycle) -> None:
         app = self.app_direct
-        app.in_flight += 1
+        self.plane.begin()  # the request's time counts from its head (cycle.start), in flight from here
         slot: ModelSlot | None = None
         try:
-            slot = app.v2_slot(cycle.url.decode("ascii").split("/"))
+            slot = app.infer_v2_slot(cycle.url.decode("ascii"))
             body = cycle.body[0] if len(cycle.body) == 1 else b"".join(cycle.body)
             cycle.body = []
             req, future = app.infer_v2_submit(slot, body, cycle.headers)
@@ -424,9 +428,7 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
         payload: bytes,
         headers: list[tuple[bytes, bytes]],
     ) -> None:
-        app = self.app_direct
-        app.in_flight -= 1
-        app.metrics.request(slot.name if slot is not None else "", "v2", status, time.perf_counter() - cycle.start)
+        self.plane.end(cycle.start, slot.name if slot is not None else "", "v2", status)
         transport = self.transport
         if transport.is_closing():
             return
@@ -446,7 +448,7 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
         """Write the answers that are ready at the head of the queue, in request order."""
         queue = self._queue
         transport = self.transport
-        draining = self.app_direct.draining
+        draining = self.plane.draining
         out: list[bytes] = []
         written = 0
         keep = True
@@ -483,4 +485,4 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
 
 def protocol_for(app: InferenceApp) -> type[InferHttpProtocol]:
     """The protocol class uvicorn instantiates per connection, bound to ``app``."""
-    return type("InferHttpProtocolFor", (InferHttpProtocol,), {"app_direct": app})
+    return type("InferHttpProtocolFor", (InferHttpProtocol,), {"app_direct": app, "plane": app.plane})

@@ -1,16 +1,19 @@
-"""The OpenAPI 3.0 document of a replica's HTTP API, written by hand off the request path.
+"""The OpenAPI 3.0 document of a replica's HTTP API, built off the request path.
 
-It describes the routes ``app.py`` serves, the request bodies it accepts and every status it can answer; a test
-runs schemathesis against the served document to keep the two in step (no 5xx, documented statuses and schemas).
+Its paths come from the route table (``routes.py``) that the server dispatches on, so the two cannot drift apart; the
+schemas of the bodies are written here. A test runs schemathesis against the served document to keep the schemas in
+step with behaviour (no 5xx, documented statuses and schemas).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from kubeinfer import __version__
+from kubeinfer.server.routes import ROUTES, Route
 
-__all__ = ["openapi_document"]
+__all__ = ["SCHEMAS", "openapi_document"]
 
 _DATATYPES = [
     "BOOL",
@@ -49,47 +52,175 @@ _COMMON_ERRORS = {
 }
 
 
-def _get(
-    summary: str,
-    schema: str,
-    params: list[dict[str, Any]] | None = None,
-    not_ready: bool = False,
-    not_found: bool = False,
-) -> dict[str, Any]:
-    responses: dict[str, Any] = {
-        "200": {
-            "description": "OK",
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
-        },
-    }
-    if not_ready:
-        responses["503"] = {
-            "description": "Not ready",
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+def _schema(name: str) -> dict[str, Any]:
+    return {"schema": {"$ref": f"#/components/schemas/{name}"}}
+
+
+def _operation(route: Route, params: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The OpenAPI operation of one route: its summary, parameters, body and answers."""
+    if route.response is None:  # Prometheus text
+        ok: dict[str, Any] = {
+            "description": "Prometheus text format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
         }
-    if not_found:
-        responses["404"] = _COMMON_ERRORS["404"]
-    op: dict[str, Any] = {"summary": summary, "responses": responses}
-    if params:
-        op["parameters"] = params
-    return {"get": op}
+    else:
+        ok = {"description": "OK", "content": {"application/json": _schema(route.response)}}
+        if route.binary:
+            ok["content"]["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
+    responses: dict[str, Any] = {"200": ok}
+    op: dict[str, Any] = {"summary": route.summary}
+    if route.method == "POST" and route.request is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": _schema(route.request)}}
+        responses.update(_COMMON_ERRORS)
+    elif route.method == "GET":
+        if route.not_ready and route.response is not None:
+            responses["503"] = {"description": "Not ready", "content": {"application/json": _schema(route.response)}}
+        if "model_name" in route.params:
+            responses["404"] = _COMMON_ERRORS["404"]
+    op["responses"] = responses
+    if route.params:
+        op["parameters"] = [params[p] for p in route.params]
+    return op
 
 
-def _post(
-    summary: str, body_schema: str, resp_schema: str, params: list[dict[str, Any]] | None = None, binary: bool = False
-) -> dict[str, Any]:
-    content: dict[str, Any] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{body_schema}"}}}
-    resp_content: dict[str, Any] = {"application/json": {"schema": {"$ref": f"#/components/schemas/{resp_schema}"}}}
-    if binary:
-        resp_content["application/octet-stream"] = {"schema": {"type": "string", "format": "binary"}}
-    op: dict[str, Any] = {
-        "summary": summary,
-        "requestBody": {"required": True, "content": content},
-        "responses": {"200": {"description": "OK", "content": resp_content}, **_COMMON_ERRORS},
-    }
-    if params:
-        op["parameters"] = params
-    return {"post": op}
+_TENSOR_IN: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {"type": "string", "enum": _DATATYPES},
+        "parameters": {"type": "object"},
+        "data": {"description": "Row-major data, flat or nested; strings for BYTES."},
+    },
+}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "Live": {"type": "object", "properties": {"live": {"type": "boolean"}}},
+    "Ready": {
+        "type": "object",
+        "properties": {
+            "ready": {"type": "boolean"},
+            "reason": {"type": "string", "description": "Why not ready (only when ready is false)."},
+        },
+    },
+    "Started": {
+        "type": "object",
+        "properties": {
+            "started": {"type": "boolean"},
+            "reason": {"type": "string", "description": "Why not started (only when started is false)."},
+        },
+    },
+    "ModelReady": {"type": "object", "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}},
+    "ServerMetadata": {
+        "type": "object",
+        "required": ["name", "version", "extensions"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "extensions": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "TensorMetadata": {
+        "type": "object",
+        "required": ["name", "datatype", "shape"],
+        "properties": {
+            "name": {"type": "string"},
+            "datatype": {"type": "string"},
+            "shape": {"type": "array", "items": {"type": "integer"}},
+        },
+    },
+    "ModelMetadata": {
+        "type": "object",
+        "required": ["name", "platform", "inputs", "outputs"],
+        "properties": {
+            "name": {"type": "string"},
+            "versions": {"type": "array", "items": {"type": "string"}},
+            "platform": {"type": "string"},
+            "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
+            "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
+        },
+    },
+    "InferRequest": {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object"},
+            "inputs": {"type": "array", "minItems": 1, "items": _TENSOR_IN},
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
+                },
+            },
+        },
+    },
+    "InferResponse": {
+        "type": "object",
+        "required": ["model_name", "outputs"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "id": {"type": "string"},
+            "outputs": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "V1PredictRequest": {
+        "type": "object",
+        "required": ["instances"],
+        "properties": {"instances": {"type": "array"}},
+    },
+    "V1PredictResponse": {
+        "type": "object",
+        "required": ["predictions"],
+        "properties": {"predictions": {"type": "array"}},
+    },
+    "V1Models": {
+        "type": "object",
+        "description": "OpenAI's model list (object, data) with KServe v1's list of names (models) beside it.",
+        "required": ["object", "data", "models"],
+        "properties": {
+            "object": {"type": "string", "enum": ["list"]},
+            "data": {"type": "array", "items": {"$ref": "#/components/schemas/OpenAIModel"}},
+            "models": {"type": "array", "items": {"type": "string"}, "description": "KServe v1: the names."},
+        },
+    },
+    "OpenAIModel": {
+        "type": "object",
+        "required": ["id", "object", "created", "owned_by"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string", "enum": ["model"]},
+            "created": {"type": "integer", "description": "When the model was added, in Unix seconds."},
+            "owned_by": {"type": "string"},
+        },
+    },
+    "EmbeddingsRequest": {
+        "type": "object",
+        "required": ["input"],
+        "properties": {
+            "model": {"type": "string"},
+            "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+            "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+        },
+    },
+    "EmbeddingsResponse": {
+        "type": "object",
+        "required": ["object", "data", "model"],
+        "properties": {
+            "object": {"type": "string"},
+            "model": {"type": "string"},
+            "usage": {"type": "object"},
+            "data": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "RepositoryIndex": {"type": "array", "items": {"type": "object"}},
+    "ModelStats": {"type": "object"},
+}
 
 
 def openapi_document(served: list[tuple[str, str]] | None = None) -> dict[str, Any]:
@@ -102,198 +233,11 @@ def openapi_document(served: list[tuple[str, str]] | None = None) -> dict[str, A
         "required": True,
         "schema": {"type": "string", "example": version},
     }
-    tensor_in = {
-        "type": "object",
-        "required": ["name", "shape", "datatype"],
-        "properties": {
-            "name": {"type": "string"},
-            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-            "datatype": {"type": "string", "enum": _DATATYPES},
-            "parameters": {"type": "object"},
-            "data": {"description": "Row-major data, flat or nested; strings for BYTES."},
-        },
-    }
-    schemas: dict[str, Any] = {
-        "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
-        "Live": {"type": "object", "properties": {"live": {"type": "boolean"}}},
-        "Ready": {
-            "type": "object",
-            "properties": {
-                "ready": {"type": "boolean"},
-                "reason": {"type": "string", "description": "Why not ready (only when ready is false)."},
-            },
-        },
-        "Started": {
-            "type": "object",
-            "properties": {
-                "started": {"type": "boolean"},
-                "reason": {"type": "string", "description": "Why not started (only when started is false)."},
-            },
-        },
-        "ModelReady": {"type": "object", "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}},
-        "ServerMetadata": {
-            "type": "object",
-            "required": ["name", "version", "extensions"],
-            "properties": {
-                "name": {"type": "string"},
-                "version": {"type": "string"},
-                "extensions": {"type": "array", "items": {"type": "string"}},
-            },
-        },
-        "TensorMetadata": {
-            "type": "object",
-            "required": ["name", "datatype", "shape"],
-            "properties": {
-                "name": {"type": "string"},
-                "datatype": {"type": "string"},
-                "shape": {"type": "array", "items": {"type": "integer"}},
-            },
-        },
-        "ModelMetadata": {
-            "type": "object",
-            "required": ["name", "platform", "inputs", "outputs"],
-            "properties": {
-                "name": {"type": "string"},
-                "versions": {"type": "array", "items": {"type": "string"}},
-                "platform": {"type": "string"},
-                "inputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
-                "outputs": {"type": "array", "items": {"$ref": "#/components/schemas/TensorMetadata"}},
-            },
-        },
-        "InferRequest": {
-            "type": "object",
-            "required": ["inputs"],
-            "properties": {
-                "id": {"type": "string"},
-                "parameters": {"type": "object"},
-                "inputs": {"type": "array", "minItems": 1, "items": tensor_in},
-                "outputs": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["name"],
-                        "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}},
-                    },
-                },
-            },
-        },
-        "InferResponse": {
-            "type": "object",
-            "required": ["model_name", "outputs"],
-            "properties": {
-                "model_name": {"type": "string"},
-                "model_version": {"type": "string"},
-                "id": {"type": "string"},
-                "outputs": {"type": "array", "items": {"type": "object"}},
-            },
-        },
-        "V1PredictRequest": {
-            "type": "object",
-            "required": ["instances"],
-            "properties": {"instances": {"type": "array"}},
-        },
-        "V1PredictResponse": {
-            "type": "object",
-            "required": ["predictions"],
-            "properties": {"predictions": {"type": "array"}},
-        },
-        "V1Models": {
-            "type": "object",
-            "description": "OpenAI's model list (object, data) with KServe v1's list of names (models) beside it.",
-            "required": ["object", "data", "models"],
-            "properties": {
-                "object": {"type": "string", "enum": ["list"]},
-                "data": {"type": "array", "items": {"$ref": "#/components/schemas/OpenAIModel"}},
-                "models": {"type": "array", "items": {"type": "string"}, "description": "KServe v1: the names."},
-            },
-        },
-        "OpenAIModel": {
-            "type": "object",
-            "required": ["id", "object", "created", "owned_by"],
-            "properties": {
-                "id": {"type": "string"},
-                "object": {"type": "string", "enum": ["model"]},
-                "created": {"type": "integer", "description": "When the model was added, in Unix seconds."},
-                "owned_by": {"type": "string"},
-            },
-        },
-        "EmbeddingsRequest": {
-            "type": "object",
-            "required": ["input"],
-            "properties": {
-                "model": {"type": "string"},
-                "input": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-                "encoding_format": {"type": "string", "enum": ["float", "base64"]},
-            },
-        },
-        "EmbeddingsResponse": {
-            "type": "object",
-            "required": ["object", "data", "model"],
-            "properties": {
-                "object": {"type": "string"},
-                "model": {"type": "string"},
-                "usage": {"type": "object"},
-                "data": {"type": "array", "items": {"type": "object"}},
-            },
-        },
-        "RepositoryIndex": {"type": "array", "items": {"type": "object"}},
-        "ModelStats": {"type": "object"},
-    }
-    paths: dict[str, Any] = {
-        "/v2": _get("Server metadata", "ServerMetadata"),
-        "/v2/health/live": _get("Server liveness", "Live"),
-        "/v2/health/ready": _get("Server readiness", "Ready", not_ready=True),
-        "/v2/models/{model_name}": _get("Model metadata", "ModelMetadata", [name_param], not_found=True),
-        "/v2/models/{model_name}/ready": _get(
-            "Model readiness", "ModelReady", [name_param], not_ready=True, not_found=True
-        ),
-        "/v2/models/{model_name}/stats": _get("Model statistics", "ModelStats", [name_param], not_found=True),
-        "/v2/models/{model_name}/versions/{model_version}": _get(
-            "Model version metadata", "ModelMetadata", [name_param, version_param], not_found=True
-        ),
-        "/v2/models/{model_name}/versions/{model_version}/ready": _get(
-            "Model version readiness", "ModelReady", [name_param, version_param], not_ready=True, not_found=True
-        ),
-        "/v2/models/{model_name}/infer": _post(
-            "Inference (Open Inference Protocol v2)", "InferRequest", "InferResponse", [name_param], binary=True
-        ),
-        "/v2/models/{model_name}/versions/{model_version}/infer": _post(
-            "Inference on a model version", "InferRequest", "InferResponse", [name_param, version_param], binary=True
-        ),
-        "/v1/models": _get("Models served (OpenAI's list, with KServe v1's names)", "V1Models"),
-        "/v1/models/{model_name}": _get(
-            "Model readiness (KServe v1)", "ModelReady", [name_param], not_ready=True, not_found=True
-        ),
-        "/v1/models/{model_name}:predict": _post(
-            "Prediction (KServe v1)", "V1PredictRequest", "V1PredictResponse", [name_param]
-        ),
-        "/v1/embeddings": _post("Embeddings (OpenAI-style)", "EmbeddingsRequest", "EmbeddingsResponse"),
-        "/healthz": _get("Liveness probe", "Live"),
-        "/readyz": _get("Readiness probe", "Ready", not_ready=True),
-        "/startupz": _get("Startup probe", "Started", not_ready=True),
-    }
-    paths["/v2/repository/index"] = {
-        "post": {
-            "summary": "Model repository index",
-            "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RepositoryIndex"}}},
-                }
-            },
-        }
-    }
-    paths["/metrics"] = {
-        "get": {
-            "summary": "Prometheus metrics",
-            "responses": {
-                "200": {
-                    "description": "Prometheus text format",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
-            },
-        }
-    }
+    params = {"model_name": name_param, "model_version": version_param}
+    paths: dict[str, Any] = {}
+    for route in ROUTES:
+        if route.documented:
+            paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, params)
     return {
         "openapi": "3.0.3",
         "info": {
@@ -302,5 +246,5 @@ def openapi_document(served: list[tuple[str, str]] | None = None) -> dict[str, A
             "description": "Open Inference Protocol v2, KServe v1 and OpenAI-style embeddings.",
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {"schemas": copy.deepcopy(SCHEMAS)},
     }

@@ -24,7 +24,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,9 @@ import uvicorn
 from kubeinfer.runtimes import create_model
 from kubeinfer.server import logs
 from kubeinfer.server.announce import announce
-from kubeinfer.server.app import InferenceApp, Limits, ModelSlot, load_slot
+from kubeinfer.server.app import InferenceApp
 from kubeinfer.server.batcher import Batcher
+from kubeinfer.server.dataplane import DataPlane, Limits, ModelSlot, load_slot
 from kubeinfer.server.http import protocol_for
 from kubeinfer.server.listen import (
     connection_cap,
@@ -73,10 +74,10 @@ def build_app(svc: InferenceService, base_dir: Path | None) -> tuple[InferenceAp
         max_headers=lim.maxHeaders,
     )
     metrics = Metrics(gpu_sampler=nvml_sampler())
-    app = InferenceApp(limits, metrics, openapi=openapi_document)
+    app = InferenceApp(DataPlane(limits, metrics), openapi=openapi_document)
     model = create_model(svc, base_dir)
     slot = ModelSlot(model=model, name=svc.model_name, version=spec.model.version)
-    app.add(slot)
+    app.plane.add(slot)
     executor = ThreadPoolExecutor(max_workers=spec.server.workers + 1, thread_name_prefix="model")
     return app, slot, executor
 
@@ -107,71 +108,24 @@ async def serve(
     worker: Worker | None = None,
     tcp: bool = True,
 ) -> int:
-    """Serve until SIGTERM or SIGINT. ``tcp`` False: HTTP on ``uds`` only and gRPC on its own Unix socket."""
+    """Serve until SIGTERM or SIGINT. ``tcp`` False: HTTP on ``uds`` only and gRPC on its own Unix socket.
+
+    About 80 lines, kept in one piece: the model's load, the drain, a multi-process replica's late join and the clean-up
+    share the same listeners, servers and events (the steps themselves are the functions below)."""
     spec = svc.spec
     app, slot, executor = build_app(svc, base_dir)
-    batching = spec.batching
-    workers = spec.server.workers
-
-    def make_batcher(s: ModelSlot) -> Batcher:
-        assert s.info is not None
-        return Batcher(
-            s.model,
-            s.info,
-            executor,
-            max_batch_size=batching.maxBatchSize,
-            max_delay=batching.maxDelayMs / 1000.0,
-            workers=workers,
-            max_queue=spec.server.limits.maxQueueSize,
-            enabled=batching.enabled,
-            on_batch=lambda items, rows, compute, queued: app.metrics.batch(s.name, items, rows, compute, queued),
-        )
-
+    plane = app.plane
+    make_batcher = _batcher_factory(svc, plane, executor)
     host = spec.server.host
-    grpc_uds: Path | None = None
-    if worker is None:
-        if tcp:
-            sockets = [listen_tcp(host, spec.server.port)]
-            if uds is not None:
-                sockets.append(listen_unix(uds))
-        else:
-            sockets = [listen_unix(no_tcp_needs_uds(uds))]
-            grpc_uds = grpc_socket_path(no_tcp_needs_uds(uds))
-    else:
-        sockets = list(worker.sockets)
-        grpc_uds = worker.grpc_uds
-        app.metrics.siblings = worker.siblings
+    sockets, grpc_uds = _listeners(svc, uds, tcp, worker)
+    if worker is not None:
+        plane.metrics.siblings = worker.siblings
     http_port = next((s.getsockname()[1] for s in sockets if s.family != socket.AF_UNIX), None)
     if worker is not None and worker.http_port is not None:
         http_port = worker.http_port
-    config = uvicorn.Config(
-        app,
-        loop="none",
-        http=protocol_for(app),
-        lifespan="off",
-        log_level="warning",
-        log_config=None,  # uvicorn's loggers propagate to the root handler and its rate limit (logs.setup)
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        timeout_graceful_shutdown=max(1, int(spec.server.limits.drainTimeoutSeconds)),
-        backlog=2048,
-        timeout_keep_alive=max(1, round(spec.server.limits.idleTimeoutSeconds)),
-    )
-    server = _Server(config)
-    grpc_server: Any = None
-    grpc_port: int | None = None
-    if spec.server.grpcPort is not None:
-        from kubeinfer.server.grpc_service import start_grpc
-
-        if grpc_uds is not None:
-            grpc_server, _ = await start_grpc(app, host, 0, unix=grpc_uds)
-        elif worker is None:
-            grpc_server, grpc_port = await start_grpc(app, host, spec.server.grpcPort)
-        elif worker.grpc_port is not None:
-            grpc_server, grpc_port = await start_grpc(app, host, worker.grpc_port, reuse_port=True)
-    else:
+    server = _Server(_uvicorn_config(app, svc))
+    grpc_server, grpc_port = await _grpc(plane, svc, grpc_uds, worker)
+    if grpc_server is None:
         grpc_uds = None
 
     loop = asyncio.get_running_loop()
@@ -182,43 +136,21 @@ async def serve(
     loaded = asyncio.Event()
 
     async def lifecycle() -> None:
-        await load_slot(app, slot, make_batcher, executor)
-        app.started = slot.ready
+        await load_slot(plane, slot, make_batcher, executor)
+        plane.started = slot.ready
         loaded.set()
         if not slot.ready:
             log.error(
                 "model failed to load; the server stays up, reports not ready, and says why at /v2/models/%s", slot.name
             )
         await stop.wait()
-        app.draining = True
-        log.info("draining: readiness is false; finishing in-flight requests")
-        deadline = time.monotonic() + spec.server.limits.drainTimeoutSeconds
-        delay = min(spec.server.limits.drainDelaySeconds, spec.server.limits.drainTimeoutSeconds)
-        if delay > 0:
-            # Routers and endpoints see readiness go false only after a while: keep taking what they still send.
-            await asyncio.sleep(delay)
-        if stop_new_connections(sockets):
-            # Connections that completed their handshake before the filter sit in the backlog: let them be
-            # accepted (and their requests answered, with Connection: close) before the listener closes.
-            await asyncio.sleep(BACKLOG_SECONDS)
-        idle_since: float | None = None
-        while time.monotonic() < deadline:
-            now = time.monotonic()
-            if app.in_flight == 0 and app.queued == 0:
-                idle_since = idle_since or now
-                if now - idle_since >= QUIET_SECONDS:
-                    break
-            else:
-                idle_since = None
-            await asyncio.sleep(0.02)
-        if grpc_server is not None:
-            await grpc_server.stop(max(0.0, deadline - time.monotonic()))
+        await _drain(plane, svc, sockets, grpc_server)
         server.should_exit = True
 
     if worker is None:
         announce(slot.name, host, http_port, grpc_port, uds, [grpc_uds] if grpc_uds is not None else [])
     task = asyncio.create_task(lifecycle(), name="kubeinfer-lifecycle")
-    publisher = None if worker is None else asyncio.create_task(worker.publish(app.metrics), name="kubeinfer-metrics")
+    publisher = None if worker is None else asyncio.create_task(worker.publish(plane.metrics), name="kubeinfer-metrics")
     try:
         if worker is not None and worker.index > 0:
             # Join the shared listeners only with the model loaded (the first process answers probes meanwhile); one
@@ -253,6 +185,110 @@ async def serve(
 
 
 BACKLOG_SECONDS = 0.05
+
+
+def _listeners(
+    svc: InferenceService, uds: Path | None, tcp: bool, worker: Worker | None
+) -> tuple[list[socket.socket], Path | None]:
+    """The HTTP listening sockets, and the Unix socket gRPC listens on when it does not listen on TCP."""
+    if worker is not None:
+        return list(worker.sockets), worker.grpc_uds
+    if not tcp:
+        return [listen_unix(no_tcp_needs_uds(uds))], grpc_socket_path(no_tcp_needs_uds(uds))
+    sockets = [listen_tcp(svc.spec.server.host, svc.spec.server.port)]
+    if uds is not None:
+        sockets.append(listen_unix(uds))
+    return sockets, None
+
+
+async def _grpc(
+    plane: DataPlane, svc: InferenceService, grpc_uds: Path | None, worker: Worker | None
+) -> tuple[Any, int | None]:
+    """Start the gRPC server where the spec (and, in a multi-process replica, the parent) says; ``(None, None)``
+    when gRPC is off. Returns it and its TCP port (``None`` on a Unix socket)."""
+    server = svc.spec.server
+    if server.grpcPort is None:
+        return None, None
+    from kubeinfer.server.grpc_service import start_grpc
+
+    if grpc_uds is not None:
+        grpc_server, _ = await start_grpc(plane, server.host, 0, unix=grpc_uds)
+        return grpc_server, None
+    if worker is None:
+        return await start_grpc(plane, server.host, server.grpcPort)
+    if worker.grpc_port is not None:
+        return await start_grpc(plane, server.host, worker.grpc_port, reuse_port=True)
+    return None, None
+
+
+def _batcher_factory(svc: InferenceService, plane: DataPlane, executor: Any) -> Callable[[ModelSlot], Batcher]:
+    """What makes a loaded model's batcher, with the spec's batching and queue settings."""
+    spec = svc.spec
+    batching = spec.batching
+
+    def make_batcher(s: ModelSlot) -> Batcher:
+        assert s.info is not None
+        return Batcher(
+            s.model,
+            s.info,
+            executor,
+            max_batch_size=batching.maxBatchSize,
+            max_delay=batching.maxDelayMs / 1000.0,
+            workers=spec.server.workers,
+            max_queue=spec.server.limits.maxQueueSize,
+            enabled=batching.enabled,
+            on_batch=lambda items, rows, compute, queued: plane.metrics.batch(s.name, items, rows, compute, queued),
+        )
+
+    return make_batcher
+
+
+def _uvicorn_config(app: InferenceApp, svc: InferenceService) -> uvicorn.Config:
+    limits = svc.spec.server.limits
+    return uvicorn.Config(
+        app,
+        loop="none",
+        http=protocol_for(app),
+        lifespan="off",
+        log_level="warning",
+        log_config=None,  # uvicorn's loggers propagate to the root handler and its rate limit (logs.setup)
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=max(1, int(limits.drainTimeoutSeconds)),
+        backlog=2048,
+        timeout_keep_alive=max(1, round(limits.idleTimeoutSeconds)),
+    )
+
+
+async def _drain(plane: DataPlane, svc: InferenceService, sockets: list[socket.socket], grpc_server: Any) -> None:
+    """After SIGTERM: readiness false at once, keep serving through the drain delay, stop accepting, wait until the
+    server has been idle for a moment (or the grace period ends), then stop gRPC."""
+    limits = svc.spec.server.limits
+    plane.draining = True
+    log.info("draining: readiness is false; finishing in-flight requests")
+    deadline = time.monotonic() + limits.drainTimeoutSeconds
+    delay = min(limits.drainDelaySeconds, limits.drainTimeoutSeconds)
+    if delay > 0:
+        # Routers and endpoints see readiness go false only after a while: keep taking what they still send.
+        await asyncio.sleep(delay)
+    if stop_new_connections(sockets):
+        # Connections that completed their handshake before the filter sit in the backlog: let them be
+        # accepted (and their requests answered, with Connection: close) before the listener closes.
+        await asyncio.sleep(BACKLOG_SECONDS)
+    idle_since: float | None = None
+    while time.monotonic() < deadline:
+        now = time.monotonic()
+        if plane.in_flight == 0 and plane.queued == 0:
+            idle_since = idle_since or now
+            if now - idle_since >= QUIET_SECONDS:
+                break
+        else:
+            idle_since = None
+        await asyncio.sleep(0.02)
+    if grpc_server is not None:
+        await grpc_server.stop(max(0.0, deadline - time.monotonic()))
 
 
 def run_loop(main: Any) -> int:

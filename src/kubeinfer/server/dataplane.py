@@ -1,0 +1,251 @@
+"""The replica's data plane, without a protocol: what REST (``app.py``, ``http.py``) and gRPC (``grpc_service.py``)
+adapt to their wires.
+
+It holds the served models by name and version, the server's liveness, readiness and startup state, the documents that
+every protocol answers in its own encoding (server and model metadata, the repository index, statistics), and the one
+way to run an inference: look the model up, refuse it when it is not ready or the server is at its concurrency limit,
+validate the tensors, queue them to the model's batcher with a deadline. In-flight accounting and the request metric
+are kept here too (:meth:`DataPlane.begin` / :meth:`DataPlane.end`), so that the drain on SIGTERM and the
+``kubeinfer_requests_in_flight`` gauge count every protocol alike.
+
+Errors are :mod:`~kubeinfer.server.errors` exceptions; each adapter maps them to its wire (an HTTP status and JSON
+body, a gRPC status code) in one table there. Readiness changes are announced to watchers (:meth:`DataPlane.watch`),
+which the gRPC health service follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kubeinfer import __version__
+from kubeinfer.runtimes.base import Model, ModelInfo
+from kubeinfer.server.batcher import Batcher
+from kubeinfer.server.errors import ModelNotFound, TooManyRequests, Unavailable
+from kubeinfer.server.metrics import Metrics
+from kubeinfer.server.tensors import InferRequest, validate_inputs
+
+__all__ = ["EXTENSIONS", "DataPlane", "Limits", "ModelSlot", "load_slot"]
+
+log = logging.getLogger("kubeinfer.server")
+
+EXTENSIONS = ["binary_tensor_data", "model_repository_health", "kserve_v1", "openai_embeddings", "statistics"]
+
+Result = dict[str, np.ndarray[Any, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_body_bytes: int = 64 * 2**20
+    max_concurrency: int = 4096
+    request_timeout: float | None = 30.0
+    # What one connection may hold (server/http.py; the spec's server.limits, the router's ConnLimits alike).
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    max_connections: int = 10_000
+    max_header_bytes: int = 65_536
+    max_headers: int = 100
+
+
+@dataclass(slots=True)
+class ModelSlot:
+    """One served model: its runtime, metadata and batcher; ``ready`` once loaded and warmed."""
+
+    model: Model
+    name: str
+    version: str
+    info: ModelInfo | None = None
+    batcher: Batcher | None = None
+    ready: bool = False
+    error: str | None = None
+    stats: dict[str, int] = field(default_factory=dict)
+    # When the model was added, in Unix seconds: the ``created`` field of OpenAI's model list.
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def metadata(self) -> dict[str, Any]:
+        info = self.info
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": info.platform if info else "",
+            "inputs": [s.to_json() for s in info.inputs] if info else [],
+            "outputs": [s.to_json() for s in info.outputs] if info else [],
+        }
+
+
+class DataPlane:
+    """The served models and the server's state, for every protocol (module docstring)."""
+
+    def __init__(self, limits: Limits | None = None, metrics: Metrics | None = None) -> None:
+        self.limits = limits or Limits()
+        self.metrics = metrics or Metrics()
+        self.models: dict[str, ModelSlot] = {}
+        self._draining = False
+        self._started = False  # all models loaded (startup probe)
+        self._watchers: list[Callable[[], None]] = []
+
+    # -- models ----------------------------------------------------------------------------------------
+    def add(self, slot: ModelSlot) -> None:
+        self.models[slot.name] = slot
+        self.metrics.ready[slot.name] = lambda s=slot: s.ready  # type: ignore[misc]
+        self.metrics.queue_depth[slot.name] = lambda s=slot: s.batcher.queue_depth if s.batcher else 0  # type: ignore[misc]
+
+    def model(self, name: str, version: str | None = None) -> ModelSlot:
+        """The slot serving ``name`` (at ``version``, when given); ``ModelNotFound`` names what is served."""
+        slot = self.models.get(name)
+        if slot is None:
+            known = ", ".join(repr(n) for n in self.models) or "none"
+            raise ModelNotFound(f"unknown model {name!r}: this server serves {known}")
+        if version is not None and version != slot.version:
+            raise ModelNotFound(f"model {name!r} has no version {version!r}: it serves version {slot.version!r}")
+        return slot
+
+    def live_model(self, slot: ModelSlot) -> tuple[Batcher, ModelInfo]:
+        """The batcher and metadata of a model that can take a request now; ``Unavailable`` while it loads (or after
+        its load failed), ``TooManyRequests`` past the concurrency limit."""
+        # While draining, requests that still arrive (a router or Service that has not yet seen the readiness
+        # change) are served, with Connection: close, rather than refused: refusing would drop them.
+        if not slot.ready or slot.batcher is None or slot.info is None:
+            why = f": {slot.error}" if slot.error else " yet (loading)"
+            raise Unavailable(f"model {slot.name!r} is not ready{why}")
+        if self.metrics.in_flight > self.limits.max_concurrency:
+            raise TooManyRequests(f"server is at its concurrency limit ({self.limits.max_concurrency}); retry later")
+        return slot.batcher, slot.info
+
+    def model_ready(self, slot: ModelSlot) -> bool:
+        return slot.ready and not self._draining
+
+    # -- inference -------------------------------------------------------------------------------------
+    def submit(
+        self, slot: ModelSlot, req: InferRequest, time_remaining: float | None = None, *, validate: bool = True
+    ) -> asyncio.Future[Result]:
+        """Validate ``req`` against the model (unless the caller built it from the model's own metadata) and queue
+        it with its deadline: ``limits.request_timeout``, or the client's own ``time_remaining`` (a gRPC deadline)
+        where that is sooner. Raises ``ServerError``."""
+        batcher, info = self.live_model(slot)
+        if validate:
+            validate_inputs(req, info, slot.name)
+        timeout = self.limits.request_timeout
+        if time_remaining is not None:
+            timeout = min(timeout, time_remaining) if timeout else time_remaining
+        return batcher.submit(req, time.monotonic() + timeout if timeout else None)
+
+    def begin(self) -> float:
+        """A request enters the server (any protocol); returns its start time for :meth:`end`."""
+        self.metrics.in_flight += 1
+        return time.perf_counter()
+
+    def end(self, start: float, model: str, protocol: str, status: int) -> None:
+        """A request begun at ``start`` leaves; ``status`` is recorded under ``protocol`` when that is not ``""``."""
+        metrics = self.metrics
+        metrics.in_flight -= 1
+        if protocol:
+            metrics.request(model, protocol, status, time.perf_counter() - start)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests inside the server (every protocol): the ``kubeinfer_requests_in_flight`` gauge itself."""
+        return self.metrics.in_flight
+
+    @property
+    def queued(self) -> int:
+        return sum(s.batcher.queue_depth + s.batcher.busy for s in self.models.values() if s.batcher)
+
+    # -- state -----------------------------------------------------------------------------------------
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the event loop) whenever readiness may have changed: a model loaded or failed,
+        the server started or began to drain. The gRPC health service follows the server this way."""
+        self._watchers.append(callback)
+
+    def changed(self) -> None:
+        """Tell the watchers that readiness may have changed."""
+        for callback in self._watchers:
+            callback()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._draining = value
+        self.changed()
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    @started.setter
+    def started(self, value: bool) -> None:
+        self._started = value
+        self.changed()
+
+    @property
+    def ready(self) -> bool:
+        return self._started and not self._draining and all(s.ready for s in self.models.values())
+
+    def not_ready_reason(self) -> str:
+        """Why readiness is false, for probes and ``kubeinfer describe`` (a supervisor sees it without the logs)."""
+        if self._draining:
+            return "draining (SIGTERM)"
+        failed = [f"model {s.name!r} failed to load: {s.error}" for s in self.models.values() if s.error]
+        if failed:
+            return "; ".join(failed)[:500]
+        return "loading the model"
+
+    # -- documents every protocol answers --------------------------------------------------------------
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": "kubeinfer", "version": __version__, "extensions": EXTENSIONS}
+
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        return [
+            {
+                "name": s.name,
+                "version": s.version,
+                "state": "READY" if s.ready else "UNAVAILABLE",
+                "reason": s.error or "",
+            }
+            for s in self.models.values()
+            if s.ready or not ready_only
+        ]
+
+    def model_stats(self, slot: ModelSlot) -> dict[str, Any]:
+        m = self.metrics
+        return {
+            "name": slot.name,
+            "version": slot.version,
+            "inference_count": m.rows.get(slot.name, 0),
+            "execution_count": m.executions.get(slot.name, 0),
+            "queue_depth": slot.batcher.queue_depth if slot.batcher else 0,
+        }
+
+
+async def load_slot(
+    plane: DataPlane,
+    slot: ModelSlot,
+    make_batcher: Callable[[ModelSlot], Batcher],
+    executor: Any,
+    warmup: bool = True,
+) -> None:
+    """Load and warm a model in a worker thread, then mark it ready; a failure is kept as the slot's error."""
+    from kubeinfer.runtimes.base import sample_batch
+
+    loop = asyncio.get_running_loop()
+    try:
+        slot.info = await loop.run_in_executor(executor, slot.model.load)
+        if warmup and slot.info.inputs:
+            batch = sample_batch(slot.info.inputs, rows=1)
+            await loop.run_in_executor(executor, slot.model.predict, batch, None)
+        slot.batcher = make_batcher(slot)
+        slot.ready = True
+        log.info("model %s version %s ready", slot.name, slot.version)
+    except Exception as e:
+        slot.error = f"{type(e).__name__}: {e}"
+        log.error("model %s failed to load: %s", slot.name, slot.error)
+    plane.changed()
