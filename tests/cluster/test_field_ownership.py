@@ -120,7 +120,8 @@ def test_switching_from_fixed_replicas_to_an_autoscaler_keeps_the_replica_count(
     kube: Kube, namespace: str, tmp_path: Path
 ) -> None:
     """Dropping ``replicas`` from an apply would let the API server reset it to 1 (kubeinfer was its only owner);
-    deploy hands the field over first (Kubernetes' documented migration to an HPA), so three replicas stay three."""
+    deploy hands the field over first (Kubernetes' documented migration to an HPA), so three replicas stay three; and
+    takes it back when the spec sets replicas again."""
     spec = _write(tmp_path / "m.yaml", "m", "  replicas: 3\n  autoscaling: {policy: none}\n")
     assert (r := _deploy(spec, namespace)).exit_code == 0, r.output
     spec = _write(
@@ -130,3 +131,9 @@ def test_switching_from_fixed_replicas_to_an_autoscaler_keeps_the_replica_count(
     dep = kube.apps.read_namespaced_deployment("m", namespace)
     assert dep.spec.replicas == 3
     assert "kubeinfer" not in _owners(kube, "m", namespace, "replicas")
+
+    # Back to fixed replicas before any autoscaler changed the count: only the hand-over holds it, deploy takes it back.
+    spec = _write(tmp_path / "m.yaml", "m", "  replicas: 2\n  autoscaling: {policy: none}\n")
+    assert (r := _deploy(spec, namespace)).exit_code == 0, r.output
+    assert kube.apps.read_namespaced_deployment("m", namespace).spec.replicas == 2
+    assert "kubeinfer" in _owners(kube, "m", namespace, "replicas")
