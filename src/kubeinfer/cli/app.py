@@ -298,7 +298,13 @@ def bench(
     """Load a server (closed loop at fixed concurrency, or open loop at a fixed rate) and report latency.
 
     Exits 1 when the error rate is above --max-error-rate or nothing was answered, so a script or CI job can rely
-    on the exit code."""
+    on the exit code.
+
+    `-o json` prints one document, the same keys for both engines: engine (wrk | python), mode (closed | open),
+    concurrency (null for an open loop), rate (req/s; null for a closed loop), duration, requests, ok, errors,
+    error_rate, statuses (counts by HTTP code, "200", and by transport failure: "error:connect", "error:read",
+    "error:write", "error:timeout"), throughput, latency_ms (p50, p90, p99, p99.9, mean, max), late (open loop:
+    arrivals not sent) and per_second (python engine: answers per measured second)."""
     import json
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
