@@ -16,7 +16,7 @@ FLOOR = 100  # RetryBudget's floor: 10 retries per second over its 10 s window
 def test_router_is_what_the_fronts_call() -> None:
     """Router implements RouterApi (a front given a Router sees only that interface)."""
     api: RouterApi = Router()
-    assert api.choose(()) is None and not api.has_ready()
+    assert api.begin_try(()) is None and not api.has_ready()
 
 
 def test_a_retry_is_refused_past_max_retries_and_not_counted() -> None:
@@ -47,9 +47,8 @@ def test_no_budget_ratio_leaves_only_the_floor() -> None:
 def test_a_retired_backend_stays_until_its_last_try_ends() -> None:
     r = Router()
     r.set_backends([Backend("a", "127.0.0.1", 1, None)])
-    st = r.choose(())
+    st = r.begin_try(())
     assert st is not None and r.has_ready() and not r.has_ready_besides(st)
-    r.begin_try(st)
     r.set_backends([])
     a = r.stats().backends["a"]
     assert (a.outstanding, a.total, a.ready) == (1, 1, False)
@@ -58,9 +57,14 @@ def test_a_retired_backend_stays_until_its_last_try_ends() -> None:
 
 
 @pytest.mark.parametrize("grpc", [False, True])
-def test_choose_skips_backends_without_grpc_for_grpc_calls(grpc: bool) -> None:
+def test_grpc_tries_skip_backends_without_grpc(grpc: bool) -> None:
     random.seed(7)  # the router draws with random.random
     r = Router()
     r.set_backends([Backend("http-only", "127.0.0.1", 1, None), Backend("both", "127.0.0.1", 2, 3)])
-    ids = {st.id for _ in range(50) if (st := r.choose((), grpc=grpc)) is not None}
+    ids = set()
+    for _ in range(50):
+        st = r.begin_try((), grpc=grpc)
+        assert st is not None
+        ids.add(st.id)
+        r.end_try(st)
     assert ids == ({"both"} if grpc else {"http-only", "both"})

@@ -4,8 +4,8 @@ The fronts (``http.py``, ``grpc.py``) speak their protocol and nothing else; eve
 the two have in common is the router's (``router.py``), reached through ``RouterApi`` only:
 
 - a client request is counted once, by ``request_accepted`` (which deposits into the retry budget);
-- a backend is chosen by ``choose`` (power of two choices, ``core.pick``), and a try on it is counted by
-  ``begin_try`` / ``end_try``;
+- a try's backend is chosen, and the try counted on it, by ``begin_try`` (power of two choices, ``core.pick``); its
+  end by ``end_try``;
 - a retry is granted or refused by ``may_retry`` (the per-request try bound, then ``core.RetryBudget``), which
   counts the retry and its reason when granted;
 - a backend whose try failed is taken out of rotation for a while by ``eject``;
@@ -145,18 +145,15 @@ class RouterApi(Protocol):
     def request_accepted(self) -> None:
         """Count one client request (HTTP or gRPC) and deposit it into the retry budget."""
 
-    def choose(self, tried: Sequence[BackendState], grpc: bool = False) -> BackendState | None:
-        """The backend for the next try, avoiding ``tried`` while possible; None when no backend (serving gRPC, with
-        ``grpc``) is ready."""
+    def begin_try(self, tried: Sequence[BackendState], grpc: bool = False) -> BackendState | None:
+        """Choose the backend for the next try, avoiding ``tried`` while possible, and count the try in its load;
+        None (nothing counted) when no backend (serving gRPC, with ``grpc``) is ready."""
 
     def has_ready(self) -> bool:
         """Whether any backend is in the ready set (gRPC or not)."""
 
     def has_ready_besides(self, st: BackendState) -> bool:
         """Whether a backend other than ``st`` would get a first try now."""
-
-    def begin_try(self, st: BackendState) -> None:
-        """A try goes to ``st``: count it in its load."""
 
     def end_try(self, st: BackendState) -> None:
         """A try on ``st`` ended (answered, failed or abandoned); a retired backend is closed after its last."""

@@ -184,9 +184,11 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
 
     # -- choosing a backend ------------------------------------------------------------------------------
     async def _backend(self, tried: Sequence[BackendState], context: Any) -> BackendState:
+        """The backend for the next try, the try counted on it (``end_try`` ends it); waits in the router's buffer
+        while no backend is ready."""
         router = self.router
         while True:
-            st = router.choose(tried, grpc=True)
+            st = router.begin_try(tried, grpc=True)
             if st is not None:
                 return st
             if router.has_ready():
@@ -219,7 +221,6 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
             client_bound = remaining is not None and remaining < timeout
             if client_bound:
                 timeout = max(remaining, 0.001)
-            router.begin_try(st)
             try:
                 call = self.front.channel(st).unary_unary(method)
                 response: bytes = await call(request, metadata=metadata, timeout=timeout)
@@ -258,7 +259,6 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
             while True:
                 st = await self._backend(tried, context)
                 attempts += 1
-                router.begin_try(st)
                 call = self.front.channel(st).stream_stream(method)(metadata=metadata, timeout=context.time_remaining())
                 upstream = _Try(router, st, call, inbox)
                 try:

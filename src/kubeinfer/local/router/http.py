@@ -323,7 +323,8 @@ class ClientProtocol(asyncio.Protocol):
             status, body, ctype = req.own()
             self.finish_raw(req, simple_response(status, body, ctype, close=not req.keep_alive))
         else:
-            self.front.accept(req)
+            self.router.request_accepted()
+            self.front.send(req)
 
     def finish_raw(self, req: Request, payload: bytes) -> None:
         """Send a whole response the router made itself, and end ``req``."""
@@ -615,7 +616,7 @@ class Pool:
 class HttpFront:
     """The router's HTTP side: its listener, client connections, upstream pools and the tries in flight.
 
-    A try's life: ``send`` (a backend from ``RouterApi.choose``, a pooled or new connection), then ``try_done`` (the
+    A try's life: ``send`` (a backend from ``RouterApi.begin_try``, a pooled or new connection), then ``try_done`` (the
     response went to the client, or a 503/429 is retried elsewhere) or ``try_failed`` (refused, reset, closed,
     unparsable or timed out: retried elsewhere while ``RouterApi.may_retry`` allows). ``tick`` runs in the router's
     housekeeping pass: per-try timeouts and the client connections' limits.
@@ -677,20 +678,15 @@ class HttpFront:
                 up.close()
 
     # -- request path ------------------------------------------------------------------------------------
-    def accept(self, req: Request) -> None:
-        self.router.request_accepted()
-        self.send(req)
-
     def send(self, req: Request) -> None:
         """Start a try of ``req`` on the backend the router chooses, or leave it in the router's buffer."""
         router = self.router
-        b = router.choose(req.tried)
+        b = router.begin_try(req.tried)
         if b is None:
             router.buffer(req)
             return
         req.attempts += 1
         req.backend = b
-        router.begin_try(b)
         deadline = router.now + router.per_try_timeout
         pool = self.pools.get(b)
         if pool is None:

@@ -248,23 +248,24 @@ class Router:
         self.requests += 1
         self._budget.deposit()
 
-    def choose(self, tried: Sequence[BackendState], grpc: bool = False) -> BackendState | None:
+    def begin_try(self, tried: Sequence[BackendState], grpc: bool = False) -> BackendState | None:
         ready = self._ready
         if grpc:
             ready = [s for s in ready if s.backend.serves_grpc]
-        elif len(ready) == 1:
-            return ready[0]  # the common case of one replica, without drawing
-        return pick(ready, self._rng, tried)
+        if len(ready) == 1:
+            st: BackendState | None = ready[0]  # the common case of one replica, without drawing
+        else:
+            st = pick(ready, self._rng, tried)
+        if st is not None:
+            st.outstanding += 1
+            st.total += 1
+        return st
 
     def has_ready(self) -> bool:
         return bool(self._ready)
 
     def has_ready_besides(self, st: BackendState) -> bool:
         return any(s is not st for s in self._ready)
-
-    def begin_try(self, st: BackendState) -> None:
-        st.outstanding += 1
-        st.total += 1
 
     def end_try(self, st: BackendState) -> None:
         st.outstanding -= 1
