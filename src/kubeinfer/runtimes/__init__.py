@@ -42,6 +42,8 @@ def _runtime(svc: InferenceService, base_dir: Path | None) -> Model:
     if m.format == "python":
         from kubeinfer.runtimes.python import PythonModel
 
-        paths = [p for p in (base_dir, path if m.uri and path.is_dir() else None) if p is not None]
+        # the module beside the spec, in the uri folder, or beside the uri file (as `kubeinfer build` lays it out)
+        where = (path if path.is_dir() else path.parent) if m.uri else None
+        paths = [p for p in (base_dir, where) if p is not None]
         return PythonModel(name, version, m.className or "", paths, m.args)
     raise ModelError(f"unknown model format {m.format!r}")  # unreachable: the spec validates the format

@@ -49,7 +49,7 @@ def model_source_problems(model: ModelSpec, base_dir: Path) -> list[str]:
     if model.format == "python" and model.className:
         module = model.className.partition(":")[0]
         top = module.split(".")[0]
-        where = [base_dir] + ([path] if path is not None and path.is_dir() else [])
+        where = [base_dir] + ([path if path.is_dir() else path.parent] if path is not None else [])
         found = top in sys.builtin_module_names or PathFinder.find_spec(top, [str(p) for p in where] + sys.path)
         if not found:
             problems.append(

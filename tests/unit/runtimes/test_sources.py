@@ -55,3 +55,27 @@ def test_a_python_model_in_its_uri_folder_is_found(tmp_path: Path) -> None:
     (tmp_path / "code").mkdir()
     (tmp_path / "code" / "pkgmodel.py").write_text("class M: ...\n")
     assert model_source_problems(model(format="python", className="pkgmodel:M", uri="code"), tmp_path) == []
+
+
+def test_a_python_model_beside_its_uri_file_is_found_and_loads(tmp_path: Path) -> None:
+    from kubeinfer.runtimes import create_model
+    from kubeinfer.spec import validate_spec
+
+    (tmp_path / "opt").mkdir()
+    (tmp_path / "opt" / "besidemodel.py").write_text(
+        "import numpy as np\nclass M:\n    def predict(self, inputs):\n        return {'y': np.ones(1)}\n"
+    )
+    (tmp_path / "opt" / "weights.json").write_text("{}")
+    m = model(format="python", className="besidemodel:M", uri="opt/weights.json")
+    assert model_source_problems(m, tmp_path) == []
+    svc = validate_spec(
+        {
+            "apiVersion": "kubeinfer.io/v1alpha1",
+            "kind": "InferenceService",
+            "metadata": {"name": "beside"},
+            "spec": {"model": m.model_dump(exclude_none=True) | {"uri": str(tmp_path / "opt" / "weights.json")}},
+        },
+        "test",
+    )
+    # the spec's own folder (as /etc/kubeinfer in an image) does not hold the module: the uri's folder does
+    create_model(svc, tmp_path / "etc").load()
