@@ -239,7 +239,7 @@ class InferenceApp:
 
         ``headers`` are the request's, lower-case names; the body is read whole (and within the size limit)."""
         plane = self.plane
-        plane.live_model(slot)  # refuse before parsing a body that would not be served
+        live = plane.live_model(slot)  # refuse before parsing a body that would not be served
         enc = headers.get(b"content-encoding")
         if enc is not None and enc not in (b"identity", b""):
             body = _decompress(body, enc, plane.limits.max_body_bytes)
@@ -262,7 +262,7 @@ class InferenceApp:
                     "Inference-Header-Content-Length"
                 )
             req = parse_infer_json(body)
-        return req, plane.submit(slot, req)
+        return req, plane.submit(slot, req, live=live)
 
     def infer_v2_response(
         self, slot: ModelSlot, req: InferRequest, result: dict[str, np.ndarray[Any, Any]]
@@ -347,7 +347,8 @@ class InferenceApp:
 
     async def predict_v1(self, call: _Call) -> int:
         slot = _named(call)
-        _, info = self.plane.live_model(slot)
+        live = self.plane.live_model(slot)
+        info = live[1]
         body, _ = await self._read_body(call.scope, call.receive)
         doc = self._json_body(body)
         if not isinstance(doc, dict):
@@ -358,7 +359,7 @@ class InferenceApp:
         if not info.inputs:
             raise InvalidInput(f"model {slot.name!r} declares no inputs: use the v2 protocol")
         req = InferRequest(inputs=_v1_inputs(instances, info), rows=0)
-        result = await self.plane.submit(slot, req)
+        result = await self.plane.submit(slot, req, live=live)
         if "predict" in result:
             preds: Any = _v1_list(result["predict"])
         elif len(result) == 1:
@@ -388,7 +389,8 @@ class InferenceApp:
         if not isinstance(doc, dict):
             raise InvalidInput('body must be a JSON object: {"model": ..., "input": "text" | ["text", ...]}')
         slot = self._embedder(doc)
-        _, info = self.plane.live_model(slot)
+        live = self.plane.live_model(slot)
+        info = live[1]
         if not _is_embedder(info):
             raise InvalidInput(f"model {slot.name!r} is not an embedding model (it takes no BYTES text input)")
         raw = doc.get("input")
@@ -403,7 +405,7 @@ class InferenceApp:
         arr = np.empty(len(texts), dtype=object)
         arr[:] = [t.encode() for t in texts]
         req = InferRequest(inputs={info.inputs[0].name: arr}, rows=len(texts))
-        result = await self.plane.submit(slot, req, validate=False)  # built from the model's own input
+        result = await self.plane.submit(slot, req, validate=False, live=live)  # built from the model's own input
         call.slot = slot  # counted under this model from here on
         emb = result.get("embedding", next(iter(result.values())))
         data = []

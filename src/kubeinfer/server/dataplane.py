@@ -123,12 +123,19 @@ class DataPlane:
 
     # -- inference -------------------------------------------------------------------------------------
     def submit(
-        self, slot: ModelSlot, req: InferRequest, time_remaining: float | None = None, *, validate: bool = True
+        self,
+        slot: ModelSlot,
+        req: InferRequest,
+        time_remaining: float | None = None,
+        *,
+        validate: bool = True,
+        live: tuple[Batcher, ModelInfo] | None = None,
     ) -> asyncio.Future[Result]:
         """Validate ``req`` against the model (unless the caller built it from the model's own metadata) and queue
         it with its deadline: ``limits.request_timeout``, or the client's own ``time_remaining`` (a gRPC deadline)
-        where that is sooner. Raises ``ServerError``."""
-        batcher, info = self.live_model(slot)
+        where that is sooner. ``live``: what :meth:`live_model` answered for this request already (adapters check
+        it before decoding a body that would not be served). Raises ``ServerError``."""
+        batcher, info = live if live is not None else self.live_model(slot)
         if validate:
             validate_inputs(req, info, slot.name)
         timeout = self.limits.request_timeout

@@ -283,9 +283,9 @@ class InferenceServicer:
         try:
             slot = plane.model(request.model_name, request.model_version or None)
             label = slot.name
-            plane.live_model(slot)  # refuse before decoding tensors that would not be served
+            live = plane.live_model(slot)  # refuse before decoding tensors that would not be served
             req = decode_request(request)
-            result = await plane.submit(slot, req, time_remaining)
+            result = await plane.submit(slot, req, time_remaining, live=live)
             return encode_response(slot, req, result)
         except ServerError as e:
             code = grpc_code(e)

@@ -10,8 +10,10 @@ the protocols' reference servers do. GET routes answer HEAD too. Why not a frame
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 
 __all__ = ["ROUTES", "TABLE", "Route", "RouteTable"]
 
@@ -134,7 +136,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/openapi.json", "openapi", "This document", None, documented=False),
 )
 
-_NO_PARAMS: dict[str, str] = {}
+_NO_PARAMS: Mapping[str, str] = MappingProxyType({})
+# Template matches are remembered (the few paths a replica serves repeat on every request); bounded, since a client
+# can send any number of distinct paths.
+_CACHED_PATHS = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +163,8 @@ def _compile(route: Route, slash: bool) -> _Pattern:
 
 
 class RouteTable:
-    """Finds the route of a path: literal paths by one dict lookup, templates by segment count then segments."""
+    """Finds the route of a path: literal paths by one dict lookup, templates by segment count then segments (and
+    then from a bounded cache)."""
 
     def __init__(self, routes: Sequence[Route]) -> None:
         self.routes = tuple(routes)
@@ -176,12 +182,16 @@ class RouteTable:
             # A parameter with a suffix ({name}:predict) is tried before a bare one ({name}) of the same place, and
             # inference routes before the others (the request path's common case tries one pattern).
             patterns.sort(key=lambda p: (-sum(1 for _, _, suffix in p.params if suffix), p.route.protocol == ""))
+        self._template_match = functools.lru_cache(maxsize=_CACHED_PATHS)(self._match_template)
 
-    def match(self, path: str) -> tuple[Route, dict[str, str]] | None:
-        """The route serving ``path`` and its parameters, or ``None``."""
+    def match(self, path: str) -> tuple[Route, Mapping[str, str]] | None:
+        """The route serving ``path`` and its parameters (read-only), or ``None``."""
         route = self._exact.get(path)
         if route is not None:
             return route, _NO_PARAMS
+        return self._template_match(path)
+
+    def _match_template(self, path: str) -> tuple[Route, Mapping[str, str]] | None:
         parts = path.split("/")
         for pattern in self._templates.get(len(parts), ()):
             params = _match(pattern, parts)
@@ -193,7 +203,7 @@ class RouteTable:
         return {r.handler for r in self.routes}
 
 
-def _match(pattern: _Pattern, parts: list[str]) -> dict[str, str] | None:
+def _match(pattern: _Pattern, parts: list[str]) -> Mapping[str, str] | None:
     for i, literal in pattern.literals:
         if parts[i] != literal:
             return None
@@ -205,7 +215,7 @@ def _match(pattern: _Pattern, parts: list[str]) -> dict[str, str] | None:
                 return None
             value = value[: -len(suffix)]
         params[name] = value
-    return params
+    return MappingProxyType(params)
 
 
 TABLE = RouteTable(ROUTES)
