@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from kubeinfer.placement import CATALOGUE, NodeGroup, PlannerOptions, ServiceDemand, plan
-from kubeinfer.placement.fragmentation import POLICIES, load_nodes_csv, load_pods_csv, replay_many
+from kubeinfer.placement.fragmentation import POLICIES
 from kubeinfer.placement.profile import Profile, ProfilePoint, parse_slice
+from kubeinfer.sim.openb import load_nodes_csv, load_pods_csv, replay_many_timed
 
 GIB = 1024**3
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -165,7 +166,7 @@ def bench_fragmentation(seeds: tuple[int, ...] = (42, 43, 44), plot: Path | None
         DATA / "alibaba_gpu2023_openb_pod_list_default.csv",
     )
     c, w = load_nodes_csv(nodes), load_pods_csv(pods)
-    doc = replay_many(c, w, list(POLICIES), seeds=seeds, target=1.3, order="shuffle")
+    doc = replay_many_timed(c, w, list(POLICIES), seeds=seeds, target=1.3, order="shuffle")
     seed_txt = ",".join(str(x) for x in seeds)
     marks = ["0.90", "0.95", "1.00", "1.10", "1.20", "1.30"]
     at = {r["policy"]: r["unallocatedAt"] for r in doc["results"]}

@@ -298,7 +298,8 @@ def replay(
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of unallocated GPUs vs arrived workload.")] = None,
 ) -> None:
     """Replay a GPU-sharing pod trace onto its nodes; report the GPU capacity left unallocated as pods arrive."""
-    from kubeinfer.placement.fragmentation import POLICIES, load_nodes_csv, load_pods_csv, replay_many
+    from kubeinfer.placement.fragmentation import POLICIES
+    from kubeinfer.sim.openb import load_nodes_csv, load_pods_csv, replay_many_timed
 
     if output not in ("table", "json"):
         raise fail(f"--output {output!r}: use table or json", 2)
@@ -337,7 +338,7 @@ def replay(
             prog.update(task, advance=1, description=f"{pol} (seed {sd})")
 
         try:
-            doc = replay_many(cluster, workload, names, seeds=seeds, target=target, order=order, progress=tick)
+            doc = replay_many_timed(cluster, workload, names, seeds=seeds, target=target, order=order, progress=tick)
         except ValueError as e:
             raise fail(str(e), 2) from None
     if plot is not None:

@@ -1,9 +1,9 @@
 """The controller of one service on this machine: replicas, probes, router membership, autoscaling, rollouts.
 
 This is the asyncio shell around the pure parts. Every ``tick`` it steps each replica's state machine
-(:mod:`~kubeinfer.local.replica`: back-off, probes, kill deadlines) and executes the actions; it reconciles the
+(:mod:`~kubeinfer.lifecycle.replica`: back-off, probes, kill deadlines) and executes the actions; it reconciles the
 replica set toward ``desired`` replicas of the target revision with the rollout planner
-(:mod:`~kubeinfer.local.rollout`); every second it takes a load sample from the router, and every sync period it
+(:mod:`~kubeinfer.lifecycle.rollout`); every second it takes a load sample from the router, and every sync period it
 scrapes the replicas, asks the autoscaling policy (:func:`kubeinfer.autoscale.policy_from_spec`) for a count and
 feeds the VPA recommender. Every action becomes an event with its reason.
 
@@ -52,14 +52,14 @@ from kubeinfer.autoscale import (
 )
 from kubeinfer.autoscale.factory import FixedReplicas
 from kubeinfer.autoscale.vpa import vpa_config_from_spec
-from kubeinfer.local import probes, replica
+from kubeinfer.lifecycle import probes, replica
 from kubeinfer.local.events import EventLog
 from kubeinfer.local.files import private_dir, write_private
 from kubeinfer.local.gpu import GpuAllocator, GpuError, GpuInventory
 from kubeinfer.local.metrics import Address, MetricsSource, ReplicaMetrics
 from kubeinfer.local.process import Clock, Process, ProcessRunner, read_tail, serve_command
 from kubeinfer.local.resources import CgroupV2, CpuQuota, LaunchPlan, cpu_cores, cpu_limit, memory_limit, plan_launch
-from kubeinfer.local.rollout import ReplicaView, RolloutProgress, plan
+from kubeinfer.lifecycle.rollout import ReplicaView, RolloutProgress, plan
 from kubeinfer.local.settings import LocalSettings
 from kubeinfer.server.listen import grpc_socket_path
 from kubeinfer.server.logs import copytruncate

@@ -14,7 +14,7 @@ Memory limits are enforced with a cgroup v2 child group (``memory.max``; its ``m
 then tells an out-of-memory kill apart) where this process may create one; otherwise with ``RLIMIT_DATA`` (heap and
 anonymous mappings: allocations beyond it fail with MemoryError) plus a watchdog in the controller that SIGKILLs a
 replica whose resident memory exceeds the limit, as the kernel's OOM killer would. Either way the exit is reported
-as ``OOMKilled`` (see :func:`kubeinfer.local.replica.classify_exit`).
+as ``OOMKilled`` (see :func:`kubeinfer.lifecycle.replica.classify_exit`).
 
 The planning functions are pure; :class:`CgroupV2` and :class:`CpuQuota` touch ``/sys/fs/cgroup``.
 """

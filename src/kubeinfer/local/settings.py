@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubeinfer.local.backoff import BackoffConfig
+from kubeinfer.lifecycle.backoff import BackoffConfig
 
 __all__ = ["LocalSettings", "SettingsError"]
 

@@ -30,10 +30,7 @@ if TYPE_CHECKING:
         Cluster,
         ReplayResult,
         Workload,
-        load_nodes_csv,
-        load_pods_csv,
         replay,
-        replay_files,
     )
     from kubeinfer.placement.mig import (
         MigInstance,
@@ -89,8 +86,6 @@ _EXPORTS = {
     "Workload": "kubeinfer.placement.fragmentation",
     "accelerator_from_dict": "kubeinfer.placement.catalogue",
     "enumerate_layouts": "kubeinfer.placement.mig",
-    "load_nodes_csv": "kubeinfer.placement.fragmentation",
-    "load_pods_csv": "kubeinfer.placement.fragmentation",
     "maximal_layouts": "kubeinfer.placement.mig",
     "mig_profiles": "kubeinfer.placement.mig",
     "naive_plan": "kubeinfer.placement.planner",
@@ -100,7 +95,6 @@ _EXPORTS = {
     "plan": "kubeinfer.placement.planner",
     "profile_from_dict": "kubeinfer.placement.profile",
     "replay": "kubeinfer.placement.fragmentation",
-    "replay_files": "kubeinfer.placement.fragmentation",
     "resource_name": "kubeinfer.placement.mig",
     "validate_layout": "kubeinfer.placement.mig",
 }
@@ -139,8 +133,6 @@ __all__ = [
     "Workload",
     "accelerator_from_dict",
     "enumerate_layouts",
-    "load_nodes_csv",
-    "load_pods_csv",
     "maximal_layouts",
     "mig_profiles",
     "naive_plan",
@@ -150,7 +142,6 @@ __all__ = [
     "plan",
     "profile_from_dict",
     "replay",
-    "replay_files",
     "resource_name",
     "validate_layout",
 ]

@@ -30,10 +30,8 @@ sorted free GPU milli), the best move and its ``F`` change, so each pod only eva
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,10 +43,7 @@ __all__ = [
     "ReplayResult",
     "Workload",
     "fragmentation_rate",
-    "load_nodes_csv",
-    "load_pods_csv",
     "replay",
-    "replay_files",
     "replay_many",
 ]
 
@@ -133,18 +128,6 @@ class Workload:
     @property
     def gpu_request_milli(self) -> IntArr:
         return self.num_gpu * self.gpu_milli
-
-
-def load_nodes_csv(path: str | Path) -> Cluster:
-    """Read an Alibaba ``openb_node_list`` CSV (columns sn, cpu_milli, memory_mib, gpu, model)."""
-    with open(path, newline="") as f:
-        return Cluster.from_rows(csv.DictReader(f))
-
-
-def load_pods_csv(path: str | Path) -> Workload:
-    """Read an Alibaba ``openb_pod_list`` CSV (cpu_milli, memory_mib, num_gpu, gpu_milli, gpu_spec, ...)."""
-    with open(path, newline="") as f:
-        return Workload.from_rows(csv.DictReader(f))
 
 
 # ------------------------------------------------------------------------------------- pod types / F
@@ -571,21 +554,24 @@ def replay_many(
     target: float = 1.3,
     order: str = "shuffle",
     progress: Callable[[str, int], None] | None = None,
+    clock: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """Each policy under each seed; curves and shares are the median over seeds at 1% arrival steps (the
-    paper's Fig. 9 reports the median of 10 seeds). JSON-able; what ``kubeinfer plan replay -o json`` prints."""
-    import time
+    paper's Fig. 9 reports the median of 10 seeds). JSON-able; what ``kubeinfer plan replay -o json`` prints.
 
+    ``seconds`` is each policy's time per seed on ``clock`` (the shell passes a monotonic counter:
+    :func:`kubeinfer.sim.openb.replay_many_timed`); without a clock it is 0."""
+    now = clock if clock is not None else (lambda: 0.0)
     steps = np.round(np.arange(1, round(target * 100) + 1) / 100, 2)
     results: list[dict[str, Any]] = []
     for pol in policies:
         runs = []
-        t0 = time.perf_counter()
+        t0 = now()
         for sd in seeds:
             runs.append(replay(cluster, workload, pol, seed=sd, target=target, order=order))
             if progress:
                 progress(pol, sd)
-        secs = (time.perf_counter() - t0) / len(seeds)
+        secs = (now() - t0) / len(seeds)
         un = np.array([[_at(r.unallocated_share, r.arrived_share, lv) for lv in steps] for r in runs])
         fa = np.array([[_at(r.failed_share, r.arrived_share, lv) for lv in steps] for r in runs])
         fr = np.array([[_at(r.fragmented_share, r.arrived_share, lv) for lv in steps] for r in runs])
@@ -622,26 +608,4 @@ def replay_many(
         "target": target,
         "order": order,
         "results": results,
-    }
-
-
-def replay_files(
-    nodes_csv: str | Path,
-    pods_csv: str | Path,
-    policies: Sequence[str],
-    *,
-    seed: int = 42,
-    target: float = 1.0,
-) -> dict[str, Any]:
-    """What ``kubeinfer plan replay`` prints with ``-o json``: one result per policy, JSON-able."""
-    cluster = load_nodes_csv(nodes_csv)
-    workload = load_pods_csv(pods_csv)
-    results = [replay(cluster, workload, p, seed=seed, target=target) for p in policies]
-    return {
-        "nodes": len(cluster.names),
-        "gpus": cluster.gpu_capacity_milli // FULL,
-        "pods": len(workload),
-        "seed": seed,
-        "target": target,
-        "results": [r.to_dict() for r in results],
     }

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from kubeinfer.local.backoff import BackoffConfig
+from kubeinfer.lifecycle.backoff import BackoffConfig
 from kubeinfer.local.controller import ControllerError, ServiceController
 from kubeinfer.local.gpu import GpuError
 from kubeinfer.local.metrics import ReplicaMetrics

@@ -6,9 +6,9 @@ import signal
 
 import pytest
 
-from kubeinfer.local import probes, replica
-from kubeinfer.local.backoff import BackoffConfig, BackoffState, next_delay
-from kubeinfer.local.rollout import Plan, ReplicaView, RolloutProgress, deletion_order, plan, resolve_fenceposts
+from kubeinfer.lifecycle import probes, replica
+from kubeinfer.lifecycle.backoff import BackoffConfig, BackoffState, next_delay
+from kubeinfer.lifecycle.rollout import Plan, ReplicaView, RolloutProgress, deletion_order, plan, resolve_fenceposts
 from kubeinfer.spec.service import ProbeSpec, ProbesSpec
 
 # -- CrashLoopBackOff ----------------------------------------------------------------------------------------

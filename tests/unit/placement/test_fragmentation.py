@@ -14,11 +14,9 @@ from kubeinfer.placement.fragmentation import (
     Workload,
     arrival_order,
     fragmentation_rate,
-    load_nodes_csv,
-    load_pods_csv,
     replay,
-    replay_files,
 )
+from kubeinfer.sim.openb import load_nodes_csv, load_pods_csv, replay_files
 
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 NODES = DATA / "alibaba_gpu2023_openb_node_list_gpu_node.csv"

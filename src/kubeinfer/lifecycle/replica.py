@@ -5,7 +5,7 @@ not yet passed), ``Running``, ``CrashLoopBackOff`` (exited; waiting out the back
 ``Terminating`` (SIGTERM sent; SIGKILL after the grace period) and ``Terminated``.
 
 A crash, a failed startup probe or a failed liveness probe restarts the process in place: same replica id,
-``restarts + 1``, a new port, after the CrashLoopBackOff delay (:mod:`kubeinfer.local.backoff`). A stop (scale-down,
+``restarts + 1``, a new port, after the CrashLoopBackOff delay (:mod:`kubeinfer.lifecycle.backoff`). A stop (scale-down,
 rollout, ``down``) drains and ends it for good. The caller has already taken the replica out of the router when it
 asks for a stop (the :class:`SetReady` action makes the shell do so for probe-driven changes).
 
@@ -18,8 +18,8 @@ import signal
 from dataclasses import dataclass
 from typing import Literal
 
-from kubeinfer.local import probes
-from kubeinfer.local.backoff import BackoffConfig, BackoffState, next_delay
+from kubeinfer.lifecycle import probes
+from kubeinfer.lifecycle.backoff import BackoffConfig, BackoffState, next_delay
 from kubeinfer.spec.service import ProbesSpec
 
 __all__ = [
