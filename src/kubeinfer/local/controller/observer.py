@@ -1,0 +1,162 @@
+"""The load observer: what the autoscaling policies and the VPA recommender see of this service.
+
+Every second the controller takes a load sample from the router's counters (requests outstanding per backend and
+buffered while no replica is ready, requests/s) and the replicas' busy time; every sync period it scrapes each
+replica and turns the scrape and the samples into one :class:`~kubeinfer.autoscale.Observation` (per pod:
+concurrency, rps, queue depth, CPU cores, resident memory, as the HPA's metrics API would report them) and one
+:class:`~kubeinfer.autoscale.VpaObservation`. Rates (CPU cores, busy slots) come from the difference of two scrapes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubeinfer.autoscale import LoadSample, Observation, PodSample, Resources, VpaObservation
+from kubeinfer.local.controller.interfaces import RouterLike
+from kubeinfer.local.controller.records import Replica
+from kubeinfer.local.metrics import ReplicaMetrics
+from kubeinfer.local.resources import cpu_cores
+from kubeinfer.spec.service import ServiceSpec
+
+__all__ = ["LoadObserver", "router_load"]
+
+LOAD_HISTORY = 600
+"""Load samples kept (one a second: ten minutes, the longest window a policy looks back)."""
+
+
+def router_load(stats: Any) -> tuple[dict[str, float], float, float]:
+    """(outstanding per backend id, buffered now, requests/s) from the router's stats."""
+    per: dict[str, float] = {}
+    backends = getattr(stats, "backends", None) or {}
+    items = backends.items() if hasattr(backends, "items") else ((getattr(b, "id", ""), b) for b in backends)
+    for bid, b in items:
+        out = b.get("outstanding", 0) if isinstance(b, dict) else getattr(b, "outstanding", 0)
+        per[str(bid)] = float(out or 0)
+    buffered = getattr(stats, "buffered", None)
+    if buffered is None:
+        buffered = getattr(stats, "buffered_now", 0)
+    return per, float(buffered or 0), float(getattr(stats, "rps", 0.0) or 0.0)
+
+
+class LoadObserver:
+    def __init__(self, router: RouterLike) -> None:
+        self.router = router
+        self.loads: list[LoadSample] = []
+        """The last :data:`LOAD_HISTORY` samples."""
+        self.outstanding: dict[str, float] = {}
+        """Requests outstanding per backend id at the last sample."""
+        self.buffered = 0.0
+        """Requests the router buffered (no replica ready) at the last sample."""
+        self.ooms: list[float] = []
+        """When replicas ended OOMKilled since the last VPA observation."""
+
+    def sample(self, replicas: list[Replica], now: float) -> LoadSample:
+        """One load sample: the router's counters now, and the ready replicas' busy rate from their last scrape."""
+        per, buffered, rps = router_load(self.router.stats())
+        rates = [r.busy_rate for r in replicas if r.machine.ready and r.busy_rate is not None]
+        work = sum(rates) if rates else None
+        sample = LoadSample(now, concurrency=sum(per.values()) + buffered, rps=rps, work=work)
+        self.loads.append(sample)
+        self.loads = self.loads[-LOAD_HISTORY:]
+        self.outstanding = per
+        self.buffered = buffered
+        return sample
+
+    def oom(self, now: float) -> None:
+        """A replica ended OOMKilled at ``now``."""
+        self.ooms.append(now)
+
+    @staticmethod
+    def record_usage(rep: Replica, m: ReplicaMetrics, now: float) -> None:
+        """Keep a replica's scrape and the rates since its previous one (CPU cores, busy slots)."""
+        rep.metrics = m
+        if m.cpu_seconds is not None:
+            if rep.cpu_seconds is not None and rep.cpu_at is not None and now > rep.cpu_at:
+                rep.cpu_cores = max(0.0, (m.cpu_seconds - rep.cpu_seconds) / (now - rep.cpu_at))
+            rep.cpu_seconds, rep.cpu_at = m.cpu_seconds, now
+        if m.busy_seconds is not None:
+            if rep.busy_seconds is not None and rep.busy_at is not None and now > rep.busy_at:
+                rep.busy_rate = max(0.0, (m.busy_seconds - rep.busy_seconds) / (now - rep.busy_at))
+            rep.busy_seconds, rep.busy_at = m.busy_seconds, now
+        if m.rss is not None:
+            rep.rss = m.rss
+
+    @staticmethod
+    def memory_overrun(rep: Replica, m: ReplicaMetrics) -> str | None:
+        """Why the replica must be killed for its memory, or None: resident memory in this scrape over
+        ``limits.memory`` with no memory cgroup to enforce the limit (the kernel's OOM kill, done by hand), once per
+        process."""
+        limit = rep.launch.memory_limit
+        if m.rss is None or not limit or rep.cgroup or rep.proc is None or rep.watchdog_oom or m.rss <= limit:
+            return None
+        return f"resident memory {m.rss / 2**20:.0f}Mi exceeds limits.memory {limit / 2**20:.0f}Mi"
+
+    def observation(
+        self, live: list[Replica], loads: tuple[LoadSample, ...], now: float, spec: ServiceSpec, desired: int
+    ) -> Observation:
+        """What the autoscaling policy decides on: each live replica as a pod, the service-wide load."""
+        ready = [r for r in live if r.machine.ready]
+        share = self.buffered / len(ready) if ready else 0.0
+        requests = _requests(spec)
+        total_rps = loads[-1].rps if loads else 0.0
+        pods = []
+        for r in live:
+            metrics: dict[str, float] = {}
+            if r.machine.ready:
+                metrics["concurrency"] = self.outstanding.get(r.id, 0.0) + share
+                metrics["rps"] = total_rps / max(1, len(ready))
+                if r.metrics.queue_depth is not None:
+                    metrics["queue-depth"] = r.metrics.queue_depth
+            if r.cpu_cores is not None:
+                metrics["cpu"] = r.cpu_cores
+            if r.rss is not None:
+                metrics["memory"] = r.rss
+            phase: Any = "Running" if r.machine.phase in ("Running", "Starting") else "Pending"
+            pods.append(
+                PodSample(
+                    r.id,
+                    metrics,
+                    requests,
+                    phase=phase,
+                    ready=r.machine.ready,
+                    started_at=r.machine.process_started_at,
+                    metrics_at=now,
+                )
+            )
+        return Observation(
+            current_replicas=desired,
+            pods=tuple(pods),
+            ready_replicas=len(ready),
+            status_replicas=len(live),
+            external={
+                "concurrency": loads[-1].concurrency if loads else 0.0,
+                "rps": total_rps,
+                "queue-depth": sum(r.metrics.queue_depth or 0 for r in live),
+            },
+            load=loads,
+        )
+
+    def vpa_observation(self, live: list[Replica], now: float, spec: ServiceSpec) -> VpaObservation:
+        """What the VPA recommender learns from: the replicas' usage now and the OOM kills since the last one."""
+        cpu = tuple((now, r.cpu_cores) for r in live if r.cpu_cores is not None)
+        mem = tuple((now, r.rss) for r in live if r.rss is not None)
+        req_cpu = spec.resources.requests.quantity("cpu")
+        req_mem = spec.resources.requests.quantity("memory")
+        requests = Resources(float(req_cpu.value) if req_cpu else 0.0, float(req_mem.value) if req_mem else 0.0)
+        obs = VpaObservation(cpu=cpu, memory=mem, ooms=tuple(self.ooms), requests=requests)
+        self.ooms = []
+        return obs
+
+
+def _requests(spec: ServiceSpec) -> dict[str, float]:
+    """The pod's resource requests, as the HPA's utilization targets divide by them (cpu: the derived cores when
+    ``requests.cpu`` is not set)."""
+    cpu_q = spec.resources.requests.quantity("cpu")
+    cores = cpu_cores(spec.resources) if cpu_q is None else float(cpu_q.value)
+    mem_q = spec.resources.requests.quantity("memory")
+    requests: dict[str, float] = {}
+    if cores is not None:
+        requests["cpu"] = cores
+    if mem_q is not None:
+        requests["memory"] = float(mem_q.value)
+    return requests
