@@ -136,7 +136,7 @@ def run_profile(
     progress: Progress | None = None,
 ) -> Profile:
     """Run the sweep against real replicas of ``spec_file`` and return the measured profile (slice ``cpu``)."""
-    from kubeinfer.testing import ServerProcess
+    from kubeinfer.bench.server import ServerProcess
 
     svc = load_spec(spec_file)
     model = svc.model_name

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from kubeinfer.cli.app import app, err, fail, load_or_fail, out
+from kubeinfer.cli.base import app, err, fail, load_or_fail, out
 from kubeinfer.kube.versions import SUPPORTED_VERSIONS
 
 if TYPE_CHECKING:

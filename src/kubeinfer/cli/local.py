@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from kubeinfer.cli.app import app, check_sources_or_fail, err, fail, load_or_fail, out
+from kubeinfer.cli.base import app, check_sources_or_fail, err, fail, load_or_fail, out
 
 __all__: list[str] = []
 

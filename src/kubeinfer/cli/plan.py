@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kubeinfer.cli.app import app, err, fail, load_or_fail, out
+from kubeinfer.cli.base import app, err, fail, load_or_fail, out
 
 __all__ = ["plan_app", "profile", "replay", "solve"]
 

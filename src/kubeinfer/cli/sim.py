@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from kubeinfer.cli.app import app, err, fail, load_or_fail, out
+from kubeinfer.cli.base import app, err, fail, load_or_fail, out
 
 __all__ = ["simulate"]
 

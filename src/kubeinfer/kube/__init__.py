@@ -4,8 +4,8 @@
 - :mod:`~kubeinfer.kube.gpu` -- accelerator resources, cloud presets, device-plugin sharing config.
 - :mod:`~kubeinfer.kube.crd` -- the InferenceService CRD generated from the pydantic spec.
 - :mod:`~kubeinfer.kube.status` -- pure rollout-status interpretation (why a rollout is stuck).
-- :mod:`~kubeinfer.kube.api` -- the :class:`KubeApi` protocol and its implementation on the official client.
-- :mod:`~kubeinfer.kube.fake` -- an in-memory :class:`KubeApi` that records server-side applies.
+- :mod:`~kubeinfer.kube.api` -- the :class:`KubeApi` protocol and its implementation on the official client (an
+  in-memory one for tests: :class:`kubeinfer.testing.FakeKubeApi`).
 - :mod:`~kubeinfer.kube.deploy` -- plan, apply, prune, wait, delete.
 - :mod:`~kubeinfer.kube.operator` -- reconcile and kpa/predictive autoscaling, driven through :class:`KubeApi`;
   :mod:`~kubeinfer.kube.operator_kopf` is its kopf shell (``[kube]`` extra, imported only by ``kubeinfer operator``).
@@ -19,13 +19,11 @@ from kubeinfer._lazy import lazy_exports
 if TYPE_CHECKING:
     from kubeinfer.kube.api import KubeApi, KubeConfigError, KubeError
     from kubeinfer.kube.crd import crd
-    from kubeinfer.kube.fake import FakeKubeApi
     from kubeinfer.kube.render import SUPPORTED_VERSIONS, Rendered, RenderOptions, dump_yaml, render, render_all
     from kubeinfer.kube.status import RolloutStatus, interpret
 
 # Exports load on first use (PEP 562), so that importing one submodule, or the CLI, does not import all.
 _EXPORTS = {
-    "FakeKubeApi": "kubeinfer.kube.fake",
     "KubeApi": "kubeinfer.kube.api",
     "KubeConfigError": "kubeinfer.kube.api",
     "KubeError": "kubeinfer.kube.api",
@@ -46,7 +44,6 @@ __getattr__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "SUPPORTED_VERSIONS",
-    "FakeKubeApi",
     "KubeApi",
     "KubeConfigError",
     "KubeError",

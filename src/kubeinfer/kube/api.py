@@ -1,7 +1,7 @@
 """The small slice of the Kubernetes API kubeinfer uses, as a protocol, and its implementation on the official client.
 
 Deploy, status, delete and the operator are written against :class:`KubeApi`; tests drive them with
-:class:`kubeinfer.kube.fake.FakeKubeApi`, which records every server-side apply. The real implementation uses the
+:class:`kubeinfer.testing.kube.FakeKubeApi`, which records every server-side apply. The real implementation uses the
 ``kubernetes`` package's dynamic client (``[kube]`` extra), imported only when a cluster is actually used.
 """
 

@@ -1,7 +1,7 @@
 """The InferenceService operator's logic: reconcile children, report status, run the kpa/predictive autoscalers.
 
 Everything here is driven through :class:`~kubeinfer.kube.api.KubeApi` and takes time as a parameter, so it runs
-against :class:`~kubeinfer.kube.fake.FakeKubeApi` in tests exactly as against a cluster; the kopf shell
+against :class:`~kubeinfer.testing.kube.FakeKubeApi` in tests exactly as against a cluster; the kopf shell
 (:mod:`kubeinfer.kube.operator_kopf`) only wires events and timers to these functions.
 
 - :func:`reconcile` renders the children from the custom resource (the same :func:`~kubeinfer.kube.render.render`

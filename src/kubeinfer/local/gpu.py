@@ -11,7 +11,7 @@ disagree with NVML's; MIG instances by their ``MIG-...`` UUID), as the NVIDIA de
 - ``sharing: mig`` with ``migProfile``: a free MIG instance of that profile.
 
 The :class:`GpuAllocator` is pure bookkeeping over a :class:`GpuInventory`; :class:`NvmlInventory` is the real one
-(``nvidia-ml-py``, the ``[gpu]`` extra, imported lazily) and :class:`kubeinfer.local.testing.FakeGpuInventory` the
+(``nvidia-ml-py``, the ``[gpu]`` extra, imported lazily) and :class:`kubeinfer.testing.local.FakeGpuInventory` the
 one tests use.
 """
 

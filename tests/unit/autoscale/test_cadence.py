@@ -75,8 +75,8 @@ def _controller_times(tmp: Path, a: AutoscalingSpec) -> list[float]:
     """When ``kubeinfer up``'s autoscale loop decides over HORIZON seconds from its start (each wait: one second)."""
     from kubeinfer.local.controller import ServiceController
     from kubeinfer.local.settings import LocalSettings
-    from kubeinfer.local.testing import FakeBackend, FakeClock, FakeGpuInventory, FakeMetrics, FakeRouter, FakeRunner
     from kubeinfer.spec import validate_spec
+    from kubeinfer.testing.local import FakeBackend, FakeClock, FakeGpuInventory, FakeMetrics, FakeRouter, FakeRunner
 
     svc = validate_spec(
         {
@@ -131,9 +131,9 @@ def _operator_times(monkeypatch: pytest.MonkeyPatch, a: AutoscalingSpec) -> list
     """When the operator's kopf timer (every 1 s) runs the autoscaler over HORIZON seconds after seeing the service."""
     kopf = pytest.importorskip("kopf")
     from kubeinfer.kube import operator_kopf
-    from kubeinfer.kube.fake import FakeKubeApi
     from kubeinfer.kube.operator import ScalerState
     from kubeinfer.kube.render import RenderOptions
+    from kubeinfer.testing.kube import FakeKubeApi
 
     now = [0.0]
     times: list[float] = []

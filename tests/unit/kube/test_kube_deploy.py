@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 from conftest import ROOT, make_svc
 from kubeinfer.cli.app import app
 from kubeinfer.kube.deploy import delete_service, execute, observe, plan, wait_rollout
-from kubeinfer.kube.fake import FakeKubeApi
 from kubeinfer.kube.render import RenderOptions, render
+from kubeinfer.testing.kube import FakeKubeApi
 
 
 class FakeClock:

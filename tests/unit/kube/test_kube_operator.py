@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from kubeinfer.kube.api import KubeError
-from kubeinfer.kube.fake import FakeKubeApi
 from kubeinfer.kube.operator import ScalerState, autoscale_step, build_observation, parse_metrics, reconcile
 from kubeinfer.spec import validate_spec
+from kubeinfer.testing.kube import FakeKubeApi
 
 NOW = "2025-01-01T00:00:00Z"
 LATER = "2025-01-01T00:05:00Z"

@@ -18,7 +18,8 @@ from kubeinfer.local.gpu import GpuError
 from kubeinfer.local.metrics import ReplicaMetrics
 from kubeinfer.local.resources import CgroupV2, CpuQuota
 from kubeinfer.local.settings import LocalSettings
-from kubeinfer.local.testing import (
+from kubeinfer.spec import InferenceService, validate_spec
+from kubeinfer.testing.local import (
     FakeBackend,
     FakeClock,
     FakeGpuInventory,
@@ -26,7 +27,6 @@ from kubeinfer.local.testing import (
     FakeRouter,
     FakeRunner,
 )
-from kubeinfer.spec import InferenceService, validate_spec
 
 PROBES = {
     "startup": {"periodSeconds": 0.5, "failureThreshold": 4},

@@ -12,8 +12,8 @@ import pytest
 
 from kubeinfer.local.gpu import GpuAllocator, GpuDevice, GpuError, MigDevice
 from kubeinfer.local.resources import CgroupV2, CpuQuota, cpu_set, plan_launch
-from kubeinfer.local.testing import FakeGpuInventory
 from kubeinfer.spec.service import GpuSpec, ResourcesSpec
+from kubeinfer.testing.local import FakeGpuInventory
 
 
 @pytest.mark.parametrize(

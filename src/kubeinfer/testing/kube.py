@@ -1,4 +1,4 @@
-"""An in-memory :class:`~kubeinfer.kube.api.KubeApi` for tests (re-exported from ``kubeinfer.testing``).
+"""An in-memory :class:`~kubeinfer.kube.api.KubeApi` for tests (also importable from ``kubeinfer.testing``).
 
 It keeps objects by (apiVersion, kind, namespace, name), records every server-side apply, scale and status update
 in order, bumps ``metadata.generation`` when a spec changes, and lets a test play the controllers' part by editing
@@ -12,7 +12,7 @@ import copy
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubeinfer.kube.api import KubeError, Manifest
 
@@ -136,3 +136,11 @@ def _parse_selector(sel: str) -> dict[str, str]:
         k, _, v = part.partition("=")
         out[k] = v.lstrip("=")
     return out
+
+
+if TYPE_CHECKING:
+    from kubeinfer.kube.api import KubeApi
+
+    def _implements(api: FakeKubeApi) -> KubeApi:
+        """mypy fails here when the fake falls behind the protocol that deploy, status and the operator use."""
+        return api

@@ -1,7 +1,8 @@
-"""Helpers for testing code that uses kubeinfer, shipped with the package (as httpx ships ``MockTransport``).
+"""One real replica as a child process, for measuring it (``kubeinfer bench SPEC``, ``kubeinfer profile``) and for
+tests (``kubeinfer.testing`` re-exports it).
 
-``ServerProcess`` starts a real replica (``python -m kubeinfer serve``) on free 127.0.0.1 ports, waits until it
-is ready and stops it with SIGTERM, so tests talk to the real server with real clients.
+``ServerProcess`` starts ``python -m kubeinfer serve`` on free 127.0.0.1 ports, waits until it is ready and stops it
+with SIGTERM, so callers talk to the real server with real clients.
 """
 
 from __future__ import annotations

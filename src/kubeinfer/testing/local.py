@@ -1,9 +1,13 @@
 """Fakes of the local platform's I/O protocols, shipped for tests (as httpx ships ``MockTransport``).
 
-:class:`FakeClock`, :class:`FakeRunner` (processes that never run: tests decide when they listen and exit; they
-announce a TCP port, or with ``unix_only`` only the Unix socket of their command line),
-:class:`FakeMetrics` (probe answers and metrics per address: port or socket path), :class:`FakeRouter` (records ``set_backends``) and
-:class:`FakeGpuInventory`.
+:class:`FakeClock` (a :class:`~kubeinfer.local.process.Clock`); :class:`FakeRunner` (a
+:class:`~kubeinfer.local.process.ProcessRunner`) of :class:`FakeProcess` objects that never run: tests decide when
+they listen and exit; they announce a TCP port, or with ``unix_only`` only the Unix socket of their command line;
+:class:`FakeMetrics` (a :class:`~kubeinfer.local.metrics.MetricsSource`: probe answers and metrics per address, port
+or socket path); :class:`FakeRouter` (the controller's router: records ``set_backends`` and answers ``stats`` with
+the router's own :class:`~kubeinfer.local.router.RouterStats`, from the load a test sets in :class:`FakeLoad`); and
+:class:`FakeGpuInventory` (a :class:`~kubeinfer.local.gpu.GpuInventory`). The ``if TYPE_CHECKING`` block at the end
+has mypy check that each satisfies its protocol.
 """
 
 from __future__ import annotations
@@ -14,20 +18,21 @@ import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubeinfer.local.gpu import GpuDevice, GpuError
 from kubeinfer.local.metrics import Address, ReplicaMetrics
 from kubeinfer.local.process import Listening
+from kubeinfer.local.router import BackendStats, RouterStats
 
 __all__ = [
     "FakeBackend",
     "FakeClock",
     "FakeGpuInventory",
+    "FakeLoad",
     "FakeMetrics",
     "FakeProcess",
     "FakeRouter",
-    "FakeRouterStats",
     "FakeRunner",
 ]
 
@@ -137,8 +142,11 @@ class FakeBackend:
 
 
 @dataclass
-class FakeRouterStats:
-    backends: dict[str, dict[str, float]] = field(default_factory=dict)
+class FakeLoad:
+    """The load a :class:`FakeRouter` reports, set by the test: requests outstanding per backend id, waiting in the
+    buffer, accepted in the last second."""
+
+    outstanding: dict[str, int] = field(default_factory=dict)
     buffered: int = 0
     rps: float = 0.0
 
@@ -146,7 +154,7 @@ class FakeRouterStats:
 class FakeRouter:
     def __init__(self) -> None:
         self.history: list[list[Any]] = []
-        self.load = FakeRouterStats()
+        self.load = FakeLoad()
 
     def set_backends(self, ready: Sequence[Any]) -> None:
         self.history.append(list(ready))
@@ -155,8 +163,18 @@ class FakeRouter:
     def backends(self) -> list[Any]:
         return self.history[-1] if self.history else []
 
-    def stats(self) -> FakeRouterStats:
-        return self.load
+    def stats(self) -> RouterStats:
+        """``load`` as the router's snapshot (the backends named in ``load.outstanding``, all ready)."""
+        backends = {i: BackendStats(i, n, n, True) for i, n in self.load.outstanding.items()}
+        return RouterStats(
+            backends=backends,
+            requests=0,
+            retries=0,
+            buffered=self.load.buffered,
+            buffered_total=self.load.buffered,
+            rejected=0,
+            rps=self.load.rps,
+        )
 
 
 class FakeGpuInventory:
@@ -168,3 +186,21 @@ class FakeGpuInventory:
         if self.error is not None:
             raise GpuError(self.error)
         return list(self._devices)
+
+
+if TYPE_CHECKING:
+    from kubeinfer.local.controller import RouterLike
+    from kubeinfer.local.gpu import GpuInventory
+    from kubeinfer.local.metrics import MetricsSource
+    from kubeinfer.local.process import Clock, Process, ProcessRunner
+
+    def _implements(
+        clock: FakeClock,
+        process: FakeProcess,
+        runner: FakeRunner,
+        metrics: FakeMetrics,
+        router: FakeRouter,
+        gpus: FakeGpuInventory,
+    ) -> tuple[Clock, Process, ProcessRunner, MetricsSource, RouterLike, GpuInventory]:
+        """Each fake where the controller takes its protocol: mypy fails here when a fake falls behind one."""
+        return clock, process, runner, metrics, router, gpus
