@@ -20,6 +20,7 @@ from typing import Any
 
 from kubeinfer.local.control import BadRequest, ControlError, ControlServer
 from kubeinfer.local.controller import ControllerError, ServiceController
+from kubeinfer.local.controller.status import Endpoint, RouterCounters
 from kubeinfer.local.gpu import NvmlInventory
 from kubeinfer.local.metrics import HttpMetricsSource
 from kubeinfer.local.process import MonotonicClock, SubprocessRunner
@@ -99,20 +100,15 @@ class Platform:
         self.controller.on_buffered()
 
     async def _status(self, body: dict[str, Any]) -> dict[str, Any]:
-        st = self.controller.status()
-        st["endpoint"] = {"http": f"http://{self.options.host}:{self.http_port}", "grpc": self.grpc_port}
-        st["created"] = self.created
-        st["spec"] = self.controller.svc.spec.model_dump(mode="json", exclude_none=True)
         s = self.router.stats()
-        st["router"] = {
-            "requests": s.requests,
-            "retries": s.retries,
-            "buffered": s.buffered,
-            "buffered_total": s.buffered_total,
-            "rejected": s.rejected,
-            "rps": s.rps,
-        }
-        return st
+        st = replace(
+            self.controller.snapshot(),
+            endpoint=Endpoint(f"http://{self.options.host}:{self.http_port}", self.grpc_port),
+            created=self.created,
+            spec=self.controller.svc.spec.model_dump(mode="json", exclude_none=True),
+            router=RouterCounters(s.requests, s.retries, s.buffered, s.buffered_total, s.rejected, s.rps),
+        )
+        return st.to_json()
 
     async def _apply(self, body: dict[str, Any]) -> dict[str, Any]:
         _only(body, {"spec", "source", "base_dir"})
