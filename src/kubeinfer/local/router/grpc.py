@@ -26,6 +26,12 @@ holds the client back when a backend reads slowly.
 
 ``GrpcFront`` owns the server and the channels to the backends; like the HTTP front, it reaches the router through
 ``api.RouterApi`` only, so both count requests, tries and retries the same way (the retry budget included).
+
+Two services are not simply proxied. ``grpc.health.v1.Health`` is answered by the router itself for the whole
+service (``""`` and ``inference.GRPCInferenceService``: SERVING while any replica is ready, NOT_SERVING otherwise and
+from shutdown on), which is what a load balancer or a ``grpc`` probe in front of the router asks; a model's name is
+asked of a ready replica (it knows its models), and ``Watch`` streams the router's own view. Server reflection's
+``ServerReflectionInfo`` is a bidirectional stream and is proxied as one, like ``ModelStreamInfer``.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from kubeinfer.local.router.api import BackendState, RouterApi, log_unexpected_end
 
@@ -47,6 +54,12 @@ log = logging.getLogger("kubeinfer.local.router")
 _INT32_MAX = 2**31 - 1
 _DROP = ("user-agent", "content-type", "te", "host")
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+# Bidirectional streams: proxied as streams (every other method of the services behind the router is unary).
+_STREAMS = ("/ModelStreamInfer", "/ServerReflectionInfo")
+_SERVICE_WIDE = ("", "inference.GRPCInferenceService")
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+_HEALTH_POLL = 0.2
 
 
 class _Rejected(Exception):
@@ -94,6 +107,8 @@ class GrpcFront:
         self.router = router
         self.channels: dict[BackendState, _Channels] = {}
         self.server: Any = None
+        self.proxy = _Proxy(self)
+        self.health = _RouterHealth(self)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self, host: str, port: int) -> int:
@@ -106,7 +121,9 @@ class GrpcFront:
                 ("grpc.so_reuseport", 0),
             ]
         )
-        server.add_generic_rpc_handlers((_Proxy(self),))
+        # health first: the proxy answers any method path, so whatever is added after it is never reached
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        server.add_generic_rpc_handlers((self.proxy,))
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
             bound = server.add_insecure_port(address)
@@ -115,10 +132,12 @@ class GrpcFront:
         if not bound:
             raise OSError(f"router: cannot listen for gRPC on {address} (choose another port, or stop what uses it)")
         await server.start()
+        await self.health.start()
         self.server = server
         return int(bound)
 
     async def stop(self, grace: float) -> None:
+        await self.health.close()
         if self.server is not None:
             await self.server.stop(grace)
 
@@ -144,6 +163,65 @@ class GrpcFront:
             task.add_done_callback(log_unexpected_end)
 
 
+class _RouterHealth(health.aio.HealthServicer):  # type: ignore[misc]
+    """``grpc.health.v1.Health`` as the router sees the service (see the module's docstring)."""
+
+    def __init__(self, front: GrpcFront) -> None:
+        super().__init__()
+        self.front = front
+        self._closing = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def status(self) -> Any:
+        return _SERVING if self.front.router.has_ready() else _NOT_SERVING
+
+    async def start(self) -> None:
+        await self._publish()
+        self._task = asyncio.create_task(self._follow(), name="kubeinfer-router-grpc-health")
+        self._task.add_done_callback(log_unexpected_end)
+
+    async def _follow(self) -> None:
+        # Readiness changes with probes and scaling, a few times a second at most: a poll is simpler than wiring a
+        # notification through every path that changes the ready set, and a watcher sees the change within 0.2 s.
+        while True:
+            await asyncio.sleep(_HEALTH_POLL)
+            await self._publish()
+
+    async def _publish(self) -> None:
+        status = self.status()
+        for name in _SERVICE_WIDE:
+            if self._server_status.get(name) != status:
+                await self.set(name, status)
+
+    async def Check(self, request: Any, context: Any) -> Any:
+        if request.service in _SERVICE_WIDE or self._gracefully_shutting_down:
+            return await super().Check(request, context)
+        # A model's name: its replicas know whether it is loaded. While none is ready the call waits in the
+        # router's buffer like any other (bounded by the client's deadline and the buffer's timeout).
+        raw = await self.front.proxy.unary("/grpc.health.v1.Health/Check", request.SerializeToString(), context)
+        return health_pb2.HealthCheckResponse.FromString(raw)
+
+    async def Watch(self, request: Any, context: Any) -> None:
+        """The library's ``Watch`` of the router's own view, ended (status OK) when the router stops."""
+        watch = asyncio.ensure_future(super().Watch(request, context))
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait({watch, closing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (watch, closing):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+
+    async def close(self) -> None:
+        """NOT_SERVING everywhere, for good, and the open ``Watch`` streams ended."""
+        if self._task is not None:
+            self._task.cancel()
+        await self.enter_graceful_shutdown()
+        self._closing.set()
+        await asyncio.sleep(0)
+
+
 class _Channels:
     """A backend's gRPC channels, handed out in turn."""
 
@@ -167,7 +245,7 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method: str = handler_call_details.method
-        if method.endswith("/ModelStreamInfer"):
+        if method.endswith(_STREAMS):
             # An async generator function, not a function returning one: grpc.aio tells a handler's kind by
             # inspecting the function, and iterates anything else as a sync generator in a thread.
             async def stream(request_iterator: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
@@ -181,6 +259,10 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
             return await self._unary(method, request, context)
 
         return grpc.unary_unary_rpc_method_handler(unary)
+
+    async def unary(self, method: str, request: bytes, context: Any) -> bytes:
+        """Proxy one unary call (what the router's own services pass on to a replica)."""
+        return await self._unary(method, request, context)
 
     # -- choosing a backend ------------------------------------------------------------------------------
     async def _backend(self, tried: Sequence[BackendState], context: Any) -> BackendState:
