@@ -31,7 +31,7 @@ as well, and so does a socket path too long for ``sun_path``.
 I/O goes through small protocols (:class:`~kubeinfer.local.process.ProcessRunner`,
 :class:`~kubeinfer.local.metrics.MetricsSource`, :class:`~kubeinfer.local.gpu.GpuInventory`,
 :class:`~kubeinfer.local.process.Clock`, and a router with ``set_backends``/``stats``), so tests run it against
-fakes (:mod:`kubeinfer.local.testing`).
+fakes (:mod:`kubeinfer.testing.local`).
 
 Import the public names from here: ``from kubeinfer.local.controller import ServiceController, ControllerError``.
 """

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
+from kubeinfer.local.router import RouterStats
+
 __all__ = ["ControllerError", "EmitEvent", "RouterLike"]
 
 
@@ -20,7 +22,7 @@ class RouterLike(Protocol):
 
     def set_backends(self, ready: Sequence[Any]) -> None: ...
 
-    def stats(self) -> Any: ...
+    def stats(self) -> RouterStats: ...
 
 
 class EmitEvent(Protocol):

@@ -16,6 +16,7 @@ from kubeinfer.local.controller.interfaces import RouterLike
 from kubeinfer.local.controller.records import Replica
 from kubeinfer.local.metrics import ReplicaMetrics
 from kubeinfer.local.resources import cpu_cores
+from kubeinfer.local.router import RouterStats
 from kubeinfer.spec.service import ServiceSpec
 
 __all__ = ["LoadObserver", "router_load"]
@@ -24,18 +25,10 @@ LOAD_HISTORY = 600
 """Load samples kept (one a second: ten minutes, the longest window a policy looks back)."""
 
 
-def router_load(stats: Any) -> tuple[dict[str, float], float, float]:
+def router_load(stats: RouterStats) -> tuple[dict[str, float], float, float]:
     """(outstanding per backend id, buffered now, requests/s) from the router's stats."""
-    per: dict[str, float] = {}
-    backends = getattr(stats, "backends", None) or {}
-    items = backends.items() if hasattr(backends, "items") else ((getattr(b, "id", ""), b) for b in backends)
-    for bid, b in items:
-        out = b.get("outstanding", 0) if isinstance(b, dict) else getattr(b, "outstanding", 0)
-        per[str(bid)] = float(out or 0)
-    buffered = getattr(stats, "buffered", None)
-    if buffered is None:
-        buffered = getattr(stats, "buffered_now", 0)
-    return per, float(buffered or 0), float(getattr(stats, "rps", 0.0) or 0.0)
+    per = {str(bid): float(b.outstanding) for bid, b in stats.backends.items()}
+    return per, float(stats.buffered), float(stats.rps)
 
 
 class LoadObserver:
