@@ -1,4 +1,11 @@
-"""Plots of a comparison: load, replicas (each policy and the oracle) and p99 latency over time.
+"""Plots of a comparison: load, replicas (each policy and the oracle) and the quantity the SLO bounds over time.
+
+The bottom panel plots, per time bin, the SLO quantile (p99 by default) of the quantity the SLO is on: the wait for
+a slot with ``slo_basis="wait"`` (time to first token for an LLM), the whole request otherwise -- so the SLO line
+and the curves it is compared with measure the same thing. A dropped request has no latency: it counts as
+infinitely late in its bin's quantile (a bin whose quantile is a drop is left as a gap, not clamped to a made-up
+value), and every bin with drops is marked with a triangle at the top of the panel, in the policy's colour, with
+the policy's drop count in the legend.
 
 matplotlib (the ``plan`` extra) is imported lazily with the Agg backend, so the simulator itself needs only numpy.
 :func:`write_html` embeds the PNG and the table in one self-contained page.
@@ -14,58 +21,121 @@ from typing import Any
 
 import numpy as np
 
+from kubeinfer.sim.engine import RunResult
+from kubeinfer.sim.oracle import SloBasis
 from kubeinfer.sim.scenario import Comparison
 
-__all__ = ["binned_latency", "plot_png", "write_html"]
+__all__ = ["binned_latency", "binned_quantile", "figure", "plot_png", "slo_measure", "write_html"]
+
+DROP_MARK_Y = 0.97
+"""Height (fraction of the latency panel) of the triangles that mark bins with dropped requests."""
+
+
+def slo_measure(run: RunResult, basis: SloBasis) -> Any:
+    """Seconds per request of the quantity the SLO bounds: arrival to start of service (``wait``) or to its end
+    (``latency``); NaN for a dropped request."""
+    return np.where(run.dropped, np.nan, (run.start if basis == "wait" else run.end) - run.arrivals)
+
+
+def binned_quantile(
+    arrivals: np.ndarray[Any, Any], values: np.ndarray[Any, Any], edges: np.ndarray[Any, Any], quantile: float = 0.99
+) -> Any:
+    """The ``quantile`` of ``values`` (seconds, NaN = dropped) of the requests that arrived in each bin; a dropped
+    request counts as infinitely late, so a bin whose quantile falls on a drop is ``inf``; an empty bin is NaN."""
+    idx = np.searchsorted(arrivals, edges)
+    out = np.full(len(edges) - 1, np.nan)
+    for b in range(len(edges) - 1):
+        chunk = values[idx[b] : idx[b + 1]]
+        if len(chunk):
+            out[b] = np.percentile(np.where(np.isnan(chunk), np.inf, chunk), quantile * 100, method="inverted_cdf")
+    return out
 
 
 def binned_latency(arrivals: np.ndarray[Any, Any], latency: np.ndarray[Any, Any], edges: np.ndarray[Any, Any]) -> Any:
     """p99 latency (seconds) of the requests that arrived in each bin; dropped ones count as infinitely late."""
-    idx = np.searchsorted(arrivals, edges)
-    out = np.full(len(edges) - 1, np.nan)
-    for b in range(len(edges) - 1):
-        chunk = latency[idx[b] : idx[b + 1]]
-        if len(chunk):
-            out[b] = np.percentile(np.where(np.isnan(chunk), np.inf, chunk), 99, method="inverted_cdf")
-    return out
+    return binned_quantile(arrivals, latency, edges, 0.99)
 
 
-def _figure(c: Comparison) -> Any:
+def _quantile_name(q: float) -> str:
+    return f"p{q * 100:g}"
+
+
+def figure(c: Comparison) -> Any:
+    """The comparison's figure (a matplotlib ``Figure``, three panels); the caller saves and closes it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+    basis = c.options.slo_basis
+    qname = _quantile_name(c.options.quantile)
+    what = "wait for a slot" if basis == "wait" else "latency"
     duration = c.trace.duration
     n_bins = int(min(400, max(10, duration // 10)))
     edges = np.linspace(0, duration, n_bins + 1)
     mids = (edges[:-1] + edges[1:]) / 2
-    scale, unit = (3600.0, "h") if duration > 3 * 3600 else (60.0, "min")
+    scale, unit = (3600.0, "h") if duration > 3 * 3600 else (60.0, "min") if duration > 600 else (1.0, "s")
     fig, axes = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True, constrained_layout=True)
     counts = np.histogram(c.trace.arrivals, edges)[0] / np.diff(edges)
     axes[0].plot(mids / scale, counts, color="0.3", lw=1)
     axes[0].set_ylabel("requests/s")
-    axes[0].set_title(f"{c.trace.name}: load, replicas and p99 latency")
+    axes[0].set_ylim(bottom=0)
+    axes[0].set_title(f"{c.trace.name}: load, replicas and {qname} {what} (SLO on {basis})")
     secs = np.arange(len(c.oracle.provisioned)) / scale
     axes[1].step(secs, c.oracle.provisioned, where="post", color="k", lw=1.2, ls="--", label="oracle")
-    for name, run in c.runs.items():
+    lat_ax = axes[2]
+    finite: list[float] = []
+    for i, (name, run) in enumerate(c.runs.items()):
+        color = f"C{i}"
         axes[1].step(
-            np.arange(len(run.timeline["replicas"])) / scale, run.timeline["replicas"], where="post", lw=1, label=name
+            np.arange(len(run.timeline["replicas"])) / scale,
+            run.timeline["replicas"],
+            where="post",
+            lw=1,
+            color=color,
+            label=name,
         )
-        lat = binned_latency(run.arrivals, run.latency, edges)
-        axes[2].plot(mids / scale, np.minimum(lat, 1e4) * 1000, lw=1, label=name)
+        q = binned_quantile(run.arrivals, slo_measure(run, basis), edges, c.options.quantile)
+        # A quantile that is a drop has no value to draw: a gap, with the drops marked above it.
+        ms = np.where(np.isinf(q), np.nan, q * 1000)
+        finite.extend(ms[np.isfinite(ms)].tolist())
+        lat_ax.plot(mids / scale, ms, lw=1, color=color, label=name)
+        drops = np.histogram(run.arrivals[run.dropped], edges)[0]
+        n_dropped = int(drops.sum())
+        if n_dropped:
+            at = drops > 0
+            lat_ax.plot(
+                mids[at] / scale,
+                np.full(int(at.sum()), DROP_MARK_Y),
+                transform=lat_ax.get_xaxis_transform(),
+                ls="none",
+                marker="v",
+                ms=5,
+                color=color,
+                clip_on=False,
+                label=f"{name}: {n_dropped:,} dropped",
+            )
     axes[1].set_ylabel("replicas (billed)")
+    axes[1].set_ylim(bottom=0)
+    axes[1].yaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1].legend(loc="upper left", fontsize=8, ncol=4)
-    axes[2].axhline(c.slo_s * 1000, color="r", lw=0.8, ls=":", label="SLO")
-    axes[2].set_yscale("log")
-    axes[2].set_ylabel("p99 latency (ms)")
-    axes[2].set_xlabel(f"time ({unit})")
-    axes[2].legend(loc="upper left", fontsize=8, ncol=4)
+    slo_ms = c.slo_s * 1000
+    lat_ax.axhline(slo_ms, color="r", lw=0.8, ls=":", label=f"SLO {slo_ms:g} ms ({basis})")
+    # symlog: a wait is often exactly 0 (a free slot), which a log axis cannot show; linear below 1 ms.
+    top = max([slo_ms, *finite]) * 3
+    lat_ax.set_yscale("symlog", linthresh=1.0, linscale=0.3)
+    lat_ax.set_ylim(0, top)
+    lat_ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    lat_ax.set_ylabel(f"{qname} {what} (ms)")
+    lat_ax.set_xlabel(f"time ({unit})")
+    lat_ax.grid(True, which="major", axis="y", lw=0.3, alpha=0.5)
+    lat_ax.legend(loc="upper left", bbox_to_anchor=(0, 0.92), fontsize=8, ncol=4)
     return fig
 
 
 def plot_png(c: Comparison, path: str | Path) -> Path:
-    fig = _figure(c)
+    fig = figure(c)
     out = Path(path)
     fig.savefig(out, dpi=110)
     import matplotlib.pyplot as plt
@@ -75,7 +145,7 @@ def plot_png(c: Comparison, path: str | Path) -> Path:
 
 
 def write_html(c: Comparison, path: str | Path) -> Path:
-    fig = _figure(c)
+    fig = figure(c)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     import matplotlib.pyplot as plt
