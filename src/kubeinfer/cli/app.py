@@ -18,6 +18,7 @@ from kubeinfer.cli import local  # noqa: F401 - up, apply, get, describe, scale,
 from kubeinfer.cli import kube  # noqa: F401 - render, deploy, delete, status, operator, build
 from kubeinfer.cli import sim  # noqa: F401 - simulate
 from kubeinfer.cli import plan  # noqa: F401 - plan, profile
+from kubeinfer.cli import storage  # noqa: F401 - fetch
 # isort: on
 
 __all__ = ["app", "main"]

@@ -25,7 +25,7 @@ GROUPS: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
     (
         "One replica",
         "Check a spec, load its model, serve it, and measure it.",
-        ("validate", "prepare", "serve", "bench", "profile"),
+        ("validate", "fetch", "prepare", "serve", "bench", "profile"),
     ),
     (
         "Local platform",

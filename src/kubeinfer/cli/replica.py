@@ -88,11 +88,15 @@ def prepare(
 
     from kubeinfer.runtimes import create_model
     from kubeinfer.runtimes.base import ModelError
+    from kubeinfer.storage import StorageError, localize
 
     svc = load_or_fail(spec_file)
     t0 = time.perf_counter()
     try:
+        svc = localize(svc, spec_file.resolve().parent)  # a remote model: into the model cache first
         info = create_model(svc, spec_file.resolve().parent).load()
+    except StorageError as e:
+        raise fail(f"{spec_file}: spec.model.uri: {e}", 1) from None
     except ModelError as e:
         raise fail(f"{spec_file}: spec.model: {e}", 1) from None
     compiled = info.extra.get("compiled")

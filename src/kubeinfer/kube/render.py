@@ -9,6 +9,11 @@ What each spec field becomes:
 - the spec itself -> a ConfigMap mounted at ``/etc/kubeinfer/service.yaml`` (model ``uri`` rewritten to where
   ``kubeinfer build`` puts the model in the image, host ``0.0.0.0``); a hash of what the server reads of it (all
   but ``replicas`` and ``autoscaling``) is a pod-template annotation so such a change rolls the pods;
+- a remote ``model.uri`` (``s3://``, ``gs://``, ``az://``, ``https://``, ``hf://``) -> an init container running
+  ``kubeinfer fetch`` (the same image) that downloads the model into an ``emptyDir`` at ``/mnt/models`` (the cache in
+  a PersistentVolumeClaim with ``model.cacheClaim``), credentials from ``model.storageSecret`` as environment; the
+  server reads it from there, read-only (KServe's storage initializer does the same); with ``model_in_image`` (an
+  image from ``kubeinfer build``, which bakes the model in) the uri points into the image instead;
 - ``server`` ports -> container ports ``http``/``grpc`` and a ClusterIP Service (``appProtocol`` http and
   ``kubernetes.io/h2c`` for gRPC);
 - ``probes`` -> startup/readiness/liveness ``httpGet`` on ``/startupz``, ``/readyz``, ``/healthz``;
@@ -49,6 +54,7 @@ from kubeinfer.kube.names import (
 )
 from kubeinfer.kube.versions import SUPPORTED_VERSIONS
 from kubeinfer.spec.service import InferenceService, MetricSpec, ModelSpec, ProbeSpec
+from kubeinfer.storage.uris import is_remote, model_basename
 
 __all__ = [
     "SUPPORTED_VERSIONS",
@@ -64,6 +70,10 @@ __all__ = [
 DEFAULT_HTTP_PORT: Final = 8080
 DEFAULT_GRPC_PORT: Final = 8081
 RUN_AS: Final = 10001
+MODEL_MOUNT: Final = "/mnt/models"
+"""Where the init container puts a remote model (an emptyDir shared with the server container)."""
+CACHE_MOUNT: Final = "/mnt/model-cache"
+"""Where the model cache PersistentVolumeClaim (``model.cacheClaim``) is mounted."""
 """The image's non-root user and group (deploy/Dockerfile)."""
 
 
@@ -92,6 +102,8 @@ class RenderOptions:
     device_plugin_config_name: str = "kubeinfer-gpu-sharing"
     prestop_seconds: int = 5
     """Seconds a terminating pod keeps serving before SIGTERM, while endpoints drop it."""
+    model_in_image: bool = False
+    """The image has the model baked in (``kubeinfer build``): no download at start, even for a remote uri."""
 
     def __post_init__(self) -> None:
         if self.target_version not in SUPPORTED_VERSIONS:
@@ -139,22 +151,27 @@ def grpc_port(svc: InferenceService) -> int | None:
     return p or DEFAULT_GRPC_PORT
 
 
-def image_model_uri(model: ModelSpec) -> str:
-    """Where the model is inside the image built by ``kubeinfer build`` (remote URIs are kept)."""
+def image_model_uri(model: ModelSpec, model_in_image: bool = False) -> str:
+    """Where the server finds the model in the pod: in the image built by ``kubeinfer build``, or, for a remote uri,
+    where the init container downloaded it (unless the image has it baked in)."""
     uri = model.uri
-    if "://" in uri and not uri.startswith("file://"):
-        return uri
+    if uri and is_remote(uri):
+        return f"{MODEL_DIR if model_in_image else MODEL_MOUNT}/{model_basename(uri)}"
     if not uri:
         return MODEL_DIR  # format python: the folder holding the user's module goes on sys.path
     name = PurePosixPath(uri.removeprefix("file://").rstrip("/")).name
     return f"{MODEL_DIR}/{name}" if name not in ("", ".") else MODEL_DIR
 
 
-def container_spec_doc(svc: InferenceService) -> dict[str, Any]:
-    """The spec as the container reads it: model path inside the image, listening on all interfaces."""
+def container_spec_doc(svc: InferenceService, model_in_image: bool = False) -> dict[str, Any]:
+    """The spec as the container reads it: model path inside the pod, listening on all interfaces."""
     doc = svc.model_dump(mode="json", exclude_unset=True)
     spec = doc["spec"]
-    spec["model"]["uri"] = image_model_uri(svc.spec.model)
+    spec["model"]["uri"] = image_model_uri(svc.spec.model, model_in_image)
+    if is_remote(svc.spec.model.uri):
+        # checked once where it was downloaded (the init container or `kubeinfer build`), not again at every start
+        for key in ("sha256", "storageSecret", "cacheClaim"):
+            spec["model"].pop(key, None)
     server = spec.setdefault("server", {})
     server["host"] = "0.0.0.0"
     server["port"] = http_port(svc)
@@ -166,10 +183,12 @@ _NOT_READ_BY_SERVER: Final = ("replicas", "autoscaling")
 """Spec fields the serving process never reads: the Deployment controller and the autoscalers act on them."""
 
 
-def pod_spec_hash(svc: InferenceService) -> str:
+def pod_spec_hash(svc: InferenceService, model_in_image: bool = False) -> str:
     """The pod template's ``kubeinfer.io/spec-hash``: a change to what the server reads rolls the pods; a new replica
     count or autoscaling bound only scales them (hashing the whole mounted spec rolled every pod for those)."""
-    doc = container_spec_doc(svc)
+    doc = container_spec_doc(svc, model_in_image)
+    if is_remote(svc.spec.model.uri):
+        doc["spec"]["model"]["source"] = svc.spec.model.uri  # a new remote uri rolls the pods too
     for key in _NOT_READ_BY_SERVER:
         doc["spec"].pop(key, None)
     return hashlib.sha256(yaml.safe_dump(doc, sort_keys=True).encode()).hexdigest()[:16]
@@ -194,7 +213,7 @@ def _obj(api_version: str, kind: str, metadata: dict[str, Any], **body: Any) -> 
 
 def config_map(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
     text = "# Rendered by kubeinfer from the InferenceService spec; edit the spec, not this.\n" + yaml.safe_dump(
-        container_spec_doc(svc), sort_keys=False
+        container_spec_doc(svc, opts.model_in_image), sort_keys=False
     )
     return _obj("v1", "ConfigMap", _meta(svc, opts, config_map_name(svc)), data={CONFIG_KEY: text})
 
@@ -234,7 +253,7 @@ def deployment(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
     s = svc.spec
     selector = selector_labels(svc)
     placement = gpus.gpu_placement(s.resources.gpu, opts.cloud, opts.accelerator)
-    spec_hash = pod_spec_hash(svc)
+    spec_hash = pod_spec_hash(svc, opts.model_in_image)
     ports: list[dict[str, Any]] = [{"name": "http", "containerPort": http_port(svc), "protocol": "TCP"}]
     g = grpc_port(svc)
     if g is not None:
@@ -281,6 +300,7 @@ def deployment(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
         # CUDA and NCCL use shared memory; the container runtime's 64 MiB /dev/shm is too small.
         container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}})
+    init = _model_fetch(svc, opts, container, volumes)
     spread = [
         {
             "maxSkew": 1,
@@ -302,6 +322,7 @@ def deployment(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
             "fsGroup": RUN_AS,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
+        **({"initContainers": [init]} if init else {}),
         "containers": [container],
         "volumes": volumes,
         "topologySpreadConstraints": spread,
@@ -349,6 +370,50 @@ def deployment(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
     meta = _meta(svc, opts, svc.name)
     meta["annotations"] = {**svc.metadata.annotations, "kubeinfer.io/autoscaling-policy": s.autoscaling.policy}
     return _obj("apps/v1", "Deployment", meta, spec=dspec)
+
+
+def _model_fetch(
+    svc: InferenceService, opts: RenderOptions, server: dict[str, Any], volumes: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The init container that downloads a remote model before the server starts, and the volumes it shares with
+    the server container (which mounts the model read-only); None for a local model or one baked into the image."""
+    m = svc.spec.model
+    if not m.uri or not is_remote(m.uri) or opts.model_in_image:
+        return None
+    volumes.append({"name": "model", "emptyDir": {}})
+    server["volumeMounts"].append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
+    mounts: list[dict[str, Any]] = [
+        {"name": "model", "mountPath": MODEL_MOUNT},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    cache = f"{MODEL_MOUNT}/.cache"
+    if m.cacheClaim:
+        volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": m.cacheClaim}})
+        mounts.append({"name": "model-cache", "mountPath": CACHE_MOUNT})
+        cache = CACHE_MOUNT
+    args = ["fetch", m.uri, "--to", MODEL_MOUNT, "--no-progress"]
+    if m.sha256:
+        args += ["--sha256", m.sha256]
+    env = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "KUBEINFER_MODEL_CACHE", "value": cache},
+        {"name": "HF_HOME", "value": f"{cache}/huggingface"},
+    ]
+    init: dict[str, Any] = {
+        "name": "model-fetch",
+        "image": server["image"],
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["kubeinfer"],
+        "args": args,
+        "env": env,
+        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "securityContext": server["securityContext"],
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if m.storageSecret:
+        init["envFrom"] = [{"secretRef": {"name": m.storageSecret}}]
+    return init
 
 
 def fixed_replicas(svc: InferenceService) -> int | None:

@@ -1,5 +1,5 @@
 """Check, before anything starts, that the model a spec names can be found: the file or folder of ``model.uri``
-exists (and is of the kind its format reads), and a Python model's module is importable from where the replica
+exists (and is of the kind its format reads; a remote uri has a scheme :mod:`kubeinfer.storage` reads), and a Python model's module is importable from where the replica
 will look. The checks import nothing and run no user code: a module is found with :mod:`importlib.machinery`'s
 path finder, as ``import`` would find it, without executing it.
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 import sys
 from importlib.machinery import PathFinder
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from kubeinfer.spec import resolve_uri
 from kubeinfer.spec.service import ModelSpec
+from kubeinfer.storage.uris import is_remote, uri_problem
 
 __all__ = ["model_source_problems"]
 
@@ -30,14 +30,14 @@ def model_source_problems(model: ModelSpec, base_dir: Path) -> list[str]:
     problems: list[str] = []
     path: Path | None = None
     if model.uri:
-        scheme = urlsplit(model.uri).scheme
-        if scheme not in ("", "file") and len(scheme) > 1:  # one letter: a Windows drive, not a scheme
-            return [
-                f"spec.model.uri {model.uri!r}: {scheme}:// is not a storage kubeinfer reads; give a local path "
-                "(relative to the spec file's folder) or file://PATH"
-            ]
-        path = resolve_uri(model.uri, base_dir)
-        if not path.exists():
+        problem = uri_problem(model.uri)
+        if problem:
+            return [f"spec.model.uri {model.uri!r}: {problem}"]
+        # a remote model is found when it is fetched (kubeinfer.storage), with an error naming the uri
+        path = None if is_remote(model.uri) else resolve_uri(model.uri, base_dir)
+        if path is None:
+            pass
+        elif not path.exists():
             problems.append(
                 f"spec.model.uri {model.uri!r}: {path} does not exist (a relative uri is read from the spec file's "
                 f"folder, {base_dir})"

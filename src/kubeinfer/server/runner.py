@@ -50,6 +50,7 @@ from kubeinfer.server.metrics import Metrics, nvml_sampler
 from kubeinfer.server.openapi import openapi_document
 from kubeinfer.server.processes import Worker, run_processes
 from kubeinfer.spec import InferenceService
+from kubeinfer.storage import localize
 
 __all__ = ["build_app", "run", "run_loop", "serve"]
 
@@ -75,6 +76,7 @@ def build_app(svc: InferenceService, base_dir: Path | None) -> tuple[InferenceAp
     )
     metrics = Metrics(gpu_sampler=nvml_sampler())
     app = InferenceApp(DataPlane(limits, metrics), openapi=openapi_document)
+    svc = localize(svc, base_dir)  # a remote model.uri: downloaded into the model cache (kubeinfer.storage) first
     model = create_model(svc, base_dir)
     slot = ModelSlot(model=model, name=svc.model_name, version=spec.model.version)
     app.plane.add(slot)

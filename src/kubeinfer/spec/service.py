@@ -111,7 +111,28 @@ class ModelSpec(_Strict):
     format: ModelFormat = Field(description="Runtime that loads the model.")
     uri: str = Field(
         default="",
-        description="Path of the model artifact (file or directory), relative to the spec file's folder.",
+        description=(
+            "Where the model artifact (file or directory) is: a path relative to the spec file's folder, file://, "
+            "s3:// (any S3-compatible store), gs://, az:// or abfs://, http(s):// or hf://ORG/REPO[@REV][/PATH]. A "
+            "remote model is downloaded into the model cache before it loads (docs/storage.md)."
+        ),
+    )
+    sha256: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="Expected SHA-256 of the model file (hex); the download, or the local file, is refused if it "
+        "differs. Only for a uri that names one file.",
+    )
+    storageSecret: str | None = Field(
+        default=None,
+        description="Kubernetes only: the Secret whose keys become the environment of the model download (e.g. "
+        "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, HF_TOKEN). Credentials never go in the spec; "
+        "without it the pod's workload identity (service account) is used.",
+    )
+    cacheClaim: str | None = Field(
+        default=None,
+        description="Kubernetes only: a PersistentVolumeClaim to keep the model cache in (shared by the replicas, "
+        "so that a new pod finds the model there); by default each pod downloads into an emptyDir.",
     )
     className: str | None = Field(
         default=None, description="For format 'python': the user's class as 'module:Class' (module importable)."

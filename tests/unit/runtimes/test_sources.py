@@ -26,10 +26,21 @@ def test_a_missing_file_names_the_field_the_resolved_path_and_the_folder(tmp_pat
     assert f"{tmp_path}/models/m.onnx does not exist" in problem and f"spec file's folder, {tmp_path}" in problem
 
 
-@pytest.mark.parametrize("uri", ["s3://bucket/m.onnx", "gs://b/m", "https://example.com/m.onnx", "hf://org/m"])
-def test_a_remote_uri_is_refused_with_what_is_read(tmp_path: Path, uri: str) -> None:
+@pytest.mark.parametrize(
+    "uri",
+    ["s3://bucket/m.onnx", "gs://b/m", "az://c/m", "abfs://c@acct.dfs.core.windows.net/m", "https://e/m", "hf://o/m"],
+)
+def test_a_remote_uri_is_accepted_and_found_when_fetched(tmp_path: Path, uri: str) -> None:
+    assert model_source_problems(model(format="onnx", uri=uri), tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("uri", "says"),
+    [("ftp://host/m.onnx", "is not a storage kubeinfer reads"), ("s3:///m.onnx", "needs a bucket"), ("s3://b", "path")],
+)
+def test_an_unknown_scheme_or_a_uri_without_bucket_is_refused(tmp_path: Path, uri: str, says: str) -> None:
     (problem,) = model_source_problems(model(format="onnx", uri=uri), tmp_path)
-    assert "is not a storage kubeinfer reads" in problem and "local path" in problem
+    assert problem.startswith(f"spec.model.uri {uri!r}: ") and says in problem
 
 
 def test_file_or_folder_must_match_the_format(tmp_path: Path) -> None:

@@ -1,0 +1,107 @@
+"""Opening the object store a URI names, with obstore (one Rust client for S3, GCS, Azure and HTTP).
+
+Credentials are never in the spec: obstore reads the standard environment of each cloud (``AWS_ACCESS_KEY_ID``,
+``AWS_SESSION_TOKEN``, ``AWS_WEB_IDENTITY_TOKEN_FILE`` for IRSA, the instance and container metadata endpoints;
+``GOOGLE_APPLICATION_CREDENTIALS`` or the gcloud application-default file, the GKE metadata server for workload
+identity; ``AZURE_STORAGE_ACCOUNT_NAME``/``AZURE_STORAGE_ACCOUNT_KEY``/``AZURE_STORAGE_SAS_TOKEN``,
+``AZURE_FEDERATED_TOKEN_FILE`` for workload identity). What object_store does not read, the AWS shared profile files
+(``AWS_PROFILE``, ``~/.aws/credentials``, ``~/.aws/config``), is read here with :mod:`configparser`, so a laptop with
+``aws configure`` done works as the AWS CLI does. ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` point ``s3://`` at any
+S3-compatible server (MinIO, Ceph, GCS interoperability); an ``http://`` endpoint is allowed because it was asked for.
+"""
+
+from __future__ import annotations
+
+import configparser
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from kubeinfer.storage.errors import StorageError
+
+__all__ = ["Opened", "open_store"]
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A store and the path of the object (or folder prefix) in it; ``listable`` is False for plain HTTP."""
+
+    store: Any
+    path: str
+    listable: bool
+    kind: str  # s3 | gcs | azure | http
+
+
+def _obstore() -> Any:
+    try:
+        import obstore.store
+    except ImportError:
+        raise StorageError(
+            "reading models from object storage needs the storage extra: pip install 'kubeinfer[storage]'"
+        ) from None
+    return obstore.store
+
+
+def _aws_profile(env: Mapping[str, str]) -> dict[str, str]:
+    """Keys and region of the AWS shared profile (``AWS_PROFILE`` or ``default``), where the environment has none."""
+    if env.get("AWS_ACCESS_KEY_ID") or env.get("AWS_WEB_IDENTITY_TOKEN_FILE"):
+        return {}
+    home = Path(env.get("HOME", str(Path.home())))
+    profile = env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE") or "default"
+    found: dict[str, str] = {}
+    creds = configparser.ConfigParser()
+    creds.read(env.get("AWS_SHARED_CREDENTIALS_FILE") or home / ".aws" / "credentials")
+    if creds.has_section(profile):
+        for src, dst in (
+            ("aws_access_key_id", "access_key_id"),
+            ("aws_secret_access_key", "secret_access_key"),
+            ("aws_session_token", "token"),
+        ):
+            if creds.has_option(profile, src):
+                found[dst] = creds.get(profile, src)
+    conf = configparser.ConfigParser()
+    conf.read(env.get("AWS_CONFIG_FILE") or home / ".aws" / "config")
+    section = profile if profile == "default" else f"profile {profile}"
+    if conf.has_section(section):
+        if conf.has_option(section, "region") and not (env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")):
+            found["region"] = conf.get(section, "region")
+        if conf.has_option(section, "endpoint_url"):
+            found["endpoint"] = conf.get(section, "endpoint_url")
+    return found
+
+
+def open_store(uri: str, env: Mapping[str, str]) -> Opened:
+    """The obstore store for ``uri`` (``s3``, ``gs``, ``az``/``abfs``, ``http[s]`` schemes)."""
+    stores = _obstore()
+    parts = urlsplit(uri)
+    scheme = parts.scheme.lower()
+    key = parts.path.lstrip("/")
+    retry = {"max_retries": 3, "retry_timeout": 30.0}
+    if scheme in ("s3", "s3a"):
+        config: dict[str, Any] = _aws_profile(env)
+        endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or config.pop("endpoint", None)
+        if endpoint:
+            config["endpoint"] = endpoint
+        if not (env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "region" in config):
+            config["region"] = "us-east-1"
+        client = {"allow_http": bool(endpoint and endpoint.startswith("http://"))}
+        store = stores.S3Store(parts.netloc, config=config, client_options=client, retry_config=retry)
+        return Opened(store, key, True, "s3")
+    if scheme in ("gs", "gcs"):
+        return Opened(stores.GCSStore(parts.netloc, retry_config=retry), key, True, "gcs")
+    if scheme in ("az", "azure", "abfs", "abfss"):
+        # abfs[s]://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH carries the account; az://CONTAINER/PATH takes it
+        # from AZURE_STORAGE_ACCOUNT_NAME
+        container, _, host = parts.netloc.partition("@")
+        config = {"account_name": host.split(".")[0]} if host else {}
+        store = stores.AzureStore(container, config=config, retry_config=retry)
+        return Opened(store, key, True, "azure")
+    if scheme in ("http", "https"):
+        base = f"{scheme}://{parts.netloc}"
+        client = {"allow_http": scheme == "http"}
+        store = stores.HTTPStore.from_url(base, client_options=client, retry_config=retry)
+        path = key + (f"?{parts.query}" if parts.query else "")
+        return Opened(store, path, False, "http")
+    raise StorageError(f"{uri}: {scheme}:// is not an object store")  # callers check the scheme first
