@@ -13,7 +13,8 @@ against :class:`~kubeinfer.testing.kube.FakeKubeApi` in tests exactly as against
   ``/metrics`` (``kubeinfer_requests_in_flight``, ``kubeinfer_requests_total``), turns them into the same
   :class:`~kubeinfer.autoscale.Observation` the local controller builds, calls the policy from
   :func:`~kubeinfer.autoscale.policy_from_spec` and sets the Deployment's replicas through its scale subresource.
-  The shell calls it every :func:`~kubeinfer.autoscale.sync_period`, as the local controller and the simulator do.
+  The shell calls it every :func:`~kubeinfer.autoscale.sync_period`, as the local controller and the simulator do;
+  :func:`autoscaler_status` turns the tick into ``status.autoscaler`` from what the API server accepted.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "ReconcileResult",
     "ScalerState",
     "autoscale_step",
+    "autoscaler_status",
     "build_observation",
     "children",
     "conditions",
@@ -256,6 +258,8 @@ class ScalerState:
     scale_error: str | None = None
     """Why the last tick's scale call failed (None: it did not fail, or none was needed): the status then keeps the
     previous ``desiredReplicas`` and says why, rather than report a count that was never applied."""
+    scaled: bool = False
+    """The last tick's scale call was accepted (False: none was needed, or it failed): ``lastScaleTime`` moves."""
 
 
 def build_observation(
@@ -337,9 +341,30 @@ def autoscale_step(
     ready = sum(1 for p in live if _pod_ready(p))
     obs, totals = build_observation(current, ready, metrics, state, now)
     decision, pstate = policy.decide(obs, state.policy_state, now)
-    if decision.replicas != current:
+    scaled = decision.replicas != current
+    if scaled:
         try:
             api.scale(svc.name, ns, decision.replicas, field_manager=SCALER_FIELD_MANAGER)
         except KubeError as e:
-            return decision, replace(state, generation=generation, scale_error=f"scaling to {decision.replicas}: {e}")
-    return decision, ScalerState(pstate, now, totals, generation, _compute_totals(metrics))
+            return decision, replace(
+                state, generation=generation, scale_error=f"scaling to {decision.replicas}: {e}", scaled=False
+            )
+    return decision, ScalerState(pstate, now, totals, generation, _compute_totals(metrics), scaled=scaled)
+
+
+def autoscaler_status(
+    previous: Mapping[str, Any] | None, decision: Decision, state: ScalerState, now: str
+) -> dict[str, Any]:
+    """``status.autoscaler`` after a tick of :func:`autoscale_step` (``state`` the one it returned, ``now`` RFC 3339),
+    from what the API server accepted: the decided count (the Deployment has it: scaled now, or it had it already),
+    ``lastScaleTime`` only when this tick's scale call was accepted, as the HPA's status moves it. After a refused
+    scale call the previous count and time stay and the reason says why."""
+    out = dict(previous or {})
+    if state.scale_error is not None:
+        out["reason"] = f"ScaleFailed: {state.scale_error}"[:1000]
+        return out
+    out["desiredReplicas"] = decision.replicas
+    out["reason"] = decision.reason
+    if state.scaled:
+        out["lastScaleTime"] = now
+    return out

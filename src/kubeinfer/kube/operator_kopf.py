@@ -22,7 +22,7 @@ from kubeinfer.autoscale import sync_period
 from kubeinfer.kube.api import KubeApi, connect
 from kubeinfer.kube.crd import PLURAL, VERSION
 from kubeinfer.kube.names import GROUP, OPERATOR_FIELD_MANAGER
-from kubeinfer.kube.operator import API_VERSION, ScalerState, autoscale_step, reconcile, spec_of
+from kubeinfer.kube.operator import API_VERSION, ScalerState, autoscale_step, autoscaler_status, reconcile, spec_of
 from kubeinfer.kube.render import RenderOptions, http_port
 from kubeinfer.spec import SpecError
 
@@ -178,17 +178,9 @@ def _serve(api: KubeApi, namespaces: list[str] | None, opts: RenderOptions, inte
             )
             if decision is not None:
                 status = dict(body.get("status") or {}) if status is None else status
-                failed = scalers[uid].scale_error
-                if failed is None:
-                    status["autoscaler"] = {
-                        "desiredReplicas": decision.replicas,
-                        "reason": decision.reason,
-                        "lastScaleTime": _now_rfc3339(),
-                    }
-                else:  # the count was not applied: keep the last one applied, and say why
-                    previous = dict(status.get("autoscaler") or {})
-                    previous["reason"] = f"ScaleFailed: {failed}"[:1000]
-                    status["autoscaler"] = previous
+                status["autoscaler"] = autoscaler_status(
+                    status.get("autoscaler"), decision, scalers[uid], _now_rfc3339()
+                )
         if status is not None:
             api.patch_status(
                 API_VERSION,

@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 
 from kubeinfer.kube.api import KubeError
-from kubeinfer.kube.operator import ScalerState, autoscale_step, build_observation, parse_metrics, reconcile
+from kubeinfer.kube.operator import (
+    ScalerState,
+    autoscale_step,
+    autoscaler_status,
+    build_observation,
+    parse_metrics,
+    reconcile,
+)
 from kubeinfer.spec import validate_spec
 from kubeinfer.testing.kube import FakeKubeApi
 
@@ -212,6 +219,53 @@ def test_a_failed_scale_call_is_reported_not_taken_as_done() -> None:
     assert decision is not None and decision.replicas > 1
     assert state.scale_error is not None and "forbidden" in state.scale_error
     assert api.objects[("apps/v1", "Deployment", "ml", "svc")]["spec"].get("replicas", 1) == 1
+
+
+def test_the_autoscaler_status_is_written_from_what_the_api_server_accepted() -> None:
+    """desiredReplicas and lastScaleTime move only with an accepted scale call; a refused one keeps them and says why."""
+    body = cr(autoscaling={"policy": "kpa", "metric": "concurrency", "target": 2, "maxReplicas": 10})
+    api = FakeKubeApi()
+    svc = reconcile(body, api, NOW).svc
+    assert svc is not None
+    api.add(running_pod("svc-a", "10.0.0.1"))
+
+    def busy(pod: Any) -> str:
+        return METRICS.format(in_flight=12, ok=0)
+
+    state, status, scaled_at = ScalerState(), None, None
+    for t in range(0, 12, 2):
+        decision, state = autoscale_step(svc, api, busy, state, float(t), 1)
+        assert decision is not None
+        status = autoscaler_status(status, decision, state, f"t{t}")
+        if state.scaled:
+            scaled_at = f"t{t}"
+    assert scaled_at is not None and status is not None
+    replicas = api.objects[("apps/v1", "Deployment", "ml", "svc")]["spec"]["replicas"]
+    assert status == {"desiredReplicas": replicas, "reason": decision.reason, "lastScaleTime": scaled_at}
+
+    # the same count again: no scale call, the time of the last one stays
+    decision, state = autoscale_step(svc, api, busy, state, 12.0, 1)
+    assert decision is not None and decision.replicas == replicas and not state.scaled
+    status = autoscaler_status(status, decision, state, "t12")
+    assert status["lastScaleTime"] == scaled_at and status["desiredReplicas"] == replicas
+
+    def refuse(*args: Any, **kw: Any) -> None:
+        raise KubeError("deployments.apps/scale is forbidden")
+
+    api.scale = refuse  # type: ignore[method-assign]
+
+    def idle(pod: Any) -> str:
+        return METRICS.format(in_flight=0, ok=0)
+
+    for t in range(14, 200, 2):
+        decision, state = autoscale_step(svc, api, idle, state, float(t), 1)
+        assert decision is not None
+        status = autoscaler_status(status, decision, state, f"t{t}")
+        if state.scale_error is not None:
+            break
+    assert state.scale_error is not None and not state.scaled
+    assert status["desiredReplicas"] == replicas and status["lastScaleTime"] == scaled_at
+    assert status["reason"].startswith("ScaleFailed: scaling to ") and "forbidden" in status["reason"]
 
 
 def test_unreachable_pods_are_left_out() -> None:
