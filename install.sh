@@ -15,6 +15,10 @@ if [ "${1:-}" = "--dev" ]; then
   # multi-GB CUDA build.
   pip install "torch==2.13.0" || echo "warning: torch==2.13.0 is not available here; embeddings export tests will skip" >&2
   pip install -e ".[dev,embeddings]"
+  # The S3-compatible server the storage tests and bench/storage start (moto): its own environment, because botocore
+  # pins python-dateutil<3 and the kubernetes client needs >=3 (tests/s3server.py).
+  if [ ! -x .venv-s3/bin/python ]; then "$PY" -m venv .venv-s3; fi
+  .venv-s3/bin/python -m pip --disable-pip-version-check -q install "moto[server]>=5.0"
 else
   pip install -e ".[sklearn,onnx]"
 fi

@@ -104,7 +104,7 @@ def fetch(
         return path
     assert scheme in OBJECT_SCHEMES  # uri_problem refused the rest
     cache = Cache(cache_dir or default_cache_dir(env))
-    return _fetch_object(uri, cache, sha256, progress, retries, backoff)
+    return _fetch_object(uri, cache, env, sha256, progress, retries, backoff)
 
 
 def _check_sha256(uri: str, path: Path, expected: str) -> None:
@@ -125,7 +125,7 @@ def _explain(uri: str, e: BaseException) -> StorageError:
     """One line naming the URI and what to do, for the obstore errors that retrying cannot fix."""
     ex = _errors()
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    if isinstance(e, ex.NotFoundError):
+    if _not_found(e):
         return StorageError(f"{uri}: not found in the store (check the bucket and path): {first}")
     if isinstance(e, ex.PermissionDeniedError | ex.UnauthenticatedError) or re.search(
         r"InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|\b40[13]\b", str(e)
@@ -138,11 +138,18 @@ def _explain(uri: str, e: BaseException) -> StorageError:
     return StorageError(f"{uri}: {first}")
 
 
+def _not_found(e: BaseException) -> bool:
+    # obstore raises FileNotFoundError (with NotFoundError for older releases) for a 404
+    return isinstance(e, FileNotFoundError | _errors().NotFoundError)
+
+
 def _fatal(e: BaseException) -> bool:
     ex = _errors()
-    return isinstance(
-        e, ex.NotFoundError | ex.PermissionDeniedError | ex.UnauthenticatedError | ex.PreconditionError
-    ) or bool(re.search(r"InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|NoSuchBucket|\b40[0-4]\b", str(e)))
+    return (
+        _not_found(e)
+        or isinstance(e, ex.PermissionDeniedError | ex.UnauthenticatedError | ex.PreconditionError)
+        or bool(re.search(r"InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|NoSuchBucket|\b40[0-4]\b", str(e)))
+    )
 
 
 def _list(uri: str, opened: Opened) -> list[_Object]:
@@ -160,7 +167,7 @@ def _list(uri: str, opened: Opened) -> list[_Object]:
             meta = obstore.head(opened.store, path)
             return [obj(PurePosixPath(path.split("?")[0]).name or "model", meta)]
         except Exception as e:
-            if _fatal(e) and not isinstance(e, _errors().NotFoundError):
+            if _fatal(e) and not _not_found(e):
                 raise _explain(uri, e) from e
             if not opened.listable:
                 raise _explain(uri, e) from e
@@ -180,10 +187,16 @@ def _list(uri: str, opened: Opened) -> list[_Object]:
 
 
 def _fetch_object(
-    uri: str, cache: Cache, sha256: str | None, progress: Progress | None, retries: int, backoff: float
+    uri: str,
+    cache: Cache,
+    env: Mapping[str, str],
+    sha256: str | None,
+    progress: Progress | None,
+    retries: int,
+    backoff: float,
 ) -> Path:
     key = cache.key(uri)
-    opened = open_store(uri, os.environ)
+    opened = open_store(uri, env)
     try:
         listing = _list(uri, opened)
     except StorageError as e:

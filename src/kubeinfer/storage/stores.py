@@ -15,6 +15,7 @@ from __future__ import annotations
 import configparser
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -78,9 +79,16 @@ def open_store(uri: str, env: Mapping[str, str]) -> Opened:
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     key = parts.path.lstrip("/")
-    retry = {"max_retries": 3, "retry_timeout": 30.0}
+    retry = {"max_retries": 3, "retry_timeout": timedelta(seconds=30)}
     if scheme in ("s3", "s3a"):
         config: dict[str, Any] = _aws_profile(env)
+        for var, name in (
+            ("AWS_ACCESS_KEY_ID", "access_key_id"),
+            ("AWS_SECRET_ACCESS_KEY", "secret_access_key"),
+            ("AWS_SESSION_TOKEN", "token"),
+        ):
+            if env.get(var):
+                config[name] = env[var]
         endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or config.pop("endpoint", None)
         if endpoint:
             config["endpoint"] = endpoint
