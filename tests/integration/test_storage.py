@@ -162,7 +162,7 @@ def test_a_download_that_keeps_being_cut_fails_and_leaves_nothing(files: HttpFil
 
 
 def test_an_http_404_and_a_checksum_mismatch_are_clear(files: HttpFiles, tmp_path: Path) -> None:
-    with pytest.raises(StorageError, match="nope.onnx: not found"):
+    with pytest.raises(StorageError, match=r"nope\.onnx: not found"):
         fetch(f"{files.url}/nope.onnx", tmp_path / "cache")
     (files.root / "m.bin").write_bytes(b"abc")
     with pytest.raises(StorageError, match=r"m.bin: checksum mismatch: model.sha256 is 0{64}"):
@@ -188,3 +188,29 @@ def test_a_local_path_is_returned_as_it_is_and_checked(tmp_path: Path) -> None:
         fetch(str(tmp_path / "m.bin"), sha256="1" * 64)
     with pytest.raises(StorageError, match="ftp:// is not a storage kubeinfer reads"):
         fetch("ftp://h/m.bin")
+
+
+def test_a_replica_serves_a_model_from_s3_and_a_second_one_starts_from_the_cache(
+    s3: S3Server, tmp_path: Path, examples: Path
+) -> None:
+    from kubeinfer.testing import ServerProcess
+
+    uri = put(s3, "replica/model.onnx", (examples / "onnx" / "model.onnx").read_bytes())
+    spec = tmp_path / "service.yaml"
+    spec.write_text(
+        "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\nmetadata: {name: remote}\n"
+        f"spec:\n  model: {{format: onnx, uri: '{uri}'}}\n"
+    )
+    env = s3.env() | {"KUBEINFER_MODEL_CACHE": str(tmp_path / "cache")}
+    first = ServerProcess(spec, ["--port", "0", "--no-grpc"], env=env).start()
+    try:
+        assert first.get("/v2/models/remote/ready")[0] == 200
+        assert "s3://models/replica/model.onnx: " in first.log() and " bytes in " in first.log()
+    finally:
+        first.kill()
+    second = ServerProcess(spec, ["--port", "0", "--no-grpc"], env=env).start()
+    try:
+        assert second.get("/v2/models/remote/ready")[0] == 200
+        assert "in the cache" in second.log() and " bytes in " not in second.log()
+    finally:
+        second.kill()

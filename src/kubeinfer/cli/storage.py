@@ -44,11 +44,11 @@ def progress_bar(label: str):  # type: ignore[no-untyped-def]
     return bar, update
 
 
-def materialize(src: Path, dest: Path) -> Path:
-    """``src`` (a file or folder in a cache) as ``dest/<name>``: hard links where the file system allows, copies
-    elsewhere; symbolic links (the Hugging Face cache's) are followed. Replaced atomically if it exists."""
-    target = dest / src.name
-    staging = dest / f".{src.name}.tmp-{os.getpid()}"
+def materialize(src: Path, dest: Path, name: str) -> Path:
+    """``src`` (a file or folder in a cache) as ``dest/name``: hard links where the file system allows, copies
+    elsewhere; symbolic links (the Hugging Face cache's) are followed. Replaced if it exists."""
+    target = dest / name
+    staging = dest / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     dest.mkdir(parents=True, exist_ok=True)
 
@@ -97,6 +97,7 @@ def fetch(
     Credentials come from the environment or the cloud's profile files, never from the command line (docs/storage.md)."""
     from kubeinfer.storage import StorageError
     from kubeinfer.storage import fetch as fetch_model
+    from kubeinfer.storage.uris import model_basename
 
     try:
         if show_progress:
@@ -106,7 +107,7 @@ def fetch(
         else:
             path = fetch_model(uri, cache_dir, sha256=sha256)
         if to is not None:
-            path = materialize(path, to)
+            path = materialize(path, to, model_basename(uri))
     except StorageError as e:
         raise fail(str(e), 1) from None
     except OSError as e:
