@@ -353,6 +353,7 @@ def vpa_config_from_spec(spec: VerticalSpec, containers: int = 1, capacity: Reso
     replica can run on (this one, locally): recommendations are capped there as under ``maxAllowed``, as the
     recommender's ``--container-recommendation-max-allowed-cpu/memory`` flags cap them for a cluster -- an upper
     bound of 99 cores on a 2-core machine says nothing a user can act on."""
+
     def resources(r: object) -> Resources | None:
         cpu = getattr(r, "cpu", None)
         memory = getattr(r, "memory", None)
