@@ -39,6 +39,10 @@ def _runtime(svc: InferenceService, base_dir: Path | None) -> Model:
         from kubeinfer.runtimes.embeddings import EmbeddingModel
 
         return EmbeddingModel(name, version, path, m.args)
+    if m.format == "llm":
+        from kubeinfer.runtimes.llm.model import LLMModel
+
+        return LLMModel(name, version, path, m.args)
     if m.format == "python":
         from kubeinfer.runtimes.python import PythonModel
 

@@ -86,7 +86,7 @@ class ObjectMeta(_Strict):
         return v
 
 
-ModelFormat = Literal["sklearn", "onnx", "xgboost", "lightgbm", "sentence-transformers", "python"]
+ModelFormat = Literal["sklearn", "onnx", "xgboost", "lightgbm", "sentence-transformers", "python", "llm"]
 
 
 # The Open Inference Protocol's datatype names (BF16 has no numpy type and is not served).

@@ -1,0 +1,318 @@
+"""The continuous-batching engine over a Hugging Face causal LM (``transformers``), on one thread of its own.
+
+A step (``scheduler.py`` decides which sequences) is at most two forward passes: one over the prompts of the sequences
+that join (left-padded to the longest, no cache), one that decodes the next token of every running sequence. Each
+sequence keeps its own key/value cache (one tensor per layer, ``[1, kv_heads, length, head_dim]``); a decode step
+lays the running sequences' caches side by side, left-padded to the longest, into one ``DynamicCache``, masks the
+padding (``attention_mask``), gives each row its own positions (``position_ids``), and cuts each row's grown cache back
+out of the result. Rebuilding the batch cache each step costs a copy of the caches, small next to the forward pass for
+the models this engine is for, and keeps joining and leaving a matter of list edits; the result is the one
+``model.generate`` computes for the same prompt alone (greedy outputs are tested to be identical).
+
+Attention runs ``eager``: padded rows whose queries see only padding then get a finite, ignored result (an SDPA kernel
+may produce NaN there, which the next layer would spread).
+
+Requests come in and results go out through thread-safe calls: :meth:`Engine.add` and :meth:`Engine.abort` from any
+thread, ``on_output`` called on the engine's thread with each sequence's new tokens and text (the server hands them to
+its event loop). Outputs of one step are delivered after the whole step, so a sequence's tokens arrive in order.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from kubeinfer.runtimes.llm.scheduler import Scheduler, SchedulerConfig
+from kubeinfer.runtimes.llm.text import FinishReason, SamplingParams, TextTail
+
+__all__ = ["Engine", "EngineStats", "Output"]
+
+log = logging.getLogger("kubeinfer.llm")
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """What one step produced for one sequence: new tokens and text, and why it ended (on its last output)."""
+
+    token_ids: tuple[int, ...]
+    text: str
+    finish_reason: FinishReason | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(slots=True)
+class EngineStats:
+    """Counters the server's metrics read (plain values, written by the engine's thread only)."""
+
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    steps: int = 0
+    # (monotonic end of step, tokens generated in it) for the last few seconds: the tokens/s gauge
+    recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=4096))
+
+    def tokens_per_second(self, now: float, window: float = 10.0) -> float:
+        recent = [(t, n) for t, n in list(self.recent) if now - t <= window]
+        if not recent:
+            return 0.0
+        return sum(n for _, n in recent) / window
+
+
+class _Seq:
+    __slots__ = ("cache", "generator", "id", "max_total", "on_output", "params", "prompt", "tail")
+
+    def __init__(
+        self,
+        seq_id: int,
+        prompt: list[int],
+        params: SamplingParams,
+        on_output: Callable[[Output], None],
+        tail: TextTail,
+        max_total: int,
+    ) -> None:
+        self.id = seq_id
+        self.prompt = prompt
+        self.params = params
+        self.on_output = on_output
+        self.tail = tail
+        self.max_total = max_total  # prompt + generated tokens at most
+        self.cache: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.generator: torch.Generator | None = None
+        if params.temperature > 0:
+            self.generator = torch.Generator().manual_seed(
+                params.seed if params.seed is not None else random.getrandbits(63)
+            )
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt) + len(self.tail.ids)
+
+
+class Engine:
+    """Continuous batching over ``model`` (a ``transformers`` causal LM in eval mode) and its ``tokenizer``."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        config: SchedulerConfig,
+        max_model_len: int,
+        eos_ids: Sequence[int],
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.max_model_len = max_model_len
+        self.eos_ids = frozenset(eos_ids)
+        self.special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()))
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.device = next(model.parameters()).device
+        self.stats = EngineStats()
+        self._scheduler = Scheduler(config)
+        self._seqs: dict[int, _Seq] = {}
+        self._ids = itertools.count(1)
+        self._inbox: list[_Seq] = []
+        self._aborts: list[int] = []
+        self._wake = threading.Condition()
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        # transformers 5 names the cache argument ``cache``; 4.x ``past_key_values``
+        forward = inspect.signature(type(model).forward).parameters
+        self._cache_arg = "cache" if "cache" in forward else "past_key_values"
+        self._keep_arg = "logits_to_keep" in forward
+
+    # -- any thread ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="kubeinfer-llm-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopped = True
+            self._wake.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def add(self, prompt: Sequence[int], params: SamplingParams, on_output: Callable[[Output], None]) -> int:
+        """Queue a sequence; returns its id (for :meth:`abort`). The caller checked the prompt's length
+        (:meth:`check_length`)."""
+        seq_id = next(self._ids)
+        decode: Callable[[Sequence[int]], str] = self._decode
+        max_total = min(self.max_model_len, len(prompt) + params.max_tokens)
+        seq = _Seq(seq_id, list(prompt), params, on_output, TextTail(decode, params.stop), max_total)
+        with self._wake:
+            self._inbox.append(seq)
+            self._wake.notify()
+        return seq_id
+
+    def abort(self, seq_id: int) -> None:
+        """Stop a sequence (its client went away): it leaves the batch before the next step and its cache is freed."""
+        with self._wake:
+            self._aborts.append(seq_id)
+            self._wake.notify()
+
+    @property
+    def num_waiting(self) -> int:
+        return self._scheduler.num_waiting + len(self._inbox)
+
+    @property
+    def num_running(self) -> int:
+        return self._scheduler.num_running
+
+    def _decode(self, ids: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+    # -- the engine's thread ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._wake:
+                while not self._stopped and not self._inbox and not self._aborts and not self._seqs:
+                    self._wake.wait()
+                if self._stopped:
+                    return
+                inbox, self._inbox = self._inbox, []
+                aborts, self._aborts = self._aborts, []
+            for seq in inbox:
+                self._seqs[seq.id] = seq
+                self._scheduler.add(seq.id, len(seq.prompt))
+                self.stats.prompt_tokens += len(seq.prompt)
+            for seq_id in aborts:
+                if self._scheduler.abort(seq_id):
+                    self._seqs.pop(seq_id, None)
+            try:
+                self.step()
+            except Exception as e:  # a bug or an out-of-memory: end every sequence of the step, keep serving
+                log.exception("generation step failed")
+                self._fail_all(f"{type(e).__name__}: {e}")
+
+    def step(self) -> None:
+        """One step of continuous batching: admit and prefill, decode, deliver, free the finished."""
+        plan = self._scheduler.schedule()
+        if plan.empty:
+            return
+        outputs: list[tuple[_Seq, Output]] = []
+        if plan.prefill:
+            seqs = [self._seqs[i] for i in plan.prefill]
+            logits = self._forward(seqs, [s.prompt for s in seqs])
+            outputs += self._sample(seqs, logits)
+        if plan.decode:
+            seqs = [self._seqs[i] for i in plan.decode]
+            logits = self._forward(seqs, [[s.tail.ids[-1]] for s in seqs])
+            outputs += self._sample(seqs, logits)
+        stats = self.stats
+        stats.steps += 1
+        stats.generated_tokens += len(outputs)
+        stats.recent.append((time.monotonic(), len(outputs)))
+        for seq, out in outputs:
+            if out.finish_reason is not None:
+                self._scheduler.finish(seq.id)
+                del self._seqs[seq.id]
+                seq.cache = []
+            seq.on_output(out)
+
+    def _fail_all(self, why: str) -> None:
+        for seq in list(self._seqs.values()):
+            self._scheduler.abort(seq.id)
+            seq.on_output(Output((), "", f"error: {why}", len(seq.prompt), len(seq.tail.ids)))
+        self._seqs.clear()
+
+    def _forward(self, seqs: list[_Seq], new: list[list[int]]) -> torch.Tensor:
+        """Run ``new`` tokens of each sequence on top of its cache, as one left-padded batch; grows each cache and
+        returns the logits of each row's last token, ``[rows, vocab]``."""
+        rows = len(seqs)
+        past = [len(s.cache[0][0][0, 0]) if s.cache else 0 for s in seqs]
+        n_new = [len(x) for x in new]
+        p, n = max(past), max(n_new)
+        device = self.device
+        input_ids = torch.full((rows, n), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((rows, p + n), dtype=torch.long)
+        positions = torch.zeros((rows, n), dtype=torch.long)
+        for r, (tokens, k, q) in enumerate(zip(new, past, n_new, strict=True)):
+            input_ids[r, n - q :] = torch.tensor(tokens, dtype=torch.long)
+            mask[r, p - k : p] = 1
+            mask[r, p + n - q :] = 1
+            positions[r, n - q :] = torch.arange(k, k + q)
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        if p:
+            # a step's rows all have a cache (decode) or none (prefill)
+            for layer in range(len(seqs[0].cache)):
+                keys = torch.cat([_left_pad(s.cache[layer][0], p) for s in seqs])
+                values = torch.cat([_left_pad(s.cache[layer][1], p) for s in seqs])
+                cache.update(keys, values, layer)
+        kwargs: dict[str, Any] = {self._cache_arg: cache}
+        if self._keep_arg:
+            kwargs["logits_to_keep"] = 1
+        out = self.model(
+            input_ids=input_ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            use_cache=True,
+            **kwargs,
+        )
+        grown = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        for r, (seq, k, q) in enumerate(zip(seqs, past, n_new, strict=True)):
+            seq.cache = [(_cut(layer.keys, r, p, k, n, q), _cut(layer.values, r, p, k, n, q)) for layer in grown.layers]
+        # sampling runs on the CPU, where each sequence's seeded generator lives
+        logits: torch.Tensor = out.logits[:, -1, :].float().cpu()
+        return logits
+
+    def _sample(self, seqs: list[_Seq], logits: torch.Tensor) -> list[tuple[_Seq, Output]]:
+        outputs = []
+        for r, seq in enumerate(seqs):
+            token = _pick(logits[r], seq.params, seq.generator)
+            text, stopped = seq.tail.push(token, special=token in self.special_ids)
+            finish: FinishReason | None = None
+            if stopped or (token in self.eos_ids and not seq.params.ignore_eos):
+                finish = "stop"
+            elif seq.length >= seq.max_total:
+                finish = "length"
+            if finish is not None and not stopped:
+                text += seq.tail.flush()
+            outputs.append((seq, Output((token,), text, finish, len(seq.prompt), len(seq.tail.ids))))
+        return outputs
+
+
+def _left_pad(t: torch.Tensor, length: int) -> torch.Tensor:
+    """``[1, heads, len, dim]`` zero-padded on the left to ``length``."""
+    missing = length - t.shape[2]
+    if missing == 0:
+        return t
+    return torch.nn.functional.pad(t, (0, 0, missing, 0))
+
+
+def _cut(batch: torch.Tensor, row: int, p: int, k: int, n: int, q: int) -> torch.Tensor:
+    """Row ``row``'s own cache out of a batch cache laid out ``[pad | past k | pad | new q]`` (``p`` + ``n``)."""
+    old = batch[row : row + 1, :, p - k : p]
+    fresh = batch[row : row + 1, :, p + n - q :]
+    if k == 0:
+        return fresh.clone()
+    return torch.cat([old, fresh], dim=2)
+
+
+def _pick(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
+    """The next token: the most likely one at temperature 0, else sampled from the top-p nucleus."""
+    if params.temperature <= 0 or generator is None:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        # keep the smallest prefix whose mass reaches top_p (at least the most likely token)
+        keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < params.top_p
+        keep[0] = True
+        sorted_probs = torch.where(keep, sorted_probs, torch.zeros_like(sorted_probs))
+        choice = torch.multinomial(sorted_probs, 1, generator=generator)
+        return int(order[choice])
+    return int(torch.multinomial(probs, 1, generator=generator))

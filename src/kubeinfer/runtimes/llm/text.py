@@ -1,0 +1,86 @@
+"""Sampling parameters, and the text of a sequence as it grows: incremental detokenization and stop strings.
+
+Decoding token by token cannot just decode each new token alone: a byte-level BPE token may hold half of a UTF-8
+character, and a word's leading space depends on its neighbours. The whole output is decoded again at each step (fine
+for the lengths served here) and only the new, settled part is emitted: text that ends in an incomplete character
+(U+FFFD) waits for the next token, and so does a tail that could still become a stop string, so a stop string never
+reaches a streaming client even in part (OpenAI's behaviour: the stop string is not part of the output).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["FinishReason", "SamplingParams", "TextTail"]
+
+FinishReason = str  # "stop" (end of sequence or a stop string), "length" (max_tokens or the context), "abort"
+
+_REPLACEMENT = "\ufffd"
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """How one sequence is generated. ``temperature`` 0 is greedy (the most likely token at every step)."""
+
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+
+
+class TextTail:
+    """The generated tokens of one sequence and the part of their text already emitted."""
+
+    __slots__ = ("_decode", "_emitted", "_stop", "_text", "ids")
+
+    def __init__(self, decode: Callable[[Sequence[int]], str], stop: Sequence[str]) -> None:
+        self._decode = decode
+        self._stop = tuple(s for s in stop if s)
+        self.ids: list[int] = []
+        self._text = ""
+        self._emitted = 0
+
+    def push(self, token: int, special: bool = False) -> tuple[str, bool]:
+        """Add a token; returns the newly settled text and whether a stop string ended the sequence (the text up to
+        it is then all emitted, the stop string and what follows are not). ``special`` tokens add no text."""
+        self.ids.append(token)
+        if special:
+            return "", False
+        text = self._decode(self.ids)
+        self._text = text
+        if self._stop:
+            start = max(0, self._emitted - max(len(s) for s in self._stop) + 1)
+            cut = min((i for i in (text.find(s, start) for s in self._stop) if i >= 0), default=-1)
+            if cut >= 0:
+                new = text[self._emitted : cut] if cut > self._emitted else ""
+                self._emitted = max(self._emitted, cut)
+                return new, True
+        end = len(text)
+        if text.endswith(_REPLACEMENT):
+            end -= 1
+        end -= _held_back(text[:end], self._stop)
+        if end <= self._emitted:
+            return "", False
+        new = text[self._emitted : end]
+        self._emitted = end
+        return new, False
+
+    def flush(self) -> str:
+        """At the end (not by a stop string): the text still held back."""
+        new = self._text[self._emitted :]
+        self._emitted = len(self._text)
+        return new
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest tail of ``text`` that is the start of a stop string (it may yet become one)."""
+    best = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), best, -1):
+            if text.endswith(s[:n]):
+                best = n
+                break
+    return best
