@@ -105,10 +105,91 @@ def run(
         elector.release()
 
 
+class _Handlers:
+    """What the kopf handlers do, with the state they share: each service's autoscaler and when it last reconciled
+    and scaled. One short timer per service: the autoscaler runs on the policy's own period
+    (kubeinfer.autoscale.sync_period: kpa 2 s, predictive 5 s by default), first one period after the service is
+    seen, as Knative's decider and the HPA controller first decide; the full reconcile, which re-applies the
+    children, only every ``interval`` seconds."""
+
+    def __init__(self, api: KubeApi, opts: RenderOptions, interval: float) -> None:
+        self.api = api
+        self.opts = opts
+        self.interval = interval
+        self.scalers: dict[str, ScalerState] = {}
+        self.last_reconcile: dict[str, float] = {}
+        self.last_scale: dict[str, float] = {}
+
+    def _patch_status(self, meta: Mapping[str, Any], status: dict[str, Any]) -> None:
+        self.api.patch_status(
+            API_VERSION,
+            "InferenceService",
+            meta["name"],
+            meta["namespace"],
+            status,
+            field_manager=OPERATOR_FIELD_MANAGER,
+        )
+
+    def reconcile(self, body: Mapping[str, Any], **_: Any) -> None:
+        import kopf
+
+        result = reconcile(dict(body), self.api, _now_rfc3339(), self.opts)
+        meta = body["metadata"]
+        self._patch_status(meta, result.status)
+        for note in result.notes:
+            log.info("%s/%s: %s", meta["namespace"], meta["name"], note)
+        degraded = next((c for c in result.status["conditions"] if c["type"] == "Degraded"), None)
+        if degraded and degraded["status"] == "True" and degraded["reason"] == "InvalidSpec":
+            raise kopf.PermanentError(degraded["message"])
+
+    def tick(self, body: Mapping[str, Any], **_: Any) -> None:
+        meta = body["metadata"]
+        uid = meta["uid"]
+        now = time.monotonic()
+        self.last_scale.setdefault(uid, now)
+        status: dict[str, Any] | None = None
+        if now - self.last_reconcile.get(uid, -math.inf) >= self.interval:
+            self.last_reconcile[uid] = now
+            result = reconcile(dict(body), self.api, _now_rfc3339(), self.opts)  # refresh status, repair children
+            svc = result.svc
+            status = dict(result.status)
+        else:
+            try:
+                svc = spec_of(body)
+            except SpecError:
+                svc = None  # the next full reconcile reports it
+        if (
+            svc is not None
+            and svc.spec.autoscaling.policy in ("kpa", "predictive")
+            and now - self.last_scale[uid] >= sync_period(svc.spec.autoscaling)
+        ):
+            self.last_scale[uid] = now
+            decision, self.scalers[uid] = autoscale_step(
+                svc,
+                self.api,
+                _scrape(http_port(svc)),
+                self.scalers.get(uid, ScalerState()),
+                now,
+                int(meta.get("generation", 0)),
+            )
+            if decision is not None:
+                status = dict(body.get("status") or {}) if status is None else status
+                status["autoscaler"] = autoscaler_status(
+                    status.get("autoscaler"), decision, self.scalers[uid], _now_rfc3339()
+                )
+        if status is not None:
+            self._patch_status(meta, status)
+
+    def forget(self, body: Mapping[str, Any], **_: Any) -> None:
+        uid = body["metadata"]["uid"]
+        for state in (self.scalers, self.last_reconcile, self.last_scale):
+            state.pop(uid, None)  # children go with their owner (garbage collection)
+
+
 def _serve(api: KubeApi, namespaces: list[str] | None, opts: RenderOptions, interval: float) -> None:
     import kopf
 
-    scalers: dict[str, ScalerState] = {}
+    handlers = _Handlers(api, opts, interval)
 
     @kopf.on.startup()
     def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -116,85 +197,11 @@ def _serve(api: KubeApi, namespaces: list[str] | None, opts: RenderOptions, inte
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="kubeinfer.io")
         settings.posting.level = logging.WARNING
 
-    def _reconcile(body: Mapping[str, Any], **_: Any) -> None:
-        result = reconcile(dict(body), api, _now_rfc3339(), opts)
-        meta = body["metadata"]
-        api.patch_status(
-            API_VERSION,
-            "InferenceService",
-            meta["name"],
-            meta["namespace"],
-            result.status,
-            field_manager=OPERATOR_FIELD_MANAGER,
-        )
-        for note in result.notes:
-            log.info("%s/%s: %s", meta["namespace"], meta["name"], note)
-        degraded = next((c for c in result.status["conditions"] if c["type"] == "Degraded"), None)
-        if degraded and degraded["status"] == "True" and degraded["reason"] == "InvalidSpec":
-            raise kopf.PermanentError(degraded["message"])
-
     # Explicit handler ids: kopf keeps each handler's progress in an annotation named after its id, and the default
-    # id (the function's qualified name, ``_serve.<locals>._reconcile``) is not a valid annotation name part.
-    kopf.on.create(GROUP, VERSION, PLURAL, id="create")(_reconcile)
-    kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="update")(_reconcile)
-    kopf.on.resume(GROUP, VERSION, PLURAL, id="resume")(_reconcile)
-
-    # One short timer per service: the autoscaler runs on the policy's own period (kubeinfer.autoscale.sync_period:
-    # kpa 2 s, predictive 5 s by default), first one period after the service is seen, as Knative's decider and the
-    # HPA controller first decide; the full reconcile, which re-applies the children, only every ``interval`` seconds.
-    last_reconcile: dict[str, float] = {}
-    last_scale: dict[str, float] = {}
-
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, idle=0, id="tick")
-    def _tick(body: Mapping[str, Any], **_: Any) -> None:
-        meta = body["metadata"]
-        uid = meta["uid"]
-        now = time.monotonic()
-        last_scale.setdefault(uid, now)
-        if now - last_reconcile.get(uid, -math.inf) >= interval:
-            last_reconcile[uid] = now
-            result = reconcile(dict(body), api, _now_rfc3339(), opts)  # refresh status, repair drifted children
-            svc = result.svc
-            status: dict[str, Any] | None = dict(result.status)
-        else:
-            try:
-                svc = spec_of(body)
-            except SpecError:
-                svc = None  # the next full reconcile reports it
-            status = None
-        if (
-            svc is not None
-            and svc.spec.autoscaling.policy in ("kpa", "predictive")
-            and now - last_scale[uid] >= sync_period(svc.spec.autoscaling)
-        ):
-            last_scale[uid] = now
-            decision, scalers[uid] = autoscale_step(
-                svc,
-                api,
-                _scrape(http_port(svc)),
-                scalers.get(uid, ScalerState()),
-                now,
-                int(meta.get("generation", 0)),
-            )
-            if decision is not None:
-                status = dict(body.get("status") or {}) if status is None else status
-                status["autoscaler"] = autoscaler_status(
-                    status.get("autoscaler"), decision, scalers[uid], _now_rfc3339()
-                )
-        if status is not None:
-            api.patch_status(
-                API_VERSION,
-                "InferenceService",
-                meta["name"],
-                meta["namespace"],
-                status,
-                field_manager=OPERATOR_FIELD_MANAGER,
-            )
-
-    @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, id="delete")
-    def _forget(body: Mapping[str, Any], **_: Any) -> None:
-        uid = body["metadata"]["uid"]
-        for state in (scalers, last_reconcile, last_scale):
-            state.pop(uid, None)  # children go with their owner (garbage collection)
-
+    # id (the function's qualified name) is not a valid annotation name part.
+    kopf.on.create(GROUP, VERSION, PLURAL, id="create")(handlers.reconcile)
+    kopf.on.update(GROUP, VERSION, PLURAL, field="spec", id="update")(handlers.reconcile)
+    kopf.on.resume(GROUP, VERSION, PLURAL, id="resume")(handlers.reconcile)
+    kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, idle=0, id="tick")(handlers.tick)
+    kopf.on.delete(GROUP, VERSION, PLURAL, optional=True, id="delete")(handlers.forget)
     kopf.run(standalone=True, namespaces=namespaces or (), clusterwide=not namespaces)
