@@ -52,7 +52,7 @@ def spec(name: str, version: str, image: str | None = None) -> Any:
 
 def test_each_service_and_version_builds_its_own_image() -> None:
     assert service_image(spec("iris", "1")) == "kubeinfer/iris:1"
-    assert service_image(spec("wine", "2024.05+rc/1")) == "kubeinfer/wine:2024.05-rc-1"
+    assert service_image(spec("wine", "2024.05_rc-1")) == "kubeinfer/wine:2024.05_rc-1"
     assert service_image(spec("iris", "1")) != service_image(spec("wine", "1"))
     assert service_image(spec("iris", "1", image="registry.example/ml/iris:7")) == "registry.example/ml/iris:7"
 
