@@ -5,6 +5,7 @@
 - :mod:`~kubeinfer.lifecycle.probes` -- startup, readiness and liveness probes with the kubelet's semantics.
 - :mod:`~kubeinfer.lifecycle.backoff` -- CrashLoopBackOff delays.
 - :mod:`~kubeinfer.lifecycle.rollout` -- rolling updates and replica-count reconciliation (a Deployment controller).
+- :mod:`~kubeinfer.lifecycle.canary` -- canary analysis: traffic steps, analysis windows, gates (Argo Rollouts, Flagger).
 
 Each is ``step(event, now) -> actions`` or a function over frozen values; the shells (``kubeinfer.local``'s
 controller) run the processes, the probes and the router updates the actions ask for. Kept apart from

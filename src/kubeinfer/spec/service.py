@@ -21,6 +21,7 @@ __all__ = [
     "AutoscalingSpec",
     "BatchingSpec",
     "BehaviorSpec",
+    "CanarySpec",
     "GpuSpec",
     "HPAScalingPolicy",
     "HPAScalingRules",
@@ -563,6 +564,45 @@ def _check_int_or_percent(v: Any) -> int | str:
     raise ValueError(f"{v!r} must be a whole number or a percentage such as '25%'")
 
 
+class CanarySpec(_Strict):
+    """A canary rollout: the new revision gets a share of the traffic in steps, each held for an analysis window
+    and judged by gates on the router's own measurements of it; it is promoted after the last step or rolled back
+    at the first failed gate. Argo Rollouts' canary steps (``setWeight`` then ``pause: {duration}``) with Flagger's
+    builtin checks (``request-success-rate``, ``request-duration`` p99) as the analysis."""
+
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        min_length=1,
+        description="Percent of the traffic the new revision gets at each step, increasing (e.g. [10, 50]); after "
+        "the last step's analysis passes it is promoted to all of it.",
+    )
+    analysisSeconds: float = Field(
+        default=30, gt=0, description="How long each step is held and measured before it is judged."
+    )
+    minRequests: int = Field(
+        default=20,
+        ge=1,
+        description="Requests the new revision must answer in a step's window before the step can pass; the step "
+        "waits for them (a step with too little traffic is held, never passed on no data).",
+    )
+    maxErrorPercent: float | None = Field(
+        default=1.0,
+        ge=0,
+        le=100,
+        description="Gate: most percent of the new revision's responses that may be errors (5xx other than 503, "
+        "or a broken connection); null: no gate.",
+    )
+    maxP99Ms: float | None = Field(
+        default=None, gt=0, description="Gate: highest p99 latency of the new revision, as the router measures it."
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, v: list[int]) -> list[int]:
+        if v != sorted(set(v)):
+            raise ValueError(f"steps must be strictly increasing percentages (e.g. [10, 50]), got {v}")
+        return v
+
+
 class RolloutSpec(_Strict):
     maxSurge: IntOrPercent = Field(default=1, description="Extra replicas during an update (number or '25%').")
     maxUnavailable: IntOrPercent = Field(default=0, description="Replicas that may be missing during an update.")
@@ -572,6 +612,11 @@ class RolloutSpec(_Strict):
         ge=0,
         description="On Kubernetes, replace the replicas of a node that stopped answering (NotReady or unreachable) "
         "after this many seconds, as the pods' NoExecute tolerations (Kubernetes' default: 300).",
+    )
+    canary: CanarySpec | None = Field(
+        default=None,
+        description="Roll a new revision out as a canary (traffic steps judged by gates) instead of replica by "
+        "replica; see docs/canary.md.",
     )
 
     _c = field_validator("maxSurge", "maxUnavailable", mode="before")(_check_int_or_percent)
