@@ -214,3 +214,26 @@ def test_a_replica_serves_a_model_from_s3_and_a_second_one_starts_from_the_cache
         assert "in the cache" in second.log() and " bytes in " not in second.log()
     finally:
         second.kill()
+
+
+def test_build_bakes_a_remote_model_into_the_image_context(
+    files: HttpFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from kubeinfer.kube.build import build_context
+    from kubeinfer.kube.names import MODEL_DIR
+    from kubeinfer.spec import validate_spec
+
+    monkeypatch.setenv("KUBEINFER_MODEL_CACHE", str(tmp_path / "cache"))
+    (files.root / "iris.onnx").write_bytes(b"graph")
+    doc = {
+        "apiVersion": "kubeinfer.io/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "baked"},
+        "spec": {"model": {"format": "onnx", "uri": f"{files.url}/iris.onnx"}},
+    }
+    ctx = build_context(validate_spec(doc), tmp_path, tmp_path / "ctx")
+    assert (ctx.path / "model" / "iris.onnx").read_bytes() == b"graph"
+    baked = yaml.safe_load((ctx.path / "service.yaml").read_text())
+    assert baked["spec"]["model"]["uri"] == f"{MODEL_DIR}/iris.onnx"

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
-from kubeinfer.cli.base import app, err, fail, load_or_fail, out
+from kubeinfer.cli.base import app, err, fail, load_or_fail, out, print_table
 from kubeinfer.kube.versions import SUPPORTED_VERSIONS
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ def _options(
     namespace: str | None = None,
     image: str | None = None,
     accelerator: str | None = None,
+    model_in_image: bool = False,
 ) -> RenderOptions:
     from kubeinfer.kube.render import RenderOptions
 
@@ -38,6 +40,7 @@ def _options(
             namespace=namespace,
             image=image,
             accelerator=accelerator,
+            model_in_image=model_in_image,
         )
     except ValueError as e:
         raise fail(str(e), 2) from None
@@ -65,6 +68,13 @@ def render(
     image: Annotated[str | None, typer.Option(help="Override spec.image.")] = None,
     accelerator: Annotated[str | None, typer.Option(help="Cloud GPU type label value, e.g. nvidia-l4 on GKE.")] = None,
     crd: Annotated[bool, typer.Option("--crd", help="Print the InferenceService CRD instead.")] = False,
+    model_in_image: Annotated[
+        bool,
+        typer.Option(
+            "--model-in-image",
+            help="The image has the model baked in (kubeinfer build): no init container downloads a remote model.",
+        ),
+    ] = False,
 ) -> None:
     """Print the Kubernetes manifests for a spec (Deployment, Service, HPA, ...), ready for kubectl apply."""
     if output not in ("yaml", "json"):
@@ -79,19 +89,26 @@ def render(
     svc = load_or_fail(spec_file)
     from kubeinfer.kube.render import render_all
 
-    rendered = render_all(svc, _options(target_version, cloud, keda, namespace, image, accelerator))
-    _image_note(svc, image, spec_file)
+    rendered = render_all(svc, _options(target_version, cloud, keda, namespace, image, accelerator, model_in_image))
+    _image_note(svc, image, spec_file, model_in_image)
     for note in rendered.notes:
-        err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]note:[/] {escape(note)}", markup=True, highlight=False, soft_wrap=True)
     _print(rendered.objects, output)
 
 
-def _image_note(svc: Any, image: str | None, spec_file: Path) -> None:
-    """Say so when the manifests would run the default server image, which holds no model."""
+def _image_note(svc: Any, image: str | None, spec_file: Path, model_in_image: bool = False) -> None:
+    """Say so when the manifests would run the default server image, which holds no model (a remote model is
+    downloaded by the init container, unless it is said to be in the image)."""
+    from kubeinfer.storage import is_remote
+
+    if is_remote(svc.spec.model.uri) and not model_in_image:
+        return
     if image is None and "image" not in svc.spec.model_fields_set:
         err.print(
-            f"[yellow]note:[/] spec.image is not set: the pods run {svc.spec.image}, which holds no model; build this "
-            f"service's image (`kubeinfer build {spec_file}`) and set spec.image or pass --image",
+            f"[yellow]note:[/] spec.image is not set: the pods run {escape(svc.spec.image)}, which holds no model; "
+            f"build this service's image (`kubeinfer build {escape(str(spec_file))}`) and set spec.image or pass "
+            "--image",
+            markup=True,
             highlight=False,
             soft_wrap=True,
         )
@@ -119,6 +136,13 @@ def deploy(
     keda: Annotated[bool, typer.Option("--keda", help="Scale with KEDA instead of an HPA.")] = False,
     image: Annotated[str | None, typer.Option(help="Override spec.image.")] = None,
     wait: Annotated[bool, typer.Option(help="Wait for the rollout.")] = True,
+    model_in_image: Annotated[
+        bool,
+        typer.Option(
+            "--model-in-image",
+            help="The image has the model baked in (kubeinfer build): no init container downloads a remote model.",
+        ),
+    ] = False,
     timeout: Annotated[float | None, typer.Option(help="Seconds to wait [default: progressDeadlineSeconds].")] = None,
     force_conflicts: Annotated[
         bool,
@@ -128,20 +152,18 @@ def deploy(
     ] = False,
 ) -> None:
     """Server-side apply the manifests, prune what the spec no longer needs, and wait for the rollout."""
-    from rich.markup import escape
-
     from kubeinfer.kube.api import ApplyConflictError, KubeError, SystemClock
     from kubeinfer.kube.deploy import execute, explain_conflict, plan, wait_rollout
     from kubeinfer.kube.render import dump_yaml, render_all
     from kubeinfer.kube.status import RolloutStatus
 
     svc = load_or_fail(spec_file)
-    opts = _options(target_version, cloud, keda, namespace, image)
+    opts = _options(target_version, cloud, keda, namespace, image, model_in_image=model_in_image)
     rendered = render_all(svc, opts)
     ns = opts.namespace or svc.metadata.namespace
-    _image_note(svc, image, spec_file)
+    _image_note(svc, image, spec_file, model_in_image)
     for note in rendered.notes:
-        err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        err.print(f"[yellow]note:[/] {escape(note)}", markup=True, highlight=False, soft_wrap=True)
     api = None
     if not dry_run or context is not None:
         api = _connect(context)
@@ -149,16 +171,23 @@ def deploy(
         steps = plan(rendered.objects, api, name=svc.name, namespace=ns)
         if dry_run:
             out.print(
-                f"[bold]plan[/] for InferenceService {ns}/{svc.name} (server-side apply, field manager kubeinfer):",
+                f"[bold]plan[/] for InferenceService {escape(ns)}/{escape(svc.name)} (server-side apply, field manager "
+                "kubeinfer):",
+                markup=True,
                 soft_wrap=True,
             )
             for s in steps:
-                out.print(f"  {s.action:6} {s.ref}  [dim]{s.reason}[/]", highlight=False, soft_wrap=True)
+                out.print(
+                    f"  {s.action:6} {escape(str(s.ref))}  [dim]{escape(s.reason)}[/]",
+                    markup=True,
+                    highlight=False,
+                    soft_wrap=True,
+                )
             if api is None:
-                out.print("  [dim](no cluster: objects to prune are not known)[/]")
+                out.print("  [dim](no cluster: objects to prune are not known)[/]", markup=True)
             else:
                 execute(steps, api, force=force_conflicts, dry_run=True)
-                out.print("  [green]the API server accepted every object (server-side dry run)[/]")
+                out.print("  [green]the API server accepted every object (server-side dry run)[/]", markup=True)
             typer.echo("---")
             typer.echo(dump_yaml([s.obj for s in steps if s.action == "apply"]), nl=False)
             return
@@ -172,9 +201,9 @@ def deploy(
             ),
         )
     except ApplyConflictError as e:
-        raise fail(escape(explain_conflict(e))) from None
+        raise fail(explain_conflict(e)) from None
     except KubeError as e:
-        raise fail(escape(str(e))) from None  # field paths hold brackets rich would read as markup
+        raise fail(str(e)) from None  # fail() prints text as it is: field paths hold brackets
     if not wait:
         return
     from rich.status import Status
@@ -183,7 +212,7 @@ def deploy(
     with Status("waiting for the rollout ...", console=err) as spinner:
 
         def update(st: RolloutStatus) -> None:
-            spinner.update(f"{st.ready}/{st.desired} ready, {st.updated} updated: {st.reason} {st.message}")
+            spinner.update(escape(f"{st.ready}/{st.desired} ready, {st.updated} updated: {st.reason} {st.message}"))
 
         try:
             final = wait_rollout(api, svc.name, ns, SystemClock(), timeout=limit, on_update=update)
@@ -191,7 +220,10 @@ def deploy(
             raise fail(str(e)) from None
     if final.phase != "Ready":
         raise fail(f"rollout of {ns}/{svc.name} failed: {final.reason}: {final.message}")
-    out.print(f"[green]ready[/]: {ns}/{svc.name} {final.message}; http://{svc.name}.{ns}.svc.cluster.local")
+    out.print(
+        f"[green]ready[/]: {escape(f'{ns}/{svc.name} {final.message}; http://{svc.name}.{ns}.svc.cluster.local')}",
+        markup=True,
+    )
 
 
 def _target(target: str, namespace: str | None) -> tuple[str, str]:
@@ -270,7 +302,7 @@ def status(
         for col in ("phase", "ready", "updated", "reason", "message"):
             t.add_column(col)
         t.add_row(st.phase, f"{st.ready}/{st.desired}", str(st.updated), st.reason, st.message)
-        out.print(t)
+        print_table(t)
     if st.phase == "Failed":
         raise typer.Exit(1)
 

@@ -3,7 +3,9 @@
 The context is small and self-describing: ``Dockerfile`` (FROM the kubeinfer server image, built from
 ``deploy/Dockerfile`` with the extras the model format needs), ``model/`` (the artifact the spec's ``uri`` names,
 plus the spec folder's ``*.py`` for ``format: python``), ``service.yaml`` (the spec with ``uri`` pointing into the
-image) and ``.dockerignore``. The model lands at ``/opt/kubeinfer/model``, where rendered manifests expect it.
+image) and ``.dockerignore``. The model lands at ``/opt/kubeinfer/model``, where rendered manifests expect it. A
+remote ``uri`` (``s3://``, ``hf://`` ...) is fetched through the model cache and baked in the same way; render such an
+image's manifests with ``model_in_image`` (``kubeinfer render --model-in-image``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import yaml
 from kubeinfer.kube.names import CONFIG_DIR, CONFIG_KEY, MODEL_DIR
 from kubeinfer.kube.render import RUN_AS, container_spec_doc
 from kubeinfer.spec import InferenceService, resolve_uri
+from kubeinfer.storage import StorageError, fetch, is_remote
+from kubeinfer.storage.uris import model_basename
 
 __all__ = ["CACHE_DIR", "EXTRAS", "BuildContext", "build_context", "service_image"]
 
@@ -82,8 +86,12 @@ def build_context(svc: InferenceService, spec_dir: Path, out: Path, base_image: 
     extras = EXTRAS[svc.spec.model.format]
     base = base_image or f"kubeinfer/server:{extras or 'base'}"
     uri = svc.spec.model.uri
-    if "://" in uri and not uri.startswith("file://"):
-        src = None
+    if uri and is_remote(uri):
+        # baked in: fetched here (verified, through the model cache) with this machine's credentials
+        try:
+            src = fetch(uri, sha256=svc.spec.model.sha256)
+        except StorageError as e:
+            raise BuildError(f"spec.model.uri: {e}") from None
     elif uri:
         src = resolve_uri(uri, spec_dir)
         if not src.exists():
@@ -96,16 +104,17 @@ def build_context(svc: InferenceService, spec_dir: Path, out: Path, base_image: 
         shutil.rmtree(model_dir)
     model_dir.mkdir()
     if src is not None:
+        name = model_basename(uri) if is_remote(uri) else src.name
         if src.is_dir():
-            shutil.copytree(src, model_dir / src.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(src, model_dir / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
-            shutil.copy2(src, model_dir / src.name)
+            shutil.copy2(src, model_dir / name)
     if svc.spec.model.format == "python":
         for py in sorted(spec_dir.glob("*.py")):
             shutil.copy2(py, model_dir / py.name)
     (out / CONFIG_KEY).write_text(
         "# The spec as the container reads it (model uri inside the image).\n"
-        + yaml.safe_dump(container_spec_doc(svc), sort_keys=False)
+        + yaml.safe_dump(container_spec_doc(svc, model_in_image=True), sort_keys=False)
     )
     (out / "Dockerfile").write_text(_dockerfile(base, prepare=svc.spec.model.format == "sklearn"))
     (out / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n")
