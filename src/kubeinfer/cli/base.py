@@ -4,37 +4,94 @@ Flags are kebab-case; output meant for people is a rich table, ``-o json|yaml`` 
 Errors are one clear message naming the file, field or flag and the fix, with exit code 2 for usage errors and 1
 for failures, never a traceback.
 
+Text is printed as it is: ``out`` and ``err`` read no rich markup unless a call passes ``markup=True`` (and then
+escapes what it interpolates, :func:`rich.markup.escape`), and help texts are not parsed either
+(``rich_markup_mode=None``). Brackets are everywhere in what this CLI prints -- ``[default: 8080]``,
+``pip install 'kubeinfer[gpu]'``, field paths such as ``containers[0]`` -- and markup would silently eat them.
+:func:`whole_numbers` keeps a table's numbers whole when it is narrower than its content (80 columns, piped).
+
 The command modules (``replica``, ``local``, ``kube``, ``sim``, ``plan``) import this module and register their
 commands on ``app``; this module imports none of them (:mod:`kubeinfer.cli.app` puts them together).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
+from rich.table import Table
 
 from kubeinfer import __version__
 from kubeinfer.spec import InferenceService, SpecError, load_spec
 
-__all__ = ["app", "check_sources_or_fail", "err", "fail", "load_or_fail", "out"]
+__all__ = ["app", "check_sources_or_fail", "err", "fail", "load_or_fail", "out", "print_table", "whole_numbers"]
 
 app = typer.Typer(
     name="kubeinfer",
     help="Serve machine-learning models for inference: one spec, from a laptop to a Kubernetes GPU cluster.",
     no_args_is_help=True,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, markup=False)
+out = Console(markup=False)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    """Print ``message`` (plain text, never markup) as an error; raise the returned ``Exit``."""
+    err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+_NUMBER = re.compile(r"^[-+~<>$]?\d[\d,._:/]*\s?(%|x|s|ms|m|h|d|Mi|Gi|Ki|[kMG]B?|/s|/h|req/s)?$")
+
+_PLACEHOLDERS = frozenset({"", "-", "nan", "nan%", "inf", "n/a"})
+
+
+def whole_numbers(table: Table) -> Table:
+    """Keep ``table``'s numbers whole however narrow the output (80 columns when piped): a column whose every cell
+    is a number (``12.5``, ``99.10%``, ``1.4x``, ``3/4``, ``$0.25``) gets the fixed width of its widest cell (or of
+    its header's longest word: the header wraps between words); the other columns take the squeeze, folding their
+    text rather than cutting it with an ellipsis, each kept as wide as its longest word (up to 16 characters)."""
+    for col in table.columns:
+        header_word = max((len(w) for w in str(col.header).split()), default=0)
+        texts = [c for c in col.cells if isinstance(c, str)]
+        cells = [c.strip() for c in texts if c.strip() not in _PLACEHOLDERS]
+        if cells and all(_NUMBER.match(c) for c in cells):
+            col.width = max(header_word, *(len(c) for c in texts))  # fixed: never shrunk, so never cut
+        else:
+            if col.overflow == "ellipsis":
+                col.overflow = "fold"
+            longest = max((len(w) for c in texts for w in c.split()), default=0)
+            col.min_width = max(col.min_width or 0, min(16, max(longest, header_word)))
+    return table
+
+
+def print_table(table: Table, console: Console | None = None) -> None:
+    """Print ``table`` (:func:`whole_numbers` applied) on ``console`` (``out`` by default). When even its narrowest
+    layout -- text folded to its longest word, numbers whole -- is wider than the console (80 columns when piped),
+    the table is printed at that width: long lines, never a cut number."""
+    console = out if console is None else console
+    whole_numbers(table)
+    need = Measurement.get(console, console.options.update_width(10_000), table).minimum
+    if need <= console.width:
+        console.print(table)
+        return
+    wide = Console(
+        file=console.file,
+        width=need,
+        markup=False,
+        color_system=console.color_system,  # type: ignore[arg-type]
+        force_terminal=console.is_terminal,
+        no_color=console.no_color,
+    )
+    wide.print(table)
 
 
 def _version(value: bool) -> None:
@@ -72,7 +129,7 @@ def check_sources_or_fail(svc: InferenceService, spec_file: Path) -> None:
     if m.uri and is_remote(m.uri):
         # download once, here, before replicas start: they then find the model in the shared cache
         try:
-            with err.status(f"fetching {m.uri}"):
+            with err.status(f"fetching {escape(m.uri)}"):
                 fetch(m.uri, sha256=m.sha256)
         except StorageError as e:
             raise fail(f"{spec_file}: spec.model.uri: {e}", 1) from None

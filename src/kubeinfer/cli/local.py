@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from kubeinfer.cli.base import app, check_sources_or_fail, err, fail, load_or_fail, out
+from kubeinfer.cli.base import app, check_sources_or_fail, err, fail, load_or_fail, out, print_table
 
 __all__: list[str] = []
 
@@ -148,17 +148,21 @@ def _address(r: dict[str, Any]) -> str:
     return str(r.get("uds") or "-")
 
 
-def _summary(st: dict[str, Any]) -> str:
+def _summary(st: dict[str, Any]) -> Any:
+    """The one-line summary (a rich ``Text``: the name in bold, a rollout in yellow, the rest as it is)."""
+    from rich.text import Text
+
     a = st["autoscaling"]
-    line = (
-        f"[bold]{st['name']}[/] {st['endpoint']['http']}  revision {st['revision']} (version {st['version']})  "
+    line = Text(st["name"], style="bold")
+    line.append(
+        f" {st['endpoint']['http']}  revision {st['revision']} (version {st['version']})  "
         f"ready {st['ready_replicas']}/{st['desired']}  policy {a['policy']} [{a['min']}, {a['max']}]"
     )
     r = st.get("router") or {}
     if r:
-        line += f"  load {r['rps']:.0f} req/s, buffered {r['buffered']}"
+        line.append(f"  load {r['rps']:.0f} req/s, buffered {r['buffered']}")
     if st.get("rollout"):
-        line += f"  [yellow]rolling out revision {st['rollout']['revision']}[/]"
+        line.append(f"  rolling out revision {st['rollout']['revision']}", style="yellow")
     return line
 
 
@@ -398,7 +402,7 @@ def get(
         elif not statuses:
             err.print("No services are running (start one: kubeinfer up SPEC.yaml).", highlight=False)
         else:
-            out.print(_service_table(statuses, wide=output == "wide"))
+            print_table(_service_table(statuses, wide=output == "wide"))
         return
     st = _call(name, "GET", "/v1/status")
     if _emit(as_object(st), output):
@@ -407,7 +411,7 @@ def get(
         out.print(f"inferenceservice/{st['name']}", highlight=False)
         return
     out.print(_summary(st))
-    out.print(_replica_table(st, wide=output == "wide"))
+    print_table(_replica_table(st, wide=output == "wide"))
 
 
 @app.command()
@@ -428,7 +432,7 @@ def describe(
         out.print(f"Autoscaling: {a['reason']}" + (f" ({a['message']})" if a["message"] else ""))
     if st["cold_starts"]:
         out.print(f"Scale-from-zero waits (s): {', '.join(f'{c:.2f}' for c in st['cold_starts'])}")
-    out.print(_replica_table(st))
+    print_table(_replica_table(st))
     for r in st["replicas"]:
         if r["message"] or r["last_exit"]:
             le = r["last_exit"]
@@ -441,7 +445,7 @@ def describe(
             t.add_column(col)
         for k in ("lower", "target", "upper"):
             t.add_row(k, _cpu(v[k]["cpu"]), _memory(v[k]["memory"]))
-        out.print(t)
+        print_table(t)
     t = Table(title="Events", box=None, title_justify="left")
     for col in ("AGE", "TYPE", "REASON", "OBJECT", "MESSAGE"):
         t.add_column(col)
@@ -449,7 +453,7 @@ def describe(
     for e in st["events"][-30:]:
         count = f" (x{e['count']})" if e["count"] > 1 else ""
         t.add_row(_age(now - e["time"]), e["type"], e["reason"], e["object"], e["message"] + count)
-    out.print(t)
+    print_table(t)
 
 
 def _cpu(cores: float) -> str:

@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kubeinfer.cli.base import app, err, fail, load_or_fail, out
+from kubeinfer.cli.base import app, err, fail, load_or_fail, out, print_table
 
 __all__ = ["plan_app", "profile", "replay", "solve"]
 
@@ -119,7 +119,7 @@ def profile(
             f"{p.peak_memory_bytes / 2**20:,.0f} Mi",
             f"{p.cpu_cores or 0:.2f}",
         )
-    (err if output_file is None else out).print(t)
+    print_table(t, err if output_file is None else out)
     if output_file is None:
         out.print(_dump(doc, "yaml"), end="", markup=False, highlight=False)
         return
@@ -258,7 +258,7 @@ def _print_plan(result: Any, doc: Mapping[str, Any], costs: Mapping[str, float],
             f"{c:.3f}" if first else "",
             f"{per_m:.3f}" if first else "",
         )
-    out.print(t)
+    print_table(t)
     nodes = ", ".join(f"{k}: {v}" for k, v in result.nodes.items() if v)
     out.print(f"nodes: {nodes or 'none'}")
     line = f"total [bold]${result.cost_per_hour:.3f}/h[/], ${result.cost_per_million_requests:.3f} per million requests"
@@ -267,14 +267,14 @@ def _print_plan(result: Any, doc: Mapping[str, Any], costs: Mapping[str, float],
             f"; naive plan (one whole GPU per replica) ${result.naive_cost_per_hour:.3f}/h, "
             f"saving {result.savings_vs_naive:.1%}"
         )
-    out.print(line)
+    out.print(line, markup=True)
     out.print(
         f"lower bound ${result.lower_bound:.3f}/h, gap {result.gap:.1%}"
         + (" (optimal)" if result.optimal else "")
         + (f"; {result.extra_nodes} node(s) added by the packer" if result.extra_nodes else "")
     )
     if result.unplaced:
-        out.print(f"[red]could not pack node groups: {', '.join(result.unplaced)}[/]")
+        out.print(f"could not pack node groups: {', '.join(result.unplaced)}", style="red")
     for f in doc.get("emitted", []):
         out.print(f"wrote {f}")
 
@@ -376,7 +376,7 @@ def _print_replay(doc: Mapping[str, Any]) -> None:
             "-" if rel is None else f"{rel:+.1%}",
             f"{r['seconds']:.1f}",
         )
-    out.print(t)
+    print_table(t)
 
 
 def _plot(doc: Mapping[str, Any], path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from kubeinfer.cli.base import app, err, fail, load_or_fail, out
+from kubeinfer.cli.base import app, err, fail, load_or_fail, out, print_table
 from kubeinfer.spec import SpecError, load_spec, merge_overrides, validate_spec
 
 __all__ = ["bench", "prepare", "serve", "validate"]
@@ -330,7 +330,7 @@ def bench(
             str(result.errors),
             ", ".join(f"{k}: {v}" for k, v in result.statuses.items()),
         )
-        out.print(t)
+        print_table(t)
     if result.requests == 0:
         raise fail(f"bench failed: no request was answered in {result.duration:.1f} s of load on {url}")
     if result.error_rate > max_error_rate:

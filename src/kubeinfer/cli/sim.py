@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from kubeinfer.cli.base import app, err, fail, load_or_fail, out
+from kubeinfer.cli.base import app, err, fail, load_or_fail, out, print_table
 
 __all__ = ["simulate"]
 
@@ -207,7 +207,7 @@ def simulate(
             "-",
             *none,
         )
-    out.print(t)
+    print_table(t)
     if result.hindsight is not None:
         err.print(
             "oracle: the queueing-model bound (may be unattainable); hindsight: the cheapest schedule found knowing "
