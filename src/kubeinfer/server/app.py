@@ -20,7 +20,7 @@ import asyncio
 import base64
 import logging
 import zlib
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import numpy as np
@@ -77,7 +77,7 @@ _NOT_JSON = (
 class _Call:
     """One request on its way through a route's handler."""
 
-    __slots__ = ("method", "receive", "scope", "send", "slot")
+    __slots__ = ("method", "params", "receive", "scope", "send", "slot")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, slot: ModelSlot | None) -> None:
         self.scope = scope
@@ -87,6 +87,7 @@ class _Call:
         self.slot = slot  # the model the path names; the embeddings route sets the one it chose
 
 
+        self.params: Mapping[str, str] = {}  # the path's parameters
 Handler = Callable[[_Call], Awaitable[int]]
 
 
@@ -152,13 +153,14 @@ class InferenceApp:
         route, params = found
         slot = None
         name = params.get("model_name")
-        if name is not None:
+        if name is not None and route.served:
             slot = self.plane.model(name, params.get("model_version"))
         call = _Call(scope, receive, send, slot)
         if not route.accepts(method):
             raise MethodNotAllowed(route.refuse or f"method {method} is not allowed here: use GET", route.allow())
         return route, call
 
+        call.params = params
     async def _error(self, send: Send, e: ServerError) -> int:
         status, body, headers = self.error_response(e)
         await _send(send, status, body, headers)
@@ -304,7 +306,7 @@ class InferenceApp:
         return await _json(call, 200, orjson.dumps(self.plane.server_metadata()))
 
     async def model_metadata(self, call: _Call) -> int:
-        return await _json(call, 200, orjson.dumps(_named(call).metadata()))
+        return await _json(call, 200, orjson.dumps(self.plane.model_metadata(_named(call))))
 
     async def model_ready(self, call: _Call) -> int:
         slot = _named(call)
@@ -315,9 +317,37 @@ class InferenceApp:
         return await _json(call, 200, orjson.dumps({"model_stats": [self.plane.model_stats(_named(call))]}))
 
     async def repository_index(self, call: _Call) -> int:
-        return await _json(call, 200, orjson.dumps(self.plane.repository_index()))
+        ready = (await self._repository_body(call)).get("ready", False)
+        if not isinstance(ready, bool):
+            raise InvalidInput('"ready" must be true or false')
+        return await _json(call, 200, orjson.dumps(self.plane.repository_index(ready_only=ready)))
+
+    async def _repository_parameters(self, call: _Call) -> dict[str, Any]:
+        params = (await self._repository_body(call)).get("parameters", {})
+        if not isinstance(params, dict):
+            raise InvalidInput('"parameters" must be a JSON object')
+        return params
+
+    async def repository_load(self, call: _Call) -> int:
+        await self.plane.load(call.params["model_name"], await self._repository_parameters(call))
+        return await _json(call, 200, b"{}")
+
+    async def repository_unload(self, call: _Call) -> int:
+        await self.plane.unload(call.params["model_name"], await self._repository_parameters(call))
+        return await _json(call, 200, b"{}")
 
     async def metrics(self, call: _Call) -> int:
+    # -- the model repository extension (Triton's; repository.py) --------------------------------------------------
+    async def _repository_body(self, call: _Call) -> dict[str, Any]:
+        """The optional JSON object of a repository request (tritonclient sends one, curl often none)."""
+        body, _ = await self._read_body(call.scope, call.receive)
+        if not body.strip():
+            return {}
+        doc = self._json_body(body)
+        if not isinstance(doc, dict):
+            raise InvalidInput("body must be a JSON object (or empty)")
+        return doc
+
         body = self.plane.metrics.render()
         await _send(call.send, 200, body, [(b"content-type", METRICS_CONTENT_TYPE.encode())])
         return 200

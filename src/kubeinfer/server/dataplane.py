@@ -1,7 +1,9 @@
 """The replica's data plane, without a protocol: what REST (``app.py``, ``http.py``) and gRPC (``grpc_service.py``)
 adapt to their wires.
 
-It holds the served models by name and version, the server's liveness, readiness and startup state, the documents that
+It holds the served models by name and version (several versions of one name at once: ``versions``; ``models`` maps
+each name to its default version, the highest, which a request without a version gets), the names of the repository
+that are not loaded (``unavailable``: unloaded, or a load that failed), the server's liveness, readiness and startup state, the documents that
 every protocol answers in its own encoding (server and model metadata, the repository index, statistics), and the one
 way to run an inference: look the model up, refuse it when it is not ready or the server is at its concurrency limit,
 validate the tensors, queue them to the model's batcher with a deadline. In-flight accounting and the request metric
@@ -18,24 +20,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from kubeinfer import __version__
 from kubeinfer.runtimes.base import Model, ModelInfo
 from kubeinfer.server.batcher import Batcher
-from kubeinfer.server.errors import ModelNotFound, TooManyRequests, Unavailable
+from kubeinfer.server.errors import InvalidInput, ModelNotFound, TooManyRequests, Unavailable
 from kubeinfer.server.metrics import Metrics
 from kubeinfer.server.tensors import InferRequest, validate_inputs
+from kubeinfer.spec.service import version_key
 
-__all__ = ["EXTENSIONS", "DataPlane", "Limits", "ModelSlot", "load_slot"]
+__all__ = ["EXTENSIONS", "DataPlane", "Limits", "ModelSlot", "RepositoryControl", "load_slot"]
 
 log = logging.getLogger("kubeinfer.server")
 
-EXTENSIONS = ["binary_tensor_data", "model_repository_health", "kserve_v1", "openai_embeddings", "statistics"]
+EXTENSIONS = [
+    "binary_tensor_data",
+    "model_repository",
+    "model_repository(unload_dependents)",
+    "model_repository_health",
+    "kserve_v1",
+    "openai_embeddings",
+    "statistics",
+]
 
 Result = dict[str, np.ndarray[Any, Any]]
 
@@ -68,15 +79,25 @@ class ModelSlot:
     # When the model was added, in Unix seconds: the ``created`` field of OpenAI's model list.
     created: int = field(default_factory=lambda: int(time.time()))
 
-    def metadata(self) -> dict[str, Any]:
+    def metadata(self, versions: list[str] | None = None) -> dict[str, Any]:
+        """The model metadata document; ``versions``: every version of the name served (default: this one)."""
         info = self.info
         return {
             "name": self.name,
-            "versions": [self.version],
+            "versions": versions or [self.version],
             "platform": info.platform if info else "",
             "inputs": [s.to_json() for s in info.inputs] if info else [],
             "outputs": [s.to_json() for s in info.outputs] if info else [],
         }
+
+
+class RepositoryControl(Protocol):
+    """Loads and unloads the repository's models by name (``repository.py``); what the REST and gRPC repository
+    extension call."""
+
+    async def load(self, name: str, parameters: Mapping[str, Any]) -> None: ...
+
+    async def unload(self, name: str, parameters: Mapping[str, Any]) -> None: ...
 
 
 class DataPlane:
@@ -85,26 +106,85 @@ class DataPlane:
     def __init__(self, limits: Limits | None = None, metrics: Metrics | None = None) -> None:
         self.limits = limits or Limits()
         self.metrics = metrics or Metrics()
-        self.models: dict[str, ModelSlot] = {}
+        self.models: dict[str, ModelSlot] = {}  # name -> default (highest) version
+        self.versions: dict[str, dict[str, ModelSlot]] = {}  # name -> version -> slot, oldest first
+        self.unavailable: dict[str, tuple[list[str], str]] = {}  # name -> (versions, reason): known, not loaded
+        self.repository: RepositoryControl | None = None
         self._draining = False
         self._started = False  # all models loaded (startup probe)
         self._watchers: list[Callable[[], None]] = []
 
     # -- models ----------------------------------------------------------------------------------------
     def add(self, slot: ModelSlot) -> None:
-        self.models[slot.name] = slot
-        self.metrics.ready[slot.name] = lambda s=slot: s.ready  # type: ignore[misc]
-        self.metrics.queue_depth[slot.name] = lambda s=slot: s.batcher.queue_depth if s.batcher else 0  # type: ignore[misc]
+        """Serve ``slot`` beside the other versions of its name (the highest becomes the default)."""
+        self.put(slot.name, [*self.versions.get(slot.name, {}).values(), slot])
+
+    def put(self, name: str, slots: list[ModelSlot]) -> None:
+        """Serve exactly ``slots`` (versions of ``name``, oldest first) under ``name``, at once: a request looks up
+        either the old set or the new one."""
+        by_version = {s.version: s for s in sorted(slots, key=lambda s: version_key(s.version))}
+        self.versions[name] = by_version
+        self.models[name] = next(reversed(by_version.values()))
+        self.unavailable.pop(name, None)
+        metrics = self.metrics
+        metrics.ready[name] = lambda: all(s.ready for s in by_version.values())
+        metrics.queue_depth[name] = lambda: sum(s.batcher.queue_depth for s in by_version.values() if s.batcher)
+        self.changed()
+
+    def remove(self, name: str, reason: str) -> list[ModelSlot]:
+        """Stop serving ``name`` (every version): it stays in the index as UNAVAILABLE with ``reason``. Returns the
+        slots that were served (their in-flight requests still finish)."""
+        slots = list(self.versions.pop(name, {}).values())
+        self.models.pop(name, None)
+        self.unavailable[name] = ([s.version for s in slots] or self.unavailable.get(name, ([], ""))[0], reason)
+        self.metrics.ready.pop(name, None)
+        self.metrics.queue_depth.pop(name, None)
+        for s in slots:
+            s.ready = False
+        self.changed()
+        return slots
+
+    def slots(self) -> Iterator[ModelSlot]:
+        """Every served version of every model."""
+        for by_version in self.versions.values():
+            yield from by_version.values()
 
     def model(self, name: str, version: str | None = None) -> ModelSlot:
         """The slot serving ``name`` (at ``version``, when given); ``ModelNotFound`` names what is served."""
         slot = self.models.get(name)
         if slot is None:
+            gone = self.unavailable.get(name)
+            if gone is not None:
+                # Triton's words for a model of the repository that is not loaded
+                raise ModelNotFound(
+                    f"Request for unknown model: {name!r} has no available versions ({gone[1]}); "
+                    f"POST /v2/repository/models/{name}/load loads it"
+                )
             known = ", ".join(repr(n) for n in self.models) or "none"
             raise ModelNotFound(f"unknown model {name!r}: this server serves {known}")
-        if version is not None and version != slot.version:
-            raise ModelNotFound(f"model {name!r} has no version {version!r}: it serves version {slot.version!r}")
-        return slot
+        if version is None or version == slot.version:
+            return slot
+        other = self.versions[name].get(version)
+        if other is None:
+            served = ", ".join(map(repr, self.versions[name]))
+            raise ModelNotFound(f"model {name!r} has no version {version!r}: it serves version(s) {served}")
+        return other
+
+    def model_metadata(self, slot: ModelSlot) -> dict[str, Any]:
+        """Metadata of one version, listing every version of its name that is served."""
+        return slot.metadata(list(self.versions.get(slot.name, {slot.version: slot})))
+
+    async def load(self, name: str, parameters: Mapping[str, Any]) -> None:
+        """The repository extension's load (or reload) of ``name``; ``InvalidInput`` when it cannot be."""
+        if self.repository is None:
+            raise InvalidInput("this server has no model repository to load models from")
+        await self.repository.load(name, parameters)
+
+    async def unload(self, name: str, parameters: Mapping[str, Any]) -> None:
+        """The repository extension's unload of ``name`` (every version)."""
+        if self.repository is None:
+            raise InvalidInput("this server has no model repository to unload models from")
+        await self.repository.unload(name, parameters)
 
     def live_model(self, slot: ModelSlot) -> tuple[Batcher, ModelInfo]:
         """The batcher and metadata of a model that can take a request now; ``Unavailable`` while it loads (or after
@@ -162,7 +242,7 @@ class DataPlane:
 
     @property
     def queued(self) -> int:
-        return sum(s.batcher.queue_depth + s.batcher.busy for s in self.models.values() if s.batcher)
+        return sum(s.batcher.queue_depth + s.batcher.busy for s in self.slots() if s.batcher)
 
     # -- state -----------------------------------------------------------------------------------------
     def watch(self, callback: Callable[[], None]) -> None:
@@ -195,13 +275,14 @@ class DataPlane:
 
     @property
     def ready(self) -> bool:
-        return self._started and not self._draining and all(s.ready for s in self.models.values())
+        return self._started and not self._draining and all(s.ready for s in self.slots())
 
     def not_ready_reason(self) -> str:
         """Why readiness is false, for probes and ``kubeinfer describe`` (a supervisor sees it without the logs)."""
         if self._draining:
             return "draining (SIGTERM)"
-        failed = [f"model {s.name!r} failed to load: {s.error}" for s in self.models.values() if s.error]
+        failed = [f"model {s.name!r} version {s.version!r} failed to load: {s.error}" for s in self.slots() if s.error]
+        failed += [f"model {name!r} is not served: {reason}" for name, (_, reason) in self.unavailable.items()]
         if failed:
             return "; ".join(failed)[:500]
         return "loading the model"
@@ -211,16 +292,17 @@ class DataPlane:
         return {"name": "kubeinfer", "version": __version__, "extensions": EXTENSIONS}
 
     def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
-        return [
-            {
-                "name": s.name,
-                "version": s.version,
-                "state": "READY" if s.ready else "UNAVAILABLE",
-                "reason": s.error or "",
-            }
-            for s in self.models.values()
-            if s.ready or not ready_only
-        ]
+        """The repository extension's index: one entry per version, ``{name, version, state, reason}`` (state READY,
+        LOADING or UNAVAILABLE, Triton's names), by name; ``ready_only``: the READY ones."""
+        entries: list[dict[str, str]] = []
+        for s in self.slots():
+            state = "READY" if s.ready else "UNAVAILABLE" if s.error else "LOADING"
+            entries.append({"name": s.name, "version": s.version, "state": state, "reason": s.error or ""})
+        if not ready_only:
+            for name, (versions, reason) in self.unavailable.items():
+                for version in versions or [""]:
+                    entries.append({"name": name, "version": version, "state": "UNAVAILABLE", "reason": reason})
+        return sorted((e for e in entries if e["state"] == "READY" or not ready_only), key=lambda e: e["name"])
 
     def model_stats(self, slot: ModelSlot) -> dict[str, Any]:
         m = self.metrics

@@ -1,7 +1,8 @@
 """The replica's gRPC data plane: Open Inference Protocol v2 (``inference.GRPCInferenceService``).
 
 The wire contract is KServe's ``grpc_predict_v2.proto`` plus the parts of Triton's extension of it that
-``tritonclient.grpc`` uses (``ModelStreamInfer``, ``RepositoryIndex``); see ``_proto/grpc_predict_v2.proto``. So
+``tritonclient.grpc`` uses (``ModelStreamInfer``, and the model repository extension: ``RepositoryIndex``,
+``RepositoryModelLoad``, ``RepositoryModelUnload``, as ``repository.py`` describes); see ``_proto/grpc_predict_v2.proto``. So
 ``tritonclient.grpc`` and KServe's and MLServer's clients work unchanged.
 
 Why grpc.aio on the HTTP server's event loop, and not a second server in a thread: the batcher is one asyncio object
@@ -191,6 +192,8 @@ class InferenceServicer:
         return pb.ServerReadyResponse(ready=self.plane.ready)
 
     async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if request.name in self.plane.unavailable:  # a model of the repository, not loaded: not ready (Triton)
+            return pb.ModelReadyResponse(ready=False)
         slot = await self._slot(request.name, request.version, context)
         return pb.ModelReadyResponse(ready=self.plane.model_ready(slot))
 
@@ -203,7 +206,7 @@ class InferenceServicer:
         info = slot.info
         return pb.ModelMetadataResponse(
             name=slot.name,
-            versions=[slot.version],
+            versions=self.plane.model_metadata(slot)["versions"],
             platform=info.platform if info else "",
             inputs=[meta(name=s.name, datatype=s.datatype, shape=s.shape) for s in info.inputs] if info else [],
             outputs=[meta(name=s.name, datatype=s.datatype, shape=s.shape) for s in info.outputs] if info else [],
@@ -213,6 +216,29 @@ class InferenceServicer:
         index = pb.RepositoryIndexResponse.ModelIndex
         models = [index(**entry) for entry in self.plane.repository_index(ready_only=request.ready)]
         return pb.RepositoryIndexResponse(models=models)
+
+    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await self._repository(self.plane.load, request, context)
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await self._repository(self.plane.unload, request, context)
+        return pb.RepositoryModelUnloadResponse()
+
+    async def _repository(
+        self,
+        action: Callable[[str, dict[str, Any]], Awaitable[None]],
+        request: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> None:
+        params: dict[str, Any] = {}
+        for key, p in request.parameters.items():
+            which = p.WhichOneof("parameter_choice")
+            params[key] = getattr(p, which) if which is not None else None
+        try:
+            await action(request.model_name, params)
+        except ServerError as e:
+            await context.abort(grpc_code(e), str(e))
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
@@ -310,6 +336,8 @@ _UNARY: dict[str, tuple[type[Message], type[Message]]] = {
     "ModelMetadata": (pb.ModelMetadataRequest, pb.ModelMetadataResponse),
     "ModelInfer": (pb.ModelInferRequest, pb.ModelInferResponse),
     "RepositoryIndex": (pb.RepositoryIndexRequest, pb.RepositoryIndexResponse),
+    "RepositoryModelLoad": (pb.RepositoryModelLoadRequest, pb.RepositoryModelLoadResponse),
+    "RepositoryModelUnload": (pb.RepositoryModelUnloadRequest, pb.RepositoryModelUnloadResponse),
 }
 
 

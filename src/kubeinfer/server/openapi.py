@@ -218,7 +218,33 @@ SCHEMAS: dict[str, Any] = {
             "data": {"type": "array", "items": {"type": "object"}},
         },
     },
-    "RepositoryIndex": {"type": "array", "items": {"type": "object"}},
+    "RepositoryIndexRequest": {
+        "type": "object",
+        "description": "May be empty.",
+        "properties": {
+            "repository_name": {"type": "string", "description": "Ignored: a replica has one repository."},
+            "ready": {"type": "boolean", "description": "Only the models ready for inference."},
+        },
+    },
+    "RepositoryIndex": {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {
+                "name": {"type": "string"},
+                "version": {"type": "string"},
+                "state": {"type": "string", "enum": ["READY", "LOADING", "UNAVAILABLE"]},
+                "reason": {"type": "string"},
+            },
+        },
+    },
+    "RepositoryModelRequest": {
+        "type": "object",
+        "description": "May be empty. Triton's config and file: parameters are refused (400).",
+        "properties": {"parameters": {"type": "object"}},
+    },
+    "RepositoryAction": {"type": "object", "description": "Empty: the load or unload is done."},
     "ModelStats": {"type": "object"},
 }
 

@@ -43,6 +43,9 @@ class Route:
     """In the OpenAPI document (a probe's aliases are not)."""
     refuse: str = ""
     """The 405 message for another method (GET routes: a generic one)."""
+    served: bool = True
+    """``{model_name}`` names a served model, looked up before the handler (404 otherwise); False for the repository
+    extension's load and unload, whose model may not be loaded."""
 
     @property
     def params(self) -> tuple[str, ...]:
@@ -99,7 +102,28 @@ ROUTES: tuple[Route, ...] = (
         "repository_index",
         "Model repository index",
         "RepositoryIndex",
+        request="RepositoryIndexRequest",
         refuse="use POST for /v2/repository/index",
+    ),
+    Route(
+        "POST",
+        "/v2/repository/models/{model_name}/load",
+        "repository_load",
+        "Load or reload a model (repository extension)",
+        "RepositoryAction",
+        request="RepositoryModelRequest",
+        refuse="use POST to load a model",
+        served=False,
+    ),
+    Route(
+        "POST",
+        "/v2/repository/models/{model_name}/unload",
+        "repository_unload",
+        "Unload a model (repository extension)",
+        "RepositoryAction",
+        request="RepositoryModelRequest",
+        refuse="use POST to unload a model",
+        served=False,
     ),
     # KServe v1 and OpenAI
     Route("GET", "/v1/models", "model_list", "Models served (OpenAI's list, with KServe v1's names)", "V1Models"),

@@ -1,4 +1,4 @@
-"""Running one replica: load the model, serve HTTP (uvicorn) and gRPC on one event loop, drain on SIGTERM.
+"""Running one replica: load the models (``repository.py``), serve HTTP (uvicorn) and gRPC on one event loop, drain on SIGTERM.
 
 With ``server.processes`` > 1 the replica is that many of these servers, forked and watched by one parent
 (:mod:`kubeinfer.server.processes`); :func:`run` hands it what each child runs, so the import goes one way only
@@ -31,12 +31,11 @@ from typing import Any
 
 import uvicorn
 
-from kubeinfer.runtimes import create_model
 from kubeinfer.server import logs
 from kubeinfer.server.announce import announce
 from kubeinfer.server.app import InferenceApp
 from kubeinfer.server.batcher import Batcher
-from kubeinfer.server.dataplane import DataPlane, Limits, ModelSlot, load_slot
+from kubeinfer.server.dataplane import DataPlane, Limits, ModelSlot
 from kubeinfer.server.http import protocol_for
 from kubeinfer.server.listen import (
     connection_cap,
@@ -49,7 +48,9 @@ from kubeinfer.server.listen import (
 from kubeinfer.server.metrics import Metrics, nvml_sampler
 from kubeinfer.server.openapi import openapi_document
 from kubeinfer.server.processes import Worker, run_processes
+from kubeinfer.server.repository import Repository
 from kubeinfer.spec import InferenceService
+from kubeinfer.spec.service import BatchingSpec
 from kubeinfer.storage import localize
 
 __all__ = ["build_app", "run", "run_loop", "serve"]
@@ -61,7 +62,8 @@ log = logging.getLogger("kubeinfer.server")
 QUIET_SECONDS = 0.3
 
 
-def build_app(svc: InferenceService, base_dir: Path | None) -> tuple[InferenceApp, ModelSlot, ThreadPoolExecutor]:
+def build_app(svc: InferenceService, base_dir: Path | None) -> tuple[InferenceApp, Repository, ThreadPoolExecutor]:
+    """The application over an empty data plane, and the repository that loads the spec's models into it."""
     spec = svc.spec
     lim = spec.server.limits
     limits = Limits(
@@ -77,11 +79,12 @@ def build_app(svc: InferenceService, base_dir: Path | None) -> tuple[InferenceAp
     metrics = Metrics(gpu_sampler=nvml_sampler())
     app = InferenceApp(DataPlane(limits, metrics), openapi=openapi_document)
     svc = localize(svc, base_dir)  # a remote model.uri: downloaded into the model cache (kubeinfer.storage) first
-    model = create_model(svc, base_dir)
-    slot = ModelSlot(model=model, name=svc.model_name, version=spec.model.version)
-    app.plane.add(slot)
-    executor = ThreadPoolExecutor(max_workers=spec.server.workers + 1, thread_name_prefix="model")
-    return app, slot, executor
+    # Each model version has its own batcher, which runs up to `workers` calls at once in this pool: `workers` threads
+    # per spec entry (the versions of one folder share them), and one for loads. One model: as many as before.
+    threads = spec.server.workers * len(spec.served_models) + 1
+    executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model")
+    repository = Repository(app.plane, svc, base_dir, executor, _batcher_factory(svc, app.plane, executor))
+    return app, repository, executor
 
 
 class _Server(uvicorn.Server):
@@ -115,9 +118,8 @@ async def serve(
     About 80 lines, kept in one piece: the model's load, the drain, a multi-process replica's late join and the clean-up
     share the same listeners, servers and events (the steps themselves are the functions below)."""
     spec = svc.spec
-    app, slot, executor = build_app(svc, base_dir)
+    app, repository, executor = build_app(svc, base_dir)
     plane = app.plane
-    make_batcher = _batcher_factory(svc, plane, executor)
     host = spec.server.host
     sockets, grpc_uds = _listeners(svc, uds, tcp, worker)
     if worker is not None:
@@ -136,21 +138,24 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
 
     loaded = asyncio.Event()
+    ok = False
 
     async def lifecycle() -> None:
-        await load_slot(plane, slot, make_batcher, executor)
-        plane.started = slot.ready
+        nonlocal ok
+        ok = await repository.start()
+        plane.started = ok
         loaded.set()
-        if not slot.ready:
+        if not ok:
             log.error(
-                "model failed to load; the server stays up, reports not ready, and says why at /v2/models/%s", slot.name
+                "a model failed to load; the server stays up, reports not ready, and says why at /readyz and "
+                "POST /v2/repository/index"
             )
         await stop.wait()
         await _drain(plane, svc, sockets, grpc_server)
         server.should_exit = True
 
     if worker is None:
-        announce(slot.name, host, http_port, grpc_port, uds, [grpc_uds] if grpc_uds is not None else [])
+        announce(svc.model_name, host, http_port, grpc_port, uds, [grpc_uds] if grpc_uds is not None else [])
     task = asyncio.create_task(lifecycle(), name="kubeinfer-lifecycle")
     publisher = None if worker is None else asyncio.create_task(worker.publish(plane.metrics), name="kubeinfer-metrics")
     try:
@@ -161,8 +166,8 @@ async def serve(
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             for w in waits:
                 w.cancel()
-            if not slot.ready or stop.is_set():
-                if not slot.ready:
+            if not ok or stop.is_set():
+                if not ok:
                     log.error("process %d does not join the listeners: its model failed to load", worker.index)
                 await stop.wait()
                 await task
@@ -223,12 +228,13 @@ async def _grpc(
     return None, None
 
 
-def _batcher_factory(svc: InferenceService, plane: DataPlane, executor: Any) -> Callable[[ModelSlot], Batcher]:
-    """What makes a loaded model's batcher, with the spec's batching and queue settings."""
+def _batcher_factory(
+    svc: InferenceService, plane: DataPlane, executor: Any
+) -> Callable[[ModelSlot, BatchingSpec], Batcher]:
+    """What makes a loaded model's batcher, with its batching settings and the spec's queue settings."""
     spec = svc.spec
-    batching = spec.batching
 
-    def make_batcher(s: ModelSlot) -> Batcher:
+    def make_batcher(s: ModelSlot, batching: BatchingSpec) -> Batcher:
         assert s.info is not None
         return Batcher(
             s.model,

@@ -11,7 +11,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from kubeinfer.spec.quantity import Quantity, QuantityError, parse_quantity
 
@@ -40,6 +48,7 @@ __all__ = [
     "ServerSpec",
     "ServiceSpec",
     "TensorDecl",
+    "VersionPolicy",
     "VerticalSpec",
 ]
 
@@ -108,6 +117,69 @@ class TensorDecl(_Strict):
     )
 
 
+class BatchingSpec(_Strict):
+    enabled: bool = Field(default=True, description="Merge concurrent requests into one model call; false: one each.")
+    maxBatchSize: int = Field(default=64, ge=1, le=65536, description="Most requests' rows merged into one call.")
+    maxDelayMs: float = Field(
+        default=1.0,
+        ge=0,
+        le=10_000,
+        description=(
+            "How long a free model instance may wait for a batch to fill while another batch is running. "
+            "An idle model never waits: a lone request runs at once."
+        ),
+    )
+
+
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def version_key(version: str) -> tuple[int, int | str]:
+    """How versions sort (oldest first): numbers by value, before names, which sort as text (Triton's versions are
+    numbers; a name such as ``v2-beta`` is allowed and sorts after them)."""
+    return (0, int(version)) if version.isdigit() else (1, version)
+
+
+class VersionPolicy(_Strict):
+    """Which versions of a model are served, as Triton's ``version_policy``: the ``latest`` N, ``specific`` ones, or
+    ``all``. The versions come from the model's folder (``uri/<version>/``, Triton's repository layout) or from
+    several entries of ``spec.models`` with the same name and different ``version``. Without a policy: the latest
+    one from a folder, every listed entry."""
+
+    latest: int | None = Field(default=None, ge=1, description="Serve the N highest versions.")
+    specific: list[Annotated[str, Field(pattern=_VERSION.pattern)]] | None = Field(
+        default=None, min_length=1, description="Serve exactly these versions (each must exist)."
+    )
+    all: bool = Field(default=False, description="Serve every version found.")
+
+    @model_validator(mode="after")
+    def _one(self) -> VersionPolicy:
+        given = [k for k, v in (("latest", self.latest), ("specific", self.specific), ("all", self.all or None)) if v]
+        if len(given) != 1:
+            raise ValueError(
+                "versionPolicy takes exactly one of latest (e.g. {latest: 2}), specific (e.g. {specific: ['1', '3']}) "
+                f"or all (all: true); got {', '.join(given) or 'none'}"
+            )
+        return self
+
+    def select(self, versions: list[str]) -> list[str]:
+        """The versions served out of ``versions``, oldest first; ``ValueError`` names a specific one that is
+        missing. Pure: the caller lists the folder."""
+        ordered = sorted(set(versions), key=version_key)
+        if self.specific is not None:
+            missing = [v for v in self.specific if v not in ordered]
+            if missing:
+                raise ValueError(
+                    f"versionPolicy.specific names {', '.join(map(repr, missing))}, which the model does not have "
+                    f"(it has {', '.join(map(repr, ordered)) or 'none'})"
+                )
+            return sorted(set(self.specific), key=version_key)
+        if self.latest is not None:
+            return ordered[-self.latest :]
+        return ordered
+
+
 class ModelSpec(_Strict):
     format: ModelFormat = Field(description="Runtime that loads the model.")
     uri: str = Field(
@@ -152,6 +224,15 @@ class ModelSpec(_Strict):
         default=None,
         description="Declared outputs: which the model serves, in this order, with these datatypes and shapes.",
     )
+    batching: BatchingSpec | None = Field(
+        default=None, description="Dynamic batching of this model; default: spec.batching (the service's)."
+    )
+    versionPolicy: VersionPolicy | None = Field(
+        default=None,
+        description="Which versions are served at once (latest N, specific, all), from the folder layout "
+        "uri/<version>/ or from several spec.models entries of one name. Default: the latest folder version, or "
+        "every listed entry.",
+    )
 
     @model_validator(mode="after")
     def _needs(self) -> ModelSpec:
@@ -166,21 +247,12 @@ class ModelSpec(_Strict):
             raise ValueError(f"format {self.format!r} needs uri: the path of the model file or directory")
         if self.className is not None and ":" not in self.className:
             raise ValueError(f"className {self.className!r} must be 'module:Class'")
+        if not _VERSION.match(self.version):
+            raise ValueError(
+                f"version {self.version!r} must be letters, digits, '.', '_' or '-' (it is a URL path segment), "
+                "e.g. '3'"
+            )
         return self
-
-
-class BatchingSpec(_Strict):
-    enabled: bool = Field(default=True, description="Merge concurrent requests into one model call; false: one each.")
-    maxBatchSize: int = Field(default=64, ge=1, le=65536, description="Most requests' rows merged into one call.")
-    maxDelayMs: float = Field(
-        default=1.0,
-        ge=0,
-        le=10_000,
-        description=(
-            "How long a free model instance may wait for a batch to fill while another batch is running. "
-            "An idle model never waits: a lone request runs at once."
-        ),
-    )
 
 
 class LimitsSpec(_Strict):
@@ -629,7 +701,20 @@ class RolloutSpec(_Strict):
 
 
 class ServiceSpec(_Strict):
-    model: ModelSpec = Field(description="The model to serve and how to load it.")
+    # Read as: the model, or with `models` the first of them (so code about one model keeps working); in a spec file,
+    # exactly one of the two is given, and a dump writes back only the one that was.
+    model: ModelSpec = Field(  # type: ignore[assignment]  # None only until _model_or_models sets it
+        default=None,
+        validate_default=False,
+        description="The model to serve and how to load it (or give models, for several).",
+    )
+    models: list[ModelSpec] | None = Field(
+        default=None,
+        min_length=1,
+        description="Several models behind the same ports (a model repository), each with its own name (required), "
+        "runtime, batching and versions; instead of model. The Open Inference Protocol's repository extension loads "
+        "and unloads them at run time (docs/server.md).",
+    )
     replicas: int | None = Field(default=None, ge=0, description="Fixed replica count when autoscaling is 'none'.")
     batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Dynamic batching of requests.")
     server: ServerSpec = Field(default_factory=ServerSpec, description="The replica server: ports, threads, limits.")
@@ -641,6 +726,32 @@ class ServiceSpec(_Strict):
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="How a changed spec replaces replicas.")
     image: str = Field(default="kubeinfer/server:latest", description="Container image on Kubernetes.")
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables of the replicas.")
+
+    @model_validator(mode="after")
+    def _model_or_models(self) -> ServiceSpec:
+        given = self.model is not None
+        if given and self.models is not None:
+            raise ValueError("give either spec.model (one model) or spec.models (several models), not both")
+        if not given and self.models is None:
+            raise ValueError("needs model (the model to serve) or models (a list of models, each with a name)")
+        if self.models is not None:
+            _check_models(self.models)
+            object.__setattr__(self, "model", self.models[0])  # not in model_fields_set: not written back
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        doc: dict[str, Any] = handler(self)
+        if self.models is not None:
+            doc.pop("model", None)  # derived from models, not part of the spec as written
+        elif "models" in doc and doc["models"] is None:
+            del doc["models"]
+        return doc
+
+    @property
+    def served_models(self) -> list[ModelSpec]:
+        """Every model entry, in spec order (one for ``spec.model``)."""
+        return list(self.models) if self.models is not None else [self.model]
 
     @property
     def max_body_bytes(self) -> int:
@@ -654,6 +765,29 @@ class ServiceSpec(_Strict):
         if mem is None:
             return limits.max_body_bytes
         return max(1 << 20, min(limits.max_body_bytes, int(mem.value) // 32))
+
+
+def _check_models(models: list[ModelSpec]) -> None:
+    """Each entry of ``spec.models`` names its model; one name's entries differ in version and agree on the policy."""
+    seen: dict[tuple[str, str], int] = {}
+    policies: dict[str, VersionPolicy] = {}
+    for i, m in enumerate(models):
+        if m.name is None:
+            raise ValueError(f"spec.models[{i}].name is required: the model's name on the wire (e.g. 'iris')")
+        if not _MODEL_NAME.match(m.name):
+            raise ValueError(
+                f"spec.models[{i}].name {m.name!r} must be letters, digits, '.', '_' or '-' (it is a URL path segment)"
+            )
+        first = seen.setdefault((m.name, m.version), i)
+        if first != i:
+            raise ValueError(
+                f"spec.models[{i}] repeats model {m.name!r} version {m.version!r} of spec.models[{first}]: give each "
+                "entry of one name its own version"
+            )
+        if m.versionPolicy is not None:
+            other = policies.setdefault(m.name, m.versionPolicy)
+            if other != m.versionPolicy:
+                raise ValueError(f"spec.models[{i}]: the entries of model {m.name!r} give different versionPolicy")
 
 
 class InferenceService(_Strict):

@@ -65,7 +65,7 @@ def test_errors_name_line_field_value_and_fix(patch: str, expected: str) -> None
 def test_bad_name_and_missing_model() -> None:
     got = errors("apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\nmetadata: {name: Iris_1}\nspec: {}\n")
     assert any("metadata.name" in e and "not a valid name" in e for e in got)
-    assert any("spec.model: required field is missing" in e for e in got)
+    assert any("spec: needs model (the model to serve) or models" in e for e in got)
 
 
 def test_python_format_needs_a_class() -> None:
