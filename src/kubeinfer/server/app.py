@@ -85,9 +85,9 @@ class _Call:
         self.send = send
         self.method: str = scope["method"]
         self.slot = slot  # the model the path names; the embeddings route sets the one it chose
-
-
         self.params: Mapping[str, str] = {}  # the path's parameters
+
+
 Handler = Callable[[_Call], Awaitable[int]]
 
 
@@ -156,11 +156,11 @@ class InferenceApp:
         if name is not None and route.served:
             slot = self.plane.model(name, params.get("model_version"))
         call = _Call(scope, receive, send, slot)
+        call.params = params
         if not route.accepts(method):
             raise MethodNotAllowed(route.refuse or f"method {method} is not allowed here: use GET", route.allow())
         return route, call
 
-        call.params = params
     async def _error(self, send: Send, e: ServerError) -> int:
         status, body, headers = self.error_response(e)
         await _send(send, status, body, headers)
@@ -316,6 +316,17 @@ class InferenceApp:
     async def model_stats(self, call: _Call) -> int:
         return await _json(call, 200, orjson.dumps({"model_stats": [self.plane.model_stats(_named(call))]}))
 
+    # -- the model repository extension (Triton's; repository.py) --------------------------------------------------
+    async def _repository_body(self, call: _Call) -> dict[str, Any]:
+        """The optional JSON object of a repository request (tritonclient sends one, curl often none)."""
+        body, _ = await self._read_body(call.scope, call.receive)
+        if not body.strip():
+            return {}
+        doc = self._json_body(body)
+        if not isinstance(doc, dict):
+            raise InvalidInput("body must be a JSON object (or empty)")
+        return doc
+
     async def repository_index(self, call: _Call) -> int:
         ready = (await self._repository_body(call)).get("ready", False)
         if not isinstance(ready, bool):
@@ -337,17 +348,6 @@ class InferenceApp:
         return await _json(call, 200, b"{}")
 
     async def metrics(self, call: _Call) -> int:
-    # -- the model repository extension (Triton's; repository.py) --------------------------------------------------
-    async def _repository_body(self, call: _Call) -> dict[str, Any]:
-        """The optional JSON object of a repository request (tritonclient sends one, curl often none)."""
-        body, _ = await self._read_body(call.scope, call.receive)
-        if not body.strip():
-            return {}
-        doc = self._json_body(body)
-        if not isinstance(doc, dict):
-            raise InvalidInput("body must be a JSON object (or empty)")
-        return doc
-
         body = self.plane.metrics.render()
         await _send(call.send, 200, body, [(b"content-type", METRICS_CONTENT_TYPE.encode())])
         return 200
