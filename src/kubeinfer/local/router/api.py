@@ -9,6 +9,9 @@ the two have in common is the router's (``router.py``), reached through ``Router
 - a retry is granted or refused by ``may_retry`` (the per-request try bound, then ``core.RetryBudget``), which
   counts the retry and its reason when granted;
 - a backend whose try failed is taken out of rotation for a while by ``eject``;
+- with a traffic split (a canary), a request pinned to a revision (header ``x-kubeinfer-revision``) is resolved by
+  ``resolve_pin``, each response is counted on its revision (``BackendState.rev``), and a canary's error is retried on the
+  stable revision when ``failover`` grants it;
 - a request that finds no backend waits in the router's buffer (``buffer``, a ``Waiting``).
 
 This module imports neither front nor the router, so that both fronts depend on it and on nothing above it (the
@@ -23,6 +26,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kubeinfer.local.router.core import RevisionCounts
+
 __all__ = ["Backend", "BackendState", "ConnLimits", "OwnRoute", "RouterApi", "Waiting", "log_unexpected_end"]
 
 log = logging.getLogger("kubeinfer.local.router")
@@ -36,7 +41,8 @@ class Backend:
     """A ready replica: ``id`` names it in stats and metrics; ``grpc_port`` None when it serves no gRPC over TCP;
     ``uds`` the Unix socket it serves HTTP on, which the router then uses instead of ``host:port`` (``port`` is None
     for a replica without TCP); ``grpc_uds`` the Unix sockets it serves gRPC on (one per server process, calls spread
-    among them), used instead of ``grpc_port``."""
+    among them), used instead of ``grpc_port``; ``revision`` the service revision it runs (the traffic split and the
+    per-revision counters are by revision)."""
 
     id: str
     host: str
@@ -45,6 +51,7 @@ class Backend:
     version: str = ""
     uds: str | None = None
     grpc_uds: tuple[str, ...] = ()
+    revision: int = 0
 
     def __post_init__(self) -> None:
         if self.port is None and self.uds is None:
@@ -87,10 +94,26 @@ class BackendState:
     """The router's mutable view of one backend: its load counters and responses by code. The fronts keep their
     connections to it (HTTP pools, gRPC channels) themselves, keyed by this object (hashed by identity)."""
 
-    __slots__ = ("backend", "codes", "ejected_until", "host", "id", "outstanding", "port", "retired", "total", "uds")
+    __slots__ = (
+        "backend",
+        "codes",
+        "ejected_until",
+        "host",
+        "id",
+        "outstanding",
+        "port",
+        "retired",
+        "rev",
+        "revision",
+        "total",
+        "uds",
+    )
 
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, rev: RevisionCounts | None = None) -> None:
         self.backend = backend
+        self.revision = backend.revision
+        self.rev = rev if rev is not None else RevisionCounts()
+        """Its revision's counters (shared by the backends of one revision)."""
         self.id = backend.id
         self.host = backend.host
         self.port = backend.port
@@ -145,9 +168,27 @@ class RouterApi(Protocol):
     def request_accepted(self) -> None:
         """Count one client request (HTTP or gRPC) and deposit it into the retry budget."""
 
-    def begin_try(self, tried: Sequence[BackendState], grpc: bool = False) -> BackendState | None:
+    def begin_try(
+        self, tried: Sequence[BackendState], grpc: bool = False, pin: int | None = None
+    ) -> BackendState | None:
         """Choose the backend for the next try, avoiding ``tried`` while possible, and count the try in its load;
-        None (nothing counted) when no backend (serving gRPC, with ``grpc``) is ready."""
+        None (nothing counted) when no backend (serving gRPC, with ``grpc``; of revision ``pin``, if given) is
+        ready. With a traffic split the revision is drawn by weight first; a retry after a canary's try goes to the
+        stable revision."""
+
+    @property
+    def split_active(self) -> bool:
+        """Whether a traffic split is set (the fronts only look for revision pins then)."""
+
+    def resolve_pin(self, header: bytes | None, version: bytes | None) -> int | bytes | None:
+        """The revision a request asks for: ``header`` (``x-kubeinfer-revision``: a revision number, ``stable`` or
+        ``canary``) or the model ``version`` of its OIP path (``/v2/models/NAME/versions/V/...``: the revision
+        serving that model version, if one does). None: not pinned (a version no revision serves is left to the
+        replica, which may serve several); bytes: why the header cannot be honoured (answered 404)."""
+
+    def failover(self, st: BackendState, attempts: int) -> bool:
+        """A try on ``st`` got an error response: whether to retry it on the stable revision (``st`` is the
+        canary's, a stable backend is ready, and the retry bound and budget allow it; counted when granted)."""
 
     def has_ready(self) -> bool:
         """Whether any backend is in the ready set (gRPC or not)."""

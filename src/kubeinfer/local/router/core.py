@@ -9,6 +9,11 @@
   retries possible at low traffic. So retries can add at most ``ratio`` of load (plus the floor) and a failing
   backend cannot multiply traffic into a retry storm.
 - ``RateWindow``: per-second counters in a ring, for the router's requests-per-second observation.
+- ``RevisionCounts`` and ``choose_revision``: traffic split between revisions (a canary) and the per-revision
+  counters its analysis reads. A revision is drawn by weight first (as a Gateway API ``HTTPRoute`` rule draws among
+  its weighted ``backendRefs``: weights are proportions, not percentages), then a backend within it by ``pick``;
+  each response adds one count, and one bucket of a latency histogram (``lifecycle.canary.LATENCY_BOUNDS``), to
+  its revision.
 
 Time is a parameter (``advance(now)``), so the router's shell calls ``advance`` from its housekeeping tick and the
 request path only increments integers.
@@ -16,10 +21,13 @@ request path only increments integers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import bisect
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
-__all__ = ["HasOutstanding", "RateWindow", "RetryBudget", "pick"]
+from kubeinfer.lifecycle.canary import LATENCY_BOUNDS, Counters
+
+__all__ = ["HasOutstanding", "RateWindow", "RetryBudget", "RevisionCounts", "choose_revision", "http_error", "pick"]
 
 
 class HasOutstanding(Protocol):
@@ -127,3 +135,50 @@ class RetryBudget:
     def advance(self, now: float) -> None:
         self.requests.advance(now)
         self.retries.advance(now)
+
+
+class RevisionCounts:
+    """One revision's responses as the router saw them: total, errors, and a latency histogram. ``record`` is on the
+    request path: two increments and one bisect."""
+
+    __slots__ = ("errors", "latency", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors = 0
+        self.latency = [0] * (len(LATENCY_BOUNDS) + 1)
+
+    def record(self, error: bool, seconds: float) -> None:
+        self.requests += 1
+        if error:
+            self.errors += 1
+        self.latency[bisect.bisect_left(LATENCY_BOUNDS, seconds)] += 1
+
+    def snapshot(self) -> Counters:
+        return Counters(self.requests, self.errors, tuple(self.latency))
+
+
+def http_error(status: int) -> bool:
+    """Whether a response counts against its revision: a 5xx other than 503 (a 503 is a replica that did not run
+    the request -- full, draining or not ready -- and the router retries it elsewhere), as Flagger's
+    request-success-rate counts non-5xx as success."""
+    return status >= 500 and status != 503
+
+
+def choose_revision(
+    split: Sequence[tuple[int, int]], groups: Mapping[int, Sequence[B]], rng: Callable[[], float]
+) -> Sequence[B] | None:
+    """The ready backends of the revision that takes the next request: drawn by weight among the revisions of
+    ``split`` ((revision, weight) pairs) that have ready backends; None when none of them has (the caller falls back
+    to every ready backend). A revision of weight 0 gets nothing (only requests pinned to it)."""
+    live = [(groups[rev], w) for rev, w in split if w > 0 and groups.get(rev)]
+    if not live:
+        return None
+    if len(live) == 1:
+        return live[0][0]
+    x = rng() * sum(w for _, w in live)
+    for backends, w in live:
+        x -= w
+        if x < 0:
+            return backends
+    return live[-1][0]

@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
@@ -54,6 +55,13 @@ log = logging.getLogger("kubeinfer.local.router")
 _INT32_MAX = 2**31 - 1
 _DROP = ("user-agent", "content-type", "te", "host")
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+# The codes that count against a revision (as a 5xx does over HTTP): the server failed, not the request.
+_ERRORS = (
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.DATA_LOSS,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+)
 # Bidirectional streams: proxied as streams (every other method of the services behind the router is unary).
 _STREAMS = ("/ModelStreamInfer", "/ServerReflectionInfo")
 _SERVICE_WIDE = ("", "inference.GRPCInferenceService")
@@ -88,6 +96,13 @@ class _GrpcWaiter:
     def reject(self, status: int, message: bytes, retry_after: int | None = None) -> None:
         if not self.future.done():
             self.future.set_exception(_Rejected(message.decode("utf-8", "replace")))
+
+
+def _pin_header(metadata: Sequence[tuple[str, str | bytes]]) -> bytes | None:
+    for key, value in metadata:
+        if key == "x-kubeinfer-revision":
+            return value if isinstance(value, bytes) else value.encode()
+    return None
 
 
 def _forwarded(metadata: Any) -> list[tuple[str, str | bytes]]:
@@ -265,12 +280,12 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
         return await self._unary(method, request, context)
 
     # -- choosing a backend ------------------------------------------------------------------------------
-    async def _backend(self, tried: Sequence[BackendState], context: Any) -> BackendState:
+    async def _backend(self, tried: Sequence[BackendState], context: Any, pin: int | None = None) -> BackendState:
         """The backend for the next try, the try counted on it (``end_try`` ends it); waits in the router's buffer
         while no backend is ready."""
         router = self.router
         while True:
-            st = router.begin_try(tried, grpc=True)
+            st = router.begin_try(tried, grpc=True, pin=pin)
             if st is not None:
                 return st
             if router.has_ready():
@@ -289,14 +304,27 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
         self.router.eject(st)
 
     # -- calls -------------------------------------------------------------------------------------------
+    async def _pin(self, metadata: Sequence[tuple[str, str | bytes]], context: Any) -> int | None:
+        """The revision the call pins with ``x-kubeinfer-revision`` metadata (aborts NOT_FOUND on one that is not
+        served). The ``model_version`` field of a ModelInferRequest is not read: the proxy passes bytes through."""
+        header = _pin_header(metadata)
+        if header is None:
+            return None
+        pin = self.router.resolve_pin(header, None)
+        if isinstance(pin, bytes):
+            await context.abort(grpc.StatusCode.NOT_FOUND, pin.decode("utf-8", "replace"))
+        return pin if isinstance(pin, int) else None
+
     async def _unary(self, method: str, request: bytes, context: Any) -> bytes:
         router = self.router
         router.request_accepted()
         metadata = _forwarded(context.invocation_metadata())
+        pin = await self._pin(metadata, context)
         tried: list[BackendState] = []
         attempts = 0
         while True:
-            st = await self._backend(tried, context)
+            st = await self._backend(tried, context, pin)
+            sent = time.monotonic()
             attempts += 1
             timeout = router.per_try_timeout
             remaining = context.time_remaining()
@@ -308,15 +336,21 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
                 response: bytes = await call(request, metadata=metadata, timeout=timeout)
             except grpc.aio.AioRpcError as e:
                 code = e.code()
+                error = code in _ERRORS
+                st.rev.record(error, time.monotonic() - sent)
                 retryable = code in _RETRYABLE or (code == grpc.StatusCode.DEADLINE_EXCEEDED and not client_bound)
                 reason = "timeout" if code == grpc.StatusCode.DEADLINE_EXCEEDED else "grpc_unavailable"
                 if retryable and router.may_retry(attempts, reason):
                     self._retrying(st, tried)
                     continue
+                if error and pin is None and router.failover(st, attempts):
+                    tried.append(st)  # a canary's error: the stable revision answers instead
+                    continue
                 await _pass_on(st, e, context)
                 raise  # unreachable: abort raises
             finally:
                 router.end_try(st)
+            st.rev.record(False, time.monotonic() - sent)
             st.count("OK")
             return response
 
@@ -335,11 +369,12 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
                 upstream.end()
 
         context.add_done_callback(end)
+        pin = await self._pin(metadata, context)
         tried: list[BackendState] = []
         attempts = 0
         try:
             while True:
-                st = await self._backend(tried, context)
+                st = await self._backend(tried, context, pin)
                 attempts += 1
                 call = self.front.channel(st).stream_stream(method)(metadata=metadata, timeout=context.time_remaining())
                 upstream = _Try(router, st, call, inbox)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from typing import Any
 
@@ -32,6 +33,7 @@ import httptools
 import orjson
 
 from kubeinfer.local.router.api import BackendState, OwnRoute, RouterApi
+from kubeinfer.local.router.core import http_error
 from kubeinfer.server.listen import stop_new_connections
 
 __all__ = ["ClientProtocol", "HttpFront", "Request", "UpstreamProtocol", "simple_response"]
@@ -100,6 +102,8 @@ class Request:
         "keep_alive",
         "lost",
         "own",
+        "pin",
+        "sent",
         "tried",
         "upstream",
     )
@@ -117,6 +121,8 @@ class Request:
         self.enqueued = 0.0
         self.lost = 0  # tries whose replica connection broke after the request was sent (router: crash guard)
         self.own: OwnRoute | None = None
+        self.pin: int | None = None  # the revision the request asked for (None: any, by the traffic split)
+        self.sent = 0.0  # when its current try was sent (monotonic), for its revision's latency
 
     # The router's buffer calls these two on every kind of waiting request (HTTP here, gRPC in grpc.py).
     def dispatch(self) -> None:
@@ -130,6 +136,14 @@ class Request:
     @property
     def alive(self) -> bool:
         return self.client is not None
+
+
+def _oip_version(url: bytes) -> bytes | None:
+    """The model version of an OIP path (``/v2/models/NAME/versions/V/...``), or None."""
+    parts = url.split(b"?", 1)[0].split(b"/")
+    if len(parts) > 5 and parts[1] == b"v2" and parts[2] == b"models" and parts[4] == b"versions":
+        return parts[5]
+    return None
 
 
 def _error_route(status: int, message: bytes) -> OwnRoute:
@@ -162,6 +176,7 @@ class ClientProtocol(asyncio.Protocol):
         self.declared = -1
         self.head_error = b""
         self.idle_since = 0.0
+        self.pin_header: bytes | None = None  # x-kubeinfer-revision of the request being read
 
     # -- asyncio callbacks -----------------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
@@ -243,6 +258,7 @@ class ClientProtocol(asyncio.Protocol):
         self.head_bytes = 0
         self.head_count = 0
         self.declared = -1
+        self.pin_header = None
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -268,6 +284,8 @@ class ClientProtocol(asyncio.Protocol):
         low = name.lower()
         if low == b"content-length" and value.isdigit():
             self.declared = int(value)
+        elif low == b"x-kubeinfer-revision":
+            self.pin_header = value
         if low in HOP_BY_HOP:
             if low == b"transfer-encoding":
                 self.chunked = True
@@ -310,6 +328,12 @@ class ClientProtocol(asyncio.Protocol):
                 headers.append(b"content-length: %d\r\n" % self.body_size)
             data = b"".join([method, b" ", url, b" HTTP/1.1\r\n", *headers, b"\r\n", *self.body])
             req = Request(self, data, keep_alive, http10, method == b"HEAD")
+            if self.pin_header is not None or (self.router.split_active and b"/versions/" in url):
+                pin = self.router.resolve_pin(self.pin_header, _oip_version(url))
+                if isinstance(pin, bytes):
+                    req.own = _error_route(404, pin)
+                else:
+                    req.pin = pin
         if self.current is None:
             self._start(req)
         else:
@@ -521,6 +545,8 @@ class UpstreamProtocol(asyncio.Protocol):
         if req is not None:
             if status == 503 or status == 429:
                 self.discard = self.front.retry_on_status(self, req)
+            elif status >= 500:
+                self.discard = self.front.failover(self, req)
             if req.head_only:
                 self.complete = True
                 self.upstream_keep_alive = False  # httptools cannot be told that a HEAD response has no body
@@ -681,12 +707,13 @@ class HttpFront:
     def send(self, req: Request) -> None:
         """Start a try of ``req`` on the backend the router chooses, or leave it in the router's buffer."""
         router = self.router
-        b = router.begin_try(req.tried)
+        b = router.begin_try(req.tried, pin=req.pin)
         if b is None:
             router.buffer(req)
             return
         req.attempts += 1
         req.backend = b
+        req.sent = time.monotonic()
         deadline = router.now + router.per_try_timeout
         pool = self.pools.get(b)
         if pool is None:
@@ -713,6 +740,7 @@ class HttpFront:
 
     def try_done(self, up: UpstreamProtocol, req: Request) -> None:
         b = self._end_try(up, req)
+        b.rev.record(http_error(up.status), time.monotonic() - req.sent)
         if up.reusable() and not b.retired and len(up.pool.idle) < IDLE_POOL:
             up.pool.idle.append(up)
         else:
@@ -732,6 +760,7 @@ class HttpFront:
             b = self._end_try(up, req)
         else:  # the try never counted (a connect that failed after the request was already settled)
             return
+        b.rev.record(True, time.monotonic() - req.sent)
         if up.committed or force_no_retry:
             b.count("aborted")
             if req.client is not None:
@@ -780,6 +809,10 @@ class HttpFront:
                 req.reject(502, msg)
             return
         self.send(req)
+
+    def failover(self, up: UpstreamProtocol, req: Request) -> bool:
+        """At the head of an error from a canary: retry on the stable revision (True, the response is dropped)."""
+        return req.client is not None and req.pin is None and self.router.failover(up.backend, req.attempts)
 
     def retry_on_status(self, up: UpstreamProtocol, req: Request) -> bool:
         """At the head of a 503/429: retry elsewhere (True, the response is dropped) or pass it on (False)."""

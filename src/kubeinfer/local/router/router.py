@@ -17,6 +17,15 @@ It runs on the controller's event loop (uvloop) and does what a service mesh sid
   ``buffer_limit`` of them for at most ``buffer_timeout`` seconds, and go out in arrival order once ``set_backends``
   names a ready one; ``on_buffered`` tells the controller (scale from zero). Beyond the bound or the timeout the
   router answers ``503`` with ``Retry-After`` and ``{"error": ...}`` saying why.
+- **Traffic split** (a canary, ``set_split``): the revision of each request is drawn by weight, then its backend
+  within that revision by power of two choices; a request may pin a revision with the header
+  ``x-kubeinfer-revision`` (a revision number, ``stable`` or ``canary``; an A/B test) or, over HTTP, with the model
+  version of its OIP path (``/v2/models/NAME/versions/V/infer``). gRPC honours the header (metadata) only: the
+  request's ``model_version`` field would have to be decoded on the proxy's path, which passes bytes through. A
+  canary's error (5xx other than 503, or a failed try) is retried on the stable revision, within the retry bound and
+  budget, unless the request was pinned to the canary: users see the stable answer while the canary's error counts
+  against it. Every response is counted per revision (total, errors, latency histogram): the canary analysis
+  (``lifecycle.canary``) reads them through ``stats().revisions``.
 - **Its own endpoints**: ``/healthz`` (the router runs), ``/readyz`` and ``/v2/health/ready`` (at least one backend
   is ready), ``/v2/health/live``, ``/metrics`` (Prometheus text rendered at scrape time from plain counters, as
   ``server/metrics.py`` does). Every other path goes to a replica.
@@ -25,13 +34,15 @@ The HTTP hot path lives in ``http.py`` (raw asyncio protocols, httptools, pooled
 ``grpc.py``; both call the router through ``api.RouterApi`` only, which ``Router`` implements: the choice of backend,
 the count of requests, tries and retries (through the retry budget), ejection and the buffer are written once, here.
 Time-dependent work (per-try timeouts, buffer timeouts, the budget's window) runs in one housekeeping tick every
-``TICK`` seconds, so the request path does no clock reads and arms no timers.
+``TICK`` seconds, so the request path arms no timers; its one clock read per try is the latency measurement (the
+tick's 50 ms precision would make a p99 meaningless).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 from collections import deque
@@ -43,8 +54,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from kubeinfer.lifecycle.canary import Counters
 from kubeinfer.local.router.api import Backend, BackendState, ConnLimits, OwnRoute, Waiting, log_unexpected_end
-from kubeinfer.local.router.core import RetryBudget, pick
+from kubeinfer.local.router.core import RetryBudget, RevisionCounts, choose_revision, pick
 from kubeinfer.local.router.http import HttpFront
 
 if TYPE_CHECKING:
@@ -79,6 +91,10 @@ class RouterStats:
     buffered_total: int
     rejected: int  # answered 503 because the buffer was full or the wait timed out
     rps: float  # requests accepted in the last whole second
+    revisions: Mapping[int, Counters] = dataclasses.field(default_factory=dict)
+    """Responses per revision (monotonic): the canary analysis' input."""
+    split: tuple[tuple[int, int], ...] | None = None
+    """(revision, weight) while a traffic split is set."""
 
     @property
     def outstanding(self) -> int:
@@ -130,6 +146,9 @@ class Router:
         self._all: list[BackendState] = []  # the ready set, as last given to set_backends
         self._ready: list[BackendState] = []  # the ready set less ejected backends (all of it if all are ejected)
         self._waiting: deque[Waiting] = deque()
+        self._split: tuple[tuple[int, int], ...] | None = None  # (revision, weight), canary last
+        self._groups: dict[int, list[BackendState]] = {}  # the live set by revision, while a split is set
+        self._revisions: dict[int, RevisionCounts] = {}
         self.requests = 0
         self.retries = 0
         self.retry_reasons: dict[str, int] = {}
@@ -170,7 +189,9 @@ class Router:
             st = self._states.get(b) or states.get(b)
             if st is None:
                 retired = [s for s in self._retired.values() if s.backend == b]
-                st = retired[0] if retired else BackendState(b)
+                st = (
+                    retired[0] if retired else BackendState(b, self._revisions.setdefault(b.revision, RevisionCounts()))
+                )
                 self._retired.pop(id(st), None)
                 st.retired = False
             states[b] = st
@@ -189,6 +210,13 @@ class Router:
             w = self._waiting.popleft()
             if w.alive:
                 w.dispatch()
+
+    def set_split(self, split: Sequence[tuple[int, int]] | None) -> None:
+        """Split the traffic between revisions: (revision, weight) pairs, the stable revision first and the canary
+        last (weights are proportions, as a Gateway API ``HTTPRoute``'s ``backendRefs``); None: no split, every
+        ready backend alike. Backends of a revision outside the split get only requests pinned to them."""
+        self._split = tuple((int(r), int(w)) for r, w in split) if split is not None else None
+        self._rebuild_live()
 
     async def start(self, host: str, port: int, grpc_port: int | None) -> tuple[int, int | None]:
         """Listen for HTTP on ``host:port`` and, unless ``grpc_port`` is None, gRPC; 0 picks a free port."""
@@ -241,6 +269,8 @@ class Router:
             buffered_total=self.buffered_total,
             rejected=self.rejected,
             rps=float(self._budget.requests.last_second()),
+            revisions={rev: c.snapshot() for rev, c in self._revisions.items()},
+            split=self._split,
         )
 
     # -- api.RouterApi: what the HTTP and gRPC fronts call -----------------------------------------------
@@ -248,8 +278,14 @@ class Router:
         self.requests += 1
         self._budget.deposit()
 
-    def begin_try(self, tried: Sequence[BackendState], grpc: bool = False) -> BackendState | None:
-        ready = self._ready
+    def begin_try(
+        self, tried: Sequence[BackendState], grpc: bool = False, pin: int | None = None
+    ) -> BackendState | None:
+        ready: Sequence[BackendState] = self._ready
+        if pin is not None:
+            ready = self._groups.get(pin, [])
+        elif self._split is not None:
+            ready = self._choose(tried)
         if grpc:
             ready = [s for s in ready if s.backend.serves_grpc]
         if len(ready) == 1:
@@ -260,6 +296,58 @@ class Router:
             st.outstanding += 1
             st.total += 1
         return st
+
+    @property
+    def split_active(self) -> bool:
+        return self._split is not None
+
+    def resolve_pin(self, header: bytes | None, version: bytes | None) -> int | bytes | None:
+        split = self._split
+        if header is not None:
+            value = header.strip().lower()
+            if split is not None and value in (b"stable", b"canary"):
+                return split[0][0] if value == b"stable" else split[-1][0]
+            if value.isdigit() and int(value) in self._groups:
+                return int(value)
+            serving = ", ".join(
+                f"{rev}" + ("" if split is None else " (stable)" if rev == split[0][0] else " (canary)")
+                for rev in sorted(self._groups)
+            )
+            return (
+                b"x-kubeinfer-revision: %s is not a revision with a ready replica (give a revision number%s); "
+                % (
+                    header[:64],
+                    b", stable or canary" if split is not None else b"",
+                )
+                + f"serving: {serving or 'none'}".encode()
+            )
+        if version is not None:
+            for rev, states in self._groups.items():
+                if states and states[0].backend.version.encode() == version:
+                    return rev
+        return None
+
+    def failover(self, st: BackendState, attempts: int) -> bool:
+        split = self._split
+        if split is None or len(split) < 2 or st.revision != split[-1][0] or not self._groups.get(split[0][0]):
+            return False
+        return self.may_retry(attempts, "canary_error")
+
+    def _choose(self, tried: Sequence[BackendState]) -> Sequence[BackendState]:
+        """The backends the next try may go to under the split: a retry after a canary's try goes to the stable
+        revision; a first try to the revision drawn by weight (every ready backend if no revision of the split has
+        one)."""
+        split = self._split
+        if split is None:
+            return self._ready
+        groups = self._groups
+        if tried and len(split) > 1:
+            canary = split[-1][0]
+            stable = groups.get(split[0][0])
+            if stable and any(s.revision == canary for s in tried):
+                return stable
+        chosen = choose_revision(split, groups, self._rng)
+        return self._ready if chosen is None else chosen
 
     def has_ready(self) -> bool:
         return bool(self._ready)
@@ -318,6 +406,10 @@ class Router:
         now = self.now
         live = [s for s in self._all if s.ejected_until <= now]
         self._ready = live or list(self._all)  # all ejected: try them all rather than fail or buffer
+        groups: dict[int, list[BackendState]] = {}
+        for s in self._ready:
+            groups.setdefault(s.revision, []).append(s)
+        self._groups = groups
 
     async def _tick_forever(self) -> None:
         assert self._loop is not None
