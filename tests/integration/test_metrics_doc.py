@@ -1,0 +1,108 @@
+"""docs/metrics.md is what the code emits: a real replica (``kubeinfer serve``) and a real router in front of it are
+scraped after a request, every documented family is there, every emitted ``kubeinfer_*`` family is documented, and
+every metric the Grafana dashboard queries is one of them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+
+from kubeinfer.local.router import Backend, Router
+from kubeinfer.testing import ServerProcess
+from metrics_doc import dashboard_names, documented, exposition_names, sample_names
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+IRIS_ROW = {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]}
+
+
+def infer(base: str) -> None:
+    req = urllib.request.Request(
+        f"{base}/v2/models/iris/infer", json.dumps(IRIS_ROW).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=20) as r:
+        assert r.status == 200
+
+
+def scrape(base: str) -> str:
+    with urllib.request.urlopen(f"{base}/metrics", timeout=20) as r:
+        return str(r.read().decode())
+
+
+class RouterThread:
+    """A Router on its own uvloop loop in a daemon thread, as ``kubeinfer up`` runs it."""
+
+    def __init__(self) -> None:
+        self.loop = uvloop.new_event_loop()
+        self.router = Router()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="router-loop")
+        self.thread.start()
+        self.http_port, _ = self.run(self.router.start("127.0.0.1", 0, None))
+
+    def run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(15)
+
+    def set_backends(self, backends: list[Backend]) -> None:
+        async def go() -> None:
+            self.router.set_backends(backends)
+
+        self.run(go())
+
+    def close(self) -> None:
+        self.run(self.router.stop(grace=1.0))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def replica(examples: Path) -> Iterator[ServerProcess]:
+    with ServerProcess(examples / "iris" / "service.yaml", grpc=False) as s:
+        infer(s.url)
+        yield s
+
+
+@pytest.fixture(scope="module")
+def router(replica: ServerProcess) -> Iterator[RouterThread]:
+    r = RouterThread()
+    r.set_backends([Backend("iris-0", "127.0.0.1", replica.http_port, None)])
+    infer(f"http://127.0.0.1:{r.http_port}")
+    yield r
+    r.close()
+
+
+def test_the_replica_emits_every_documented_family_and_nothing_undocumented(replica: ServerProcess) -> None:
+    docs = documented()["Replica"]
+    emitted = exposition_names(scrape(replica.url))
+    gpu = {n for n in docs if n.startswith("kubeinfer_gpu_")}  # only where NVML finds a GPU
+    missing = {n for n in docs if n not in emitted and n not in gpu}
+    assert not missing, f"documented in docs/metrics.md, not emitted: {sorted(missing)}"
+    undocumented = {n for n in emitted if n.startswith("kubeinfer_") and n not in docs}
+    assert not undocumented, f"emitted, not in docs/metrics.md: {sorted(undocumented)}"
+    wrong_type = {n: (docs[n], t) for n, t in emitted.items() if n in docs and docs[n] != t}
+    assert not wrong_type, wrong_type
+
+
+def test_the_router_emits_every_documented_family_and_nothing_undocumented(router: RouterThread) -> None:
+    docs = documented()["Router (`kubeinfer up`)"]
+    emitted = exposition_names(scrape(f"http://127.0.0.1:{router.http_port}"))
+    mine = {n: t for n, t in emitted.items() if n.startswith("kubeinfer_router_")}
+    assert set(docs) - set(mine) == set(), "documented in docs/metrics.md, not emitted"
+    assert set(mine) - set(docs) == set(), "emitted, not in docs/metrics.md"
+    assert all(docs[n] == t for n, t in mine.items())
+
+
+def test_every_metric_the_dashboard_queries_is_emitted(replica: ServerProcess, router: RouterThread) -> None:
+    emitted: dict[str, str] = {}
+    for base in (replica.url, f"http://127.0.0.1:{router.http_port}"):
+        emitted |= exposition_names(scrape(base))
+    missing = dashboard_names() - sample_names(emitted)
+    assert not missing, f"deploy/grafana/kubeinfer.json queries metrics nothing emits: {sorted(missing)}"
