@@ -8,6 +8,7 @@ user's side.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from kubeinfer.spec import InferenceService
@@ -29,6 +30,20 @@ __all__ = [
 ]
 
 
+def _log_progress(uri: str) -> Progress:
+    """Progress for a replica's log: one line per tenth of the download."""
+    log = logging.getLogger("kubeinfer.storage")
+    last = [-1]
+
+    def report(done: int, total: int) -> None:
+        tenth = done * 10 // total if total else 10
+        if tenth > last[0]:
+            last[0] = tenth
+            log.info("%s: %d%% (%d of %d bytes)", uri, tenth * 10, done, total)
+
+    return report
+
+
 def localize(
     svc: InferenceService, base_dir: Path | None, cache_dir: Path | None = None, progress: Progress | None = None
 ) -> InferenceService:
@@ -37,7 +52,7 @@ def localize(
     m = svc.spec.model
     if not m.uri or (not is_remote(m.uri) and not m.sha256):
         return svc
-    path = fetch(m.uri, cache_dir, sha256=m.sha256, progress=progress, base_dir=base_dir)
+    path = fetch(m.uri, cache_dir, sha256=m.sha256, progress=progress or _log_progress(m.uri), base_dir=base_dir)
     if not is_remote(m.uri):
         return svc
     model = m.model_copy(update={"uri": str(path)})
