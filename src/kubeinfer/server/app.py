@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import operator
 import zlib
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
@@ -41,6 +42,7 @@ from kubeinfer.server.errors import (
     internal_error,
 )
 from kubeinfer.server.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from kubeinfer.server.openai_generate import GenerateRoutes
 from kubeinfer.server.routes import TABLE, Route
 from kubeinfer.server.tensors import (
     InferRequest,
@@ -104,7 +106,9 @@ class InferenceApp:
         self._openapi = openapi
         self._openapi_body: bytes | None = None
         # Every route's handler, bound once (a route naming a method that does not exist fails here, at start).
-        self._handlers: dict[str, Handler] = {name: getattr(self, name) for name in TABLE.handlers()}
+        # The text generation routes' handlers (server/openai_generate.py), named "generate.<method>" in the table.
+        self.generate = GenerateRoutes(self)
+        self._handlers: dict[str, Handler] = {name: operator.attrgetter(name)(self) for name in TABLE.handlers()}
 
     # -- ASGI ------------------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

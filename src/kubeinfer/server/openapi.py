@@ -11,6 +11,7 @@ import copy
 from typing import Any
 
 from kubeinfer import __version__
+from kubeinfer.server.openai_generate import SCHEMAS as GENERATE_SCHEMAS
 from kubeinfer.server.routes import ROUTES, Route
 
 __all__ = ["SCHEMAS", "openapi_document"]
@@ -96,7 +97,12 @@ _TENSOR_IN: dict[str, Any] = {
 }
 
 SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "description": "The message; the OpenAI routes answer OpenAI's error object instead.",
+        "properties": {"error": {"oneOf": [{"type": "string"}, {"$ref": "#/components/schemas/OpenAIError"}]}},
+    },
     "Live": {"type": "object", "properties": {"live": {"type": "boolean"}}},
     "Ready": {
         "type": "object",
@@ -246,6 +252,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "RepositoryAction": {"type": "object", "description": "Empty: the load or unload is done."},
     "ModelStats": {"type": "object"},
+    **GENERATE_SCHEMAS,
 }
 
 
@@ -269,7 +276,8 @@ def openapi_document(served: list[tuple[str, str]] | None = None) -> dict[str, A
         "info": {
             "title": "kubeinfer replica",
             "version": __version__,
-            "description": "Open Inference Protocol v2, KServe v1 and OpenAI-style embeddings.",
+            "description": "Open Inference Protocol v2 (with the generate extension), KServe v1, and OpenAI-style embeddings and "
+            "completions.",
         },
         "paths": paths,
         "components": {"schemas": copy.deepcopy(SCHEMAS)},

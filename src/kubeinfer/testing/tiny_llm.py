@@ -32,9 +32,11 @@ _SPECIAL = ["<|pad|>", "<|bos|>", "<|end|>"]
 def build_tiny_llm(path: Path, seed: int = 0, layers: int = 2, hidden: int = 64) -> Path:
     """Write a tiny Llama model and its tokenizer to ``path`` (created); returns ``path``. Same seed, same model."""
     import torch
+    import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     path.mkdir(parents=True, exist_ok=True)
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

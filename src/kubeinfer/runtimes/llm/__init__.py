@@ -41,7 +41,8 @@ class TextGenerator(Protocol):
     """What a generative runtime offers the server's generate routes (``LLMModel`` is one)."""
 
     name: str
-    engine: Any
+    engine: EngineHandle
+    tokenizer: Any
     max_model_len: int
 
     def encode(self, text: str) -> list[int]: ...
