@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kubeinfer.lifecycle.canary import Counters
 from kubeinfer.local.gpu import GpuDevice, GpuError
 from kubeinfer.local.metrics import Address, ReplicaMetrics
 from kubeinfer.local.process import Listening
@@ -139,6 +140,7 @@ class FakeBackend:
     version: str = ""
     uds: str | None = None
     grpc_uds: tuple[str, ...] = ()
+    revision: int = 0
 
 
 @dataclass
@@ -149,12 +151,19 @@ class FakeLoad:
     outstanding: dict[str, int] = field(default_factory=dict)
     buffered: int = 0
     rps: float = 0.0
+    revisions: dict[int, Counters] = field(default_factory=dict)
+    """Each revision's response counters (what a canary's analysis reads)."""
 
 
 class FakeRouter:
     def __init__(self) -> None:
         self.history: list[list[Any]] = []
         self.load = FakeLoad()
+        self.splits: list[tuple[tuple[int, int], ...] | None] = []
+        """Every traffic split set, in order."""
+
+    def set_split(self, split: Sequence[tuple[int, int]] | None) -> None:
+        self.splits.append(None if split is None else tuple(split))
 
     def set_backends(self, ready: Sequence[Any]) -> None:
         self.history.append(list(ready))
@@ -174,6 +183,8 @@ class FakeRouter:
             buffered_total=self.load.buffered,
             rejected=0,
             rps=self.load.rps,
+            revisions=dict(self.load.revisions),
+            split=self.splits[-1] if self.splits else None,
         )
 
 

@@ -18,9 +18,12 @@ class ControllerError(RuntimeError):
 
 
 class RouterLike(Protocol):
-    """The router as the controller uses it: it sets the ready backends and reads the load counters."""
+    """The router as the controller uses it: it sets the ready backends and the traffic split between revisions (a
+    canary), and reads the load and per-revision counters."""
 
     def set_backends(self, ready: Sequence[Any]) -> None: ...
+
+    def set_split(self, split: Sequence[tuple[int, int]] | None) -> None: ...
 
     def stats(self) -> RouterStats: ...
 

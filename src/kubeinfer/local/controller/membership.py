@@ -63,6 +63,7 @@ class RouterMembership:
                     version=r.revision.version,
                     uds=r.uds,
                     grpc_uds=r.grpc_uds,
+                    revision=r.revision.number,
                 )
                 for r in ready
             ]

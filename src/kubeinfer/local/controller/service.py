@@ -8,6 +8,13 @@ the replicas, asks the autoscaling policy (:func:`kubeinfer.autoscale.policy_fro
 VPA recommender. ``kubeinfer apply`` and ``kubeinfer scale`` arrive as :meth:`ServiceController.apply` and
 :meth:`~ServiceController.scale`; every action becomes an event with its reason.
 
+With ``spec.rollout.canary`` a new revision is rolled out as a canary instead (:mod:`kubeinfer.lifecycle.canary`):
+the stable revision keeps its replicas, the canary gets the share of replicas of its step's weight, the router
+splits the traffic by weight and counts each revision's responses, and every tick the analysis reads those counters
+and sets the next weight, promotes the canary (which then replaces the stable replicas as a rolling update does) or
+rolls it back (the canary's replicas leave the router, then stop). Events ``CanaryStep``, ``CanaryPromoted`` and
+``CanaryRolledBack`` say why, with the measured values.
+
 Each loop iteration is guarded: one that raises (a policy that divides by zero, a full disk) is logged and
 recorded as a Warning event, and the loop goes on with the last decision -- the replicas stay supervised.
 
@@ -37,15 +44,18 @@ from kubeinfer.autoscale import (
 )
 from kubeinfer.autoscale.factory import FixedReplicas
 from kubeinfer.autoscale.vpa import vpa_config_from_spec
-from kubeinfer.lifecycle.rollout import RolloutProgress, plan
+from kubeinfer.lifecycle import canary as canary_analysis
+from kubeinfer.lifecycle.canary import CanaryConfig, CanaryState, Counters
+from kubeinfer.lifecycle.rollout import ReplicaView, RolloutProgress, deletion_order, plan
 from kubeinfer.local.controller.interfaces import ControllerError, RouterLike
 from kubeinfer.local.controller.launcher import ReplicaLauncher
 from kubeinfer.local.controller.membership import RouterMembership
 from kubeinfer.local.controller.observer import LoadObserver
 from kubeinfer.local.controller.records import Replica
-from kubeinfer.local.controller.revisions import RevisionStore
+from kubeinfer.local.controller.revisions import RevisionStore, template_of
 from kubeinfer.local.controller.status import (
     AutoscalingStatus,
+    CanaryStatus,
     ReplicaStatus,
     RolloutStatus,
     ServiceStatus,
@@ -121,6 +131,13 @@ class ServiceController:
         self.revisions = RevisionStore(self.dir)
         self.revisions.add(svc, base_dir)
         self.rollout: RolloutProgress | None = None
+        self.router = router
+        self.canary: CanaryState | None = None
+        """The canary under analysis (None: none is)."""
+        self.canary_config: CanaryConfig | None = None
+        self._split_until_gone: int | None = None
+        """A rolled-back canary's revision: the split (all traffic to the stable revision) stays until its last
+        replica ended, so that an error of one of its requests still in flight is retried on the stable revision."""
         self.policy = policy_from_spec(svc.spec.autoscaling, fixed_replicas=svc.spec.replicas)
         self.desired = self._initial_replicas(svc)
         self.decision: Decision | None = None
@@ -191,9 +208,32 @@ class ServiceController:
             raise ControllerError(str(e)) from None
         now = self.clock.monotonic()
         old_auto = self.svc.spec.autoscaling
+        canary = self.canary
+        if canary is not None and self._same_as(canary.canary, svc, base_dir):
+            self.revisions[canary.canary].svc = svc
+            self._event("Normal", "Applied", self.name, "the canary's spec updated in place (its analysis goes on)")
+            return "the canary's spec updated in place (its analysis goes on)"
+        if canary is not None:
+            # Argo Rollouts: a new spec during a canary aborts it; the stable revision takes all the traffic back, and
+            # a new template starts a canary of its own over it.
+            self._canary_rollback("a new spec was applied during the analysis", None, now)
         if self.revisions.same_template(svc, base_dir):
             self.revisions.update(svc)
             msg = "spec updated in place (no new processes needed)"
+        elif svc.spec.rollout.canary is not None and self.rollout is None and self._serving():
+            stable = self.target
+            rev = self.revisions.add(svc, base_dir)
+            self.revisions.target = stable  # the stable revision stays the target until the canary is promoted
+            self.canary_config = CanaryConfig.from_spec(
+                svc.spec.rollout.canary, svc.spec.rollout.progressDeadlineSeconds
+            )
+            self.canary = canary_analysis.start(stable, rev.number, now)
+            self._split_until_gone = None
+            self.router.set_split([(stable, 100), (rev.number, 0)])
+            msg = (
+                f"canary of revision {rev.number} (model version {rev.version}) over revision {stable}: steps "
+                f"{', '.join(f'{w}%' for w in self.canary_config.steps)}, {self.canary_config.gates()}"
+            )
         else:
             previous = self.rollout.previous if self.rollout is not None else self.target
             rev = self.revisions.add(svc, base_dir)
@@ -250,6 +290,15 @@ class ServiceController:
         self.apply(svc, current.base_dir)
         was, now_ = f"[{a.minReplicas}, {a.maxReplicas}]", f"[{auto['minReplicas']}, {auto['maxReplicas']}]"
         return f"autoscaling bounds {now_} (were {was}); {self.desired} replica(s) now"
+
+    def _same_as(self, number: int, svc: InferenceService, base_dir: Path) -> bool:
+        rev = self.revisions[number]
+        return template_of(svc.spec) == template_of(rev.svc.spec) and base_dir == rev.base_dir
+
+    def _serving(self) -> bool:
+        """Whether the target revision has a ready replica (a canary needs a stable revision to compare with;
+        a service with none is simply updated)."""
+        return any(v.ready for v in self.supervisor.views() if v.revision == self.target)
 
     # -- events ---------------------------------------------------------------------------------------------
 
@@ -331,6 +380,16 @@ class ServiceController:
         if self._closing:
             return
         views = self.supervisor.views()
+        if self._split_until_gone is not None and not any(
+            r.revision.number == self._split_until_gone for r in self.replicas
+        ):
+            self._split_until_gone = None
+            self.router.set_split(None)
+        if self.canary is not None:
+            self._reconcile_canary(views, now)
+        if self.canary is not None:
+            # The canary's replicas are the analysis' to count; the stable ones are reconciled as always.
+            views = [v for v in views if v.revision != self.canary.canary]
         if self.rollout is not None:
             new_ready = sum(1 for v in views if v.revision == self.target and v.ready)
             self.rollout = self.rollout.observe(new_ready, now)
@@ -351,6 +410,64 @@ class ServiceController:
             self.supervisor.stop(rid, why, now)
         for _ in range(p.create):
             self.supervisor.create(self.revisions.current, now)
+
+    # -- canary ---------------------------------------------------------------------------------------------
+
+    def _reconcile_canary(self, views: list[ReplicaView], now: float) -> None:
+        """One step of the canary: run the analysis on the router's counters of the canary revision, act on its
+        decision, and keep the canary's replica count at its step's share."""
+        c, cfg = self.canary, self.canary_config
+        if c is None or cfg is None:
+            return
+        failed = self.supervisor.load_failure(c.canary)
+        if failed is not None:
+            self._canary_rollback(f"revision {c.canary} could not load its model: {failed}", None, now)
+            return
+        want = canary_analysis.canary_replicas(self.desired, cfg.steps[c.step])
+        mine = [v for v in views if v.revision == c.canary]
+        ready = sum(1 for v in mine if v.ready) >= want
+        counters = self.router.stats().revisions.get(c.canary, Counters())
+        decision, self.canary = canary_analysis.decide(cfg, c, counters, ready, now)
+        if isinstance(decision, canary_analysis.SetWeight):
+            self.router.set_split([(c.stable, 100 - decision.weight), (c.canary, decision.weight)])
+            self._event("Normal", "CanaryStep", self.name, decision.message)
+        elif isinstance(decision, canary_analysis.Promote):
+            self._canary_promote(decision, mine, now)
+            return
+        elif isinstance(decision, canary_analysis.Rollback):
+            self._canary_rollback(decision.message, decision.measured, now)
+            return
+        if len(mine) < want:
+            for _ in range(want - len(mine)):
+                self.supervisor.create(self.revisions[c.canary], now)
+        elif len(mine) > want:
+            for v in deletion_order(mine)[: len(mine) - want]:
+                self.supervisor.stop(v.id, f"canary of revision {c.canary} scaled to {want}", now)
+
+    def _canary_promote(self, decision: canary_analysis.Promote, mine: list[ReplicaView], now: float) -> None:
+        """The canary becomes the target; the rolling update replaces the stable replicas with its own (the split
+        ends: traffic goes to every ready replica alike, so the canary's few replicas are not flooded)."""
+        c = self.canary
+        assert c is not None
+        self.canary = None
+        self.revisions.target = c.canary
+        self._use_target_policy()
+        self.router.set_split(None)
+        self.rollout = RolloutProgress(c.canary, c.stable, now, now, sum(1 for v in mine if v.ready))
+        self._event("Normal", "CanaryPromoted", self.name, decision.message)
+
+    def _canary_rollback(self, why: str, measured: canary_analysis.Measured | None, now: float) -> None:
+        """All traffic back to the stable revision, then the canary's replicas leave the router and stop."""
+        c = self.canary
+        if c is None:
+            return
+        self.canary = None
+        self.router.set_split([(c.stable, 100), (c.canary, 0)])
+        self._split_until_gone = c.canary
+        for r in self.supervisor.live():
+            if r.revision.number == c.canary:
+                self.supervisor.stop(r.id, f"canary of revision {c.canary} rolled back", now)
+        self._event("Warning", "CanaryRolledBack", self.name, f"{why}: all traffic back to revision {c.stable}")
 
     def _roll_back(self, rollout: RolloutProgress, failed: str | None, deadline: float, now: float) -> None:
         """Make the rollout's previous revision the target again (``failed``: why its model did not load)."""
@@ -456,7 +573,7 @@ class ServiceController:
             version=spec.model.version,
             desired=self.desired,
             ready_replicas=ready,
-            ready=ready >= self.desired and rollout is None,
+            ready=ready >= self.desired and rollout is None and self.canary is None,
             replicas=tuple(ReplicaStatus.of(r, now) for r in self.replicas),
             autoscaling=AutoscalingStatus.of(
                 spec.autoscaling.policy, self.policy.min_replicas, self.policy.max_replicas, self.decision
@@ -464,6 +581,9 @@ class ServiceController:
             rollout=None
             if rollout is None
             else RolloutStatus(rollout.revision, rollout.previous, round(now - rollout.started_at, 1)),
+            canary=None
+            if self.canary is None or self.canary_config is None
+            else CanaryStatus.of(self.canary, self.canary_config),
             cold_starts=tuple(round(c, 3) for c in self.membership.cold_starts),
             vpa=None
             if self.vpa_decision is None

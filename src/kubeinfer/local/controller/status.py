@@ -13,12 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubeinfer.autoscale import Decision, Resources, VpaDecision
+from kubeinfer.lifecycle.canary import CanaryConfig, CanaryState
 from kubeinfer.local.controller.records import Replica
 from kubeinfer.local.events import Event
 from kubeinfer.local.resources import CpuQuota
 
 __all__ = [
     "AutoscalingStatus",
+    "CanaryStatus",
     "Endpoint",
     "LastExit",
     "ReplicaStatus",
@@ -131,6 +133,40 @@ class RolloutStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class CanaryStatus:
+    """A canary under analysis: the split now and the step's window so far (``kubeinfer get`` shows the split)."""
+
+    stable: int
+    canary: int
+    weight: int
+    """Percent of the traffic the canary gets now."""
+    step: int
+    """The step being run, counted from 1."""
+    steps: tuple[int, ...]
+    phase: str
+    """``Waiting`` (for the step's replicas to be ready) or ``Analyzing``."""
+    analysis: dict[str, Any] | None
+    """The step's window so far: requests, errors, errorPercent, p99Ms, seconds."""
+
+    @classmethod
+    def of(cls, c: CanaryState, cfg: CanaryConfig) -> CanaryStatus:
+        return cls(
+            c.stable,
+            c.canary,
+            c.weight,
+            c.step + 1,
+            cfg.steps,
+            "Waiting" if c.window_start is None else "Analyzing",
+            None if c.last is None else c.last.to_json(),
+        )
+
+    @property
+    def split(self) -> str:
+        """``r1 90% / r2 10%``: stable first."""
+        return f"r{self.stable} {100 - self.weight}% / r{self.canary} {self.weight}%"
+
+
+@dataclass(frozen=True, slots=True)
 class ResourceAmounts:
     cpu: float
     """Cores."""
@@ -185,6 +221,8 @@ class ServiceStatus:
     replicas: tuple[ReplicaStatus, ...]
     autoscaling: AutoscalingStatus
     rollout: RolloutStatus | None
+    canary: CanaryStatus | None
+    """A canary under analysis (left out of the JSON while none is)."""
     cold_starts: tuple[float, ...]
     vpa: VpaStatus | None
     events: tuple[Event, ...]
@@ -198,7 +236,7 @@ class ServiceStatus:
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = _json(self)
-        for key in ("endpoint", "created", "spec", "router"):
+        for key in ("canary", "endpoint", "created", "spec", "router"):
             if doc[key] is None:
                 del doc[key]
         return doc
