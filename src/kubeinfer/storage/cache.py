@@ -10,7 +10,8 @@ Layout under the cache folder (``$KUBEINFER_MODEL_CACHE``, else ``$KUBEINFER_CAC
                              SHA-256 of the URI
     locks/KEY.lock           held (``flock``) by the one process that downloads KEY; the others wait, then read the ref
     tmp/                     downloads in progress; a file is moved into blobs/ only once its size and checksums
-                             match, and removed when the download fails
+                             match, and removed when the download fails (or, left by a killed process, an hour
+                             after its last write)
 
 Nothing outside ``tmp/`` is ever half-written: a blob, a snapshot folder and a ref each appear by one ``rename``.
 """
@@ -24,11 +25,14 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Cache", "default_cache_dir"]
+__all__ = ["STALE_SECONDS", "Cache", "default_cache_dir"]
+
+STALE_SECONDS = 3600
 
 
 def default_cache_dir(env: Mapping[str, str]) -> Path:
@@ -45,6 +49,18 @@ class Cache:
         self.root = root
         for sub in ("blobs/sha256", "snapshots", "refs", "locks", "tmp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
+        self._sweep()
+
+    def _sweep(self) -> None:
+        """Remove what a process killed mid-download left in tmp/: files untouched for ``STALE_SECONDS`` (a download
+        in progress writes every few milliseconds; a PID check would not do, the cache may be shared across pods)."""
+        cutoff = time.time() - STALE_SECONDS
+        for p in (self.root / "tmp").iterdir():
+            try:
+                if p.lstat().st_mtime < cutoff:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+            except OSError:
+                pass  # another process swept it first
 
     @staticmethod
     def key(uri: str) -> str:

@@ -16,3 +16,17 @@ def test_a_missing_client_library_names_the_extra(tmp_path: Path, monkeypatch: p
     with pytest.raises(StorageError, match=r"pip install 'kubeinfer\[storage\]'"):
         fetch("s3://bucket/model.onnx", tmp_path, env={})
     assert not any((tmp_path / "tmp").iterdir())
+
+
+def test_what_a_killed_download_left_in_tmp_is_swept_once_stale(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from kubeinfer.storage.cache import STALE_SECONDS, Cache
+
+    cache = Cache(tmp_path)
+    old, fresh = cache.temp_file(), cache.temp_file()
+    past = time.time() - STALE_SECONDS - 60
+    os.utime(old, (past, past))
+    Cache(tmp_path)  # the next process to open the cache
+    assert not old.exists() and fresh.exists()
