@@ -247,9 +247,13 @@ def test_prepare_fetches_and_loads_a_model_from_s3(s3: S3Server, tmp_path: Path,
         f"spec:\n  model: {{format: onnx, uri: '{uri}'}}\n"
     )
     env = os.environ | s3.env() | {"KUBEINFER_MODEL_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-m", "kubeinfer", "prepare", str(spec)], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "kubeinfer", "prepare", str(spec)], env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0 and "prepared: loaded" in done.stdout, done.stderr
     spec.write_text(spec.read_text().replace("prepare/model.onnx", "prepare/absent.onnx"))
-    bad = subprocess.run([sys.executable, "-m", "kubeinfer", "prepare", str(spec)], env=env, capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "kubeinfer", "prepare", str(spec)], env=env, capture_output=True, text=True
+    )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "spec.model.uri: s3://models/prepare/absent.onnx: not found" in " ".join(bad.stderr.split())
