@@ -180,6 +180,14 @@ def up(
     no_grpc: Annotated[bool, typer.Option("--no-grpc", help="No gRPC listener on the router.")] = False,
     timeout: Annotated[float, typer.Option(help="With -d: seconds to wait until ready.")] = 300.0,
     no_view: Annotated[bool, typer.Option("--no-view", help="Foreground without the live view.")] = False,
+    dashboard_port: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Serve the web dashboard on 127.0.0.1 at this port; 0 picks a free one (docs/dashboard.md).",
+        ),
+    ] = None,
 ) -> None:
     """Run a service on this machine: replicas, router, probes, autoscaling, rolling updates."""
     from kubeinfer.local.control import pid_alive, read_control
@@ -197,8 +205,9 @@ def up(
             f"{spec_file}` or stop it with `kubeinfer down {svc.name}`",
             2,
         )
+    dashboard = _dashboard_options(dashboard_port)
     if detach:
-        _up_detached(spec_file, svc.name, folder, port, grpc_port, no_grpc, timeout)
+        _up_detached(spec_file, svc.name, folder, port, grpc_port, no_grpc, timeout, dashboard_port)
         return
     import asyncio
     import logging
@@ -209,7 +218,7 @@ def up(
     logs.setup(logging.WARNING)  # rate-limited: an error repeated per connection cannot flood platform.log
     opts = RouterOptions(port=port, grpc_port=grpc_port, grpc=not no_grpc)
     try:
-        platform = Platform(svc, spec_file.resolve().parent, settings, opts)
+        platform = Platform(svc, spec_file.resolve().parent, settings, opts, dashboard)
     except GpuError as e:
         raise fail(str(e), 2) from None
     view = not no_view and out.is_terminal
@@ -217,6 +226,7 @@ def up(
     async def main() -> int:
         task = asyncio.create_task(platform.run())
         announced = False
+        shown = platform.dashboard is None
         live = None
         if view:
             from rich.live import Live
@@ -228,6 +238,9 @@ def up(
                 await asyncio.sleep(0.5)
                 if platform.http_port == 0:
                     continue
+                if not shown and platform.dashboard is not None and platform.dashboard.port:
+                    shown = True
+                    out.print(f"dashboard at {platform.dashboard.url}", highlight=False)
                 st = await platform._status({})
                 if live is not None:
                     from rich.console import Group
@@ -248,10 +261,32 @@ def up(
     raise typer.Exit(code)
 
 
+def _dashboard_options(port: int | None) -> Any:
+    """The dashboard's options (None: no dashboard), its prices read from the environment."""
+    if port is None:
+        return None
+    import os
+
+    from kubeinfer.local.dashboard import DashboardOptions
+    from kubeinfer.local.dashboard_model import Prices, PricesError
+
+    try:
+        return DashboardOptions(port=port, prices=Prices.from_env(os.environ))
+    except PricesError as e:
+        raise fail(str(e), 2) from None
+
+
 def _up_detached(
-    spec_file: Path, name: str, folder: Path, port: int | None, grpc_port: int | None, no_grpc: bool, timeout: float
+    spec_file: Path,
+    name: str,
+    folder: Path,
+    port: int | None,
+    grpc_port: int | None,
+    no_grpc: bool,
+    timeout: float,
+    dashboard_port: int | None = None,
 ) -> None:
-    from kubeinfer.local.control import ControlClient, ControlError
+    from kubeinfer.local.control import ControlClient, ControlError, read_control
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "control.json").unlink(missing_ok=True)
@@ -262,6 +297,8 @@ def _up_detached(
         cmd += ["--grpc-port", str(grpc_port)]
     if no_grpc:
         cmd.append("--no-grpc")
+    if dashboard_port is not None:
+        cmd += ["--dashboard-port", str(dashboard_port)]
     log = folder / "platform.log"
     start = log.stat().st_size if log.exists() else 0
     with log.open("ab") as f:
@@ -281,6 +318,9 @@ def _up_detached(
                 f"{name} ready at {st['endpoint']['http']} ({st['ready_replicas']} replica(s), platform pid "
                 f"{proc.pid}); logs: {log}"
             )
+            dashboard = (read_control(folder) or {}).get("dashboard")
+            if dashboard:
+                out.print(f"dashboard at {dashboard}", highlight=False)
             return
         failed = next((r for r in st["replicas"] if r.get("reason") == "ModelLoadFailed"), None)
         if failed is not None:

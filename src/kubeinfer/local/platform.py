@@ -21,6 +21,7 @@ from typing import Any
 from kubeinfer.local.control import BadRequest, ControlError, ControlServer
 from kubeinfer.local.controller import ControllerError, ServiceController
 from kubeinfer.local.controller.status import Endpoint, RouterCounters
+from kubeinfer.local.dashboard import Dashboard, DashboardOptions
 from kubeinfer.local.gpu import NvmlInventory
 from kubeinfer.local.metrics import HttpMetricsSource
 from kubeinfer.local.process import MonotonicClock, SubprocessRunner
@@ -47,7 +48,12 @@ class RouterOptions:
 
 class Platform:
     def __init__(
-        self, svc: InferenceService, base_dir: Path, settings: LocalSettings, options: RouterOptions | None = None
+        self,
+        svc: InferenceService,
+        base_dir: Path,
+        settings: LocalSettings,
+        options: RouterOptions | None = None,
+        dashboard: DashboardOptions | None = None,
     ) -> None:
         self.settings = settings
         self.options = options or RouterOptions()
@@ -90,6 +96,8 @@ class Platform:
                 ("POST", "/v1/down"): self._down,
             },
         )
+        # the web dashboard (local/dashboard.py) reads the same status as `kubeinfer get`
+        self.dashboard = None if dashboard is None else Dashboard(lambda: self._status({}), dashboard)
         self.http_port = 0
         self.grpc_port: int | None = None
         self.created = time.time()  # wall clock, as metadata.creationTimestamp
@@ -161,8 +169,25 @@ class Platform:
                 f"cannot listen on {self.options.host}:{port}: {e.strerror} (set spec.server.port, or --port 0 "
                 "for a free port, or stop what uses it)"
             ) from None
+        extra: dict[str, Any] = {}
+        if self.dashboard is not None:
+            try:
+                await self.dashboard.start()
+            except OSError as e:
+                await self.router.stop(grace=0)
+                raise ControllerError(
+                    f"cannot listen on 127.0.0.1:{self.dashboard.options.port} for the dashboard: {e.strerror} "
+                    "(--dashboard-port 0 for a free port, or stop what uses it)"
+                ) from None
+            extra["dashboard"] = self.dashboard.url
         await self.control.start(
-            {"http": self.http_port, "grpc": self.grpc_port, "host": self.options.host, "name": self.controller.name}
+            {
+                "http": self.http_port,
+                "grpc": self.grpc_port,
+                "host": self.options.host,
+                "name": self.controller.name,
+                **extra,
+            }
         )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -179,6 +204,8 @@ class Platform:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+            if self.dashboard is not None:
+                await self.dashboard.stop()
             await self.control.stop()
             (self.folder / "platform.pid").unlink(missing_ok=True)
         return self.exit_code
