@@ -163,6 +163,9 @@ def _summary(st: dict[str, Any]) -> Any:
         line.append(f"  load {r['rps']:.0f} req/s, buffered {r['buffered']}")
     if st.get("rollout"):
         line.append(f"  rolling out revision {st['rollout']['revision']}", style="yellow")
+    if st.get("canary"):
+        c = st["canary"]
+        line.append(f"  canary {_revision_cell(st)} (step {c['step']}/{len(c['steps'])})", style="yellow")
     return line
 
 
@@ -386,6 +389,14 @@ def _statuses(settings: Any) -> list[dict[str, Any]]:
     return found
 
 
+def _revision_cell(st: dict[str, Any]) -> str:
+    """The target revision, or during a canary the split: ``1 90% / 2 10%`` (stable first)."""
+    c = st.get("canary")
+    if not c:
+        return str(st["revision"])
+    return f"{c['stable']} {100 - c['weight']}% / {c['canary']} {c['weight']}%"
+
+
 def _service_table(statuses: list[dict[str, Any]], wide: bool) -> Any:
     from rich.table import Table
 
@@ -406,7 +417,7 @@ def _service_table(statuses: list[dict[str, Any]], wide: bool) -> Any:
             "Ready" if st["ready"] else ready["reason"],
             st["autoscaling"]["policy"],
             st["endpoint"]["http"],
-            str(st["revision"]),
+            _revision_cell(st),
             _age(now - st["created"]) if st.get("created") else "-",
         ]
         if wide:

@@ -93,6 +93,27 @@ def as_object(st: dict[str, Any]) -> dict[str, Any]:
                 "Progressing", True, "RollingOut", f"revision {st['rollout']['revision']} rolling out", generation
             )
         )
+    c = st.get("canary")
+    if c:
+        status["canary"] = {
+            "stableRevision": c["stable"],
+            "canaryRevision": c["canary"],
+            "weight": c["weight"],
+            "step": c["step"],
+            "steps": c["steps"],
+            "phase": c["phase"],
+            "analysis": c["analysis"],
+        }
+        status["conditions"].append(
+            _condition(
+                "Progressing",
+                True,
+                "Canary",
+                f"revision {c['canary']} gets {c['weight']}% of the traffic (step {c['step']}/{len(c['steps'])}, "
+                f"{c['phase'].lower()})",
+                generation,
+            )
+        )
     if st["endpoint"].get("grpc"):
         status["grpcAddress"] = f"127.0.0.1:{st['endpoint']['grpc']}"
     metadata: dict[str, Any] = {"name": st["name"], "generation": generation}
