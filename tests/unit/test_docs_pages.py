@@ -10,7 +10,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
-GUIDES = ["getting-started.md", "custom-models.md", "troubleshooting.md", "spec.md", "cli.md"]
+GUIDES = [
+    "getting-started.md",
+    "custom-models.md",
+    "troubleshooting.md",
+    "spec.md",
+    "cli.md",
+    "architecture.md",
+    "local.md",
+    "operator.md",
+    "environment.md",
+]
 
 # Fragments of messages quoted in docs/troubleshooting.md, each one literal of the code that prints it: when the
 # code's wording changes, this fails and the page is updated with it.
