@@ -101,8 +101,18 @@ def main() -> None:
             for i in range(args.repeats):
                 disk = dd_mb_s(work, size)
                 got = fetch_mb_s(s3, uri, work / "cache", size)
-                rows.append({"dd_mb_s": round(disk, 1), "fetch_mb_s": round(got, 1), "ratio": round(got / disk, 3)})
-                print(f"round {i + 1}: dd {disk:7.1f} MB/s  fetch {got:7.1f} MB/s  ratio {got / disk:.2f}")
+                load = os.getloadavg()[0]  # other work on the machine disturbs both figures: say how much
+                rows.append(
+                    {
+                        "dd_mb_s": round(disk, 1),
+                        "fetch_mb_s": round(got, 1),
+                        "ratio": round(got / disk, 3),
+                        "load_1m": round(load, 2),
+                    }
+                )
+                print(
+                    f"round {i + 1}: dd {disk:7.1f} MB/s  fetch {got:7.1f} MB/s  ratio {got / disk:.2f}  load {load:.1f}"
+                )
             shutil.rmtree(work / "cache", ignore_errors=True)
             (work / "svc").mkdir()
             (work / "svc" / "benchmodel.py").write_text(MODEL)
