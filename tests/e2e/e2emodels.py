@@ -40,3 +40,18 @@ class NeedsText(Echo):
         if float(inputs["x"].max(initial=0)) > 100:
             return {"y": inputs["text"]}
         return {"y": inputs["x"]}
+
+
+class FailAfter(Echo):
+    """An Echo whose predictions fail (an exception: HTTP 500) after the first ``calls`` (the warm-up request at
+    load passes, so the replica becomes ready and only its traffic shows the failure)."""
+
+    def __init__(self, calls: int = 1, delay: float = 0.0) -> None:
+        super().__init__(delay)
+        self.calls = calls
+
+    def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.calls <= 0:
+            raise RuntimeError("this revision is broken on purpose")
+        self.calls -= 1
+        return super().predict(inputs)
