@@ -344,7 +344,11 @@ class Dashboard:
             await resp.prepare(request)
             # reconnect a second after the platform restarts or the connection drops
             await resp.write(b"retry: 1000\n\n")
-            latest = self._latest if self._latest is not None else await self.sample()
+            while self._latest is None and not self._closing:  # the sampler's first sample is on its way
+                await self._tick.wait()
+            if self._latest is None:
+                return resp
+            latest = self._latest
             sent = latest["seq"]
             init = {**latest, "history": self.history.to_json(), "prices": _prices(self.options.prices)}
             await resp.write(_event("init", init))
