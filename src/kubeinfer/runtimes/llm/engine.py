@@ -14,7 +14,8 @@ may produce NaN there, which the next layer would spread).
 
 Requests come in and results go out through thread-safe calls: :meth:`Engine.add` and :meth:`Engine.abort` from any
 thread, ``on_output`` called on the engine's thread with each sequence's new tokens and text (the server hands them to
-its event loop). Outputs of one step are delivered after the whole step, so a sequence's tokens arrive in order.
+its event loop). The outputs of a pass are delivered when the pass ends (each sequence has one output per pass, so its
+tokens arrive in order).
 """
 
 from __future__ import annotations
@@ -58,14 +59,22 @@ class EngineStats:
     prompt_tokens: int = 0
     generated_tokens: int = 0
     steps: int = 0
-    # (monotonic end of step, tokens generated in it) for the last few seconds: the tokens/s gauge
-    recent: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=4096))
+    # tokens generated per whole second of the monotonic clock, for the last minute: the tokens/s gauge
+    recent: deque[list[int]] = field(default_factory=lambda: deque(maxlen=64))
 
-    def tokens_per_second(self, now: float, window: float = 10.0) -> float:
-        recent = [(t, n) for t, n in list(self.recent) if now - t <= window]
-        if not recent:
-            return 0.0
-        return sum(n for _, n in recent) / window
+    def generated(self, now: float, tokens: int) -> None:
+        self.generated_tokens += tokens
+        second = int(now)
+        recent = self.recent
+        if recent and recent[-1][0] == second:
+            recent[-1][1] += tokens
+        else:
+            recent.append([second, tokens])
+
+    def tokens_per_second(self, now: float, window: int = 10) -> float:
+        """Tokens generated per second over the last ``window`` whole seconds (the current one excluded)."""
+        second = int(now)
+        return sum(n for s, n in list(self.recent) if second - window <= s < second) / window
 
 
 class _Seq:
@@ -201,19 +210,18 @@ class Engine:
         plan = self._scheduler.schedule()
         if plan.empty:
             return
-        outputs: list[tuple[_Seq, Output]] = []
         if plan.prefill:
             seqs = [self._seqs[i] for i in plan.prefill]
-            logits = self._forward(seqs, [s.prompt for s in seqs])
-            outputs += self._sample(seqs, logits)
+            # a joining sequence's first token goes out before the decode pass: time to first token is one
+            # prefill, not a prefill and a decode of the whole batch
+            self._deliver(self._sample(seqs, self._forward(seqs, [s.prompt for s in seqs])))
         if plan.decode:
             seqs = [self._seqs[i] for i in plan.decode]
-            logits = self._forward(seqs, [[s.tail.ids[-1]] for s in seqs])
-            outputs += self._sample(seqs, logits)
-        stats = self.stats
-        stats.steps += 1
-        stats.generated_tokens += len(outputs)
-        stats.recent.append((time.monotonic(), len(outputs)))
+            self._deliver(self._sample(seqs, self._forward(seqs, [[s.tail.ids[-1]] for s in seqs])))
+        self.stats.steps += 1
+
+    def _deliver(self, outputs: list[tuple[_Seq, Output]]) -> None:
+        self.stats.generated(time.monotonic(), len(outputs))
         for seq, out in outputs:
             if out.finish_reason is not None:
                 self._scheduler.finish(seq.id)
