@@ -332,9 +332,12 @@ class InferenceApp:
         return doc
 
     async def repository_index(self, call: _Call) -> int:
-        ready = (await self._repository_body(call)).get("ready", False)
+        doc = await self._repository_body(call)
+        ready = doc.get("ready", False)
         if not isinstance(ready, bool):
             raise InvalidInput('"ready" must be true or false')
+        if not isinstance(doc.get("repository_name", ""), str):
+            raise InvalidInput('"repository_name" must be a string')
         return await _json(call, 200, orjson.dumps(self.plane.repository_index(ready_only=ready)))
 
     async def _repository_parameters(self, call: _Call) -> dict[str, Any]:

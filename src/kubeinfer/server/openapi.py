@@ -53,6 +53,10 @@ _COMMON_ERRORS = {
 }
 
 
+# The repository extension's bodies may be left out (Triton's clients send them, curl -X POST does not).
+_OPTIONAL_BODIES = frozenset({"RepositoryIndexRequest", "RepositoryModelRequest"})
+
+
 def _schema(name: str) -> dict[str, Any]:
     return {"schema": {"$ref": f"#/components/schemas/{name}"}}
 
@@ -71,7 +75,8 @@ def _operation(route: Route, params: dict[str, dict[str, Any]]) -> dict[str, Any
     responses: dict[str, Any] = {"200": ok}
     op: dict[str, Any] = {"summary": route.summary}
     if route.method == "POST" and route.request is not None:
-        op["requestBody"] = {"required": True, "content": {"application/json": _schema(route.request)}}
+        required = route.request not in _OPTIONAL_BODIES
+        op["requestBody"] = {"required": required, "content": {"application/json": _schema(route.request)}}
         responses.update(_COMMON_ERRORS)
     elif route.method == "GET":
         if route.not_ready and route.response is not None:
