@@ -21,6 +21,10 @@ What each spec field becomes:
   sending traffic before SIGTERM) and ``terminationGracePeriodSeconds`` = preStop + drain + margin;
 - ``resources`` -> requests/limits and the accelerator's extended resource (:mod:`kubeinfer.kube.gpu`);
 - ``rollout`` -> RollingUpdate ``maxSurge``/``maxUnavailable``, ``progressDeadlineSeconds``;
+- ``rollout.canary`` -> the Gateway API's traffic split (:func:`canary_traffic`): Services ``<name>-stable`` and
+  ``<name>-canary`` (pods by their ``kubeinfer.io/track`` label) and an ``HTTPRoute``
+  (``gateway.networking.k8s.io/v1``) whose default rule weighs the two ``backendRefs`` (all to stable as rendered;
+  the operator moves the weights), with rules matching the ``x-kubeinfer-revision`` header for pinned requests;
 - ``autoscaling`` -> HorizontalPodAutoscaler ``autoscaling/v2`` (or a KEDA ScaledObject with ``keda=True``), a
   VerticalPodAutoscaler, a PodDisruptionBudget; ``kpa``/``predictive`` are run by the kubeinfer operator, which
   scales the Deployment itself.
@@ -167,11 +171,18 @@ def container_spec_doc(svc: InferenceService, model_in_image: bool = False) -> d
     """The spec as the container reads it: model path inside the pod, listening on all interfaces."""
     doc = svc.model_dump(mode="json", exclude_unset=True)
     spec = doc["spec"]
-    spec["model"]["uri"] = image_model_uri(svc.spec.model, model_in_image)
-    if is_remote(svc.spec.model.uri):
-        # checked once where it was downloaded (the init container or `kubeinfer build`), not again at every start
-        for key in ("sha256", "storageSecret", "cacheClaim"):
-            spec["model"].pop(key, None)
+    entries = spec["models"] if svc.spec.models is not None else [spec["model"]]
+    for i, (entry, model) in enumerate(zip(entries, svc.spec.served_models, strict=True)):
+        if i and is_remote(model.uri):
+            raise ValueError(
+                f"spec.models[{i}].uri {model.uri!r}: on Kubernetes only the first model may be remote (the init "
+                "container fetches one); give the others as local files that `kubeinfer build` puts in the image"
+            )
+        entry["uri"] = image_model_uri(model, model_in_image)
+        if is_remote(model.uri):
+            # checked once where it was downloaded (the init container or `kubeinfer build`), not again at every start
+            for key in ("sha256", "storageSecret", "cacheClaim"):
+                entry.pop(key, None)
     server = spec.setdefault("server", {})
     server["host"] = "0.0.0.0"
     server["port"] = http_port(svc)
@@ -188,7 +199,8 @@ def pod_spec_hash(svc: InferenceService, model_in_image: bool = False) -> str:
     count or autoscaling bound only scales them (hashing the whole mounted spec rolled every pod for those)."""
     doc = container_spec_doc(svc, model_in_image)
     if is_remote(svc.spec.model.uri):
-        doc["spec"]["model"]["source"] = svc.spec.model.uri  # a new remote uri rolls the pods too
+        first = doc["spec"]["models"][0] if svc.spec.models is not None else doc["spec"]["model"]
+        first["source"] = svc.spec.model.uri  # a new remote uri rolls the pods too
     for key in _NOT_READ_BY_SERVER:
         doc["spec"].pop(key, None)
     return hashlib.sha256(yaml.safe_dump(doc, sort_keys=True).encode()).hexdigest()[:16]
@@ -249,11 +261,9 @@ def termination_grace_seconds(svc: InferenceService, opts: RenderOptions) -> int
     return opts.prestop_seconds + _secs(svc.spec.server.limits.drainTimeoutSeconds) + 5
 
 
-def deployment(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
+def _server_container(svc: InferenceService, opts: RenderOptions, placement: gpus.GpuPlacement) -> dict[str, Any]:
+    """The server container: ports, environment, resources, probes, preStop, a hardened security context."""
     s = svc.spec
-    selector = selector_labels(svc)
-    placement = gpus.gpu_placement(s.resources.gpu, opts.cloud, opts.accelerator)
-    spec_hash = pod_spec_hash(svc, opts.model_in_image)
     ports: list[dict[str, Any]] = [{"name": "http", "containerPort": http_port(svc), "protocol": "TCP"}]
     g = grpc_port(svc)
     if g is not None:
@@ -264,7 +274,7 @@ def deployment(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
         {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
-    container: dict[str, Any] = {
+    return {
         "name": CONTAINER,
         "image": opts.image or s.image,
         "imagePullPolicy": "IfNotPresent",
@@ -292,6 +302,50 @@ def deployment(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
         ],
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
+
+
+def _scheduling(svc: InferenceService, placement: gpus.GpuPlacement) -> dict[str, Any]:
+    """Where the pods may run: spread over nodes and zones, the GPU pool's selector, affinity and tolerations,
+    and how long a pod stays on a failed node."""
+    s = svc.spec
+    selector = selector_labels(svc)
+    out: dict[str, Any] = {
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": key,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector},
+                "matchLabelKeys": ["pod-template-hash"],
+            }
+            for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+        ]
+    }
+    if placement.node_selector:
+        out["nodeSelector"] = dict(placement.node_selector)
+    if placement.node_affinity_terms:
+        out["affinity"] = {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": placement.node_affinity_terms}
+            }
+        }
+    tolerations = list(placement.tolerations or [])
+    if s.rollout.nodeFailureSeconds is not None:
+        # What the DefaultTolerationSeconds admission plugin would add with 300 s, shorter: a serving replica on a
+        # dead node is capacity lost for every request routed around it.
+        tolerations += [
+            {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": s.rollout.nodeFailureSeconds}
+            for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+        ]
+    if tolerations:
+        out["tolerations"] = tolerations
+    return out
+
+
+def deployment(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
+    s = svc.spec
+    placement = gpus.gpu_placement(s.resources.gpu, opts.cloud, opts.accelerator)
+    container = _server_container(svc, opts, placement)
     volumes: list[dict[str, Any]] = [
         {"name": "spec", "configMap": {"name": config_map_name(svc)}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
@@ -301,16 +355,7 @@ def deployment(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
         container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}})
     init = _model_fetch(svc, opts, container, volumes)
-    spread = [
-        {
-            "maxSkew": 1,
-            "topologyKey": key,
-            "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": {"matchLabels": selector},
-            "matchLabelKeys": ["pod-template-hash"],
-        }
-        for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
-    ]
+    scheduling = _scheduling(svc, placement)
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # the server never calls the API server
         "enableServiceLinks": False,
@@ -325,37 +370,20 @@ def deployment(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
         **({"initContainers": [init]} if init else {}),
         "containers": [container],
         "volumes": volumes,
-        "topologySpreadConstraints": spread,
+        "topologySpreadConstraints": scheduling.pop("topologySpreadConstraints"),
+        **scheduling,
     }
-    if placement.node_selector:
-        pod_spec["nodeSelector"] = dict(placement.node_selector)
-    if placement.node_affinity_terms:
-        pod_spec["affinity"] = {
-            "nodeAffinity": {
-                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": placement.node_affinity_terms}
-            }
-        }
-    tolerations = list(placement.tolerations or [])
-    if s.rollout.nodeFailureSeconds is not None:
-        # What the DefaultTolerationSeconds admission plugin would add with 300 s, shorter: a serving replica on a
-        # dead node is capacity lost for every request routed around it.
-        tolerations += [
-            {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": s.rollout.nodeFailureSeconds}
-            for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
-        ]
-    if tolerations:
-        pod_spec["tolerations"] = tolerations
     template_meta = {
         "labels": common_labels(svc),
         "annotations": {
-            "kubeinfer.io/spec-hash": spec_hash,
+            "kubeinfer.io/spec-hash": pod_spec_hash(svc, opts.model_in_image),
             "prometheus.io/scrape": "true",
             "prometheus.io/port": str(http_port(svc)),
             "prometheus.io/path": "/metrics",
         },
     }
     dspec: dict[str, Any] = {
-        "selector": {"matchLabels": selector},
+        "selector": {"matchLabels": selector_labels(svc)},
         "strategy": {
             "type": "RollingUpdate",
             "rollingUpdate": {"maxSurge": s.rollout.maxSurge, "maxUnavailable": s.rollout.maxUnavailable},
@@ -439,6 +467,92 @@ def service(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
         _meta(svc, opts, svc.name),
         spec={"type": "ClusterIP", "selector": selector_labels(svc), "ports": ports},
     )
+
+
+TRACK_LABEL: Final = "kubeinfer.io/track"
+"""Pod label that tells a canary's pods (``canary``) from the stable ones (``stable``); not in the Deployment's
+selector (immutable), only in the stable/canary Services' selectors."""
+REVISION_HEADER: Final = "x-kubeinfer-revision"
+
+
+def _gateway_ref(gateway: str) -> dict[str, Any]:
+    namespace, _, name = gateway.rpartition("/")
+    ref: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": name}
+    if namespace:
+        ref["namespace"] = namespace
+    return ref
+
+
+def canary_service(svc: InferenceService, opts: RenderOptions, track: str) -> dict[str, Any]:
+    """The Service of one track (``stable`` or ``canary``): the HTTP port of the pods labelled with it."""
+    return _obj(
+        "v1",
+        "Service",
+        _meta(svc, opts, f"{svc.name}-{track}"),
+        spec={
+            "type": "ClusterIP",
+            "selector": {**selector_labels(svc), TRACK_LABEL: track},
+            "ports": [
+                {"name": "http", "port": http_port(svc), "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}
+            ],
+        },
+    )
+
+
+def http_route(svc: InferenceService, opts: RenderOptions, canary_weight: int = 0) -> dict[str, Any]:
+    """The HTTPRoute (Gateway API ``gateway.networking.k8s.io/v1``) that splits the service's traffic: its default
+    rule's ``backendRefs`` weigh ``<name>-stable`` and ``<name>-canary`` (weights are proportions, here percentages
+    summing to 100, as the Gateway API's traffic-splitting guide writes them); two rules before it send a request
+    with ``x-kubeinfer-revision: canary`` or ``stable`` to that track only (the local router's pinning). The
+    operator moves ``canary_weight`` by the same analysis as ``kubeinfer up``."""
+    canary = svc.spec.rollout.canary
+    gateway = canary.gateway if canary is not None else "kubeinfer"
+    port = http_port(svc)
+
+    def ref(track: str, weight: int | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"group": "", "kind": "Service", "name": f"{svc.name}-{track}", "port": port}
+        if weight is not None:
+            out["weight"] = weight
+        return out
+
+    def pinned(track: str) -> dict[str, Any]:
+        return {
+            "matches": [{"headers": [{"type": "Exact", "name": REVISION_HEADER, "value": track}]}],
+            "backendRefs": [ref(track)],
+        }
+
+    return _obj(
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        _meta(svc, opts, svc.name),
+        spec={
+            "parentRefs": [_gateway_ref(gateway)],
+            "rules": [
+                pinned("canary"),
+                pinned("stable"),
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "backendRefs": [ref("stable", 100 - canary_weight), ref("canary", canary_weight)],
+                },
+            ],
+        },
+    )
+
+
+def canary_traffic(svc: InferenceService, opts: RenderOptions) -> list[dict[str, Any]]:
+    """What ``spec.rollout.canary`` adds: the stable and canary Services and the HTTPRoute, all traffic to stable
+    (no canary runs until the operator starts one); nothing without a canary spec."""
+    if svc.spec.rollout.canary is None:
+        return []
+    return [canary_service(svc, opts, "stable"), canary_service(svc, opts, "canary"), http_route(svc, opts)]
+
+
+def label_track(deployment_obj: dict[str, Any], track: str) -> dict[str, Any]:
+    """The Deployment with its pods labelled ``kubeinfer.io/track: <track>`` (the stable/canary Services select by
+    it; the Deployment's selector is left alone: it is immutable)."""
+    labels = deployment_obj["spec"]["template"]["metadata"].setdefault("labels", {})
+    labels[TRACK_LABEL] = track
+    return deployment_obj
 
 
 def pod_disruption_budget(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
@@ -692,6 +806,13 @@ def render_all(svc: InferenceService, opts: RenderOptions | None = None) -> Rend
         deployment(svc, opts),
         pod_disruption_budget(svc, opts),
     ]
+    if svc.spec.rollout.canary is not None:
+        label_track(objects[2], "stable")
+        objects[2:2] = canary_traffic(svc, opts)
+        notes.append(
+            f"rollout.canary: the HTTPRoute attaches to Gateway {svc.spec.rollout.canary.gateway} (install the Gateway "
+            "API CRDs and a Gateway implementation); the kubeinfer operator runs the canary analysis"
+        )
     a = svc.spec.autoscaling
     if a.policy == "hpa":
         objects.append(scaled_object(svc, opts, notes) if opts.keda else horizontal_pod_autoscaler(svc, opts, notes))
