@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import Load, Platform, spec_text
 
 pytestmark = pytest.mark.e2e

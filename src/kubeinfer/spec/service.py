@@ -666,6 +666,11 @@ class CanarySpec(_Strict):
     maxP99Ms: float | None = Field(
         default=None, gt=0, description="Gate: highest p99 latency of the new revision, as the router measures it."
     )
+    gateway: str = Field(
+        default="kubeinfer",
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="On Kubernetes: the Gateway (name, or namespace/name) the service's HTTPRoute attaches to.",
+    )
 
     @field_validator("steps")
     @classmethod
@@ -777,6 +782,11 @@ def _check_models(models: list[ModelSpec]) -> None:
         if not _MODEL_NAME.match(m.name):
             raise ValueError(
                 f"spec.models[{i}].name {m.name!r} must be letters, digits, '.', '_' or '-' (it is a URL path segment)"
+            )
+        if "://" in m.uri and not m.uri.startswith("file://"):
+            raise ValueError(
+                f"spec.models[{i}].uri {m.uri!r}: a remote model is fetched for spec.model only; with spec.models, "
+                "download it first (kubeinfer fetch) and give its path"
             )
         first = seen.setdefault((m.name, m.version), i)
         if first != i:

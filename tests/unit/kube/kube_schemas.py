@@ -30,6 +30,7 @@ CRD_FILES = {
     ("autoscaling.k8s.io/v1", "VerticalPodAutoscaler"): "verticalpodautoscaler-v1.yaml",
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-v1.yaml",
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-v1alpha1.yaml",
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproute-v1.yaml",
 }
 
 
