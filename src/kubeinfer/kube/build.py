@@ -83,6 +83,11 @@ def service_image(svc: InferenceService) -> str:
 
 def build_context(svc: InferenceService, spec_dir: Path, out: Path, base_image: str | None = None) -> BuildContext:
     """Write the build context for ``svc`` (whose spec file lives in ``spec_dir``) into ``out``."""
+    if svc.spec.models is not None:
+        raise BuildError(
+            "spec.models: kubeinfer build bakes the one model of spec.model into an image; for several models, build "
+            f"an image that holds each under {MODEL_DIR}/ (by the last segment of its uri) and set spec.image"
+        )
     extras = EXTRAS[svc.spec.model.format]
     base = base_image or f"kubeinfer/server:{extras or 'base'}"
     uri = svc.spec.model.uri

@@ -172,12 +172,7 @@ def container_spec_doc(svc: InferenceService, model_in_image: bool = False) -> d
     doc = svc.model_dump(mode="json", exclude_unset=True)
     spec = doc["spec"]
     entries = spec["models"] if svc.spec.models is not None else [spec["model"]]
-    for i, (entry, model) in enumerate(zip(entries, svc.spec.served_models, strict=True)):
-        if i and is_remote(model.uri):
-            raise ValueError(
-                f"spec.models[{i}].uri {model.uri!r}: on Kubernetes only the first model may be remote (the init "
-                "container fetches one); give the others as local files that `kubeinfer build` puts in the image"
-            )
+    for entry, model in zip(entries, svc.spec.served_models, strict=True):
         entry["uri"] = image_model_uri(model, model_in_image)
         if is_remote(model.uri):
             # checked once where it was downloaded (the init container or `kubeinfer build`), not again at every start

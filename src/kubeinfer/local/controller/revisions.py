@@ -85,9 +85,22 @@ class RevisionStore:
 
     def _write(self, svc: InferenceService, base_dir: Path, number: int) -> Path:
         doc = svc.model_dump(mode="json")
+        if svc.spec.models is not None:
+            return self._write_models(doc, base_dir, number)
         uri = svc.spec.model.uri
         if uri:
             doc["spec"]["model"]["uri"] = str(resolve_uri(uri, base_dir).resolve())
+        path = self.folder / "specs" / f"revision-{number}.yaml"
+        private_dir(path.parent)
+        write_private(path, yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    def _write_models(self, doc: dict[str, Any], base_dir: Path, number: int) -> Path:
+        """``spec.models``: each entry's local uri made absolute (a remote one is fetched by the replica as it is)."""
+        for entry in doc["spec"]["models"]:
+            uri = entry.get("uri", "")
+            if uri and ("://" not in uri or uri.startswith("file://")):
+                entry["uri"] = str(resolve_uri(uri, base_dir).resolve())
         path = self.folder / "specs" / f"revision-{number}.yaml"
         private_dir(path.parent)
         write_private(path, yaml.safe_dump(doc, sort_keys=False))
