@@ -15,6 +15,13 @@ if [ "${1:-}" = "--dev" ]; then
   # multi-GB CUDA build.
   pip install "torch==2.13.0" || echo "warning: torch==2.13.0 is not available here; embeddings export tests will skip" >&2
   pip install -e ".[dev,embeddings]"
+  # Debian's Chromium for the dashboard's browser test (tests/e2e/test_dashboard.py drives it through Playwright, which
+  # downloads no browser); where apt-get cannot run (not root, not Debian) that test skips and says why.
+  if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    apt-get install -y -q chromium chromium-driver >/dev/null \
+      || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; } \
+      || echo "warning: could not install chromium; the dashboard's browser test will skip" >&2
+  fi
   # The S3-compatible server the storage tests and bench/storage start (moto): its own environment, because botocore
   # pins python-dateutil<3 and the kubernetes client needs >=3 (tests/s3server.py).
   if [ ! -x .venv-s3/bin/python ]; then "$PY" -m venv .venv-s3; fi

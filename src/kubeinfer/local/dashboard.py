@@ -211,7 +211,7 @@ class Dashboard:
         errors = 0.0 if router_errors is None else self._rate("_prev_errors", now, router_errors, 0.0)
         p50, p99 = self._latency({(r["id"], r.get("pid")): s for r, s in zip(replicas, scrapes, strict=True) if s})
         live = [s for s in scrapes if s is not None]
-        auto = st.get("autoscaling") or {}
+        reason, message = _why(st)
         sample = Sample(
             t=now,
             rps=round(rps, 3),
@@ -224,9 +224,9 @@ class Dashboard:
             desired=int(st.get("desired", 0)),
             ready=int(st.get("ready_replicas", 0)),
             replicas=len([r for r in st.get("replicas", ()) if r.get("state") != "Terminated"]),
-            reason=str(auto.get("reason", "")),
+            reason=reason,
         )
-        decision = self.history.add(sample, str(auto.get("message", "")))
+        decision = self.history.add(sample, message)
         self._seq += 1
         self._latest = {
             "status": _trim(st),
@@ -367,6 +367,19 @@ class Dashboard:
             return resp
         finally:
             self._clients -= 1
+
+
+def _why(st: dict[str, Any]) -> tuple[str, str]:
+    """The autoscaler's last reason and message; without one (policy none: ``kubeinfer scale`` sets the count), the
+    latest event of the service itself (``ScalingReplicaSet: scaled from 1 to 2 replicas by request``)."""
+    auto = st.get("autoscaling") or {}
+    if auto.get("reason"):
+        return str(auto["reason"]), str(auto.get("message", ""))
+    name = st.get("name")
+    for e in reversed(st.get("events") or []):
+        if e.get("object") == name:
+            return str(e.get("reason", "")), str(e.get("message", ""))
+    return "", ""
 
 
 def _trim(st: dict[str, Any]) -> dict[str, Any]:

@@ -148,6 +148,22 @@ def test_a_change_of_the_desired_count_is_a_decision_with_its_reason_and_cost_fo
     run(t)
 
 
+def test_without_an_autoscaler_reason_a_decision_takes_the_services_latest_event() -> None:
+    """policy none: ``kubeinfer scale`` changed the count, and the service's event says so."""
+
+    async def t(w: World, d: Dashboard) -> None:
+        await d.sample()
+        w.status["desired"] = 2
+        w.status["events"] = [
+            {"time": 1.0, "type": "Normal", "reason": "ScalingReplicaSet", "object": "svc", "message": "1 to 2"},
+            {"time": 2.0, "type": "Normal", "reason": "Created", "object": "svc-r1-2", "message": "revision 1"},
+        ]
+        tick = await d.sample()
+        assert (tick["decision"]["reason"], tick["decision"]["message"]) == ("ScalingReplicaSet", "1 to 2")
+
+    run(t)
+
+
 async def _events(url: str, n: int) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
     async with aiohttp.ClientSession() as s, s.get(url) as r:
