@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,3 +133,23 @@ def test_the_page_shows_the_replicas_a_scale_up_and_a_killed_replica_within_seco
             browser.close()
     (artifacts / "figures.json").write_text(json.dumps(figures, indent=2))
     print(f"dashboard figures ({artifacts}): {json.dumps(figures)}")
+
+
+def test_a_bad_price_or_a_taken_dashboard_port_is_one_line_naming_it(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    path = tmp_path / "dash.yaml"
+    path.write_text(spec_text("dash", extra="  autoscaling: {policy: none}\n  replicas: 1\n"))
+    p = Platform("dash", Path(cli_env["KUBEINFER_HOME"]), {**cli_env, "KUBEINFER_PRICE_CPU_HOUR": "cheap"})
+    r = p.cli("up", str(path), "-d", "--port", "0", "--no-grpc", "--dashboard-port", "0", check=False)
+    assert r.returncode == 2 and "KUBEINFER_PRICE_CPU_HOUR has value 'cheap'" in r.stderr
+    assert "Traceback" not in r.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        p = Platform("dash", Path(cli_env["KUBEINFER_HOME"]), cli_env)
+        try:
+            r = p.cli("up", str(path), "-d", "--port", "0", "--no-grpc", "--dashboard-port", str(port), check=False)
+        finally:
+            p.down()
+    assert r.returncode != 0 and f"cannot listen on 127.0.0.1:{port} for the dashboard" in r.stderr
+    assert "--dashboard-port 0 for a free port" in r.stderr and "Traceback" not in r.stderr
