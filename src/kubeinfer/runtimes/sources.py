@@ -51,7 +51,8 @@ def model_source_problems(model: ModelSpec, base_dir: Path) -> list[str]:
         top = module.split(".")[0]
         where = [base_dir] + ([path if path.is_dir() else path.parent] if path is not None else [])
         found = top in sys.builtin_module_names or PathFinder.find_spec(top, [str(p) for p in where] + sys.path)
-        if not found:
+        # a remote uri's folder is on the import path too, once fetched: the module is looked for when it loads
+        if not found and not (model.uri and is_remote(model.uri)):
             problems.append(
                 f"spec.model.className {model.className!r}: no module {top!r} in {', '.join(map(str, where))} or "
                 f"the installed packages (put {top}.py beside the spec file, or install the package that has it)"

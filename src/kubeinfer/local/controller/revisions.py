@@ -17,6 +17,7 @@ import yaml
 from kubeinfer.local.files import private_dir, write_private
 from kubeinfer.spec import InferenceService, resolve_uri
 from kubeinfer.spec.service import ServiceSpec
+from kubeinfer.storage.uris import is_remote
 
 __all__ = ["Revision", "RevisionStore", "template_of"]
 
@@ -88,7 +89,7 @@ class RevisionStore:
         if svc.spec.models is not None:
             return self._write_models(doc, base_dir, number)
         uri = svc.spec.model.uri
-        if uri:
+        if uri and not is_remote(uri):  # a remote uri (s3://, hf://, ...) is fetched by the replica as it is
             doc["spec"]["model"]["uri"] = str(resolve_uri(uri, base_dir).resolve())
         path = self.folder / "specs" / f"revision-{number}.yaml"
         private_dir(path.parent)
