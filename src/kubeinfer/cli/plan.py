@@ -296,9 +296,42 @@ def replay(
     ),
     output: Annotated[str, typer.Option("--output", "-o", help="table | json")] = "table",
     plot: Annotated[Path | None, typer.Option(help="Write a PNG of unallocated GPUs vs arrived workload.")] = None,
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            help="Re-draw the pods to a preset mix per seed: gpushare40, gpushare100, gpuspec33, multigpu50, cpu25 "
+            "(the share options below override or refine it).",
+            show_default=False,
+        ),
+    ] = None,
+    gpu_share: Annotated[
+        float | None, typer.Option(help="Variant: share of GPU pods that share one GPU (0-1).", show_default=False)
+    ] = None,
+    gpu_spec: Annotated[
+        float | None,
+        typer.Option(help="Variant: share of GPU pods pinned to a set of GPU models (0-1).", show_default=False),
+    ] = None,
+    multi_gpu: Annotated[
+        float | None, typer.Option(help="Variant: share of GPU pods asking for several GPUs (0-1).", show_default=False)
+    ] = None,
+    cpu_only: Annotated[
+        float | None,
+        typer.Option(help="Variant: share of all pods asking for no GPU (0-1, below 1).", show_default=False),
+    ] = None,
+    bound: Annotated[
+        bool, typer.Option("--bound/--no-bound", help="Report the LP lower bound on unallocated GPUs at 100%.")
+    ] = True,
 ) -> None:
-    """Replay a GPU-sharing pod trace onto its nodes; report the GPU capacity left unallocated as pods arrive."""
+    """Replay a GPU-sharing pod trace onto its nodes; report the GPU capacity left unallocated as pods arrive.
+
+    With a variant (--variant or any of --gpu-share, --gpu-spec, --multi-gpu, --cpu-only) each seed first re-draws
+    the pod list to that mix with the seed (pods drawn with replacement inside each class: CPU-only, sharing, one
+    whole GPU, multi-GPU; pinned pods get a GPU-model set of the trace's production mix), then replays it; the table
+    shows the median over seeds, the worst seed and the distance to the lower bound."""
+    from dataclasses import replace as dc_replace
+
     from kubeinfer.placement.fragmentation import POLICIES
+    from kubeinfer.placement.variants import PRESETS, Variant
     from kubeinfer.sim.openb import load_nodes_csv, load_pods_csv, replay_many_timed
 
     if output not in ("table", "json"):
@@ -315,6 +348,20 @@ def replay(
         seeds = ()
     if not seeds:
         raise fail(f"--seed {seed!r}: use an integer or comma-separated integers", 2)
+    var: Variant | None = None
+    if variant is not None:
+        if variant not in PRESETS:
+            raise fail(f"--variant {variant!r}: use one of {', '.join(PRESETS)}", 2)
+        var = PRESETS[variant]
+    shares = {"gpu_share": gpu_share, "gpu_spec": gpu_spec, "multi_gpu": multi_gpu, "cpu_only": cpu_only}
+    given = {k: v for k, v in shares.items() if v is not None}
+    if given:
+        name = "custom" if var is None else f"{var.name}+custom"
+        try:
+            var = dc_replace(var or Variant(), name=name, **given)
+        except ValueError as e:
+            flag = next((f"--{k.replace('_', '-')}" for k in given if k in str(e)), "--variant")
+            raise fail(f"{flag}: {e}", 2) from None
     try:
         cluster = load_nodes_csv(nodes)
         workload = load_pods_csv(pods)
@@ -338,7 +385,10 @@ def replay(
             prog.update(task, advance=1, description=f"{pol} (seed {sd})")
 
         try:
-            doc = replay_many_timed(cluster, workload, names, seeds=seeds, target=target, order=order, progress=tick)
+            doc = replay_many_timed(
+                cluster, workload, names, seeds=seeds, target=target, order=order, progress=tick, variant=var,
+                bound=bound,
+            )  # fmt: skip
         except ValueError as e:
             raise fail(str(e), 2) from None
     if plot is not None:
@@ -362,21 +412,36 @@ def _print_replay(doc: Mapping[str, Any]) -> None:
     t.add_column("policy")
     for lv in levels:
         t.add_column(f"unalloc @{lv:.0%}", justify="right")
+    t.add_column("worst seed @100%", justify="right")
     t.add_column("failed @100%", justify="right")
     t.add_column("vs best-fit @100%", justify="right")
+    if "lowerBoundAt100" in doc:
+        t.add_column("gap to bound @100%", justify="right")
     t.add_column("s/replay", justify="right")
     for r in doc["results"]:
         at = r["unallocatedAt"]
         cells = [f"{at[f'{lv:.2f}']:.2%}" if f"{lv:.2f}" in at else "-" for lv in levels]
         rel = r.get("vsBestFit")
+        gap = [f"{r['gapToBoundAt100']:+.2%}"] if "lowerBoundAt100" in doc else []
         t.add_row(
             r["policy"],
             *cells,
+            f"{max(r['perSeedUnallocatedAt100']):.2%}",
             f"{r['failedAt'].get('1.00', float('nan')):.2%}",
             "-" if rel is None else f"{rel:+.1%}",
+            *gap,
             f"{r['seconds']:.1f}",
         )
     print_table(t)
+    if "variant" in doc:
+        v = doc["variant"]
+        parts = [f"{k} {v[k]:.0%}" for k in ("gpuShare", "gpuSpec", "multiGpu", "cpuOnly") if v.get(k) is not None]
+        out.print(f"variant {v['name']}: {', '.join(parts)} (pods re-drawn per seed)")
+    if "lowerBoundAt100" in doc:
+        per = ", ".join(f"{b:.2%}" for b in doc["perSeedLowerBoundAt100"])
+        out.print(
+            f"lower bound on unallocated GPUs @100% (LP relaxation): {doc['lowerBoundAt100']:.2%} (per seed {per})"
+        )
 
 
 def _plot(doc: Mapping[str, Any], path: Path) -> None:

@@ -31,7 +31,7 @@ sorted free GPU milli), the best move and its ``F`` change, so each pod only eva
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -208,6 +208,8 @@ class ReplayResult:
     """Failed GPU request / arrived GPU request at each checkpoint."""
     fragmented_share: tuple[float, ...]
     """Fragmented GPU capacity (the measure above) / capacity at each checkpoint."""
+    placements: tuple[tuple[int, int, tuple[int, ...]], ...] = ()
+    """With ``record=True``: (pod index in the workload, node index, GPU indices on the node) per placed pod."""
 
     @property
     def final_unallocated(self) -> float:
@@ -317,6 +319,13 @@ class _State:
         self._flush()
         self.best: dict[int, tuple[FloatArr, IntArr]] = {}
 
+    def reweight(self, weight: FloatArr) -> None:
+        """New type popularity (the learned target workload): the cached F values and moves are dropped."""
+        self.types = replace(self.types, weight=weight)
+        self.key_id, self.keys, self.f_of, self.best = {}, [], [], {}
+        self.sid = np.array([self._intern(self._key(i)) for i in range(len(self.cpu_free))], dtype=np.int64)
+        self._flush()
+
     def _key(self, i: int) -> tuple[int, int, tuple[int, ...]]:
         return (int(self.model[i]), int(self.cpu_free[i]), tuple(sorted(int(x) for x in self.gpu_free[i])))
 
@@ -396,6 +405,91 @@ class _State:
         self.sid[node] = self._intern(self._key(node))
 
 
+RELEARN_FROM = 64
+"""The kubeinfer policy re-learns the type popularity at 64, 128, 256, ... arrivals (before: uniform)."""
+LEARN_BY_REQUEST = True
+"""Weight each arrived pod type by its GPU request (count x GPUs x milli), not by its count alone."""
+PRESSURE_STEP = 0.1
+"""Pressures within one step of each other count as equal (FGD then decides)."""
+PRESSURE_SLACK = 0.3
+"""A model whose free GPUs are expected to be needed by pods pinned to it beyond this share is kept for them."""
+
+
+class _Learner:
+    """What the kubeinfer policy learns from the arrivals so far (private to one replay call).
+
+    - The popularity of each pod type (FGD's target workload), re-learned on a doubling schedule so that the cached
+      moves stay valid in between.
+    - Per set of allowed GPU models, the GPU and CPU the arrived pods pinned to it asked for, per milli-GPU of all
+      arrived requests; a set's expected future demand is that times the free GPU capacity (the cluster is expected
+      to fill), spread over the set's models by their free GPUs. A model's pressure is that expected demand over its
+      free GPUs (and over its free CPU, whichever is higher): above ``PRESSURE_SLACK`` the model is kept for the
+      pods pinned there, and other pods go to models with slack first.
+    """
+
+    def __init__(self, types: _Types, st: _State, workload: Workload) -> None:
+        self.types, self.st = types, st
+        n_models = int(types.allowed.shape[1])
+        sets: dict[tuple[bool, ...], int] = {}
+        self.set_of = np.array([sets.setdefault(tuple(row.tolist()), len(sets)) for row in types.allowed])
+        self.set_models = np.array(list(sets), dtype=bool).reshape(len(sets), n_models)
+        self.pinned = ~self.set_models.all(axis=1)
+        self.count = np.zeros(len(types.weight))
+        self.set_gpu = np.zeros(len(sets))
+        self.set_cpu = np.zeros(len(sets))
+        self.total_gpu = 0.0
+        self.n = 0
+        self.next_learn = RELEARN_FROM
+        free = np.maximum(st.gpu_free, 0).sum(axis=1)
+        self.free_gpu = np.bincount(st.model, weights=free, minlength=n_models).astype(np.float64)
+        self.free_cpu = np.bincount(st.model, weights=st.cpu_free, minlength=n_models).astype(np.float64)
+        st.reweight(np.full(len(types.weight), 1.0 / max(len(types.weight), 1)))
+        self._key: tuple[FloatArr, FloatArr] | None = None
+
+    def arrive(self, ptype: int, req: int, cpu: int) -> None:
+        self.count[ptype] += max(req, 1) if LEARN_BY_REQUEST else 1
+        k = self.set_of[ptype]
+        self.set_gpu[k] += req
+        self.set_cpu[k] += cpu if req else 0
+        self.total_gpu += req
+        self.n += 1
+        if self.n >= self.next_learn:
+            self.next_learn *= 2
+            self.st.reweight(self.count / self.count.sum())
+
+    def placed(self, node: int, req: int, cpu: int) -> None:
+        m = self.st.model[node]
+        self.free_gpu[m] -= req
+        self.free_cpu[m] -= cpu
+        self._key = None
+
+    def pressure(self) -> tuple[FloatArr, FloatArr]:
+        """Per model: the expected demand of the pods pinned to it over its free GPUs, and over its free CPU."""
+        n_models = self.set_models.shape[1]
+        if self.total_gpu <= 0 or not self.pinned.any():
+            return np.zeros(n_models), np.zeros(n_models)
+        future = float(self.free_gpu.sum()) / self.total_gpu
+        sm = self.set_models.astype(np.float64)
+        set_free = np.maximum(sm @ self.free_gpu, 1.0)
+        share = sm * self.free_gpu[None, :] / set_free[:, None]  # (sets, models): a set's demand spread
+        pin = self.pinned.astype(np.float64)
+        gpu_need = (pin * self.set_gpu * future) @ share
+        cpu_need = (pin * self.set_cpu * future) @ share
+        return gpu_need / np.maximum(self.free_gpu, 1.0), cpu_need / np.maximum(self.free_cpu, 1.0)
+
+    def pressure_key(self, models: IntArr, gpu: bool) -> FloatArr:
+        """Per node model: 0 where the model has slack, else its pressure (smaller is better). A pod asking for no
+        GPU only weighs the CPU pressure."""
+        if self._key is None:
+            pg, pc = self.pressure()
+            both = np.maximum(pg, pc)
+            self._key = (
+                np.floor(np.where(both > PRESSURE_SLACK, both, 0.0) / PRESSURE_STEP),
+                np.floor(np.where(pc > PRESSURE_SLACK, pc, 0.0) / PRESSURE_STEP),
+            )
+        return self._key[0 if gpu else 1][models]
+
+
 def _pick_gpus(
     free_row: IntArr, num: int, milli: int, rule: str, value: int = -1, rng: np.random.Generator | None = None
 ) -> list[int]:
@@ -427,10 +521,12 @@ def replay(
     target: float = 1.0,
     checkpoints: int | None = None,
     order: str = "trace",
+    record: bool = False,
 ) -> ReplayResult:
     """Replay ``workload`` onto an empty ``cluster`` with ``policy``; see the module docstring for the method.
 
-    ``checkpoints`` (default: one per 1% of capacity up to the target) are the arrival levels recorded."""
+    ``checkpoints`` (default: one per 1% of capacity up to the target) are the arrival levels recorded; ``record``
+    keeps every placement (``ReplayResult.placements``)."""
     if policy not in POLICIES:
         raise ValueError(f"policy {policy!r} is not one of {', '.join(POLICIES)}")
     if not 0 < target <= 10:
@@ -438,7 +534,7 @@ def replay(
     if checkpoints is None:
         checkpoints = max(1, round(target * 100))
     model_names = sorted(set(cluster.models))
-    types = _types(workload, model_names, "request" if policy == "kubeinfer" else "count")
+    types = _types(workload, model_names, "count")
     st = _State(cluster, types, model_names)
     cap = cluster.gpu_capacity_milli
     arrivals = arrival_order(workload, cap, seed, target, order)
@@ -448,6 +544,7 @@ def replay(
     cpu_cap = np.maximum(cluster.cpu_milli, 1).astype(np.float64)
     gpu_cap = np.maximum(cluster.gpus * FULL, 1).astype(np.float64)
     # per node: GPU request sizes placed on it (gpu-clustering)
+    learn = _Learner(types, st, workload) if policy == "kubeinfer" else None
     sizes = {int(v): i for i, v in enumerate(sorted(set(workload.gpu_milli.tolist())))}
     hosted = np.zeros((len(cluster.names), len(sizes)), dtype=bool)
     arrived = failed = allocated = 0
@@ -457,8 +554,9 @@ def replay(
     out_f: list[float] = []
     out_g: list[float] = []
     lvl = 0
+    placed: list[tuple[int, int, tuple[int, ...]]] = []
 
-    def record() -> None:
+    def checkpoint() -> None:
         out_a.append(arrived / cap)
         out_u.append(1 - allocated / cap)
         out_f.append(failed / arrived if arrived else 0.0)
@@ -472,6 +570,8 @@ def replay(
         nodes = st.feasible(cpu, mem, num, milli, types.allowed[pt])
         req = int(req_all[p])
         arrived += req
+        if learn is not None:
+            learn.arrive(pt, req, cpu)
         if len(nodes) == 0:
             failed += req
             n_failed += 1
@@ -511,19 +611,25 @@ def replay(
                 d = np.round(delta, 6)
                 if policy == "fgd":
                     i = int(np.lexsort((nodes, d))[0])
-                else:  # kubeinfer: best-fit among the equally good FGD moves
-                    i = int(np.lexsort((nodes, st.cpu_free[nodes] - cpu, left_gpu, d))[0])
+                else:  # kubeinfer: keep scarce models for the pods that need them, then FGD, then best-fit
+                    assert learn is not None
+                    press = learn.pressure_key(st.model[nodes], num > 0)
+                    i = int(np.lexsort((nodes, st.cpu_free[nodes] - cpu, left_gpu, d, press))[0])
                 node, rule, value = int(nodes[i]), "value", int(values[i])
             gpus = _pick_gpus(st.gpu_free[node], num, milli, rule, value, rng)
             st.place(node, gpus, milli, cpu, mem)
+            if learn is not None:
+                learn.placed(node, req, cpu)
+            if record:
+                placed.append((p, node, tuple(gpus)))
             if num:
                 hosted[node, sizes[milli]] = True
             allocated += req
         while lvl < checkpoints and arrived >= levels[lvl] * cap - 1e-6:
-            record()
+            checkpoint()
             lvl += 1
     if not out_a or out_a[-1] != arrived / cap:
-        record()  # the trace ran out below the target: the final state is the last point
+        checkpoint()  # the trace ran out below the target: the final state is the last point
     return ReplayResult(
         policy=policy,
         seed=seed,
@@ -534,6 +640,7 @@ def replay(
         unallocated_share=tuple(out_u),
         failed_share=tuple(out_f),
         fragmented_share=tuple(out_g),
+        placements=tuple(placed),
     )
 
 
@@ -555,20 +662,34 @@ def replay_many(
     order: str = "shuffle",
     progress: Callable[[str, int], None] | None = None,
     clock: Callable[[], float] | None = None,
+    workload_for_seed: Callable[[int], Workload] | None = None,
+    lower_bound: Callable[[Workload, IntArr], float] | None = None,
 ) -> dict[str, Any]:
     """Each policy under each seed; curves and shares are the median over seeds at 1% arrival steps (the
     paper's Fig. 9 reports the median of 10 seeds). JSON-able; what ``kubeinfer plan replay -o json`` prints.
 
     ``seconds`` is each policy's time per seed on ``clock`` (the shell passes a monotonic counter:
-    :func:`kubeinfer.sim.openb.replay_many_timed`); without a clock it is 0."""
+    :func:`kubeinfer.sim.openb.replay_many_timed`); without a clock it is 0. ``workload_for_seed`` draws the pod
+    list of each seed (a variant, :mod:`kubeinfer.placement.variants`) instead of ``workload``; ``lower_bound``
+    (pods, arrived pod indices) gives the least unallocated share any placement reaches once the arrived GPU request
+    reaches 100% of capacity (or the target, if lower): reported per seed and as each policy's distance to it."""
     now = clock if clock is not None else (lambda: 0.0)
     steps = np.round(np.arange(1, round(target * 100) + 1) / 100, 2)
+    loads = {sd: workload_for_seed(sd) if workload_for_seed else workload for sd in seeds}
+    bounds: dict[int, float] = {}
+    if lower_bound is not None:
+        for sd in seeds:
+            w_sd = loads[sd]
+            arr = arrival_order(w_sd, cluster.gpu_capacity_milli, sd, target, order)
+            cum = np.cumsum(w_sd.gpu_request_milli[arr])
+            upto = int(np.searchsorted(cum, min(target, 1.0) * cluster.gpu_capacity_milli - 1e-6)) + 1
+            bounds[sd] = lower_bound(w_sd, arr[:upto])
     results: list[dict[str, Any]] = []
     for pol in policies:
         runs = []
         t0 = now()
         for sd in seeds:
-            runs.append(replay(cluster, workload, pol, seed=sd, target=target, order=order))
+            runs.append(replay(cluster, loads[sd], pol, seed=sd, target=target, order=order))
             if progress:
                 progress(pol, sd)
         secs = (now() - t0) / len(seeds)
@@ -600,7 +721,12 @@ def replay_many(
     base = at100.get("best-fit", 0.0)
     for r in results:
         r["vsBestFit"] = round(at100[str(r["policy"])] / base - 1, 6) if base > 0 else None
-    return {
+        if bounds:
+            per_seed = r["perSeedUnallocatedAt100"]
+            r["gapToBoundAt100"] = round(
+                float(np.median([u - bounds[sd] for u, sd in zip(per_seed, seeds, strict=True)])), 6
+            )
+    doc: dict[str, Any] = {
         "nodes": len(cluster.names),
         "gpus": cluster.gpu_capacity_milli // FULL,
         "pods": len(workload),
@@ -609,3 +735,7 @@ def replay_many(
         "order": order,
         "results": results,
     }
+    if bounds:
+        doc["lowerBoundAt100"] = round(float(np.median(list(bounds.values()))), 6)
+        doc["perSeedLowerBoundAt100"] = [round(bounds[sd], 6) for sd in seeds]
+    return doc

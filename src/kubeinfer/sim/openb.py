@@ -14,7 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from kubeinfer.placement.bound import unallocated_lower_bound
 from kubeinfer.placement.fragmentation import FULL, Cluster, Workload, replay, replay_many
+from kubeinfer.placement.variants import Variant, make_variant, variant_dict
 
 __all__ = ["load_nodes_csv", "load_pods_csv", "replay_files", "replay_many_timed"]
 
@@ -40,12 +42,38 @@ def replay_many_timed(
     target: float = 1.3,
     order: str = "shuffle",
     progress: Callable[[str, int], None] | None = None,
+    variant: Variant | None = None,
+    bound: bool = False,
 ) -> dict[str, Any]:
     """:func:`~kubeinfer.placement.fragmentation.replay_many` with each policy's ``seconds`` per seed measured on
-    the monotonic performance counter (what ``kubeinfer plan replay`` reports)."""
-    return replay_many(
-        cluster, workload, policies, seeds=seeds, target=target, order=order, progress=progress, clock=time.perf_counter
+    the monotonic performance counter (what ``kubeinfer plan replay`` reports). ``variant``: each seed replays the
+    pod list re-drawn to that mix with the seed (:func:`~kubeinfer.placement.variants.make_variant`); ``bound``:
+    report the LP lower bound on unallocated GPUs (:mod:`kubeinfer.placement.bound`) and each policy's distance."""
+    draw = None
+    if variant is not None and not variant.is_trace:
+        v = variant
+
+        def draw(sd: int) -> Workload:
+            return make_variant(workload, v, sd, cluster)
+
+    def lower(w: Workload, pods: Any) -> float:
+        return unallocated_lower_bound(cluster, w, pods)
+
+    doc = replay_many(
+        cluster,
+        workload,
+        policies,
+        seeds=seeds,
+        target=target,
+        order=order,
+        progress=progress,
+        clock=time.perf_counter,
+        workload_for_seed=draw,
+        lower_bound=lower if bound else None,
     )
+    if variant is not None:
+        doc["variant"] = variant_dict(variant)
+    return doc
 
 
 def replay_files(
