@@ -78,7 +78,7 @@ class EngineStats:
 
 
 class _Seq:
-    __slots__ = ("cache", "generator", "id", "max_total", "on_output", "params", "prompt", "tail")
+    __slots__ = ("generator", "id", "max_total", "on_output", "params", "prompt", "tail")
 
     def __init__(
         self,
@@ -95,7 +95,6 @@ class _Seq:
         self.on_output = on_output
         self.tail = tail
         self.max_total = max_total  # prompt + generated tokens at most
-        self.cache: list[tuple[torch.Tensor, torch.Tensor]] = []
         self.generator: torch.Generator | None = None
         if params.temperature > 0:
             self.generator = torch.Generator().manual_seed(
@@ -128,6 +127,7 @@ class Engine:
         self.device = next(model.parameters()).device
         self.stats = EngineStats()
         self._scheduler = Scheduler(config)
+        self._rows: _Rows | None = None  # the running batch and its cache (engine thread only)
         self._seqs: dict[int, _Seq] = {}
         self._ids = itertools.count(1)
         self._inbox: list[_Seq] = []
@@ -206,19 +206,54 @@ class Engine:
                 self._fail_all(f"{type(e).__name__}: {e}")
 
     def step(self) -> None:
-        """One step of continuous batching: admit and prefill, decode, deliver, free the finished."""
+        """One step of continuous batching: drop the rows that ended, prefill the joining sequences (their first
+        tokens go out at once), decode one token of every running row, then add the joined ones as rows."""
         plan = self._scheduler.schedule()
+        self._drop_ended()
         if plan.empty:
             return
+        joined: _Rows | None = None
         if plan.prefill:
             seqs = [self._seqs[i] for i in plan.prefill]
+            n = max(len(s.prompt) for s in seqs)
+            # left-padded prompts: row r's prompt ends at the last column, its padding is masked
+            pads = [n - len(s.prompt) for s in seqs]
+            input_ids = torch.full((len(seqs), n), self.pad_id, dtype=torch.long)
+            mask = torch.ones((len(seqs), n), dtype=torch.long)
+            positions = torch.zeros((len(seqs), n), dtype=torch.long)
+            for r, (seq, pad) in enumerate(zip(seqs, pads, strict=True)):
+                input_ids[r, pad:] = torch.tensor(seq.prompt, dtype=torch.long)
+                mask[r, :pad] = 0
+                positions[r, pad:] = torch.arange(len(seq.prompt))
+            logits, kv = self._forward(input_ids, mask, positions, None)
+            joined = _Rows(seqs, kv, pads)
             # a joining sequence's first token goes out before the decode pass: time to first token is one
             # prefill, not a prefill and a decode of the whole batch
-            self._deliver(self._sample(seqs, self._forward(seqs, [s.prompt for s in seqs])))
-        if plan.decode:
-            seqs = [self._seqs[i] for i in plan.decode]
-            self._deliver(self._sample(seqs, self._forward(seqs, [[s.tail.ids[-1]] for s in seqs])))
+            self._deliver(self._sample(seqs, logits))
+        rows = self._rows
+        if rows is not None and plan.decode:
+            width = rows.width
+            count = len(rows.seqs)
+            input_ids = torch.tensor([[s.tail.ids[-1]] for s in rows.seqs], dtype=torch.long)
+            mask = torch.ones((count, width + 1), dtype=torch.long)
+            positions = torch.empty((count, 1), dtype=torch.long)
+            for r, pad in enumerate(rows.pads):
+                mask[r, :pad] = 0
+                positions[r, 0] = width - pad
+            logits, rows.kv = self._forward(input_ids, mask, positions, rows.kv)
+            self._deliver(self._sample(rows.seqs, logits))
+        if joined is not None:
+            self._rows = joined if rows is None else rows.merge(joined)
         self.stats.steps += 1
+
+    def _drop_ended(self) -> None:
+        """Rows whose sequence finished or was aborted leave the batch cache (and its common padding is cut)."""
+        rows = self._rows
+        if rows is None:
+            return
+        keep = [r for r, seq in enumerate(rows.seqs) if seq.id in self._seqs]
+        if len(keep) < len(rows.seqs):
+            self._rows = rows.select(keep) if keep else None
 
     def _deliver(self, outputs: list[tuple[_Seq, Output]]) -> None:
         self.stats.generated(time.monotonic(), len(outputs))
@@ -226,7 +261,6 @@ class Engine:
             if out.finish_reason is not None:
                 self._scheduler.finish(seq.id)
                 del self._seqs[seq.id]
-                seq.cache = []
             seq.on_output(out)
 
     def _fail_all(self, why: str) -> None:
@@ -234,35 +268,22 @@ class Engine:
             self._scheduler.abort(seq.id)
             seq.on_output(Output((), "", f"error: {why}", len(seq.prompt), len(seq.tail.ids)))
         self._seqs.clear()
+        self._rows = None
 
-    def _forward(self, seqs: list[_Seq], new: list[list[int]]) -> torch.Tensor:
-        """Run ``new`` tokens of each sequence on top of its cache, as one left-padded batch; grows each cache and
-        returns the logits of each row's last token, ``[rows, vocab]``."""
-        rows = len(seqs)
-        past = [len(s.cache[0][0][0, 0]) if s.cache else 0 for s in seqs]
-        n_new = [len(x) for x in new]
-        p, n = max(past), max(n_new)
-        device = self.device
-        input_ids = torch.full((rows, n), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((rows, p + n), dtype=torch.long)
-        positions = torch.zeros((rows, n), dtype=torch.long)
-        for r, (tokens, k, q) in enumerate(zip(new, past, n_new, strict=True)):
-            input_ids[r, n - q :] = torch.tensor(tokens, dtype=torch.long)
-            mask[r, p - k : p] = 1
-            mask[r, p + n - q :] = 1
-            positions[r, n - q :] = torch.arange(k, k + q)
+    def _forward(
+        self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, kv: list[_KV] | None
+    ) -> tuple[torch.Tensor, list[_KV]]:
+        """One forward pass over a left-padded batch on top of the batch cache ``kv`` (None: no past); returns the
+        logits of each row's last token (``[rows, vocab]``, on the CPU) and the grown cache."""
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.model.config)
-        if p:
-            # a step's rows all have a cache (decode) or none (prefill)
-            for layer in range(len(seqs[0].cache)):
-                keys = torch.cat([_left_pad(s.cache[layer][0], p) for s in seqs])
-                values = torch.cat([_left_pad(s.cache[layer][1], p) for s in seqs])
-                cache.update(keys, values, layer)
+        for layer, (keys, values) in enumerate(kv or ()):
+            cache.update(keys, values, layer)
         kwargs: dict[str, Any] = {self._cache_arg: cache}
         if self._keep_arg:
             kwargs["logits_to_keep"] = 1
+        device = self.device
         out = self.model(
             input_ids=input_ids.to(device),
             attention_mask=mask.to(device),
@@ -271,16 +292,15 @@ class Engine:
             **kwargs,
         )
         grown = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-        for r, (seq, k, q) in enumerate(zip(seqs, past, n_new, strict=True)):
-            seq.cache = [(_cut(layer.keys, r, p, k, n, q), _cut(layer.values, r, p, k, n, q)) for layer in grown.layers]
         # sampling runs on the CPU, where each sequence's seeded generator lives
         logits: torch.Tensor = out.logits[:, -1, :].float().cpu()
-        return logits
+        return logits, [(layer.keys, layer.values) for layer in grown.layers]
 
     def _sample(self, seqs: list[_Seq], logits: torch.Tensor) -> list[tuple[_Seq, Output]]:
         outputs = []
+        greedy = logits.argmax(dim=-1).tolist()  # one call for every row; sampled rows draw below
         for r, seq in enumerate(seqs):
-            token = _pick(logits[r], seq.params, seq.generator)
+            token = greedy[r] if seq.generator is None else _pick(logits[r], seq.params, seq.generator)
             text, stopped = seq.tail.push(token, special=token in self.special_ids)
             finish: FinishReason | None = None
             if stopped or (token in self.eos_ids and not seq.params.ignore_eos):
@@ -293,21 +313,51 @@ class Engine:
         return outputs
 
 
-def _left_pad(t: torch.Tensor, length: int) -> torch.Tensor:
-    """``[1, heads, len, dim]`` zero-padded on the left to ``length``."""
-    missing = length - t.shape[2]
+_KV = tuple[torch.Tensor, torch.Tensor]
+"""One layer's keys and values, ``[rows, kv_heads, width, head_dim]``."""
+
+
+class _Rows:
+    """The running batch: its sequences in row order, the batch cache (left-padded: row ``r`` has ``pads[r]``
+    masked columns, then its own cache) shared by one decode pass after another while no row joins or leaves."""
+
+    __slots__ = ("kv", "pads", "seqs")
+
+    def __init__(self, seqs: list[_Seq], kv: list[_KV], pads: list[int]) -> None:
+        self.seqs = seqs
+        self.kv = kv
+        self.pads = pads
+
+    @property
+    def width(self) -> int:
+        return int(self.kv[0][0].shape[2])
+
+    def select(self, keep: list[int]) -> _Rows:
+        """Only rows ``keep``; the padding every remaining row has is cut off."""
+        index = torch.tensor(keep, dtype=torch.long, device=self.kv[0][0].device)
+        cut = min(self.pads[r] for r in keep)
+        kv = [(k.index_select(0, index)[:, :, cut:], v.index_select(0, index)[:, :, cut:]) for k, v in self.kv]
+        return _Rows([self.seqs[r] for r in keep], kv, [self.pads[r] - cut for r in keep])
+
+    def merge(self, other: _Rows) -> _Rows:
+        """These rows and ``other``'s, both padded on the left to the wider of the two."""
+        width = max(self.width, other.width)
+        mine, theirs = width - self.width, width - other.width
+        kv = [
+            (
+                torch.cat([_left_pad(k1, mine), _left_pad(k2, theirs)]),
+                torch.cat([_left_pad(v1, mine), _left_pad(v2, theirs)]),
+            )
+            for (k1, v1), (k2, v2) in zip(self.kv, other.kv, strict=True)
+        ]
+        return _Rows(self.seqs + other.seqs, kv, [p + mine for p in self.pads] + [p + theirs for p in other.pads])
+
+
+def _left_pad(t: torch.Tensor, missing: int) -> torch.Tensor:
+    """``[rows, heads, len, dim]`` with ``missing`` zero columns added on the left."""
     if missing == 0:
         return t
     return torch.nn.functional.pad(t, (0, 0, missing, 0))
-
-
-def _cut(batch: torch.Tensor, row: int, p: int, k: int, n: int, q: int) -> torch.Tensor:
-    """Row ``row``'s own cache out of a batch cache laid out ``[pad | past k | pad | new q]`` (``p`` + ``n``)."""
-    old = batch[row : row + 1, :, p - k : p]
-    fresh = batch[row : row + 1, :, p + n - q :]
-    if k == 0:
-        return fresh.clone()
-    return torch.cat([old, fresh], dim=2)
 
 
 def _pick(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
