@@ -1,13 +1,14 @@
 """The continuous-batching engine over a Hugging Face causal LM (``transformers``), on one thread of its own.
 
 A step (``scheduler.py`` decides which sequences) is at most two forward passes: one over the prompts of the sequences
-that join (left-padded to the longest, no cache), one that decodes the next token of every running sequence. Each
-sequence keeps its own key/value cache (one tensor per layer, ``[1, kv_heads, length, head_dim]``); a decode step
-lays the running sequences' caches side by side, left-padded to the longest, into one ``DynamicCache``, masks the
-padding (``attention_mask``), gives each row its own positions (``position_ids``), and cuts each row's grown cache back
-out of the result. Rebuilding the batch cache each step costs a copy of the caches, small next to the forward pass for
-the models this engine is for, and keeps joining and leaving a matter of list edits; the result is the one
-``model.generate`` computes for the same prompt alone (greedy outputs are tested to be identical).
+that join (left-padded to the longest, no cache), and one that decodes the next token of every running sequence. The
+running batch keeps one key/value cache, ``[rows, kv_heads, width, head_dim]`` per layer, left-padded: row ``r``'s
+first ``pads[r]`` columns are padding, masked by ``attention_mask``, and each row has its own positions
+(``position_ids``). From one decode pass to the next the cache is handed back to the model as it is (a
+``DynamicCache`` over the same tensors), so a step copies nothing beyond what the model's own cache update does. When
+a sequence ends (or its client goes away) its row is cut out and the padding every remaining row shares is trimmed;
+joining sequences' prompt caches are merged in after the decode pass, both sides padded to the wider. The result is
+the one ``model.generate`` computes for the same prompt alone (greedy outputs are tested to be identical).
 
 Attention runs ``eager``: padded rows whose queries see only padding then get a finite, ignored result (an SDPA kernel
 may produce NaN there, which the next layer would spread).
