@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,7 +43,7 @@ class RouterThread:
 
     def __init__(self) -> None:
         self.loop = uvloop.new_event_loop()
-        self.router = Router()
+        self.router = Router(replica_metrics=True)  # as kubeinfer up makes it
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="router-loop")
         self.thread.start()
         self.http_port, _ = self.run(self.router.start("127.0.0.1", 0, None))
@@ -106,3 +107,40 @@ def test_every_metric_the_dashboard_queries_is_emitted(replica: ServerProcess, r
         emitted |= exposition_names(scrape(base))
     missing = dashboard_names() - sample_names(emitted)
     assert not missing, f"deploy/grafana/kubeinfer.json queries metrics nothing emits: {sorted(missing)}"
+
+
+def test_the_router_carries_each_ready_replicas_families_labelled_by_replica(
+    replica: ServerProcess, router: RouterThread
+) -> None:
+    """One scrape of the router has the replica's ``kubeinfer_*`` families, each sample with ``replica`` and
+    ``revision``, in a valid exposition (one family per name); a replica that left the ready set leaves it."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    base = f"http://127.0.0.1:{router.http_port}"
+    replica_docs = documented()["Replica"]
+
+    def replica_samples() -> list[Any]:
+        return [
+            s
+            for f in text_string_to_metric_families(scrape(base))
+            if not f.name.startswith("kubeinfer_router_")
+            for s in f.samples
+            if s.name.startswith("kubeinfer_")
+        ]
+
+    deadline = time.monotonic() + 30
+    samples = replica_samples()
+    while not any(s.name == "kubeinfer_requests_total" for s in samples) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the router scrapes a new replica within a poll
+        samples = replica_samples()
+    assert samples, "the router's /metrics has none of the replica's families"
+    assert all(s.labels.get("replica") == "iris-0" and s.labels.get("revision") == "0" for s in samples)
+    families = exposition_names(scrape(base))
+    carried = {n for n in families if n in replica_docs}
+    assert {"kubeinfer_requests_total", "kubeinfer_request_duration_seconds", "kubeinfer_model_ready"} <= carried
+    ok = [s for s in samples if s.name == "kubeinfer_requests_total" and s.labels.get("code") == "200"]
+    assert ok and ok[0].labels["model"] == "iris" and ok[0].value >= 2  # this module's requests, direct and routed
+
+    router.set_backends([])
+    assert not replica_samples()
+    router.set_backends([Backend("iris-0", "127.0.0.1", replica.http_port, None)])

@@ -72,6 +72,7 @@ class Platform:
                 ),
             ),
             on_buffered=self._on_buffered,
+            replica_metrics=True,  # the replicas' families on the router's /metrics (docs/metrics.md)
         )
         self.controller = ServiceController(
             svc,

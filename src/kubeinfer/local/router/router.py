@@ -28,7 +28,8 @@ It runs on the controller's event loop (uvloop) and does what a service mesh sid
   (``lifecycle.canary``) reads them through ``stats().revisions``.
 - **Its own endpoints**: ``/healthz`` (the router runs), ``/readyz`` and ``/v2/health/ready`` (at least one backend
   is ready), ``/v2/health/live``, ``/metrics`` (Prometheus text rendered at scrape time from plain counters, as
-  ``server/metrics.py`` does). Every other path goes to a replica.
+  ``server/metrics.py`` does, then the ready replicas' families from their latest scrape, labelled by replica:
+  ``replica_metrics.py``). Every other path goes to a replica.
 
 The HTTP hot path lives in ``http.py`` (raw asyncio protocols, httptools, pooled upstream connections) and gRPC in
 ``grpc.py``; both call the router through ``api.RouterApi`` only, which ``Router`` implements: the choice of backend,
@@ -58,6 +59,7 @@ from kubeinfer.lifecycle.canary import Counters
 from kubeinfer.local.router.api import Backend, BackendState, ConnLimits, OwnRoute, Waiting, log_unexpected_end
 from kubeinfer.local.router.core import RetryBudget, RevisionCounts, choose_revision, pick
 from kubeinfer.local.router.http import HttpFront
+from kubeinfer.local.router.replica_metrics import ReplicaMetrics
 
 if TYPE_CHECKING:
     from kubeinfer.local.router.grpc import GrpcFront
@@ -121,7 +123,10 @@ class Router:
         max_body_bytes: int = 64 * 2**20,
         conn_limits: ConnLimits | None = None,
         on_buffered: Callable[[], None] | None = None,
+        replica_metrics: bool = False,
     ) -> None:
+        """``replica_metrics``: scrape the ready replicas and serve their families on ``/metrics`` too
+        (``replica_metrics.py``; ``kubeinfer up`` does)."""
         if per_try_timeout <= 0:
             raise ValueError(f"per_try_timeout must be > 0 seconds, got {per_try_timeout}")
         if max_retries < 0:
@@ -170,6 +175,10 @@ class Router:
         }
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_Collector(self))
+        self.replica_metrics: ReplicaMetrics | None = None
+        if replica_metrics:
+            self.replica_metrics = ReplicaMetrics(lambda: [st.backend for st in self._all])
+            self._registry.register(self.replica_metrics)
 
     # -- public API --------------------------------------------------------------------------------------
     @property
@@ -233,6 +242,8 @@ class Router:
             bound_grpc = await self._grpc.start(host, grpc_port)
         self._tick_task = loop.create_task(self._tick_forever(), name="kubeinfer-router-tick")
         self._tick_task.add_done_callback(log_unexpected_end)
+        if self.replica_metrics is not None:
+            self.replica_metrics.start(loop)
         return http_port, bound_grpc
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -254,6 +265,8 @@ class Router:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick_task
         self._tick_task = None
+        if self.replica_metrics is not None:
+            await self.replica_metrics.stop()
         self._grpc = None
 
     def stats(self) -> RouterStats:
