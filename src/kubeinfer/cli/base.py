@@ -23,7 +23,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.measure import Measurement
 from rich.table import Table
 
 from kubeinfer import __version__
@@ -79,7 +78,11 @@ def print_table(table: Table, console: Console | None = None) -> None:
     the table is printed at that width: long lines, never a cut number."""
     console = out if console is None else console
     whole_numbers(table)
-    need = Measurement.get(console, console.options.update_width(10_000), table).minimum
+    # The narrowest layout: numeric columns at their fixed width, text columns at their min_width (rich's own
+    # measure would keep a long unbroken word, a socket path, whole).
+    need = table._extra_width + sum(  # rich's own padding and border arithmetic (private helpers)
+        max(col.width or 0, col.min_width or 0, 1) + table._get_padding_width(i) for i, col in enumerate(table.columns)
+    )
     if need <= console.width:
         console.print(table)
         return

@@ -104,3 +104,17 @@ def test_print_table_never_cuts_a_number_and_folds_text(width: int) -> None:
     assert "…" not in text
     assert "123,456.7" in text and "99.12%" in text
     assert "[brackets]" in text  # plain text, not markup
+
+
+def test_a_long_unbroken_word_folds_so_that_the_table_fits_80_columns() -> None:
+    """A socket path longer than its share folds inside its column; the numbers beside it stay whole and the
+    table stays within 80 columns (it is widened only when the numbers alone do not fit)."""
+    console = Console(width=80, markup=False, file=io.StringIO())
+    t = Table(box=None, pad_edge=False)
+    for col in ("REPLICA", "RESTARTS", "ADDRESS", "CPU", "MEMORY"):
+        t.add_column(col)
+    t.add_row("iris-r1-1", "12", "/tmp/a-rather-long-home/iris/run/iris-r1-1-and-more-of-it.sock" * 2, "0.25", "120Mi")
+    print_table(t, console)
+    text = console.file.getvalue()  # type: ignore[attr-defined]
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    assert "0.25" in text and "120Mi" in text and "iris-r1-1" in text
