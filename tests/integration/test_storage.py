@@ -257,3 +257,20 @@ def test_prepare_fetches_and_loads_a_model_from_s3(s3: S3Server, tmp_path: Path,
     )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert "spec.model.uri: s3://models/prepare/absent.onnx: not found" in " ".join(bad.stderr.split())
+
+
+def test_credentials_from_an_aws_shared_profile(s3: S3Server, tmp_path: Path) -> None:
+    """Without keys in the environment, AWS_PROFILE's section of ~/.aws/credentials is used, as the AWS CLI does."""
+    uri = put(s3, "profile/model.onnx", b"from a profile")
+    (tmp_path / "home" / ".aws").mkdir(parents=True)
+    (tmp_path / "home" / ".aws" / "credentials").write_text(
+        f"[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n"
+        f"[models]\naws_access_key_id = {s3.key}\naws_secret_access_key = {s3.secret}\n"
+    )
+    (tmp_path / "home" / ".aws" / "config").write_text(
+        f"[profile models]\nregion = us-east-1\nendpoint_url = {s3.endpoint}\n"
+    )
+    env = {"HOME": str(tmp_path / "home"), "AWS_PROFILE": "models"}
+    assert fetch(uri, tmp_path / "cache", env=env).read_bytes() == b"from a profile"
+    with pytest.raises(StorageError, match="access denied"):
+        fetch(uri, tmp_path / "cache2", env=env | {"AWS_PROFILE": "default", "AWS_ENDPOINT_URL": s3.endpoint})
