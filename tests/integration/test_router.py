@@ -430,3 +430,33 @@ def test_router_serves_http_and_grpc_of_a_replica_without_tcp_over_its_processes
                 answered.add(int(client.infer("pid", [x]).as_numpy("pid")[0, 0]))
         assert answered == children
     assert not sock.exists() and not any(Path(p).exists() for p in grpc_socks)  # removed on a clean exit
+
+
+def test_grpc_calls_follow_the_split_and_pin_a_revision_by_metadata(
+    router: RouterThread, pair: list[ServerProcess]
+) -> None:
+    """A canary split over gRPC: unpinned calls go by weight (here all to revision 1), ``x-kubeinfer-revision``
+    metadata pins revision 2, each call is counted on its revision, and an unknown revision is NOT_FOUND."""
+    backends = [
+        Backend(f"r{s.pid}", "127.0.0.1", s.http_port, s.grpc_port, revision=rev)
+        for s, rev in zip(pair, (1, 2), strict=True)
+    ]
+    router.call(router.router.set_backends, backends)
+    router.call(router.router.set_split, [(1, 100), (2, 0)])
+    x = np.arange(2, dtype=np.float32).reshape(1, 2)
+    with tg.InferenceServerClient(f"127.0.0.1:{router.grpc_port}") as client:
+
+        def infer(headers: dict[str, str] | None = None) -> None:
+            inp = tg.InferInput("x", [1, 2], "FP32")
+            inp.set_data_from_numpy(x)
+            np.testing.assert_array_equal(client.infer("m", [inp], headers=headers).as_numpy("y"), x * 2)
+
+        for _ in range(4):
+            infer()
+        for _ in range(3):
+            infer({"x-kubeinfer-revision": "canary"})
+        with pytest.raises(tg.InferenceServerException, match="not a revision with a ready replica"):
+            infer({"x-kubeinfer-revision": "9"})
+    revisions = router.stats().revisions
+    assert (revisions[1].requests, revisions[2].requests) == (4, 3)
+    assert revisions[1].errors == revisions[2].errors == 0
