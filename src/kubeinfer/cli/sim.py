@@ -49,7 +49,12 @@ def simulate(
     time_scale: Annotated[float, typer.Option(help="Multiply trace times (0.5 plays it twice as fast).")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of generated traces and service-time noise.")] = 0,
     output: Annotated[str, typer.Option("--output", "-o", help="table | json")] = "table",
-    plot: Annotated[Path | None, typer.Option(help="Write a PNG of load, replicas and latency.")] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a PNG of load, replicas and the SLO's quantile of wait or latency (per --slo-basis), drops marked."
+        ),
+    ] = None,
     html: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report.")] = None,
     node_groups: Annotated[
         Path | None,
