@@ -240,3 +240,14 @@ def test_generation_metrics_are_exported(server: ServerProcess, client: openai.O
         assert f'{family}{{model="tiny-llm"}}' in text, family
     assert _metric(server, "kubeinfer_generation_time_to_first_token_seconds_count") >= 1
     assert 'kubeinfer_requests_total{code="200",model="tiny-llm",protocol="openai"}' in text
+
+
+def test_the_generation_families_are_the_documented_ones(server: ServerProcess, client: openai.OpenAI) -> None:
+    """docs/metrics.md's text generation table, both ways, with types."""
+    from metrics_doc import documented, exposition_names
+
+    client.completions.create(model="tiny-llm", prompt="Hello", max_tokens=2)
+    docs = documented()["Text generation (format `llm`)"]
+    _, body = server.get("/metrics")
+    emitted = {n: t for n, t in exposition_names(body.decode()).items() if n.startswith("kubeinfer_generation_")}
+    assert emitted == docs
