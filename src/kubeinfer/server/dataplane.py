@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from kubeinfer import __version__
 from kubeinfer.runtimes.base import Model, ModelInfo
 from kubeinfer.server.batcher import Batcher
 from kubeinfer.server.errors import InvalidInput, ModelNotFound, TooManyRequests, Unavailable
+from kubeinfer.server.logs import ACCESS_LOGGER, access_rate_from_env
 from kubeinfer.server.metrics import Metrics
 from kubeinfer.server.tensors import InferRequest, validate_inputs
 from kubeinfer.spec.service import version_key
@@ -37,6 +39,7 @@ from kubeinfer.spec.service import version_key
 __all__ = ["EXTENSIONS", "DataPlane", "Limits", "ModelSlot", "RepositoryControl", "load_slot"]
 
 log = logging.getLogger("kubeinfer.server")
+_access = logging.getLogger(ACCESS_LOGGER)
 
 EXTENSIONS = [
     "binary_tensor_data",
@@ -113,6 +116,8 @@ class DataPlane:
         self._draining = False
         self._started = False  # all models loaded (startup probe)
         self._watchers: list[Callable[[], None]] = []
+        self.access_rate = access_rate_from_env()
+        """Share of requests written to the access log (``KUBEINFER_ACCESS_LOG``; 0, the default: none)."""
 
     # -- models ----------------------------------------------------------------------------------------
     def add(self, slot: ModelSlot) -> None:
@@ -234,6 +239,17 @@ class DataPlane:
         metrics.in_flight -= 1
         if protocol:
             metrics.request(model, protocol, status, time.perf_counter() - start)
+        rate = self.access_rate
+        if rate and (rate >= 1.0 or random.random() < rate):
+            ms = round((time.perf_counter() - start) * 1000, 3)
+            _access.info(
+                "%s %s %d %.3f ms",
+                model or "-",
+                protocol or "-",
+                status,
+                ms,
+                extra={"model": model, "protocol": protocol, "status": status, "duration_ms": ms},
+            )
 
     @property
     def in_flight(self) -> int:

@@ -7,6 +7,9 @@
 - :func:`setup`: the format every kubeinfer process logs in, the limit on every handler, and
   ``logging.raiseExceptions = False`` so a full disk or a closed stream makes logging drop records instead of printing
   a traceback per record (serving goes on).
+- ``KUBEINFER_LOG_LEVEL`` and ``KUBEINFER_LOG_FORMAT`` (``text`` or ``json``: one object per line) for every
+  kubeinfer process (a replica inherits them from ``kubeinfer up``); ``KUBEINFER_ACCESS_LOG``: the share of requests
+  written to the access log (logger ``kubeinfer.access``: model, protocol, status, duration), sampled at the source.
 - :func:`copytruncate`: a log file written by another process (a replica's stdout) cut when it outgrows its cap,
   keeping the latest part as ``NAME.1`` (``logrotate``'s copytruncate: the writer's ``O_APPEND`` descriptor stays
   valid).
@@ -22,7 +25,19 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["LEVEL_ENV", "RateLimit", "copytruncate", "level_from_env", "setup"]
+__all__ = [
+    "ACCESS_ENV",
+    "ACCESS_LOGGER",
+    "FORMAT_ENV",
+    "LEVEL_ENV",
+    "JsonFormatter",
+    "RateLimit",
+    "access_rate_from_env",
+    "copytruncate",
+    "formatter_from_env",
+    "level_from_env",
+    "setup",
+]
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -36,6 +51,8 @@ class RateLimit(logging.Filter):
         self._seen: dict[tuple[str, object], list[float]] = {}  # key -> [window start, count, suppressed]
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == ACCESS_LOGGER:
+            return True  # sampled at the source, and each line is a different request
         now = self._clock()  # type: ignore[operator]
         key = (record.name, record.msg)
         state = self._seen.get(key)
@@ -55,6 +72,60 @@ class RateLimit(logging.Filter):
 
 
 LEVEL_ENV = "KUBEINFER_LOG_LEVEL"
+FORMAT_ENV = "KUBEINFER_LOG_FORMAT"
+ACCESS_ENV = "KUBEINFER_ACCESS_LOG"
+ACCESS_LOGGER = "kubeinfer.access"
+"""The access log's logger: sampled (``KUBEINFER_ACCESS_LOG``), so not rate-limited per message like the rest."""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (``KUBEINFER_LOG_FORMAT=json``), as log collectors (Fluent Bit, Vector, Cloud
+    Logging) read them: ``time`` (RFC 3339, UTC), ``level``, ``logger``, ``message``, the fields a record carries in
+    ``extra`` (the access log's ``model``, ``protocol``, ``status``, ``duration_ms``) and ``exception`` with the
+    traceback."""
+
+    _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        import orjson
+
+        doc: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in self._STANDARD and not key.startswith("_"):
+                doc[key] = value
+        if record.exc_info:
+            doc["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc, default=str).decode()
+
+
+def formatter_from_env(env: Mapping[str, str] | None = None) -> logging.Formatter:
+    """``KUBEINFER_LOG_FORMAT``: ``text`` (the default) or ``json``; anything else is reported and ignored."""
+    raw = (os.environ if env is None else env).get(FORMAT_ENV, "").strip().lower()
+    if raw == "json":
+        return JsonFormatter()
+    if raw not in ("", "text"):
+        sys.stderr.write(f"{FORMAT_ENV}={raw!r} is not a log format (text, json): using text\n")
+    return logging.Formatter(FORMAT)
+
+
+def access_rate_from_env(env: Mapping[str, str] | None = None) -> float:
+    """``KUBEINFER_ACCESS_LOG``: the share of requests logged, 0 (off, the default) to 1 (every request)."""
+    raw = (os.environ if env is None else env).get(ACCESS_ENV, "").strip()
+    if not raw:
+        return 0.0
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = -1.0
+    if not 0.0 <= rate <= 1.0:
+        sys.stderr.write(f"{ACCESS_ENV}={raw!r} is not a share of requests between 0 and 1: the access log is off\n")
+        return 0.0
+    return rate
 
 
 def level_from_env(default: int, env: Mapping[str, str] | None = None) -> int:
@@ -78,8 +149,10 @@ def setup(level: int = logging.INFO, stream: object = None) -> None:
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(formatter_from_env())
         root.addHandler(handler)
+    if access_rate_from_env() > 0:
+        logging.getLogger(ACCESS_LOGGER).setLevel(logging.INFO)  # on when asked, whatever the root's level
     root.setLevel(level)
     for h in root.handlers:
         if not any(isinstance(f, RateLimit) for f in h.filters):

@@ -69,3 +69,43 @@ def test_a_models_exception_is_logged_with_its_traceback(caplog) -> None:  # typ
     (rec,) = caplog.records
     assert rec.exc_info is not None and "model 'sentiment' raised on a request: KeyError" in rec.getMessage()
     assert "in predict" in caplog.text  # the traceback names the model's own frame
+
+
+def test_json_lines_carry_the_fields_and_the_traceback() -> None:
+    import json as jsonlib
+
+    from kubeinfer.server.logs import JsonFormatter
+
+    logger = logging.getLogger("test.json")
+    try:
+        raise KeyError("text")
+    except KeyError:
+        import sys
+
+        rec = logger.makeRecord(
+            logger.name, logging.ERROR, __file__, 1, "model %r failed", ("m",), sys.exc_info(), extra={"status": 500}
+        )
+    doc = jsonlib.loads(JsonFormatter().format(rec))
+    assert doc["level"] == "ERROR" and doc["logger"] == "test.json" and doc["message"] == "model 'm' failed"
+    assert doc["status"] == 500 and "KeyError: 'text'" in doc["exception"] and doc["time"].endswith("Z")
+
+
+def test_format_and_access_log_settings_from_the_environment(capsys) -> None:  # type: ignore[no-untyped-def]
+    from kubeinfer.server.logs import JsonFormatter, access_rate_from_env, formatter_from_env
+
+    assert isinstance(formatter_from_env({"KUBEINFER_LOG_FORMAT": "json"}), JsonFormatter)
+    assert not isinstance(formatter_from_env({}), JsonFormatter)
+    assert not isinstance(formatter_from_env({"KUBEINFER_LOG_FORMAT": "xml"}), JsonFormatter)
+    assert "KUBEINFER_LOG_FORMAT='xml' is not a log format" in capsys.readouterr().err
+    assert access_rate_from_env({}) == 0.0
+    assert access_rate_from_env({"KUBEINFER_ACCESS_LOG": "0.25"}) == 0.25
+    for bad in ("2", "-0.1", "all"):
+        assert access_rate_from_env({"KUBEINFER_ACCESS_LOG": bad}) == 0.0
+    assert "is not a share of requests between 0 and 1" in capsys.readouterr().err
+
+
+def test_the_access_log_is_not_rate_limited_per_message() -> None:
+    limit = RateLimit(burst=3, window=10.0, clock=lambda: 0.0)
+    access = logging.getLogger("kubeinfer.access")
+    recs = [access.makeRecord(access.name, logging.INFO, __file__, 1, "%s %d", ("m", 200), None) for _ in range(50)]
+    assert all(limit.filter(r) for r in recs)  # sampled at the source instead
