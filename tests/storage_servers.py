@@ -70,6 +70,10 @@ class HttpFiles:
     gets: list[str] = field(default_factory=list)
     truncate: dict[str, int] = field(default_factory=dict)
     """path -> how many more times its GET is cut in half (a negative count: always)."""
+    etags: dict[str, str] = field(default_factory=dict)
+    """path -> the ETag header sent for it (HEAD and GET)."""
+    corrupt: set[str] = field(default_factory=set)
+    """paths whose every other GET has its first byte changed."""
 
 
 @contextmanager
@@ -87,6 +91,17 @@ def http_server(root: Path) -> Iterator[HttpFiles]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
+        def do_HEAD(self) -> None:
+            path = root / self.path.lstrip("/")
+            if not path.is_file():
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(path.stat().st_size))
+            if self.path in state.etags:
+                self.send_header("ETag", state.etags[self.path])
+            self.end_headers()
+
         def do_GET(self) -> None:
             state.gets.append(self.path)
             path = root / self.path.lstrip("/")
@@ -98,6 +113,8 @@ def http_server(root: Path) -> Iterator[HttpFiles]:
             rng = self.headers.get("Range")
             if rng and rng.startswith("bytes="):
                 start = int(rng[6:].split("-")[0])
+            if self.path in state.corrupt and state.gets.count(self.path) % 2 == 1:
+                data = bytes([data[0] ^ 0xFF]) + data[1:]
             body = data[start:]
             left = state.truncate.get(self.path, 0)
             cut = left != 0
@@ -109,6 +126,8 @@ def http_server(root: Path) -> Iterator[HttpFiles]:
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Accept-Ranges", "bytes")
+            if self.path in state.etags:
+                self.send_header("ETag", state.etags[self.path])
             self.send_header("Connection", "close")
             self.end_headers()
             self.wfile.write(body[: len(body) // 2] if cut else body)

@@ -286,7 +286,7 @@ def _download_all(
             if progress is not None:
                 progress(base + done, total)
 
-        digest = _download_one(file_uri, opened, o, cache, sha256, report, retries, backoff, opened.kind)
+        digest = _download_checked(file_uri, opened, o, cache, sha256, report, retries, backoff)
         files.append({"identity": o.identity(), "sha256": digest})
         done_before += o.size
     sid = cache.add_snapshot({f["identity"]["name"]: f["sha256"] for f in files})
@@ -302,6 +302,35 @@ def _download_all(
     }
 
 
+class _EtagMismatch(StorageError):
+    def __init__(self, message: str, sha256: str) -> None:
+        super().__init__(message)
+        self.sha256 = sha256
+
+
+def _download_checked(
+    uri: str,
+    opened: Opened,
+    o: _Object,
+    cache: Cache,
+    sha256: str | None,
+    report: Callable[[int], None],
+    retries: int,
+    backoff: float,
+) -> str:
+    """:func:`_download_one`, and once more when the bytes do not match the ETag's MD5: a second download with the
+    same SHA-256 means the ETag is not an MD5 of the content (SSE-KMS or SSE-C encryption), not a corrupt transfer;
+    it is kept, with a warning (set model.sha256 to check such objects without downloading them twice)."""
+    try:
+        return _download_one(uri, opened, o, cache, sha256, report, retries, backoff, opened.kind)
+    except _EtagMismatch as first:
+        log.warning("%s; downloading it again to tell a corrupt transfer from an encrypted object's ETag", first)
+        try:
+            return _download_one(uri, opened, o, cache, sha256, report, retries, backoff, opened.kind, first.sha256)
+        except _EtagMismatch as second:
+            raise StorageError(f"{second} (two downloads differ: the transfer is corrupt)") from None
+
+
 def _download_one(
     uri: str,
     opened: Opened,
@@ -312,11 +341,14 @@ def _download_one(
     retries: int,
     backoff: float,
     kind: str,
+    agreed: str | None = None,
 ) -> str:
     """Stream one object into tmp/, resuming after a failure; verify; move it into blobs/. Returns its SHA-256."""
     import obstore
 
-    md5_match = _MD5_ETAG.match(o.etag or "") if kind == "s3" else None
+    # The ETag of a single-part S3 object is its MD5: the store's own checksum, checked unless model.sha256 (a
+    # stronger one, end to end) is given. It is not an MD5 under SSE-KMS/SSE-C encryption: see _download_checked.
+    md5_match = _MD5_ETAG.match(o.etag or "") if kind == "s3" and not sha256 else None
     h = _Digest("sha256")
     md5 = _Digest("md5") if md5_match else None
     tmp = cache.temp_file()
@@ -358,12 +390,16 @@ def _download_one(
             os.fsync(f.fileno())
         if done != o.size:
             raise StorageError(f"{uri}: size mismatch: the store lists {o.size} bytes, {done} were received")
-        if md5 is not None and md5_match is not None and md5.hexdigest() != md5_match.group(1).lower():
-            raise StorageError(
-                f"{uri}: checksum mismatch: the store's MD5 (ETag) is {md5_match.group(1)}, "
-                f"the bytes received have {md5.hexdigest()}"
-            )
         digest = h.hexdigest()
+        if md5 is not None and md5_match is not None and md5.hexdigest() != md5_match.group(1).lower():
+            if digest == agreed:
+                log.warning("%s: its ETag is not the MD5 of its bytes (an encrypted object?); two downloads agree", uri)
+            else:
+                raise _EtagMismatch(
+                    f"{uri}: checksum mismatch: the store's MD5 (ETag) is {md5_match.group(1)}, "
+                    f"the bytes received have {md5.hexdigest()}",
+                    digest,
+                )
         if sha256 and digest != sha256.lower():
             raise StorageError(f"{uri}: checksum mismatch: model.sha256 is {sha256}, the downloaded file has {digest}")
         cache.add_blob(tmp, digest)
