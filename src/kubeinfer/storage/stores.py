@@ -35,12 +35,12 @@ class Opened:
     kind: str  # s3 | gcs | azure | http
 
 
-def _obstore() -> Any:
+def _obstore(uri: str) -> Any:
     try:
         import obstore.store
     except ImportError:
         raise StorageError(
-            "reading models from object storage needs the storage extra: pip install 'kubeinfer[storage]'"
+            f"{uri}: reading models from object storage needs the storage extra: pip install 'kubeinfer[storage]'"
         ) from None
     return obstore.store
 
@@ -75,7 +75,7 @@ def _aws_profile(env: Mapping[str, str]) -> dict[str, str]:
 
 def open_store(uri: str, env: Mapping[str, str]) -> Opened:
     """The obstore store for ``uri`` (``s3``, ``gs``, ``az``/``abfs``, ``http[s]`` schemes)."""
-    stores = _obstore()
+    stores = _obstore(uri)
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     key = parts.path.lstrip("/")
