@@ -136,3 +136,27 @@ def check_sources_or_fail(svc: InferenceService, spec_file: Path) -> None:
                 fetch(m.uri, sha256=m.sha256)
         except StorageError as e:
             raise fail(f"{spec_file}: spec.model.uri: {e}", 1) from None
+
+
+LogLevelOpt = Annotated[
+    str | None,
+    typer.Option("--log-level", help="debug | info | warning | error (sets KUBEINFER_LOG_LEVEL).", show_default=False),
+]
+LogFormatOpt = Annotated[
+    str | None, typer.Option("--log-format", help="text | json (sets KUBEINFER_LOG_FORMAT).", show_default=False)
+]
+
+
+def apply_log_options(level: str | None, fmt: str | None) -> None:
+    """``--log-level``/``--log-format`` as the environment every kubeinfer process reads (replicas started by
+    ``up`` inherit it), refused here with the choices when wrong."""
+    import os
+
+    if level is not None:
+        if level.lower() not in ("debug", "info", "warning", "error"):
+            raise fail(f"--log-level {level!r}: use debug, info, warning or error", 2)
+        os.environ["KUBEINFER_LOG_LEVEL"] = level.lower()
+    if fmt is not None:
+        if fmt.lower() not in ("text", "json"):
+            raise fail(f"--log-format {fmt!r}: use text or json", 2)
+        os.environ["KUBEINFER_LOG_FORMAT"] = fmt.lower()

@@ -17,7 +17,18 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from kubeinfer.cli.base import app, check_sources_or_fail, err, fail, load_or_fail, out, print_table
+from kubeinfer.cli.base import (
+    LogFormatOpt,
+    LogLevelOpt,
+    app,
+    apply_log_options,
+    check_sources_or_fail,
+    err,
+    fail,
+    load_or_fail,
+    out,
+    print_table,
+)
 
 __all__: list[str] = []
 
@@ -191,8 +202,11 @@ def up(
             help="Serve the web dashboard on 127.0.0.1 at this port; 0 picks a free one (docs/dashboard.md).",
         ),
     ] = None,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Run a service on this machine: replicas, router, probes, autoscaling, rolling updates."""
+    apply_log_options(log_level, log_format)  # the platform, the detached child and every replica inherit them
     from kubeinfer.local.control import pid_alive, read_control
     from kubeinfer.local.controller import ControllerError
     from kubeinfer.local.gpu import GpuError

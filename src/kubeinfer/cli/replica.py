@@ -8,7 +8,17 @@ from typing import Annotated, Any
 
 import typer
 
-from kubeinfer.cli.base import app, err, fail, load_or_fail, out, print_table
+from kubeinfer.cli.base import (
+    LogFormatOpt,
+    LogLevelOpt,
+    app,
+    apply_log_options,
+    err,
+    fail,
+    load_or_fail,
+    out,
+    print_table,
+)
 from kubeinfer.spec import SpecError, load_spec, merge_overrides, validate_spec
 
 __all__ = ["bench", "prepare", "serve", "validate"]
@@ -149,9 +159,13 @@ def serve(
             "runs replicas).",
         ),
     ] = False,
+    log_level: LogLevelOpt = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Run one replica: Open Inference Protocol v2 (REST + gRPC), KServe v1, embeddings, metrics, probes."""
     from kubeinfer.server.runner import run
+
+    apply_log_options(log_level, log_format)
 
     if no_tcp and uds is None:
         raise fail("--no-tcp needs --uds PATH: the Unix socket to serve on instead of a TCP port", 2)

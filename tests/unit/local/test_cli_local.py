@@ -111,3 +111,18 @@ def test_logs_since_keeps_untimed_lines_with_their_timed_line(run, tmp_path: Pat
     assert code == 0 and len(text.splitlines()) == 6
     code, text = run("logs", "iris", "--since", "soon")
     assert code == 2 and "--since 'soon'" in text
+
+
+def test_log_options_are_checked_and_become_the_environment(run, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    code, text = run("up", "missing.yaml", "--log-level", "loud")
+    assert code == 2 and "--log-level 'loud': use debug, info, warning or error" in text
+    code, text = run("serve", "missing.yaml", "--log-format", "xml")
+    assert code == 2 and "--log-format 'xml': use text or json" in text
+    # set through monkeypatch first, so that what the command writes is undone after the test
+    monkeypatch.setenv("KUBEINFER_LOG_FORMAT", "text")
+    monkeypatch.setenv("KUBEINFER_LOG_LEVEL", "info")
+    code, _ = run("up", "missing.yaml", "--log-level", "DEBUG", "--log-format", "json")
+    assert code == 2  # the spec is missing; the options were taken first
+    assert os.environ["KUBEINFER_LOG_LEVEL"] == "debug" and os.environ["KUBEINFER_LOG_FORMAT"] == "json"
