@@ -233,6 +233,8 @@ def _fetch_object(
         ref = cache.read_ref(key)
         if ref is None or "not found" in str(e) or "access denied" in str(e):
             raise
+        if sha256 and [f["sha256"] for f in ref["files"]] != [sha256.lower()]:
+            raise StorageError(f"{e}; the cached copy is not the model.sha256 given ({sha256})") from e
         log.warning("%s; using the copy cached on %s", e, ref.get("fetched", "an earlier run"))
         return _snapshot_path(cache, ref)
     if sha256 and (len(listing) != 1 or listing[0].name != PurePosixPath(opened.path.split("?")[0]).name):
