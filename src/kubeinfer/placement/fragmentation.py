@@ -16,8 +16,18 @@ Policies (``POLICIES``):
 - ``best-fit``: the node left with the least free GPU milli (then least free CPU), the fullest GPU that fits;
 - ``fgd``: the paper's Fragmentation Gradient Descent: the node and GPU whose choice increases ``F`` the least
   (ties: list order);
-- ``kubeinfer``: FGD with best-fit as the tie-break instead of list order: among equally good choices it keeps
-  the fuller node, which leaves emptier nodes intact for multi-GPU pods.
+- ``kubeinfer``: FGD made constraint-aware, with a target workload learned online (``_Learner``):
+  1. the type popularity behind ``F`` is learned from the arrivals so far (each type weighted by its GPU request),
+     re-learned at 64, 128, 256, ... arrivals;
+  2. GPU models are kept for the pods that can only run there: per set of allowed models, the GPU and CPU asked by
+     the pinned pods so far give the expected future demand (that share of the free capacity), spread over the
+     set's models; a model whose expected pinned demand exceeds ``PRESSURE_SLACK`` of its free GPUs or CPU is used
+     by other pods only after models with less pressure (in steps of ``PRESSURE_STEP``);
+  3. then the FGD move (multi-GPU types keep whole free GPUs on one node, as ``F`` counts them), then best-fit;
+  4. in a CPU-tight mix (the arrivals ask for ``CPU_TIGHT`` of the cluster's CPU per GPU or more), GPU pods weigh
+     FGD's change plus a best-fit term and CPU-only pods go best-fit first: stranded CPU is then the loss.
+  The constants were tuned on seeds 1-3 of the variants (:mod:`kubeinfer.placement.variants`); results are
+  reported on other seeds (``bench/placement/RESULTS.md``).
 
 Replay method (the paper's): pods arrive in creation order; once the trace is exhausted, pods are drawn again
 uniformly with a fixed seed, until the GPU requested by arrived pods reaches ``target`` (1.0 = 100%) of the
@@ -407,6 +417,11 @@ class _State:
 
 RELEARN_FROM = 64
 """The kubeinfer policy re-learns the type popularity at 64, 128, 256, ... arrivals (before: uniform)."""
+CPU_TIGHT = 0.95
+"""CPU-tight mix: the arrived pods ask for at least this share of the cluster's CPU per GPU."""
+CPU_TIGHT_BLEND = 0.05
+"""In a CPU-tight mix, GPU pods weigh FGD's change plus this times the node's GPU left free (best-fit), and pods
+asking for no GPU go best-fit first: stranded CPU, not fragmented GPU, is then what leaves GPUs unallocated."""
 LEARN_BY_REQUEST = True
 """Weight each arrived pod type by its GPU request (count x GPUs x milli), not by its count alone."""
 PRESSURE_STEP = 0.1
@@ -438,6 +453,8 @@ class _Learner:
         self.set_gpu = np.zeros(len(sets))
         self.set_cpu = np.zeros(len(sets))
         self.total_gpu = 0.0
+        self.total_cpu = 0.0
+        self.cpu_per_gpu = float(st.cpu_free.sum()) / max(float(np.maximum(st.gpu_free, 0).sum()), 1.0)
         self.n = 0
         self.next_learn = RELEARN_FROM
         free = np.maximum(st.gpu_free, 0).sum(axis=1)
@@ -452,10 +469,15 @@ class _Learner:
         self.set_gpu[k] += req
         self.set_cpu[k] += cpu if req else 0
         self.total_gpu += req
+        self.total_cpu += cpu
         self.n += 1
         if self.n >= self.next_learn:
             self.next_learn *= 2
             self.st.reweight(self.count / self.count.sum())
+
+    def cpu_tight(self) -> bool:
+        """Do the arrivals so far ask for more CPU per GPU than ``CPU_TIGHT`` times what the cluster has?"""
+        return self.total_gpu > 0 and self.total_cpu / self.total_gpu >= CPU_TIGHT * self.cpu_per_gpu
 
     def placed(self, node: int, req: int, cpu: int) -> None:
         m = self.st.model[node]
@@ -614,7 +636,14 @@ def replay(
                 else:  # kubeinfer: keep scarce models for the pods that need them, then FGD, then best-fit
                     assert learn is not None
                     press = learn.pressure_key(st.model[nodes], num > 0)
-                    i = int(np.lexsort((nodes, st.cpu_free[nodes] - cpu, left_gpu, d, press))[0])
+                    tight = learn.cpu_tight()
+                    if num == 0 and tight:
+                        i = int(np.lexsort((nodes, st.cpu_free[nodes] - cpu, d, left_gpu, press))[0])
+                    elif tight:
+                        score = delta / FULL + CPU_TIGHT_BLEND * left_gpu / FULL
+                        i = int(np.lexsort((nodes, st.cpu_free[nodes] - cpu, np.round(score, 6), press))[0])
+                    else:
+                        i = int(np.lexsort((nodes, st.cpu_free[nodes] - cpu, left_gpu, d, press))[0])
                 node, rule, value = int(nodes[i]), "value", int(values[i])
             gpus = _pick_gpus(st.gpu_free[node], num, milli, rule, value, rng)
             st.place(node, gpus, milli, cpu, mem)
