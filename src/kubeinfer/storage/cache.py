@@ -98,6 +98,9 @@ class Cache:
         if dest.exists():
             tmp.unlink()
         else:
+            # read-only: the snapshots and `kubeinfer fetch --to` hard-link it, and a write through one of those
+            # links would change every model that shares the content
+            os.chmod(tmp, 0o444)
             os.replace(tmp, dest)
         return dest
 

@@ -30,3 +30,15 @@ def test_what_a_killed_download_left_in_tmp_is_swept_once_stale(tmp_path: Path) 
     os.utime(old, (past, past))
     Cache(tmp_path)  # the next process to open the cache
     assert not old.exists() and fresh.exists()
+
+
+def test_a_blob_is_read_only_once_in_the_cache(tmp_path: Path) -> None:
+    import stat
+
+    from kubeinfer.storage.cache import Cache
+
+    cache = Cache(tmp_path)
+    tmp = cache.temp_file()
+    tmp.write_bytes(b"x")
+    blob = cache.add_blob(tmp, "ab" * 32)
+    assert stat.S_IMODE(blob.stat().st_mode) == 0o444 and not tmp.exists()
