@@ -251,3 +251,12 @@ def test_the_generation_families_are_the_documented_ones(server: ServerProcess, 
     _, body = server.get("/metrics")
     emitted = {n: t for n, t in exposition_names(body.decode()).items() if n.startswith("kubeinfer_generation_")}
     assert emitted == docs
+
+
+def test_a_list_of_prompts_gets_n_choices_each_in_order(client: openai.OpenAI) -> None:
+    both = client.completions.create(model="tiny-llm", prompt=["Hello", "The quick"], n=2, max_tokens=4, temperature=0)
+    assert [c.index for c in both.choices] == [0, 1, 2, 3]
+    hello = client.completions.create(model="tiny-llm", prompt="Hello", max_tokens=4, temperature=0)
+    quick = client.completions.create(model="tiny-llm", prompt="The quick", max_tokens=4, temperature=0)
+    assert [c.text for c in both.choices] == [hello.choices[0].text] * 2 + [quick.choices[0].text] * 2
+    assert both.usage.prompt_tokens == hello.usage.prompt_tokens + quick.usage.prompt_tokens

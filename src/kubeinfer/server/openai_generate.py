@@ -42,6 +42,7 @@ __all__ = ["SCHEMAS", "ChatRequest", "CompletionRequest", "GenerateRequest", "Ge
 _JSON = [(b"content-type", b"application/json")]
 _SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 _DONE = b"data: [DONE]\n\n"
+MAX_CHOICES = 256  # sequences one request may start (prompts x n)
 CLIENT_CLOSED = 499  # the status recorded for a request whose client went away (nginx's convention)
 
 
@@ -315,6 +316,8 @@ class GenerateRoutes:
             else:
                 prompts = self._prompts(gen, req.prompt)
                 max_tokens = req.max_tokens or 16  # OpenAI's default for completions
+            if len(prompts) * req.n > MAX_CHOICES:
+                raise _ParamError(f"prompts x n is {len(prompts) * req.n}; at most {MAX_CHOICES} choices", "n")
             params = self._params(gen, req, prompts, max_tokens)
         except ServerError as e:
             return await _openai_error(call, e)

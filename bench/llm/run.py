@@ -1,0 +1,196 @@
+"""Continuous batching against one request at a time, on the tiny example model, through a real server.
+
+    .venv/bin/python bench/llm/run.py [--streams 16] [--requests 4] [--max-tokens 64] [--repeats 3]
+
+Two replicas of ``examples/tiny-llm`` (its model built on first use) are started with ``kubeinfer serve``: one with
+continuous batching (``maxNumSeqs`` 32) and one that generates one sequence at a time (``maxNumSeqs`` 1: requests wait
+in the engine's queue, the same code otherwise). For each:
+
+- **idle**: one client, one streaming request after another: time to first token (TTFT) with nothing else running;
+- **loaded**: ``--streams`` clients at once, each sending ``--requests`` streaming completions back to back
+  (``max_tokens`` tokens each, ``ignore_eos`` so every request generates the same number): generated tokens/s over
+  the whole run and TTFT of every request.
+
+TTFT is measured by the client: request sent to the first event that carries text. Each figure is the median of
+``--repeats`` runs. The load generator (aiohttp, one process) shares the machine with the server; the server's model
+runs on one PyTorch thread. Writes bench/llm/RESULTS.md (``--out``) and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "tiny-llm"
+PROMPTS = [
+    "The quick brown fox",
+    "A model server answers requests for predictions, embeddings and generated text.",
+    "Hello",
+    "Kubernetes schedules pods onto nodes; a replica serves one model. Continuous batching lets",
+    "Once upon a time",
+    "Numbers: 0 1 2 3",
+]
+
+
+def _spec(folder: Path, name: str, max_num_seqs: int) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(
+        "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\n"
+        f"metadata: {{name: {name}}}\n"
+        f"spec:\n  model: {{format: llm, uri: '{EXAMPLE / 'model'}', "
+        f"args: {{maxNumSeqs: {max_num_seqs}, maxNumBatchedTokens: 2048, intraOpThreads: 1}}}}\n"
+        "  server: {limits: {requestTimeoutMs: 600000}}\n"
+    )
+    return path
+
+
+async def _one(session: aiohttp.ClientSession, url: str, prompt: str, max_tokens: int) -> tuple[float, int]:
+    """One streaming completion: (TTFT seconds, tokens generated)."""
+    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "stream": True}
+    body["stream_options"] = {"include_usage": True}
+    start = time.perf_counter()
+    ttft = None
+    tokens = 0
+    async with session.post(url, json=body) as resp:
+        resp.raise_for_status()
+        async for line in resp.content:
+            # parse only what is needed (the first text, the usage at the end): the client shares the CPUs with the
+            # server, and decoding every event would slow the server it measures
+            if ttft is None and line.startswith(b"data: {"):
+                doc = json.loads(line[6:])
+                if doc["choices"] and doc["choices"][0]["text"]:
+                    ttft = time.perf_counter() - start
+            elif line.startswith(b"data: {") and b'"usage"' in line:
+                tokens = json.loads(line[6:])["usage"]["completion_tokens"]
+    return (ttft if ttft is not None else time.perf_counter() - start), tokens
+
+
+async def _load(url: str, streams: int, requests: int, max_tokens: int) -> dict[str, Any]:
+    ttfts: list[float] = []
+    total = 0
+
+    async def client(i: int) -> None:
+        nonlocal total
+        async with aiohttp.ClientSession() as session:
+            for j in range(requests):
+                ttft, tokens = await _one(session, url, PROMPTS[(i + j) % len(PROMPTS)], max_tokens)
+                ttfts.append(ttft)
+                total += tokens
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(streams)))
+    wall = time.perf_counter() - start
+    return {"tokens_per_s": total / wall, "ttft_p50": _q(ttfts, 0.5), "ttft_p99": _q(ttfts, 0.99), "tokens": total}
+
+
+async def _idle(url: str, requests: int, max_tokens: int) -> dict[str, Any]:
+    ttfts = []
+    async with aiohttp.ClientSession() as session:
+        for j in range(requests):
+            ttfts.append((await _one(session, url, PROMPTS[j % len(PROMPTS)], max_tokens))[0])
+    return {"ttft_p50": _q(ttfts, 0.5), "ttft_p99": _q(ttfts, 0.99)}
+
+
+def _q(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _run(coro: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:
+        return asyncio.run(coro)
+
+
+def measure(spec: Path, args: argparse.Namespace) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT / "src"))
+    from kubeinfer.testing import ServerProcess
+
+    with ServerProcess(spec, grpc=False, start_timeout=120) as server:
+        url = f"{server.url}/v1/completions"
+        _run(_idle(url, 4, 4))  # warm-up
+        runs = []
+        for _ in range(args.repeats):
+            idle = _run(_idle(url, 48, 8))
+            loaded = _run(_load(url, args.streams, args.requests, args.max_tokens))
+            runs.append({"idle_ttft_p99": idle["ttft_p99"], "idle_ttft_p50": idle["ttft_p50"], **loaded})
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]} | {"runs": runs}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--streams", type=int, default=16)
+    ap.add_argument("--requests", type=int, default=4, help="requests per stream")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
+    args = ap.parse_args()
+    if not (EXAMPLE / "model" / "config.json").exists():
+        subprocess.run([sys.executable, str(EXAMPLE / "build.py")], check=True)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        batched = measure(_spec(Path(tmp), "batched", 32), args)
+        serial = measure(_spec(Path(tmp), "serial", 1), args)
+    ratio = batched["tokens_per_s"] / serial["tokens_per_s"]
+    ttft_ratio = batched["ttft_p99"] / batched["idle_ttft_p99"]
+    rows = [
+        ("continuous batching (maxNumSeqs 32)", batched),
+        ("one at a time (maxNumSeqs 1)", serial),
+    ]
+    lines = [
+        "# Generation: continuous batching vs one request at a time",
+        "",
+        f"`bench/llm/run.py`: the tiny example model (examples/tiny-llm: 2-layer Llama, hidden 64, random weights),"
+        f" {args.streams} concurrent streams x {args.requests} streaming completions of {args.max_tokens} tokens"
+        f" (`ignore_eos`, greedy), served by `kubeinfer serve` on one PyTorch thread; the client on the same machine."
+        f" Medians of {args.repeats} runs. {platform.machine()}, {os.cpu_count()} CPUs, Python"
+        f" {platform.python_version()}.",
+        "",
+        "| engine | tokens/s (16 streams) | TTFT p50 loaded | TTFT p99 loaded | TTFT p50 idle | TTFT p99 idle |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in rows:
+        lines.append(
+            f"| {name} | {r['tokens_per_s']:.0f} | {r['ttft_p50'] * 1000:.1f} ms | {r['ttft_p99'] * 1000:.1f} ms |"
+            f" {r['idle_ttft_p50'] * 1000:.1f} ms | {r['idle_ttft_p99'] * 1000:.1f} ms |"
+        )
+    lines += [
+        "",
+        f"- tokens/s, continuous batching / one at a time: **{ratio:.1f}x** (target >= 3x)",
+        f"- TTFT p99 with {args.streams} streams / TTFT p99 idle, continuous batching: **{ttft_ratio:.2f}x**"
+        " (target <= 2x)",
+        f"- one at a time, TTFT p99 with {args.streams} streams: {serial['ttft_p99'] * 1000:.0f} ms (requests wait"
+        " for every sequence ahead of them)",
+        "",
+        "Per run (tokens/s; TTFT p99 loaded / idle, ms):",
+        "",
+    ]
+    for name, r in rows:
+        runs = "; ".join(
+            f"{x['tokens_per_s']:.0f}, {x['ttft_p99'] * 1000:.1f} / {x['idle_ttft_p99'] * 1000:.1f}" for x in r["runs"]
+        )
+        lines.append(f"- {name}: {runs}")
+    text = "\n".join(lines) + "\n"
+    args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
