@@ -11,11 +11,13 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import joblib
 import numpy as np
 import pytest
 import tritonclient.grpc as tg
 import tritonclient.http as th
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sklearn.dummy import DummyClassifier
 from tritonclient.utils import InferenceServerException
 
@@ -73,6 +75,13 @@ def grpc_infer(client: tg.InferenceServerClient, name: str, version: str = "") -
     x = tg.InferInput("input-0", [1, 4], "FP32")
     x.set_data_from_numpy(np.ones((1, 4), np.float32))
     return int(client.infer(name, [x], model_version=version).as_numpy("predict")[0])
+
+
+def health(server: ServerProcess, service: str) -> str:
+    """What grpc.health.v1 answers for ``service`` (a model's name)."""
+    with grpc.insecure_channel(server.grpc_url) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
 
 
 def index(server: ServerProcess) -> list[tuple[str, str, str]]:
@@ -138,6 +147,7 @@ def test_tritonclient_grpc_unloads_and_loads_a_model(repo: tuple[ServerProcess, 
     names = {(m["name"], m["version"]) for m in g.get_model_repository_index(as_json=True)["models"]}
     assert ("clf", "3") in names and ("listed", "7") in names
     g.unload_model("listed", unload_dependents=True)
+    assert health(server, "listed") == "NOT_SERVING" and health(server, "clf") == "SERVING"
     with pytest.raises(InferenceServerException, match="has no available versions") as info:
         grpc_infer(g, "listed")
     assert info.value.status() == "StatusCode.NOT_FOUND"
@@ -145,6 +155,7 @@ def test_tritonclient_grpc_unloads_and_loads_a_model(repo: tuple[ServerProcess, 
     ready = g.get_model_repository_index(as_json=True)["models"]
     assert {m["state"] for m in ready if m["name"] == "listed"} == {"UNAVAILABLE"}
     g.load_model("listed")
+    assert health(server, "listed") == "SERVING"
     assert grpc_infer(g, "listed") == 8 and grpc_infer(g, "listed", "7") == 7
     assert list(g.get_model_metadata("listed").versions) == ["7", "8"]
 

@@ -62,6 +62,8 @@ class Health(health.aio.HealthServicer):  # type: ignore[misc]
         out: dict[str, Any] = {"": overall, INFERENCE_SERVICE: overall}
         for slot in plane.models.values():
             out[slot.name] = SERVING if plane.model_ready(slot) else NOT_SERVING
+        for name in plane.unavailable:  # a model of the repository that is not loaded (unloaded, or its load failed)
+            out[name] = NOT_SERVING
         return out
 
     async def start(self) -> None:
