@@ -27,6 +27,7 @@ from rich.table import Table
 
 from kubeinfer import __version__
 from kubeinfer.spec import InferenceService, SpecError, load_spec
+from kubeinfer.spec.service import ModelSpec
 
 __all__ = ["app", "check_sources_or_fail", "err", "fail", "load_or_fail", "out", "print_table", "whole_numbers"]
 
@@ -119,11 +120,19 @@ def load_or_fail(path: Path) -> InferenceService:
         raise fail(f"invalid spec\n{e}", 2) from None
 
 
+def model_fields(svc: InferenceService) -> list[tuple[str, ModelSpec]]:
+    """Each model of the spec and where it is (``spec.model``, or ``spec.models[i]``)."""
+    if svc.spec.models is None:
+        return [("spec.model", svc.spec.model)]
+    return [(f"spec.models[{i}]", m) for i, m in enumerate(svc.spec.models)]
+
+
 def check_sources_or_fail(svc: InferenceService, spec_file: Path) -> None:
     """Refuse a spec whose model cannot be found here (a missing file, an unimportable module): one line each."""
     from kubeinfer.runtimes.sources import model_source_problems
 
-    problems = model_source_problems(svc.spec.model, spec_file.resolve().parent)
+    base = spec_file.resolve().parent
+    problems = [p for field, m in model_fields(svc) for p in model_source_problems(m, base, field)]
     if problems:
         raise fail("\n".join(f"{spec_file}: {p}" for p in problems), 2)
     from kubeinfer.storage import StorageError, fetch, is_remote

@@ -16,6 +16,7 @@ from kubeinfer.cli.base import (
     err,
     fail,
     load_or_fail,
+    model_fields,
     out,
     print_table,
 )
@@ -57,7 +58,8 @@ def validate(
         if check_files:
             from kubeinfer.runtimes.sources import model_source_problems
 
-            problems = model_source_problems(model, f.resolve().parent)
+            base = f.resolve().parent
+            problems = [p for field, m in model_fields(svc) for p in model_source_problems(m, base, field)]
             if problems:
                 bad += 1
                 for p in problems:

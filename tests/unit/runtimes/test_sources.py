@@ -90,3 +90,13 @@ def test_a_python_model_beside_its_uri_file_is_found_and_loads(tmp_path: Path) -
     )
     # the spec's own folder (as /etc/kubeinfer in an image) does not hold the module: the uri's folder does
     create_model(svc, tmp_path / "etc").load()
+
+
+def test_a_folder_of_version_folders_is_a_model_of_several_versions(tmp_path: Path) -> None:
+    """Triton's layout (uri/<version>/) is not refused as 'a folder for a format that reads a file'."""
+    (tmp_path / "clf" / "1").mkdir(parents=True)
+    (tmp_path / "clf" / "1" / "model.joblib").write_bytes(b"x")
+    assert model_source_problems(model(format="sklearn", uri="clf"), tmp_path) == []
+    (tmp_path / "plain").mkdir()
+    (problem,) = model_source_problems(model(format="sklearn", uri="plain"), tmp_path, "spec.models[1]")
+    assert problem.startswith("spec.models[1].uri 'plain': format 'sklearn' reads a file")
