@@ -28,6 +28,7 @@ import numpy as np
 import orjson
 
 from kubeinfer.runtimes.base import ModelInfo
+from kubeinfer.server.auth import ApiKeys
 from kubeinfer.server.dataplane import DataPlane, ModelSlot
 from kubeinfer.server.errors import (
     InvalidInput,
@@ -37,6 +38,7 @@ from kubeinfer.server.errors import (
     PayloadTooLarge,
     RouteNotFound,
     ServerError,
+    Unauthorized,
     UnsupportedMedia,
     http_status,
     internal_error,
@@ -105,6 +107,7 @@ class InferenceApp:
         self.plane = plane or DataPlane()
         self._openapi = openapi
         self._openapi_body: bytes | None = None
+        self.keys: ApiKeys | None = None  # server.auth.apiKeysFile (server/auth.py); None: no key is asked for
         # Every route's handler, bound once (a route naming a method that does not exist fails here, at start).
         # The text generation routes' handlers (server/openai_generate.py), named "generate.<method>" in the table.
         self.generate = GenerateRoutes(self)
@@ -155,6 +158,8 @@ class InferenceApp:
         if found is None:
             raise RouteNotFound(f"no route {method} {path}: see /openapi.json for the endpoints")
         route, params = found
+        if self.keys is not None and not route.public:
+            self.keys.check(_header(scope, b"authorization"))
         slot = None
         name = params.get("model_name")
         if name is not None and route.served:
@@ -176,6 +181,8 @@ class InferenceApp:
         headers = list(_JSON)
         if isinstance(e, MethodNotAllowed):
             headers.append((b"allow", e.allow.encode()))
+        elif isinstance(e, Unauthorized):
+            headers.append((b"www-authenticate", b'Bearer realm="kubeinfer"'))
         if e.retry_after is not None and status in (429, 503, 507):
             headers.append((b"retry-after", str(max(1, round(e.retry_after))).encode()))
         if self.plane.draining or isinstance(e, PayloadTooLarge):
@@ -467,6 +474,13 @@ def _named(call: _Call) -> ModelSlot:
     if slot is None:  # a route table entry without {model_name} pointing at a model handler
         raise RouteNotFound("this route names no model")
     return slot
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value  # type: ignore[no-any-return]
+    return None
 
 
 async def _json(call: _Call, status: int, body: bytes) -> int:

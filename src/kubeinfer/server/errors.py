@@ -5,11 +5,12 @@
     ServerError                      base; ``str(e)`` is the message clients see
     ├── InvalidInput        400      the request is malformed or does not fit the model's inputs
     ├── ModelNotFound       404      unknown model name or version
+    ├── Unauthorized        401      no API key, or one not valid (server.auth.apiKeysFile)
     ├── RouteNotFound       404      no such endpoint
     ├── MethodNotAllowed    405
     ├── PayloadTooLarge     413      body (or decompressed body) larger than limits.maxBodySize
     ├── UnsupportedMedia    415      content type or encoding the server cannot read
-    ├── TooManyRequests     429      limits.maxConcurrency reached; retry later
+    ├── TooManyRequests     429      limits.maxConcurrency or an API key's rate reached; retry later
     ├── ModelFailed         500      the model raised on this request's rows
     ├── Unavailable         503      queue full, model not ready, or draining; retry later / elsewhere
     ├── DeadlineExceeded    504      limits.requestTimeoutMs passed before a result
@@ -34,6 +35,10 @@ class InvalidInput(ServerError):
 
 
 class ModelNotFound(ServerError):
+    pass
+
+
+class Unauthorized(ServerError):
     pass
 
 
@@ -87,6 +92,7 @@ class OutOfMemory(ServerError):
 
 HTTP_STATUS: dict[type[ServerError], HTTPStatus] = {
     InvalidInput: HTTPStatus.BAD_REQUEST,
+    Unauthorized: HTTPStatus.UNAUTHORIZED,
     ModelNotFound: HTTPStatus.NOT_FOUND,
     RouteNotFound: HTTPStatus.NOT_FOUND,
     MethodNotAllowed: HTTPStatus.METHOD_NOT_ALLOWED,
@@ -101,6 +107,7 @@ HTTP_STATUS: dict[type[ServerError], HTTPStatus] = {
 
 GRPC_CODES: dict[type[ServerError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    Unauthorized: grpc.StatusCode.UNAUTHENTICATED,
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
     RouteNotFound: grpc.StatusCode.UNIMPLEMENTED,
     MethodNotAllowed: grpc.StatusCode.UNIMPLEMENTED,

@@ -41,6 +41,7 @@ from google.protobuf.message import Message
 
 from kubeinfer.runtimes.base import DATATYPES, datatype_of
 from kubeinfer.server._proto import grpc_predict_v2_pb2 as pb
+from kubeinfer.server.auth import ApiKeys, grpc_interceptor
 from kubeinfer.server.dataplane import DataPlane, ModelSlot
 from kubeinfer.server.errors import InvalidInput, OutOfMemory, ServerError, grpc_code, internal_error
 from kubeinfer.server.health_grpc import Health, add_health_and_reflection
@@ -372,13 +373,20 @@ class GrpcServer:
 
 
 async def start_grpc(
-    plane: DataPlane, host: str, port: int, *, reuse_port: bool = False, unix: Path | None = None
+    plane: DataPlane,
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    unix: Path | None = None,
+    keys: ApiKeys | None = None,
 ) -> tuple[GrpcServer, int]:
     """Start the gRPC server on the running event loop; ``port`` 0 picks a free port. Returns it and the port.
     Besides ``inference.GRPCInferenceService`` it serves ``grpc.health.v1.Health`` and server reflection
     (:mod:`~kubeinfer.server.health_grpc`).
     ``reuse_port`` is for the processes of one replica, whose parent holds the port (see ``server.processes``).
-    ``unix``: listen on that Unix socket instead of ``host:port`` (user-only permissions; the port returned is 0)."""
+    ``unix``: listen on that Unix socket instead of ``host:port`` (user-only permissions; the port returned is 0).
+    ``keys``: calls need an API key in their ``authorization`` metadata (:mod:`~kubeinfer.server.auth`)."""
     limit = min(plane.limits.max_body_bytes, _INT32_MAX)
     server = grpc.aio.server(
         options=[
@@ -386,7 +394,8 @@ async def start_grpc(
             ("grpc.max_send_message_length", -1),
             # grpc turns SO_REUSEPORT on by default, which lets two servers bind one port without an error.
             ("grpc.so_reuseport", int(reuse_port)),
-        ]
+        ],
+        interceptors=[grpc_interceptor(keys)] if keys is not None else None,
     )
     server.add_generic_rpc_handlers((handlers(plane),))
     if unix is not None:

@@ -381,6 +381,8 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
         self.plane.begin()  # the request's time counts from its head (cycle.start), in flight from here
         slot: ModelSlot | None = None
         try:
+            if app.keys is not None:
+                app.keys.check(cycle.headers.get(b"authorization"))
             slot = app.infer_v2_slot(cycle.url.decode("ascii"))
             body = cycle.body[0] if len(cycle.body) == 1 else b"".join(cycle.body)
             cycle.body = []

@@ -48,6 +48,11 @@ class Route:
     extension's load and unload, whose model may not be loaded."""
 
     @property
+    def public(self) -> bool:
+        """Served without an API key when ``server.auth.apiKeysFile`` is set: the probes and ``/metrics``."""
+        return self.handler in _PUBLIC
+
+    @property
     def params(self) -> tuple[str, ...]:
         """The path parameters, in order."""
         return tuple(seg[1:].split("}")[0] for seg in self.path.split("/") if seg.startswith("{"))
@@ -59,6 +64,8 @@ class Route:
         return method == self.method or (method == "HEAD" and self.method == "GET")
 
 
+# The handlers of the routes that Kubernetes probes and Prometheus call without credentials (server/auth.py).
+_PUBLIC = frozenset({"live", "ready", "started", "metrics"})
 _V2_MODEL = "/v2/models/{model_name}"
 _V2_VERSION = "/v2/models/{model_name}/versions/{model_version}"
 _INFER_405 = "use POST for inference"

@@ -34,6 +34,7 @@ import uvicorn
 from kubeinfer.server import logs
 from kubeinfer.server.announce import announce
 from kubeinfer.server.app import InferenceApp
+from kubeinfer.server.auth import ApiKeys, KeyFileError
 from kubeinfer.server.batcher import Batcher
 from kubeinfer.server.dataplane import DataPlane, Limits, ModelSlot
 from kubeinfer.server.http import protocol_for
@@ -78,6 +79,7 @@ def build_app(svc: InferenceService, base_dir: Path | None) -> tuple[InferenceAp
     )
     metrics = Metrics(gpu_sampler=nvml_sampler())
     app = InferenceApp(DataPlane(limits, metrics), openapi=openapi_document)
+    app.keys = api_keys(svc, base_dir)
     svc = localize(svc, base_dir)  # a remote model.uri: downloaded into the model cache (kubeinfer.storage) first
     # Each model version has its own batcher, which runs up to `workers` calls at once in this pool: `workers` threads
     # per spec entry (the versions of one folder share them), and one for loads. One model: as many as before.
@@ -128,7 +130,7 @@ async def serve(
     if worker is not None and worker.http_port is not None:
         http_port = worker.http_port
     server = _Server(_uvicorn_config(app, svc))
-    grpc_server, grpc_port = await _grpc(plane, svc, grpc_uds, worker)
+    grpc_server, grpc_port = await _grpc(app, svc, grpc_uds, worker)
     if grpc_server is None:
         grpc_uds = None
 
@@ -209,7 +211,7 @@ def _listeners(
 
 
 async def _grpc(
-    plane: DataPlane, svc: InferenceService, grpc_uds: Path | None, worker: Worker | None
+    app: InferenceApp, svc: InferenceService, grpc_uds: Path | None, worker: Worker | None
 ) -> tuple[Any, int | None]:
     """Start the gRPC server where the spec (and, in a multi-process replica, the parent) says; ``(None, None)``
     when gRPC is off. Returns it and its TCP port (``None`` on a Unix socket)."""
@@ -218,14 +220,32 @@ async def _grpc(
         return None, None
     from kubeinfer.server.grpc_service import start_grpc
 
+    plane, keys = app.plane, app.keys
     if grpc_uds is not None:
-        grpc_server, _ = await start_grpc(plane, server.host, 0, unix=grpc_uds)
+        grpc_server, _ = await start_grpc(plane, server.host, 0, unix=grpc_uds, keys=keys)
         return grpc_server, None
     if worker is None:
-        return await start_grpc(plane, server.host, server.grpcPort)
+        return await start_grpc(plane, server.host, server.grpcPort, keys=keys)
     if worker.grpc_port is not None:
-        return await start_grpc(plane, server.host, worker.grpc_port, reuse_port=True)
+        return await start_grpc(plane, server.host, worker.grpc_port, reuse_port=True, keys=keys)
     return None, None
+
+
+def _spec_path(raw: str, base_dir: Path | None) -> Path:
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() or base_dir is None else base_dir / path
+
+
+def api_keys(svc: InferenceService, base_dir: Path | None) -> ApiKeys | None:
+    """The API keys of ``server.auth.apiKeysFile``, or ``None``; an unreadable or invalid file stops the start with a
+    message naming the file and line."""
+    raw = svc.spec.server.auth.apiKeysFile
+    if raw is None:
+        return None
+    try:
+        return ApiKeys(_spec_path(raw, base_dir))
+    except KeyFileError as e:
+        raise SystemExit(f"kubeinfer serve: {e}") from None
 
 
 def _batcher_factory(

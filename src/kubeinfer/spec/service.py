@@ -292,6 +292,16 @@ class LimitsSpec(_Strict):
         return parse_quantity(self.maxBodySize).int_value
 
 
+class AuthSpec(_Strict):
+    apiKeysFile: str | None = Field(
+        default=None,
+        description="File of API keys, one per line, each optionally followed by its most requests per second "
+        "('KEY' or 'KEY 20'); read again when it changes. When set, inference and metadata need "
+        "'Authorization: Bearer KEY' (gRPC: the 'authorization' metadata): 401 without a valid key, 429 past its "
+        "rate. Health probes and /metrics stay open. A relative path is relative to the spec's folder.",
+    )
+
+
 class ServerSpec(_Strict):
     host: str = Field(
         default="127.0.0.1", description="Address the replica binds; on Kubernetes the container binds 0.0.0.0."
@@ -311,6 +321,7 @@ class ServerSpec(_Strict):
     limits: LimitsSpec = Field(
         default_factory=LimitsSpec, description="Caps and timeouts on requests and connections (docs/security.md)."
     )
+    auth: AuthSpec = Field(default_factory=AuthSpec, description="API keys on the data plane (docs/security.md).")
 
 
 class ResourceList(_Strict):
