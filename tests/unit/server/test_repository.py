@@ -3,6 +3,8 @@ which version a lookup gets, what unloading leaves in the index."""
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +12,8 @@ import pytest
 
 from kubeinfer.runtimes.base import ModelInfo
 from kubeinfer.server.dataplane import DataPlane, ModelSlot
-from kubeinfer.server.errors import ModelNotFound
-from kubeinfer.server.repository import RepositoryError, plan, version_folders
+from kubeinfer.server.errors import InvalidInput, ModelNotFound
+from kubeinfer.server.repository import Repository, RepositoryError, plan, version_folders
 from kubeinfer.spec.load import loads_spec
 
 HEAD = "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\nmetadata: {name: repo}\nspec:\n"
@@ -115,3 +117,24 @@ def test_an_unloaded_model_stays_in_the_index_and_is_not_found_with_triton_words
         plane.model("m")
     assert plane.ready  # the models still served are ready
     assert "m" not in plane.metrics.ready
+
+
+def _repository(spec: str) -> DataPlane:
+    plane = DataPlane()
+    Repository(plane, loads_spec(HEAD + spec), None, ThreadPoolExecutor(1), lambda slot, batching: None)  # type: ignore[arg-type,return-value]
+    return plane
+
+
+def test_load_and_unload_are_refused_for_unknown_names_and_file_overrides() -> None:
+    plane = _repository("  model: {format: sklearn, uri: a.joblib}\n")
+    with pytest.raises(InvalidInput, match=r"failed to unload 'other': no model of that name in the repository"):
+        asyncio.run(plane.unload("other", {}))
+    with pytest.raises(InvalidInput, match=r"failed to load 'repo': parameter 'file:1/model.onnx' is not supported"):
+        asyncio.run(plane.load("repo", {"file:1/model.onnx": b"x"}))
+
+
+def test_load_is_refused_with_several_processes() -> None:
+    """Each process of a multi-process replica holds its own models: a load would reach one of them only."""
+    plane = _repository("  model: {format: sklearn, uri: a.joblib}\n  server: {processes: 2}\n")
+    with pytest.raises(InvalidInput, match=r"only with spec.server.processes 1 \(each of the 2 processes"):
+        asyncio.run(plane.load("repo", {}))
