@@ -380,13 +380,15 @@ async def start_grpc(
     reuse_port: bool = False,
     unix: Path | None = None,
     keys: ApiKeys | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[GrpcServer, int]:
     """Start the gRPC server on the running event loop; ``port`` 0 picks a free port. Returns it and the port.
     Besides ``inference.GRPCInferenceService`` it serves ``grpc.health.v1.Health`` and server reflection
     (:mod:`~kubeinfer.server.health_grpc`).
     ``reuse_port`` is for the processes of one replica, whose parent holds the port (see ``server.processes``).
     ``unix``: listen on that Unix socket instead of ``host:port`` (user-only permissions; the port returned is 0).
-    ``keys``: calls need an API key in their ``authorization`` metadata (:mod:`~kubeinfer.server.auth`)."""
+    ``keys``: calls need an API key in their ``authorization`` metadata (:mod:`~kubeinfer.server.auth`).
+    ``credentials``: serve TLS on ``host:port`` (:mod:`~kubeinfer.server.tls`)."""
     limit = min(plane.limits.max_body_bytes, _INT32_MAX)
     server = grpc.aio.server(
         options=[
@@ -408,7 +410,10 @@ async def start_grpc(
     else:
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        if credentials is not None and unix is None:
+            bound = server.add_secure_port(address, credentials)
+        else:
+            bound = server.add_insecure_port(address)
         if unix is not None:
             os.chmod(unix, 0o600)
     except (RuntimeError, OSError):  # newer grpcio raises where older ones returned 0

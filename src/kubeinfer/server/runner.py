@@ -50,6 +50,7 @@ from kubeinfer.server.metrics import Metrics, nvml_sampler
 from kubeinfer.server.openapi import openapi_document
 from kubeinfer.server.processes import Worker, run_processes
 from kubeinfer.server.repository import Repository
+from kubeinfer.server.tls import CertFiles, TlsError
 from kubeinfer.spec import InferenceService
 from kubeinfer.spec.service import BatchingSpec
 from kubeinfer.storage import localize
@@ -124,13 +125,18 @@ async def serve(
     plane = app.plane
     host = spec.server.host
     sockets, grpc_uds = _listeners(svc, uds, tcp, worker)
+    tls = cert_files(svc, base_dir) if grpc_uds is None else None  # not on kubeinfer up's private sockets
     if worker is not None:
         plane.metrics.siblings = worker.siblings
     http_port = next((s.getsockname()[1] for s in sockets if s.family != socket.AF_UNIX), None)
     if worker is not None and worker.http_port is not None:
         http_port = worker.http_port
-    server = _Server(_uvicorn_config(app, svc))
-    grpc_server, grpc_port = await _grpc(app, svc, grpc_uds, worker)
+    config = _uvicorn_config(app, svc)
+    if tls is not None:
+        config.load()
+        config.ssl = tls.context  # one context, reloaded in place when the files change
+    server = _Server(config)
+    grpc_server, grpc_port = await _grpc(app, svc, grpc_uds, worker, tls)
     if grpc_server is None:
         grpc_uds = None
 
@@ -160,6 +166,7 @@ async def serve(
         announce(svc.model_name, host, http_port, grpc_port, uds, [grpc_uds] if grpc_uds is not None else [])
     task = asyncio.create_task(lifecycle(), name="kubeinfer-lifecycle")
     publisher = None if worker is None else asyncio.create_task(worker.publish(plane.metrics), name="kubeinfer-metrics")
+    watcher = None if tls is None else asyncio.create_task(tls.watch(), name="kubeinfer-tls-reload")
     try:
         if worker is not None and worker.index > 0:
             # Join the shared listeners only with the model loaded (the first process answers probes meanwhile); one
@@ -181,6 +188,8 @@ async def serve(
     finally:
         if publisher is not None:
             publisher.cancel()
+        if watcher is not None:
+            watcher.cancel()
         if uds is not None and worker is None:
             with contextlib.suppress(OSError):
                 uds.unlink()
@@ -211,7 +220,7 @@ def _listeners(
 
 
 async def _grpc(
-    app: InferenceApp, svc: InferenceService, grpc_uds: Path | None, worker: Worker | None
+    app: InferenceApp, svc: InferenceService, grpc_uds: Path | None, worker: Worker | None, tls: CertFiles | None
 ) -> tuple[Any, int | None]:
     """Start the gRPC server where the spec (and, in a multi-process replica, the parent) says; ``(None, None)``
     when gRPC is off. Returns it and its TCP port (``None`` on a Unix socket)."""
@@ -221,19 +230,31 @@ async def _grpc(
     from kubeinfer.server.grpc_service import start_grpc
 
     plane, keys = app.plane, app.keys
+    creds = None if tls is None else tls.grpc_credentials()
     if grpc_uds is not None:
         grpc_server, _ = await start_grpc(plane, server.host, 0, unix=grpc_uds, keys=keys)
         return grpc_server, None
     if worker is None:
-        return await start_grpc(plane, server.host, server.grpcPort, keys=keys)
+        return await start_grpc(plane, server.host, server.grpcPort, keys=keys, credentials=creds)
     if worker.grpc_port is not None:
-        return await start_grpc(plane, server.host, worker.grpc_port, reuse_port=True, keys=keys)
+        return await start_grpc(plane, server.host, worker.grpc_port, reuse_port=True, keys=keys, credentials=creds)
     return None, None
 
 
 def _spec_path(raw: str, base_dir: Path | None) -> Path:
     path = Path(raw).expanduser()
     return path if path.is_absolute() or base_dir is None else base_dir / path
+
+
+def cert_files(svc: InferenceService, base_dir: Path | None) -> CertFiles | None:
+    """The certificate and key of ``server.tls``, loaded, or ``None``; files that do not load stop the start."""
+    tls = svc.spec.server.tls
+    if tls.certFile is None or tls.keyFile is None:
+        return None
+    try:
+        return CertFiles(_spec_path(tls.certFile, base_dir), _spec_path(tls.keyFile, base_dir))
+    except TlsError as e:
+        raise SystemExit(f"kubeinfer serve: {e}") from None
 
 
 def api_keys(svc: InferenceService, base_dir: Path | None) -> ApiKeys | None:

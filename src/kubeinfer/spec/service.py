@@ -302,6 +302,23 @@ class AuthSpec(_Strict):
     )
 
 
+class TlsSpec(_Strict):
+    certFile: str | None = Field(
+        default=None, description="PEM certificate chain the replica serves REST and gRPC with (HTTPS, TLS gRPC)."
+    )
+    keyFile: str | None = Field(default=None, description="PEM private key of certFile.")
+
+    @model_validator(mode="after")
+    def _both(self) -> TlsSpec:
+        if (self.certFile is None) != (self.keyFile is None):
+            raise ValueError("certFile and keyFile go together: set both, or neither")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.certFile is not None
+
+
 class ServerSpec(_Strict):
     host: str = Field(
         default="127.0.0.1", description="Address the replica binds; on Kubernetes the container binds 0.0.0.0."
@@ -322,6 +339,11 @@ class ServerSpec(_Strict):
         default_factory=LimitsSpec, description="Caps and timeouts on requests and connections (docs/security.md)."
     )
     auth: AuthSpec = Field(default_factory=AuthSpec, description="API keys on the data plane (docs/security.md).")
+    tls: TlsSpec = Field(
+        default_factory=TlsSpec,
+        description="TLS on the replica's REST and gRPC ports; both files are read again when they change "
+        "(docs/security.md).",
+    )
 
 
 class ResourceList(_Strict):
