@@ -337,6 +337,8 @@ class GenerateRoutes:
             return await self._openai_whole(call, run, head, chat, len(prompts) * req.n)
         finally:
             watcher.cancel()
+            if run.open:  # the handler was cancelled (shutdown) or failed: the sequences stop with it
+                run.abort()
 
     def _prompts(self, gen: TextGenerator, prompt: Any) -> list[list[int]]:
         if isinstance(prompt, str):
@@ -485,6 +487,8 @@ class GenerateRoutes:
             return await (self._oip_stream(call, run, head) if stream else self._oip_whole(call, run, head))
         finally:
             watcher.cancel()
+            if run.open:  # the handler was cancelled (shutdown) or failed: the sequences stop with it
+                run.abort()
 
     async def _oip_whole(self, call: _Call, run: _Run, head: dict[str, Any]) -> int:
         parts: list[str] = []

@@ -168,3 +168,12 @@ def test_bad_args_are_refused_naming_the_field(args: dict[str, object], message:
 def test_a_folder_that_is_not_a_model_fails_to_load_with_its_path(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="cannot load a causal language model from"):
         LLMModel("tiny", "1", tmp_path, {}).load()
+
+
+def test_close_stops_the_engines_thread() -> None:
+    model = LLMModel("tiny", "1", tiny_llm_dir(), {})
+    model.load()
+    thread = model.engine._thread
+    assert thread is not None and thread.is_alive()
+    model.close()
+    assert not thread.is_alive()

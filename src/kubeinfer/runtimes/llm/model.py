@@ -158,6 +158,12 @@ class LLMModel:
         out[:] = [r.encode() for r in results]
         return {OUTPUT: out}
 
+    def close(self) -> None:
+        """Stop the engine's thread (its sequences end where they are) and let the model's memory go."""
+        if self.engine is not None:
+            self.engine.stop()
+            self.engine.model = None
+
     # -- the generate routes' interface --------------------------------------------------------------------
     @property
     def text_generator(self) -> LLMModel:
