@@ -101,6 +101,12 @@ def test_a_burst_of_connections_is_spread_over_the_processes(two: ServerProcess)
     # first process to wake accepted all that were pending (48/16 and 61/3 splits measured); with a listener each
     # (SO_REUSEPORT) the kernel spreads them by address: 32 +- 4, and fewer than 16 on one side is a 1-in-30,000 draw.
     host, port = two.url.removeprefix("http://").rsplit(":", 1)
+    # The replica is ready once one process is; the other opens its listener after its own model loads (slower on a
+    # busy machine): a burst before that can only go to the first.
+    deadline = time.monotonic() + 30
+    while not all(_listening_inodes(pid, int(port)) for pid in _children(two.pid)):
+        assert time.monotonic() < deadline, "the second process never listened"
+        time.sleep(0.1)
     conns = [socket.create_connection((host, int(port)), timeout=10) for _ in range(64)]
     try:
         req = (
