@@ -177,3 +177,28 @@ def test_close_stops_the_engines_thread() -> None:
     assert thread is not None and thread.is_alive()
     model.close()
     assert not thread.is_alive()
+
+
+def test_an_engine_process_generates_the_same_and_its_death_ends_its_sequences(llm: LLMModel) -> None:
+    """``engineProcess: true``: the same greedy text as in-process; a killed engine process ends the open sequences
+    with an error instead of leaving their clients waiting."""
+    model = LLMModel("tiny", "1", tiny_llm_dir(), {"engineProcess": True, "intraOpThreads": 1})
+    model.load()
+    try:
+        params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+        assert model.generate_blocking(llm.encode("Hello"), params) == llm.generate_blocking(
+            llm.encode("Hello"), params
+        )
+        first, result = threading.Event(), _Collected()
+
+        def on_output(out) -> None:  # type: ignore[no-untyped-def]
+            first.set()
+            result(out)
+
+        model.engine.add(llm.encode("Hello"), SamplingParams(max_tokens=500, ignore_eos=True), on_output)
+        assert first.wait(30)
+        model.engine._proc.kill()
+        assert result.done.wait(30)
+        assert result.reason is not None and result.reason.startswith("error")
+    finally:
+        model.close()

@@ -132,6 +132,9 @@ class Engine:
         self.stats = EngineStats()
         self._scheduler = Scheduler(config)
         self._rows: _Rows | None = None  # the running batch and its cache (engine thread only)
+        # called on the engine's thread after each pass's outputs were handed out, and when the engine falls idle
+        # (worker.py sends them on, with the counters, as one message)
+        self.after_pass: Callable[[], None] | None = None
         self._seqs: dict[int, _Seq] = {}
         self._ids = itertools.count(1)
         self._inbox: list[_Seq] = []
@@ -212,6 +215,8 @@ class Engine:
             except Exception as e:  # a bug or an out-of-memory: end every sequence of the step, keep serving
                 log.exception("generation step failed")
                 self._fail_all(f"{type(e).__name__}: {e}")
+            if not self._seqs and self.after_pass is not None:
+                self.after_pass()  # idle now (the last sequences ended or were aborted): say so once
 
     def step(self) -> None:
         """One step of continuous batching: drop the rows that ended, prefill the joining sequences (their first
@@ -270,6 +275,8 @@ class Engine:
                 self._scheduler.finish(seq.id)
                 del self._seqs[seq.id]
             seq.on_output(out)
+        if self.after_pass is not None:
+            self.after_pass()
 
     def _fail_all(self, why: str) -> None:
         for seq in list(self._seqs.values()):
@@ -277,6 +284,8 @@ class Engine:
             seq.on_output(Output((), "", f"error: {why}", len(seq.prompt), len(seq.tail.ids)))
         self._seqs.clear()
         self._rows = None
+        if self.after_pass is not None:
+            self.after_pass()
 
     def _forward(
         self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, kv: list[_KV] | None

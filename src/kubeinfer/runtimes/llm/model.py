@@ -14,6 +14,8 @@ tokenizer files, and for chat a chat template). ``args``:
 ``device``                  ``cpu`` or ``cuda`` (default: ``cuda`` when a GPU is visible)
 ``intraOpThreads``          PyTorch threads (else PyTorch's default)
 ``maxTokens``               tokens an Open Inference Protocol ``infer`` generates (default 16; greedy)
+``engineProcess``           ``true``: the engine runs in a process of its own (``worker.py``), not on a thread of the
+                            server's (default ``false``)
 ==========================  ==========================================================================================
 
 The OpenAI routes (``/v1/completions``, ``/v1/chat/completions``) and the Open Inference Protocol generate extension
@@ -41,7 +43,17 @@ log = logging.getLogger("kubeinfer.llm")
 
 ENGINES = ("transformers",)
 ARGS = frozenset(
-    {"engine", "maxNumSeqs", "maxNumBatchedTokens", "maxModelLen", "dtype", "device", "intraOpThreads", "maxTokens"}
+    {
+        "engine",
+        "engineProcess",
+        "maxNumSeqs",
+        "maxNumBatchedTokens",
+        "maxModelLen",
+        "dtype",
+        "device",
+        "intraOpThreads",
+        "maxTokens",
+    }
 )
 DTYPES = ("float32", "bfloat16", "float16")
 INPUT, OUTPUT = "text_input", "text_output"
@@ -82,6 +94,11 @@ class LLMModel:
         self._max_model_len = _int_arg(args, "maxModelLen", None)
         self._threads = _int_arg(args, "intraOpThreads", None)
         self._max_tokens = _int_arg(args, "maxTokens", 16) or 16
+        process = args.get("engineProcess", False)
+        if not isinstance(process, bool):
+            raise ModelError(f"model.args.engineProcess must be true or false, not {process!r}")
+        self._process = process
+        self._args = {k: v for k, v in args.items() if k != "engineProcess"}
         self.engine: Any = None
         self.tokenizer: Any = None
         self.max_model_len = 0
@@ -90,6 +107,31 @@ class LLMModel:
     def load(self) -> ModelInfo:
         if not self.path.is_dir():
             raise ModelError(f"format 'llm' needs model.uri to be a folder in the Hugging Face layout: {self.path}")
+        if self._process:
+            from kubeinfer.runtimes.llm.worker import EngineProcess
+
+            process = EngineProcess(self.name, self.version, self.path, self._args)
+            self.engine = process
+            self.max_model_len = process.max_model_len
+            import transformers
+
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.path)
+            return self._info()
+        engine = self.build_engine()
+        engine.start()
+        return self._info()
+
+    def _info(self) -> ModelInfo:
+        return ModelInfo(
+            platform="transformers",
+            inputs=[TensorSpec(INPUT, "BYTES", (-1,))],
+            outputs=[TensorSpec(OUTPUT, "BYTES", (-1,))],
+            extra={"generative": True, "max_model_len": self.max_model_len},
+        )
+
+    def build_engine(self) -> Any:
+        """Load the model and tokenizer and make the engine (not started): in this process, or in the engine's own
+        (``worker.py``)."""
         try:
             import torch
             import transformers
@@ -129,7 +171,6 @@ class LLMModel:
         eos_ids = [eos] if isinstance(eos, int) else list(eos or ())
         self.tokenizer = tokenizer
         self.engine = Engine(model, tokenizer, config, self.max_model_len, eos_ids)
-        self.engine.start()
         log.info(
             "llm %s on %s (%s): context %d, maxNumSeqs %d, maxNumBatchedTokens %d",
             self.path.name,
@@ -139,12 +180,7 @@ class LLMModel:
             config.max_num_seqs,
             config.max_num_batched_tokens,
         )
-        return ModelInfo(
-            platform="transformers",
-            inputs=[TensorSpec(INPUT, "BYTES", (-1,))],
-            outputs=[TensorSpec(OUTPUT, "BYTES", (-1,))],
-            extra={"generative": True, "max_model_len": self.max_model_len},
-        )
+        return self.engine
 
     def predict(
         self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: frozenset[str] | None = None
@@ -159,10 +195,10 @@ class LLMModel:
         return {OUTPUT: out}
 
     def close(self) -> None:
-        """Stop the engine's thread (its sequences end where they are) and let the model's memory go."""
+        """Stop the engine (its thread, or its process; its sequences end where they are) and let its memory go."""
         if self.engine is not None:
             self.engine.stop()
-            self.engine.model = None
+            self.engine = None
 
     # -- the generate routes' interface --------------------------------------------------------------------
     @property
