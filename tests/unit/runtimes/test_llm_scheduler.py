@@ -114,12 +114,34 @@ def test_stop_string_inside_one_token_cuts_the_text_there() -> None:
     assert tail.push(2) == ("d", True)
 
 
+def _bytes_decoder(pieces: dict[int, bytes]):  # type: ignore[no-untyped-def]
+    """A byte-level decoder like a BPE tokenizer's: a token may hold part of a UTF-8 character."""
+    return lambda ids: b"".join(pieces[i] for i in ids).decode("utf-8", "replace")
+
+
 def test_an_incomplete_character_waits_for_its_next_byte() -> None:
-    decoded = {(1, 2): "caf\ufffd", (1, 2, 3): "café"}
-    tail = TextTail(lambda ids: decoded.get(tuple(ids), "caf"), stop=[])
+    tail = TextTail(_bytes_decoder({1: b"caf", 2: b"\xc3", 3: b"\xa9", 4: b"!"}), stop=[])
     assert tail.push(1) == ("caf", False)
-    assert tail.push(2) == ("", False)
+    assert tail.push(2) == ("", False)  # half of "é"
     assert tail.push(3) == ("é", False)
+    assert tail.push(4) == ("!", False)
+
+
+def test_an_incomplete_character_at_the_end_is_flushed_as_a_replacement() -> None:
+    tail = TextTail(_bytes_decoder({1: b"ab", 2: b"\xc3"}), stop=[])
+    tail.push(1)
+    assert tail.push(2) == ("", False)
+    assert tail.flush() == "\ufffd"
+
+
+def test_incremental_text_equals_decoding_the_whole_output() -> None:
+    pieces = {i: bytes([0x61 + i % 26]) if i % 7 else b"\xe2\x82" for i in range(1, 60)}
+    pieces[61] = b"\xac"  # completes the euro sign
+    decode = _bytes_decoder(pieces)
+    tail = TextTail(decode, stop=[])
+    ids = [*range(1, 14), 61, *range(20, 30)]
+    text = "".join(tail.push(i)[0] for i in ids) + tail.flush()
+    assert text == decode(ids)
 
 
 def test_flush_releases_text_held_back_at_the_end() -> None:

@@ -1,10 +1,10 @@
 """Sampling parameters, and the text of a sequence as it grows: incremental detokenization and stop strings.
 
 Decoding token by token cannot just decode each new token alone: a byte-level BPE token may hold half of a UTF-8
-character, and a word's leading space depends on its neighbours. The whole output is decoded again at each step (fine
-for the lengths served here) and only the new, settled part is emitted: text that ends in an incomplete character
-(U+FFFD) waits for the next token, and so does a tail that could still become a stop string, so a stop string never
-reaches a streaming client even in part (OpenAI's behaviour: the stop string is not part of the output).
+character, and a word's leading space depends on its neighbours. A window of the last tokens is decoded at each step
+(:class:`TextTail`) and only the new, settled part is emitted: text that ends in an incomplete character (U+FFFD)
+waits for the next token, and so does a tail that could still become a stop string, so a stop string never reaches a
+streaming client even in part (OpenAI's behaviour: the stop string is not part of the output).
 """
 
 from __future__ import annotations
@@ -32,25 +32,38 @@ class SamplingParams:
 
 
 class TextTail:
-    """The generated tokens of one sequence and the part of their text already emitted."""
+    """The generated tokens of one sequence, their settled text and the part of it already emitted.
 
-    __slots__ = ("_decode", "_emitted", "_stop", "_text", "ids")
+    Decoding is incremental, as Hugging Face's text-generation-inference does it: only the tokens from
+    ``prefix_offset`` on are decoded, and the text they add beyond the already-read ones (``prefix_offset`` to
+    ``read_offset``) is the new text. A window that starts a few tokens back keeps the joins right (a word's leading
+    space, a character split over tokens); decoding the whole output at every token would cost its length each time.
+    """
+
+    __slots__ = ("_decode", "_emitted", "_prefix", "_read", "_stop", "_text", "ids")
 
     def __init__(self, decode: Callable[[Sequence[int]], str], stop: Sequence[str]) -> None:
         self._decode = decode
         self._stop = tuple(s for s in stop if s)
         self.ids: list[int] = []
-        self._text = ""
+        self._text = ""  # settled text (no incomplete character at its end)
         self._emitted = 0
+        self._prefix = 0
+        self._read = 0
 
     def push(self, token: int, special: bool = False) -> tuple[str, bool]:
-        """Add a token; returns the newly settled text and whether a stop string ended the sequence (the text up to
+        """Add a token; returns the newly emitted text and whether a stop string ended the sequence (the text up to
         it is then all emitted, the stop string and what follows are not). ``special`` tokens add no text."""
         self.ids.append(token)
         if special:
             return "", False
-        text = self._decode(self.ids)
-        self._text = text
+        read_text = self._decode(self.ids[self._prefix : self._read])
+        window = self._decode(self.ids[self._prefix :])
+        if len(window) <= len(read_text) or window.endswith(_REPLACEMENT):
+            return "", False  # nothing new yet, or a character still incomplete: wait for the next token
+        self._text += window[len(read_text) :]
+        self._prefix, self._read = self._read, len(self.ids)
+        text = self._text
         if self._stop:
             start = max(0, self._emitted - max(len(s) for s in self._stop) + 1)
             cut = min((i for i in (text.find(s, start) for s in self._stop) if i >= 0), default=-1)
@@ -58,10 +71,7 @@ class TextTail:
                 new = text[self._emitted : cut] if cut > self._emitted else ""
                 self._emitted = max(self._emitted, cut)
                 return new, True
-        end = len(text)
-        if text.endswith(_REPLACEMENT):
-            end -= 1
-        end -= _held_back(text[:end], self._stop)
+        end = len(text) - _held_back(text, self._stop)
         if end <= self._emitted:
             return "", False
         new = text[self._emitted : end]
@@ -69,7 +79,10 @@ class TextTail:
         return new, False
 
     def flush(self) -> str:
-        """At the end (not by a stop string): the text still held back."""
+        """At the end (not by a stop string): the text still held back, an incomplete last character included."""
+        rest = self._decode(self.ids[self._prefix :])[len(self._decode(self.ids[self._prefix : self._read])) :]
+        self._text += rest
+        self._prefix = self._read = len(self.ids)
         new = self._text[self._emitted :]
         self._emitted = len(self._text)
         return new
