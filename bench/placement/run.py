@@ -290,8 +290,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--write", type=Path, help="write the Markdown report here")
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--only", choices=["variants"], help="run one section and replace it in --write's file")
+    ap.add_argument("--only", choices=["variants", "fragmentation"], help="run one section (variants: and replace "
+                    "it in --write's file; fragmentation: print it)")  # fmt: skip
     args = ap.parse_args()
+    if args.only == "fragmentation":
+        print("\n".join(bench_fragmentation(plot=Path(__file__).with_name("fragmentation.png"))))
+        return
     if args.only == "variants":
         lines = bench_variants()
         if args.write:

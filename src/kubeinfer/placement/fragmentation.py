@@ -24,6 +24,11 @@ Policies (``POLICIES``):
      set's models; a model whose expected pinned demand exceeds ``PRESSURE_SLACK`` of its free GPUs or CPU is used
      by other pods only after models with less pressure (in steps of ``PRESSURE_STEP``);
   3. then the FGD move (multi-GPU types keep whole free GPUs on one node, as ``F`` counts them), then best-fit;
+     for pods asking for at most one GPU the move's ``F`` change is taken together with ``STRAND_WEIGHT`` times the
+     change in *stranded* GPU milli: GPUs of a node that future pods cannot use for lack of CPU, when they ask for
+     CPU per GPU in the ratio of the arrivals so far (``F`` only sees CPU once a type no longer fits at all). This
+     sends CPU-heavy pods to CPU-rich nodes and CPU-light pods to CPU-poor ones. It applies while fewer than
+     ``STRAND_PINNED_MAX`` of the arrived GPU request is pinned to models (with many pinned pods, step 2 decides);
   4. in a CPU-tight mix (the arrivals ask for ``CPU_TIGHT`` of the cluster's CPU per GPU or more), GPU pods weigh
      FGD's change plus a best-fit term and CPU-only pods go best-fit first: stranded CPU is then the loss.
   The constants were tuned on seeds 1-3 of the variants (:mod:`kubeinfer.placement.variants`); results are
@@ -417,6 +422,11 @@ class _State:
 
 RELEARN_FROM = 64
 """The kubeinfer policy re-learns the type popularity at 64, 128, 256, ... arrivals (before: uniform)."""
+STRAND_WEIGHT = 2.0
+"""Weight of the change in stranded GPU milli (GPUs left without the CPU that future pods need) beside FGD's
+change in fragmented milli, for pods asking for at most one GPU."""
+STRAND_PINNED_MAX = 0.1
+"""The stranded-GPU term applies while less than this share of the arrived GPU request is pinned to models."""
 CPU_TIGHT = 0.95
 """CPU-tight mix: the arrived pods ask for at least this share of the cluster's CPU per GPU."""
 CPU_TIGHT_BLEND = 0.05
@@ -424,7 +434,7 @@ CPU_TIGHT_BLEND = 0.05
 asking for no GPU go best-fit first: stranded CPU, not fragmented GPU, is then what leaves GPUs unallocated."""
 LEARN_BY_REQUEST = True
 """Weight each arrived pod type by its GPU request (count x GPUs x milli), not by its count alone."""
-PRESSURE_STEP = 0.1
+PRESSURE_STEP = 0.2
 """Pressures within one step of each other count as equal (FGD then decides)."""
 PRESSURE_SLACK = 0.3
 """A model whose free GPUs are expected to be needed by pods pinned to it beyond this share is kept for them."""
@@ -474,6 +484,23 @@ class _Learner:
         if self.n >= self.next_learn:
             self.next_learn *= 2
             self.st.reweight(self.count / self.count.sum())
+
+    def strand_change(self, gpu: FloatArr | IntArr, cpu_free: IntArr, req: int, cpu: int) -> FloatArr:
+        """Change of the GPU milli a node cannot sell for lack of CPU, if the pod goes there: future pods are
+        expected to ask for CPU and GPU in the ratio of the arrivals so far."""
+        if self.total_gpu <= 0 or self.total_cpu <= 0:
+            return np.zeros(len(cpu_free))
+        ratio = self.total_cpu / self.total_gpu  # CPU milli per GPU milli
+        g = np.asarray(gpu, dtype=np.float64)
+        before = np.maximum(g - cpu_free / ratio, 0.0)
+        after = np.maximum(g - req - (cpu_free - cpu) / ratio, 0.0)
+        return np.asarray(after - before, dtype=np.float64)
+
+    def strand_on(self) -> bool:
+        """Weigh stranded GPUs only while few arrivals are pinned: with many, the per-model reservation decides
+        where capacity goes and a cluster-wide CPU:GPU ratio misjudges the models kept for pinned pods."""
+        pinned = float(self.set_gpu[self.pinned].sum())
+        return STRAND_WEIGHT > 0 and self.total_gpu > 0 and pinned < STRAND_PINNED_MAX * self.total_gpu
 
     def cpu_tight(self) -> bool:
         """Do the arrivals so far ask for more CPU per GPU than ``CPU_TIGHT`` times what the cluster has?"""
@@ -630,6 +657,10 @@ def replay(
                 node = _order_by(nodes, tier, left_gpu)
             else:
                 delta, values = st.fgd_moves(pt, nodes)
+                if learn is not None and num <= 1 and learn.strand_on():
+                    delta = delta + STRAND_WEIGHT * learn.strand_change(
+                        free_gpu.sum(axis=1), st.cpu_free[nodes], req, cpu
+                    )
                 d = np.round(delta, 6)
                 if policy == "fgd":
                     i = int(np.lexsort((nodes, d))[0])

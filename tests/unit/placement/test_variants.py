@@ -186,3 +186,51 @@ def test_variants_of_the_real_trace_replay_with_their_bound() -> None:
     assert 0 < doc["lowerBoundAt100"] < 0.1
     for r in doc["results"]:
         assert r["perSeedUnallocatedAt100"][0] >= doc["lowerBoundAt100"]
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+
+
+def _csvs(tmp_path: Path) -> tuple[str, str]:
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text(
+        "sn,cpu_milli,memory_mib,gpu,model\na,64000,262144,8,G2\nb,64000,262144,2,T4\nc,64000,262144,2,T4\n"
+    )
+    pods = tmp_path / "pods.csv"
+    rows = ["name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,creation_time"]
+    mixes = [(0, 0), (1, 300), (1, 500), (1, 1000), (2, 1000)]
+    rows += [f"p{i},2000,1024,{n},{m},,{i}" for i, (n, m) in enumerate(mixes * 4)]
+    pods.write_text("\n".join(rows) + "\n")
+    return str(nodes), str(pods)
+
+
+def test_plan_replay_help_documents_the_variant_options() -> None:
+    from typer.testing import CliRunner
+
+    from kubeinfer.cli.app import app
+
+    r = CliRunner().invoke(app, ["plan", "replay", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    for flag in ("--variant", "--gpu-share", "--gpu-spec", "--multi-gpu", "--cpu-only", "--bound"):
+        assert flag in r.output
+
+
+def test_plan_replay_runs_a_variant_with_its_bound_and_rejects_bad_shares(tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from kubeinfer.cli.app import app
+
+    nodes, pods = _csvs(tmp_path)
+    base = ["plan", "replay", "--nodes", nodes, "--pods", pods, "--policy", "first-fit,kubeinfer", "--seed", "1,2"]
+    r = CliRunner().invoke(app, [*base, "--variant", "gpuspec33", "--multi-gpu", "0.3", "-o", "json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["variant"]["name"] == "gpuspec33+custom" and doc["variant"]["multiGpu"] == 0.3
+    assert len(doc["perSeedLowerBoundAt100"]) == 2
+    assert all("gapToBoundAt100" in x for x in doc["results"])
+    bad = CliRunner().invoke(app, [*base, "--gpu-share", "0.8", "--multi-gpu", "0.5"])
+    assert bad.exit_code == 2 and "--gpu-share" in bad.output and "Traceback" not in bad.output
+    unknown = CliRunner().invoke(app, [*base, "--variant", "nope"])
+    assert unknown.exit_code == 2 and "gpushare40" in unknown.output
