@@ -8,8 +8,9 @@ work?", "What are the parameters to CA?") and ``expander/*``. Defaults below are
 ``--max-empty-bulk-delete`` 10, ``--expander`` random.
 
 What is modelled, per ``step(state, pending_pods, now)``:
-- Scheduling: pending pods go to ready nodes where they fit (first fit, CPU/memory/GPU); what CA leaves to
-  kube-scheduler, done here so the model is self-contained. Pods that fit on nodes still provisioning wait.
+- Scheduling: pending pods go to ready nodes where they fit (CPU/memory/GPU), chosen by ``placement`` (default the
+  kubeinfer policy of ``placement.fragmentation``, as ``plan replay`` measures it; ``first-fit`` in node order);
+  what CA leaves to kube-scheduler, done here so the model is self-contained. Pods that fit on nodes still provisioning wait.
 - Scale-up: for the remaining pods, each node group below ``max_size`` is tried by simulated scheduling on
   template nodes (the binpacking estimator: first-fit decreasing onto new nodes); options that help no pod are
   dropped; the expander picks one (``random``, ``most-pods``, ``least-waste``, ``price``, ``priority``); CA scales
@@ -36,6 +37,8 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
+
+from kubeinfer.placement.fragmentation import POLICIES, Cluster, Workload, place_pods
 
 __all__ = [
     "AutoscalerConfig",
@@ -105,6 +108,13 @@ class AutoscalerConfig:
     seed: int = 0
     scale_down_enabled: bool = True
     backoff_seconds: float = 300.0
+    placement: str = "kubeinfer"
+    """Which ready node a pending pod binds to: a policy of :mod:`kubeinfer.placement.fragmentation` (the one
+    ``kubeinfer plan replay`` measures), or ``first-fit`` in node order."""
+
+    def __post_init__(self) -> None:
+        if self.placement not in POLICIES:
+            raise ValueError(f"placement {self.placement!r} is not one of {', '.join(POLICIES)}")
 
 
 @dataclass(frozen=True)
@@ -263,6 +273,17 @@ class ClusterAutoscaler:
     ) -> tuple[ClusterState, list[Pod]]:
         nodes = list(state.nodes)
         left = []
+        if self.config.placement != "first-fit":
+            ready = [i for i, n in enumerate(nodes) if n.ready(now)]
+            where = self._place(pods, [nodes[i] for i in ready])
+            for pod, at in zip(pods, where, strict=True):
+                if at is None:
+                    left.append(pod)
+                    continue
+                i = ready[at]
+                nodes[i] = replace(nodes[i], pods=(*nodes[i].pods, pod))
+                actions.append(Bind(pod.name, nodes[i].name))
+            return replace(state, nodes=tuple(nodes)), left
         for pod in pods:
             for i, n in enumerate(nodes):
                 if n.ready(now) and _fits(pod, self.groups[n.group], _used(n)):
@@ -272,6 +293,24 @@ class ClusterAutoscaler:
             else:
                 left.append(pod)
         return replace(state, nodes=tuple(nodes)), left
+
+    def _place(self, pods: Sequence[Pod], ready: Sequence[Node]) -> list[int | None]:
+        """The node (index into ``ready``) of each pod under the configured placement policy
+        (:func:`kubeinfer.placement.fragmentation.place_pods`): each node offers its free CPU, memory and whole
+        GPUs, the node group standing for the GPU model."""
+        free = []
+        for n in ready:
+            g = self.groups[n.group]
+            cpu, mem, gpu = _used(n)
+            free.append({"sn": n.name, "cpu_milli": str(g.cpu_milli - cpu), "memory_mib": str(g.memory_mib - mem),
+                         "gpu": str(g.gpus - gpu), "model": n.group})  # fmt: skip
+        rows = [
+            {"name": p.name, "cpu_milli": str(p.cpu_milli), "memory_mib": str(p.memory_mib), "num_gpu": str(p.gpus),
+             "gpu_milli": "1000" if p.gpus else "0", "creation_time": str(k)}
+            for k, p in enumerate(pods)
+        ]  # fmt: skip
+        cluster, workload = Cluster.from_rows(free), Workload.from_rows(rows)
+        return place_pods(cluster, workload, self.config.placement, seed=self.config.seed)
 
     def _fit_upcoming(self, state: ClusterState, pods: Sequence[Pod], now: float) -> tuple[ClusterState, list[Pod]]:
         """Pods that would fit on nodes still provisioning do not trigger a scale-up (CA counts upcoming nodes)."""

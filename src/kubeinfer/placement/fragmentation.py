@@ -58,6 +58,7 @@ __all__ = [
     "ReplayResult",
     "Workload",
     "fragmentation_rate",
+    "place_pods",
     "replay",
     "replay_many",
 ]
@@ -571,11 +572,13 @@ def replay(
     checkpoints: int | None = None,
     order: str = "trace",
     record: bool = False,
+    arrivals: Sequence[int] | None = None,
 ) -> ReplayResult:
     """Replay ``workload`` onto an empty ``cluster`` with ``policy``; see the module docstring for the method.
 
     ``checkpoints`` (default: one per 1% of capacity up to the target) are the arrival levels recorded; ``record``
-    keeps every placement (``ReplayResult.placements``)."""
+    keeps every placement (``ReplayResult.placements``); ``arrivals`` replaces the arrival order (pod indices, each
+    arriving once: :func:`place_pods`)."""
     if policy not in POLICIES:
         raise ValueError(f"policy {policy!r} is not one of {', '.join(POLICIES)}")
     if not 0 < target <= 10:
@@ -586,7 +589,9 @@ def replay(
     types = _types(workload, model_names, "count")
     st = _State(cluster, types, model_names)
     cap = cluster.gpu_capacity_milli
-    arrivals = arrival_order(workload, cap, seed, target, order)
+    order_idx = (
+        arrival_order(workload, cap, seed, target, order) if arrivals is None else np.asarray(arrivals, dtype=np.int64)
+    )
     req_all = workload.gpu_request_milli
     levels = np.linspace(target / checkpoints, target, checkpoints)
     rng = np.random.default_rng(seed + 7919)
@@ -606,13 +611,14 @@ def replay(
     placed: list[tuple[int, int, tuple[int, ...]]] = []
 
     def checkpoint() -> None:
-        out_a.append(arrived / cap)
-        out_u.append(1 - allocated / cap)
+        capd = max(cap, 1)  # a cluster without GPUs (CPU-only node groups) reports zeros
+        out_a.append(arrived / capd)
+        out_u.append(1 - allocated / capd if cap else 0.0)
         out_f.append(failed / arrived if arrived else 0.0)
         st._flush()
-        out_g.append(float(np.asarray(st.f_of)[st.sid].sum() / cap))
+        out_g.append(float(np.asarray(st.f_of)[st.sid].sum() / capd))
 
-    for p in arrivals.tolist():
+    for p in order_idx.tolist():
         cpu, mem = int(workload.cpu_milli[p]), int(workload.memory_mib[p])
         num, milli = int(workload.num_gpu[p]), int(workload.gpu_milli[p])
         pt = int(types.of_pod[p])
@@ -688,12 +694,12 @@ def replay(
         while lvl < checkpoints and arrived >= levels[lvl] * cap - 1e-6:
             checkpoint()
             lvl += 1
-    if not out_a or out_a[-1] != arrived / cap:
+    if not out_a or out_a[-1] != arrived / max(cap, 1):
         checkpoint()  # the trace ran out below the target: the final state is the last point
     return ReplayResult(
         policy=policy,
         seed=seed,
-        pods_arrived=len(arrivals),
+        pods_arrived=len(order_idx),
         pods_failed=n_failed,
         capacity_gpus=cap // FULL,
         arrived_share=tuple(out_a),
@@ -702,6 +708,21 @@ def replay(
         fragmented_share=tuple(out_g),
         placements=tuple(placed),
     )
+
+
+def place_pods(cluster: Cluster, pods: Workload, policy: str = "kubeinfer", seed: int = 0) -> list[int | None]:
+    """Place ``pods`` (in order, each once) onto ``cluster`` with ``policy``: the node index of each pod, or None
+    where it fits nowhere. A cluster model that tracks whole GPUs (the cluster autoscaler's) passes each node's
+    *free* CPU, memory and GPUs as its capacity."""
+    if policy not in POLICIES:
+        raise ValueError(f"policy {policy!r} is not one of {', '.join(POLICIES)}")
+    out: list[int | None] = [None] * len(pods)
+    if len(pods) == 0 or len(cluster.names) == 0:
+        return out
+    r = replay(cluster, pods, policy, seed=seed, checkpoints=1, record=True, arrivals=range(len(pods)))
+    for p, node, _ in r.placements:
+        out[p] = node
+    return out
 
 
 def _at(values: Sequence[float], arrived: Sequence[float], level: float) -> float:

@@ -234,3 +234,35 @@ def test_plan_replay_runs_a_variant_with_its_bound_and_rejects_bad_shares(tmp_pa
     assert bad.exit_code == 2 and "--gpu-share" in bad.output and "Traceback" not in bad.output
     unknown = CliRunner().invoke(app, [*base, "--variant", "nope"])
     assert unknown.exit_code == 2 and "gpushare40" in unknown.output
+
+
+# ---------------------------------------------------------------------------- the autoscaler's binding
+
+
+def test_cluster_autoscaler_binds_with_the_kubeinfer_policy_and_keeps_a_whole_node_for_a_multi_gpu_pod() -> None:
+    """A 4-GPU node listed before a 1-GPU node; a one-GPU pod then a four-GPU pod are pending. First-fit puts the
+    small pod on the big node and must scale up for the big pod; the kubeinfer policy (the autoscaler's default)
+    binds both to the existing nodes."""
+    from kubeinfer.placement.autoscaler import (
+        AutoscalerConfig,
+        Bind,
+        ClusterAutoscaler,
+        ClusterState,
+        Node,
+        NodeGroupSpec,
+        Pod,
+        ScaleUp,
+    )
+
+    big = NodeGroupSpec("quad", 32000, 131072, gpus=4, max_size=3, provision_seconds=60)
+    small = NodeGroupSpec("single", 8000, 32768, gpus=1, max_size=3, provision_seconds=60)
+    state = ClusterState(nodes=(Node("quad-0", "quad", 0.0), Node("single-0", "single", 0.0)), created=2)
+    pending = [Pod("one", 4000, 8192, 1), Pod("four", 16000, 65536, 4)]
+    ki = ClusterAutoscaler([big, small])
+    assert ki.config.placement == "kubeinfer"
+    actions, _ = ki.step(state, pending, 10.0)
+    assert [a for a in actions if isinstance(a, Bind)] == [Bind("one", "single-0"), Bind("four", "quad-0")]
+    assert not [a for a in actions if isinstance(a, ScaleUp)]
+    ff = ClusterAutoscaler([big, small], AutoscalerConfig(placement="first-fit"))
+    actions, _ = ff.step(state, pending, 10.0)
+    assert Bind("one", "quad-0") in actions and [a for a in actions if isinstance(a, ScaleUp)]
