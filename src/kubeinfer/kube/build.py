@@ -35,6 +35,7 @@ EXTRAS = {
     "lightgbm": "boosting",
     "sentence-transformers": "embeddings",
     "python": "",
+    "llm": "llm",
 }
 """The ``kubeinfer[...]`` extra the server image needs per model format."""
 

@@ -67,3 +67,12 @@ def test_build_prints_the_service_image_and_render_says_the_default_holds_no_mod
     assert r.exit_code == 0 and "spec.image is not set" in r.output and "holds no model" in r.output
     r = CliRunner().invoke(app, ["render", str(IRIS), "--image", "kubeinfer/iris:1"])
     assert r.exit_code == 0 and "spec.image is not set" not in r.output
+
+
+def test_every_model_format_names_the_extra_its_image_needs() -> None:
+    from typing import get_args
+
+    from kubeinfer.kube.build import EXTRAS
+    from kubeinfer.spec.service import ModelFormat
+
+    assert set(get_args(ModelFormat)) <= set(EXTRAS)
