@@ -248,6 +248,8 @@ def bench_variants(seeds: tuple[int, ...] = (7, 8, 9), target: float = 1.3) -> l
         "",
         f"Command, per mix: `kubeinfer plan replay --nodes ... --pods ... --policy first-fit,best-fit,fgd,kubeinfer "
         f"--seed {seed_txt} --variant <mix>`.",
+        "Regenerate this section: `.venv/bin/python bench/placement/run.py --only variants --write "
+        "bench/placement/RESULTS.md`.",
         "",
         "| mix | bound | first-fit | best-fit | FGD | kubeinfer | kubeinfer worst | best baseline worst | "
         "vs best (median) | vs best (worst seed) | seeds kubeinfer <= best | gap to bound | s/replay (max) |",
