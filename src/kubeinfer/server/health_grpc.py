@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 import grpc
@@ -32,7 +32,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2
 from kubeinfer.server._proto import grpc_predict_v2_pb2 as pb
 from kubeinfer.server.dataplane import DataPlane
 
-__all__ = ["HEALTH_SERVICE", "REFLECTION_SERVICE", "Health", "add_health_and_reflection"]
+__all__ = ["HEALTH_SERVICE", "REFLECTION_SERVICE", "Health", "add_health_and_reflection", "watch_until"]
 
 log = logging.getLogger("kubeinfer.server.grpc")
 
@@ -90,15 +90,7 @@ class Health(health.aio.HealthServicer):  # type: ignore[misc]
 
     async def Watch(self, request: Any, context: Any) -> None:
         """The library's ``Watch``, ended (status OK) when the server stops."""
-        watch = asyncio.ensure_future(super().Watch(request, context))
-        closing = asyncio.ensure_future(self._closing.wait())
-        try:
-            await asyncio.wait({watch, closing}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (watch, closing):
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+        await watch_until(super().Watch(request, context), self._closing)
 
     async def List(self, request: Any, context: Any) -> Any:
         """Every name and its status (the protocol's newer RPC, which the library's servicer leaves unimplemented)."""
@@ -114,6 +106,20 @@ class Health(health.aio.HealthServicer):  # type: ignore[misc]
         if self._task is not None:
             self._task.cancel()
         await asyncio.sleep(0)  # let the watchers see the event and finish
+
+
+async def watch_until(watch: Coroutine[Any, Any, None], closing: asyncio.Event) -> None:
+    """Run a ``Watch`` stream until it ends or ``closing`` is set, then cancel it: the library's ``Watch`` loops until
+    its client goes, and an open stream would hold the gRPC server's shutdown for its whole grace period."""
+    task = asyncio.ensure_future(watch)
+    stop = asyncio.ensure_future(closing.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in (task, stop):
+            t.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def _log_death(task: asyncio.Task[None]) -> None:

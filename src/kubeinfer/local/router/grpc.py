@@ -218,15 +218,9 @@ class _RouterHealth(health.aio.HealthServicer):  # type: ignore[misc]
 
     async def Watch(self, request: Any, context: Any) -> None:
         """The library's ``Watch`` of the router's own view, ended (status OK) when the router stops."""
-        watch = asyncio.ensure_future(super().Watch(request, context))
-        closing = asyncio.ensure_future(self._closing.wait())
-        try:
-            await asyncio.wait({watch, closing}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (watch, closing):
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
+        from kubeinfer.server.health_grpc import watch_until
+
+        await watch_until(super().Watch(request, context), self._closing)
 
     async def close(self) -> None:
         """NOT_SERVING everywhere, for good, and the open ``Watch`` streams ended."""
