@@ -229,7 +229,9 @@ BASELINES = ("first-fit", "best-fit", "fgd")
 VARIANTS_HEAD = "## GPU placement across workload mixes (held-out seeds)"
 
 
-def bench_variants(seeds: tuple[int, ...] = (7, 8, 9), target: float = 1.3) -> list[str]:
+def bench_variants(
+    seeds: tuple[int, ...] = (7, 8, 9), target: float = 1.3, names: tuple[str, ...] = VARIANT_NAMES
+) -> list[str]:
     """Each preset mix re-drawn per seed, replayed under the baselines and kubeinfer, with the LP lower bound."""
     c = load_nodes_csv(DATA / "alibaba_gpu2023_openb_node_list_gpu_node.csv")
     w = load_pods_csv(DATA / "alibaba_gpu2023_openb_pod_list_default.csv")
@@ -255,7 +257,7 @@ def bench_variants(seeds: tuple[int, ...] = (7, 8, 9), target: float = 1.3) -> l
         "vs best (median) | vs best (worst seed) | seeds kubeinfer <= best | gap to bound | s/replay (max) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in VARIANT_NAMES:
+    for name in names:
         var = PRESETS.get(name, Variant())
         doc = replay_many_timed(c, w, [*BASELINES, "kubeinfer"], seeds=seeds, target=target, order="shuffle",
                                 variant=var, bound=True)  # fmt: skip

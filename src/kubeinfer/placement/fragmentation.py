@@ -27,8 +27,8 @@ Policies (``POLICIES``):
      for pods asking for at most one GPU the move's ``F`` change is taken together with ``STRAND_WEIGHT`` times the
      change in *stranded* GPU milli: GPUs of a node that future pods cannot use for lack of CPU, when they ask for
      CPU per GPU in the ratio of the arrivals so far (``F`` only sees CPU once a type no longer fits at all). This
-     sends CPU-heavy pods to CPU-rich nodes and CPU-light pods to CPU-poor ones. It applies while fewer than
-     ``STRAND_PINNED_MAX`` of the arrived GPU request is pinned to models (with many pinned pods, step 2 decides);
+     sends CPU-heavy pods to CPU-rich nodes and CPU-light pods to CPU-poor ones. Once ``STRAND_PINNED_MAX`` of the
+     arrived GPU request is pinned to models its weight drops to ``STRAND_WEIGHT_PINNED`` (step 2 then leads);
   4. in a CPU-tight mix (the arrivals ask for ``CPU_TIGHT`` of the cluster's CPU per GPU or more), GPU pods weigh
      FGD's change plus a best-fit term and CPU-only pods go best-fit first: stranded CPU is then the loss.
   The constants were tuned on seeds 1-3 of the variants (:mod:`kubeinfer.placement.variants`); results are
@@ -427,7 +427,8 @@ STRAND_WEIGHT = 2.0
 """Weight of the change in stranded GPU milli (GPUs left without the CPU that future pods need) beside FGD's
 change in fragmented milli, for pods asking for at most one GPU."""
 STRAND_PINNED_MAX = 0.1
-"""The stranded-GPU term applies while less than this share of the arrived GPU request is pinned to models."""
+STRAND_WEIGHT_PINNED = 0.25
+"""The stranded-GPU term's weight once this share of the arrived GPU request or more is pinned to models."""
 CPU_TIGHT = 0.95
 """CPU-tight mix: the arrived pods ask for at least this share of the cluster's CPU per GPU."""
 CPU_TIGHT_BLEND = 0.05
@@ -497,11 +498,14 @@ class _Learner:
         after = np.maximum(g - req - (cpu_free - cpu) / ratio, 0.0)
         return np.asarray(after - before, dtype=np.float64)
 
-    def strand_on(self) -> bool:
-        """Weigh stranded GPUs only while few arrivals are pinned: with many, the per-model reservation decides
-        where capacity goes and a cluster-wide CPU:GPU ratio misjudges the models kept for pinned pods."""
+    def strand_weight(self) -> float:
+        """``STRAND_WEIGHT`` while few arrivals are pinned; with many, the per-model reservation decides where
+        capacity goes and a cluster-wide CPU:GPU ratio misjudges the models kept for pinned pods, so the term is
+        weighed less (``STRAND_WEIGHT_PINNED``)."""
+        if self.total_gpu <= 0:
+            return 0.0
         pinned = float(self.set_gpu[self.pinned].sum())
-        return STRAND_WEIGHT > 0 and self.total_gpu > 0 and pinned < STRAND_PINNED_MAX * self.total_gpu
+        return STRAND_WEIGHT if pinned < STRAND_PINNED_MAX * self.total_gpu else STRAND_WEIGHT_PINNED
 
     def cpu_tight(self) -> bool:
         """Do the arrivals so far ask for more CPU per GPU than ``CPU_TIGHT`` times what the cluster has?"""
@@ -663,8 +667,8 @@ def replay(
                 node = _order_by(nodes, tier, left_gpu)
             else:
                 delta, values = st.fgd_moves(pt, nodes)
-                if learn is not None and num <= 1 and learn.strand_on():
-                    delta = delta + STRAND_WEIGHT * learn.strand_change(
+                if learn is not None and num <= 1:
+                    delta = delta + learn.strand_weight() * learn.strand_change(
                         free_gpu.sum(axis=1), st.cpu_free[nodes], req, cpu
                     )
                 d = np.round(delta, 6)
