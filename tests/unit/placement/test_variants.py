@@ -266,3 +266,16 @@ def test_cluster_autoscaler_binds_with_the_kubeinfer_policy_and_keeps_a_whole_no
     ff = ClusterAutoscaler([big, small], AutoscalerConfig(placement="first-fit"))
     actions, _ = ff.step(state, pending, 10.0)
     assert Bind("one", "quad-0") in actions and [a for a in actions if isinstance(a, ScaleUp)]
+
+
+def test_place_pods_places_each_pod_once_and_handles_a_cluster_without_gpus() -> None:
+    from kubeinfer.placement.fragmentation import place_pods
+
+    c = cluster([(1, "T4"), (2, "G2")])
+    w = workload([(2, 1000, ""), (1, 1000, "T4"), (1, 500, "G2"), (0, 0, "")])
+    where = place_pods(c, w)
+    assert where[:3] == [1, 0, None] and where[3] in (0, 1)  # the G2 node is full after the 2-GPU pod
+    cpu_only = cluster([(0, "cpu")], cpu=3000)
+    assert place_pods(cpu_only, workload([(0, 0, ""), (0, 0, ""), (1, 1000, "")])) == [0, None, None]
+    with pytest.raises(ValueError, match="not one of"):
+        place_pods(c, w, "worst-fit")
