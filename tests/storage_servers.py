@@ -33,6 +33,24 @@ class S3Server:
             "AWS_REGION": "us-east-1",
         }
 
+    def put(self, key: str, data: bytes) -> str:
+        """Upload ``data`` as ``key`` with this server's credentials; returns its ``s3://`` URI."""
+        import obstore
+        from obstore.store import S3Store
+
+        store = S3Store(
+            self.bucket,
+            config={
+                "endpoint": self.endpoint,
+                "access_key_id": self.key,
+                "secret_access_key": self.secret,
+                "region": "us-east-1",
+            },
+            client_options={"allow_http": True},
+        )
+        obstore.put(store, key, data)
+        return f"s3://{self.bucket}/{key}"
+
 
 @contextmanager
 def s3_server() -> Iterator[S3Server]:

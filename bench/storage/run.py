@@ -30,8 +30,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-import obstore  # noqa: E402
-from obstore.store import S3Store  # noqa: E402
 
 from kubeinfer.spec.quantity import parse_quantity  # noqa: E402
 from kubeinfer.storage import fetch  # noqa: E402
@@ -84,19 +82,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="kubeinfer-bench-storage-", dir=args.dir))
     try:
         with s3_server() as s3:
-            store = S3Store(
-                s3.bucket,
-                config={
-                    "endpoint": s3.endpoint,
-                    "access_key_id": s3.key,
-                    "secret_access_key": s3.secret,
-                    "region": "us-east-1",
-                },
-                client_options={"allow_http": True},
-            )
             print(f"uploading {size} random bytes to {s3.endpoint} ...", file=sys.stderr)
-            obstore.put(store, "bench/weights.bin", os.urandom(size))
-            uri = f"s3://{s3.bucket}/bench/weights.bin"
+            uri = s3.put("bench/weights.bin", os.urandom(size))
             rows = []
             for i in range(args.repeats):
                 disk = dd_mb_s(work, size)

@@ -7,9 +7,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import obstore
 import pytest
-from obstore.store import S3Store
 
 from conftest import HERE, PROBES, Load, Platform
 from storage_servers import S3Server, s3_server
@@ -24,17 +22,7 @@ def s3() -> Iterator[S3Server]:
 def test_up_fetches_a_model_from_s3_once_for_every_replica(
     s3: S3Server, platform: Callable[..., Platform], tmp_path: Path
 ) -> None:
-    store = S3Store(
-        s3.bucket,
-        config={
-            "endpoint": s3.endpoint,
-            "access_key_id": s3.key,
-            "secret_access_key": s3.secret,
-            "region": "us-east-1",
-        },
-        client_options={"allow_http": True},
-    )
-    obstore.put(store, "e2e/code/e2emodels.py", (HERE / "e2emodels.py").read_bytes())
+    s3.put("e2e/code/e2emodels.py", (HERE / "e2emodels.py").read_bytes())
     spec = (
         "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\nmetadata: {name: froms3}\nspec:\n"
         f"  model: {{format: python, className: 'e2emodels:Echo', uri: 's3://{s3.bucket}/e2e/code'}}\n"

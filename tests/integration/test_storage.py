@@ -12,9 +12,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import obstore
 import pytest
-from obstore.store import S3Store
 
 from kubeinfer.storage import StorageError, fetch
 from storage_servers import HttpFiles, S3Server, http_server, s3_server
@@ -38,18 +36,7 @@ def files(tmp_path: Path) -> Iterator[HttpFiles]:
 
 
 def put(s3: S3Server, key: str, data: bytes) -> str:
-    store = S3Store(
-        s3.bucket,
-        config={
-            "endpoint": s3.endpoint,
-            "access_key_id": s3.key,
-            "secret_access_key": s3.secret,
-            "region": "us-east-1",
-        },
-        client_options={"allow_http": True},
-    )
-    obstore.put(store, key, data)
-    return f"s3://{s3.bucket}/{key}"
+    return s3.put(key, data)
 
 
 def cache_files(cache: Path) -> set[str]:

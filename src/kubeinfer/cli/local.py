@@ -414,6 +414,8 @@ def _revision_cell(st: dict[str, Any]) -> str:
 def _service_table(statuses: list[dict[str, Any]], wide: bool) -> Any:
     from rich.table import Table
 
+    from kubeinfer.cli.objects import ready_condition
+
     t = Table(box=None, pad_edge=False)
     cols = ["NAME", "READY", "STATUS", "POLICY", "URL", "REVISION", "AGE"]
     if wide:
@@ -422,13 +424,10 @@ def _service_table(statuses: list[dict[str, Any]], wide: bool) -> Any:
         t.add_column(col)
     now = time.time()
     for st in statuses:
-        from kubeinfer.cli.objects import as_object
-
-        ready = as_object(st)["status"]["conditions"][0]
         row = [
             st["name"],
             f"{st['ready_replicas']}/{st['desired']}",
-            "Ready" if st["ready"] else ready["reason"],
+            "Ready" if st["ready"] else ready_condition(st)["reason"],
             st["autoscaling"]["policy"],
             st["endpoint"]["http"],
             _revision_cell(st),

@@ -14,7 +14,7 @@ from typing import Any
 
 from kubeinfer.spec.service import API_VERSION
 
-__all__ = ["as_list", "as_object", "timestamp"]
+__all__ = ["as_list", "as_object", "ready_condition", "timestamp"]
 
 
 def timestamp(wall: float | None) -> str | None:
@@ -34,19 +34,21 @@ def _condition(ctype: str, ok: bool, reason: str, message: str, generation: int)
     }
 
 
-def _ready_condition(st: dict[str, Any]) -> dict[str, Any]:
-    failed = [r for r in st["replicas"] if r.get("reason")]
+def ready_condition(st: dict[str, Any]) -> dict[str, Any]:
+    """The ``Ready`` condition of a service's status answer (what ``get`` shows in STATUS, too)."""
+    generation = int(st["revision"])
+    ready, desired = st["ready_replicas"], st["desired"]
     # Ready is "serves as asked": during a rollout the old revision serves (Progressing says the rest), and a
     # service scaled to zero is ready (its first request starts a replica), as a Knative revision is.
-    if st["ready_replicas"] >= st["desired"]:
-        return _condition("Ready", True, "Available", f"{st['ready_replicas']}/{st['desired']} replicas ready", 0)
-    if failed:
-        r = failed[0]
-        return _condition("Ready", False, r["reason"], f"{r['id']}: {r['message']}", 0)
+    if ready >= desired:
+        return _condition("Ready", True, "Available", f"{ready}/{desired} replicas ready", generation)
+    failed = next((r for r in st["replicas"] if r.get("reason")), None)
+    if failed is not None:
+        return _condition("Ready", False, failed["reason"], f"{failed['id']}: {failed['message']}", generation)
     crash = next((r for r in st["replicas"] if r["state"] == "CrashLoopBackOff"), None)
     if crash is not None:
-        return _condition("Ready", False, "CrashLoopBackOff", f"{crash['id']}: {crash['message']}", 0)
-    return _condition("Ready", False, "MinimumReplicasUnavailable", f"{st['ready_replicas']}/{st['desired']} ready", 0)
+        return _condition("Ready", False, "CrashLoopBackOff", f"{crash['id']}: {crash['message']}", generation)
+    return _condition("Ready", False, "MinimumReplicasUnavailable", f"{ready}/{desired} ready", generation)
 
 
 def _replica_status(r: dict[str, Any]) -> dict[str, Any]:
@@ -75,8 +77,7 @@ def _replica_status(r: dict[str, Any]) -> dict[str, Any]:
 def as_object(st: dict[str, Any]) -> dict[str, Any]:
     """One service's status answer as an ``InferenceService`` object."""
     generation = int(st["revision"])
-    ready = _ready_condition(st)
-    ready["observedGeneration"] = generation
+    ready = ready_condition(st)
     a = st["autoscaling"]
     status: dict[str, Any] = {
         "observedGeneration": generation,

@@ -44,6 +44,7 @@ __all__ = [
     "SetWeight",
     "canary_replicas",
     "decide",
+    "histogram_quantile",
     "latency_bucket",
     "quantile",
     "start",
@@ -59,23 +60,35 @@ def latency_bucket(seconds: float) -> int:
     return bisect.bisect_left(LATENCY_BOUNDS, seconds)
 
 
-def quantile(counts: Sequence[int], q: float) -> float | None:
-    """The ``q`` quantile (0..1) of the latencies counted in ``counts`` (per bucket), in seconds: linear within
-    its bucket, as Prometheus' ``histogram_quantile``; None when nothing was counted."""
+def histogram_quantile(bounds: Sequence[float], counts: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile (0..1) of a histogram: ``bounds`` are the buckets' upper bounds (ascending, the last may be
+    ``inf``), ``counts`` the per-bucket (not cumulative) counts. Linear within the bucket, as Prometheus'
+    ``histogram_quantile`` is; a rank in the ``+Inf`` bucket answers the highest finite bound (all that is known).
+    None when nothing was counted."""
     total = sum(counts)
-    if total == 0:
+    if total <= 0:
         return None
     rank = q * total
-    seen = 0
+    seen = 0.0
+    finite = [b for b in bounds if math.isfinite(b)]
+    top = finite[-1] if finite else None
     for i, n in enumerate(counts):
-        if n and seen + n >= rank:
-            if i >= len(LATENCY_BOUNDS):
-                return LATENCY_BOUNDS[-1]  # above the last bound: the bound is all that is known
-            lo = LATENCY_BOUNDS[i - 1] if i else 0.0
-            hi = LATENCY_BOUNDS[i]
+        if n > 0 and seen + n >= rank:
+            hi = bounds[i]
+            if not math.isfinite(hi):
+                return top
+            lo = bounds[i - 1] if i else 0.0
             return lo + (hi - lo) * (rank - seen) / n
         seen += n
-    return LATENCY_BOUNDS[-1]
+    return top
+
+
+_BUCKETS = (*LATENCY_BOUNDS, math.inf)
+
+
+def quantile(counts: Sequence[int], q: float) -> float | None:
+    """The ``q`` quantile (0..1) of the latencies counted in ``counts`` (per :func:`latency_bucket`), in seconds."""
+    return histogram_quantile(_BUCKETS, counts, q)
 
 
 @dataclass(frozen=True, slots=True)

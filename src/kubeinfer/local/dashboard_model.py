@@ -4,8 +4,8 @@
   ``spec.resources`` (requests, else limits, else the replicas' measured use) and a price per CPU-hour, GiB-hour and
   GPU-hour (:meth:`Prices.from_env`). The default prices are Google Cloud's on-demand N2 vCPU and memory prices in
   us-central1 and a T4 GPU there, as examples to override.
-- :func:`histogram_quantile`: a quantile of a Prometheus histogram's cumulative buckets, linear within its bucket as
-  Prometheus' ``histogram_quantile`` is.
+- :func:`histogram_quantile` (from :mod:`kubeinfer.lifecycle.canary`, which judges a canary's p99 with it): a quantile
+  of a Prometheus histogram's buckets, linear within its bucket as Prometheus' ``histogram_quantile`` is.
 - :class:`History`: the time series the dashboard keeps in memory (one :class:`Sample` per tick, bounded) and the
   autoscaler's decisions (each change of the desired replica count with its reason and the load at the time).
 
@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kubeinfer.lifecycle.canary import histogram_quantile
 from kubeinfer.spec.quantity import QuantityError, parse_quantity
 
 __all__ = [
@@ -151,28 +152,6 @@ def cost(status: Mapping[str, Any], prices: Prices, rps: float) -> Cost:
     per_hour = n * per_replica
     per_million = per_hour / (rps * 3600.0) * 1e6 if rps > 0 else None
     return Cost(per_hour, per_million, n, cpu, mem, gpus, ", ".join(basis))
-
-
-def histogram_quantile(bounds: Sequence[float], counts: Sequence[float], q: float) -> float | None:
-    """The ``q`` quantile (0..1) of a histogram: ``bounds`` are the buckets' upper bounds (ascending, the last may be
-    ``inf``), ``counts`` the per-bucket (not cumulative) counts. Linear within the bucket, as Prometheus does; a rank
-    in the ``+Inf`` bucket answers the highest finite bound. None when nothing was counted."""
-    total = sum(counts)
-    if total <= 0:
-        return None
-    rank = q * total
-    seen = 0.0
-    finite = [b for b in bounds if math.isfinite(b)]
-    top = finite[-1] if finite else None
-    for i, n in enumerate(counts):
-        if n > 0 and seen + n >= rank:
-            hi = bounds[i]
-            if not math.isfinite(hi):
-                return top
-            lo = bounds[i - 1] if i else 0.0
-            return lo + (hi - lo) * (rank - seen) / n
-        seen += n
-    return top
 
 
 def is_error_code(code: str) -> bool:

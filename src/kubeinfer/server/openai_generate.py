@@ -606,6 +606,25 @@ _OPENAI_PROPS: dict[str, Any] = {
     "stream": {"type": "boolean"},
     "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
 }
+
+
+def _completion_schema(description: str) -> dict[str, Any]:
+    """A completion or chat completion answer: the same envelope, told apart by ``object``."""
+    return {
+        "type": "object",
+        "description": description,
+        "required": ["id", "object", "created", "model", "choices"],
+        "properties": {
+            "id": {"type": "string"},
+            "object": {"type": "string"},
+            "created": {"type": "integer"},
+            "model": {"type": "string"},
+            "choices": {"type": "array", "items": {"type": "object"}},
+            "usage": _USAGE,
+        },
+    }
+
+
 SCHEMAS: dict[str, Any] = {
     "OpenAIError": {
         "type": "object",
@@ -651,32 +670,12 @@ SCHEMAS: dict[str, Any] = {
             },
         },
     },
-    "CompletionResponse": {
-        "type": "object",
-        "description": "With stream true: text/event-stream of these objects (object text_completion), then [DONE].",
-        "required": ["id", "object", "created", "model", "choices"],
-        "properties": {
-            "id": {"type": "string"},
-            "object": {"type": "string"},
-            "created": {"type": "integer"},
-            "model": {"type": "string"},
-            "choices": {"type": "array", "items": {"type": "object"}},
-            "usage": _USAGE,
-        },
-    },
-    "ChatCompletionResponse": {
-        "type": "object",
-        "description": "With stream true: text/event-stream of chat.completion.chunk objects, then [DONE].",
-        "required": ["id", "object", "created", "model", "choices"],
-        "properties": {
-            "id": {"type": "string"},
-            "object": {"type": "string"},
-            "created": {"type": "integer"},
-            "model": {"type": "string"},
-            "choices": {"type": "array", "items": {"type": "object"}},
-            "usage": _USAGE,
-        },
-    },
+    "CompletionResponse": _completion_schema(
+        "With stream true: text/event-stream of these objects (object text_completion), then [DONE]."
+    ),
+    "ChatCompletionResponse": _completion_schema(
+        "With stream true: text/event-stream of chat.completion.chunk objects, then [DONE]."
+    ),
     "GenerateRequest": {
         "type": "object",
         "required": ["text_input"],
