@@ -142,6 +142,15 @@ PEERS: dict[str, Peer] = {
         ),
         Peer("ceiling-single", None, ("tabular64",), "oip", "bench/ceiling.py --mode single: bare ASGI, no batching"),
         Peer(
+            "inprocess",
+            None,
+            ("minilm",),
+            "oip",
+            "bench/inprocess.py on kubeinfer's spec: the model called in-process on full batches of 32 (what a "
+            "server process gets from 64 clients over two processes), in the spec's processes and threads, no HTTP "
+            "and no client on the machine -- the ceiling of a compute-bound model",
+        ),
+        Peer(
             "kubeinfer",
             None,
             MODELS,
@@ -235,7 +244,8 @@ SETUP_NOTES = [
     "batch size, `unsupported operand type(s) for +: 'int' and 'tuple'`, and requests wait until 'process is "
     "overloaded').",
 ]
-BASELINES = ("ceiling-batch", "ceiling-single", "kubeinfer", "kubeinfer-onnx", "kubeinfer-torch")
+BASELINES = ("ceiling-batch", "ceiling-single", "inprocess", "kubeinfer", "kubeinfer-onnx", "kubeinfer-torch")
+INPROCESS_BATCH = 32
 
 
 def _kubeinfer_torch_spec() -> Path:
@@ -674,7 +684,35 @@ def measure(server: Server, data: bytes, concurrency: int, duration: float) -> d
     }
 
 
+def inprocess_one(model: str, args: argparse.Namespace, rep: int) -> dict[str, Any]:
+    """The in-process ceiling of kubeinfer's spec for ``model`` (bench/inprocess.py, one window of --duration s)."""
+    spec = REPO / "examples" / model / "service.yaml"
+    cmd = [str(MAIN_PY), str(REPO / "bench" / "inprocess.py"), str(spec), "--batch", str(INPROCESS_BATCH)]
+    cmd += ["--seconds", f"{args.duration:g}", "--repeats", "1"]
+    rec: dict[str, Any] = {"peer": "inprocess", "model": model, "repeat": rep, "command": " ".join(cmd)}
+    busy0, total0 = machine_busy()
+    la = os.getloadavg()[0]
+    done = subprocess.run(cmd, cwd=str(REPO), capture_output=True, text=True, timeout=600, check=False)
+    busy1, total1 = machine_busy()
+    if done.returncode != 0:
+        rec["error"] = f"bench/inprocess.py exited with {done.returncode}: {done.stderr[-300:]}"
+        return rec
+    rps = json.loads(done.stdout.strip().splitlines()[-1])["median_rows_per_s"]
+    none = dict.fromkeys(("p50_ms", "p90_ms", "p99_ms", "cpu_us_per_req", "errors"))
+    rec["c64"] = {
+        **none,
+        "rps": rps,
+        "machine_busy_pct": round(100 * (busy1 - busy0) / max(1, total1 - total0), 1),
+        "loadavg_1m_before": round(la, 2),
+    }
+    rec["cold_start_s"] = None
+    rec["memory"] = {"rss_mib": None, "pss_mib": None}
+    return rec
+
+
 def bench_one(peer: Peer, model: str, args: argparse.Namespace, want: list[float], rep: int) -> dict[str, Any]:
+    if peer.name == "inprocess":
+        return inprocess_one(model, args, rep)
     rec: dict[str, Any] = {"peer": peer.name, "model": model, "repeat": rep}
     data = body(peer, model)
     log = OUT / "logs" / f"{peer.name}.{model}.{rep}.log"
@@ -808,8 +846,8 @@ def summary_lines(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
         "BentoML, LitServe, PyTriton); medians of the repeats, details in the model's section.",
         "",
         "| model | kubeinfer req/s | best peer | its req/s | x best peer | kubeinfer p99 ms | best peer p99 ms | "
-        "p99 x best peer |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "p99 x best peer | x ceiling (which) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for model in MODELS:
         rows = summary.get(model)
@@ -823,9 +861,13 @@ def summary_lines(summary: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
             kube = _f(k.get("c64_rps"))
         ratio = f"{k['c64_rps'] / b['c64_rps']:.2f}" if k.get("c64_rps") and b.get("c64_rps") else "-"
         p99 = f"{k['c64_p99_ms'] / b['c64_p99_ms']:.2f}" if k.get("c64_p99_ms") and b.get("c64_p99_ms") else "-"
+        ceil_name = next((c for c in ("ceiling-batch", "inprocess") if (rows.get(c) or {}).get("c64_rps")), None)
+        ceil = (
+            f"{k['c64_rps'] / rows[ceil_name]['c64_rps']:.2f} ({ceil_name})" if ceil_name and k.get("c64_rps") else "-"
+        )
         lines.append(
             f"| {model} | {kube} | {name or '-'} | {_f(b.get('c64_rps'))} | {ratio} | {_f(k.get('c64_p99_ms'), 2)} | "
-            f"{_f(b.get('c64_p99_ms'), 2)} | {p99} |"
+            f"{_f(b.get('c64_p99_ms'), 2)} | {p99} | {ceil} |"
         )
     return [*lines, ""]
 
@@ -876,7 +918,9 @@ def write_report(doc: dict[str, Any], path: Path = RESULTS_MD) -> None:
         "- `machine busy` is the whole machine's CPU use during the window (server + wrk + anything else "
         "running): well above the server's own share means the figures were disturbed.",
         "- Ratios: req/s against the best peer (the highest c=64 req/s among MLServer, KServe, Ray Serve, "
-        "BentoML, LitServe, PyTriton) and against `ceiling-batch` of the same sitting.",
+        "BentoML, LitServe, PyTriton) and against the ceiling of the same sitting: `ceiling-batch` (a bare ASGI "
+        "server around the model) where it runs, else `inprocess` (the model alone, in-process, on full batches: "
+        "the ceiling of a compute-bound model, where the target is 0.90).",
         "",
         "## Machine",
         "",
@@ -898,7 +942,7 @@ def write_report(doc: dict[str, Any], path: Path = RESULTS_MD) -> None:
             continue
         best_name, best_row = best_peer(rows)
         best = best_row.get("c64_rps")
-        ceil = rows.get("ceiling-batch", {}).get("c64_rps")
+        ceil = (rows.get("ceiling-batch") or rows.get("inprocess") or {}).get("c64_rps")
         lines += [
             "",
             f"## {model}",
@@ -1088,7 +1132,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rec = bench_one(peer, model, args, want[model], rep)
             records.append(rec)
-            if "c64" in rec:
+            if "c64" in rec and peer.name == "inprocess":
+                print(
+                    f"[{rep + 1}/{args.repeats}] {model:9} {peer.name:15} {rec['c64']['rps']:8.0f} rows/s", flush=True
+                )
+            elif "c64" in rec:
                 c64, c1 = rec["c64"], rec.get("c1", {})
                 print(
                     f"[{rep + 1}/{args.repeats}] {model:9} {peer.name:15} c64 {c64['rps']:8.0f} req/s "

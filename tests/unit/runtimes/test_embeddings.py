@@ -230,3 +230,34 @@ def test_pooling_modes_ignore_padding() -> None:
 
 def test_decode_texts_reads_bytes_and_str_rows() -> None:
     assert decode_texts(np.array([b"a", "b", "ü".encode()], dtype=object)) == ["a", "b", "ü"]
+
+
+def _tokenizer_threads_after_a_batch(model_dir: Path, preset: str | None) -> tuple[str, int]:
+    """(TOKENIZERS_PARALLELISM, threads of the process) after loading the model and embedding a batch, in a fresh
+    process: the tokenizer's pool, once started, stays."""
+    code = (
+        "import os, sys\n"
+        "from kubeinfer.runtimes.embeddings import EmbeddingModel\n"
+        "m = EmbeddingModel('m', '1', sys.argv[1], {'backend': 'onnx', 'intraOpThreads': 1})\n"
+        "m.load()\n"
+        "m.embed(['a sentence of a few words'] * 64)\n"
+        "print(os.environ.get('TOKENIZERS_PARALLELISM'), len(os.listdir('/proc/self/task')))\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TOKENIZERS_PARALLELISM"}
+    if preset is not None:
+        env["TOKENIZERS_PARALLELISM"] = preset
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(model_dir)], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    return out[0], int(out[1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc")
+def test_tokenizing_is_sequential_unless_the_operator_asks(exported: ExportResult) -> None:
+    # The tokenizer's pool (a thread per CPU) competed with the runtime, the event loop and sibling processes.
+    setting, threads = _tokenizer_threads_after_a_batch(exported.out_dir, None)
+    assert setting == "false"
+    setting_on, threads_on = _tokenizer_threads_after_a_batch(exported.out_dir, "true")
+    assert setting_on == "true"
+    if (__import__("os").cpu_count() or 1) > 1:
+        assert threads_on > threads  # the operator's choice is kept: the pool starts

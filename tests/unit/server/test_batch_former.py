@@ -111,3 +111,59 @@ def test_every_request_runs_exactly_once_in_arrival_order_within_max_rows(
         assert isinstance(action, Dispatch)
         ran.extend(action.items)
     assert ran == list(range(len(ops)))
+
+
+def test_a_freed_model_waits_for_the_last_batchs_callers_to_come_back() -> None:
+    # A closed loop of 8 clients: a batch of 6 runs while 2 more arrive. When it finishes, running the 2 at once
+    # would split the load into 6 + 2, turn after turn; the freed model waits up to max_delay for the 6 to return.
+    f = BatchFormer(max_rows=8, max_delay=0.002, workers=1)
+    for k in range(6):
+        f.arrive(k, 1, 0.0)
+    assert f.next(0.0) == Dispatch(tuple(range(6)))
+    f.arrive(6, 1, 0.001)
+    f.arrive(7, 1, 0.001)
+    f.done(now=0.030)
+    assert f.next(0.030) == Wait(0.032)
+    for k in range(8, 11):
+        f.arrive(k, 1, 0.031)
+    assert f.next(0.031) == Wait(0.032)  # 5 queued: fewer than the 6 rows that ran
+    f.arrive(11, 1, 0.0312)
+    assert f.next(0.0312) == Dispatch((6, 7, 8, 9, 10, 11))  # as many as ran: no need to wait longer
+
+
+def test_the_wait_after_a_batch_is_bounded_by_max_delay() -> None:
+    f = BatchFormer(max_rows=8, max_delay=0.002, workers=1)
+    for k in range(4):
+        f.arrive(k, 1, 0.0)
+    assert f.next(0.0) == Dispatch((0, 1, 2, 3))
+    f.arrive(4, 1, 0.001)
+    f.done(now=0.010)
+    assert f.next(0.010) == Wait(0.012)
+    assert f.next(0.012) == Dispatch((4,))  # the others did not come back: run what is there
+
+
+def test_no_wait_after_a_batch_without_a_delay_or_when_called_without_a_time() -> None:
+    f = BatchFormer(max_rows=8, max_delay=0.0, workers=1)
+    f.arrive(0, 1, 0.0)
+    f.arrive(1, 1, 0.0)
+    assert f.next(0.0) == Dispatch((0, 1))
+    f.arrive(2, 1, 0.001)
+    f.done(now=0.005)
+    assert f.next(0.005) == Dispatch((2,))
+    g = BatchFormer(max_rows=8, max_delay=0.002, workers=1)
+    g.arrive(0, 1, 0.0)
+    g.arrive(1, 1, 0.0)
+    assert g.next(0.0) == Dispatch((0, 1))
+    g.arrive(2, 1, 0.001)
+    g.done()
+    assert g.next(0.005) == Dispatch((2,))
+
+
+def test_a_lone_request_after_a_lone_request_never_waits() -> None:
+    # c=1: each batch is one row; the next request alone already matches it.
+    f = BatchFormer(max_rows=8, max_delay=0.002, workers=1)
+    f.arrive(0, 1, 0.0)
+    assert f.next(0.0) == Dispatch((0,))
+    f.done(now=0.001)
+    f.arrive(1, 1, 0.0012)
+    assert f.next(0.0012) == Dispatch((1,))
