@@ -4,8 +4,9 @@ The fronts (``http.py``, ``grpc.py``) speak their protocol and nothing else; eve
 the two have in common is the router's (``router.py``), reached through ``RouterApi`` only:
 
 - a client request is counted once, by ``request_accepted`` (which deposits into the retry budget);
-- a try's backend is chosen, and the try counted on it, by ``begin_try`` (power of two choices, ``core.pick``); its
-  end by ``end_try``;
+- a try's backend is chosen, and the try counted on it, by ``begin_try`` (power of two choices, ``core.pick``; for a
+  generative service on the request's estimated tokens and with affinity, ``balance.choose``, the request's
+  ``balance.Work`` coming from ``request_work``); its end by ``end_try``;
 - a retry is granted or refused by ``may_retry`` (the per-request try bound, then ``core.RetryBudget``), which
   counts the retry and its reason when granted;
 - a backend whose try failed is taken out of rotation for a while by ``eject``;
@@ -26,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kubeinfer.local.router.balance import Work
 from kubeinfer.local.router.core import RevisionCounts
 
 __all__ = ["Backend", "BackendState", "ConnLimits", "OwnRoute", "RouterApi", "Waiting", "log_unexpected_end"]
@@ -105,6 +107,7 @@ class BackendState:
         "retired",
         "rev",
         "revision",
+        "tokens",
         "total",
         "uds",
     )
@@ -119,6 +122,7 @@ class BackendState:
         self.port = backend.port
         self.uds = backend.uds
         self.outstanding = 0  # tries sent and not yet ended
+        self.tokens = 0  # the estimated tokens of those tries (balance.Work), for a service balanced by tokens
         self.total = 0  # tries sent since it was first named
         self.codes: dict[int | str, int] = {}  # HTTP status, or gRPC status name, or "aborted" -> responses
         self.retired = False  # out of the ready set, finishing its in-flight requests
@@ -168,13 +172,17 @@ class RouterApi(Protocol):
     def request_accepted(self) -> None:
         """Count one client request (HTTP or gRPC) and deposit it into the retry budget."""
 
+    def request_work(self, url: bytes, data: bytes, body_size: int) -> Work | None:
+        """What an HTTP request weighs and its affinity key (``balance.estimate``; ``data`` is the request as sent
+        upstream, its last ``body_size`` bytes the body), or None when the service balances plain requests."""
+
     def begin_try(
-        self, tried: Sequence[BackendState], grpc: bool = False, pin: int | None = None
+        self, tried: Sequence[BackendState], grpc: bool = False, pin: int | None = None, work: Work | None = None
     ) -> BackendState | None:
-        """Choose the backend for the next try, avoiding ``tried`` while possible, and count the try in its load;
-        None (nothing counted) when no backend (serving gRPC, with ``grpc``; of revision ``pin``, if given) is
-        ready. With a traffic split the revision is drawn by weight first; a retry after a canary's try goes to the
-        stable revision."""
+        """Choose the backend for the next try, avoiding ``tried`` while possible, and count the try in its load
+        (``work``'s tokens too, when given); None (nothing counted) when no backend (serving gRPC, with ``grpc``; of
+        revision ``pin``, if given) is ready. With a traffic split the revision is drawn by weight first; a retry
+        after a canary's try goes to the stable revision."""
 
     @property
     def split_active(self) -> bool:
@@ -196,8 +204,9 @@ class RouterApi(Protocol):
     def has_ready_besides(self, st: BackendState) -> bool:
         """Whether a backend other than ``st`` would get a first try now."""
 
-    def end_try(self, st: BackendState) -> None:
-        """A try on ``st`` ended (answered, failed or abandoned); a retired backend is closed after its last."""
+    def end_try(self, st: BackendState, work: Work | None = None) -> None:
+        """A try on ``st`` ended (answered, failed or abandoned; ``work`` as given to ``begin_try``); a retired
+        backend is closed after its last."""
 
     def may_retry(self, attempts: int, reason: str) -> bool:
         """Whether a request that made ``attempts`` tries may make another; counted under ``reason`` when so."""

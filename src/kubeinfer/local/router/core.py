@@ -3,7 +3,8 @@
 - ``pick``: power of two choices on least outstanding requests (Mitzenmacher, "The Power of Two Choices in
   Randomized Load Balancing"; Envoy's ``LEAST_REQUEST`` with ``choice_count: 2``, Linkerd's P2C balancer). Two
   distinct backends are drawn at random and the one with fewer outstanding requests wins; a retry avoids the
-  backends already tried while another one is left.
+  backends already tried while another one is left. For generative services ``balance.choose`` does the same on
+  outstanding tokens, with session or prefix affinity.
 - ``RetryBudget``: Finagle's and Linkerd's retry budget. Every request deposits ``ratio`` of a token, every retry
   withdraws one, over a sliding window of ``window`` seconds; a floor of ``min_per_second`` retries per second keeps
   retries possible at low traffic. So retries can add at most ``ratio`` of load (plus the floor) and a failing
@@ -27,7 +28,16 @@ from typing import Protocol, TypeVar
 
 from kubeinfer.lifecycle.canary import LATENCY_BOUNDS, Counters
 
-__all__ = ["HasOutstanding", "RateWindow", "RetryBudget", "RevisionCounts", "choose_revision", "http_error", "pick"]
+__all__ = [
+    "HasOutstanding",
+    "RateWindow",
+    "RetryBudget",
+    "RevisionCounts",
+    "choose_revision",
+    "draw_two",
+    "http_error",
+    "pick",
+]
 
 
 class HasOutstanding(Protocol):
@@ -53,12 +63,18 @@ def pick(backends: Sequence[B], rng: Callable[[], float], exclude: Sequence[B] =
             backends, n = rest, len(rest)
     if n == 1:
         return backends[0]
+    i, j = draw_two(n, rng)
+    a, b = backends[i], backends[j]
+    return a if a.outstanding <= b.outstanding else b
+
+
+def draw_two(n: int, rng: Callable[[], float]) -> tuple[int, int]:
+    """Two distinct indices in [0, ``n``), uniformly (``n`` >= 2): the draw of power of two choices."""
     i = int(rng() * n)
     j = int(rng() * (n - 1))
     if j >= i:
         j += 1
-    a, b = backends[i], backends[j]
-    return a if a.outstanding <= b.outstanding else b
+    return i, j
 
 
 class RateWindow:

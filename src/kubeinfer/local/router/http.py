@@ -33,6 +33,7 @@ import httptools
 import orjson
 
 from kubeinfer.local.router.api import BackendState, OwnRoute, RouterApi
+from kubeinfer.local.router.balance import Work
 from kubeinfer.local.router.core import http_error
 from kubeinfer.server.listen import stop_new_connections
 
@@ -106,6 +107,7 @@ class Request:
         "sent",
         "tried",
         "upstream",
+        "work",
     )
 
     def __init__(self, client: ClientProtocol, data: bytes, keep_alive: bool, http10: bool, head_only: bool) -> None:
@@ -123,6 +125,7 @@ class Request:
         self.own: OwnRoute | None = None
         self.pin: int | None = None  # the revision the request asked for (None: any, by the traffic split)
         self.sent = 0.0  # when its current try was sent (monotonic), for its revision's latency
+        self.work: Work | None = None  # its weight and affinity key, when the service balances by them
 
     # The router's buffer calls these two on every kind of waiting request (HTTP here, gRPC in grpc.py).
     def dispatch(self) -> None:
@@ -328,6 +331,7 @@ class ClientProtocol(asyncio.Protocol):
                 headers.append(b"content-length: %d\r\n" % self.body_size)
             data = b"".join([method, b" ", url, b" HTTP/1.1\r\n", *headers, b"\r\n", *self.body])
             req = Request(self, data, keep_alive, http10, method == b"HEAD")
+            req.work = self.router.request_work(url, data, self.body_size)
             if self.pin_header is not None or (self.router.split_active and b"/versions/" in url):
                 pin = self.router.resolve_pin(self.pin_header, _oip_version(url))
                 if isinstance(pin, bytes):
@@ -707,7 +711,7 @@ class HttpFront:
     def send(self, req: Request) -> None:
         """Start a try of ``req`` on the backend the router chooses, or leave it in the router's buffer."""
         router = self.router
-        b = router.begin_try(req.tried, pin=req.pin)
+        b = router.begin_try(req.tried, pin=req.pin, work=req.work)
         if b is None:
             router.buffer(req)
             return
@@ -735,7 +739,7 @@ class HttpFront:
         up.req = None
         req.upstream = None
         b = up.backend
-        self.router.end_try(b)
+        self.router.end_try(b, req.work)
         return b
 
     def try_done(self, up: UpstreamProtocol, req: Request) -> None:

@@ -3,7 +3,9 @@
 It runs on the controller's event loop (uvloop) and does what a service mesh sidecar does for one service:
 
 - **Load balancing**: power of two choices on least outstanding requests among the ready backends
-  (``core.pick``; Envoy ``LEAST_REQUEST``, Linkerd's balancer).
+  (``core.pick``; Envoy ``LEAST_REQUEST``, Linkerd's balancer). With a routing policy (``set_routing``; a generative
+  service's by default) it weighs each HTTP request by its estimated tokens instead, and may send related requests
+  (a session, a shared prompt prefix) to one replica under a load bound (``balance``).
 - **Retries** on another backend when a try fails before any response byte reached the client: connection refused,
   reset or closed (a replica killed, or draining and closing its kept-alive connection), a response that cannot be
   parsed, or the per-try timeout (a hung replica). A ``503`` or ``429`` from a replica (its queue or concurrency
@@ -57,6 +59,7 @@ from prometheus_client.registry import Collector
 
 from kubeinfer.lifecycle.canary import Counters
 from kubeinfer.local.router.api import Backend, BackendState, ConnLimits, OwnRoute, Waiting, log_unexpected_end
+from kubeinfer.local.router.balance import LOAD_FACTOR, RoutingPolicy, Work, choose, estimate
 from kubeinfer.local.router.core import RetryBudget, RevisionCounts, choose_revision, pick
 from kubeinfer.local.router.http import HttpFront
 from kubeinfer.local.router.replica_metrics import ReplicaMetrics
@@ -80,6 +83,7 @@ class BackendStats:
     outstanding: int  # requests sent and not yet answered
     total: int  # tries sent to it since it was first named
     ready: bool  # in the ready set now (False: retired, finishing its in-flight requests)
+    tokens: int = 0  # estimated tokens of its outstanding requests (a service balanced by tokens)
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,8 @@ class Router:
         self._tick_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._rng = random.random
+        self.routing: RoutingPolicy | None = None  # None: every request weighs one (core.pick)
+        self.affinity_counts: dict[str, int] = {}  # "home" / "spill" -> keyed requests
         self.own_routes: dict[bytes, OwnRoute] = {
             b"/healthz": lambda: (200, b'{"live":true}', b"application/json"),
             b"/v2/health/live": lambda: (200, b'{"live":true}', b"application/json"),
@@ -220,6 +226,11 @@ class Router:
             if w.alive:
                 w.dispatch()
 
+    def set_routing(self, policy: RoutingPolicy | None) -> None:
+        """Weigh requests by tokens and place related ones together (``balance``), or, with None, balance plain
+        requests. Tries in flight keep the tokens they were charged with until they end."""
+        self.routing = policy
+
     def set_split(self, split: Sequence[tuple[int, int]] | None) -> None:
         """Split the traffic between revisions: (revision, weight) pairs, the stable revision first and the canary
         last (weights are proportions, as a Gateway API ``HTTPRoute``'s ``backendRefs``); None: no split, every
@@ -271,7 +282,7 @@ class Router:
 
     def stats(self) -> RouterStats:
         backends = {
-            st.id: BackendStats(st.id, st.outstanding, st.total, not st.retired)
+            st.id: BackendStats(st.id, st.outstanding, st.total, not st.retired, st.tokens)
             for st in [*self._retired.values(), *self._states.values()]
         }
         return RouterStats(
@@ -291,8 +302,12 @@ class Router:
         self.requests += 1
         self._budget.deposit()
 
+    def request_work(self, url: bytes, data: bytes, body_size: int) -> Work | None:
+        policy = self.routing
+        return None if policy is None else estimate(policy, url, data, body_size)
+
     def begin_try(
-        self, tried: Sequence[BackendState], grpc: bool = False, pin: int | None = None
+        self, tried: Sequence[BackendState], grpc: bool = False, pin: int | None = None, work: Work | None = None
     ) -> BackendState | None:
         ready: Sequence[BackendState] = self._ready
         if pin is not None:
@@ -301,8 +316,15 @@ class Router:
             ready = self._choose(tried)
         if grpc:
             ready = [s for s in ready if s.backend.serves_grpc]
-        if len(ready) == 1:
-            st: BackendState | None = ready[0]  # the common case of one replica, without drawing
+        if work is not None:
+            factor = self.routing.load_factor if self.routing is not None else LOAD_FACTOR
+            st, how = choose(ready, work, self._rng, tried, factor)
+            if st is not None:
+                st.tokens += work.tokens
+                if how != "balance":
+                    self.affinity_counts[how] = self.affinity_counts.get(how, 0) + 1
+        elif len(ready) == 1:
+            st = ready[0]  # the common case of one replica, without drawing
         else:
             st = pick(ready, self._rng, tried)
         if st is not None:
@@ -368,8 +390,10 @@ class Router:
     def has_ready_besides(self, st: BackendState) -> bool:
         return any(s is not st for s in self._ready)
 
-    def end_try(self, st: BackendState) -> None:
+    def end_try(self, st: BackendState, work: Work | None = None) -> None:
         st.outstanding -= 1
+        if work is not None:
+            st.tokens -= work.tokens
         if st.retired and st.outstanding == 0 and self._retired.pop(id(st), None) is not None:
             self._close_state(st)
 
@@ -483,6 +507,11 @@ class _Collector(Collector):
         ready = GaugeMetricFamily(
             "kubeinfer_router_backend_ready", "1 while the backend is in the ready set.", labels=["backend"]
         )
+        tokens = GaugeMetricFamily(
+            "kubeinfer_router_backend_outstanding_tokens",
+            "Estimated tokens (prompt plus max_tokens) of the requests sent to a backend and not answered yet.",
+            labels=["backend"],
+        )
         sent = CounterMetricFamily("kubeinfer_router_backend_tries", "Tries sent to a backend.", labels=["backend"])
         reqs = CounterMetricFamily(
             "kubeinfer_router_requests",
@@ -492,6 +521,7 @@ class _Collector(Collector):
         )
         for st in states:
             out.add_metric([st.id], st.outstanding)
+            tokens.add_metric([st.id], st.tokens)
             ready.add_metric([st.id], 0.0 if st.retired else 1.0)
             sent.add_metric([st.id], st.total)
             for code, n in sorted(st.codes.items(), key=lambda kv: str(kv[0])):
@@ -499,6 +529,7 @@ class _Collector(Collector):
         for code, n in sorted(r.local_codes.items()):
             reqs.add_metric(["", str(code)], n)
         yield out
+        yield tokens
         yield ready
         yield sent
         yield reqs
@@ -506,6 +537,15 @@ class _Collector(Collector):
         for reason, n in sorted(r.retry_reasons.items()):
             retries.add_metric([reason], n)
         yield retries
+        affinity = CounterMetricFamily(
+            "kubeinfer_router_affinity_requests",
+            "Requests with an affinity key, by where they went: 'home' (the key's replica) or 'spill' (the home was "
+            "past the load bound).",
+            labels=["outcome"],
+        )
+        for outcome, n in sorted(r.affinity_counts.items()):
+            affinity.add_metric([outcome], n)
+        yield affinity
         yield CounterMetricFamily("kubeinfer_router_accepted_requests", "Client requests accepted.", value=r.requests)
         yield GaugeMetricFamily(
             "kubeinfer_router_buffered", "Requests waiting for a ready backend.", value=len(r._waiting)
