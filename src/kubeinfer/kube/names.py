@@ -18,6 +18,8 @@ __all__ = [
     "CONTAINER",
     "FIELD_MANAGER",
     "GROUP",
+    "METRIC_GENERATION_TOKENS_PER_SECOND",
+    "METRIC_GENERATION_WAITING",
     "METRIC_GPU_UTILIZATION",
     "METRIC_IN_FLIGHT",
     "METRIC_QUEUE_DEPTH",
@@ -48,6 +50,9 @@ METRIC_IN_FLIGHT: Final = "kubeinfer_requests_in_flight"
 METRIC_QUEUE_DEPTH: Final = "kubeinfer_queue_depth"
 METRIC_REQUESTS_TOTAL: Final = "kubeinfer_requests_total"
 METRIC_GPU_UTILIZATION: Final = "kubeinfer_gpu_utilization_ratio"
+# Text generation (kubeinfer/server/generate_metrics.py): only replicas of a model of format llm export them.
+METRIC_GENERATION_TOKENS_PER_SECOND: Final = "kubeinfer_generation_tokens_per_second"
+METRIC_GENERATION_WAITING: Final = "kubeinfer_generation_sequences_waiting"
 
 # Names under which the Prometheus adapter serves per-pod custom metrics to the HPA (see
 # deploy/prometheus-adapter/rules.yaml): gauges keep their names; rates and percentages are derived series.
@@ -56,6 +61,8 @@ _ADAPTER_METRICS: Final = {
     "queue-depth": METRIC_QUEUE_DEPTH,
     "rps": "kubeinfer_requests_per_second",
     "gpu-utilization": "kubeinfer_gpu_utilization_percent",
+    "tokens": METRIC_GENERATION_TOKENS_PER_SECOND,
+    "sequences-waiting": METRIC_GENERATION_WAITING,
 }
 
 

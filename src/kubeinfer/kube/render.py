@@ -46,6 +46,8 @@ from kubeinfer.kube.names import (
     CONFIG_DIR,
     CONFIG_KEY,
     CONTAINER,
+    METRIC_GENERATION_TOKENS_PER_SECOND,
+    METRIC_GENERATION_WAITING,
     METRIC_GPU_UTILIZATION,
     METRIC_IN_FLIGHT,
     METRIC_QUEUE_DEPTH,
@@ -57,7 +59,15 @@ from kubeinfer.kube.names import (
     selector_labels,
 )
 from kubeinfer.kube.versions import SUPPORTED_VERSIONS
-from kubeinfer.spec.service import InferenceService, MetricSpec, ModelSpec, ProbeSpec
+from kubeinfer.spec.service import (
+    DEFAULT_PROMETHEUS,
+    GENERATION_METRICS,
+    SECRET_MOUNT,
+    InferenceService,
+    MetricSpec,
+    ModelSpec,
+    ProbeSpec,
+)
 from kubeinfer.storage.uris import is_remote, model_basename
 
 __all__ = [
@@ -78,6 +88,13 @@ MODEL_MOUNT: Final = "/mnt/models"
 """Where the init container puts a remote model (an emptyDir shared with the server container)."""
 CACHE_MOUNT: Final = "/mnt/model-cache"
 """Where the model cache PersistentVolumeClaim (``model.cacheClaim``) is mounted."""
+TLS_MOUNT: Final = f"{SECRET_MOUNT}/tls"
+"""Where the ``server.tls.secretName`` Secret is mounted (``tls.crt``, ``tls.key``)."""
+AUTH_MOUNT: Final = f"{SECRET_MOUNT}/auth"
+"""Where the ``server.auth.apiKeysSecret`` key is mounted, as the file ``api-keys``."""
+API_KEYS_FILE: Final = f"{AUTH_MOUNT}/api-keys"
+SECRET_FILE_MODE: Final = 0o440
+"""Mounted Secret files: readable by the owner (root) and the pod's fsGroup (the server's group), nobody else."""
 """The image's non-root user and group (deploy/Dockerfile)."""
 
 
@@ -100,8 +117,8 @@ class RenderOptions:
     monitoring: bool = True
     """Render a prometheus-operator ServiceMonitor."""
     network_policy: bool = True
-    prometheus_url: str = "http://prometheus-operated.monitoring.svc:9090"
-    """Prometheus that KEDA's trigger queries."""
+    prometheus_url: str = DEFAULT_PROMETHEUS
+    """Prometheus that KEDA's trigger queries (``spec.autoscaling.keda.serverAddress`` wins where given)."""
     device_plugin_namespace: str = "gpu-operator"
     device_plugin_config_name: str = "kubeinfer-gpu-sharing"
     prestop_seconds: int = 5
@@ -182,6 +199,12 @@ def container_spec_doc(svc: InferenceService, model_in_image: bool = False) -> d
     server["host"] = "0.0.0.0"
     server["port"] = http_port(svc)
     server["grpcPort"] = grpc_port(svc)
+    # The Secrets are mounted files in the pod (deployment()): the server reads those files and reloads them when the
+    # kubelet swaps in a rotated Secret's contents.
+    if svc.spec.server.tls.secretName is not None:
+        server["tls"] = {"certFile": f"{TLS_MOUNT}/tls.crt", "keyFile": f"{TLS_MOUNT}/tls.key"}
+    if svc.spec.server.auth.apiKeysSecret is not None:
+        server["auth"] = {"apiKeysFile": API_KEYS_FILE}
     return doc
 
 
@@ -225,9 +248,15 @@ def config_map(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
     return _obj("v1", "ConfigMap", _meta(svc, opts, config_map_name(svc)), data={CONFIG_KEY: text})
 
 
-def _probe(path: str, p: ProbeSpec) -> dict[str, Any]:
+def serves_tls(svc: InferenceService) -> bool:
+    """Whether the replicas serve HTTPS and TLS gRPC on the cluster (certificate files or a mounted Secret)."""
+    return svc.spec.server.tls.on_kubernetes
+
+
+def _probe(path: str, p: ProbeSpec, tls: bool = False) -> dict[str, Any]:
+    # The kubelet does not verify the serving certificate of an HTTPS probe (a pod's IP is rarely in it).
     return {
-        "httpGet": {"path": path, "port": "http", "scheme": "HTTP"},
+        "httpGet": {"path": path, "port": "http", "scheme": "HTTPS" if tls else "HTTP"},
         "initialDelaySeconds": _secs(p.initialDelaySeconds),
         "periodSeconds": _secs(p.periodSeconds, 1),
         "timeoutSeconds": _secs(p.timeoutSeconds, 1),
@@ -278,9 +307,9 @@ def _server_container(svc: InferenceService, opts: RenderOptions, placement: gpu
         "ports": ports,
         "env": env,
         "resources": _resources(svc, placement),
-        "startupProbe": _probe("/startupz", s.probes.startup),
-        "readinessProbe": _probe("/readyz", s.probes.readiness),
-        "livenessProbe": _probe("/healthz", s.probes.liveness),
+        "startupProbe": _probe("/startupz", s.probes.startup, serves_tls(svc)),
+        "readinessProbe": _probe("/readyz", s.probes.readiness, serves_tls(svc)),
+        "livenessProbe": _probe("/healthz", s.probes.liveness, serves_tls(svc)),
         "lifecycle": {"preStop": {"sleep": {"seconds": opts.prestop_seconds}}},
         "securityContext": {
             "runAsNonRoot": True,
@@ -349,6 +378,7 @@ def deployment(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
         # CUDA and NCCL use shared memory; the container runtime's 64 MiB /dev/shm is too small.
         container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}})
+    _secret_volumes(svc, container, volumes)
     init = _model_fetch(svc, opts, container, volumes)
     scheduling = _scheduling(svc, placement)
     pod_spec: dict[str, Any] = {
@@ -375,6 +405,7 @@ def deployment(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
             "prometheus.io/scrape": "true",
             "prometheus.io/port": str(http_port(svc)),
             "prometheus.io/path": "/metrics",
+            **({"prometheus.io/scheme": "https"} if serves_tls(svc) else {}),
         },
     }
     dspec: dict[str, Any] = {
@@ -393,6 +424,38 @@ def deployment(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
     meta = _meta(svc, opts, svc.name)
     meta["annotations"] = {**svc.metadata.annotations, "kubeinfer.io/autoscaling-policy": s.autoscaling.policy}
     return _obj("apps/v1", "Deployment", meta, spec=dspec)
+
+
+def _secret_volumes(svc: InferenceService, server: dict[str, Any], volumes: list[dict[str, Any]]) -> None:
+    """Read-only Secret volumes for ``server.tls.secretName`` and ``server.auth.apiKeysSecret``. Whole volumes, never
+    ``subPath`` mounts: the kubelet updates a Secret volume in place (an atomic symlink swap, within its sync period
+    plus the Secret cache's TTL), and the server's reload sees the new files; a ``subPath`` mount is never updated."""
+    s = svc.spec.server
+    if s.tls.secretName is not None:
+        volumes.append(
+            {
+                "name": "tls",
+                "secret": {
+                    "secretName": s.tls.secretName,
+                    "items": [{"key": "tls.crt", "path": "tls.crt"}, {"key": "tls.key", "path": "tls.key"}],
+                    "defaultMode": SECRET_FILE_MODE,
+                },
+            }
+        )
+        server["volumeMounts"].append({"name": "tls", "mountPath": TLS_MOUNT, "readOnly": True})
+    ref = s.auth.apiKeysSecret
+    if ref is not None:
+        volumes.append(
+            {
+                "name": "api-keys",
+                "secret": {
+                    "secretName": ref.name,
+                    "items": [{"key": ref.key, "path": API_KEYS_FILE.rsplit("/", 1)[1]}],
+                    "defaultMode": SECRET_FILE_MODE,
+                },
+            }
+        )
+        server["volumeMounts"].append({"name": "api-keys", "mountPath": AUTH_MOUNT, "readOnly": True})
 
 
 def _model_fetch(
@@ -447,14 +510,30 @@ def fixed_replicas(svc: InferenceService) -> int | None:
     return None
 
 
+def service_port_name(svc: InferenceService) -> str:
+    """The Service's name for the REST port: ``https`` when the replicas serve TLS (meshes and tools read the
+    protocol from it), else ``http``. The container port keeps the name ``http`` either way (probes, the
+    NetworkPolicy and the canary Services refer to it)."""
+    return "https" if serves_tls(svc) else "http"
+
+
 def service(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
+    tls = serves_tls(svc)
+    name = service_port_name(svc)
     ports: list[dict[str, Any]] = [
-        {"name": "http", "port": http_port(svc), "targetPort": "http", "protocol": "TCP", "appProtocol": "http"}
+        {"name": name, "port": http_port(svc), "targetPort": "http", "protocol": "TCP", "appProtocol": name}
     ]
     g = grpc_port(svc)
     if g is not None:
+        # h2c is cleartext HTTP/2 (Gateway API's backend protocol); gRPC over TLS is HTTP/2 inside https.
         ports.append(
-            {"name": "grpc", "port": g, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"}
+            {
+                "name": "grpc-tls" if tls else "grpc",
+                "port": g,
+                "targetPort": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "https" if tls else "kubernetes.io/h2c",
+            }
         )
     return _obj(
         "v1",
@@ -696,29 +775,37 @@ def _promql(svc: InferenceService, opts: RenderOptions, m: MetricSpec) -> str:
         return f"sum(rate({METRIC_REQUESTS_TOTAL}{{{sel}}}[1m]))"
     if m.type == "gpu-utilization":
         return f"sum({METRIC_GPU_UTILIZATION}{{{sel}}}) * 100"
+    if m.type == "tokens":
+        return f"sum({METRIC_GENERATION_TOKENS_PER_SECOND}{{{sel}}})"
+    if m.type == "sequences-waiting":
+        return f"sum({METRIC_GENERATION_WAITING}{{{sel}}})"
     return f"sum({m.name or 'external'}{{{sel}}})"
 
 
 def scaled_object(svc: InferenceService, opts: RenderOptions, notes: list[str]) -> dict[str, Any]:
+    """The KEDA ScaledObject: a prometheus trigger per request metric (the query sums the service's replicas;
+    ``AverageValue`` makes the HPA KEDA creates divide it by the replica count, so the threshold is per replica)."""
     a = svc.spec.autoscaling
+    keda = a.keda
     triggers: list[dict[str, Any]] = []
     for m in a.effective_metrics:
         if m.type in ("cpu", "memory"):
             triggers.append({"type": m.type, "metricType": "Utilization", "metadata": {"value": str(round(m.target))}})
         else:
-            triggers.append(
-                {
-                    "type": "prometheus",
-                    "name": m.type,
-                    "metricType": "AverageValue",
-                    "metadata": {
-                        "serverAddress": opts.prometheus_url,
-                        "query": _promql(svc, opts, m),
-                        "threshold": quantity(m.target),
-                        "activationThreshold": "0",
-                    },
-                }
-            )
+            trigger: dict[str, Any] = {
+                "type": "prometheus",
+                "name": m.type,
+                "metricType": "AverageValue",
+                "metadata": {
+                    "serverAddress": keda.serverAddress if keda is not None else opts.prometheus_url,
+                    "query": _promql(svc, opts, m),
+                    "threshold": quantity(m.target),
+                    "activationThreshold": "0",
+                },
+            }
+            if keda is not None and keda.authenticationRef is not None:
+                trigger["authenticationRef"] = {"name": keda.authenticationRef}
+            triggers.append(trigger)
     spec: dict[str, Any] = {
         "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": svc.name},
         "minReplicaCount": a.minReplicas,
@@ -733,7 +820,7 @@ def scaled_object(svc: InferenceService, opts: RenderOptions, notes: list[str]) 
             rules.pop("tolerance", None)  # KEDA's bundled HPA types predate per-direction tolerance
         spec["advanced"] = {"horizontalPodAutoscalerConfig": {"behavior": behavior}}
     if a.minReplicas == 0 and all(
-        m.type in ("concurrency", "queue-depth", "gpu-utilization") for m in a.effective_metrics
+        m.type in ("concurrency", "queue-depth", "gpu-utilization", *GENERATION_METRICS) for m in a.effective_metrics
     ):
         notes.append(
             "scale from zero: at zero replicas no pod reports concurrency, so the first request wakes the service "
@@ -773,8 +860,44 @@ def vertical_pod_autoscaler(svc: InferenceService, opts: RenderOptions, notes: l
     )
 
 
+def _security_notes(svc: InferenceService, notes: list[str]) -> None:
+    """What the user must know about API keys and TLS on the cluster that the rendered objects cannot say."""
+    s = svc.spec.server
+    if s.tls.certFile is not None:
+        notes.append(
+            f"server.tls.certFile {s.tls.certFile!r} is read inside the container, where render mounts nothing for "
+            "it: give server.tls.secretName (a kubernetes.io/tls Secret) to have it mounted"
+        )
+    if s.auth.apiKeysFile is not None:
+        notes.append(
+            f"server.auth.apiKeysFile {s.auth.apiKeysFile!r} is read inside the container, where render mounts "
+            "nothing for it: give server.auth.apiKeysSecret to have a Secret mounted"
+        )
+    if serves_tls(svc) and svc.spec.autoscaling.policy in ("kpa", "predictive"):
+        notes.append(
+            f"TLS with policy {svc.spec.autoscaling.policy}: the operator's autoscaler scrapes the replicas' /metrics "
+            "over plain HTTP, which a TLS port does not answer; scale with policy hpa (through Prometheus) instead"
+        )
+    if serves_tls(svc) and svc.spec.rollout.canary is not None:
+        notes.append(
+            "TLS with rollout.canary: the Gateway must speak TLS to the stable/canary backends (a BackendTLSPolicy "
+            "for their Services, or a mesh); it sends plain HTTP otherwise"
+        )
+
+
 def service_monitor(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
     interval = f"{_secs(min(svc.spec.autoscaling.syncPeriodSeconds, 15), 1)}s"
+    endpoint: dict[str, Any] = {
+        "port": service_port_name(svc),
+        "path": "/metrics",
+        "scheme": "http",
+        "interval": interval,
+    }
+    if serves_tls(svc):
+        # /metrics needs no credentials, and Prometheus reaches each pod by its IP, which a service certificate does
+        # not name: encrypted, not verified. Set tlsConfig.ca and serverName on the ServiceMonitor to verify.
+        endpoint["scheme"] = "https"
+        endpoint["tlsConfig"] = {"insecureSkipVerify": True}
     return _obj(
         "monitoring.coreos.com/v1",
         "ServiceMonitor",
@@ -782,7 +905,7 @@ def service_monitor(svc: InferenceService, opts: RenderOptions) -> dict[str, Any
         spec={
             "selector": {"matchLabels": selector_labels(svc)},
             "namespaceSelector": {"matchNames": [opts.namespace or svc.metadata.namespace]},
-            "endpoints": [{"port": "http", "path": "/metrics", "scheme": "http", "interval": interval}],
+            "endpoints": [endpoint],
         },
     )
 
@@ -810,7 +933,8 @@ def render_all(svc: InferenceService, opts: RenderOptions | None = None) -> Rend
         )
     a = svc.spec.autoscaling
     if a.policy == "hpa":
-        objects.append(scaled_object(svc, opts, notes) if opts.keda else horizontal_pod_autoscaler(svc, opts, notes))
+        keda = opts.keda or a.keda is not None
+        objects.append(scaled_object(svc, opts, notes) if keda else horizontal_pod_autoscaler(svc, opts, notes))
     elif a.policy in ("kpa", "predictive"):
         notes.append(
             f"policy {a.policy} is run by the kubeinfer operator (kubeinfer operator / deploy/kustomize), which sets "
@@ -821,6 +945,7 @@ def render_all(svc: InferenceService, opts: RenderOptions | None = None) -> Rend
     vpa = vertical_pod_autoscaler(svc, opts, notes)
     if vpa is not None:
         objects.append(vpa)
+    _security_notes(svc, notes)
     if opts.monitoring:
         objects.append(service_monitor(svc, opts))
     if opts.network_policy:

@@ -34,6 +34,7 @@ __all__ = [
     "HPAScalingPolicy",
     "HPAScalingRules",
     "InferenceService",
+    "KedaSpec",
     "KpaSpec",
     "LimitsSpec",
     "MetricSpec",
@@ -45,6 +46,8 @@ __all__ = [
     "ResourceList",
     "ResourcesSpec",
     "RolloutSpec",
+    "RoutingSpec",
+    "SecretKeyRef",
     "ServerSpec",
     "ServiceSpec",
     "TensorDecl",
@@ -292,6 +295,27 @@ class LimitsSpec(_Strict):
         return parse_quantity(self.maxBodySize).int_value
 
 
+SECRET_MOUNT: Final = "/var/run/secrets/kubeinfer.io"  # noqa: S105  (a folder, not a secret)
+"""Where the Secrets named by ``server.auth.apiKeysSecret`` and ``server.tls.secretName`` are mounted in a pod."""
+
+_DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class SecretKeyRef(_Strict):
+    """One key of a Secret in the service's namespace (Kubernetes' ``secretKeyRef``)."""
+
+    name: str = Field(
+        max_length=253, pattern=_DNS1123_SUBDOMAIN, description="The Secret's name (in the service's namespace)."
+    )
+    key: str = Field(
+        default="api-keys",
+        max_length=253,
+        pattern=r"^[-._a-zA-Z0-9]+$",
+        description="The key whose value is the file (e.g. from 'kubectl create secret generic NAME "
+        "--from-file=api-keys=keys.txt').",
+    )
+
+
 class AuthSpec(_Strict):
     apiKeysFile: str | None = Field(
         default=None,
@@ -300,6 +324,21 @@ class AuthSpec(_Strict):
         "'Authorization: Bearer KEY' (gRPC: the 'authorization' metadata): 401 without a valid key, 429 past its "
         "rate. Health probes and /metrics stay open. A relative path is relative to the spec's folder.",
     )
+    apiKeysSecret: SecretKeyRef | None = Field(
+        default=None,
+        description="Kubernetes only, instead of apiKeysFile: the Secret key holding the API keys file. It is "
+        f"mounted read-only under {SECRET_MOUNT}/auth and served as apiKeysFile, so a rotated Secret (the kubelet "
+        "updates the mounted file) takes effect without a restart.",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AuthSpec:
+        if self.apiKeysFile is not None and self.apiKeysSecret is not None:
+            raise ValueError(
+                "apiKeysFile and apiKeysSecret both set: give apiKeysFile (a file on this machine or in the image) "
+                "or apiKeysSecret (a Secret mounted on Kubernetes), not both"
+            )
+        return self
 
 
 class TlsSpec(_Strict):
@@ -307,16 +346,36 @@ class TlsSpec(_Strict):
         default=None, description="PEM certificate chain the replica serves REST and gRPC with (HTTPS, TLS gRPC)."
     )
     keyFile: str | None = Field(default=None, description="PEM private key of certFile.")
+    secretName: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=_DNS1123_SUBDOMAIN,
+        description="Kubernetes only, instead of certFile/keyFile: a Secret of type kubernetes.io/tls (keys tls.crt "
+        "and tls.key, as cert-manager's Certificate writes it). It is mounted read-only under "
+        f"{SECRET_MOUNT}/tls and served; a renewed certificate is served to new connections without a restart, "
+        "and the probes use HTTPS.",
+    )
 
     @model_validator(mode="after")
     def _both(self) -> TlsSpec:
         if (self.certFile is None) != (self.keyFile is None):
             raise ValueError("certFile and keyFile go together: set both, or neither")
+        if self.certFile is not None and self.secretName is not None:
+            raise ValueError(
+                "certFile/keyFile and secretName both set: give the files (on this machine or in the image) or "
+                "secretName (a kubernetes.io/tls Secret mounted on Kubernetes), not both"
+            )
         return self
 
     @property
     def enabled(self) -> bool:
+        """Whether this process serves TLS: the files are given (a Secret becomes files only in a pod)."""
         return self.certFile is not None
+
+    @property
+    def on_kubernetes(self) -> bool:
+        """Whether the replicas serve TLS on a cluster: from the files, or from the mounted Secret."""
+        return self.certFile is not None or self.secretName is not None
 
 
 class ServerSpec(_Strict):
@@ -418,7 +477,11 @@ class ResourcesSpec(_Strict):
         return self
 
 
-MetricType = Literal["concurrency", "rps", "queue-depth", "cpu", "memory", "gpu-utilization", "external"]
+MetricType = Literal[
+    "concurrency", "rps", "queue-depth", "cpu", "memory", "gpu-utilization", "external", "tokens", "sequences-waiting"
+]
+GENERATION_METRICS: Final = ("tokens", "sequences-waiting")
+"""Metric types only a replica of a generative model (format ``llm``) exports (``kubeinfer_generation_*``)."""
 
 
 class MetricSpec(_Strict):
@@ -426,7 +489,8 @@ class MetricSpec(_Strict):
     target: float = Field(
         gt=0,
         description=(
-            "Per-replica average for concurrency/rps/queue-depth/gpu-utilization/external; "
+            "Per-replica average for concurrency/rps/queue-depth/gpu-utilization/external, for tokens (generated "
+            "tokens per second) and sequences-waiting (sequences queued for the running batch; both format llm); "
             "utilization percent of the request for cpu/memory (as Kubernetes' averageUtilization)."
         ),
     )
@@ -561,6 +625,27 @@ class VerticalSpec(_Strict):
     maxAllowed: ResourceList = Field(default_factory=ResourceList, description="Highest requests recommended.")
 
 
+DEFAULT_PROMETHEUS: Final = "http://prometheus-operated.monitoring.svc:9090"
+"""The Prometheus that prometheus-operator's default install serves (the ServiceMonitor's scrapes land there)."""
+
+
+class KedaSpec(_Strict):
+    """Scale with a KEDA ScaledObject (Prometheus triggers on the replicas' metrics) instead of a plain HPA: KEDA
+    serves the metrics to the HPA it creates itself, and allows minReplicas 0."""
+
+    serverAddress: str = Field(
+        default=DEFAULT_PROMETHEUS,
+        pattern=r"^https?://[^\s]+$",
+        description="The Prometheus KEDA queries (its prometheus trigger's serverAddress).",
+    )
+    authenticationRef: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=_DNS1123_SUBDOMAIN,
+        description="A KEDA TriggerAuthentication (in the service's namespace) with the Prometheus credentials.",
+    )
+
+
 class AutoscalingSpec(_Strict):
     policy: Literal["none", "hpa", "kpa", "predictive"] = Field(
         default="hpa", description="Who sets the replica count; none: spec.replicas (or minReplicas), fixed."
@@ -584,6 +669,11 @@ class AutoscalingSpec(_Strict):
     vertical: VerticalSpec = Field(
         default_factory=VerticalSpec, description="Vertical (requests) recommendations, as the VPA."
     )
+    keda: KedaSpec | None = Field(
+        default=None,
+        description="Kubernetes, policy hpa: render a KEDA ScaledObject instead of an HPA (as 'kubeinfer render "
+        "--keda'), querying this Prometheus.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AutoscalingSpec:
@@ -593,13 +683,18 @@ class AutoscalingSpec(_Strict):
             raise ValueError("metric and target go together: give both (e.g. metric: concurrency, target: 4)")
         if self.metric is not None and self.metrics:
             raise ValueError("give either metric/target or metrics, not both")
-        request_metrics = ("concurrency", "rps", "queue-depth", "external")
+        request_metrics = ("concurrency", "rps", "queue-depth", "external", *GENERATION_METRICS)
         if (
             self.minReplicas == 0
             and self.policy == "hpa"
             and not any(m.type in request_metrics for m in self.effective_metrics)
         ):
             raise ValueError("minReplicas 0 with policy hpa needs a request metric (concurrency, rps, ...)")
+        if self.keda is not None and self.policy != "hpa":
+            raise ValueError(
+                f"keda needs policy hpa (KEDA drives an HPA); policy {self.policy!r} is run by the kubeinfer operator: "
+                "remove keda or set policy: hpa"
+            )
         return self
 
     @property
@@ -738,6 +833,47 @@ class RolloutSpec(_Strict):
         return self
 
 
+class RoutingSpec(_Strict):
+    """How the router of ``kubeinfer up`` spreads requests over the replicas (docs/llm.md#routing)."""
+
+    balance: Literal["auto", "requests", "tokens"] = Field(
+        default="auto",
+        description="What the router balances: 'requests' (power of two choices on least outstanding requests), "
+        "'tokens' (the same on least outstanding tokens: each request's prompt estimate plus its max_tokens, "
+        "charged to its replica until its response or stream ends), or 'auto': tokens for a model of format 'llm', "
+        "requests otherwise.",
+    )
+    affinity: Literal["none", "session", "prefix"] = Field(
+        default="none",
+        description="Send related requests to the same replica (rendezvous hashing; a replica leaving moves only "
+        "its own keys): 'session' by the sessionHeader (or OpenAI's 'user' field), 'prefix' by the prompt's first "
+        "prefixChars characters (requests sharing a system prompt meet their prefix cache), 'none'. A replica past "
+        "loadFactor x the average load takes no more keyed requests: they go to the least loaded one.",
+    )
+    sessionHeader: str = Field(
+        default="x-session-id",
+        pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        description="The request header that names a session (affinity 'session').",
+    )
+    prefixChars: int = Field(
+        default=256, ge=1, description="Characters of the prompt that make its key (affinity 'prefix')."
+    )
+    loadFactor: float = Field(
+        default=1.25,
+        gt=1,
+        le=100,
+        description="Bound on an affinity home's load: it takes a keyed request while its outstanding tokens (or "
+        "requests) are below this x the average over the ready replicas, the request counted (consistent "
+        "hashing with bounded loads).",
+    )
+    defaultMaxTokens: int = Field(
+        default=256,
+        ge=1,
+        description="Tokens a chat request without max_tokens is expected to generate, for balancing by tokens "
+        "(completions and OIP generate default to 16, as the server does).",
+    )
+
+
 class ServiceSpec(_Strict):
     # Read as: the model, or with `models` the first of them (so code about one model keeps working); in a spec file,
     # exactly one of the two is given, and a dump writes back only the one that was.
@@ -762,6 +898,11 @@ class ServiceSpec(_Strict):
     )
     probes: ProbesSpec = Field(default_factory=ProbesSpec, description="Startup, readiness and liveness probes.")
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="How a changed spec replaces replicas.")
+    routing: RoutingSpec = Field(
+        default_factory=RoutingSpec,
+        description="How the router of kubeinfer up spreads requests: by requests or tokens, with session or "
+        "prefix affinity.",
+    )
     image: str = Field(default="kubeinfer/server:latest", description="Container image on Kubernetes.")
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables of the replicas.")
 
@@ -775,6 +916,12 @@ class ServiceSpec(_Strict):
         if self.models is not None:
             _check_models(self.models)
             object.__setattr__(self, "model", self.models[0])  # not in model_fields_set: not written back
+        generation = sorted({m.type for m in self.autoscaling.effective_metrics if m.type in GENERATION_METRICS})
+        if generation and not any(m.format == "llm" for m in self.served_models):
+            raise ValueError(
+                f"autoscaling metric {', '.join(map(repr, generation))} needs a model of format llm: only a "
+                "generative model's replicas export kubeinfer_generation_* (use concurrency, rps or queue-depth)"
+            )
         return self
 
     @model_serializer(mode="wrap")
