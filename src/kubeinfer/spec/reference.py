@@ -83,6 +83,12 @@ KUBERNETES: Final[dict[str, str]] = {
     "ServerSpec.port": "container port `http`, Service port `http`; the probes' `httpGet.port`",
     "ServerSpec.grpcPort": "container port `grpc`, Service port `grpc` (`appProtocol: kubernetes.io/h2c`)",
     "LimitsSpec.drainTimeoutSeconds": "pod `terminationGracePeriodSeconds` (= preStop sleep + this + 5 s)",
+    "AuthSpec.apiKeysSecret": "a read-only `secret` volume (the key as the file `api-keys`) mounted at "
+    "`/var/run/secrets/kubeinfer.io/auth`",
+    "SecretKeyRef.name": "`secret.secretName` of the volume",
+    "SecretKeyRef.key": "`secret.items[0].key` of the volume",
+    "TlsSpec.secretName": "a read-only `secret` volume at `/var/run/secrets/kubeinfer.io/tls`; probes `scheme: HTTPS`, "
+    "Service ports `https`/`grpc-tls`, ServiceMonitor `scheme: https`",
     "ServiceSpec.resources": "container `resources`",
     "ResourcesSpec.requests": "container `resources.requests`",
     "ResourcesSpec.limits": "container `resources.limits`",
@@ -137,6 +143,9 @@ KUBERNETES: Final[dict[str, str]] = {
     "VerticalSpec.updateMode": "VPA `spec.updatePolicy.updateMode`",
     "VerticalSpec.minAllowed": "VPA `resourcePolicy.containerPolicies[].minAllowed`",
     "VerticalSpec.maxAllowed": "VPA `resourcePolicy.containerPolicies[].maxAllowed`",
+    "AutoscalingSpec.keda": "KEDA ScaledObject (`keda.sh/v1alpha1`) instead of the HPA",
+    "KedaSpec.serverAddress": "each prometheus trigger's `metadata.serverAddress`",
+    "KedaSpec.authenticationRef": "each prometheus trigger's `authenticationRef.name`",
     "ServiceSpec.probes": "container probes",
     "ProbesSpec.startup": "container `startupProbe` (`httpGet` `/startupz`)",
     "ProbesSpec.readiness": "container `readinessProbe` (`httpGet` `/readyz`)",

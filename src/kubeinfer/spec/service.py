@@ -36,6 +36,7 @@ __all__ = [
     "InferenceService",
     "KedaSpec",
     "KpaSpec",
+    "LoggerSpec",
     "LimitsSpec",
     "MetricSpec",
     "ModelSpec",
@@ -46,7 +47,6 @@ __all__ = [
     "ResourceList",
     "ResourcesSpec",
     "RolloutSpec",
-    "RoutingSpec",
     "RoutingSpec",
     "SecretKeyRef",
     "ServerSpec",
@@ -876,46 +876,70 @@ class RoutingSpec(_Strict):
     )
 
 
-class RoutingSpec(_Strict):
-    """How the router of ``kubeinfer up`` spreads requests over the replicas (docs/llm.md, "Routing"). On Kubernetes
-    the Service, or a gateway in front of it, balances instead: these fields are not rendered."""
+class LoggerSpec(_Strict):
+    """Payload logging (KServe's ``logger``): inference requests and/or responses written as CloudEvents to an HTTP
+    endpoint or a file, off the request path (docs/logging.md)."""
 
-    balance: Literal["auto", "requests", "tokens"] = Field(
-        default="auto",
-        description="What the router balances: 'requests' (power of two choices on least outstanding requests), "
-        "'tokens' (the same on least outstanding tokens: each request's prompt estimate plus its max_tokens, "
-        "charged to its replica until its response or stream ends), or 'auto': tokens for a model of format 'llm', "
-        "requests otherwise.",
+    mode: Literal["all", "request", "response"] = Field(
+        default="all", description="What is logged: requests, responses (successful answers only, as KServe), or both."
     )
-    affinity: Literal["none", "session", "prefix"] = Field(
-        default="none",
-        description="Send related requests to the same replica (rendezvous hashing; a replica leaving moves only "
-        "its own keys): 'session' by the sessionHeader (or OpenAI's 'user' field), 'prefix' by the prompt's first "
-        "prefixChars characters (requests sharing a system prompt meet their prefix cache), 'none'. A replica past "
-        "loadFactor x the average load takes no more keyed requests: they go to the least loaded one.",
+    url: str | None = Field(
+        default=None,
+        description="HTTP(S) endpoint the events are POSTed to (KServe's logger url, e.g. a Knative broker or "
+        "event_display); instead of file.",
     )
-    sessionHeader: str = Field(
-        default="x-session-id",
-        pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
-        description="The request header that names a session (affinity 'session').",
+    file: str | None = Field(
+        default=None,
+        description="File the events are appended to, one structured CloudEvent (JSON) per line; instead of url. A "
+        "relative path is relative to the spec's folder (on Kubernetes: to /tmp, the pod's writable emptyDir).",
     )
-    prefixChars: int = Field(
-        default=256, ge=1, description="Characters of the prompt that make its key (affinity 'prefix')."
+    sampleRate: float = Field(default=1.0, ge=0, le=1, description="Share of inference requests logged (0 to 1).")
+    redact: list[str] = Field(
+        default_factory=list,
+        description="Input and output tensor names, JSON keys (KServe v1 columns, OpenAI fields) and header names "
+        'whose values are logged as "[redacted]".',
     )
-    loadFactor: float = Field(
-        default=1.25,
-        gt=1,
-        le=100,
-        description="Bound on an affinity home's load: it takes a keyed request while its outstanding tokens (or "
-        "requests) are below this x the average over the ready replicas, the request counted (consistent "
-        "hashing with bounded loads).",
+    metadataHeaders: list[str] = Field(
+        default_factory=list,
+        description="Request headers copied into each event's 'metadata' attribute (KServe's field of that name).",
     )
-    defaultMaxTokens: int = Field(
-        default=256,
+    encoding: Literal["binary", "structured", "batch"] = Field(
+        default="binary",
+        description="How url receives the events (CloudEvents HTTP binding): 'binary' (ce-* headers, the payload as "
+        "the body; KServe's), 'structured' (one application/cloudevents+json object per POST) or 'batch' (up to "
+        "batchSize events per POST, application/cloudevents-batch+json).",
+    )
+    batchSize: int = Field(
+        default=64,
         ge=1,
-        description="Tokens a chat request without max_tokens is expected to generate, for balancing by tokens "
-        "(completions and OIP generate default to 16, as the server does).",
+        le=10_000,
+        description="Most events the sender takes from its queue at once (and POSTs at once with encoding 'batch').",
     )
+    queueSize: int = Field(
+        default=1000,
+        ge=1,
+        description="Events waiting for the sink; beyond it (or 64Mi of payloads) new ones are dropped and counted "
+        '(kubeinfer_payload_log_events_total{outcome="dropped"}), never waited for.',
+    )
+    timeoutSeconds: float = Field(default=5, gt=0, description="Deadline of one POST to url.")
+    maxFileSize: QuantityStr = Field(
+        default="100Mi", description="file is rotated past this size (NAME.1 is the previous part, and so on)."
+    )
+    maxFiles: int = Field(default=3, ge=1, le=100, description="Rotated parts of file kept besides the current one.")
+
+    _q = field_validator("maxFileSize", mode="before")(_check_quantity)
+
+    @model_validator(mode="after")
+    def _one_sink(self) -> LoggerSpec:
+        if (self.url is None) == (self.file is None):
+            raise ValueError("give url (an HTTP endpoint) or file (a path) for the events, one of the two")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url {self.url!r} must be an http:// or https:// address")
+        return self
+
+    @property
+    def max_file_bytes(self) -> int:
+        return parse_quantity(self.maxFileSize).int_value
 
 
 class ServiceSpec(_Strict):
@@ -947,13 +971,12 @@ class ServiceSpec(_Strict):
         description="How the router of kubeinfer up spreads requests: by requests or tokens, with session or "
         "prefix affinity.",
     )
-    routing: RoutingSpec = Field(
-        default_factory=RoutingSpec,
-        description="How the router of kubeinfer up spreads requests: by requests or tokens, with session or "
-        "prefix affinity.",
-    )
     image: str = Field(default="kubeinfer/server:latest", description="Container image on Kubernetes.")
     env: dict[str, str] = Field(default_factory=dict, description="Environment variables of the replicas.")
+    logger: LoggerSpec | None = Field(
+        default=None,
+        description="Payload logging of inference requests and responses as CloudEvents (KServe's logger); null: off.",
+    )
 
     @model_validator(mode="after")
     def _model_or_models(self) -> ServiceSpec:
@@ -967,9 +990,11 @@ class ServiceSpec(_Strict):
             object.__setattr__(self, "model", self.models[0])  # not in model_fields_set: not written back
         generation = sorted({m.type for m in self.autoscaling.effective_metrics if m.type in GENERATION_METRICS})
         if generation and not any(m.format == "llm" for m in self.served_models):
+            formats = ", ".join(sorted({repr(m.format) for m in self.served_models}))
             raise ValueError(
-                f"autoscaling metric {', '.join(map(repr, generation))} needs a model of format llm: only a "
-                "generative model's replicas export kubeinfer_generation_* (use concurrency, rps or queue-depth)"
+                f"autoscaling metric {', '.join(map(repr, generation))} (autoscaling.metric or metrics[].type) needs a "
+                f"model of format llm, and the model's format is {formats}: only a generative model's replicas "
+                "export kubeinfer_generation_* (scale on concurrency, rps or queue-depth)"
             )
         return self
 
