@@ -28,6 +28,7 @@ import numpy as np
 import orjson
 
 from kubeinfer.runtimes.base import ModelInfo
+from kubeinfer.server import tracing
 from kubeinfer.server.auth import ApiKeys
 from kubeinfer.server.dataplane import DataPlane, ModelSlot
 from kubeinfer.server.errors import (
@@ -117,7 +118,10 @@ class InferenceApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            if tracing.tracer is None:
+                await self._http(scope, receive, send)
+            else:
+                await tracing.asgi(self._http, scope, receive, send)
         elif kind == "lifespan":
             while True:
                 msg = await receive()
@@ -233,7 +237,10 @@ class InferenceApp:
         body, headers = await self._read_body(call.scope, call.receive, decode=False)
         req, future = self.infer_v2_submit(slot, body, headers)
         result = await future
-        payload, hdrs = self.infer_v2_response(slot, req, result)
+        if tracing.tracer is None:
+            payload, hdrs = self.infer_v2_response(slot, req, result)
+        else:
+            payload, hdrs = tracing.encode(None, self.infer_v2_response, slot, req, result)
         await _send(call.send, 200, payload, hdrs)
         return 200
 

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from kubeinfer.runtimes.base import Model, ModelInfo
+from kubeinfer.server import tracing
 from kubeinfer.server.errors import DeadlineExceeded, ModelFailed, OutOfMemory, ServerError, Unavailable
 from kubeinfer.server.tensors import InferRequest, wire_outputs
 
@@ -187,7 +188,9 @@ BatchStats = Callable[[int, int, float, list[float]], None]
 
 
 class _Item:
-    __slots__ = ("deadline", "enqueued", "future", "key", "req")
+    # ``span``: the request's span, set only while tracing is on (tracing.batch reads it with getattr)
+    __slots__ = ("deadline", "enqueued", "future", "key", "req", "span")
+    span: Any
 
     def __init__(
         self,
@@ -236,7 +239,7 @@ class Batcher:
         self._deadlines: dict[int, _Item] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.placement = InlinePolicy(workers)
-        self._last = (0.0, 0.0)  # worker CPU and wall seconds of the last batch run in a thread
+        self._last = (0.0, 0.0, 0.0)  # worker CPU and wall seconds of the last batch run in a thread, and its start
 
     @property
     def inline(self) -> bool:
@@ -265,6 +268,8 @@ class Batcher:
         key = self._next_key
         self._next_key += 1
         item = _Item(key, req, fut, now, deadline)
+        if tracing.tracer is not None:
+            item.span = tracing.current()
         self._items[key] = item
         self.former.arrive(key, max(req.rows, 1), now)
         if deadline is not None:
@@ -329,18 +334,18 @@ class Batcher:
                         self.placement.needed,
                     )
                 self.former.done()
-                self._complete(items, results, started, took)
+                self._complete(items, results, started, took, started, took)
                 continue
             cf = loop.run_in_executor(self.executor, self._run_timed, items)
             cf.add_done_callback(functools.partial(self._finished, items=items, started=started))
 
     def _run_timed(self, items: list[_Item]) -> list[dict[str, np.ndarray[Any, Any]] | BaseException]:
         """In a worker thread: ``_run``, and the thread's CPU time for it (the cost of running it on the loop)."""
-        t0, w0 = time.thread_time(), time.perf_counter()
+        t0, w0 = time.thread_time(), time.monotonic()
         try:
             return self._run(items)
         finally:
-            self._last = (time.thread_time() - t0, time.perf_counter() - w0)
+            self._last = (time.thread_time() - t0, time.monotonic() - w0, w0)
 
     def _run(self, items: list[_Item]) -> list[dict[str, np.ndarray[Any, Any]] | BaseException]:
         """One model call for the batch, split back per request."""
@@ -365,10 +370,10 @@ class Batcher:
         cpu: float | None
         try:
             results = f.result()
-            cpu, wall = self._last
+            cpu, wall, ran = self._last
         except BaseException as e:  # the executor itself failed (e.g. shut down)
             results = [ModelFailed(f"model {self.model.name!r} could not run: {e}")] * len(items)
-            cpu, wall = None, 0.0
+            cpu, wall, ran = None, 0.0, started
         if self.placement.ran_in_thread(cpu, wall):
             log.info(
                 "model %r: %d batches in a row took under %.1f ms of CPU; batches now run on the event loop",
@@ -376,7 +381,7 @@ class Batcher:
                 self.placement.fast,
                 INLINE_MAX_SECONDS * 1e3,
             )
-        self._complete(items, results, started, now - started)
+        self._complete(items, results, started, now - started, ran, wall)
         self._pump()
 
     def _complete(
@@ -385,8 +390,11 @@ class Batcher:
         results: list[dict[str, np.ndarray[Any, Any]] | BaseException],
         started: float,
         compute: float,
+        ran: float,
+        ran_for: float,
     ) -> None:
-        """Resolve the batch's futures (those still waiting) and report the batch."""
+        """Resolve the batch's futures (those still waiting) and report the batch (``ran``, ``ran_for``: when the model
+        call began and how long it took, for the trace)."""
         deadlines = self._deadlines
         for it, res in zip(items, results, strict=True):
             if deadlines:
@@ -401,6 +409,8 @@ class Batcher:
             self.on_batch(
                 len(items), sum(it.req.rows for it in items), compute, [started - it.enqueued for it in items]
             )
+        if tracing.tracer is not None:
+            tracing.batch(self.model.name, items, results, started, compute, (ran, ran_for), self.placement.inline)
 
 
 def _as_error(model: Model, e: BaseException) -> ServerError:

@@ -40,6 +40,7 @@ import numpy as np
 from google.protobuf.message import Message
 
 from kubeinfer.runtimes.base import DATATYPES, datatype_of
+from kubeinfer.server import tracing
 from kubeinfer.server._proto import grpc_predict_v2_pb2 as pb
 from kubeinfer.server.auth import ApiKeys, grpc_interceptor
 from kubeinfer.server.dataplane import DataPlane, ModelSlot
@@ -243,7 +244,9 @@ class InferenceServicer:
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            return await self.infer(request, context.time_remaining())
+            if tracing.tracer is None:
+                return await self.infer(request, context.time_remaining())
+            return await tracing.grpc_infer("ModelInfer", request, context, self.infer)
         except ServerError as e:
             await context.abort(grpc_code(e), str(e))
         except MemoryError:
@@ -262,7 +265,10 @@ class InferenceServicer:
 
         async def one(request: Any) -> None:
             try:
-                resp = await self.infer(request, context.time_remaining())
+                if tracing.tracer is None:
+                    resp = await self.infer(request, context.time_remaining())
+                else:
+                    resp = await tracing.grpc_infer("ModelStreamInfer", request, context, self.infer)
                 answers.put_nowait(pb.ModelStreamInferResponse(infer_response=resp))
             except Exception as e:
                 if not isinstance(e, ServerError):
@@ -313,7 +319,9 @@ class InferenceServicer:
             live = plane.live_model(slot)  # refuse before decoding tensors that would not be served
             req = decode_request(request)
             result = await plane.submit(slot, req, time_remaining, live=live)
-            return encode_response(slot, req, result)
+            if tracing.tracer is None:
+                return encode_response(slot, req, result)
+            return tracing.encode(None, encode_response, slot, req, result)
         except ServerError as e:
             code = grpc_code(e)
             raise

@@ -37,6 +37,7 @@ import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from kubeinfer.server import tracing
 from kubeinfer.server.errors import OutOfMemory, ServerError, internal_error
 
 if TYPE_CHECKING:
@@ -119,11 +120,13 @@ class _DirectCycle:
         "keep_alive",
         "payload",
         "response_complete",
+        "span",  # the request's span, set only while tracing is on (server/tracing.py)
         "start",
         "url",
     )
 
     message_event = _NO_EVENT
+    span: Any
 
     def __init__(self, url: bytes, headers: dict[bytes, bytes], keep_alive: bool) -> None:
         self.url = url
@@ -386,7 +389,10 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
             slot = app.infer_v2_slot(cycle.url.decode("ascii"))
             body = cycle.body[0] if len(cycle.body) == 1 else b"".join(cycle.body)
             cycle.body = []
-            req, future = app.infer_v2_submit(slot, body, cycle.headers)
+            if tracing.tracer is None:
+                req, future = app.infer_v2_submit(slot, body, cycle.headers)
+            else:
+                req, future = tracing.direct_submit(cycle, lambda: app.infer_v2_submit(slot, body, cycle.headers))
         except ServerError as e:
             status, payload, headers = app.error_response(e)
             self._finish(cycle, slot, status, payload, headers)
@@ -407,7 +413,10 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
             error = future.exception()
             if error is not None:
                 raise error
-            payload, headers = app.infer_v2_response(slot, req, future.result())
+            if tracing.tracer is None:
+                payload, headers = app.infer_v2_response(slot, req, future.result())
+            else:
+                payload, headers = tracing.encode(cycle.span, app.infer_v2_response, slot, req, future.result())
         except ServerError as e:
             status, payload, headers = app.error_response(e)
             self._finish(cycle, slot, status, payload, headers)
@@ -431,6 +440,8 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
         headers: list[tuple[bytes, bytes]],
     ) -> None:
         self.plane.end(cycle.start, slot.name if slot is not None else "", "v2", status)
+        if tracing.tracer is not None:
+            tracing.direct_end(cycle, slot, status)
         transport = self.transport
         if transport.is_closing():
             return

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -31,7 +32,7 @@ from typing import Any
 
 import uvicorn
 
-from kubeinfer.server import logs
+from kubeinfer.server import logs, tracing
 from kubeinfer.server.announce import announce
 from kubeinfer.server.app import InferenceApp
 from kubeinfer.server.auth import ApiKeys, KeyFileError
@@ -48,6 +49,7 @@ from kubeinfer.server.listen import (
 )
 from kubeinfer.server.metrics import Metrics, nvml_sampler
 from kubeinfer.server.openapi import openapi_document
+from kubeinfer.server.payload_log import from_spec as payload_log_from_spec
 from kubeinfer.server.processes import Worker, run_processes
 from kubeinfer.server.repository import Repository
 from kubeinfer.server.tls import CertFiles, TlsError
@@ -121,8 +123,14 @@ async def serve(
     About 80 lines, kept in one piece: the model's load, the drain, a multi-process replica's late join and the clean-up
     share the same listeners, servers and events (the steps themselves are the functions below)."""
     spec = svc.spec
+    try:
+        # In each process of a multi-process replica (after the fork: the exporter runs a thread).
+        tracing.setup(os.environ, service=svc.name, component="replica")
+    except tracing.TracingError as e:
+        raise SystemExit(f"kubeinfer serve: {e}") from None
     app, repository, executor = build_app(svc, base_dir)
     plane = app.plane
+    plane.payload_log = payload_log_from_spec(svc, base_dir, plane.metrics, worker.index if worker else None)
     host = spec.server.host
     sockets, grpc_uds = _listeners(svc, uds, tcp, worker)
     tls = cert_files(svc, base_dir) if grpc_uds is None else None  # not on kubeinfer up's private sockets
@@ -186,6 +194,8 @@ async def serve(
             sockets.insert(0, listen_tcp(host, worker.http_port, reuse_port=True))
         await server.serve(sockets=sockets)
     finally:
+        if plane.payload_log is not None:
+            plane.payload_log.close()  # the events still queued go to the sink (for a few seconds at most)
         if publisher is not None:
             publisher.cancel()
         if watcher is not None:
@@ -199,6 +209,7 @@ async def serve(
         if not task.done():
             task.cancel()
         executor.shutdown(wait=False, cancel_futures=True)
+        tracing.shutdown()  # exports the spans still buffered
     return 0
 
 

@@ -47,6 +47,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from kubeinfer.local.router.api import BackendState, RouterApi, log_unexpected_end
+from kubeinfer.server import tracing
 
 __all__ = ["GrpcFront"]
 
@@ -310,9 +311,24 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
         return pin if isinstance(pin, int) else None
 
     async def _unary(self, method: str, request: bytes, context: Any) -> bytes:
-        router = self.router
-        router.request_accepted()
+        self.router.request_accepted()
         metadata = _forwarded(context.invocation_metadata())
+        if tracing.tracer is None:
+            return await self._proxy_unary(method, request, context, metadata, None)
+        span = tracing.router_grpc(method, metadata)  # the replica gets the router's span as its parent
+        code: Any = grpc.StatusCode.OK
+        try:
+            return await self._proxy_unary(method, request, context, metadata, span)
+        except BaseException:
+            code = context.code() or grpc.StatusCode.UNKNOWN  # what abort set (the replica's status, passed on)
+            raise
+        finally:
+            tracing.router_grpc_end(span, code)
+
+    async def _proxy_unary(
+        self, method: str, request: bytes, context: Any, metadata: list[tuple[str, str | bytes]], span: Any
+    ) -> bytes:
+        router = self.router
         pin = await self._pin(metadata, context)
         tried: list[BackendState] = []
         attempts = 0
@@ -334,6 +350,8 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
                 st.rev.record(error, time.monotonic() - sent)
                 retryable = code in _RETRYABLE or (code == grpc.StatusCode.DEADLINE_EXCEEDED and not client_bound)
                 reason = "timeout" if code == grpc.StatusCode.DEADLINE_EXCEEDED else "grpc_unavailable"
+                if span is not None:
+                    tracing.router_grpc_try(span, st.id, code)
                 if retryable and router.may_retry(attempts, reason):
                     self._retrying(st, tried)
                     continue
@@ -346,6 +364,8 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
                 router.end_try(st)
             st.rev.record(False, time.monotonic() - sent)
             st.count("OK")
+            if span is not None:
+                tracing.router_grpc_try(span, st.id)
             return response
 
     async def _stream(self, method: str, requests: AsyncIterator[bytes], context: Any) -> AsyncGenerator[bytes, None]:

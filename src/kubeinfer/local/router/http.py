@@ -35,6 +35,7 @@ import orjson
 from kubeinfer.local.router.api import BackendState, OwnRoute, RouterApi
 from kubeinfer.local.router.balance import Work
 from kubeinfer.local.router.core import http_error
+from kubeinfer.server import tracing
 from kubeinfer.server.listen import stop_new_connections
 
 __all__ = ["ClientProtocol", "HttpFront", "Request", "UpstreamProtocol", "simple_response"]
@@ -105,6 +106,7 @@ class Request:
         "own",
         "pin",
         "sent",
+        "span",  # its span, set only while tracing is on (server/tracing.py)
         "tried",
         "upstream",
         "work",
@@ -331,6 +333,8 @@ class ClientProtocol(asyncio.Protocol):
                 headers.append(b"content-length: %d\r\n" % self.body_size)
             data = b"".join([method, b" ", url, b" HTTP/1.1\r\n", *headers, b"\r\n", *self.body])
             req = Request(self, data, keep_alive, http10, method == b"HEAD")
+            if tracing.tracer is not None:
+                tracing.router_http(req, headers, method, url, self.body)
             req.work = self.router.request_work(url, data, self.body_size)
             if self.pin_header is not None or (self.router.split_active and b"/versions/" in url):
                 pin = self.router.resolve_pin(self.pin_header, _oip_version(url))
@@ -356,6 +360,8 @@ class ClientProtocol(asyncio.Protocol):
 
     def finish_raw(self, req: Request, payload: bytes) -> None:
         """Send a whole response the router made itself, and end ``req``."""
+        if tracing.tracer is not None:
+            tracing.router_finish(req, payload)
         t = self.transport
         if t is None or req is not self.current:
             return
@@ -749,6 +755,8 @@ class HttpFront:
             up.pool.idle.append(up)
         else:
             up.close()
+        if tracing.tracer is not None:
+            tracing.router_try(req, b.id, up.status, "status" if up.discard else "")
         if up.discard:  # a 503/429 answered by a backend; the retry was granted when its head arrived
             req.tried.append(b)
             if req.client is not None:
@@ -765,6 +773,9 @@ class HttpFront:
         else:  # the try never counted (a connect that failed after the request was already settled)
             return
         b.rev.record(True, time.monotonic() - req.sent)
+        if tracing.tracer is not None:
+            committed = up.committed or force_no_retry
+            tracing.router_try(req, b.id, 502 if committed else None, "" if committed else reason)
         if up.committed or force_no_retry:
             b.count("aborted")
             if req.client is not None:

@@ -1,0 +1,573 @@
+"""OpenTelemetry tracing of the data plane: the replica's requests (REST and gRPC), their queue wait, batch, model call
+and encoding, and the local router's proxied requests, exported over OTLP (``docs/tracing.md``).
+
+Off unless asked for, and then free: :data:`tracer` is ``None`` until :func:`setup` turns tracing on, and every hook
+on the request path (``http.py``, ``app.py``, ``grpc_service.py``, ``batcher.py``, the router's ``http.py`` and
+``grpc.py``) is one test of that attribute before anything else, so a replica without tracing runs the same code as
+before plus that test. The OpenTelemetry SDK is imported only by :func:`setup`, from the ``tracing`` extra; the core
+install does not need it.
+
+Switched on the way OpenTelemetry SDKs are configured, by the standard ``OTEL_*`` variables, read once from a mapping
+(:meth:`TracingSettings.from_env`) -- with one difference: an unset ``OTEL_TRACES_EXPORTER`` means *off* (the
+specification's default is ``otlp``), so that a replica never sends spans nobody asked for. The OTLP exporters read
+their own connection settings (``OTEL_EXPORTER_OTLP_HEADERS``, ``_TIMEOUT``, ``_CERTIFICATE``, ``_COMPRESSION``, and
+the ``_TRACES_`` forms) from the environment, as the SDK documents them.
+
+Context travels as W3C Trace Context (``traceparent``/``tracestate``), in HTTP headers and gRPC metadata alike. The
+spans follow OpenTelemetry's semantic conventions for HTTP and RPC servers (``http.request.method``, ``http.route``,
+``http.response.status_code``, ``rpc.system`` ...), with ``kubeinfer.*`` attributes for the model and the batch.
+
+Spans inside a batch: one batch serves requests of many traces, so each sampled request gets its own ``queue``,
+``batch`` and ``model`` spans in its own trace (the batch's size and request count as attributes), made after the batch
+from the times the batcher measured anyway, rather than live spans around the shared model call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kubeinfer import __version__
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
+
+__all__ = [
+    "TracingError",
+    "TracingSettings",
+    "current",
+    "setup",
+    "shutdown",
+    "tracer",
+]
+
+log = logging.getLogger("kubeinfer.tracing")
+
+tracer: Tracer | None = None
+"""The tracer while tracing is on; ``None`` (the default) is the one test the request path makes."""
+
+_provider: Any = None
+_current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("kubeinfer_span", default=None)
+# Clock offsets (nanoseconds) from time.monotonic and time.perf_counter to the Unix epoch, taken at setup: the
+# batcher and the HTTP protocol time requests with those clocks, spans need wall-clock nanoseconds.
+_mono_ns = 0
+_perf_ns = 0
+
+EXPORTERS = ("otlp", "console", "none")
+PROTOCOLS = ("grpc", "http/protobuf")
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+_TRUE = ("true", "1", "yes", "on")
+
+
+class TracingError(ValueError):
+    """An ``OTEL_*`` variable has a value tracing cannot use; the message names the variable and what it takes."""
+
+
+@dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """What the ``OTEL_*`` variables ask for (validated)."""
+
+    exporters: tuple[str, ...]
+    """``otlp`` and/or ``console`` (``OTEL_TRACES_EXPORTER``, comma-separated)."""
+    protocol: str
+    """``grpc`` or ``http/protobuf`` (``OTEL_EXPORTER_OTLP_TRACES_PROTOCOL``, else ``OTEL_EXPORTER_OTLP_PROTOCOL``)."""
+    endpoint: str | None
+    """Where OTLP goes: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` as is, else ``OTEL_EXPORTER_OTLP_ENDPOINT`` (plus
+    ``/v1/traces`` over HTTP); ``None``: the exporter's default (``localhost:4317`` / ``:4318``)."""
+    sampler: str
+    """``OTEL_TRACES_SAMPLER`` (default ``parentbased_always_on``)."""
+    ratio: float
+    """``OTEL_TRACES_SAMPLER_ARG`` for the ratio samplers (default 1.0)."""
+    service_name: str | None
+    """``OTEL_SERVICE_NAME``; ``None``: the caller's default (the service's name)."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TracingSettings | None:
+        """The settings, or ``None`` when tracing is off (``OTEL_TRACES_EXPORTER`` unset or ``none``, or
+        ``OTEL_SDK_DISABLED=true``). Raises :class:`TracingError` for a value it cannot use."""
+        if env.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUE:
+            return None
+        raw = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+        names = tuple(n.strip() for n in raw.split(",") if n.strip())
+        for name in names:
+            if name not in EXPORTERS:
+                raise TracingError(
+                    f"OTEL_TRACES_EXPORTER={raw!r}: {name!r} is not an exporter kubeinfer has; use "
+                    f"{', '.join(EXPORTERS)} (comma-separated)"
+                )
+        exporters = tuple(n for n in names if n != "none")
+        if not exporters:
+            return None
+        protocol = (
+            env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+        ).strip()
+        if protocol not in PROTOCOLS:
+            raise TracingError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported: use grpc or http/protobuf")
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip() or None
+        if endpoint is None and (base := env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()):
+            endpoint = base if protocol == "grpc" else base.rstrip("/") + "/v1/traces"
+        if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+            raise TracingError(f"OTLP endpoint {endpoint!r} must be a URL: http://HOST:PORT or https://HOST:PORT")
+        sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
+        if sampler not in SAMPLERS:
+            raise TracingError(f"OTEL_TRACES_SAMPLER={sampler!r} is not a sampler: use one of {', '.join(SAMPLERS)}")
+        arg = env.get("OTEL_TRACES_SAMPLER_ARG", "").strip()
+        ratio = 1.0
+        if arg and sampler.endswith("traceidratio"):
+            try:
+                ratio = float(arg)
+            except ValueError:
+                ratio = -1.0
+            if not 0.0 <= ratio <= 1.0:
+                raise TracingError(
+                    f"OTEL_TRACES_SAMPLER_ARG={arg!r} is not a sampling ratio: use a number from 0 to 1 (0.01: 1%)"
+                )
+        service = env.get("OTEL_SERVICE_NAME", "").strip() or None
+        return cls(exporters, protocol, endpoint, sampler, ratio, service)
+
+
+def setup(env: Mapping[str, str], *, service: str, component: str) -> bool:
+    """Turn tracing on in this process when ``env`` asks for it; True when it is on.
+
+    ``service``: the ``service.name`` unless ``OTEL_SERVICE_NAME`` is set; ``component``: ``replica`` or ``router``
+    (the ``kubeinfer.component`` resource attribute). Raises :class:`TracingError` for a variable tracing cannot use;
+    without the ``tracing`` extra it logs a warning that says what to install and leaves tracing off."""
+    global tracer, _provider, _mono_ns, _perf_ns
+    settings = TracingSettings.from_env(env)
+    if settings is None:
+        return False
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+        exporter_cls = _otlp_exporter(settings.protocol) if "otlp" in settings.exporters else None
+    except ImportError as e:
+        log.warning(
+            "OTEL_TRACES_EXPORTER asks for traces, but %s is not installed: install kubeinfer[tracing] "
+            "(pip install 'kubeinfer[tracing]'); serving without tracing",
+            e.name or "the OpenTelemetry SDK",
+        )
+        return False
+    shutdown()
+    resource = Resource.create(
+        {
+            "service.name": settings.service_name or service,
+            "service.version": __version__,
+            "kubeinfer.component": component,
+        }
+    )
+    provider = TracerProvider(resource=resource, sampler=_sampler(settings))
+    if exporter_cls is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter_cls(endpoint=settings.endpoint)))
+    if "console" in settings.exporters:
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    _mono_ns = time.time_ns() - time.monotonic_ns()
+    _perf_ns = time.time_ns() - time.perf_counter_ns()
+    _provider = provider
+    tracer = provider.get_tracer("kubeinfer", __version__)
+    log.info(
+        "tracing on: %s (%s) to %s, sampler %s%s",
+        ", ".join(settings.exporters),
+        settings.protocol,
+        settings.endpoint or "the exporter's default endpoint",
+        settings.sampler,
+        f" {settings.ratio:g}" if settings.sampler.endswith("ratio") else "",
+    )
+    return True
+
+
+def shutdown() -> None:
+    """Export what is buffered and turn tracing off (at the end of serving)."""
+    global tracer, _provider
+    provider, _provider, tracer = _provider, None, None
+    if provider is not None:
+        provider.shutdown()
+
+
+def _otlp_exporter(protocol: str) -> Any:
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]
+    return OTLPSpanExporter
+
+
+def _sampler(settings: TracingSettings) -> Any:
+    from opentelemetry.sdk.trace import sampling
+
+    name = settings.sampler
+    root = {
+        "always_on": sampling.ALWAYS_ON,
+        "always_off": sampling.ALWAYS_OFF,
+        "traceidratio": sampling.TraceIdRatioBased(settings.ratio),
+    }
+    if name.startswith("parentbased_"):
+        return sampling.ParentBased(root[name.removeprefix("parentbased_")])
+    return root[name]
+
+
+# -- context ---------------------------------------------------------------------------------------------------
+def current() -> Span | None:
+    """The request span the running code belongs to (what the batcher files a queued request under)."""
+    return _current.get()
+
+
+def _parent(traceparent: str | None, tracestate: str | None) -> Any:
+    """The OpenTelemetry context of an incoming ``traceparent``/``tracestate`` (an invalid one starts a new trace, as
+    W3C Trace Context says)."""
+    if traceparent is None:
+        return None
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    carrier = {"traceparent": traceparent}
+    if tracestate is not None:
+        carrier["tracestate"] = tracestate
+    return TraceContextTextMapPropagator().extract(carrier)
+
+
+def traceparent(span: Span) -> tuple[str, str]:
+    """The ``traceparent`` and ``tracestate`` (``""``: none) that make ``span`` the parent downstream."""
+    ctx = span.get_span_context()
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}", ctx.trace_state.to_header()
+
+
+def _ns_mono(t: float) -> int:
+    return int(t * 1e9) + _mono_ns
+
+
+def _ns_perf(t: float) -> int:
+    return int(t * 1e9) + _perf_ns
+
+
+def _child(parent: Span, name: str, start: int, end: int, attributes: dict[str, Any]) -> Span:
+    from opentelemetry.trace import set_span_in_context
+
+    assert tracer is not None
+    span = tracer.start_span(name, context=set_span_in_context(parent), attributes=attributes, start_time=start)
+    span.end(end_time=max(end, start))
+    return span
+
+
+# -- the replica: HTTP --------------------------------------------------------------------------------------------
+def _route(path: str) -> tuple[str | None, str, Mapping[str, str]]:
+    """The route template, the ``kubeinfer.protocol`` and the path's parameters of a replica path."""
+    from kubeinfer.server.routes import TABLE
+
+    found = TABLE.match(path)
+    if found is None:
+        return None, "", {}
+    return found[0].path, found[0].protocol, found[1]
+
+
+def _http_span(method: str, path: str, headers: Mapping[bytes, bytes], start: int | None) -> Span:
+    """A SERVER span for an HTTP request, named ``METHOD ROUTE`` (HTTP semantic conventions)."""
+    from opentelemetry.trace import SpanKind
+
+    assert tracer is not None
+    tp, ts = headers.get(b"traceparent"), headers.get(b"tracestate")
+    parent = _parent(tp.decode("latin-1") if tp else None, ts.decode("latin-1") if ts else None)
+    route, protocol, params = _route(path)
+    attributes: dict[str, Any] = {
+        "http.request.method": method,
+        "url.path": path,
+        "url.scheme": "http",
+        "network.protocol.version": "1.1",
+    }
+    if route is not None:
+        attributes["http.route"] = route
+    if protocol:
+        attributes["kubeinfer.protocol"] = protocol
+    if "model_name" in params:
+        attributes["kubeinfer.model.name"] = params["model_name"]
+    if "model_version" in params:
+        attributes["kubeinfer.model.version"] = params["model_version"]
+    name = f"{method} {route}" if route is not None else method
+    return tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes, start_time=start)
+
+
+def _end_http(span: Span, status: int, model: Any = None) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    if span.is_recording():
+        span.set_attribute("http.response.status_code", status)
+        if model is not None:
+            span.set_attribute("kubeinfer.model.name", model.name)
+            span.set_attribute("kubeinfer.model.version", model.version)
+        if status >= 500:  # a server span is in error on a 5xx only (a 4xx is the client's)
+            span.set_attribute("error.type", str(status))
+            span.set_status(Status(StatusCode.ERROR))
+    span.end()
+
+
+def direct_submit(cycle: Any, submit: Callable[[], Any]) -> Any:
+    """``http.py``'s direct infer path: open the request's span (from when its head arrived) and queue it as its
+    child; the span is kept on ``cycle`` for :func:`direct_end`."""
+    span = cycle.span = _http_span("POST", cycle.url.decode("ascii"), cycle.headers, _ns_perf(cycle.start))
+    token = _current.set(span)
+    try:
+        return submit()
+    finally:
+        _current.reset(token)
+
+
+def direct_end(cycle: Any, slot: Any, status: int) -> None:
+    """``http.py``'s direct infer path: the answer is written (a request refused before it was queued gets its span
+    here)."""
+    span = getattr(cycle, "span", None)
+    if span is None:
+        span = _http_span("POST", cycle.url.decode("ascii", "replace"), cycle.headers, _ns_perf(cycle.start))
+    cycle.span = None
+    _end_http(span, status, slot)
+
+
+async def asgi(app: Callable[..., Awaitable[None]], scope: Any, receive: Any, send: Any) -> None:
+    """Serve one ASGI HTTP request under its span."""
+    headers = dict(scope["headers"])
+    span = _http_span(scope["method"], scope["path"], headers, None)
+    status = 500
+
+    async def traced_send(message: Any) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+
+    token = _current.set(span)
+    try:
+        await app(scope, receive, traced_send)
+    finally:
+        _current.reset(token)
+        _end_http(span, status)
+
+
+def encode(parent: Span | None, fn: Callable[..., Any], *args: Any) -> Any:
+    """Run ``fn`` (the answer's encoding) under an ``encode`` span, child of ``parent`` (default: the current span)."""
+    if parent is None:
+        parent = _current.get()
+    if parent is None or not parent.is_recording():
+        return fn(*args)
+    start = time.time_ns()
+    try:
+        return fn(*args)
+    finally:
+        _child(parent, "encode", start, time.time_ns(), {})
+
+
+# -- the replica: gRPC ----------------------------------------------------------------------------------------------
+_GRPC_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
+
+
+def _metadata_parent(metadata: Sequence[tuple[str, Any]] | None) -> Any:
+    tp = ts = None
+    for key, value in metadata or ():
+        if key == "traceparent":
+            tp = value if isinstance(value, str) else value.decode("latin-1")
+        elif key == "tracestate":
+            ts = value if isinstance(value, str) else value.decode("latin-1")
+    return _parent(tp, ts)
+
+
+def _rpc_span(
+    service: str, method: str, metadata: Sequence[tuple[str, Any]] | None, attributes: dict[str, Any]
+) -> Span:
+    from opentelemetry.trace import SpanKind
+
+    assert tracer is not None
+    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method, **attributes}
+    return tracer.start_span(
+        f"{service}/{method}", context=_metadata_parent(metadata), kind=SpanKind.SERVER, attributes=attributes
+    )
+
+
+def _end_rpc(span: Span, code: Any) -> None:
+    """End an RPC span with a ``grpc.StatusCode``: ``rpc.grpc.status_code``, and the error status for the codes the
+    RPC conventions count as a server's error."""
+    from opentelemetry.trace import Status, StatusCode
+
+    if span.is_recording():
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code.name in _GRPC_ERRORS:
+            span.set_attribute("error.type", code.name)
+            span.set_status(Status(StatusCode.ERROR))
+    span.end()
+
+
+async def grpc_infer(
+    method: str, request: Any, context: Any, infer: Callable[[Any, float | None], Awaitable[Any]]
+) -> Any:
+    """One ``ModelInfer`` (or one request of a ``ModelStreamInfer``) under its span."""
+    import grpc
+
+    from kubeinfer.server.errors import ServerError, grpc_code
+
+    attributes = {"kubeinfer.model.name": request.model_name, "kubeinfer.protocol": "grpc"}
+    if request.model_version:
+        attributes["kubeinfer.model.version"] = request.model_version
+    span = _rpc_span("inference.GRPCInferenceService", method, context.invocation_metadata(), attributes)
+    code = grpc.StatusCode.OK
+    token = _current.set(span)
+    try:
+        return await infer(request, context.time_remaining())
+    except ServerError as e:
+        code = grpc_code(e)
+        raise
+    except BaseException as e:
+        code = grpc.StatusCode.CANCELLED if isinstance(e, asyncio.CancelledError) else grpc.StatusCode.INTERNAL
+        raise
+    finally:
+        _current.reset(token)
+        _end_rpc(span, code)
+
+
+# -- the replica: the batch -----------------------------------------------------------------------------------------
+def batch(
+    model: str,
+    items: Sequence[Any],
+    results: Sequence[Any],
+    started: float,
+    compute: float,
+    ran: tuple[float, float],
+    inline: bool,
+) -> None:
+    """After a batch: ``queue``, ``batch`` and ``model`` spans for each of its requests that is sampled.
+
+    ``items``: the batcher's items (``span``, set at submit where tracing was on, ``enqueued``, ``req.rows``);
+    ``started``/``compute``: when the batch was dispatched and how long until its results were back, ``ran``: when the
+    model call began and how long it took (monotonic seconds)."""
+    rows = 0
+    for it in items:
+        rows += it.req.rows
+    b0, b1 = _ns_mono(started), _ns_mono(started + compute)
+    m0, m1 = _ns_mono(ran[0]), _ns_mono(ran[0] + ran[1])
+    for it, res in zip(items, results, strict=True):
+        parent = getattr(it, "span", None)
+        if parent is None or not parent.is_recording():
+            continue
+        _child(parent, "queue", _ns_mono(it.enqueued), b0, {"kubeinfer.model.name": model})
+        span = _child(
+            parent,
+            "batch",
+            b0,
+            b1,
+            {
+                "kubeinfer.model.name": model,
+                "kubeinfer.batch.size": rows,
+                "kubeinfer.batch.requests": len(items),
+                "kubeinfer.batch.inline": inline,
+            },
+        )
+        attributes: dict[str, Any] = {"kubeinfer.model.name": model, "kubeinfer.batch.size": rows}
+        if isinstance(res, BaseException):
+            attributes["error.type"] = type(res).__name__
+        _child(span, "model", m0, m1, attributes)
+
+
+# -- the router ----------------------------------------------------------------------------------------------------
+def router_http(req: Any, headers: list[bytes], method: bytes, url: bytes, body: list[bytes]) -> None:
+    """A proxied HTTP request enters the router: its SERVER span (child of the client's ``traceparent``), which the
+    replica gets as the parent instead; ``req.data`` is rebuilt with it."""
+    from opentelemetry.trace import SpanKind
+
+    assert tracer is not None
+    tp = ts = None
+    kept: list[bytes] = []
+    for line in headers:
+        low = line[:12].lower()
+        if low == b"traceparent:":
+            tp = line[12:].strip().decode("latin-1")
+        elif low[:11] == b"tracestate:":
+            ts = line[11:].strip().decode("latin-1")
+        else:
+            kept.append(line)
+    path = url.split(b"?", 1)[0].decode("latin-1")
+    verb = method.decode("ascii")
+    route, _, _ = _route(path)
+    attributes: dict[str, Any] = {"http.request.method": verb, "url.path": path, "url.scheme": "http"}
+    if route is not None:
+        attributes["http.route"] = route
+    span = tracer.start_span(
+        f"{verb} {route}" if route is not None else verb,
+        context=_parent(tp, ts),
+        kind=SpanKind.SERVER,
+        attributes=attributes,
+    )
+    parent, state = traceparent(span)
+    kept.append(b"traceparent: %s\r\n" % parent.encode())
+    if state:
+        kept.append(b"tracestate: %s\r\n" % state.encode())
+    req.span = span
+    req.data = b"".join([method, b" ", url, b" HTTP/1.1\r\n", *kept, b"\r\n", *body])
+
+
+def router_try(req: Any, replica: str, status: int | None, reason: str = "") -> None:
+    """A try of a proxied HTTP request ended on ``replica``: answered ``status`` (the request ends), or retried
+    (``reason``: why; ``status`` the 503/429 that is retried, or None for a connection's failure)."""
+    span = getattr(req, "span", None)
+    if span is None:
+        return
+    if reason:
+        if span.is_recording():
+            attributes: dict[str, Any] = {"kubeinfer.replica": replica, "kubeinfer.router.reason": reason}
+            if status is not None:
+                attributes["http.response.status_code"] = status
+            span.add_event("try failed", attributes)
+        return
+    req.span = None
+    if span.is_recording():
+        span.set_attribute("kubeinfer.replica", replica)
+        span.set_attribute("kubeinfer.router.attempts", req.attempts)
+    _end_http(span, status or 502)
+
+
+def router_finish(req: Any, payload: bytes) -> None:
+    """The router answered a proxied request itself (an error: no replica, out of tries, a bad pin)."""
+    span = getattr(req, "span", None)
+    if span is None:
+        return
+    req.span = None
+    if span.is_recording():
+        span.set_attribute("kubeinfer.router.attempts", req.attempts)
+        if req.backend is not None:
+            span.set_attribute("kubeinfer.replica", req.backend.id)
+    _end_http(span, int(payload[9:12]) if payload[9:12].isdigit() else 500)
+
+
+def router_grpc(method: str, metadata: list[tuple[str, str | bytes]]) -> Span:
+    """A proxied unary gRPC call enters the router: its SERVER span; ``metadata`` (what goes to the replica) gets the
+    span's ``traceparent`` in place of the client's."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    span = _rpc_span(service, name, metadata, {})
+    metadata[:] = [m for m in metadata if m[0] not in ("traceparent", "tracestate")]
+    parent, state = traceparent(span)
+    metadata.append(("traceparent", parent))
+    if state:
+        metadata.append(("tracestate", state))
+    return span
+
+
+def router_grpc_try(span: Span, replica: str, code: Any = None) -> None:
+    """A try of a proxied gRPC call on ``replica`` ended: answered (``code`` None), or failed with ``code`` (retried,
+    failed over or passed on: an event)."""
+    if not span.is_recording():
+        return
+    span.set_attribute("kubeinfer.replica", replica)
+    if code is not None:
+        span.add_event("try failed", {"kubeinfer.replica": replica, "rpc.grpc.status_code": code.value[0]})
+
+
+def router_grpc_end(span: Span, code: Any) -> None:
+    """A proxied gRPC call ends with ``code`` (a ``grpc.StatusCode``)."""
+    _end_rpc(span, code)
