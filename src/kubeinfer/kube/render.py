@@ -16,7 +16,11 @@ What each spec field becomes:
   image from ``kubeinfer build``, which bakes the model in) the uri points into the image instead;
 - ``server`` ports -> container ports ``http``/``grpc`` and a ClusterIP Service (``appProtocol`` http and
   ``kubernetes.io/h2c`` for gRPC);
-- ``probes`` -> startup/readiness/liveness ``httpGet`` on ``/startupz``, ``/readyz``, ``/healthz``;
+- ``probes`` -> startup/readiness/liveness ``httpGet`` on ``/startupz``, ``/readyz``, ``/healthz`` (``scheme: HTTPS``
+  when the replicas serve TLS);
+- ``server.tls.secretName`` / ``server.auth.apiKeysSecret`` -> read-only Secret volumes under
+  ``/var/run/secrets/kubeinfer.io`` whose files the served spec names (the server reloads them when the kubelet swaps
+  in a rotated Secret); with TLS the Service ports are named ``https``/``grpc-tls`` and Prometheus scrapes HTTPS;
 - ``server.limits.drainTimeoutSeconds`` -> a preStop ``sleep`` (endpoints controllers and load balancers stop
   sending traffic before SIGTERM) and ``terminationGracePeriodSeconds`` = preStop + drain + margin;
 - ``resources`` -> requests/limits and the accelerator's extended resource (:mod:`kubeinfer.kube.gpu`);
@@ -25,7 +29,8 @@ What each spec field becomes:
   ``<name>-canary`` (pods by their ``kubeinfer.io/track`` label) and an ``HTTPRoute``
   (``gateway.networking.k8s.io/v1``) whose default rule weighs the two ``backendRefs`` (all to stable as rendered;
   the operator moves the weights), with rules matching the ``x-kubeinfer-revision`` header for pinned requests;
-- ``autoscaling`` -> HorizontalPodAutoscaler ``autoscaling/v2`` (or a KEDA ScaledObject with ``keda=True``), a
+- ``autoscaling`` -> HorizontalPodAutoscaler ``autoscaling/v2`` (or a KEDA ScaledObject with ``keda=True`` or
+  ``autoscaling.keda``; the token metrics of format llm read the ``kubeinfer_generation_*`` gauges), a
   VerticalPodAutoscaler, a PodDisruptionBudget; ``kpa``/``predictive`` are run by the kubeinfer operator, which
   scales the Deployment itself.
 """
