@@ -239,7 +239,7 @@ def test_generation_metrics_are_exported(server: ServerProcess, client: openai.O
     ):
         assert f'{family}{{model="tiny-llm"}}' in text, family
     assert _metric(server, "kubeinfer_generation_time_to_first_token_seconds_count") >= 1
-    assert 'kubeinfer_requests_total{code="200",model="tiny-llm",protocol="openai"}' in text
+    assert 'kubeinfer_requests_total{code="200",model="tiny-llm",protocol="openai",version="1"}' in text
 
 
 def test_the_generation_families_are_the_documented_ones(server: ServerProcess, client: openai.OpenAI) -> None:

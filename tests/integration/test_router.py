@@ -138,7 +138,7 @@ def test_requests_are_spread_over_two_backends(router: RouterThread, pair: list[
     assert stats.requests == 80 and stats.retries == 0
     for s in (a, b):  # the replicas saw the requests too
         _, metrics = s.get("/metrics")
-        assert b'kubeinfer_requests_total{code="200",model="m",protocol="v2"}' in metrics
+        assert b'kubeinfer_requests_total{code="200",model="m",protocol="v2",version="1"}' in metrics
     status, text = router_get(router.http_port, "/metrics")
     assert status == 200 and f'kubeinfer_router_backend_tries_total{{backend="r{a.pid}"}}' in text.decode()
 

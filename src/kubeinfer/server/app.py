@@ -134,6 +134,9 @@ class InferenceApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         plane = self.plane
         start = plane.begin()
+        tap = None
+        if plane.payload_log is not None:  # a tap on the request's body and answer, when it is sampled
+            tap, receive, send = plane.payload_log.asgi(scope, receive, send)
         route: Route | None = None
         call: _Call | None = None
         try:
@@ -148,10 +151,13 @@ class InferenceApp:
             status = 500
             await _send(send, 500, orjson.dumps({"error": internal_error(e)}), _JSON)
         except BaseException:
-            plane.end(start, "", "", 0)  # cancelled: it leaves, uncounted
+            plane.end(start, None, "", 0)  # cancelled: it leaves, uncounted
             raise
         slot = call.slot if call is not None else None
-        plane.end(start, slot.name if slot is not None else "", route.protocol if route is not None else "", status)
+        protocol = route.protocol if route is not None else ""
+        plane.end(start, slot, protocol, status)
+        if tap is not None:
+            tap.finish(slot, protocol, status)
 
     def _resolve(self, scope: Scope, receive: Receive, send: Send) -> tuple[Route, _Call]:
         """The route of the request and the model its path names: 404 for an unknown route or model, then 405 for

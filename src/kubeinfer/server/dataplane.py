@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from kubeinfer.server.logs import ACCESS_LOGGER, access_rate_from_env
 from kubeinfer.server.metrics import Metrics
 from kubeinfer.server.tensors import InferRequest, validate_inputs
 from kubeinfer.spec.service import version_key
+
+if TYPE_CHECKING:
+    from kubeinfer.server.payload_log import PayloadLog
 
 __all__ = ["EXTENSIONS", "DataPlane", "Limits", "ModelSlot", "RepositoryControl", "load_slot"]
 
@@ -118,6 +121,9 @@ class DataPlane:
         self._watchers: list[Callable[[], None]] = []
         self.access_rate = access_rate_from_env()
         """Share of requests written to the access log (``KUBEINFER_ACCESS_LOG``; 0, the default: none)."""
+        self.payload_log: PayloadLog | None = None
+        """The payload logger (``spec.logger``, :mod:`~kubeinfer.server.payload_log`); ``None``: off. The protocol
+        adapters test it once per request and take a tap on the requests it samples."""
 
     # -- models ----------------------------------------------------------------------------------------
     def add(self, slot: ModelSlot) -> None:
@@ -233,12 +239,14 @@ class DataPlane:
         self.metrics.in_flight += 1
         return time.perf_counter()
 
-    def end(self, start: float, model: str, protocol: str, status: int) -> None:
-        """A request begun at ``start`` leaves; ``status`` is recorded under ``protocol`` when that is not ``""``."""
+    def end(self, start: float, slot: ModelSlot | None, protocol: str, status: int) -> None:
+        """A request begun at ``start`` leaves; ``status`` is recorded under ``protocol`` when that is not ``""``, with
+        the model and version of ``slot`` (``""`` for a request that named no served model)."""
         metrics = self.metrics
         metrics.in_flight -= 1
+        model, version = (slot.name, slot.version) if slot is not None else ("", "")
         if protocol:
-            metrics.request(model, protocol, status, time.perf_counter() - start)
+            metrics.request(model, version, protocol, status, time.perf_counter() - start)
         rate = self.access_rate
         if rate and (rate >= 1.0 or random.random() < rate):
             ms = round((time.perf_counter() - start) * 1000, 3)
@@ -248,7 +256,7 @@ class DataPlane:
                 protocol or "-",
                 status,
                 ms,
-                extra={"model": model, "protocol": protocol, "status": status, "duration_ms": ms},
+                extra={"model": model, "version": version, "protocol": protocol, "status": status, "duration_ms": ms},
             )
 
     @property

@@ -311,11 +311,13 @@ class InferenceServicer:
         """One inference with in-flight accounting and metrics. Raises ``ServerError`` for the client's errors."""
         plane = self.plane
         start = plane.begin()
-        label = ""  # the model label is set only once the name is known to be served (bounded cardinality)
+        tap = plane.payload_log.tap("grpc", None, request) if plane.payload_log is not None else None
+        slot: ModelSlot | None = None  # set only once the name is known to be served (bounded label cardinality)
+        req: InferRequest | None = None
+        result: dict[str, np.ndarray[Any, Any]] | None = None
         code = _OK
         try:
             slot = plane.model(request.model_name, request.model_version or None)
-            label = slot.name
             live = plane.live_model(slot)  # refuse before decoding tensors that would not be served
             req = decode_request(request)
             result = await plane.submit(slot, req, time_remaining, live=live)
@@ -332,7 +334,9 @@ class InferenceServicer:
             code = grpc.StatusCode.INTERNAL
             raise
         finally:
-            plane.end(start, label, "grpc", code.value[0])
+            plane.end(start, slot, "grpc", code.value[0])
+            if tap is not None:  # the payload log encodes the response again from (req, result), in its thread
+                tap.close(slot, 200 if code is _OK else code.value[0], (req, result))
 
 
 Handler = Callable[[Any, Any], Awaitable[Any]]

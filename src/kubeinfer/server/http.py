@@ -43,6 +43,7 @@ from kubeinfer.server.errors import OutOfMemory, ServerError, internal_error
 if TYPE_CHECKING:
     from kubeinfer.server.app import InferenceApp
     from kubeinfer.server.dataplane import DataPlane, ModelSlot
+    from kubeinfer.server.payload_log import Tap
     from kubeinfer.server.tensors import InferRequest
 
 __all__ = ["CoalescingHttpToolsProtocol", "InferHttpProtocol", "protocol_for"]
@@ -122,6 +123,7 @@ class _DirectCycle:
         "response_complete",
         "span",  # the request's span, set only while tracing is on (server/tracing.py)
         "start",
+        "tap",
         "url",
     )
 
@@ -138,6 +140,7 @@ class _DirectCycle:
         self.start = time.perf_counter()
         self.head: bytes | None = None  # the answer's status line and headers, less the Connection header
         self.payload = b""
+        self.tap: Tap | None = None  # the payload log's, when it samples this request (server/payload_log.py)
 
 
 class InferHttpProtocol(CoalescingHttpToolsProtocol):
@@ -172,7 +175,7 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
         limit = self.plane.limits.max_connections
         if len(self.server_state.connections) > limit:
             # Past the cap a connection is answered at once and closed: it holds no file descriptor for long.
-            self.plane.metrics.request("", "http", 503, 0.0)
+            self.plane.metrics.request("", "", "http", 503, 0.0)
             self._refuse(503, f"the server has {limit} connections open, its limit (server.limits.maxConnections)")
 
     def data_received(self, data: bytes) -> None:
@@ -388,6 +391,8 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
                 app.keys.check(cycle.headers.get(b"authorization"))
             slot = app.infer_v2_slot(cycle.url.decode("ascii"))
             body = cycle.body[0] if len(cycle.body) == 1 else b"".join(cycle.body)
+            if self.plane.payload_log is not None:
+                cycle.tap = self.plane.payload_log.tap("v2", cycle.headers, body)
             cycle.body = []
             if tracing.tracer is None:
                 req, future = app.infer_v2_submit(slot, body, cycle.headers)
@@ -439,7 +444,9 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
         payload: bytes,
         headers: list[tuple[bytes, bytes]],
     ) -> None:
-        self.plane.end(cycle.start, slot.name if slot is not None else "", "v2", status)
+        if cycle.tap is not None:
+            cycle.tap.close(slot, status, payload, headers)
+        self.plane.end(cycle.start, slot, "v2", status)
         if tracing.tracer is not None:
             tracing.direct_end(cycle, slot, status)
         transport = self.transport

@@ -10,8 +10,8 @@ KServe's and Triton's metrics:
 ==========================================  =========  ================================================  ==============
 name                                        type       meaning                                           Triton analogue
 ==========================================  =========  ================================================  ==============
-kubeinfer_requests_total                    counter    requests by model, protocol and status code       nv_inference_request_success/failure
-kubeinfer_request_duration_seconds          histogram  end-to-end time in the server, by model/protocol  nv_inference_request_duration_us
+kubeinfer_requests_total                    counter    requests by model, version, protocol and status   nv_inference_request_success/failure
+kubeinfer_request_duration_seconds          histogram  end-to-end time in the server, by model/version    nv_inference_request_duration_us
 kubeinfer_queue_duration_seconds            histogram  time queued before the model ran                  nv_inference_queue_duration_us
 kubeinfer_compute_duration_seconds          histogram  model call time (per batch)                       nv_inference_compute_infer_duration_us
 kubeinfer_batch_size                        histogram  rows per model call                               nv_inference_exec_count / count
@@ -22,6 +22,7 @@ kubeinfer_requests_in_flight                gauge      requests inside the serve
 kubeinfer_model_ready                       gauge      1 when the model is loaded and warmed
 kubeinfer_gpu_utilization_ratio             gauge      NVML GPU utilization (0-1), when a GPU is present  nv_gpu_utilization
 kubeinfer_gpu_memory_used_bytes             gauge      NVML memory used, when a GPU is present           nv_gpu_memory_used_bytes
+kubeinfer_payload_log_events_total          counter    payload log events written or dropped (logger)
 process_cpu_seconds_total, process_resident_memory_bytes, ...  from prometheus_client's process collector
 ==========================================  =========  ================================================  ==============
 
@@ -111,14 +112,19 @@ class _Counts:
     (:class:`_View`)."""
 
     def __init__(self) -> None:
-        self.requests: dict[tuple[str, str, str], int] = {}
-        self.request_duration: dict[tuple[str, str], Histogram] = {}
+        # Keyed (model, version, protocol, code) and (model, version, protocol): Triton's and KServe's labels.
+        self.requests: dict[tuple[str, str, str, str], int] = {}
+        self.request_duration: dict[tuple[str, str, str], Histogram] = {}
         self.queue_duration: dict[str, Histogram] = {}
         self.compute_duration: dict[str, Histogram] = {}
         self.batch_size: dict[str, Histogram] = {}
         self.rows: dict[str, int] = {}
         self.executions: dict[str, int] = {}
         self.in_flight = 0
+        # Payload log events (server/payload_log.py): written to the sink, or dropped (queue full, sink failing).
+        # A process's own are its logger's (Metrics.payload_log); these are a view's sums.
+        self.payload_logged = 0
+        self.payload_dropped = 0
 
 
 class Metrics(_Counts):
@@ -128,16 +134,19 @@ class Metrics(_Counts):
         self.ready: dict[str, Callable[[], bool]] = {}
         self.gpu_sampler = gpu_sampler
         self.siblings: Callable[[], list[dict[str, Any]]] | None = None
+        # (logged, dropped) of the payload logger, which counts in its own thread; None: no logger.
+        self.payload_log: Callable[[], tuple[int, int]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.registry)
         self.registry.register(_Collector(self))
 
-    def request(self, model: str, protocol: str, status: int, seconds: float) -> None:
-        key = (model, protocol, str(status))
+    def request(self, model: str, version: str, protocol: str, status: int, seconds: float) -> None:
+        key = (model, version, protocol, str(status))
         self.requests[key] = self.requests.get(key, 0) + 1
-        h = self.request_duration.get((model, protocol))
+        hkey = (model, version, protocol)
+        h = self.request_duration.get(hkey)
         if h is None:
-            h = self.request_duration[(model, protocol)] = Histogram(LATENCY_BUCKETS)
+            h = self.request_duration[hkey] = Histogram(LATENCY_BUCKETS)
         h.observe(seconds)
 
     def batch(self, model: str, items: int, rows: int, compute: float, queued: list[float]) -> None:
@@ -169,6 +178,7 @@ class Metrics(_Counts):
             "rows": self.rows,
             "executions": self.executions,
             "in_flight": self.in_flight,
+            "payload_log": list(self.payload_log()) if self.payload_log is not None else [0, 0],
             "queue_depth": {k: fn() for k, fn in self.queue_depth.items()},
             "ready": {k: bool(fn()) for k, fn in self.ready.items()},
         }
@@ -207,11 +217,11 @@ class _View(_Counts):
         self.ready: dict[str, bool] = {}
 
     def add(self, snap: dict[str, Any]) -> None:
-        for model, proto, code, n in snap.get("requests", ()):
-            key = (model, proto, code)
+        for model, version, proto, code, n in snap.get("requests", ()):
+            key = (model, version, proto, code)
             self.requests[key] = self.requests.get(key, 0) + n
-        for model, proto, counts, total in snap.get("request_duration", ()):
-            _add(self.request_duration, (model, proto), LATENCY_BUCKETS, counts, total)
+        for model, version, proto, counts, total in snap.get("request_duration", ()):
+            _add(self.request_duration, (model, version, proto), LATENCY_BUCKETS, counts, total)
         for name, bounds in (
             ("queue_duration", LATENCY_BUCKETS),
             ("compute_duration", LATENCY_BUCKETS),
@@ -224,6 +234,9 @@ class _View(_Counts):
             for model, n in snap.get(name, {}).items():
                 mine[model] = mine.get(model, 0) + n
         self.in_flight += snap.get("in_flight", 0)
+        logged, dropped = snap.get("payload_log", (0, 0))
+        self.payload_logged += logged
+        self.payload_dropped += dropped
         # The replica's model is ready when every process has it ready.
         for model, ok in snap.get("ready", {}).items():
             self.ready[model] = self.ready.get(model, True) and bool(ok)
@@ -236,15 +249,17 @@ class _Collector(Collector):
     def collect(self) -> Iterator[Any]:
         m = self.m.merged()
         c = CounterMetricFamily(
-            "kubeinfer_requests", "Requests by model, protocol and status code.", labels=["model", "protocol", "code"]
+            "kubeinfer_requests",
+            "Requests by model, version, protocol and status code.",
+            labels=["model", "version", "protocol", "code"],
         )
-        for (model, proto, code), n in sorted(m.requests.items()):
-            c.add_metric([model, proto, code], n)
+        for key, n in sorted(m.requests.items()):
+            c.add_metric(list(key), n)
         yield c
         yield _hist(
             "kubeinfer_request_duration_seconds",
             "End-to-end request time in the server.",
-            ["model", "protocol"],
+            ["model", "version", "protocol"],
             {k: v for k, v in m.request_duration.items()},
         )
         yield _hist(
@@ -278,6 +293,14 @@ class _Collector(Collector):
         for model, ready in m.ready.items():
             rd.add_metric([model], 1.0 if ready else 0.0)
         yield rd
+        pl = CounterMetricFamily(
+            "kubeinfer_payload_log_events",
+            "Payload log events (spec.logger) written to the sink, or dropped.",
+            labels=["outcome"],
+        )
+        pl.add_metric(["logged"], m.payload_logged)
+        pl.add_metric(["dropped"], m.payload_dropped)
+        yield pl
         sampler = self.m.gpu_sampler
         if sampler is not None:
             util = GaugeMetricFamily("kubeinfer_gpu_utilization_ratio", "GPU utilization (NVML).", labels=["gpu"])

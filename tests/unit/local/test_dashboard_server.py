@@ -104,13 +104,13 @@ def run(test: Callable[[World, Dashboard], Awaitable[None]], start: bool = False
 def test_p50_and_p99_are_read_off_the_replicas_latency_histogram_of_the_recent_requests() -> None:
     async def t(w: World, d: Dashboard) -> None:
         for _ in range(50):
-            w.metrics.request("m", "rest", 200, 5.0)  # before the dashboard started: not recent
+            w.metrics.request("m", "1", "rest", 200, 5.0)  # before the dashboard started: not recent
         first = await d.sample()
         assert d.history.samples[-1].p50 is None and first["seq"] == 1
         for _ in range(98):
-            w.metrics.request("m", "rest", 200, 0.004)
+            w.metrics.request("m", "1", "rest", 200, 0.004)
         for _ in range(2):
-            w.metrics.request("m", "rest", 200, 0.8)
+            w.metrics.request("m", "1", "rest", 200, 0.8)
         await d.sample()
         s = d.history.samples[-1]
         assert s.p50 is not None and 2.5 <= s.p50 <= 5.0  # ms, inside the 2.5-5 ms bucket

@@ -85,4 +85,4 @@ def test_unknown_model_on_the_direct_path_is_a_404_with_a_json_error_and_counted
 
     answer, metrics = asyncio.run(main())
     assert answer.startswith(b"HTTP/1.1 404 ") and b'{"error":"unknown model' in answer
-    assert b'kubeinfer_requests_total{code="404",model="",protocol="v2"} 1.0' in metrics
+    assert b'kubeinfer_requests_total{code="404",model="",protocol="v2",version=""} 1.0' in metrics
