@@ -1,0 +1,138 @@
+"""Tracing's cost on a replica: the same server with tracing off, on at 1% (parent-based ratio) and on at 100%.
+
+    .venv/bin/python bench/tracing/run.py [--rounds 3] [--duration 5] [--conns 16] [--out bench/tracing/RESULTS.md]
+
+Load: ``wrk`` (C, one thread; ``kubeinfer.bench.loadgen.run_wrk``) POSTing one row of ``examples/tabular64`` (OIP v2
+JSON, 64 FP32) over ``--conns`` keep-alive connections, without a ``traceparent`` (so the replica's sampler decides,
+as for traffic from outside a traced system). Three replicas run side by side, the same spec each:
+
+* ``off``: no ``OTEL_*`` variable (the default);
+* ``1%``: ``OTEL_TRACES_EXPORTER=otlp``, ``OTEL_TRACES_SAMPLER=parentbased_traceidratio``, ``_ARG=0.01``;
+* ``100%``: the same with ``_ARG=1``.
+
+The traced replicas export OTLP over gRPC to a receiver in this process that counts the requests and bytes it gets
+without decoding them (a collector's CPU is not the replica's cost). Each round loads the three in a rotating order,
+after a short warm-up; figures are medians over the rounds. The machine is shared: the ratios taken in one sitting are
+the figures that mean something.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "src"))
+
+from kubeinfer.bench.loadgen import LoadSpec, run_wrk  # noqa: E402
+from kubeinfer.testing import ServerProcess  # noqa: E402
+
+BODY = json.dumps(
+    {"inputs": [{"name": "input-0", "shape": [1, 64], "datatype": "FP32", "data": [0.25 * (i % 7) for i in range(64)]}]}
+).encode()
+KINDS = ("off", "1%", "100%")
+
+
+class Sink:
+    """An OTLP/gRPC ``TraceService`` that counts what it is sent (raw bytes: no decoding)."""
+
+    def __init__(self) -> None:
+        self.exports = 0
+        self.bytes = 0
+        self.lock = threading.Lock()
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=2))
+
+        def export(request: bytes, context: Any) -> bytes:
+            with self.lock:
+                self.exports += 1
+                self.bytes += len(request)
+            return b""  # an empty ExportTraceServiceResponse
+
+        handler = grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService",
+            {"Export": grpc.unary_unary_rpc_method_handler(export)},
+        )
+        self.server.add_generic_rpc_handlers((handler,))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+
+def env(kind: str, endpoint: str) -> dict[str, str]:
+    if kind == "off":
+        return {}
+    return {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.01" if kind == "1%" else "1",
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=5.0)
+    ap.add_argument("--conns", type=int, default=16)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("bench/tracing/run.py needs wrk on PATH")
+    spec = ROOT / "examples" / "tabular64" / "service.yaml"
+    if not (spec.parent / "model.joblib").exists():
+        raise SystemExit("build the model first: .venv/bin/python examples/build.py tabular64")
+    sink = Sink()
+    endpoint = f"http://127.0.0.1:{sink.port}"
+    servers = {k: ServerProcess(spec, grpc=False, env=env(k, endpoint)).start() for k in KINDS}
+    runs: dict[str, list[tuple[float, float]]] = {k: [] for k in KINDS}
+    try:
+        for r in range(args.rounds):
+            order = KINDS[r % 3 :] + KINDS[: r % 3]
+            for kind in order:
+                load = LoadSpec(
+                    url=f"{servers[kind].url}/v2/models/tabular64/infer",
+                    body=BODY,
+                    concurrency=args.conns,
+                    duration=args.duration,
+                    warmup=1.0,
+                )
+                res = run_wrk(load)
+                if res.errors:
+                    raise RuntimeError(f"{kind}: {res.errors} errors: {res.statuses}")
+                runs[kind].append((res.throughput, res.latency_ms["p50"]))
+                print(f"round {r + 1} {kind:>4}: {res.throughput:9.0f} req/s  p50 {res.latency_ms['p50']:.2f} ms")
+    finally:
+        for s in servers.values():
+            s.stop()  # the traced ones export what they still hold
+    med = {k: (statistics.median(x for x, _ in v), statistics.median(p for _, p in v)) for k, v in runs.items()}
+    base = med["off"][0]
+    lines = [
+        f"| tracing | req/s (median of {args.rounds}) | vs off | p50 ms | runs (req/s) |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {k} | {med[k][0]:,.0f} | {med[k][0] / base:.3f} | {med[k][1]:.2f} | "
+            f"{', '.join(f'{x:,.0f}' for x, _ in runs[k])} |"
+            for k in KINDS
+        ),
+        "",
+        f"OTLP received: {sink.exports} export requests, {sink.bytes / 1e6:.1f} MB "
+        f"(wrk -t1 -c{args.conns} -d{args.duration:g}s, keep-alive; examples/tabular64, one row per request; "
+        f"{platform.machine()}, Python {platform.python_version()})",
+    ]
+    print("\n".join(lines))
+    if args.out is not None:
+        args.out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

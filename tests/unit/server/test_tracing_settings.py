@@ -1,0 +1,89 @@
+"""Tracing's configuration from the standard OTEL_* variables (server/tracing.py)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+
+from kubeinfer.server import tracing
+from kubeinfer.server.tracing import TracingError, TracingSettings
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"OTEL_TRACES_EXPORTER": "none"}, {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_SDK_DISABLED": "true"}],
+)
+def test_tracing_is_off_unless_an_exporter_is_asked_for(env: dict[str, str]) -> None:
+    assert TracingSettings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", **env}) is None
+    assert tracing.setup(env, service="s", component="replica") is False
+    assert tracing.tracer is None
+
+
+def test_defaults_follow_the_specification() -> None:
+    s = TracingSettings.from_env({"OTEL_TRACES_EXPORTER": "otlp"})
+    assert s == TracingSettings(("otlp",), "http/protobuf", None, "parentbased_always_on", 1.0, None)
+
+
+def test_endpoints_per_protocol() -> None:
+    """OTEL_EXPORTER_OTLP_ENDPOINT is a base URL (HTTP appends /v1/traces); the _TRACES_ form is used as is."""
+    base = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}
+    assert TracingSettings.from_env(base).endpoint == "http://c:4318/v1/traces"  # type: ignore[union-attr]
+    grpc = {**base, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}
+    assert TracingSettings.from_env(grpc).endpoint == "http://c:4317"  # type: ignore[union-attr]
+    traces = {
+        **base,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://t:1/x",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "grpc",
+    }
+    s = TracingSettings.from_env(traces)
+    assert s is not None and s.endpoint == "https://t:1/x" and s.protocol == "grpc"
+
+
+def test_sampler_ratio_and_service_name() -> None:
+    env = {
+        "OTEL_TRACES_EXPORTER": "otlp,console",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.01",
+        "OTEL_SERVICE_NAME": "fraud",
+    }
+    s = TracingSettings.from_env(env)
+    assert s is not None and s.exporters == ("otlp", "console") and s.ratio == 0.01 and s.service_name == "fraud"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OTEL_TRACES_EXPORTER": "jaeger"}, "'jaeger' is not an exporter kubeinfer has"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, "OTEL_EXPORTER_OTLP_PROTOCOL='http/json' is not supported"),
+        ({"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER='sometimes' is not a sampler"),
+        ({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "5%"}, "OTEL_TRACES_SAMPLER_ARG='5%'"),
+        ({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1.5"}, "from 0 to 1"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"}, "must be a URL"),
+    ],
+)
+def test_unusable_values_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(TracingError, match=message.replace("(", r"\(")):
+        TracingSettings.from_env({"OTEL_TRACES_EXPORTER": "otlp", **env})
+
+
+def test_without_the_extra_tracing_stays_off_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Asking for traces without opentelemetry-sdk installed: a warning naming the extra, and serving goes on."""
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", None)  # import fails as if not installed
+    with caplog.at_level(logging.WARNING, logger="kubeinfer.tracing"):
+        assert tracing.setup({"OTEL_TRACES_EXPORTER": "otlp"}, service="s", component="replica") is False
+    assert tracing.tracer is None
+    assert "kubeinfer[tracing]" in caplog.text
+
+
+def test_setup_then_shutdown_turns_tracing_on_and_off() -> None:
+    env = {"OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER": "always_off"}
+    try:
+        assert tracing.setup(env, service="s", component="replica") is True
+        assert tracing.tracer is not None
+    finally:
+        tracing.shutdown()
+    assert tracing.tracer is None
