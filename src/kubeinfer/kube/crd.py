@@ -149,6 +149,49 @@ def status_schema() -> dict[str, Any]:
                     "lastScaleTime": {"type": "string", "format": "date-time"},
                 },
             },
+            "canary": _canary_status_schema(),
+        },
+    }
+
+
+def _canary_status_schema() -> dict[str, Any]:
+    integer = {"type": "integer", "format": "int64"}
+    number = {"type": "number"}
+    return {
+        "type": "object",
+        "description": "The canary rollout in progress, or the last one rolled back (kubeinfer.kube.canary).",
+        "properties": {
+            "stableRevision": integer,
+            "canaryRevision": integer,
+            "weight": {"type": "integer", "format": "int32", "description": "Percent of the traffic to the canary."},
+            "step": {"type": "integer", "format": "int32", "description": "The step being run, counted from 1."},
+            "steps": {"type": "array", "items": {"type": "integer", "format": "int32"}},
+            "phase": {"type": "string", "enum": ["Waiting", "Analyzing", "Aborted"]},
+            "analysis": {
+                "type": "object",
+                "description": "The step's analysis window so far.",
+                "properties": {
+                    "requests": integer,
+                    "errors": integer,
+                    "errorPercent": number,
+                    "p99Ms": {"type": "number", "nullable": True},
+                    "seconds": number,
+                },
+            },
+            "message": {"type": "string"},
+            "stableHash": {"type": "string"},
+            "canaryHash": {"type": "string"},
+            "waitingSince": {"type": "string", "format": "date-time"},
+            "windowStart": {"type": "string", "format": "date-time"},
+            "baseline": {
+                "type": "object",
+                "description": "The canary's counters when the window opened (the window is their difference).",
+                "properties": {
+                    "requests": integer,
+                    "errors": integer,
+                    "latency": {"type": "array", "items": integer},
+                },
+            },
         },
     }
 

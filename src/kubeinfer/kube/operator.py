@@ -19,11 +19,13 @@ against :class:`~kubeinfer.testing.kube.FakeKubeApi` in tests exactly as against
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kubeinfer.autoscale import Decision, LoadSample, Observation, PodSample, policy_from_spec
+from kubeinfer.kube import canary
 from kubeinfer.kube.api import KubeApi, KubeError, Manifest
 from kubeinfer.kube.crd import VERSION
 from kubeinfer.kube.deploy import MANAGED_KINDS, observe, selector_for
@@ -153,9 +155,17 @@ class ReconcileResult:
     svc: InferenceService | None = None
 
 
-def reconcile(body: Mapping[str, Any], api: KubeApi, now: str, opts: RenderOptions | None = None) -> ReconcileResult:
+def reconcile(
+    body: Mapping[str, Any],
+    api: KubeApi,
+    now: str,
+    opts: RenderOptions | None = None,
+    scrape: canary.Scrape | None = None,
+) -> ReconcileResult:
     """Bring the children of one InferenceService in line with its spec; return the status to write (``now`` is the
-    RFC 3339 time used for condition transitions)."""
+    RFC 3339 time used for condition transitions, and the canary's clock). With ``spec.rollout.canary`` a new pod
+    template runs as a canary (:mod:`kubeinfer.kube.canary`): one step of its analysis per call, ``scrape`` reading
+    the canary pods' ``/metrics`` when the spec has gates."""
     opts = opts or RenderOptions()
     meta = body["metadata"]
     name, ns = meta["name"], meta.get("namespace", "default")
@@ -170,8 +180,15 @@ def reconcile(body: Mapping[str, Any], api: KubeApi, now: str, opts: RenderOptio
             {"observedGeneration": generation, "conditions": conditions(bad, generation, now, previous)}
         )
     objs, notes = children(svc, body, opts)
+    canary_plan: canary.CanaryPlan | None = None
+    if svc.spec.rollout.canary is not None:
+        canary_plan = canary.plan(svc, body, objs, api, _seconds(now), scrape)
+        objs = canary_plan.objects
+        notes.extend(f"canary: {e}" for e in canary_plan.events)
+    else:
+        _annotate_template(objs, name, api, ns, generation)
     applied: list[str] = []
-    wanted = set()
+    wanted = set(canary_plan.keep if canary_plan is not None else ())
     for o in objs:
         if not api.served(o["apiVersion"], o["kind"]):
             notes.append(f"skipped {o['kind']}: the cluster does not serve {o['apiVersion']}")
@@ -207,7 +224,48 @@ def reconcile(body: Mapping[str, Any], api: KubeApi, now: str, opts: RenderOptio
         status["grpcAddress"] = f"{name}.{ns}.svc.cluster.local:{g}"
     if (body.get("status") or {}).get("autoscaler"):
         status["autoscaler"] = body["status"]["autoscaler"]
+    if canary_plan is not None and canary_plan.stored is not None:
+        _canary_status(status, canary_plan.stored, generation, now, previous)
     return ReconcileResult(status, applied, pruned, notes, svc)
+
+
+def _seconds(now: str) -> float:
+    """Wall-clock seconds of an RFC 3339 time (the canary's clock: its status outlives an operator process)."""
+    return dt.datetime.fromisoformat(now.replace("Z", "+00:00")).timestamp()
+
+
+def _annotate_template(objs: Sequence[Manifest], name: str, api: KubeApi, ns: str, generation: int) -> None:
+    """Record the hash of the Deployment's pod template and the generation it changed at (a later canary compares
+    the next template with it, and numbers the revisions by it)."""
+    dep = next((o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == name), None)
+    if dep is None:
+        return
+    thash = canary.template_hash(dep)
+    live = api.get("apps/v1", "Deployment", name, ns)
+    annotations = ((live or {}).get("metadata") or {}).get("annotations") or {}
+    revision = generation
+    if annotations.get(canary.TEMPLATE_HASH_ANNOTATION) == thash:
+        revision = int(annotations.get(canary.REVISION_ANNOTATION, generation))
+    dep["metadata"].setdefault("annotations", {}).update(
+        {canary.TEMPLATE_HASH_ANNOTATION: thash, canary.REVISION_ANNOTATION: str(revision)}
+    )
+
+
+def _canary_status(
+    status: dict[str, Any], stored: canary.Stored, generation: int, now: str, previous: Sequence[Mapping[str, Any]]
+) -> None:
+    """``status.canary`` and the conditions it implies: Progressing (reason ``Canary``, as ``kubeinfer up``'s object
+    view says it) while the canary runs; Degraded (reason ``CanaryAborted``) once it was rolled back, until the spec's
+    template changes -- the stable revision still serves, so Ready keeps what the stable Deployment says."""
+    status["canary"] = stored.to_json()
+    conds = [c for c in status["conditions"] if c["type"] not in ("Progressing", "Degraded")]
+    if stored.phase == "Aborted":
+        conds.append(_condition("Progressing", False, "CanaryAborted", stored.message, generation, now, previous))
+        conds.append(_condition("Degraded", True, "CanaryAborted", stored.message, generation, now, previous))
+    else:
+        conds.append(_condition("Progressing", True, "Canary", stored.condition_message(), generation, now, previous))
+        conds.append(_condition("Degraded", False, "AsExpected", "", generation, now, previous))
+    status["conditions"] = conds
 
 
 # ---------------------------------------------------------------------------------------------------------------

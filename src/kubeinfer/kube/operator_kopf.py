@@ -1,7 +1,8 @@
 """The kopf shell around :mod:`kubeinfer.kube.operator` (``kubeinfer operator``; needs the ``[kube]`` extra).
 
 kopf delivers create/update/resume events and a timer per InferenceService; each calls the pure reconcile or
-autoscale step with the real API and clock. kopf keeps its own bookkeeping in annotations (not in ``status``, whose
+autoscale step with the real API and clock (a canary's steps run in the reconcile, every
+:data:`CANARY_RECONCILE_SECONDS` while one runs; its state is in ``status.canary``, so a restarted operator resumes it). kopf keeps its own bookkeeping in annotations (not in ``status``, whose
 schema is ours), runs standalone (no kopf peering objects) and posts events for failures. Several replicas elect
 one leader over a Lease (:mod:`kubeinfer.kube.leader`, ``--leader-elect``): only the leader runs kopf.
 """
@@ -49,7 +50,19 @@ def _scrape(port: int, timeout: float = 2.0) -> Any:
     return scrape
 
 
+def _scrape_pod(pod: Mapping[str, Any]) -> str | None:
+    """A pod's /metrics on its container port named ``http`` (the canary analysis reads the canary's pods)."""
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        for p in c.get("ports") or []:
+            if p.get("name") == "http":
+                return _scrape(int(p["containerPort"]))(pod)  # type: ignore[no-any-return]
+    return None
+
+
 TICK_SECONDS = 1.0
+CANARY_RECONCILE_SECONDS = 2.0
+"""While a canary runs, the full reconcile (one step of its analysis) runs this often rather than every
+``interval``: a step held for ``analysisSeconds`` should end close to then."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,8 @@ def run(
     """Run the operator; with ``leader``, only once this process holds the Lease (the others wait as candidates),
     exiting 1 if it loses it and releasing it on a clean stop."""
     client_api = connect(context)
+    if not logging.getLogger().handlers:  # kopf sets up logging only under its own CLI: notes and events go here
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)-20s [%(levelname)-8s] %(message)s")
     if leader is None:
         _serve(client_api, namespaces, opts, interval)
         return
@@ -85,8 +100,6 @@ def run(
 
     from kubeinfer.kube.leader import Elector
 
-    if not logging.getLogger().handlers:  # kopf sets up logging only once it runs; the election speaks before
-        logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(name)-20s [%(levelname)-8s] %(message)s")
     elector = Elector(
         client.CoordinationV1Api(client_api.api_client),
         leader.namespace,
@@ -133,7 +146,7 @@ class _Handlers:
     def reconcile(self, body: Mapping[str, Any], **_: Any) -> None:
         import kopf
 
-        result = reconcile(dict(body), self.api, _now_rfc3339(), self.opts)
+        result = reconcile(dict(body), self.api, _now_rfc3339(), self.opts, _scrape_pod)
         meta = body["metadata"]
         self._patch_status(meta, result.status)
         for note in result.notes:
@@ -148,9 +161,15 @@ class _Handlers:
         now = time.monotonic()
         self.last_scale.setdefault(uid, now)
         status: dict[str, Any] | None = None
-        if now - self.last_reconcile.get(uid, -math.inf) >= self.interval:
+        canary = ((body.get("status") or {}).get("canary") or {}).get("phase") in ("Waiting", "Analyzing")
+        every = min(self.interval, CANARY_RECONCILE_SECONDS) if canary else self.interval
+        if now - self.last_reconcile.get(uid, -math.inf) >= every:
             self.last_reconcile[uid] = now
-            result = reconcile(dict(body), self.api, _now_rfc3339(), self.opts)  # refresh status, repair children
+            # refresh status, repair children, run a canary's step
+            result = reconcile(dict(body), self.api, _now_rfc3339(), self.opts, _scrape_pod)
+            for note in result.notes:
+                if note.startswith("canary: "):
+                    log.info("%s/%s: %s", meta["namespace"], meta["name"], note)
             svc = result.svc
             status = dict(result.status)
         else:
