@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import time
 from dataclasses import dataclass, replace
@@ -28,8 +27,8 @@ from kubeinfer.local.metrics import HttpMetricsSource
 from kubeinfer.local.process import MonotonicClock, SubprocessRunner
 from kubeinfer.local.resources import CgroupV2, CpuQuota
 from kubeinfer.local.router import Backend, ConnLimits, Router
+from kubeinfer.local.router.balance import RoutingPolicy
 from kubeinfer.local.settings import LocalSettings
-from kubeinfer.server import tracing
 from kubeinfer.server.listen import connection_cap
 from kubeinfer.spec import InferenceService, SpecError, validate_spec
 
@@ -76,6 +75,7 @@ class Platform:
             on_buffered=self._on_buffered,
             replica_metrics=True,  # the replicas' families on the router's /metrics (docs/metrics.md)
         )
+        self.router.set_routing(RoutingPolicy.from_spec(spec))  # spec.routing: by tokens for format llm
         self.controller = ServiceController(
             svc,
             base_dir,
@@ -134,6 +134,7 @@ class Platform:
             msg = self.controller.apply(svc, Path(str(body.get("base_dir", "."))))
         except ControllerError as e:
             raise ControlError(str(e)) from None
+        self.router.set_routing(RoutingPolicy.from_spec(svc.spec))
         return {"message": msg}
 
     async def _scale(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -163,11 +164,6 @@ class Platform:
         grpc_port = self.options.grpc_port if self.options.grpc_port is not None else spec.server.grpcPort
         if not self.options.grpc:
             grpc_port = None
-        try:
-            # The router's spans (docs/tracing.md); the replicas inherit the same OTEL_* variables.
-            tracing.setup(os.environ, service=f"{self.controller.name}-router", component="router")
-        except tracing.TracingError as e:
-            raise ControllerError(str(e)) from None
         try:
             self.http_port, self.grpc_port = await self.router.start(self.options.host, port, grpc_port)
         except OSError as e:
@@ -216,7 +212,6 @@ class Platform:
                 await self.dashboard.stop()
             await self.control.stop()
             (self.folder / "platform.pid").unlink(missing_ok=True)
-            tracing.shutdown()
         return self.exit_code
 
     def _controller_ended(self, task: asyncio.Task[None]) -> None:

@@ -20,7 +20,7 @@ from kubeinfer.storage.uris import is_remote, uri_problem
 __all__ = ["model_source_problems"]
 
 # Formats whose artifact is a folder, not a single file.
-_FOLDER_FORMATS = frozenset({"sentence-transformers"})
+_FOLDER_FORMATS = frozenset({"sentence-transformers", "llm"})  # a Hugging Face layout folder
 
 
 def model_source_problems(model: ModelSpec, base_dir: Path, field: str = "spec.model") -> list[str]:
