@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ from kubeinfer.local.resources import CgroupV2, CpuQuota
 from kubeinfer.local.router import Backend, ConnLimits, Router
 from kubeinfer.local.router.balance import RoutingPolicy
 from kubeinfer.local.settings import LocalSettings
+from kubeinfer.server import tracing
 from kubeinfer.server.listen import connection_cap
 from kubeinfer.spec import InferenceService, SpecError, validate_spec
 
@@ -165,6 +167,11 @@ class Platform:
         if not self.options.grpc:
             grpc_port = None
         try:
+            # The router's spans (docs/tracing.md); the replicas inherit the same OTEL_* variables.
+            tracing.setup(os.environ, service=f"{self.controller.name}-router", component="router")
+        except tracing.TracingError as e:
+            raise ControllerError(str(e)) from None
+        try:
             self.http_port, self.grpc_port = await self.router.start(self.options.host, port, grpc_port)
         except OSError as e:
             if e.strerror is None:  # the gRPC listener: its message names the address and the fix
@@ -212,6 +219,7 @@ class Platform:
                 await self.dashboard.stop()
             await self.control.stop()
             (self.folder / "platform.pid").unlink(missing_ok=True)
+            tracing.shutdown()
         return self.exit_code
 
     def _controller_ended(self, task: asyncio.Task[None]) -> None:
