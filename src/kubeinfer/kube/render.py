@@ -204,6 +204,9 @@ def container_spec_doc(svc: InferenceService, model_in_image: bool = False) -> d
     server["host"] = "0.0.0.0"
     server["port"] = http_port(svc)
     server["grpcPort"] = grpc_port(svc)
+    logger = spec.get("logger") or {}
+    if logger.get("file") and not logger["file"].startswith("/"):
+        logger["file"] = f"/tmp/{logger['file']}"  # the payload log: in the pod's writable emptyDir
     # The Secrets are mounted files in the pod (deployment()): the server reads those files and reloads them when the
     # kubelet swaps in a rotated Secret's contents.
     if svc.spec.server.tls.secretName is not None:

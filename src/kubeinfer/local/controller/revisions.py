@@ -2,8 +2,8 @@
 
 A revision is what a Kubernetes Deployment keeps as a ReplicaSet: one pod template (:func:`template_of`). A spec
 with the same template updates the current revision in place; a changed template adds a revision, which becomes
-the target the rollout moves the replicas to. Each revision's spec is written (its model uri made absolute, since
-the replicas run in the revision's folder) to the service's private ``specs`` folder.
+the target the rollout moves the replicas to. Each revision's spec is written (its model uri and payload log file
+made absolute, since the replicas run in the revision's folder) to the service's private ``specs`` folder.
 """
 
 from __future__ import annotations
@@ -86,6 +86,9 @@ class RevisionStore:
 
     def _write(self, svc: InferenceService, base_dir: Path, number: int) -> Path:
         doc = svc.model_dump(mode="json")
+        logger = doc["spec"].get("logger") or {}
+        if logger.get("file"):  # the payload log, relative to the spec's folder like the model's uri
+            logger["file"] = str((base_dir / Path(logger["file"]).expanduser()).resolve())
         if svc.spec.models is not None:
             return self._write_models(doc, base_dir, number)
         uri = svc.spec.model.uri
