@@ -209,6 +209,12 @@ def test_weights_move_step_by_step_on_time_and_the_canary_is_promoted(cluster: C
     status = c.tick(80)
     assert "canary" not in status and c.weights() == (100, 0)
     assert c.config_uri("svc-spec").endswith("v2.joblib")
+    names = {
+        m.metadata.name
+        for m in c.kube.core.list_namespaced_config_map(c.ns).items
+        if m.metadata.deletion_timestamp is None
+    }
+    assert "svc-canary-spec" not in names
     c.gone("svc-canary")
     assert c.deployment("svc").metadata.generation == 2  # the stable Deployment rolls to the new template
     c.ready("svc", 4)

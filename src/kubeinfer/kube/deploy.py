@@ -19,6 +19,7 @@ from typing import Literal
 
 from kubeinfer.kube.api import ApplyConflictError, Clock, KubeApi, KubeError, Manifest
 from kubeinfer.kube.names import FIELD_MANAGER, SERVICE_LABEL
+from kubeinfer.kube.render import TRACK_LABEL
 from kubeinfer.kube.status import RolloutStatus, interpret
 
 __all__ = [
@@ -208,7 +209,9 @@ def observe(api: KubeApi, name: str, namespace: str) -> RolloutStatus:
     if dep is None:
         return interpret(None)
     labels = dep.get("spec", {}).get("selector", {}).get("matchLabels", {})
-    pods = api.list("v1", "Pod", namespace, ",".join(f"{k}={v}" for k, v in sorted(labels.items())))
+    # A canary's pods (track canary, their own Deployment) match the stable selector too: they are not this rollout's.
+    selector = ",".join([*(f"{k}={v}" for k, v in sorted(labels.items())), f"{TRACK_LABEL}!=canary"])
+    pods = api.list("v1", "Pod", namespace, selector)
     pod_names = {p["metadata"]["name"] for p in pods}
     events = [e for e in api.list("v1", "Event", namespace) if (e.get("involvedObject") or {}).get("name") in pod_names]
     events.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))

@@ -9,6 +9,9 @@ against :class:`~kubeinfer.testing.kube.FakeKubeApi` in tests exactly as against
   with it), prunes children the spec no longer needs, and returns the status: conditions ``Ready``,
   ``Progressing`` and ``Degraded`` (metav1.Condition shape; ``lastTransitionTime`` only moves when a status
   flips), the in-cluster URL and replica counts.
+- With ``spec.rollout.canary``, a new pod template runs as a canary (:mod:`kubeinfer.kube.canary`): :func:`reconcile`
+  keeps the stable Deployment on its template, applies the canary's Deployment and the HTTPRoute's weights after one
+  step of the analysis, and writes ``status.canary`` (what a restarted operator resumes from).
 - :func:`autoscale_step` is the controller loop for the policies Kubernetes lacks. It scrapes each ready pod's
   ``/metrics`` (``kubeinfer_requests_in_flight``, ``kubeinfer_requests_total``), turns them into the same
   :class:`~kubeinfer.autoscale.Observation` the local controller builds, calls the policy from
@@ -36,7 +39,7 @@ from kubeinfer.kube.names import (
     OPERATOR_FIELD_MANAGER,
     SCALER_FIELD_MANAGER,
 )
-from kubeinfer.kube.render import RenderOptions, grpc_port, http_port, render_all
+from kubeinfer.kube.render import TRACK_LABEL, RenderOptions, grpc_port, http_port, render_all
 from kubeinfer.kube.status import RolloutStatus
 from kubeinfer.spec import InferenceService, SpecError, validate_spec
 
@@ -386,7 +389,9 @@ def autoscale_step(
         # a spec change rebuilds the policy; its windows start again
         state = ScalerState(policy_state=policy.initial_state(), generation=generation)
     labels = dep["spec"]["selector"]["matchLabels"]
-    pods = api.list("v1", "Pod", ns, ",".join(f"{k}={v}" for k, v in sorted(labels.items())))
+    # the stable Deployment's pods: a canary's (which its selector matches too) are not this Deployment's to scale
+    selector = ",".join([*(f"{k}={v}" for k, v in sorted(labels.items())), f"{TRACK_LABEL}!=canary"])
+    pods = api.list("v1", "Pod", ns, selector)
     live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
     metrics: list[PodMetrics] = []
     for p in live:

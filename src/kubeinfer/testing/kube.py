@@ -98,7 +98,7 @@ class FakeKubeApi:
             if av != api_version or k != kind or (namespace is not None and ns not in ("", namespace)):
                 continue
             labels = o["metadata"].get("labels", {})
-            if all(labels.get(lk) == lv for lk, lv in want.items()):
+            if all((labels.get(lk) != lv) if neg else (labels.get(lk) == lv) for lk, neg, lv in want):
                 out.append(copy.deepcopy(o))
         return out
 
@@ -130,11 +130,12 @@ class FakeKubeApi:
         return sorted({k for _, k, _, _ in self.objects})
 
 
-def _parse_selector(sel: str) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _parse_selector(sel: str) -> list[tuple[str, bool, str]]:
+    """Equality-based label requirements (``k=v``, ``k==v``, ``k!=v``) as (key, negated, value)."""
+    out: list[tuple[str, bool, str]] = []
     for part in filter(None, (p.strip() for p in sel.split(","))):
         k, _, v = part.partition("=")
-        out[k] = v.lstrip("=")
+        out.append((k.rstrip("!"), k.endswith("!"), v.lstrip("=")))
     return out
 
 
