@@ -353,7 +353,8 @@ def plan(
         # Nothing to compare with (first deploy, or a Deployment from before the operator hashed templates), or the
         # template is the stable one (a promotion finished, or the spec went back to it).
         return plain()
-    if ready_stable == 0 and not (stored is not None and stored.phase in RUNNING and stored.canary_hash == new_hash):
+    known = stored is not None and stored.canary_hash == new_hash  # running, or rolled back: never rolled out at once
+    if ready_stable == 0 and not known:
         # A canary needs a serving revision to fall back on (as under kubeinfer up): a service that serves nothing
         # rolls its new template out at once.
         return plain()

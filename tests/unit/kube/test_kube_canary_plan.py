@@ -11,6 +11,7 @@ from kubeinfer.kube import canary
 from kubeinfer.kube.render import RenderOptions, render_all
 from kubeinfer.lifecycle.canary import CanaryState, Counters, Measured, latency_bucket, quantile
 from kubeinfer.spec import validate_spec
+from kubeinfer.testing.kube import FakeKubeApi
 
 
 def _svc(uri: str = "./m.joblib", **canary_spec: object) -> object:
@@ -93,3 +94,68 @@ def test_counters_from_metrics_sum_pods_count_5xx_but_503_and_keep_latency() -> 
     assert sum(c.latency) == 200 and c.latency[latency_bucket(1.0)] == 2
     p50 = quantile(c.latency, 0.5)
     assert p50 is not None and p50 <= 0.0125  # within the analysis bucket holding 10 ms
+
+
+def _body(uri: str, generation: int, status: dict | None = None, annotations: dict | None = None) -> dict:
+    svc = _svc(uri)
+    return {
+        "apiVersion": "kubeinfer.io/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {
+            "name": "svc",
+            "namespace": "default",
+            "uid": "u1",
+            "generation": generation,
+            "annotations": annotations or {},
+        },
+        "spec": svc.model_dump(mode="json", exclude_unset=True)["spec"],  # type: ignore[attr-defined]
+        "status": status or {},
+    }
+
+
+def _live(api: FakeKubeApi, uri: str, ready: int) -> None:
+    """A stable Deployment the operator applied from ``uri``'s spec, with ``ready`` ready replicas."""
+    from kubeinfer.kube.operator import reconcile
+
+    reconcile(_body(uri, 1), api, "2026-01-01T00:00:00Z")
+    dep = api.get("apps/v1", "Deployment", "svc", "default")
+    assert dep is not None
+    dep["status"] = {"readyReplicas": ready, "replicas": 4, "updatedReplicas": 4, "observedGeneration": 1}
+    api.add(dep)
+
+
+def _plan(api: FakeKubeApi, body: dict) -> canary.CanaryPlan:
+    from kubeinfer.kube.operator import children, spec_of
+
+    svc = spec_of(body)
+    objs, _ = children(svc, body, RenderOptions())
+    return canary.plan(svc, body, objs, api, 1_800_000_000.0)
+
+
+def test_a_new_template_over_a_serving_stable_starts_a_canary_and_keeps_the_stable_objects() -> None:
+    api = FakeKubeApi()
+    _live(api, "./v1.joblib", 4)
+    p = _plan(api, _body("./v2.joblib", 2))
+    names = {f"{o['kind']}/{o['metadata']['name']}" for o in p.objects}
+    assert "Deployment/svc" not in names and "ConfigMap/svc-spec" not in names
+    assert {"Deployment/svc-canary", "ConfigMap/svc-canary-spec"} <= names
+    assert p.keep == [("Deployment", "svc"), ("ConfigMap", "svc-spec")]
+    assert p.stored is not None and p.stored.phase == "Waiting" and p.stored.state.canary == 2
+
+
+def test_a_stable_with_no_ready_replica_takes_the_new_template_at_once() -> None:
+    api = FakeKubeApi()
+    _live(api, "./v1.joblib", 0)
+    p = _plan(api, _body("./v2.joblib", 2))
+    assert p.stored is None and any(o["metadata"]["name"] == "svc" and o["kind"] == "Deployment" for o in p.objects)
+
+
+def test_a_rolled_back_template_is_held_even_when_the_stable_stops_serving() -> None:
+    api = FakeKubeApi()
+    _live(api, "./v1.joblib", 4)
+    aborted = _plan(api, _body("./v2.joblib", 2, annotations={canary.ABORT_ANNOTATION: "true"}))
+    assert aborted.stored is not None and aborted.stored.phase == "Aborted"
+    _live(api, "./v1.joblib", 0)
+    p = _plan(api, _body("./v2.joblib", 2, status={"canary": aborted.stored.to_json()}))
+    assert p.stored is not None and p.stored.phase == "Aborted"
+    assert not any(o["kind"] == "Deployment" for o in p.objects)  # neither the canary nor the stable is applied
