@@ -110,8 +110,11 @@ class PredictiveConfig:
     """Share of the requests the allowance may leave to queueing: half of a 99% SLO target's miss budget."""
     burst_window: float = 3600.0
     """Seconds of arrival history the allowance is learned from."""
-    burst_min_history: float = 600.0
-    """Less history than this and no allowance is kept (nothing learned yet)."""
+    burst_min_history: float = 120.0
+    """Less history than this and no allowance is kept (nothing learned yet). Two minutes: on the burst families of
+    ``bench/sim/families.py`` nearly every miss fell in the first ten minutes while this was 600 s (mmpp seed 2:
+    1,081 of 1,133 misses), and two minutes of heavy-tailed batches already show their size (batch, held-out seeds
+    4-6: worst 98.79% -> 99.51% at 1-2% more replica-hours; no family's attainment went down)."""
     burst_refresh: float = 60.0
     """How often the allowance is recomputed from the history."""
     burst_z: float = 2.0

@@ -62,7 +62,10 @@ def test_bursty_traffic_learns_an_allowance_within_its_envelope(seed: int) -> No
 
 def test_no_allowance_before_enough_history() -> None:
     policy = Predictive(_cfg())
-    assert policy.allowance(_history("gen:batch,rate=3,alpha=1.3,max=80,duration=3600", 0, 300)) == (0.0, np.inf)
+    trace = "gen:batch,rate=3,alpha=1.3,max=80,duration=3600"
+    assert policy.allowance(_history(trace, 0, 100)) == (0.0, np.inf)
+    allowance, envelope = policy.allowance(_history(trace, 0, 300))  # two minutes of batches already show them
+    assert 0.0 < allowance <= envelope < np.inf
 
 
 def _run(cfg: PredictiveConfig, text: str, seed: int) -> list[int]:
