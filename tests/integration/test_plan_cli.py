@@ -87,3 +87,16 @@ def test_replay_on_a_trace_subset_prints_json_and_a_plot(tmp_path: Path) -> None
 def test_replay_rejects_an_unknown_policy() -> None:
     proc = _run("replay", "--nodes", "n.csv", "--pods", "p.csv", "--policy", "worst-fit")
     assert proc.returncode == 2 and "worst-fit" in proc.stderr
+
+
+def test_solve_places_with_the_chosen_policy_and_rejects_an_unknown_one() -> None:
+    """`--policy` picks the placement policy of the packing (reported in the output); a name outside the replay's
+    policies is refused with exit code 2, naming it."""
+    args = ("solve", "--services", str(EXAMPLE / "services.yaml"), "--node-groups", str(EXAMPLE / "node-groups.yaml"))
+    for policy in ("kubeinfer", "first-fit"):
+        proc = _run(*args, "-o", "json", "--policy", policy)
+        assert proc.returncode == 0, proc.stderr
+        doc = json.loads(proc.stdout)
+        assert doc["placement"] == policy and doc["unplaced"] == []
+    bad = _run(*args, "--policy", "worst-fit")
+    assert bad.returncode == 2 and "worst-fit" in bad.stderr

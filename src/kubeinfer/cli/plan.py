@@ -3,7 +3,8 @@
 - ``kubeinfer profile SPEC.yaml -o model.profile.yaml`` measures one real replica over a batch-size x concurrency
   sweep (``bench.profile``) and writes the profile file the planner reads.
 - ``kubeinfer plan solve --services S.yaml --node-groups N.yaml`` chooses slices, replicas and nodes
-  (``placement.planner``); ``--emit-spec DIR`` writes the ``resources:`` block of each service.
+  (``placement.planner``) and places the replicas with the same policy as ``plan replay`` (``--policy``);
+  ``--emit-spec DIR`` writes the ``resources:`` block of each service.
 - ``kubeinfer plan replay --nodes NODES.csv --pods PODS.csv`` replays a GPU-sharing trace under placement policies
   and reports the GPUs left unallocated as the workload arrives (``placement.fragmentation``).
 """
@@ -146,9 +147,20 @@ def solve(
     emit_spec: Annotated[
         Path | None, typer.Option(help="Write each service's spec `resources:` block into this directory.")
     ] = None,
+    policy: Annotated[
+        str,
+        typer.Option(
+            help="Placement policy that puts the replicas on nodes and GPUs: kubeinfer, first-fit, best-fit or fgd "
+            "(the code `plan replay` measures)."
+        ),
+    ] = "kubeinfer",
 ) -> None:
-    """Choose each service's slice (GPU, MIG, share or CPU), replicas and nodes at the lowest cost per hour."""
+    """Choose each service's slice (GPU, MIG, share or CPU), replicas and nodes at the lowest cost per hour.
+
+    The solver (HiGHS, or the heuristic for large models) chooses the node counts and slices; the placement policy
+    of `plan replay` then puts each replica on a node and GPU, so the plan and the replay agree."""
     from kubeinfer.placement import InfeasiblePlan, PlannerOptions, plan
+    from kubeinfer.placement.fragmentation import POLICIES
     from kubeinfer.placement.inputs import node_groups_from_dict, services_from_dict
     from kubeinfer.placement.planner import service_costs
 
@@ -158,6 +170,8 @@ def solve(
         raise fail(f"--method {method!r}: use auto, milp or heuristic", 2)
     if sharing not in ("time-slicing", "mps"):
         raise fail(f"--sharing {sharing!r}: use time-slicing or mps", 2)
+    if policy not in POLICIES:
+        raise fail(f"--policy {policy!r}: use one of {', '.join(POLICIES)}", 2)
     shares = tuple(k for k in _ints(share_counts, "--share-counts") if k >= 2) if share_counts.strip() else ()
     base = services.resolve().parent
 
@@ -179,6 +193,7 @@ def solve(
         share_mode=sharing,  # type: ignore[arg-type]
         allow_cpu=not no_cpu,
         time_limit_s=time_limit,
+        placement=policy,
     )
     import time
 
@@ -191,6 +206,7 @@ def solve(
     costs = service_costs(result, svcs, groups)
     mean = {s.name: s.mean_rps for s in svcs}
     doc: dict[str, Any] = dict(result.to_dict())
+    doc["placement"] = policy
     doc["solveSeconds"] = round(elapsed, 3)
     doc["savingVsNaive"] = None if result.savings_vs_naive is None else round(result.savings_vs_naive, 6)
     doc["serviceCosts"] = {
@@ -238,7 +254,7 @@ def _print_plan(result: Any, doc: Mapping[str, Any], costs: Mapping[str, float],
                 elapsed: float) -> None:  # fmt: skip
     from rich.table import Table
 
-    t = Table(title=f"plan ({result.method}, {elapsed:.2f} s)")
+    t = Table(title=f"plan ({result.method}, placement {doc['placement']}, {elapsed:.2f} s)")
     for col in ("service", "group", "slice", "replicas", "rps", "cpu/mem", "device", "$/h", "$/1M req"):
         t.add_column(col, justify="right" if col in ("replicas", "rps", "$/h", "$/1M req") else "left")
     seen: set[str] = set()

@@ -9,8 +9,11 @@ work?", "What are the parameters to CA?") and ``expander/*``. Defaults below are
 
 What is modelled, per ``step(state, pending_pods, now)``:
 - Scheduling: pending pods go to ready nodes where they fit (CPU/memory/GPU), chosen by ``placement`` (default the
-  kubeinfer policy of ``placement.fragmentation``, as ``plan replay`` measures it; ``first-fit`` in node order);
-  what CA leaves to kube-scheduler, done here so the model is self-contained. Pods that fit on nodes still provisioning wait.
+  kubeinfer policy of ``placement.fragmentation``, the code ``plan replay`` measures and ``plan solve`` packs
+  with; ``first-fit`` in node order, or any other policy there); what CA leaves to kube-scheduler, done here so the
+  model is self-contained. The same policy decides where pods would go on nodes still provisioning (they wait) and
+  where a scale-down candidate's pods would move. CA's own binpacking estimator (first-fit decreasing onto template
+  nodes) sizes a scale-up, as CA does.
 - Scale-up: for the remaining pods, each node group below ``max_size`` is tried by simulated scheduling on
   template nodes (the binpacking estimator: first-fit decreasing onto new nodes); options that help no pod are
   dropped; the expander picks one (``random``, ``most-pods``, ``least-waste``, ``price``, ``priority``); CA scales
@@ -273,33 +276,26 @@ class ClusterAutoscaler:
     ) -> tuple[ClusterState, list[Pod]]:
         nodes = list(state.nodes)
         left = []
-        if self.config.placement != "first-fit":
-            ready = [i for i, n in enumerate(nodes) if n.ready(now)]
-            where = self._place(pods, [nodes[i] for i in ready])
-            for pod, at in zip(pods, where, strict=True):
-                if at is None:
-                    left.append(pod)
-                    continue
-                i = ready[at]
-                nodes[i] = replace(nodes[i], pods=(*nodes[i].pods, pod))
-                actions.append(Bind(pod.name, nodes[i].name))
-            return replace(state, nodes=tuple(nodes)), left
-        for pod in pods:
-            for i, n in enumerate(nodes):
-                if n.ready(now) and _fits(pod, self.groups[n.group], _used(n)):
-                    nodes[i] = replace(n, pods=(*n.pods, pod))
-                    actions.append(Bind(pod.name, n.name))
-                    break
-            else:
+        ready = [i for i, n in enumerate(nodes) if n.ready(now)]
+        where = self.place(pods, [nodes[i] for i in ready])
+        for pod, at in zip(pods, where, strict=True):
+            if at is None:
                 left.append(pod)
+                continue
+            i = ready[at]
+            nodes[i] = replace(nodes[i], pods=(*nodes[i].pods, pod))
+            actions.append(Bind(pod.name, nodes[i].name))
         return replace(state, nodes=tuple(nodes)), left
 
-    def _place(self, pods: Sequence[Pod], ready: Sequence[Node]) -> list[int | None]:
-        """The node (index into ``ready``) of each pod under the configured placement policy
-        (:func:`kubeinfer.placement.fragmentation.place_pods`): each node offers its free CPU, memory and whole
-        GPUs, the node group standing for the GPU model."""
+    def place(self, pods: Sequence[Pod], nodes: Sequence[Node]) -> list[int | None]:
+        """The node (index into ``nodes``) of each pod, in order, under the configured placement policy
+        (:func:`kubeinfer.placement.fragmentation.place_pods`, the code ``kubeinfer plan replay`` measures and
+        ``kubeinfer plan solve`` packs with): each node offers its free CPU, memory and whole GPUs, the node group
+        standing for the GPU model. None where a pod fits nowhere."""
+        if not pods:
+            return []
         free = []
-        for n in ready:
+        for n in nodes:
             g = self.groups[n.group]
             cpu, mem, gpu = _used(n)
             free.append({"sn": n.name, "cpu_milli": str(g.cpu_milli - cpu), "memory_mib": str(g.memory_mib - mem),
@@ -313,18 +309,13 @@ class ClusterAutoscaler:
         return place_pods(cluster, workload, self.config.placement, seed=self.config.seed)
 
     def _fit_upcoming(self, state: ClusterState, pods: Sequence[Pod], now: float) -> tuple[ClusterState, list[Pod]]:
-        """Pods that would fit on nodes still provisioning do not trigger a scale-up (CA counts upcoming nodes)."""
-        room = {n.name: _used(n) for n in state.nodes if not n.ready(now)}
-        left = []
-        for pod in pods:
-            for n in state.nodes:
-                if n.name in room and _fits(pod, self.groups[n.group], room[n.name]):
-                    u = room[n.name]
-                    room[n.name] = (u[0] + pod.cpu_milli, u[1] + pod.memory_mib, u[2] + pod.gpus)
-                    break
-            else:
-                left.append(pod)
-        return state, left
+        """Pods that would fit on nodes still provisioning do not trigger a scale-up (CA counts upcoming nodes);
+        where they would go is the placement policy's choice."""
+        upcoming = [n for n in state.nodes if not n.ready(now)]
+        if not upcoming:
+            return state, list(pods)
+        where = self.place(pods, upcoming)
+        return state, [pod for pod, at in zip(pods, where, strict=True) if at is None]
 
     def _options(self, state: ClusterState, pods: Sequence[Pod], now: float) -> list[_Option]:
         sizes = {g: 0 for g in self.groups}
@@ -406,18 +397,14 @@ class ClusterAutoscaler:
         return c.scale_down_gpu_utilization_threshold if g.gpus > 0 else c.scale_down_utilization_threshold
 
     def _relocate(self, victim: Node, others: Sequence[Node], now: float) -> tuple[tuple[str, str], ...] | None:
-        room = {n.name: _used(n) for n in others if n.ready(now)}
-        moves = []
-        for pod in sorted(victim.pods, key=lambda p: (-p.gpus, -p.cpu_milli, p.name)):
-            for n in others:
-                if n.name in room and _fits(pod, self.groups[n.group], room[n.name]):
-                    u = room[n.name]
-                    room[n.name] = (u[0] + pod.cpu_milli, u[1] + pod.memory_mib, u[2] + pod.gpus)
-                    moves.append((pod.name, n.name))
-                    break
-            else:
-                return None
-        return tuple(moves)
+        """Where the placement policy would put the victim's pods (largest first) on the other ready nodes; None if
+        one fits nowhere."""
+        ready = [n for n in others if n.ready(now)]
+        pods = sorted(victim.pods, key=lambda p: (-p.gpus, -p.cpu_milli, p.name))
+        where = self.place(pods, ready)
+        if any(at is None for at in where):
+            return None
+        return tuple((pod.name, ready[at].name) for pod, at in zip(pods, where, strict=True) if at is not None)
 
     def _unneeded(self, state: ClusterState, now: float) -> list[Node]:
         sizes: dict[str, int] = {}

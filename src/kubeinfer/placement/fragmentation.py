@@ -57,6 +57,7 @@ __all__ = [
     "Cluster",
     "ReplayResult",
     "Workload",
+    "assign",
     "fragmentation_rate",
     "place_pods",
     "replay",
@@ -714,19 +715,31 @@ def replay(
     )
 
 
-def place_pods(cluster: Cluster, pods: Workload, policy: str = "kubeinfer", seed: int = 0) -> list[int | None]:
-    """Place ``pods`` (in order, each once) onto ``cluster`` with ``policy``: the node index of each pod, or None
-    where it fits nowhere. A cluster model that tracks whole GPUs (the cluster autoscaler's) passes each node's
-    *free* CPU, memory and GPUs as its capacity."""
+def assign(
+    cluster: Cluster, pods: Workload, policy: str = "kubeinfer", seed: int = 0
+) -> list[tuple[int, tuple[int, ...]] | None]:
+    """Place ``pods`` (in list order, each once) onto an empty ``cluster`` with ``policy``: per pod its node index
+    and the GPU indices on that node, or None where it fits nowhere.
+
+    This is the replay itself (:func:`replay` with the pods as the arrival order), so that every pod-to-node
+    decision of the project -- ``kubeinfer plan replay``, the packing of ``kubeinfer plan solve``
+    (:mod:`kubeinfer.placement.planner`) and the cluster autoscaler model -- is made by the same code."""
     if policy not in POLICIES:
         raise ValueError(f"policy {policy!r} is not one of {', '.join(POLICIES)}")
-    out: list[int | None] = [None] * len(pods)
+    out: list[tuple[int, tuple[int, ...]] | None] = [None] * len(pods)
     if len(pods) == 0 or len(cluster.names) == 0:
         return out
     r = replay(cluster, pods, policy, seed=seed, checkpoints=1, record=True, arrivals=range(len(pods)))
-    for p, node, _ in r.placements:
-        out[p] = node
+    for p, node, gpus in r.placements:
+        out[p] = (node, gpus)
     return out
+
+
+def place_pods(cluster: Cluster, pods: Workload, policy: str = "kubeinfer", seed: int = 0) -> list[int | None]:
+    """:func:`assign` without the GPU indices: the node index of each pod, or None where it fits nowhere. A cluster
+    model that tracks whole GPUs (the cluster autoscaler's) passes each node's *free* CPU, memory and GPUs as its
+    capacity."""
+    return [None if a is None else a[0] for a in assign(cluster, pods, policy, seed)]
 
 
 def _at(values: Sequence[float], arrived: Sequence[float], level: float) -> float:

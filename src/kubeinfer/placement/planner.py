@@ -21,24 +21,41 @@ whichever binds), sizes the replicas for the peak, packs MIG instances into layo
 packing with the LP-relaxation lower bound so the gap is known. ``plan`` chooses: exact when the model is small
 (``PlannerOptions.exact_max_columns``), else the heuristic.
 
-Per-group CPU/memory constraints are aggregated; ``pack_nodes`` then places every replica on a concrete node and
-GPU, adding a node when first-fit-decreasing cannot fit the aggregate plan (rare; reported as ``extra_nodes``).
+Per-group CPU/memory constraints are aggregated; the packing then places every replica on a concrete node and GPU
+with a placement policy of :mod:`kubeinfer.placement.fragmentation` (``PlannerOptions.placement``: the kubeinfer
+policy by default; first-fit, best-fit or FGD to compare): the same function ``kubeinfer plan replay`` measures
+on the GPU trace and the cluster autoscaler model binds pods with (:func:`assign_replicas`), so that for the same
+nodes and pods the plan and the replay agree. The solver decides what to buy (node counts, slice types: HiGHS or
+the heuristic); the policy decides where each replica goes, and each GPU is then configured for what it got
+(whole, ``time-slicing-k``/``mps-k``, or a MIG layout). A group gets one more node while the policy cannot place
+all of its replicas on the solution's nodes (reported as ``extra_nodes``).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 
 from kubeinfer.placement.catalogue import CATALOGUE, GIB, Catalogue
-from kubeinfer.placement.mig import maximal_layouts, mig_profiles, named_layouts, resource_name
+from kubeinfer.placement.fragmentation import FULL, POLICIES, Cluster, Workload, assign
+from kubeinfer.placement.mig import (
+    MAX_COMPUTE_SLICES,
+    MEMORY_SLICES,
+    maximal_layouts,
+    mig_profiles,
+    named_layouts,
+    place_layout,
+    resource_name,
+)
 from kubeinfer.placement.profile import CPU_SLICE, Percentile, Profile, SliceRef
 from kubeinfer.spec.quantity import format_cpu, format_memory
+
+MIB = 2**20
 
 __all__ = [
     "GpuConfig",
@@ -49,9 +66,12 @@ __all__ = [
     "PlannerOptions",
     "ServiceDemand",
     "ServicePlacement",
+    "assign_replicas",
     "build_model",
+    "gpu_milli",
     "naive_plan",
     "plan",
+    "policy_inputs",
     "service_costs",
     "solve_exact",
     "solve_heuristic",
@@ -153,6 +173,13 @@ class PlannerOptions:
     a time limit, so that the result does not depend on the machine's speed."""
     improve_candidates: int = 12
     """Heuristic: options per service the local search tries (the cheapest by proportional cost)."""
+    placement: str = "kubeinfer"
+    """The policy that puts replicas on nodes and GPUs once the node counts are chosen: one of
+    :data:`kubeinfer.placement.fragmentation.POLICIES`, the same code ``kubeinfer plan replay`` measures."""
+
+    def __post_init__(self) -> None:
+        if self.placement not in POLICIES:
+            raise ValueError(f"placement {self.placement!r} is not one of {', '.join(POLICIES)}")
 
 
 @dataclass(frozen=True)
@@ -696,26 +723,148 @@ def _local_search(
 # --------------------------------------------------------------------------------------- packing/output
 
 
+Replica = tuple[ServiceDemand, SliceRef]
+"""One replica to place: its service (CPU and memory requests) and the slot type the plan gave it."""
+
+
+def gpu_milli(sl: SliceRef, catalogue: Catalogue = CATALOGUE) -> int:
+    """The share of one GPU a replica on slot ``sl`` takes, in the placement policies' milli-GPU: 1000 for a whole
+    GPU, ``1000 // k`` for a share of k, a MIG instance's compute slices in sevenths or memory slices in eighths,
+    whichever is more (so two instances that hold all the memory slices leave no room for a third; a few valid
+    layouts, such as 4g + 3g, do not fit and take two GPUs; a set that fits but is no valid layout is repacked on
+    its node: ``_configure_node``), 0 for CPU."""
+    if sl.kind == "cpu":
+        return 0
+    if sl.kind == "whole":
+        return FULL
+    if sl.kind == "share":
+        return FULL // sl.share
+    prof = {p.name: p for p in mig_profiles(catalogue[sl.accelerator])}[sl.mig_profile]
+    return max(FULL * prof.compute_slices // MAX_COMPUTE_SLICES, FULL * prof.memory_slices // MEMORY_SLICES)
+
+
+def policy_inputs(
+    g: NodeGroup, n: int, replicas: Sequence[Replica], catalogue: Catalogue = CATALOGUE
+) -> tuple[Cluster, Workload]:
+    """``n`` nodes of group ``g`` and ``replicas`` (in arrival order) in the placement policies' terms
+    (:mod:`kubeinfer.placement.fragmentation`): CPU in milli-cores (node capacity rounded down, requests up),
+    memory in MiB, GPUs of the group's accelerator, each replica asking for :func:`gpu_milli` of one GPU."""
+    model = g.accelerator or ""
+    cluster = Cluster(
+        names=tuple(f"{g.name}-{i}" for i in range(n)),
+        cpu_milli=np.full(n, math.floor(g.cpu * 1000 + 1e-6), dtype=np.int64),
+        memory_mib=np.full(n, g.memory_bytes // MIB, dtype=np.int64),
+        gpus=np.full(n, g.gpus if g.accelerator else 0, dtype=np.int64),
+        models=(model,) * n,
+    )
+    milli = [gpu_milli(sl, catalogue) for _, sl in replicas]
+    pods = Workload(
+        names=tuple(f"{s.name}-{k}" for k, (s, _) in enumerate(replicas)),
+        cpu_milli=np.array([math.ceil(s.cpu * 1000 - 1e-6) for s, _ in replicas], dtype=np.int64),
+        memory_mib=np.array([-(-s.host_memory_bytes // MIB) for s, _ in replicas], dtype=np.int64),
+        num_gpu=np.array([1 if v else 0 for v in milli], dtype=np.int64),
+        gpu_milli=np.array(milli, dtype=np.int64),
+        gpu_spec=tuple(frozenset() for _ in replicas),
+    )
+    return cluster, pods
+
+
+def assign_replicas(
+    g: NodeGroup,
+    n: int,
+    replicas: Sequence[Replica],
+    policy: str = "kubeinfer",
+    catalogue: Catalogue = CATALOGUE,
+    seed: int = 0,
+) -> list[tuple[int, tuple[int, ...]] | None]:
+    """Where ``policy`` puts each replica on ``n`` empty nodes of ``g``: (node index, GPU indices) or None. The
+    policy is the one ``kubeinfer plan replay`` measures (:func:`kubeinfer.placement.fragmentation.assign`), fed
+    :func:`policy_inputs`: for the same nodes and pods the plan's packing and the replay agree.
+
+    A MIG-partitioned GPU cannot also be time-sliced, which the policies' milli-GPU view does not know: a group
+    with both MIG and share replicas is placed in two rounds, the MIG replicas first, then the others on the CPU,
+    memory and untouched GPUs left (each round is one call of the policy)."""
+    cluster, pods = policy_inputs(g, n, replicas, catalogue)
+    kinds = {sl.kind for _, sl in replicas}
+    if not {"mig", "share"} <= kinds:
+        return assign(cluster, pods, policy, seed)
+    first = [k for k, (_, sl) in enumerate(replicas) if sl.kind == "mig"]
+    rest = [k for k, (_, sl) in enumerate(replicas) if sl.kind != "mig"]
+    out: list[tuple[int, tuple[int, ...]] | None] = [None] * len(replicas)
+    cpu, mem = cluster.cpu_milli.copy(), cluster.memory_mib.copy()
+    untouched = [set(range(int(cluster.gpus[i]))) for i in range(n)]
+    for k, w in zip(first, assign(cluster, _subset(pods, first), policy, seed), strict=True):
+        out[k] = w
+        if w is not None:
+            cpu[w[0]] -= pods.cpu_milli[k]
+            mem[w[0]] -= pods.memory_mib[k]
+            untouched[w[0]] -= set(w[1])
+    free = [sorted(u) for u in untouched]
+    left = replace(cluster, cpu_milli=cpu, memory_mib=mem, gpus=np.array([len(f) for f in free], dtype=np.int64))
+    for k, w in zip(rest, assign(left, _subset(pods, rest), policy, seed), strict=True):
+        out[k] = None if w is None else (w[0], tuple(free[w[0]][x] for x in w[1]))
+    return out
+
+
+def _subset(pods: Workload, idx: Sequence[int]) -> Workload:
+    ix = np.asarray(idx, dtype=np.int64)
+    return Workload(
+        names=tuple(pods.names[k] for k in idx),
+        cpu_milli=pods.cpu_milli[ix],
+        memory_mib=pods.memory_mib[ix],
+        num_gpu=pods.num_gpu[ix],
+        gpu_milli=pods.gpu_milli[ix],
+        gpu_spec=tuple(pods.gpu_spec[k] for k in idx),
+    )
+
+
+def _pack_orders(g: NodeGroup, reps: Sequence[Replica], catalogue: Catalogue) -> list[list[Replica]]:
+    """Arrival orders in which the packing offers a group's replicas to the policy, tried in turn until one places
+    them all: decreasing sizes (GPU share first, then CPU or memory; memory or CPU alone; the largest and the sum of
+    the shares of a node), since which dimension binds differs between groups and no one order packs all."""
+    milli = {sl: gpu_milli(sl, catalogue) for _, sl in reps}
+    gpus = max(g.gpus, 1) * FULL
+
+    def shares(sr: Replica) -> tuple[float, float, float]:
+        return sr[0].cpu / g.cpu, sr[0].host_memory_bytes / g.memory_bytes, milli[sr[1]] / gpus
+
+    keys: list[Callable[[Replica], tuple[float, ...]]] = [
+        lambda sr: (-milli[sr[1]], -sr[0].cpu, -sr[0].host_memory_bytes),
+        lambda sr: (-milli[sr[1]], -sr[0].host_memory_bytes, -sr[0].cpu),
+        lambda sr: (-max(shares(sr)),),
+        lambda sr: (-sum(shares(sr)),),
+        lambda sr: (-sr[0].cpu, -sr[0].host_memory_bytes, -milli[sr[1]]),
+        lambda sr: (-sr[0].host_memory_bytes, -sr[0].cpu, -milli[sr[1]]),
+    ]
+    out: list[list[Replica]] = []
+    for key in keys:
+        order = sorted(reps, key=lambda sr, k=key: (*k(sr), sr[0].name, str(sr[1])))  # type: ignore[misc]
+        if order not in out:
+            out.append(order)
+    return out
+
+
 def _pack(m: Model, sol: _Solution) -> tuple[tuple[NodePacking, ...], dict[str, int], int, tuple[str, ...]]:
-    """Place every replica on a concrete node and GPU slot, first-fit decreasing by CPU."""
+    """Place every replica on a concrete node and GPU with the placement policy (``PlannerOptions.placement``),
+    adding a node to a group while the policy cannot place all of its replicas on the solution's node count."""
     packs: list[NodePacking] = []
     nodes_out: dict[str, int] = {}
     extra = 0
     unplaced: list[str] = []
     for gi, g in enumerate(m.groups):
         n = sol.nodes[gi]
-        gpu_cfgs: list[GpuConfig] = []
-        for k, cnt in enumerate(sol.configs[gi] if m.configs[gi] else ()):
-            gpu_cfgs += [m.configs[gi][k]] * cnt
         reps = [
             (m.services[m.options[oi].service], m.options[oi].slice)
             for oi, r in enumerate(sol.replicas)
             if m.options[oi].group == gi
             for _ in range(r)
         ]
-        reps.sort(key=lambda sr: (-sr[0].cpu, -sr[0].host_memory_bytes, sr[0].name))
+        orders = _pack_orders(g, reps, m.catalogue)
         while True:
-            ok, result = _try_pack(g, n, gpu_cfgs, reps, m.configs[gi])
+            for order in orders:
+                ok, result = _try_pack(g, n, order, m.options_, m.catalogue)
+                if ok:
+                    break
             if ok or n >= g.max_nodes:
                 break
             n += 1
@@ -728,66 +877,93 @@ def _pack(m: Model, sol: _Solution) -> tuple[tuple[NodePacking, ...], dict[str, 
     return tuple(packs), nodes_out, extra, tuple(unplaced)
 
 
+_NodeOut = tuple[tuple[str, ...], tuple[tuple[str, str, int], ...], float, int]
+
+
 def _try_pack(
-    g: NodeGroup,
-    n: int,
-    gpu_cfgs: Sequence[GpuConfig],
-    reps: Sequence[tuple[ServiceDemand, SliceRef]],
-    all_cfgs: Sequence[GpuConfig] = (),
-) -> tuple[bool, list[tuple[tuple[str, ...], tuple[tuple[str, str, int], ...], float, int]]]:
-    """Place replicas on ``n`` nodes. A replica whose slot type is left only on nodes without the CPU or memory
-    for it spills: a GPU still unconfigured on a node with room gets a configuration offering that slot (the
-    aggregate model can pair many slots of one GPU with more CPU than one node has)."""
-    if len(gpu_cfgs) > n * g.gpus:
+    g: NodeGroup, n: int, reps: Sequence[Replica], opts: PlannerOptions, catalogue: Catalogue
+) -> tuple[bool, list[_NodeOut]]:
+    """Place ``reps`` on ``n`` nodes of ``g`` with the policy, then configure each node's GPUs for what landed on
+    them (``_configure_node``). False when a replica fits nowhere or a node's GPUs cannot be configured."""
+    if not reps:
+        return True, [((), (), 0.0, 0) for _ in range(n)]
+    if n == 0:
         return False, []
-    # spread configured GPUs over nodes: node i gets GPUs i*gpus..
-    node_gpus: list[list[tuple[int, GpuConfig]]] = [[] for _ in range(n)]
-    for idx, cfg in enumerate(gpu_cfgs):
-        node_gpus[idx // g.gpus if g.gpus else 0].append((idx % max(g.gpus, 1), cfg))
-    free_slots: list[dict[SliceRef, list[int]]] = []
-    for i in range(n):
-        fs: dict[SliceRef, list[int]] = defaultdict(list)
-        for gidx, cfg in node_gpus[i]:
-            for sl, cnt in cfg.slots:
-                fs[sl] += [gidx] * cnt
-        free_slots.append(fs)
-    cpu = [0.0] * n
-    mem = [0] * n
-    placed: list[list[tuple[str, str, int]]] = [[] for _ in range(n)]
-    # replicas bound to a GPU slot first (they can only go where their slot is), each to the node with that slot
-    # and the most CPU left; CPU-only replicas then fill what is left, first fit
-    order = sorted(reps, key=lambda sr: sr[1].kind == "cpu")
-    for s, sl in order:
-        best = -1
-        for i in range(n):
-            if cpu[i] + s.cpu > g.cpu + 1e-9 or mem[i] + s.host_memory_bytes > g.memory_bytes:
-                continue
-            if sl.kind == "cpu":
-                best = i
-                break
-            if free_slots[i].get(sl) and (best < 0 or g.cpu - cpu[i] > g.cpu - cpu[best] + 1e-9):
-                best = i
-        if best < 0 and sl.kind != "cpu":
-            spill = next((c for c in all_cfgs if any(x == sl for x, _ in c.slots)), None)
-            for i in range(n):
-                if spill is None or len(node_gpus[i]) >= g.gpus:
-                    continue
-                if cpu[i] + s.cpu > g.cpu + 1e-9 or mem[i] + s.host_memory_bytes > g.memory_bytes:
-                    continue
-                gidx_new = len(node_gpus[i])
-                node_gpus[i].append((gidx_new, spill))
-                for x, cnt in spill.slots:
-                    free_slots[i][x] += [gidx_new] * cnt
-                best = i
-                break
-        if best < 0:
+    where = assign_replicas(g, n, reps, opts.placement, catalogue)
+    if any(w is None for w in where):
+        return False, []
+    on_node: list[list[tuple[Replica, int]]] = [[] for _ in range(n)]
+    for rep, w in zip(reps, where, strict=True):
+        assert w is not None
+        on_node[w[0]].append((rep, w[1][0] if w[1] else -1))
+    out: list[_NodeOut] = []
+    for items in on_node:
+        cfg = _configure_node(g, items, opts, catalogue)
+        if cfg is None:
             return False, []
-        gidx = -1 if sl.kind == "cpu" else free_slots[best][sl].pop(0)
-        cpu[best] += s.cpu
-        mem[best] += s.host_memory_bytes
-        placed[best].append((s.name, str(sl), gidx))
-    out = [(tuple(cfg.name for _, cfg in node_gpus[i]), tuple(placed[i]), cpu[i], mem[i]) for i in range(n)]
+        names, gidx = cfg
+        placed = tuple((s.name, str(sl), gi) for ((s, sl), _), gi in zip(items, gidx, strict=True))
+        cpu = sum(s.cpu for (s, _), _ in items)
+        mem = sum(s.host_memory_bytes for (s, _), _ in items)
+        out.append((names, placed, cpu, mem))
     return True, out
+
+
+def _gpu_config(acc: str, slots: Sequence[SliceRef], opts: PlannerOptions) -> str | None:
+    """The configuration of one GPU hosting ``slots`` (mig-parted names; ``time-slicing-k``/``mps-k``), or None
+    when no configuration hosts them together (MIG beside a share, or MIG instances of no valid layout)."""
+    kinds = {sl.kind for sl in slots}
+    if not slots or kinds == {"whole"}:
+        return "all-disabled" if len(slots) <= 1 else None
+    if kinds == {"share"}:
+        return f"{opts.share_mode}-{max(sl.share for sl in slots)}"
+    if kinds == {"mig"}:
+        counts = Counter(sl.mig_profile for sl in slots)
+        if place_layout(acc, counts) is None:
+            return None
+        by_layout = {lay: name for name, lay in named_layouts(acc).items()}
+        return by_layout.get(tuple(sorted(counts.items())))
+    return None
+
+
+def _configure_node(
+    g: NodeGroup, items: Sequence[tuple[Replica, int]], opts: PlannerOptions, catalogue: Catalogue
+) -> tuple[tuple[str, ...], list[int]] | None:
+    """Per GPU of the node its configuration, and the GPU index of each replica (-1: CPU only).
+
+    The policy's GPU choice is kept when every GPU can be configured for what it got. Otherwise (its milli-GPU
+    view lets a MIG instance join a share, or MIG instances that form no valid layout) the node's GPU replicas are
+    repacked on its GPUs, largest first, each to the first GPU whose configuration stays valid; the node the policy
+    chose is kept. None when even that fails."""
+    if not g.accelerator or g.gpus == 0:
+        return ((), [-1] * len(items)) if all(sl.kind == "cpu" for (_, sl), _ in items) else None
+    acc = g.accelerator
+    gidx = [gi for _, gi in items]
+    per_gpu: list[list[SliceRef]] = [[] for _ in range(g.gpus)]
+    for ((_, sl), _), gi in zip(items, gidx, strict=True):
+        if gi >= 0:
+            per_gpu[gi].append(sl)
+    names = [_gpu_config(acc, slots, opts) for slots in per_gpu]
+    if any(nm is None for nm in names):
+        per_gpu = [[] for _ in range(g.gpus)]
+        order = sorted(
+            (k for k, ((_, sl), _) in enumerate(items) if sl.kind != "cpu"),
+            key=lambda k: (-gpu_milli(items[k][0][1], catalogue), k),
+        )
+        for k in order:
+            sl = items[k][0][1]
+            for gi in range(g.gpus):
+                if (
+                    _gpu_config(acc, [*per_gpu[gi], sl], opts) is not None
+                    and sum(gpu_milli(x, catalogue) for x in per_gpu[gi]) + gpu_milli(sl, catalogue) <= FULL
+                ):
+                    per_gpu[gi].append(sl)
+                    gidx[k] = gi
+                    break
+            else:
+                return None
+        names = [_gpu_config(acc, slots, opts) for slots in per_gpu]
+    return tuple(str(nm) for nm in names), gidx
 
 
 def _placement(m: Model, oi: int, r: int) -> ServicePlacement:

@@ -8,7 +8,8 @@ answers what a policy costs in node-hours, GPU-hours and money, and how provisio
 Model (driven by :mod:`kubeinfer.sim.engine` when ``EngineConfig.nodes`` is set):
 
 - A replica is a pod with the spec's requests (cpu, memory, whole GPUs). When the policy creates it, it is bound
-  at once to a ready node with room (first fit, as kube-scheduler would), else it is *pending*: it starts only when
+  at once to a ready node with room (chosen by the autoscaler model's placement policy: ``autoscaler.placement``,
+  the kubeinfer policy by default, the code ``kubeinfer plan replay`` measures), else it is *pending*: it starts only when
   a node that fits it is ready, and becomes ready ``startup`` seconds after that -- the cold start includes the
   node's provision time.
 - Every ``scan_interval`` (10 s) the :class:`~kubeinfer.placement.autoscaler.ClusterAutoscaler` model runs with
@@ -40,6 +41,7 @@ Node groups file (the ``kubeinfer plan`` format, plus ``provisionSeconds`` and a
       scanInterval: 10
       scaleDownUnneededTime: 600
       scaleDownUtilizationThreshold: 0.5
+      placement: kubeinfer       # pod-to-node policy: kubeinfer | first-fit | best-fit | fgd | ... (plan replay's)
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from kubeinfer.placement.autoscaler import (
     Pod,
     ScaleUp,
 )
+from kubeinfer.placement.fragmentation import POLICIES
 from kubeinfer.placement.inputs import node_groups_from_dict
 
 __all__ = ["NodeCost", "NodeModel", "NodeSetup", "node_setup_from_dict", "pod_from_requests"]
@@ -71,6 +74,7 @@ _AUTOSCALER_FIELDS = {
     "scaleDownUtilizationThreshold": "scale_down_utilization_threshold",
     "scaleDownGpuUtilizationThreshold": "scale_down_gpu_utilization_threshold",
     "scaleDownDelayAfterAdd": "scale_down_delay_after_add",
+    "placement": "placement",
 }
 
 
@@ -129,6 +133,9 @@ def node_setup_from_dict(raw: Any) -> NodeSetup:
                     raise ValueError(
                         f"autoscaler.expander is {v!r}; allowed random, most-pods, least-waste, price, priority"
                     )
+            elif key == "placement":
+                if v not in POLICIES:
+                    raise ValueError(f"autoscaler.placement is {v!r}; allowed {', '.join(POLICIES)}")
             elif isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
                 raise ValueError(f"autoscaler.{key} is {v!r}; must be a number >= 0")
             ca[attr] = v
@@ -198,14 +205,25 @@ class NodeModel:
         self.peak = max(self.peak, len(self.state.nodes))
 
     def _bind_now(self, pid: int, now: float) -> bool:
-        pod = self._pod(pid)
+        return bool(self._bind_many([pid], now))
+
+    def _bind_many(self, pids: list[int], now: float) -> list[int]:
+        """Bind replicas (in order) to ready nodes with the autoscaler's placement policy (the one ``kubeinfer plan
+        replay`` measures); return those bound."""
         nodes = list(self.state.nodes)
-        for i, n in enumerate(nodes):
-            if n.ready(now) and _fits(pod, self.groups[n.group], n):
-                nodes[i] = replace(n, pods=(*n.pods, pod))
-                self.state = replace(self.state, nodes=tuple(nodes))
-                return True
-        return False
+        ready = [i for i, n in enumerate(nodes) if n.ready(now)]
+        pods = [self._pod(pid) for pid in pids]
+        where = self.ca.place(pods, [nodes[i] for i in ready])
+        bound = []
+        for pid, pod, at in zip(pids, pods, where, strict=True):
+            if at is None:
+                continue
+            i = ready[at]
+            nodes[i] = replace(nodes[i], pods=(*nodes[i].pods, pod))
+            bound.append(pid)
+        if bound:
+            self.state = replace(self.state, nodes=tuple(nodes))
+        return bound
 
     def create(self, pid: int, now: float) -> bool:
         """A replica was created: True if it was bound to a ready node (it starts now), else it is pending."""
@@ -229,7 +247,7 @@ class NodeModel:
 
     def bind_pending(self, now: float) -> list[int]:
         """Bind pending replicas to ready nodes with room (a node just became ready); return those bound."""
-        bound = [pid for pid in sorted(self.pending) if self._bind_now(pid, now)]
+        bound = self._bind_many(sorted(self.pending), now)
         for pid in bound:
             self.pending_seconds += now - self.pending.pop(pid)
         return bound
@@ -277,13 +295,6 @@ class NodeModel:
 
 def _fits_empty(pod: Pod, g: NodeGroupSpec) -> bool:
     return pod.cpu_milli <= g.cpu_milli and pod.memory_mib <= g.memory_mib and pod.gpus <= g.gpus
-
-
-def _fits(pod: Pod, g: NodeGroupSpec, node: Node) -> bool:
-    cpu = sum(p.cpu_milli for p in node.pods) + pod.cpu_milli
-    mem = sum(p.memory_mib for p in node.pods) + pod.memory_mib
-    gpu = sum(p.gpus for p in node.pods) + pod.gpus
-    return cpu <= g.cpu_milli and mem <= g.memory_mib and gpu <= g.gpus
 
 
 def pod_from_requests(cpu_cores: float, memory_bytes: int, gpus: int) -> Pod:
