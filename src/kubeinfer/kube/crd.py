@@ -101,6 +101,20 @@ def _replica_bounds_rule() -> dict[str, str]:
     }
 
 
+def _not_both_rule(a: str, b: str, message: str) -> dict[str, str]:
+    """CEL for two fields of one object that the spec refuses together, with ``kubeinfer validate``'s words."""
+    return {"rule": f"!(has(self.{a}) && has(self.{b}))", "message": message, "reason": "FieldValueInvalid"}
+
+
+def _keda_policy_rule() -> dict[str, str]:
+    """CEL for ``keda`` with a policy other than hpa (the policy's default is hpa)."""
+    return {
+        "rule": "!has(self.keda) || !has(self.policy) || self.policy == 'hpa'",
+        "message": "keda needs policy hpa (KEDA drives an HPA)",
+        "reason": "FieldValueInvalid",
+    }
+
+
 def spec_schema() -> dict[str, Any]:
     """``spec`` of the custom resource: the pydantic ``ServiceSpec`` as a structural schema, plus the cross-field
     rules the pydantic validators hold, as CEL ``x-kubernetes-validations``."""
@@ -108,7 +122,14 @@ def spec_schema() -> dict[str, Any]:
     schema = dict(_structural(raw, raw.get("$defs", {})))
     autoscaling = schema.get("properties", {}).get("autoscaling")
     if isinstance(autoscaling, dict):
-        autoscaling["x-kubernetes-validations"] = [_replica_bounds_rule()]
+        autoscaling["x-kubernetes-validations"] = [_replica_bounds_rule(), _keda_policy_rule()]
+    server = schema.get("properties", {}).get("server", {}).get("properties", {})
+    for name, a, b, message in (
+        ("tls", "certFile", "secretName", "certFile/keyFile and secretName both set"),
+        ("auth", "apiKeysFile", "apiKeysSecret", "apiKeysFile and apiKeysSecret both set"),
+    ):
+        if isinstance(server.get(name), dict):
+            server[name]["x-kubernetes-validations"] = [_not_both_rule(a, b, message)]
     return schema
 
 
