@@ -511,6 +511,8 @@ class UpstreamProtocol(asyncio.Protocol):
         if req is None:  # nothing asked: a confused server; this connection cannot be trusted
             self.close()
             return
+        if self.committed:  # a response on its way (a generation's stream): the per-try timeout is now an idle one
+            self.deadline = self.front.router.now + self.front.router.per_try_timeout
         if self.headed:
             try:
                 self.parser.feed_data(data)
