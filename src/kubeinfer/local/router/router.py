@@ -8,7 +8,8 @@ It runs on the controller's event loop (uvloop) and does what a service mesh sid
   (a session, a shared prompt prefix) to one replica under a load bound (``balance``).
 - **Retries** on another backend when a try fails before any response byte reached the client: connection refused,
   reset or closed (a replica killed, or draining and closing its kept-alive connection), a response that cannot be
-  parsed, or the per-try timeout (a hung replica). A ``503`` or ``429`` from a replica (its queue or concurrency
+  parsed, or the per-try timeout (a hung replica; once a response has begun it is an idle timeout, so that a
+  generation may stream for longer while its events keep coming). A ``503`` or ``429`` from a replica (its queue or concurrency
   limit is full, or it is not ready or draining: it did not run the request) is also retried elsewhere, and its body
   dropped, while another backend exists. Retries are bounded by ``max_retries`` per request and by a retry budget
   (``core.RetryBudget``: at most ``retry_budget_ratio`` x recent requests + 10 per second, as Finagle and
