@@ -12,14 +12,19 @@ as for traffic from outside a traced system). Three replicas run side by side, t
 
 The traced replicas export OTLP over gRPC to a receiver in this process that counts the requests and bytes it gets
 without decoding them (a collector's CPU is not the replica's cost). Each round loads the three in a rotating order,
-after a short warm-up; figures are medians over the rounds. The machine is shared: the ratios taken in one sitting are
-the figures that mean something.
+after a short warm-up; figures are medians over the rounds.
+
+Two figures per setting: throughput, and the replica process's CPU time per request (user + system, from
+``/proc/PID/stat``, over the measured run only; the exporter's thread included). On a machine shared with other work
+throughput moves with the neighbours' load from one run to the next; CPU time per request moves far less, so it is the
+figure the cost of tracing is read from when the two disagree.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -67,6 +72,12 @@ class Sink:
         self.server.start()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def env(kind: str, endpoint: str) -> dict[str, str]:
     if kind == "off":
         return {}
@@ -94,34 +105,36 @@ def main() -> None:
     sink = Sink()
     endpoint = f"http://127.0.0.1:{sink.port}"
     servers = {k: ServerProcess(spec, grpc=False, env=env(k, endpoint)).start() for k in KINDS}
-    runs: dict[str, list[tuple[float, float]]] = {k: [] for k in KINDS}
+    runs: dict[str, list[tuple[float, float, float]]] = {k: [] for k in KINDS}  # req/s, p50 ms, CPU us/request
     try:
         for r in range(args.rounds):
             order = KINDS[r % 3 :] + KINDS[: r % 3]
             for kind in order:
-                load = LoadSpec(
-                    url=f"{servers[kind].url}/v2/models/tabular64/infer",
-                    body=BODY,
-                    concurrency=args.conns,
-                    duration=args.duration,
-                    warmup=1.0,
-                )
-                res = run_wrk(load)
+                url = f"{servers[kind].url}/v2/models/tabular64/infer"
+                run_wrk(LoadSpec(url=url, body=BODY, concurrency=args.conns, duration=1.0, warmup=0))  # warm-up
+                cpu0 = cpu_seconds(servers[kind].pid)
+                res = run_wrk(LoadSpec(url=url, body=BODY, concurrency=args.conns, duration=args.duration, warmup=0))
+                cpu = (cpu_seconds(servers[kind].pid) - cpu0) / max(res.requests, 1) * 1e6
                 if res.errors:
                     raise RuntimeError(f"{kind}: {res.errors} errors: {res.statuses}")
-                runs[kind].append((res.throughput, res.latency_ms["p50"]))
-                print(f"round {r + 1} {kind:>4}: {res.throughput:9.0f} req/s  p50 {res.latency_ms['p50']:.2f} ms")
+                runs[kind].append((res.throughput, res.latency_ms["p50"], cpu))
+                print(
+                    f"round {r + 1} {kind:>4}: {res.throughput:9.0f} req/s  p50 {res.latency_ms['p50']:.2f} ms  "
+                    f"{cpu:6.1f} us CPU/request"
+                )
     finally:
         for s in servers.values():
             s.stop()  # the traced ones export what they still hold
-    med = {k: (statistics.median(x for x, _ in v), statistics.median(p for _, p in v)) for k, v in runs.items()}
-    base = med["off"][0]
+    med = {k: tuple(statistics.median(run[i] for run in v) for i in range(3)) for k, v in runs.items()}
+    base, base_cpu = med["off"][0], med["off"][2]
     lines = [
-        f"| tracing | req/s (median of {args.rounds}) | vs off | p50 ms | runs (req/s) |",
-        "|---|---|---|---|---|",
+        f"| tracing | req/s (median of {args.rounds}) | vs off | CPU us/request (median) | vs off | p50 ms | "
+        "runs (req/s) | runs (CPU us/request) |",
+        "|---|---|---|---|---|---|---|---|",
         *(
-            f"| {k} | {med[k][0]:,.0f} | {med[k][0] / base:.3f} | {med[k][1]:.2f} | "
-            f"{', '.join(f'{x:,.0f}' for x, _ in runs[k])} |"
+            f"| {k} | {med[k][0]:,.0f} | {med[k][0] / base:.3f} | {med[k][2]:.1f} | {med[k][2] / base_cpu:.3f} | "
+            f"{med[k][1]:.2f} | {', '.join(f'{run[0]:,.0f}' for run in runs[k])} | "
+            f"{', '.join(f'{run[2]:.1f}' for run in runs[k])} |"
             for k in KINDS
         ),
         "",

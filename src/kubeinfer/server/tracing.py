@@ -17,6 +17,10 @@ Context travels as W3C Trace Context (``traceparent``/``tracestate``), in HTTP h
 spans follow OpenTelemetry's semantic conventions for HTTP and RPC servers (``http.request.method``, ``http.route``,
 ``http.response.status_code``, ``rpc.system`` ...), with ``kubeinfer.*`` attributes for the model and the batch.
 
+Sampling is decided first, from the ``traceparent`` alone (:func:`_sampler`, the semantics of ``OTEL_TRACES_SAMPLER``),
+and a request that is not sampled gets no span object at all: at 1% the other 99% cost a header lookup and a random
+number, not the SDK's id generation and span objects. The SDK's own sampler is then ``always_on`` for the spans made.
+
 Spans inside a batch: one batch serves requests of many traces, so each sampled request gets its own ``queue``,
 ``batch`` and ``model`` spans in its own trace (the batch's size and request count as attributes), made after the batch
 from the times the batcher measured anyway, rather than live spans around the shared model call.
@@ -27,6 +31,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,6 +63,10 @@ _current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("kubeinfe
 # batcher and the HTTP protocol time requests with those clocks, spans need wall-clock nanoseconds.
 _mono_ns = 0
 _perf_ns = 0
+_sample: Callable[[str | None], bool] = lambda traceparent: False  # noqa: E731 - set by setup
+# What the spans need of the API, bound by setup (the request path does no import statement).
+_api: Any = None
+_propagator: Any = None
 
 EXPORTERS = ("otlp", "console", "none")
 PROTOCOLS = ("grpc", "http/protobuf")
@@ -144,14 +154,16 @@ def setup(env: Mapping[str, str], *, service: str, component: str) -> bool:
     ``service``: the ``service.name`` unless ``OTEL_SERVICE_NAME`` is set; ``component``: ``replica`` or ``router``
     (the ``kubeinfer.component`` resource attribute). Raises :class:`TracingError` for a variable tracing cannot use;
     without the ``tracing`` extra it logs a warning that says what to install and leaves tracing off."""
-    global tracer, _provider, _mono_ns, _perf_ns
+    global tracer, _provider, _mono_ns, _perf_ns, _sample, _api, _propagator
     settings = TracingSettings.from_env(env)
     if settings is None:
         return False
     try:
+        import opentelemetry.trace as api
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace import TracerProvider, sampling
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         exporter_cls = _otlp_exporter(settings.protocol) if "otlp" in settings.exporters else None
     except ImportError as e:
@@ -169,13 +181,17 @@ def setup(env: Mapping[str, str], *, service: str, component: str) -> bool:
             "kubeinfer.component": component,
         }
     )
-    provider = TracerProvider(resource=resource, sampler=_sampler(settings))
+    # The sampling decision is taken before a span is made (_sampler); what is made is recorded.
+    provider = TracerProvider(resource=resource, sampler=sampling.ALWAYS_ON)
     if exporter_cls is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter_cls(endpoint=settings.endpoint)))
     if "console" in settings.exporters:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     _mono_ns = time.time_ns() - time.monotonic_ns()
     _perf_ns = time.time_ns() - time.perf_counter_ns()
+    _sample = _sampler(settings.sampler, settings.ratio)
+    _api = api
+    _propagator = TraceContextTextMapPropagator()
     _provider = provider
     tracer = provider.get_tracer("kubeinfer", __version__)
     log.info(
@@ -205,18 +221,57 @@ def _otlp_exporter(protocol: str) -> Any:
     return OTLPSpanExporter
 
 
-def _sampler(settings: TracingSettings) -> Any:
-    from opentelemetry.sdk.trace import sampling
+# W3C Trace Context: version-traceid-parentid-flags; version ff, and all-zero ids, are invalid.
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+_LOW64 = (1 << 64) - 1
 
-    name = settings.sampler
-    root = {
-        "always_on": sampling.ALWAYS_ON,
-        "always_off": sampling.ALWAYS_OFF,
-        "traceidratio": sampling.TraceIdRatioBased(settings.ratio),
-    }
-    if name.startswith("parentbased_"):
-        return sampling.ParentBased(root[name.removeprefix("parentbased_")])
-    return root[name]
+
+def _parse(traceparent: str | None) -> tuple[int, int] | None:
+    """The trace id and flags of a valid ``traceparent``, else None (the request starts a new trace)."""
+    if not traceparent:
+        return None
+    m = _TRACEPARENT.fullmatch(traceparent.strip())
+    if m is None or m[1] == "ff" or (m[1] == "00" and m[5]):
+        return None
+    trace_id, span_id = int(m[2], 16), int(m[3], 16)
+    if not trace_id or not span_id:
+        return None
+    return trace_id, int(m[4], 16)
+
+
+def _sampler(name: str, ratio: float) -> Callable[[str | None], bool]:
+    """Whether to sample a request with this ``traceparent``, as ``OTEL_TRACES_SAMPLER`` says: ``parentbased_*``
+    follows a valid parent's sampled flag; ``traceidratio`` decides on the trace id as the SDK's
+    ``TraceIdRatioBased`` does (its lower 64 bits below ``ratio * 2**64``), and for a new trace, whose id is random,
+    at random with the same probability."""
+    parent_based = name.startswith("parentbased_")
+    root = name.removeprefix("parentbased_")
+    bound = round(ratio * (_LOW64 + 1))
+    draw = random.random
+    fixed = root == "always_on"
+
+    def sample(traceparent: str | None) -> bool:
+        if traceparent:  # most requests have none: that case first, without a call
+            parent = _parse(traceparent)
+            if parent is not None:
+                if parent_based:
+                    return bool(parent[1] & 1)
+                if root == "traceidratio":
+                    return (parent[0] & _LOW64) < bound
+                return fixed
+        if root == "traceidratio":
+            return draw() < ratio
+        return fixed
+
+    return sample
+
+
+def _unsampled(traceparent: str | None) -> str:
+    """The ``traceparent`` that tells the next hop a request is not sampled: the caller's when it sent a valid one,
+    else a new trace's with the sampled flag off."""
+    if _parse(traceparent) is not None:
+        return traceparent.strip()  # type: ignore[union-attr]
+    return f"00-{random.getrandbits(128) or 1:032x}-{random.getrandbits(64) or 1:016x}-00"
 
 
 # -- context ---------------------------------------------------------------------------------------------------
@@ -226,16 +281,13 @@ def current() -> Span | None:
 
 
 def _parent(traceparent: str | None, tracestate: str | None) -> Any:
-    """The OpenTelemetry context of an incoming ``traceparent``/``tracestate`` (an invalid one starts a new trace, as
-    W3C Trace Context says)."""
+    """The OpenTelemetry context of an incoming ``traceparent``/``tracestate`` (None: a new trace)."""
     if traceparent is None:
         return None
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
     carrier = {"traceparent": traceparent}
     if tracestate is not None:
         carrier["tracestate"] = tracestate
-    return TraceContextTextMapPropagator().extract(carrier)
+    return _propagator.extract(carrier)
 
 
 def traceparent(span: Span) -> tuple[str, str]:
@@ -252,13 +304,17 @@ def _ns_perf(t: float) -> int:
     return int(t * 1e9) + _perf_ns
 
 
-def _child(parent: Span, name: str, start: int, end: int, attributes: dict[str, Any]) -> Span:
-    from opentelemetry.trace import set_span_in_context
-
+def _child(context: Any, name: str, start: int, end: int, attributes: dict[str, Any]) -> Span:
+    """A finished INTERNAL span under ``context`` (``_api.set_span_in_context(parent)``)."""
     assert tracer is not None
-    span = tracer.start_span(name, context=set_span_in_context(parent), attributes=attributes, start_time=start)
+    span = tracer.start_span(name, context=context, attributes=attributes, start_time=start)
     span.end(end_time=max(end, start))
     return span
+
+
+def _header(headers: Mapping[bytes, bytes], name: bytes) -> str | None:
+    value = headers.get(name)
+    return value.decode("latin-1") if value is not None else None
 
 
 # -- the replica: HTTP --------------------------------------------------------------------------------------------
@@ -272,13 +328,9 @@ def _route(path: str) -> tuple[str | None, str, Mapping[str, str]]:
     return found[0].path, found[0].protocol, found[1]
 
 
-def _http_span(method: str, path: str, headers: Mapping[bytes, bytes], start: int | None) -> Span:
+def _http_span(method: str, path: str, tp: str | None, ts: str | None, start: int | None) -> Span:
     """A SERVER span for an HTTP request, named ``METHOD ROUTE`` (HTTP semantic conventions)."""
-    from opentelemetry.trace import SpanKind
-
     assert tracer is not None
-    tp, ts = headers.get(b"traceparent"), headers.get(b"tracestate")
-    parent = _parent(tp.decode("latin-1") if tp else None, ts.decode("latin-1") if ts else None)
     route, protocol, params = _route(path)
     attributes: dict[str, Any] = {
         "http.request.method": method,
@@ -295,27 +347,38 @@ def _http_span(method: str, path: str, headers: Mapping[bytes, bytes], start: in
     if "model_version" in params:
         attributes["kubeinfer.model.version"] = params["model_version"]
     name = f"{method} {route}" if route is not None else method
-    return tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes, start_time=start)
+    return tracer.start_span(
+        name, context=_parent(tp, ts), kind=_api.SpanKind.SERVER, attributes=attributes, start_time=start
+    )
 
 
 def _end_http(span: Span, status: int, model: Any = None) -> None:
-    from opentelemetry.trace import Status, StatusCode
-
-    if span.is_recording():
-        span.set_attribute("http.response.status_code", status)
-        if model is not None:
-            span.set_attribute("kubeinfer.model.name", model.name)
-            span.set_attribute("kubeinfer.model.version", model.version)
-        if status >= 500:  # a server span is in error on a 5xx only (a 4xx is the client's)
-            span.set_attribute("error.type", str(status))
-            span.set_status(Status(StatusCode.ERROR))
+    span.set_attribute("http.response.status_code", status)
+    if model is not None:
+        span.set_attribute("kubeinfer.model.name", model.name)
+        span.set_attribute("kubeinfer.model.version", model.version)
+    if status >= 500:  # a server span is in error on a 5xx only (a 4xx is the client's)
+        span.set_attribute("error.type", str(status))
+        span.set_status(_api.Status(_api.StatusCode.ERROR))
     span.end()
 
 
+def _direct_span(cycle: Any) -> Span | None:
+    raw = cycle.headers.get(b"traceparent")
+    tp = raw.decode("latin-1") if raw is not None else None
+    if not _sample(tp):
+        return None
+    path = cycle.url.decode("ascii", "replace")
+    return _http_span("POST", path, tp, _header(cycle.headers, b"tracestate"), _ns_perf(cycle.start))
+
+
 def direct_submit(cycle: Any, submit: Callable[[], Any]) -> Any:
-    """``http.py``'s direct infer path: open the request's span (from when its head arrived) and queue it as its
-    child; the span is kept on ``cycle`` for :func:`direct_end`."""
-    span = cycle.span = _http_span("POST", cycle.url.decode("ascii"), cycle.headers, _ns_perf(cycle.start))
+    """``http.py``'s direct infer path: decide whether the request is sampled and, if it is, open its span (from
+    when its head arrived) and queue the request as its child. ``cycle.span`` is set either way (None: not sampled)
+    for :func:`direct_end`."""
+    span = cycle.span = _direct_span(cycle)
+    if span is None:
+        return submit()
     token = _current.set(span)
     try:
         return submit()
@@ -324,19 +387,24 @@ def direct_submit(cycle: Any, submit: Callable[[], Any]) -> Any:
 
 
 def direct_end(cycle: Any, slot: Any, status: int) -> None:
-    """``http.py``'s direct infer path: the answer is written (a request refused before it was queued gets its span
-    here)."""
-    span = getattr(cycle, "span", None)
-    if span is None:
-        span = _http_span("POST", cycle.url.decode("ascii", "replace"), cycle.headers, _ns_perf(cycle.start))
+    """``http.py``'s direct infer path: the answer is written (a request refused before it was queued is sampled and
+    gets its span here)."""
+    span = getattr(cycle, "span", cycle)  # cycle: never reached direct_submit
+    if span is cycle:
+        span = _direct_span(cycle)
     cycle.span = None
-    _end_http(span, status, slot)
+    if span is not None:
+        _end_http(span, status, slot)
 
 
 async def asgi(app: Callable[..., Awaitable[None]], scope: Any, receive: Any, send: Any) -> None:
-    """Serve one ASGI HTTP request under its span."""
+    """Serve one ASGI HTTP request under its span, when it is sampled."""
     headers = dict(scope["headers"])
-    span = _http_span(scope["method"], scope["path"], headers, None)
+    tp = _header(headers, b"traceparent")
+    if not _sample(tp):
+        await app(scope, receive, send)
+        return
+    span = _http_span(scope["method"], scope["path"], tp, _header(headers, b"tracestate"), None)
     status = 500
 
     async def traced_send(message: Any) -> None:
@@ -354,69 +422,66 @@ async def asgi(app: Callable[..., Awaitable[None]], scope: Any, receive: Any, se
 
 
 def encode(parent: Span | None, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn`` (the answer's encoding) under an ``encode`` span, child of ``parent`` (default: the current span)."""
+    """Run ``fn`` (the answer's encoding) under an ``encode`` span, child of ``parent`` (default: the current span;
+    none: not sampled)."""
     if parent is None:
         parent = _current.get()
-    if parent is None or not parent.is_recording():
-        return fn(*args)
+        if parent is None:
+            return fn(*args)
     start = time.time_ns()
     try:
         return fn(*args)
     finally:
-        _child(parent, "encode", start, time.time_ns(), {})
+        _child(_api.set_span_in_context(parent), "encode", start, time.time_ns(), {})
 
 
 # -- the replica: gRPC ----------------------------------------------------------------------------------------------
 _GRPC_ERRORS = frozenset({"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"})
 
 
-def _metadata_parent(metadata: Sequence[tuple[str, Any]] | None) -> Any:
+def _metadata_trace(metadata: Sequence[tuple[str, Any]] | None) -> tuple[str | None, str | None]:
     tp = ts = None
     for key, value in metadata or ():
         if key == "traceparent":
             tp = value if isinstance(value, str) else value.decode("latin-1")
         elif key == "tracestate":
             ts = value if isinstance(value, str) else value.decode("latin-1")
-    return _parent(tp, ts)
+    return tp, ts
 
 
-def _rpc_span(
-    service: str, method: str, metadata: Sequence[tuple[str, Any]] | None, attributes: dict[str, Any]
-) -> Span:
-    from opentelemetry.trace import SpanKind
-
+def _rpc_span(service: str, method: str, tp: str | None, ts: str | None, attributes: dict[str, Any]) -> Span:
     assert tracer is not None
     attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method, **attributes}
     return tracer.start_span(
-        f"{service}/{method}", context=_metadata_parent(metadata), kind=SpanKind.SERVER, attributes=attributes
+        f"{service}/{method}", context=_parent(tp, ts), kind=_api.SpanKind.SERVER, attributes=attributes
     )
 
 
 def _end_rpc(span: Span, code: Any) -> None:
     """End an RPC span with a ``grpc.StatusCode``: ``rpc.grpc.status_code``, and the error status for the codes the
     RPC conventions count as a server's error."""
-    from opentelemetry.trace import Status, StatusCode
-
-    if span.is_recording():
-        span.set_attribute("rpc.grpc.status_code", code.value[0])
-        if code.name in _GRPC_ERRORS:
-            span.set_attribute("error.type", code.name)
-            span.set_status(Status(StatusCode.ERROR))
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code.name in _GRPC_ERRORS:
+        span.set_attribute("error.type", code.name)
+        span.set_status(_api.Status(_api.StatusCode.ERROR))
     span.end()
 
 
 async def grpc_infer(
     method: str, request: Any, context: Any, infer: Callable[[Any, float | None], Awaitable[Any]]
 ) -> Any:
-    """One ``ModelInfer`` (or one request of a ``ModelStreamInfer``) under its span."""
+    """One ``ModelInfer`` (or one request of a ``ModelStreamInfer``) under its span, when it is sampled."""
     import grpc
 
     from kubeinfer.server.errors import ServerError, grpc_code
 
+    tp, ts = _metadata_trace(context.invocation_metadata())
+    if not _sample(tp):
+        return await infer(request, context.time_remaining())
     attributes = {"kubeinfer.model.name": request.model_name, "kubeinfer.protocol": "grpc"}
     if request.model_version:
         attributes["kubeinfer.model.version"] = request.model_version
-    span = _rpc_span("inference.GRPCInferenceService", method, context.invocation_metadata(), attributes)
+    span = _rpc_span("inference.GRPCInferenceService", method, tp, ts, attributes)
     code = grpc.StatusCode.OK
     token = _current.set(span)
     try:
@@ -444,44 +509,41 @@ def batch(
 ) -> None:
     """After a batch: ``queue``, ``batch`` and ``model`` spans for each of its requests that is sampled.
 
-    ``items``: the batcher's items (``span``, set at submit where tracing was on, ``enqueued``, ``req.rows``);
-    ``started``/``compute``: when the batch was dispatched and how long until its results were back, ``ran``: when the
-    model call began and how long it took (monotonic seconds)."""
-    rows = 0
-    for it in items:
-        rows += it.req.rows
+    ``items``: the batcher's items (``span``: set at submit while tracing is on, None when not sampled; ``enqueued``;
+    ``req.rows``); ``started``/``compute``: when the batch was dispatched and how long until its results were back;
+    ``ran``: when the model call began and how long it took (monotonic seconds)."""
+    for it in items:  # mostly none is sampled: a plain loop to find out
+        if it.span is not None:
+            break
+    else:
+        return
+    sampled = [(it, res) for it, res in zip(items, results, strict=True) if it.span is not None]
+    rows = sum(it.req.rows for it in items)
     b0, b1 = _ns_mono(started), _ns_mono(started + compute)
     m0, m1 = _ns_mono(ran[0]), _ns_mono(ran[0] + ran[1])
-    for it, res in zip(items, results, strict=True):
-        parent = getattr(it, "span", None)
-        if parent is None or not parent.is_recording():
-            continue
-        _child(parent, "queue", _ns_mono(it.enqueued), b0, {"kubeinfer.model.name": model})
-        span = _child(
-            parent,
-            "batch",
-            b0,
-            b1,
-            {
-                "kubeinfer.model.name": model,
-                "kubeinfer.batch.size": rows,
-                "kubeinfer.batch.requests": len(items),
-                "kubeinfer.batch.inline": inline,
-            },
-        )
+    in_context = _api.set_span_in_context
+    batch_attributes = {
+        "kubeinfer.model.name": model,
+        "kubeinfer.batch.size": rows,
+        "kubeinfer.batch.requests": len(items),
+        "kubeinfer.batch.inline": inline,
+    }
+    for it, res in sampled:
+        context = in_context(it.span)
+        _child(context, "queue", _ns_mono(it.enqueued), b0, {"kubeinfer.model.name": model})
+        span = _child(context, "batch", b0, b1, batch_attributes)
         attributes: dict[str, Any] = {"kubeinfer.model.name": model, "kubeinfer.batch.size": rows}
         if isinstance(res, BaseException):
             attributes["error.type"] = type(res).__name__
-        _child(span, "model", m0, m1, attributes)
+        _child(in_context(span), "model", m0, m1, attributes)
 
 
 # -- the router ----------------------------------------------------------------------------------------------------
 def router_http(req: Any, headers: list[bytes], method: bytes, url: bytes, body: list[bytes]) -> None:
-    """A proxied HTTP request enters the router: its SERVER span (child of the client's ``traceparent``), which the
-    replica gets as the parent instead; ``req.data`` is rebuilt with it."""
-    from opentelemetry.trace import SpanKind
-
-    assert tracer is not None
+    """A proxied HTTP request enters the router. Sampled: its SERVER span (child of the client's ``traceparent``),
+    which the replica gets as its parent instead. Not sampled: the replica is told so (the client's ``traceparent``
+    passes as it came; without one, one with the sampled flag off is added). ``req.span`` is set (None: not sampled)
+    and ``req.data`` rebuilt where the head changes."""
     tp = ts = None
     kept: list[bytes] = []
     for line in headers:
@@ -492,43 +554,47 @@ def router_http(req: Any, headers: list[bytes], method: bytes, url: bytes, body:
             ts = line[11:].strip().decode("latin-1")
         else:
             kept.append(line)
-    path = url.split(b"?", 1)[0].decode("latin-1")
-    verb = method.decode("ascii")
-    route, _, _ = _route(path)
-    attributes: dict[str, Any] = {"http.request.method": verb, "url.path": path, "url.scheme": "http"}
-    if route is not None:
-        attributes["http.route"] = route
-    span = tracer.start_span(
-        f"{verb} {route}" if route is not None else verb,
-        context=_parent(tp, ts),
-        kind=SpanKind.SERVER,
-        attributes=attributes,
-    )
-    parent, state = traceparent(span)
-    kept.append(b"traceparent: %s\r\n" % parent.encode())
-    if state:
-        kept.append(b"tracestate: %s\r\n" % state.encode())
-    req.span = span
-    req.data = b"".join([method, b" ", url, b" HTTP/1.1\r\n", *kept, b"\r\n", *body])
+    if not _sample(tp):
+        req.span = None
+        if tp is not None and _parse(tp) is not None:
+            return  # the head as it came: the replica follows the caller's decision
+        extra = [b"traceparent: %s\r\n" % _unsampled(None).encode()]
+    else:
+        assert tracer is not None
+        path = url.split(b"?", 1)[0].decode("latin-1")
+        verb = method.decode("ascii")
+        route, _, _ = _route(path)
+        attributes: dict[str, Any] = {"http.request.method": verb, "url.path": path, "url.scheme": "http"}
+        if route is not None:
+            attributes["http.route"] = route
+        span = req.span = tracer.start_span(
+            f"{verb} {route}" if route is not None else verb,
+            context=_parent(tp, ts),
+            kind=_api.SpanKind.SERVER,
+            attributes=attributes,
+        )
+        parent, state = traceparent(span)
+        extra = [b"traceparent: %s\r\n" % parent.encode()]
+        if state:
+            extra.append(b"tracestate: %s\r\n" % state.encode())
+    req.data = b"".join([method, b" ", url, b" HTTP/1.1\r\n", *kept, *extra, b"\r\n", *body])
 
 
 def router_try(req: Any, replica: str, status: int | None, reason: str = "") -> None:
-    """A try of a proxied HTTP request ended on ``replica``: answered ``status`` (the request ends), or retried
-    (``reason``: why; ``status`` the 503/429 that is retried, or None for a connection's failure)."""
+    """A try of a proxied HTTP request ended on ``replica``: answered ``status`` (the request ends), or failed
+    (``reason``: why; ``status``: the 503/429 retried elsewhere, or None for a connection's failure)."""
     span = getattr(req, "span", None)
     if span is None:
         return
     if reason:
-        if span.is_recording():
-            attributes: dict[str, Any] = {"kubeinfer.replica": replica, "kubeinfer.router.reason": reason}
-            if status is not None:
-                attributes["http.response.status_code"] = status
-            span.add_event("try failed", attributes)
+        attributes: dict[str, Any] = {"kubeinfer.replica": replica, "kubeinfer.router.reason": reason}
+        if status is not None:
+            attributes["http.response.status_code"] = status
+        span.add_event("try failed", attributes)
         return
     req.span = None
-    if span.is_recording():
-        span.set_attribute("kubeinfer.replica", replica)
-        span.set_attribute("kubeinfer.router.attempts", req.attempts)
+    span.set_attribute("kubeinfer.replica", replica)
+    span.set_attribute("kubeinfer.router.attempts", req.attempts)
     _end_http(span, status or 502)
 
 
@@ -538,18 +604,24 @@ def router_finish(req: Any, payload: bytes) -> None:
     if span is None:
         return
     req.span = None
-    if span.is_recording():
-        span.set_attribute("kubeinfer.router.attempts", req.attempts)
-        if req.backend is not None:
-            span.set_attribute("kubeinfer.replica", req.backend.id)
+    span.set_attribute("kubeinfer.router.attempts", req.attempts)
+    if req.backend is not None:
+        span.set_attribute("kubeinfer.replica", req.backend.id)
     _end_http(span, int(payload[9:12]) if payload[9:12].isdigit() else 500)
 
 
-def router_grpc(method: str, metadata: list[tuple[str, str | bytes]]) -> Span:
-    """A proxied unary gRPC call enters the router: its SERVER span; ``metadata`` (what goes to the replica) gets the
-    span's ``traceparent`` in place of the client's."""
+def router_grpc(method: str, metadata: list[tuple[str, str | bytes]]) -> Span | None:
+    """A proxied unary gRPC call enters the router: its SERVER span when sampled (None: not), and ``metadata`` (what
+    goes to the replica) gets the ``traceparent`` that makes the router's span the replica's parent, or that says
+    the call is not sampled."""
+    tp, ts = _metadata_trace(metadata)
+    if not _sample(tp):
+        if tp is None or _parse(tp) is None:
+            metadata[:] = [m for m in metadata if m[0] != "traceparent"]
+            metadata.append(("traceparent", _unsampled(None)))
+        return None
     service, _, name = method.lstrip("/").rpartition("/")
-    span = _rpc_span(service, name, metadata, {})
+    span = _rpc_span(service, name, tp, ts, {})
     metadata[:] = [m for m in metadata if m[0] not in ("traceparent", "tracestate")]
     parent, state = traceparent(span)
     metadata.append(("traceparent", parent))
@@ -561,8 +633,6 @@ def router_grpc(method: str, metadata: list[tuple[str, str | bytes]]) -> Span:
 def router_grpc_try(span: Span, replica: str, code: Any = None) -> None:
     """A try of a proxied gRPC call on ``replica`` ended: answered (``code`` None), or failed with ``code`` (retried,
     failed over or passed on: an event)."""
-    if not span.is_recording():
-        return
     span.set_attribute("kubeinfer.replica", replica)
     if code is not None:
         span.add_event("try failed", {"kubeinfer.replica": replica, "rpc.grpc.status_code": code.value[0]})

@@ -87,3 +87,30 @@ def test_setup_then_shutdown_turns_tracing_on_and_off() -> None:
     finally:
         tracing.shutdown()
     assert tracing.tracer is None
+
+
+SAMPLED = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+UNSAMPLED = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+
+
+@pytest.mark.parametrize(
+    ("sampler", "ratio", "traceparent", "expected"),
+    [
+        ("parentbased_always_on", 1.0, SAMPLED, True),
+        ("parentbased_always_on", 1.0, UNSAMPLED, False),  # the caller's decision is followed
+        ("parentbased_always_on", 1.0, None, True),
+        ("parentbased_always_off", 1.0, SAMPLED, True),
+        ("parentbased_always_off", 1.0, None, False),
+        ("parentbased_traceidratio", 0.0, SAMPLED, True),
+        ("parentbased_traceidratio", 0.0, None, False),
+        ("parentbased_traceidratio", 1.0, "00-00000000000000000000000000000000-00f067aa0ba902b7-00", True),  # invalid
+        ("parentbased_traceidratio", 1.0, "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", True),  # invalid
+        ("always_off", 1.0, SAMPLED, False),
+        ("always_on", 1.0, UNSAMPLED, True),
+        # traceidratio decides on the lower 64 bits of the trace id, as the SDK's TraceIdRatioBased
+        ("traceidratio", 0.5, "00-ffffffffffffffff0000000000000001-00f067aa0ba902b7-00", True),
+        ("traceidratio", 0.5, "00-0000000000000001ffffffffffffffff-00f067aa0ba902b7-01", False),
+    ],
+)
+def test_sampling_decision(sampler: str, ratio: float, traceparent: str | None, expected: bool) -> None:
+    assert tracing._sampler(sampler, ratio)(traceparent) is expected

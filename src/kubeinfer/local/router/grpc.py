@@ -316,6 +316,8 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
         if tracing.tracer is None:
             return await self._proxy_unary(method, request, context, metadata, None)
         span = tracing.router_grpc(method, metadata)  # the replica gets the router's span as its parent
+        if span is None:  # not sampled
+            return await self._proxy_unary(method, request, context, metadata, None)
         code: Any = grpc.StatusCode.OK
         try:
             return await self._proxy_unary(method, request, context, metadata, span)
