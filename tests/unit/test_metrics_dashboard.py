@@ -19,10 +19,10 @@ def test_every_metric_the_dashboard_queries_is_documented() -> None:
 def test_the_dashboard_covers_traffic_errors_latency_queue_batches_and_replicas() -> None:
     exprs = " ".join(dashboard_exprs())
     for needed in (
-        "rate(kubeinfer_requests_total",
+        "sum by (model, version, code) (rate(kubeinfer_requests_total",
         'code!~"2..|0"',
-        "histogram_quantile(0.5, sum by (le, model) (rate(kubeinfer_request_duration_seconds_bucket",
-        "histogram_quantile(0.99, sum by (le, model) (rate(kubeinfer_request_duration_seconds_bucket",
+        "histogram_quantile(0.5, sum by (le, model, version) (rate(kubeinfer_request_duration_seconds_bucket",
+        "histogram_quantile(0.99, sum by (le, model, version) (rate(kubeinfer_request_duration_seconds_bucket",
         "kubeinfer_queue_depth",
         "kubeinfer_batch_size_bucket",
         "kubeinfer_model_ready",

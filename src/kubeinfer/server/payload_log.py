@@ -19,10 +19,11 @@ the binary tensor extension's bytes and gRPC's tensors decoded into Open Inferen
 that a reader needs no knowledge of either; a gzip or deflate body decompressed. ``redact`` replaces the data of the
 named tensors, the values of the named JSON keys and of the named headers by ``"[redacted]"``.
 
-Cost on the request path. Off (no ``spec.logger``), one ``is None`` test per request. On, a request that the sample
-leaves out costs one random draw; a sampled one keeps references to its request and response bytes (already in
-memory) and puts one item on a bounded queue. Everything else -- decompressing, decoding, redacting, encoding the
-events, writing the file or POSTing -- runs in the logger's own thread. When the queue is full (``queueSize`` items or
+Cost on the request path. Off (no ``spec.logger``), an ``is None`` test where a request enters and one where it
+leaves. On, a request that the sample leaves out costs one random draw; a sampled one keeps references to its request
+and response bytes (already in memory) and puts one item on a bounded queue. Everything else -- decompressing,
+decoding, redacting, encoding the events, writing the file or POSTing -- runs in the logger's own thread, which wakes
+at most every 20 ms once its queue is empty (each wake takes the interpreter lock from the event loop). When the queue is full (``queueSize`` items or
 64 MiB of payloads) new events are dropped and counted, never waited for, and a failing sink (a refused connection, a
 non-2xx answer, a full disk) drops the events it could not take and counts them: a request never waits for, nor fails
 because of, its log. ``kubeinfer_payload_log_events_total{outcome="logged"|"dropped"}`` counts both.
@@ -74,6 +75,8 @@ RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 REDACTED = "[redacted]"
 QUEUE_BYTES = 64 * 2**20
 """Payload bytes waiting for the sink at most (besides ``queueSize`` items): beyond, new events are dropped."""
+PAUSE_SECONDS = 0.02
+"""How long the logger's thread lets events gather once it has emptied its queue."""
 STOP_SECONDS = 5.0
 """At shutdown, how long the events still queued may take to reach the sink."""
 
@@ -231,9 +234,10 @@ class PayloadLog:
 
     def close(self, timeout: float = STOP_SECONDS) -> None:
         """Write what is queued (for at most ``timeout`` seconds), then stop the thread and close the sink."""
+        deadline = time.monotonic() + timeout
         with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=timeout)
-        self._thread.join(timeout)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- the logger's thread -------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -249,11 +253,11 @@ class PayloadLog:
                         break
                     items.append(item)
                 events: list[Event] = []
+                with self._lock:
+                    self._bytes -= sum(it[5] for it in items if it is not None)
                 for it in items:
                     if it is None:
                         continue
-                    with self._lock:
-                        self._bytes -= it[5]
                     try:
                         events += self.events(*it[:5])
                     except Exception as e:  # a payload that cannot be read must not stop the logger
@@ -268,6 +272,10 @@ class PayloadLog:
                         self._warn(f"the payload log's sink failed, {len(events)} event(s) dropped: {e}")
                 if items[-1] is None:
                     return
+                if len(items) < batch_size:
+                    # The queue is drained: let events gather for a moment rather than wake for each one (each wake
+                    # takes the interpreter lock from the event loop serving requests).
+                    time.sleep(PAUSE_SECONDS)
         finally:
             with contextlib.suppress(Exception):
                 self.sink.close()
@@ -294,13 +302,17 @@ class PayloadLog:
             "modelversion": slot.version if slot is not None else "",
             "protocol": tap.protocol,
             "replica": self.identity.replica,
-            "metadata": orjson.dumps(self._metadata(req_headers)).decode(),
+            "metadata": orjson.dumps(self._metadata(req_headers)).decode() if self.metadata_headers else "{}",
         }
         out: list[Event] = []
+        # A body the server read as JSON and answered 200 is valid JSON: without redaction it goes into the event
+        # as it is (an orjson Fragment), neither parsed nor serialized again.
+        raw = _ok(status) and not self.redact
         if self.requests:
-            out.append(self._event(common, REQUEST_TYPE, tap.received, tap.body, req_headers, "inputs"))
+            out.append(self._event(common, REQUEST_TYPE, tap.received, tap.body, req_headers, "inputs", raw=raw))
         if self.responses and _ok(status):
-            out.append(self._event(common, RESPONSE_TYPE, time.time(), body, _header_map(headers), "outputs", slot))
+            headers = _header_map(headers)
+            out.append(self._event(common, RESPONSE_TYPE, time.time(), body, headers, "outputs", slot, raw=raw))
         return out
 
     def _metadata(self, headers: Mapping[bytes, bytes]) -> dict[str, list[str]]:
@@ -321,6 +333,7 @@ class PayloadLog:
         headers: Mapping[bytes, bytes],
         tensors: str,
         slot: ModelSlot | None = None,
+        raw: bool = False,
     ) -> Event:
         event = dict(common)
         event["type"] = kind
@@ -347,6 +360,10 @@ class PayloadLog:
             elif ctype.startswith("text/event-stream"):
                 event["datacontenttype"] = ctype
                 event["data"] = data.decode("utf-8", "replace")
+                return event
+            elif raw and ctype.startswith("application/json"):
+                event["datacontenttype"] = "application/json"
+                event["data"] = orjson.Fragment(data)
                 return event
             else:
                 doc = orjson.loads(data)
@@ -386,8 +403,14 @@ def _header_map(headers: Any) -> dict[bytes, bytes]:
     return {bytes(k).lower(): bytes(v) for k, v in headers}
 
 
+_SECOND: list[Any] = [-1, ""]  # the last whole second formatted, and its text (the logger's thread only)
+
+
 def _rfc3339(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+    second = int(t)
+    if second != _SECOND[0]:
+        _SECOND[:] = [second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))]
+    return f"{_SECOND[1]}.{int((t - second) * 1e6):06d}Z"
 
 
 def _b64(data: bytes) -> str:
@@ -516,8 +539,8 @@ class FileSink:
                 f.close()
 
 
+# What a ce- header carries as it is (the HTTP binding percent-encodes space, '"', '%' and all but printable ASCII).
 _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
-_HEADER_ATTRS = ("id", "source", "type", "time", "specversion")
 
 
 class HttpSink:
@@ -588,11 +611,11 @@ def _binary(event: Event) -> tuple[bytes, dict[str, str]]:
     for key, value in event.items():
         if key in ("data", "data_base64", "datacontenttype"):
             continue
-        headers[f"ce-{key}"] = quote(str(value), safe=_HEADER_SAFE + " ") if key not in _HEADER_ATTRS else str(value)
+        headers[f"ce-{key}"] = quote(str(value), safe=_HEADER_SAFE)
     if "data_base64" in event:
         return base64.b64decode(event["data_base64"]), headers
     data = event.get("data")
-    body = data.encode() if isinstance(data, str) else orjson.dumps(data)
+    body = data.encode() if isinstance(data, str) else orjson.dumps(data)  # a Fragment: its bytes as they are
     return body, headers
 
 

@@ -142,7 +142,9 @@ def test_binary_mode_puts_attributes_in_percent_encoded_ce_headers() -> None:
     )
     assert json.loads(body) == {"x": 1}
     assert headers["ce-type"] == REQUEST_TYPE and headers["content-type"] == "application/json"
-    assert headers["ce-metadata"] == "{%22a%22: [%22b c%22]}"
+    assert headers["ce-metadata"] == "{%22a%22:%20[%22b%20c%22]}"
+    _, headers = _binary({"id": "caf\u00e9\r\nx-injected: 1", "data": {}})
+    assert headers["ce-id"] == "caf%C3%A9%0D%0Ax-injected:%201"
 
 
 @pytest.mark.parametrize(
