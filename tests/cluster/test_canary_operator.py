@@ -17,6 +17,9 @@ from typing import Any
 import pytest
 import yaml
 from controlplane_kit import Kube, PodDriver, wait_for
+from typer.testing import CliRunner
+
+from kubeinfer.cli.app import app
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300)]
 
@@ -198,6 +201,8 @@ def test_weights_move_step_by_step_on_time_and_the_canary_is_promoted(cluster: C
     progressing = _condition(status, "Progressing")
     assert progressing["status"] == "True" and progressing["reason"] == "Canary"
     assert progressing["message"] == "revision 2 gets 25% of the traffic (step 1/2, analyzing)"
+    shown = CliRunner().invoke(app, ["status", "svc", "-n", c.ns])
+    assert "canary: revision 1 75% / revision 2 25% (step 1/2, analyzing)" in shown.output, shown.output
     c.tick(30)  # held: 19 s of 30
     assert c.weights() == (75, 25) and c.body()["status"]["canary"]["step"] == 1
     status = c.tick(42)  # the step passed: the second waits for its replicas at the old weight

@@ -280,7 +280,8 @@ def status(
     ] = None,
     output: Annotated[str, typer.Option("--output", "-o", help="table | json")] = "table",
 ) -> None:
-    """The rollout state of a deployed service and, if stuck, why (image pull, GPUs, crash loop, probes)."""
+    """The rollout state of a deployed service and, if stuck, why (image pull, GPUs, crash loop, probes); with the
+    operator running a canary, its split and step (the InferenceService's ``status.canary``)."""
     from dataclasses import asdict
 
     from rich.table import Table
@@ -292,19 +293,46 @@ def status(
     if output not in ("table", "json"):
         raise fail(f"--output {output!r}: use table or json", 2)
     try:
-        st = observe(_connect(context), name, ns)
+        api = _connect(context)
+        st = observe(api, name, ns)
+        canary = _canary_of(api, name, ns)
     except KubeError as e:
         raise fail(str(e)) from None
     if output == "json":
-        out.print_json(json.dumps(asdict(st)))
+        doc = asdict(st)
+        if canary is not None:
+            doc["canary"] = canary
+        out.print_json(json.dumps(doc))
     else:
         t = Table(title=f"{ns}/{name}")
         for col in ("phase", "ready", "updated", "reason", "message"):
             t.add_column(col)
         t.add_row(st.phase, f"{st.ready}/{st.desired}", str(st.updated), st.reason, st.message)
         print_table(t)
+        if canary is not None:
+            out.print(
+                f"canary: revision {canary['stableRevision']} {100 - canary['weight']}% / revision "
+                f"{canary['canaryRevision']} {canary['weight']}% (step {canary['step']}/{len(canary['steps'])}, "
+                f"{str(canary['phase']).lower()})" + (f": {canary['message']}" if canary.get("message") else ""),
+                highlight=False,
+                soft_wrap=True,
+            )
     if st.phase == "Failed":
         raise typer.Exit(1)
+
+
+def _canary_of(api: Any, name: str, namespace: str) -> dict[str, Any] | None:
+    """``status.canary`` of the InferenceService, or None (none runs, no such object, or no CRD: deployed without
+    the operator)."""
+    from kubeinfer.kube.api import KubeError
+    from kubeinfer.kube.operator import API_VERSION
+
+    try:
+        obj = api.get(API_VERSION, "InferenceService", name, namespace)
+    except KubeError:
+        return None
+    canary = ((obj or {}).get("status") or {}).get("canary")
+    return dict(canary) if canary else None
 
 
 @app.command()
