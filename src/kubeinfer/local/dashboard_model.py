@@ -166,17 +166,18 @@ def is_error_code(code: str) -> bool:
 class Sample:
     t: float
     """Wall-clock seconds."""
-    rps: float
-    """Requests per second accepted by the router since the previous sample."""
-    errors: float
-    """Failed responses per second (see :func:`is_error_code`)."""
+    rps: float | None
+    """Requests per second accepted by the router (or, without one, by the replicas) since the previous sample;
+    None when not known (no replica's /metrics answered)."""
+    errors: float | None
+    """Failed responses per second (see :func:`is_error_code`); None when not known."""
     p50: float | None
     """Milliseconds: the replicas' request latency over the recent window (None without requests)."""
     p99: float | None
-    queue: float
-    """Requests waiting: buffered in the router plus queued in the replicas' batchers."""
-    in_flight: float
-    """Requests inside the replicas."""
+    queue: float | None
+    """Requests waiting: buffered in the router plus queued in the replicas' batchers; None when not known."""
+    in_flight: float | None
+    """Requests inside the replicas; None when not known."""
     desired: int
     ready: int
     replicas: int
@@ -196,9 +197,9 @@ class Decision:
     after: int
     reason: str
     message: str
-    rps: float
-    queue: float
-    in_flight: float
+    rps: float | None
+    queue: float | None
+    in_flight: float | None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -235,7 +236,7 @@ class History:
         if not self.samples:
             return 0.0
         since = self.samples[-1].t - seconds
-        recent = [s.rps for s in self.samples if s.t > since]
+        recent = [s.rps for s in self.samples if s.t > since and s.rps is not None]
         return sum(recent) / len(recent) if recent else 0.0
 
     def to_json(self) -> dict[str, Any]:
