@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 import pytest
 
-from helpers import python_model
+from helpers import MODELS, python_model
 from kubeinfer.server._proto import grpc_predict_v2_pb2 as pb
 from kubeinfer.testing import ServerProcess
 
@@ -77,7 +77,12 @@ def file_replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Ser
     logger = (
         "  logger: {file: events/payloads.jsonl, redact: [secret, x-api-user], metadataHeaders: [x-api-user, x-team]}\n"
     )
-    spec = python_model(tmp, "dbl", "SlowDouble", "{delay: 0}", logger)
+    spec = tmp / "dbl.yaml"
+    spec.write_text(
+        "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\nmetadata: {name: dbl}\nspec:\n  models:\n"
+        f"    - {{name: dbl, format: python, className: 'testmodels:SlowDouble', uri: '{MODELS}', args: {{delay: 0}}}}\n"
+        f"    - {{name: emb, format: python, className: 'testmodels:Embedder', uri: '{MODELS}'}}\n" + logger
+    )
     with ServerProcess(spec, grpc=True) as s:
         yield s, tmp / "events" / "payloads.jsonl"
 
@@ -172,6 +177,23 @@ def test_binary_v1_and_grpc_payloads_are_logged_as_json(file_replica: tuple[Serv
     assert g["request"]["data"]["id"] == "g-1" and g["request"]["modelname"] == "dbl"
     assert g["response"]["data"]["outputs"][0]["data"] == [6.0, 8.0]
     assert metric(server, "logged") >= 8 and metric(server, "dropped") == 0
+
+
+def test_openai_embeddings_are_logged_under_their_model(file_replica: tuple[ServerProcess, Path]) -> None:
+    server, path = file_replica
+    body = json.dumps({"model": "emb", "input": ["abc", "de"]}).encode()
+    status, _ = post(f"{server.url}/v1/embeddings", body, {"Ce-Id": "emb-1"})
+    assert status == 200
+
+    def pair() -> dict[str, dict[str, Any]] | None:
+        found = by_id(read_events(path)).get("emb-1", {})
+        return found if len(found) == 2 else None
+
+    got = wait_for(pair, "both events of emb-1")
+    assert got["request"]["protocol"] == "openai" and got["request"]["modelname"] == "emb"
+    assert got["request"]["data"] == {"model": "emb", "input": ["abc", "de"]}
+    data = got["response"]["data"]["data"]
+    assert [d["index"] for d in data] == [0, 1] and len(data[0]["embedding"]) == 8
 
 
 def test_an_unanswered_request_is_logged_without_a_response(file_replica: tuple[ServerProcess, Path]) -> None:
