@@ -14,7 +14,8 @@ in the engine's queue, the same code otherwise). For each:
 
 TTFT is measured by the client: request sent to the first event that carries text. Each figure is the median of
 ``--repeats`` runs. The load generator (aiohttp, one process) shares the machine with the server; the server's model
-runs on one PyTorch thread. Writes bench/llm/RESULTS.md (``--out``) and prints it.
+runs on one PyTorch thread. Writes bench/llm/RESULTS.md (``--out``; the section of ``routing.py`` is kept) and prints
+it.
 """
 
 from __future__ import annotations
@@ -214,6 +215,9 @@ def main() -> int:
         lines.append(f"- {name}: {runs}")
     lines += ["", NOTES]
     text = "\n".join(lines) + "\n"
+    old = args.out.read_text() if args.out.exists() else ""
+    if "<!-- routing:begin -->" in old:  # bench/llm/routing.py's section stays
+        text += "\n" + old[old.index("<!-- routing:begin -->") :]
     args.out.write_text(text)
     print(text)
     return 0
