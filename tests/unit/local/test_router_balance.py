@@ -271,6 +271,15 @@ def test_llm_services_balance_by_tokens_by_default_and_others_by_requests() -> N
     assert p == RoutingPolicy(tokens=False, affinity="session", session_header=b"x-user")
 
 
+def test_a_bad_routing_field_is_named_in_the_spec_error() -> None:
+    from kubeinfer.spec import SpecError
+
+    with pytest.raises(SpecError, match=r"spec\.routing\.affinity"):
+        _spec("llm", '{"affinity": "sticky"}')
+    with pytest.raises(SpecError, match=r"spec\.routing\.loadFactor"):
+        _spec("llm", '{"loadFactor": 1.0}')
+
+
 # -- the router's accounting -----------------------------------------------------------------------------------------
 def _router(n: int, policy: RoutingPolicy | None) -> Router:
     r = Router()
