@@ -161,6 +161,38 @@ def bench_medium() -> list[str]:
     return lines
 
 
+POLICIES_HEAD = "## Plan packing by placement policy"
+
+
+def bench_policies() -> list[str]:
+    """The same plans (heuristic) packed by each placement policy: what the packing costs in nodes."""
+    lines = [
+        POLICIES_HEAD,
+        "",
+        "`plan solve` chooses node counts and slices (here the heuristic), then the placement policy of `plan replay`",
+        "puts each replica on a node and GPU (`--policy`; kubeinfer by default); a group gets one more node while the",
+        "policy cannot place all of its replicas (`extra`), up to its `maxNodes` (`unpacked groups`: still not placed",
+        "there; their nodes are counted at `maxNodes`). Instances: `large_instance(services, groups, seed)` in run.py.",
+        "",
+        "Regenerate the planner sections: `.venv/bin/python bench/placement/run.py --only planner --write "
+        "bench/placement/RESULTS.md`.",
+        "",
+        "| instance | policy | cost/h | nodes | extra nodes | unpacked groups | solve+pack time (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for args in ((200, 50, 0), (40, 12, 1), (60, 20, 2), (30, 10, 3)):
+        services, groups = large_instance(*args)
+        for pol in (*BASELINES, "kubeinfer"):
+            t = time.perf_counter()
+            p = plan(services, groups, PlannerOptions(share_counts=(2, 4), placement=pol), method="heuristic")
+            dt = time.perf_counter() - t
+            lines.append(f"| {args[0]}x{args[1]} seed {args[2]} | {pol} | {p.cost_per_hour:.2f} | "
+                         f"{sum(p.nodes.values())} | {p.extra_nodes} | {len(p.unplaced)} | {dt:.1f} |")  # fmt: skip
+            print(lines[-1], flush=True)
+    lines.append("")
+    return lines
+
+
 def bench_fragmentation(seeds: tuple[int, ...] = (42, 43, 44), plot: Path | None = None) -> list[str]:
     nodes, pods = (
         DATA / "alibaba_gpu2023_openb_node_list_gpu_node.csv",
@@ -294,11 +326,25 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--write", type=Path, help="write the Markdown report here")
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--only", choices=["variants", "fragmentation"], help="run one section (variants: and replace "
-                    "it in --write's file; fragmentation: print it)")  # fmt: skip
+    ap.add_argument("--only", choices=["variants", "fragmentation", "planner"], help="run one section (variants, "
+                    "planner: and replace them in --write's file; fragmentation: print it)")  # fmt: skip
     args = ap.parse_args()
     if args.only == "fragmentation":
         print("\n".join(bench_fragmentation(plot=Path(__file__).with_name("fragmentation.png"))))
+        return
+    if args.only == "planner":
+        sections = [bench_large(), bench_medium(), bench_policies(), bench_example()]
+        if args.write:
+            text = args.write.read_text()
+            for sec in sections:
+                if sec[0] not in text:  # a new section goes before the documented example
+                    head = "## Plan vs naive plan"
+                    text = text.replace(head, "\n".join(sec) + "\n" + head, 1)
+                    args.write.write_text(text)
+                text = _splice(args.write, sec[0], sec)
+                args.write.write_text(text)
+        else:
+            print("\n".join(line for sec in sections for line in sec))
         return
     if args.only == "variants":
         lines = bench_variants()
@@ -309,6 +355,7 @@ def main() -> None:
            "bench/placement/RESULTS.md` (timings from the machine that ran it).", ""]  # fmt: skip
     out += bench_large()
     out += bench_medium()
+    out += bench_policies()
     out += bench_example()
     out += bench_fragmentation(plot=Path(__file__).with_name("fragmentation.png"))
     out += bench_variants()

@@ -727,12 +727,16 @@ Replica = tuple[ServiceDemand, SliceRef]
 """One replica to place: its service (CPU and memory requests) and the slot type the plan gave it."""
 
 
-def gpu_milli(sl: SliceRef, catalogue: Catalogue = CATALOGUE) -> int:
+MigMilli = Literal["compute", "slices"]
+
+
+def gpu_milli(sl: SliceRef, catalogue: Catalogue = CATALOGUE, mig: MigMilli = "compute") -> int:
     """The share of one GPU a replica on slot ``sl`` takes, in the placement policies' milli-GPU: 1000 for a whole
-    GPU, ``1000 // k`` for a share of k, a MIG instance's compute slices in sevenths or memory slices in eighths,
-    whichever is more (so two instances that hold all the memory slices leave no room for a third; a few valid
-    layouts, such as 4g + 3g, do not fit and take two GPUs; a set that fits but is no valid layout is repacked on
-    its node: ``_configure_node``), 0 for CPU."""
+    GPU, ``1000 // k`` for a share of k, 0 for CPU. A MIG instance: its compute slices in sevenths (``compute``:
+    every valid layout fits in 1000, but so do some sets that are no valid layout, such as two 3g.40gb and a
+    1g.10gb, which hold more than the 8 memory slices), or the larger of that and its memory slices in eighths
+    (``slices``: no such set fits, nor do a few valid layouts, such as 4g + 3g). The packing tries ``compute``
+    first and ``slices`` where a node's MIG set cannot be laid out (``_configure_node``)."""
     if sl.kind == "cpu":
         return 0
     if sl.kind == "whole":
@@ -740,11 +744,12 @@ def gpu_milli(sl: SliceRef, catalogue: Catalogue = CATALOGUE) -> int:
     if sl.kind == "share":
         return FULL // sl.share
     prof = {p.name: p for p in mig_profiles(catalogue[sl.accelerator])}[sl.mig_profile]
-    return max(FULL * prof.compute_slices // MAX_COMPUTE_SLICES, FULL * prof.memory_slices // MEMORY_SLICES)
+    compute = FULL * prof.compute_slices // MAX_COMPUTE_SLICES
+    return compute if mig == "compute" else max(compute, FULL * prof.memory_slices // MEMORY_SLICES)
 
 
 def policy_inputs(
-    g: NodeGroup, n: int, replicas: Sequence[Replica], catalogue: Catalogue = CATALOGUE
+    g: NodeGroup, n: int, replicas: Sequence[Replica], catalogue: Catalogue = CATALOGUE, mig: MigMilli = "compute"
 ) -> tuple[Cluster, Workload]:
     """``n`` nodes of group ``g`` and ``replicas`` (in arrival order) in the placement policies' terms
     (:mod:`kubeinfer.placement.fragmentation`): CPU in milli-cores (node capacity rounded down, requests up),
@@ -757,7 +762,7 @@ def policy_inputs(
         gpus=np.full(n, g.gpus if g.accelerator else 0, dtype=np.int64),
         models=(model,) * n,
     )
-    milli = [gpu_milli(sl, catalogue) for _, sl in replicas]
+    milli = [gpu_milli(sl, catalogue, mig) for _, sl in replicas]
     pods = Workload(
         names=tuple(f"{s.name}-{k}" for k, (s, _) in enumerate(replicas)),
         cpu_milli=np.array([math.ceil(s.cpu * 1000 - 1e-6) for s, _ in replicas], dtype=np.int64),
@@ -776,6 +781,7 @@ def assign_replicas(
     policy: str = "kubeinfer",
     catalogue: Catalogue = CATALOGUE,
     seed: int = 0,
+    mig: MigMilli = "compute",
 ) -> list[tuple[int, tuple[int, ...]] | None]:
     """Where ``policy`` puts each replica on ``n`` empty nodes of ``g``: (node index, GPU indices) or None. The
     policy is the one ``kubeinfer plan replay`` measures (:func:`kubeinfer.placement.fragmentation.assign`), fed
@@ -784,7 +790,7 @@ def assign_replicas(
     A MIG-partitioned GPU cannot also be time-sliced, which the policies' milli-GPU view does not know: a group
     with both MIG and share replicas is placed in two rounds, the MIG replicas first, then the others on the CPU,
     memory and untouched GPUs left (each round is one call of the policy)."""
-    cluster, pods = policy_inputs(g, n, replicas, catalogue)
+    cluster, pods = policy_inputs(g, n, replicas, catalogue, mig)
     kinds = {sl.kind for _, sl in replicas}
     if not {"mig", "share"} <= kinds:
         return assign(cluster, pods, policy, seed)
@@ -860,9 +866,12 @@ def _pack(m: Model, sol: _Solution) -> tuple[tuple[NodePacking, ...], dict[str, 
             for _ in range(r)
         ]
         orders = _pack_orders(g, reps, m.catalogue)
+        mig_modes: tuple[MigMilli, ...] = (
+            ("compute", "slices") if any(sl.kind == "mig" for _, sl in reps) else ("compute",)
+        )
         while True:
-            for order in orders:
-                ok, result = _try_pack(g, n, order, m.options_, m.catalogue)
+            for mig, order in ((mig, order) for mig in mig_modes for order in orders):
+                ok, result = _try_pack(g, n, order, m.options_, m.catalogue, mig)
                 if ok:
                     break
             if ok or n >= g.max_nodes:
@@ -881,7 +890,7 @@ _NodeOut = tuple[tuple[str, ...], tuple[tuple[str, str, int], ...], float, int]
 
 
 def _try_pack(
-    g: NodeGroup, n: int, reps: Sequence[Replica], opts: PlannerOptions, catalogue: Catalogue
+    g: NodeGroup, n: int, reps: Sequence[Replica], opts: PlannerOptions, catalogue: Catalogue, mig: MigMilli = "compute"
 ) -> tuple[bool, list[_NodeOut]]:
     """Place ``reps`` on ``n`` nodes of ``g`` with the policy, then configure each node's GPUs for what landed on
     them (``_configure_node``). False when a replica fits nowhere or a node's GPUs cannot be configured."""
@@ -889,7 +898,7 @@ def _try_pack(
         return True, [((), (), 0.0, 0) for _ in range(n)]
     if n == 0:
         return False, []
-    where = assign_replicas(g, n, reps, opts.placement, catalogue)
+    where = assign_replicas(g, n, reps, opts.placement, catalogue, mig=mig)
     if any(w is None for w in where):
         return False, []
     on_node: list[list[tuple[Replica, int]]] = [[] for _ in range(n)]
