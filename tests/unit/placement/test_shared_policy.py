@@ -260,3 +260,28 @@ def test_node_groups_file_chooses_the_simulators_placement_policy() -> None:
     assert setup.autoscaler.placement == "first-fit"
     with pytest.raises(ValueError, match=r"autoscaler.placement is 'worst-fit'"):
         node_setup_from_dict({"nodeGroups": groups, "autoscaler": {"placement": "worst-fit"}})
+
+
+def test_mig_and_shares_never_share_a_gpu_and_mig_sets_are_valid_layouts() -> None:
+    """MIG replicas are placed before the others, so no GPU is both partitioned and time-sliced; two 3g.40gb and a
+    1g.10gb fit one GPU by compute slices but hold 9 of its 8 memory slices: with compute slices the packing of
+    three one-GPU nodes fails, with memory slices counted it succeeds and every GPU gets a valid configuration."""
+    from kubeinfer.placement.planner import _try_pack
+
+    def mig(p: str) -> SliceRef:
+        return SliceRef("A100-80GB", "mig", mig_profile=p)
+
+    g = NodeGroup("a100", "a2", "A100-80GB", 1, 32, 256 * GIB, 5.0, 0, 4)
+    svc = ServiceDemand("s", 1.0, 1.0, {}, {}, 1.0, 4 * GIB)
+    share = SliceRef("A100-80GB", "share", share=2)
+    reps = [(svc, mig("3g.40gb")), (svc, mig("3g.40gb")), (svc, mig("1g.10gb")), (svc, share), (svc, share)]
+    opts = PlannerOptions(placement="first-fit")
+    ok, _ = _try_pack(g, 3, reps, opts, CATALOGUE, "compute")
+    assert not ok
+    ok, nodes = _try_pack(g, 3, reps, opts, CATALOGUE, "slices")
+    assert ok
+    assert [(cfgs, [sl for _, sl, _ in placed]) for cfgs, placed, _, _ in nodes] == [
+        (("all-3g.40gb",), ["A100-80GB/mig-3g.40gb", "A100-80GB/mig-3g.40gb"]),
+        (("custom-1x1g.10gb",), ["A100-80GB/mig-1g.10gb"]),
+        (("time-slicing-2",), ["A100-80GB/share-2", "A100-80GB/share-2"]),
+    ]
