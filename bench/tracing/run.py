@@ -96,6 +96,12 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--out", type=Path)
+    ap.add_argument(
+        "--paired",
+        action="store_true",
+        help="load 'off' and '1%%' at the same time in each round (two wrk) and report the median of the rounds' CPU "
+        "per request ratios: both see the same neighbours",
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("bench/tracing/run.py needs wrk on PATH")
@@ -106,22 +112,20 @@ def main() -> None:
     endpoint = f"http://127.0.0.1:{sink.port}"
     servers = {k: ServerProcess(spec, grpc=False, env=env(k, endpoint)).start() for k in KINDS}
     runs: dict[str, list[tuple[float, float, float]]] = {k: [] for k in KINDS}  # req/s, p50 ms, CPU us/request
+    if args.paired:
+        try:
+            paired(servers, args)
+        finally:
+            for s in servers.values():
+                s.kill()
+        return
     try:
         for r in range(args.rounds):
             order = KINDS[r % 3 :] + KINDS[: r % 3]
             for kind in order:
-                url = f"{servers[kind].url}/v2/models/tabular64/infer"
-                run_wrk(LoadSpec(url=url, body=BODY, concurrency=args.conns, duration=1.0, warmup=0))  # warm-up
-                cpu0 = cpu_seconds(servers[kind].pid)
-                res = run_wrk(LoadSpec(url=url, body=BODY, concurrency=args.conns, duration=args.duration, warmup=0))
-                cpu = (cpu_seconds(servers[kind].pid) - cpu0) / max(res.requests, 1) * 1e6
-                if res.errors:
-                    raise RuntimeError(f"{kind}: {res.errors} errors: {res.statuses}")
-                runs[kind].append((res.throughput, res.latency_ms["p50"], cpu))
-                print(
-                    f"round {r + 1} {kind:>4}: {res.throughput:9.0f} req/s  p50 {res.latency_ms['p50']:.2f} ms  "
-                    f"{cpu:6.1f} us CPU/request"
-                )
+                rps, p50, cpu = measure(servers[kind], args.conns, args.duration)
+                runs[kind].append((rps, p50, cpu))
+                print(f"round {r + 1} {kind:>4}: {rps:9.0f} req/s  p50 {p50:.2f} ms  {cpu:6.1f} us CPU/request")
     finally:
         for s in servers.values():
             s.stop()  # the traced ones export what they still hold
@@ -145,6 +149,39 @@ def main() -> None:
     print("\n".join(lines))
     if args.out is not None:
         args.out.write_text("\n".join(lines) + "\n")
+
+
+def measure(server: ServerProcess, conns: int, duration: float) -> tuple[float, float, float]:
+    """One measured wrk run after a 1 s warm-up: req/s, p50 ms, the replica's CPU us per request."""
+    url = f"{server.url}/v2/models/tabular64/infer"
+    run_wrk(LoadSpec(url=url, body=BODY, concurrency=conns, duration=1.0, warmup=0))
+    cpu0 = cpu_seconds(server.pid)
+    res = run_wrk(LoadSpec(url=url, body=BODY, concurrency=conns, duration=duration, warmup=0))
+    if res.errors:
+        raise RuntimeError(f"{res.errors} errors: {res.statuses}")
+    return res.throughput, res.latency_ms["p50"], (cpu_seconds(server.pid) - cpu0) / max(res.requests, 1) * 1e6
+
+
+def paired(servers: dict[str, ServerProcess], args: argparse.Namespace) -> None:
+    """``off`` and ``1%`` loaded at once each round (``--conns`` split between them)."""
+    ratios: list[float] = []
+    for r in range(args.rounds):
+        out: dict[str, tuple[float, float, float]] = {}
+
+        def load(kind: str, out: dict[str, tuple[float, float, float]] = out) -> None:
+            out[kind] = measure(servers[kind], max(1, args.conns // 2), args.duration)
+
+        threads = [threading.Thread(target=load, args=(k,)) for k in ("off", "1%")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ratios.append(out["1%"][2] / out["off"][2])
+        print(
+            f"round {r + 1}: off {out['off'][2]:.1f} us CPU/request ({out['off'][0]:,.0f} req/s), "
+            f"1% {out['1%'][2]:.1f} ({out['1%'][0]:,.0f} req/s): ratio {ratios[-1]:.3f}"
+        )
+    print(f"paired CPU/request ratio 1% / off: median {statistics.median(ratios):.3f} of {args.rounds} rounds")
 
 
 if __name__ == "__main__":

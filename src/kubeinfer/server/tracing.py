@@ -528,14 +528,13 @@ def batch(
         "kubeinfer.batch.requests": len(items),
         "kubeinfer.batch.inline": inline,
     }
+    # Attributes on the batch span only (its children are read under it): each one costs the SDK's checks per span.
     for it, res in sampled:
         context = in_context(it.span)
-        _child(context, "queue", _ns_mono(it.enqueued), b0, {"kubeinfer.model.name": model})
+        _child(context, "queue", _ns_mono(it.enqueued), b0, {})
         span = _child(context, "batch", b0, b1, batch_attributes)
-        attributes: dict[str, Any] = {"kubeinfer.model.name": model, "kubeinfer.batch.size": rows}
-        if isinstance(res, BaseException):
-            attributes["error.type"] = type(res).__name__
-        _child(in_context(span), "model", m0, m1, attributes)
+        error = {"error.type": type(res).__name__} if isinstance(res, BaseException) else {}
+        _child(in_context(span), "model", m0, m1, error)
 
 
 # -- the router ----------------------------------------------------------------------------------------------------
