@@ -180,7 +180,9 @@ class PayloadLog:
         self.redact = frozenset(spec.redact)
         self.redact_headers = frozenset(n.lower() for n in spec.redact)
         self.metadata_headers = tuple(h.lower().encode() for h in spec.metadataHeaders)
-        self._queue: queue.Queue[tuple[Tap, ModelSlot | None, int, Any, Any, int] | None] = queue.Queue(spec.queueSize)
+        self._queue: queue.Queue[tuple[Tap, ModelSlot | None, int, Any, Any, float, int] | None] = queue.Queue(
+            spec.queueSize
+        )
         self._bytes = 0  # payload bytes queued; changed under _lock (the loop adds, the thread takes away)
         self._lock = threading.Lock()
         self.logged = 0  # changed by the thread only
@@ -220,7 +222,7 @@ class PayloadLog:
                 self._bytes += size
         if not full:
             try:
-                self._queue.put_nowait((tap, slot, status, body, headers, size))
+                self._queue.put_nowait((tap, slot, status, body, headers, time.time(), size))
                 return
             except queue.Full:
                 with self._lock:
@@ -254,12 +256,12 @@ class PayloadLog:
                     items.append(item)
                 events: list[Event] = []
                 with self._lock:
-                    self._bytes -= sum(it[5] for it in items if it is not None)
+                    self._bytes -= sum(it[6] for it in items if it is not None)
                 for it in items:
                     if it is None:
                         continue
                     try:
-                        events += self.events(*it[:5])
+                        events += self.events(*it[:6])
                     except Exception as e:  # a payload that cannot be read must not stop the logger
                         self.dropped_failed += int(self.requests) + int(self.responses and _ok(it[2]))
                         self._warn(f"a payload could not be logged: {type(e).__name__}: {e}")
@@ -286,8 +288,11 @@ class PayloadLog:
             self._warned = now
             log.warning("%s (dropped so far: %d)", message, self.counts()[1])
 
-    def events(self, tap: Tap, slot: ModelSlot | None, status: int, body: Any, headers: Any) -> list[Event]:
-        """The CloudEvents of one answered request (in the logger's thread)."""
+    def events(
+        self, tap: Tap, slot: ModelSlot | None, status: int, body: Any, headers: Any, answered: float | None = None
+    ) -> list[Event]:
+        """The CloudEvents of one request answered at ``answered`` (Unix time; default now), in the logger's
+        thread."""
         req_headers = _header_map(tap.headers)
         event_id = req_headers.get(b"ce-id", b"").decode("ascii", "replace") or str(uuid.uuid4())
         common: Event = {
@@ -312,7 +317,8 @@ class PayloadLog:
             out.append(self._event(common, REQUEST_TYPE, tap.received, tap.body, req_headers, "inputs", raw=raw))
         if self.responses and _ok(status):
             headers = _header_map(headers)
-            out.append(self._event(common, RESPONSE_TYPE, time.time(), body, headers, "outputs", slot, raw=raw))
+            at = time.time() if answered is None else answered
+            out.append(self._event(common, RESPONSE_TYPE, at, body, headers, "outputs", slot, raw=raw))
         return out
 
     def _metadata(self, headers: Mapping[bytes, bytes]) -> dict[str, list[str]]:
