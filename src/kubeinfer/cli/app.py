@@ -16,6 +16,7 @@ from kubeinfer.cli.base import app
 from kubeinfer.cli import replica  # noqa: F401 - validate, prepare, serve, bench
 from kubeinfer.cli import local  # noqa: F401 - up, apply, get, describe, scale, logs, down
 from kubeinfer.cli import kube  # noqa: F401 - render, deploy, delete, status, operator, build
+from kubeinfer.cli import dashboard  # noqa: F401 - dashboard (a cluster's services)
 from kubeinfer.cli import sim  # noqa: F401 - simulate
 from kubeinfer.cli import plan  # noqa: F401 - plan, profile
 from kubeinfer.cli import storage  # noqa: F401 - fetch

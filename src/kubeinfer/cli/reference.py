@@ -36,8 +36,8 @@ GROUPS: Final[tuple[tuple[str, str, tuple[str, ...]], ...]] = (
     (
         "Kubernetes",
         "The same spec on a cluster (docs/kubernetes.md): manifests, server-side apply, rollout status, the "
-        "operator and the image.",
-        ("render", "deploy", "status", "delete", "operator", "build"),
+        "operator, the web dashboard and the image.",
+        ("render", "deploy", "status", "delete", "operator", "dashboard", "build"),
     ),
     (
         "Planning",

@@ -379,6 +379,7 @@ class Dashboard:
         self._closing = False
         self._clients = 0
         self._sampled = False
+        self._tried = False  # a sample was attempted (it may have failed): requests need not wait for one
         self._services: dict[str, _Service] = {}
         self._page = (static_dir() / "index.html").read_bytes()
 
@@ -437,6 +438,8 @@ class Dashboard:
                 raise
             except Exception:  # the page must go on updating: log and try again next tick
                 log.exception("dashboard sample failed; it goes on")
+                self._tried = True
+                self._notify()
             await asyncio.sleep(self.options.interval)
 
     async def sample(self) -> dict[str, Any] | None:
@@ -448,7 +451,7 @@ class Dashboard:
         keys = {t["key"] for t in ticks}
         for gone in set(self._services) - keys:
             del self._services[gone]
-        self._sampled = True
+        self._sampled = self._tried = True
         self._notify()
         return ticks[0] if ticks else None
 
@@ -529,7 +532,13 @@ class Dashboard:
     async def _index(self, request: web.Request) -> web.Response:
         return web.Response(body=self._page, content_type="text/html", charset="utf-8")
 
+    async def _first_sample(self) -> None:
+        """Wait for the sampler's first attempt (a page opened at once would find no service yet)."""
+        while not self._tried and not self._closing and self._task is not None:
+            await self._tick.wait()
+
     async def _api_services(self, request: web.Request) -> web.Response:
+        await self._first_sample()
         return _json({"services": self.services()})
 
     async def _api_status(self, request: web.Request) -> web.Response:
@@ -541,6 +550,7 @@ class Dashboard:
         return _no_service(want, [service_key(s) for s in statuses])
 
     async def _api_history(self, request: web.Request) -> web.Response:
+        await self._first_sample()
         key = self._pick(request.query.get("service"))
         if key is None:
             return _no_service(request.query.get("service"), sorted(self._services))
