@@ -62,7 +62,8 @@ def _diff(after: dict[str, float], before: dict[str, float]) -> dict[str, float]
 def test_long_and_short_generations_are_balanced_by_tokens_and_a_session_sticks(
     platform: Callable[..., Platform],
 ) -> None:
-    # a per-try timeout longer than the long generation (the suite's fast setting is 1.5 s)
+    # the suite's fast per-try timeout (1.5 s) is also the idle timeout of a stream: a loaded machine may pause one
+    # that long
     p = platform("tinyroute", _spec("{affinity: session}"), extra_env={"KUBEINFER_TRY_TIMEOUT": "60"})
     url = p.url
     completions = f"{url}/v1/completions"

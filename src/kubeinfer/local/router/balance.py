@@ -25,6 +25,7 @@ Pure: no sockets, no clock; the router's shell (``router.py``) charges each try'
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -230,16 +231,9 @@ def _mix(x: int) -> int:
     return x ^ (x >> 31)
 
 
-_ID_HASHES: dict[str, int] = {}
-
-
+@functools.lru_cache(maxsize=4096)  # replica ids come and go over a long life: a bounded cache
 def _id_hash(backend_id: str) -> int:
-    h = _ID_HASHES.get(backend_id)
-    if h is None:
-        if len(_ID_HASHES) > 65_536:  # replica ids come and go over a long life: keep the cache bounded
-            _ID_HASHES.clear()
-        h = _ID_HASHES[backend_id] = _h64(backend_id.encode())
-    return h
+    return _h64(backend_id.encode())
 
 
 def rendezvous_home(backends: Sequence[B], key: bytes) -> B:
