@@ -14,7 +14,8 @@ asks for ``min(GeneratedTokens, 400)`` tokens (``ignore_eos``, so it generates e
 answers and 400-token ones) after a prompt of ``min(ContextTokens / 32, 32)`` words (about 80 tokens at most). Every request is a streaming
 completion sent open-loop at its arrival time. Per run: time to first token (client side, request sent to the first
 event with text) p50 and p99, and generated tokens/s (all tokens over first send to last end). Each repeat replays
-its own window (seeded) against both platforms, one after the other; the figures are medians of ``--repeats``.
+the same window (``--seed``) against both platforms, one after the other (the order alternates); the figures are
+medians of ``--repeats``.
 
 Writes the "Routing" section of bench/llm/RESULTS.md (between its markers, the rest of the file kept) and prints it.
 """
@@ -194,7 +195,8 @@ def section(args: argparse.Namespace, runs: dict[str, list[dict[str, float]]], l
         f"{args.requests} streaming completions per run from a window of the Azure LLM inference trace 2023 "
         "(conversation; its arrival times compressed to "
         f"{args.rate:g} requests/s, `GeneratedTokens` capped at 400 as `max_tokens` with `ignore_eos`, prompts of "
-        "`ContextTokens`/32 words, up to 32), sent open-loop; each repeat replays its own window against both. "
+        "`ContextTokens`/32 words, up to 32), sent open-loop; each repeat replays the same window "
+        f"(seed {args.seed}) against both, alternating which goes first. "
         f"Medians of {args.repeats} runs. {platform.machine()}, {os.cpu_count()} CPUs shared by the four replicas, "
         f"the routers and the client; load average {load:.1f} at the end.",
         "",
@@ -232,6 +234,7 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=160, help="requests per run")
     ap.add_argument("--rate", type=float, default=6.0, help="arrivals per second (the trace's, compressed)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0, help="which window of the trace")
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = ap.parse_args()
     if not (EXAMPLE / "model" / "config.json").exists():
@@ -245,8 +248,8 @@ def main() -> int:
         try:
             for p in POLICIES:  # warm-up: both replicas of each platform answer once
                 _run(replay(urls[p], workload(trace, 8, 8.0, 999)))
+            reqs = workload(trace, args.requests, args.rate, args.seed)
             for rep in range(args.repeats):
-                reqs = workload(trace, args.requests, args.rate, rep)
                 for p in POLICIES if rep % 2 == 0 else reversed(POLICIES):
                     r = _run(replay(urls[p], reqs))
                     runs[p].append(r)
