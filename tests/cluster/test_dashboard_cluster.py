@@ -292,10 +292,15 @@ def test_the_dashboard_shows_a_clusters_services_and_a_change_within_the_next_ti
         assert e.value.code == 403
 
 
-def test_the_page_shows_the_cluster_services_conditions_and_events(world: World) -> None:
+def test_the_page_shows_the_cluster_services_conditions_and_events(world: World, tmp_path: Path) -> None:
+    """The page (Playwright, Debian's Chromium) against the cluster source; screenshots in
+    ``$KUBEINFER_TEST_ARTIFACTS/dashboard-cluster/`` when that is set."""
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (apt-get install -y chromium; ./install.sh --dev does)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package (the [dev] extra) is missing")
+    root = os.environ.get("KUBEINFER_TEST_ARTIFACTS")
+    artifacts = Path(root) / "dashboard-cluster" if root else tmp_path
+    artifacts.mkdir(parents=True, exist_ok=True)
     args = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run", "--disable-quic"]
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=args)
@@ -309,9 +314,11 @@ def test_the_page_shows_the_cluster_services_conditions_and_events(world: World)
             sync_api.expect(page.locator("#conditions tbody")).to_contain_text("Ready")
             sync_api.expect(page.locator("#events tbody")).to_contain_text("ScalingReplicaSet")
             sync_api.expect(page.locator("#service option")).to_have_count(2)
+            page.screenshot(path=str(artifacts / "1-alpha.png"), full_page=True)
             page.select_option("#service", f"{world.ns}/beta")
             sync_api.expect(page.locator("#name")).to_have_text("beta", timeout=30_000)
             sync_api.expect(page.locator("#note")).to_contain_text("status only", timeout=30_000)
             sync_api.expect(page.locator("#hpa")).to_contain_text("ScalingActive", timeout=30_000)
+            page.screenshot(path=str(artifacts / "2-beta.png"), full_page=True)
         finally:
             browser.close()

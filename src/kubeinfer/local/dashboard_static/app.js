@@ -4,7 +4,9 @@
 
 const WINDOW_S = 300; // the charts show the last five minutes
 const MAX_SAMPLES = 900;
-const state = { status: null, samples: [], decisions: [], cost: null, prices: null, updated: 0 };
+const state = { status: null, samples: [], decisions: [], cost: null, prices: null, updated: 0, services: [], metrics: null };
+// the service shown: ?service=KEY in the page's address (a cluster's dashboard shows several)
+let selected = new URLSearchParams(location.search).get("service");
 
 const $ = (id) => document.getElementById(id);
 const esc = (v) => String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
@@ -111,11 +113,15 @@ function renderStatus() {
   const a = st.autoscaling || {};
   document.title = `${st.name} · kubeinfer`;
   $("name").textContent = st.name;
-  $("summary").textContent = `${st.endpoint ? st.endpoint.http : ""}  revision ${st.revision} (version ${st.version})  policy ${a.policy} [${a.min}, ${a.max}]`;
+  const where = st.namespace ? `namespace ${st.namespace}  ` : "";
+  $("summary").textContent = `${where}${st.endpoint ? st.endpoint.http : ""}  revision ${st.revision} (version ${st.version})  policy ${a.policy} [${a.min}, ${a.max}]`;
+  renderCluster(st);
   $("ready-count").textContent = st.ready_replicas;
   $("desired-count").textContent = st.desired;
   const ro = st.rollout;
-  $("revision").textContent = ro ? `rolling out revision ${ro.revision} (from ${ro.previous}, ${age(ro.elapsed)})` : `revision ${st.revision}`;
+  const rs = st.rollout_status;
+  $("revision").textContent = ro ? `rolling out revision ${ro.revision} (from ${ro.previous}, ${age(ro.elapsed)})`
+    : rs ? `revision ${st.revision}: ${rs.phase}, ${rs.reason}${rs.message ? " (" + rs.message + ")" : ""}` : `revision ${st.revision}`;
   $("replicas").tBodies[0].innerHTML = st.replicas.map((r) => {
     const le = r.last_exit;
     const exit = le ? `${esc(le.code)} ${esc(le.reason)}${le.message ? ": " + esc(le.message) : ""}` : "";
@@ -123,7 +129,7 @@ function renderStatus() {
     return `<tr data-replica-id="${esc(r.id)}" data-state="${esc(r.state)}" data-ready="${r.ready}" data-restarts="${r.restarts}">` +
       `<td>${esc(r.id)}</td><td><span class="badge ${esc(r.state)}">${esc(r.state)}</span></td><td>${r.ready ? "yes" : "no"}</td>` +
       `<td>${esc(r.revision)} (${esc(r.version)})</td><td class="restarts">${r.restarts}</td><td class="msg">${exit}</td><td class="msg">${why}</td>` +
-      `<td>${age(r.age)}</td><td>${esc(r.pid ?? "–")}</td><td>${r.cpu === null ? "–" : num(r.cpu, 2)}</td><td>${bytes(r.memory)}</td></tr>`;
+      `<td>${age(r.age)}</td><td>${esc(r.pid ?? r.node ?? "–")}</td><td>${r.cpu === null ? "–" : num(r.cpu, 2)}</td><td>${bytes(r.memory)}</td></tr>`;
   }).join("");
   const cold = st.cold_starts && st.cold_starts.length ? `; scale-from-zero waits ${st.cold_starts.map((c) => c.toFixed(2) + " s").join(", ")}` : "";
   $("autoscaling").textContent = `policy ${a.policy}, between ${a.min} and ${a.max} replicas; last decision: ${a.reason || "none yet"}${a.message ? " (" + a.message + ")" : ""}${a.buffering ? "; buffering requests" : ""}${cold}`;
@@ -135,7 +141,44 @@ function renderStatus() {
   }
   $("events").tBodies[0].innerHTML = (st.events || []).slice().reverse().map((e) =>
     `<tr><td>${clock(e.time)}</td><td><span class="badge ${esc(e.type)}">${esc(e.type)}</span></td><td>${esc(e.reason)}</td>` +
-    `<td>${esc(e.object)}</td><td class="msg">${esc(e.message)}${e.count > 1 ? ` (x${e.count})` : ""}</td></tr>`).join("");
+    `<td>${e.kind ? esc(e.kind) + "/" : ""}${esc(e.object)}</td><td class="msg">${esc(e.message)}${e.count > 1 ? ` (x${e.count})` : ""}</td></tr>`).join("");
+}
+
+// what only a cluster's service has: the InferenceService's conditions, the rollout's state, the HPA
+function renderCluster(st) {
+  const cluster = st.source === "cluster";
+  $("cluster").hidden = !cluster;
+  if (!cluster) return;
+  const rs = st.rollout_status;
+  $("rollout-status").textContent = rs ? `rollout: ${rs.phase} (${rs.reason})` : "";
+  const conds = st.conditions || [];
+  $("conditions").tBodies[0].innerHTML = conds.length ? conds.map((c) =>
+    `<tr data-type="${esc(c.type)}" data-status="${esc(c.status)}"><td>${esc(c.type)}</td><td><span class="badge ${esc(c.status)}">${esc(c.status)}</span></td>` +
+    `<td>${esc(c.reason)}</td><td class="msg">${esc(c.message)}</td><td>${esc(c.lastTransitionTime ?? "")}</td></tr>`).join("")
+    : `<tr><td colspan="5" class="muted">no conditions: the operator has not written this service's status</td></tr>`;
+  const h = st.hpa;
+  $("hpa").innerHTML = h ? `<h2>HorizontalPodAutoscaler ${esc(h.name)}</h2><p>current ${esc(h.current ?? "–")}, desired ${esc(h.desired ?? "–")}` +
+    `${h.lastScaleTime ? ", last scaled " + esc(h.lastScaleTime) : ""}</p>` +
+    (h.conditions || []).map((c) => `<div><span class="badge ${esc(c.status)}">${esc(c.type)}</span> ${esc(c.reason)}: ${esc(c.message)}</div>`).join("")
+    : "";
+}
+
+function renderServices() {
+  const sel = $("service");
+  const list = state.services || [];
+  sel.hidden = list.length < 2 && !(list.length === 1 && list[0].namespace);
+  const want = list.map((s) => `${s.key}|${s.ready}/${s.desired}`).join(",");
+  if (sel.dataset.list !== want) {
+    sel.dataset.list = want;
+    sel.innerHTML = list.map((s) => `<option value="${esc(s.key)}">${esc(s.key)} (${s.ready}/${s.desired} ready)</option>`).join("");
+  }
+  if (state.key) sel.value = state.key;
+}
+
+function renderNote() {
+  const note = (state.metrics && state.metrics.note) || "";
+  $("note").hidden = !note;
+  $("note").textContent = note;
 }
 
 function renderFigures() {
@@ -167,6 +210,8 @@ function render() {
   pending = true;
   requestAnimationFrame(() => {
     pending = false;
+    renderServices();
+    renderNote();
     renderStatus();
     renderFigures();
     drawCharts();
@@ -178,13 +223,32 @@ function take(doc) {
   state.status = doc.status;
   state.cost = doc.cost;
   state.seq = doc.seq;
+  state.key = doc.key;
+  state.metrics = doc.metrics;
+  if (doc.services) state.services = doc.services;
   state.updated = Date.now();
 }
 
 // -- the live connection ---------------------------------------------------------------------------------------
+let source = null;
 function connect() {
   const conn = $("conn");
-  const es = new EventSource("/api/events");
+  if (source) source.close();
+  const es = new EventSource(selected ? `/api/events?service=${encodeURIComponent(selected)}` : "/api/events");
+  source = es;
+  es.addEventListener("empty", () => {
+    state.status = null;
+    state.metrics = { note: "no InferenceService to show yet: the page follows as soon as one exists" };
+    renderNote();
+    conn.className = "conn live";
+    conn.textContent = "live";
+  });
+  es.addEventListener("gone", (ev) => {
+    // the service was deleted (or never existed): show the first one there is
+    const doc = JSON.parse(ev.data);
+    state.services = doc.services || [];
+    choose(null);
+  });
   es.addEventListener("init", (ev) => {
     const doc = JSON.parse(ev.data);
     take(doc);
@@ -207,11 +271,26 @@ function connect() {
     render();
   });
   es.onerror = () => {
+    if (es.readyState === EventSource.CLOSED && selected && !state.status) {
+      choose(null); // a service that is not there (a stale link): show the first one there is
+      return;
+    }
     conn.className = es.readyState === EventSource.CLOSED ? "conn down" : "conn wait";
     conn.textContent = es.readyState === EventSource.CLOSED ? "disconnected" : "reconnecting…";
   };
 }
 
+function choose(key) {
+  selected = key;
+  const url = new URL(location.href);
+  if (key) url.searchParams.set("service", key); else url.searchParams.delete("service");
+  history.replaceState(null, "", url);
+  state.samples = [];
+  state.decisions = [];
+  connect();
+}
+
+$("service").addEventListener("change", (ev) => choose(ev.target.value));
 window.addEventListener("resize", () => drawCharts());
 setInterval(() => {
   // a stream that stops sending (the platform is gone, or paused) is shown as stale, not as live
