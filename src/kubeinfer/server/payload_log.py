@@ -98,9 +98,17 @@ class Identity:
         return f"/namespaces/{self.namespace}/inferenceservices/{self.service}"
 
 
+class SinkError(OSError):
+    """A sink delivered the first ``delivered`` events of a batch, and not the rest."""
+
+    def __init__(self, delivered: int, message: str) -> None:
+        super().__init__(message)
+        self.delivered = delivered
+
+
 class Sink(Protocol):
     """Where events go; called from the logger's thread only. Raises ``OSError`` (or ``ValueError``) when the events
-    could not be delivered."""
+    could not be delivered, :class:`SinkError` when only the first ones were."""
 
     def write(self, events: list[Event]) -> None: ...
 
@@ -270,8 +278,10 @@ class PayloadLog:
                         self.sink.write(events)
                         self.logged += len(events)
                     except (OSError, ValueError, http.client.HTTPException) as e:
-                        self.dropped_failed += len(events)
-                        self._warn(f"the payload log's sink failed, {len(events)} event(s) dropped: {e}")
+                        delivered = e.delivered if isinstance(e, SinkError) else 0
+                        self.logged += delivered
+                        self.dropped_failed += len(events) - delivered
+                        self._warn(f"the payload log's sink failed, {len(events) - delivered} event(s) dropped: {e}")
                 if items[-1] is None:
                     return
                 if len(items) < batch_size:
@@ -552,7 +562,8 @@ _HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
 class HttpSink:
     """Events POSTed to ``url`` over one kept-alive connection (``http.client``, in the logger's thread): one event
     per POST in the ``binary`` and ``structured`` modes of the CloudEvents HTTP binding, up to a batch per POST in
-    the ``batch`` mode. A refused connection, a timeout or an answer other than 2xx fails the events being sent."""
+    the ``batch`` mode. A refused connection, a timeout or an answer other than 2xx fails the event being sent and the
+    rest of its batch (:class:`SinkError` says how many went before)."""
 
     def __init__(self, url: str, encoding: str, timeout: float) -> None:
         parts = urlsplit(url)
@@ -590,19 +601,16 @@ class HttpSink:
         if self.encoding == "batch":
             self._post(orjson.dumps(events), {"content-type": "application/cloudevents-batch+json"})
             return
-        failed = 0
-        error: Exception | None = None
-        for e in events:
+        for i, e in enumerate(events):
             try:
                 if self.encoding == "structured":
                     self._post(orjson.dumps(e), {"content-type": "application/cloudevents+json"})
                 else:
                     self._post(*_binary(e))
             except (OSError, http.client.HTTPException) as err:
-                failed += 1
-                error = err
-        if error is not None:
-            raise OSError(f"{failed} of {len(events)} event(s) not delivered: {error}")
+                # The rest of the batch is not tried: a sink that does not answer would hold the thread for
+                # timeoutSeconds per event. The next batch tries again.
+                raise SinkError(i, f"{len(events) - i} of {len(events)} event(s) not delivered: {err}") from err
 
     def close(self) -> None:
         conn, self._conn = self._conn, None

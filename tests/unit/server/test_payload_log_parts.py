@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import struct
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ from kubeinfer.server.payload_log import (
     REQUEST_TYPE,
     RESPONSE_TYPE,
     FileSink,
+    HttpSink,
     Identity,
     PayloadLog,
+    SinkError,
     _binary,
     _binary_doc,
     _redact,
@@ -145,6 +148,35 @@ def test_binary_mode_puts_attributes_in_percent_encoded_ce_headers() -> None:
     assert headers["ce-metadata"] == "{%22a%22:%20[%22b%20c%22]}"
     _, headers = _binary({"id": "caf\u00e9\r\nx-injected: 1", "data": {}})
     assert headers["ce-id"] == "caf%C3%A9%0D%0Ax-injected:%201"
+
+
+def test_an_http_sink_that_fails_midway_reports_what_it_delivered() -> None:
+    """A real server on 127.0.0.1 that takes one event and answers 500 to the next: the rest is not tried."""
+    seen: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            seen.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(202 if len(seen) == 1 else 500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    sink = HttpSink(f"http://127.0.0.1:{server.server_address[1]}/", "structured", 5.0)
+    try:
+        with pytest.raises(SinkError) as e:
+            sink.write([{"id": str(i), "data": {}} for i in range(4)])
+        assert e.value.delivered == 1 and len(seen) == 2
+    finally:
+        sink.close()
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.mark.parametrize(
