@@ -300,3 +300,19 @@ def test_a_dead_sink_drops_and_counts_without_failing_requests(tmp_path: Path) -
         wait_for(lambda: metric(server, "dropped") == 20, "20 dropped events")
         assert metric(server, "logged") == 0
         assert "payload log's sink failed" in server.log()
+
+
+def test_each_process_of_a_replica_writes_its_own_file_and_the_counts_are_summed(tmp_path: Path) -> None:
+    logger = "  server: {processes: 2}\n  logger: {file: p.jsonl}\n"
+    spec = python_model(tmp_path, "dbl", "SlowDouble", "{delay: 0}", logger)
+    n = 12
+    with ServerProcess(spec, grpc=False) as server:
+        for _ in range(n):
+            infer(server)  # a new connection each: the kernel spreads them over the processes
+        wait_for(lambda: metric(server, "logged") == 2 * n, "the replica's count of both processes' events")
+    files = sorted(tmp_path.glob("p*.jsonl"))
+    assert {f.name for f in files} <= {"p.jsonl", "p.p1.jsonl"}
+    events = {f.name: read_events(f) for f in files}
+    assert sum(len(e) for e in events.values()) == 2 * n
+    assert all(e["replica"].endswith("/p1") for e in events.get("p.p1.jsonl", []))
+    assert not any(e["replica"].endswith("/p1") for e in events.get("p.jsonl", []))
