@@ -37,6 +37,7 @@ from kubeinfer.server.metrics import Metrics
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300)]
 
 CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -322,3 +323,69 @@ def test_the_page_shows_the_cluster_services_conditions_and_events(world: World,
             page.screenshot(path=str(artifacts / "2-beta.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_the_dashboards_read_only_role_is_enough_to_read_and_allows_no_write(
+    kube: Kube, crd_installed: str, namespace: str
+) -> None:
+    """The ClusterRole of deploy/kustomize/components/dashboard, bound to a service account in one namespace: the
+    source reads every service's status through it; a write (a scale) is refused."""
+    import yaml
+    from kubernetes import client, dynamic
+
+    from kubeinfer.kube.api import ClientKubeApi, KubeError, connect
+    from kubeinfer.kube.dashboard_source import ClusterSource
+    from kubeinfer.kube.operator import reconcile
+
+    ns = namespace
+    created = kube.custom.create_namespaced_custom_object(
+        "kubeinfer.io", "v1alpha1", ns, "inferenceservices", _body("gamma", ns, 8080, "hpa")
+    )
+    admin = connect()
+    reconcile(dict(created), admin, "2026-01-01T00:00:00Z")
+    role_doc = next(
+        d
+        for d in yaml.safe_load_all((ROOT / "deploy/kustomize/components/dashboard/rbac.yaml").read_text())
+        if d["kind"] == "ClusterRole"
+    )
+    role = f"kubeinfer-dashboard-{ns}"  # one per test namespace: the ClusterRole is cluster-wide
+    role_doc["metadata"]["name"] = role
+    kube.rbac.create_cluster_role(role_doc)
+    try:
+        kube.core.create_namespaced_service_account(ns, {"metadata": {"name": "dashboard"}})
+        kube.rbac.create_namespaced_role_binding(
+            ns,
+            {
+                "metadata": {"name": "dashboard"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"kind": "ServiceAccount", "name": "dashboard", "namespace": ns}],
+            },
+        )
+        token = kube.core.create_namespaced_service_account_token("dashboard", ns, {"spec": {"expirationSeconds": 600}})
+        cfg = client.Configuration()
+        cfg.host = kube.api_client.configuration.host
+        cfg.ssl_ca_cert = kube.api_client.configuration.ssl_ca_cert
+        cfg.api_key = {"authorization": f"Bearer {token.status.token}"}
+        reader = ClientKubeApi(dynamic.DynamicClient(client.ApiClient(cfg)))
+
+        def read() -> list[dict[str, Any]] | None:
+            try:
+                return ClusterSource(reader, ns).read()
+            except KubeError as e:  # the RoleBinding takes a moment to be honoured
+                if "forbidden" in str(e).lower():
+                    return None
+                raise
+
+        (st,) = wait_for("a read as the dashboard's service account", read)
+        assert st["name"] == "gamma" and st["desired"] == 1 and st["hpa"] is not None
+        # events are read too (the Deployment controller's, about gamma's ReplicaSet)
+        wait_for(
+            "gamma's events",
+            lambda: any(e["reason"] == "ScalingReplicaSet" for e in ClusterSource(reader, ns).read()[0]["events"]),
+        )
+        with pytest.raises(KubeError, match=r"(?i)forbidden"):
+            reader.scale("gamma", ns, 3, field_manager="dashboard")
+        with pytest.raises(KubeError, match=r"(?i)forbidden"):
+            ClusterSource(reader, None).read()  # bound in one namespace: every namespace is not readable
+    finally:
+        kube.rbac.delete_cluster_role(role)
