@@ -898,13 +898,12 @@ def _try_pack(
         return True, [((), (), 0.0, 0) for _ in range(n)]
     if n == 0:
         return False, []
-    where = assign_replicas(g, n, reps, opts.placement, catalogue, mig=mig)
-    if any(w is None for w in where):
+    where = [w for w in assign_replicas(g, n, reps, opts.placement, catalogue, mig=mig) if w is not None]
+    if len(where) < len(reps):
         return False, []
     on_node: list[list[tuple[Replica, int]]] = [[] for _ in range(n)]
-    for rep, w in zip(reps, where, strict=True):
-        assert w is not None
-        on_node[w[0]].append((rep, w[1][0] if w[1] else -1))
+    for rep, (node, gpus) in zip(reps, where, strict=True):
+        on_node[node].append((rep, gpus[0] if gpus else -1))
     out: list[_NodeOut] = []
     for items in on_node:
         cfg = _configure_node(g, items, opts, catalogue)
