@@ -49,8 +49,8 @@ def dashboard(
 ) -> None:
     """Serve the web dashboard of the InferenceServices on a cluster: replicas, conditions, events, HPA, and the
     pods' latency and queue where their /metrics are reachable (docs/dashboard.md)."""
-    from kubeinfer.kube.api import KubeConfigError, KubeError, connect
-    from kubeinfer.kube.dashboard_source import ClusterSource
+    from kubeinfer.kube.api import KubeError, connect
+    from kubeinfer.kube.dashboard_source import ClusterSource, unreachable
     from kubeinfer.local.dashboard import Dashboard, DashboardOptions
     from kubeinfer.local.dashboard_model import Prices, PricesError
 
@@ -66,18 +66,19 @@ def dashboard(
         options = DashboardOptions(port=port, prices=Prices.from_env(os.environ), interval=interval)
     except PricesError as e:
         raise fail(str(e), 2) from None
-    if kubeconfig is not None:
-        if not kubeconfig.is_file():
-            raise fail(f"--kubeconfig {kubeconfig}: no such file", 2)
-        os.environ["KUBECONFIG"] = str(kubeconfig)  # connect() reads it as it is when called
+    if kubeconfig is not None and not kubeconfig.is_file():
+        raise fail(f"--kubeconfig {kubeconfig}: no such file", 2)
+    from urllib3.exceptions import HTTPError
+
     try:
-        api = connect(context)
-    except KubeConfigError as e:
-        raise fail(str(e)) from None
-    source = ClusterSource(api, None if all_namespaces else namespace or "default", service)
-    try:
+        api = connect(
+            context, None if kubeconfig is None else str(kubeconfig)
+        )  # reads the API server's discovery document: it answers, or this fails
+        source = ClusterSource(api, None if all_namespaces else namespace or "default", service)
         found = source.read()  # a refused read (no CRD, no permission) stops here, with the API server's words
-    except KubeError as e:
+    except HTTPError as e:
+        raise fail(unreachable(e)) from None
+    except KubeError as e:  # KubeConfigError too
         raise fail(str(e)) from None
     where = "every namespace" if all_namespaces else f"namespace {source.namespace}"
     out.print(f"{len(found)} InferenceService(s) in {where}", highlight=False)

@@ -141,9 +141,11 @@ class SystemClock:
         time.sleep(seconds)
 
 
-def connect(context: str | None = None) -> ClientKubeApi:
-    """A client for the kubeconfig ``context`` (default: current), or the in-cluster service account."""
+def connect(context: str | None = None, config_file: str | None = None) -> ClientKubeApi:
+    """A client for the kubeconfig ``context`` (default: current) of ``config_file`` (default: ``$KUBECONFIG``, else
+    ``~/.kube/config``), or the in-cluster service account."""
     try:
+        import yaml
         from kubernetes import client, config, dynamic
         from kubernetes.config.config_exception import ConfigException
     except ModuleNotFoundError:
@@ -151,11 +153,14 @@ def connect(context: str | None = None) -> ClientKubeApi:
     try:
         # KUBECONFIG as it is now: the client reads its default location once, when it is first imported.
         api_client = config.new_client_from_config(  # type: ignore[no-untyped-call,unused-ignore]
-            config_file=os.environ.get("KUBECONFIG") or None, context=context
+            config_file=config_file or os.environ.get("KUBECONFIG") or None, context=context
         )
-    except (ConfigException, FileNotFoundError, TypeError) as first:
-        if context is not None:
-            raise KubeConfigError(f"kubeconfig context {context!r} is not usable: {first}") from None
+    except (ConfigException, FileNotFoundError, TypeError, yaml.YAMLError) as first:
+        if context is not None or config_file is not None:
+            what = f"kubeconfig {config_file}" if config_file else "kubeconfig"
+            if context is not None:
+                what += f" context {context!r}"
+            raise KubeConfigError(f"{what} is not usable: {first}") from None
         try:
             config.load_incluster_config()  # type: ignore[no-untyped-call,unused-ignore]
             api_client = client.ApiClient()

@@ -25,14 +25,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from kubeinfer.kube.api import KubeApi, Manifest
+from kubeinfer.kube.api import KubeApi, KubeError, Manifest
 from kubeinfer.kube.crd import PLURAL
 from kubeinfer.kube.names import CONTAINER, GROUP, SERVICE_LABEL
 from kubeinfer.kube.render import TRACK_LABEL, http_port
 from kubeinfer.kube.status import interpret
 from kubeinfer.spec import SpecError, validate_spec
 
-__all__ = ["READS", "UNREACHABLE", "ClusterSource", "service_status"]
+__all__ = ["READS", "UNREACHABLE", "ClusterSource", "service_status", "unreachable"]
 
 MANAGED = "app.kubernetes.io/managed-by=kubeinfer"
 API_VERSION = f"{GROUP}/v1alpha1"
@@ -338,6 +338,12 @@ def service_status(
     return doc
 
 
+def unreachable(e: Exception) -> str:
+    """A transport error of the client (urllib3's), in one line."""
+    reason = getattr(e, "reason", None) or e
+    return f"the API server did not answer: {reason}"
+
+
 class ClusterSource:
     """The dashboard's :class:`~kubeinfer.local.dashboard.Source` on a cluster: the InferenceServices of
     ``namespace`` (None: every namespace), or only ``service`` in it."""
@@ -351,7 +357,15 @@ class ClusterSource:
 
     def read(self) -> list[dict[str, Any]]:
         """The status documents now (blocking: the client's calls). Raises :class:`~kubeinfer.kube.api.KubeError`
-        when a read is refused (no CRD, no permission)."""
+        when a read is refused (no CRD, no permission) or the API server does not answer."""
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return self._read()
+        except HTTPError as e:
+            raise KubeError(unreachable(e)) from e
+
+    def _read(self) -> list[dict[str, Any]]:
         import time
 
         ns = self.namespace

@@ -14,7 +14,8 @@ An aiohttp app; the services it shows come from a :class:`Source`:
 ``GET /api/events``          Server-Sent Events for one service (``?service=KEY``): ``init`` (status, history, cost,
                              prices, the services), then ``tick`` every interval (status, the new samples, a decision
                              if the desired count changed, cost); ``empty`` while there is no service, ``gone`` when
-                             the service was deleted
+                             the service was deleted, ``unreadable`` when the statuses cannot be read (``message``;
+                             null once they can again)
 ============================ =====================================================================================
 
 A :class:`Source` is two things: a status function (the status documents of the services to show, in the shape of
@@ -381,6 +382,8 @@ class Dashboard:
         self._sampled = False
         self._tried = False  # a sample was attempted (it may have failed): requests need not wait for one
         self._services: dict[str, _Service] = {}
+        self.error: str | None = None
+        """Why the last read of the statuses failed (None: it did not); the page shows it."""
         self._page = (static_dir() / "index.html").read_bytes()
 
     @property
@@ -436,8 +439,15 @@ class Dashboard:
                 await self.sample()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the page must go on updating: log and try again next tick
-                log.exception("dashboard sample failed; it goes on")
+            except Exception as e:  # the page must go on updating: say why, and try again next tick
+                message = str(e) or type(e).__name__
+                if self.error is None:
+                    log.exception(
+                        "reading the status failed; the dashboard tries again every %gs", self.options.interval
+                    )
+                elif message != self.error:
+                    log.warning("reading the status failed: %s", message)
+                self.error = message
                 self._tried = True
                 self._notify()
             await asyncio.sleep(self.options.interval)
@@ -452,6 +462,7 @@ class Dashboard:
         for gone in set(self._services) - keys:
             del self._services[gone]
         self._sampled = self._tried = True
+        self.error = None
         self._notify()
         return ticks[0] if ticks else None
 
@@ -547,7 +558,7 @@ class Dashboard:
         for st in statuses:
             if want is None or service_key(st) == want:
                 return _json(st)
-        return _no_service(want, [service_key(s) for s in statuses])
+        return _no_service(want, sorted(service_key(s) for s in statuses))
 
     async def _api_history(self, request: web.Request) -> web.Response:
         await self._first_sample()
@@ -571,9 +582,13 @@ class Dashboard:
             # reconnect a second after the platform restarts or the connection drops
             await resp.write(b"retry: 1000\n\n")
             empty_sent = False
+            error_sent: str | None = None
             while (key := self._pick(want)) is None:  # the first sample is on its way, or there is no service yet
                 if self._closing:
                     return resp
+                if self.error != error_sent:
+                    error_sent = self.error
+                    await resp.write(_event("unreadable", {"message": self.error}))
                 if self._sampled and not empty_sent:
                     if want is not None:
                         await resp.write(_event("gone", {"key": want, "services": self.services()}))
@@ -596,6 +611,9 @@ class Dashboard:
                 await self._tick.wait()
                 if self._closing:
                     break
+                if self.error != error_sent:  # the status could not be read (or can again): the page says so
+                    error_sent = self.error
+                    await resp.write(_event("unreadable", {"message": self.error}))
                 current = self._services.get(key)
                 if current is not svc or svc.latest is None:
                     await resp.write(_event("gone", {"key": key, "services": self.services()}))

@@ -176,7 +176,8 @@ function renderServices() {
 }
 
 function renderNote() {
-  const note = (state.metrics && state.metrics.note) || "";
+  const note = state.error ? `the status cannot be read: ${state.error} (the page shows the last one read, and follows again once it can)`
+    : (state.metrics && state.metrics.note) || "";
   $("note").hidden = !note;
   $("note").textContent = note;
 }
@@ -224,6 +225,7 @@ function take(doc) {
   state.cost = doc.cost;
   state.seq = doc.seq;
   state.key = doc.key;
+  state.error = null; // a status came: it could be read
   state.metrics = doc.metrics;
   if (doc.services) state.services = doc.services;
   state.updated = Date.now();
@@ -242,6 +244,11 @@ function connect() {
     renderNote();
     conn.className = "conn live";
     conn.textContent = "live";
+  });
+  es.addEventListener("unreadable", (ev) => {
+    // the server could not read the status (the API server did not answer, a permission is missing)
+    state.error = JSON.parse(ev.data).message;
+    renderNote();
   });
   es.addEventListener("gone", (ev) => {
     // the service was deleted (or never existed): show the first one there is
