@@ -1,6 +1,6 @@
 """Request-count against token-aware balancing for a generative service: two replicas behind ``kubeinfer up``.
 
-    .venv/bin/python bench/llm/routing.py [--requests 160] [--rate 6] [--repeats 3]
+    .venv/bin/python bench/llm/routing.py [--requests 120] [--rate 6] [--repeats 3]
 
 Two platforms of ``examples/tiny-llm`` (its model built on first use) run side by side, each with two replicas
 (``maxNumSeqs`` 8, so that a replica holding too many long generations makes new requests wait): one with
@@ -231,7 +231,7 @@ def write_section(out: Path, text: str) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--requests", type=int, default=160, help="requests per run")
+    ap.add_argument("--requests", type=int, default=120, help="requests per run")
     ap.add_argument("--rate", type=float, default=6.0, help="arrivals per second (the trace's, compressed)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0, help="which window of the trace")
