@@ -1,7 +1,7 @@
 """LitServe serving a Hugging Face causal LM folder behind its OpenAI spec, streaming, on ``transformers``.
 
     bench/peers/.envs/litserve-llm/bin/python bench/llm/litserve_chat.py MODEL_DIR --port 8000 \
-        [--max-batch-size 16 --batch-timeout 0.01] [--workers 1] [--threads 1] [--ignore-eos]
+        [--max-batch-size 16 --batch-timeout 0.01] [--workers 1] [--threads 1] [--ignore-eos] [--fast-queue]
 
 What a LitServe user writes for a chat model: a ``LitAPI`` with ``spec=OpenAISpec()`` (``/v1/chat/completions``,
 streaming), ``setup`` loading the model and tokenizer, and a ``predict`` generator around ``model.generate`` with a
@@ -192,6 +192,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="LitServe's workers_per_device")
     ap.add_argument("--threads", type=int, default=1, help="PyTorch threads per worker")
     ap.add_argument("--ignore-eos", action="store_true")
+    ap.add_argument("--fast-queue", action="store_true", help="LitServe's ZeroMQ transport between workers and API")
     args = ap.parse_args()
     common = {"spec": ls.OpenAISpec(), "stream": True}
     if args.max_batch_size > 1:
@@ -205,7 +206,9 @@ def main() -> None:
         )
     else:
         api = Chat(args.model_dir, args.threads, args.ignore_eos, **common)
-    server = ls.LitServer(api, accelerator="cpu", workers_per_device=args.workers, timeout=600)
+    server = ls.LitServer(
+        api, accelerator="cpu", workers_per_device=args.workers, timeout=600, fast_queue=args.fast_queue
+    )
     server.run(host="127.0.0.1", port=args.port, generate_client_file=False, log_level="warning")
 
 

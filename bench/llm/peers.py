@@ -7,7 +7,7 @@ Every server serves ``examples/tiny-llm/model`` (built on first use) with Huggin
 thread per model copy, behind OpenAI's ``/v1/chat/completions``:
 
 - ``kubeinfer``: ``kubeinfer serve`` with ``format: llm`` (continuous batching, ``maxNumSeqs`` 32), the spec of
-  ``bench/llm/run.py``;
+  ``bench/llm/run.py``; ``kubeinfer-ep`` the same with ``engineProcess: true``;
 - ``litserve*``: ``bench/llm/litserve_chat.py`` (a ``LitAPI`` with ``OpenAISpec``, streaming, ``model.generate`` with
   a streamer) in its own virtualenv, ``bench/peers/.envs/litserve-llm`` (``--install`` creates it: the CPU wheel of
   ``torch==2.13.0`` first, as ``bench/peers/envs.py`` does, then ``litserve`` and the project's ``transformers``,
@@ -94,12 +94,18 @@ class Server:
     name: str
     what: str  # one line for the report
     litserve: list[str] = field(default_factory=list)  # litserve_chat.py's options; empty: kubeinfer
+    engine_process: bool = False  # kubeinfer's model.args.engineProcess
 
 
 SERVERS = {
     s.name: s
     for s in [
         Server("kubeinfer", "`kubeinfer serve`, `format: llm`: continuous batching, maxNumSeqs 32, 1 PyTorch thread"),
+        Server(
+            "kubeinfer-ep",
+            "the same with `engineProcess: true` (the engine in a process of its own, not a thread of the server's)",
+            engine_process=True,
+        ),
         Server(
             "litserve",
             "LitServe OpenAISpec, streaming, one request at a time (max_batch_size 1), 1 worker, 1 PyTorch thread",
@@ -117,12 +123,20 @@ SERVERS = {
             ["--workers", "1", "--max-batch-size", "16", "--batch-timeout", "0.01"],
         ),
         Server(
+            "litserve-batched-zmq",
+            "litserve-batched with LitServe's ZeroMQ transport (fast_queue, advised above 100 requests/s)",
+            ["--workers", "1", "--max-batch-size", "16", "--batch-timeout", "0.01", "--fast-queue"],
+        ),
+        Server(
             "litserve-batched-w2",
             "the same with 2 workers (each takes its own batches from the same queue)",
             ["--workers", "2", "--max-batch-size", "16", "--batch-timeout", "0.01"],
         ),
     ]
 }
+
+# the sitting's servers unless --servers says otherwise (litserve-batched-w2 was below litserve-batched in every trial)
+DEFAULT = ["kubeinfer", "kubeinfer-ep", "litserve", "litserve-w2", "litserve-batched", "litserve-batched-zmq"]
 
 
 # -- the peer's env ----------------------------------------------------------------------------------------
@@ -166,7 +180,8 @@ def start(server: Server, folder: Path, log: Path) -> Iterator[tuple[str, int]]:
         sys.path.insert(0, str(ROOT / "src"))
         from kubeinfer.testing import ServerProcess
 
-        with ServerProcess(_spec(folder, MODEL, 32), grpc=False, start_timeout=120) as proc:
+        spec = _spec(folder, MODEL, 32, server.engine_process)
+        with ServerProcess(spec, grpc=False, start_timeout=120) as proc:
             yield proc.url, proc.pid
         return
     port = _free_port()
@@ -217,6 +232,7 @@ class Reply:
     ttft: float
     tokens: int
     gaps: list[float]
+    tpot: float | None  # time per output token after the first: (last event - first) / (events - 1)
     text: str | None
 
 
@@ -250,7 +266,8 @@ async def _one(session: aiohttp.ClientSession, url: str, prompt: str, max_tokens
                 tokens = orjson.loads(line[6:])["usage"]["completion_tokens"]
     ttft = (times[0] if times else time.perf_counter()) - start
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    return Reply(ttft, tokens, gaps, "".join(parts) if keep_text else None)
+    tpot = (times[-1] - times[0]) / (len(times) - 1) if len(times) > 1 else None
+    return Reply(ttft, tokens, gaps, tpot, "".join(parts) if keep_text else None)
 
 
 def plan(streams: int, requests: int, max_tokens: int) -> list[list[tuple[str, int]]]:
@@ -279,6 +296,7 @@ async def _load(url: str, work: list[list[tuple[str, int]]], keep_text: bool = F
     wall = time.perf_counter() - start
     ttfts = [r.ttft for r in replies.values()]
     gaps = [g for r in replies.values() for g in r.gaps]
+    tpots = [r.tpot for r in replies.values() if r.tpot is not None]
     wrong = sum(r.tokens != work[i][j][1] for (i, j), r in replies.items())
     total = sum(r.tokens for r in replies.values())
     return {
@@ -287,6 +305,7 @@ async def _load(url: str, work: list[list[tuple[str, int]]], keep_text: bool = F
         "ttft_p99": _q(ttfts, 0.99),
         "itl_p50": _q(gaps, 0.5),
         "itl_p99": _q(gaps, 0.99),
+        "tpot_p50": _q(tpots, 0.5),
         "tokens": total,
         "wall_s": wall,
         "wrong_lengths": wrong,
@@ -316,6 +335,7 @@ def measure(url: str, pid: int, args: argparse.Namespace) -> dict[str, Any]:
         **idle,
         "server_cpu_cores": cpu / wall,
         "server_cpu_ms_per_token": 1000 * cpu / max(1, loaded["tokens"]),
+        "load_1m": os.getloadavg()[0],  # the machine's, this run's own server and client included
         "check_texts": check["texts"],
         "check_wrong_lengths": check["wrong_lengths"],
     }
@@ -328,6 +348,7 @@ KEYS = [
     "ttft_p99",
     "itl_p50",
     "itl_p99",
+    "tpot_p50",
     "idle_ttft_p50",
     "idle_ttft_p99",
     "server_cpu_cores",
@@ -388,9 +409,10 @@ fields, so `ignore_eos` is a server option of `litserve_chat.py` (`--ignore-eos`
 
 
 def report(results: dict[str, Any], names: list[str], args: argparse.Namespace, elapsed: float) -> str:
-    load = os.getloadavg()[0]
+    loads = [x["load_1m"] for n in names for x in results[n]["runs"]]
     v = envs.versions(ENV)
-    peers = [n for n in names if n != "kubeinfer"]
+    peers = [n for n in names if SERVERS[n].litserve]
+    ours = [n for n in names if not SERVERS[n].litserve]
     lines = [
         "# Generation: kubeinfer beside LitServe",
         "",
@@ -400,14 +422,17 @@ def report(results: dict[str, Any], names: list[str], args: argparse.Namespace, 
         f" litserve {v.get('litserve', '?')} (its env: transformers {v.get('transformers', '?')}, torch"
         f" {v.get('torch', '?')}). {args.streams} concurrent streams x {args.requests} streaming chat completions of"
         f" {args.max_tokens // 2}-{args.max_tokens * 3 // 2} tokens (seeded; greedy; `ignore_eos`); TTFT measured by"
-        f" the client (request sent to the first event with text); ITL: gaps between a stream's events with text."
+        f" the client (request sent to the first event with text); TPOT: a request's time per output token after the"
+        " first ((last event with text - first) / (events - 1)), median over requests; ITL: the gaps between a"
+        " stream's events with text as the client reads them (events that arrive together have gaps near 0)."
         f" Medians of {args.rounds} rounds, servers one at a time, their order rotated each round. {platform.machine()},"
         f" {os.cpu_count()} CPUs shared with the client, Python {platform.python_version()}; the sitting took"
-        f" {elapsed / 60:.1f} min; load average {load:.1f} when it ended (the machine is shared).",
+        f" {elapsed / 60:.1f} min; 1-minute load average after each run {min(loads):.1f} to {max(loads):.1f} (the"
+        " machine is shared; the server and the client make about 2 of it).",
         "",
-        "| server | tokens/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 | TTFT p50 idle | server CPU (cores) |"
+        "| server | tokens/s | TTFT p50 | TTFT p99 | TPOT p50 | ITL p50 | ITL p99 | TTFT p50 idle | server CPU (cores) |"
         " server CPU ms / token | outputs = kubeinfer's |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for n in names:
         r = results[n]
@@ -416,24 +441,29 @@ def report(results: dict[str, Any], names: list[str], args: argparse.Namespace, 
             same += f"; {r['wrong_lengths']} replies of the wrong length"
         lines.append(
             f"| {n} | {r['tokens_per_s']:.0f} | {r['ttft_p50'] * 1000:.1f} ms | {r['ttft_p99'] * 1000:.1f} ms |"
-            f" {r['itl_p50'] * 1000:.2f} ms | {r['itl_p99'] * 1000:.1f} ms | {r['idle_ttft_p50'] * 1000:.1f} ms |"
+            f" {r['tpot_p50'] * 1000:.2f} ms | {r['itl_p50'] * 1000:.2f} ms | {r['itl_p99'] * 1000:.1f} ms |"
+            f" {r['idle_ttft_p50'] * 1000:.1f} ms |"
             f" {r['server_cpu_cores']:.2f} | {r['server_cpu_ms_per_token']:.2f} | {same} |"
         )
     lines.append("")
-    if "kubeinfer" in results and peers:
+    if ours and peers:
         best = max(peers, key=lambda n: results[n]["tokens_per_s"])
-        ki, bp = results["kubeinfer"], results[best]
-        ratio = ki["tokens_per_s"] / bp["tokens_per_s"]
-        lines += [
-            f"- tokens/s at {args.streams} streams, kubeinfer / best peer ({best}): **{ratio:.2f}x** (target >= 1.5x);"
-            f" TTFT p50 {ki['ttft_p50'] * 1000:.1f} vs {bp['ttft_p50'] * 1000:.1f} ms, p99"
-            f" {ki['ttft_p99'] * 1000:.1f} vs {bp['ttft_p99'] * 1000:.1f} ms",
-        ]
+        bp = results[best]
+        for n in ours:
+            ki = results[n]
+            lines.append(
+                f"- tokens/s at {args.streams} streams, {n} / best peer ({best}):"
+                f" **{ki['tokens_per_s'] / bp['tokens_per_s']:.2f}x** (target >= 1.5x); TTFT p50"
+                f" {ki['ttft_p50'] * 1000:.1f} vs {bp['ttft_p50'] * 1000:.1f} ms, p99 {ki['ttft_p99'] * 1000:.1f} vs"
+                f" {bp['ttft_p99'] * 1000:.1f} ms; server CPU per token {ki['server_cpu_ms_per_token']:.2f} vs"
+                f" {bp['server_cpu_ms_per_token']:.2f} ms ({bp['server_cpu_ms_per_token'] / ki['server_cpu_ms_per_token']:.1f}x"
+                " less)"
+            )
     lines += ["", "Servers:", ""] + [f"- {n}: {SERVERS[n].what}" for n in names]
-    lines += ["", "Per round (tokens/s; TTFT p50 / p99 ms):", ""]
+    lines += ["", "Per round (tokens/s; TTFT p50 / p99 ms; load average after the run):", ""]
     for n in names:
         per = "; ".join(
-            f"{x['tokens_per_s']:.0f}, {x['ttft_p50'] * 1000:.1f} / {x['ttft_p99'] * 1000:.1f}"
+            f"{x['tokens_per_s']:.0f}, {x['ttft_p50'] * 1000:.1f} / {x['ttft_p99'] * 1000:.1f}, {x['load_1m']:.1f}"
             for x in results[n]["runs"]
         )
         lines.append(f"- {n}: {per}")
@@ -443,7 +473,7 @@ def report(results: dict[str, Any], names: list[str], args: argparse.Namespace, 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--servers", default=",".join(SERVERS), help=f"comma-separated, of {', '.join(SERVERS)}")
+    ap.add_argument("--servers", default=",".join(DEFAULT), help=f"comma-separated, of {', '.join(SERVERS)}")
     ap.add_argument("--streams", type=int, default=16)
     ap.add_argument("--requests", type=int, default=8, help="requests per stream")
     ap.add_argument("--max-tokens", type=int, default=64)
