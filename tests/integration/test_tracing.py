@@ -214,3 +214,36 @@ def test_a_bad_otel_variable_stops_serve_with_a_message(examples: Path) -> None:
     assert done.returncode != 0
     assert "OTEL_TRACES_SAMPLER='sometimes' is not a sampler" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_request_the_router_does_not_sample_is_not_sampled_by_the_replica(
+    examples: Path, grpc_receiver: GrpcReceiver, http_receiver: HttpReceiver
+) -> None:
+    """The router's decision travels: sampled out at the router (ratio 0), the request carries a traceparent with the
+    sampled flag off, and the replica (which would sample everything else) records nothing either."""
+    replica = ServerProcess(
+        examples / "iris" / "service.yaml", grpc=False, env=traced_env(grpc_receiver.endpoint, "grpc")
+    ).start()
+    env = {
+        **traced_env(http_receiver.endpoint, "http/protobuf"),
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0",
+    }
+    assert tracing.setup(env, service="iris-router", component="router")
+    router = RouterThread()
+    try:
+        router.set_backends([replica])
+        for _ in range(3):
+            conn = http.client.HTTPConnection("127.0.0.1", router.http_port, timeout=10)
+            conn.request("POST", "/v2/models/iris/infer", BODY)
+            assert conn.getresponse().status == 200
+            conn.close()
+        # the replica does sample a request that comes to it directly: it is on
+        assert replica.post("/v2/models/iris/infer", BODY)[0] == 200
+        grpc_receiver.wait_for(lambda spans: any(s.kind == SERVER for s in spans))
+    finally:
+        router.close()
+        tracing.shutdown()
+        replica.stop()  # exports what it holds
+    assert http_receiver.spans == []
+    assert len([s for s in grpc_receiver.spans if s.kind == SERVER]) == 1  # the direct request only

@@ -328,10 +328,18 @@ def _route(path: str) -> tuple[str | None, str, Mapping[str, str]]:
     return found[0].path, found[0].protocol, found[1]
 
 
-def _http_span(method: str, path: str, tp: str | None, ts: str | None, start: int | None) -> Span:
-    """A SERVER span for an HTTP request, named ``METHOD ROUTE`` (HTTP semantic conventions)."""
+def _http_span(
+    method: str,
+    path: str,
+    tp: str | None,
+    ts: str | None,
+    start: int | None,
+    found: tuple[str | None, str, Mapping[str, str]] | None = None,
+) -> Span:
+    """A SERVER span for an HTTP request, named ``METHOD ROUTE`` (HTTP semantic conventions); ``found``: what
+    :func:`_route` answered for ``path`` already."""
     assert tracer is not None
-    route, protocol, params = _route(path)
+    route, protocol, params = found if found is not None else _route(path)
     attributes: dict[str, Any] = {
         "http.request.method": method,
         "url.path": path,
@@ -398,13 +406,15 @@ def direct_end(cycle: Any, slot: Any, status: int) -> None:
 
 
 async def asgi(app: Callable[..., Awaitable[None]], scope: Any, receive: Any, send: Any) -> None:
-    """Serve one ASGI HTTP request under its span, when it is sampled."""
+    """Serve one ASGI HTTP request under its span, when it is sampled. Only the routes that serve a model's protocol
+    are traced (those ``kubeinfer_requests_total`` counts): not probes, metadata, ``/metrics``."""
+    found = _route(scope["path"])
     headers = dict(scope["headers"])
     tp = _header(headers, b"traceparent")
-    if not _sample(tp):
+    if not found[1] or not _sample(tp):
         await app(scope, receive, send)
         return
-    span = _http_span(scope["method"], scope["path"], tp, _header(headers, b"tracestate"), None)
+    span = _http_span(scope["method"], scope["path"], tp, _header(headers, b"tracestate"), None, found)
     status = 500
 
     async def traced_send(message: Any) -> None:
@@ -539,7 +549,7 @@ def batch(
 
 # -- the router ----------------------------------------------------------------------------------------------------
 def router_http(req: Any, headers: list[bytes], method: bytes, url: bytes, body: list[bytes]) -> None:
-    """A proxied HTTP request enters the router. Sampled: its SERVER span (child of the client's ``traceparent``),
+    """A proxied HTTP request enters the router. Sampled (and a model's protocol route): its SERVER span (child of the client's ``traceparent``),
     which the replica gets as its parent instead. Not sampled: the replica is told so (the client's ``traceparent``
     passes as it came; without one, one with the sampled flag off is added). ``req.span`` is set (None: not sampled)
     and ``req.data`` rebuilt where the head changes."""
@@ -562,7 +572,10 @@ def router_http(req: Any, headers: list[bytes], method: bytes, url: bytes, body:
         assert tracer is not None
         path = url.split(b"?", 1)[0].decode("latin-1")
         verb = method.decode("ascii")
-        route, _, _ = _route(path)
+        route, protocol, _ = _route(path)
+        if not protocol:  # probes, metadata, metrics: not traced (as on the replica), the head passes as it came
+            req.span = None
+            return
         attributes: dict[str, Any] = {"http.request.method": verb, "url.path": path, "url.scheme": "http"}
         if route is not None:
             attributes["http.route"] = route
@@ -612,7 +625,10 @@ def router_finish(req: Any, payload: bytes) -> None:
 def router_grpc(method: str, metadata: list[tuple[str, str | bytes]]) -> Span | None:
     """A proxied unary gRPC call enters the router: its SERVER span when sampled (None: not), and ``metadata`` (what
     goes to the replica) gets the ``traceparent`` that makes the router's span the replica's parent, or that says
-    the call is not sampled."""
+    the call is not sampled. Only inference (``ModelInfer``) is traced, as on the replica; other calls pass as they came.
+    """
+    if not method.endswith("/ModelInfer"):
+        return None
     tp, ts = _metadata_trace(metadata)
     if not _sample(tp):
         if tp is None or _parse(tp) is None:
