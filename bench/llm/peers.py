@@ -388,6 +388,28 @@ def sitting(names: list[str], args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+NOTES = """\
+Where the differences come from. One request at a time (litserve, litserve-w2), a sequence decodes alone and fast
+(TPOT 2-4 ms) but the other streams wait in LitServe's queue: TTFT is the queue, over a second. Static batches
+(litserve-batched) decode up to 16 sequences per `generate` step, but a request that arrives while a batch runs waits for
+the batch's longest sequence (TTFT p50 about 0.3 s), and the finished rows of a batch keep being computed until then.
+kubeinfer's engine lets sequences join and leave at every step (a joining prompt's first token goes out before the
+step's decode pass), and its server spends about 3.4x less CPU per generated token; where LitServe's CPU goes was not
+profiled (candidates: `generate`'s per-step work, the streamer's queue, and each token's message from the worker
+process to the API process). An ITL p50 near 0 means that events reach the client in bursts (several read at once).
+
+The machine is shared, and the tokens/s ratio depends on how much CPU the others leave: a kubeinfer replica
+(`kubeinfer`) is one process whose engine thread and event loop share one interpreter lock (at most about one core),
+while LitServe runs an API process and worker processes and so takes a larger share of a contended machine. A
+sitting under heavier load (1-minute load average 6 to 9 throughout) measured kubeinfer 1647 tokens/s against 1382
+for litserve-batched-zmq (1.19x; server CPU 0.47 against 1.13 cores), with the CPU per token where it is above (0.35
+against 0.90 ms). `kubeinfer-ep` (the engine in a process of its own) takes more CPU when it is contended, and is
+ahead of `kubeinfer` there. The CPU per token is the figure that holds from one sitting to the next.
+
+Outputs: every round, the 16 concurrent first requests of every server (the same prompts and lengths, greedy) gave
+the same texts as kubeinfer's, token counts equal to `max_tokens` (LitServe loads the model with transformers'
+default attention, SDPA; kubeinfer with eager attention)."""
+
 RAY = """\
 Ray Serve LLM was not run: `ray.serve.llm` serves models through vLLM (or SGLang); it has no `transformers` engine,
 so it could not run the same engine, and the vLLM wheels on PyPI are CUDA builds (vLLM on CPU is built from source;
@@ -467,7 +489,7 @@ def report(results: dict[str, Any], names: list[str], args: argparse.Namespace, 
             for x in results[n]["runs"]
         )
         lines.append(f"- {n}: {per}")
-    lines += ["", LITSERVE.format(litserve=v.get("litserve", "?")), "", RAY]
+    lines += ["", NOTES, "", LITSERVE.format(litserve=v.get("litserve", "?")), "", RAY]
     return "\n".join(lines) + "\n"
 
 
@@ -481,7 +503,18 @@ def main() -> int:
     ap.add_argument("--install", action="store_true", help=f"create bench/peers/.envs/{ENV} when missing")
     ap.add_argument("--out", type=Path, default=HERE / "PEERS.md")
     ap.add_argument("--json", type=Path, default=HERE / "peers.json")
+    ap.add_argument("--report", action="store_true", help="rewrite --out from --json (no measuring)")
     args = ap.parse_args()
+    if args.report:
+        doc = json.loads(args.json.read_text())
+        meta = doc["meta"]
+        for key in ("streams", "requests", "max_tokens", "rounds"):
+            setattr(args, key, meta[key])
+        names = meta.get("servers") or [n for n in doc["servers"] if not n.startswith("_")]
+        text = report(doc["servers"], names, args, meta["elapsed_s"])
+        args.out.write_text(text)
+        print(text)
+        return 0
     names = [n for n in args.servers.split(",") if n]
     unknown = [n for n in names if n not in SERVERS]
     if unknown:
@@ -498,17 +531,19 @@ def main() -> int:
         subprocess.run([sys.executable, str(EXAMPLE / "build.py")], check=True)
     t0 = time.monotonic()
     results = sitting(names, args)
-    text = report(results, names, args, time.monotonic() - t0)
-    args.out.write_text(text)
     meta = {
         "command": " ".join(sys.argv[1:]),
+        "servers": names,
         "streams": args.streams,
         "requests": args.requests,
         "max_tokens": args.max_tokens,
         "rounds": args.rounds,
+        "elapsed_s": round(time.monotonic() - t0, 1),
         "versions": {"kubeinfer-env": {d: version(d) for d in ("torch", "transformers")}, ENV: envs.versions(ENV)},
     }
     args.json.write_text(json.dumps({"meta": meta, "servers": results}, indent=1) + "\n")
+    text = report(results, names, args, meta["elapsed_s"])
+    args.out.write_text(text)
     print(text)
     return 0
 
