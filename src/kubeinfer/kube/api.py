@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 __all__ = [
     "ApplyConflictError",
     "ClientKubeApi",
@@ -233,10 +235,20 @@ class ClientKubeApi:
         self, api_version: str, kind: str, namespace: str | None = None, label_selector: str = ""
     ) -> list[Manifest]:
         res = self._resource(api_version, kind)
+        # the raw JSON: the dynamic client's ResourceInstance wrapping and its to_dict() cost three times the request
         out = self._call(
-            f"list {kind}", res.get, namespace=namespace if res.namespaced else None, label_selector=label_selector
+            f"list {kind}",
+            res.get,
+            namespace=namespace if res.namespaced else None,
+            label_selector=label_selector,
+            serialize=False,
         )
-        return [dict(i) for i in out.to_dict().get("items", [])]
+        doc = orjson.loads(out.data)
+        items = [dict(i) for i in doc.get("items") or []]
+        for i in items:  # a list's items carry no apiVersion and kind (the dynamic client adds them, so do we)
+            i.setdefault("apiVersion", doc.get("apiVersion", api_version))
+            i.setdefault("kind", kind)
+        return items
 
     def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> bool:
         from kubernetes.dynamic.exceptions import NotFoundError

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -263,6 +264,7 @@ def service_status(
     known |= {("HorizontalPodAutoscaler", name)}
     known |= {("ReplicaSet", r["metadata"]["name"]) for r in my_rs}
     known |= {("Pod", p["metadata"]["name"]) for p in my_pods}
+    names = {p["metadata"]["name"] for p in my_pods}
     my_events = [
         _event(e)
         for e in events
@@ -276,7 +278,10 @@ def service_status(
     ]
     my_events.sort(key=lambda e: e["time"])
     stable_pods = [p for p in my_pods if _get(p, "metadata", "labels", default={}).get(TRACK_LABEL) != "canary"]
-    rollout = interpret(dep, stable_pods, [e for e in events if _get(e, "involvedObject", "kind") == "Pod"])
+    pod_events = [
+        e for e in events if _get(e, "involvedObject", "kind") == "Pod" and _get(e, "involvedObject", "name") in names
+    ]
+    rollout = interpret(dep, stable_pods, pod_events)
     status = isvc.get("status") or {}
     hpa, hpa_reason, hpa_message = _hpa(hpa_obj)
     if policy in ("kpa", "predictive"):
@@ -382,7 +387,29 @@ class ClusterSource:
         hpas = self.api.list("autoscaling/v2", "HorizontalPodAutoscaler", ns, MANAGED)
         events = self.api.list("v1", "Event", ns)
         now = time.time()
-        out = [service_status(i, deployments, replicasets, pods, events, hpas, now) for i in isvcs]
+        # each service's objects first (by label, and events by the name of their object), so that a status is
+        # made from its own few, not from all of the namespace's
+        labelled: dict[tuple[str, str], list[list[Manifest]]] = defaultdict(lambda: [[], [], [], []])
+        for i, objs in enumerate((deployments, replicasets, pods, hpas)):
+            for o in objs:
+                meta = o["metadata"]
+                labelled[meta.get("namespace", ""), (meta.get("labels") or {}).get(SERVICE_LABEL, "")][i].append(o)
+        by_object: dict[tuple[str, str], list[Manifest]] = defaultdict(list)
+        for e in events:
+            involved = e.get("involvedObject") or e.get("regarding") or {}
+            by_object[_get(e, "metadata", "namespace", default=""), str(involved.get("name", ""))].append(e)
+        out = []
+        for isvc in isvcs:
+            meta = isvc["metadata"]
+            name, in_ns = meta["name"], meta.get("namespace", "default")
+            deps, rss, pds, hs = labelled[in_ns, name]
+            evs = [
+                e
+                for (ens, obj), es in by_object.items()
+                if ens == in_ns and (obj == name or obj.startswith(name + "-"))
+                for e in es
+            ]
+            out.append(service_status(isvc, deps, rss, pds, evs, hs, now))
         out.sort(key=lambda s: (s["namespace"], s["name"]))
         return out
 
