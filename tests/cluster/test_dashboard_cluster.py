@@ -14,6 +14,7 @@ next two ticks (one tick may have read the cluster before the change). A Playwri
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -293,12 +294,17 @@ def test_the_dashboard_shows_a_clusters_services_and_a_change_within_the_next_ti
         assert e.value.code == 403
 
 
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install -y chromium; ./install.sh --dev)"
+)
+@pytest.mark.skipif(
+    importlib.util.find_spec("playwright") is None, reason="the playwright package (the [dev] extra) is missing"
+)
 def test_the_page_shows_the_cluster_services_conditions_and_events(world: World, tmp_path: Path) -> None:
     """The page (Playwright, Debian's Chromium) against the cluster source; screenshots in
     ``$KUBEINFER_TEST_ARTIFACTS/dashboard-cluster/`` when that is set."""
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium; ./install.sh --dev does)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package (the [dev] extra) is missing")
+    from playwright import sync_api
+
     root = os.environ.get("KUBEINFER_TEST_ARTIFACTS")
     artifacts = Path(root) / "dashboard-cluster" if root else tmp_path
     artifacts.mkdir(parents=True, exist_ok=True)
