@@ -206,6 +206,31 @@ def _belongs(name: str, kind: str, obj: str, known: set[tuple[str, str]]) -> boo
     )
 
 
+def _spec_facts(raw: Mapping[str, Any], name: str, ns: str) -> tuple[str, int, int, str, int, str]:
+    """(policy, minReplicas, maxReplicas, model version, http port, spec error) of a spec, with the spec's
+    defaults; a spec the operator would refuse still shows, with what it says and the error."""
+    try:
+        doc = {"apiVersion": API_VERSION, "kind": "InferenceService", "metadata": {"name": name, "namespace": ns}}
+        svc = validate_spec({**doc, "spec": raw}, f"InferenceService {ns}/{name}")
+    except SpecError as e:
+        found = raw.get("autoscaling")
+        auto: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+
+        def whole(v: Any, default: int) -> int:
+            return v if isinstance(v, int) and not isinstance(v, bool) else default
+
+        return (
+            str(auto.get("policy", "hpa")),
+            whole(auto.get("minReplicas"), 1),
+            whole(auto.get("maxReplicas"), 1),
+            str(_get(raw, "model", "version", default="")),
+            whole(_get(raw, "server", "port"), 8080),
+            "; ".join(f"{err.path}: {err.message}" for err in e.errors),
+        )
+    a = svc.spec.autoscaling
+    return a.policy, a.minReplicas, a.maxReplicas, svc.spec.model.version, http_port(svc), ""
+
+
 def service_status(
     isvc: Manifest,
     deployments: Sequence[Manifest],
@@ -221,26 +246,7 @@ def service_status(
     meta = isvc["metadata"]
     name, ns = meta["name"], meta.get("namespace", "default")
     raw_spec = isvc.get("spec") or {}
-    try:
-        svc = validate_spec(
-            {"apiVersion": API_VERSION, "kind": "InferenceService", "metadata": {"name": name, "namespace": ns},
-             "spec": raw_spec},
-            f"InferenceService {ns}/{name}",
-        )  # fmt: skip
-        policy: str = svc.spec.autoscaling.policy
-        lo, hi = svc.spec.autoscaling.minReplicas, svc.spec.autoscaling.maxReplicas
-        version = svc.spec.model.version
-        port = http_port(svc)
-        spec_error = ""
-    except SpecError as e:
-        auto = raw_spec.get("autoscaling") or {}
-        policy, lo, hi = (
-            str(auto.get("policy", "hpa")),
-            int(auto.get("minReplicas", 1)),
-            int(auto.get("maxReplicas", 1)),
-        )
-        version, port = str(_get(raw_spec, "model", "version", default="")), 8080
-        spec_error = "; ".join(f"{err.path}: {err.message}" for err in e.errors)
+    policy, lo, hi, version, port, spec_error = _spec_facts(raw_spec, name, ns)
 
     def mine(o: Manifest) -> bool:
         return bool(

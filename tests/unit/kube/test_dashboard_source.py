@@ -243,6 +243,13 @@ def test_a_bad_spec_still_shows_with_the_error_and_without_a_deployment_nothing_
     assert "batching.maxBatchSize" in st["spec_error"] and st["autoscaling"]["policy"] == "kpa"
     assert (st["desired"], st["ready_replicas"], st["replicas"]) == (0, 0, [])
     assert st["rollout_status"]["reason"] == "NotFound"
+    # whatever the spec holds, the other services still show: one status never stops the read
+    worse = isvc()
+    worse["spec"]["autoscaling"] = {"policy": "kpa", "minReplicas": "many", "maxReplicas": True}
+    worse["spec"]["server"] = {"port": "http"}
+    st = service_status(worse, [], [], [], [], [], NOW)
+    assert st["spec_error"] and (st["autoscaling"]["min"], st["autoscaling"]["max"]) == (1, 1)
+    assert st["endpoint"]["http"].endswith(":8080")
 
 
 def test_the_source_reads_a_namespaces_services_through_the_kube_api() -> None:
