@@ -261,6 +261,12 @@ def cert_files(svc: InferenceService, base_dir: Path | None) -> CertFiles | None
     """The certificate and key of ``server.tls``, loaded, or ``None``; files that do not load stop the start."""
     tls = svc.spec.server.tls
     if tls.certFile is None or tls.keyFile is None:
+        if tls.secretName is not None:
+            log.warning(
+                "spec.server.tls.secretName %r is mounted only on Kubernetes: this server speaks plain HTTP and gRPC "
+                "(give spec.server.tls.certFile and keyFile to serve TLS on this machine)",
+                tls.secretName,
+            )
         return None
     try:
         return CertFiles(_spec_path(tls.certFile, base_dir), _spec_path(tls.keyFile, base_dir))
@@ -273,6 +279,11 @@ def api_keys(svc: InferenceService, base_dir: Path | None) -> ApiKeys | None:
     message naming the file and line."""
     raw = svc.spec.server.auth.apiKeysFile
     if raw is None:
+        if svc.spec.server.auth.apiKeysSecret is not None:
+            log.warning(
+                "spec.server.auth.apiKeysSecret is mounted only on Kubernetes: this server takes requests without an "
+                "API key (give spec.server.auth.apiKeysFile to require keys on this machine)"
+            )
         return None
     try:
         return ApiKeys(_spec_path(raw, base_dir))

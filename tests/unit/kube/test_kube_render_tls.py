@@ -273,3 +273,14 @@ def test_a_rotated_secret_is_picked_up_by_the_server_s_reload(tmp_path: Path, mo
     keys.check(b"Bearer new-key")
     with pytest.raises(Unauthorized):
         keys.check(b"Bearer old-key")
+
+
+def test_secrets_alone_on_this_machine_serve_in_the_clear_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    # The Secrets are mounted only by Kubernetes; kubeinfer serve / up say so instead of silently dropping them.
+    svc = make_svc(**SECURED)
+    with caplog.at_level("WARNING", logger="kubeinfer.server"):
+        assert cert_files(svc, None) is None
+        assert api_keys(svc, None) is None
+    text = caplog.text
+    assert "spec.server.tls.secretName 'svc-tls' is mounted only on Kubernetes" in text
+    assert "spec.server.auth.apiKeysSecret is mounted only on Kubernetes" in text
