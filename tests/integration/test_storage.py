@@ -307,3 +307,59 @@ def test_a_transfer_that_does_not_match_the_md5_twice_differently_is_refused(fil
     ):
         _download_checked("s3://test/m.bin", opened, obj, cache, None, lambda _: None, 0, 0.01)  # type: ignore[arg-type]
     assert not any((tmp_path / "cache" / "tmp").iterdir())
+
+
+def _infer_zeros(server: object, name: str) -> int:
+    """One request of zeros shaped as the model's first input says; the status."""
+    import json
+
+    meta = json.loads(server.get(f"/v2/models/{name}")[1])  # type: ignore[attr-defined]
+    first = meta["inputs"][0]
+    width = first["shape"][-1]
+    body = {
+        "inputs": [{"name": first["name"], "shape": [1, width], "datatype": first["datatype"], "data": [0] * width}]
+    }
+    status, _, out = server.post(f"/v2/models/{name}/infer", json.dumps(body).encode())  # type: ignore[attr-defined]
+    assert status == 200, out
+    return int(status)
+
+
+def test_every_entry_of_spec_models_is_fetched_from_s3_and_served(s3: S3Server, tmp_path: Path, examples: Path) -> None:
+    """spec.models with two s3:// entries (one with sha256): both fetched into the cache, served and loaded again by
+    the repository; a missing object in the second entry stops serve, up and prepare with spec.models[1].uri."""
+    from kubeinfer.testing import ServerProcess
+
+    iris = (examples / "iris" / "model.joblib").read_bytes()
+    iris_uri = put(s3, "multi/iris/model.joblib", iris)
+    tab_uri = put(s3, "multi/tab/model.onnx", (examples / "onnx" / "model.onnx").read_bytes())
+    spec = tmp_path / "service.yaml"
+    spec.write_text(
+        "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\nmetadata: {name: multi}\nspec:\n  models:\n"
+        f"  - {{name: iris, format: sklearn, uri: '{iris_uri}', sha256: {hashlib.sha256(iris).hexdigest()}}}\n"
+        f"  - {{name: tab, format: onnx, uri: '{tab_uri}'}}\n"
+    )
+    env = s3.env() | {"KUBEINFER_MODEL_CACHE": str(tmp_path / "cache")}
+    server = ServerProcess(spec, ["--port", "0", "--no-grpc"], env=env).start()
+    try:
+        assert _infer_zeros(server, "iris") == 200 and _infer_zeros(server, "tab") == 200
+        log = server.log()
+        assert "s3://models/multi/iris/model.joblib: " in log and "s3://models/multi/tab/model.onnx: " in log
+        status, _, body = server.post("/v2/repository/models/tab/load", b"")
+        assert status == 200, body  # fetched again (unchanged: from the cache) and re-read
+        assert _infer_zeros(server, "tab") == 200
+    finally:
+        server.kill()
+    assert {p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()} >= {"model.joblib", "model.onnx"}
+
+    spec.write_text(spec.read_text().replace("multi/tab/model.onnx", "multi/absent.onnx"))
+    want = "spec.models[1].uri: s3://models/multi/absent.onnx: not found"
+    for command in (["serve", str(spec), "--port", "0", "--no-grpc"], ["up", str(spec)], ["prepare", str(spec)]):
+        done = subprocess.run(
+            [sys.executable, "-m", "kubeinfer", *command],
+            env=os.environ | env | {"KUBEINFER_HOME": str(tmp_path / "home")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode != 0 and "Traceback" not in done.stderr, (command, done.stderr)
+        assert want in " ".join(done.stderr.split()), (command, done.stderr)

@@ -137,14 +137,14 @@ def check_sources_or_fail(svc: InferenceService, spec_file: Path) -> None:
         raise fail("\n".join(f"{spec_file}: {p}" for p in problems), 2)
     from kubeinfer.storage import StorageError, fetch, is_remote
 
-    m = svc.spec.model
-    if m.uri and is_remote(m.uri):
-        # download once, here, before replicas start: they then find the model in the shared cache
-        try:
-            with err.status(f"fetching {escape(m.uri)}"):
-                fetch(m.uri, sha256=m.sha256)
-        except StorageError as e:
-            raise fail(f"{spec_file}: spec.model.uri: {e}", 1) from None
+    for field, m in model_fields(svc):
+        if m.uri and is_remote(m.uri):
+            # download once, here, before replicas start: they then find the model in the shared cache
+            try:
+                with err.status(f"fetching {escape(f'{m.uri} ({field})')}"):
+                    fetch(m.uri, sha256=m.sha256)
+            except StorageError as e:
+                raise fail(f"{spec_file}: {field}.uri: {e}", 1) from None
 
 
 LogLevelOpt = Annotated[

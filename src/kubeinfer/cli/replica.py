@@ -105,10 +105,10 @@ def prepare(
     svc = load_or_fail(spec_file)
     t0 = time.perf_counter()
     try:
-        svc = localize(svc, spec_file.resolve().parent)  # a remote model: into the model cache first
+        svc = localize(svc, spec_file.resolve().parent)  # every remote model (spec.models too): into the cache first
         info = create_model(svc, spec_file.resolve().parent).load()
     except StorageError as e:
-        raise fail(f"{spec_file}: spec.model.uri: {e}", 1) from None
+        raise fail(f"{spec_file}: {e}", 1) from None  # the message starts with the field (spec.models[1].uri: ...)
     except ModelError as e:
         raise fail(f"{spec_file}: spec.model: {e}", 1) from None
     compiled = info.extra.get("compiled")

@@ -177,12 +177,15 @@ def grpc_port(svc: InferenceService) -> int | None:
     return p or DEFAULT_GRPC_PORT
 
 
-def image_model_uri(model: ModelSpec, model_in_image: bool = False) -> str:
+def image_model_uri(model: ModelSpec, model_in_image: bool = False, entry: int | None = None) -> str:
     """Where the server finds the model in the pod: in the image built by ``kubeinfer build``, or, for a remote uri,
-    where the init container downloaded it (unless the image has it baked in)."""
+    where the init container downloaded it (unless the image has it baked in). ``entry``: the index of a
+    ``spec.models`` entry, whose download has a folder of its own (two entries may end in the same name)."""
     uri = model.uri
     if uri and is_remote(uri):
-        return f"{MODEL_DIR if model_in_image else MODEL_MOUNT}/{model_basename(uri)}"
+        if model_in_image:
+            return f"{MODEL_DIR}/{model_basename(uri)}"
+        return f"{MODEL_MOUNT}{'' if entry is None else f'/{entry}'}/{model_basename(uri)}"
     if not uri:
         return MODEL_DIR  # format python: the folder holding the user's module goes on sys.path
     name = PurePosixPath(uri.removeprefix("file://").rstrip("/")).name
@@ -194,8 +197,8 @@ def container_spec_doc(svc: InferenceService, model_in_image: bool = False) -> d
     doc = svc.model_dump(mode="json", exclude_unset=True)
     spec = doc["spec"]
     entries = spec["models"] if svc.spec.models is not None else [spec["model"]]
-    for entry, model in zip(entries, svc.spec.served_models, strict=True):
-        entry["uri"] = image_model_uri(model, model_in_image)
+    for i, (entry, model) in enumerate(zip(entries, svc.spec.served_models, strict=True)):
+        entry["uri"] = image_model_uri(model, model_in_image, None if svc.spec.models is None else i)
         if is_remote(model.uri):
             # checked once where it was downloaded (the init container or `kubeinfer build`), not again at every start
             for key in ("sha256", "storageSecret", "cacheClaim"):
@@ -224,9 +227,10 @@ def pod_spec_hash(svc: InferenceService, model_in_image: bool = False) -> str:
     """The pod template's ``kubeinfer.io/spec-hash``: a change to what the server reads rolls the pods; a new replica
     count or autoscaling bound only scales them (hashing the whole mounted spec rolled every pod for those)."""
     doc = container_spec_doc(svc, model_in_image)
-    if is_remote(svc.spec.model.uri):
-        first = doc["spec"]["models"][0] if svc.spec.models is not None else doc["spec"]["model"]
-        first["source"] = svc.spec.model.uri  # a new remote uri rolls the pods too
+    entries = doc["spec"]["models"] if svc.spec.models is not None else [doc["spec"]["model"]]
+    for entry, model in zip(entries, svc.spec.served_models, strict=True):
+        if is_remote(model.uri):
+            entry["source"] = model.uri  # a new remote uri rolls the pods too
     for key in _NOT_READ_BY_SERVER:
         doc["spec"].pop(key, None)
     return hashlib.sha256(yaml.safe_dump(doc, sort_keys=True).encode()).hexdigest()[:16]
@@ -387,7 +391,7 @@ def deployment(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
         container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
         volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}})
     _secret_volumes(svc, container, volumes)
-    init = _model_fetch(svc, opts, container, volumes)
+    inits = _model_fetch(svc, opts, container, volumes)
     scheduling = _scheduling(svc, placement)
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,  # the server never calls the API server
@@ -400,7 +404,7 @@ def deployment(svc: InferenceService, opts: RenderOptions) -> dict[str, Any]:
             "fsGroup": RUN_AS,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        **({"initContainers": [init]} if init else {}),
+        **({"initContainers": inits} if inits else {}),
         "containers": [container],
         "volumes": volumes,
         "topologySpreadConstraints": scheduling.pop("topologySpreadConstraints"),
@@ -468,24 +472,50 @@ def _secret_volumes(svc: InferenceService, server: dict[str, Any], volumes: list
 
 def _model_fetch(
     svc: InferenceService, opts: RenderOptions, server: dict[str, Any], volumes: list[dict[str, Any]]
-) -> dict[str, Any] | None:
-    """The init container that downloads a remote model before the server starts, and the volumes it shares with
-    the server container (which mounts the model read-only); None for a local model or one baked into the image."""
-    m = svc.spec.model
-    if not m.uri or not is_remote(m.uri) or opts.model_in_image:
-        return None
+) -> list[dict[str, Any]]:
+    """The init containers that download the remote models before the server starts, and the volumes they share
+    with the server container (which mounts the models read-only); none for local models or ones baked into the
+    image. ``spec.model``: one, ``model-fetch``; ``spec.models``: one per remote entry (:func:`_models_fetch`)."""
+    remote = [m for m in svc.spec.served_models if m.uri and is_remote(m.uri)]
+    if not remote or opts.model_in_image:
+        return []
     volumes.append({"name": "model", "emptyDir": {}})
     server["volumeMounts"].append({"name": "model", "mountPath": MODEL_MOUNT, "readOnly": True})
+    if svc.spec.models is not None:
+        return _models_fetch(svc.spec.models, server, volumes)
+    return [_fetch_container(svc.spec.model, "model-fetch", MODEL_MOUNT, server, volumes)]
+
+
+def _models_fetch(
+    models: list[ModelSpec], server: dict[str, Any], volumes: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``spec.models``: an init container per remote entry i, ``model-fetch-<i>``, into ``/mnt/models/<i>/`` (where
+    :func:`image_model_uri` points the server), each with its entry's ``sha256``, ``storageSecret`` and
+    ``cacheClaim``; they run one after the other and share the model cache."""
+    return [
+        _fetch_container(m, f"model-fetch-{i}", f"{MODEL_MOUNT}/{i}", server, volumes)
+        for i, m in enumerate(models)
+        if m.uri and is_remote(m.uri)
+    ]
+
+
+def _fetch_container(
+    m: ModelSpec, name: str, to: str, server: dict[str, Any], volumes: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """One init container running ``kubeinfer fetch`` for ``m`` into ``to`` (a cache claim's volume added once)."""
     mounts: list[dict[str, Any]] = [
         {"name": "model", "mountPath": MODEL_MOUNT},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     cache = f"{MODEL_MOUNT}/.cache"
     if m.cacheClaim:
-        volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": m.cacheClaim}})
-        mounts.append({"name": "model-cache", "mountPath": CACHE_MOUNT})
+        claims = {v["persistentVolumeClaim"]["claimName"]: v["name"] for v in volumes if "persistentVolumeClaim" in v}
+        volume = claims.get(m.cacheClaim) or ("model-cache" if not claims else f"model-cache-{len(claims)}")
+        if m.cacheClaim not in claims:
+            volumes.append({"name": volume, "persistentVolumeClaim": {"claimName": m.cacheClaim}})
+        mounts.append({"name": volume, "mountPath": CACHE_MOUNT})
         cache = CACHE_MOUNT
-    args = ["fetch", m.uri, "--to", MODEL_MOUNT, "--no-progress"]
+    args = ["fetch", m.uri, "--to", to, "--no-progress"]
     if m.sha256:
         args += ["--sha256", m.sha256]
     env = [
@@ -494,7 +524,7 @@ def _model_fetch(
         {"name": "HF_HOME", "value": f"{cache}/huggingface"},
     ]
     init: dict[str, Any] = {
-        "name": "model-fetch",
+        "name": name,
         "image": server["image"],
         "imagePullPolicy": "IfNotPresent",
         "command": ["kubeinfer"],

@@ -43,6 +43,7 @@ from kubeinfer.server.dataplane import DataPlane, ModelSlot, load_slot
 from kubeinfer.server.errors import InvalidInput
 from kubeinfer.spec import InferenceService, resolve_uri
 from kubeinfer.spec.service import BatchingSpec, ModelSpec, VersionPolicy, version_key
+from kubeinfer.storage import StorageError, localize
 
 __all__ = ["Repository", "RepositoryError", "VersionSource", "plan", "version_folders"]
 
@@ -139,9 +140,11 @@ class Repository:
         base_dir: Path | None,
         executor: Executor,
         make_batcher: MakeBatcher,
+        source: InferenceService | None = None,
     ) -> None:
         self.plane = plane
         self.svc = svc
+        self.source = source  # the spec as written, when ``svc`` has its remote uris replaced by fetched copies
         self.base_dir = base_dir
         self.executor = executor
         self.make_batcher = make_batcher
@@ -149,14 +152,23 @@ class Repository:
         self._locks = {name: asyncio.Lock() for name in self.names}
         plane.repository = self
 
-    def _slot(self, source: VersionSource) -> ModelSlot:
-        spec = self.svc.spec.model_copy(update={"model": source.model, "models": None})
-        one = self.svc.model_copy(update={"spec": spec})
+    def _slot(self, svc: InferenceService, source: VersionSource) -> ModelSlot:
+        spec = svc.spec.model_copy(update={"model": source.model, "models": None})
+        one = svc.model_copy(update={"spec": spec})
         return ModelSlot(model=create_model(one, self.base_dir), name=source.name, version=source.version)
 
-    def slots(self, name: str) -> list[tuple[ModelSlot, BatchingSpec]]:
+    def slots(self, name: str, svc: InferenceService | None = None) -> list[tuple[ModelSlot, BatchingSpec]]:
         """New, not yet loaded, slots of the versions of ``name`` to serve now. Raises ``RepositoryError``."""
-        return [(self._slot(s), s.batching) for s in plan(self.svc, name, self.base_dir)]
+        svc = svc or self.svc
+        return [(self._slot(svc, s), s.batching) for s in plan(svc, name, self.base_dir)]
+
+    def _refetched(self, name: str) -> list[tuple[ModelSlot, BatchingSpec]]:
+        """The slots of ``name`` for a load: a remote entry is fetched again first, so that a changed object or a new
+        version folder in the store is picked up (an unchanged one is found in the cache, nothing downloaded; an
+        unreachable store falls back to the cached copy). Raises ``StorageError`` naming the entry's uri."""
+        if self.source is None:
+            return self.slots(name)
+        return self.slots(name, localize(self.source, self.base_dir, names={name}))
 
     async def _load(self, made: list[tuple[ModelSlot, BatchingSpec]]) -> None:
         await asyncio.gather(
@@ -209,9 +221,9 @@ class Repository:
         async with self._locks[name]:
             loop = asyncio.get_running_loop()
             try:
-                made = await loop.run_in_executor(self.executor, self.slots, name)
+                made = await loop.run_in_executor(self.executor, self._refetched, name)
             except Exception as e:
-                why = str(e) if isinstance(e, RepositoryError) else f"{type(e).__name__}: {e}"
+                why = str(e) if isinstance(e, RepositoryError | StorageError) else f"{type(e).__name__}: {e}"
                 raise InvalidInput(f"failed to load {name!r}: {why}") from None
             await self._load(made)
             failed = [f"version {s.version!r}: {s.error}" for s, _ in made if not s.ready]

@@ -55,7 +55,7 @@ from kubeinfer.server.repository import Repository
 from kubeinfer.server.tls import CertFiles, TlsError
 from kubeinfer.spec import InferenceService
 from kubeinfer.spec.service import BatchingSpec
-from kubeinfer.storage import localize
+from kubeinfer.storage import StorageError, localize
 
 __all__ = ["build_app", "run", "run_loop", "serve"]
 
@@ -83,12 +83,20 @@ def build_app(svc: InferenceService, base_dir: Path | None) -> tuple[InferenceAp
     metrics = Metrics(gpu_sampler=nvml_sampler())
     app = InferenceApp(DataPlane(limits, metrics), openapi=openapi_document)
     app.keys = api_keys(svc, base_dir)
-    svc = localize(svc, base_dir)  # a remote model.uri: downloaded into the model cache (kubeinfer.storage) first
+    # a remote uri (spec.model, or any entry of spec.models): downloaded into the model cache (kubeinfer.storage) first
+    source, svc = svc, localize(svc, base_dir)
     # Each model version has its own batcher, which runs up to `workers` calls at once in this pool: `workers` threads
     # per spec entry (the versions of one folder share them), and one for loads. One model: as many as before.
     threads = spec.server.workers * len(spec.served_models) + 1
     executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="model")
-    repository = Repository(app.plane, svc, base_dir, executor, _batcher_factory(svc, app.plane, executor))
+    repository = Repository(
+        app.plane,
+        svc,
+        base_dir,
+        executor,
+        _batcher_factory(svc, app.plane, executor),
+        None if svc is source else source,
+    )
     return app, repository, executor
 
 
@@ -128,7 +136,10 @@ async def serve(
         tracing.setup(os.environ, service=svc.name, component="replica")
     except tracing.TracingError as e:
         raise SystemExit(f"kubeinfer serve: {e}") from None
-    app, repository, executor = build_app(svc, base_dir)
+    try:
+        app, repository, executor = build_app(svc, base_dir)
+    except StorageError as e:
+        raise SystemExit(f"kubeinfer serve: {e}") from None
     plane = app.plane
     plane.payload_log = payload_log_from_spec(svc, base_dir, plane.metrics, worker.index if worker else None)
     host = spec.server.host

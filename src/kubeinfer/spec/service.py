@@ -1037,11 +1037,6 @@ def _check_models(models: list[ModelSpec]) -> None:
             raise ValueError(
                 f"spec.models[{i}].name {m.name!r} must be letters, digits, '.', '_' or '-' (it is a URL path segment)"
             )
-        if "://" in m.uri and not m.uri.startswith("file://"):
-            raise ValueError(
-                f"spec.models[{i}].uri {m.uri!r}: a remote model is fetched for spec.model only; with spec.models, "
-                "download it first (kubeinfer fetch) and give its path"
-            )
         first = seen.setdefault((m.name, m.version), i)
         if first != i:
             raise ValueError(

@@ -69,10 +69,6 @@ def test_a_dump_writes_back_only_the_field_that_was_given() -> None:
         ),
         ("spec: {model: {format: sklearn, uri: a, versionPolicy: {latest: 0}}}\n", "versionPolicy.latest"),
         ("spec: {model: {format: sklearn, uri: a, version: 'x/y'}}\n", "is a URL path segment"),
-        (
-            "spec: {models: [{name: a, format: sklearn, uri: 's3://bucket/a.joblib'}]}\n",
-            "spec.models[0].uri 's3://bucket/a.joblib': a remote model is fetched for spec.model only",
-        ),
     ],
 )
 def test_bad_models_specs_are_refused_naming_the_field(spec: str, expected: str) -> None:
