@@ -335,7 +335,11 @@ def replay(
         typer.Option(help="Variant: share of all pods asking for no GPU (0-1, below 1).", show_default=False),
     ] = None,
     bound: Annotated[
-        bool, typer.Option("--bound/--no-bound", help="Report the LP lower bound on unallocated GPUs at 100%.")
+        bool,
+        typer.Option(
+            "--bound/--no-bound",
+            help="Report the lower bound on unallocated GPUs at 100% (node-group LP and per-GPU packing).",
+        ),
     ] = True,
 ) -> None:
     """Replay a GPU-sharing pod trace onto its nodes; report the GPU capacity left unallocated as pods arrive.
@@ -456,7 +460,8 @@ def _print_replay(doc: Mapping[str, Any]) -> None:
     if "lowerBoundAt100" in doc:
         per = ", ".join(f"{b:.2%}" for b in doc["perSeedLowerBoundAt100"])
         out.print(
-            f"lower bound on unallocated GPUs @100% (LP relaxation): {doc['lowerBoundAt100']:.2%} (per seed {per})"
+            f"lower bound on unallocated GPUs @100% (node-group LP, per-GPU packing): {doc['lowerBoundAt100']:.2%} "
+            f"(per seed {per})"
         )
 
 
