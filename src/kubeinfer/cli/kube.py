@@ -101,8 +101,8 @@ def _image_note(svc: Any, image: str | None, spec_file: Path, model_in_image: bo
     downloaded by the init container, unless it is said to be in the image)."""
     from kubeinfer.storage import is_remote
 
-    if is_remote(svc.spec.model.uri) and not model_in_image:
-        return
+    if all(is_remote(m.uri) for m in svc.spec.served_models) and not model_in_image:
+        return  # every model (each entry of spec.models) is fetched by an init container
     if image is None and "image" not in svc.spec.model_fields_set:
         err.print(
             f"[yellow]note:[/] spec.image is not set: the pods run {escape(svc.spec.image)}, which holds no model; "

@@ -3,12 +3,15 @@ of the model volume, and the mounted spec points every entry there."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from test_kube_render import assert_valid, by_kind, container
+from typer.testing import CliRunner
 
+from kubeinfer.cli.app import app
 from kubeinfer.kube.names import MODEL_DIR
 from kubeinfer.kube.render import CACHE_MOUNT, SUPPORTED_VERSIONS, RenderOptions, pod_spec_hash, render
 from kubeinfer.spec import InferenceService, validate_spec
@@ -68,3 +71,15 @@ def test_a_new_uri_of_any_remote_entry_rolls_the_pods() -> None:
 def test_models_in_the_image_need_no_init_container() -> None:
     objs = render(two_remote(), RenderOptions(model_in_image=True))
     assert "initContainers" not in by_kind(objs, "Deployment")["spec"]["template"]["spec"]
+
+
+def test_render_says_the_default_image_holds_no_model_only_when_an_entry_is_local(tmp_path: Path) -> None:
+    head = "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\nmetadata: {name: svc}\nspec:\n  models:\n"
+    remote = "  - {name: a, format: onnx, uri: 's3://m/a.onnx'}\n  - {name: b, format: onnx, uri: 'hf://o/r/b.onnx'}\n"
+    spec = tmp_path / "service.yaml"
+    spec.write_text(head + remote)
+    r = CliRunner().invoke(app, ["render", str(spec)])
+    assert r.exit_code == 0 and "holds no model" not in r.output, r.output
+    spec.write_text(head + remote + "  - {name: c, format: onnx, uri: ./c.onnx}\n")
+    r = CliRunner().invoke(app, ["render", str(spec)])
+    assert r.exit_code == 0 and "holds no model" in r.output, r.output
