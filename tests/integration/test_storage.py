@@ -325,13 +325,16 @@ def _infer_zeros(server: object, name: str) -> int:
 
 
 def test_every_entry_of_spec_models_is_fetched_from_s3_and_served(s3: S3Server, tmp_path: Path, examples: Path) -> None:
-    """spec.models with two s3:// entries (one with sha256): both fetched into the cache, served and loaded again by
-    the repository; a missing object in the second entry stops serve, up and prepare with spec.models[1].uri."""
+    """spec.models with two s3:// entries (a file with sha256, a folder of versions): both fetched into the cache and
+    served; a load fetches again and serves a version added to the store; a missing object in the second entry stops
+    serve, up and prepare with an error naming spec.models[1].uri."""
     from kubeinfer.testing import ServerProcess
 
     iris = (examples / "iris" / "model.joblib").read_bytes()
     iris_uri = put(s3, "multi/iris/model.joblib", iris)
-    tab_uri = put(s3, "multi/tab/model.onnx", (examples / "onnx" / "model.onnx").read_bytes())
+    onnx = (examples / "onnx" / "model.onnx").read_bytes()
+    put(s3, "multi/tab/1/model.onnx", onnx)  # a folder of versions
+    tab_uri = "s3://models/multi/tab"
     spec = tmp_path / "service.yaml"
     spec.write_text(
         "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\nmetadata: {name: multi}\nspec:\n  models:\n"
@@ -343,15 +346,17 @@ def test_every_entry_of_spec_models_is_fetched_from_s3_and_served(s3: S3Server, 
     try:
         assert _infer_zeros(server, "iris") == 200 and _infer_zeros(server, "tab") == 200
         log = server.log()
-        assert "s3://models/multi/iris/model.joblib: " in log and "s3://models/multi/tab/model.onnx: " in log
+        assert "s3://models/multi/iris/model.joblib: " in log and "s3://models/multi/tab: " in log
+        assert server.get("/v2/models/tab/versions/2/ready")[0] != 200
+        put(s3, "multi/tab/2/model.onnx", onnx)  # a new version in the store: a load fetches it and serves it
         status, _, body = server.post("/v2/repository/models/tab/load", b"")
-        assert status == 200, body  # fetched again (unchanged: from the cache) and re-read
-        assert _infer_zeros(server, "tab") == 200
+        assert status == 200, body
+        assert server.get("/v2/models/tab/versions/2/ready")[0] == 200 and _infer_zeros(server, "tab") == 200
     finally:
         server.kill()
     assert {p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()} >= {"model.joblib", "model.onnx"}
 
-    spec.write_text(spec.read_text().replace("multi/tab/model.onnx", "multi/absent.onnx"))
+    spec.write_text(spec.read_text().replace("multi/tab'", "multi/absent.onnx'"))
     want = "spec.models[1].uri: s3://models/multi/absent.onnx: not found"
     for command in (["serve", str(spec), "--port", "0", "--no-grpc"], ["up", str(spec)], ["prepare", str(spec)]):
         done = subprocess.run(
