@@ -397,7 +397,7 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
             if tracing.tracer is None:
                 req, future = app.infer_v2_submit(slot, body, cycle.headers)
             else:
-                req, future = tracing.direct_submit(cycle, lambda: app.infer_v2_submit(slot, body, cycle.headers))
+                req, future = tracing.direct_submit(cycle, app.infer_v2_submit, slot, body, cycle.headers)
         except ServerError as e:
             status, payload, headers = app.error_response(e)
             self._finish(cycle, slot, status, payload, headers)
@@ -418,7 +418,7 @@ class InferHttpProtocol(CoalescingHttpToolsProtocol):
             error = future.exception()
             if error is not None:
                 raise error
-            if tracing.tracer is None:
+            if tracing.tracer is None or cycle.span is None:  # off, or this request is not sampled
                 payload, headers = app.infer_v2_response(slot, req, future.result())
             else:
                 payload, headers = tracing.encode(cycle.span, app.infer_v2_response, slot, req, future.result())

@@ -64,9 +64,22 @@ _current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("kubeinfe
 _mono_ns = 0
 _perf_ns = 0
 _sample: Callable[[str | None], bool] = lambda traceparent: False  # noqa: E731 - set by setup
+_sample_new: Callable[[], bool] = lambda: False  # noqa: E731 - _sample(None), a request without traceparent (most): set by setup
 # What the spans need of the API, bound by setup (the request path does no import statement).
 _api: Any = None
 _propagator: Any = None
+# The child spans (queue, batch, model, encode) are made finished, as the SDK's ReadableSpan, and handed to the span
+# processors directly: what Tracer.start_span + Span.end do for a span that is already over, less their locks,
+# attribute checks and copies (about a third of the cost of a span). Bound by setup.
+_processors: tuple[Any, ...] = ()
+_finished: Any = None  # ReadableSpan, with the resource, scope and flags below
+_resource: Any = None
+_scope: Any = None
+_context: Any = None  # SpanContext
+_flags: Any = None  # TraceFlags: sampled
+_unset: Any = None  # Status: unset
+_internal: Any = None  # SpanKind.INTERNAL
+_getrandbits = random.getrandbits
 
 EXPORTERS = ("otlp", "console", "none")
 PROTOCOLS = ("grpc", "http/protobuf")
@@ -154,15 +167,17 @@ def setup(env: Mapping[str, str], *, service: str, component: str) -> bool:
     ``service``: the ``service.name`` unless ``OTEL_SERVICE_NAME`` is set; ``component``: ``replica`` or ``router``
     (the ``kubeinfer.component`` resource attribute). Raises :class:`TracingError` for a variable tracing cannot use;
     without the ``tracing`` extra it logs a warning that says what to install and leaves tracing off."""
-    global tracer, _provider, _mono_ns, _perf_ns, _sample, _api, _propagator
+    global tracer, _provider, _mono_ns, _perf_ns, _sample, _sample_new, _api, _propagator
+    global _processors, _finished, _resource, _scope, _context, _flags, _unset, _internal
     settings = TracingSettings.from_env(env)
     if settings is None:
         return False
     try:
         import opentelemetry.trace as api
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider, sampling
+        from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         exporter_cls = _otlp_exporter(settings.protocol) if "otlp" in settings.exporters else None
@@ -183,13 +198,22 @@ def setup(env: Mapping[str, str], *, service: str, component: str) -> bool:
     )
     # The sampling decision is taken before a span is made (_sampler); what is made is recorded.
     provider = TracerProvider(resource=resource, sampler=sampling.ALWAYS_ON)
+    processors = []
     if exporter_cls is not None:
-        provider.add_span_processor(BatchSpanProcessor(exporter_cls(endpoint=settings.endpoint)))
+        processors.append(BatchSpanProcessor(exporter_cls(endpoint=settings.endpoint)))
     if "console" in settings.exporters:
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        processors.append(BatchSpanProcessor(ConsoleSpanExporter()))
+    for processor in processors:
+        provider.add_span_processor(processor)
+    _processors = tuple(processors)
+    _finished, _resource, _context = ReadableSpan, resource, api.SpanContext
+    _scope = InstrumentationScope("kubeinfer", __version__)  # the tracer's, below
+    _internal = api.SpanKind.INTERNAL
+    _flags, _unset = api.TraceFlags(api.TraceFlags.SAMPLED), api.Status(api.StatusCode.UNSET)
     _mono_ns = time.time_ns() - time.monotonic_ns()
     _perf_ns = time.time_ns() - time.perf_counter_ns()
     _sample = _sampler(settings.sampler, settings.ratio)
+    _sample_new = _new_trace_sampler(settings.sampler, settings.ratio)
     _api = api
     _propagator = TraceContextTextMapPropagator()
     _provider = provider
@@ -207,8 +231,8 @@ def setup(env: Mapping[str, str], *, service: str, component: str) -> bool:
 
 def shutdown() -> None:
     """Export what is buffered and turn tracing off (at the end of serving)."""
-    global tracer, _provider
-    provider, _provider, tracer = _provider, None, None
+    global tracer, _provider, _processors
+    provider, _provider, tracer, _processors = _provider, None, None, ()
     if provider is not None:
         provider.shutdown()
 
@@ -266,6 +290,18 @@ def _sampler(name: str, ratio: float) -> Callable[[str | None], bool]:
     return sample
 
 
+def _new_trace_sampler(name: str, ratio: float) -> Callable[[], bool]:
+    """``_sampler(name, ratio)(None)`` as the cheapest call there is: the decision for a request without
+    ``traceparent`` (a new trace), taken on every request the replica serves."""
+    root = name.removeprefix("parentbased_")
+    if root == "traceidratio" and 0.0 < ratio < 1.0:
+        draw = random.random
+        return lambda: draw() < ratio
+    if root == "always_on" or (root == "traceidratio" and ratio >= 1.0):
+        return lambda: True
+    return lambda: False
+
+
 def _unsampled(traceparent: str | None) -> str:
     """The ``traceparent`` that tells the next hop a request is not sampled: the caller's when it sent a valid one,
     else a new trace's with the sampled flag off."""
@@ -304,12 +340,16 @@ def _ns_perf(t: float) -> int:
     return int(t * 1e9) + _perf_ns
 
 
-def _child(context: Any, name: str, start: int, end: int, attributes: dict[str, Any]) -> Span:
-    """A finished INTERNAL span under ``context`` (``_api.set_span_in_context(parent)``)."""
-    assert tracer is not None
-    span = tracer.start_span(name, context=context, attributes=attributes, start_time=start)
-    span.end(end_time=max(end, start))
-    return span
+def _child(parent: Any, name: str, start: int, end: int, attributes: dict[str, Any]) -> Any:
+    """A finished INTERNAL span, child of the span whose ``SpanContext`` is ``parent``, sent to the exporters; its own
+    ``SpanContext`` is returned (the parent of a further child)."""
+    context = _context(parent.trace_id, _getrandbits(64) or 1, False, _flags, parent.trace_state)
+    span = _finished(
+        name, context, parent, _resource, attributes, (), (), _internal, None, _unset, start, max(end, start), _scope
+    )
+    for processor in _processors:
+        processor.on_end(span)
+    return context
 
 
 def _header(headers: Mapping[bytes, bytes], name: bytes) -> str | None:
@@ -373,23 +413,29 @@ def _end_http(span: Span, status: int, model: Any = None) -> None:
 
 def _direct_span(cycle: Any) -> Span | None:
     raw = cycle.headers.get(b"traceparent")
-    tp = raw.decode("latin-1") if raw is not None else None
-    if not _sample(tp):
-        return None
+    if raw is None:
+        if not _sample_new():
+            return None
+        tp = None
+    else:
+        tp = raw.decode("latin-1")
+        if not _sample(tp):
+            return None
     path = cycle.url.decode("ascii", "replace")
     return _http_span("POST", path, tp, _header(cycle.headers, b"tracestate"), _ns_perf(cycle.start))
 
 
-def direct_submit(cycle: Any, submit: Callable[[], Any]) -> Any:
+def direct_submit(cycle: Any, submit: Callable[..., Any], *args: Any) -> Any:
     """``http.py``'s direct infer path: decide whether the request is sampled and, if it is, open its span (from
-    when its head arrived) and queue the request as its child. ``cycle.span`` is set either way (None: not sampled)
-    for :func:`direct_end`."""
+    when its head arrived) and queue the request (``submit(*args)``) as its child. ``cycle.span`` is set either way
+    (None: not sampled) for :func:`direct_end`. Not sampled, the request costs a dictionary lookup and a random
+    number here: no context variable is set, nothing is allocated."""
     span = cycle.span = _direct_span(cycle)
     if span is None:
-        return submit()
+        return submit(*args)
     token = _current.set(span)
     try:
-        return submit()
+        return submit(*args)
     finally:
         _current.reset(token)
 
@@ -442,7 +488,7 @@ def encode(parent: Span | None, fn: Callable[..., Any], *args: Any) -> Any:
     try:
         return fn(*args)
     finally:
-        _child(_api.set_span_in_context(parent), "encode", start, time.time_ns(), {})
+        _child(parent.get_span_context(), "encode", start, time.time_ns(), {})
 
 
 # -- the replica: gRPC ----------------------------------------------------------------------------------------------
@@ -531,7 +577,6 @@ def batch(
     rows = sum(it.req.rows for it in items)
     b0, b1 = _ns_mono(started), _ns_mono(started + compute)
     m0, m1 = _ns_mono(ran[0]), _ns_mono(ran[0] + ran[1])
-    in_context = _api.set_span_in_context
     batch_attributes = {
         "kubeinfer.model.name": model,
         "kubeinfer.batch.size": rows,
@@ -540,11 +585,11 @@ def batch(
     }
     # Attributes on the batch span only (its children are read under it): each one costs the SDK's checks per span.
     for it, res in sampled:
-        context = in_context(it.span)
+        context = it.span.get_span_context()
         _child(context, "queue", _ns_mono(it.enqueued), b0, {})
         span = _child(context, "batch", b0, b1, batch_attributes)
         error = {"error.type": type(res).__name__} if isinstance(res, BaseException) else {}
-        _child(in_context(span), "model", m0, m1, error)
+        _child(span, "model", m0, m1, error)
 
 
 # -- the router ----------------------------------------------------------------------------------------------------
