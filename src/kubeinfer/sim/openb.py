@@ -48,7 +48,7 @@ def replay_many_timed(
     """:func:`~kubeinfer.placement.fragmentation.replay_many` with each policy's ``seconds`` per seed measured on
     the monotonic performance counter (what ``kubeinfer plan replay`` reports). ``variant``: each seed replays the
     pod list re-drawn to that mix with the seed (:func:`~kubeinfer.placement.variants.make_variant`); ``bound``:
-    report the LP lower bound on unallocated GPUs (:mod:`kubeinfer.placement.bound`) and each policy's distance."""
+    report the lower bound on unallocated GPUs (:mod:`kubeinfer.placement.bound`) and each policy's distance."""
     draw = None
     if variant is not None and not variant.is_trace:
         v = variant
