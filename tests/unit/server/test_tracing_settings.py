@@ -114,3 +114,17 @@ UNSAMPLED = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
 )
 def test_sampling_decision(sampler: str, ratio: float, traceparent: str | None, expected: bool) -> None:
     assert tracing._sampler(sampler, ratio)(traceparent) is expected
+
+
+@pytest.mark.parametrize("sampler", tracing.SAMPLERS)
+@pytest.mark.parametrize("ratio", [0.0, 0.25, 1.0])
+def test_new_trace_sampler_decides_as_the_sampler_does_without_traceparent(sampler: str, ratio: float) -> None:
+    """The direct REST path decides a request without ``traceparent`` with ``_new_trace_sampler``: the same decision
+    as ``_sampler(...)(None)`` (for a ratio strictly between 0 and 1, the same share of requests)."""
+    fast, full = tracing._new_trace_sampler(sampler, ratio), tracing._sampler(sampler, ratio)
+    n = 4000
+    got, want = sum(fast() for _ in range(n)), sum(full(None) for _ in range(n))
+    if ratio in (0.0, 1.0) or not sampler.endswith("traceidratio"):
+        assert got == want and got in (0, n)
+    else:
+        assert 0.2 * n < got < 0.3 * n and 0.2 * n < want < 0.3 * n
