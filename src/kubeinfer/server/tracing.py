@@ -79,6 +79,7 @@ _context: Any = None  # SpanContext
 _flags: Any = None  # TraceFlags: sampled
 _unset: Any = None  # Status: unset
 _internal: Any = None  # SpanKind.INTERNAL
+_server: Any = None  # SpanKind.SERVER
 _getrandbits = random.getrandbits
 
 EXPORTERS = ("otlp", "console", "none")
@@ -168,7 +169,7 @@ def setup(env: Mapping[str, str], *, service: str, component: str) -> bool:
     (the ``kubeinfer.component`` resource attribute). Raises :class:`TracingError` for a variable tracing cannot use;
     without the ``tracing`` extra it logs a warning that says what to install and leaves tracing off."""
     global tracer, _provider, _mono_ns, _perf_ns, _sample, _sample_new, _api, _propagator
-    global _processors, _finished, _resource, _scope, _context, _flags, _unset, _internal
+    global _processors, _finished, _resource, _scope, _context, _flags, _unset, _internal, _server
     settings = TracingSettings.from_env(env)
     if settings is None:
         return False
@@ -208,7 +209,7 @@ def setup(env: Mapping[str, str], *, service: str, component: str) -> bool:
     _processors = tuple(processors)
     _finished, _resource, _context = ReadableSpan, resource, api.SpanContext
     _scope = InstrumentationScope("kubeinfer", __version__)  # the tracer's, below
-    _internal = api.SpanKind.INTERNAL
+    _internal, _server = api.SpanKind.INTERNAL, api.SpanKind.SERVER
     _flags, _unset = api.TraceFlags(api.TraceFlags.SAMPLED), api.Status(api.StatusCode.UNSET)
     _mono_ns = time.time_ns() - time.monotonic_ns()
     _perf_ns = time.time_ns() - time.perf_counter_ns()
@@ -368,18 +369,9 @@ def _route(path: str) -> tuple[str | None, str, Mapping[str, str]]:
     return found[0].path, found[0].protocol, found[1]
 
 
-def _http_span(
-    method: str,
-    path: str,
-    tp: str | None,
-    ts: str | None,
-    start: int | None,
-    found: tuple[str | None, str, Mapping[str, str]] | None = None,
-) -> Span:
-    """A SERVER span for an HTTP request, named ``METHOD ROUTE`` (HTTP semantic conventions); ``found``: what
-    :func:`_route` answered for ``path`` already."""
-    assert tracer is not None
-    route, protocol, params = found if found is not None else _route(path)
+def _http_attributes(
+    method: str, path: str, route: str | None, protocol: str, params: Mapping[str, str]
+) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "http.request.method": method,
         "url.path": path,
@@ -394,6 +386,22 @@ def _http_span(
         attributes["kubeinfer.model.name"] = params["model_name"]
     if "model_version" in params:
         attributes["kubeinfer.model.version"] = params["model_version"]
+    return attributes
+
+
+def _http_span(
+    method: str,
+    path: str,
+    tp: str | None,
+    ts: str | None,
+    start: int | None,
+    found: tuple[str | None, str, Mapping[str, str]] | None = None,
+) -> Span:
+    """A SERVER span for an HTTP request, named ``METHOD ROUTE`` (HTTP semantic conventions); ``found``: what
+    :func:`_route` answered for ``path`` already."""
+    assert tracer is not None
+    route, protocol, params = found if found is not None else _route(path)
+    attributes = _http_attributes(method, path, route, protocol, params)
     name = f"{method} {route}" if route is not None else method
     return tracer.start_span(
         name, context=_parent(tp, ts), kind=_api.SpanKind.SERVER, attributes=attributes, start_time=start
@@ -422,7 +430,56 @@ def _direct_span(cycle: Any) -> Span | None:
         if not _sample(tp):
             return None
     path = cycle.url.decode("ascii", "replace")
-    return _http_span("POST", path, tp, _header(cycle.headers, b"tracestate"), _ns_perf(cycle.start))
+    route, protocol, params = _route(path)
+    attributes = _http_attributes("POST", path, route, protocol, params)
+    parent = _api.get_current_span(_parent(tp, _header(cycle.headers, b"tracestate"))).get_span_context()
+    if parent.is_valid:
+        context = _context(parent.trace_id, _getrandbits(64) or 1, False, _flags, parent.trace_state)
+    else:
+        parent = None
+        context = _context(_getrandbits(128) or 1, _getrandbits(64) or 1, False, _flags)
+    name = f"POST {route}" if route is not None else "POST"
+    return _Live(name, context, parent, _ns_perf(cycle.start), attributes)  # type: ignore[return-value]
+
+
+class _Live:
+    """The direct REST path's request span: what of the SDK's ``Span`` the hooks use (its context, attributes set,
+    status, end), made into the SDK's finished ``ReadableSpan`` at its end and handed to the span processors, as the
+    child spans are (:func:`_child`)."""
+
+    __slots__ = ("attributes", "context", "name", "parent", "start", "status")
+
+    def __init__(self, name: str, context: Any, parent: Any, start: int, attributes: dict[str, Any]) -> None:
+        self.name, self.context, self.parent, self.start, self.attributes = name, context, parent, start, attributes
+        self.status = _unset
+
+    def get_span_context(self) -> Any:
+        return self.context
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+    def set_status(self, status: Any) -> None:
+        self.status = status
+
+    def end(self) -> None:
+        span = _finished(
+            self.name,
+            self.context,
+            self.parent,
+            _resource,
+            self.attributes,
+            (),
+            (),
+            _server,
+            None,
+            self.status,
+            self.start,
+            max(time.time_ns(), self.start),
+            _scope,
+        )
+        for processor in _processors:
+            processor.on_end(span)
 
 
 def direct_submit(cycle: Any, submit: Callable[..., Any], *args: Any) -> Any:
