@@ -338,12 +338,17 @@ class Predictive:
         t = np.fromiter((a[0] for a in arrivals), float, len(arrivals))
         v = np.fromiter((a[1] for a in arrivals), float, len(arrivals))
         cum = np.concatenate(([0.0], np.cumsum(v)))
-        if service is not None:
+        if service is not None and math.isfinite(service) and service > 0:
             w = max(service, 1.0)
             first = np.searchsorted(t, t - w, side="right")
             idx = np.arange(1, len(v) + 1)
-            v = (cum[idx] - cum[first]) / np.maximum(idx - first, 1) * service
-            cum = np.concatenate(([0.0], np.cumsum(v)))
+            with np.errstate(over="ignore", invalid="ignore"):
+                v = (cum[idx] - cum[first]) / np.maximum(idx - first, 1) * service
+                cum = np.concatenate(([0.0], np.cumsum(v)))
+            if not np.isfinite(cum[-1]):
+                # Work per request from a vanishing arrival rate (seconds of work over a few requests) overflows:
+                # nothing to learn a capacity from.
+                return 0.0, math.inf
         budget = cfg.burst_budget * float(v.sum())
         envelope = _excess_level(v, budget)
         lead = cfg.startup_seconds + cfg.sync_period

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -88,3 +90,13 @@ def test_work_mode_stays_within_bounds_and_never_below_the_current_need(
         assert need is not None
         assert lo <= d.replicas <= hi
         assert d.replicas >= min(need, hi)
+
+
+def test_burst_allowance_ignores_work_that_overflows() -> None:
+    # A vanishing arrival rate with seconds of work gives a per-request service time of 1e307 or inf: the allowance
+    # learns nothing from it instead of computing NaNs (numpy's warnings are errors in this suite).
+    policy = Predictive(PredictiveConfig(0, 5, capacity_rps=20.0, capacity_work=2.0, work_curve=(2.0, 5.0)))
+    arrivals = tuple((float(t), 150.0 + (t % 7)) for t in range(1, 400))
+    for service in (1e307, math.inf, math.nan, 0.0):
+        assert policy.allowance(arrivals, service)[0] >= 0.0
+    assert policy.allowance(arrivals, 1e307) == (0.0, math.inf)  # 150 req/s x 1e307 s overflows
