@@ -355,6 +355,8 @@ def body(peer: Peer, model: str) -> bytes:
 def write_bodies() -> None:
     BODIES.mkdir(exist_ok=True)
     for peer in PEERS.values():
+        if peer.name == "inprocess":  # calls the model itself: no request body
+            continue
         for model in peer.models:
             (BODIES / f"{peer.name}.{model}.json").write_bytes(body(peer, model) + b"\n")
 

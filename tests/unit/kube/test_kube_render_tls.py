@@ -4,7 +4,6 @@ over HTTPS, Service ports named for what they speak."""
 
 from __future__ import annotations
 
-import datetime
 import os
 import socket
 import ssl
@@ -15,11 +14,10 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from test_kube_render import assert_valid, by_kind, container
 
+from certs import self_signed_pem
 from conftest import make_svc
 from kubeinfer.kube.render import SUPPORTED_VERSIONS, RenderOptions, render, render_all
 from kubeinfer.server import auth as server_auth
@@ -181,26 +179,6 @@ def test_bad_combinations_name_the_field(server: dict[str, Any], field: str, wor
 # server's own loaders read the paths the rendered spec gives them.
 
 
-def _self_signed(name: str) -> tuple[bytes, bytes]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    pem_key = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), pem_key
-
-
 def served_name(context: ssl.SSLContext) -> str:
     """The common name of the certificate a TLS handshake with ``context`` presents (over a socket pair)."""
     server_end, client_end = socket.socketpair()
@@ -254,7 +232,7 @@ def test_a_rotated_secret_is_picked_up_by_the_server_s_reload(tmp_path: Path, mo
         if "secret" in v:
             volumes[v["secret"]["secretName"]] = SecretVolume(Path(f"{root}{mounts[v['name']]}"), v["secret"]["items"])
 
-    first, second = _self_signed("first"), _self_signed("second")
+    first, second = self_signed_pem("first"), self_signed_pem("second")
     volumes["svc-tls"].write({"tls.crt": first[0], "tls.key": first[1]})
     volumes["svc-keys"].write({"keys.txt": b"old-key\n"})
 
