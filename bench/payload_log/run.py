@@ -17,27 +17,23 @@ figures mean; the replica's CPU time per request is the figure other load distur
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+import orjson
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 
+from kubeinfer.bench.loadgen import LoadSpec, run_wrk  # noqa: E402
 from kubeinfer.testing import ServerProcess  # noqa: E402
 
-BODY = json.dumps({"inputs": [{"name": "input-0", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]})
-LUA = """wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{body}'
-"""
+BODY = orjson.dumps({"inputs": [{"name": "input-0", "shape": [1, 64], "datatype": "FP32", "data": [0.5] * 64}]})
 
 
 def spec(folder: Path, name: str, logger: bool) -> Path:
@@ -57,18 +53,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wrk(url: str, conns: int, duration: float, script: Path) -> tuple[float, float, int]:
-    cmd = ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script)]
-    out = subprocess.run([*cmd, f"{url}/v2/models/tabular64/infer"], capture_output=True, text=True, check=True).stdout
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m is None or "Non-2xx" in out or "Socket errors" in out:
-        raise RuntimeError(f"wrk run not clean:\n{out}")
-    p50 = re.search(r"\s50%\s+([\d.]+)(us|ms|s)", out)
-    assert p50 is not None
-    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p50.group(2)]
-    total = re.search(r"(\d+) requests in", out)
-    assert total is not None
-    return float(m.group(1)), float(p50.group(1)) * scale, int(total.group(1))
+def wrk(url: str, conns: int, duration: float) -> tuple[float, float, int]:
+    """One closed-loop wrk run (``kubeinfer.bench.loadgen.run_wrk``): req/s, p50 ms, requests answered."""
+    res = run_wrk(
+        LoadSpec(url=f"{url}/v2/models/tabular64/infer", body=BODY, concurrency=conns, duration=duration, warmup=0)
+    )
+    if res.errors:
+        raise RuntimeError(f"wrk run not clean: {res.errors} errors ({res.statuses})")
+    return res.throughput, res.latency_ms["p50"], res.requests
 
 
 def main() -> None:
@@ -86,8 +78,6 @@ def main() -> None:
     runs: dict[str, list[tuple[float, float, float]]] = {k: [] for k in variants}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        script = folder / "post.lua"
-        script.write_text(LUA.format(body=BODY))
         # All variants run side by side (an idle replica takes no CPU) and are loaded in turn, so that what else the
         # shared machine does in a sitting weighs on each alike.
         servers: dict[str, ServerProcess] = {}
@@ -99,9 +89,9 @@ def main() -> None:
                 names = list(variants)
                 for name in names[r % len(names) :] + names[: r % len(names)]:
                     server = servers[name]
-                    wrk(server.url, args.conns, 1.0, script)  # warm-up
+                    wrk(server.url, args.conns, 1.0)  # warm-up
                     cpu = cpu_seconds(server.pid)
-                    rps, p50, total = wrk(server.url, args.conns, args.duration, script)
+                    rps, p50, total = wrk(server.url, args.conns, args.duration)
                     runs[name].append((rps, p50, (cpu_seconds(server.pid) - cpu) / total * 1e6))
                     print(
                         f"round {r + 1} {name:9}: {rps:9.0f} req/s  p50 {p50:.2f} ms  "
