@@ -144,23 +144,14 @@ def install(log: Path) -> tuple[bool, str]:
     """Create the env (when missing) and install torch (CPU wheel), LitServe and the project's transformers."""
     if all(envs.has(ENV, d) for d in ("torch", "litserve", "transformers")):
         return True, "present"
-    d = envs.ENVS / ENV
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     with log.open("a") as f:
-
-        def run(cmd: list[str]) -> int:
-            f.write(f"$ {' '.join(cmd)}\n")
-            f.flush()
-            return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
-
-        if not envs.python(ENV).exists():
-            base = Path(sys.base_prefix) / "bin" / "python3"
-            if run([str(base if base.exists() else sys.executable), "-m", "venv", str(d)]) != 0:
-                return False, "venv creation failed"
-        pip = [str(envs.python(ENV)), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-        if run([*pip, envs.TORCH]) != 0:
-            return False, f"{envs.TORCH} failed to install (see {log})"
+        run = envs.logged(f)
+        failed = envs.create_with_torch(ENV, run)
+        if failed:
+            return False, f"{failed} (see {log})"
+        pip = envs.pip_install(ENV)
         if run([*pip, "litserve", *(f"{p}=={version(p)}" for p in SAME_AS_PROJECT)]) != 0:
             return False, f"litserve failed to install (see {log})"
     return True, f"installed in {time.monotonic() - t0:.0f}s"

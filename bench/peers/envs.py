@@ -11,7 +11,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 HERE = Path(__file__).resolve().parent
 ENVS = HERE / ".envs"
@@ -75,28 +77,45 @@ def common_requirements() -> list[str]:
     return out
 
 
+def logged(f: IO[str]) -> Callable[[list[str]], int]:
+    """A runner of commands whose output goes to ``f`` (each command line first); returns the exit code."""
+
+    def run(cmd: list[str]) -> int:
+        f.write(f"$ {' '.join(cmd)}\n")
+        f.flush()
+        return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
+
+    return run
+
+
+def create_with_torch(env: str, run: Callable[[list[str]], int], base_python: str = sys.executable) -> str | None:
+    """Create ``env`` when missing (from the project venv's base interpreter) and install the CPU torch wheel first
+    (an unpinned torch pulled in later would be the multi-GB CUDA build); None, or what failed."""
+    ENVS.mkdir(parents=True, exist_ok=True)
+    if not python(env).exists():
+        base = Path(sys.base_prefix) / "bin" / "python3"
+        if run([str(base if base.exists() else base_python), "-m", "venv", str(ENVS / env)]) != 0:
+            return "venv creation failed"
+    run([*pip_install(env), "--upgrade", "pip"])
+    if run([*pip_install(env), TORCH]) != 0:
+        return f"{TORCH} failed to install"
+    return None
+
+
+def pip_install(env: str) -> list[str]:
+    return [str(python(env)), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+
+
 def install(env: str, log: Path, base_python: str = sys.executable) -> tuple[bool, str]:
     """Create (or reuse) the env and install into it; returns (ok, message). The output goes to ``log``."""
-    d = ENVS / env
-    ENVS.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     with log.open("a") as f:
-
-        def run(cmd: list[str]) -> int:
-            f.write(f"$ {' '.join(cmd)}\n")
-            f.flush()
-            return subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False).returncode
-
-        if not python(env).exists():
-            # the interpreter of the project's venv (its base, not the venv itself)
-            base = Path(sys.base_prefix) / "bin" / "python3"
-            if run([str(base if base.exists() else base_python), "-m", "venv", str(d)]) != 0:
-                return False, "venv creation failed"
-        pip = [str(python(env)), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-        run([*pip, "--upgrade", "pip"])
-        if run([*pip, TORCH]) != 0:
-            return False, f"{TORCH} failed to install"
+        run = logged(f)
+        failed = create_with_torch(env, run, base_python)
+        if failed:
+            return False, failed
+        pip = pip_install(env)
         # the peer with the project's scikit-learn and sentence-transformers (a peer may pin its own: then
         # unpinned, and RESULTS.md records every env's versions)
         pins = [r for r in common_requirements() if not r.startswith("pandas")]
