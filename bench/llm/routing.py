@@ -39,10 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from run import _one  # one streaming completion, measured as bench/llm/run.py measures it
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "tiny-llm"
-TRACE = Path("/work/shared/data/azure_llm_inference_2023_conv.csv")
+TRACE = ROOT.parent / "shared" / "data" / "azure_llm_inference_2023_conv.csv"
 BEGIN, END = "<!-- routing:begin -->", "<!-- routing:end -->"
 WORDS = [
     "the",
@@ -104,27 +105,6 @@ def workload(trace: list[tuple[float, int, int]], n: int, rate: float, seed: int
         prompt = " ".join(rng.choice(WORDS) for _ in range(words))
         out.append(((t - window[0][0]) * scale, prompt, max(1, min(gen, 400))))
     return out
-
-
-async def _one(session: aiohttp.ClientSession, url: str, prompt: str, max_tokens: int) -> tuple[float, int, float]:
-    """One streaming completion: (TTFT seconds, tokens generated, end time)."""
-    body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "stream": True}
-    body["stream_options"] = {"include_usage": True}
-    start = time.perf_counter()
-    ttft = None
-    tokens = 0
-    async with session.post(url, json=body) as resp:
-        if resp.status != 200:
-            raise RuntimeError(f"HTTP {resp.status} for max_tokens {max_tokens}: {(await resp.text())[:300]}")
-        async for line in resp.content:
-            if ttft is None and line.startswith(b"data: {"):
-                doc = json.loads(line[6:])
-                if doc["choices"] and doc["choices"][0]["text"]:
-                    ttft = time.perf_counter() - start
-            elif line.startswith(b"data: {") and b'"usage"' in line:
-                tokens = json.loads(line[6:])["usage"]["completion_tokens"]
-    end = time.perf_counter()
-    return (ttft if ttft is not None else end - start), tokens, end
 
 
 async def replay(url: str, reqs: list[tuple[float, str, int]]) -> dict[str, float]:

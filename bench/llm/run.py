@@ -60,15 +60,16 @@ def _spec(folder: Path, name: str, max_num_seqs: int, process: bool = False) -> 
     return path
 
 
-async def _one(session: aiohttp.ClientSession, url: str, prompt: str, max_tokens: int) -> tuple[float, int]:
-    """One streaming completion: (TTFT seconds, tokens generated)."""
+async def _one(session: aiohttp.ClientSession, url: str, prompt: str, max_tokens: int) -> tuple[float, int, float]:
+    """One streaming completion: (TTFT seconds, tokens generated, when it ended: ``time.perf_counter()``)."""
     body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "stream": True}
     body["stream_options"] = {"include_usage": True}
     start = time.perf_counter()
     ttft = None
     tokens = 0
     async with session.post(url, json=body) as resp:
-        resp.raise_for_status()
+        if resp.status != 200:
+            raise RuntimeError(f"HTTP {resp.status} for max_tokens {max_tokens}: {(await resp.text())[:300]}")
         async for line in resp.content:
             # parse only what is needed (the first text, the usage at the end): the client shares the CPUs with the
             # server, and decoding every event would slow the server it measures
@@ -78,7 +79,8 @@ async def _one(session: aiohttp.ClientSession, url: str, prompt: str, max_tokens
                     ttft = time.perf_counter() - start
             elif line.startswith(b"data: {") and b'"usage"' in line:
                 tokens = json.loads(line[6:])["usage"]["completion_tokens"]
-    return (ttft if ttft is not None else time.perf_counter() - start), tokens
+    end = time.perf_counter()
+    return (ttft if ttft is not None else end - start), tokens, end
 
 
 async def _load(url: str, streams: int, requests: int, max_tokens: int) -> dict[str, Any]:
@@ -94,7 +96,7 @@ async def _load(url: str, streams: int, requests: int, max_tokens: int) -> dict[
         async with aiohttp.ClientSession() as session:
             for j in range(requests):
                 n = lengths.randint(max_tokens // 2, max_tokens * 3 // 2)
-                ttft, tokens = await _one(session, url, PROMPTS[(i + j) % len(PROMPTS)], n)
+                ttft, tokens, _ = await _one(session, url, PROMPTS[(i + j) % len(PROMPTS)], n)
                 ttfts.append(ttft)
                 total += tokens
 
