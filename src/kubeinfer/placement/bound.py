@@ -158,9 +158,7 @@ def configuration_lower_bound(cluster: Cluster, workload: Workload, pods: Sequen
     if cap == 0:
         return 0.0
     sizes = _items(cluster, workload, pods)
-    if sizes is None:
-        return 1.0
-    if len(sizes) == 0:
+    if sizes is None or len(sizes) == 0:
         return 1.0
     n = cap // FULL
     size, count = np.unique(sizes, return_counts=True)
