@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Kube", "PodDriver", "served", "wait_for"]
+__all__ = ["Kube", "PodDriver", "any_pod_ready", "hpa_metric_refused", "served", "wait_for"]
 
 
 @dataclass
@@ -35,6 +35,31 @@ def wait_for(what: str, fn: Callable[[], Any], timeout: float = 60.0) -> Any:
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def any_pod_ready(kube: Kube, namespace: str) -> bool:
+    return any(
+        any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+        for p in kube.core.list_namespaced_pod(namespace).items
+    )
+
+
+def hpa_metric_refused(kube: Kube, namespace: str, name: str) -> Any:
+    """Wait for the real HPA controller's ``ScalingActive: False`` condition on HPA ``name`` (no metrics API serves
+    the metric here) and return it."""
+    from kubernetes import client
+
+    hpas = client.AutoscalingV2Api(kube.api_client)
+
+    def refused() -> Any:
+        h = hpas.read_namespaced_horizontal_pod_autoscaler(name, namespace)
+        cond = {c.type: c for c in (h.status.conditions or [])} if h.status else {}
+        active = cond.get("ScalingActive")
+        return active if active is not None and active.status == "False" else None
+
+    active = wait_for("the HPA controller's verdict on the metric", refused)
+    print(f"\nScalingActive False {active.reason}: {active.message}")
+    return active
 
 
 def served(kube: Kube) -> bool:

@@ -4,10 +4,8 @@ kubeinfer itself serves no metrics APIService -- its operator scales through the
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from controlplane_kit import Kube, PodDriver, wait_for
+from controlplane_kit import Kube, PodDriver, any_pod_ready, hpa_metric_refused, wait_for
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300)]
 
@@ -38,25 +36,9 @@ def test_the_rendered_hpa_asks_the_custom_metrics_api_for_the_adapter_s_metric(
     execute(plan(objs, api, name="m", namespace=namespace), api)
     hpa = next(o for o in objs if o["kind"] == "HorizontalPodAutoscaler")
     assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == METRIC_IN_FLIGHT  # the adapter's rule's name
-    wait_for("the pod Ready", lambda: pods.run_scheduled(namespace) or _ready(kube, namespace))
+    wait_for("the pod Ready", lambda: pods.run_scheduled(namespace) or any_pod_ready(kube, namespace))
 
-    hpas = client.AutoscalingV2Api(kube.api_client)
-
-    def metric_refused() -> Any:
-        h = hpas.read_namespaced_horizontal_pod_autoscaler("m", namespace)
-        cond = {c.type: c for c in (h.status.conditions or [])} if h.status else {}
-        active = cond.get("ScalingActive")
-        return active if active is not None and active.status == "False" else None
-
-    active = wait_for("the HPA controller's verdict on the metric", metric_refused)
-    # The controller asked the custom metrics API for kubeinfer_requests_in_flight (what the adapter would serve).
-    print(f"\nScalingActive False {active.reason}: {active.message}")
+    # The controller asks the custom metrics API for kubeinfer_requests_in_flight (what the adapter would serve).
+    active = hpa_metric_refused(kube, namespace, "m")
     assert active.reason == "FailedGetPodsMetric", active
     assert METRIC_IN_FLIGHT in active.message and "custom metrics API" in active.message, active.message
-
-
-def _ready(kube: Kube, namespace: str) -> bool:
-    return any(
-        any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-        for p in kube.core.list_namespaced_pod(namespace).items
-    )

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from controlplane_kit import Kube, PodDriver, wait_for
+from controlplane_kit import Kube, PodDriver, any_pod_ready, hpa_metric_refused, wait_for
 
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300)]
 
@@ -99,7 +99,6 @@ def test_a_deployment_mounting_tls_and_api_key_secrets_is_accepted_and_scheduled
 def test_the_token_hpa_asks_the_custom_metrics_api_for_the_generation_gauge(
     kube: Kube, namespace: str, pods: PodDriver
 ) -> None:
-    from kubernetes import client
 
     from kubeinfer.kube.api import connect
     from kubeinfer.kube.deploy import execute, plan
@@ -113,18 +112,9 @@ def test_the_token_hpa_asks_the_custom_metrics_api_for_the_generation_gauge(
     objs = render(svc, RenderOptions(namespace=namespace, image="kubeinfer/test:never-pulled", monitoring=False))
     api = connect()
     execute(plan(objs, api, name="chat", namespace=namespace), api)
-    wait_for("the pod Ready", lambda: pods.run_scheduled(namespace) or _ready(kube, namespace))
+    wait_for("the pod Ready", lambda: pods.run_scheduled(namespace) or any_pod_ready(kube, namespace))
 
-    hpas = client.AutoscalingV2Api(kube.api_client)
-
-    def metric_refused() -> Any:
-        h = hpas.read_namespaced_horizontal_pod_autoscaler("chat", namespace)
-        cond = {c.type: c for c in (h.status.conditions or [])} if h.status else {}
-        active = cond.get("ScalingActive")
-        return active if active is not None and active.status == "False" else None
-
-    active = wait_for("the HPA controller's verdict on the metric", metric_refused)
-    print(f"\nScalingActive False {active.reason}: {active.message}")
+    active = hpa_metric_refused(kube, namespace, "chat")
     assert active.reason == "FailedGetPodsMetric", active
     assert METRIC_GENERATION_WAITING in active.message, active.message
 
@@ -219,13 +209,6 @@ def _served_or_none(create: Any, body: dict[str, Any]) -> bool:
         if e.status == 404:
             return False
         raise
-
-
-def _ready(kube: Kube, namespace: str) -> bool:
-    return any(
-        any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
-        for p in kube.core.list_namespaced_pod(namespace).items
-    )
 
 
 @pytest.mark.parametrize(
