@@ -95,32 +95,43 @@ def prepare(
     """Load the model once, as a replica would: check that it loads, and compile what can be compiled.
 
     A scikit-learn model is converted to ONNX, verified and cached ($KUBEINFER_CACHE_DIR), so that replicas start
-    without importing scikit-learn; `kubeinfer build` runs this inside the image."""
+    without importing scikit-learn; `kubeinfer build` runs this inside the image. A service of several models
+    (spec.models) has every version it would serve loaded, one after the other."""
     import time
 
     from kubeinfer.runtimes import create_model
     from kubeinfer.runtimes.base import ModelError
+    from kubeinfer.server.repository import RepositoryError, model_names, plan, single_model
     from kubeinfer.storage import StorageError, localize
 
     svc = load_or_fail(spec_file)
-    t0 = time.perf_counter()
+    base = spec_file.resolve().parent
     try:
-        svc = localize(svc, spec_file.resolve().parent)  # every remote model (spec.models too): into the cache first
-        info = create_model(svc, spec_file.resolve().parent).load()
+        svc = localize(svc, base)  # every remote model (spec.models too): into the cache first
+        sources = [source for name in model_names(svc) for source in plan(svc, name, base)]
     except StorageError as e:
         raise fail(f"{spec_file}: {e}", 1) from None  # the message starts with the field (spec.models[1].uri: ...)
-    except ModelError as e:
-        raise fail(f"{spec_file}: spec.model: {e}", 1) from None
-    compiled = info.extra.get("compiled")
-    if compiled:
-        how = f"compiled to {compiled} (max difference {info.extra['max_error']:.2g} on the probe rows)"
-    elif info.extra.get("not_compiled"):
-        how = f"served by {info.platform} (not compiled: {info.extra['not_compiled']})"
-    else:
-        how = f"served by {info.platform}"
-    typer.echo(f"{svc.model_name}: loaded in {time.perf_counter() - t0:.2f} s; {how}")
-    for what, specs in (("inputs", info.inputs), ("outputs", info.outputs)):
-        typer.echo(f"  {what}: " + ", ".join(f"{s.name} {s.datatype} {list(s.shape)}" for s in specs))
+    except RepositoryError as e:
+        raise fail(f"{spec_file}: {e}", 1) from None  # names the entry (spec.models[0] (model 'clf'): ...)
+    several = len(sources) > 1
+    for source in sources:
+        label = f"{source.name} version {source.version}" if several else source.name
+        t0 = time.perf_counter()
+        try:
+            info = create_model(single_model(svc, source), base).load()
+        except ModelError as e:
+            where = f"spec.models (model {source.name!r} version {source.version})" if svc.spec.models else "spec.model"
+            raise fail(f"{spec_file}: {where}: {e}", 1) from None
+        compiled = info.extra.get("compiled")
+        if compiled:
+            how = f"compiled to {compiled} (max difference {info.extra['max_error']:.2g} on the probe rows)"
+        elif info.extra.get("not_compiled"):
+            how = f"served by {info.platform} (not compiled: {info.extra['not_compiled']})"
+        else:
+            how = f"served by {info.platform}"
+        typer.echo(f"{label}: loaded in {time.perf_counter() - t0:.2f} s; {how}")
+        for what, specs in (("inputs", info.inputs), ("outputs", info.outputs)):
+            typer.echo(f"  {what}: " + ", ".join(f"{s.name} {s.datatype} {list(s.shape)}" for s in specs))
 
 
 @app.command()

@@ -1,9 +1,10 @@
 """``kubeinfer build``: a container build context holding the model and the spec.
 
 The context is small and self-describing: ``Dockerfile`` (FROM the kubeinfer server image, built from
-``deploy/Dockerfile`` with the extras the model format needs), ``model/`` (the artifact the spec's ``uri`` names,
-plus the spec folder's ``*.py`` for ``format: python``), ``service.yaml`` (the spec with ``uri`` pointing into the
-image) and ``.dockerignore``. The model lands at ``/opt/kubeinfer/model``, where rendered manifests expect it. A
+``deploy/Dockerfile`` with the extras the model formats need), ``model/`` (the artifact each ``uri`` names, plus the
+spec folder's ``*.py`` for ``format: python``), ``service.yaml`` (the spec with each ``uri`` pointing into the image)
+and ``.dockerignore``. The models land under ``/opt/kubeinfer/model``, where rendered manifests expect them (a
+``spec.models`` entry by the last segment of its uri; two entries whose files share a name are refused). A
 remote ``uri`` (``s3://``, ``hf://`` ...) is fetched through the model cache and baked in the same way; render such an
 image's manifests with ``model_in_image`` (``kubeinfer render --model-in-image``).
 """
@@ -13,15 +14,15 @@ from __future__ import annotations
 import re
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
 
 from kubeinfer.kube.names import CONFIG_DIR, CONFIG_KEY, MODEL_DIR
-from kubeinfer.kube.render import RUN_AS, container_spec_doc
+from kubeinfer.kube.render import RUN_AS, container_spec_doc, image_model_uri
 from kubeinfer.spec import InferenceService, resolve_uri
-from kubeinfer.storage import StorageError, fetch, is_remote
-from kubeinfer.storage.uris import model_basename
+from kubeinfer.spec.service import ModelSpec
+from kubeinfer.storage import StorageError, fetch, is_remote, model_entries
 
 __all__ = ["CACHE_DIR", "EXTRAS", "BuildContext", "build_context", "service_image"]
 
@@ -82,47 +83,65 @@ def service_image(svc: InferenceService) -> str:
     return f"kubeinfer/{svc.name}:{tag}"
 
 
-def build_context(svc: InferenceService, spec_dir: Path, out: Path, base_image: str | None = None) -> BuildContext:
-    """Write the build context for ``svc`` (whose spec file lives in ``spec_dir``) into ``out``."""
-    if svc.spec.models is not None:
-        raise BuildError(
-            "spec.models: kubeinfer build bakes the one model of spec.model into an image; for several models, build "
-            f"an image that holds each under {MODEL_DIR}/ (by the last segment of its uri) and set spec.image"
-        )
-    extras = EXTRAS[svc.spec.model.format]
-    base = base_image or f"kubeinfer/server:{extras or 'base'}"
-    uri = svc.spec.model.uri
-    if uri and is_remote(uri):
-        # baked in: fetched here (verified, through the model cache) with this machine's credentials
+def _source(field: str, model: ModelSpec, spec_dir: Path) -> Path | None:
+    """The artifact to bake for one model entry: fetched (verified, through the model cache, with this machine's
+    credentials) when remote, else the local file or folder."""
+    uri = model.uri
+    if not uri:
+        return None
+    if is_remote(uri):
         try:
-            src = fetch(uri, sha256=svc.spec.model.sha256)
+            return fetch(uri, sha256=model.sha256)
         except StorageError as e:
-            raise BuildError(f"spec.model.uri: {e}") from None
-    elif uri:
-        src = resolve_uri(uri, spec_dir)
-        if not src.exists():
-            raise BuildError(f"spec.model.uri {uri!r}: {src} does not exist (build or download the model first)")
-    else:
-        src = None
+            raise BuildError(f"{field}.uri: {e}") from None
+    src = resolve_uri(uri, spec_dir)
+    if not src.exists():
+        raise BuildError(f"{field}.uri {uri!r}: {src} does not exist (build or download the model first)")
+    return src
+
+
+def build_context(svc: InferenceService, spec_dir: Path, out: Path, base_image: str | None = None) -> BuildContext:
+    """Write the build context for ``svc`` (whose spec file lives in ``spec_dir``) into ``out``. Every model of the
+    spec (``spec.model``, or each ``spec.models`` entry) lands where the rendered spec expects it in the image."""
+    entries = model_entries(svc)
+    formats = [m.format for _, m in entries]
+    extras = ",".join(sorted({EXTRAS[f] for f in formats} - {""}))
+    base = base_image or f"kubeinfer/server:{extras.replace(',', '-') or 'base'}"
+    # where each model goes: the path the mounted spec names (render's image_model_uri), relative to MODEL_DIR
+    placed: dict[str, tuple[str, Path]] = {}
+    for i, (field, model) in enumerate(entries):
+        src = _source(field, model, spec_dir)
+        if src is None:
+            continue
+        dest = str(
+            PurePosixPath(image_model_uri(model, True, None if svc.spec.models is None else i)).relative_to(MODEL_DIR)
+        )
+        if dest in placed and placed[dest][1] != src:
+            raise BuildError(
+                f"{field}.uri {model.uri!r}: lands at {MODEL_DIR}/{dest} in the image, where {placed[dest][0]} already "
+                "is; give one of the files (or folders) another name"
+            )
+        placed[dest] = (field, src)
     out.mkdir(parents=True, exist_ok=True)
     model_dir = out / "model"
     if model_dir.exists():
         shutil.rmtree(model_dir)
     model_dir.mkdir()
-    if src is not None:
-        name = model_basename(uri) if is_remote(uri) else src.name
+    for dest, (_, src) in placed.items():
         if src.is_dir():
-            shutil.copytree(src, model_dir / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(
+                src, model_dir / dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True
+            )
         else:
-            shutil.copy2(src, model_dir / name)
-    if svc.spec.model.format == "python":
+            shutil.copy2(src, model_dir / dest)
+    if "python" in formats:
         for py in sorted(spec_dir.glob("*.py")):
             shutil.copy2(py, model_dir / py.name)
     (out / CONFIG_KEY).write_text(
         "# The spec as the container reads it (model uri inside the image).\n"
         + yaml.safe_dump(container_spec_doc(svc, model_in_image=True), sort_keys=False)
     )
-    (out / "Dockerfile").write_text(_dockerfile(base, prepare=svc.spec.model.format == "sklearn"))
+    (out / "Dockerfile").write_text(_dockerfile(base, prepare="sklearn" in formats))
     (out / ".dockerignore").write_text("**/__pycache__\n**/*.pyc\n")
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     return BuildContext(out, files, extras, base)

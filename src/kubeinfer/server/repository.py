@@ -45,7 +45,7 @@ from kubeinfer.spec import InferenceService, resolve_uri
 from kubeinfer.spec.service import BatchingSpec, ModelSpec, VersionPolicy, version_key
 from kubeinfer.storage import StorageError, localize
 
-__all__ = ["Repository", "RepositoryError", "VersionSource", "plan", "version_folders"]
+__all__ = ["Repository", "RepositoryError", "VersionSource", "model_names", "plan", "single_model", "version_folders"]
 
 log = logging.getLogger("kubeinfer.server")
 
@@ -76,6 +76,17 @@ def _entries(svc: InferenceService) -> dict[str, list[tuple[str, ModelSpec]]]:
     for i, m in enumerate(spec.models):
         out.setdefault(m.name or svc.model_name, []).append((f"spec.models[{i}]", m))
     return out
+
+
+def model_names(svc: InferenceService) -> list[str]:
+    """The names the service serves, in spec order (several ``spec.models`` entries may share one)."""
+    return list(_entries(svc))
+
+
+def single_model(svc: InferenceService, source: VersionSource) -> InferenceService:
+    """``svc`` serving just ``source`` (as ``spec.model``): what one version's runtime is built from."""
+    spec = svc.spec.model_copy(update={"model": source.model, "models": None})
+    return svc.model_copy(update={"spec": spec})
 
 
 def version_folders(path: Path) -> list[str]:
@@ -148,14 +159,14 @@ class Repository:
         self.base_dir = base_dir
         self.executor = executor
         self.make_batcher = make_batcher
-        self.names = list(_entries(svc))
+        self.names = model_names(svc)
         self._locks = {name: asyncio.Lock() for name in self.names}
         plane.repository = self
 
     def _slot(self, svc: InferenceService, source: VersionSource) -> ModelSlot:
-        spec = svc.spec.model_copy(update={"model": source.model, "models": None})
-        one = svc.model_copy(update={"spec": spec})
-        return ModelSlot(model=create_model(one, self.base_dir), name=source.name, version=source.version)
+        return ModelSlot(
+            model=create_model(single_model(svc, source), self.base_dir), name=source.name, version=source.version
+        )
 
     def slots(self, name: str, svc: InferenceService | None = None) -> list[tuple[ModelSlot, BatchingSpec]]:
         """New, not yet loaded, slots of the versions of ``name`` to serve now. Raises ``RepositoryError``."""
