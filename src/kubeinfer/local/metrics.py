@@ -31,6 +31,11 @@ class ReplicaMetrics:
     # Seconds the model has been busy (sum of kubeinfer_compute_duration_seconds): its rate is the replica's
     # work in busy slot-seconds per second, which the predictive policy can size on.
     busy_seconds: float | None = None
+    # A generative model's engine (kubeinfer_generation_*, summed over the replica's models as the Prometheus
+    # adapter's rules sum a pod's series): sequences queued for the running batch, and generated tokens per second
+    # over the last 10 s. None: the replica exports no such family (not format llm, or its model not loaded yet).
+    sequences_waiting: float | None = None
+    tokens_per_second: float | None = None
 
 
 Address: TypeAlias = int | str
@@ -102,7 +107,7 @@ class HttpMetricsSource:
         return ok, detail
 
     async def scrape(self, address: Address | None, pid: int | None, timeout: float) -> ReplicaMetrics:
-        in_flight = queue = busy = None
+        in_flight = queue = busy = waiting = tokens = None
         if address is not None:
             try:
                 status, body = await http_get(address, "/metrics", timeout)
@@ -111,6 +116,8 @@ class HttpMetricsSource:
                     in_flight = m.get("kubeinfer_requests_in_flight")
                     queue = m.get("kubeinfer_queue_depth")
                     busy = m.get("kubeinfer_compute_duration_seconds_sum")
+                    waiting = m.get("kubeinfer_generation_sequences_waiting")
+                    tokens = m.get("kubeinfer_generation_tokens_per_second")
             except (OSError, TimeoutError, ValueError, IndexError):
                 pass
         cpu = rss = None
@@ -126,4 +133,4 @@ class HttpMetricsSource:
                         rss += float(q.memory_info().rss)
             except (psutil.Error, OSError):
                 pass
-        return ReplicaMetrics(in_flight, queue, cpu, rss, busy)
+        return ReplicaMetrics(in_flight, queue, cpu, rss, busy, waiting, tokens)

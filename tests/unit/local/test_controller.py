@@ -464,3 +464,100 @@ def test_a_policy_that_raises_is_reported_and_the_loops_go_on(tmp_path: Path) ->
                 await task
 
     run(tmp_path, body, service(autoscaling={"policy": "hpa", "syncPeriodSeconds": 0.5}))
+
+
+def llm_service(autoscaling: dict[str, Any], replicas: int | None = None) -> InferenceService:
+    """A generative model's service (format llm; the fake runner loads nothing) autoscaled as ``autoscaling`` says."""
+    return service(
+        model={"format": "llm", "uri": "./tiny-llm", "version": "1"},
+        autoscaling={"policy": "hpa", **autoscaling},
+        replicas=replicas,
+    )
+
+
+def scrape(h: Harness, index: int, m: ReplicaMetrics) -> None:
+    """What the ``index``-th replica's ``/metrics`` answers from now on."""
+    p = h.runner.processes[index]
+    h.metrics.values[p.port if p.port is not None else p.uds] = m
+
+
+def test_an_llm_replicas_token_gauges_are_its_pod_metrics_sequences_waiting_and_tokens(tmp_path: Path) -> None:
+    """The token signals are the replicas' own gauges, per pod as the Prometheus adapter serves them to the HPA, and
+    summed over the service as a KEDA query sums them; a replica that exports none has neither (a missing metric)."""
+    svc = llm_service({"metric": "tokens", "target": 50, "minReplicas": 1, "maxReplicas": 6}, replicas=3)
+
+    async def body(h: Harness) -> None:
+        await h.run(2)
+        assert len(h.ready_ids()) == 3
+        scrape(h, 0, ReplicaMetrics(sequences_waiting=2, tokens_per_second=130.0))
+        scrape(h, 1, ReplicaMetrics(sequences_waiting=0, tokens_per_second=70.5))
+        # the third answers without kubeinfer_generation_* (its engine not loaded, or its scrape failed)
+        now = h.clock.monotonic()
+        await h.c.sync(now, ())
+        live = h.c.supervisor.live()
+        obs = h.c.observer.observation(live, (), now, h.c.svc.spec, h.c.desired)
+        by_pod = {p.name: dict(p.metrics) for p in obs.pods}
+        first, second, third = (by_pod[r.id] for r in live)
+        assert (first["sequences-waiting"], first["tokens"]) == (2, 130.0)
+        assert (second["sequences-waiting"], second["tokens"]) == (0, 70.5)
+        assert "tokens" not in third and "sequences-waiting" not in third and "concurrency" in third
+        assert obs.external["tokens"] == 200.5 and obs.external["sequences-waiting"] == 2
+
+    run(tmp_path, body, svc)
+
+
+def test_an_hpa_on_tokens_scales_an_llm_service_by_the_replicas_tokens_per_second(tmp_path: Path) -> None:
+    """desired = ceil(current x average/target), the reason names the metric; within the 0.1 tolerance nothing
+    moves; a replica without the gauge counts 0 on the way up (the HPA's missing-metric rule)."""
+    svc = llm_service({"metric": "tokens", "target": 50, "minReplicas": 1, "maxReplicas": 6}, replicas=2)
+
+    async def body(h: Harness) -> None:
+        await h.run(2)
+        scrape(h, 0, ReplicaMetrics(tokens_per_second=54.0))
+        scrape(h, 1, ReplicaMetrics(tokens_per_second=52.0))
+        decision = await h.c.sync(h.clock.monotonic(), ())
+        assert (decision.replicas, h.c.desired) == (2, 2)  # 53/50 = 1.06: within the tolerance
+        scrape(h, 0, ReplicaMetrics(tokens_per_second=130.0))
+        scrape(h, 1, ReplicaMetrics(tokens_per_second=70.0))
+        decision = await h.c.sync(h.clock.monotonic(), ())
+        assert decision.replicas == 4 and decision.reason == "tokens above target"  # ceil(2 x 100/50)
+        assert decision.detail("tokens.replicas") == 4.0 and h.c.desired == 4
+        assert any("scaled up from 2 to 4: tokens above target" in e.message for e in h.c.events.list())
+        await h.run(2)
+        assert len(h.ready_ids()) == 4
+        # 300 tokens/s on one replica, three without the gauge: ratio 6 on the one, 300/(4 x 50) = 1.5 with the
+        # three counted as 0, so ceil(4 x 1.5) = 6
+        scrape(h, 1, ReplicaMetrics())
+        scrape(h, 0, ReplicaMetrics(tokens_per_second=300.0))
+        decision = await h.c.sync(h.clock.monotonic(), ())
+        assert decision.replicas == 6 and decision.reason == "tokens above target"
+
+    run(tmp_path, body, svc)
+
+
+def test_the_larger_of_sequences_waiting_and_tokens_wins_and_a_scale_down_waits_out_the_window(tmp_path: Path) -> None:
+    """Two token metrics: the highest proposal wins and names its metric; when the load ends the count holds for the
+    HPA's 300 s scale-down stabilization window, then falls to minReplicas."""
+    metrics = [{"type": "sequences-waiting", "target": 2}, {"type": "tokens", "target": 100}]
+    svc = llm_service({"metrics": metrics, "minReplicas": 1, "maxReplicas": 5})
+
+    async def body(h: Harness) -> None:
+        await h.run(2)
+        assert len(h.ready_ids()) == 1
+        scrape(h, 0, ReplicaMetrics(sequences_waiting=5, tokens_per_second=150.0))
+        t0 = h.clock.monotonic()
+        decision = await h.c.sync(t0, ())
+        assert decision.replicas == 3 and decision.reason == "sequences-waiting above target"  # ceil(5/2) > ceil(1.5)
+        assert dict(decision.details) == {"sequences-waiting.replicas": 3.0, "tokens.replicas": 2.0}
+        await h.run(2)
+        assert len(h.ready_ids()) == 3
+        for i in range(3):
+            scrape(h, i, ReplicaMetrics(sequences_waiting=0, tokens_per_second=0.0))
+        decision = await h.c.sync(t0 + 150, ())
+        assert decision.replicas == 3 and decision.recommended == 0  # ceil(3 x 0/target), held by the window
+        assert decision.reason == "All metrics below target; ScaleDownStabilized"
+        decision = await h.c.sync(t0 + 301, ())
+        assert decision.replicas == 1 and h.c.desired == 1
+        assert decision.reason == "All metrics below target; TooFewReplicas"  # 0 recommended, minReplicas 1
+
+    run(tmp_path, body, svc)

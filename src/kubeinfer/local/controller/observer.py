@@ -3,8 +3,13 @@
 Every second the controller takes a load sample from the router's counters (requests outstanding per backend and
 buffered while no replica is ready, requests/s) and the replicas' busy time; every sync period it scrapes each
 replica and turns the scrape and the samples into one :class:`~kubeinfer.autoscale.Observation` (per pod:
-concurrency, rps, queue depth, CPU cores, resident memory, as the HPA's metrics API would report them) and one
+concurrency, rps, queue depth, CPU cores, resident memory, and for a generative model's replica the token signals
+``sequences-waiting`` and ``tokens``, as the HPA's metrics API would report them) and one
 :class:`~kubeinfer.autoscale.VpaObservation`. Rates (CPU cores, busy slots) come from the difference of two scrapes.
+
+The token signals are the replica's own gauges, not the router's outstanding tokens: on a cluster the HPA reads them
+per pod through the Prometheus adapter (``kubeinfer render``'s Pods metrics), so the same spec scales on the same
+number per replica here and there.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from kubeinfer.local.resources import cpu_cores
 from kubeinfer.local.router import RouterStats
 from kubeinfer.spec.service import ServiceSpec
 
-__all__ = ["LoadObserver", "router_load"]
+__all__ = ["LoadObserver", "generation_metrics", "router_load"]
 
 LOAD_HISTORY = 600
 """Load samples kept (one a second: ten minutes, the longest window a policy looks back)."""
@@ -100,6 +105,7 @@ class LoadObserver:
                 metrics["rps"] = total_rps / max(1, len(ready))
                 if r.metrics.queue_depth is not None:
                     metrics["queue-depth"] = r.metrics.queue_depth
+                metrics.update(generation_metrics(r.metrics))
             if r.cpu_cores is not None:
                 metrics["cpu"] = r.cpu_cores
             if r.rss is not None:
@@ -116,16 +122,20 @@ class LoadObserver:
                     metrics_at=now,
                 )
             )
+        external = {
+            "concurrency": loads[-1].concurrency if loads else 0.0,
+            "rps": total_rps,
+            "queue-depth": sum(r.metrics.queue_depth or 0 for r in live),
+        }
+        for r in live:
+            for key, value in generation_metrics(r.metrics).items():
+                external[key] = external.get(key, 0.0) + value
         return Observation(
             current_replicas=desired,
             pods=tuple(pods),
             ready_replicas=len(ready),
             status_replicas=len(live),
-            external={
-                "concurrency": loads[-1].concurrency if loads else 0.0,
-                "rps": total_rps,
-                "queue-depth": sum(r.metrics.queue_depth or 0 for r in live),
-            },
+            external=external,
             load=loads,
         )
 
@@ -139,6 +149,21 @@ class LoadObserver:
         obs = VpaObservation(cpu=cpu, memory=mem, ooms=tuple(self.ooms), requests=requests)
         self.ooms = []
         return obs
+
+
+def generation_metrics(m: ReplicaMetrics) -> dict[str, float]:
+    """A replica's token signals under their ``spec.autoscaling`` metric types, from its latest scrape: the number
+    the Prometheus adapter serves the HPA for that pod (deploy/prometheus-adapter/values.yaml), its gauge as scraped
+    and summed over the replica's models. ``sequences-waiting`` is ``kubeinfer_generation_sequences_waiting``,
+    ``tokens`` is ``kubeinfer_generation_tokens_per_second`` (generated tokens per second over the last 10 s). A
+    replica that exports neither (not format llm, its model not loaded, its scrape failed) has neither: a missing
+    metric, in the HPA's sense."""
+    out: dict[str, float] = {}
+    if m.sequences_waiting is not None:
+        out["sequences-waiting"] = m.sequences_waiting
+    if m.tokens_per_second is not None:
+        out["tokens"] = m.tokens_per_second
+    return out
 
 
 def _requests(spec: ServiceSpec) -> dict[str, float]:
