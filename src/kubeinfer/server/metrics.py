@@ -23,6 +23,7 @@ kubeinfer_model_ready                       gauge      1 when the model is loade
 kubeinfer_gpu_utilization_ratio             gauge      NVML GPU utilization (0-1), when a GPU is present  nv_gpu_utilization
 kubeinfer_gpu_memory_used_bytes             gauge      NVML memory used, when a GPU is present           nv_gpu_memory_used_bytes
 kubeinfer_payload_log_events_total          counter    payload log events written or dropped (logger)
+kubeinfer_trace_spans_total                 counter    trace spans exported or dropped (tracing on)
 process_cpu_seconds_total, process_resident_memory_bytes, ...  from prometheus_client's process collector
 ==========================================  =========  ================================================  ==============
 
@@ -41,6 +42,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from kubeinfer.server import tracing
 
 __all__ = ["CONTENT_TYPE", "Histogram", "Metrics"]
 
@@ -125,6 +128,9 @@ class _Counts:
         # A process's own are its logger's (Metrics.payload_log); these are a view's sums.
         self.payload_logged = 0
         self.payload_dropped = 0
+        # Trace spans (server/tracing.py): exported over OTLP, or dropped (queue full, exporter behind, export failed).
+        self.spans_exported = 0
+        self.spans_dropped = 0
 
 
 class Metrics(_Counts):
@@ -179,6 +185,7 @@ class Metrics(_Counts):
             "executions": self.executions,
             "in_flight": self.in_flight,
             "payload_log": list(self.payload_log()) if self.payload_log is not None else [0, 0],
+            "trace_spans": list(tracing.span_counts()),
             "queue_depth": {k: fn() for k, fn in self.queue_depth.items()},
             "ready": {k: bool(fn()) for k, fn in self.ready.items()},
         }
@@ -237,6 +244,9 @@ class _View(_Counts):
         logged, dropped = snap.get("payload_log", (0, 0))
         self.payload_logged += logged
         self.payload_dropped += dropped
+        exported, dropped = snap.get("trace_spans", (0, 0))
+        self.spans_exported += exported
+        self.spans_dropped += dropped
         # The replica's model is ready when every process has it ready.
         for model, ok in snap.get("ready", {}).items():
             self.ready[model] = self.ready.get(model, True) and bool(ok)
@@ -301,6 +311,14 @@ class _Collector(Collector):
         pl.add_metric(["logged"], m.payload_logged)
         pl.add_metric(["dropped"], m.payload_dropped)
         yield pl
+        ts = CounterMetricFamily(
+            "kubeinfer_trace_spans",
+            "Trace spans exported over OTLP, or dropped (queue full, exporter behind or failing); 0 with tracing off.",
+            labels=["outcome"],
+        )
+        ts.add_metric(["exported"], m.spans_exported)
+        ts.add_metric(["dropped"], m.spans_dropped)
+        yield ts
         sampler = self.m.gpu_sampler
         if sampler is not None:
             util = GaugeMetricFamily("kubeinfer_gpu_utilization_ratio", "GPU utilization (NVML).", labels=["gpu"])

@@ -68,18 +68,15 @@ _sample_new: Callable[[], bool] = lambda: False  # noqa: E731 - _sample(None), a
 # What the spans need of the API, bound by setup (the request path does no import statement).
 _api: Any = None
 _propagator: Any = None
-# The child spans (queue, batch, model, encode) are made finished, as the SDK's ReadableSpan, and handed to the span
-# processors directly: what Tracer.start_span + Span.end do for a span that is already over, less their locks,
-# attribute checks and copies (about a third of the cost of a span). Bound by setup.
-_processors: tuple[Any, ...] = ()
-_finished: Any = None  # ReadableSpan, with the resource, scope and flags below
-_resource: Any = None
-_scope: Any = None
+# Finished spans go to the exporter process (trace_export.py) as plain tuples (trace_export.RECORD): the child spans
+# (queue, batch, model, encode) and the direct REST path's request span are made as such tuples, without an SDK span
+# object; the SDK's live spans (ASGI, gRPC, router) are turned into one at their end (_Forward). Bound by setup.
+_exporter: Any = None  # trace_export.ExporterProcess
+_emit: Callable[[tuple[Any, ...]], None] = lambda record: None  # noqa: E731 - _exporter.emit
 _context: Any = None  # SpanContext
 _flags: Any = None  # TraceFlags: sampled
 _unset: Any = None  # Status: unset
-_internal: Any = None  # SpanKind.INTERNAL
-_server: Any = None  # SpanKind.SERVER
+_INTERNAL, _SERVER = 0, 1  # opentelemetry.trace.SpanKind values (OTLP adds 1)
 _getrandbits = random.getrandbits
 
 EXPORTERS = ("otlp", "console", "none")
@@ -116,6 +113,16 @@ class TracingSettings:
     """``OTEL_TRACES_SAMPLER_ARG`` for the ratio samplers (default 1.0)."""
     service_name: str | None
     """``OTEL_SERVICE_NAME``; ``None``: the caller's default (the service's name)."""
+    schedule_delay: float = 5.0
+    """Seconds between exports (``OTEL_BSP_SCHEDULE_DELAY``, milliseconds, default 5000)."""
+    max_queue: int = 2048
+    """Spans waiting to be exported at most, in the serving process and in the exporter process each; more are
+    dropped and counted (``OTEL_BSP_MAX_QUEUE_SIZE``, default 2048)."""
+    batch_size: int = 512
+    """Spans per export at most (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, default 512)."""
+    export_timeout: float = 30.0
+    """Seconds the exporter process is given at shutdown to export what it holds (``OTEL_BSP_EXPORT_TIMEOUT``,
+    milliseconds, default 30000)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> TracingSettings | None:
@@ -159,29 +166,47 @@ class TracingSettings:
                     f"OTEL_TRACES_SAMPLER_ARG={arg!r} is not a sampling ratio: use a number from 0 to 1 (0.01: 1%)"
                 )
         service = env.get("OTEL_SERVICE_NAME", "").strip() or None
-        return cls(exporters, protocol, endpoint, sampler, ratio, service)
+        delay = _positive(env, "OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
+        queue = int(_positive(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048))
+        batch = int(_positive(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512))
+        if batch > queue:
+            raise TracingError(
+                f"OTEL_BSP_MAX_EXPORT_BATCH_SIZE={batch} is more than OTEL_BSP_MAX_QUEUE_SIZE={queue}: it must be at "
+                "most the queue's size"
+            )
+        timeout = _positive(env, "OTEL_BSP_EXPORT_TIMEOUT", 30000) / 1000
+        return cls(exporters, protocol, endpoint, sampler, ratio, service, delay, queue, batch, timeout)
+
+
+def _positive(env: Mapping[str, str], name: str, default: int) -> float:
+    """An ``OTEL_BSP_*`` variable: a whole number above 0 (the specification's type for them)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) <= 0:
+        raise TracingError(f"{name}={raw!r} is not a whole number above 0 (default {default})")
+    return int(raw)
 
 
 def setup(env: Mapping[str, str], *, service: str, component: str) -> bool:
-    """Turn tracing on in this process when ``env`` asks for it; True when it is on.
+    """Turn tracing on in this process when ``env`` asks for it, and start its exporter process; True when it is on.
 
     ``service``: the ``service.name`` unless ``OTEL_SERVICE_NAME`` is set; ``component``: ``replica`` or ``router``
     (the ``kubeinfer.component`` resource attribute). Raises :class:`TracingError` for a variable tracing cannot use;
     without the ``tracing`` extra it logs a warning that says what to install and leaves tracing off."""
     global tracer, _provider, _mono_ns, _perf_ns, _sample, _sample_new, _api, _propagator
-    global _processors, _finished, _resource, _scope, _context, _flags, _unset, _internal, _server
+    global _exporter, _emit, _context, _flags, _unset
     settings = TracingSettings.from_env(env)
     if settings is None:
         return False
     try:
         import opentelemetry.trace as api
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import ReadableSpan, TracerProvider, sampling
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-        from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        from opentelemetry.sdk.trace import TracerProvider, sampling
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-        exporter_cls = _otlp_exporter(settings.protocol) if "otlp" in settings.exporters else None
+        if "otlp" in settings.exporters:  # imported by the exporter process only; here: is it installed?
+            _otlp_installed(settings.protocol)
     except ImportError as e:
         log.warning(
             "OTEL_TRACES_EXPORTER asks for traces, but %s is not installed: install kubeinfer[tracing] "
@@ -189,27 +214,32 @@ def setup(env: Mapping[str, str], *, service: str, component: str) -> bool:
             e.name or "the OpenTelemetry SDK",
         )
         return False
+    from kubeinfer.server.trace_export import ExporterProcess, Forward
+
     shutdown()
-    resource = Resource.create(
-        {
-            "service.name": settings.service_name or service,
-            "service.version": __version__,
-            "kubeinfer.component": component,
-        }
-    )
+    attributes = {
+        "service.name": settings.service_name or service,
+        "service.version": __version__,
+        "kubeinfer.component": component,
+    }
     # The sampling decision is taken before a span is made (_sampler); what is made is recorded.
-    provider = TracerProvider(resource=resource, sampler=sampling.ALWAYS_ON)
-    processors = []
-    if exporter_cls is not None:
-        processors.append(BatchSpanProcessor(exporter_cls(endpoint=settings.endpoint)))
-    if "console" in settings.exporters:
-        processors.append(BatchSpanProcessor(ConsoleSpanExporter()))
-    for processor in processors:
-        provider.add_span_processor(processor)
-    _processors = tuple(processors)
-    _finished, _resource, _context = ReadableSpan, resource, api.SpanContext
-    _scope = InstrumentationScope("kubeinfer", __version__)  # the tracer's, below
-    _internal, _server = api.SpanKind.INTERNAL, api.SpanKind.SERVER
+    provider = TracerProvider(resource=Resource.create(attributes), sampler=sampling.ALWAYS_ON)
+    exporter = ExporterProcess(
+        {
+            "exporters": list(settings.exporters),
+            "protocol": settings.protocol,
+            "endpoint": settings.endpoint,
+            "resource": attributes,
+            "scope": ["kubeinfer", __version__],  # the tracer's, below
+            "export_timeout": settings.export_timeout,
+        },
+        max_queue=settings.max_queue,
+        batch_size=settings.batch_size,
+        schedule_delay=settings.schedule_delay,
+    )
+    provider.add_span_processor(Forward(exporter.emit))
+    _exporter, _emit = exporter, exporter.emit
+    _context = api.SpanContext
     _flags, _unset = api.TraceFlags(api.TraceFlags.SAMPLED), api.Status(api.StatusCode.UNSET)
     _mono_ns = time.time_ns() - time.monotonic_ns()
     _perf_ns = time.time_ns() - time.perf_counter_ns()
@@ -220,30 +250,47 @@ def setup(env: Mapping[str, str], *, service: str, component: str) -> bool:
     _provider = provider
     tracer = provider.get_tracer("kubeinfer", __version__)
     log.info(
-        "tracing on: %s (%s) to %s, sampler %s%s",
+        "tracing on: %s (%s) to %s, sampler %s%s; exporter process %d",
         ", ".join(settings.exporters),
         settings.protocol,
         settings.endpoint or "the exporter's default endpoint",
         settings.sampler,
         f" {settings.ratio:g}" if settings.sampler.endswith("ratio") else "",
+        exporter.proc.pid,
     )
     return True
 
 
 def shutdown() -> None:
-    """Export what is buffered and turn tracing off (at the end of serving)."""
-    global tracer, _provider, _processors
-    provider, _provider, tracer, _processors = _provider, None, None, ()
+    """Turn tracing off and stop the exporter process, after it exports what it holds (at the end of serving)."""
+    global tracer, _provider, _exporter, _emit
+    provider, _provider, tracer = _provider, None, None
+    exporter, _exporter = _exporter, None
+    _emit = _drop
     if provider is not None:
         provider.shutdown()
+    if exporter is not None:
+        exporter.stop(exporter.export_timeout + 5.0)
 
 
-def _otlp_exporter(protocol: str) -> Any:
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]
-    return OTLPSpanExporter
+def span_counts() -> tuple[int, int]:
+    """Spans exported and spans dropped so far (queue full, exporter process behind or gone, export failed), for the
+    replica's ``kubeinfer_trace_spans_total``; (0, 0) while tracing is off."""
+    exporter = _exporter
+    return exporter.counts() if exporter is not None else (0, 0)
+
+
+def _drop(record: tuple[Any, ...]) -> None:
+    pass
+
+
+def _otlp_installed(protocol: str) -> None:
+    """Raise ImportError (naming the module) when the OTLP exporter for ``protocol`` is not installed."""
+    import importlib.util
+
+    name = "opentelemetry.exporter.otlp.proto." + ("grpc" if protocol == "grpc" else "http")
+    if importlib.util.find_spec(name) is None:
+        raise ImportError(name=name)
 
 
 # W3C Trace Context: version-traceid-parentid-flags; version ff, and all-zero ids, are invalid.
@@ -342,15 +389,28 @@ def _ns_perf(t: float) -> int:
 
 
 def _child(parent: Any, name: str, start: int, end: int, attributes: dict[str, Any]) -> Any:
-    """A finished INTERNAL span, child of the span whose ``SpanContext`` is ``parent``, sent to the exporters; its own
-    ``SpanContext`` is returned (the parent of a further child)."""
-    context = _context(parent.trace_id, _getrandbits(64) or 1, False, _flags, parent.trace_state)
-    span = _finished(
-        name, context, parent, _resource, attributes, (), (), _internal, None, _unset, start, max(end, start), _scope
+    """A finished INTERNAL span, child of the span whose ``SpanContext`` is ``parent``, sent to the exporter process;
+    its own ``SpanContext`` is returned (the parent of a further child)."""
+    state = parent.trace_state
+    span_id = _getrandbits(64) or 1
+    _emit(
+        (
+            name,
+            parent.trace_id,
+            span_id,
+            parent.span_id,
+            parent.is_remote,
+            state.to_header() if state else "",
+            _INTERNAL,
+            start,
+            max(end, start),
+            attributes,
+            0,
+            None,
+            (),
+        )
     )
-    for processor in _processors:
-        processor.on_end(span)
-    return context
+    return _context(parent.trace_id, span_id, False, _flags, state)
 
 
 def _header(headers: Mapping[bytes, bytes], name: bytes) -> str | None:
@@ -444,8 +504,7 @@ def _direct_span(cycle: Any) -> Span | None:
 
 class _Live:
     """The direct REST path's request span: what of the SDK's ``Span`` the hooks use (its context, attributes set,
-    status, end), made into the SDK's finished ``ReadableSpan`` at its end and handed to the span processors, as the
-    child spans are (:func:`_child`)."""
+    status, end), sent to the exporter process as a record at its end, as the child spans are (:func:`_child`)."""
 
     __slots__ = ("attributes", "context", "name", "parent", "start", "status")
 
@@ -463,23 +522,24 @@ class _Live:
         self.status = status
 
     def end(self) -> None:
-        span = _finished(
-            self.name,
-            self.context,
-            self.parent,
-            _resource,
-            self.attributes,
-            (),
-            (),
-            _server,
-            None,
-            self.status,
-            self.start,
-            max(time.time_ns(), self.start),
-            _scope,
+        ctx, parent, status = self.context, self.parent, self.status
+        _emit(
+            (
+                self.name,
+                ctx.trace_id,
+                ctx.span_id,
+                parent.span_id if parent is not None else 0,
+                parent is not None and parent.is_remote,
+                ctx.trace_state.to_header() if ctx.trace_state else "",
+                _SERVER,
+                self.start,
+                max(time.time_ns(), self.start),
+                self.attributes,
+                status.status_code.value,
+                status.description,
+                (),
+            )
         )
-        for processor in _processors:
-            processor.on_end(span)
 
 
 def direct_submit(cycle: Any, submit: Callable[..., Any], *args: Any) -> Any:

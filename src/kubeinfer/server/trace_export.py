@@ -1,0 +1,381 @@
+"""The span exporter's own process: spans from a serving process (a replica's or the router's) in, OTLP out.
+
+Why a process: the OpenTelemetry SDK's OTLP exporters build their protobuf messages in Python (~25 us a span) and
+its ``BatchSpanProcessor`` runs them on a thread of the process that made the spans, where they hold the interpreter
+lock that the event loop serving requests needs. Here that work holds this process's lock instead. The serving
+process (``tracing.py``) sends finished spans as ``marshal``-ed lists of plain tuples (:data:`RECORD`) over a Unix
+datagram socket it shares with this process; this process turns them back into the SDK's ``ReadableSpan`` and
+exports them with the SDK's own exporters (``OTLPSpanExporter`` over gRPC or HTTP, ``ConsoleSpanExporter``), so that
+their ``OTEL_EXPORTER_OTLP_*`` settings (headers, timeout, certificates, compression) apply as the SDK documents them.
+
+Bounded throughout, the way the SDK's batch processor is: spans wait in a queue of ``max_queue`` at most while the
+exporter is busy (a slow or unreachable collector blocks only this process's export thread, for the exporter's
+timeout); a span that finds the queue full is dropped and counted, as is a batch the exporter fails to deliver. The
+counts go back to the serving process on the same socket (:func:`report`) for its ``kubeinfer_trace_spans_total``.
+
+Started and stopped by ``tracing.setup``/``tracing.shutdown`` (``python -m kubeinfer.server.trace_export CONFIG``,
+the socket inherited as a file descriptor); an empty datagram asks it to export what it holds and exit, and it exits
+by itself once the serving process is gone.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import json
+import logging
+import marshal
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import SpanProcessor
+
+__all__ = ["COUNTS", "RECORD", "ExporterProcess", "Forward", "main", "report"]
+
+log = logging.getLogger("kubeinfer.tracing")
+
+RECORD = (
+    "name",
+    "trace_id",
+    "span_id",
+    "parent_span_id",  # 0: a root span
+    "parent_is_remote",
+    "tracestate",  # the W3C header form; "": none
+    "kind",  # SpanKind's value
+    "start",  # Unix nanoseconds
+    "end",
+    "attributes",  # dict
+    "status",  # StatusCode's value
+    "status_description",  # str or None
+    "events",  # tuple of (name, Unix nanoseconds, attributes)
+)
+"""The fields of one span as the serving process sends it (a tuple, in this order)."""
+
+COUNTS = struct.Struct("<QQ")
+"""What this process sends back: spans exported and spans dropped so far (its own drops: queue full, export
+failed)."""
+
+
+CHUNK = 256
+"""Spans per datagram at most (a datagram of more than the socket's send buffer is split)."""
+SEND_BUFFER = 1 << 22
+"""The serving side's socket send buffer asked for (the kernel caps it at ``net.core.wmem_max``): what may wait in
+the socket while this process is busy."""
+
+
+class ExporterProcess:
+    """The serving process's side: a bounded queue of span records (:meth:`emit`, on the request path), a thread that
+    sends them to the exporter process every ``schedule_delay`` seconds or ``batch_size`` spans, and the counts.
+
+    The request path does a length test and a ``deque.append`` per finished span; the sending thread does
+    ``marshal.dumps`` (C) and a non-blocking ``send`` per chunk. Nothing here waits on the exporter process: a full
+    queue, a full socket or a dead exporter process drops the spans and counts them (:meth:`counts`)."""
+
+    def __init__(self, config: dict[str, Any], max_queue: int, batch_size: int, schedule_delay: float) -> None:
+        self.max_queue, self.batch_size, self.delay = max_queue, batch_size, schedule_delay
+        self.export_timeout: float = config["export_timeout"]
+        self.queue: collections.deque[tuple[Any, ...]] = collections.deque()
+        # Dropped here: by emit (queue full; the serving thread's count) and by the sending thread (socket full,
+        # exporter process gone): two counters, each written by one thread.
+        self.dropped_full = self.dropped = 0
+        self.exported = self.dropped_there = 0  # as the exporter process last reported
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        mine.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        config = {**config, "fd": theirs.fileno(), "batch_size": batch_size, "schedule_delay": schedule_delay}
+        config["max_queue"] = max_queue
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kubeinfer.server.trace_export", json.dumps(config)],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        mine.setblocking(False)
+        self.sock = mine
+        self.gone = False
+        self.wake = threading.Event()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="kubeinfer-trace-send", daemon=True)
+        self.thread.start()
+
+    def emit(self, record: tuple[Any, ...]) -> None:
+        """Queue one finished span (a :data:`RECORD` tuple); dropped and counted when the queue is full."""
+        queue = self.queue
+        if len(queue) >= self.max_queue:
+            self.dropped_full += 1
+            return
+        queue.append(record)
+        if len(queue) == self.batch_size:
+            self.wake.set()
+
+    def counts(self) -> tuple[int, int]:
+        """Spans exported and spans dropped so far (here and in the exporter process)."""
+        self._read_counts()
+        return self.exported, self.dropped_full + self.dropped + self.dropped_there
+
+    def _run(self) -> None:
+        while not self.stopping:
+            self.wake.wait(self.delay)
+            self.wake.clear()
+            self._flush()
+            self._read_counts()
+
+    def _flush(self) -> None:
+        queue = self.queue
+        while queue:
+            n = min(len(queue), CHUNK)
+            self._send([queue.popleft() for _ in range(n)])
+
+    def _send(self, chunk: list[tuple[Any, ...]]) -> None:
+        try:
+            self.sock.send(marshal.dumps(chunk))
+        except BlockingIOError:  # the exporter process is behind: the socket is full
+            self.dropped += len(chunk)
+        except OSError as e:
+            if e.errno == errno.EMSGSIZE and len(chunk) > 1:
+                half = len(chunk) // 2
+                self._send(chunk[:half])
+                self._send(chunk[half:])
+                return
+            self.dropped += len(chunk)
+            if not self.gone and e.errno != errno.EMSGSIZE:
+                self.gone = True
+                log.warning("the span exporter process is gone (%s); spans are dropped from now on", e)
+        except ValueError as e:  # a value marshal cannot write (an attribute of a type OpenTelemetry does not allow)
+            log.warning("spans dropped: %s", e)
+            self.dropped += len(chunk)
+
+    def _read_counts(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(64)
+            except OSError:
+                return
+            if len(data) == COUNTS.size:
+                self.exported, self.dropped_there = COUNTS.unpack(data)
+
+    def stop(self, timeout: float) -> None:
+        """Send what is queued, ask the exporter process to export what it holds and exit, and wait for it
+        (``timeout`` seconds, then it is killed)."""
+        self.stopping = True
+        self.wake.set()
+        self.thread.join()
+        self._flush()
+        try:
+            self.sock.send(b"")
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("the span exporter process did not finish in %g s; the spans it held are lost", timeout)
+            self.proc.kill()
+            self.proc.wait()
+        self._read_counts()
+        self.sock.close()
+
+
+class Forward(SpanProcessor):
+    """The span processor of the SDK's live spans (ASGI, gRPC, the router): each finished span goes to the exporter
+    process as a record (:data:`RECORD`)."""
+
+    def __init__(self, emit: Callable[[tuple[Any, ...]], None]) -> None:
+        self.emit = emit
+
+    def on_end(self, span: Any) -> None:
+        ctx, parent, status = span.context, span.parent, span.status
+        self.emit(
+            (
+                span.name,
+                ctx.trace_id,
+                ctx.span_id,
+                parent.span_id if parent is not None else 0,
+                bool(parent is not None and parent.is_remote),
+                ctx.trace_state.to_header() if ctx.trace_state else "",
+                span.kind.value,
+                span.start_time,
+                span.end_time,
+                dict(span.attributes),
+                status.status_code.value,
+                status.description,
+                tuple((e.name, e.timestamp, dict(e.attributes or {})) for e in span.events),
+            )
+        )
+
+
+class Exporting:
+    """The queue between the socket and the exporter, the export thread, and the counts."""
+
+    def __init__(
+        self,
+        export: Callable[[Sequence[Any]], bool],
+        max_queue: int,
+        batch_size: int,
+        schedule_delay: float,
+        sent: Callable[[int, int], None],
+    ) -> None:
+        self.export, self.max_queue, self.batch_size, self.delay = export, max_queue, batch_size, schedule_delay
+        self.sent = sent
+        self.queue: collections.deque[Any] = collections.deque()
+        self.exported = self.dropped = 0
+        self.wake = threading.Event()
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, name="kubeinfer-trace-export", daemon=True)
+        self.thread.start()
+
+    def add(self, spans: Sequence[Any]) -> None:
+        room = self.max_queue - len(self.queue)
+        if room < len(spans):
+            self.dropped += len(spans) - max(room, 0)
+            spans = spans[: max(room, 0)]
+            self.sent(self.exported, self.dropped)
+        self.queue.extend(spans)
+        if len(self.queue) >= self.batch_size:
+            self.wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self.wake.wait(self.delay)
+            self.wake.clear()
+            stopping = self.stopping
+            while self.queue:
+                n = min(len(self.queue), self.batch_size)
+                batch = [self.queue.popleft() for _ in range(n)]
+                try:
+                    ok = self.export(batch)
+                except Exception:  # an exporter's bug must not end exporting
+                    log.exception("exporting %d spans failed", n)
+                    ok = False
+                if ok:
+                    self.exported += n
+                else:
+                    self.dropped += n
+                self.sent(self.exported, self.dropped)
+                if len(self.queue) < self.batch_size and not stopping:
+                    break
+            if stopping:
+                return
+
+    def stop(self, timeout: float) -> None:
+        """Export what is queued (for ``timeout`` seconds at most) and end the export thread."""
+        self.stopping = True
+        self.wake.set()
+        self.thread.join(timeout)
+
+
+def report(sock: socket.socket, exported: int, dropped: int) -> None:
+    """Send the counts to the serving process; skipped when its receive buffer is full (the next report repeats them:
+    they are totals)."""
+    try:
+        sock.send(COUNTS.pack(exported, dropped), socket.MSG_DONTWAIT)
+    except OSError:
+        pass
+
+
+def _exporters(config: dict[str, Any]) -> list[Any]:
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+    out: list[Any] = []
+    for name in config["exporters"]:
+        if name == "otlp":
+            if config["protocol"] == "grpc":
+                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+            else:
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
+                    OTLPSpanExporter,
+                )
+            out.append(OTLPSpanExporter(endpoint=config["endpoint"]))
+        elif name == "console":
+            out.append(ConsoleSpanExporter())
+    return out
+
+
+def _builder(config: dict[str, Any]) -> Callable[[tuple[Any, ...]], Any]:
+    """A function from one received tuple to the SDK's finished ``ReadableSpan``."""
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+
+    resource = Resource.create(config["resource"])
+    scope = InstrumentationScope(*config["scope"])
+    sampled = TraceFlags(TraceFlags.SAMPLED)
+    kinds = {k.value: k for k in SpanKind}
+    codes = {c.value: c for c in StatusCode}
+    states: dict[str, Any] = {"": TraceState()}
+
+    def build(r: tuple[Any, ...]) -> Any:
+        name, trace_id, span_id, parent_id, remote, ts, kind, start, end, attributes, status, why, events = r
+        state = states.get(ts)
+        if state is None:
+            state = TraceState.from_header([ts])
+            if len(states) < 64:
+                states[ts] = state
+        context = SpanContext(trace_id, span_id, False, sampled, state)
+        parent = SpanContext(trace_id, parent_id, remote, sampled, state) if parent_id else None
+        return ReadableSpan(
+            name,
+            context,
+            parent,
+            resource,
+            attributes,
+            tuple(Event(n, a, t) for n, t, a in events),
+            (),
+            kinds[kind],
+            None,
+            Status(codes[status], why),
+            start,
+            end,
+            scope,
+        )
+
+    return build
+
+
+def main(argv: Sequence[str]) -> int:
+    config = json.loads(argv[0])
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sock = socket.socket(fileno=config["fd"])
+    parent = os.getppid()
+    exporters = _exporters(config)
+    build = _builder(config)
+
+    def export(records: Sequence[Any]) -> bool:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        spans = [build(r) for r in records]
+        return all(e.export(spans) == SpanExportResult.SUCCESS for e in exporters)
+
+    exporting = Exporting(
+        export, config["max_queue"], config["batch_size"], config["schedule_delay"], lambda e, d: report(sock, e, d)
+    )
+    sock.settimeout(1.0)
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except TimeoutError:
+            if os.getppid() != parent:  # the serving process is gone without a word
+                break
+            continue
+        except OSError:
+            break
+        if not data:  # the serving process stops
+            break
+        try:
+            exporting.add(marshal.loads(data))  # noqa: S302 - from the serving process, over a socketpair only it holds
+        except (EOFError, ValueError, TypeError):
+            log.warning("a datagram of %d bytes is not a list of spans; ignored", len(data))
+    exporting.stop(config["export_timeout"])
+    for e in exporters:
+        e.shutdown()
+    report(sock, exporting.exported, exporting.dropped)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
