@@ -14,10 +14,16 @@ The traced replicas export OTLP over gRPC to a receiver in this process that cou
 without decoding them (a collector's CPU is not the replica's cost). Each round loads the three in a rotating order,
 after a short warm-up; figures are medians over the rounds.
 
-Two figures per setting: throughput, and the replica process's CPU time per request (user + system, from
-``/proc/PID/stat``, over the measured run only; the exporter's thread included). On a machine shared with other work
-throughput moves with the neighbours' load from one run to the next; CPU time per request moves far less, so it is the
-figure the cost of tracing is read from when the two disagree.
+Two figures per setting: throughput, and CPU time per request (user + system, from ``/proc/PID/stat``, over the
+measured run only) of the replica's serving process and, beside it, of its span exporter process (``tracing.py``
+exports from a child process of the replica). On a machine shared with other work throughput moves with the
+neighbours' load from one run to the next; CPU time per request moves far less, so it is the figure the cost of
+tracing is read from when the two disagree.
+
+``--paired``: instead of one replica at a time, ``off``, a second ``off`` replica (``off'``, the control: what two
+identical replicas differ by on this machine) and ``1%`` are loaded at the same time in each round (``--conns`` each),
+so that all three see the same neighbours; each round gives the ratios ``off'``/``off`` and ``1%``/``off`` of
+throughput and of CPU time per request, and the median, best and worst over the rounds are reported.
 """
 
 from __future__ import annotations
@@ -72,21 +78,31 @@ class Sink:
         self.server.start()
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """User + system CPU time of a process so far: all its threads, and its threads but the main one (the event loop
-    serves requests there; the exporter and the model's pool run in the others)."""
+def cpu_seconds(pid: int) -> tuple[float, float, float]:
+    """User + system CPU time of a process so far: all its threads; its threads but the main one (the event loop
+    serves requests there; the span sender and the model's pool run in the others); and its child processes' (the
+    span exporter process), live ones read from their own ``stat``."""
     tick = os.sysconf("SC_CLK_TCK")
     total = others = 0.0
+    children: list[str] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            children += (task / "children").read_text().split()
         except FileNotFoundError:  # a thread that ended meanwhile
             continue
         cpu = (int(fields[11]) + int(fields[12])) / tick
         total += cpu
         if task.name != str(pid):
             others += cpu
-    return total, others
+    kids = 0.0
+    for child in children:
+        try:
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        kids += (int(fields[11]) + int(fields[12])) / tick
+    return total, others, kids
 
 
 def env(kind: str, endpoint: str) -> dict[str, str]:
@@ -110,8 +126,8 @@ def main() -> None:
     ap.add_argument(
         "--paired",
         action="store_true",
-        help="load 'off' and '1%%' at the same time in each round (two wrk) and report the median of the rounds' CPU "
-        "per request ratios: both see the same neighbours",
+        help="load 'off', a second 'off' (the control) and '1%%' at the same time in each round (three wrk) and "
+        "report the median, best and worst of the rounds' ratios to 'off': all see the same neighbours",
     )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -122,38 +138,42 @@ def main() -> None:
     sink = Sink()
     endpoint = f"http://127.0.0.1:{sink.port}"
     servers = {k: ServerProcess(spec, grpc=False, env=env(k, endpoint)).start() for k in KINDS}
-    # req/s, p50 ms, CPU us/request, of which outside the event loop's thread
-    runs: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in KINDS}
+    # req/s, p50 ms, CPU us/request, of which outside the event loop's thread, the exporter process's
+    runs: dict[str, list[tuple[float, float, float, float, float]]] = {k: [] for k in KINDS}
     if args.paired:
+        servers["100%"].stop()
+        servers["off'"] = ServerProcess(spec, grpc=False, env=env("off", endpoint)).start()
         try:
             paired(servers, args)
         finally:
             for s in servers.values():
-                s.kill()
+                s.stop()
         return
     try:
         for r in range(args.rounds):
             order = KINDS[r % 3 :] + KINDS[: r % 3]
             for kind in order:
-                rps, p50, cpu, others = measure(servers[kind], args.conns, args.duration)
-                runs[kind].append((rps, p50, cpu, others))
+                m = measure(servers[kind], args.conns, args.duration)
+                runs[kind].append(m)
                 print(
-                    f"round {r + 1} {kind:>4}: {rps:9.0f} req/s  p50 {p50:.2f} ms  {cpu:6.1f} us CPU/request "
-                    f"({others:.1f} outside the loop's thread)"
+                    f"round {r + 1} {kind:>4}: {m[0]:9.0f} req/s  p50 {m[1]:.2f} ms  {m[2]:6.1f} us CPU/request "
+                    f"({m[3]:.1f} outside the loop's thread) + {m[4]:.1f} in the exporter process"
                 )
     finally:
         for s in servers.values():
             s.stop()  # the traced ones export what they still hold
-    med = {k: tuple(statistics.median(run[i] for run in v) for i in range(4)) for k, v in runs.items()}
+    med = {k: tuple(statistics.median(run[i] for run in v) for i in range(5)) for k, v in runs.items()}
     base, base_cpu = med["off"][0], med["off"][2]
     lines = [
-        f"| tracing | req/s (median of {args.rounds}) | vs off | CPU us/request (median) | vs off | "
-        "of which outside the loop's thread | p50 ms | runs (req/s) | runs (CPU us/request) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| tracing | req/s (median of {args.rounds}) | vs off | serving process CPU us/request (median) | "
+        "of which outside the loop's thread | exporter process CPU us/request | CPU (both) vs off | p50 ms | "
+        "runs (req/s) | runs (serving + exporter CPU us/request) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *(
-            f"| {k} | {med[k][0]:,.0f} | {med[k][0] / base:.3f} | {med[k][2]:.1f} | {med[k][2] / base_cpu:.3f} | "
-            f"{med[k][3]:.1f} | {med[k][1]:.2f} | {', '.join(f'{run[0]:,.0f}' for run in runs[k])} | "
-            f"{', '.join(f'{run[2]:.1f}' for run in runs[k])} |"
+            f"| {k} | {med[k][0]:,.0f} | {med[k][0] / base:.3f} | {med[k][2]:.1f} | {med[k][3]:.1f} | "
+            f"{med[k][4]:.1f} | {statistics.median(run[2] + run[4] for run in runs[k]) / base_cpu:.3f} | "
+            f"{med[k][1]:.2f} | {', '.join(f'{run[0]:,.0f}' for run in runs[k])} | "
+            f"{', '.join(f'{run[2] + run[4]:.1f}' for run in runs[k])} |"
             for k in KINDS
         ),
         "",
@@ -166,40 +186,58 @@ def main() -> None:
         args.out.write_text("\n".join(lines) + "\n")
 
 
-def measure(server: ServerProcess, conns: int, duration: float) -> tuple[float, float, float, float]:
-    """One measured wrk run after a 1 s warm-up: req/s, p50 ms, the replica's CPU us per request (all threads, and
-    the threads other than the event loop's)."""
+def measure(server: ServerProcess, conns: int, duration: float) -> tuple[float, float, float, float, float]:
+    """One measured wrk run after a 1 s warm-up: req/s, p50 ms, the replica's serving process's CPU us per request
+    (all threads, and the threads other than the event loop's), and its exporter process's."""
     url = f"{server.url}/v2/models/tabular64/infer"
     run_wrk(LoadSpec(url=url, body=BODY, concurrency=conns, duration=1.0, warmup=0))
-    cpu0, others0 = cpu_seconds(server.pid)
+    before = cpu_seconds(server.pid)
     res = run_wrk(LoadSpec(url=url, body=BODY, concurrency=conns, duration=duration, warmup=0))
     if res.errors:
         raise RuntimeError(f"{res.errors} errors: {res.statuses}")
-    cpu1, others1 = cpu_seconds(server.pid)
+    after = cpu_seconds(server.pid)
     n = max(res.requests, 1)
-    return res.throughput, res.latency_ms["p50"], (cpu1 - cpu0) / n * 1e6, (others1 - others0) / n * 1e6
+    cpu, others, kids = ((a - b) / n * 1e6 for a, b in zip(after, before, strict=True))
+    return res.throughput, res.latency_ms["p50"], cpu, others, kids
 
 
 def paired(servers: dict[str, ServerProcess], args: argparse.Namespace) -> None:
-    """``off`` and ``1%`` loaded at once each round (``--conns`` split between them)."""
-    ratios: list[float] = []
+    """``off``, ``off'`` and ``1%`` loaded at once each round, ``--conns`` connections each."""
+    kinds = ("off", "off'", "1%")
+    ratios: dict[str, list[tuple[float, float]]] = {"off'": [], "1%": []}  # (throughput, CPU/request) vs off
     for r in range(args.rounds):
-        out: dict[str, tuple[float, float, float, float]] = {}
+        out: dict[str, tuple[float, float, float, float, float]] = {}
 
-        def load(kind: str, out: dict[str, tuple[float, float, float, float]] = out) -> None:
-            out[kind] = measure(servers[kind], max(1, args.conns // 2), args.duration)
+        def load(kind: str, out: dict[str, tuple[float, float, float, float, float]] = out) -> None:
+            out[kind] = measure(servers[kind], args.conns, args.duration)
 
-        threads = [threading.Thread(target=load, args=(k,)) for k in ("off", "1%")]
+        threads = [threading.Thread(target=load, args=(k,)) for k in kinds]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        ratios.append(out["1%"][2] / out["off"][2])
+        for k in ratios:
+            ratios[k].append((out[k][0] / out["off"][0], (out[k][2] + out[k][4]) / out["off"][2]))
         print(
-            f"round {r + 1}: off {out['off'][2]:.1f} us CPU/request ({out['off'][0]:,.0f} req/s), "
-            f"1% {out['1%'][2]:.1f} ({out['1%'][0]:,.0f} req/s): ratio {ratios[-1]:.3f}"
+            f"round {r + 1}: "
+            + ", ".join(f"{k} {out[k][0]:,.0f} req/s {out[k][2] + out[k][4]:.1f} us CPU/request" for k in kinds)
+            + "; vs off: "
+            + ", ".join(f"{k} {ratios[k][-1][0]:.3f}x req/s {ratios[k][-1][1]:.3f}x CPU" for k in ratios)
         )
-    print(f"paired CPU/request ratio 1% / off: median {statistics.median(ratios):.3f} of {args.rounds} rounds")
+    lines = [
+        f"| vs off, same rounds | throughput: median of {args.rounds} | best | worst | "
+        "CPU us/request (serving + exporter process): median | best | worst |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k, v in ratios.items():
+        thr, cpu = [x[0] for x in v], [x[1] for x in v]
+        lines.append(
+            f"| {k} | {statistics.median(thr):.3f} | {max(thr):.3f} | {min(thr):.3f} | "
+            f"{statistics.median(cpu):.3f} | {min(cpu):.3f} | {max(cpu):.3f} |"
+        )
+    print("\n".join(lines))
+    if args.out is not None:
+        args.out.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
