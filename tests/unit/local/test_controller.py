@@ -482,26 +482,31 @@ def scrape(h: Harness, index: int, m: ReplicaMetrics) -> None:
 
 
 def test_an_llm_replicas_token_gauges_are_its_pod_metrics_sequences_waiting_and_tokens(tmp_path: Path) -> None:
-    """The token signals are the replicas' own gauges, per pod as the Prometheus adapter serves them to the HPA, and
-    summed over the service as a KEDA query sums them; a replica that exports none has neither (a missing metric)."""
+    """The token signals are the replicas' own gauges, per pod as the Prometheus adapter serves them to the HPA (a
+    replica that is not ready included: Prometheus scrapes it too), and summed over the service as a KEDA query sums
+    them; a replica that exports none has neither (a missing metric)."""
     svc = llm_service({"metric": "tokens", "target": 50, "minReplicas": 1, "maxReplicas": 6}, replicas=3)
 
     async def body(h: Harness) -> None:
         await h.run(2)
         assert len(h.ready_ids()) == 3
         scrape(h, 0, ReplicaMetrics(sequences_waiting=2, tokens_per_second=130.0))
-        scrape(h, 1, ReplicaMetrics(sequences_waiting=0, tokens_per_second=70.5))
+        scrape(h, 1, ReplicaMetrics(sequences_waiting=1, tokens_per_second=70.5))
         # the third answers without kubeinfer_generation_* (its engine not loaded, or its scrape failed)
+        p = h.runner.processes[1]
+        h.metrics.failing["/readyz"].add(p.port if p.port is not None else p.uds)
+        await h.run(1)
+        assert len(h.ready_ids()) == 2
         now = h.clock.monotonic()
         await h.c.sync(now, ())
         live = h.c.supervisor.live()
         obs = h.c.observer.observation(live, (), now, h.c.svc.spec, h.c.desired)
         by_pod = {p.name: dict(p.metrics) for p in obs.pods}
-        first, second, third = (by_pod[r.id] for r in live)
+        first, unready, third = (by_pod[r.id] for r in live)
         assert (first["sequences-waiting"], first["tokens"]) == (2, 130.0)
-        assert (second["sequences-waiting"], second["tokens"]) == (0, 70.5)
+        assert (unready["sequences-waiting"], unready["tokens"]) == (1, 70.5) and "concurrency" not in unready
         assert "tokens" not in third and "sequences-waiting" not in third and "concurrency" in third
-        assert obs.external["tokens"] == 200.5 and obs.external["sequences-waiting"] == 2
+        assert obs.external["tokens"] == 200.5 and obs.external["sequences-waiting"] == 3
 
     run(tmp_path, body, svc)
 

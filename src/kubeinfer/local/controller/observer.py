@@ -105,7 +105,9 @@ class LoadObserver:
                 metrics["rps"] = total_rps / max(1, len(ready))
                 if r.metrics.queue_depth is not None:
                     metrics["queue-depth"] = r.metrics.queue_depth
-                metrics.update(generation_metrics(r.metrics))
+            # Prometheus scrapes a pod that is not ready too (a ServiceMonitor's endpoints include not-ready
+            # addresses), and the HPA counts a Pods metric of a running pod whatever its readiness: so do we.
+            metrics.update(generation_metrics(r.metrics))
             if r.cpu_cores is not None:
                 metrics["cpu"] = r.cpu_cores
             if r.rss is not None:
