@@ -3,7 +3,8 @@
 The arrived pods are a multiset; no policy, online or offline, can allocate more GPU than the best packing of
 that multiset, so ``1 - (most GPU milli any packing places) / capacity`` bounds every policy's unallocated share
 from below. Three relaxations of that best packing each bound what it places from above; each gives a valid lower
-bound on its own, so the reported one (:func:`unallocated_lower_bound`) is the largest of the three.
+bound on its own, so the reported one (:func:`unallocated_lower_bound`) is the largest of them; a fourth LP
+(:func:`group_configuration_lower_bound`) joins the first and the last.
 
 **Node-group LP** (:func:`lp_lower_bound`, HiGHS through scipy). It groups nodes by (GPU model, GPUs per node,
 CPU, memory) and pods by type (CPU, memory, GPUs, milli per GPU, allowed models) and lets a fraction of a pod go
@@ -58,7 +59,30 @@ y_s`` is the LP dual's value at a feasible point, hence an upper bound at every 
 the least of them, so stopping early stays valid). On the ``gpushare100`` mix of the Alibaba trace it converges in
 about 40 iterations (0.1-0.2 s) to 10.9% unallocated, where the node-group LP says 0% and the size classes 6.4%.
 
-All three ignore the order of arrival (an online policy never sees what comes next), so a policy's distance to
+**Node-group configuration LP** (:func:`group_configuration_lower_bound`). The node-group LP with the per-GPU
+patterns inside each group, and per-node cuts on CPU, memory and GPU: it sees a node's GPU models, CPU, memory and
+GPU shares together. Variables: ``x[t, g]`` pods of type ``t`` on group ``g`` (as in the LP) and ``z[g, p]`` GPUs of
+group ``g`` filled with pattern ``p``:
+
+- per group: CPU and memory within the group's totals, ``sum_p z[g, p] <= GPUs of g``, and per item size ``s``,
+  ``sum_t [milli_t = s] * num_t * x[t, g] <= sum_p a_ps * z[g, p]`` (the group's items of that size sit in its
+  patterns);
+- per type and group: at most ``count[g] * k`` pods, ``k`` the most one node of the group holds alone (its GPUs,
+  CPU, memory and, for a share, ``GPUs * floor(1000 / milli)``);
+- per group and dimension (CPU, memory, GPU milli of a node): ``sum_t u(w_t / W_g) * x[t, g] <= count[g]`` for the
+  dual-feasible functions ``u`` of Fekete and Schepers (``u_k(v) = v`` where ``(k + 1) v`` is whole, else
+  ``floor((k + 1) v) / k``; ``k = 1..6``; Clautiaux, Alves and Valerio de Carvalho, *A survey of dual-feasible and
+  superadditive functions*, 2010): a node's pods satisfy ``sum_t w_t <= W_g`` and hence ``sum_t u(w_t / W_g) <=
+  1``, so three 40-core pods never share a 96-core node although their CPU fits twice.
+
+Every packing gives a point of it (its nodes' GPUs as patterns), so its optimum bounds the packing; patterns come
+by column generation per group (the knapsack of the configuration LP with the group's size duals), and the bound
+reported is ``LP value + sum_g GPUs of g * max(0, best pattern value - GPU-count dual)`` at the last round: the objective of a
+feasible point of the dual LP (the Lagrangian bound of column generation), so stopping early stays valid. It also leaves pods out freely: a replay
+places every pod that fits somewhere, CPU-only pods included, so the CPU such pods take is not in any of the
+bounds here.
+
+All four ignore the order of arrival (an online policy never sees what comes next), so a policy's distance to
 the bound is an upper bound on its loss, not the loss itself.
 """
 
@@ -69,12 +93,13 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 from scipy.optimize import linprog
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, hstack
 
 from kubeinfer.placement.fragmentation import FULL, Cluster, Workload
 
 __all__ = [
     "configuration_lower_bound",
+    "group_configuration_lower_bound",
     "lp_lower_bound",
     "size_class_lower_bound",
     "unallocated_lower_bound",
@@ -83,6 +108,10 @@ __all__ = [
 IntArr = npt.NDArray[np.int64]
 MAX_COLUMNS = 500
 """Column-generation rounds of the configuration LP; the bound stays valid if they run out (see above)."""
+MAX_GROUP_ROUNDS = 200
+"""Column-generation rounds of the node-group configuration LP (each adds a pattern per group that prices out)."""
+DFF_K = (1, 2, 3, 4, 5, 6)
+"""Parameters of the Fekete-Schepers dual-feasible functions behind the per-node cuts."""
 
 
 def unallocated_lower_bound(cluster: Cluster, workload: Workload, pods: Sequence[int] | None = None) -> float:
@@ -92,6 +121,7 @@ def unallocated_lower_bound(cluster: Cluster, workload: Workload, pods: Sequence
         lp_lower_bound(cluster, workload, pods),
         size_class_lower_bound(cluster, workload, pods),
         configuration_lower_bound(cluster, workload, pods),
+        group_configuration_lower_bound(cluster, workload, pods),
     )
 
 
@@ -270,3 +300,133 @@ def lp_lower_bound(cluster: Cluster, workload: Workload, pods: Sequence[int] | N
         raise RuntimeError(f"the bound's LP did not solve: {res.message}")
     placed = min(-float(res.fun), float(cap))
     return max(0.0, 1.0 - placed / cap)
+
+
+def _node_groups(cluster: Cluster) -> dict[tuple[str, int, int, int], int]:
+    """Nodes with GPUs grouped by (model, GPUs, CPU, memory): the node count of each group."""
+    out: dict[tuple[str, int, int, int], int] = {}
+    for m, g, c, mem in zip(
+        cluster.models, cluster.gpus.tolist(), cluster.cpu_milli.tolist(), cluster.memory_mib.tolist(), strict=True
+    ):
+        if g > 0:
+            out[(m, g, c, mem)] = out.get((m, g, c, mem), 0) + 1
+    return out
+
+
+def _dff(w: int, cap: int, k: int) -> float:
+    """Fekete and Schepers' dual-feasible function ``u_k`` at ``w / cap`` (exact: integer arithmetic)."""
+    if w <= 0:
+        return 0.0
+    if ((k + 1) * w) % cap == 0:
+        return w / cap
+    return ((k + 1) * w // cap) / k
+
+
+def group_configuration_lower_bound(cluster: Cluster, workload: Workload, pods: Sequence[int] | None = None) -> float:
+    """Least unallocated share from the node-group configuration LP: per group of nodes, GPU fill patterns together
+    with CPU, memory and GPU models, and per-node cuts (see the module docstring)."""
+    idx = _indices(workload, pods)
+    cap = cluster.gpu_capacity_milli
+    if cap == 0:
+        return 0.0
+    idx = idx[workload.num_gpu[idx] > 0]  # CPU-only pods place no GPU: a packing may leave them out
+    if len(idx) == 0:
+        return 1.0
+    gkeys = _node_groups(cluster)
+    groups = list(gkeys)
+    n_g = np.array([gkeys[k] for k in groups], dtype=np.float64)
+    tkeys: dict[tuple[int, int, int, int, frozenset[str]], int] = {}
+    for i in idx.tolist():
+        k = (int(workload.cpu_milli[i]), int(workload.memory_mib[i]), int(workload.num_gpu[i]),
+             int(workload.gpu_milli[i]), workload.gpu_spec[i])  # fmt: skip
+        tkeys[k] = tkeys.get(k, 0) + 1
+    types = list(tkeys)
+    size = np.array(sorted({k[3] for k in types}), dtype=np.int64)
+    size_of = {int(v): j for j, v in enumerate(size.tolist())}
+    n_t, n_s, n_gr, n_k = len(types), len(size), len(groups), len(DFF_K)
+    # row blocks: types | cpu | mem | GPU count | sizes (group x size) | cuts (group x k x {cpu, mem, gpu})
+    r_cpu, r_mem, r_cnt = n_t, n_t + n_gr, n_t + 2 * n_gr
+    r_size = n_t + 3 * n_gr
+    r_cut = r_size + n_gr * n_s
+    n_rows = r_cut + n_gr * n_k * 3
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    obj: list[float] = []
+    upper: list[float] = []
+    for ti, (cpu, mem, num, milli, spec) in enumerate(types):
+        for gi, (model, gg, gc, gm) in enumerate(groups):
+            if (spec and model not in spec) or num > gg or cpu > gc or mem > gm:
+                continue
+            per_node = gg * (FULL // milli) // num  # its GPU items: at most FULL // milli on each GPU
+            if cpu > 0:
+                per_node = min(per_node, gc // cpu)
+            if mem > 0:
+                per_node = min(per_node, gm // mem)
+            v = len(obj)
+            obj.append(float(num * milli))
+            upper.append(float(min(tkeys[types[ti]], n_g[gi] * per_node)))
+            rows += [ti, r_cpu + gi, r_mem + gi, r_size + gi * n_s + size_of[milli]]
+            cols += [v] * 4
+            vals += [1.0, float(cpu), float(mem), float(num)]
+            for ki, kk in enumerate(DFF_K):
+                for d, (used, room) in enumerate(((cpu, gc), (mem, gm), (num * milli, gg * FULL))):
+                    u = _dff(used, room, kk) if room > 0 else 0.0
+                    if u > 0:
+                        rows.append(r_cut + (gi * n_k + ki) * 3 + d)
+                        cols.append(v)
+                        vals.append(u)
+    if not obj:
+        return 1.0
+    n_x = len(obj)
+    a_x = coo_matrix((vals, (rows, cols)), shape=(n_rows, n_x)).tocsc()
+    b = np.concatenate([
+        np.array([tkeys[k] for k in types], dtype=np.float64),
+        n_g * np.array([g[2] for g in groups]), n_g * np.array([g[3] for g in groups]),
+        n_g * np.array([g[1] for g in groups]), np.zeros(n_gr * n_s), np.repeat(n_g, n_k * 3),
+    ])  # fmt: skip
+    gpus_of = n_g * np.array([g[1] for g in groups], dtype=np.float64)
+    most = FULL // size
+    # start: per group, each size alone as often as it fits a GPU
+    patterns: list[tuple[int, IntArr]] = [(gi, most[j] * np.eye(n_s, dtype=np.int64)[j]) for gi in range(n_gr)
+                                          for j in range(n_s)]  # fmt: skip
+    best = float(min(cap, float(np.dot(obj, upper))))
+    c_x = -np.array(obj)
+    for _ in range(MAX_GROUP_ROUNDS):
+        zr: list[int] = []
+        zc: list[int] = []
+        zv: list[float] = []
+        for j, (gi, pat) in enumerate(patterns):
+            nz = np.flatnonzero(pat)
+            zr += [r_cnt + gi, *(r_size + gi * n_s + nz).tolist()]
+            zc += [j] * (1 + len(nz))
+            zv += [1.0, *(-pat[nz].astype(np.float64)).tolist()]
+        a_z = coo_matrix((zv, (zr, zc)), shape=(n_rows, len(patterns))).tocsc()
+        res = linprog(
+            np.concatenate([c_x, np.zeros(len(patterns))]),
+            A_ub=hstack([a_x, a_z]).tocsr(),
+            b_ub=b,
+            bounds=np.array([(0.0, u) for u in upper] + [(0.0, np.inf)] * len(patterns)),
+            method="highs",
+        )
+        if res.status != 0:
+            raise RuntimeError(f"the node-group configuration LP did not solve: {res.message}")
+        duals = np.maximum(-np.asarray(res.ineqlin.marginals, dtype=np.float64), 0.0)
+        # a pattern p of group g prices out where sum_s a_ps * dual[g, s] > dual of g's GPU count
+        excess = 0.0
+        added = 0
+        for gi in range(n_gr):
+            price = duals[r_size + gi * n_s : r_size + (gi + 1) * n_s]
+            if not (price > 0).any():
+                continue
+            value, pattern = _best_pattern(size, most, price)
+            gain = value - float(duals[r_cnt + gi])
+            if gain > 0:
+                excess += gpus_of[gi] * gain
+                if gain > 1e-6 * FULL:
+                    patterns.append((gi, pattern))
+                    added += 1
+        best = min(best, -float(res.fun) + excess)
+        if added == 0:
+            break
+    return max(0.0, 1.0 - (best + 1e-6) / cap)

@@ -3,6 +3,7 @@ above what a policy reaches, and never below the node-group LP it extends."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 from kubeinfer.placement.bound import (
     configuration_lower_bound,
+    group_configuration_lower_bound,
     lp_lower_bound,
     size_class_lower_bound,
     unallocated_lower_bound,
@@ -79,6 +81,36 @@ def test_three_pods_above_a_third_never_share_a_gpu() -> None:
     assert unallocated_lower_bound(FOUR, w) == pytest.approx(0.06, abs=1e-6)
 
 
+def test_cpu_of_a_node_strands_its_gpus() -> None:
+    """One node of 4 GPUs and 96 cores; two pods of 40 cores and two of 35, each one whole GPU: no three fit the
+    CPU (110 cores), so two GPUs stay free (50%). The node-group LP fills the CPU in part (96 / 35 ...: 33.75%) and
+    the per-GPU bounds do not see CPU at all (0%); the node-group configuration LP's cut (a pod above a third of
+    the node's CPU counts as half a node) gives the exact 50%."""
+    c = Cluster.from_rows([{"sn": "n0", "cpu_milli": "96000", "memory_mib": "262144", "gpu": "4", "model": "G2"}])
+    w = Workload.from_rows(
+        {"name": f"p{i}", "cpu_milli": str(cpu), "memory_mib": "1024", "num_gpu": "1", "gpu_milli": "1000",
+         "creation_time": str(i)}
+        for i, cpu in enumerate([40000, 40000, 35000, 35000])
+    )  # fmt: skip
+    assert lp_lower_bound(c, w) == pytest.approx(0.3375, abs=1e-6)
+    assert configuration_lower_bound(c, w) == pytest.approx(0.0, abs=1e-6)
+    assert group_configuration_lower_bound(c, w) == pytest.approx(0.5, abs=1e-6)
+    assert unallocated_lower_bound(c, w) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_pinned_models_and_shares_together() -> None:
+    """A T4 node and a V100 node of two GPUs each; three 600s and three 470s, all pinned to T4. A T4 GPU holds one
+    600 or two 470s: 600 + 940 placed at best (61.5% free). The node-group LP splits the T4 milli (2000 placed: 50%),
+    the per-GPU bounds put pods on the V100 GPUs (the configuration LP: 27.25%); the node-group configuration LP takes T4 patterns {600}
+    and {470, 470} on two GPUs with 1.5 of the latter: 300 + 1410 = 1710 (57.25%)."""
+    c = cluster([(2, "T4"), (2, "V100M16")])
+    w = workload([(1, 600, "T4")] * 3 + [(1, 470, "T4")] * 3)
+    assert lp_lower_bound(c, w) == pytest.approx(0.5, abs=1e-6)
+    assert configuration_lower_bound(c, w) == pytest.approx(0.2725, abs=1e-6)
+    assert group_configuration_lower_bound(c, w) == pytest.approx(0.5725, abs=1e-6)
+    assert unallocated_lower_bound(c, w) == pytest.approx(0.5725, abs=1e-6)
+
+
 def test_pods_that_fit_no_node_count_as_never_placed() -> None:
     """A 4-GPU pod on 2-GPU nodes and a pod pinned to a missing model are never placed: 2 of 4 GPUs stay free."""
     c = cluster([(2, "T4"), (2, "T4")])
@@ -136,13 +168,92 @@ def test_no_packing_beats_the_bounds(gpus: list[int], milli: list[int]) -> None:
         assert bound(c, w) <= exact + 1e-9, bound.__name__
 
 
-def test_combined_bound_is_the_largest_of_the_three() -> None:
+def _most_placed_on_nodes(c: Cluster, w: Workload) -> int:
+    """The most GPU milli of ``w`` that ``c`` holds, every pod on one node within its CPU, memory, allowed models
+    and GPUs (each of its ``num_gpu`` GPUs with ``gpu_milli`` free), or left out (enumeration)."""
+    order = sorted(range(len(w)), key=lambda i: -int(w.gpu_request_milli[i]))
+    req = [int(w.gpu_request_milli[i]) for i in order]
+    rest = [sum(req[j:]) for j in range(len(req) + 1)]
+    free = [[FULL] * int(g) for g in c.gpus.tolist()]
+    cpu, mem = c.cpu_milli.tolist(), c.memory_mib.tolist()
+    best = 0
+
+    def go(k: int, placed: int) -> None:
+        nonlocal best
+        if placed + rest[k] <= best:
+            return
+        if k == len(order):
+            best = placed
+            return
+        i = order[k]
+        num, milli = int(w.num_gpu[i]), int(w.gpu_milli[i])
+        pc, pm, spec = int(w.cpu_milli[i]), int(w.memory_mib[i]), w.gpu_spec[i]
+        for n in range(len(free)):
+            if cpu[n] < pc or mem[n] < pm or (spec and c.models[n] not in spec):
+                continue
+            for gpus in itertools.combinations(range(len(free[n])), num):
+                if any(free[n][g] < milli for g in gpus):
+                    continue
+                cpu[n] -= pc
+                mem[n] -= pm
+                for g in gpus:
+                    free[n][g] -= milli
+                go(k + 1, placed + num * milli)
+                cpu[n] += pc
+                mem[n] += pm
+                for g in gpus:
+                    free[n][g] += milli
+        go(k + 1, placed)
+
+    go(0, 0)
+    return best
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    nodes=st.lists(
+        st.tuples(st.integers(1, 3), st.sampled_from([4000, 8000, 12000]), st.sampled_from([8192, 16384]),
+                  st.sampled_from(["T4", "V100M16"])),
+        min_size=1, max_size=3,
+    ),
+    kinds=st.lists(
+        st.tuples(st.sampled_from([0, 1, 1, 1, 2]), st.sampled_from([200, 350, 470, 500, 600, 810, 1000]),
+                  st.sampled_from([1000, 2000, 3000, 5000, 7000]), st.sampled_from([1024, 4096, 9000]),
+                  st.sampled_from(["", "", "T4", "V100M16"]), st.integers(1, 3)),
+        max_size=4,
+    ),
+)  # fmt: skip
+def test_no_packing_on_nodes_beats_the_bounds(
+    nodes: list[tuple[int, int, int, str]], kinds: list[tuple[int, int, int, int, str, int]]
+) -> None:
+    """Random small clusters whose nodes differ in GPUs, CPU, memory and model, and pods that differ in all of
+    those and in GPU share (multi-GPU pods ask for whole GPUs): every bound is at most the exact least unallocated
+    share, found by enumerating every placement. Pods come in kinds of up to three alike (several pods of one type
+    are what the per-type and per-node limits count)."""
+    pods = [k[:5] for k in kinds for _ in range(k[5])]
+    c = Cluster.from_rows(
+        {"sn": f"n{i}", "cpu_milli": str(cpu), "memory_mib": str(mem), "gpu": str(g), "model": m}
+        for i, (g, cpu, mem, m) in enumerate(nodes)
+    )
+    w = Workload.from_rows(
+        {"name": f"p{i}", "cpu_milli": str(cpu), "memory_mib": str(mem), "num_gpu": str(num),
+         "gpu_milli": str(FULL if num > 1 else milli), "gpu_spec": spec, "creation_time": str(i)}
+        for i, (num, milli, cpu, mem, spec) in enumerate(pods or [(0, 0, 1000, 1024, "")])
+    )  # fmt: skip
+    exact = 1.0 - _most_placed_on_nodes(c, w) / c.gpu_capacity_milli if w.gpu_request_milli.sum() else 1.0
+    for bound in (lp_lower_bound, size_class_lower_bound, configuration_lower_bound,
+                  group_configuration_lower_bound, unallocated_lower_bound):  # fmt: skip
+        assert bound(c, w) <= exact + 1e-9, bound.__name__
+
+
+def test_combined_bound_is_the_largest_of_the_bounds() -> None:
     rng = np.random.default_rng(0)
     sizes = [100, 230, 320, 470, 550, 650, 810, 1000]
     c = cluster([(8, "G2")] * 3 + [(2, "T4")] * 4)
     for _ in range(10):
         w = shares(*rng.choice(sizes, size=int(rng.integers(10, 60))).tolist())
-        parts = [b(c, w) for b in (lp_lower_bound, size_class_lower_bound, configuration_lower_bound)]
+        parts = [b(c, w) for b in (lp_lower_bound, size_class_lower_bound, configuration_lower_bound,
+                                   group_configuration_lower_bound)]  # fmt: skip
         got = unallocated_lower_bound(c, w)
         assert got == max(parts) and got >= lp_lower_bound(c, w)
 
