@@ -26,6 +26,16 @@ if [ "${1:-}" = "--dev" ]; then
   # pins python-dateutil<3 and the kubernetes client needs >=3 (tests/s3server.py).
   if [ ! -x .venv-s3/bin/python ]; then "$PY" -m venv .venv-s3; fi
   .venv-s3/bin/python -m pip --disable-pip-version-check -q install "moto[server]>=5.0"
+  # Azurite, Microsoft's Azure Storage emulator, for the az:// storage tests (tests/cloud_servers.py): a Node.js
+  # program, installed with npm into .azurite; without npm those tests skip and say why.
+  if [ ! -x .azurite/node_modules/.bin/azurite-blob ]; then
+    if command -v npm >/dev/null; then
+      npm install --prefix .azurite --no-audit --no-fund --silent "azurite@3" \
+        || echo "warning: npm could not install azurite; the az:// storage tests will skip" >&2
+    else
+      echo "warning: npm is missing, so Azurite is not installed; the az:// storage tests will skip" >&2
+    fi
+  fi
 else
   pip install -e ".[sklearn,onnx]"
 fi

@@ -8,6 +8,10 @@ identity; ``AZURE_STORAGE_ACCOUNT_NAME``/``AZURE_STORAGE_ACCOUNT_KEY``/``AZURE_S
 (``AWS_PROFILE``, ``~/.aws/credentials``, ``~/.aws/config``), is read here with :mod:`configparser`, so a laptop with
 ``aws configure`` done works as the AWS CLI does. ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` point ``s3://`` at any
 S3-compatible server (MinIO, Ceph, GCS interoperability); an ``http://`` endpoint is allowed because it was asked for.
+The same holds for the other clouds' endpoints: ``AZURE_STORAGE_ENDPOINT`` (or ``AZURE_STORAGE_USE_EMULATOR`` with
+``AZURITE_BLOB_STORAGE_URL``) for Azurite or a private endpoint, ``GOOGLE_BASE_URL`` or the ``STORAGE_EMULATOR_HOST``
+that Google's own clients read (an emulator such as fake-gcs-server, reached without credentials) for GCS. The GCS and
+Azure variables are read from the ``env`` mapping given, as the AWS ones are, so a caller's mapping is the one used.
 """
 
 from __future__ import annotations
@@ -33,6 +37,42 @@ class Opened:
     path: str
     listable: bool
     kind: str  # s3 | gcs | azure | http
+
+
+# The variables object_store reads for GCS and Azure (obstore takes their names as config keys; an unknown key is an
+# error, hence the lists), passed from ``env`` so that they need not be in the process environment
+_GCS_VARS = (
+    "GOOGLE_SERVICE_ACCOUNT",
+    "GOOGLE_SERVICE_ACCOUNT_PATH",
+    "GOOGLE_SERVICE_ACCOUNT_KEY",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_BASE_URL",
+    "GOOGLE_BEARER_TOKEN",
+    "GOOGLE_SKIP_SIGNATURE",
+)
+_AZURE_VARS = (
+    "AZURE_STORAGE_ACCOUNT_NAME",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_SAS_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_TOKEN",
+    "AZURE_STORAGE_USE_EMULATOR",
+    "AZURE_STORAGE_ENDPOINT",
+    "AZURE_ENDPOINT",
+    "AZURE_STORAGE_CLIENT_ID",
+    "AZURE_CLIENT_ID",
+    "AZURE_STORAGE_CLIENT_SECRET",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_STORAGE_TENANT_ID",
+    "AZURE_TENANT_ID",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_SKIP_SIGNATURE",
+)
+
+
+def _from_env(env: Mapping[str, str], names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: env[name] for name in names if env.get(name)}
 
 
 def _obstore(uri: str) -> Any:
@@ -74,7 +114,19 @@ def _aws_profile(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def open_store(uri: str, env: Mapping[str, str]) -> Opened:
-    """The obstore store for ``uri`` (``s3``, ``gs``, ``az``/``abfs``, ``http[s]`` schemes)."""
+    """The obstore store for ``uri`` (``s3``, ``gs``, ``az``/``abfs``, ``http[s]`` schemes). Settings the client
+    refuses (a service account file that is not one, a malformed key) are a :class:`StorageError` naming the URI."""
+    _obstore(uri)
+    try:
+        return _open(uri, env)
+    except StorageError:
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StorageError(f"{uri}: the store's settings in the environment were refused: {first}") from e
+
+
+def _open(uri: str, env: Mapping[str, str]) -> Opened:
     stores = _obstore(uri)
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
@@ -98,13 +150,24 @@ def open_store(uri: str, env: Mapping[str, str]) -> Opened:
         store = stores.S3Store(parts.netloc, config=config, client_options=client, retry_config=retry)
         return Opened(store, key, True, "s3")
     if scheme in ("gs", "gcs"):
-        return Opened(stores.GCSStore(parts.netloc, retry_config=retry), key, True, "gcs")
+        config = _from_env(env, _GCS_VARS)
+        emulator = env.get("STORAGE_EMULATOR_HOST")
+        if emulator:  # an emulator needs no credentials, and Google's clients send it none
+            config.setdefault("GOOGLE_BASE_URL", emulator if "://" in emulator else f"http://{emulator}")
+            config.setdefault("GOOGLE_SKIP_SIGNATURE", "true")
+        client = {"allow_http": str(config.get("GOOGLE_BASE_URL", "")).startswith("http://")}
+        store = stores.GCSStore(parts.netloc, config=config, client_options=client, retry_config=retry)
+        return Opened(store, key, True, "gcs")
     if scheme in ("az", "azure", "abfs", "abfss"):
         # abfs[s]://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH carries the account; az://CONTAINER/PATH takes it
         # from AZURE_STORAGE_ACCOUNT_NAME
         container, _, host = parts.netloc.partition("@")
-        config = {"account_name": host.split(".")[0]} if host else {}
-        store = stores.AzureStore(container, config=config, retry_config=retry)
+        config = _from_env(env, _AZURE_VARS)
+        if host:
+            config["AZURE_STORAGE_ACCOUNT_NAME"] = host.split(".")[0]
+        endpoint = str(config.get("AZURE_STORAGE_ENDPOINT") or config.get("AZURE_ENDPOINT") or "")
+        client = {"allow_http": endpoint.startswith("http://")}
+        store = stores.AzureStore(container, config=config, client_options=client, retry_config=retry)
         return Opened(store, key, True, "azure")
     if scheme in ("http", "https"):
         base = f"{scheme}://{parts.netloc}"
