@@ -566,3 +566,26 @@ def test_the_larger_of_sequences_waiting_and_tokens_wins_and_a_scale_down_waits_
         assert decision.reason == "All metrics below target; TooFewReplicas"  # 0 recommended, minReplicas 1
 
     run(tmp_path, body, svc)
+
+
+def test_an_hpa_on_tokens_at_zero_replicas_is_woken_by_a_buffered_request(tmp_path: Path) -> None:
+    """At zero no replica reports tokens (the HPA cannot get the metric): the router, as the activator, wakes the
+    service; from one replica on, its gauge decides."""
+    svc = llm_service({"metric": "tokens", "target": 50, "minReplicas": 0, "maxReplicas": 3}, replicas=0)
+
+    async def body(h: Harness) -> None:
+        await h.run(1)
+        assert h.runner.processes == [] and h.c.desired == 0
+        h.router.load.buffered = 1
+        h.c.on_buffered()
+        now = h.clock.monotonic()
+        decision = await h.c.sync(now, (h.c._sample_load(now),))
+        assert decision.reason == "ScaleFromZero" and h.c.desired == 1
+        await h.run(2)
+        h.router.load.buffered = 0
+        scrape(h, 0, ReplicaMetrics(sequences_waiting=0, tokens_per_second=140.0))
+        now = h.clock.monotonic()
+        decision = await h.c.sync(now, (h.c._sample_load(now),))
+        assert decision.replicas == 3 and decision.reason == "tokens above target"
+
+    run(tmp_path, body, svc)
