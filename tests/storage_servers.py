@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 S3_PYTHON = Path(os.environ.get("KUBEINFER_TEST_S3_PYTHON", ROOT / ".venv-s3" / "bin" / "python"))
@@ -92,13 +93,16 @@ class HttpFiles:
     """path -> the ETag header sent for it (HEAD and GET)."""
     corrupt: set[str] = field(default_factory=set)
     """paths whose every other GET has its first byte changed."""
+    ranges: list[str | None] = field(default_factory=list)
+    """the Range header of each GET (None without one), in the order they came."""
 
 
 @contextmanager
 def http_server(root: Path) -> Iterator[HttpFiles]:
-    """Files under ``root`` over HTTP/1.1 with HEAD and Range, counting GETs; a path in ``truncate`` gets a response
-    that announces the full length and closes the connection halfway."""
+    """Files under ``root`` over HTTP/1.1 with HEAD and Range (``bytes=A-`` and ``bytes=A-B``), counting GETs; a
+    path in ``truncate`` gets a response that announces the full length and closes the connection halfway."""
     state = HttpFiles("", root)
+    lock = threading.Lock()
 
     class Handler(SimpleHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -127,20 +131,23 @@ def http_server(root: Path) -> Iterator[HttpFiles]:
                 self.send_error(404)
                 return
             data = path.read_bytes()
-            start = 0
             rng = self.headers.get("Range")
+            state.ranges.append(rng)
+            start, end = 0, len(data) - 1
             if rng and rng.startswith("bytes="):
-                start = int(rng[6:].split("-")[0])
+                first, _, last = rng[6:].partition("-")
+                start, end = int(first), min(int(last), end) if last else end
             if self.path in state.corrupt and state.gets.count(self.path) % 2 == 1:
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
-            body = data[start:]
-            left = state.truncate.get(self.path, 0)
-            cut = left != 0
-            if left > 0:
-                state.truncate[self.path] = left - 1
-            self.send_response(206 if start else 200)
-            if start:
-                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            body = data[start : end + 1]
+            with lock:  # parts of one object are requested at once
+                left = state.truncate.get(self.path, 0)
+                cut = left != 0
+                if left > 0:
+                    state.truncate[self.path] = left - 1
+            self.send_response(206 if rng else 200)
+            if rng:
+                self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Content-Type", "application/octet-stream")
             self.send_header("Accept-Ranges", "bytes")
@@ -161,3 +168,19 @@ def http_server(root: Path) -> Iterator[HttpFiles]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def as_s3_object(files: HttpFiles, name: str, cache_dir: Path) -> tuple[Any, Any, Any]:
+    """What ``kubeinfer.storage.fetch._download_checked`` takes (the opened store, the listed object, the cache) for a
+    file that ``files`` serves as if S3 did: its ETag taken as an MD5, ranged GETs in parallel allowed."""
+    import obstore as obs
+    from obstore.store import HTTPStore
+
+    from kubeinfer.storage.cache import Cache
+    from kubeinfer.storage.fetch import _list
+    from kubeinfer.storage.stores import Opened
+
+    opened = Opened(HTTPStore.from_url(files.url, client_options={"allow_http": True}), name, False, "s3")
+    assert obs.head(opened.store, name)["e_tag"] == files.etags[f"/{name}"]
+    [obj] = _list(f"s3://test/{name}", opened)
+    return opened, obj, Cache(cache_dir)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kubeinfer.storage import StorageError, fetch
-from storage_servers import HttpFiles, S3Server, http_server, s3_server
+from storage_servers import HttpFiles, S3Server, as_s3_object, http_server, s3_server
 
 pytestmark = pytest.mark.integration
 
@@ -263,28 +263,13 @@ def test_credentials_from_an_aws_shared_profile(s3: S3Server, tmp_path: Path) ->
         fetch(uri, tmp_path / "cache2", env=env | {"AWS_PROFILE": "default", "AWS_ENDPOINT_URL": s3.endpoint})
 
 
-def _as_s3_object(files: HttpFiles, name: str, tmp_path: Path) -> tuple[object, ...]:
-    """The pieces :func:`_download_checked` takes, for an object served by ``files`` as if by S3 (ETag as MD5)."""
-    import obstore as obs
-    from obstore.store import HTTPStore
-
-    from kubeinfer.storage.cache import Cache
-    from kubeinfer.storage.fetch import _list
-    from kubeinfer.storage.stores import Opened
-
-    opened = Opened(HTTPStore.from_url(files.url, client_options={"allow_http": True}), name, False, "s3")
-    assert obs.head(opened.store, name)["e_tag"] == files.etags[f"/{name}"]
-    [obj] = _list(f"s3://test/{name}", opened)
-    return opened, obj, Cache(tmp_path / "cache")
-
-
 def test_an_etag_that_is_not_the_md5_is_accepted_when_two_downloads_agree(files: HttpFiles, tmp_path: Path) -> None:
     """As an SSE-KMS object's ETag: the bytes are downloaded twice, and kept when both have the same SHA-256."""
     from kubeinfer.storage.fetch import _download_checked
 
     (files.root / "kms.bin").write_bytes(b"encrypted at rest")
     files.etags["/kms.bin"] = '"' + "0" * 32 + '"'
-    opened, obj, cache = _as_s3_object(files, "kms.bin", tmp_path)
+    opened, obj, cache = as_s3_object(files, "kms.bin", tmp_path / "cache")
     digest = _download_checked("s3://test/kms.bin", opened, obj, cache, None, lambda _: None, 0, 0.01)  # type: ignore[arg-type]
     assert digest == hashlib.sha256(b"encrypted at rest").hexdigest() and files.gets == ["/kms.bin"] * 2
 
@@ -296,12 +281,12 @@ def test_a_transfer_that_does_not_match_the_md5_twice_differently_is_refused(fil
     (files.root / "m.bin").write_bytes(data)
     files.etags["/m.bin"] = '"' + hashlib.md5(data).hexdigest() + '"'
     files.corrupt.add("/m.bin")  # the first GET's bytes are damaged, the second's are right: that one is kept
-    opened, obj, cache = _as_s3_object(files, "m.bin", tmp_path)
+    opened, obj, cache = as_s3_object(files, "m.bin", tmp_path / "cache")
     digest = _download_checked("s3://test/m.bin", opened, obj, cache, None, lambda _: None, 0, 0.01)  # type: ignore[arg-type]
     assert digest == hashlib.sha256(data).hexdigest()
     files.etags["/m.bin"] = '"' + "1" * 32 + '"'  # now neither download matches, and they differ
     files.gets.clear()
-    opened, obj, cache = _as_s3_object(files, "m.bin", tmp_path)
+    opened, obj, cache = as_s3_object(files, "m.bin", tmp_path / "cache")
     with pytest.raises(
         StorageError, match=r"checksum mismatch: the store's MD5 \(ETag\) is 1{32}.*two downloads differ"
     ):
