@@ -45,7 +45,9 @@ def azurite_missing() -> str | None:
     """Why Azurite cannot be started here, or None."""
     if AZURITE.exists():
         return None
-    return f"Azurite is not installed at {AZURITE}: ./install.sh --dev installs it with npm (npm was not found then?)"
+    return (
+        f"Azurite is not installed at {AZURITE}: ./install.sh --dev installs it with npm (or: npm install -g azurite)"
+    )
 
 
 def gcs_binary() -> Path:
