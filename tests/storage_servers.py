@@ -180,7 +180,8 @@ def as_s3_object(files: HttpFiles, name: str, cache_dir: Path) -> tuple[Any, Any
     from kubeinfer.storage.fetch import _list
     from kubeinfer.storage.stores import Opened
 
-    opened = Opened(HTTPStore.from_url(files.url, client_options={"allow_http": True}), name, False, "s3")
+    store = HTTPStore.from_url(files.url, client_options={"allow_http": True}, retry_config={"max_retries": 0})
+    opened = Opened(store, name, False, "s3")
     assert obs.head(opened.store, name)["e_tag"] == files.etags[f"/{name}"]
     [obj] = _list(f"s3://test/{name}", opened)
     return opened, obj, Cache(cache_dir)
