@@ -5,9 +5,12 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -247,3 +250,89 @@ def test_a_request_the_router_does_not_sample_is_not_sampled_by_the_replica(
         replica.stop()  # exports what it holds
     assert http_receiver.spans == []
     assert len([s for s in grpc_receiver.spans if s.kind == SERVER]) == 1  # the direct request only
+
+
+def exporter_children(pid: int) -> list[int]:
+    """The span exporter processes among the child processes of ``pid``."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+            if b"kubeinfer.server.trace_export" in cmdline:
+                found.append(int(child))
+    return found
+
+
+def span_counts(s: ServerProcess) -> dict[str, float]:
+    """kubeinfer_trace_spans_total by outcome, from the replica's /metrics."""
+    status, body = s.get("/metrics")
+    assert status == 200
+    out = {}
+    for line in body.decode().splitlines():
+        if line.startswith("kubeinfer_trace_spans_total{"):
+            outcome = line.split('outcome="', 1)[1].split('"', 1)[0]
+            out[outcome] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def wait_for_counts(
+    s: ServerProcess, ok: Callable[[dict[str, float]], bool], timeout: float = 30.0
+) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    while not ok(counts := span_counts(s)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"kubeinfer_trace_spans_total never got there: {counts}")
+        time.sleep(0.1)
+    return counts
+
+
+def test_spans_leave_through_an_exporter_process_started_and_stopped_with_the_replica(
+    examples: Path, grpc_receiver: GrpcReceiver
+) -> None:
+    """The replica's spans are exported by a child process of its own, which the replica starts with tracing and
+    stops (after it exported what it held) when it stops; the spans exported are counted in /metrics."""
+    env = traced_env(grpc_receiver.endpoint, "grpc")
+    with ServerProcess(examples / "iris" / "service.yaml", grpc=False, env=env) as s:
+        (child,) = exporter_children(s.pid)
+        assert s.post("/v2/models/iris/infer", BODY, headers={"traceparent": TRACEPARENT})[0] == 200
+        grpc_receiver.wait_for(has("POST /v2/models/{model_name}/infer", "queue", "batch", "model", "encode"))
+        counts = wait_for_counts(s, lambda c: c.get("exported", 0) >= 5)
+        assert counts["dropped"] == 0
+    assert s.proc is not None and s.proc.returncode == 0
+    assert not Path(f"/proc/{child}").exists()  # stopped with the replica, and reaped
+
+
+def test_a_dead_collector_neither_blocks_requests_nor_holds_spans_without_bound(examples: Path) -> None:
+    """Nothing listens at the OTLP endpoint: every request is still answered, spans beyond the (small) queues are
+    dropped and counted, and the replica stops (the exporter process given OTEL_BSP_EXPORT_TIMEOUT)."""
+    with socket.socket() as probe:  # a port that was free a moment ago: connections to it are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = traced_env(
+        f"http://127.0.0.1:{port}",
+        "grpc",
+        OTEL_BSP_MAX_QUEUE_SIZE="16",
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE="8",
+        OTEL_BSP_EXPORT_TIMEOUT="1000",
+        OTEL_EXPORTER_OTLP_TIMEOUT="2",
+    )
+    with ServerProcess(examples / "iris" / "service.yaml", grpc=False, env=env) as s:
+        for _ in range(60):  # 5 spans each: 300, far more than the queues hold
+            assert s.post("/v2/models/iris/infer", BODY, headers={"traceparent": TRACEPARENT})[0] == 200
+        counts = wait_for_counts(s, lambda c: c.get("dropped", 0) >= 300 - 2 * 16)
+        assert counts["exported"] == 0
+    assert s.proc is not None and s.proc.returncode == 0
+
+
+def test_requests_are_served_after_the_exporter_process_dies(examples: Path, grpc_receiver: GrpcReceiver) -> None:
+    """The exporter process killed: the replica serves on, its spans dropped and counted, and stops cleanly."""
+    env = traced_env(grpc_receiver.endpoint, "grpc")
+    with ServerProcess(examples / "iris" / "service.yaml", grpc=False, env=env) as s:
+        (child,) = exporter_children(s.pid)
+        os.kill(child, signal.SIGKILL)
+        for _ in range(10):
+            assert s.post("/v2/models/iris/infer", BODY, headers={"traceparent": TRACEPARENT})[0] == 200
+        wait_for_counts(s, lambda c: c.get("dropped", 0) >= 50)
+        assert "span exporter process is gone" in s.log()
+    assert s.proc is not None and s.proc.returncode == 0
+    assert grpc_receiver.spans == []

@@ -61,6 +61,12 @@ def test_sampler_ratio_and_service_name() -> None:
         ({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "5%"}, "OTEL_TRACES_SAMPLER_ARG='5%'"),
         ({"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "1.5"}, "from 0 to 1"),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "collector:4317"}, "must be a URL"),
+        ({"OTEL_BSP_SCHEDULE_DELAY": "0"}, "OTEL_BSP_SCHEDULE_DELAY='0' is not a whole number above 0"),
+        ({"OTEL_BSP_MAX_QUEUE_SIZE": "lots"}, "OTEL_BSP_MAX_QUEUE_SIZE='lots' is not a whole number above 0"),
+        (
+            {"OTEL_BSP_MAX_QUEUE_SIZE": "8", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "16"},
+            "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=16 is more than OTEL_BSP_MAX_QUEUE_SIZE=8",
+        ),
     ],
 )
 def test_unusable_values_are_named(env: dict[str, str], message: str) -> None:
@@ -77,6 +83,21 @@ def test_without_the_extra_tracing_stays_off_with_a_warning(
         assert tracing.setup({"OTEL_TRACES_EXPORTER": "otlp"}, service="s", component="replica") is False
     assert tracing.tracer is None
     assert "kubeinfer[tracing]" in caplog.text
+
+
+def test_batch_settings_follow_the_specification() -> None:
+    """OTEL_BSP_* as the SDK's batch processor reads them (milliseconds for the delay and the timeout)."""
+    s = TracingSettings.from_env({"OTEL_TRACES_EXPORTER": "otlp"})
+    assert (s.schedule_delay, s.max_queue, s.batch_size, s.export_timeout) == (5.0, 2048, 512, 30.0)  # type: ignore[union-attr]
+    env = {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",
+        "OTEL_BSP_MAX_QUEUE_SIZE": "100",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "10",
+        "OTEL_BSP_EXPORT_TIMEOUT": "1500",
+    }
+    s = TracingSettings.from_env(env)
+    assert (s.schedule_delay, s.max_queue, s.batch_size, s.export_timeout) == (0.05, 100, 10, 1.5)  # type: ignore[union-attr]
 
 
 def test_setup_then_shutdown_turns_tracing_on_and_off() -> None:
