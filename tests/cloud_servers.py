@@ -15,6 +15,7 @@ fake-gcs-server's JSON upload API.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import re
@@ -26,9 +27,9 @@ import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -278,3 +279,75 @@ def _gcs_ready(proc: subprocess.Popen[str], url: str, deadline_s: float) -> bool
             pass
         time.sleep(0.05)
     raise RuntimeError(f"fake-gcs-server did not answer on {url} within {deadline_s:.0f} s")
+
+
+@dataclass
+class CuttingProxy:
+    """A TCP proxy on 127.0.0.1 in front of an emulator that ends the connection of the next ``cuts`` responses once
+    ``after`` bytes of them have gone through, as a network that drops a long download does. Requests reach the
+    emulator with the emulator's own address in ``Host`` (fake-gcs-server routes object paths by host)."""
+
+    url: str
+    upstream: str
+    cuts: int = 0
+    after: int = 1 << 20
+    done: int = 0
+    """Connections cut so far."""
+    on_cut: Callable[[], object] | None = None
+    """Called at each cut, before the connection is closed (to replace the object meanwhile, say)."""
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _take_cut(self) -> bool:
+        with self._lock:
+            if self.cuts <= 0:
+                return False
+            self.cuts -= 1
+            self.done += 1
+        if self.on_cut is not None:
+            self.on_cut()
+        return True
+
+
+@contextmanager
+def cutting_proxy(upstream: str) -> Iterator[CuttingProxy]:
+    up = urllib.parse.urlsplit(upstream)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    proxy = CuttingProxy(f"http://127.0.0.1:{port}", upstream)
+    ours, theirs = f"127.0.0.1:{port}".encode(), up.netloc.encode()
+
+    def close(*socks: socket.socket) -> None:
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def requests(client: socket.socket, server: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(1 << 16):
+                server.sendall(data.replace(ours, theirs))
+        close(server)
+
+    def responses(server: socket.socket, client: socket.socket) -> None:
+        sent = 0
+        with contextlib.suppress(OSError):
+            while data := server.recv(1 << 16):
+                client.sendall(data)
+                sent += len(data)
+                if sent >= proxy.after and proxy._take_cut():
+                    break
+        close(client, server)
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                server = socket.create_connection((up.hostname or "127.0.0.1", up.port or 80))
+                threading.Thread(target=requests, args=(client, server), daemon=True).start()
+                threading.Thread(target=responses, args=(server, client), daemon=True).start()
+
+    threading.Thread(target=accept, name="cutting-proxy", daemon=True).start()
+    try:
+        yield proxy
+    finally:
+        close(listener)  # shutdown wakes the accept
