@@ -230,6 +230,13 @@ def test_a_gs_folder_is_fetched_whole_with_a_service_account_file(gcs: FakeGcs, 
     assert (path / "config.json").read_bytes() == b"{}" and (path / "onnx" / "model.onnx").read_bytes() == b"graph"
 
 
+def test_storage_emulator_host_without_a_scheme_is_plain_http(gcs: FakeGcs, tmp_path: Path) -> None:
+    """HOST:PORT, as google-cloud-storage and gcloud also take STORAGE_EMULATOR_HOST."""
+    uri = gcs.put("bare/model.bin", b"bare host")
+    env = {"STORAGE_EMULATOR_HOST": gcs.url.removeprefix("http://")}
+    assert fetch(uri, tmp_path, env=env).read_bytes() == b"bare host"
+
+
 def test_a_broken_google_service_account_is_an_error_naming_the_uri(gcs: FakeGcs, tmp_path: Path) -> None:
     """fake-gcs-server checks no credentials, so what is tested is the client side: a service account file that is
     not one (or is missing) fails before any request, naming the URI and the file's problem."""
