@@ -3,6 +3,7 @@
     .venv/bin/python bench/sim/families.py                    # all families, seeds 1..3; writes bench/sim/results/
     .venv/bin/python bench/sim/families.py --only batch,mmpp --seeds 5
     .venv/bin/python bench/sim/families.py --no-plots -o json
+    .venv/bin/python bench/sim/families.py --seeds 3 --first-seed 4  # held-out draws: results/families-seed4.json
 
 One policy tuned on one trace is not an autoscaler: each family below is a different kind of traffic, each drawn
 with several seeds (arrivals, token counts and service times anew), and every policy's cost is compared with two
@@ -249,21 +250,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="", help="comma-separated family names")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument(
+        "--first-seed",
+        type=int,
+        default=1,
+        help="first seed of the generated families (draws not tuned on: e.g. 4); the output file is then "
+        "families-seed<N>.json and no plots are drawn; the real trace (one draw) is left out",
+    )
     ap.add_argument("--target", type=float, default=0.99, help="SLO attainment target")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("-o", "--output", default="table", choices=["table", "json"])
-    ap.add_argument("--from-json", action="store_true", help="redraw the table and plots from results/families.json")
+    ap.add_argument("--from-json", action="store_true", help="redraw the table and plots from the saved results")
     args = ap.parse_args()
+    out_name = "families.json" if args.first_seed == 1 else f"families-seed{args.first_seed}.json"
+    if args.first_seed != 1:
+        args.no_plots = True
     if args.from_json:
-        saved = json.loads((OUT / "families.json").read_text())
-        for name in dict.fromkeys(r["family"] for r in saved["rows"]):
+        saved = json.loads((OUT / out_name).read_text())
+        for name in dict.fromkeys(r["family"] for r in saved["rows"]) if not args.no_plots else ():
             rs = [r for r in saved["rows"] if r["family"] == name]
             pareto_png(name, rs, saved["target"], OUT / f"family-{name.replace('@', '-')}.png")
         print(markdown(saved["rows"], saved["target"]))
         return
     fams = [f for f in FAMILIES if not args.only or f.name in args.only.split(",")]
-    fams = [f for f in fams if f.seeded or AZURE.exists()]
-    jobs = [(f, s) for f in fams for s in (range(1, args.seeds + 1) if f.seeded else [1])]
+    # A real trace has one draw, already in the first seed's results.
+    fams = [f for f in fams if f.seeded or (AZURE.exists() and args.first_seed == 1)]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    jobs = [(f, s) for f in fams for s in (seeds if f.seeded else [1])]
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     with Progress(transient=True, disable=args.output == "json") as prog:
@@ -273,7 +286,7 @@ def main() -> None:
             rows.append(run_one(fam, seed, args.target))
             prog.advance(task)
     OUT.mkdir(exist_ok=True)
-    (OUT / "families.json").write_text(json.dumps({"target": args.target, "rows": rows}, indent=2))
+    (OUT / out_name).write_text(json.dumps({"target": args.target, "rows": rows}, indent=2))
     if not args.no_plots:
         for fam in fams:
             pareto_png(fam.name, [r for r in rows if r["family"] == fam.name], args.target,
@@ -282,7 +295,7 @@ def main() -> None:
         print(json.dumps({"target": args.target, "rows": rows}, indent=2))
         return
     print(markdown(rows, args.target))
-    print(f"\n{len(jobs)} runs in {time.perf_counter() - t0:.0f} s; results in {OUT}/families.json")
+    print(f"\n{len(jobs)} runs in {time.perf_counter() - t0:.0f} s; results in {OUT}/{out_name}")
 
 
 if __name__ == "__main__":

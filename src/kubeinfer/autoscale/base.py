@@ -76,12 +76,20 @@ class LoadSample:
     over that interval per second: slot-seconds spent serving requests (the rate of the replicas'
     ``kubeinfer_compute_duration_seconds`` sum, or the time-average of requests in service), i.e. the load in
     Erlangs. Unlike ``rps`` it weighs each request by its cost, which for an LLM varies a hundredfold.
+
+    ``peak``, when reported, is the most requests that arrived within any ``peak_window`` seconds during the
+    interval (a sliding window over arrival times; the router counts it with the timestamps of its last
+    ``peak_window`` seconds of arrivals). Per-second counts hide how a second's arrivals are spread; with a 100 ms
+    SLO, forty requests within 100 ms need several times the slots of forty spread over the second. The window is
+    the SLO's length: arrivals further apart do not compete for the same slots within it.
     """
 
     time: float
     concurrency: float = 0.0
     rps: float = 0.0
     work: float | None = None
+    peak: float | None = None
+    peak_window: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

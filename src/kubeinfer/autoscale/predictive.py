@@ -106,7 +106,7 @@ class PredictiveConfig:
     """Fewer ratios than this and the quantile means little: use ``headroom``."""
     burst_allowance: bool = True
     """Keep spare capacity for the bursts this service's traffic has shown (see :meth:`Predictive.allowance`)."""
-    burst_budget: float = 0.005
+    burst_budget: float = 0.0035
     """Share of the requests the allowance may leave to queueing: half of a 99% SLO target's miss budget."""
     burst_window: float = 3600.0
     """Seconds of arrival history the allowance is learned from."""
@@ -120,6 +120,18 @@ class PredictiveConfig:
     burst_z: float = 2.0
     """Arrivals within this many Poisson standard deviations of the level are not a burst: the capacity figure,
     measured or modelled at the SLO under Poisson load, already covers them."""
+    peak_z: float = 4.0
+    """A sample's :attr:`LoadSample.peak` (most arrivals within an SLO-length window) within this many Poisson
+    standard deviations of what its own per-second count puts in such a window (plus one request) is not a burst:
+    Poisson arrivals' busiest 100 ms window of a second stands 2.3 standard deviations out at the median and 4.5 at
+    the 99th percentile. Beyond it, the excess counts at the window's rate: 40 requests within 100 ms are 400
+    req/s for as long as they last, which the per-second count of the same second does not show."""
+    burst_prior: bool = True
+    """Until the history spans ``burst_window``, hold at least one replica beyond the level's need: the first burst
+    a service sees has no history to learn from (a flash crowd twenty minutes after start), and one replica is the
+    smallest step of spare capacity there is. Only while there is traffic (a service at zero stays there)."""
+    burst_prior_seconds: float = 1800.0
+    """How much arrival history ends the prior."""
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.max_replicas < 1 or self.min_replicas > self.max_replicas:
@@ -183,8 +195,9 @@ class PredictiveState:
     mean_rate: float = 0.0
     history: tuple[tuple[float, int], ...] = field(default=())
     """(time, desired replicas) inside the scale-down stabilization window."""
-    arrivals: tuple[tuple[float, float], ...] = ()
-    """(time, rps) samples inside the burst window: what the burst allowance is learned from."""
+    arrivals: tuple[tuple[float, float, float, float], ...] = ()
+    """(time, rps, peak rate, peak window) samples inside the burst window: what the burst allowance is learned
+    from. The peak rate is ``rps`` plus the sample's sub-second burst (:meth:`Predictive.peak_rate`)."""
     allowance: float = 0.0
     """The burst allowance, in demand units: spare capacity the replicas must hold for bursts."""
     envelope: float = math.inf
@@ -308,10 +321,22 @@ class Predictive:
         if cfg.burst_allowance:
             # Sorted by time: drop what left the window by bisection, not by scanning an hour of samples each tick.
             first = bisect.bisect_right(s.arrivals, now - cfg.burst_window, key=lambda a: a[0])
-            s = replace(s, arrivals=(*s.arrivals[first:], *((x.time, x.rps) for x in obs.load)))
+            new = (
+                (x.time, x.rps, self.peak_rate(x.rps, x.peak, x.peak_window), x.peak_window or 1.0) for x in obs.load
+            )
+            s = replace(s, arrivals=(*s.arrivals[first:], *new))
         return replace(s, recent=tuple(recent))
 
-    def allowance(self, arrivals: tuple[tuple[float, float], ...], service: float | None = None) -> tuple[float, float]:
+    def peak_rate(self, rps: float, peak: float | None, window: float) -> float:
+        """The arrival rate a sample's busiest ``window`` asks for: ``rps``, plus what its ``peak`` arrivals stand
+        beyond Poisson arrivals at ``rps`` (``peak_z`` standard deviations and one request), at the window's rate."""
+        if peak is None or not window > 0 or not math.isfinite(peak):
+            return rps
+        mean = max(rps, 0.0) * window
+        excess = peak - mean - self.config.peak_z * math.sqrt(mean) - 1.0
+        return rps + excess / window if excess > 0 else rps
+
+    def allowance(self, arrivals: tuple[tuple[float, ...], ...], service: float | None = None) -> tuple[float, float]:
         """Spare demand that the traffic's bursts have needed, and the static envelope, learned from its arrivals.
 
         A burst shorter than the lead time (start-up + sync period) can only be met by replicas already running.
@@ -319,9 +344,15 @@ class Predictive:
         slots: the arrivals of the last ``service`` seconds (at least one), times ``service`` over that window -- what
         infinitely many servers would have busy, so a batch of 67 long requests in one second wants 67 slots and a
         sustained rise its rate times the service time, and a backlog (what under-provisioning causes) never feeds
-        back into what is learned. For each sample, the *surprise* is its demand above the level the policy could
+        back into what is learned. Where the router reports sub-second peaks (a third element: the peak rate of
+        :meth:`peak_rate`, with its window as a fourth), a sample's demand is the larger of that and the peak's, in
+        the same unit: the peak rate times ``service`` and ``min(1, window / service)`` (a request longer than the
+        window holds one slot through it). Requests of 25 ms bunched within 100 ms then count at their rate there;
+        requests of seconds are already counted over their service time, which a one-second peak does not add to. For each sample, the *surprise* is
+        its demand above the level the policy could
         have seen a lead time earlier (the reactive window's mean then) plus ``burst_z`` Poisson standard deviations
-        of that level (what the capacity at the SLO already covers). The allowance is the smallest ``A`` such that
+        of that level (what the capacity at the SLO already covers; in work, the deviation of the arrivals counted,
+        times the work each carries: ``sqrt(level x service / w)`` for the ``w`` seconds counted). The allowance is the smallest ``A`` such that
         the demand beyond ``A`` in all surprising samples is at most ``burst_budget`` of all demand: weighted by
         demand, not by samples, because attainment counts requests -- one second with 67 requests matters more
         than sixty quiet ones. Smooth (Poisson, diurnal) traffic learns about 0 and pays nothing.
@@ -337,20 +368,28 @@ class Predictive:
             return 0.0, math.inf
         t = np.fromiter((a[0] for a in arrivals), float, len(arrivals))
         v = np.fromiter((a[1] for a in arrivals), float, len(arrivals))
+        peak = np.fromiter((a[2] if len(a) > 2 else a[1] for a in arrivals), float, len(arrivals))
+        window = np.fromiter((a[3] if len(a) > 3 else 1.0 for a in arrivals), float, len(arrivals))
         cum = np.concatenate(([0.0], np.cumsum(v)))
+        unit = 1.0  # demand per request counted in a sample: Poisson counts n have variance n, demand unit^2 n
         if service is not None and math.isfinite(service) and service > 0:
             w = max(service, 1.0)
+            unit = service / w
             first = np.searchsorted(t, t - w, side="right")
             idx = np.arange(1, len(v) + 1)
             with np.errstate(over="ignore", invalid="ignore"):
                 v = (cum[idx] - cum[first]) / np.maximum(idx - first, 1) * service
                 cum = np.concatenate(([0.0], np.cumsum(v)))
-            if not np.isfinite(cum[-1]):
+                # A window's requests hold min(1, service / window) slots each through it, as above: the peak of a
+                # second counts where it outweighs the arrivals of the last service time (short requests).
+                peak = peak * service * np.minimum(1.0, window / service)
+            if not np.isfinite(cum[-1]) or not np.isfinite(peak).all():
                 # Work per request from a vanishing arrival rate (seconds of work over a few requests) overflows:
                 # nothing to learn a capacity from.
                 return 0.0, math.inf
         budget = cfg.burst_budget * float(v.sum())
-        envelope = _excess_level(v, budget)
+        demand = np.maximum(v, peak)
+        envelope = _excess_level(demand, budget)
         lead = cfg.startup_seconds + cfg.sync_period
         hi = np.searchsorted(t, t - lead, side="right")
         lo = np.searchsorted(t, t - lead - cfg.reactive_window, side="right")
@@ -358,8 +397,12 @@ class Predictive:
         if not seen.any():
             return 0.0, envelope
         level = (cum[hi[seen]] - cum[lo[seen]]) / (hi[seen] - lo[seen])
-        surprise = v[seen] - level - cfg.burst_z * np.sqrt(level)
+        surprise = demand[seen] - level - cfg.burst_z * np.sqrt(level * unit)
         return _excess_level(surprise, budget), envelope
+
+    def _history_spans(self, arrivals: tuple[tuple[float, ...], ...]) -> bool:
+        """The arrival history covers the burst window: the allowance has seen what an hour of traffic holds."""
+        return len(arrivals) >= 2 and arrivals[-1][0] - arrivals[0][0] >= self.config.burst_prior_seconds - 1.0
 
     # -- the decision -----------------------------------------------------------------------------------
 
@@ -482,6 +525,12 @@ class Predictive:
             if held > desired:
                 desired = held
                 reason += "; BurstAllowance"
+        if cfg.burst_allowance and cfg.burst_prior and level > 0 and not self._history_spans(state.arrivals):
+            # No burst seen yet, or too little history to trust that none will come: one replica of spare capacity.
+            prior = self._replicas_for(level, 1.0) + 1
+            if prior > desired:
+                desired = prior
+                reason += "; BurstPrior"
 
         window_start = now - cfg.scale_down_stabilization
         # With no history yet (the policy just took over a running service), the current count counts as

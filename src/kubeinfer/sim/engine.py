@@ -24,7 +24,8 @@ Model (the choices and why):
   requests finish (graceful drain). The slots removed are the ones that free up first (idle ones).
 - **What the policy sees.** Load samples every second (requests in the system -- in service plus queued -- as
   a time average over the second, arrivals over the second, and busy slot-seconds over the second as ``work``:
-  what a server's compute-duration counter or busy gauge reports) as Knative's collector scrapes them, delayed by
+  what a server's compute-duration counter or busy gauge reports; with ``peak_window``, also the most arrivals
+  within any window of that many seconds, as ``peak``) as Knative's collector scrapes them, delayed by
   ``load_delay`` seconds; KPA and predictive fold them into their windows. The HPA sees per-pod metrics as
   metrics-server or a Prometheus adapter would serve them: averages over ``pod_metric_window`` seconds, refreshed
   every ``pod_metric_scrape`` seconds (so up to that old); load is spread evenly over ready pods (the router
@@ -81,10 +82,14 @@ class EngineConfig:
     """Build per-pod samples (the HPA needs them; KPA and predictive read only ``load``)."""
     cpu_request: float = 1.0
     """Cores requested per replica: cpu usage is the busy share of the slots times this."""
+    peak_window: float = 0.0
+    """Seconds of the sliding window whose most arrivals each load sample reports as ``peak`` (0: not reported)."""
     nodes: Callable[[], NodeModel] | None = None
     """Node-level model (:mod:`kubeinfer.sim.nodes`), made fresh per run: replicas wait for a node, nodes cost."""
 
     def __post_init__(self) -> None:
+        if self.peak_window < 0:
+            raise ValueError(f"peak_window must be >= 0, got {self.peak_window}")
         if self.slots < 1:
             raise ValueError(f"slots must be >= 1, got {self.slots}")
         if self.startup < 0 or not self.tick > 0 or not self.request_timeout > 0:
@@ -154,6 +159,15 @@ class _Sim:
         sec = np.minimum(self.arr.astype(np.int64), h - 1)
         self.a_cnt = np.bincount(sec, minlength=h).astype(np.float64)
         self.a_frac = np.bincount(sec, weights=sec + 1 - self.arr, minlength=h)
+        self.peak: FloatArr | None = None
+        if cfg.peak_window > 0 and n:
+            # Arrivals within (t_i - window, t_i] for each arrival i; a second's peak is the largest ending in it.
+            within = np.arange(1, n + 1) - np.searchsorted(self.arr, self.arr - cfg.peak_window, side="right")
+            self.peak = np.zeros(h)
+            starts = np.flatnonzero(np.diff(sec, prepend=-1))  # arrivals are sorted: each second is one run
+            self.peak[sec[starts]] = np.maximum.reduceat(within, starts)
+        elif cfg.peak_window > 0:
+            self.peak = np.zeros(h)
         self.s_cnt = np.zeros(h)
         self.s_frac = np.zeros(h)
         self.d_cnt = np.zeros(h)  # all departures (served and dropped)
@@ -364,9 +378,16 @@ class _Sim:
         ins = self.in_system[lo:k_load].tolist()
         arr = self.a_cnt[lo:k_load].tolist()
         busy = self.busy[lo:k_load].tolist()
-        load = tuple(
-            LoadSample(float(k + 1), ins[i], arr[i], busy[i]) for i, k in enumerate(range(self.load_k, k_load))
-        )
+        if self.peak is None:
+            load = tuple(
+                LoadSample(float(k + 1), ins[i], arr[i], busy[i]) for i, k in enumerate(range(self.load_k, k_load))
+            )
+        else:
+            peak, window = self.peak[lo:k_load].tolist(), cfg.peak_window
+            load = tuple(
+                LoadSample(float(k + 1), ins[i], arr[i], busy[i], peak[i], window)
+                for i, k in enumerate(range(self.load_k, k_load))
+            )
         self.load_k = max(self.load_k, k_load)
         ready = len(self.ready_ids)
         pods: tuple[PodSample, ...] = ()

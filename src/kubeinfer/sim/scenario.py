@@ -59,6 +59,8 @@ class SimOptions:
     """Node groups and cluster autoscaler settings: replicas are scheduled onto nodes and nodes are billed."""
     work_signal: bool = True
     """Size predictive by work (busy slot-seconds per second, in Erlangs of the same curve) instead of requests/s."""
+    peak_signal: bool = True
+    """Load samples report the most arrivals within any SLO-length window (:attr:`LoadSample.peak`)."""
     references: bool = True
     """Also replay the hindsight schedule and find the static frontier (:mod:`kubeinfer.sim.hindsight`)."""
 
@@ -212,6 +214,7 @@ def compare(
             request_timeout=timeout,
             initial_replicas=bounded(initial, policy),
             load_delay=opts.load_delay_s,
+            peak_window=slo_s if opts.peak_signal else 0.0,
             pod_metric_window=opts.pod_metric_window_s,
             pod_metric_scrape=opts.pod_metric_scrape_s,
             pod_metrics=name == "hpa",

@@ -30,7 +30,8 @@ def seasonal(t: float) -> float:
 
 
 def test_reactive_until_the_forecasters_have_a_track_record() -> None:
-    policy = Predictive(PredictiveConfig(1, 50, capacity_rps=10.0, season_seconds=SEASON))
+    # Without the burst prior (test_predictive_peak.py): the first half hour's spare replica is not sizing.
+    policy = Predictive(PredictiveConfig(1, 50, capacity_rps=10.0, season_seconds=SEASON, burst_prior=False))
     decisions, _ = run(policy, lambda t: 50.0, 30.0)
     assert decisions[0][1].reason == "Reactive"
     assert decisions[-1][1].replicas == math.ceil(50 * 1.1 / 10)
@@ -59,7 +60,7 @@ def test_a_forecast_that_keeps_missing_falls_back_to_reactive() -> None:
 
 
 def test_scale_down_is_held_for_the_stabilization_window() -> None:
-    policy = Predictive(PredictiveConfig(0, 50, capacity_rps=10.0, season_seconds=SEASON))
+    policy = Predictive(PredictiveConfig(0, 50, capacity_rps=10.0, season_seconds=SEASON, burst_prior=False))
     decisions, state = run(policy, lambda t: 100.0 if t < 60 else 0.0, 60.0)
     assert decisions[-1][1].replicas == 11
     more, _ = run(policy, lambda t: 0.0, 360.0, state=state, start=60.0)

@@ -15,19 +15,23 @@ def _decide(cfg: PredictiveConfig, rates: list[float]) -> int:
 
 
 def test_a_surge_in_the_last_seconds_is_seen_before_the_30s_average_catches_up() -> None:
-    cfg = PredictiveConfig(1, 100, capacity_rps=10.0, headroom=1.0, trend=False)
+    cfg = PredictiveConfig(1, 100, capacity_rps=10.0, headroom=1.0, trend=False, burst_prior=False)
     assert _decide(cfg, [10.0] * 24 + [100.0] * 6) == 10  # 6 s average, not the 30 s average of 28
 
 
 def test_a_rising_rate_is_carried_over_the_lead_time_and_a_falling_one_is_not() -> None:
-    cfg = PredictiveConfig(1, 100, capacity_rps=10.0, headroom=1.0, startup_seconds=10, sync_period=10)
+    cfg = PredictiveConfig(
+        1, 100, capacity_rps=10.0, headroom=1.0, startup_seconds=10, sync_period=10, burst_prior=False
+    )
     rising = [float(i) for i in range(1, 31)]  # slope 1 req/s per s; 6 s average 27.5; lead 20 s
     assert _decide(cfg, rising) == 5  # ceil((27.5 + 20) / 10)
     assert _decide(cfg, rising[::-1]) == 2  # no trend downwards: the larger (30 s) average, ceil(15.5 / 10)
 
 
 def test_capacity_curve_sizes_with_pooled_capacity_and_extends_linearly() -> None:
-    cfg = PredictiveConfig(0, 100, capacity_rps=10.0, headroom=1.0, capacity_curve=(10.0, 25.0, 40.0), trend=False)
+    cfg = PredictiveConfig(
+        0, 100, capacity_rps=10.0, headroom=1.0, capacity_curve=(10.0, 25.0, 40.0), trend=False, burst_prior=False
+    )
     assert _decide(cfg, [24.0] * 30) == 2
     assert _decide(cfg, [41.0] * 30) == 4  # beyond the curve: 40/3 req/s per extra replica
     with pytest.raises(ValueError, match="non-decreasing"):

@@ -11,7 +11,9 @@ from kubeinfer.autoscale import LoadSample, Observation, Predictive, PredictiveC
 
 
 def _work_cfg(**kw: object) -> PredictiveConfig:
-    # One replica sustains 4 busy slots within the SLO; 10 req/s when counted in requests.
+    # One replica sustains 4 busy slots within the SLO; 10 req/s when counted in requests. No burst prior
+    # (test_predictive_peak.py): these decisions are about sizing, not the first half hour's spare replica.
+    kw.setdefault("burst_prior", False)
     return PredictiveConfig(1, 100, capacity_rps=10.0, capacity_work=4.0, headroom=1.0, trend=False, **kw)  # type: ignore[arg-type]
 
 
@@ -27,7 +29,7 @@ def test_the_same_request_rate_needs_replicas_in_proportion_to_its_work() -> Non
     long = tuple(LoadSample(float(t), concurrency=20.0, rps=10.0, work=20.0) for t in range(1, 31))
     assert _decide(_work_cfg(), short) == 1
     assert _decide(_work_cfg(), long) == 5
-    rps_only = PredictiveConfig(1, 100, capacity_rps=10.0, headroom=1.0, trend=False)
+    rps_only = PredictiveConfig(1, 100, capacity_rps=10.0, headroom=1.0, trend=False, burst_prior=False)
     assert _decide(rps_only, short) == _decide(rps_only, long) == 1  # by rate, both look alike
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kubeinfer.autoscale import Decision, FixedReplicas, Observation
+from kubeinfer.autoscale import Decision, FixedReplicas, LoadSample, Observation
 from kubeinfer.sim import EngineConfig, generate, simulate_policy
 
 
@@ -129,3 +129,50 @@ def test_load_samples_carry_busy_time_as_work() -> None:
     simulate_policy(arrivals, np.full(30, 0.5), 30.0, Recorder(), EngineConfig(tick=10.0))
     assert len(seen) == 20  # ticks at 10 s and 20 s
     assert all(w is not None and abs(w - 0.5) < 1e-9 for w in seen)
+
+
+class _LoadRecorder:
+    """Keeps every load sample the engine reports."""
+
+    min_replicas = 1
+    max_replicas = 1
+
+    def __init__(self) -> None:
+        self.samples: list[LoadSample] = []
+
+    def initial_state(self) -> None:
+        return None
+
+    def decide(self, observation: Observation, state: None, now: float) -> tuple[Decision, None]:
+        self.samples.extend(observation.load)
+        return Decision(1, "Fixed"), None
+
+
+def test_load_samples_report_the_most_arrivals_within_the_peak_window() -> None:
+    """Second 2 holds 10 requests spread over the second and second 5 the same 10 within 50 ms: equal counts,
+    but only the second shows them as a peak of 10 within 80 ms; no window, no peak reported."""
+    spread = 2.0 + np.arange(10) / 10 + 0.01
+    bunched = 5.3 + np.arange(10) * 0.005
+    arrivals = np.concatenate([spread, bunched])
+    rec = _LoadRecorder()
+    simulate_policy(arrivals, np.full(20, 0.01), 10.0, rec, EngineConfig(tick=2.0, peak_window=0.08))
+    by_second = {int(s.time) - 1: s for s in rec.samples}
+    assert by_second[2].rps == by_second[5].rps == 10
+    assert by_second[2].peak == 1 and by_second[5].peak == 10
+    assert by_second[0].peak == 0 and all(s.peak_window == 0.08 for s in rec.samples)
+    plain = _LoadRecorder()
+    simulate_policy(arrivals, np.full(20, 0.01), 10.0, plain, EngineConfig(tick=2.0))
+    assert all(s.peak is None for s in plain.samples)
+
+
+def test_a_peak_window_longer_than_a_second_counts_arrivals_before_the_second() -> None:
+    """Five requests at the end of second 1 and five at the start of second 2: a 1 s window ending in second 2
+    holds all ten, though each second counts five."""
+    arrivals = np.concatenate([1.9 + np.arange(5) * 0.01, 2.0 + np.arange(5) * 0.01])
+    rec = _LoadRecorder()
+    simulate_policy(arrivals, np.full(10, 0.01), 5.0, rec, EngineConfig(tick=1.0, peak_window=1.0))
+    by_second = {int(s.time) - 1: s for s in rec.samples}
+    assert by_second[1].rps == by_second[2].rps == 5
+    assert by_second[1].peak == 5 and by_second[2].peak == 10
+    with pytest.raises(ValueError, match="peak_window"):
+        EngineConfig(peak_window=-1.0)
