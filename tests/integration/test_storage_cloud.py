@@ -198,6 +198,10 @@ def test_serve_and_prepare_an_az_model_through_the_emulator_variables(
     bad = kubeinfer("prepare", str(spec), env=env)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert f"spec.model.uri: az://{az.container}/served/absent.onnx: not found" in " ".join(bad.stderr.split())
+    # a key the client cannot even use is one line too, not a traceback
+    refused = kubeinfer("fetch", "--no-progress", uri, env=env | {"AZURE_STORAGE_ACCOUNT_KEY": "not a key"})
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert f"{uri}: the store's settings in the environment were refused" in " ".join(refused.stderr.split())
 
 
 # Google Cloud Storage (fake-gcs-server)
