@@ -31,7 +31,7 @@ import struct
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.sdk.trace import SpanProcessor
@@ -77,7 +77,16 @@ class ExporterProcess:
     ``marshal.dumps`` (C) and a non-blocking ``send`` per chunk. Nothing here waits on the exporter process: a full
     queue, a full socket or a dead exporter process drops the spans and counts them (:meth:`counts`)."""
 
-    def __init__(self, config: dict[str, Any], max_queue: int, batch_size: int, schedule_delay: float) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        max_queue: int,
+        batch_size: int,
+        schedule_delay: float,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """``env``: the ``OTEL_*`` variables tracing was set up with, which the exporters read (headers, timeout,
+        certificates ...): they are added to this process's environment for the exporter process."""
         self.max_queue, self.batch_size, self.delay = max_queue, batch_size, schedule_delay
         self.export_timeout: float = config["export_timeout"]
         self.queue: collections.deque[tuple[Any, ...]] = collections.deque()
@@ -93,6 +102,7 @@ class ExporterProcess:
             [sys.executable, "-m", "kubeinfer.server.trace_export", json.dumps(config)],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
+            env={**os.environ, **{k: v for k, v in (env or {}).items() if k.startswith("OTEL_")}},
         )
         theirs.close()
         mine.setblocking(False)

@@ -24,6 +24,11 @@ number, not the SDK's id generation and span objects. The SDK's own sampler is t
 Spans inside a batch: one batch serves requests of many traces, so each sampled request gets its own ``queue``,
 ``batch`` and ``model`` spans in its own trace (the batch's size and request count as attributes), made after the batch
 from the times the batcher measured anyway, rather than live spans around the shared model call.
+
+Spans are exported by a process of their own (``trace_export.py``), started by :func:`setup` and stopped by
+:func:`shutdown`: a finished span leaves this process as a tuple of plain values on a bounded queue, so the SDK's
+protobuf encoding and OTLP client never hold this process's interpreter lock. The direct REST path's spans are made
+as such tuples outright; the SDK's live spans (ASGI, gRPC, the router) are turned into one when they end.
 """
 
 from __future__ import annotations
@@ -236,6 +241,7 @@ def setup(env: Mapping[str, str], *, service: str, component: str) -> bool:
         max_queue=settings.max_queue,
         batch_size=settings.batch_size,
         schedule_delay=settings.schedule_delay,
+        env=env,
     )
     provider.add_span_processor(Forward(exporter.emit))
     _exporter, _emit = exporter, exporter.emit
