@@ -127,11 +127,10 @@ class PredictiveConfig:
     the 99th percentile. Beyond it, the excess counts at the window's rate: 40 requests within 100 ms are 400
     req/s for as long as they last, which the per-second count of the same second does not show."""
     burst_prior: bool = True
-    """Until the history spans ``burst_window``, hold at least one replica beyond the level's need: the first burst
-    a service sees has no history to learn from (a flash crowd twenty minutes after start), and one replica is the
-    smallest step of spare capacity there is. Only while there is traffic (a service at zero stays there)."""
-    burst_prior_seconds: float = 1800.0
-    """How much arrival history ends the prior."""
+    """Until the history spans ``burst_window`` (the allowance has seen what it learns from), hold at least one
+    replica beyond the level's need: the first burst a service sees has no history to learn from (a flash crowd
+    twenty minutes after start), and one replica is the smallest step of spare capacity there is. Only while there
+    is traffic (a service at zero stays there)."""
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.max_replicas < 1 or self.min_replicas > self.max_replicas:
@@ -402,7 +401,7 @@ class Predictive:
 
     def _history_spans(self, arrivals: tuple[tuple[float, ...], ...]) -> bool:
         """The arrival history covers the burst window: the allowance has seen what an hour of traffic holds."""
-        return len(arrivals) >= 2 and arrivals[-1][0] - arrivals[0][0] >= self.config.burst_prior_seconds - 1.0
+        return len(arrivals) >= 2 and arrivals[-1][0] - arrivals[0][0] >= self.config.burst_window - 1.0
 
     # -- the decision -----------------------------------------------------------------------------------
 

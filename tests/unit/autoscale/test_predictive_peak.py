@@ -117,7 +117,7 @@ def test_in_work_the_poisson_deviation_is_that_of_the_arrivals_counted(seed: int
 
 
 def test_the_prior_holds_one_replica_beyond_the_level_until_the_history_spans_its_time() -> None:
-    cfg = _cfg(burst_prior_seconds=600.0)
+    cfg = _cfg(burst_window=600.0)
     early = _replicas(_samples(590, 0), cfg)
     assert set(early) == {2}  # the level needs one replica; the prior adds one
     later = _replicas(_samples(1200, 0), cfg)
@@ -126,7 +126,7 @@ def test_the_prior_holds_one_replica_beyond_the_level_until_the_history_spans_it
 
 
 def test_the_prior_does_not_wake_a_service_without_traffic() -> None:
-    policy = Predictive(_cfg(min_replicas=0, burst_prior_seconds=600.0))
+    policy = Predictive(_cfg(min_replicas=0, burst_window=600.0))
     idle = tuple(LoadSample(float(t), rps=0.0, work=0.0, peak=0.0, peak_window=WINDOW) for t in range(1, 121))
     state = policy.initial_state()
     d, state = policy.decide(Observation(0, load=idle[:60]), state, 60.0)
