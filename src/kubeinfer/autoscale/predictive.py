@@ -37,6 +37,14 @@ cannot scale a loaded service down. ``capacity_curve`` (optional: what n pooled 
 replaces ``n x capacityRps`` where a profile or model gives it; scale-downs are held for 120 s (a maximum over the
 window, as the HPA's scale-down stabilization -- shorter than its 300 s because the forecast, not the window,
 anticipates rises); and the result is clamped to [min, max].
+
+Bursts no forecast sees coming (a batch of requests within a second, a Markov-modulated burst) are met by a burst
+allowance learned from the last hour of arrivals (:meth:`Predictive.allowance`): spare capacity on top of the
+level, never more than the static deployment the same history calls for. Where the router reports it, each load
+sample's :attr:`~kubeinfer.autoscale.LoadSample.peak` -- the most arrivals within an SLO-length window -- shows how
+a second's requests were bunched, which per-second counts hide and a 100 ms SLO is decided by. Until an hour of
+history has accrued, one replica beyond the level's need is held (``burst_prior``): the first burst has nothing to
+be learned from.
 """
 
 from __future__ import annotations
