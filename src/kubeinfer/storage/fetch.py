@@ -31,7 +31,7 @@ from kubeinfer.spec import resolve_uri
 from kubeinfer.storage.cache import Cache, default_cache_dir
 from kubeinfer.storage.errors import StorageError, explain, is_fatal, is_not_found
 from kubeinfer.storage.stores import Opened, open_store
-from kubeinfer.storage.transfer import CHUNK, Digest, Source, download
+from kubeinfer.storage.transfer import Digest, Source, download
 from kubeinfer.storage.uris import OBJECT_SCHEMES, scheme_of, uri_problem
 
 __all__ = ["DEFAULT_CONCURRENCY", "Progress", "fetch", "fetch_concurrency", "sha256_file"]
@@ -63,7 +63,7 @@ class _Object:
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
+        while chunk := f.read(8 << 20):
             h.update(chunk)
     return h.hexdigest()
 

@@ -43,11 +43,12 @@ __all__ = ["CHUNK", "PART_SIZE", "Digest", "Source", "download", "start_writebac
 
 log = logging.getLogger("kubeinfer.storage")
 
-CHUNK = 8 << 20
-"""Bytes per chunk of a single stream (obstore gathers the network's small frames into chunks this large)."""
+CHUNK = 1 << 20
+"""Bytes per chunk handed to Python (obstore gathers the network's small frames into chunks this large). 8 MiB
+chunks cost the client 0.3 CPU-seconds a GB more than 1 MiB ones (a fresh large buffer for each), and smaller ones
+saved nothing more (``bench/storage/RESULTS.md``)."""
 PART_SIZE = 8 << 20
 """Bytes per ranged GET of a parallel download (s3transfer's default part size)."""
-_PART_CHUNK = 2 << 20
 
 _SYNC_FILE_RANGE_WRITE = 2
 
@@ -81,7 +82,7 @@ class Digest:
     def __init__(self, name: str) -> None:
         self.name = name
         self._hash = hashlib.new(name, usedforsecurity=False)
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=8)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=64)
         self._thread = threading.Thread(target=self._run, name=f"fetch-{name}", daemon=True)
         self._thread.start()
 
@@ -254,7 +255,7 @@ def _part(src: Source, fd: int, start: int, end: int, retries: int, backoff: flo
         if stop.is_set():
             raise _Stopped
         try:
-            for chunk in _get(src, {"range": (pos, end)}, _PART_CHUNK):
+            for chunk in _get(src, {"range": (pos, end)}, CHUNK):
                 if pos + len(chunk) > end:
                     raise _Refused(
                         f"{src.uri}: the store sent more than the {end - start} bytes at {start}-{end - 1} asked for "
