@@ -35,7 +35,8 @@ class S3Server:
         }
 
     def put(self, key: str, data: bytes) -> str:
-        """Upload ``data`` as ``key`` with this server's credentials; returns its ``s3://`` URI."""
+        """Upload ``data`` as ``key`` with this server's credentials, in one PUT (so its ETag is its MD5, the store's
+        checksum that a fetch verifies; a multipart upload's ETag is not); returns its ``s3://`` URI."""
         import obstore
         from obstore.store import S3Store
 
@@ -49,7 +50,7 @@ class S3Server:
             },
             client_options={"allow_http": True},
         )
-        obstore.put(store, key, data)
+        obstore.put(store, key, data, use_multipart=False)
         return f"s3://{self.bucket}/{key}"
 
 
