@@ -28,7 +28,9 @@ Policies (``POLICIES``):
      change in *stranded* GPU milli: GPUs of a node that future pods cannot use for lack of CPU, when they ask for
      CPU per GPU in the ratio of the arrivals so far (``F`` only sees CPU once a type no longer fits at all). This
      sends CPU-heavy pods to CPU-rich nodes and CPU-light pods to CPU-poor ones. Once ``STRAND_PINNED_MAX`` of the
-     arrived GPU request is pinned to models its weight drops to ``STRAND_WEIGHT_PINNED`` (step 2 then leads);
+     arrived GPU request is pinned to models its weight drops to ``STRAND_WEIGHT_PINNED`` (step 2 then leads)
+     for the pods free to go anywhere, while a pod pinned to models weighs it at ``STRAND_WEIGHT_OWN_PIN``: it
+     chooses among the few nodes of its models, whose GPUs only pods like it can use once its CPU strands them;
   4. in a CPU-tight mix (the arrivals ask for ``CPU_TIGHT`` of the cluster's CPU per GPU or more), GPU pods weigh
      FGD's change plus a best-fit term and CPU-only pods go best-fit first: stranded CPU is then the loss.
   The constants were tuned on seeds 1-3 of the variants (:mod:`kubeinfer.placement.variants`); results are
@@ -430,6 +432,8 @@ change in fragmented milli, for pods asking for at most one GPU."""
 STRAND_PINNED_MAX = 0.1
 STRAND_WEIGHT_PINNED = 0.25
 """The stranded-GPU term's weight once this share of the arrived GPU request or more is pinned to models."""
+STRAND_WEIGHT_OWN_PIN = 4.0
+"""The stranded-GPU term's weight for a pod that is itself pinned to a set of GPU models (any share pinned)."""
 CPU_TIGHT = 0.95
 """CPU-tight mix: the arrived pods ask for at least this share of the cluster's CPU per GPU."""
 CPU_TIGHT_BLEND = 0.05
@@ -499,12 +503,16 @@ class _Learner:
         after = np.maximum(g - req - (cpu_free - cpu) / ratio, 0.0)
         return np.asarray(after - before, dtype=np.float64)
 
-    def strand_weight(self) -> float:
-        """``STRAND_WEIGHT`` while few arrivals are pinned; with many, the per-model reservation decides where
-        capacity goes and a cluster-wide CPU:GPU ratio misjudges the models kept for pinned pods, so the term is
-        weighed less (``STRAND_WEIGHT_PINNED``)."""
+    def strand_weight(self, ptype: int) -> float:
+        """For a pod of type ``ptype``: ``STRAND_WEIGHT`` while few arrivals are pinned; with many, the per-model
+        reservation decides where capacity goes and a cluster-wide CPU:GPU ratio misjudges the models kept for
+        pinned pods, so the term is weighed less (``STRAND_WEIGHT_PINNED``) -- except for a pod pinned itself
+        (``STRAND_WEIGHT_OWN_PIN``): the reservation is for pods like it, and its CPU decides whether the GPUs of
+        its few nodes stay usable."""
         if self.total_gpu <= 0:
             return 0.0
+        if self.pinned[self.set_of[ptype]]:
+            return STRAND_WEIGHT_OWN_PIN
         pinned = float(self.set_gpu[self.pinned].sum())
         return STRAND_WEIGHT if pinned < STRAND_PINNED_MAX * self.total_gpu else STRAND_WEIGHT_PINNED
 
@@ -669,7 +677,7 @@ def replay(
             else:
                 delta, values = st.fgd_moves(pt, nodes)
                 if learn is not None and num <= 1:
-                    delta = delta + learn.strand_weight() * learn.strand_change(
+                    delta = delta + learn.strand_weight(pt) * learn.strand_change(
                         free_gpu.sum(axis=1), st.cpu_free[nodes], req, cpu
                     )
                 d = np.round(delta, 6)
