@@ -43,8 +43,8 @@ allowance learned from the last hour of arrivals (:meth:`Predictive.allowance`):
 level, never more than the static deployment the same history calls for. Where the router reports it, each load
 sample's :attr:`~kubeinfer.autoscale.LoadSample.peak` -- the most arrivals within an SLO-length window -- shows how
 a second's requests were bunched, which per-second counts hide and a 100 ms SLO is decided by. Until an hour of
-history has accrued, one replica beyond the level's need is held (``burst_prior``): the first burst has nothing to
-be learned from.
+history has accrued, spare capacity of one replica, fading with the history seen, is held (``burst_prior``): the
+first burst has nothing to be learned from.
 """
 
 from __future__ import annotations
@@ -135,10 +135,11 @@ class PredictiveConfig:
     the 99th percentile. Beyond it, the excess counts at the window's rate: 40 requests within 100 ms are 400
     req/s for as long as they last, which the per-second count of the same second does not show."""
     burst_prior: bool = True
-    """Until the history spans ``burst_window`` (the allowance has seen what it learns from), hold at least one
-    replica beyond the level's need: the first burst a service sees has no history to learn from (a flash crowd
-    twenty minutes after start), and one replica is the smallest step of spare capacity there is. Only while there
-    is traffic (a service at zero stays there)."""
+    """Until the history spans ``burst_window`` (the allowance has seen what it learns from), hold spare capacity of
+    one replica beyond the level, weighted by the share of the window not yet seen: the first burst a service sees
+    has no history to learn from (a flash crowd twenty minutes after start). At the start that is one more replica;
+    as history accrues, one more only where the level is within the weighted step of its count's capacity. Only
+    while there is traffic (a service at zero stays there)."""
 
     def __post_init__(self) -> None:
         if self.min_replicas < 0 or self.max_replicas < 1 or self.min_replicas > self.max_replicas:
@@ -407,6 +408,21 @@ class Predictive:
         surprise = demand[seen] - level - cfg.burst_z * np.sqrt(level * unit)
         return _excess_level(surprise, budget), envelope
 
+    def _capacity(self, n: int) -> float:
+        """The demand ``n`` replicas sustain within the SLO (the capacity curve, extended linearly)."""
+        cfg = self.config
+        if cfg.capacity_work is not None:
+            curve, per_replica = cfg.work_curve, cfg.capacity_work
+        else:
+            curve, per_replica = cfg.capacity_curve, cfg.capacity_rps
+        if n <= 0:
+            return 0.0
+        if not curve:
+            return n * per_replica
+        if n <= len(curve):
+            return curve[n - 1]
+        return curve[-1] + (n - len(curve)) * curve[-1] / len(curve)
+
     def _history_spans(self, arrivals: tuple[tuple[float, ...], ...]) -> bool:
         """The arrival history covers the burst window: the allowance has seen what an hour of traffic holds."""
         return len(arrivals) >= 2 and arrivals[-1][0] - arrivals[0][0] >= self.config.burst_window - 1.0
@@ -533,8 +549,14 @@ class Predictive:
                 desired = held
                 reason += "; BurstAllowance"
         if cfg.burst_allowance and cfg.burst_prior and level > 0 and not self._history_spans(state.arrivals):
-            # No burst seen yet, or too little history to trust that none will come: one replica of spare capacity.
-            prior = self._replicas_for(level, 1.0) + 1
+            # No burst seen yet, or too little history to trust that none will come: spare capacity of one replica,
+            # weighted by the share of the window not yet seen (the level's own slack below its count counts towards
+            # it, so the prior fades as history accrues instead of holding a whole replica until the hour is up).
+            arr = state.arrivals
+            seen = arr[-1][0] - arr[0][0] if len(arr) >= 2 else 0.0
+            weight = max(0.0, 1.0 - seen / cfg.burst_window)
+            n = self._replicas_for(level, 1.0)
+            prior = self._replicas_for(level + weight * (self._capacity(n + 1) - self._capacity(n)), 1.0)
             if prior > desired:
                 desired = prior
                 reason += "; BurstPrior"

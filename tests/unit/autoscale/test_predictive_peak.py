@@ -31,18 +31,18 @@ def _cfg(**kw: object) -> PredictiveConfig:
     return replace(base, **kw)  # type: ignore[arg-type]
 
 
-def _samples(seconds: int, bunched_every: int, peak: bool = True) -> list[LoadSample]:
-    """40 requests every second; every ``bunched_every``-th second 30 of them land within 100 ms (the count is
-    the same), the others spread evenly (at most 6 within any 100 ms). Work is their busy time."""
+def _samples(seconds: int, bunched_every: int, peak: bool = True, rate: float = 40.0) -> list[LoadSample]:
+    """``rate`` (40) requests every second; every ``bunched_every``-th second 30 of them land within 100 ms (the
+    count is the same), the others spread evenly (at most 6 within any 100 ms). Work is their busy time."""
     out = []
     for t in range(1, seconds + 1):
         p = 30.0 if bunched_every and t % bunched_every == 0 else 6.0
         out.append(
             LoadSample(
                 float(t),
-                concurrency=1.0,
-                rps=40.0,
-                work=40 * SERVICE,
+                concurrency=rate * SERVICE,
+                rps=rate,
+                work=rate * SERVICE,
                 peak=p if peak else None,
                 peak_window=WINDOW if peak else 0.0,
             )
@@ -116,13 +116,17 @@ def test_in_work_the_poisson_deviation_is_that_of_the_arrivals_counted(seed: int
     assert poisson <= 0.05 * 150 * SERVICE
 
 
-def test_the_prior_holds_one_replica_beyond_the_level_until_the_history_spans_its_time() -> None:
-    cfg = _cfg(burst_window=600.0)
-    early = _replicas(_samples(590, 0), cfg)
-    assert set(early) == {2}  # the level needs one replica; the prior adds one
-    later = _replicas(_samples(1200, 0), cfg)
-    assert later[-1] == 1  # ten minutes of smooth history: no burst to keep spare for
-    assert set(_replicas(_samples(590, 0), replace(cfg, burst_prior=False))) == {1}
+def test_the_prior_holds_a_replica_beyond_the_level_and_fades_as_the_history_spans_the_window() -> None:
+    cfg = _cfg(burst_window=1200.0)
+    # 1 Erlang needs one replica (1.2 within the SLO); until half the window is seen, the prior adds one.
+    early = _replicas(_samples(600, 0), cfg)
+    assert set(early) == {2}
+    assert _replicas(_samples(1500, 0), cfg)[-1] == 1  # the window seen, smooth: no burst to keep spare for
+    assert set(_replicas(_samples(600, 0), replace(cfg, burst_prior=False))) == {1}
+    # 0.2 Erlangs leave one replica 1 Erlang of slack: the prior's step (1.95 Erlangs, the second replica's) fills
+    # it only while more than half the window is unseen.
+    low = _replicas(_samples(1100, 0, rate=8.0), cfg)
+    assert low[0] == 2 and low[-1] == 1
 
 
 def test_the_prior_does_not_wake_a_service_without_traffic() -> None:
