@@ -511,7 +511,7 @@ class _Learner:
         its few nodes stay usable."""
         if self.total_gpu <= 0:
             return 0.0
-        if self.pinned[self.set_of[ptype]]:
+        if bool(self.pinned[int(self.set_of[ptype])]):
             return STRAND_WEIGHT_OWN_PIN
         pinned = float(self.set_gpu[self.pinned].sum())
         return STRAND_WEIGHT if pinned < STRAND_PINNED_MAX * self.total_gpu else STRAND_WEIGHT_PINNED
