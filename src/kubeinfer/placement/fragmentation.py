@@ -465,7 +465,7 @@ class _Learner:
         sets: dict[tuple[bool, ...], int] = {}
         self.set_of = np.array([sets.setdefault(tuple(row.tolist()), len(sets)) for row in types.allowed])
         self.set_models = np.array(list(sets), dtype=bool).reshape(len(sets), n_models)
-        self.pinned = ~self.set_models.all(axis=1)
+        self.pinned: npt.NDArray[np.bool_] = np.asarray(~self.set_models.all(axis=1), dtype=bool)
         self.count = np.zeros(len(types.weight))
         self.set_gpu = np.zeros(len(sets))
         self.set_cpu = np.zeros(len(sets))
