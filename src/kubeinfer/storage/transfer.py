@@ -44,9 +44,8 @@ __all__ = ["CHUNK", "PART_SIZE", "Digest", "Source", "download", "start_writebac
 log = logging.getLogger("kubeinfer.storage")
 
 CHUNK = 1 << 20
-"""Bytes per chunk handed to Python (obstore gathers the network's small frames into chunks this large). 8 MiB
-chunks cost the client 0.3 CPU-seconds a GB more than 1 MiB ones (a fresh large buffer for each), and smaller ones
-saved nothing more (``bench/storage/RESULTS.md``)."""
+"""Bytes per chunk handed to Python (obstore gathers the network's small frames into chunks this large): with 8 MiB
+chunks the client spent 2.0 CPU-seconds a GB, with 1 MiB 1.8, with 256 KiB no less (``bench/storage/chunks.py``)."""
 PART_SIZE = 8 << 20
 """Bytes per ranged GET of a parallel download (s3transfer's default part size)."""
 
@@ -82,7 +81,7 @@ class Digest:
     def __init__(self, name: str) -> None:
         self.name = name
         self._hash = hashlib.new(name, usedforsecurity=False)
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=64)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=16)
         self._thread = threading.Thread(target=self._run, name=f"fetch-{name}", daemon=True)
         self._thread.start()
 
