@@ -691,6 +691,17 @@ class AutoscalingSpec(_Strict):
             and not any(m.type in request_metrics for m in self.effective_metrics)
         ):
             raise ValueError("minReplicas 0 with policy hpa needs a request metric (concurrency, rps, ...)")
+        given = [m.type for m in self.effective_metrics] if self.metric is not None or self.metrics else []
+        if self.policy == "kpa" and (other := [t for t in given if t not in ("concurrency", "rps")]):
+            raise ValueError(
+                f"policy kpa scales on concurrency or rps only (Knative's metrics), not {other[0]!r}: use policy hpa "
+                f"for {other[0]}, or metric concurrency/rps with kpa"
+            )
+        if self.policy == "predictive" and (other := [t for t in given if t in GENERATION_METRICS]):
+            raise ValueError(
+                f"policy predictive forecasts arrivals (rps and work), it does not read {other[0]!r}: use policy hpa "
+                f"for {other[0]}"
+            )
         if self.keda is not None and self.policy != "hpa":
             raise ValueError(
                 f"keda needs policy hpa (KEDA drives an HPA); policy {self.policy!r} is run by the kubeinfer operator: "

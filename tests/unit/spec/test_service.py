@@ -24,6 +24,12 @@ def errors(text: str) -> list[str]:
     return [e.render("svc.yaml") for e in info.value.errors]
 
 
+def test_kpa_and_predictive_take_the_metrics_they_read() -> None:
+    for policy, metric in (("kpa", "rps"), ("kpa", "concurrency"), ("predictive", "rps")):
+        spec = loads_spec(MINIMAL + f"  autoscaling: {{policy: {policy}, metric: {metric}, target: 5}}\n")
+        assert spec.spec.autoscaling.effective_metrics[0].type == metric
+
+
 def test_minimal_spec_gets_kubernetes_style_defaults() -> None:
     s = loads_spec(MINIMAL)
     assert s.model_name == "iris"
@@ -50,6 +56,18 @@ def test_every_example_spec_is_valid(path: Path) -> None:
         ("  autoscaling: {minReplicas: 3, maxReplicas: 2}\n", "minReplicas (3) is larger than maxReplicas (2)"),
         ("  autoscaling: {policy: fast}\n", "spec.autoscaling.policy: must be one of 'none', 'hpa', 'kpa' or"),
         ("  autoscaling: {metric: concurrency}\n", "metric and target go together"),
+        (
+            "  autoscaling: {policy: kpa, metric: tokens, target: 50}\n",
+            "policy kpa scales on concurrency or rps only (Knative's metrics), not 'tokens': use policy hpa",
+        ),
+        (
+            "  autoscaling: {policy: kpa, metrics: [{type: rps, target: 5}, {type: cpu, target: 60}]}\n",
+            "policy kpa scales on concurrency or rps only (Knative's metrics), not 'cpu'",
+        ),
+        (
+            "  autoscaling: {policy: predictive, metric: sequences-waiting, target: 2}\n",
+            "policy predictive forecasts arrivals (rps and work), it does not read 'sequences-waiting'",
+        ),
         ("  rollout: {maxSurge: 0, maxUnavailable: 0}\n", "cannot both be 0"),
         ("  rollout: {maxSurge: 'a lot'}\n", "must be a whole number or a percentage"),
         ("  resources: {gpu: {sharing: mig}}\n", "needs migProfile"),
