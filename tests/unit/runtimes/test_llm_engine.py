@@ -83,6 +83,51 @@ def test_greedy_outputs_equal_model_generate_for_concurrent_prompts_of_different
     assert llm.engine.num_running == 0 and llm.engine.num_waiting == 0
 
 
+def test_an_arrival_gets_its_first_token_in_the_next_step_before_sixteen_running_sequences_decode(
+    llm: LLMModel,
+) -> None:
+    """Prefill before decode: with 16 sequences decoding, a request added between two steps has its first token out
+    in the very next step, ahead of that step's 16 decode tokens; one that arrives while that step's prefill pass runs
+    (here: added from the first one's output callback, on the engine's thread) joins the same step, also ahead of the
+    decode pass. Both then generate what ``model.generate`` gives for their prompts alone."""
+    model = LLMModel("tiny", "1", tiny_llm_dir(), {"maxNumSeqs": 32, "maxNumBatchedTokens": 256})
+    engine = model.build_engine()  # not started: the test runs the steps itself
+    delivered: list[str] = []  # who got an output, in delivery order
+
+    def tagged(tag: str, result: _Collected, then=None):  # type: ignore[no-untyped-def]
+        def on_output(out) -> None:  # type: ignore[no-untyped-def]
+            delivered.append(tag)
+            result(out)
+            if then is not None and len(result.tokens) == 1:
+                then()
+
+        return on_output
+
+    running = [_Collected() for _ in range(16)]
+    new, late = _Collected(), _Collected()
+    greedy = SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True)
+    with torch.no_grad():
+        for i, result in enumerate(running):
+            engine.add(model.encode(PROMPTS[i % len(PROMPTS)]), greedy, tagged("running", result))
+        engine.step()  # the 16 join
+        engine.step()
+        assert engine.num_running == 16
+        delivered.clear()
+
+        def arrive_late() -> None:
+            engine.add(model.encode(PROMPTS[3]), greedy, tagged("late", late))
+
+        engine.add(model.encode(PROMPTS[2]), greedy, tagged("new", new, then=arrive_late))
+        engine.step()
+        assert delivered == ["new", "late"] + ["running"] * 16
+        assert engine.num_running == 18 and engine.num_waiting == 0
+        while engine.num_running or engine.num_waiting:
+            engine.step()
+    assert new.tokens == _reference(llm, PROMPTS[2], 20)
+    assert late.tokens == _reference(llm, PROMPTS[3], 20)
+    assert all(r.reason == "length" for r in running)
+
+
 def test_seeded_sampling_does_not_depend_on_the_other_sequences_of_the_batch(llm: LLMModel) -> None:
     params = SamplingParams(max_tokens=12, temperature=0.9, top_p=0.9, seed=7, ignore_eos=True)
     alone = _run(llm, [(PROMPTS[1], params)])[0].tokens

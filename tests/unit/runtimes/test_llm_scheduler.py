@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kubeinfer.runtimes.llm import Scheduler, SchedulerConfig, TextTail
+from kubeinfer.runtimes.llm.scheduler import Plan
 
 
 def test_running_sequences_decode_and_waiting_ones_join_within_max_num_seqs() -> None:
@@ -41,6 +42,21 @@ def test_admission_is_first_come_first_served_a_long_prompt_is_not_overtaken() -
     assert s2.schedule().prefill == ()  # the short one, which would fit, waits behind the long one
     s2.finish(0)
     assert s2.schedule().prefill == (1,)
+
+
+def test_arrivals_during_a_steps_prefill_join_it_within_what_the_step_has_left() -> None:
+    s = Scheduler(SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=12))
+    s.add(0, 3)
+    s.schedule()
+    s.add(1, 4)
+    assert s.schedule() == Plan((1,), (0,))  # 1 decode + 4 prompt tokens of 12: 7 left, 2 places
+    s.add(2, 5)
+    s.add(3, 3)
+    s.add(4, 1)
+    assert s.join() == (2,)  # 5 of the 7 tokens left; 3 needs 3 of the 2 left, and 4 waits behind it (FCFS)
+    assert s.join() == ()
+    plan = s.schedule()  # the next step: 3 decodes, 3's prompt takes the last place, 4 waits
+    assert (plan.prefill, plan.decode) == ((3,), (0, 1, 2))
 
 
 def test_a_prompt_longer_than_the_token_budget_is_refused() -> None:

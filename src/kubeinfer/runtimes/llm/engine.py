@@ -1,11 +1,13 @@
 """The continuous-batching engine over a Hugging Face causal LM (``transformers``), on one thread of its own.
 
-A step (``scheduler.py`` decides which sequences) is at most two forward passes: one over the prompts of the sequences
-that join (left-padded to the longest, no cache), and one that decodes the next token of every running sequence. The
-running batch keeps one key/value cache, ``[rows, kv_heads, width, head_dim]`` per layer, left-padded: row ``r``'s
-first ``pads[r]`` columns are padding, masked by ``attention_mask``, and each row has its own positions
-(``position_ids``). From one decode pass to the next the cache is handed back to the model as it is (a
-``DynamicCache`` over the same tensors), so a step copies nothing beyond what the model's own cache update does. When
+A step (``scheduler.py`` decides which sequences) is at most three forward passes: one over the prompts of the
+sequences that join (left-padded to the longest, no cache), a second one for those that arrived while the first ran
+(``Scheduler.join``), and one that decodes the next token of every running sequence; the joining sequences' first
+tokens go out before the decode pass. The running batch keeps one key/value cache, ``[rows, kv_heads, width,
+head_dim]`` per layer, left-padded: row ``r``'s first ``pads[r]`` columns are padding, masked by ``attention_mask``, and
+each row has its own positions (``position_ids``). From one decode pass to the next the same ``DynamicCache`` is handed
+back to the model (it appends the new column), so a step copies nothing beyond what the model's own cache update does
+(rebuilding it over the same tensors at every pass would copy the whole cache once more). When
 a sequence ends (or its client goes away) its row is cut out and the padding every remaining row shares is trimmed;
 joining sequences' prompt caches are merged in after the decode pass, both sides padded to the wider. The result is
 the one ``model.generate`` computes for the same prompt alone (greedy outputs are tested to be identical).
@@ -21,6 +23,7 @@ tokens arrive in order).
 
 from __future__ import annotations
 
+import gc
 import inspect
 import itertools
 import logging
@@ -153,6 +156,13 @@ class Engine:
         # with the default 5 ms switch interval the server's event loop could wait that long for the GIL to answer a
         # request or send a token. A shorter interval lets it in sooner (time to first token under load).
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+        # The objects loaded so far (the model's modules, torch, transformers, the server: hundreds of thousands) live
+        # as long as the process, but a full collection of the oldest generation walks them all: a pause of hundreds of
+        # milliseconds on a small CPU, which every running sequence and every arriving request waits out (it set the
+        # tail of the time to first token). Frozen, they are out of the collector's reach (reference counting still
+        # frees them); ``stop`` gives them back to it, so that a model unloaded later can be collected.
+        gc.collect()
+        gc.freeze()
         self._thread = threading.Thread(target=self._run, name="kubeinfer-llm-engine", daemon=True)
         self._thread.start()
 
@@ -162,6 +172,7 @@ class Engine:
             self._wake.notify()
         if self._thread is not None:
             self._thread.join(timeout=5)
+            gc.unfreeze()
 
     def add(self, prompt: Sequence[int], params: SamplingParams, on_output: Callable[[Output], None]) -> int:
         """Queue a sequence; returns its id (for :meth:`abort`). The caller checked the prompt's length
@@ -201,15 +212,6 @@ class Engine:
                     self._wake.wait()
                 if self._stopped:
                     return
-                inbox, self._inbox = self._inbox, []
-                aborts, self._aborts = self._aborts, []
-            for seq in inbox:
-                self._seqs[seq.id] = seq
-                self._scheduler.add(seq.id, len(seq.prompt))
-                self.stats.prompt_tokens += len(seq.prompt)
-            for seq_id in aborts:
-                if self._scheduler.abort(seq_id):
-                    self._seqs.pop(seq_id, None)
             try:
                 self.step()
             except Exception as e:  # a bug or an out-of-memory: end every sequence of the step, keep serving
@@ -218,46 +220,73 @@ class Engine:
             if not self._seqs and self.after_pass is not None:
                 self.after_pass()  # idle now (the last sequences ended or were aborted): say so once
 
+    def _intake(self, aborts: bool) -> bool:
+        """Hand the sequences added since the last call to the scheduler (and, with ``aborts``, drop the aborted
+        ones: only between steps, when no pass holds their rows); whether any was added."""
+        with self._wake:
+            inbox, self._inbox = self._inbox, []
+            if aborts:
+                dropped, self._aborts = self._aborts, []
+        for seq in inbox:
+            self._seqs[seq.id] = seq
+            self._scheduler.add(seq.id, len(seq.prompt))
+            self.stats.prompt_tokens += len(seq.prompt)
+        if aborts:
+            for seq_id in dropped:
+                if self._scheduler.abort(seq_id):
+                    self._seqs.pop(seq_id, None)
+        return bool(inbox)
+
     def step(self) -> None:
-        """One step of continuous batching: drop the rows that ended, prefill the joining sequences (their first
-        tokens go out at once), decode one token of every running row, then add the joined ones as rows."""
+        """One step of continuous batching: take the sequences added and aborted since the last step, drop the rows
+        that ended, prefill the joining sequences (their first tokens go out at once), prefill those that arrived
+        meanwhile (once; ``Scheduler.join``), decode one token of every running row, then add the joined ones as
+        rows. The engine's thread calls it in a loop; on an engine that was not started, a caller may."""
+        self._intake(aborts=True)
         plan = self._scheduler.schedule()
         self._drop_ended()
         if plan.empty:
             return
         joined: _Rows | None = None
         if plan.prefill:
-            seqs = [self._seqs[i] for i in plan.prefill]
-            n = max(len(s.prompt) for s in seqs)
-            # left-padded prompts: row r's prompt ends at the last column, its padding is masked
-            pads = [n - len(s.prompt) for s in seqs]
-            input_ids = torch.full((len(seqs), n), self.pad_id, dtype=torch.long)
-            mask = torch.ones((len(seqs), n), dtype=torch.long)
-            positions = torch.zeros((len(seqs), n), dtype=torch.long)
-            for r, (seq, pad) in enumerate(zip(seqs, pads, strict=True)):
-                input_ids[r, pad:] = torch.tensor(seq.prompt, dtype=torch.long)
-                mask[r, :pad] = 0
-                positions[r, pad:] = torch.arange(len(seq.prompt))
-            logits, kv = self._forward(input_ids, mask, positions, None)
-            joined = _Rows(seqs, kv, pads)
-            # a joining sequence's first token goes out before the decode pass: time to first token is one
-            # prefill, not a prefill and a decode of the whole batch
-            self._deliver(self._sample(seqs, logits))
+            joined = self._prefill(plan.prefill)
+            # requests that arrived during that pass join this step too: their first tokens also go out before
+            # the decode pass, instead of after it and the next step's prefill
+            late = self._scheduler.join() if self._intake(aborts=False) else ()
+            if late:
+                joined = joined.merge(self._prefill(late))
         rows = self._rows
         if rows is not None and plan.decode:
             width = rows.width
-            count = len(rows.seqs)
             input_ids = torch.tensor([[s.tail.ids[-1]] for s in rows.seqs], dtype=torch.long)
-            mask = torch.ones((count, width + 1), dtype=torch.long)
-            positions = torch.empty((count, 1), dtype=torch.long)
-            for r, pad in enumerate(rows.pads):
-                mask[r, :pad] = 0
-                positions[r, 0] = width - pad
-            logits, rows.kv = self._forward(input_ids, mask, positions, rows.kv)
+            pads = torch.tensor(rows.pads, dtype=torch.long).unsqueeze(1)
+            # row r: its pads[r] padding columns masked, then its cache and the new token (at position width - pad)
+            mask = (torch.arange(width + 1).unsqueeze(0) >= pads).long()
+            logits, rows.cache = self._forward(input_ids, mask, width - pads, rows.cache)
             self._deliver(self._sample(rows.seqs, logits))
         if joined is not None:
             self._rows = joined if rows is None else rows.merge(joined)
         self.stats.steps += 1
+
+    def _prefill(self, ids: Sequence[int]) -> _Rows:
+        """The prompts of sequences ``ids`` in one pass (left-padded to the longest, no cache); their first tokens are
+        delivered at once. Returns their rows, to join the batch after the step's decode pass."""
+        seqs = [self._seqs[i] for i in ids]
+        n = max(len(s.prompt) for s in seqs)
+        # left-padded prompts: row r's prompt ends at the last column, its padding is masked
+        pads = [n - len(s.prompt) for s in seqs]
+        input_ids = torch.full((len(seqs), n), self.pad_id, dtype=torch.long)
+        mask = torch.ones((len(seqs), n), dtype=torch.long)
+        positions = torch.zeros((len(seqs), n), dtype=torch.long)
+        for r, (seq, pad) in enumerate(zip(seqs, pads, strict=True)):
+            input_ids[r, pad:] = torch.tensor(seq.prompt, dtype=torch.long)
+            mask[r, :pad] = 0
+            positions[r, pad:] = torch.arange(len(seq.prompt))
+        logits, cache = self._forward(input_ids, mask, positions, None)
+        # a joining sequence's first token goes out before the decode pass: time to first token is one prefill, not
+        # a prefill and a decode of the whole batch
+        self._deliver(self._sample(seqs, logits))
+        return _Rows(seqs, cache, pads, self.model.config)
 
     def _drop_ended(self) -> None:
         """Rows whose sequence finished or was aborted leave the batch cache (and its common padding is cut)."""
@@ -288,15 +317,13 @@ class Engine:
             self.after_pass()
 
     def _forward(
-        self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, kv: list[_KV] | None
-    ) -> tuple[torch.Tensor, list[_KV]]:
-        """One forward pass over a left-padded batch on top of the batch cache ``kv`` (None: no past); returns the
-        logits of each row's last token (``[rows, vocab]``, on the CPU) and the grown cache."""
-        from transformers import DynamicCache
-
-        cache = DynamicCache(config=self.model.config)
-        for layer, (keys, values) in enumerate(kv or ()):
-            cache.update(keys, values, layer)
+        self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any | None
+    ) -> tuple[torch.Tensor, Any]:
+        """One forward pass over a left-padded batch on top of the batch cache ``cache`` (a ``DynamicCache``; None:
+        no past, a new one is made); returns the logits of each row's last token (``[rows, vocab]``, on the CPU) and
+        the grown cache (the same object: the model appends to it in place)."""
+        if cache is None:
+            cache = _cache(self.model.config, ())
         kwargs: dict[str, Any] = {self._cache_arg: cache}
         if self._keep_arg:
             kwargs["logits_to_keep"] = 1
@@ -311,7 +338,7 @@ class Engine:
         grown = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
         # sampling runs on the CPU, where each sequence's seeded generator lives
         logits: torch.Tensor = out.logits[:, -1, :].float().cpu()
-        return logits, [(layer.keys, layer.values) for layer in grown.layers]
+        return logits, grown
 
     def _sample(self, seqs: list[_Seq], logits: torch.Tensor) -> list[tuple[_Seq, Output]]:
         outputs = []
@@ -334,27 +361,47 @@ _KV = tuple[torch.Tensor, torch.Tensor]
 """One layer's keys and values, ``[rows, kv_heads, width, head_dim]``."""
 
 
+def _cache(config: Any, kv: Sequence[_KV]) -> Any:
+    """A ``DynamicCache`` over ``kv`` (one entry per layer; empty: a cache the model fills)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=config)
+    for layer, (keys, values) in enumerate(kv):
+        cache.update(keys, values, layer)
+    return cache
+
+
 class _Rows:
-    """The running batch: its sequences in row order, the batch cache (left-padded: row ``r`` has ``pads[r]``
-    masked columns, then its own cache) shared by one decode pass after another while no row joins or leaves."""
+    """The running batch: its sequences in row order and the batch cache (a ``DynamicCache``, left-padded: row ``r``
+    has ``pads[r]`` masked columns, then its own cache). The same cache object goes from one decode pass to the next
+    (the model appends the new column to it) while no row joins or leaves; :meth:`select` and :meth:`merge` make a
+    new one."""
 
-    __slots__ = ("kv", "pads", "seqs")
+    __slots__ = ("cache", "config", "pads", "seqs")
 
-    def __init__(self, seqs: list[_Seq], kv: list[_KV], pads: list[int]) -> None:
+    def __init__(self, seqs: list[_Seq], cache: Any, pads: list[int], config: Any) -> None:
         self.seqs = seqs
-        self.kv = kv
+        self.cache = cache
         self.pads = pads
+        self.config = config  # the model's, for the caches select and merge make
+
+    @property
+    def kv(self) -> list[_KV]:
+        return [(layer.keys, layer.values) for layer in self.cache.layers]
 
     @property
     def width(self) -> int:
-        return int(self.kv[0][0].shape[2])
+        return int(self.cache.layers[0].keys.shape[2])
 
     def select(self, keep: list[int]) -> _Rows:
         """Only rows ``keep``; the padding every remaining row has is cut off."""
-        index = torch.tensor(keep, dtype=torch.long, device=self.kv[0][0].device)
+        kv = self.kv
+        index = torch.tensor(keep, dtype=torch.long, device=kv[0][0].device)
         cut = min(self.pads[r] for r in keep)
-        kv = [(k.index_select(0, index)[:, :, cut:], v.index_select(0, index)[:, :, cut:]) for k, v in self.kv]
-        return _Rows([self.seqs[r] for r in keep], kv, [self.pads[r] - cut for r in keep])
+        kept = [(k.index_select(0, index)[:, :, cut:], v.index_select(0, index)[:, :, cut:]) for k, v in kv]
+        return _Rows(
+            [self.seqs[r] for r in keep], _cache(self.config, kept), [self.pads[r] - cut for r in keep], self.config
+        )
 
     def merge(self, other: _Rows) -> _Rows:
         """These rows and ``other``'s, both padded on the left to the wider of the two."""
@@ -367,7 +414,8 @@ class _Rows:
             )
             for (k1, v1), (k2, v2) in zip(self.kv, other.kv, strict=True)
         ]
-        return _Rows(self.seqs + other.seqs, kv, [p + mine for p in self.pads] + [p + theirs for p in other.pads])
+        pads = [p + mine for p in self.pads] + [p + theirs for p in other.pads]
+        return _Rows(self.seqs + other.seqs, _cache(self.config, kv), pads, self.config)
 
 
 def _left_pad(t: torch.Tensor, missing: int) -> torch.Tensor:

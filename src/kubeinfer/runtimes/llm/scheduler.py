@@ -11,6 +11,14 @@ first come, first served while both limits hold:
 
 Admission stops at the first waiting sequence that does not fit rather than skipping to a smaller one behind it, so a
 long prompt is never starved by a stream of short ones.
+
+Prefills go before decodes within a step, as vLLM's scheduler does without chunked prefill: the joining sequences'
+prompts are computed first and their first tokens go out before the running batch decodes, so a new request waits for
+at most the step in progress, not for the step after it. Sequences that arrive while a step's prefill pass runs may
+still join that step (:meth:`Scheduler.join`, once per step, within what is left of both limits): under load, requests
+arrive while earlier ones are being prefilled, and without it they would wait for the running batch's decode pass and
+the next step's prefill. Once per step bounds what prefills can add to the running sequences' step (two prefill passes
+at most), so a stream of arrivals does not stall decoding.
 """
 
 from __future__ import annotations
@@ -56,6 +64,9 @@ class Scheduler:
         self.config = config
         self.waiting: deque[tuple[int, int]] = deque()  # (id, prompt tokens), in arrival order
         self.running: list[int] = []
+        # what the step being run has left of both limits, for :meth:`join` (nothing before the first step)
+        self._budget = 0
+        self._room = 0
 
     def fits(self, prompt_tokens: int) -> bool:
         """Whether a prompt this long can ever be scheduled (it must fit one step's token budget)."""
@@ -72,19 +83,28 @@ class Scheduler:
     def schedule(self) -> Plan:
         """The next step: every running sequence decodes; waiting ones join while both limits hold (FCFS)."""
         decode = tuple(self.running)
-        budget = self.config.max_num_batched_tokens - len(decode)
-        room = self.config.max_num_seqs - len(decode)
+        self._budget = self.config.max_num_batched_tokens - len(decode)
+        self._room = self.config.max_num_seqs - len(decode)
+        return Plan(self._admit(), decode)
+
+    def join(self) -> tuple[int, ...]:
+        """Waiting sequences that join the step :meth:`schedule` formed last, before its decode pass: those that
+        arrived since, FCFS within what the step has left of both limits. The caller computes their prompts in a
+        second prefill pass of the step (and asks once per step)."""
+        return self._admit()
+
+    def _admit(self) -> tuple[int, ...]:
         prefill: list[int] = []
-        while self.waiting and room > 0:
+        while self.waiting and self._room > 0:
             seq_id, tokens = self.waiting[0]
-            if tokens > budget:
+            if tokens > self._budget:
                 break
             self.waiting.popleft()
             prefill.append(seq_id)
-            budget -= tokens
-            room -= 1
+            self._budget -= tokens
+            self._room -= 1
         self.running.extend(prefill)
-        return Plan(tuple(prefill), decode)
+        return tuple(prefill)
 
     def finish(self, seq_id: int) -> None:
         """A running sequence is done: its place is free for the next step."""
