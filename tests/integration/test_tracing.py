@@ -336,3 +336,27 @@ def test_requests_are_served_after_the_exporter_process_dies(examples: Path, grp
         assert "span exporter process is gone" in s.log()
     assert s.proc is not None and s.proc.returncode == 0
     assert grpc_receiver.spans == []
+
+
+def test_a_signal_to_the_replicas_process_group_still_exports_the_spans_held(
+    examples: Path, grpc_receiver: GrpcReceiver
+) -> None:
+    """SIGTERM to the replica's whole process group (a supervisor's killpg; Ctrl-C reaches a terminal's group the same
+    way) does not end the exporter process first: the spans it holds are exported when the replica stops."""
+    env = traced_env(grpc_receiver.endpoint, "grpc", OTEL_BSP_SCHEDULE_DELAY="60000")  # held until the stop
+    s = ServerProcess(examples / "iris" / "service.yaml", grpc=False, env=env).start()
+    try:
+        (child,) = exporter_children(s.pid)
+        assert s.post("/v2/models/iris/infer", BODY, headers={"traceparent": TRACEPARENT})[0] == 200
+        os.killpg(s.pid, signal.SIGTERM)
+        assert s.wait(30) == 0
+    finally:
+        s.stop()
+    assert set(in_trace(grpc_receiver.spans)) == {
+        "POST /v2/models/{model_name}/infer",
+        "queue",
+        "batch",
+        "model",
+        "encode",
+    }
+    assert not Path(f"/proc/{child}").exists()

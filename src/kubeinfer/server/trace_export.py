@@ -102,6 +102,10 @@ class ExporterProcess:
             [sys.executable, "-m", "kubeinfer.server.trace_export", json.dumps(config)],
             pass_fds=(theirs.fileno(),),
             stdin=subprocess.DEVNULL,
+            # Its own session: a signal to the serving process's group (Ctrl-C in a terminal, a supervisor's killpg)
+            # must not end it before the serving process asks it to export what it holds; it exits by itself when
+            # the serving process is gone.
+            start_new_session=True,
             env={**os.environ, **{k: v for k, v in (env or {}).items() if k.startswith("OTEL_")}},
         )
         theirs.close()
