@@ -338,7 +338,8 @@ def replay(
         bool,
         typer.Option(
             "--bound/--no-bound",
-            help="Report the lower bound on unallocated GPUs at 100% (node-group LP and per-GPU packing).",
+            help="Report the lower bound on unallocated GPUs at 100% (node-group LP, per-GPU packing and their "
+            "join per node group).",
         ),
     ] = True,
 ) -> None:
