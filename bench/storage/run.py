@@ -101,8 +101,8 @@ VARIANTS = {  # name -> (model.sha256 given, writeback hint)
 def summary(values: list[float]) -> dict[str, float]:
     return {
         "median": round(statistics.median(values), 3),
-        "worst": round(min(values), 3),
-        "best": round(max(values), 3),
+        "lowest": round(min(values), 3),
+        "highest": round(max(values), 3),
     }
 
 
@@ -180,7 +180,7 @@ def main() -> None:
         r = result[f"{n}_ratio"]
         c = result[f"{n}_cpu_s_per_gb"]
         print(
-            f"{n}/dd per round: median {r['median']:.2f}, worst {r['worst']:.2f}, best {r['best']:.2f}; "
+            f"{n}/dd per round: median {r['median']:.2f}, worst {r['lowest']:.2f}, best {r['highest']:.2f}; "
             f"client CPU-s/GB median {c['median']:.2f}"
         )
     print(
