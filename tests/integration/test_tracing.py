@@ -289,11 +289,18 @@ def wait_for_counts(
 def test_spans_leave_through_an_exporter_process_started_and_stopped_with_the_replica(
     examples: Path, grpc_receiver: GrpcReceiver
 ) -> None:
-    """The replica's spans are exported by a child process of its own, which the replica starts with tracing and
-    stops (after it exported what it held) when it stops; the spans exported are counted in /metrics."""
+    """The replica's spans are exported by a child process of its own (at a lower priority), which the replica starts
+    with tracing and stops (after it exported what it held) when it stops; the spans exported are counted in
+    /metrics."""
     env = traced_env(grpc_receiver.endpoint, "grpc")
     with ServerProcess(examples / "iris" / "service.yaml", grpc=False, env=env) as s:
         (child,) = exporter_children(s.pid)
+        # at a lower priority than the serving process: under contention, requests go first
+        nice = min(19, os.getpriority(os.PRIO_PROCESS, s.pid) + 10)
+        deadline = time.monotonic() + 10  # it lowers its own priority as it starts
+        while os.getpriority(os.PRIO_PROCESS, child) != nice and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.getpriority(os.PRIO_PROCESS, child) == nice
         assert s.post("/v2/models/iris/infer", BODY, headers={"traceparent": TRACEPARENT})[0] == 200
         grpc_receiver.wait_for(has("POST /v2/models/{model_name}/infer", "queue", "batch", "model", "encode"))
         counts = wait_for_counts(s, lambda c: c.get("exported", 0) >= 5)

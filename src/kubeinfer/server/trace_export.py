@@ -62,6 +62,8 @@ COUNTS = struct.Struct("<QQ")
 failed)."""
 
 
+NICE = 10
+"""The exporter process's niceness above its serving process's."""
 CHUNK = 256
 """Spans per datagram at most (a datagram of more than the socket's send buffer is split)."""
 SEND_BUFFER = 1 << 22
@@ -353,6 +355,9 @@ def _builder(config: dict[str, Any]) -> Callable[[tuple[Any, ...]], Any]:
 
 def main(argv: Sequence[str]) -> int:
     config = json.loads(argv[0])
+    # Background work: under CPU contention the serving process goes first (spans wait, and past the queue's bound
+    # are dropped and counted), so that exporting does not take CPU from requests on a busy machine.
+    os.nice(NICE)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sock = socket.socket(fileno=config["fd"])
     parent = os.getppid()
