@@ -152,9 +152,11 @@ def _write_at(fd: int, chunk: Any, offset: int) -> None:
 
 
 def _get(src: Source, options: dict[str, Any], min_chunk: int) -> Iterable[Any]:
+    """The object's bytes; a ranged GET (a resume, or a part) is pinned to the listed ETag, so that the bytes already
+    received and these come from the same object even if it is replaced meanwhile."""
     import obstore
 
-    if src.pin and src.etag:
+    if src.pin and src.etag and "range" in options:
         options["if_match"] = src.etag
     result = obstore.get(src.store, src.path, options=cast("GetOptions", options) if options else None)
     return cast("Iterable[Any]", result.stream(min_chunk_size=min_chunk))
