@@ -15,7 +15,7 @@ Why each part (measured in ``bench/storage/RESULTS.md``):
 - **Ranged GETs in parallel.** One connection to a cloud store moves ~100 MB/s; AWS recommends 8-16 MiB ranges on
   several connections. Each part is written where it belongs (``pwrite``) and kept in memory only until the hashes,
   which must see the bytes in order, have been given it; at most ``concurrency + 2`` parts are in flight, so memory
-  stays bounded (``(concurrency + 2) * part_size``). A part cut short is resumed from the byte it reached, pinned to
+  stays bounded (``(concurrency + 2) * part_size``, and 16 chunks queued for each hash). A part cut short is resumed from the byte it reached, pinned to
   the ETag with ``If-Match`` like a resumed single stream.
 """
 
