@@ -144,6 +144,13 @@ def test_a_missing_az_blob_is_an_error_naming_the_uri(az: Azurite, tmp_path: Pat
     assert cache_files(tmp_path) == set()
 
 
+def test_a_missing_az_container_is_not_found_naming_the_uri(az: Azurite, tmp_path: Path) -> None:
+    uri = "az://nocontainer/model.onnx"
+    with pytest.raises(StorageError, match=rf"^{uri}: not found in the store"):
+        fetch(uri, tmp_path, env=az.env())
+    assert cache_files(tmp_path) == set()
+
+
 def test_an_az_sha256_mismatch_leaves_nothing_in_the_cache(az: Azurite, tmp_path: Path) -> None:
     data = b"weights" * 1000
     uri = az.put("sha/model.bin", data)
@@ -257,6 +264,13 @@ def test_a_broken_google_service_account_is_an_error_naming_the_uri(gcs: FakeGcs
 def test_a_missing_gs_object_is_an_error_naming_the_uri(gcs: FakeGcs, tmp_path: Path) -> None:
     uri = f"gs://{gcs.bucket}/no/such/model.onnx"
     with pytest.raises(StorageError, match=rf"^{uri}: not found in the store"):
+        fetch(uri, tmp_path, env=gcs.env())
+    assert cache_files(tmp_path) == set()
+
+
+def test_a_missing_gs_bucket_is_an_error_naming_the_uri(gcs: FakeGcs, tmp_path: Path) -> None:
+    uri = "gs://nobucket/model.onnx"
+    with pytest.raises(StorageError, match=rf"^{uri}: (not found in the store|.*no such bucket)"):
         fetch(uri, tmp_path, env=gcs.env())
     assert cache_files(tmp_path) == set()
 

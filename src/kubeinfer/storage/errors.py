@@ -36,9 +36,16 @@ def explain(uri: str, e: BaseException) -> StorageError:
     return StorageError(f"{uri}: {first}")
 
 
+_MISSING_CONTAINER = re.compile(
+    r"NoSuchBucket|ContainerNotFound|specified (bucket|container) does not exist|no bucket named|"
+    r"list request.*status code: 404"
+)
+"""A missing bucket or container: obstore reports it as a generic error (the folder check's list request fails)."""
+
+
 def is_not_found(e: BaseException) -> bool:
-    # obstore raises FileNotFoundError (with NotFoundError for older releases) for a 404
-    return isinstance(e, FileNotFoundError | _errors().NotFoundError)
+    # obstore raises FileNotFoundError (with NotFoundError for older releases) for a 404 on an object
+    return isinstance(e, FileNotFoundError | _errors().NotFoundError) or bool(_MISSING_CONTAINER.search(str(e)))
 
 
 def is_fatal(e: BaseException) -> bool:
