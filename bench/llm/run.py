@@ -1,6 +1,6 @@
 """Continuous batching against one request at a time, on the tiny example model, through a real server.
 
-    .venv/bin/python bench/llm/run.py [--streams 16] [--requests 4] [--max-tokens 64] [--repeats 3]
+    .venv/bin/python bench/llm/run.py [--streams 16] [--requests 4] [--max-tokens 64] [--repeats 3] [--against REV]
 
 Two replicas of ``examples/tiny-llm`` (its model built on first use) are started with ``kubeinfer serve``: one with
 continuous batching (``maxNumSeqs`` 32) and one that generates one sequence at a time (``maxNumSeqs`` 1: requests wait
@@ -14,7 +14,8 @@ in the engine's queue, the same code otherwise). For each:
 
 TTFT is measured by the client: request sent to the first event that carries text. Each figure is the median of
 ``--repeats`` runs. The load generator (aiohttp, one process) shares the machine with the server; the server's model
-runs on one PyTorch thread. Writes bench/llm/RESULTS.md (``--out``; the section of ``routing.py`` is kept) and prints
+runs on one PyTorch thread. ``--against REV`` also measures continuous batching as of a git revision (its ``src``
+exported to a temporary folder), side by side: a server per run, the two alternating. Writes bench/llm/RESULTS.md (``--out``; the section of ``routing.py`` is kept) and prints
 it.
 """
 
@@ -128,31 +129,63 @@ def _run(coro: Any) -> Any:
         return asyncio.run(coro)
 
 
-def measure(spec: Path, args: argparse.Namespace) -> dict[str, Any]:
+def measure(spec: Path, args: argparse.Namespace, repeats: int, src: Path | None = None) -> dict[str, Any]:
+    """``repeats`` runs (idle, then loaded) against one server; ``src``: the ``kubeinfer`` sources it runs (default:
+    this tree's)."""
     sys.path.insert(0, str(ROOT / "src"))
     from kubeinfer.testing import ServerProcess
 
-    with ServerProcess(spec, grpc=False, start_timeout=120) as server:
+    env = {"PYTHONPATH": str(src)} if src is not None else None
+    with ServerProcess(spec, grpc=False, start_timeout=120, env=env) as server:
         url = f"{server.url}/v1/completions"
         _run(_idle(url, 4, 4))  # warm-up
         runs = []
-        for _ in range(args.repeats):
+        for _ in range(repeats):
             idle = _run(_idle(url, 200, 8))
             loaded = _run(_load(url, args.streams, args.requests, args.max_tokens))
             runs.append({"idle_ttft_p99": idle["ttft_p99"], "idle_ttft_p50": idle["ttft_p50"], **loaded})
+    return summarize(runs)
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]} | {"runs": runs}
 
 
+def side_by_side(folder: Path, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Continuous batching of this tree and of ``--against`` (a git revision, its ``src`` exported), one server per
+    run, alternating which goes first, so that both see the same machine."""
+    other = folder / "against"
+    other.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against, "src"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(other)], input=archive.stdout, check=True)
+    spec = _spec(folder, "batched", 32, args.engine_process)
+    mine: list[dict[str, Any]] = []
+    theirs: list[dict[str, Any]] = []
+    for r in range(args.repeats):
+        order = [(mine, None), (theirs, other / "src")]
+        for runs, src in order if r % 2 == 0 else order[::-1]:
+            runs += measure(spec, args, 1, src)["runs"]
+    return summarize(mine), summarize(theirs)
+
+
 NOTES = """\
-Where the loaded time to first token goes: a request that arrives during a step joins at the next one (half a step
-on average, a whole one at worst), and its prefill runs first in that step; its first token is sent before the
-step's decode pass. The rest is the engine's thread and the server's event loop sharing one interpreter lock: on a
-model this small nearly all of a step is Python (the model's modules, sampling), and 16 streams keep the event loop
-busy with a few thousand server-sent events a second. With streams of equal lengths (every request 64 tokens), all
-16 finish in the same step and send their next requests in one burst; the TTFT p99 ratio was then 2.5x to 4.9x in
-earlier runs of this script. The engine in a process of its own (`--engine-process`, no shared lock) did not help
-on this 2-CPU machine: 2916 tokens/s, TTFT p50 12.4 ms loaded and 4.9 ms idle (the engine process takes one CPU, and
-the server, the client and the pipe share the other)."""
+Where the loaded time to first token goes (each request traced on this machine: sent by the client, added to the
+engine, prefill started, first token, first token with text, received): a request that arrives during a decode pass
+of the 16 rows waits for it (half a pass on average); its prefill runs first in the next step and its first token
+goes out before that step's decode pass. One that arrives while a step's prefill pass runs joins that step (a second
+prefill pass, once per step: `Scheduler.join`) instead of waiting for the decode pass and the next step's prefill.
+Two of the six prompts start with tokens that are parts of a UTF-8 character, so the client's first text comes with
+the third token: two more decode passes, of 16 or more rows under load and of one row idle; in the traces this was
+the largest part of the loaded tail (p90 17 ms loaded, 7 ms idle). Each stream's first request opens a connection,
+and the 16 arrive at once (traced: up to 35 ms before the server had read the last of them); they are 16 of the 64
+loaded samples. The rest is the engine's thread and the server's event loop sharing one interpreter lock: on a model
+this small nearly all of a step is Python (the model's modules, sampling), and 16 streams keep the event loop busy
+with a few thousand server-sent events a second. A full garbage collection walks the ~400,000 objects loaded with
+the model: 240-330 ms in the server on this machine; with them frozen after loading (`gc.freeze`, what the engine now
+does) full collections took under 5 ms.
+The engine in a process of its own (`--engine-process`, no shared lock) did not help on this 2-CPU machine: 2916
+tokens/s, TTFT p50 12.4 ms loaded and 4.9 ms idle (the engine process takes one CPU, and the server, the client and
+the pipe share the other)."""
 
 
 def main() -> int:
@@ -162,15 +195,24 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--engine-process", action="store_true", help="model.args.engineProcess: true")
+    ap.add_argument(
+        "--against",
+        metavar="REV",
+        help="also measure continuous batching as of this git revision, side by side (alternating, a server per run)",
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = ap.parse_args()
     if not (EXAMPLE / "model" / "config.json").exists():
         subprocess.run([sys.executable, str(EXAMPLE / "build.py")], check=True)
     import tempfile
 
+    against: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory() as tmp:
-        batched = measure(_spec(Path(tmp), "batched", 32, args.engine_process), args)
-        serial = measure(_spec(Path(tmp), "serial", 1, args.engine_process), args)
+        if args.against:
+            batched, against = side_by_side(Path(tmp), args)
+        else:
+            batched = measure(_spec(Path(tmp), "batched", 32, args.engine_process), args, args.repeats)
+        serial = measure(_spec(Path(tmp), "serial", 1, args.engine_process), args, args.repeats)
     load = os.getloadavg()[0]
     ratio = batched["tokens_per_s"] / serial["tokens_per_s"]
     p50_ratio = batched["ttft_p50"] / batched["idle_ttft_p50"]
@@ -188,6 +230,10 @@ def main() -> int:
         f" Medians of {args.repeats} runs. {platform.machine()}, {os.cpu_count()} CPUs, Python"
         f" {platform.python_version()}; load average {load:.1f} when the run ended (the machine is shared: the idle"
         " p99, a tail of 200 requests, moves most from run to run).",
+        "",
+        "Command: `flock /tmp/kubeinfer-bench.lock .venv/bin/python bench/llm/run.py"
+        + "".join(f" {a}" for a in sys.argv[1:])
+        + "`",
         "",
         "| engine | tokens/s (16 streams) | TTFT p50 loaded | TTFT p99 loaded | TTFT p50 idle | TTFT p99 idle |",
         "|---|---:|---:|---:|---:|---:|",
@@ -215,6 +261,29 @@ def main() -> int:
             f"{x['tokens_per_s']:.0f}, {x['ttft_p99'] * 1000:.1f} / {x['idle_ttft_p99'] * 1000:.1f}" for x in r["runs"]
         )
         lines.append(f"- {name}: {runs}")
+    if against is not None:
+        lines += [
+            "",
+            f"Side by side with `{args.against}` (continuous batching; a server per run, the two alternating; medians"
+            f" of {args.repeats} runs each):",
+            "",
+            "| sources | tokens/s | TTFT p50 loaded | TTFT p99 loaded | TTFT p50 idle | TTFT p99 idle | p99 loaded / idle |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, r in (("this tree", batched), (f"`{args.against}`", against)):
+            lines.append(
+                f"| {name} | {r['tokens_per_s']:.0f} | {r['ttft_p50'] * 1000:.1f} ms | {r['ttft_p99'] * 1000:.1f} ms |"
+                f" {r['idle_ttft_p50'] * 1000:.1f} ms | {r['idle_ttft_p99'] * 1000:.1f} ms |"
+                f" {r['ttft_p99'] / r['idle_ttft_p99']:.2f}x |"
+            )
+        lines += [
+            "",
+            f"- `{args.against}` per run: "
+            + "; ".join(
+                f"{x['tokens_per_s']:.0f}, {x['ttft_p99'] * 1000:.1f} / {x['idle_ttft_p99'] * 1000:.1f}"
+                for x in against["runs"]
+            ),
+        ]
     lines += ["", NOTES]
     text = "\n".join(lines) + "\n"
     old = args.out.read_text() if args.out.exists() else ""
