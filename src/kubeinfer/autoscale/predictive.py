@@ -374,10 +374,10 @@ class Predictive:
         cfg = self.config
         if len(arrivals) < 2 or arrivals[-1][0] - arrivals[0][0] < cfg.burst_min_history:
             return 0.0, math.inf
-        t = np.fromiter((a[0] for a in arrivals), float, len(arrivals))
-        v = np.fromiter((a[1] for a in arrivals), float, len(arrivals))
-        peak = np.fromiter((a[2] if len(a) > 2 else a[1] for a in arrivals), float, len(arrivals))
-        window = np.fromiter((a[3] if len(a) > 3 else 1.0 for a in arrivals), float, len(arrivals))
+        cols = np.array(arrivals, dtype=float)  # one conversion: the samples are tuples of one length
+        t, v = cols[:, 0], cols[:, 1]
+        peak = cols[:, 2] if cols.shape[1] > 2 else v
+        window = cols[:, 3] if cols.shape[1] > 3 else np.ones_like(v)
         cum = np.concatenate(([0.0], np.cumsum(v)))
         unit = 1.0  # demand per request counted in a sample: Poisson counts n have variance n, demand unit^2 n
         if service is not None and math.isfinite(service) and service > 0:
