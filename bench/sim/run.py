@@ -14,7 +14,8 @@ Scenarios (documented in RESULTS.md):
 - spike: the same classifier, 50 req/s with a surge to 200 req/s for 10 minutes (60 s ramps), one hour.
 - azure: an LLM on the real Azure conversation trace (one hour, 19k requests): 8 sequences per replica,
   150 ms + 0.15 ms/context token + 20 ms/generated token; SLO 1 s on the wait before service (time to first
-  token, less prefill); start-up 60 s.
+  token, less prefill); start-up 60 s. Also an hpa on ``tokens`` (generated tokens/s per replica) at 70% of a
+  replica's tokens/s with all 8 sequences busy under that cost model (``llm_tokens_spec``).
 """
 
 from __future__ import annotations
@@ -73,6 +74,19 @@ def llm_spec(gpu: bool = False) -> ServiceSpec:
             },
         }
     )
+
+
+def llm_tokens_spec(trace, opts: SimOptions) -> ServiceSpec:
+    """The azure spec as a generative model's, its hpa on ``tokens`` at 70% of a replica's generated tokens/s when
+    all its sequences are busy: slots x (the trace's generated tokens / its slot-seconds under the cost model)."""
+    base = llm_spec()
+    slots = base.autoscaling.kpa.containerConcurrency
+    service = opts.service.service_times(trace, opts.seed)
+    capacity = slots * float(trace.columns["GeneratedTokens"].sum()) / float(service.sum())
+    doc = base.model_dump(exclude_unset=True)
+    doc["model"] = {"format": "llm", "uri": "./llm", "version": "1"}
+    doc["autoscaling"].update(metric="tokens", target=round(0.7 * capacity, 1))
+    return ServiceSpec.model_validate(doc)
 
 
 GENERATED = {
@@ -263,6 +277,19 @@ def main() -> None:
             "kpa": [("70%", by["kpa"].slo_attainment, by["kpa"].replica_seconds / 3600)],
             "predictive": [("default", by["predictive"].slo_attainment, by["predictive"].replica_seconds / 3600)],
         }
+        if "GeneratedTokens" in trace.columns and name == "azure":
+            spec = llm_tokens_spec(trace, opts)
+            tc = compare(spec, trace, ["hpa"], opts)
+            s = tc.summaries[0]
+            print(f"{name}: hpa on tokens, target {spec.autoscaling.target:g} tokens/s per replica", flush=True)
+            points["hpa"].append(("tokens", s.slo_attainment, s.replica_seconds / 3600))
+            rows.append(
+                {
+                    "trace": name, "policy": "hpa (tokens)", "att": f"{s.slo_attainment:.2%}", "p50": f"{s.p50_ms:.0f}",
+                    "p99": f"{s.p99_ms:.0f}", "dropped": s.dropped, "rh": f"{s.replica_seconds / 3600:.1f}",
+                    "vs": f"{s.vs_oracle:.2f}x", "events": s.scaling_events, "secs": f"{tc.seconds['hpa']:.1f}",
+                }
+            )  # fmt: skip
         variants = [("kpa", f"kpa@{t:g}%", with_kpa_target(spec_fn(), t)) for t in _floats(args.kpa_targets)]
         variants += [
             ("predictive", f"predictive@{h:g}", with_predictive_headroom(spec_fn(), h))

@@ -31,6 +31,12 @@ Model (the choices and why):
   every ``pod_metric_scrape`` seconds (so up to that old); load is spread evenly over ready pods (the router
   balances it), pods still starting report no metrics (missing, in the HPA's sense). cpu is the busy share of the
   slots times the cpu request; gpu-utilization the busy share in percent; queue-depth the queued requests.
+  For a generative model (the run is given each request's generated tokens) the replicas also report the token
+  signals of ``kubeinfer up``: ``tokens``, generated tokens per second over the last ``TOKENS_WINDOW`` whole seconds
+  before the scrape (the replica's ``kubeinfer_generation_tokens_per_second``), a request's tokens spread evenly
+  over the time it is served; and ``sequences-waiting``, the queued requests (the slots stand for the engine's
+  running batch, so a queued request is a sequence waiting for a place in it). Both are per ready replica, and
+  their service-wide sums go into ``external`` as ``kubeinfer up`` gives them.
 - **Ticks.** The policy runs every ``tick`` seconds, first at ``tick`` (one period after the start, as Knative's
   decider and the HPA controller first decide); :mod:`kubeinfer.sim.scenario` takes it from
   :func:`kubeinfer.autoscale.sync_period`, the period ``kubeinfer up`` and the operator use. The decision is carried
@@ -61,6 +67,9 @@ FloatArr = npt.NDArray[np.float64]
 IntArr = npt.NDArray[np.int64]
 
 _READY, _TICK, _SCAN, _NODE = 0, 1, 2, 3
+
+TOKENS_WINDOW = 10
+"""Whole seconds of the ``tokens`` gauge's window (the LLM engine's ``tokens_per_second``)."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +123,8 @@ class RunResult:
     """``(created, ready, ended)`` per pod; ``ready`` is NaN for a pod removed before it was ready."""
     timeline: dict[str, Any] = field(default_factory=dict)
     """Per-second arrays: ``arrivals``, ``in_system`` (time-averaged), ``busy``, ``ready``, ``replicas``
-    (pods that exist, billed), ``desired`` and ``buffering`` (the policy asked the router to buffer)."""
+    (pods that exist, billed), ``desired`` and ``buffering`` (the policy asked the router to buffer); ``tokens``
+    (generated per second) when the run had per-pod metrics and token counts."""
     decisions: list[tuple[float, int, str]] = field(default_factory=list)
     """Scale changes: (time, replicas, reason)."""
     nodes: NodeCost | None = None
@@ -131,9 +141,19 @@ class RunResult:
 
 
 class _Sim:
-    def __init__(self, arrivals: FloatArr, service: FloatArr, duration: float, policy: Policy[Any], cfg: EngineConfig):
+    def __init__(
+        self,
+        arrivals: FloatArr,
+        service: FloatArr,
+        duration: float,
+        policy: Policy[Any],
+        cfg: EngineConfig,
+        tokens: FloatArr | None = None,
+    ):
         self.arr = np.ascontiguousarray(arrivals, dtype=np.float64)
         self.svc = np.ascontiguousarray(service, dtype=np.float64)
+        # Generated tokens per request; only the HPA's per-pod samples read them.
+        self.tokens = np.ascontiguousarray(tokens, dtype=np.float64) if tokens is not None and cfg.pod_metrics else None
         n = len(self.arr)
         self.duration = duration
         self.policy = policy
@@ -175,6 +195,13 @@ class _Sim:
         self.ds_cnt = np.zeros(h)  # served departures
         self.ds_frac = np.zeros(h)
         self.hist_p = 0  # requests [0, hist_p) are in the histograms
+        # Tokens generated in each second: partial first and last seconds of each request, plus a difference array
+        # of the rate over its whole seconds between; tok_done seconds of tok are final.
+        self.tok_part = np.zeros(h)
+        self.tok_diff = np.zeros(h + 1)
+        self.tok = np.zeros(n_sec)
+        self.tok_done = 0
+        self.tok_rate = 0.0
         self.in_system = np.zeros(n_sec)
         self.busy = np.zeros(n_sec)
         self.k_done = 0  # seconds [0, k_done) have final integrals
@@ -268,7 +295,42 @@ class _Sim:
             if served.any():
                 self._hist(self.s_cnt, self.s_frac, st[served], base)
                 self._hist(self.ds_cnt, self.ds_frac, en[served], base)
+        if self.tokens is not None:
+            tok = self.tokens[lo:hi]
+            if not served.all():
+                st, en, tok = st[served], en[served], tok[served]
+            if len(st):
+                self._spread_tokens(st, en, tok)
         self.hist_p = hi
+
+    def _spread_tokens(self, st: FloatArr, en: FloatArr, tok: FloatArr) -> None:
+        """Add each request's tokens to the seconds it is served in, evenly over its service time."""
+        last = len(self.tok_part) - 1
+        ks = np.minimum(st.astype(np.int64), last)
+        ke = np.minimum(en.astype(np.int64), last)
+        base = int(ks.min())
+        top = int(ke.max())
+        width = top - base + 1
+        span = ke > ks
+        rate = np.where(span, tok / np.where(span, en - st, 1.0), 0.0)
+        first = np.where(span, rate * (ks + 1 - st), tok)  # all of it when the request starts and ends in one second
+        self.tok_part[base : top + 1] += np.bincount(ks - base, weights=first, minlength=width)
+        if span.any():
+            ks, ke, rate, en = ks[span] - base, ke[span], rate[span], en[span]
+            self.tok_part[base : top + 1] += np.bincount(ke - base, weights=rate * (en - ke), minlength=width)
+            diff = np.bincount(ks + 1, weights=rate, minlength=width + 1)
+            diff -= np.bincount(ke - base, weights=rate, minlength=width + 1)
+            self.tok_diff[base : top + 2] += diff
+
+    def _tokens_until(self, k_end: int) -> None:
+        """Final tokens per second for seconds [tok_done, k_end): every request starting before them is committed."""
+        k0 = self.tok_done
+        if k_end <= k0:
+            return
+        rate = self.tok_rate + np.cumsum(self.tok_diff[k0:k_end])
+        self.tok[k0:k_end] = self.tok_part[k0:k_end] + rate
+        self.tok_rate = float(rate[-1])
+        self.tok_done = k_end
 
     def _integrals(self, k_end: int) -> None:
         """Final time-averaged requests in the system and in service for seconds [k_done, k_end)."""
@@ -401,7 +463,12 @@ class _Sim:
             total_busy = float(self.busy[k0:k1].sum()) / span
             total_rps = float(self.a_cnt[k0:k1].sum()) / span
             queued = max(0.0, total_n - total_busy)
-            external = {"concurrency": total_n, "rps": total_rps, "queue-depth": queued}
+            external = {"concurrency": total_n, "rps": total_rps, "queue-depth": queued, "sequences-waiting": queued}
+            total_tokens: float | None = None
+            if self.tokens is not None:
+                self._tokens_until(k1)
+                total_tokens = float(self.tok[max(0, k1 - TOKENS_WINDOW) : k1].sum()) / TOKENS_WINDOW
+                external["tokens"] = total_tokens
             requests = {"cpu": cfg.cpu_request}
             samples = []
             if ready:
@@ -412,7 +479,10 @@ class _Sim:
                     "queue-depth": queued / ready,
                     "cpu": share * cfg.cpu_request,
                     "gpu-utilization": 100.0 * share,
+                    "sequences-waiting": queued / ready,
                 }
+                if total_tokens is not None:
+                    metrics["tokens"] = total_tokens / ready
                 for pid in self.ready_ids:
                     created, ready_at, _ = self.pods[pid]
                     samples.append(
@@ -490,6 +560,10 @@ class _Sim:
                 progress(t1)
         self.advance(math.inf)
         self._integrals(self.n_sec)
+        timeline_tokens: dict[str, FloatArr] = {}
+        if self.tokens is not None:
+            self._tokens_until(self.n_sec)
+            timeline_tokens["tokens"] = self.tok
         end_t = float(self.n_sec)
         pods = np.array(self.pods, dtype=np.float64).reshape(-1, 3)
         alive = np.isnan(pods[:, 2])
@@ -515,6 +589,7 @@ class _Sim:
                 "replicas": self.pods_tl,
                 "desired": self.desired_tl,
                 "buffering": self.buffer_tl,
+                **timeline_tokens,
             },
             decisions=self.decisions,
             nodes=self.nodes.cost(end_t) if self.nodes is not None else None,
@@ -528,10 +603,14 @@ def simulate_policy(
     policy: Policy[Any],
     config: EngineConfig,
     progress: Callable[[float], None] | None = None,
+    tokens: FloatArr | None = None,
 ) -> RunResult:
-    """Run one policy over a trace (arrival times sorted, service seconds per request); see the module docstring."""
+    """Run one policy over a trace (arrival times sorted, service seconds per request); see the module docstring.
+    ``tokens``: generated tokens per request, for the ``tokens`` pod metric of a generative model."""
     if len(arrivals) != len(service):
         raise ValueError(f"{len(arrivals)} arrivals but {len(service)} service times")
+    if tokens is not None and len(tokens) != len(arrivals):
+        raise ValueError(f"{len(arrivals)} arrivals but {len(tokens)} token counts")
     if len(arrivals) > 1 and bool(np.any(np.diff(arrivals) < 0)):
         raise ValueError("arrival times must be sorted")
-    return _Sim(arrivals, service, duration, policy, config).run(progress)
+    return _Sim(arrivals, service, duration, policy, config, tokens).run(progress)

@@ -28,12 +28,14 @@ from kubeinfer.sim.nodes import NodeModel, NodeSetup, pod_from_requests
 from kubeinfer.sim.oracle import OracleResult, SloBasis, oracle
 from kubeinfer.sim.report import OracleSummary, PerReplicaHour, PolicySummary, summarize, summarize_oracle
 from kubeinfer.sim.service import ServiceModel
-from kubeinfer.sim.traces import Trace
+from kubeinfer.sim.traces import Trace, TraceError
 from kubeinfer.spec.service import AutoscalingSpec, ServiceSpec
 
 __all__ = ["POLICIES", "Comparison", "SimOptions", "compare"]
 
 POLICIES = ("hpa", "kpa", "predictive", "none")
+TOKENS_COLUMN = "GeneratedTokens"
+"""The trace column of each request's generated tokens: what the ``tokens`` metric counts."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,21 @@ def _replica_pod(spec: ServiceSpec) -> Any:
     )
 
 
+def _generated_tokens(auto: AutoscalingSpec, trace: Trace) -> Any:
+    """The trace's ``GeneratedTokens`` column when a metric needs it (hpa on ``tokens``); None when none does."""
+    column = trace.columns.get(TOKENS_COLUMN)
+    if column is not None:
+        return column
+    if any(m.type == "tokens" for m in auto.effective_metrics):
+        have = ", ".join(trace.columns) or "none"
+        raise TraceError(
+            f"autoscaling metric 'tokens' needs each request's generated tokens: trace {trace.name!r} has no "
+            f"{TOKENS_COLUMN!r} column (columns: {have}); use a trace with it, e.g. the Azure LLM trace or a "
+            "generated one with tokens=conv"
+        )
+    return None
+
+
 def compare(
     spec: ServiceSpec,
     trace: Trace,
@@ -143,6 +160,8 @@ def compare(
 
     opts = options or SimOptions()
     auto = spec.autoscaling
+    if "hpa" in policies:
+        _generated_tokens(auto, trace)  # before the oracle: a trace without the column fails at once
     slots = _slots(spec, opts)
     service_model = replace(opts.service, slots=slots)
     service = service_model.service_times(trace, opts.seed)
@@ -194,6 +213,9 @@ def compare(
             cap = max(orc.capacity_per_replica, 1e-6)
             a = a.model_copy(update={"predictive": auto.predictive.model_copy(update={"capacityRps": cap})})
             notes.append(f"predictive: capacityRps not in the spec; using the oracle's {cap:.3g} req/s per replica")
+        tokens = None
+        if name == "hpa":
+            tokens = _generated_tokens(a, trace)
         policy: Policy[Any]
         if name == "predictive" and opts.capacity_curve:
             # The pooled capacity of n replicas (the oracle's Erlang model): what a profile at scale would give.
@@ -225,7 +247,7 @@ def compare(
         if progress is not None:
             cb = (lambda n: lambda t: progress(n, t))(name)  # bind the name now
         t0 = time.perf_counter()
-        run = simulate_policy(trace.arrivals, service, trace.duration, policy, cfg, cb)
+        run = simulate_policy(trace.arrivals, service, trace.duration, policy, cfg, cb, tokens)
         seconds[name] = time.perf_counter() - t0
         runs[name] = run
         summaries.append(
