@@ -280,6 +280,7 @@ def main() -> None:
         if "GeneratedTokens" in trace.columns and name == "azure":
             spec = llm_tokens_spec(trace, opts)
             tc = compare(spec, trace, ["hpa"], opts)
+            (OUT / f"{name}-hpa-tokens.json").write_text(json.dumps(tc.to_json(), indent=2))
             s = tc.summaries[0]
             print(f"{name}: hpa on tokens, target {spec.autoscaling.target:g} tokens/s per replica", flush=True)
             points["hpa"].append(("tokens", s.slo_attainment, s.replica_seconds / 3600))
