@@ -21,6 +21,7 @@ from typing import Any
 
 from kubeinfer.local.control import BadRequest, ControlError, ControlServer
 from kubeinfer.local.controller import ControllerError, ServiceController
+from kubeinfer.local.controller.observer import peak_window
 from kubeinfer.local.controller.status import Endpoint, RouterCounters
 from kubeinfer.local.dashboard import Dashboard, DashboardOptions
 from kubeinfer.local.gpu import NvmlInventory
@@ -76,6 +77,7 @@ class Platform:
             ),
             on_buffered=self._on_buffered,
             replica_metrics=True,  # the replicas' families on the router's /metrics (docs/metrics.md)
+            peak_window=peak_window(spec),  # the burst signal of the load samples (LoadSample.peak)
         )
         self.router.set_routing(RoutingPolicy.from_spec(spec))  # spec.routing: by tokens for format llm
         self.controller = ServiceController(
@@ -137,6 +139,8 @@ class Platform:
         except ControllerError as e:
             raise ControlError(str(e)) from None
         self.router.set_routing(RoutingPolicy.from_spec(svc.spec))
+        if peak_window(svc.spec) != self.router.stats().peak_window:
+            self.router.set_peak_window(peak_window(svc.spec))
         return {"message": msg}
 
     async def _scale(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -153,6 +153,9 @@ class FakeLoad:
     rps: float = 0.0
     revisions: dict[int, Counters] = field(default_factory=dict)
     """Each revision's response counters (what a canary's analysis reads)."""
+    peak: int = 0
+    peak_window: float = 0.0
+    """The most requests within any ``peak_window`` seconds of the last second (0: not counted)."""
 
 
 class FakeRouter:
@@ -185,6 +188,8 @@ class FakeRouter:
             rps=self.load.rps,
             revisions=dict(self.load.revisions),
             split=self.splits[-1] if self.splits else None,
+            peak=self.load.peak,
+            peak_window=self.load.peak_window,
         )
 
 

@@ -91,3 +91,24 @@ def test_scale_takes_a_whole_number_only(tmp_path: Path, body: dict[str, Any], m
     platform = Platform(svc, tmp_path, LocalSettings(home=tmp_path))
     with pytest.raises(BadRequest, match=message):
         asyncio.run(platform._scale(body))
+
+
+def test_the_router_counts_peaks_in_the_slo_window_of_the_spec_applied(tmp_path: Path) -> None:
+    """`kubeinfer up`'s router counts the most requests within the SLO's length, the window `simulate` reports the
+    peak in; an apply that changes the SLO changes the window."""
+
+    def doc(slo_ms: float) -> dict[str, Any]:
+        return {
+            "apiVersion": "kubeinfer.io/v1alpha1",
+            "kind": "InferenceService",
+            "metadata": {"name": "svc"},
+            "spec": {
+                "model": {"format": "python", "className": "m:M"},
+                "autoscaling": {"policy": "predictive", "predictive": {"capacityRps": 5, "sloLatencyMs": slo_ms}},
+            },
+        }
+
+    platform = Platform(validate_spec(doc(250)), tmp_path, LocalSettings(home=tmp_path))
+    assert platform.router.stats().peak_window == 0.25
+    asyncio.run(platform._apply({"spec": doc(40)}))
+    assert platform.router.stats().peak_window == 0.04

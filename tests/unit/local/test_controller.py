@@ -14,6 +14,7 @@ import pytest
 
 from kubeinfer.lifecycle.backoff import BackoffConfig
 from kubeinfer.local.controller import ControllerError, ServiceController
+from kubeinfer.local.controller.observer import peak_window
 from kubeinfer.local.gpu import GpuError
 from kubeinfer.local.metrics import ReplicaMetrics
 from kubeinfer.local.resources import CgroupV2, CpuQuota
@@ -376,6 +377,30 @@ def test_load_samples_carry_the_replicas_busy_time_as_work(tmp_path: Path) -> No
         await h.c.sync(h.clock.monotonic(), ())
         sample = h.c._sample_load(h.clock.monotonic())
         assert sample.work == pytest.approx(0.75)  # 1.5 busy seconds over 2 s
+
+    run(tmp_path, body, svc)
+
+
+def test_load_samples_carry_the_routers_peak_arrivals_for_the_policy(tmp_path: Path) -> None:
+    """The router's most requests within its window (the SLO's length) reaches the policy's observation as
+    LoadSample.peak, as the simulator reports it; a router that counts none reports no peak."""
+    svc = service(
+        replicas=1, autoscaling={"policy": "predictive", "predictive": {"sloLatencyMs": 250, "capacityRps": 20}}
+    )
+
+    async def body(h: Harness) -> None:
+        await h.run(2)
+        window = peak_window(h.c.svc.spec)
+        assert window == 0.25
+        h.router.load.rps, h.router.load.peak, h.router.load.peak_window = 10.0, 7, window
+        now = h.clock.monotonic()
+        sample = h.c._sample_load(now)
+        assert (sample.rps, sample.peak, sample.peak_window) == (10.0, 7.0, 0.25)
+        obs = h.c.observer.observation(h.c.supervisor.live(), (sample,), now, h.c.svc.spec, h.c.desired)
+        assert obs.load[-1].peak == 7.0
+        h.router.load.peak_window = 0.0
+        sample = h.c._sample_load(h.clock.monotonic())
+        assert (sample.peak, sample.peak_window) == (None, 0.0)
 
     run(tmp_path, body, svc)
 

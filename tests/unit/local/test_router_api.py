@@ -4,9 +4,11 @@ requests, tries and retries, through the retry budget."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 
 import pytest
 
+import kubeinfer.local.router.router as router_module
 from kubeinfer.local.router import Backend, Router
 from kubeinfer.local.router.api import RouterApi
 
@@ -68,3 +70,33 @@ def test_grpc_tries_skip_backends_without_grpc(grpc: bool) -> None:
         ids.add(st.id)
         r.end_try(st)
     assert ids == ({"both"} if grpc else {"http-only", "both"})
+
+
+def test_the_peak_of_accepted_requests_is_read_with_the_rate_of_the_same_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each accepted request (either front) is an arrival of the peak window; the tick closes its second with the
+    rate's, and stats() reads both (non-destructively: the canary analysis and the status read stats() too)."""
+    times: Iterator[float] = iter([0.30, 0.32, 0.34, 0.80, 1.20])
+    monkeypatch.setattr(router_module.time, "monotonic", lambda: next(times))
+    r = Router(peak_window=0.1)
+    for _ in range(4):
+        r.request_accepted()
+    r._tick(1.0)
+    assert (r.stats().rps, r.stats().peak, r.stats().peak_window) == (4.0, 3, 0.1)
+    assert r.stats().peak == 3
+    r.request_accepted()
+    r._tick(2.0)
+    assert (r.stats().rps, r.stats().peak) == (1.0, 1)
+    r.set_peak_window(0.0)
+    assert (r.stats().peak, r.stats().peak_window) == (0, 0.0)
+    r.request_accepted()  # counted without a clock read (the iterator is spent: a read would raise)
+    with pytest.raises(ValueError, match="peak_window must be a number of seconds >= 0"):
+        r.set_peak_window(-0.1)
+
+
+def test_without_a_peak_window_the_router_counts_no_peak() -> None:
+    r = Router()
+    r.request_accepted()
+    r._tick(1.0)
+    assert (r.stats().rps, r.stats().peak, r.stats().peak_window) == (1.0, 0, 0.0)

@@ -1,4 +1,5 @@
-"""The router's pure decisions: power of two choices, the retry budget and the per-second window."""
+"""The router's pure decisions: power of two choices, the retry budget, the per-second window and the peak of
+arrivals within a sliding window."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kubeinfer.local.router.core import RateWindow, RetryBudget, pick
+from kubeinfer.local.router.core import ArrivalPeak, RateWindow, RetryBudget, pick
 
 
 @dataclass(eq=False)
@@ -100,6 +102,76 @@ def test_rate_window_counts_closed_and_open_seconds() -> None:
 def test_rate_window_rejects_empty_window() -> None:
     with pytest.raises(ValueError, match="seconds must be an integer >= 1"):
         RateWindow(0, 0.0)
+
+
+def test_arrival_peak_counts_the_most_arrivals_within_the_window() -> None:
+    p = ArrivalPeak(0.1, now=0.0)
+    for t in (0.10, 0.15, 0.19, 0.50, 0.55, 0.60, 0.62, 0.64):
+        p.add(t)
+    # (0.10, 0.15, 0.19) within 0.1 s; 0.55..0.64 are four, 0.50 fell out of (0.54, 0.64]
+    p.advance(1.0)
+    assert p.last_second() == 4
+    p.add(1.0)
+    p.add(1.1)  # exactly one window apart: (1.0, 1.1] no longer holds 1.0
+    p.advance(2.0)
+    assert p.last_second() == 1
+    p.advance(3.0)  # a second without arrivals
+    assert p.last_second() == 0
+
+
+def test_arrival_peak_sees_a_burst_across_a_read_boundary_whole() -> None:
+    """A burst across a second's edge counts in the second of its last arrival with its earlier part too, as the
+    simulator counts it; the earlier second keeps its own part."""
+    p = ArrivalPeak(0.1, now=0.0)
+    for t in (0.95, 0.97, 0.99):
+        p.add(t)
+    p.advance(1.0)
+    assert p.last_second() == 3
+    for t in (1.01, 1.03):
+        p.add(t)
+    p.advance(2.0)
+    assert p.last_second() == 5
+    p.add(2.5)
+    p.advance(4.0)  # the read skipped a whole second: nothing is the last second's, as RateWindow.last_second
+    assert p.last_second() == 0 and len(p.recent) == 1 and not p.pending
+
+
+def sim_peaks(arrivals: list[float], window: float, seconds: int) -> list[int]:
+    """Per-second peaks as ``sim.engine`` computes them from a whole trace."""
+    arr = np.asarray(arrivals)
+    within = np.arange(1, len(arr) + 1) - np.searchsorted(arr, arr - window, side="right")
+    out = [0] * seconds
+    for t, n in zip(arr, within, strict=True):
+        out[int(t)] = max(out[int(t)], int(n))
+    return out
+
+
+@given(
+    st.lists(st.floats(0.0, 5.999, allow_nan=False), max_size=200),
+    st.sampled_from([0.01, 0.05, 0.1, 0.25, 1.0, 2.5]),
+)
+def test_arrival_peak_matches_the_simulators_count(arrivals: list[float], window: float) -> None:
+    """Counted at every housekeeping tick (50 ms) and read once a second, the router's counter gives what the
+    simulator reports for the same arrivals."""
+    arrivals.sort()
+    p = ArrivalPeak(window, now=0.0)
+    seen = []
+    i = 0
+    for tick in range(1, 121):
+        now = tick / 20
+        while i < len(arrivals) and arrivals[i] < now:
+            p.add(arrivals[i])
+            i += 1
+        p.advance(now)
+        if tick % 20 == 0:
+            seen.append(p.last_second())
+    assert seen == sim_peaks(arrivals, window, 6)
+
+
+@pytest.mark.parametrize("window", [0.0, -1.0, float("inf"), float("nan")])
+def test_arrival_peak_rejects_a_window_that_is_not_a_positive_number(window: float) -> None:
+    with pytest.raises(ValueError, match="window must be a number of seconds > 0"):
+        ArrivalPeak(window, 0.0)
 
 
 def test_retry_budget_floor_allows_retries_without_traffic() -> None:

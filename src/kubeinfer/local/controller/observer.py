@@ -1,7 +1,8 @@
 """The load observer: what the autoscaling policies and the VPA recommender see of this service.
 
 Every second the controller takes a load sample from the router's counters (requests outstanding per backend and
-buffered while no replica is ready, requests/s) and the replicas' busy time; every sync period it scrapes each
+buffered while no replica is ready, requests/s, and the most requests within any :func:`peak_window` -- the SLO's
+length, as the simulator counts it) and the replicas' busy time; every sync period it scrapes each
 replica and turns the scrape and the samples into one :class:`~kubeinfer.autoscale.Observation` (per pod:
 concurrency, rps, queue depth, CPU cores, resident memory, and for a generative model's replica the token signals
 ``sequences-waiting`` and ``tokens``, as the HPA's metrics API would report them) and one
@@ -24,10 +25,17 @@ from kubeinfer.local.resources import cpu_cores
 from kubeinfer.local.router import RouterStats
 from kubeinfer.spec.service import ServiceSpec
 
-__all__ = ["LoadObserver", "generation_metrics", "router_load"]
+__all__ = ["LoadObserver", "generation_metrics", "peak_window", "router_load"]
 
 LOAD_HISTORY = 600
 """Load samples kept (one a second: ten minutes, the longest window a policy looks back)."""
+
+
+def peak_window(spec: ServiceSpec) -> float:
+    """Seconds of the window the router counts its peak arrivals in (``LoadSample.peak``): the SLO's length,
+    ``autoscaling.predictive.sloLatencyMs``, whatever the policy (the others ignore it), as ``kubeinfer simulate``
+    reports it (``sim.scenario``)."""
+    return spec.autoscaling.predictive.sloLatencyMs / 1000.0
 
 
 def router_load(stats: RouterStats) -> tuple[dict[str, float], float, float]:
@@ -50,10 +58,20 @@ class LoadObserver:
 
     def sample(self, replicas: list[Replica], now: float) -> LoadSample:
         """One load sample: the router's counters now, and the ready replicas' busy rate from their last scrape."""
-        per, buffered, rps = router_load(self.router.stats())
+        stats = self.router.stats()
+        per, buffered, rps = router_load(stats)
         rates = [r.busy_rate for r in replicas if r.machine.ready and r.busy_rate is not None]
         work = sum(rates) if rates else None
-        sample = LoadSample(now, concurrency=sum(per.values()) + buffered, rps=rps, work=work)
+        # the peak of the same last whole second as rps, when the router counts one
+        peak = float(stats.peak) if stats.peak_window > 0 else None
+        sample = LoadSample(
+            now,
+            concurrency=sum(per.values()) + buffered,
+            rps=rps,
+            work=work,
+            peak=peak,
+            peak_window=stats.peak_window if peak is not None else 0.0,
+        )
         self.loads.append(sample)
         self.loads = self.loads[-LOAD_HISTORY:]
         self.outstanding = per

@@ -10,6 +10,8 @@
   retries possible at low traffic. So retries can add at most ``ratio`` of load (plus the floor) and a failing
   backend cannot multiply traffic into a retry storm.
 - ``RateWindow``: per-second counters in a ring, for the router's requests-per-second observation.
+- ``ArrivalPeak``: the most arrivals within any ``window`` seconds (a sliding window over arrival times), per whole
+  second: the sub-second burst signal (``autoscale.LoadSample.peak``) beside the requests per second.
 - ``RevisionCounts`` and ``choose_revision``: traffic split between revisions (a canary) and the per-revision
   counters its analysis reads. A revision is drawn by weight first (as a Gateway API ``HTTPRoute`` rule draws among
   its weighted ``backendRefs``: weights are proportions, not percentages), then a backend within it by ``pick``;
@@ -17,18 +19,24 @@
   its revision.
 
 Time is a parameter (``advance(now)``), so the router's shell calls ``advance`` from its housekeeping tick and the
-request path only increments integers.
+request path only increments integers and appends (``ArrivalPeak`` keeps the arrivals' times, which its caller
+reads, and counts them in ``advance``).
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
 
 from kubeinfer.lifecycle.canary import LATENCY_BOUNDS, Counters
 
 __all__ = [
+    "ArrivalPeak",
     "HasOutstanding",
     "RateWindow",
     "RetryBudget",
@@ -113,6 +121,65 @@ class RateWindow:
     def last_second(self) -> int:
         """The count of the last closed second (the open one is partial)."""
         return self.buckets[(self.second - 1) % len(self.buckets)]
+
+
+class ArrivalPeak:
+    """The most arrivals within any ``window`` seconds, per whole second, as the simulator counts them
+    (``sim.engine``): each arrival at ``t`` counts those in ``(t - window, t]`` -- its predecessors of the previous
+    second too, so a burst across a second's edge is seen whole -- and a second's peak is the largest count of an
+    arrival in it (0 for a second without arrivals).
+
+    The request path only appends the arrival's time to ``pending`` (``add``, or its bound ``pending.append``);
+    ``advance(now)``, from the housekeeping tick, counts the pending arrivals in one vectorized pass over them and
+    the last ``window`` of earlier ones (``recent``): O(1) amortized per arrival, each time searched once and kept
+    at most until it leaves the window. It then closes the open second as :class:`RateWindow` does (the router
+    advances both from its tick, so the peak and the rate cover the same second).
+    """
+
+    __slots__ = ("current", "last", "pending", "recent", "second", "window")
+
+    def __init__(self, window: float, now: float) -> None:
+        if not (window > 0 and math.isfinite(window)):
+            raise ValueError(f"window must be a number of seconds > 0, got {window}")
+        self.window = float(window)
+        self.pending: list[float] = []
+        """Arrival times (non-decreasing: ``time.monotonic()``) since the last ``advance``."""
+        self.recent: npt.NDArray[np.float64] = np.empty(0)
+        """The counted arrivals within ``window`` of the last one: the next arrivals' predecessors."""
+        self.second = int(now)
+        self.current = 0  # the open second's peak
+        self.last = 0  # the last closed second's peak
+
+    def add(self, t: float) -> None:
+        """One arrival at ``t``."""
+        self.pending.append(t)
+
+    def _count(self) -> None:
+        pending = self.pending
+        if not pending:
+            return
+        arr = np.concatenate((self.recent, pending))
+        k = len(self.recent)
+        pending.clear()
+        w = self.window
+        # arrival i's count: i + 1 minus those at or before t_i - window (np.searchsorted is the sim's count too)
+        within = np.arange(k + 1, len(arr) + 1) - np.searchsorted(arr, arr[k:] - w, side="right")
+        self.current = max(self.current, int(within.max()))
+        self.recent = arr[np.searchsorted(arr, arr[-1] - w, side="right") :]
+
+    def advance(self, now: float) -> None:
+        self._count()
+        second = int(now)
+        if second <= self.second:
+            return
+        # a tick that skipped a whole second leaves the last closed second empty, as RateWindow.last_second does
+        self.last = self.current if second == self.second + 1 else 0
+        self.second = second
+        self.current = 0
+
+    def last_second(self) -> int:
+        """The peak of the last closed second (the open one is partial)."""
+        return self.last
 
 
 class RetryBudget:

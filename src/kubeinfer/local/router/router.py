@@ -38,8 +38,9 @@ The HTTP hot path lives in ``http.py`` (raw asyncio protocols, httptools, pooled
 ``grpc.py``; both call the router through ``api.RouterApi`` only, which ``Router`` implements: the choice of backend,
 the count of requests, tries and retries (through the retry budget), ejection and the buffer are written once, here.
 Time-dependent work (per-try timeouts, buffer timeouts, the budget's window) runs in one housekeeping tick every
-``TICK`` seconds, so the request path arms no timers; its one clock read per try is the latency measurement (the
-tick's 50 ms precision would make a p99 meaningless).
+``TICK`` seconds, so the request path arms no timers; its clock reads are the latency measurement, one per try, and,
+while a peak window is set, the arrival time of each accepted request (``core.ArrivalPeak``: the most requests
+within an SLO-length window, which the tick's 50 ms precision would blur as it would a p99).
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -61,7 +64,7 @@ from prometheus_client.registry import Collector
 from kubeinfer.lifecycle.canary import Counters
 from kubeinfer.local.router.api import Backend, BackendState, ConnLimits, OwnRoute, Waiting, log_unexpected_end
 from kubeinfer.local.router.balance import LOAD_FACTOR, RoutingPolicy, Work, choose, estimate
-from kubeinfer.local.router.core import RetryBudget, RevisionCounts, choose_revision, pick
+from kubeinfer.local.router.core import ArrivalPeak, RetryBudget, RevisionCounts, choose_revision, pick
 from kubeinfer.local.router.http import HttpFront
 from kubeinfer.local.router.replica_metrics import ReplicaMetrics
 
@@ -102,6 +105,11 @@ class RouterStats:
     """Responses per revision (monotonic): the canary analysis' input."""
     split: tuple[tuple[int, int], ...] | None = None
     """(revision, weight) while a traffic split is set."""
+    peak: int = 0
+    """The most requests accepted within any ``peak_window`` seconds, over the same last whole second as ``rps``
+    (``core.ArrivalPeak``); 0 while no window is set."""
+    peak_window: float = 0.0
+    """Seconds of the window ``peak`` counts in (0: not counted)."""
 
     @property
     def outstanding(self) -> int:
@@ -129,9 +137,12 @@ class Router:
         conn_limits: ConnLimits | None = None,
         on_buffered: Callable[[], None] | None = None,
         replica_metrics: bool = False,
+        peak_window: float = 0.0,
     ) -> None:
         """``replica_metrics``: scrape the ready replicas and serve their families on ``/metrics`` too
-        (``replica_metrics.py``; ``kubeinfer up`` does)."""
+        (``replica_metrics.py``; ``kubeinfer up`` does). ``peak_window``: count the most requests accepted within
+        any window of that many seconds, each second (``stats().peak``; 0: do not count; see
+        :meth:`set_peak_window`)."""
         if per_try_timeout <= 0:
             raise ValueError(f"per_try_timeout must be > 0 seconds, got {per_try_timeout}")
         if max_retries < 0:
@@ -151,6 +162,9 @@ class Router:
         self.on_buffered = on_buffered
         self.now = 0.0  # the loop time of the last housekeeping tick
         self._budget = RetryBudget(retry_budget_ratio, 0.0)
+        self._peak: ArrivalPeak | None = None
+        self._arrival: Callable[[float], None] | None = None  # the peak's pending.append, while a window is set
+        self.set_peak_window(peak_window)
         self._states: dict[Backend, BackendState] = {}
         self._retired: dict[int, BackendState] = {}  # id() -> state, while requests are still in flight
         self._all: list[BackendState] = []  # the ready set, as last given to set_backends
@@ -227,6 +241,14 @@ class Router:
             if w.alive:
                 w.dispatch()
 
+    def set_peak_window(self, seconds: float) -> None:
+        """Count the most requests accepted within any ``seconds`` (the autoscaler's burst signal,
+        ``autoscale.LoadSample.peak``); 0 stops counting. A new window starts from no arrivals."""
+        if seconds < 0 or not math.isfinite(seconds):
+            raise ValueError(f"peak_window must be a number of seconds >= 0, got {seconds}")
+        self._peak = ArrivalPeak(seconds, self.now) if seconds > 0 else None
+        self._arrival = self._peak.pending.append if self._peak is not None else None
+
     def set_routing(self, policy: RoutingPolicy | None) -> None:
         """Weigh requests by tokens and place related ones together (``balance``), or, with None, balance plain
         requests. Tries in flight keep the tokens they were charged with until they end."""
@@ -245,6 +267,8 @@ class Router:
         self._loop = loop
         self.now = loop.time()
         self._budget = RetryBudget(self._budget.ratio, self.now)
+        if self._peak is not None:
+            self.set_peak_window(self._peak.window)
         http_port = await self._http.start(host, port)
         bound_grpc: int | None = None
         if grpc_port is not None:
@@ -296,12 +320,17 @@ class Router:
             rps=float(self._budget.requests.last_second()),
             revisions={rev: c.snapshot() for rev, c in self._revisions.items()},
             split=self._split,
+            peak=self._peak.last_second() if self._peak is not None else 0,
+            peak_window=self._peak.window if self._peak is not None else 0.0,
         )
 
     # -- api.RouterApi: what the HTTP and gRPC fronts call -----------------------------------------------
     def request_accepted(self) -> None:
         self.requests += 1
         self._budget.deposit()
+        arrival = self._arrival
+        if arrival is not None:
+            arrival(time.monotonic())
 
     def request_work(self, url: bytes, data: bytes, body_size: int) -> Work | None:
         policy = self.routing
@@ -461,6 +490,8 @@ class Router:
     def _tick(self, now: float) -> None:
         self.now = now
         self._budget.advance(now)
+        if self._peak is not None:
+            self._peak.advance(now)
         if len(self._ready) < len(self._all) and any(0.0 < s.ejected_until <= now for s in self._all):
             self._rebuild_live()
         self._http.tick(now)
