@@ -192,8 +192,10 @@ def _simulator_times(monkeypatch: pytest.MonkeyPatch, a: AutoscalingSpec) -> lis
             times.append(now)
             return self.inner.decide(obs, state, now)  # type: ignore[no-any-return]
 
-    def recorded(arrivals: Any, service: Any, duration: float, policy: Any, config: Any, progress: Any = None) -> Any:
-        return real(arrivals, service, duration, Recording(policy), config, progress)
+    def recorded(
+        arrivals: Any, service: Any, duration: float, policy: Any, config: Any, progress: Any = None, tokens: Any = None
+    ) -> Any:
+        return real(arrivals, service, duration, Recording(policy), config, progress, tokens)
 
     monkeypatch.setattr(scenario, "simulate_policy", recorded)
     spec = ServiceSpec.model_validate(
