@@ -329,6 +329,27 @@ def test_own_endpoints_readiness_and_metrics() -> None:
     run(main())
 
 
+def test_a_burst_through_the_http_front_is_the_peak_of_its_second() -> None:
+    """Every client request the front accepts is an arrival of the peak window (the router's own endpoints are
+    not); stats() reports the burst once its second closes."""
+
+    async def main() -> None:
+        router = Router(peak_window=5.0)  # long enough to hold the whole burst on a loaded machine
+        port, _ = await router.start("127.0.0.1", 0, None)
+        server, up_port, _ = await fake_upstream(ok)
+        router.set_backends([Backend("a", "127.0.0.1", up_port, None)])
+        replies = await asyncio.gather(*(request(port) for _ in range(12)), request(port, "GET", "/healthz", b""))
+        assert [r[0] for r in replies] == [200] * 13
+        # the burst may straddle a second's edge: the second of its last arrival counts it whole
+        while router.stats().peak < 12:
+            await asyncio.sleep(0.05)
+        assert (router.stats().peak, router.stats().peak_window) == (12, 5.0)
+        await router.stop(grace=0.1)
+        await server.aclose()
+
+    run(main())
+
+
 def test_pipelined_requests_are_answered_in_order() -> None:
     async def main() -> None:
         router = Router()
