@@ -11,7 +11,7 @@ checks it, so no import circle can come back):
 - ``api``     -- the declared inside: ``RouterApi`` (what the fronts may call), ``BackendState``, ``Waiting``,
   ``Backend``, ``ConnLimits``.
 - ``core``    -- pure decisions, no sockets or clocks: ``pick`` (power of two choices), ``RetryBudget``,
-  ``RateWindow``.
+  ``RateWindow``, ``ArrivalPeak`` (the most arrivals within a sliding window, per second).
 
 Import the public names from here: ``from kubeinfer.local.router import Backend, Router``.
 """
