@@ -39,7 +39,7 @@ from kubeinfer.kube.names import (
     OPERATOR_FIELD_MANAGER,
     SCALER_FIELD_MANAGER,
 )
-from kubeinfer.kube.render import TRACK_LABEL, RenderOptions, grpc_port, http_port, render_all
+from kubeinfer.kube.render import TRACK_LABEL, RenderOptions, grpc_port, http_port, peak_window, render_all
 from kubeinfer.kube.status import RolloutStatus
 from kubeinfer.spec import InferenceService, SpecError, validate_spec
 
@@ -60,6 +60,9 @@ __all__ = [
 API_VERSION = f"{GROUP}/{VERSION}"
 METRIC_COMPUTE_SUM = "kubeinfer_compute_duration_seconds_sum"
 """The replica server's model busy time (histogram sum): its rate is the work in Erlangs."""
+METRIC_ARRIVALS_PEAK = "kubeinfer_arrivals_peak"
+"""The replica server's most requests within any SLO-length window over the last 15 s (``server.metrics``; only
+where the rendered ``KUBEINFER_PEAK_WINDOW_SECONDS`` sets the window: policy predictive)."""
 
 
 BOOKKEEPING_PREFIXES = ("kubectl.kubernetes.io/", "kopf.zalando.org/", "kubeinfer.io/")
@@ -285,16 +288,19 @@ class PodMetrics:
     ready: bool = True
     compute_seconds: float | None = None
     """The sum of ``kubeinfer_compute_duration_seconds`` (model busy time); None when the pod does not export it."""
+    arrivals_peak: float | None = None
+    """``kubeinfer_arrivals_peak``; None when the pod does not export it."""
 
 
 def parse_metrics(pod: str, text: str, ready: bool = True) -> PodMetrics:
     """Read ``kubeinfer_requests_in_flight``, the sum of ``kubeinfer_requests_total`` and of
-    ``kubeinfer_compute_duration_seconds_sum`` from /metrics text."""
+    ``kubeinfer_compute_duration_seconds_sum``, and ``kubeinfer_arrivals_peak`` from /metrics text."""
     from prometheus_client.parser import text_string_to_metric_families
 
     in_flight = 0.0
     total = 0.0
     compute: float | None = None
+    peak: float | None = None
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             if s.name == METRIC_IN_FLIGHT:
@@ -303,7 +309,9 @@ def parse_metrics(pod: str, text: str, ready: bool = True) -> PodMetrics:
                 total += s.value
             elif s.name == METRIC_COMPUTE_SUM:
                 compute = (compute or 0.0) + s.value
-    return PodMetrics(pod, in_flight, total, ready, compute)
+            elif s.name == METRIC_ARRIVALS_PEAK:
+                peak = (peak or 0.0) + s.value
+    return PodMetrics(pod, in_flight, total, ready, compute, peak)
 
 
 @dataclass(frozen=True)
@@ -324,11 +332,21 @@ class ScalerState:
 
 
 def build_observation(
-    current: int, ready: int, metrics: Sequence[PodMetrics], state: ScalerState, now: float
+    current: int,
+    ready: int,
+    metrics: Sequence[PodMetrics],
+    state: ScalerState,
+    now: float,
+    peak_window: float = 0.0,
 ) -> tuple[Observation, tuple[tuple[str, float], ...]]:
     """An Observation from one scrape: concurrency is the sum of in-flight requests, rps the counter delta since the
     previous tick (a pod that restarted, whose counter went down, counts from zero); work (busy slot-seconds per
-    second) the same delta of the compute-seconds sums, when every pod exports it and was seen at the last tick."""
+    second) the same delta of the compute-seconds sums, when every pod exports it and was seen at the last tick.
+
+    With ``peak_window`` (seconds; the replicas' ``KUBEINFER_PEAK_WINDOW_SECONDS``), ``peak`` is the sum of the pods'
+    ``kubeinfer_arrivals_peak`` when at least one exports it (a pod that does not -- an older image -- adds
+    nothing): an upper bound on the service's most arrivals within that window, over the last 15 s rather than
+    since the previous tick (so a burst shows in each tick of the 15 s after it)."""
     previous = dict(state.last_totals)
     previous_compute = dict(state.last_compute)
     concurrency = sum(m.in_flight for m in metrics)
@@ -347,12 +365,11 @@ def build_observation(
                 busy += c - before if c >= before else c
             work = busy / (now - state.last_time)
     pods = tuple(PodSample(name=m.pod, metrics={"concurrency": m.in_flight}, ready=m.ready) for m in metrics)
-    obs = Observation(
-        current_replicas=current,
-        pods=pods,
-        ready_replicas=ready,
-        load=(LoadSample(time=now, concurrency=concurrency, rps=rps, work=work),),
-    )
+    peaks = [m.arrivals_peak for m in metrics if m.arrivals_peak is not None]
+    load = LoadSample(time=now, concurrency=concurrency, rps=rps, work=work)
+    if peak_window > 0 and peaks:
+        load = replace(load, peak=sum(peaks), peak_window=peak_window)
+    obs = Observation(current_replicas=current, pods=pods, ready_replicas=ready, load=(load,))
     return obs, tuple(sorted((m.pod, m.requests_total) for m in metrics))
 
 
@@ -402,7 +419,7 @@ def autoscale_step(
             metrics.append(parse_metrics(p["metadata"]["name"], text, True))
     current = int(dep["spec"].get("replicas", 1))
     ready = sum(1 for p in live if _pod_ready(p))
-    obs, totals = build_observation(current, ready, metrics, state, now)
+    obs, totals = build_observation(current, ready, metrics, state, now, peak_window(svc))
     decision, pstate = policy.decide(obs, state.policy_state, now)
     scaled = decision.replicas != current
     if scaled:

@@ -297,6 +297,19 @@ def termination_grace_seconds(svc: InferenceService, opts: RenderOptions) -> int
     return opts.prestop_seconds + _secs(svc.spec.server.limits.drainTimeoutSeconds) + 5
 
 
+PEAK_WINDOW_ENV = "KUBEINFER_PEAK_WINDOW_SECONDS"
+"""The replica's window of ``kubeinfer_arrivals_peak`` (``server.metrics``, which reads it)."""
+
+
+def peak_window(svc: InferenceService) -> float:
+    """Seconds of the window the replicas count their peak arrivals in (``kubeinfer_arrivals_peak``, the operator's
+    ``LoadSample.peak``): the SLO's length, ``autoscaling.predictive.sloLatencyMs``, for policy predictive, the
+    window ``kubeinfer up``'s router and ``kubeinfer simulate`` count in; 0 (no gauge) for the other policies, which
+    do not read it."""
+    a = svc.spec.autoscaling
+    return a.predictive.sloLatencyMs / 1000.0 if a.policy == "predictive" else 0.0
+
+
 def _server_container(svc: InferenceService, opts: RenderOptions, placement: gpus.GpuPlacement) -> dict[str, Any]:
     """The server container: ports, environment, resources, probes, preStop, a hardened security context."""
     s = svc.spec
@@ -310,6 +323,10 @@ def _server_container(svc: InferenceService, opts: RenderOptions, placement: gpu
         {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
+    window = peak_window(svc)
+    if window:
+        # the replicas' kubeinfer_arrivals_peak, which the operator sums into its load sample's peak
+        env.append({"name": PEAK_WINDOW_ENV, "value": f"{window:g}"})
     return {
         "name": CONTAINER,
         "image": opts.image or s.image,

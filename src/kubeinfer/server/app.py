@@ -133,7 +133,7 @@ class InferenceApp:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         plane = self.plane
-        start = plane.begin()
+        start = plane.begin(arrival=False)  # probes and scrapes are no arrivals: counted once the route is known
         tap = None
         if plane.payload_log is not None:  # a tap on the request's body and answer, when it is sampled
             tap, receive, send = plane.payload_log.asgi(scope, receive, send)
@@ -141,6 +141,8 @@ class InferenceApp:
         call: _Call | None = None
         try:
             route, call = self._resolve(scope, receive, send)
+            if route.protocol and plane.metrics.arrival is not None:
+                plane.metrics.arrival(start)  # a request kubeinfer_requests_total counts: kubeinfer_arrivals_peak too
             status = await self._handlers[route.handler](call)
         except ServerError as e:
             status = await self._error(send, e)

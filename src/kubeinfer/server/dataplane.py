@@ -234,10 +234,16 @@ class DataPlane:
             timeout = min(timeout, time_remaining) if timeout else time_remaining
         return batcher.submit(req, time.monotonic() + timeout if timeout else None)
 
-    def begin(self) -> float:
-        """A request enters the server (any protocol); returns its start time for :meth:`end`."""
-        self.metrics.in_flight += 1
-        return time.perf_counter()
+    def begin(self, arrival: bool = True) -> float:
+        """A request enters the server (any protocol); returns its start time for :meth:`end`. ``arrival``: it is
+        an inference request that ``kubeinfer_requests_total`` counts, so ``kubeinfer_arrivals_peak`` counts it too
+        (False: not known yet, the caller calls ``metrics.arrival`` with the start time once its route is)."""
+        m = self.metrics
+        m.in_flight += 1
+        t = time.perf_counter()
+        if arrival and m.arrival is not None:
+            m.arrival(t)
+        return t
 
     def end(self, start: float, slot: ModelSlot | None, protocol: str, status: int) -> None:
         """A request begun at ``start`` leaves; ``status`` is recorded under ``protocol`` when that is not ``""``, with

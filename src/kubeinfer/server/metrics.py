@@ -19,6 +19,7 @@ kubeinfer_inference_rows_total              counter    rows inferred            
 kubeinfer_model_executions_total            counter    model calls                                       nv_inference_exec_count
 kubeinfer_queue_depth                       gauge      requests waiting per model
 kubeinfer_requests_in_flight                gauge      requests inside the server
+kubeinfer_arrivals_peak                     gauge      most requests within any SLO-length window, last 15 s
 kubeinfer_model_ready                       gauge      1 when the model is loaded and warmed
 kubeinfer_gpu_utilization_ratio             gauge      NVML GPU utilization (0-1), when a GPU is present  nv_gpu_utilization
 kubeinfer_gpu_memory_used_bytes             gauge      NVML memory used, when a GPU is present           nv_gpu_memory_used_bytes
@@ -31,21 +32,39 @@ A replica of several server processes (``server.processes``) answers a scrape fr
 reached: that process adds its siblings' latest snapshots (each process writes one every half second, see
 :meth:`Metrics.snapshot`) to its own figures, so the ``kubeinfer_*`` families count the whole replica (a sibling's
 part may be up to half a second old). ``process_*`` describe the answering process alone.
+
+``kubeinfer_arrivals_peak`` is the sub-second burst signal of the predictive autoscaler
+(``autoscale.LoadSample.peak``), exported only while ``KUBEINFER_PEAK_WINDOW_SECONDS`` sets its window ``W`` (the
+rendered Deployment of a predictive service sets it to ``sloLatencyMs / 1000``): the most requests counted in
+``kubeinfer_requests_total`` that arrived within any ``W`` seconds, over the open second and the
+:data:`PEAK_HORIZON_SECONDS` whole seconds before it (``autoscale.arrivals.RecentPeak``, the count ``kubeinfer up``'s
+router and the simulator make). A time-based look-back rather than "since the last scrape", so that Prometheus and
+the operator both read it without resetting it; 15 s covers every scrape interval a rendered ServiceMonitor sets
+(``min(syncPeriodSeconds, 15)``). The request path appends the arrival's time to a list; the count runs off it,
+every half second and at each scrape. Each process of a multi-process replica counts its own arrivals and the
+replica's value is the sum of its processes' peaks: at least the replica's true peak (a burst split across the
+processes is counted whole), at most that many times it (the processes' peaks need not fall in the same window),
+so it errs towards more replicas.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import sys
+import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from kubeinfer.autoscale.arrivals import RecentPeak
 from kubeinfer.server import tracing
 
-__all__ = ["CONTENT_TYPE", "Histogram", "Metrics"]
+__all__ = ["CONTENT_TYPE", "PEAK_HORIZON_SECONDS", "PEAK_WINDOW_ENV", "Histogram", "Metrics", "peak_window_from_env"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -69,6 +88,27 @@ LATENCY_BUCKETS = (
     30.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+PEAK_WINDOW_ENV = "KUBEINFER_PEAK_WINDOW_SECONDS"
+PEAK_HORIZON_SECONDS = 15
+"""Whole seconds before the open one that ``kubeinfer_arrivals_peak`` looks back over (module docstring)."""
+
+
+def peak_window_from_env(env: Mapping[str, str] | None = None) -> float:
+    """``KUBEINFER_PEAK_WINDOW_SECONDS``: the window of ``kubeinfer_arrivals_peak`` in seconds; unset or empty: no
+    gauge (0). A value that is not a number of seconds > 0 is reported on stderr and leaves the gauge off: a typo
+    must not stop a replica from serving."""
+    raw = (os.environ if env is None else env).get(PEAK_WINDOW_ENV, "").strip()
+    if not raw:
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (seconds > 0 and math.isfinite(seconds)):
+        sys.stderr.write(f"{PEAK_WINDOW_ENV}={raw!r} is not a number of seconds > 0: kubeinfer_arrivals_peak is off\n")
+        return 0.0
+    return seconds
 
 
 class Histogram:
@@ -131,11 +171,23 @@ class _Counts:
         # Trace spans (server/tracing.py): exported over OTLP, or dropped (queue full, exporter behind, export failed).
         self.spans_exported = 0
         self.spans_dropped = 0
+        self.arrivals_peak = 0
 
 
 class Metrics(_Counts):
-    def __init__(self, gpu_sampler: Callable[[], list[tuple[str, float, float]]] | None = None) -> None:
+    def __init__(
+        self,
+        gpu_sampler: Callable[[], list[tuple[str, float, float]]] | None = None,
+        peak_window: float = 0.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        """``peak_window``: seconds of ``kubeinfer_arrivals_peak``'s window (0: no gauge); ``clock``: the clock of
+        the arrival times :attr:`arrival` is given (``time.perf_counter``, what ``DataPlane.begin`` reads)."""
         super().__init__()
+        self.clock = clock
+        self.arrivals = RecentPeak(peak_window, PEAK_HORIZON_SECONDS) if peak_window > 0 else None
+        self.arrival: Callable[[float], None] | None = self.arrivals.pending.append if self.arrivals else None
+        """The request path's hook: one counted request arrived at the given time (None while no window is set)."""
         self.queue_depth: dict[str, Callable[[], int]] = {}
         self.ready: dict[str, Callable[[], bool]] = {}
         self.gpu_sampler = gpu_sampler
@@ -173,6 +225,16 @@ class Metrics(_Counts):
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
+    def count_arrivals(self) -> None:
+        """Count the arrivals appended since the last count (every half second from the replica's loop, so that the
+        list stays short between scrapes)."""
+        if self.arrivals is not None:
+            self.arrivals.advance(self.clock())
+
+    def arrivals_peak_now(self) -> int:
+        """This process's ``kubeinfer_arrivals_peak`` now (0 while no window is set)."""
+        return self.arrivals.value(self.clock()) if self.arrivals is not None else 0
+
     def snapshot(self) -> dict[str, Any]:
         """This process's figures as plain JSON-able values, for a sibling process to add to its own."""
         return {
@@ -188,6 +250,7 @@ class Metrics(_Counts):
             "trace_spans": list(tracing.span_counts()),
             "queue_depth": {k: fn() for k, fn in self.queue_depth.items()},
             "ready": {k: bool(fn()) for k, fn in self.ready.items()},
+            "arrivals_peak": self.arrivals_peak_now(),
         }
 
     def merged(self) -> _View:
@@ -247,6 +310,7 @@ class _View(_Counts):
         exported, dropped = snap.get("trace_spans", (0, 0))
         self.spans_exported += exported
         self.spans_dropped += dropped
+        self.arrivals_peak += snap.get("arrivals_peak", 0)
         # The replica's model is ready when every process has it ready.
         for model, ok in snap.get("ready", {}).items():
             self.ready[model] = self.ready.get(model, True) and bool(ok)
@@ -299,6 +363,13 @@ class _Collector(Collector):
             qd.add_metric([model], depth)
         yield qd
         yield GaugeMetricFamily("kubeinfer_requests_in_flight", "Requests inside the server.", value=m.in_flight)
+        if self.m.arrivals is not None:
+            yield GaugeMetricFamily(
+                "kubeinfer_arrivals_peak",
+                f"Most requests arrived within any {self.m.arrivals.window:g} s ({PEAK_WINDOW_ENV}) over the last "
+                f"{PEAK_HORIZON_SECONDS} s; a multi-process replica's is the sum of its processes'.",
+                value=m.arrivals_peak,
+            )
         rd = GaugeMetricFamily("kubeinfer_model_ready", "1 when the model is loaded and warmed.", labels=["model"])
         for model, ready in m.ready.items():
             rd.add_metric([model], 1.0 if ready else 0.0)

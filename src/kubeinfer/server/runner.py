@@ -47,7 +47,7 @@ from kubeinfer.server.listen import (
     no_tcp_needs_uds,
     stop_new_connections,
 )
-from kubeinfer.server.metrics import Metrics, nvml_sampler
+from kubeinfer.server.metrics import Metrics, nvml_sampler, peak_window_from_env
 from kubeinfer.server.openapi import openapi_document
 from kubeinfer.server.payload_log import from_spec as payload_log_from_spec
 from kubeinfer.server.processes import Worker, run_processes
@@ -80,7 +80,7 @@ def build_app(svc: InferenceService, base_dir: Path | None) -> tuple[InferenceAp
         max_header_bytes=lim.maxHeaderBytes,
         max_headers=lim.maxHeaders,
     )
-    metrics = Metrics(gpu_sampler=nvml_sampler())
+    metrics = Metrics(gpu_sampler=nvml_sampler(), peak_window=peak_window_from_env())
     app = InferenceApp(DataPlane(limits, metrics), openapi=openapi_document)
     app.keys = api_keys(svc, base_dir)
     # a remote uri (spec.model, or any entry of spec.models): downloaded into the model cache (kubeinfer.storage) first
@@ -186,6 +186,11 @@ async def serve(
     task = asyncio.create_task(lifecycle(), name="kubeinfer-lifecycle")
     publisher = None if worker is None else asyncio.create_task(worker.publish(plane.metrics), name="kubeinfer-metrics")
     watcher = None if tls is None else asyncio.create_task(tls.watch(), name="kubeinfer-tls-reload")
+    counter = (
+        None
+        if plane.metrics.arrivals is None
+        else asyncio.create_task(_count_arrivals(plane.metrics), name="kubeinfer-arrivals-peak")
+    )
     try:
         if worker is not None and worker.index > 0:
             # Join the shared listeners only with the model loaded (the first process answers probes meanwhile); one
@@ -211,6 +216,8 @@ async def serve(
             publisher.cancel()
         if watcher is not None:
             watcher.cancel()
+        if counter is not None:
+            counter.cancel()
         if uds is not None and worker is None:
             with contextlib.suppress(OSError):
                 uds.unlink()
@@ -225,6 +232,15 @@ async def serve(
 
 
 BACKLOG_SECONDS = 0.05
+ARRIVALS_COUNT_SECONDS = 0.5
+"""How often the arrival times the request path appends are counted into ``kubeinfer_arrivals_peak`` (a scrape counts
+them too): the list of times stays half a second long between scrapes."""
+
+
+async def _count_arrivals(metrics: Metrics) -> None:
+    while True:
+        await asyncio.sleep(ARRIVALS_COUNT_SECONDS)
+        metrics.count_arrivals()
 
 
 def _listeners(

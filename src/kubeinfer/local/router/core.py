@@ -33,6 +33,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from kubeinfer.autoscale.arrivals import count_within
 from kubeinfer.lifecycle.canary import LATENCY_BOUNDS, Counters
 
 __all__ = [
@@ -158,14 +159,9 @@ class ArrivalPeak:
         pending = self.pending
         if not pending:
             return
-        arr = np.concatenate((self.recent, pending))
-        k = len(self.recent)
+        _, within, self.recent = count_within(self.recent, pending, self.window)  # the replicas' count too
         pending.clear()
-        w = self.window
-        # arrival i's count: i + 1 minus those at or before t_i - window (np.searchsorted is the sim's count too)
-        within = np.arange(k + 1, len(arr) + 1) - np.searchsorted(arr, arr[k:] - w, side="right")
         self.current = max(self.current, int(within.max()))
-        self.recent = arr[np.searchsorted(arr, arr[-1] - w, side="right") :]
 
     def advance(self, now: float) -> None:
         self._count()
