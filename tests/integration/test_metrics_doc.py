@@ -66,7 +66,10 @@ class RouterThread:
 
 @pytest.fixture(scope="module")
 def replica(examples: Path) -> Iterator[ServerProcess]:
-    with ServerProcess(examples / "iris" / "service.yaml", grpc=False) as s:
+    # the window a predictive spec's Deployment sets: kubeinfer_arrivals_peak is emitted only with it
+    with ServerProcess(
+        examples / "iris" / "service.yaml", grpc=False, env={"KUBEINFER_PEAK_WINDOW_SECONDS": "0.1"}
+    ) as s:
         infer(s.url)
         yield s
 
@@ -144,3 +147,22 @@ def test_the_router_carries_each_ready_replicas_families_labelled_by_replica(
     router.set_backends([])
     assert not replica_samples()
     router.set_backends([Backend("iris-0", "127.0.0.1", replica.http_port, None)])
+
+
+def test_the_replica_counts_its_inference_requests_in_the_arrivals_peak(replica: ServerProcess) -> None:
+    """With a window set, a burst of inference requests shows in ``kubeinfer_arrivals_peak``; probes and scrapes do
+    not count (the gauge stays below the requests sent plus the fixture's one)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for _ in range(3):
+        infer(replica.url)  # three requests within well under the 15 s look-back; a 0.1 s window holds one or more
+
+    def peak() -> float:
+        for fam in text_string_to_metric_families(scrape(replica.url)):
+            if fam.name == "kubeinfer_arrivals_peak":
+                return float(fam.samples[0].value)
+        raise AssertionError("kubeinfer_arrivals_peak is not emitted")
+
+    for _ in range(5):
+        urllib.request.urlopen(f"{replica.url}/v2/health/ready", timeout=20).close()
+    assert 1 <= peak() <= 4
