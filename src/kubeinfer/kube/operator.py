@@ -13,7 +13,8 @@ against :class:`~kubeinfer.testing.kube.FakeKubeApi` in tests exactly as against
   keeps the stable Deployment on its template, applies the canary's Deployment and the HTTPRoute's weights after one
   step of the analysis, and writes ``status.canary`` (what a restarted operator resumes from).
 - :func:`autoscale_step` is the controller loop for the policies Kubernetes lacks. It scrapes each ready pod's
-  ``/metrics`` (``kubeinfer_requests_in_flight``, ``kubeinfer_requests_total``), turns them into the same
+  ``/metrics`` (``kubeinfer_requests_in_flight``, ``kubeinfer_requests_total``, the compute seconds and, for
+  predictive, ``kubeinfer_arrivals_peak``: the sub-second burst signal), turns them into the same
   :class:`~kubeinfer.autoscale.Observation` the local controller builds, calls the policy from
   :func:`~kubeinfer.autoscale.policy_from_spec` and sets the Deployment's replicas through its scale subresource.
   The shell calls it every :func:`~kubeinfer.autoscale.sync_period`, as the local controller and the simulator do;
