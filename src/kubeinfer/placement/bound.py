@@ -260,11 +260,7 @@ def lp_lower_bound(cluster: Cluster, workload: Workload, pods: Sequence[int] | N
     g_cpu = np.array([gk[2] for gk in groups], dtype=np.float64)
     g_mem = np.array([gk[3] for gk in groups], dtype=np.float64)
     # pod types (CPU-only pods compete for CPU and memory on GPU nodes too)
-    tkeys: dict[tuple[int, int, int, int, frozenset[str]], int] = {}
-    for i in idx.tolist():
-        k = (int(workload.cpu_milli[i]), int(workload.memory_mib[i]), int(workload.num_gpu[i]),
-             int(workload.gpu_milli[i]), workload.gpu_spec[i])  # fmt: skip
-        tkeys[k] = tkeys.get(k, 0) + 1
+    tkeys = _pod_types(workload, idx)
     types = list(tkeys)
     n_t = np.array([tkeys[k] for k in types], dtype=np.float64)
     rows_i: list[int] = []
@@ -302,6 +298,16 @@ def lp_lower_bound(cluster: Cluster, workload: Workload, pods: Sequence[int] | N
     return max(0.0, 1.0 - placed / cap)
 
 
+def _pod_types(workload: Workload, idx: IntArr) -> dict[tuple[int, int, int, int, frozenset[str]], int]:
+    """How many of the pods ``idx`` there are of each type: (CPU milli, memory MiB, GPUs, GPU milli, GPU models)."""
+    tkeys: dict[tuple[int, int, int, int, frozenset[str]], int] = {}
+    for i in idx.tolist():
+        k = (int(workload.cpu_milli[i]), int(workload.memory_mib[i]), int(workload.num_gpu[i]),
+             int(workload.gpu_milli[i]), workload.gpu_spec[i])  # fmt: skip
+        tkeys[k] = tkeys.get(k, 0) + 1
+    return tkeys
+
+
 def _node_groups(cluster: Cluster) -> dict[tuple[str, int, int, int], int]:
     """Nodes with GPUs grouped by (model, GPUs, CPU, memory): the node count of each group."""
     out: dict[tuple[str, int, int, int], int] = {}
@@ -335,11 +341,7 @@ def group_configuration_lower_bound(cluster: Cluster, workload: Workload, pods: 
     gkeys = _node_groups(cluster)
     groups = list(gkeys)
     n_g = np.array([gkeys[k] for k in groups], dtype=np.float64)
-    tkeys: dict[tuple[int, int, int, int, frozenset[str]], int] = {}
-    for i in idx.tolist():
-        k = (int(workload.cpu_milli[i]), int(workload.memory_mib[i]), int(workload.num_gpu[i]),
-             int(workload.gpu_milli[i]), workload.gpu_spec[i])  # fmt: skip
-        tkeys[k] = tkeys.get(k, 0) + 1
+    tkeys = _pod_types(workload, idx)
     types = list(tkeys)
     size = np.array(sorted({k[3] for k in types}), dtype=np.int64)
     size_of = {int(v): j for j, v in enumerate(size.tolist())}

@@ -54,6 +54,14 @@ def _two_models(tmp_path: Path) -> Path:
     return spec
 
 
+def _prepare(spec: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``kubeinfer prepare SPEC`` in a process of its own, compiling into a cache under ``tmp_path``."""
+    env = {**os.environ, "KUBEINFER_CACHE_DIR": str(tmp_path / "cache")}
+    return subprocess.run(
+        [sys.executable, "-m", "kubeinfer", "prepare", str(spec)], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
 def test_build_bakes_every_model_where_the_mounted_spec_names_it(tmp_path: Path) -> None:
     spec = _two_models(tmp_path)
     ctx = build_context(loads_spec(TWO), tmp_path, tmp_path / "ctx")
@@ -66,13 +74,7 @@ def test_build_bakes_every_model_where_the_mounted_spec_names_it(tmp_path: Path)
         assert (tmp_path / "ctx" / "model" / Path(m.uri).relative_to(MODEL_DIR)).exists(), m.uri
     # the scikit-learn versions are compiled in the image by the same command, which loads every version
     assert "RUN kubeinfer prepare" in (tmp_path / "ctx" / "Dockerfile").read_text()
-    done = subprocess.run(
-        [sys.executable, "-m", "kubeinfer", "prepare", str(spec)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "KUBEINFER_CACHE_DIR": str(tmp_path / "cache")},
-        timeout=120,
-    )
+    done = _prepare(spec, tmp_path)
     assert done.returncode == 0, done.stderr
     loaded = [line.split(":")[0] for line in done.stdout.splitlines() if ": loaded in" in line]
     assert loaded == ["clf version 1", "clf version 2", "emb version 1"]
@@ -97,12 +99,6 @@ def test_build_names_the_entry_whose_model_is_missing(tmp_path: Path) -> None:
 def test_prepare_names_the_model_that_does_not_load(tmp_path: Path) -> None:
     spec = _two_models(tmp_path)
     (tmp_path / "emb.onnx").write_bytes(b"not an onnx model")
-    done = subprocess.run(
-        [sys.executable, "-m", "kubeinfer", "prepare", str(spec)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "KUBEINFER_CACHE_DIR": str(tmp_path / "cache")},
-        timeout=120,
-    )
+    done = _prepare(spec, tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "spec.models (model 'emb' version 1):" in " ".join(done.stderr.split())
