@@ -299,6 +299,9 @@ def termination_grace_seconds(svc: InferenceService, opts: RenderOptions) -> int
 
 PEAK_WINDOW_ENV = "KUBEINFER_PEAK_WINDOW_SECONDS"
 """The replica's window of ``kubeinfer_arrivals_peak`` (``server.metrics``, which reads it)."""
+PEAK_HORIZON_ENV = "KUBEINFER_PEAK_HORIZON_SECONDS"
+"""How far back the replica's ``kubeinfer_arrivals_peak`` looks: the operator's predictive sync period, so that a
+burst shows in one of its samples (two at most, where it falls in the one-second overlap), as in ``simulate``."""
 
 
 def peak_window(svc: InferenceService) -> float:
@@ -327,6 +330,8 @@ def _server_container(svc: InferenceService, opts: RenderOptions, placement: gpu
     if window:
         # the replicas' kubeinfer_arrivals_peak, which the operator sums into its load sample's peak
         env.append({"name": PEAK_WINDOW_ENV, "value": f"{window:g}"})
+        horizon = max(1, math.ceil(svc.spec.autoscaling.predictive.syncPeriodSeconds))
+        env.append({"name": PEAK_HORIZON_ENV, "value": str(horizon)})
     return {
         "name": CONTAINER,
         "image": opts.image or s.image,

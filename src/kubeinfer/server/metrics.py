@@ -64,7 +64,16 @@ from prometheus_client.registry import Collector
 from kubeinfer.autoscale.arrivals import RecentPeak
 from kubeinfer.server import tracing
 
-__all__ = ["CONTENT_TYPE", "PEAK_HORIZON_SECONDS", "PEAK_WINDOW_ENV", "Histogram", "Metrics", "peak_window_from_env"]
+__all__ = [
+    "CONTENT_TYPE",
+    "PEAK_HORIZON_ENV",
+    "PEAK_HORIZON_SECONDS",
+    "PEAK_WINDOW_ENV",
+    "Histogram",
+    "Metrics",
+    "peak_horizon_from_env",
+    "peak_window_from_env",
+]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -90,8 +99,26 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 PEAK_WINDOW_ENV = "KUBEINFER_PEAK_WINDOW_SECONDS"
+PEAK_HORIZON_ENV = "KUBEINFER_PEAK_HORIZON_SECONDS"
 PEAK_HORIZON_SECONDS = 15
-"""Whole seconds before the open one that ``kubeinfer_arrivals_peak`` looks back over (module docstring)."""
+"""Whole seconds before the open one that ``kubeinfer_arrivals_peak`` looks back over, unless
+``KUBEINFER_PEAK_HORIZON_SECONDS`` says otherwise (module docstring)."""
+
+
+def peak_horizon_from_env(env: Mapping[str, str] | None = None) -> int:
+    """``KUBEINFER_PEAK_HORIZON_SECONDS``: whole seconds ``kubeinfer_arrivals_peak`` looks back over; unset or empty:
+    :data:`PEAK_HORIZON_SECONDS`. The rendered Deployment of a predictive service sets it to the operator's sync
+    period, so that a reader every sync period sees each burst once. A value that is not a whole number >= 1 is
+    reported on stderr and the default is used."""
+    raw = (os.environ if env is None else env).get(PEAK_HORIZON_ENV, "").strip()
+    if not raw:
+        return PEAK_HORIZON_SECONDS
+    if not raw.isdigit() or int(raw) < 1:
+        sys.stderr.write(
+            f"{PEAK_HORIZON_ENV}={raw!r} is not a whole number of seconds >= 1: {PEAK_HORIZON_SECONDS} is used\n"
+        )
+        return PEAK_HORIZON_SECONDS
+    return int(raw)
 
 
 def peak_window_from_env(env: Mapping[str, str] | None = None) -> float:
@@ -180,12 +207,14 @@ class Metrics(_Counts):
         gpu_sampler: Callable[[], list[tuple[str, float, float]]] | None = None,
         peak_window: float = 0.0,
         clock: Callable[[], float] = time.perf_counter,
+        peak_horizon: int = PEAK_HORIZON_SECONDS,
     ) -> None:
-        """``peak_window``: seconds of ``kubeinfer_arrivals_peak``'s window (0: no gauge); ``clock``: the clock of
-        the arrival times :attr:`arrival` is given (``time.perf_counter``, what ``DataPlane.begin`` reads)."""
+        """``peak_window``: seconds of ``kubeinfer_arrivals_peak``'s window (0: no gauge); ``peak_horizon``: whole
+        seconds it looks back over; ``clock``: the clock of the arrival times :attr:`arrival` is given
+        (``time.perf_counter``, what ``DataPlane.begin`` reads)."""
         super().__init__()
         self.clock = clock
-        self.arrivals = RecentPeak(peak_window, PEAK_HORIZON_SECONDS) if peak_window > 0 else None
+        self.arrivals = RecentPeak(peak_window, peak_horizon) if peak_window > 0 else None
         self.arrival: Callable[[float], None] | None = self.arrivals.pending.append if self.arrivals else None
         """The request path's hook: one counted request arrived at the given time (None while no window is set)."""
         self.queue_depth: dict[str, Callable[[], int]] = {}
@@ -367,7 +396,7 @@ class _Collector(Collector):
             yield GaugeMetricFamily(
                 "kubeinfer_arrivals_peak",
                 f"Most requests arrived within any {self.m.arrivals.window:g} s ({PEAK_WINDOW_ENV}) over the last "
-                f"{PEAK_HORIZON_SECONDS} s; a multi-process replica's is the sum of its processes'.",
+                f"{self.m.arrivals.horizon} s; a multi-process replica's is the sum of its processes'.",
                 value=m.arrivals_peak,
             )
         rd = GaugeMetricFamily("kubeinfer_model_ready", "1 when the model is loaded and warmed.", labels=["model"])

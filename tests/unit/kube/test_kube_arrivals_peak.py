@@ -9,7 +9,7 @@ import pytest
 
 from conftest import make_svc
 from kubeinfer.kube.operator import ScalerState, autoscale_step, build_observation, parse_metrics, reconcile
-from kubeinfer.kube.render import PEAK_WINDOW_ENV, render_all
+from kubeinfer.kube.render import PEAK_HORIZON_ENV, PEAK_WINDOW_ENV, render_all
 from kubeinfer.server import metrics as server_metrics
 from kubeinfer.testing.kube import FakeKubeApi
 
@@ -36,15 +36,26 @@ def test_a_predictive_spec_tells_its_replicas_the_slos_window() -> None:
     env = server_env({"policy": "predictive", "predictive": {"capacityRps": 10, "sloLatencyMs": 250}})
     assert env["KUBEINFER_PEAK_WINDOW_SECONDS"] == "0.25"
     assert server_metrics.peak_window_from_env(env) == 0.25  # what the replica reads back
+    # the look-back is the operator's predictive sync period (5 s by default): each burst in one of its samples
+    assert env["KUBEINFER_PEAK_HORIZON_SECONDS"] == "5"
+    assert server_metrics.peak_horizon_from_env(env) == 5
+
+
+def test_the_look_back_follows_the_predictive_sync_period() -> None:
+    predictive = {"capacityRps": 10, "syncPeriodSeconds": 2.5}
+    env = server_env({"policy": "predictive", "predictive": predictive})
+    assert env["KUBEINFER_PEAK_HORIZON_SECONDS"] == "3"  # whole seconds, rounded up: no burst between two reads
 
 
 @pytest.mark.parametrize("policy", ["hpa", "kpa", "none"])
 def test_other_policies_render_no_window(policy: str) -> None:
-    assert "KUBEINFER_PEAK_WINDOW_SECONDS" not in server_env({"policy": policy})
+    env = server_env({"policy": policy})
+    assert "KUBEINFER_PEAK_WINDOW_SECONDS" not in env and "KUBEINFER_PEAK_HORIZON_SECONDS" not in env
 
 
 def test_render_and_the_server_name_the_same_variable() -> None:
     assert PEAK_WINDOW_ENV == server_metrics.PEAK_WINDOW_ENV
+    assert PEAK_HORIZON_ENV == server_metrics.PEAK_HORIZON_ENV
 
 
 def test_the_load_sample_carries_the_pods_summed_peak_and_the_window() -> None:

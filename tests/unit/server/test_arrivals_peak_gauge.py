@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubeinfer.autoscale.arrivals import RecentPeak, count_within
 from kubeinfer.server.dataplane import DataPlane
-from kubeinfer.server.metrics import PEAK_HORIZON_SECONDS, Metrics, peak_window_from_env
+from kubeinfer.server.metrics import PEAK_HORIZON_SECONDS, Metrics, peak_horizon_from_env, peak_window_from_env
 
 
 class Clock:
@@ -106,6 +106,29 @@ def test_the_window_comes_from_the_environment(
     assert peak_window_from_env(env) == seconds
     err = capsys.readouterr().err
     assert ("KUBEINFER_PEAK_WINDOW_SECONDS" in err) == (raw in ("0", "-1", "x"))
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [(None, PEAK_HORIZON_SECONDS), ("", PEAK_HORIZON_SECONDS), ("5", 5), ("0", 15), ("2.5", 15)]
+)
+def test_the_look_back_comes_from_the_environment(
+    raw: str | None, seconds: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {} if raw is None else {"KUBEINFER_PEAK_HORIZON_SECONDS": raw}
+    assert peak_horizon_from_env(env) == seconds
+    assert ("KUBEINFER_PEAK_HORIZON_SECONDS" in capsys.readouterr().err) == (raw in ("0", "2.5"))
+
+
+def test_a_shorter_look_back_forgets_a_burst_sooner() -> None:
+    t = [100.0]
+    m = Metrics(peak_window=0.1, clock=lambda: t[0], peak_horizon=5)
+    assert m.arrival is not None and m.arrivals is not None
+    for i in range(30):
+        m.arrival(100.0 + i * 0.001)
+    t[0] = 104.5
+    assert m.arrivals.value(t[0]) == 30
+    t[0] = 106.5  # more than 5 whole seconds after the burst's second
+    assert m.arrivals.value(t[0]) == 0
 
 
 def test_recent_peak_rejects_a_window_that_is_not_positive() -> None:
