@@ -78,8 +78,9 @@ class LoadSample:
     Erlangs. Unlike ``rps`` it weighs each request by its cost, which for an LLM varies a hundredfold.
 
     ``peak``, when reported, is the most requests that arrived within any ``peak_window`` seconds during the
-    interval (a sliding window over arrival times; the router counts it with the timestamps of its last
-    ``peak_window`` seconds of arrivals). Per-second counts hide how a second's arrivals are spread; with a 100 ms
+    interval (a sliding window over arrival times, :mod:`kubeinfer.autoscale.arrivals`: ``kubeinfer up``'s router
+    counts it over all arrivals; on Kubernetes each replica exports it as ``kubeinfer_arrivals_peak`` and the
+    operator sums the pods'; the simulator counts it over the trace). Per-second counts hide how a second's arrivals are spread; with a 100 ms
     SLO, forty requests within 100 ms need several times the slots of forty spread over the second. The window is
     the SLO's length: arrivals further apart do not compete for the same slots within it.
     """

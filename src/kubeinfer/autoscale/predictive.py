@@ -40,7 +40,8 @@ anticipates rises); and the result is clamped to [min, max].
 
 Bursts no forecast sees coming (a batch of requests within a second, a Markov-modulated burst) are met by a burst
 allowance learned from the last hour of arrivals (:meth:`Predictive.allowance`): spare capacity on top of the
-level, never more than the static deployment the same history calls for. Where the router reports it, each load
+level, never more than the static deployment the same history calls for. Where it is reported (``up``'s router,
+the operator from the replicas' ``kubeinfer_arrivals_peak``, the simulator), each load
 sample's :attr:`~kubeinfer.autoscale.LoadSample.peak` -- the most arrivals within an SLO-length window -- shows how
 a second's requests were bunched, which per-second counts hide and a 100 ms SLO is decided by. Until an hour of
 history has accrued, spare capacity of one replica, fading with the history seen, is held (``burst_prior``): the
