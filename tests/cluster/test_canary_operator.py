@@ -280,6 +280,7 @@ def test_a_failing_error_gate_rolls_back(cluster: Cluster) -> None:
     c.gone("svc-canary")
 
 
+@pytest.mark.slow  # 35-125 s: opt-in (-m slow), to keep the default run within its time budget
 def test_a_restarted_operator_resumes_the_canary(cluster: Cluster, tmp_path: Path) -> None:
     """The real operator (kopf) runs a canary; it is killed mid-canary and started again: the new process reads the
     step from status.canary and goes on to promote (no step is repeated from the start)."""

@@ -229,6 +229,7 @@ def test_the_rendered_hpa_is_read_by_the_real_hpa_controller(kube: Kube, namespa
     assert hpa.spec.scale_target_ref.kind == "Deployment" and hpa.spec.scale_target_ref.name == "auto"
 
 
+@pytest.mark.slow  # 35-125 s: opt-in (-m slow), to keep the default run within its time budget
 def test_a_failed_node_s_replicas_are_replaced_on_healthy_nodes(kube: Kube, namespace: str, pods: PodDriver) -> None:
     """Stop one node's heartbeats: the real node-lifecycle controller marks it NotReady and taints it, the replicas
     there are evicted after the spec's ``rollout.nodeFailureSeconds`` (3 s here, 300 s by Kubernetes' default),

@@ -162,6 +162,7 @@ def test_a_crash_looping_replica_backs_off_and_describe_says_why(platform: Up) -
     assert "CrashLoopBackOff" in described and "exit code 3" in described
 
 
+@pytest.mark.slow  # 35-125 s: opt-in (-m slow), to keep the default run within its time budget
 def test_a_cpu_limit_holds_each_replica_to_its_quota_and_throttling_is_reported(platform: Up) -> None:
     from kubeinfer.local.resources import CpuQuota
 
