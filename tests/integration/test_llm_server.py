@@ -86,6 +86,31 @@ def test_streamed_completion_joins_to_the_whole_answer(client: openai.OpenAI) ->
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
+def test_a_stream_has_an_event_for_every_token_even_without_text(client: openai.OpenAI) -> None:
+    """As vLLM's server streams: a token that adds no text yet (this prompt's first two tokens are parts of a UTF-8
+    character) still sends its event, with empty text; the text joins to the whole answer all the same."""
+    kw = {"model": "tiny-llm", "prompt": "Hi", "max_tokens": 10, "temperature": 0, "extra_body": {"ignore_eos": True}}
+    whole = client.completions.create(**kw)
+    chunks = [c for c in client.completions.create(stream=True, **kw) if c.choices]
+    assert len(chunks) == whole.usage.completion_tokens == 10
+    assert chunks[0].choices[0].text == ""  # the first token is part of a character
+    assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+    messages = [{"role": "user", "content": "Hi"}]
+    chat = list(
+        client.chat.completions.create(
+            model="tiny-llm",
+            messages=messages,
+            max_tokens=10,
+            temperature=0,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
+    )
+    # the role's event, then one per token
+    assert chat[0].choices[0].delta.role == "assistant"
+    assert len(chat) == 1 + 10
+
+
 def test_chat_completion_applies_the_chat_template_and_streams(client: openai.OpenAI) -> None:
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     whole = client.chat.completions.create(model="tiny-llm", messages=messages, max_tokens=8, temperature=0)

@@ -9,9 +9,12 @@ engine runs on its own thread and hands each step's output to the event loop).
 
 What the OpenAI routes follow: OpenAI's request and response objects (``id``, ``object``, ``created``, ``choices``,
 ``usage``; ``stream_options.include_usage``; ``data: [DONE]`` at the end of a stream) and its error object,
-``{"error": {"message", "type", "param", "code"}}``, 400 for bad input. The OIP routes follow KServe's and Triton's
-generate extension (``text_input`` and ``parameters`` in, ``text_output`` out) and answer errors in the protocol's
-``{"error": "..."}``. A client that disconnects stops its sequences: they leave the batch before the engine's next
+``{"error": {"message", "type", "param", "code"}}``, 400 for bad input. A stream has one event per generated token,
+as vLLM's server sends them: a token that adds no text yet (part of a UTF-8 character, or text held back because it
+may be the start of a stop string) is an event with empty text, so a client's first event comes with the first
+token; a chat stream's first event, the assistant's role, goes out with it too. The OIP routes follow KServe's and
+Triton's generate extension (``text_input`` and ``parameters`` in, ``text_output`` out) and answer errors in the
+protocol's ``{"error": "..."}``. A client that disconnects stops its sequences: they leave the batch before the engine's next
 step and their caches are freed.
 """
 
@@ -419,20 +422,30 @@ class GenerateRoutes:
     ) -> int:
         head = dict(head, object="chat.completion.chunk" if chat else "text_completion")
         await call.send({"type": "http.response.start", "status": 200, "headers": _SSE})
-        if chat:
-            first = [
-                {"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
-                for i in range(choices)
-            ]
-            await _event(call, [dict(head, choices=first)])
+        greeted = not chat  # chat: the assistant's role goes out once, with the first output (as vLLM sends it)
         try:
             while (batch := await run.outputs()) is not None:
                 events = []
+                if not greeted:
+                    greeted = True
+                    first = [
+                        {
+                            "index": i,
+                            "delta": {"role": "assistant", "content": ""},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                        for i in range(choices)
+                    ]
+                    events.append(dict(head, choices=first))
                 for index, out in batch:
-                    if not out.text and out.finish_reason is None:
+                    # one event per generated token, also when it adds no text yet (part of a character, or text held
+                    # back as the start of a stop string): the client sees each token as it is made, as vLLM's server
+                    # sends it; an output without tokens and without an end (none is made) sends nothing
+                    if not out.token_ids and not out.text and out.finish_reason is None:
                         continue
                     if chat:
-                        delta = {"content": out.text} if out.text else {}
+                        delta = {"content": out.text} if out.text or out.finish_reason is None else {}
                         choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": out.finish_reason}
                     else:
                         choice = {
