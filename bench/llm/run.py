@@ -12,7 +12,11 @@ in the engine's queue, the same code otherwise). For each:
   times ``--max-tokens``, so that the streams do not all finish in the same step): generated tokens/s over the whole
   run and TTFT of every request.
 
-TTFT is measured by the client: request sent to the first event that carries text. Each figure is the median of
+TTFT is measured by the client, two ways: from the request sent to the first event that carries a choice (``first
+event``, as vLLM's benchmark ``vllm bench serve`` measures it: its text may be empty, when the first token is part of
+a UTF-8 character) and to the first event whose text is not empty (``first text``). The loaded streams open their
+connections before they start, together (a client's pool keeps warm connections, and the idle baseline's requests
+reuse one); ``--cold-connections`` has each stream's first request open it instead. Each figure is the median of
 ``--repeats`` runs. The load generator (aiohttp, one process) shares the machine with the server; the server's model
 runs on one PyTorch thread. ``--against REV`` also measures continuous batching as of a git revision (its ``src``
 exported to a temporary folder), side by side: a server per run, the two alternating. Writes bench/llm/RESULTS.md (``--out``; the section of ``routing.py`` is kept) and prints
@@ -61,32 +65,44 @@ def _spec(folder: Path, name: str, max_num_seqs: int, process: bool = False) -> 
     return path
 
 
-async def _one(session: aiohttp.ClientSession, url: str, prompt: str, max_tokens: int) -> tuple[float, int, float]:
-    """One streaming completion: (TTFT seconds, tokens generated, when it ended: ``time.perf_counter()``)."""
+async def _one(
+    session: aiohttp.ClientSession, url: str, prompt: str, max_tokens: int
+) -> tuple[float, float, int, float]:
+    """One streaming completion: (TTFT seconds to the first event, to the first text, tokens generated, when it ended:
+    ``time.perf_counter()``)."""
     body = {"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "stream": True}
     body["stream_options"] = {"include_usage": True}
     start = time.perf_counter()
-    ttft = None
+    first = text = None
     tokens = 0
     async with session.post(url, json=body) as resp:
         if resp.status != 200:
             raise RuntimeError(f"HTTP {resp.status} for max_tokens {max_tokens}: {(await resp.text())[:300]}")
         async for line in resp.content:
-            # parse only what is needed (the first text, the usage at the end): the client shares the CPUs with the
-            # server, and decoding every event would slow the server it measures
-            if ttft is None and line.startswith(b"data: {"):
+            # parse only what is needed (the first event, the first text, the usage at the end): the client shares
+            # the CPUs with the server, and decoding every event would slow the server it measures
+            if text is None and line.startswith(b"data: {"):
                 doc = json.loads(line[6:])
-                if doc["choices"] and doc["choices"][0]["text"]:
-                    ttft = time.perf_counter() - start
+                if doc["choices"]:
+                    now = time.perf_counter() - start
+                    if first is None:
+                        first = now  # vLLM's benchmark: the first event with a choice, its text possibly empty
+                    if doc["choices"][0]["text"]:
+                        text = now
             elif line.startswith(b"data: {") and b'"usage"' in line:
                 tokens = json.loads(line[6:])["usage"]["completion_tokens"]
     end = time.perf_counter()
-    return (ttft if ttft is not None else end - start), tokens, end
+    return (first if first is not None else end - start), (text if text is not None else end - start), tokens, end
 
 
-async def _load(url: str, streams: int, requests: int, max_tokens: int) -> dict[str, Any]:
+async def _load(url: str, streams: int, requests: int, max_tokens: int, cold: bool) -> dict[str, Any]:
     ttfts: list[float] = []
+    texts: list[float] = []
     total = 0
+    # Each stream's connection is opened before the streams start (as a client's warm pool has them, and as the
+    # idle baseline's requests find theirs), unless ``cold``: then each stream's first request opens it, all at once.
+    ready = asyncio.Barrier(streams + 1)
+    health = url.split("/v1/")[0] + "/v2/health/live"
 
     # Output lengths vary around max_tokens (seeded, from half to one and a half times it): streams of equal lengths
     # would all finish in the same step and send their next requests in one burst, every time.
@@ -95,24 +111,47 @@ async def _load(url: str, streams: int, requests: int, max_tokens: int) -> dict[
     async def client(i: int) -> None:
         nonlocal total
         async with aiohttp.ClientSession() as session:
+            if not cold:
+                async with session.get(health) as resp:
+                    await resp.read()
+            await ready.wait()
             for j in range(requests):
                 n = lengths.randint(max_tokens // 2, max_tokens * 3 // 2)
-                ttft, tokens, _ = await _one(session, url, PROMPTS[(i + j) % len(PROMPTS)], n)
+                ttft, text, tokens, _ = await _one(session, url, PROMPTS[(i + j) % len(PROMPTS)], n)
                 ttfts.append(ttft)
+                texts.append(text)
                 total += tokens
 
-    start = time.perf_counter()
-    await asyncio.gather(*(client(i) for i in range(streams)))
+    async def timed() -> float:
+        await ready.wait()
+        return time.perf_counter()
+
+    *_, start = await asyncio.gather(*(client(i) for i in range(streams)), timed())
     wall = time.perf_counter() - start
-    return {"tokens_per_s": total / wall, "ttft_p50": _q(ttfts, 0.5), "ttft_p99": _q(ttfts, 0.99), "tokens": total}
+    return {
+        "tokens_per_s": total / wall,
+        "ttft_p50": _q(ttfts, 0.5),
+        "ttft_p99": _q(ttfts, 0.99),
+        "text_ttft_p50": _q(texts, 0.5),
+        "text_ttft_p99": _q(texts, 0.99),
+        "tokens": total,
+    }
 
 
 async def _idle(url: str, requests: int, max_tokens: int) -> dict[str, Any]:
     ttfts = []
+    texts = []
     async with aiohttp.ClientSession() as session:
         for j in range(requests):
-            ttfts.append((await _one(session, url, PROMPTS[j % len(PROMPTS)], max_tokens))[0])
-    return {"ttft_p50": _q(ttfts, 0.5), "ttft_p99": _q(ttfts, 0.99)}
+            ttft, text, _, _ = await _one(session, url, PROMPTS[j % len(PROMPTS)], max_tokens)
+            ttfts.append(ttft)
+            texts.append(text)
+    return {
+        "ttft_p50": _q(ttfts, 0.5),
+        "ttft_p99": _q(ttfts, 0.99),
+        "text_ttft_p50": _q(texts, 0.5),
+        "text_ttft_p99": _q(texts, 0.99),
+    }
 
 
 def _q(values: list[float], q: float) -> float:
@@ -142,9 +181,24 @@ def measure(spec: Path, args: argparse.Namespace, repeats: int, src: Path | None
         runs = []
         for _ in range(repeats):
             idle = _run(_idle(url, 200, 8))
-            loaded = _run(_load(url, args.streams, args.requests, args.max_tokens))
-            runs.append({"idle_ttft_p99": idle["ttft_p99"], "idle_ttft_p50": idle["ttft_p50"], **loaded})
+            loaded = _run(_load(url, args.streams, args.requests, args.max_tokens, args.cold_connections))
+            runs.append({f"idle_{k}": v for k, v in idle.items()} | loaded)
     return summarize(runs)
+
+
+DEFINITIONS = (("first event", "ttft"), ("first text", "text_ttft"))
+
+
+def _ratio(r: dict[str, Any], key: str) -> float:
+    """TTFT p99 loaded / idle."""
+    return float(r[key + "_p99"] / r["idle_" + key + "_p99"])
+
+
+def _run_line(x: dict[str, Any]) -> str:
+    return (
+        f"{x['tokens_per_s']:.0f}, {x['ttft_p99'] * 1000:.1f} / {x['idle_ttft_p99'] * 1000:.1f}"
+        f" and {x['text_ttft_p99'] * 1000:.1f} / {x['idle_text_ttft_p99'] * 1000:.1f}"
+    )
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -200,12 +254,18 @@ def main() -> int:
         metavar="REV",
         help="also measure continuous batching as of this git revision, side by side (alternating, a server per run)",
     )
+    ap.add_argument(
+        "--cold-connections",
+        action="store_true",
+        help="loaded streams open their connections with their first requests, all at once (default: before the start)",
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = ap.parse_args()
     if not (EXAMPLE / "model" / "config.json").exists():
         subprocess.run([sys.executable, str(EXAMPLE / "build.py")], check=True)
     import tempfile
 
+    started = os.getloadavg()
     against: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory() as tmp:
         if args.against:
@@ -213,76 +273,93 @@ def main() -> int:
         else:
             batched = measure(_spec(Path(tmp), "batched", 32, args.engine_process), args, args.repeats)
         serial = measure(_spec(Path(tmp), "serial", 1, args.engine_process), args, args.repeats)
-    load = os.getloadavg()[0]
+    load = os.getloadavg()
     ratio = batched["tokens_per_s"] / serial["tokens_per_s"]
-    p50_ratio = batched["ttft_p50"] / batched["idle_ttft_p50"]
-    ttft_ratio = batched["ttft_p99"] / batched["idle_ttft_p99"]
     rows = [
         ("continuous batching (maxNumSeqs 32)", batched),
         ("one at a time (maxNumSeqs 1)", serial),
     ]
+    connections = (
+        "each stream's first request opens its connection, the 16 at once"
+        if args.cold_connections
+        else "each stream opens its connection before the streams start"
+    )
     lines = [
         "# Generation: continuous batching vs one request at a time",
         "",
         f"`bench/llm/run.py`: the tiny example model (examples/tiny-llm: 2-layer Llama, hidden 64, random weights),"
         f" {args.streams} concurrent streams x {args.requests} streaming completions of"
-        f" {args.max_tokens // 2}-{args.max_tokens * 3 // 2} tokens (seeded; `ignore_eos`, greedy), served by `kubeinfer serve` on one PyTorch thread; the client on the same machine."
+        f" {args.max_tokens // 2}-{args.max_tokens * 3 // 2} tokens (seeded; `ignore_eos`, greedy; {connections}),"
+        " served by `kubeinfer serve` on one PyTorch thread; the client on the same machine."
         f" Medians of {args.repeats} runs. {platform.machine()}, {os.cpu_count()} CPUs, Python"
-        f" {platform.python_version()}; load average {load:.1f} when the run ended (the machine is shared: the idle"
-        " p99, a tail of 200 requests, moves most from run to run).",
+        f" {platform.python_version()}; load average {started[0]:.2f} / {started[1]:.2f} (1 / 5 min) when the run began,"
+        f" {load[0]:.2f} / {load[1]:.2f} when it ended (the machine is shared: the idle p99, a tail of 200 requests,"
+        " moves most from run to run).",
+        "",
+        "TTFT, the time to first token, is measured by the client from sending the request to the first event that"
+        " carries a choice (`first event`: what vLLM's benchmark, `vllm bench serve`, measures; the server sends an event"
+        " for every token, with empty text while a token is part of a character) and to the first event whose text is"
+        " not empty (`first text`).",
         "",
         "Command: `flock /tmp/kubeinfer-bench.lock .venv/bin/python bench/llm/run.py"
         + "".join(f" {a}" for a in sys.argv[1:])
         + "`",
         "",
-        "| engine | tokens/s (16 streams) | TTFT p50 loaded | TTFT p99 loaded | TTFT p50 idle | TTFT p99 idle |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| engine | TTFT | tokens/s (16 streams) | TTFT p50 loaded | TTFT p99 loaded | TTFT p50 idle | TTFT p99 idle |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, r in rows:
+        for label, key in DEFINITIONS:
+            lines.append(
+                f"| {name} | {label} | {r['tokens_per_s']:.0f} | {r[key + '_p50'] * 1000:.1f} ms |"
+                f" {r[key + '_p99'] * 1000:.1f} ms | {r['idle_' + key + '_p50'] * 1000:.1f} ms |"
+                f" {r['idle_' + key + '_p99'] * 1000:.1f} ms |"
+            )
+    lines += ["", f"- tokens/s, continuous batching / one at a time: **{ratio:.1f}x** (target >= 3x)"]
+    for label, key in DEFINITIONS:
         lines.append(
-            f"| {name} | {r['tokens_per_s']:.0f} | {r['ttft_p50'] * 1000:.1f} ms | {r['ttft_p99'] * 1000:.1f} ms |"
-            f" {r['idle_ttft_p50'] * 1000:.1f} ms | {r['idle_ttft_p99'] * 1000:.1f} ms |"
+            f"- TTFT ({label}) p99 with {args.streams} streams / p99 idle, continuous batching:"
+            f" **{_ratio(batched, key):.2f}x** (target <= 2x); per run: "
+            + ", ".join(f"{_ratio(x, key):.2f}x" for x in batched["runs"])
+            + f"; p50 loaded / p50 idle: {batched[key + '_p50'] / batched['idle_' + key + '_p50']:.2f}x"
         )
     lines += [
-        "",
-        f"- tokens/s, continuous batching / one at a time: **{ratio:.1f}x** (target >= 3x)",
-        f"- TTFT p99 with {args.streams} streams / TTFT p99 idle, continuous batching: **{ttft_ratio:.2f}x**"
-        " (target <= 2x); per run: "
-        + ", ".join(f"{x['ttft_p99'] / x['idle_ttft_p99']:.2f}x" for x in batched["runs"])
-        + f"; p50 loaded / p50 idle: {p50_ratio:.2f}x",
         f"- one at a time, TTFT p99 with {args.streams} streams: {serial['ttft_p99'] * 1000:.0f} ms (requests wait"
         " for every sequence ahead of them)",
         "",
-        "Per run (tokens/s; TTFT p99 loaded / idle, ms):",
+        "Per run (tokens/s; TTFT p99 loaded / idle, ms, first event and first text):",
         "",
     ]
     for name, r in rows:
-        runs = "; ".join(
-            f"{x['tokens_per_s']:.0f}, {x['ttft_p99'] * 1000:.1f} / {x['idle_ttft_p99'] * 1000:.1f}" for x in r["runs"]
-        )
-        lines.append(f"- {name}: {runs}")
+        lines.append(f"- {name}: " + "; ".join(_run_line(x) for x in r["runs"]))
     if against is not None:
         lines += [
             "",
             f"Side by side with `{args.against}` (continuous batching; a server per run, the two alternating; medians"
             f" of {args.repeats} runs each):",
             "",
-            "| sources | tokens/s | TTFT p50 loaded | TTFT p99 loaded | TTFT p50 idle | TTFT p99 idle | p99 loaded / idle |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| sources | TTFT | tokens/s | TTFT p50 loaded | TTFT p99 loaded | TTFT p50 idle | TTFT p99 idle |"
+            " p99 loaded / idle |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, r in (("this tree", batched), (f"`{args.against}`", against)):
-            lines.append(
-                f"| {name} | {r['tokens_per_s']:.0f} | {r['ttft_p50'] * 1000:.1f} ms | {r['ttft_p99'] * 1000:.1f} ms |"
-                f" {r['idle_ttft_p50'] * 1000:.1f} ms | {r['idle_ttft_p99'] * 1000:.1f} ms |"
-                f" {r['ttft_p99'] / r['idle_ttft_p99']:.2f}x |"
-            )
+            for label, key in DEFINITIONS:
+                lines.append(
+                    f"| {name} | {label} | {r['tokens_per_s']:.0f} | {r[key + '_p50'] * 1000:.1f} ms |"
+                    f" {r[key + '_p99'] * 1000:.1f} ms | {r['idle_' + key + '_p50'] * 1000:.1f} ms |"
+                    f" {r['idle_' + key + '_p99'] * 1000:.1f} ms | {_ratio(r, key):.2f}x |"
+                )
         lines += [
             "",
-            f"- `{args.against}` per run: "
-            + "; ".join(
-                f"{x['tokens_per_s']:.0f}, {x['ttft_p99'] * 1000:.1f} / {x['idle_ttft_p99'] * 1000:.1f}"
-                for x in against["runs"]
-            ),
+            f"- `{args.against}` per run: " + "; ".join(_run_line(x) for x in against["runs"]),
+            "- p99 loaded / idle per run, first event: this tree "
+            + ", ".join(f"{_ratio(x, 'ttft'):.2f}x" for x in batched["runs"])
+            + f"; `{args.against}` "
+            + ", ".join(f"{_ratio(x, 'ttft'):.2f}x" for x in against["runs"]),
+            "- p99 loaded / idle per run, first text: this tree "
+            + ", ".join(f"{_ratio(x, 'text_ttft'):.2f}x" for x in batched["runs"])
+            + f"; `{args.against}` "
+            + ", ".join(f"{_ratio(x, 'text_ttft'):.2f}x" for x in against["runs"]),
         ]
     lines += ["", NOTES]
     text = "\n".join(lines) + "\n"
