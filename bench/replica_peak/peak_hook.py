@@ -16,51 +16,37 @@ best and worst over the repeats. (The router's counterpart is ``bench/router/pea
 
 from __future__ import annotations
 
-import argparse
-import gc
-import platform
-import statistics
-import sys
-import time
-import timeit
+from collections.abc import Callable
+from functools import partial
 
 from kubeinfer.autoscale.arrivals import RecentPeak
+from kubeinfer.bench import microbench
 from kubeinfer.server.dataplane import DataPlane
 from kubeinfer.server.metrics import PEAK_HORIZON_SECONDS, Metrics
 
 TICK = 0.5
+RATES = (20, 200, 2000, 20000)
 
 
-def request(plane: DataPlane) -> object:
+def request(plane: DataPlane) -> Callable[[], None]:
     def one() -> None:
         plane.end(plane.begin(), None, "v2", 200)
 
     return one
 
 
-def begin(plane: DataPlane) -> object:
+def begin(plane: DataPlane) -> Callable[[], object]:
     return plane.begin
 
 
 def tick_ns_per_arrival(per_second: int, seconds: int) -> float:
     """ns of ``advance`` per arrival, ``per_second`` arrivals evenly spread, counted every 0.5 s."""
-    p = RecentPeak(0.1, PEAK_HORIZON_SECONDS)
     per_tick = max(1, int(per_second * TICK))
-    spent = 0.0
-    ticks = int(seconds / TICK)
-    for k in range(ticks):
-        p.pending.extend((k + (i + 0.5) / per_tick) * TICK for i in range(per_tick))
-        t0 = time.perf_counter()
-        p.advance((k + 1) * TICK)
-        spent += time.perf_counter() - t0
-    return spent / (per_tick * ticks) * 1e9
+    return microbench.ns_per_arrival(RecentPeak(0.1, PEAK_HORIZON_SECONDS), per_tick, int(seconds / TICK), TICK)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=9)
-    ap.add_argument("--number", type=int, default=200_000)
-    args = ap.parse_args()
+    args = microbench.parser(__doc__.split("\n\n")[0]).parse_args()
     planes = {
         "no window": DataPlane(metrics=Metrics()),
         "window 0.1 s": DataPlane(metrics=Metrics(peak_window=0.1)),
@@ -68,29 +54,27 @@ def main() -> None:
     }
     setups = {f"begin, {name}": begin(p) for name, p in planes.items()}
     setups |= {f"begin+end, {name}": request(p) for name, p in planes.items()}
-    samples: dict[str, list[float]] = {name: [] for name in setups}
-    gc.disable()
-    for rep in range(args.repeats):
-        order = list(setups) if rep % 2 == 0 else list(reversed(setups))
-        for name in order:
-            samples[name].append(timeit.timeit(setups[name], number=args.number) / args.number * 1e9)  # type: ignore[arg-type]
+
+    def count(_rep: int) -> None:
         for p in planes.values():
             p.metrics.count_arrivals()  # as the replica's half-second count does: the list does not grow
-    gc.enable()
-    print(f"{platform.platform()}, Python {sys.version.split()[0]}; {args.repeats} repeats of {args.number} requests")
-    print("| setup | ns/request median | best | worst | added vs no window, median of paired repeats |")
-    print("|---|---:|---:|---:|---:|")
-    for name, xs in samples.items():
-        base = samples[name.split(", ")[0] + ", no window"]
-        added = statistics.median(x - b for x, b in zip(xs, base, strict=True))
-        print(f"| {name} | {statistics.median(xs):.1f} | {min(xs):.1f} | {max(xs):.1f} | {added:+.1f} |")
+
+    microbench.compare(
+        setups,
+        repeats=args.repeats,
+        number=args.number,
+        what="requests",
+        baseline=lambda name: name.split(", ")[0] + ", no window",
+        after_repeat=count,
+    )
     print()
-    print("| requests/s (arrivals per 0.5 s count) | advance, ns per arrival: median | best | worst |")
-    print("|---|---:|---:|---:|")
-    for rate in (20, 200, 2000, 20000):
-        seconds = max(20, 400_000 // rate)
-        xs = [tick_ns_per_arrival(rate, seconds) for _ in range(args.repeats)]
-        print(f"| {rate} ({int(rate * TICK)}) | {statistics.median(xs):.1f} | {min(xs):.1f} | {max(xs):.1f} |")
+    rows = (
+        (f"{rate} ({int(rate * TICK)})", partial(tick_ns_per_arrival, rate, max(20, 400_000 // rate))) for rate in RATES
+    )
+    for line in microbench.spread_table(
+        "requests/s (arrivals per 0.5 s count)", "advance, ns per arrival", rows, args.repeats
+    ):
+        print(line)
 
 
 if __name__ == "__main__":
