@@ -3,9 +3,11 @@ the collector's own protobuf definitions (``opentelemetry-proto``), that keep ev
 
 from __future__ import annotations
 
+import gzip
 import http.server
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,9 +43,11 @@ class _Store:
     def __init__(self) -> None:
         self.spans: list[ReceivedSpan] = []
         self.requests = 0
+        self.raw: list[Any] = []  # the ExportTraceServiceRequest messages as received
+        self.headers: list[dict[str, str]] = []  # each request's headers (gRPC: its metadata), names in lower case
         self.lock = threading.Lock()
 
-    def add(self, req: Any) -> None:
+    def add(self, req: Any, headers: dict[str, str] | None = None) -> None:
         found = []
         for rs in req.resource_spans:
             resource = _attrs(rs.resource.attributes)
@@ -65,6 +69,8 @@ class _Store:
         with self.lock:
             self.requests += 1
             self.spans.extend(found)
+            self.raw.append(req)
+            self.headers.append(headers or {})
 
     def wait_for(self, ok: Callable[[list[ReceivedSpan]], bool], timeout: float = 20.0) -> list[ReceivedSpan]:
         """The spans received, once ``ok`` holds of them (AssertionError with what came, after ``timeout``)."""
@@ -80,21 +86,27 @@ class _Store:
 
 
 class GrpcReceiver(_Store, trace_service_pb2_grpc.TraceServiceServicer):
-    """``opentelemetry.proto.collector.trace.v1.TraceService`` on a free 127.0.0.1 port (``endpoint``)."""
+    """``opentelemetry.proto.collector.trace.v1.TraceService`` on a free 127.0.0.1 port (``endpoint``); with ``tls``
+    (a PEM certificate and key), over TLS."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[bytes, bytes] | None = None) -> None:
         super().__init__()
         self.server = grpc.server(ThreadPoolExecutor(max_workers=2))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        if tls is None:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+        else:
+            credentials = grpc.ssl_server_credentials([(tls[1], tls[0])])
+            self.port = self.server.add_secure_port("127.0.0.1:0", credentials)
+        self.scheme = "http" if tls is None else "https"
         self.server.start()
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def Export(self, request: Any, context: Any) -> Any:
-        self.add(request)
+        self.add(request, {k.lower(): v for k, v in context.invocation_metadata() if isinstance(v, str)})
         return trace_service_pb2.ExportTraceServiceResponse()
 
     def close(self) -> None:
@@ -102,7 +114,8 @@ class GrpcReceiver(_Store, trace_service_pb2_grpc.TraceServiceServicer):
 
 
 class HttpReceiver(_Store):
-    """OTLP/HTTP (protobuf) ``POST /v1/traces`` on a free 127.0.0.1 port (``endpoint`` is the base URL)."""
+    """OTLP/HTTP (protobuf) ``POST /v1/traces`` on a free 127.0.0.1 port (``endpoint`` is the base URL); a body in
+    ``gzip`` or ``deflate`` content encoding is decompressed, as OTLP/HTTP receivers do."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -115,7 +128,13 @@ class HttpReceiver(_Store):
                     self.send_response(404)
                     self.end_headers()
                     return
-                store.add(trace_service_pb2.ExportTraceServiceRequest.FromString(body))
+                encoding = self.headers.get("content-encoding")
+                if encoding == "gzip":
+                    body = gzip.decompress(body)
+                elif encoding == "deflate":
+                    body = zlib.decompress(body)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                store.add(trace_service_pb2.ExportTraceServiceRequest.FromString(body), headers)
                 payload = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
                 self.send_response(200)
                 self.send_header("content-type", "application/x-protobuf")

@@ -1,12 +1,17 @@
 """The span exporter's own process: spans from a serving process (a replica's or the router's) in, OTLP out.
 
-Why a process: the OpenTelemetry SDK's OTLP exporters build their protobuf messages in Python (~25 us a span) and
-its ``BatchSpanProcessor`` runs them on a thread of the process that made the spans, where they hold the interpreter
-lock that the event loop serving requests needs. Here that work holds this process's lock instead. The serving
-process (``tracing.py``) sends finished spans as ``marshal``-ed lists of plain tuples (:data:`RECORD`) over a Unix
-datagram socket it shares with this process; this process turns them back into the SDK's ``ReadableSpan`` and
-exports them with the SDK's own exporters (``OTLPSpanExporter`` over gRPC or HTTP, ``ConsoleSpanExporter``), so that
-their ``OTEL_EXPORTER_OTLP_*`` settings (headers, timeout, certificates, compression) apply as the SDK documents them.
+Why a process: encoding spans as OTLP protobuf messages takes Python CPU, and a thread doing it in the serving process
+holds the interpreter lock that the event loop serving requests needs. Here that work holds this process's lock
+instead. The serving process (``tracing.py``) sends finished spans as ``marshal``-ed lists of plain tuples
+(:data:`RECORD`) over a Unix datagram socket it shares with this process.
+
+This process builds OTLP's ``ExportTraceServiceRequest`` from the tuples directly with opentelemetry-proto's
+generated classes (:class:`Encoder`): the SDK's own encoder would need an SDK span object rebuilt per tuple and
+costs several times more CPU per span (``bench/tracing/RESULTS.md``); the message is the same, field for field, as
+the SDK's encoder makes of those rebuilt spans (``tests/unit/server/test_trace_export.py``). The request is sent by
+the SDK's own OTLP exporters (:class:`GrpcSender`, :class:`HttpSender`), so that every ``OTEL_EXPORTER_OTLP_*``
+setting (endpoint, headers, timeout, certificates, insecure, compression) and their retries apply as the SDK
+documents them. The console exporter, for a look, prints the SDK's spans rebuilt (:func:`_builder`).
 
 Bounded throughout, the way the SDK's batch processor is: spans wait in a queue of ``max_queue`` at most while the
 exporter is busy (a slow or unreachable collector blocks only this process's export thread, for the exporter's
@@ -36,7 +41,18 @@ from typing import Any
 
 from opentelemetry.sdk.trace import SpanProcessor
 
-__all__ = ["COUNTS", "RECORD", "ExporterProcess", "Forward", "main", "report"]
+__all__ = [
+    "COUNTS",
+    "RECORD",
+    "Encoder",
+    "ExporterProcess",
+    "Exporters",
+    "Forward",
+    "GrpcSender",
+    "HttpSender",
+    "main",
+    "report",
+]
 
 log = logging.getLogger("kubeinfer.tracing")
 
@@ -293,26 +309,248 @@ def report(sock: socket.socket, exported: int, dropped: int) -> None:
         pass
 
 
-def _exporters(config: dict[str, Any]) -> list[Any]:
-    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+class Encoder:
+    """Records (:data:`RECORD`) to OTLP's ``ExportTraceServiceRequest``, built with opentelemetry-proto's generated
+    classes directly: the message that the SDK's ``encode_spans`` makes of the ``ReadableSpan`` :func:`_builder`
+    rebuilds from the same records, field for field (``tests/unit/server/test_trace_export.py`` holds the two equal),
+    for a fraction of the CPU (``bench/tracing/RESULTS.md``).
 
-    out: list[Any] = []
-    for name in config["exporters"]:
-        if name == "otlp":
-            if config["protocol"] == "grpc":
-                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-            else:
-                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
-                    OTLPSpanExporter,
-                )
-            out.append(OTLPSpanExporter(endpoint=config["endpoint"]))
-        elif name == "console":
-            out.append(ConsoleSpanExporter())
+    Where the CPU went and what is done instead: the SDK makes a span object per span and a ``KeyValue`` message per
+    attribute, then copies them into the request. Here each span is added in place, and each attribute comes from a
+    cache of its serialized ``Span.attributes`` entry (keyed by name, type and value: a span's attributes repeat --
+    the model's name, the route, the status code), merged into the span with ``MergeFromString``, which appends
+    repeated fields as protobuf defines it (parsing bytes in C costs less than copying messages in Python).
+
+    One resource (``Resource.create`` of the configured attributes, so that ``OTEL_RESOURCE_ATTRIBUTES`` and
+    ``OTEL_SERVICE_NAME`` apply as in the SDK) and one instrumentation scope: every span of a serving process has the
+    same."""
+
+    CACHE = 4096
+    """Encoded attributes kept at most (beyond, an attribute is encoded each time it comes)."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+        from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+        from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+        from opentelemetry.proto.trace.v1.trace_pb2 import Span, SpanFlags
+        from opentelemetry.sdk.resources import Resource as SDKResource
+
+        self.span = Span
+        self.cache: dict[tuple[str, type, Any], bytes] = {}
+        self.states: dict[str, str] = {}
+        self.request = ExportTraceServiceRequest
+        resource = SDKResource.create(config["resource"])
+        self.resource = Resource(attributes=_key_values(resource.attributes))
+        self.resource_schema = resource.schema_url
+        name, version = config["scope"]
+        self.scope = InstrumentationScope(name=name, version=version)
+        # the SDK's _span_flags: "has is_remote", and "is remote" for a remote parent (the trace flags are not set)
+        self.flags = (
+            SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK,
+            SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK | SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK,
+        )
+
+    def __call__(self, records: Sequence[tuple[Any, ...]]) -> Any:
+        """One request of the records' spans, in their order."""
+        req = self.request()
+        rs = req.resource_spans.add(resource=self.resource, schema_url=self.resource_schema)
+        add = rs.scope_spans.add(scope=self.scope).spans.add
+        flags, attributes = self.flags, self.attributes
+        for name, trace_id, span_id, parent_id, remote, ts, kind, start, end, attrs, code, why, events in records:
+            span = add(
+                trace_id=trace_id.to_bytes(16, "big"),
+                span_id=span_id.to_bytes(8, "big"),
+                name=name,
+                kind=kind + 1,  # SpanKind.INTERNAL is 0, OTLP's SPAN_KIND_INTERNAL 1 (0: unspecified)
+                start_time_unix_nano=start,
+                end_time_unix_nano=end,
+                flags=flags[bool(parent_id and remote)],
+            )
+            if ts:
+                span.trace_state = self._state(ts)
+            if parent_id:
+                span.parent_span_id = parent_id.to_bytes(8, "big")
+            status = span.status  # present in every span the SDK encodes, UNSET included
+            status.code = code
+            if code == 2 and why and isinstance(why, str):  # the API's Status keeps a description with an error only
+                status.message = why
+            if attrs:
+                span.MergeFromString(attributes(attrs))
+            for n, t, a in events:  # rare (the router's failed tries): not cached
+                span.events.add(name=n, time_unix_nano=t, attributes=_key_values(a))
+        return req
+
+    def _state(self, header: str) -> str:
+        """A ``tracestate`` header as the SDK encodes it: parsed (an invalid one is empty) and written back."""
+        state = self.states.get(header)
+        if state is None:
+            from opentelemetry.trace import TraceState
+
+            state = ",".join(f"{k}={v}" for k, v in TraceState.from_header([header]).items())
+            if len(self.states) < 64:
+                self.states[header] = state
+        return state
+
+    def attributes(self, attributes: Mapping[str, Any]) -> bytes:
+        """The serialized ``attributes`` field of a span, as the SDK's ``_encode_attributes`` makes it: an attribute
+        whose value OTLP cannot carry is left out, and logged."""
+        out = []
+        cache = self.cache
+        for key, value in attributes.items():
+            cls = type(value)
+            cacheable = cls is str or cls is int or cls is bool or cls is float  # True == 1: the type is in the key
+            if cacheable:
+                data = cache.get((key, cls, value))
+                if data is not None:
+                    out.append(data)
+                    continue
+            try:
+                data = self.span(attributes=[_key_value(key, value)]).SerializeToString()
+            except Exception:  # as the SDK: the span goes without this attribute
+                log.exception("attribute %r of a span: value %r cannot be encoded", key, value)
+                continue
+            if cacheable and len(cache) < self.CACHE:
+                cache[(key, cls, value)] = data
+            out.append(data)
+        return b"".join(out)
+
+
+def _key_values(attributes: Mapping[str, Any]) -> list[Any]:
+    """The ``KeyValue`` messages of attributes (a resource's, an event's), as the SDK's ``_encode_attributes``."""
+    out = []
+    for key, value in attributes.items():
+        try:
+            out.append(_key_value(key, value))
+        except Exception:  # as the SDK: left out
+            log.exception("attribute %r: value %r cannot be encoded", key, value)
     return out
 
 
+def _key_value(key: str, value: Any) -> Any:
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+
+    return KeyValue(key=key, value=_any_value(value))
+
+
+def _any_value(value: Any) -> Any:
+    """OTLP's ``AnyValue`` of an attribute's value, by the SDK's ``_encode_value``'s rules (``bool`` before ``int``; a
+    sequence other than ``str`` and ``bytes`` an array, a mapping a key-value list)."""
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValueList
+
+    if value is None:
+        return AnyValue()
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, str):
+        return AnyValue(string_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, bytes):
+        return AnyValue(bytes_value=value)
+    if isinstance(value, Sequence):
+        return AnyValue(array_value=ArrayValue(values=[_any_value(v) for v in value]))
+    if isinstance(value, Mapping):
+        return AnyValue(kvlist_value=KeyValueList(values=[_key_value(str(k), v) for k, v in value.items()]))
+    raise TypeError(f"invalid type {type(value).__name__} of value {value!r}")
+
+
+class GrpcSender:
+    """OTLP/gRPC for an encoded request: the SDK's ``OTLPSpanExporter`` (gRPC), whose channel, credentials,
+    headers, compression, timeout and retries apply as the SDK documents them (every ``OTEL_EXPORTER_OTLP_*``
+    variable), told that what it exports is the request already.
+
+    The SDK's exporter encodes in ``_translate_data`` (and counts in ``_count_data``), the two abstract methods of
+    its ``OTLPExporterMixin`` that each signal's exporter implements; they are overridden here
+    (``test_trace_export.py`` fails if the mixin stops calling them)."""
+
+    def __init__(self, endpoint: str | None) -> None:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        class Exporter(OTLPSpanExporter):
+            def _translate_data(self, data: Any) -> Any:
+                return data  # an ExportTraceServiceRequest (Encoder)
+
+            def _count_data(self, data: Any) -> int:
+                return sum(len(ss.spans) for rs in data.resource_spans for ss in rs.scope_spans)
+
+        self.exporter = Exporter(endpoint=endpoint)
+
+    def export(self, request: Any) -> bool:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return bool(self.exporter.export(request) == SpanExportResult.SUCCESS)
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+
+class HttpSender:
+    """OTLP/HTTP (protobuf) for an encoded request: the SDK's ``OTLPSpanExporter`` (HTTP) resolves the endpoint,
+    headers, compression, timeout and TLS settings (every ``OTEL_EXPORTER_OTLP_*`` variable) and builds its HTTP
+    client; the serialized request goes through that client (compression, retries with back-off, ``Retry-After``).
+
+    The exporter's ``export`` takes SDK spans only and encodes them itself; its client (``_client``, with
+    ``export(bytes)``) has no public name, so ``test_trace_export.py`` pins it: a request sent here arrives at a
+    receiver with the variables' headers and compression."""
+
+    def __init__(self, endpoint: str | None) -> None:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        self.exporter: Any = OTLPSpanExporter(endpoint=endpoint)
+        self.client = self.exporter._client
+
+    def export(self, request: Any) -> bool:
+        return bool(self.client.export(request.SerializePartialToString()).success)
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+
+class Exporters:
+    """The configured exporters as one export function (``OTEL_TRACES_EXPORTER``): OTLP sends :class:`Encoder`'s
+    request; the console (for a look, not for speed) prints the SDK's spans (:func:`_builder`) with the SDK's
+    ``ConsoleSpanExporter``."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.senders: list[GrpcSender | HttpSender] = []
+        self.console: Any = None
+        for name in config["exporters"]:
+            if name == "otlp":
+                sender = GrpcSender if config["protocol"] == "grpc" else HttpSender
+                self.senders.append(sender(config["endpoint"]))
+            elif name == "console":
+                from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+                self.console = ConsoleSpanExporter()
+        self.encode = Encoder(config) if self.senders else None
+        self.build = _builder(config) if self.console is not None else None
+
+    def __call__(self, records: Sequence[tuple[Any, ...]]) -> bool:
+        """Export one batch of records; True when every exporter succeeded."""
+        ok = True
+        if self.encode is not None:
+            request = self.encode(records)
+            for sender in self.senders:
+                ok = sender.export(request) and ok
+        if self.build is not None:
+            from opentelemetry.sdk.trace.export import SpanExportResult
+
+            spans = [self.build(r) for r in records]
+            ok = self.console.export(spans) == SpanExportResult.SUCCESS and ok
+        return ok
+
+    def shutdown(self) -> None:
+        for sender in self.senders:
+            sender.shutdown()
+        if self.console is not None:
+            self.console.shutdown()
+
+
 def _builder(config: dict[str, Any]) -> Callable[[tuple[Any, ...]], Any]:
-    """A function from one received tuple to the SDK's finished ``ReadableSpan``."""
+    """A function from one received tuple to the SDK's finished ``ReadableSpan`` (for the console exporter, and the
+    reference :class:`Encoder` is held to)."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import Event, ReadableSpan
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -361,15 +599,7 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sock = socket.socket(fileno=config["fd"])
     parent = os.getppid()
-    exporters = _exporters(config)
-    build = _builder(config)
-
-    def export(records: Sequence[Any]) -> bool:
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
-        spans = [build(r) for r in records]
-        return all(e.export(spans) == SpanExportResult.SUCCESS for e in exporters)
-
+    export = Exporters(config)
     exporting = Exporting(
         export, config["max_queue"], config["batch_size"], config["schedule_delay"], lambda e, d: report(sock, e, d)
     )
@@ -390,8 +620,7 @@ def main(argv: Sequence[str]) -> int:
         except (EOFError, ValueError, TypeError):
             log.warning("a datagram of %d bytes is not a list of spans; ignored", len(data))
     exporting.stop(config["export_timeout"])
-    for e in exporters:
-        e.shutdown()
+    export.shutdown()
     report(sock, exporting.exported, exporting.dropped)
     return 0
 
