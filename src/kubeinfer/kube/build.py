@@ -24,7 +24,7 @@ from kubeinfer.spec import InferenceService, resolve_uri
 from kubeinfer.spec.service import ModelSpec
 from kubeinfer.storage import StorageError, fetch, is_remote, model_entries
 
-__all__ = ["CACHE_DIR", "EXTRAS", "BuildContext", "build_context", "service_image"]
+__all__ = ["CACHE_DIR", "EXTRAS", "BuildContext", "build_context", "model_extra", "service_image"]
 
 CACHE_DIR = "/opt/kubeinfer/cache"
 """Where the image keeps what ``kubeinfer prepare`` compiled (read-only at run time)."""
@@ -39,6 +39,14 @@ EXTRAS = {
     "llm": "llm",
 }
 """The ``kubeinfer[...]`` extra the server image needs per model format."""
+
+
+def model_extra(model: ModelSpec) -> str:
+    """The extra one model needs: its format's, or ``vllm`` for an ``llm`` model on vLLM's engine (vLLM brings its
+    own CUDA build of PyTorch, so that image gets no CPU wheel)."""
+    if model.format == "llm" and model.args.get("engine") == "vllm":
+        return "vllm"
+    return EXTRAS[model.format]
 
 
 class BuildError(ValueError):
@@ -105,7 +113,7 @@ def build_context(svc: InferenceService, spec_dir: Path, out: Path, base_image: 
     spec (``spec.model``, or each ``spec.models`` entry) lands where the rendered spec expects it in the image."""
     entries = model_entries(svc)
     formats = [m.format for _, m in entries]
-    extras = ",".join(sorted({EXTRAS[f] for f in formats} - {""}))
+    extras = ",".join(sorted({model_extra(m) for _, m in entries} - {""}))
     base = base_image or f"kubeinfer/server:{extras.replace(',', '-') or 'base'}"
     # where each model goes: the path the mounted spec names (render's image_model_uri), relative to MODEL_DIR
     placed: dict[str, tuple[str, Path]] = {}

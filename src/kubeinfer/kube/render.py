@@ -326,6 +326,10 @@ def _server_container(svc: InferenceService, opts: RenderOptions, placement: gpu
         {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
     ]
+    if any(m.format == "llm" and m.args.get("engine") == "vllm" for m in s.served_models):
+        # vLLM reports usage to its project by default: off, a serving cluster rarely lets a pod reach the internet
+        # and an inference service should not call out on its own
+        env.append({"name": "VLLM_NO_USAGE_STATS", "value": "1"})
     window = peak_window(svc)
     if window:
         # the replicas' kubeinfer_arrivals_peak, which the operator sums into its load sample's peak

@@ -455,6 +455,25 @@ class GpuSpec(_Strict):
         return self.count > 0 or self.sharing != "exclusive"
 
 
+def _check_vllm(model: ModelSpec, gpu: GpuSpec, field: str) -> None:
+    """What an ``llm`` model on engine ``vllm`` asks of the GPUs it gets: tensor parallelism within the replica's
+    whole GPUs, and no more of a shared GPU's memory than the replica's share (vLLM takes 90% of it by default)."""
+    tp = model.args.get("tensorParallelSize", 1)
+    if isinstance(tp, int) and not isinstance(tp, bool) and tp > 1 and tp > max(gpu.count, 1):
+        raise ValueError(
+            f"{field}.args.tensorParallelSize {tp} splits the model over {tp} GPUs, and resources.gpu.count is "
+            f"{gpu.count}: set resources.gpu.count: {tp} (or lower tensorParallelSize)"
+        )
+    if gpu.fraction is not None:
+        share = model.args.get("gpuMemoryUtilization")
+        if share is None or (isinstance(share, (int, float)) and share > gpu.fraction):
+            given = "vLLM's default 0.9" if share is None else share
+            raise ValueError(
+                f"{field}.args.gpuMemoryUtilization is {given}, more of the GPU's memory than this replica's share "
+                f"(resources.gpu.fraction {gpu.fraction}): set gpuMemoryUtilization to at most {gpu.fraction}"
+            )
+
+
 class ResourcesSpec(_Strict):
     requests: ResourceList = Field(
         default_factory=ResourceList,
@@ -1007,6 +1026,9 @@ class ServiceSpec(_Strict):
                 f"model of format llm, and the model's format is {formats}: only a generative model's replicas "
                 "export kubeinfer_generation_* (scale on concurrency, rps or queue-depth)"
             )
+        for i, m in enumerate(self.served_models):
+            if m.format == "llm" and m.args.get("engine") == "vllm":
+                _check_vllm(m, self.resources.gpu, "model" if self.models is None else f"models[{i}]")
         return self
 
     @model_serializer(mode="wrap")

@@ -3,6 +3,7 @@
 - ``scheduler.py``: which sequences run in each step (pure: no torch, no clock).
 - ``text.py``: sampling parameters, incremental detokenization and stop strings.
 - ``engine.py``: the engine over a ``transformers`` causal LM, on a thread of its own.
+- ``vllm_engine.py``: vLLM's engine behind the same interface (GPUs; the ``vllm`` extra).
 - ``model.py``: the ``Model`` of format ``llm`` (loading, chat template, context checks).
 
 Nothing here imports torch until a model loads; the server types against :class:`TextGenerator`.

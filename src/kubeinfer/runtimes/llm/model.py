@@ -4,7 +4,8 @@
 tokenizer files, and for chat a chat template). ``args``:
 
 ==========================  ==========================================================================================
-``engine``                  ``transformers`` (the only one so far): ``engine.py`` over ``AutoModelForCausalLM``
+``engine``                  ``transformers`` (default): ``engine.py`` over ``AutoModelForCausalLM``, CPU or GPU;
+                            ``vllm``: vLLM's engine (``vllm_engine.py``; GPUs, ``pip install 'kubeinfer[vllm]'``)
 ``maxNumSeqs``              sequences decoded together at most (default 64; vLLM's ``max_num_seqs``)
 ``maxNumBatchedTokens``     tokens computed in one step at most, prompts included (default: the larger of 2048 and the
                             context length; vLLM's ``max_num_batched_tokens``); a longer prompt is refused
@@ -15,8 +16,17 @@ tokenizer files, and for chat a chat template). ``args``:
 ``intraOpThreads``          PyTorch threads (else PyTorch's default)
 ``maxTokens``               tokens an Open Inference Protocol ``infer`` generates (default 16; greedy)
 ``engineProcess``           ``true``: the engine runs in a process of its own (``worker.py``), not on a thread of the
-                            server's (default ``false``)
+                            server's (default ``false``; transformers only: vLLM always runs its engine core apart)
+``gpuMemoryUtilization``    vllm only: the share of each GPU's memory vLLM takes for weights and KV cache (its default
+                            0.9); lower it when replicas share a GPU
+``tensorParallelSize``      vllm only: GPUs one replica's model is split over (its default 1; at most the GPUs the
+                            replica asks for in ``resources.gpu``)
+``enforceEager``            vllm only: ``true`` skips CUDA graph capture (starts faster, decodes slower)
 ==========================  ==========================================================================================
+
+With ``vllm``, ``maxNumBatchedTokens`` is one step's token budget and prompts longer than it are prefilled in chunks,
+so a prompt is bounded by the context only; ``dtype`` defaults to the model's (vLLM's ``auto``) and ``device`` and
+``intraOpThreads`` do not apply.
 
 The OpenAI routes (``/v1/completions``, ``/v1/chat/completions``) and the Open Inference Protocol generate extension
 (``server/openai_generate.py``) drive the engine directly, streaming. For ``/v2/models/NAME/infer`` the model is also
@@ -26,6 +36,7 @@ an ordinary :class:`~kubeinfer.runtimes.base.Model`: BYTES ``text_input`` rows i
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,7 +52,7 @@ __all__ = ["ARGS", "ENGINES", "LLMModel"]
 
 log = logging.getLogger("kubeinfer.llm")
 
-ENGINES = ("transformers",)
+ENGINES = ("transformers", "vllm")
 ARGS = frozenset(
     {
         "engine",
@@ -53,8 +64,13 @@ ARGS = frozenset(
         "device",
         "intraOpThreads",
         "maxTokens",
+        "gpuMemoryUtilization",
+        "tensorParallelSize",
+        "enforceEager",
     }
 )
+VLLM_ONLY = ("gpuMemoryUtilization", "tensorParallelSize", "enforceEager")
+TRANSFORMERS_ONLY = ("engineProcess", "device", "intraOpThreads")
 DTYPES = ("float32", "bfloat16", "float16")
 INPUT, OUTPUT = "text_input", "text_output"
 
@@ -81,6 +97,24 @@ class LLMModel:
         engine = args.get("engine", "transformers")
         if engine not in ENGINES:
             raise ModelError(f"model.args.engine {engine!r} is not supported: use one of {', '.join(ENGINES)}")
+        self.engine_name: str = engine
+        only = VLLM_ONLY if engine == "transformers" else TRANSFORMERS_ONLY
+        misplaced = [k for k in only if k in args]
+        if misplaced:
+            other = "vllm" if engine == "transformers" else "transformers"
+            raise ModelError(
+                f"model.args.{misplaced[0]} applies to engine {other!r} only, and this model's engine is {engine!r}: "
+                f"remove it or set model.args.engine: {other}"
+            )
+        gpu_share = args.get("gpuMemoryUtilization")
+        if gpu_share is not None and (
+            isinstance(gpu_share, bool) or not isinstance(gpu_share, (int, float)) or not 0 < gpu_share <= 1
+        ):
+            raise ModelError(f"model.args.gpuMemoryUtilization must be a number in (0, 1], not {gpu_share!r}")
+        eager = args.get("enforceEager")
+        if eager is not None and not isinstance(eager, bool):
+            raise ModelError(f"model.args.enforceEager must be true or false, not {eager!r}")
+        _int_arg(args, "tensorParallelSize", None)
         dtype = args.get("dtype")
         if dtype is not None and dtype not in DTYPES:
             raise ModelError(f"model.args.dtype {dtype!r} is not supported: use one of {', '.join(DTYPES)}")
@@ -107,6 +141,8 @@ class LLMModel:
     def load(self) -> ModelInfo:
         if not self.path.is_dir():
             raise ModelError(f"format 'llm' needs model.uri to be a folder in the Hugging Face layout: {self.path}")
+        if self.engine_name == "vllm":
+            return self._load_vllm()
         if self._process:
             from kubeinfer.runtimes.llm.worker import EngineProcess
 
@@ -121,9 +157,36 @@ class LLMModel:
         engine.start()
         return self._info()
 
+    def _load_vllm(self) -> ModelInfo:
+        # vLLM reports usage to its project unless told not to; a model server should not call out on its own
+        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+        try:
+            import transformers
+            import vllm  # noqa: F401
+        except ImportError as e:
+            raise ModelError(
+                f"model.args.engine 'vllm' needs vLLM ({e.name} is missing): pip install 'kubeinfer[vllm]' on a machine "
+                "with a GPU vLLM supports, or use engine: transformers"
+            ) from None
+        from kubeinfer.runtimes.llm.vllm_engine import VLLMEngine, settings_from_args
+
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(self.path)
+        except (OSError, ValueError, KeyError) as e:
+            raise ModelError(f"cannot load the tokenizer of {self.path}: {e}") from e
+        engine = VLLMEngine(self.path, settings_from_args(self._args, self._max_num_seqs))
+        try:
+            engine.start()
+        except Exception as e:
+            raise ModelError(f"vLLM could not start model {self.path}: {type(e).__name__}: {e}") from e
+        self.engine = engine
+        self.max_model_len = engine.max_model_len
+        log.info("llm %s on vLLM: context %d, maxNumSeqs %d", self.path.name, self.max_model_len, self._max_num_seqs)
+        return self._info()
+
     def _info(self) -> ModelInfo:
         return ModelInfo(
-            platform="transformers",
+            platform="vllm" if self.engine_name == "vllm" else "transformers",
             inputs=[TensorSpec(INPUT, "BYTES", (-1,))],
             outputs=[TensorSpec(OUTPUT, "BYTES", (-1,))],
             extra={"generative": True, "max_model_len": self.max_model_len},
@@ -222,7 +285,8 @@ class LLMModel:
         budget = self.engine.config.max_num_batched_tokens
         if prompt_tokens == 0:
             raise ValueError("the prompt is empty")
-        if prompt_tokens > budget:
+        # vLLM prefills a long prompt in chunks: only the context bounds it
+        if self.engine_name != "vllm" and prompt_tokens > budget:
             raise ValueError(
                 f"the prompt has {prompt_tokens} tokens; this server takes at most {budget} (maxNumBatchedTokens)"
             )
