@@ -1,6 +1,8 @@
 """How a large object's bytes move: ranged GETs in parallel, reassembled in order and hashed in order; a part cut
 midway resumed from the byte it reached; a part that keeps failing fails the download with nothing left behind; and
-with ``model.sha256`` given, one hash (SHA-256) instead of two (the ETag's MD5 is not computed)."""
+with ``model.sha256`` given, one hash (SHA-256) instead of two (the ETag's MD5 is not computed). A single stream starts
+with a GET without a range (an empty object is that one GET) and resumes with an open range; a failure says how far the
+stream or the part got."""
 
 from __future__ import annotations
 
@@ -117,3 +119,38 @@ def test_a_parallel_download_with_a_wrong_sha256_leaves_nothing(s3: S3Server, tm
     with pytest.raises(StorageError, match=r"checksum mismatch: model.sha256 is 2{64}"):
         fetch(uri, tmp_path, env=s3.env(), concurrency=3, sha256="2" * 64)
     assert not any((tmp_path / "tmp").iterdir()) and not any((tmp_path / "refs").iterdir())
+
+
+def test_an_empty_object_is_one_get_without_a_range(files: HttpFiles, tmp_path: Path) -> None:
+    serve_as_s3(files, "empty.bin", b"")
+    opened, obj, cache = as_s3_object(files, "empty.bin", tmp_path / "cache")
+    digest = _download_checked("s3://test/empty.bin", opened, obj, cache, None, no_report, 2, 0.01, 4)
+    assert digest == hashlib.sha256(b"").hexdigest() and files.ranges == [None]
+
+
+def test_a_cut_stream_starts_without_a_range_and_resumes_with_an_open_one(files: HttpFiles, tmp_path: Path) -> None:
+    # cut at 2 MiB: a whole 1 MiB chunk has arrived before the cut, so the resume is a ranged GET
+    data = os.urandom(4 << 20)
+    serve_as_s3(files, "m.bin", data)
+    files.truncate["/m.bin"] = 1
+    opened, obj, cache = as_s3_object(files, "m.bin", tmp_path / "cache")
+    digest = _download_checked("s3://test/m.bin", opened, obj, cache, None, no_report, 2, 0.01, 1)
+    assert digest == hashlib.sha256(data).hexdigest()
+    first, resumed = files.ranges
+    assert first is None and resumed is not None and resumed.endswith("-")
+    assert 0 < int(resumed[len("bytes=") : -1]) <= 2 << 20
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "where"),
+    [(1, rf"\d+ of {SIZE} bytes received"), (3, r"\d+ of the \d+ bytes at \d+-\d+ received")],
+    ids=["stream", "parts"],
+)
+def test_a_failed_download_says_how_far_the_stream_or_the_part_got(
+    files: HttpFiles, tmp_path: Path, concurrency: int, where: str
+) -> None:
+    serve_as_s3(files, "m.bin", os.urandom(SIZE))
+    files.truncate["/m.bin"] = -1
+    opened, obj, cache = as_s3_object(files, "m.bin", tmp_path / "cache")
+    with pytest.raises(StorageError, match=rf"^s3://test/m.bin: download failed after 2 tries, {where} \(truncated"):
+        _download_checked("s3://test/m.bin", opened, obj, cache, None, no_report, 1, 0.01, concurrency)

@@ -191,22 +191,12 @@ def _stream(
     retries: int,
     backoff: float,
 ) -> int:
-    done = 0
-    retry = _Retry(src.uri, retries, backoff, time.sleep)
-    while done < src.size or src.size == 0:
-        try:
-            for chunk in _get(src, {"range": {"offset": done}} if done else {}, CHUNK):
-                _write_at(fd, chunk, done)
-                for d in digests:
-                    d.update(chunk)
-                done += len(chunk)
-                report(done)
-            if done < src.size:
-                raise StorageError(f"the connection ended at byte {done} of {src.size}")
-            break
-        except Exception as e:
-            retry.failed(e, f"{done} of {src.size} bytes received")
-    return done
+    def take(chunk: Any, done: int) -> None:
+        for d in digests:
+            d.update(chunk)
+        report(done)
+
+    return _fill(src, fd, _Span(0, src.size, part=False), take, _Retry(src.uri, retries, backoff, time.sleep))
 
 
 def _parts(
@@ -251,30 +241,72 @@ def _parts(
 def _part(src: Source, fd: int, start: int, end: int, retries: int, backoff: float, stop: threading.Event) -> list[Any]:
     """Bytes ``start`` to ``end`` (exclusive), written in place; returned for the hashes."""
     chunks: list[Any] = []
-    pos = start
     retry = _Retry(src.uri, retries, backoff, stop.wait)
-    while pos < end:
-        if stop.is_set():
+    _fill(src, fd, _Span(start, end, part=True), lambda chunk, _pos: chunks.append(chunk), retry, stop)
+    return chunks
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """What one GET loop fetches: bytes ``start`` to ``end`` (exclusive), a ``part`` of a parallel download, or else the
+    whole object as one stream (``start`` 0, ``end`` its size)."""
+
+    start: int
+    end: int
+    part: bool
+
+    def options(self, pos: int) -> dict[str, Any]:
+        """The GET from ``pos``: a part asks for its own range; the stream's first GET asks for no range (a server
+        that ignores ranges serves it all the same) and a resume for the rest of the object."""
+        if self.part:
+            return {"range": (pos, self.end)}
+        return {"range": {"offset": pos}} if pos else {}
+
+    def name(self) -> str:
+        return f"the part {self.start}-{self.end - 1}" if self.part else str(self.end)
+
+    def received(self, pos: int) -> str:
+        if self.part:
+            return f"{pos - self.start} of the {self.end - self.start} bytes at {self.start}-{self.end - 1} received"
+        return f"{pos} of {self.end} bytes received"
+
+
+def _fill(
+    src: Source,
+    fd: int,
+    span: _Span,
+    take: Callable[[Any, int], None],
+    retry: _Retry,
+    stop: threading.Event | None = None,
+) -> int:
+    """Write ``span``'s bytes into ``fd`` at their offsets, handing each chunk written to ``take`` with the byte
+    reached; a GET cut short is retried from that byte. An empty object still takes one GET. A part stops at once
+    (``_Stopped``) when ``stop`` is set, and fails without retrying (``_Refused``) when the store sends more than its
+    range. Returns the byte reached."""
+    pos = span.start
+    while pos < span.end or span.end == 0:
+        if stop is not None and stop.is_set():
             raise _Stopped
         try:
-            for chunk in _get(src, {"range": (pos, end)}, CHUNK):
-                if pos + len(chunk) > end:
+            for chunk in _get(src, span.options(pos), CHUNK):
+                if span.part and pos + len(chunk) > span.end:
                     raise _Refused(
-                        f"{src.uri}: the store sent more than the {end - start} bytes at {start}-{end - 1} asked for "
-                        "(it does not honour ranged GETs)"
+                        f"{src.uri}: the store sent more than the {span.end - span.start} bytes at "
+                        f"{span.start}-{span.end - 1} asked for (it does not honour ranged GETs)"
                     )
                 _write_at(fd, chunk, pos)
-                chunks.append(chunk)
                 pos += len(chunk)
-                if stop.is_set():
+                take(chunk, pos)
+                if stop is not None and stop.is_set():
                     raise _Stopped
-            if pos < end:
-                raise StorageError(f"the connection ended at byte {pos} of the part {start}-{end - 1}")
+            if pos < span.end:
+                raise StorageError(f"the connection ended at byte {pos} of {span.name()}")
+            break
         except (_Stopped, _Refused):
             raise
         except Exception as e:
-            retry.failed(e, f"{pos - start} of the {end - start} bytes at {start}-{end - 1} received")
-    return chunks
+            retry.failed(e, span.received(pos))
+    return pos
 
 
 class _Refused(StorageError):
