@@ -131,6 +131,10 @@ class Engine:
         self.eos_ids = frozenset(eos_ids)
         self.special_ids = frozenset(getattr(tokenizer, "all_special_ids", ()))
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        # a fast tokenizer's ``tokenizers.Tokenizer``: each sequence's text is then decoded by its DecodeStream (one
+        # call into Rust per token; ``TextTail``), not by ``tokenizer.decode`` (two calls through Python)
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        self._backend = backend if type(backend).__module__.startswith("tokenizers") else None
         self.device = next(model.parameters()).device
         self.stats = EngineStats()
         self._scheduler = Scheduler(config)
@@ -180,7 +184,7 @@ class Engine:
         seq_id = next(self._ids)
         decode: Callable[[Sequence[int]], str] = self._decode
         max_total = min(self.max_model_len, len(prompt) + params.max_tokens)
-        seq = _Seq(seq_id, list(prompt), params, on_output, TextTail(decode, params.stop), max_total)
+        seq = _Seq(seq_id, list(prompt), params, on_output, TextTail(decode, params.stop, self._backend), max_total)
         with self._wake:
             self._inbox.append(seq)
             self._wake.notify()
