@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from kubeinfer import __version__
+from kubeinfer.server import routes
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
@@ -70,6 +71,10 @@ _mono_ns = 0
 _perf_ns = 0
 _sample: Callable[[str | None], bool] = lambda traceparent: False  # noqa: E731 - set by setup
 _sample_new: Callable[[], bool] = lambda: False  # noqa: E731 - _sample(None), a request without traceparent (most): set by setup
+# The same decision as one comparison, for the direct REST path: a new trace is sampled when random() < _new_ratio
+# (random() is in [0, 1): 1.0 always, 0.0 never). Set by setup.
+_new_ratio = 0.0
+_random = random.random
 # What the spans need of the API, bound by setup (the request path does no import statement).
 _api: Any = None
 _propagator: Any = None
@@ -199,7 +204,7 @@ def setup(env: Mapping[str, str], *, service: str, component: str) -> bool:
     ``service``: the ``service.name`` unless ``OTEL_SERVICE_NAME`` is set; ``component``: ``replica`` or ``router``
     (the ``kubeinfer.component`` resource attribute). Raises :class:`TracingError` for a variable tracing cannot use;
     without the ``tracing`` extra it logs a warning that says what to install and leaves tracing off."""
-    global tracer, _provider, _mono_ns, _perf_ns, _sample, _sample_new, _api, _propagator
+    global tracer, _provider, _mono_ns, _perf_ns, _sample, _sample_new, _new_ratio, _api, _propagator
     global _exporter, _emit, _context, _flags, _unset
     settings = TracingSettings.from_env(env)
     if settings is None:
@@ -251,6 +256,7 @@ def setup(env: Mapping[str, str], *, service: str, component: str) -> bool:
     _perf_ns = time.time_ns() - time.perf_counter_ns()
     _sample = _sampler(settings.sampler, settings.ratio)
     _sample_new = _new_trace_sampler(settings.sampler, settings.ratio)
+    _new_ratio = _new_trace_ratio(settings.sampler, settings.ratio)
     _api = api
     _propagator = TraceContextTextMapPropagator()
     _provider = provider
@@ -356,6 +362,14 @@ def _new_trace_sampler(name: str, ratio: float) -> Callable[[], bool]:
     return lambda: False
 
 
+def _new_trace_ratio(name: str, ratio: float) -> float:
+    """The probability that ``_sampler(name, ratio)`` samples a new trace: ``_sample_new()`` is ``random() <`` it."""
+    root = name.removeprefix("parentbased_")
+    if root == "traceidratio":
+        return min(max(ratio, 0.0), 1.0)
+    return 1.0 if root == "always_on" else 0.0
+
+
 def _unsampled(traceparent: str | None) -> str:
     """The ``traceparent`` that tells the next hop a request is not sampled: the caller's when it sent a valid one,
     else a new trace's with the sampled flag off."""
@@ -394,16 +408,14 @@ def _ns_perf(t: float) -> int:
     return int(t * 1e9) + _perf_ns
 
 
-def _child(parent: Any, name: str, start: int, end: int, attributes: dict[str, Any]) -> Any:
-    """A finished INTERNAL span, child of the span whose ``SpanContext`` is ``parent``, sent to the exporter process;
-    its own ``SpanContext`` is returned (the parent of a further child)."""
+def _child(parent: Any, name: str, start: int, end: int, attributes: dict[str, Any]) -> None:
+    """A finished INTERNAL span, child of the span whose ``SpanContext`` is ``parent``, sent to the exporter process."""
     state = parent.trace_state
-    span_id = _getrandbits(64) or 1
     _emit(
         (
             name,
             parent.trace_id,
-            span_id,
+            _getrandbits(64) or 1,
             parent.span_id,
             parent.is_remote,
             state.to_header() if state else "",
@@ -416,7 +428,6 @@ def _child(parent: Any, name: str, start: int, end: int, attributes: dict[str, A
             (),
         )
     )
-    return _context(parent.trace_id, span_id, False, _flags, state)
 
 
 def _header(headers: Mapping[bytes, bytes], name: bytes) -> str | None:
@@ -427,9 +438,7 @@ def _header(headers: Mapping[bytes, bytes], name: bytes) -> str | None:
 # -- the replica: HTTP --------------------------------------------------------------------------------------------
 def _route(path: str) -> tuple[str | None, str, Mapping[str, str]]:
     """The route template, the ``kubeinfer.protocol`` and the path's parameters of a replica path."""
-    from kubeinfer.server.routes import TABLE
-
-    found = TABLE.match(path)
+    found = routes.TABLE.match(path)
     if found is None:
         return None, "", {}
     return found[0].path, found[0].protocol, found[1]
@@ -485,10 +494,17 @@ def _end_http(span: Span, status: int, model: Any = None) -> None:
     span.end()
 
 
-def _direct_span(cycle: Any) -> Span | None:
+# The direct REST path's span name and starting attributes by URL path (a few: one per model and route), each a
+# route match and a dictionary built once.
+_direct_paths: dict[str, tuple[str, dict[str, Any]]] = {}
+
+
+def _direct_span(cycle: Any, drawn: bool = False) -> Span | None:
+    """The direct REST path's request span when the request is sampled, else None (``drawn``: a request without
+    ``traceparent`` already drawn as sampled)."""
     raw = cycle.headers.get(b"traceparent")
     if raw is None:
-        if not _sample_new():
+        if not drawn and not _sample_new():
             return None
         tp = None
     else:
@@ -496,15 +512,25 @@ def _direct_span(cycle: Any) -> Span | None:
         if not _sample(tp):
             return None
     path = cycle.url.decode("ascii", "replace")
-    route, protocol, params = _route(path)
-    attributes = _http_attributes("POST", path, route, protocol, params)
-    parent = _api.get_current_span(_parent(tp, _header(cycle.headers, b"tracestate"))).get_span_context()
-    if parent.is_valid:
+    known = _direct_paths.get(path)
+    if known is None:
+        route, protocol, params = _route(path)
+        known = (
+            f"POST {route}" if route is not None else "POST",
+            _http_attributes("POST", path, route, protocol, params),
+        )
+        if len(_direct_paths) < 256:
+            _direct_paths[path] = known
+    name, attributes = known[0], known[1].copy()
+    parent = None
+    if tp is not None:
+        parent = _api.get_current_span(_parent(tp, _header(cycle.headers, b"tracestate"))).get_span_context()
+        if not parent.is_valid:
+            parent = None
+    if parent is not None:
         context = _context(parent.trace_id, _getrandbits(64) or 1, False, _flags, parent.trace_state)
     else:
-        parent = None
         context = _context(_getrandbits(128) or 1, _getrandbits(64) or 1, False, _flags)
-    name = f"POST {route}" if route is not None else "POST"
     return _Live(name, context, parent, _ns_perf(cycle.start), attributes)  # type: ignore[return-value]
 
 
@@ -553,7 +579,13 @@ def direct_submit(cycle: Any, submit: Callable[..., Any], *args: Any) -> Any:
     when its head arrived) and queue the request (``submit(*args)``) as its child. ``cycle.span`` is set either way
     (None: not sampled) for :func:`direct_end`. Not sampled, the request costs a dictionary lookup and a random
     number here: no context variable is set, nothing is allocated."""
-    span = cycle.span = _direct_span(cycle)
+    if b"traceparent" not in cycle.headers:  # most requests: a new trace, decided by one comparison
+        if _random() >= _new_ratio:
+            cycle.span = None
+            return submit(*args)
+        span = cycle.span = _direct_span(cycle, drawn=True)
+    else:
+        span = cycle.span = _direct_span(cycle)
     if span is None:
         return submit(*args)
     token = _current.set(span)
@@ -706,13 +738,66 @@ def batch(
         "kubeinfer.batch.requests": len(items),
         "kubeinfer.batch.inline": inline,
     }
-    # Attributes on the batch span only (its children are read under it): each one costs the SDK's checks per span.
+    # Attributes on the batch span only (its children are read under it). The records are made here rather than by
+    # _child: the request's context read once, and the batch span's id kept for its model span without a SpanContext.
     for it, res in sampled:
-        context = it.span.get_span_context()
-        _child(context, "queue", _ns_mono(it.enqueued), b0, {})
-        span = _child(context, "batch", b0, b1, batch_attributes)
+        ctx = it.span.get_span_context()
+        trace_id, parent_id, remote, state = ctx.trace_id, ctx.span_id, ctx.is_remote, ctx.trace_state
+        ts = state.to_header() if state else ""
+        q0 = _ns_mono(it.enqueued)
+        batch_id = _getrandbits(64) or 1
         error = {"error.type": type(res).__name__} if isinstance(res, BaseException) else {}
-        _child(span, "model", m0, m1, error)
+        _emit(
+            (
+                "queue",
+                trace_id,
+                _getrandbits(64) or 1,
+                parent_id,
+                remote,
+                ts,
+                _INTERNAL,
+                q0,
+                max(b0, q0),
+                {},
+                0,
+                None,
+                (),
+            )
+        )
+        _emit(
+            (
+                "batch",
+                trace_id,
+                batch_id,
+                parent_id,
+                remote,
+                ts,
+                _INTERNAL,
+                b0,
+                max(b1, b0),
+                batch_attributes,
+                0,
+                None,
+                (),
+            )
+        )
+        _emit(
+            (
+                "model",
+                trace_id,
+                _getrandbits(64) or 1,
+                batch_id,
+                False,
+                ts,
+                _INTERNAL,
+                m0,
+                max(m1, m0),
+                error,
+                0,
+                None,
+                (),
+            )
+        )
 
 
 # -- the router ----------------------------------------------------------------------------------------------------

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -149,3 +152,55 @@ def test_new_trace_sampler_decides_as_the_sampler_does_without_traceparent(sampl
         assert got == want and got in (0, n)
     else:
         assert 0.2 * n < got < 0.3 * n and 0.2 * n < want < 0.3 * n
+
+
+@pytest.mark.parametrize("sampler", tracing.SAMPLERS)
+@pytest.mark.parametrize("ratio", [0.0, 0.25, 1.0])
+def test_new_trace_ratio_is_the_new_trace_samplers_probability(sampler: str, ratio: float) -> None:
+    """``direct_submit`` samples a request without ``traceparent`` when ``random() < _new_trace_ratio(...)``: always
+    and never where the sampler says so, else the ratio."""
+    p = tracing._new_trace_ratio(sampler, ratio)
+    fast = tracing._new_trace_sampler(sampler, ratio)
+    if ratio in (0.0, 1.0) or not sampler.endswith("traceidratio"):
+        assert p == (1.0 if fast() else 0.0)
+    else:
+        assert p == ratio
+
+
+def test_the_direct_paths_sampling_decision() -> None:
+    """The direct REST path (``direct_submit``): without ``traceparent``, a share of requests as the ratio says (one
+    draw per request, not two); with one, the caller's sampled flag (parentbased); an unsampled request's submit runs
+    with no span, a sampled one's under its span, in the caller's trace when there is one."""
+    env = {
+        "OTEL_TRACES_EXPORTER": "console",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+        "OTEL_BSP_SCHEDULE_DELAY": "600000",  # nothing sent during the test: the records stay queued here
+        "OTEL_BSP_MAX_QUEUE_SIZE": "100000",
+        "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "100000",
+    }
+    assert tracing.setup(env, service="s", component="replica")
+    try:
+
+        def run(headers: dict[bytes, bytes]) -> tuple[Any, Any]:
+            cycle = SimpleNamespace(headers=headers, url=b"/v2/models/m/infer", start=time.perf_counter(), span=None)
+            seen = tracing.direct_submit(cycle, tracing.current)
+            return cycle.span, seen
+
+        n = 4000
+        spans = [run({b"host": b"x"}) for _ in range(n)]
+        sampled = [s for s, seen in spans if s is not None]
+        assert all(seen is s for s, seen in spans)
+        assert 0.2 * n < len(sampled) < 0.3 * n
+        assert all(run({b"traceparent": SAMPLED.encode()})[0] is not None for _ in range(50))
+        assert all(run({b"traceparent": UNSAMPLED.encode()})[0] is None for _ in range(50))
+        span, _ = run({b"traceparent": SAMPLED.encode()})
+        assert f"{span.get_span_context().trace_id:032x}" == SAMPLED.split("-")[1]
+        assert span.name == "POST /v2/models/{model_name}/infer"
+        assert span.attributes["kubeinfer.model.name"] == "m"
+        span.attributes["http.response.status_code"] = 200  # a span's own copy of the path's attributes
+        assert "http.response.status_code" not in run({b"traceparent": SAMPLED.encode()})[0].attributes
+    finally:
+        assert tracing._exporter is not None
+        tracing._exporter.queue.clear()
+        tracing.shutdown()
