@@ -11,7 +11,10 @@ threads of this process, the span sender included; the exporter process's from `
 * ``sampled``: the same with every request sampled (ratio 1): its request span and ``queue``, ``batch``, ``model``,
   ``encode`` spans made and handed to the sender thread, which sends them to the exporter process;
 * ``exporter``: the exporter process's CPU per span, from receiving to OTLP/gRPC export to a receiver (``run.py``'s,
-  in a process of its own).
+  in a process of its own);
+* ``encoding``: the exporter process's encoding alone, side by side in this process on the same records (those the
+  hooks above made): ``trace_export.Encoder`` (OTLP messages built from the records) against the SDK's way (each
+  record rebuilt as a ``ReadableSpan`` by ``trace_export._builder``, then ``encode_spans``), both serialized.
 
 From these, the CPU a request costs at ratio ``r`` is ``hooks + r * (sampled - hooks) + r * 5 * exporter``, printed
 for 1% and 100%. Medians over ``--repeats``.
@@ -51,6 +54,7 @@ def one_request(traced: bool = True) -> None:
         span=None,
     )
     item = SimpleNamespace(span=None, enqueued=time.monotonic(), req=SimpleNamespace(rows=1))
+    items, results = [item], [None]  # the batcher's, whether tracing is on or not
 
     def submit() -> None:
         if traced:
@@ -62,7 +66,7 @@ def one_request(traced: bool = True) -> None:
         return
     tracing.direct_submit(cycle, submit)
     now = time.monotonic()
-    tracing.batch("tabular64", [item], [None], now, 0.0001, (now, 0.00005), True)
+    tracing.batch("tabular64", items, results, now, 0.0001, (now, 0.00005), True)
     if cycle.span is not None:
         tracing.encode(cycle.span, lambda: None)
     tracing.direct_end(cycle, SLOT, 200)
@@ -96,6 +100,42 @@ def per_request(ratio: str, endpoint: str, n: int) -> tuple[float, float]:
         tracing.shutdown()
     spans = want - base
     return cpu / n * 1e6, (kid / spans * 1e6 if spans else 0.0)
+
+
+def records(endpoint: str, n: int) -> list[tuple[Any, ...]]:
+    """The records ``n`` sampled requests make (taken from the queue before they are sent)."""
+    settings = {**env("100%", endpoint), "OTEL_BSP_SCHEDULE_DELAY": "600000"}
+    settings["OTEL_BSP_MAX_QUEUE_SIZE"] = settings["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] = str(2 * n * SPANS)
+    assert tracing.setup(settings, service="bench", component="replica")
+    try:
+        for _ in range(n):
+            one_request()
+        exporter: Any = tracing._exporter
+        out = list(exporter.queue)
+        exporter.queue.clear()
+    finally:
+        tracing.shutdown()
+    return out
+
+
+def encoding(batch: list[tuple[Any, ...]], rounds: int) -> tuple[float, float]:
+    """CPU us per span to encode and serialize ``batch``: trace_export.Encoder, and the SDK's encoder on the
+    ReadableSpans rebuilt from the records (as the exporter process did before)."""
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from kubeinfer.server.trace_export import Encoder, _builder
+
+    config = {"resource": {"service.name": "bench", "kubeinfer.component": "replica"}, "scope": ["kubeinfer", "0"]}
+    encoder, build = Encoder(config), _builder(config)
+    t0 = time.process_time()
+    for _ in range(rounds):
+        encoder(batch).SerializeToString()
+    direct = time.process_time() - t0
+    t0 = time.process_time()
+    for _ in range(rounds):
+        encode_spans([build(r) for r in batch]).SerializeToString()
+    sdk = time.process_time() - t0
+    return direct / rounds / len(batch) * 1e6, sdk / rounds / len(batch) * 1e6
 
 
 def child_cpu(pid: int) -> float:
@@ -133,8 +173,21 @@ def main() -> None:
         print(f"OTLP received: {sink.exports} export requests, {sink.bytes / 1e6:.1f} MB", flush=True)
         return
     proc, endpoint = sink_process()
-    rows: dict[str, list[float]] = {"loop": [], "hooks": [], "sampled": [], "exporter": []}
+    rows: dict[str, list[float]] = {
+        "loop": [],
+        "hooks": [],
+        "sampled": [],
+        "exporter": [],
+        "encoder": [],
+        "sdk": [],
+        "ratio": [],
+    }
+    batch = records(endpoint, 512 // SPANS + 1)[:512]  # one export batch (OTEL_BSP_MAX_EXPORT_BATCH_SIZE's default)
     for r in range(args.repeats):
+        direct, sdk = encoding(batch, 10)
+        rows["encoder"].append(direct)
+        rows["sdk"].append(sdk)
+        rows["ratio"].append(direct / sdk)
         rows["loop"].append(empty(args.requests))
         rows["hooks"].append(per_request("0", endpoint, args.requests)[0] - rows["loop"][-1])
         sampled, exporter = per_request("1", endpoint, args.requests // 10)
@@ -142,7 +195,8 @@ def main() -> None:
         rows["exporter"].append(exporter)
         print(
             f"repeat {r + 1}: hooks {rows['hooks'][-1]:.2f} us/request, sampled {rows['sampled'][-1]:.1f} "
-            f"us/request, exporter process {rows['exporter'][-1]:.1f} us/span",
+            f"us/request, exporter process {rows['exporter'][-1]:.1f} us/span; encoding {direct:.1f} us/span (the SDK's "
+            f"way {sdk:.1f})",
             flush=True,
         )
     med = {k: statistics.median(v) for k, v in rows.items()}
@@ -153,7 +207,13 @@ def main() -> None:
         f"| sampled: 5 spans made and sent (serving process) | {med['sampled']:.1f} us/request | "
         f"{min(rows['sampled']):.1f} | {max(rows['sampled']):.1f} |\n"
         f"| exporter process | {med['exporter']:.1f} us/span | {min(rows['exporter']):.1f} | "
-        f"{max(rows['exporter']):.1f} |"
+        f"{max(rows['exporter']):.1f} |\n"
+        f"| encoding alone: trace_export.Encoder | {med['encoder']:.1f} us/span | {min(rows['encoder']):.1f} | "
+        f"{max(rows['encoder']):.1f} |\n"
+        f"| encoding alone: the SDK's (ReadableSpan + encode_spans) | {med['sdk']:.1f} us/span | "
+        f"{min(rows['sdk']):.1f} | {max(rows['sdk']):.1f} |\n"
+        f"| encoding: Encoder / the SDK's, same repeat | {med['ratio']:.3f} | {min(rows['ratio']):.3f} | "
+        f"{max(rows['ratio']):.3f} |"
     )
     for ratio in (0.01, 1.0):
         serving = med["hooks"] + ratio * (med["sampled"] - med["hooks"])

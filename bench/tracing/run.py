@@ -24,6 +24,13 @@ tracing is read from when the two disagree.
 identical replicas differ by on this machine) and ``1%`` are loaded at the same time in each round (``--conns`` each),
 so that all three see the same neighbours; each round gives the ratios ``off'``/``off`` and ``1%``/``off`` of
 throughput and of CPU time per request, and the median, best and worst over the rounds are reported.
+
+``--alternate``: two replicas, ``off`` and ``1%``, loaded one at a time in rounds of three short runs, ``off``, ``1%``,
+``off`` again, so that each ``1%`` run is compared with the ``off`` runs just before and after it (a neighbour's load
+that drifts linearly over the round cancels); each round gives ``1%`` over the mean of its two ``off`` runs, for
+throughput and for CPU seconds per request of the replica's processes (serving process and exporter process, from
+``/proc``), and, as the control, the second ``off`` run over the first. Medians over many short rounds, with the
+worst and best round.
 """
 
 from __future__ import annotations
@@ -124,6 +131,13 @@ def main() -> None:
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--out", type=Path)
     ap.add_argument(
+        "--alternate",
+        action="store_true",
+        help="rounds of off, 1%%, off again, one replica loaded at a time; ratios of 1%% to the mean of its two off "
+        "runs (throughput and CPU per request, exporter process included), off again vs off as the control",
+    )
+    ap.add_argument("--warmup", type=float, default=1.0, help="seconds of load before each measured run")
+    ap.add_argument(
         "--paired",
         action="store_true",
         help="load 'off', a second 'off' (the control) and '1%%' at the same time in each round (three wrk) and "
@@ -137,6 +151,15 @@ def main() -> None:
         raise SystemExit("build the model first: .venv/bin/python examples/build.py tabular64")
     sink = Sink()
     endpoint = f"http://127.0.0.1:{sink.port}"
+    if args.alternate:
+        servers = {k: ServerProcess(spec, grpc=False, env=env(k, endpoint)).start() for k in ("off", "1%")}
+        try:
+            alternate(servers, args)
+        finally:
+            for s in servers.values():
+                s.stop()
+        print(f"OTLP received: {sink.exports} export requests, {sink.bytes / 1e6:.1f} MB")
+        return
     servers = {k: ServerProcess(spec, grpc=False, env=env(k, endpoint)).start() for k in KINDS}
     # req/s, p50 ms, CPU us/request, of which outside the event loop's thread, the exporter process's
     runs: dict[str, list[tuple[float, float, float, float, float]]] = {k: [] for k in KINDS}
@@ -186,11 +209,14 @@ def main() -> None:
         args.out.write_text("\n".join(lines) + "\n")
 
 
-def measure(server: ServerProcess, conns: int, duration: float) -> tuple[float, float, float, float, float]:
-    """One measured wrk run after a 1 s warm-up: req/s, p50 ms, the replica's serving process's CPU us per request
-    (all threads, and the threads other than the event loop's), and its exporter process's."""
+def measure(
+    server: ServerProcess, conns: int, duration: float, warmup: float = 1.0
+) -> tuple[float, float, float, float, float]:
+    """One measured wrk run after a warm-up: req/s, p50 ms, the replica's serving process's CPU us per request (all
+    threads, and the threads other than the event loop's), and its exporter process's."""
     url = f"{server.url}/v2/models/tabular64/infer"
-    run_wrk(LoadSpec(url=url, body=BODY, concurrency=conns, duration=1.0, warmup=0))
+    if warmup > 0:
+        run_wrk(LoadSpec(url=url, body=BODY, concurrency=conns, duration=warmup, warmup=0))
     before = cpu_seconds(server.pid)
     res = run_wrk(LoadSpec(url=url, body=BODY, concurrency=conns, duration=duration, warmup=0))
     if res.errors:
@@ -199,6 +225,53 @@ def measure(server: ServerProcess, conns: int, duration: float) -> tuple[float, 
     n = max(res.requests, 1)
     cpu, others, kids = ((a - b) / n * 1e6 for a, b in zip(after, before, strict=True))
     return res.throughput, res.latency_ms["p50"], cpu, others, kids
+
+
+def alternate(servers: dict[str, ServerProcess], args: argparse.Namespace) -> None:
+    """Rounds of ``off``, ``1%``, ``off`` again (one replica loaded at a time); see the module's docstring."""
+    rows: dict[str, list[float]] = {k: [] for k in ("thr", "cpu", "thr_control", "cpu_control")}
+    absolute: dict[str, list[float]] = {k: [] for k in ("off", "1%", "exporter")}
+    for r in range(args.rounds):
+        a = measure(servers["off"], args.conns, args.duration, args.warmup)
+        b = measure(servers["1%"], args.conns, args.duration, args.warmup)
+        c = measure(servers["off"], args.conns, args.duration, args.warmup)
+        off_thr, off_cpu = (a[0] + c[0]) / 2, (a[2] + a[4] + c[2] + c[4]) / 2
+        rows["thr"].append(b[0] / off_thr)
+        rows["cpu"].append((b[2] + b[4]) / off_cpu)
+        rows["thr_control"].append(c[0] / a[0])
+        rows["cpu_control"].append((c[2] + c[4]) / (a[2] + a[4]))
+        absolute["off"] += [a[2] + a[4], c[2] + c[4]]
+        absolute["1%"].append(b[2] + b[4])
+        absolute["exporter"].append(b[4])
+        print(
+            f"round {r + 1}: off {a[0]:,.0f} req/s {a[2] + a[4]:.1f} us CPU/request, 1% {b[0]:,.0f} req/s "
+            f"{b[2] + b[4]:.1f} us ({b[4]:.2f} in the exporter process), off again {c[0]:,.0f} req/s "
+            f"{c[2] + c[4]:.1f} us; 1% vs off: {rows['thr'][-1]:.3f}x req/s, {rows['cpu'][-1]:.3f}x CPU/request",
+            flush=True,
+        )
+    med = statistics.median
+    lines = [
+        f"| ratio (rounds of off, 1%, off again: {args.rounds} rounds of {args.duration:g} s runs) | median | best "
+        "round | worst round |",
+        "|---|---|---|---|",
+        f"| 1% throughput / off (mean of the two off runs around it) | {med(rows['thr']):.3f} | "
+        f"{max(rows['thr']):.3f} | {min(rows['thr']):.3f} |",
+        f"| 1% CPU per request / off (serving + exporter process) | {med(rows['cpu']):.3f} | "
+        f"{min(rows['cpu']):.3f} | {max(rows['cpu']):.3f} |",
+        f"| control: off again / off, throughput | {med(rows['thr_control']):.3f} | "
+        f"{max(rows['thr_control']):.3f} | {min(rows['thr_control']):.3f} |",
+        f"| control: off again / off, CPU per request | {med(rows['cpu_control']):.3f} | "
+        f"{min(rows['cpu_control']):.3f} | {max(rows['cpu_control']):.3f} |",
+        "",
+        f"CPU us per request, medians: off {med(absolute['off']):.1f} (runs {min(absolute['off']):.1f}-"
+        f"{max(absolute['off']):.1f}), 1% {med(absolute['1%']):.1f} ({min(absolute['1%']):.1f}-"
+        f"{max(absolute['1%']):.1f}), of which the exporter process {med(absolute['exporter']):.2f} "
+        f"(wrk -t1 -c{args.conns} -d{args.duration:g}s after {args.warmup:g} s of warm-up; examples/tabular64; "
+        f"{platform.machine()}, Python {platform.python_version()})",
+    ]
+    print("\n".join(lines))
+    if args.out is not None:
+        args.out.write_text("\n".join(lines) + "\n")
 
 
 def paired(servers: dict[str, ServerProcess], args: argparse.Namespace) -> None:
