@@ -180,6 +180,7 @@ def test_a_client_that_goes_away_aborts_its_request_in_the_engine(server: Server
     ):
         assert time.monotonic() < deadline, "the aborted sequence still counts as running"
         time.sleep(0.1)
+    assert _metric(server, "kubeinfer_generation_kv_cache_tokens") == 0  # its tokens no longer count as held
     after = _metric(server, "kubeinfer_generation_tokens_total", 'kind="generated"')
     assert 2 <= after - generated < 200  # it generated some tokens, not all 200
 

@@ -11,6 +11,8 @@ kubeinfer_generation_inter_token_latency_seconds   histogram  time between a seq
 kubeinfer_generation_tokens_total                  counter    tokens by ``kind``: ``prompt``, ``generated``  vllm:prompt_tokens_total, generation_tokens
 kubeinfer_generation_tokens_per_second             gauge      tokens generated per second, last 10 s
 kubeinfer_generation_steps_total                   counter    engine steps (one batch forward each)
+kubeinfer_generation_kv_cache_tokens               gauge      token positions the KV cache holds
+kubeinfer_generation_kv_cache_usage_ratio          gauge      that over what the cache can hold (0-1)      vllm:kv_cache_usage_perc
 =================================================  =========  ===========================================  ========================================
 
 Only a replica serving a generative model has these families. With ``server.processes`` > 1 each process has its own
@@ -76,7 +78,24 @@ class GenerationMetrics(Collector):
             labels=["model"],
         )
         steps = CounterMetricFamily("kubeinfer_generation_steps", "Engine steps.", labels=["model"])
+        kv = GaugeMetricFamily(
+            "kubeinfer_generation_kv_cache_tokens",
+            "Token positions the KV cache holds (the transformers engine: its padded rows; vllm: the running "
+            "sequences' tokens).",
+            labels=["model"],
+        )
+        kv_ratio = GaugeMetricFamily(
+            "kubeinfer_generation_kv_cache_usage_ratio",
+            "KV cache tokens over what the cache can hold (transformers: maxNumSeqs x maxModelLen; vllm: its blocks).",
+            labels=["model"],
+        )
         for name, engine in engines:
+            held = getattr(engine, "kv_cache_tokens", None)
+            if held is not None:
+                kv.add_metric([name], held)
+                capacity = getattr(engine, "kv_cache_capacity", None)
+                if capacity:
+                    kv_ratio.add_metric([name], min(1.0, held / capacity))
             stats = engine.stats
             waiting.add_metric([name], engine.num_waiting)
             running.add_metric([name], engine.num_running)
@@ -103,6 +122,8 @@ class GenerationMetrics(Collector):
         yield tokens
         yield rate
         yield steps
+        yield kv
+        yield kv_ratio
 
 
 def _hist(

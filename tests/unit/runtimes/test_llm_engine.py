@@ -199,7 +199,7 @@ def test_chat_prompt_uses_the_tokenizers_chat_template(llm: LLMModel) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ({"engine": "vllm"}, "model.args.engine 'vllm' is not supported: use one of transformers"),
+        ({"engine": "tgi"}, "model.args.engine 'tgi' is not supported: use one of transformers, vllm"),
         ({"maxNumSeqs": 0}, "model.args.maxNumSeqs must be an integer >= 1"),
         ({"batch": 4}, "model.args: unknown 'batch'"),
         ({"dtype": "int8"}, "model.args.dtype 'int8' is not supported"),

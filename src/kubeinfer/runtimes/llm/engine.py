@@ -204,6 +204,17 @@ class Engine:
     def num_running(self) -> int:
         return self._scheduler.num_running
 
+    @property
+    def kv_cache_tokens(self) -> int:
+        """Token positions the running batch's KV cache holds, the rows' left padding included (what it costs)."""
+        rows = self._rows
+        return 0 if rows is None else len(rows.seqs) * rows.width
+
+    @property
+    def kv_cache_capacity(self) -> int:
+        """Token positions the cache can grow to: ``maxNumSeqs`` rows of the context length."""
+        return self.config.max_num_seqs * self.max_model_len
+
     def _decode(self, ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
@@ -221,8 +232,10 @@ class Engine:
             except Exception as e:  # a bug or an out-of-memory: end every sequence of the step, keep serving
                 log.exception("generation step failed")
                 self._fail_all(f"{type(e).__name__}: {e}")
-            if not self._seqs and self.after_pass is not None:
-                self.after_pass()  # idle now (the last sequences ended or were aborted): say so once
+            if not self._seqs:
+                self._rows = None  # idle now: the last batch's cache goes (it was held until the next request)
+                if self.after_pass is not None:
+                    self.after_pass()  # the last sequences ended or were aborted: say so once
 
     def _intake(self, aborts: bool) -> bool:
         """Hand the sequences added since the last call to the scheduler (and, with ``aborts``, drop the aborted

@@ -99,6 +99,7 @@ class VLLMEngine:
         self._waiting: set[int] = set()
         self._running: set[int] = set()
         self._lock = threading.Lock()
+        self._held = 0  # tokens of the running sequences
 
     # -- any thread ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -182,6 +183,19 @@ class VLLMEngine:
     def num_running(self) -> int:
         return len(self._running)
 
+    @property
+    def kv_cache_tokens(self) -> int:
+        """Tokens of the running sequences (prompt and output so far): an upper bound of what vLLM's cache holds for
+        them (prefix caching shares blocks between sequences with a common prefix)."""
+        return self._held
+
+    @property
+    def kv_cache_capacity(self) -> int | None:
+        """Tokens vLLM's KV cache holds at most (its GPU blocks times the block size), once the engine started."""
+        cache = getattr(getattr(self._llm, "vllm_config", None), "cache_config", None)
+        blocks, size = getattr(cache, "num_gpu_blocks", None), getattr(cache, "block_size", None)
+        return blocks * size if isinstance(blocks, int) and isinstance(size, int) else None
+
     # -- the engine's loop -------------------------------------------------------------------------------
     def _spawn(
         self, seq_id: int, prompt: list[int], params: SamplingParams, on_output: Callable[[Output], None]
@@ -230,7 +244,9 @@ class VLLMEngine:
                         self._waiting.discard(seq_id)
                         self._running.add(seq_id)
                         self.stats.prompt_tokens += len(prompt)
+                        self._held += len(prompt)
                     self.stats.generated(now, len(ids))
+                    self._held += len(ids)
                 completion += len(ids)
                 finished = bool(result.finished)
                 finish = (out.finish_reason or "stop") if finished else None
@@ -246,7 +262,9 @@ class VLLMEngine:
         finally:
             with self._lock:
                 self._waiting.discard(seq_id)
-                self._running.discard(seq_id)
+                if seq_id in self._running:
+                    self._running.discard(seq_id)
+                    self._held -= len(prompt) + completion
             self._tasks.pop(seq_id, None)
             if self.after_pass is not None:
                 self.after_pass()
