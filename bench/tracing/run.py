@@ -14,9 +14,9 @@ The traced replicas export OTLP over gRPC to a receiver in this process that cou
 without decoding them (a collector's CPU is not the replica's cost). Each round loads the three in a rotating order,
 after a short warm-up; figures are medians over the rounds.
 
-Two figures per setting: throughput, and CPU time per request (user + system, from ``/proc/PID/stat``, over the
-measured run only) of the replica's serving process and, beside it, of its span exporter process (``tracing.py``
-exports from a child process of the replica). On a machine shared with other work throughput moves with the
+Two figures per setting: throughput, and CPU time per request (time on a CPU, from each thread's
+``/proc/PID/task/TID/schedstat``, over the measured run only) of the replica's serving process and, beside it, of
+its span exporter process (``tracing.py`` exports from a child process of the replica). On a machine shared with other work throughput moves with the
 neighbours' load from one run to the next; CPU time per request moves far less, so it is the figure the cost of
 tracing is read from when the two disagree.
 
@@ -86,30 +86,42 @@ class Sink:
 
 
 def cpu_seconds(pid: int) -> tuple[float, float, float]:
-    """User + system CPU time of a process so far: all its threads; its threads but the main one (the event loop
-    serves requests there; the span sender and the model's pool run in the others); and its child processes' (the
-    span exporter process), live ones read from their own ``stat``."""
-    tick = os.sysconf("SC_CLK_TCK")
+    """CPU time of a process so far: all its threads; its threads but the main one (the event loop serves requests
+    there; the span sender and the model's pool run in the others); and its child processes' (the span exporter
+    process), live ones read from their own threads.
+
+    From each thread's ``/proc/.../schedstat`` (time on the CPU in nanoseconds, the scheduler's own count) rather than
+    ``stat``'s user and system times, which count 10 ms ticks: too coarse for the exporter process's part of a run of
+    a few seconds (a millisecond or two)."""
     total = others = 0.0
     children: list[str] = []
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            cpu = _thread_cpu(task)
             children += (task / "children").read_text().split()
         except FileNotFoundError:  # a thread that ended meanwhile
             continue
-        cpu = (int(fields[11]) + int(fields[12])) / tick
         total += cpu
         if task.name != str(pid):
             others += cpu
     kids = 0.0
     for child in children:
         try:
-            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            kids += sum(_thread_cpu(t) for t in Path(f"/proc/{child}/task").iterdir())
         except FileNotFoundError:
             continue
-        kids += (int(fields[11]) + int(fields[12])) / tick
     return total, others, kids
+
+
+def _thread_cpu(task: Path) -> float:
+    """Seconds a thread (``/proc/PID/task/TID``) has run on a CPU."""
+    try:
+        return int((task / "schedstat").read_text().split()[0]) / 1e9
+    except (FileNotFoundError, PermissionError):  # a kernel without schedstats: user + system ticks
+        if not (task / "stat").exists():
+            raise
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def env(kind: str, endpoint: str) -> dict[str, str]:
@@ -268,6 +280,12 @@ def alternate(servers: dict[str, ServerProcess], args: argparse.Namespace) -> No
         f"{max(absolute['1%']):.1f}), of which the exporter process {med(absolute['exporter']):.2f} "
         f"(wrk -t1 -c{args.conns} -d{args.duration:g}s after {args.warmup:g} s of warm-up; examples/tabular64; "
         f"{platform.machine()}, Python {platform.python_version()})",
+        "",
+        # The batcher moves a model's batches from the event loop back to worker threads (which costs more CPU per
+        # request) after a batch on the loop took long in wall time, e.g. while the process was preempted: a state of
+        # its own per replica that moves its CPU per request, whatever tracing does. Counted, to read the ratios by.
+        "batches moved back to worker threads during the run: "
+        + ", ".join(f"{k} {s.log().count('batches run in worker threads again')}" for k, s in servers.items()),
     ]
     print("\n".join(lines))
     if args.out is not None:
