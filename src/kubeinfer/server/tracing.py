@@ -26,9 +26,10 @@ Spans inside a batch: one batch serves requests of many traces, so each sampled 
 from the times the batcher measured anyway, rather than live spans around the shared model call.
 
 Spans are exported by a process of their own (``trace_export.py``), started by :func:`setup` and stopped by
-:func:`shutdown`: a finished span leaves this process as a tuple of plain values on a bounded queue, so the SDK's
-protobuf encoding and OTLP client never hold this process's interpreter lock. The direct REST path's spans are made
-as such tuples outright; the SDK's live spans (ASGI, gRPC, the router) are turned into one when they end.
+:func:`shutdown`: a finished span leaves this process as a tuple of plain values on a bounded queue, so OTLP's
+protobuf encoding and client never hold this process's interpreter lock. The direct REST path's spans are made as
+such tuples outright (a request without ``traceparent`` that is not sampled costs one random draw and a header test);
+the SDK's live spans (ASGI, gRPC, the router) are turned into one when they end.
 """
 
 from __future__ import annotations
