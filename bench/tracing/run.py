@@ -242,7 +242,7 @@ def measure(
 def alternate(servers: dict[str, ServerProcess], args: argparse.Namespace) -> None:
     """Rounds of ``off``, ``1%``, ``off`` again (one replica loaded at a time); see the module's docstring."""
     rows: dict[str, list[float]] = {k: [] for k in ("thr", "cpu", "thr_control", "cpu_control")}
-    absolute: dict[str, list[float]] = {k: [] for k in ("off", "1%", "exporter")}
+    absolute: dict[str, list[float]] = {k: [] for k in ("off", "1%", "exporter", "threads_off", "threads_1%")}
     for r in range(args.rounds):
         a = measure(servers["off"], args.conns, args.duration, args.warmup)
         b = measure(servers["1%"], args.conns, args.duration, args.warmup)
@@ -255,6 +255,8 @@ def alternate(servers: dict[str, ServerProcess], args: argparse.Namespace) -> No
         absolute["off"] += [a[2] + a[4], c[2] + c[4]]
         absolute["1%"].append(b[2] + b[4])
         absolute["exporter"].append(b[4])
+        absolute["threads_off"] += [a[3], c[3]]
+        absolute["threads_1%"].append(b[3])
         print(
             f"round {r + 1}: off {a[0]:,.0f} req/s {a[2] + a[4]:.1f} us CPU/request, 1% {b[0]:,.0f} req/s "
             f"{b[2] + b[4]:.1f} us ({b[4]:.2f} in the exporter process), off again {c[0]:,.0f} req/s "
@@ -277,7 +279,9 @@ def alternate(servers: dict[str, ServerProcess], args: argparse.Namespace) -> No
         "",
         f"CPU us per request, medians: off {med(absolute['off']):.1f} (runs {min(absolute['off']):.1f}-"
         f"{max(absolute['off']):.1f}), 1% {med(absolute['1%']):.1f} ({min(absolute['1%']):.1f}-"
-        f"{max(absolute['1%']):.1f}), of which the exporter process {med(absolute['exporter']):.2f} "
+        f"{max(absolute['1%']):.1f}), of which the exporter process {med(absolute['exporter']):.2f}; in the serving "
+        f"process's threads other than the event loop's: off {med(absolute['threads_off']):.2f}, 1% "
+        f"{med(absolute['threads_1%']):.2f} "
         f"(wrk -t1 -c{args.conns} -d{args.duration:g}s after {args.warmup:g} s of warm-up; examples/tabular64; "
         f"{platform.machine()}, Python {platform.python_version()})",
         "",
