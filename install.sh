@@ -36,6 +36,16 @@ if [ "${1:-}" = "--dev" ]; then
       echo "warning: npm is missing, so Azurite is not installed; the az:// storage tests will skip" >&2
     fi
   fi
+  # s3rver, a second S3-compatible server (Node.js) for the storage tests and bench/storage (tests/storage_servers.py),
+  # installed the same way into .s3rver (about 10 s, 14 MB); without npm its tests skip and say why.
+  if [ ! -x .s3rver/node_modules/.bin/s3rver ]; then
+    if command -v npm >/dev/null; then
+      npm install --prefix .s3rver --no-audit --no-fund --silent "s3rver@3.7.1" \
+        || echo "warning: npm could not install s3rver; the s3rver storage tests will skip" >&2
+    else
+      echo "warning: npm is missing, so s3rver is not installed; the s3rver storage tests will skip" >&2
+    fi
+  fi
 else
   pip install -e ".[sklearn,onnx]"
 fi

@@ -1,12 +1,26 @@
-"""The servers the storage tests download from, both real and on 127.0.0.1: moto's S3 server (a process, see
-``s3server.py``) and a small HTTP file server (a thread) that can also cut a response short."""
+"""The servers the storage tests download from, all real and on 127.0.0.1: moto's S3 server (a process, see
+``s3server.py``), s3rver (a second S3-compatible server, in Node.js) and a small HTTP file server (a thread) that can
+also cut a response short.
+
+**s3rver** (the npm package, ``./install.sh --dev`` installs it into ``.s3rver``, else found on the PATH) keeps its
+objects as files in a folder and streams them with Node.js. What kubeinfer's client relies on behaves as on S3: an
+object put in one PUT has its MD5 as ETag, ``bytes=A-B`` and ``bytes=A-`` ranges are answered 206 with
+``Content-Range``, a missing key is a 404, an unknown access key a 403. Where it departs from S3 (so the tests do not
+rely on it): a V4 signature is not checked (only the access key), ``If-Match`` is ignored, ``bytes=0-0`` gets the whole
+object, and a multipart upload's ETag is the whole object's MD5 (S3's is the MD5 of the parts' MD5s, with ``-N``).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import queue
+import re
+import shutil
 import subprocess
+import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -16,6 +30,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 S3_PYTHON = Path(os.environ.get("KUBEINFER_TEST_S3_PYTHON", ROOT / ".venv-s3" / "bin" / "python"))
+_LOCAL_S3RVER = ROOT / ".s3rver" / "node_modules" / ".bin" / "s3rver"
+# the one install.sh --dev made, else one installed globally (npm install -g s3rver)
+S3RVER = _LOCAL_S3RVER if _LOCAL_S3RVER.exists() else Path(shutil.which("s3rver") or _LOCAL_S3RVER)
+S3RVER_KEY = "S3RVER"  # s3rver's one account, with its published key and secret (not a secret)
 
 
 @dataclass(frozen=True)
@@ -24,6 +42,8 @@ class S3Server:
     key: str
     secret: str
     bucket: str
+    pid: int = 0
+    """The server's process (for its CPU time)."""
 
     def env(self, key: str | None = None, secret: str | None = None) -> dict[str, str]:
         """The environment a client of this server reads (credentials as the AWS CLI takes them)."""
@@ -70,7 +90,7 @@ def s3_server() -> Iterator[S3Server]:
         line = proc.stdout.readline()
         if not line:
             raise RuntimeError(f"the S3 server exited ({proc.wait()}) before it was ready")
-        yield S3Server(**json.loads(line))
+        yield S3Server(**json.loads(line), pid=proc.pid)
     finally:
         if proc.stdin:
             proc.stdin.close()
@@ -81,6 +101,82 @@ def s3_server() -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def s3rver_missing() -> str | None:
+    """Why s3rver cannot be started here, or None."""
+    if S3RVER.exists():
+        return None
+    return f"s3rver is not installed at {S3RVER}: ./install.sh --dev installs it with npm (or: npm install -g s3rver)"
+
+
+@contextmanager
+def s3rver(deadline_s: float = 30.0) -> Iterator[S3Server]:
+    """s3rver on a free port of 127.0.0.1, its objects in a temporary folder, with the bucket ``models``."""
+    problem = s3rver_missing()
+    if problem:
+        raise RuntimeError(problem)
+    with tempfile.TemporaryDirectory(prefix="s3rver-") as workdir:
+        proc = subprocess.Popen(
+            [
+                str(S3RVER),
+                "--directory",
+                workdir,
+                "--address",
+                "127.0.0.1",
+                "--port",
+                "0",  # s3rver prints the port it got
+                "--silent",
+                "--no-vhost-buckets",
+                "--configure-bucket",
+                "models",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            port = _printed_port(proc, r"listening on [^:\s]+:(\d+)", deadline_s)
+            yield S3Server(f"http://127.0.0.1:{port}", S3RVER_KEY, S3RVER_KEY, "models", pid=proc.pid)
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+
+
+def _printed_port(proc: subprocess.Popen[str], pattern: str, deadline_s: float) -> int:
+    """The port a server prints once it listens. Its output is read on a thread to the end, so that the pipe never
+    fills and a line is never waited for past the deadline."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def drain() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=drain, name="server-output", daemon=True).start()
+    seen: list[str] = []
+    deadline = time.monotonic() + deadline_s
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            raise RuntimeError(f"the server exited ({proc.wait()}) before it listened: {''.join(seen)[-2000:]}")
+        seen.append(line)
+        found = re.search(pattern, line)
+        if found:
+            return int(found.group(1))
+    raise RuntimeError(f"the server did not listen within {deadline_s:.0f} s: {''.join(seen)[-2000:]}")
 
 
 @dataclass
