@@ -53,7 +53,8 @@ def test_a_canary_is_promoted_under_load_with_no_failed_request(platform: Up, tm
         assert pinned_version(p.url, "can", "canary") == "2"
         assert pinned_version(p.url, "can", "stable") == "1"
         got = p.cli("get")
-        assert "1 75% / 2 25%" in got.stdout
+        # the split in force (a loaded machine may have passed the 2 s first step by the time the CLI answers)
+        assert "1 75% / 2 25%" in got.stdout or "1 50% / 2 50%" in got.stdout, got.stdout
         st = p.wait("the promotion", lambda s: bool(events(s, "CanaryPromoted")), 60)
         st = p.wait("revision 2 everywhere", lambda s: s["rollout"] is None and s["revision"] == 2, 40)
         t_done = time.monotonic()
