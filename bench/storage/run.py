@@ -1,18 +1,24 @@
 """Model download throughput against the disk's write speed, and a second replica starting from the cache.
 
-A real S3-compatible server (moto, ``tests/s3server.py``, run from ``.venv-s3``) on 127.0.0.1 holds a random object
-of ``--size`` bytes (1 GiB by default). Each of ``--repeats`` rounds measures, side by side on the file system of the
-cache, each of them from ``sync`` to its data flushed (``fsync``):
+A real S3-compatible server on 127.0.0.1 (``--server``: ``moto``, Python, ``tests/s3server.py`` run from
+``.venv-s3``; or ``s3rver``, Node.js, from ``.s3rver``; see ``tests/storage_servers.py``) holds a random object of
+``--size`` bytes (1 GiB by default), put in one PUT so that its ETag is its MD5. Each of ``--repeats`` rounds measures,
+side by side on the file system of the cache, each of them from ``sync`` to its data flushed (``fsync``):
 
 - ``dd``: ``dd if=/dev/zero bs=8M conv=fsync`` of the same size (the disk's write speed, flushed as the cache is);
+- ``stream``: the object's bytes received with obstore (1 MiB chunks, as the fetch takes them) and dropped: what the
+  server and the network part of the client cost, with no file and no hash;
 - ``fetch``: :func:`kubeinfer.storage.fetch` of the object into an empty cache, as a replica does without
   ``model.sha256``: download, size, MD5 (the ETag) and SHA-256 checks, fsync, rename;
 - ``fetch_sha256``: the same with ``model.sha256`` given: one hash (SHA-256), no MD5;
 - ``fetch_no_writeback``: ``fetch_sha256`` with the writeback hint off (all the flushing left to the final fsync),
   to show what the hint is worth.
 
-Beside MB/s each fetch reports the client's CPU-seconds per GB (all its threads), which other work on the machine
-hardly moves.
+Beside MB/s each transfer reports CPU-seconds per GB, which other work on the machine hardly moves: the client's (this
+process, all its threads, kernel time included), split by thread (``receive``: obstore's tokio threads, the HTTP
+response read from the socket; ``loop``: the Python thread that takes each chunk, writes it and starts its writeback;
+``sha256``/``md5``: the hash threads; ``other``: what the sampling, every 20 ms, did not see, as the last moments of a
+thread that ended), and the server's (its process, from ``/proc``).
 
 Every fetch here is one stream (``concurrency=1``): moto reads the whole object for each GET, ranged or not, so
 ranged GETs in parallel would measure moto, not the client. Then a replica (``kubeinfer serve``, a format-python
@@ -20,12 +26,13 @@ model whose uri is the object) starts with an empty cache, and a second one with
 a table, the per-round ratios to ``dd`` with their median, worst and best; ``-o json`` writes them to a file.
 
     flock /tmp/kubeinfer-bench.lock .venv/bin/python bench/storage/run.py --size 1Gi --repeats 5 \
-        -o bench/storage/results.json
+        --server s3rver -o bench/storage/results-s3rver.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -36,8 +43,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -46,7 +57,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 from kubeinfer.spec.quantity import parse_quantity  # noqa: E402
 from kubeinfer.storage import fetch, transfer  # noqa: E402
 from kubeinfer.testing import ServerProcess  # noqa: E402
-from storage_servers import S3Server, s3_server  # noqa: E402
+from storage_servers import S3Server, s3_server, s3rver  # noqa: E402
+
+SERVERS: dict[str, Callable[[], contextlib.AbstractContextManager[S3Server]]] = {"moto": s3_server, "s3rver": s3rver}
+_TICK = os.sysconf("SC_CLK_TCK")
+THREAD_KINDS = ("receive", "loop", "sha256", "md5")
 
 MODEL = "class Model:\n    def predict(self, inputs):\n        return {'y': inputs['x']}\n"
 
@@ -65,23 +80,126 @@ def dd_mb_s(where: Path, size: int) -> float:
     return size / seconds / 1e6
 
 
-def fetch_mb_s(
-    s3: S3Server, uri: str, cache: Path, size: int, sha256: str | None, writeback: bool
-) -> tuple[float, float]:
-    """MB/s, and the client's CPU-seconds per GB."""
+class ThreadCpu:
+    """CPU-seconds of this process's threads while it runs, by kind of thread, sampled from ``/proc/self/task`` every
+    ``interval`` s (a thread that ends is counted up to its last sample)."""
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self._base: dict[int, float] = {}  # CPU time at the start (0 for a thread born since)
+        self._last: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+
+    @staticmethod
+    def _kind(tid: int, names: dict[int, str]) -> str:
+        name = names.get(tid)
+        if name is None:  # not a Python thread: obstore's tokio runtime, reading the responses
+            return "receive" if _comm(tid).startswith("tokio") else "native"
+        if name == "MainThread":
+            return "loop"
+        return name.removeprefix("fetch-")
+
+    def _sample(self) -> None:
+        names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+        for entry in os.listdir("/proc/self/task"):
+            tid = int(entry)
+            cpu = _task_cpu(tid)
+            if cpu is not None and tid != self._thread.native_id:
+                self._base.setdefault(tid, 0.0)
+                # a Python thread that is ending has left threading's list: it keeps the kind it had
+                kind = self._last[tid][0] if tid in self._last else "native"
+                self._last[tid] = (kind if kind != "native" else self._kind(tid, names), cpu)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> ThreadCpu:
+        for entry in os.listdir("/proc/self/task"):  # the threads already there count from now
+            cpu = _task_cpu(int(entry))
+            if cpu is not None:
+                self._base[int(entry)] = cpu
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def by_kind(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for tid, (kind, cpu) in self._last.items():
+            out[kind] = out.get(kind, 0.0) + cpu - self._base[tid]
+        return out
+
+
+def _task_cpu(tid: int) -> float | None:
+    try:
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _comm(tid: int) -> str:
+    try:
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+@contextlib.contextmanager
+def measured(size: int, server_pid: int, out: dict[str, float]) -> Iterator[None]:
+    """Fills ``out`` with MB/s, and CPU-seconds per GB: the client's (``cpu_s_per_gb``, and by thread), the server's."""
+    server = psutil.Process(server_pid)
+    gb = size / 1e9
+    s0 = sum(server.cpu_times()[:2])
+    with ThreadCpu() as threads:
+        cpu0, t0 = _cpu_seconds(), time.perf_counter()
+        yield
+        seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+    out["mb_s"] = size / seconds / 1e6
+    out["cpu_s_per_gb"] = cpu / gb
+    out["server_cpu_s_per_gb"] = (sum(server.cpu_times()[:2]) - s0) / gb
+    kinds = threads.by_kind()
+    for kind in THREAD_KINDS:
+        out[f"{kind}_cpu_s_per_gb"] = kinds.get(kind, 0.0) / gb
+    out["other_cpu_s_per_gb"] = out["cpu_s_per_gb"] - sum(out[f"{k}_cpu_s_per_gb"] for k in THREAD_KINDS)
+
+
+def stream_mb_s(s3: S3Server, uri: str, size: int) -> dict[str, float]:
+    """The object received in 1 MiB chunks and dropped: the server and the client's network part alone."""
+    import obstore
+
+    from kubeinfer.storage.stores import open_store
+
+    opened = open_store(uri, s3.env())
+    out: dict[str, float] = {}
+    with measured(size, s3.pid, out):
+        got = sum(len(c) for c in obstore.get(opened.store, opened.path).stream(min_chunk_size=transfer.CHUNK))
+    assert got == size, (got, size)
+    return out
+
+
+def fetch_mb_s(s3: S3Server, uri: str, cache: Path, size: int, sha256: str | None, writeback: bool) -> dict[str, float]:
+    """MB/s, and CPU-seconds per GB (see :func:`measured`)."""
     shutil.rmtree(cache, ignore_errors=True)
     subprocess.run(["sync"], check=True)
     hint = transfer._SFR
     if not writeback:
         transfer._SFR = None  # the ablation: no writeback hint, the final fsync flushes everything
+    out: dict[str, float] = {}
     try:
-        cpu0, t0 = _cpu_seconds(), time.perf_counter()
-        fetch(uri, cache, env=s3.env(), sha256=sha256, concurrency=1)
-        seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
+        with measured(size, s3.pid, out):
+            fetch(uri, cache, env=s3.env(), sha256=sha256, concurrency=1)
     finally:
         transfer._SFR = hint
     shutil.rmtree(cache, ignore_errors=True)
-    return size / seconds / 1e6, cpu / (size / 1e9)
+    return out
 
 
 def _cpu_seconds() -> float:
@@ -118,15 +236,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="1Gi", help="object size (a quantity: 1Gi, 256Mi)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--server", choices=sorted(SERVERS), default="moto", help="the S3-compatible server (default moto)")
     ap.add_argument("--dir", type=Path, default=None, help="where the cache goes (default: a temporary folder)")
     ap.add_argument("-o", "--output", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
     size = int(parse_quantity(args.size).value)
     size -= size % (8 << 20)
     work = Path(tempfile.mkdtemp(prefix="kubeinfer-bench-storage-", dir=args.dir))
+    names = ["stream", *VARIANTS]
     try:
-        with s3_server() as s3:
-            print(f"uploading {size} random bytes to {s3.endpoint} ...", file=sys.stderr)
+        with SERVERS[args.server]() as s3:
+            print(f"uploading {size} random bytes to {args.server} at {s3.endpoint} ...", file=sys.stderr)
             data = os.urandom(size)
             uri = s3.put("bench/weights.bin", data)
             digest = hashlib.sha256(data).hexdigest()
@@ -134,16 +254,20 @@ def main() -> None:
             rows = []
             for i in range(args.repeats):
                 row: dict[str, float] = {"dd_mb_s": round(dd_mb_s(work, size), 1)}
-                for name, (given, writeback) in VARIANTS.items():
-                    got, cpu = fetch_mb_s(s3, uri, work / "cache", size, digest if given else None, writeback)
-                    row[f"{name}_mb_s"] = round(got, 1)
-                    row[f"{name}_cpu_s_per_gb"] = round(cpu, 2)
-                    row[f"{name}_ratio"] = round(got / row["dd_mb_s"], 3)
+                for name in names:
+                    if name == "stream":
+                        got = stream_mb_s(s3, uri, size)
+                    else:
+                        given, writeback = VARIANTS[name]
+                        got = fetch_mb_s(s3, uri, work / "cache", size, digest if given else None, writeback)
+                    for key, value in got.items():
+                        row[f"{name}_{key}"] = round(value, 1 if key == "mb_s" else 2)
+                    row[f"{name}_ratio"] = round(got["mb_s"] / row["dd_mb_s"], 3)
                 row["load_1m"] = round(os.getloadavg()[0], 2)  # other work disturbs both figures: say how much
                 rows.append(row)
                 print(
                     f"round {i + 1}: dd {row['dd_mb_s']:7.1f} MB/s  "
-                    + "  ".join(f"{n} {row[f'{n}_mb_s']:6.1f} ({row[f'{n}_ratio']:.2f})" for n in VARIANTS)
+                    + "  ".join(f"{n} {row[f'{n}_mb_s']:6.1f} ({row[f'{n}_ratio']:.2f})" for n in names)
                     + f"  load {row['load_1m']:.1f}"
                 )
             shutil.rmtree(work / "cache", ignore_errors=True)
@@ -166,22 +290,27 @@ def main() -> None:
             }
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    keys = [k.removeprefix("stream_") for k in rows[0] if k.startswith("stream_")]
     result = {
+        "server": args.server,
         "size_bytes": size,
         "rounds": rows,
         "dd_mb_s": summary([r["dd_mb_s"] for r in rows]),
-        **{f"{n}_mb_s": summary([r[f"{n}_mb_s"] for r in rows]) for n in VARIANTS},
-        **{f"{n}_ratio": summary([r[f"{n}_ratio"] for r in rows]) for n in VARIANTS},
-        **{f"{n}_cpu_s_per_gb": summary([r[f"{n}_cpu_s_per_gb"] for r in rows]) for n in VARIANTS},
+        **{f"{n}_{k}": summary([r[f"{n}_{k}"] for r in rows]) for n in names for k in keys},
         "replica": replica,
         "cpus": os.cpu_count(),
+        "load_1m": summary([r["load_1m"] for r in rows]),
     }
-    for n in VARIANTS:
+    for n in names:
         r = result[f"{n}_ratio"]
-        c = result[f"{n}_cpu_s_per_gb"]
+
+        def cpu(k: str, n: str = n) -> str:
+            return f"{result[f'{n}_{k}cpu_s_per_gb']['median']:.2f}"
+
         print(
             f"{n}/dd per round: median {r['median']:.2f}, worst {r['lowest']:.2f}, best {r['highest']:.2f}; "
-            f"client CPU-s/GB median {c['median']:.2f}"
+            f"CPU-s/GB medians: client {cpu('')} (receive {cpu('receive_')}, loop {cpu('loop_')}, "
+            f"sha256 {cpu('sha256_')}, md5 {cpu('md5_')}, other {cpu('other_')}), server {cpu('server_')}"
         )
     print(
         f"replica cold start {replica['cold_start_s']} s, second replica {replica['second_replica_start_s']} s "
