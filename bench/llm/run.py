@@ -259,6 +259,9 @@ def main() -> int:
         action="store_true",
         help="loaded streams open their connections with their first requests, all at once (default: before the start)",
     )
+    ap.add_argument(
+        "--no-serial", action="store_true", help="measure continuous batching only (not one request at a time)"
+    )
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS.md"))
     args = ap.parse_args()
     if not (EXAMPLE / "model" / "config.json").exists():
@@ -272,13 +275,13 @@ def main() -> int:
             batched, against = side_by_side(Path(tmp), args)
         else:
             batched = measure(_spec(Path(tmp), "batched", 32, args.engine_process), args, args.repeats)
-        serial = measure(_spec(Path(tmp), "serial", 1, args.engine_process), args, args.repeats)
+        serial = (
+            None if args.no_serial else measure(_spec(Path(tmp), "serial", 1, args.engine_process), args, args.repeats)
+        )
     load = os.getloadavg()
-    ratio = batched["tokens_per_s"] / serial["tokens_per_s"]
-    rows = [
-        ("continuous batching (maxNumSeqs 32)", batched),
-        ("one at a time (maxNumSeqs 1)", serial),
-    ]
+    rows = [("continuous batching (maxNumSeqs 32)", batched)]
+    if serial is not None:
+        rows.append(("one at a time (maxNumSeqs 1)", serial))
     connections = (
         "each stream's first request opens its connection, the 16 at once"
         if args.cold_connections
@@ -315,7 +318,10 @@ def main() -> int:
                 f" {r[key + '_p99'] * 1000:.1f} ms | {r['idle_' + key + '_p50'] * 1000:.1f} ms |"
                 f" {r['idle_' + key + '_p99'] * 1000:.1f} ms |"
             )
-    lines += ["", f"- tokens/s, continuous batching / one at a time: **{ratio:.1f}x** (target >= 3x)"]
+    lines.append("")
+    if serial is not None:
+        ratio = batched["tokens_per_s"] / serial["tokens_per_s"]
+        lines.append(f"- tokens/s, continuous batching / one at a time: **{ratio:.1f}x** (target >= 3x)")
     for label, key in DEFINITIONS:
         lines.append(
             f"- TTFT ({label}) p99 with {args.streams} streams / p99 idle, continuous batching:"
@@ -323,9 +329,12 @@ def main() -> int:
             + ", ".join(f"{_ratio(x, key):.2f}x" for x in batched["runs"])
             + f"; p50 loaded / p50 idle: {batched[key + '_p50'] / batched['idle_' + key + '_p50']:.2f}x"
         )
+    if serial is not None:
+        lines.append(
+            f"- one at a time, TTFT p99 with {args.streams} streams: {serial['ttft_p99'] * 1000:.0f} ms (requests"
+            " wait for every sequence ahead of them)"
+        )
     lines += [
-        f"- one at a time, TTFT p99 with {args.streams} streams: {serial['ttft_p99'] * 1000:.0f} ms (requests wait"
-        " for every sequence ahead of them)",
         "",
         "Per run (tokens/s; TTFT p99 loaded / idle, ms, first event and first text):",
         "",
