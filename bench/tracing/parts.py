@@ -23,7 +23,6 @@ for 1% and 100%. Medians over ``--repeats``.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench" / "tracing"))
 
-from run import Sink, env  # noqa: E402
+from run import Sink, _thread_cpu, env  # noqa: E402
 
 from kubeinfer.server import tracing  # noqa: E402
 
@@ -139,8 +138,8 @@ def encoding(batch: list[tuple[Any, ...]], rounds: int) -> tuple[float, float]:
 
 
 def child_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """Seconds on a CPU of a process's threads (run.py's schedstat reading: nanoseconds, not 10 ms ticks)."""
+    return sum(_thread_cpu(task) for task in Path(f"/proc/{pid}/task").iterdir())
 
 
 def empty(n: int) -> float:

@@ -30,7 +30,7 @@ throughput and of CPU time per request, and the median, best and worst over the 
 that drifts linearly over the round cancels); each round gives ``1%`` over the mean of its two ``off`` runs, for
 throughput and for CPU seconds per request of the replica's processes (serving process and exporter process, from
 ``/proc``), and, as the control, the second ``off`` run over the first. Medians over many short rounds, with the
-worst and best round.
+worst and best round; and the ratios of the means over all rounds, with a 95% bootstrap interval over the rounds.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import statistics
 import sys
@@ -243,6 +244,8 @@ def alternate(servers: dict[str, ServerProcess], args: argparse.Namespace) -> No
     """Rounds of ``off``, ``1%``, ``off`` again (one replica loaded at a time); see the module's docstring."""
     rows: dict[str, list[float]] = {k: [] for k in ("thr", "cpu", "thr_control", "cpu_control")}
     absolute: dict[str, list[float]] = {k: [] for k in ("off", "1%", "exporter", "threads_off", "threads_1%")}
+    # per round: (off req/s, off again req/s, 1% req/s, off CPU, off again CPU, 1% CPU), for the ratios of means
+    raw: list[tuple[float, float, float, float, float, float]] = []
     for r in range(args.rounds):
         a = measure(servers["off"], args.conns, args.duration, args.warmup)
         b = measure(servers["1%"], args.conns, args.duration, args.warmup)
@@ -257,6 +260,7 @@ def alternate(servers: dict[str, ServerProcess], args: argparse.Namespace) -> No
         absolute["exporter"].append(b[4])
         absolute["threads_off"] += [a[3], c[3]]
         absolute["threads_1%"].append(b[3])
+        raw.append((a[0], c[0], b[0], a[2] + a[4], c[2] + c[4], b[2] + b[4]))
         print(
             f"round {r + 1}: off {a[0]:,.0f} req/s {a[2] + a[4]:.1f} us CPU/request, 1% {b[0]:,.0f} req/s "
             f"{b[2] + b[4]:.1f} us ({b[4]:.2f} in the exporter process), off again {c[0]:,.0f} req/s "
@@ -285,6 +289,22 @@ def alternate(servers: dict[str, ServerProcess], args: argparse.Namespace) -> No
         f"(wrk -t1 -c{args.conns} -d{args.duration:g}s after {args.warmup:g} s of warm-up; examples/tabular64; "
         f"{platform.machine()}, Python {platform.python_version()})",
         "",
+        "Ratios of means over all rounds (each setting's runs averaged, then divided), with a 95% interval from "
+        "resampling the rounds (bootstrap, 2,000 resamples): a mean is less moved than a median by CPU per request "
+        "that sits on one of two levels from run to run, as it does on this machine.",
+        "",
+        "| ratio of means | value | 95% interval |",
+        "|---|---|---|",
+        *(
+            f"| {label} | {value:.3f} | {low:.3f}-{high:.3f} |"
+            for label, (value, low, high) in (
+                ("1% throughput / off", _ratio_of_means(raw, (2,), (0, 1))),
+                ("1% CPU per request / off", _ratio_of_means(raw, (5,), (3, 4))),
+                ("control: off again / off, throughput", _ratio_of_means(raw, (1,), (0,))),
+                ("control: off again / off, CPU per request", _ratio_of_means(raw, (4,), (3,))),
+            )
+        ),
+        "",
         # The batcher moves a model's batches from the event loop back to worker threads (which costs more CPU per
         # request) after a batch on the loop took long in wall time, e.g. while the process was preempted: a state of
         # its own per replica that moves its CPU per request, whatever tracing does. Counted, to read the ratios by.
@@ -294,6 +314,22 @@ def alternate(servers: dict[str, ServerProcess], args: argparse.Namespace) -> No
     print("\n".join(lines))
     if args.out is not None:
         args.out.write_text("\n".join(lines) + "\n")
+
+
+def _ratio_of_means(
+    rounds: list[tuple[float, ...]], top: tuple[int, ...], bottom: tuple[int, ...]
+) -> tuple[float, float, float]:
+    """The mean over rounds of the ``top`` fields over the mean of the ``bottom`` fields, and its 2.5th and 97.5th
+    percentiles over 2,000 resamples of the rounds (with replacement; a fixed seed)."""
+
+    def ratio(sample: list[tuple[float, ...]]) -> float:
+        num = statistics.fmean(x[i] for x in sample for i in top)
+        den = statistics.fmean(x[i] for x in sample for i in bottom)
+        return num / den
+
+    rng = random.Random(0)
+    boots = sorted(ratio(rng.choices(rounds, k=len(rounds))) for _ in range(2000))
+    return ratio(rounds), boots[50], boots[1949]
 
 
 def paired(servers: dict[str, ServerProcess], args: argparse.Namespace) -> None:
