@@ -380,9 +380,9 @@ def _unsampled(traceparent: str | None) -> str:
 
 
 # -- context ---------------------------------------------------------------------------------------------------
-def current() -> Span | None:
-    """The request span the running code belongs to (what the batcher files a queued request under)."""
-    return _current.get()
+current: Callable[[], Span | None] = _current.get
+"""The request span the running code belongs to (what the batcher files a queued request under): the context
+variable's own ``get``, called on every request the batcher queues while tracing is on (no Python frame)."""
 
 
 def _parent(traceparent: str | None, tracestate: str | None) -> Any:
@@ -600,6 +600,8 @@ def direct_end(cycle: Any, slot: Any, status: int) -> None:
     """``http.py``'s direct infer path: the answer is written (a request refused before it was queued is sampled and
     gets its span here)."""
     span = getattr(cycle, "span", cycle)  # cycle: never reached direct_submit
+    if span is None:  # most requests: not sampled
+        return
     if span is cycle:
         span = _direct_span(cycle)
     cycle.span = None
