@@ -2,8 +2,12 @@
 
 A real S3-compatible server on 127.0.0.1 (``--server``: ``moto``, Python, ``tests/s3server.py`` run from
 ``.venv-s3``; or ``s3rver``, Node.js, from ``.s3rver``; see ``tests/storage_servers.py``) holds a random object of
-``--size`` bytes (1 GiB by default), put in one PUT so that its ETag is its MD5. Each of ``--repeats`` rounds measures,
-side by side on the file system of the cache, each of them from ``sync`` to its data flushed (``fsync``):
+``--size`` bytes (1 GiB by default), put in one PUT so that its ETag is its MD5. ``--server nginx`` is the reference
+of a server that costs almost nothing: Debian's nginx (``apt-get install nginx``), one process, ``sendfile``, serving
+the object's file at its S3 path to kubeinfer's S3 client (GET and HEAD only, which is all a fetch asks for; the
+signature is not checked and the ETag is not an MD5, so ``fetch``, which checks an MD5, is left out). Each of
+``--repeats`` rounds measures, side by side on the file system of the cache, each of them from ``sync`` to its data
+flushed (``fsync``):
 
 - ``dd``: ``dd if=/dev/zero bs=8M conv=fsync`` of the same size (the disk's write speed, flushed as the cache is);
 - ``stream``: the object's bytes received with obstore (1 MiB chunks, as the fetch takes them) and dropped: what the
@@ -33,12 +37,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
 import re
 import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -59,7 +65,58 @@ from kubeinfer.storage import fetch, transfer  # noqa: E402
 from kubeinfer.testing import ServerProcess  # noqa: E402
 from storage_servers import S3Server, s3_server, s3rver  # noqa: E402
 
-SERVERS: dict[str, Callable[[], contextlib.AbstractContextManager[S3Server]]] = {"moto": s3_server, "s3rver": s3rver}
+
+@dataclasses.dataclass(frozen=True)
+class StaticObjects(S3Server):
+    """nginx serving files at their S3 paths (``root/bucket/key``)."""
+
+    root: Path = Path()
+
+    def put(self, key: str, data: bytes) -> str:
+        target = self.root / self.bucket / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        return f"s3://{self.bucket}/{key}"
+
+
+@contextlib.contextmanager
+def nginx() -> Iterator[S3Server]:
+    """Debian's nginx on a free port of 127.0.0.1: one process (its CPU time is the server's), ``sendfile``."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(binary).exists():
+        raise SystemExit("nginx is not installed: apt-get install nginx (the reference server of --server nginx)")
+    with tempfile.TemporaryDirectory(prefix="kubeinfer-bench-nginx-") as tmp:
+        root = Path(tmp)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        (root / "nginx.conf").write_text(
+            f"daemon off; master_process off; worker_processes 1; error_log stderr error; pid {root}/nginx.pid;\n"
+            "events { worker_connections 64; }\n"
+            f"http {{ access_log off; sendfile on; tcp_nopush on; client_body_temp_path {root}/body;\n"
+            f"  proxy_temp_path {root}/p; fastcgi_temp_path {root}/f; uwsgi_temp_path {root}/u; scgi_temp_path {root}/s;\n"
+            f"  server {{ listen 127.0.0.1:{port}; root {root}/objects; }} }}\n"
+        )
+        proc = subprocess.Popen([binary, "-p", str(root), "-c", str(root / "nginx.conf")], stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit(f"nginx did not listen on 127.0.0.1:{port}")
+                time.sleep(0.05)
+            yield StaticObjects(f"http://127.0.0.1:{port}", "x", "x", "models", pid=proc.pid, root=root / "objects")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+SERVERS: dict[str, Callable[[], contextlib.AbstractContextManager[S3Server]]] = {
+    "moto": s3_server,
+    "s3rver": s3rver,
+    "nginx": nginx,
+}
 _TICK = os.sysconf("SC_CLK_TCK")
 THREAD_KINDS = ("receive", "loop", "sha256", "md5")
 
@@ -243,7 +300,8 @@ def main() -> None:
     size = int(parse_quantity(args.size).value)
     size -= size % (8 << 20)
     work = Path(tempfile.mkdtemp(prefix="kubeinfer-bench-storage-", dir=args.dir))
-    names = ["stream", *VARIANTS]
+    # nginx's ETag is no MD5: its fetch would check SHA-256 only, as fetch_sha256 does
+    names = ["stream", *(v for v in VARIANTS if not (args.server == "nginx" and v == "fetch"))]
     try:
         with SERVERS[args.server]() as s3:
             print(f"uploading {size} random bytes to {args.server} at {s3.endpoint} ...", file=sys.stderr)
