@@ -174,6 +174,8 @@ class PredictiveConfig:
             raise ValueError(f"headroom_quantile must be in (0, 1], got {self.headroom_quantile}")
         if not 0.0 < self.burst_budget < 1.0:
             raise ValueError(f"burst_budget must be in (0, 1), got {self.burst_budget}")
+        if not self.burst_prior_startup > 0:
+            raise ValueError(f"burst_prior_startup must be > 0 seconds, got {self.burst_prior_startup}")
         if self.headroom_window < 1 or self.headroom_min_samples < 1:
             raise ValueError(
                 f"headroom_window and headroom_min_samples must be >= 1, "
@@ -580,7 +582,7 @@ class Predictive:
             if held > desired:
                 desired = held
                 reason += "; BurstAllowance"
-        if cfg.burst_allowance and cfg.burst_prior and not state.burst_seen:
+        if cfg.burst_allowance and cfg.burst_prior and not state.burst_seen and not self._history_spans(state.arrivals):
             state = self._note_burst(state, level, spare, current_rate, rate if surge else current_rate)
         if (
             cfg.burst_allowance

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from kubeinfer.autoscale import LoadSample, Observation, Predictive, PredictiveConfig, PredictiveState
 
 SERVICE = 0.025  # a 25 ms classifier: 2 slots a replica, a 100 ms SLO
@@ -78,3 +80,9 @@ def test_a_surge_beyond_the_prior_ends_it_and_a_smaller_one_does_not() -> None:
     at = {t: s for t, _, _, s in _decide(_cfg(), surge)}
     assert not at[300.0].burst_seen and at[305.0].burst_seen  # seen at once, before the allowance is refreshed
     assert not any(s.burst_seen for _, _, _, s in _decide(_cfg(), small))
+
+
+@pytest.mark.parametrize("seconds", [0.0, -15.0, float("nan")])
+def test_a_prior_start_up_share_that_is_not_positive_is_refused(seconds: float) -> None:
+    with pytest.raises(ValueError, match="burst_prior_startup must be > 0"):
+        _cfg(burst_prior_startup=seconds)
