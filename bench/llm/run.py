@@ -223,23 +223,38 @@ def side_by_side(folder: Path, args: argparse.Namespace) -> tuple[dict[str, Any]
 
 
 NOTES = """\
-Where the loaded time to first token goes (each request traced on this machine: sent by the client, added to the
-engine, prefill started, first token, first token with text, received): a request that arrives during a decode pass
-of the 16 rows waits for it (half a pass on average); its prefill runs first in the next step and its first token
-goes out before that step's decode pass. One that arrives while a step's prefill pass runs joins that step (a second
-prefill pass, once per step: `Scheduler.join`) instead of waiting for the decode pass and the next step's prefill.
-Two of the six prompts start with tokens that are parts of a UTF-8 character, so the client's first text comes with
-the third token: two more decode passes, of 16 or more rows under load and of one row idle; in the traces this was
-the largest part of the loaded tail (p90 17 ms loaded, 7 ms idle). Each stream's first request opens a connection,
-and the 16 arrive at once (traced: up to 35 ms before the server had read the last of them); they are 16 of the 64
-loaded samples. The rest is the engine's thread and the server's event loop sharing one interpreter lock: on a model
-this small nearly all of a step is Python (the model's modules, sampling), and 16 streams keep the event loop busy
-with a few thousand server-sent events a second. A full garbage collection walks the ~400,000 objects loaded with
-the model: 240-330 ms in the server on this machine; with them frozen after loading (`gc.freeze`, what the engine now
-does) full collections took under 5 ms.
-The engine in a process of its own (`--engine-process`, no shared lock) did not help on this 2-CPU machine: 2916
-tokens/s, TTFT p50 12.4 ms loaded and 4.9 ms idle (the engine process takes one CPU, and the server, the client and
-the pipe share the other)."""
+What the figures above measure, and what changed with them (December 2026):
+
+- **The definition of TTFT.** vLLM's OpenAI server sends a chunk for every token the engine makes, with empty text
+  when the token adds none yet (`serving_completion.py`: a chunk per output, `text` the delta, skipped only when it
+  has neither text nor tokens; `serving_chat.py`: `delta: {content: ""}`, and the role's chunk goes out with the first
+  output). vLLM's benchmark (`vllm bench serve`, `vllm/benchmarks/lib/endpoint_request_func.py`) takes TTFT at the
+  first chunk that has a choice ("text could be empty here"); its older `benchmarks/backend_request_func.py` waited for
+  a non-empty text. kubeinfer's server now streams as vLLM's does, and this benchmark reports both: `first event`
+  (vLLM's benchmark's definition) and `first text` (this file's until now). Two of the six prompts begin with tokens
+  that are parts of a UTF-8 character (the tiny model has random weights and a byte-level BPE tokenizer): their first
+  text comes with the third token, two decode passes later, of 16 rows or more under load and of one row idle.
+- **Connections.** The idle baseline's client reuses one connection for 199 of its 200 requests; the loaded run
+  opened each stream's connection with its first request, 16 at once, a quarter of its 64 samples. The loaded streams
+  now open their connections first (as a client's pool keeps them warm), then start together: the 16 first requests
+  still arrive at once. `--cold-connections` measures the old way.
+- **Detokenization** goes through `tokenizers`' DecodeStream: 3.3 us a token against 26 us for the two
+  `tokenizer.decode` calls through transformers (on this machine, 20,000 random tokens); where the stream has no text
+  the windows are still decoded, so the text is the same token by token (tested on three tokenizer families).
+- **The event loop** gets each step's outputs with one wake-up (one `call_soon_threadsafe` per batch of outputs, not
+  per token: `_Mailbox`). Sampled with `py-spy --gil` under the loaded run, the engine's thread held the interpreter
+  lock in 75% of the samples and the event loop in 25%; within the engine, `transformers`' mask building
+  (`create_causal_mask`) was 10%, detokenization 8% and the model's modules most of the rest. The server used 0.28
+  CPU-seconds per 1000 generated tokens, as at `fdaa471` (0.29; two servers each, three loaded runs per server,
+  alternating): the event per token (a third more events with this model) costs what DecodeStream saves.
+- **Where the loaded tail goes** (traced at `65d73e9`: sent by the client, added to the engine, prefill started, first
+  token, received): a request that arrives during a decode pass of the 16 rows waits for it (half a pass on
+  average); its prefill runs first in the next step and its first token goes out before that step's decode pass. One
+  that arrives while a step's prefill pass runs joins that step (`Scheduler.join`). Under load almost every step
+  prefills one arrival (1.06 prompts a prefill pass, traced), so a step is two forward passes, and each pass is
+  mostly Python on a model this small. A full garbage collection walked the ~400,000 objects loaded with the model
+  (240-330 ms); they are frozen after loading (`gc.freeze`).
+"""
 
 
 def main() -> int:
