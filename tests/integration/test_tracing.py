@@ -190,6 +190,51 @@ def test_router_span_is_the_replicas_parent_over_http_and_grpc(
     assert sg.parent_id == rg.span_id
 
 
+def test_a_grpc_stream_through_the_router_has_one_router_span_over_the_replica_s_requests(
+    examples: Path, grpc_receiver: GrpcReceiver, http_receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ModelStreamInfer`` through the router: one router span for the stream (the caller's child, naming the
+    replica), and each streamed request's span on the replica its child."""
+    import queue
+
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    replica = ServerProcess(
+        examples / "iris" / "service.yaml", grpc=True, env=traced_env(grpc_receiver.endpoint, "grpc")
+    )
+    replica.start()
+    assert tracing.setup(traced_env(http_receiver.endpoint, "http/protobuf"), service="iris-router", component="router")
+    router = RouterThread()
+    trace = "5af7651916cd43dd8448eb211c80319d"
+    name = "inference.GRPCInferenceService/ModelStreamInfer"
+    try:
+        router.set_backends([replica])
+        client = tg.InferenceServerClient(f"127.0.0.1:{router.grpc_port}")
+        answers: queue.Queue[tuple[object, object]] = queue.Queue()
+        client.start_stream(
+            callback=lambda result, error: answers.put((result, error)),
+            headers={"traceparent": f"00-{trace}-c7ad6b7169203332-01"},
+        )
+        for _ in range(2):
+            inp = tg.InferInput("input-0", [1, 4], "FP32")
+            inp.set_data_from_numpy(np.array([[5.1, 3.5, 1.4, 0.2]], dtype=np.float32))
+            client.async_stream_infer("iris", [inp])
+        for _ in range(2):
+            result, error = answers.get(timeout=10)
+            assert error is None and result is not None
+        client.stop_stream()
+        client.close()
+        routed = http_receiver.wait_for(has(name, trace=trace))
+        served = grpc_receiver.wait_for(lambda got: len(in_trace(got, trace).get(name, [])) == 2)
+    finally:
+        router.close()
+        tracing.shutdown()
+        replica.stop()
+    (r,) = in_trace(routed, trace)[name]
+    assert r.parent_id == "c7ad6b7169203332" and r.kind == SERVER
+    assert r.attributes["kubeinfer.replica"] == f"r{replica.pid}" and r.attributes["rpc.grpc.status_code"] == 0
+    assert [s.parent_id for s in in_trace(served, trace)[name]] == [r.span_id, r.span_id]
+
+
 def test_tracing_off_exports_nothing(examples: Path, grpc_receiver: GrpcReceiver) -> None:
     """Without OTEL_TRACES_EXPORTER (or with it set to none) a replica sends no span, even with an endpoint set and a
     traceparent on every request; its exporter would have flushed at exit had there been any."""

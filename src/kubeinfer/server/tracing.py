@@ -879,11 +879,12 @@ def router_finish(req: Any, payload: bytes) -> None:
 
 
 def router_grpc(method: str, metadata: list[tuple[str, str | bytes]]) -> Span | None:
-    """A proxied unary gRPC call enters the router: its SERVER span when sampled (None: not), and ``metadata`` (what
-    goes to the replica) gets the ``traceparent`` that makes the router's span the replica's parent, or that says
-    the call is not sampled. Only inference (``ModelInfer``) is traced, as on the replica; other calls pass as they came.
-    """
-    if not method.endswith("/ModelInfer"):
+    """A proxied gRPC call enters the router: its SERVER span when sampled (None: not), and ``metadata`` (what goes
+    to the replica) gets the ``traceparent`` that makes the router's span the replica's parent, or that says the
+    call is not sampled. Only inference is traced, as on the replica: ``ModelInfer``, and ``ModelStreamInfer``, whose
+    one span covers the stream (each streamed request's spans on the replica are its children); other calls pass as
+    they came."""
+    if not method.endswith(("/ModelInfer", "/ModelStreamInfer")):
         return None
     tp, ts = _metadata_trace(metadata)
     if not _sample(tp):

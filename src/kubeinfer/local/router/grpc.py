@@ -385,6 +385,9 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
                 upstream.end()
 
         context.add_done_callback(end)
+        # one span for the whole stream (sampled calls only); the replica's spans of each request are its children
+        span = None if tracing.tracer is None else tracing.router_grpc(method, metadata)
+        status: Any = grpc.StatusCode.OK
         pin = await self._pin(metadata, context)
         tried: list[BackendState] = []
         attempts = 0
@@ -400,16 +403,25 @@ class _Proxy(grpc.GenericRpcHandler):  # type: ignore[misc]
                         yield message
                 except grpc.aio.AioRpcError as e:
                     code = e.code()
+                    if span is not None:
+                        tracing.router_grpc_try(span, st.id, code)
                     if code in _RETRYABLE and not inbox.committed and router.may_retry(attempts, "grpc_unavailable"):
                         self._retrying(st, tried)
                         continue
                     await _pass_on(st, e, context)
                 finally:
                     upstream.end()
+                if span is not None:
+                    tracing.router_grpc_try(span, st.id)
                 st.count("OK")
                 return
+        except BaseException:
+            status = context.code() or grpc.StatusCode.CANCELLED  # what abort set, or the client went away
+            raise
         finally:
             end()
+            if span is not None:
+                tracing.router_grpc_end(span, status)
 
 
 class _Requests:
