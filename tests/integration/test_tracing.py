@@ -190,6 +190,17 @@ def test_router_span_is_the_replicas_parent_over_http_and_grpc(
     assert sg.parent_id == rg.span_id
 
 
+def _router_spans(port: int, outcome: str) -> float:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/metrics")
+    body = conn.getresponse().read().decode()
+    conn.close()
+    for line in body.splitlines():
+        if line.startswith(f'kubeinfer_router_trace_spans_total{{outcome="{outcome}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("kubeinfer_router_trace_spans_total is not on the router's /metrics")
+
+
 def test_a_grpc_stream_through_the_router_has_one_router_span_over_the_replica_s_requests(
     examples: Path, grpc_receiver: GrpcReceiver, http_receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -225,6 +236,12 @@ def test_a_grpc_stream_through_the_router_has_one_router_span_over_the_replica_s
         client.close()
         routed = http_receiver.wait_for(has(name, trace=trace))
         served = grpc_receiver.wait_for(lambda got: len(in_trace(got, trace).get(name, [])) == 2)
+        # the router's own spans on its /metrics (counted as the exporter reports them)
+        deadline = time.monotonic() + 10
+        while _router_spans(router.http_port, "exported") < 1:
+            assert time.monotonic() < deadline, "kubeinfer_router_trace_spans_total never counted the exported span"
+            time.sleep(0.1)
+        assert _router_spans(router.http_port, "dropped") == 0
     finally:
         router.close()
         tracing.shutdown()

@@ -67,6 +67,7 @@ from kubeinfer.local.router.balance import LOAD_FACTOR, RoutingPolicy, Work, cho
 from kubeinfer.local.router.core import ArrivalPeak, RetryBudget, RevisionCounts, choose_revision, pick
 from kubeinfer.local.router.http import HttpFront
 from kubeinfer.local.router.replica_metrics import ReplicaMetrics
+from kubeinfer.server import tracing
 
 if TYPE_CHECKING:
     from kubeinfer.local.router.grpc import GrpcFront
@@ -594,3 +595,13 @@ class _Collector(Collector):
         yield CounterMetricFamily(
             "kubeinfer_router_ejections", "Backends taken out of rotation after a failed try.", value=r.ejections
         )
+        exported, dropped = tracing.span_counts()
+        spans = CounterMetricFamily(
+            "kubeinfer_router_trace_spans",
+            "The router's trace spans exported over OTLP, or dropped (queue full, exporter behind or failing); 0 with "
+            "tracing off.",
+            labels=["outcome"],
+        )
+        spans.add_metric(["exported"], exported)
+        spans.add_metric(["dropped"], dropped)
+        yield spans
