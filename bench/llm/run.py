@@ -239,12 +239,12 @@ run, alternating; medians of 3 runs; `--no-serial` but the first; p99 loaded / i
 | 08:03, `--engine-process` (both) | 1.2 to 1.1 | 2.00x (1.41, 2.44, 2.00) | 2.50x (1.93, 2.74, 2.50) | 2.20x (2.20, 3.05, 2.07) |
 
 On a loaded machine the idle tail grows more than the loaded one and the ratio falls (06:48); on a quiet one (the
-run above, 08:05, and 07:20, 07:40) the engine on the server's thread stays between 2.3x and 3.1x by either
-definition, as `fdaa471` did (2.5x to 3.1x): **the target of 2x is not met** with the engine on the server's thread.
-The first event comes earlier than the first text (p50 7.7 against 13.4 ms loaded above) but idle too, so the ratio
-moves less than the times. The engine in its own
-process (`engineProcess: true`) is at 2x by the first event (its tokens/s: 3401 against 3202 for `fdaa471`'s engine
-process; at 06:55 two more runs of it, on a loaded machine, gave 1.30x and 1.58x by the first event). Without each
+run above, 08:05, and 07:20, 07:40) the engine on the server's thread stays between 2.26x and 3.14x by either
+definition, as `fdaa471` did (2.47x to 3.05x): **the target of 2x is not met** with the engine on the server's
+thread. The first event comes earlier than the first text (p50 7.7 against 13.4 ms loaded above) but idle too, so the
+ratio moves less than the times. The engine in its own process (`engineProcess: true`) is at 2.00x by the first event
+(its tokens/s: 3401 against 3202 for `fdaa471`'s engine process; at 06:55, on a loaded machine, two more sets of
+three runs of it gave 1.30x and 1.58x by the first event, 1.73x and 1.42x by the first text). Without each
 stream's first request the engine process's loaded p99 was 1.42x idle (1.31x, 1.39x, 1.48x).
 
 What the figures above measure, and what changed with them (December 2026):
