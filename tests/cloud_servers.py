@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import queue
-import re
 import shutil
 import socket
 import subprocess
@@ -31,6 +29,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from storage_servers import printed
 
 ROOT = Path(__file__).resolve().parents[1]
 _LOCAL_AZURITE = ROOT / ".azurite" / "node_modules" / ".bin" / "azurite-blob"
@@ -141,7 +141,7 @@ def azurite(deadline_s: float = 30.0) -> Iterator[Azurite]:
             text=True,
         )
         try:
-            url = _azurite_url(proc, deadline_s)
+            url = printed(proc, r"listens on (http://\S+)", deadline_s, "Azurite").rstrip("/")
             server = Azurite(url, "models")
             from azure.storage.blob import BlobServiceClient
 
@@ -150,34 +150,6 @@ def azurite(deadline_s: float = 30.0) -> Iterator[Azurite]:
             yield server
         finally:
             _stop(proc)
-
-
-def _azurite_url(proc: subprocess.Popen[str], deadline_s: float) -> str:
-    """The URL Azurite prints once it listens. Its output is read on a thread to the end, so that the pipe never
-    fills and a line is never waited for past the deadline."""
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def drain() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=drain, name="azurite-output", daemon=True).start()
-    seen: list[str] = []
-    deadline = time.monotonic() + deadline_s
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            line = lines.get(timeout=left)
-        except queue.Empty:
-            break
-        if line is None:
-            raise RuntimeError(f"Azurite exited ({proc.wait()}) before it listened: {''.join(seen)[-2000:]}")
-        seen.append(line)
-        found = re.search(r"listens on (http://\S+)", line)
-        if found:
-            return found.group(1).rstrip("/")
-    raise RuntimeError(f"Azurite did not listen within {deadline_s:.0f} s: {''.join(seen)[-2000:]}")
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ def s3rver(deadline_s: float = 30.0) -> Iterator[S3Server]:
             text=True,
         )
         try:
-            port = _printed_port(proc, r"listening on [^:\s]+:(\d+)", deadline_s)
+            port = int(printed(proc, r"listening on [^:\s]+:(\d+)", deadline_s))
             yield S3Server(f"http://127.0.0.1:{port}", S3RVER_KEY, S3RVER_KEY, "models", pid=proc.pid)
         finally:
             if proc.poll() is None:
@@ -151,9 +151,9 @@ def s3rver(deadline_s: float = 30.0) -> Iterator[S3Server]:
                 proc.stdout.close()
 
 
-def _printed_port(proc: subprocess.Popen[str], pattern: str, deadline_s: float) -> int:
-    """The port a server prints once it listens. Its output is read on a thread to the end, so that the pipe never
-    fills and a line is never waited for past the deadline."""
+def printed(proc: subprocess.Popen[str], pattern: str, deadline_s: float, what: str = "the server") -> str:
+    """The first group of ``pattern`` in the line a server prints once it listens (its port, its URL). Its output is
+    read on a thread to the end, so that the pipe never fills and a line is never waited for past the deadline."""
     lines: queue.Queue[str | None] = queue.Queue()
 
     def drain() -> None:
@@ -171,12 +171,12 @@ def _printed_port(proc: subprocess.Popen[str], pattern: str, deadline_s: float) 
         except queue.Empty:
             break
         if line is None:
-            raise RuntimeError(f"the server exited ({proc.wait()}) before it listened: {''.join(seen)[-2000:]}")
+            raise RuntimeError(f"{what} exited ({proc.wait()}) before it listened: {''.join(seen)[-2000:]}")
         seen.append(line)
         found = re.search(pattern, line)
         if found:
-            return int(found.group(1))
-    raise RuntimeError(f"the server did not listen within {deadline_s:.0f} s: {''.join(seen)[-2000:]}")
+            return found.group(1)
+    raise RuntimeError(f"{what} did not listen within {deadline_s:.0f} s: {''.join(seen)[-2000:]}")
 
 
 @dataclass
