@@ -8,27 +8,13 @@ from dataclasses import replace
 
 import pytest
 
+from classifier_policy import SERVICE, WINDOW, classifier_config
 from kubeinfer.autoscale import LoadSample, Observation, Predictive, PredictiveConfig
 from kubeinfer.sim import parse_generator
 
-SERVICE = 0.025  # a 25 ms classifier: 2 slots a replica, a 100 ms SLO
-WINDOW = 0.1
-CURVE = (1.2, 3.15, 5.13, 7.12, 9.11, 11.1, 13.1, 15.1, 17.1, 19.1)  # Erlangs n pooled replicas sustain
-
 
 def _cfg(**kw: object) -> PredictiveConfig:
-    base = PredictiveConfig(
-        1,
-        50,
-        capacity_rps=48.0,
-        capacity_work=CURVE[0],
-        work_curve=CURVE,
-        startup_seconds=10.0,
-        sync_period=5.0,
-        headroom=1.0,
-        trend=False,
-    )
-    return replace(base, **kw)  # type: ignore[arg-type]
+    return classifier_config(**kw)
 
 
 def _samples(seconds: int, bunched_every: int, peak: bool = True, rate: float = 40.0) -> list[LoadSample]:
