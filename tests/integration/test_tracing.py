@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -136,12 +137,12 @@ def test_asgi_and_grpc_requests_are_traced_and_errors_marked(examples: Path, htt
     assert {g[n][0].parent_id for n in ("queue", "batch", "encode")} == {rpc.span_id}
 
 
-def test_router_span_is_the_replicas_parent_over_http_and_grpc(
-    examples: Path, grpc_receiver: GrpcReceiver, http_receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A request through the router: the router's span is the caller's child and the replica's parent (the router
-    rewrites traceparent), and names the replica it chose; the same over gRPC with metadata."""
-    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+@contextlib.contextmanager
+def traced_router(
+    examples: Path, grpc_receiver: GrpcReceiver, http_receiver: HttpReceiver
+) -> Iterator[tuple[ServerProcess, RouterThread]]:
+    """An iris replica exporting to ``grpc_receiver`` behind a router in this process exporting to
+    ``http_receiver`` (as service ``iris-router``); both stopped, and tracing shut down, on the way out."""
     replica = ServerProcess(
         examples / "iris" / "service.yaml", grpc=True, env=traced_env(grpc_receiver.endpoint, "grpc")
     )
@@ -150,6 +151,20 @@ def test_router_span_is_the_replicas_parent_over_http_and_grpc(
     router = RouterThread()
     try:
         router.set_backends([replica])
+        yield replica, router
+    finally:
+        router.close()
+        tracing.shutdown()
+        replica.stop()
+
+
+def test_router_span_is_the_replicas_parent_over_http_and_grpc(
+    examples: Path, grpc_receiver: GrpcReceiver, http_receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request through the router: the router's span is the caller's child and the replica's parent (the router
+    rewrites traceparent), and names the replica it chose; the same over gRPC with metadata."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+    with traced_router(examples, grpc_receiver, http_receiver) as (replica, router):
         conn = http.client.HTTPConnection("127.0.0.1", router.http_port, timeout=10)
         conn.request("POST", "/v2/models/iris/infer", BODY, {"traceparent": TRACEPARENT, "tracestate": "k=v"})
         assert conn.getresponse().status == 200
@@ -172,10 +187,6 @@ def test_router_span_is_the_replicas_parent_over_http_and_grpc(
                 and has("inference.GRPCInferenceService/ModelInfer", "batch", trace=other)(got)
             )
         )
-    finally:
-        router.close()
-        tracing.shutdown()
-        replica.stop()
     (r,) = in_trace(routed)["POST /v2/models/{model_name}/infer"]
     assert r.parent_id == PARENT and r.kind == SERVER
     assert r.resource["service.name"] == "iris-router" and r.resource["kubeinfer.component"] == "router"
@@ -209,16 +220,9 @@ def test_a_grpc_stream_through_the_router_has_one_router_span_over_the_replica_s
     import queue
 
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
-    replica = ServerProcess(
-        examples / "iris" / "service.yaml", grpc=True, env=traced_env(grpc_receiver.endpoint, "grpc")
-    )
-    replica.start()
-    assert tracing.setup(traced_env(http_receiver.endpoint, "http/protobuf"), service="iris-router", component="router")
-    router = RouterThread()
     trace = "5af7651916cd43dd8448eb211c80319d"
     name = "inference.GRPCInferenceService/ModelStreamInfer"
-    try:
-        router.set_backends([replica])
+    with traced_router(examples, grpc_receiver, http_receiver) as (replica, router):
         client = tg.InferenceServerClient(f"127.0.0.1:{router.grpc_port}")
         answers: queue.Queue[tuple[object, object]] = queue.Queue()
         client.start_stream(
@@ -242,10 +246,6 @@ def test_a_grpc_stream_through_the_router_has_one_router_span_over_the_replica_s
             assert time.monotonic() < deadline, "kubeinfer_router_trace_spans_total never counted the exported span"
             time.sleep(0.1)
         assert _router_spans(router.http_port, "dropped") == 0
-    finally:
-        router.close()
-        tracing.shutdown()
-        replica.stop()
     (r,) = in_trace(routed, trace)[name]
     assert r.parent_id == "c7ad6b7169203332" and r.kind == SERVER
     assert r.attributes["kubeinfer.replica"] == f"r{replica.pid}" and r.attributes["rpc.grpc.status_code"] == 0
