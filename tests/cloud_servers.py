@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from storage_servers import printed
+from storage_servers import listening, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 _LOCAL_AZURITE = ROOT / ".azurite" / "node_modules" / ".bin" / "azurite-blob"
@@ -67,18 +67,6 @@ def fake_gcs_missing() -> str | None:
     except RuntimeError as e:  # no binary for this platform in the wheel
         return str(e)
     return None
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc.stdout:
-        proc.stdout.close()
 
 
 @dataclass(frozen=True)
@@ -121,35 +109,16 @@ def azurite(deadline_s: float = 30.0) -> Iterator[Azurite]:
     if problem:
         raise RuntimeError(problem)
     with tempfile.TemporaryDirectory(prefix="azurite-") as workdir:
-        proc = subprocess.Popen(
-            [
-                str(AZURITE),
-                "--blobHost",
-                "127.0.0.1",
-                "--blobPort",
-                "0",  # Azurite prints the port it got
-                "--inMemoryPersistence",
-                "--skipApiVersionCheck",  # the SDK may speak a newer API version than this Azurite knows
-                "--loose",
-                "--silent",
-                "--disableTelemetry",
-            ],
-            cwd=workdir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            url = printed(proc, r"listens on (http://\S+)", deadline_s, "Azurite").rstrip("/")
-            server = Azurite(url, "models")
+        args = [str(AZURITE), "--blobHost", "127.0.0.1", "--blobPort", "0"]  # Azurite prints the port it got
+        # the SDK may speak a newer API version than this Azurite knows
+        args += ["--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--silent", "--disableTelemetry"]
+        with listening(args, r"listens on (http://\S+)", deadline_s, "Azurite", cwd=workdir) as (_, url):
+            server = Azurite(url.rstrip("/"), "models")
             from azure.storage.blob import BlobServiceClient
 
             credential = {"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY}
             BlobServiceClient(server.endpoint, credential=credential).create_container(server.container)
             yield server
-        finally:
-            _stop(proc)
 
 
 @dataclass(frozen=True)
@@ -233,7 +202,7 @@ def fake_gcs(deadline_s: float = 30.0) -> Iterator[FakeGcs]:
             yield server
             return
         finally:
-            _stop(proc)
+            stop(proc)
     raise RuntimeError("fake-gcs-server did not start on any of 3 free ports")
 
 

@@ -117,38 +117,38 @@ def s3rver(deadline_s: float = 30.0) -> Iterator[S3Server]:
     if problem:
         raise RuntimeError(problem)
     with tempfile.TemporaryDirectory(prefix="s3rver-") as workdir:
-        proc = subprocess.Popen(
-            [
-                str(S3RVER),
-                "--directory",
-                workdir,
-                "--address",
-                "127.0.0.1",
-                "--port",
-                "0",  # s3rver prints the port it got
-                "--silent",
-                "--no-vhost-buckets",
-                "--configure-bucket",
-                "models",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        try:
-            port = int(printed(proc, r"listening on [^:\s]+:(\d+)", deadline_s))
+        args = [str(S3RVER), "--directory", workdir, "--address", "127.0.0.1", "--port", "0"]  # it prints its port
+        args += ["--silent", "--no-vhost-buckets", "--configure-bucket", "models"]
+        with listening(args, r"listening on [^:\s]+:(\d+)", deadline_s, "s3rver") as (proc, port):
             yield S3Server(f"http://127.0.0.1:{port}", S3RVER_KEY, S3RVER_KEY, "models", pid=proc.pid)
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """Terminate a test server (killed after 10 s) and close its output pipe."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout:
+        proc.stdout.close()
+
+
+@contextmanager
+def listening(
+    args: list[str], pattern: str, deadline_s: float, what: str, cwd: str | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """A test server started from ``args``, with the first group of ``pattern`` in the line it prints once it listens
+    (its port, its URL); stopped on the way out."""
+    proc = subprocess.Popen(
+        args, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        yield proc, printed(proc, pattern, deadline_s, what)
+    finally:
+        stop(proc)
 
 
 def printed(proc: subprocess.Popen[str], pattern: str, deadline_s: float, what: str = "the server") -> str:
