@@ -67,3 +67,29 @@ def test_the_kv_gauges_follow_the_running_batch(llm: LLMModel) -> None:
     while _gauges(llm)["kubeinfer_generation_kv_cache_tokens"] != 0:  # idle: the batch's cache is let go
         assert time.monotonic() < deadline, "the idle engine still holds its last batch's cache"
         time.sleep(0.01)
+
+
+def test_an_engine_process_reports_its_kv_cache_with_its_counters() -> None:
+    """``engineProcess: true``: the engine's KV figure comes with the counters it reports after each pass."""
+    model = LLMModel("tiny", "1", tiny_llm_dir(), {"engineProcess": True, "maxNumSeqs": 4, "maxModelLen": 512})
+    model.load()
+    try:
+        seen: list[float] = []
+        done = threading.Event()
+
+        def on_output(out) -> None:  # type: ignore[no-untyped-def]
+            seen.append(_gauges(model)["kubeinfer_generation_kv_cache_tokens"])
+            if out.finish_reason is not None:
+                done.set()
+
+        params = SamplingParams(max_tokens=30, temperature=0.0, ignore_eos=True)
+        model.engine.add(model.encode("The quick brown fox"), params, on_output)
+        assert done.wait(60)
+        assert max(seen) > 0
+        assert _gauges(model)["kubeinfer_generation_kv_cache_usage_ratio"] <= max(seen) / (4 * 512)
+        deadline = time.monotonic() + 10
+        while _gauges(model)["kubeinfer_generation_kv_cache_tokens"] != 0:  # the idle report
+            assert time.monotonic() < deadline, "the engine process's idle report never came"
+            time.sleep(0.01)
+    finally:
+        model.close()

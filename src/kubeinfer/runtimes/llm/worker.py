@@ -35,8 +35,8 @@ log = logging.getLogger("kubeinfer.llm")
 
 
 class EngineProcess:
-    """An engine in a child process: ``add``, ``abort``, ``stop``, ``stats``, ``num_waiting``, ``num_running`` and
-    ``config`` as :class:`~kubeinfer.runtimes.llm.engine.Engine` has them. Starting it loads the model (blocking)."""
+    """An engine in a child process: ``add``, ``abort``, ``stop``, ``stats``, ``num_waiting``, ``num_running``, the
+    KV-cache gauges and ``config`` as :class:`~kubeinfer.runtimes.llm.engine.Engine` has them. Starting it loads the model (blocking)."""
 
     def __init__(self, name: str, version: str, path: Path, args: Mapping[str, Any]) -> None:
         ctx = multiprocessing.get_context("spawn")
@@ -59,6 +59,7 @@ class EngineProcess:
         self.stats = EngineStats()
         self._waiting = 0
         self._running = 0
+        self.kv_cache_tokens = 0  # as the engine's last report gave it
         self._callbacks: dict[int, Callable[[Output], None]] = {}
         self._ids = itertools.count(1)
         self._send_lock = threading.Lock()
@@ -72,6 +73,10 @@ class EngineProcess:
     @property
     def num_running(self) -> int:
         return self._running
+
+    @property
+    def kv_cache_capacity(self) -> int:
+        return int(self.config.max_num_seqs * self.max_model_len)
 
     def add(self, prompt: Sequence[int], params: SamplingParams, on_output: Callable[[Output], None]) -> int:
         seq_id = next(self._ids)
@@ -106,7 +111,15 @@ class EngineProcess:
                 outputs, counters = self._conn.recv()
             except (EOFError, OSError):
                 break
-            self._waiting, self._running, stats.prompt_tokens, stats.generated_tokens, stats.steps, recent = counters
+            (
+                self._waiting,
+                self._running,
+                stats.prompt_tokens,
+                stats.generated_tokens,
+                stats.steps,
+                recent,
+                self.kv_cache_tokens,
+            ) = counters
             stats.recent = deque((list(r) for r in recent), maxlen=stats.recent.maxlen)
             for seq_id, out in outputs:
                 callback = self._callbacks.get(seq_id)
@@ -120,7 +133,7 @@ class EngineProcess:
         for seq_id, callback in list(self._callbacks.items()):
             callback(Output((), "", "error: the engine process exited", 0, 0))
             self._callbacks.pop(seq_id, None)
-        self._waiting = self._running = 0
+        self._waiting = self._running = self.kv_cache_tokens = 0
 
 
 def _child(conn: Connection, name: str, version: str, path: str, args: dict[str, Any]) -> None:
@@ -155,6 +168,7 @@ def _child(conn: Connection, name: str, version: str, path: str, args: dict[str,
             s.generated_tokens,
             s.steps,
             list(s.recent),
+            engine.kv_cache_tokens,
         )
         try:
             conn.send((items, counters))
