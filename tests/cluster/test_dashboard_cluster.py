@@ -206,6 +206,7 @@ class Stream:
         self.thread.join(timeout=10)
 
 
+@pytest.mark.slow  # ~10-25 s; the default run stays under 15 minutes
 def test_the_dashboard_shows_a_clusters_services_and_a_change_within_the_next_tick(world: World) -> None:
     ns, url, kube = world.ns, world.url, world.kube
     services = _get(f"{url}api/services")["services"]

@@ -96,6 +96,7 @@ def _context() -> str:
         return str(yaml.safe_load(f)["current-context"])
 
 
+@pytest.mark.slow  # ~10-25 s; the default run stays under 15 minutes
 def test_replicas_an_autoscaler_owns_are_left_to_it(kube: Kube, namespace: str, tmp_path: Path) -> None:
     """With an HPA, render leaves ``replicas`` out of the Deployment: the real HPA controller raises them to its
     minReplicas through the scale subresource, and a later deploy of a changed spec neither conflicts nor resets

@@ -10,6 +10,7 @@ from controlplane_kit import Kube, PodDriver, any_pod_ready, hpa_metric_refused,
 pytestmark = [pytest.mark.controlplane, pytest.mark.timeout(300)]
 
 
+@pytest.mark.slow  # ~10-25 s; the default run stays under 15 minutes
 def test_the_rendered_hpa_asks_the_custom_metrics_api_for_the_adapter_s_metric(
     kube: Kube, namespace: str, pods: PodDriver
 ) -> None:

@@ -96,6 +96,7 @@ def test_a_deployment_mounting_tls_and_api_key_secrets_is_accepted_and_scheduled
     assert mounts["tls"].sub_path is None and mounts["api-keys"].sub_path is None
 
 
+@pytest.mark.slow  # ~10-25 s; the default run stays under 15 minutes
 def test_the_token_hpa_asks_the_custom_metrics_api_for_the_generation_gauge(
     kube: Kube, namespace: str, pods: PodDriver
 ) -> None:

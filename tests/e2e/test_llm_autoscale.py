@@ -41,6 +41,7 @@ def _stream(url: str) -> int:
         return sum(1 for line in r if line.startswith(b"data: {"))
 
 
+@pytest.mark.slow  # ~10-25 s; the default run stays under 15 minutes
 def test_sustained_streams_scale_an_hpa_on_tokens_from_one_replica_to_two(platform: Callable[..., Platform]) -> None:
     # streams pause longer than the suite's fast per-try timeout (1.5 s) on a loaded machine
     p = platform("tinyscale", _spec(), extra_env={"KUBEINFER_TRY_TIMEOUT": "60"})

@@ -91,6 +91,7 @@ def test_a_port_in_use_names_the_port_and_the_fix(walk: tuple[dict[str, str], Pa
     assert f"cannot listen on 127.0.0.1:{port}" in line and "--port 0" in line
 
 
+@pytest.mark.slow  # ~10-25 s; the default run stays under 15 minutes
 def test_scale_on_an_autoscaled_service_says_who_owns_the_count(
     platform: Callable[..., Platform], tmp_path: Path
 ) -> None:
