@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from kubeinfer.autoscale import PredictiveConfig
+from kubeinfer.autoscale import Decision, LoadSample, Observation, Predictive, PredictiveConfig, PredictiveState
 
 SERVICE = 0.025  # seconds a request
 WINDOW = 0.1  # the SLO: the peak's window
@@ -26,3 +26,16 @@ def classifier_config(**kw: object) -> PredictiveConfig:
         trend=False,
     )
     return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def run_policy(cfg: PredictiveConfig, samples: list[LoadSample]) -> list[tuple[float, Decision, PredictiveState]]:
+    """Predictive fed ``samples`` five at a time (a 5 s sync), its count followed: each decision with its state."""
+    policy = Predictive(cfg)
+    state = policy.initial_state()
+    out, current = [], 1
+    for i in range(0, len(samples), 5):
+        chunk = tuple(samples[i : i + 5])
+        d, state = policy.decide(Observation(current, load=chunk), state, chunk[-1].time)
+        current = d.replicas
+        out.append((chunk[-1].time, d, state))
+    return out

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from classifier_policy import SERVICE, WINDOW, classifier_config
+from classifier_policy import SERVICE, WINDOW, classifier_config, run_policy
 from kubeinfer.autoscale import LoadSample, Observation, Predictive, PredictiveConfig
 from kubeinfer.sim import parse_generator
 
@@ -37,15 +37,7 @@ def _samples(seconds: int, bunched_every: int, peak: bool = True, rate: float = 
 
 
 def _replicas(samples: list[LoadSample], cfg: PredictiveConfig) -> list[int]:
-    policy = Predictive(cfg)
-    state = policy.initial_state()
-    out, current = [], 1
-    for i in range(0, len(samples), 5):
-        chunk = tuple(samples[i : i + 5])
-        d, state = policy.decide(Observation(current, load=chunk), state, chunk[-1].time)
-        current = d.replicas
-        out.append(d.replicas)
-    return out
+    return [d.replicas for _, d, _ in run_policy(cfg, samples)]
 
 
 def test_the_peak_rate_is_the_rate_unless_the_window_stands_out_of_poisson_noise() -> None:

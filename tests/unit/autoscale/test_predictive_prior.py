@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from classifier_policy import SERVICE, WINDOW, classifier_config
-from kubeinfer.autoscale import LoadSample, Observation, Predictive, PredictiveConfig, PredictiveState
+from classifier_policy import SERVICE, WINDOW, classifier_config, run_policy
+from kubeinfer.autoscale import LoadSample, Predictive, PredictiveConfig, PredictiveState
 
 
 def _cfg(**kw: object) -> PredictiveConfig:
@@ -27,15 +27,7 @@ def _steady(seconds: int, bunched_every: int = 0, rate: float = 40.0) -> list[Lo
 
 
 def _decide(cfg: PredictiveConfig, samples: list[LoadSample]) -> list[tuple[float, int, str, PredictiveState]]:
-    policy = Predictive(cfg)
-    state = policy.initial_state()
-    out, current = [], 1
-    for i in range(0, len(samples), 5):
-        chunk = tuple(samples[i : i + 5])
-        d, state = policy.decide(Observation(current, load=chunk), state, chunk[-1].time)
-        current = d.replicas
-        out.append((chunk[-1].time, d.replicas, d.reason, state))
-    return out
+    return [(t, d.replicas, d.reason, state) for t, d, state in run_policy(cfg, samples)]
 
 
 def test_the_prior_holds_a_replica_per_fifteen_seconds_of_start_up() -> None:

@@ -89,7 +89,6 @@ class VLLMEngine:
         # Prompts longer than one step's token budget are prefilled in chunks by vLLM, so the only bound on a prompt
         # is the context; ``config`` keeps the interface's shape for the server's length checks.
         self.config = SchedulerConfig(max_num_seqs=settings.max_num_seqs, max_num_batched_tokens=settings.max_num_seqs)
-        self.after_pass: Callable[[], None] | None = None
         self._llm: Any = None
         self._vllm: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -266,8 +265,6 @@ class VLLMEngine:
                     self._running.discard(seq_id)
                     self._held -= len(prompt) + completion
             self._tasks.pop(seq_id, None)
-            if self.after_pass is not None:
-                self.after_pass()
 
 
 def _finish(reason: str | None) -> str | None:
