@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -69,6 +70,41 @@ def test_processes_share_the_http_and_grpc_ports(two: ServerProcess) -> None:
             x.set_data_from_numpy(np.ones((1, 1), np.float32))
             grpc[int(c.infer("pid", [x]).as_numpy("pid")[0, 0])] += 1
     assert set(grpc) == set(children), grpc
+
+
+def test_the_replica_is_ready_only_once_its_first_process_serves(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
+    # The first process listens from the start (it answers probes while it loads); a sibling that loaded sooner
+    # must not answer "ready" for it, nor take gRPC calls, before it serves: from the first ready answer on, every
+    # request on a new connection is served, whichever process the kernel hands it to.
+    spec = python_model(tmp_path, "pid", "Pid", "{first_load_delay: 3}", "  server: {processes: 2}\n")
+    s = server_factory(spec, grpc=True)  # returns at the first 200 from /v2/health/ready
+    with ThreadPoolExecutor(8) as pool:
+        pids = list(pool.map(lambda _: _pid_of_answer(s), range(48)))
+    assert set(pids) <= set(_children(s.pid)), pids
+    for _ in range(8):
+        with tg.InferenceServerClient(s.grpc_url) as c:
+            x = tg.InferInput("x", [1, 1], "FP32")
+            x.set_data_from_numpy(np.ones((1, 1), np.float32))
+            assert int(c.infer("pid", [x]).as_numpy("pid")[0, 0]) in _children(s.pid)
+    deadline = time.monotonic() + 10
+    while len(set(pids)) < 2 and time.monotonic() < deadline:  # the sibling joins once the first is ready
+        pids.append(_pid_of_answer(s))
+    assert set(pids) == set(_children(s.pid)), Counter(pids)
+
+
+def test_a_process_that_fails_to_load_keeps_the_replica_not_ready_and_says_why(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
+    spec = python_model(tmp_path, "pid", "Pid", "{fail_after_first: true}", "  server: {processes: 2}\n")
+    s = server_factory(spec, wait_ready=False)
+    deadline, reason = time.monotonic() + 30, ""
+    while "failed to load its model" not in reason and time.monotonic() < deadline:
+        time.sleep(0.1)
+        with contextlib.suppress(OSError):
+            status, body = s.get("/readyz")
+            assert status == 503, body  # never ready: one of its processes cannot serve
+            reason = json.loads(body).get("reason", "")
+    assert "server process 1 of this replica failed to load its model" in reason, reason
+    first = min(psutil.Process(s.pid).children(), key=lambda p: (p.create_time(), p.pid)).pid
+    assert {_pid_of_answer(s) for _ in range(8)} == {first}  # the first serves what reaches it; the other never joined
 
 
 def _listening_inodes(pid: int, port: int) -> set[int]:

@@ -118,6 +118,9 @@ class DataPlane:
         self.repository: RepositoryControl | None = None
         self._draining = False
         self._started = False  # all models loaded (startup probe)
+        self.waiting_for = ""
+        """Non-empty while a process of a multi-process replica waits for its sibling processes to serve (what it
+        waits for, the not-ready reason): the replica is ready only once every process takes requests."""
         self._watchers: list[Callable[[], None]] = []
         self.access_rate = access_rate_from_env()
         """Share of requests written to the access log (``KUBEINFER_ACCESS_LOG``; 0, the default: none)."""
@@ -210,7 +213,7 @@ class DataPlane:
         return slot.batcher, slot.info
 
     def model_ready(self, slot: ModelSlot) -> bool:
-        return slot.ready and not self._draining
+        return slot.ready and not self._draining and not self.waiting_for
 
     # -- inference -------------------------------------------------------------------------------------
     def submit(
@@ -305,7 +308,7 @@ class DataPlane:
 
     @property
     def ready(self) -> bool:
-        return self._started and not self._draining and all(s.ready for s in self.slots())
+        return self._started and not self._draining and not self.waiting_for and all(s.ready for s in self.slots())
 
     def not_ready_reason(self) -> str:
         """Why readiness is false, for probes and ``kubeinfer describe`` (a supervisor sees it without the logs)."""
@@ -315,6 +318,8 @@ class DataPlane:
         failed += [f"model {name!r} is not served: {reason}" for name, (_, reason) in self.unavailable.items()]
         if failed:
             return "; ".join(failed)[:500]
+        if self._started and self.waiting_for:
+            return self.waiting_for
         return "loading the model"
 
     # -- documents every protocol answers --------------------------------------------------------------

@@ -221,6 +221,9 @@ class Metrics(_Counts):
         self.ready: dict[str, Callable[[], bool]] = {}
         self.gpu_sampler = gpu_sampler
         self.siblings: Callable[[], list[dict[str, Any]]] | None = None
+        self.state = "loading"
+        """This process's part in its replica, for its siblings: ``loading``, ``serving`` (it takes requests on the
+        replica's listeners) or ``failed`` (its model failed to load; it never takes requests)."""
         # (logged, dropped) of the payload logger, which counts in its own thread; None: no logger.
         self.payload_log: Callable[[], tuple[int, int]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
@@ -279,6 +282,7 @@ class Metrics(_Counts):
             "trace_spans": list(tracing.span_counts()),
             "queue_depth": {k: fn() for k, fn in self.queue_depth.items()},
             "ready": {k: bool(fn()) for k, fn in self.ready.items()},
+            "state": self.state,
             "arrivals_peak": self.arrivals_peak_now(),
         }
 

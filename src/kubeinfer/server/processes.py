@@ -13,7 +13,10 @@ Each child runs what the runner hands :func:`run_processes` (:data:`ServeChild`:
 :func:`kubeinfer.server.runner.serve`) with a :class:`Worker` that says which one it is; it
 loads its own copy of the model with an equal share of the replica's CPU threads -- for runtimes that hold the GIL
 around the model call (tokenizers, pooling) this runs more of the request path in parallel than threads can. A
-process beyond the first joins the listeners only once its model is loaded; ``/metrics`` counts the whole replica
+process beyond the first joins the listeners (HTTP and gRPC) only once its model is loaded; the first listens from
+the start, to answer probes while it loads. Each process reports ready only once every process of the replica serves
+(each says so in its snapshot, :attr:`Metrics.state`): a probe reaches one process, and a sibling that loaded first
+must not call ready a replica whose first process still refuses requests (nor one serving at part of its width). ``/metrics`` counts the whole replica
 (each process publishes a snapshot every half second, see :mod:`kubeinfer.server.metrics`). The parent forwards
 SIGTERM and SIGINT, exits with the children, and if a child dies or hangs while nobody asked the replica to stop,
 stops the others and exits 1, so that whatever supervises the replica (the local controller, the kubelet) restarts
@@ -66,6 +69,18 @@ class Worker:
 
     SNAPSHOT_SECONDS = 0.5
 
+    def sibling_states(self) -> dict[int, str]:
+        """What each other process of the replica last said it is doing (``Metrics.state``: loading, serving,
+        failed); ``loading`` before its first snapshot."""
+        out = {}
+        for i in range(self.count):
+            if i != self.index:
+                try:
+                    out[i] = str(orjson.loads((self.state_dir / f"{i}.json").read_bytes()).get("state", "loading"))
+                except (OSError, orjson.JSONDecodeError):
+                    out[i] = "loading"
+        return out
+
     def siblings(self) -> list[dict[str, Any]]:
         out = []
         for i in range(self.count):
@@ -75,13 +90,26 @@ class Worker:
                 out.append(orjson.loads((self.state_dir / f"{i}.json").read_bytes()))
         return out
 
-    async def publish(self, metrics: Metrics) -> None:
+    def write(self, metrics: Metrics) -> None:
+        """Leave this process's snapshot for its siblings now (also every half second from :meth:`publish`)."""
         path, tmp = self.state_dir / f"{self.index}.json", self.state_dir / f".{self.index}.json"
+        with contextlib.suppress(OSError):
+            tmp.write_bytes(orjson.dumps(metrics.snapshot()))
+            os.replace(tmp, path)
+
+    async def publish(self, metrics: Metrics) -> None:
         while True:
-            with contextlib.suppress(OSError):
-                tmp.write_bytes(orjson.dumps(metrics.snapshot()))
-                os.replace(tmp, path)
+            self.write(metrics)
             await asyncio.sleep(self.SNAPSHOT_SECONDS)
+
+
+def snapshot_ready(path: Path) -> bool:
+    """Whether the metrics snapshot at ``path`` says every model of its process is ready; False when it has none
+    yet or cannot be read."""
+    try:
+        return all(orjson.loads(path.read_bytes()).get("ready", {}).values() or [False])
+    except (OSError, orjson.JSONDecodeError):
+        return False
 
 
 ServeChild = Callable[[Worker], int]
@@ -200,12 +228,12 @@ class _Watchdog:
             path = self.state_dir / f"{index}.json"
             try:
                 mtime = path.stat().st_mtime
-                if index not in self.ready:
-                    if all(orjson.loads(path.read_bytes()).get("ready", {}).values() or [False]):
-                        self.ready.add(index)
-                        self.seen[index] = (mtime, now)
-                    continue
-            except (OSError, orjson.JSONDecodeError):
+            except OSError:
+                continue
+            if index not in self.ready:
+                if snapshot_ready(path):
+                    self.ready.add(index)
+                    self.seen[index] = (mtime, now)
                 continue
             last_mtime, since = self.seen.get(index, (mtime, now))
             if mtime != last_mtime:

@@ -157,7 +157,12 @@ async def serve(
         config.load()
         config.ssl = tls.context  # one context, reloaded in place when the files change
     server = _Server(config)
-    grpc_server, grpc_port = await _grpc(app, svc, grpc_uds, worker, tls)
+    # A process beyond the first opens its gRPC listener on the replica's port when it joins (below), as its HTTP one.
+    grpc_server, grpc_port = None, None
+    if worker is not None and worker.index > 0 and grpc_uds is None:
+        grpc_port = worker.grpc_port
+    if grpc_port is None:
+        grpc_server, grpc_port = await _grpc(app, svc, grpc_uds, worker, tls)
     if grpc_server is None:
         grpc_uds = None
 
@@ -172,6 +177,9 @@ async def serve(
     async def lifecycle() -> None:
         nonlocal ok
         ok = await repository.start()
+        if worker is not None and (worker.index == 0 or not ok):  # a sibling serves once it joins (below)
+            plane.metrics.state = "serving" if ok else "failed"
+            worker.write(plane.metrics)
         plane.started = ok
         loaded.set()
         if not ok:
@@ -185,6 +193,10 @@ async def serve(
 
     if worker is None:
         announce(svc.model_name, host, http_port, grpc_port, uds, [grpc_uds] if grpc_uds is not None else [])
+    siblings = None
+    if worker is not None and worker.count > 1:
+        plane.waiting_for = "waiting for the other server processes of this replica to load"
+        siblings = asyncio.create_task(_await_siblings(plane, worker), name="kubeinfer-siblings")
     task = asyncio.create_task(lifecycle(), name="kubeinfer-lifecycle")
     publisher = None if worker is None else asyncio.create_task(worker.publish(plane.metrics), name="kubeinfer-metrics")
     watcher = None if tls is None else asyncio.create_task(tls.watch(), name="kubeinfer-tls-reload")
@@ -196,7 +208,7 @@ async def serve(
     try:
         if worker is not None and worker.index > 0:
             # Join the shared listeners only with the model loaded (the first process answers probes meanwhile); one
-            # whose model failed to load never joins, and its siblings serve on.
+            # whose model failed to load never joins, and the replica stays not ready (_await_siblings).
             waits = [asyncio.ensure_future(loaded.wait()), asyncio.ensure_future(stop.wait())]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             for w in waits:
@@ -207,15 +219,21 @@ async def serve(
                 await stop.wait()
                 await task
                 return 0
+            if grpc_port is not None and grpc_server is None:
+                grpc_server, _ = await _grpc(app, svc, None, worker, tls)
         if worker is not None and worker.http_port is not None:
             # This process's own listener on the replica's port (SO_REUSEPORT), opened only now that it serves.
             sockets.insert(0, listen_tcp(host, worker.http_port, reuse_port=True))
+        if worker is not None and worker.index > 0:
+            plane.metrics.state = "serving"  # listening: the kernel queues connections until the loop accepts them
+            worker.write(plane.metrics)
         await server.serve(sockets=sockets)
     finally:
         if plane.payload_log is not None:
             plane.payload_log.close()  # the events still queued go to the sink (for a few seconds at most)
-        if publisher is not None:
-            publisher.cancel()
+        for side_task in (publisher, siblings):
+            if side_task is not None:
+                side_task.cancel()
         if watcher is not None:
             watcher.cancel()
         if counter is not None:
@@ -257,6 +275,28 @@ def _listeners(
     if uds is not None:
         sockets.append(listen_unix(uds))
     return sockets, None
+
+
+async def _await_siblings(plane: DataPlane, worker: Worker) -> None:
+    """Hold this process's readiness (``plane.waiting_for``) until every other process of the replica serves; a
+    sibling whose model failed to load keeps it not ready for good, with that reason."""
+    while True:
+        states = worker.sibling_states()
+        failed = [i for i, state in states.items() if state == "failed"]
+        if failed:
+            plane.waiting_for = (
+                f"server process {failed[0]} of this replica failed to load its model (its log says why); the replica "
+                "is ready only with all of its spec.server.processes serving"
+            )
+            plane.changed()
+            return
+        waiting = [i for i, state in states.items() if state != "serving"]
+        if not waiting:
+            plane.waiting_for = ""
+            plane.changed()
+            return
+        plane.waiting_for = f"waiting for server process(es) {', '.join(map(str, waiting))} of this replica to load"
+        await asyncio.sleep(0.05)
 
 
 async def _grpc(

@@ -24,13 +24,24 @@ class SlowDouble:
 
 
 class Pid:
-    """Answers each row with the id of the process that ran it, after ``delay`` seconds per call."""
+    """Answers each row with the id of the process that ran it, after ``delay`` seconds per call. With
+    ``first_load_delay`` the first process of a multi-process replica (its parent's first child) takes that long to
+    load; with ``fail_after_first`` the others fail to load."""
 
     inputs = [{"name": "x", "datatype": "FP32", "shape": [-1, 1]}]
     outputs = [{"name": "pid", "datatype": "INT64", "shape": [-1, 1]}]
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, first_load_delay: float = 0.0, fail_after_first: bool = False) -> None:
         self.delay = delay
+        if first_load_delay or fail_after_first:
+            import psutil
+
+            siblings = psutil.Process(os.getppid()).children()
+            first = os.getpid() == min(siblings, key=lambda p: (p.create_time(), p.pid)).pid
+            if first:
+                time.sleep(first_load_delay)
+            elif fail_after_first:
+                raise RuntimeError("this process cannot load the model")
 
     def predict(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         time.sleep(self.delay)
