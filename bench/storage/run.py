@@ -63,7 +63,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from kubeinfer.spec.quantity import parse_quantity  # noqa: E402
 from kubeinfer.storage import fetch, transfer  # noqa: E402
 from kubeinfer.testing import ServerProcess  # noqa: E402
-from storage_servers import S3Server, s3_server, s3rver  # noqa: E402
+from storage_servers import S3Server, s3_server, s3rver, seaweedfs  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,6 +115,7 @@ def nginx() -> Iterator[S3Server]:
 SERVERS: dict[str, Callable[[], contextlib.AbstractContextManager[S3Server]]] = {
     "moto": s3_server,
     "s3rver": s3rver,
+    "seaweedfs": seaweedfs,
     "nginx": nginx,
 }
 _TICK = os.sysconf("SC_CLK_TCK")

@@ -1,6 +1,7 @@
-"""Models fetched from s3rver, a second S3-compatible server (Node.js, ``storage_servers.py``) beside moto: one
-stream and ranged GETs in parallel, verified by the ETag's MD5, cached by content and not downloaded again; a missing
-object, a missing bucket and an unknown access key are one clear error naming the URI with nothing left in the cache."""
+"""Models fetched from two more S3-compatible servers beside moto (``storage_servers.py``): s3rver (Node.js) and
+SeaweedFS (Go): one stream and ranged GETs in parallel, verified by the ETag's MD5, cached by content and not
+downloaded again; a missing object, a missing bucket, an unknown access key and (SeaweedFS, which checks V4
+signatures) a wrong secret are one clear error naming the URI with nothing left in the cache."""
 
 from __future__ import annotations
 
@@ -13,17 +14,21 @@ from pathlib import Path
 import pytest
 
 from kubeinfer.storage import StorageError, fetch, transfer
-from storage_servers import S3Server, s3rver, s3rver_missing
+from storage_servers import WEED_KEY, S3Server, s3rver, s3rver_missing, seaweedfs, seaweedfs_missing
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    problem = s3rver_missing()
+SERVERS = {"s3rver": (s3rver, s3rver_missing), "seaweedfs": (seaweedfs, seaweedfs_missing)}
+
+
+@pytest.fixture(scope="module", params=sorted(SERVERS))
+def s3(request: pytest.FixtureRequest) -> Iterator[S3Server]:
+    start, missing = SERVERS[request.param]
+    problem = missing()
     if problem:
         pytest.skip(problem)
-    with s3rver() as server:
+    with start() as server:
         yield server
 
 
@@ -81,4 +86,14 @@ def test_an_unknown_access_key_is_refused_naming_the_uri(s3: S3Server, tmp_path:
     with pytest.raises(StorageError) as e:
         fetch(uri, tmp_path, env=s3.env(key="NOBODY"))
     assert str(e.value).startswith(f"{uri}: access denied") and "AWS_ACCESS_KEY_ID" in str(e.value)
+    assert cache_files(tmp_path) == set()
+
+
+def test_a_wrong_secret_is_refused_naming_the_uri(s3: S3Server, tmp_path: Path) -> None:
+    if s3.key != WEED_KEY:
+        pytest.skip("s3rver checks the access key only, not the signature")
+    uri = s3.put("signed/model.bin", b"x")
+    with pytest.raises(StorageError) as e:
+        fetch(uri, tmp_path, env=s3.env(secret="not-the-secret"))
+    assert str(e.value).startswith(f"{uri}: access denied"), e.value
     assert cache_files(tmp_path) == set()
