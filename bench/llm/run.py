@@ -1,6 +1,7 @@
 """Continuous batching against one request at a time, on the tiny example model, through a real server.
 
     .venv/bin/python bench/llm/run.py [--streams 16] [--requests 4] [--max-tokens 64] [--repeats 3] [--against REV]
+        [--engine-process] [--against-engine]
 
 Two replicas of ``examples/tiny-llm`` (its model built on first use) are started with ``kubeinfer serve``: one with
 continuous batching (``maxNumSeqs`` 32) and one that generates one sequence at a time (``maxNumSeqs`` 1: requests wait
@@ -19,7 +20,9 @@ connections before they start, together (a client's pool keeps warm connections,
 reuse one); ``--cold-connections`` has each stream's first request open it instead. Each figure is the median of
 ``--repeats`` runs. The load generator (aiohttp, one process) shares the machine with the server; the server's model
 runs on one PyTorch thread. ``--against REV`` also measures continuous batching as of a git revision (its ``src``
-exported to a temporary folder), side by side: a server per run, the two alternating. Writes bench/llm/RESULTS.md (``--out``; the section of ``routing.py`` is kept) and prints
+exported to a temporary folder), side by side: a server per run, the two alternating; ``--against-engine`` does the
+same with this tree's other engine placement (the engine in its own process with ``--engine-process``, else on the
+server's thread; the spec says which explicitly, whatever ``engineProcess: auto`` would choose). Writes bench/llm/RESULTS.md (``--out``; the section of ``routing.py`` is kept) and prints
 it.
 """
 
@@ -212,17 +215,24 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def side_by_side(folder: Path, args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """Continuous batching of this tree and of ``--against`` (a git revision, its ``src`` exported), one server per
     run, alternating which goes first, so that both see the same machine."""
-    other = folder / "against"
-    other.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.against, "src"], check=True, capture_output=True)
-    subprocess.run(["tar", "-x", "-C", str(other)], input=archive.stdout, check=True)
     spec = _spec(folder, "batched", 32, args.engine_process)
+    other_spec, other_src = spec, None
+    if args.against_engine:  # this tree's other engine placement
+        other_spec = _spec(folder, "other", 32, not args.engine_process)
+    else:
+        other = folder / "against"
+        other.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", args.against, "src"], check=True, capture_output=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(other)], input=archive.stdout, check=True)
+        other_src = other / "src"
     mine: list[dict[str, Any]] = []
     theirs: list[dict[str, Any]] = []
     for r in range(args.repeats):
-        order = [(mine, None), (theirs, other / "src")]
-        for runs, src in order if r % 2 == 0 else order[::-1]:
-            runs += measure(spec, args, 1, src)["runs"]
+        order = [(mine, spec, None), (theirs, other_spec, other_src)]
+        for runs, which, src in order if r % 2 == 0 else order[::-1]:
+            runs += measure(which, args, 1, src)["runs"]
     return summarize(mine), summarize(theirs)
 
 
@@ -300,6 +310,12 @@ def main() -> int:
         help="also measure continuous batching as of this git revision, side by side (alternating, a server per run)",
     )
     ap.add_argument(
+        "--against-engine",
+        action="store_true",
+        help="also measure this tree with the other engine placement (a thread against --engine-process, or the "
+        "reverse), side by side",
+    )
+    ap.add_argument(
         "--cold-connections",
         action="store_true",
         help="loaded streams open their connections with their first requests, all at once (default: before the start)",
@@ -316,6 +332,8 @@ def main() -> int:
     started = os.getloadavg()
     against: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory() as tmp:
+        if args.against_engine:
+            args.against = "engineProcess: false" if args.engine_process else "engineProcess: true"
         if args.against:
             batched, against = side_by_side(Path(tmp), args)
         else:

@@ -31,7 +31,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def llm() -> Iterator[LLMModel]:
-    model = LLMModel("tiny", "1", tiny_llm_dir(), {"maxNumSeqs": 3, "maxNumBatchedTokens": 64})
+    model = LLMModel("tiny", "1", tiny_llm_dir(), {"maxNumSeqs": 3, "maxNumBatchedTokens": 64, "engineProcess": False})
     model.load()
     yield model
     model.engine.stop()
@@ -90,7 +90,9 @@ def test_an_arrival_gets_its_first_token_in_the_next_step_before_sixteen_running
     in the very next step, ahead of that step's 16 decode tokens; one that arrives while that step's prefill pass runs
     (here: added from the first one's output callback, on the engine's thread) joins the same step, also ahead of the
     decode pass. Both then generate what ``model.generate`` gives for their prompts alone."""
-    model = LLMModel("tiny", "1", tiny_llm_dir(), {"maxNumSeqs": 32, "maxNumBatchedTokens": 256})
+    model = LLMModel(
+        "tiny", "1", tiny_llm_dir(), {"maxNumSeqs": 32, "maxNumBatchedTokens": 256, "engineProcess": False}
+    )
     engine = model.build_engine()  # not started: the test runs the steps itself
     delivered: list[str] = []  # who got an output, in delivery order
 
@@ -216,7 +218,7 @@ def test_a_folder_that_is_not_a_model_fails_to_load_with_its_path(tmp_path: Path
 
 
 def test_close_stops_the_engines_thread() -> None:
-    model = LLMModel("tiny", "1", tiny_llm_dir(), {})
+    model = LLMModel("tiny", "1", tiny_llm_dir(), {"engineProcess": False})
     model.load()
     thread = model.engine._thread
     assert thread is not None and thread.is_alive()

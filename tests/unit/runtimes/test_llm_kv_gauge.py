@@ -21,7 +21,12 @@ from kubeinfer.server.generate_metrics import GenerationMetrics
 
 @pytest.fixture(scope="module")
 def llm() -> Iterator[LLMModel]:
-    model = LLMModel("tiny", "1", tiny_llm_dir(), {"maxNumSeqs": 4, "maxNumBatchedTokens": 64, "maxModelLen": 512})
+    model = LLMModel(
+        "tiny",
+        "1",
+        tiny_llm_dir(),
+        {"maxNumSeqs": 4, "maxNumBatchedTokens": 64, "maxModelLen": 512, "engineProcess": False},
+    )
     model.load()
     yield model
     model.engine.stop()

@@ -16,7 +16,8 @@ tokenizer files, and for chat a chat template). ``args``:
 ``intraOpThreads``          PyTorch threads (else PyTorch's default)
 ``maxTokens``               tokens an Open Inference Protocol ``infer`` generates (default 16; greedy)
 ``engineProcess``           ``true``: the engine runs in a process of its own (``worker.py``), not on a thread of the
-                            server's (default ``false``; transformers only: vLLM always runs its engine core apart)
+                            server's; ``auto`` (default): so when the replica has two CPUs or more
+                            (:func:`engine_process_auto`); transformers only: vLLM always runs its engine core apart
 ``gpuMemoryUtilization``    vllm only: the share of each GPU's memory vLLM takes for weights and KV cache (its default
                             0.9); lower it when replicas share a GPU
 ``tensorParallelSize``      vllm only: GPUs one replica's model is split over (its default 1; at most the GPUs the
@@ -48,7 +49,7 @@ from kubeinfer.runtimes.base import ModelError, ModelInfo, TensorSpec
 from kubeinfer.runtimes.llm.scheduler import SchedulerConfig
 from kubeinfer.runtimes.llm.text import SamplingParams
 
-__all__ = ["ARGS", "ENGINES", "LLMModel"]
+__all__ = ["ARGS", "ENGINES", "LLMModel", "engine_process_auto"]
 
 log = logging.getLogger("kubeinfer.llm")
 
@@ -73,6 +74,30 @@ VLLM_ONLY = ("gpuMemoryUtilization", "tensorParallelSize", "enforceEager")
 TRANSFORMERS_ONLY = ("engineProcess", "device", "intraOpThreads")
 DTYPES = ("float32", "bfloat16", "float16")
 INPUT, OUTPUT = "text_input", "text_output"
+
+
+def engine_process_auto(env: Mapping[str, str] | None = None) -> bool:
+    """``engineProcess: auto``: the engine in a process of its own when the replica has two CPUs or more (the
+    engine's and the server's: apart they do not take turns on one interpreter lock, as vLLM keeps its engine core
+    apart from its API server); on one CPU the two would only take turns on it. The CPUs: ``OMP_NUM_THREADS`` (what
+    ``kubeinfer up`` derives from the CPU limit, and a multi-process replica's share), else those this process may
+    run on, fewer where its cgroup's CPU quota (a container's CPU limit, ``cpu.max``) allows less."""
+    raw = (os.environ if env is None else env).get("OMP_NUM_THREADS", "")
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw) >= 2
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _cgroup_cpus(Path("/sys/fs/cgroup/cpu.max"))
+    return min(cpus, quota if quota is not None else cpus) >= 2
+
+
+def _cgroup_cpus(cpu_max: Path) -> float | None:
+    """The CPUs a cgroup v2 quota allows (``cpu.max``: ``QUOTA PERIOD``, or ``max PERIOD`` for none); None without
+    one."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
 
 
 def _int_arg(args: Mapping[str, Any], key: str, default: int | None) -> int | None:
@@ -128,9 +153,11 @@ class LLMModel:
         self._max_model_len = _int_arg(args, "maxModelLen", None)
         self._threads = _int_arg(args, "intraOpThreads", None)
         self._max_tokens = _int_arg(args, "maxTokens", 16) or 16
-        process = args.get("engineProcess", False)
-        if not isinstance(process, bool):
-            raise ModelError(f"model.args.engineProcess must be true or false, not {process!r}")
+        process = args.get("engineProcess", "auto")
+        if process == "auto":
+            process = engine_process_auto()
+        elif not isinstance(process, bool):
+            raise ModelError(f"model.args.engineProcess must be true, false or auto, not {process!r}")
         self._process = process
         self._args = {k: v for k, v in args.items() if k != "engineProcess"}
         self.engine: Any = None
