@@ -103,6 +103,11 @@ def s3_server() -> Iterator[S3Server]:
             proc.wait()
 
 
+def cache_files(cache: Path) -> set[str]:
+    """Every file under the cache but the lock files (which hold no data)."""
+    return {str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file() and p.parent.name != "locks"}
+
+
 def s3rver_missing() -> str | None:
     """Why s3rver cannot be started here, or None."""
     if S3RVER.exists():

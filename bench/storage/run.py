@@ -1,7 +1,8 @@
 """Model download throughput against the disk's write speed, and a second replica starting from the cache.
 
 A real S3-compatible server on 127.0.0.1 (``--server``: ``moto``, Python, ``tests/s3server.py`` run from
-``.venv-s3``; or ``s3rver``, Node.js, from ``.s3rver``; see ``tests/storage_servers.py``) holds a random object of
+``.venv-s3``; ``s3rver``, Node.js, from ``.s3rver``; or ``seaweedfs``, Go, ``weed mini`` from ``.venv-s3``; see
+``tests/storage_servers.py``) holds a random object of
 ``--size`` bytes (1 GiB by default), put in one PUT so that its ETag is its MD5. ``--server nginx`` is the reference
 of a server that costs almost nothing: Debian's nginx (``apt-get install nginx``), one process, ``sendfile``, serving
 the object's file at its S3 path to kubeinfer's S3 client (GET and HEAD only, which is all a fetch asks for; the

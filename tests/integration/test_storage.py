@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from kubeinfer.storage import StorageError, fetch
-from storage_servers import HttpFiles, S3Server, as_s3_object, http_server, s3_server
+from storage_servers import HttpFiles, S3Server, as_s3_object, cache_files, http_server, s3_server
 
 pytestmark = pytest.mark.integration
 
@@ -37,11 +37,6 @@ def files(tmp_path: Path) -> Iterator[HttpFiles]:
 
 def put(s3: S3Server, key: str, data: bytes) -> str:
     return s3.put(key, data)
-
-
-def cache_files(cache: Path) -> set[str]:
-    """Every file under the cache but the lock files (which hold no data)."""
-    return {str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file() and p.parent.name != "locks"}
 
 
 def test_an_s3_object_is_downloaded_verified_and_cached_by_content(s3: S3Server, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from cloud_servers import (
     fake_gcs_missing,
 )
 from kubeinfer.storage import StorageError, fetch
+from storage_servers import cache_files
 
 pytestmark = pytest.mark.integration
 
@@ -46,11 +47,6 @@ def gcs() -> Iterator[FakeGcs]:
         pytest.skip(problem)
     with fake_gcs() as server:
         yield server
-
-
-def cache_files(cache: Path) -> set[str]:
-    """Every file under the cache but the lock files (which hold no data)."""
-    return {str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file() and p.parent.name != "locks"}
 
 
 def service(tmp_path: Path, name: str, uri: str) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kubeinfer.storage import StorageError, fetch, transfer
-from storage_servers import WEED_KEY, S3Server, s3rver, s3rver_missing, seaweedfs, seaweedfs_missing
+from storage_servers import WEED_KEY, S3Server, cache_files, s3rver, s3rver_missing, seaweedfs, seaweedfs_missing
 
 pytestmark = pytest.mark.integration
 
@@ -30,11 +30,6 @@ def s3(request: pytest.FixtureRequest) -> Iterator[S3Server]:
         pytest.skip(problem)
     with start() as server:
         yield server
-
-
-def cache_files(cache: Path) -> set[str]:
-    """Every file under the cache but the lock files (which hold no data)."""
-    return {str(p.relative_to(cache)) for p in cache.rglob("*") if p.is_file() and p.parent.name != "locks"}
 
 
 @pytest.mark.parametrize("concurrency", [1, 4])
