@@ -295,6 +295,7 @@ def test_the_dashboard_shows_a_clusters_services_and_a_change_within_the_next_ti
         assert e.value.code == 403
 
 
+@pytest.mark.slow  # ~13 s in a browser; the default run keeps tests/e2e/test_dashboard.py's browser test of the page
 @pytest.mark.skipif(
     not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install -y chromium; ./install.sh --dev)"
 )

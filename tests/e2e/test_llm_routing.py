@@ -24,7 +24,7 @@ SHORT = {"prompt": "Hello", "max_tokens": 3, "ignore_eos": True}
 def _spec(routing: str) -> str:
     return (
         "apiVersion: kubeinfer.io/v1alpha1\nkind: InferenceService\nmetadata: {name: tinyroute}\nspec:\n"
-        f"  model: {{format: llm, uri: '{tiny_llm_dir()}', args: {{intraOpThreads: 1}}}}\n"
+        f"  model: {{format: llm, uri: '{tiny_llm_dir()}', args: {{intraOpThreads: 1, engineProcess: false}}}}\n"
         f"  autoscaling: {{policy: none}}\n  replicas: 2\n  routing: {routing}\n" + PROBES
     )
 

@@ -50,6 +50,7 @@ def test_sigkilled_replica_under_load_costs_no_request_and_is_replaced(platform:
     assert back["pid"] != victim["pid"] and back["last_exit"]["code"] == -9
 
 
+@pytest.mark.slow  # ~8 s; the default run keeps a SIGKILLed replica under load and tests/integration/test_processes.py
 def test_a_killed_process_of_a_multi_process_replica_costs_no_request(platform: Up) -> None:
     text = spec_text("procs", extra="  autoscaling: {policy: none}\n  replicas: 2\n")
     p = platform("procs", text.replace("server: {grpcPort: null,", "server: {processes: 2, grpcPort: null,"))

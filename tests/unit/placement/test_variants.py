@@ -176,6 +176,7 @@ def test_kubeinfer_keeps_the_scarce_model_for_the_pods_pinned_to_it() -> None:
 # ----------------------------------------------------------------------------------- the real trace
 
 
+@pytest.mark.slow  # ~11 s; the default run keeps the variant, bound and policy tests on small clusters
 @pytest.mark.skipif(not NODES.exists(), reason="Alibaba trace not present in ../shared/data")
 def test_variants_of_the_real_trace_replay_with_their_bound() -> None:
     c, w = load_nodes_csv(NODES), load_pods_csv(PODS)
