@@ -148,6 +148,7 @@ def test_load_step_scales_up_idle_scales_to_zero_and_the_first_request_after_zer
     assert first.latencies[0] >= st["cold_starts"][-1] * 0.5
 
 
+@pytest.mark.slow  # ~10-13 s; tests/unit/local/test_controller.py keeps the back-off of a crashed replica
 def test_a_crash_looping_replica_backs_off_and_describe_says_why(platform: Up) -> None:
     extra = "  autoscaling: {policy: none}\n  replicas: 1\n"
     p = platform("crash", spec_text("crash", cls="CrashOnReplica", args="{suffix: '-2'}", extra=extra))
