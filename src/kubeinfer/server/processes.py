@@ -43,6 +43,7 @@ from typing import Any
 
 import orjson
 
+from kubeinfer.runtimes.cpus import replica_cpus
 from kubeinfer.server.announce import announce
 from kubeinfer.server.listen import bind, grpc_socket_path, listen_tcp, listen_unix, no_tcp_needs_uds
 from kubeinfer.server.metrics import Metrics
@@ -69,26 +70,16 @@ class Worker:
 
     SNAPSHOT_SECONDS = 0.5
 
+    def _sibling_snapshots(self) -> dict[int, dict[str, Any] | None]:
+        return {i: read_snapshot(self.state_dir / f"{i}.json") for i in range(self.count) if i != self.index}
+
     def sibling_states(self) -> dict[int, str]:
         """What each other process of the replica last said it is doing (``Metrics.state``: loading, serving,
         failed); ``loading`` before its first snapshot."""
-        out = {}
-        for i in range(self.count):
-            if i != self.index:
-                try:
-                    out[i] = str(orjson.loads((self.state_dir / f"{i}.json").read_bytes()).get("state", "loading"))
-                except (OSError, orjson.JSONDecodeError):
-                    out[i] = "loading"
-        return out
+        return {i: str((snap or {}).get("state", "loading")) for i, snap in self._sibling_snapshots().items()}
 
     def siblings(self) -> list[dict[str, Any]]:
-        out = []
-        for i in range(self.count):
-            if i == self.index:
-                continue
-            with contextlib.suppress(OSError, orjson.JSONDecodeError):
-                out.append(orjson.loads((self.state_dir / f"{i}.json").read_bytes()))
-        return out
+        return [snap for snap in self._sibling_snapshots().values() if snap is not None]
 
     def write(self, metrics: Metrics) -> None:
         """Leave this process's snapshot for its siblings now (also every half second from :meth:`publish`)."""
@@ -103,13 +94,20 @@ class Worker:
             await asyncio.sleep(self.SNAPSHOT_SECONDS)
 
 
+def read_snapshot(path: Path) -> dict[str, Any] | None:
+    """A process's metrics snapshot (:meth:`Worker.write`), or None while it has none or it cannot be read."""
+    try:
+        snap = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    return snap if isinstance(snap, dict) else None
+
+
 def snapshot_ready(path: Path) -> bool:
     """Whether the metrics snapshot at ``path`` says every model of its process is ready; False when it has none
     yet or cannot be read."""
-    try:
-        return all(orjson.loads(path.read_bytes()).get("ready", {}).values() or [False])
-    except (OSError, orjson.JSONDecodeError):
-        return False
+    snap = read_snapshot(path)
+    return snap is not None and all(snap.get("ready", {}).values() or [False])
 
 
 ServeChild = Callable[[Worker], int]
@@ -121,14 +119,7 @@ imports this one."""
 def threads_per_process(processes: int, env: dict[str, str] | None = None) -> int:
     """Each process's share of the replica's CPU threads: ``OMP_NUM_THREADS`` (what the local controller derives
     from the CPU limit) or else the CPUs this process may run on, divided among the processes, at least 1."""
-    raw = (os.environ if env is None else env).get("OMP_NUM_THREADS", "")
-    if raw.isdigit() and int(raw) > 0:
-        total = int(raw)
-    elif hasattr(os, "sched_getaffinity"):
-        total = len(os.sched_getaffinity(0))
-    else:  # pragma: no cover - macOS has no CPU affinity
-        total = os.cpu_count() or 1
-    return max(1, total // processes)
+    return max(1, int(replica_cpus(env)) // processes)
 
 
 def _die_with_parent() -> None:

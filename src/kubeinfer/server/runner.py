@@ -158,11 +158,8 @@ async def serve(
         config.ssl = tls.context  # one context, reloaded in place when the files change
     server = _Server(config)
     # A process beyond the first opens its gRPC listener on the replica's port when it joins (below), as its HTTP one.
-    grpc_server, grpc_port = None, None
-    if worker is not None and worker.index > 0 and grpc_uds is None:
-        grpc_port = worker.grpc_port
-    if grpc_port is None:
-        grpc_server, grpc_port = await _grpc(app, svc, grpc_uds, worker, tls)
+    grpc_joins_later = worker is not None and worker.index > 0 and grpc_uds is None and worker.grpc_port is not None
+    grpc_server, grpc_port = (None, None) if grpc_joins_later else await _grpc(app, svc, grpc_uds, worker, tls)
     if grpc_server is None:
         grpc_uds = None
 
@@ -219,7 +216,7 @@ async def serve(
                 await stop.wait()
                 await task
                 return 0
-            if grpc_port is not None and grpc_server is None:
+            if grpc_joins_later:
                 grpc_server, _ = await _grpc(app, svc, None, worker, tls)
         if worker is not None and worker.http_port is not None:
             # This process's own listener on the replica's port (SO_REUSEPORT), opened only now that it serves.

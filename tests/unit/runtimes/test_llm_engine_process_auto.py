@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from kubeinfer.runtimes.base import ModelError
-from kubeinfer.runtimes.llm.model import LLMModel, _cgroup_cpus, engine_process_auto
+from kubeinfer.runtimes.cpus import cgroup_cpus
+from kubeinfer.runtimes.llm.model import LLMModel, engine_process_auto
 
 
 @pytest.mark.parametrize(("threads", "apart"), [("1", False), ("2", True), ("8", True)])
@@ -22,8 +23,8 @@ def test_the_cpus_kubeinfer_up_gives_decide(threads: str, apart: bool) -> None:
 def test_a_cgroup_quota_is_read_as_cpus(tmp_path: Path, text: str, cpus: float | None) -> None:
     path = tmp_path / "cpu.max"
     path.write_text(text)
-    assert _cgroup_cpus(path) == cpus
-    assert _cgroup_cpus(tmp_path / "missing") is None
+    assert cgroup_cpus(path) == cpus
+    assert cgroup_cpus(tmp_path / "missing") is None
 
 
 def test_auto_true_false_are_taken_and_anything_else_refused(tmp_path: Path) -> None:

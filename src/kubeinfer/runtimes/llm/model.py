@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from kubeinfer.runtimes.base import ModelError, ModelInfo, TensorSpec
+from kubeinfer.runtimes.cpus import CGROUP_CPU_MAX, replica_cpus
 from kubeinfer.runtimes.llm.scheduler import SchedulerConfig
 from kubeinfer.runtimes.llm.text import SamplingParams
 
@@ -79,25 +80,9 @@ INPUT, OUTPUT = "text_input", "text_output"
 def engine_process_auto(env: Mapping[str, str] | None = None) -> bool:
     """``engineProcess: auto``: the engine in a process of its own when the replica has two CPUs or more (the
     engine's and the server's: apart they do not take turns on one interpreter lock, as vLLM keeps its engine core
-    apart from its API server); on one CPU the two would only take turns on it. The CPUs: ``OMP_NUM_THREADS`` (what
-    ``kubeinfer up`` derives from the CPU limit, and a multi-process replica's share), else those this process may
-    run on, fewer where its cgroup's CPU quota (a container's CPU limit, ``cpu.max``) allows less."""
-    raw = (os.environ if env is None else env).get("OMP_NUM_THREADS", "")
-    if raw.isdigit() and int(raw) > 0:
-        return int(raw) >= 2
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    quota = _cgroup_cpus(Path("/sys/fs/cgroup/cpu.max"))
-    return min(cpus, quota if quota is not None else cpus) >= 2
-
-
-def _cgroup_cpus(cpu_max: Path) -> float | None:
-    """The CPUs a cgroup v2 quota allows (``cpu.max``: ``QUOTA PERIOD``, or ``max PERIOD`` for none); None without
-    one."""
-    try:
-        quota, period = cpu_max.read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        return None
+    apart from its API server); on one CPU the two would only take turns on it. The CPUs:
+    :func:`~kubeinfer.runtimes.cpus.replica_cpus`, capped by the cgroup's CPU quota."""
+    return replica_cpus(env, CGROUP_CPU_MAX) >= 2
 
 
 def _int_arg(args: Mapping[str, Any], key: str, default: int | None) -> int | None:
