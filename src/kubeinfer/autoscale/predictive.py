@@ -40,7 +40,10 @@ anticipates rises); and the result is clamped to [min, max].
 
 Bursts no forecast sees coming (a batch of requests within a second, a Markov-modulated burst) are met by a burst
 allowance learned from the last hour of arrivals (:meth:`Predictive.allowance`): spare capacity on top of the
-level, never more than the static deployment the same history calls for. Where it is reported (``up``'s router,
+level, never more than the static deployment the same history calls for (its *envelope*). A surge no bigger than
+that envelope is one of the bursts the history has shown: its trend is carried no higher than the envelope, so a
+burst of a Markov-modulated process costs about what a static deployment spends on it, not a trend's extrapolation
+held through the stabilization window. Where it is reported (``up``'s router,
 the operator from the replicas' ``kubeinfer_arrivals_peak``, the simulator), each load
 sample's :attr:`~kubeinfer.autoscale.LoadSample.peak` -- the most arrivals within an SLO-length window -- shows how
 a second's requests were bunched, which per-second counts hide and a 100 ms SLO is decided by. Until an hour of
@@ -548,6 +551,12 @@ class Predictive:
                 # about the minute after it (an LLM's start-up), and bursty arrivals made it start replicas.
                 lead = min(cfg.startup_seconds + cfg.sync_period, cfg.reactive_window)
                 rate += slope * lead * scale
+        if surge and short_rate * scale <= state.envelope:
+            # A surge no bigger than the bursts this history has shown is one of them: its trend is carried no
+            # higher than the static envelope the history calls for (the surge's headroom still applies) -- the
+            # replicas a constant deployment holds for such a burst suffice, and the stabilization window would
+            # keep the extra ones for minutes after it ended. A surge beyond the envelope is new: sized in full.
+            rate = min(rate, state.envelope)
         sized_rate = rate
 
         best = min(range(3), key=lambda i: state.errors[i])

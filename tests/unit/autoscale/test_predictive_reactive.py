@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from kubeinfer.autoscale import LoadSample, Observation, Predictive, PredictiveConfig
@@ -36,3 +38,24 @@ def test_capacity_curve_sizes_with_pooled_capacity_and_extends_linearly() -> Non
     assert _decide(cfg, [41.0] * 30) == 4  # beyond the curve: 40/3 req/s per extra replica
     with pytest.raises(ValueError, match="non-decreasing"):
         PredictiveConfig(0, 1, capacity_rps=1.0, capacity_curve=(2.0, 1.0))
+
+
+@pytest.mark.parametrize(("envelope", "replicas"), [(40.0, 4), (30.0, 5), (float("inf"), 5)])
+def test_a_surge_within_the_learned_envelope_carries_its_trend_no_higher_than_the_envelope(
+    envelope: float, replicas: int
+) -> None:
+    """A surge rising 5 req/s each second (6 s average 32.5 req/s) carries its trend over the 20 s lead to ~47.7
+    req/s: 5 replicas of 10. Where the history's static envelope is 40, the surge is one of the bursts seen and is
+    sized at 40 (4 replicas); where it is 30, the surge is beyond anything seen, and without a history (inf)
+    nothing caps it: 5 both times."""
+    cfg = PredictiveConfig(
+        1, 100, capacity_rps=10.0, headroom=1.0, startup_seconds=10, sync_period=10, burst_prior=False
+    )
+    policy = Predictive(cfg)
+    rates = [10.0] * 24 + [20.0, 25.0, 30.0, 35.0, 40.0, 45.0]
+    samples = tuple(LoadSample(float(i + 1), rps=r) for i, r in enumerate(rates))
+    now = float(len(rates))
+    state = replace(policy.initial_state(), envelope=envelope, allowance_at=now)  # learned; not refreshed now
+    decision, _ = policy.decide(Observation(1, load=samples), state, now)
+    assert decision.replicas == replicas
+    assert dict(decision.details)["sized_demand"] == pytest.approx(40.0 if envelope == 40.0 else 47.69, abs=0.01)
