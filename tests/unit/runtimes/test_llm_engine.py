@@ -3,6 +3,8 @@ and leave the batch, seeded sampling does not depend on the neighbours, stop str
 
 from __future__ import annotations
 
+import gc
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from kubeinfer.runtimes.base import ModelError  # noqa: E402
+from kubeinfer.runtimes.llm.engine import SWITCH_INTERVAL  # noqa: E402
 from kubeinfer.runtimes.llm.model import LLMModel  # noqa: E402
 from kubeinfer.runtimes.llm.text import SamplingParams  # noqa: E402
 
@@ -228,10 +231,17 @@ def test_close_stops_the_engines_thread() -> None:
 
 def test_an_engine_process_generates_the_same_and_its_death_ends_its_sequences(llm: LLMModel) -> None:
     """``engineProcess: true``: the same greedy text as in-process; a killed engine process ends the open sequences
-    with an error instead of leaving their clients waiting."""
+    with an error instead of leaving their clients waiting. The server's side is tuned as an in-process engine's is
+    (its reader thread works beside the event loop): a short GIL switch interval, the loaded objects frozen out of
+    the collector's reach until it stops."""
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)  # Python's default: what the module's in-process engine changed
+    gc.unfreeze()
     model = LLMModel("tiny", "1", tiny_llm_dir(), {"engineProcess": True, "intraOpThreads": 1})
     model.load()
     try:
+        assert sys.getswitchinterval() <= SWITCH_INTERVAL
+        assert gc.get_freeze_count() > 0
         params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
         assert model.generate_blocking(llm.encode("Hello"), params) == llm.generate_blocking(
             llm.encode("Hello"), params
@@ -249,3 +259,5 @@ def test_an_engine_process_generates_the_same_and_its_death_ends_its_sequences(l
         assert result.reason is not None and result.reason.startswith("error")
     finally:
         model.close()
+        sys.setswitchinterval(switch)
+    assert gc.get_freeze_count() == 0

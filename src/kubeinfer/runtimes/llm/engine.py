@@ -45,7 +45,26 @@ __all__ = ["Engine", "EngineStats", "Output"]
 
 log = logging.getLogger("kubeinfer.llm")
 
-SWITCH_INTERVAL = 0.0005  # seconds; see Engine.start
+SWITCH_INTERVAL = 0.0005  # seconds; see tune_for_serving
+
+
+def tune_for_serving() -> None:
+    """Tune this process for answering requests while one of its threads works beside the event loop: the engine's
+    (in the server's process), or the reader of an engine process's outputs (in the server's, beside the child).
+
+    That thread runs Python (the model's modules and sampling between the kernels that release the GIL; the reader,
+    each pass's outputs); with the default 5 ms switch interval the event loop could wait that long for the GIL to
+    answer a request, send a token, or return from writing a request to the engine process's pipe (a system call
+    gives the GIL up). A shorter interval lets it in sooner (time to first token under load).
+
+    The objects loaded so far (the model's modules, torch, transformers, the server: hundreds of thousands) live as
+    long as the process, but a full collection of the oldest generation walks them all: a pause of hundreds of
+    milliseconds on a small CPU, which every running sequence and every arriving request waits out (it set the tail
+    of the time to first token). Frozen, they are out of the collector's reach (reference counting still frees them);
+    the engine's ``stop`` gives them back to it (``gc.unfreeze``), so that a model unloaded later can be collected."""
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,17 +175,7 @@ class Engine:
 
     # -- any thread ------------------------------------------------------------------------------------
     def start(self) -> None:
-        # The engine's thread runs Python (the model's modules, sampling) between the kernels that release the GIL;
-        # with the default 5 ms switch interval the server's event loop could wait that long for the GIL to answer a
-        # request or send a token. A shorter interval lets it in sooner (time to first token under load).
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
-        # The objects loaded so far (the model's modules, torch, transformers, the server: hundreds of thousands) live
-        # as long as the process, but a full collection of the oldest generation walks them all: a pause of hundreds of
-        # milliseconds on a small CPU, which every running sequence and every arriving request waits out (it set the
-        # tail of the time to first token). Frozen, they are out of the collector's reach (reference counting still
-        # frees them); ``stop`` gives them back to it, so that a model unloaded later can be collected.
-        gc.collect()
-        gc.freeze()
+        tune_for_serving()
         self._thread = threading.Thread(target=self._run, name="kubeinfer-llm-engine", daemon=True)
         self._thread.start()
 
