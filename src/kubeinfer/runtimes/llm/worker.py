@@ -65,9 +65,9 @@ class EngineProcess:
         self._ids = itertools.count(1)
         self._send_lock = threading.Lock()
         # The reader thread below runs Python beside the event loop whenever a pass's outputs come in: the same
-        # tuning as an in-process engine's thread (without it, writing a request to the pipe gave the GIL to the
-        # reader, and the event loop waited out its switch interval to get it back: 16 requests sent at once were
-        # added to the engine over several milliseconds more).
+        # tuning as an in-process engine's thread. Without it, writing a request to the pipe (a system call, which
+        # gives the GIL up) could leave the event loop waiting up to the default 5 ms for the GIL to come back from
+        # the reader (bench/llm/RESULTS.md: a burst of 16 requests, traced and profiled).
         tune_for_serving()
         self._reader = threading.Thread(target=self._read, name="kubeinfer-llm-engine-reader", daemon=True)
         self._reader.start()
