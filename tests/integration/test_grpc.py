@@ -383,11 +383,21 @@ def test_concurrent_infers_are_batched_and_all_correct(server: Server, estimator
         finally:
             c.close()
 
-    with ThreadPoolExecutor(threads) as pool:
-        assert sum(pool.map(work, range(threads))) == threads * per_thread
-    executions = _metric_sum(server, "kubeinfer_model_executions_total") - metrics_before
-    # 256 concurrent requests merged into fewer model calls: the batcher saw gRPC requests together.
-    assert 0 < executions < threads * per_thread
+    # 256 concurrent requests merged into fewer model calls: the batcher saw gRPC requests together. With one instance,
+    # a model this fast runs its batches on the event loop (server/batcher.py), so only requests that arrive in the same
+    # turn of the loop merge; 32 client threads sharing this process's GIL on a busy 2-CPU machine can space their
+    # sends so that none do in one round (CI saw 256 calls once). A round that merges nothing is run again, at most
+    # twice; every answer of every round is checked.
+    for _ in range(3):
+        with ThreadPoolExecutor(threads) as pool:
+            assert sum(pool.map(work, range(threads))) == threads * per_thread
+        executions = _metric_sum(server, "kubeinfer_model_executions_total") - metrics_before
+        assert executions > 0
+        if executions < threads * per_thread:
+            break
+        metrics_before += executions
+    else:
+        pytest.fail("three rounds of 256 concurrent gRPC requests ran as 256 model calls each: nothing was batched")
 
 
 def test_stream_infer_answers_every_request(server: Server, estimator: Any) -> None:
