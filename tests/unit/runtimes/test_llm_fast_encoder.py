@@ -12,7 +12,7 @@ from llm import tiny_llm_dir
 
 transformers = pytest.importorskip("transformers")
 
-from kubeinfer.runtimes.llm.model import fast_encoder  # noqa: E402
+from kubeinfer.runtimes.llm.text import fast_encoder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -20,17 +20,22 @@ def tokenizer() -> Any:
     return transformers.AutoTokenizer.from_pretrained(tiny_llm_dir())
 
 
+@pytest.fixture(scope="module")
+def encode(tokenizer: Any) -> Any:
+    found = fast_encoder(tokenizer)
+    assert found is not None  # the example model's tokenizer takes the fast path
+    return found
+
+
 @settings(max_examples=300, deadline=None)
 @given(text=st.text(max_size=200), special=st.booleans())
-def test_the_fast_path_tokenizes_any_text_as_the_wrapper_does(tokenizer: Any, text: str, special: bool) -> None:
-    encode = fast_encoder(tokenizer)
-    assert encode is not None  # the example model's tokenizer takes the fast path
+def test_the_fast_path_tokenizes_any_text_as_the_wrapper_does(
+    tokenizer: Any, encode: Any, text: str, special: bool
+) -> None:
     assert encode(text, special) == list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
-def test_special_tokens_in_the_text_are_tokens_as_through_the_wrapper(tokenizer: Any) -> None:
-    encode = fast_encoder(tokenizer)
-    assert encode is not None
+def test_special_tokens_in_the_text_are_tokens_as_through_the_wrapper(tokenizer: Any, encode: Any) -> None:
     text = f"{tokenizer.bos_token}Hi{tokenizer.eos_token} there"
     assert encode(text, True) == list(tokenizer(text)["input_ids"])
     assert tokenizer.eos_token_id in encode(text, False)

@@ -36,6 +36,7 @@ an ordinary :class:`~kubeinfer.runtimes.base.Model`: BYTES ``text_input`` rows i
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -48,7 +49,7 @@ import numpy as np
 from kubeinfer.runtimes.base import ModelError, ModelInfo, TensorSpec
 from kubeinfer.runtimes.cpus import CGROUP_CPU_MAX, replica_cpus
 from kubeinfer.runtimes.llm.scheduler import SchedulerConfig
-from kubeinfer.runtimes.llm.text import SamplingParams
+from kubeinfer.runtimes.llm.text import SamplingParams, fast_encoder, wrapper_tokens
 
 __all__ = ["ARGS", "ENGINES", "LLMModel", "engine_process_auto"]
 
@@ -147,7 +148,7 @@ class LLMModel:
         self._args = {k: v for k, v in args.items() if k != "engineProcess"}
         self.engine: Any = None
         self.tokenizer: Any = None
-        self._fast_encode: Callable[[str, bool], list[int]] | None = None
+        self._tokens: Callable[[str, bool], list[int]] = _not_loaded
         self.max_model_len = 0
 
     # -- Model -----------------------------------------------------------------------------------------
@@ -282,13 +283,9 @@ class LLMModel:
         return self
 
     def _set_tokenizer(self, tokenizer: Any) -> None:
+        """The tokenizer, and how prompts are tokenized from now on: its backend where :func:`fast_encoder` allows."""
         self.tokenizer = tokenizer
-        self._fast_encode = fast_encoder(tokenizer)
-
-    def _tokens(self, text: str, special: bool) -> list[int]:
-        if self._fast_encode is not None:
-            return self._fast_encode(text, special)
-        return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+        self._tokens = fast_encoder(tokenizer) or functools.partial(wrapper_tokens, tokenizer)
 
     def encode(self, text: str) -> list[int]:
         return self._tokens(text, True)
@@ -347,44 +344,5 @@ class LLMModel:
         return "".join(parts)
 
 
-PROBES = (
-    "Hello",
-    " two  spaces,\ttab and\nnew lines\n\n",
-    "héllo wörld, 你好, こんにちは, привет 🙂",
-    "def f(x):\n    return x ** 2  # 1234567890",
-)
-
-
-def fast_encoder(tokenizer: Any) -> Callable[[str, bool], list[int]] | None:
-    """A fast tokenizer's Rust backend (``tokenizers.Tokenizer.encode``) called directly, where that is all the
-    transformers wrapper would run: about 35 us for a short prompt instead of 80 (the wrapper's argument handling),
-    spent on the server's event loop for every request, before the request reaches the engine.
-
-    None -- the wrapper stays -- for a tokenizer without a backend, one whose class encodes its own way (a model's
-    custom code overriding ``_encode_plus``), or one whose backend disagrees with the wrapper on any probe text
-    (spaces, tabs, new lines, accents, CJK and Cyrillic, emoji, code, and the special tokens themselves), with and
-    without special tokens."""
-    backend = getattr(tokenizer, "_tokenizer", None)
-    if backend is None or not getattr(tokenizer, "is_fast", False) or not hasattr(backend, "encode"):
-        return None
-    owner = next((c for c in type(tokenizer).__mro__ if "_encode_plus" in vars(c)), None)
-    if owner is None or not owner.__module__.startswith("transformers.tokenization_utils"):
-        return None
-
-    def encode(text: str, special: bool) -> list[int]:
-        return list(backend.encode(text, add_special_tokens=special).ids)
-
-    specials = [t for t in (tokenizer.bos_token, tokenizer.eos_token) if isinstance(t, str) and t]
-    probes = (*PROBES, *specials, "".join(f"{t} x " for t in specials))
-    try:
-        for text in probes:
-            for special in (True, False):
-                if encode(text, special) != list(tokenizer(text, add_special_tokens=special)["input_ids"]):
-                    log.info(
-                        "tokenizer of %s: the wrapper differs from its backend; tokenizing through it",
-                        type(tokenizer).__name__,
-                    )
-                    return None
-    except Exception:  # a backend that cannot take these arguments: the wrapper knows how to call it
-        return None
-    return encode
+def _not_loaded(text: str, special: bool) -> list[int]:
+    raise ModelError("the model is not loaded: it has no tokenizer yet")

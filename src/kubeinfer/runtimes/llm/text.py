@@ -1,4 +1,5 @@
-"""Sampling parameters, and the text of a sequence as it grows: incremental detokenization and stop strings.
+"""Sampling parameters, prompts into tokens, and the text of a sequence as it grows: incremental detokenization and
+stop strings.
 
 Decoding token by token cannot just decode each new token alone: a byte-level BPE token may hold half of a UTF-8
 character, and a word's leading space depends on its neighbours. A window of the last tokens is decoded at each step
@@ -9,11 +10,14 @@ streaming client even in part (OpenAI's behaviour: the stop string is not part o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FinishReason", "SamplingParams", "TextTail"]
+__all__ = ["FinishReason", "SamplingParams", "TextTail", "fast_encoder", "wrapper_tokens"]
+
+log = logging.getLogger("kubeinfer.llm")
 
 FinishReason = str  # "stop" (end of sequence or a stop string), "length" (max_tokens or the context), "abort"
 
@@ -140,3 +144,51 @@ def _held_back(text: str, stops: Sequence[str]) -> int:
                 best = n
                 break
     return best
+
+
+PROBES = (
+    "Hello",
+    " two  spaces,\ttab and\nnew lines\n\n",
+    "héllo wörld, 你好, こんにちは, привет 🙂",
+    "def f(x):\n    return x ** 2  # 1234567890",
+)
+
+
+def wrapper_tokens(tokenizer: Any, text: str, special: bool) -> list[int]:
+    """``text``'s token ids through the transformers tokenizer (with its special tokens where ``special``)."""
+    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+
+
+def fast_encoder(tokenizer: Any) -> Callable[[str, bool], list[int]] | None:
+    """A fast tokenizer's Rust backend (``tokenizers.Tokenizer.encode``) called directly, where that is all the
+    transformers wrapper would run: about 35 us for a short prompt instead of 80 (the wrapper's argument handling),
+    spent on the server's event loop for every request, before the request reaches the engine.
+
+    None -- the wrapper stays -- for a tokenizer without a backend, one whose class encodes its own way (a model's
+    custom code overriding ``_encode_plus``), or one whose backend disagrees with the wrapper on any probe text
+    (spaces, tabs, new lines, accents, CJK and Cyrillic, emoji, code, and the special tokens themselves), with and
+    without special tokens."""
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is None or not getattr(tokenizer, "is_fast", False) or not hasattr(backend, "encode"):
+        return None
+    owner = next((c for c in type(tokenizer).__mro__ if "_encode_plus" in vars(c)), None)
+    if owner is None or not owner.__module__.startswith("transformers.tokenization_utils"):
+        return None
+
+    def encode(text: str, special: bool) -> list[int]:
+        return list(backend.encode(text, add_special_tokens=special).ids)
+
+    specials = [t for t in (tokenizer.bos_token, tokenizer.eos_token) if isinstance(t, str) and t]
+    probes = (*PROBES, *specials, "".join(f"{t} x " for t in specials))
+    try:
+        for text in probes:
+            for special in (True, False):
+                if encode(text, special) != wrapper_tokens(tokenizer, text, special):
+                    log.info(
+                        "tokenizer of %s: the wrapper differs from its backend; tokenizing through it",
+                        type(tokenizer).__name__,
+                    )
+                    return None
+    except Exception:  # a backend that cannot take these arguments: the wrapper knows how to call it
+        return None
+    return encode
