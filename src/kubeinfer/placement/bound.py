@@ -95,7 +95,7 @@ import numpy.typing as npt
 from scipy.optimize import linprog
 from scipy.sparse import coo_matrix, hstack
 
-from kubeinfer.placement.fragmentation import FULL, Cluster, Workload
+from kubeinfer.placement.fragmentation import FULL, Cluster, Workload, fill_pattern
 
 __all__ = [
     "configuration_lower_bound",
@@ -203,38 +203,13 @@ def configuration_lower_bound(cluster: Cluster, workload: Workload, pods: Sequen
         if res.status != 0:
             raise RuntimeError(f"the configuration LP did not solve: {res.message}")
         duals = np.maximum(-np.asarray(res.ineqlin.marginals, dtype=np.float64), 0.0)
-        value, pattern = _best_pattern(size, most, size.astype(np.float64) - duals[1:])
+        value, pattern = fill_pattern(size, most, size.astype(np.float64) - duals[1:])
         # (max(value, 0), duals[1:]) is feasible for the dual LP: its objective bounds every packing
         best = min(best, n * max(value, 0.0) + float(count @ duals[1:]))
         if value <= duals[0] + 1e-9 * FULL:
             break
         columns.append(pattern)
     return max(0.0, 1.0 - (best + 1e-6) / cap)
-
-
-def _best_pattern(size: IntArr, most: IntArr, value: npt.NDArray[np.float64]) -> tuple[float, IntArr]:
-    """Bounded knapsack over one GPU: the multiset (at most ``most[j]`` of size ``size[j]``, total <= FULL) of the
-    largest total ``value``, and that value. Dynamic programme over the capacity, one size at a time."""
-    best = np.zeros(FULL + 1)
-    take = np.zeros((len(size), FULL + 1), dtype=np.int64)
-    for j, (s, m, v) in enumerate(zip(size.tolist(), most.tolist(), value.tolist(), strict=True)):
-        if v <= 0:
-            continue
-        prev = best.copy()
-        for c in range(1, m + 1):
-            cand = np.full(FULL + 1, -np.inf)
-            cand[c * s :] = prev[: FULL + 1 - c * s] + c * v
-            better = cand > best
-            best[better] = cand[better]
-            take[j, better] = c
-    # best[FULL] is the optimum (best is non-decreasing in capacity: it starts at 0 everywhere); walk back
-    pattern = np.zeros(len(size), dtype=np.int64)
-    room = FULL
-    for j in range(len(size) - 1, -1, -1):
-        c = int(take[j, room])
-        pattern[j] = c
-        room -= c * int(size[j])
-    return float(best[FULL]), pattern
 
 
 def lp_lower_bound(cluster: Cluster, workload: Workload, pods: Sequence[int] | None = None) -> float:
@@ -421,7 +396,7 @@ def group_configuration_lower_bound(cluster: Cluster, workload: Workload, pods: 
             price = duals[r_size + gi * n_s : r_size + (gi + 1) * n_s]
             if not (price > 0).any():
                 continue
-            value, pattern = _best_pattern(size, most, price)
+            value, pattern = fill_pattern(size, most, price)
             gain = value - float(duals[r_cnt + gi])
             if gain > 0:
                 excess += gpus_of[gi] * gain

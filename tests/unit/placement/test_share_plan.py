@@ -1,0 +1,106 @@
+"""The share plan of the kubeinfer placement policy: GPU fill patterns from the configuration LP of the shares
+arrived so far, and the online ranks that make shares build them."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kubeinfer.placement import fragmentation
+from kubeinfer.placement.fragmentation import FULL, Cluster, _SharePlan, replay
+from kubeinfer.placement.variants import PRESETS, make_variant
+from kubeinfer.sim.openb import load_nodes_csv, load_pods_csv
+
+DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+NODES = DATA / "alibaba_gpu2023_openb_node_list_gpu_node.csv"
+PODS = DATA / "alibaba_gpu2023_openb_pod_list_default.csv"
+
+
+def solved(counts: dict[int, int], extra: tuple[int, ...] = ()) -> _SharePlan:
+    """A plan over two 4-GPU nodes whose shares arrived in ``counts`` (size: how many); ``extra`` sizes exist in
+    the workload but have not arrived."""
+    free = np.full((2, 4), FULL, dtype=np.int64)
+    plan = _SharePlan(free, [*counts, *extra])
+    for milli, n in counts.items():
+        for _ in range(n):
+            plan.arrive(milli)
+    plan.next_solve = 0
+    plan.arrive(next(iter(counts)))  # solve now, on what arrived
+    return plan
+
+
+def patterns(plan: _SharePlan) -> set[tuple[int, ...]]:
+    assert plan.plan is not None
+    return {
+        tuple(sorted((int(s) for s, k in zip(plan.sizes, row, strict=True) for _ in range(int(k))), reverse=True))
+        for row in plan.plan
+    }
+
+
+def test_the_plan_pairs_sizes_that_fill_a_gpu() -> None:
+    plan = solved({810: 50, 160: 51, 650: 40, 350: 40, 470: 60})
+    got = patterns(plan)
+    assert {(810, 160), (650, 350)} <= got
+    # the LP's optimum: 50 GPUs of (810, 160), 40 of (650, 350), 30 of (470, 470) -- no pattern wastes more
+    assert all(sum(p) >= 810 for p in got), got
+    assert plan.plan is not None and len(plan.plan) <= len(plan.sizes)
+
+
+def test_ranks_complete_then_continue_then_start_then_off_the_plan() -> None:
+    plan = solved({810: 50, 160: 50, 650: 40, 350: 40}, extra=(230,))
+    nodes = np.array([0, 1])
+    plan.place(0, 0, 160)  # waits for an 810
+    plan.place(0, 1, 650)  # waits for a 350
+    free = np.array([[840, 350, FULL, FULL], [FULL, FULL, FULL, FULL]])
+    r810 = plan.ranks(nodes, 810, free >= 810)
+    assert r810[0].tolist() == [0, 9, 2, 2]  # completes (810, 160); cannot fit next to the 650; starts a pattern
+    r350 = plan.ranks(nodes, 350, free >= 350)
+    assert r350[0].tolist() == [3, 0, 2, 2]  # 160 + 350 is on no pattern; 650 + 350 completes one
+    r230 = plan.ranks(nodes, 230, free >= 230)
+    assert (r230[free >= 230] == 3).all()  # a size that arrived after the plan was solved: off the plan anywhere
+    assert _SharePlan.pick(free[0], r350[0], value=FULL) == 1  # FGD's free value is off the best rank: the fullest
+    assert _SharePlan.pick(free[0], r810[0], value=840) == 0
+
+
+def test_no_plan_before_enough_shares_arrived() -> None:
+    free = np.full((1, 2), FULL, dtype=np.int64)
+    plan = _SharePlan(free, [500])
+    for _ in range(fragmentation.PLAN_MIN_SHARES - 1):
+        plan.arrive(500)
+    assert plan.plan is None
+    assert plan.ranks(np.array([0]), 500, np.array([[True, False]])).tolist() == [[0, 9]]
+    plan.arrive(500)
+    assert patterns(plan) == {(500, 500)}
+
+
+def subset(c: Cluster, n: int, seed: int) -> Cluster:
+    idx = np.random.default_rng(seed).choice(len(c.names), n, replace=False)
+    return Cluster(
+        **{
+            f.name: tuple(getattr(c, f.name)[i] for i in idx.tolist())
+            if isinstance(getattr(c, f.name), tuple)
+            else getattr(c, f.name)[idx]
+            for f in dataclasses.fields(c)
+        }
+    )
+
+
+@pytest.mark.skipif(not NODES.exists(), reason="Alibaba trace not present in ../shared/data")
+def test_following_the_plan_leaves_fewer_gpus_unallocated_when_every_gpu_pod_shares(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """150 nodes of the Alibaba cluster, every GPU pod a share (the ``gpushare100`` mix), three draws: with the
+    plan, fewer GPUs are unallocated at 100% arrival on every draw (0.6-1.0 point fewer when this was written)."""
+    c = subset(load_nodes_csv(NODES), 150, seed=0)
+    source = load_pods_csv(PODS)
+    for seed in (1, 2, 3):
+        w = make_variant(source, PRESETS["gpushare100"], seed, c)
+        got = {}
+        for guided in (False, True):
+            monkeypatch.setattr(fragmentation, "PLAN_GUIDED", guided)
+            r = replay(c, w, "kubeinfer", seed=seed, target=1.3, order="shuffle")
+            got[guided] = fragmentation._at(r.unallocated_share, r.arrived_share, 1.0)
+        assert got[True] < got[False] - 0.003, (seed, got)
