@@ -3,7 +3,6 @@ arrived so far, and the online ranks that make shares build them."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -79,12 +78,11 @@ def test_no_plan_before_enough_shares_arrived() -> None:
 def subset(c: Cluster, n: int, seed: int) -> Cluster:
     idx = np.random.default_rng(seed).choice(len(c.names), n, replace=False)
     return Cluster(
-        **{
-            f.name: tuple(getattr(c, f.name)[i] for i in idx.tolist())
-            if isinstance(getattr(c, f.name), tuple)
-            else getattr(c, f.name)[idx]
-            for f in dataclasses.fields(c)
-        }
+        names=tuple(c.names[i] for i in idx.tolist()),
+        cpu_milli=c.cpu_milli[idx],
+        memory_mib=c.memory_mib[idx],
+        gpus=c.gpus[idx],
+        models=tuple(c.models[i] for i in idx.tolist()),
     )
 
 
