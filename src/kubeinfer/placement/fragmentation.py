@@ -33,15 +33,18 @@ Policies (``POLICIES``):
      chooses among the few nodes of its models, whose GPUs only pods like it can use once its CPU strands them;
   4. in a CPU-tight mix (the arrivals ask for ``CPU_TIGHT`` of the cluster's CPU per GPU or more), GPU pods weigh
      FGD's change plus a best-fit term and CPU-only pods go best-fit first: stranded CPU is then the loss;
-  5. otherwise, while less than ``STRAND_PINNED_MAX`` of the arrived GPU request is pinned, a pod sharing a GPU
-     follows the *share plan* (``_SharePlan``) before step 3: the fill patterns of one GPU that an optimal
-     fractional packing of the shares arrived so far uses (the configuration LP, re-solved at 64, 128, ... shares).
-     It goes where it completes a pattern, else continues one, else starts one on an empty GPU, and only off the
-     plan where nothing on it fits. Per-GPU slivers no later share fills (an 810-milli pod's 190, two 470s' 60)
-     are what a share-heavy mix leaves unallocated, and a one-step measure such as ``F`` cannot see which pairs
-     its own choices will leave for the pods to come. Not in CPU-tight mixes (CPU, not slivers, is the loss
-     there; with the plan `cpu25` tuning seed 3 went from 4.8% better than the best baseline to 1.5% worse), nor in
-     pinned ones (the plan knows no GPU models; `gpuspec33` tuning seeds 2 and 3 lost 3 points of their margin).
+  5. while less than ``STRAND_PINNED_MAX`` of the arrived GPU request is pinned, nodes that can still host a
+     multi-GPU pod type expected to need more than ``KEEP_SLACK`` of them are kept for pods as large (after step 2,
+     before the rest; :meth:`_Learner.kept`);
+  6. outside CPU-tight mixes and while less than ``STRAND_PINNED_MAX`` is pinned, a pod sharing a GPU follows the
+     *share plan* (``_SharePlan``) before step 3: the fill patterns of one GPU that an optimal fractional packing
+     of the shares arrived so far uses (the configuration LP, re-solved at 64, 128, ... shares). It goes where it
+     completes a pattern, else continues one, else starts one on an empty GPU, and only off the plan where nothing
+     on it fits. Per-GPU slivers no later share fills (an 810-milli pod's 190, two 470s' 60) are what a
+     share-heavy mix leaves unallocated, and a one-step measure such as ``F`` cannot see which pairs its own
+     choices leave for the pods to come. Not in CPU-tight mixes (CPU, not slivers, is the loss there; with the
+     plan, ``cpu25`` tuning seed 3 went from 4.8% better than the best baseline to 1.5% worse), nor in pinned ones
+     (the plan knows no GPU models; ``gpuspec33`` tuning seeds 2 and 3 lost 3 points of their margin).
   The constants were tuned on seeds 1-3 of the variants (:mod:`kubeinfer.placement.variants`); results are
   reported on other seeds (``bench/placement/RESULTS.md``).
 
@@ -454,6 +457,15 @@ PRESSURE_STEP = 0.2
 """Pressures within one step of each other count as equal (FGD then decides)."""
 PRESSURE_SLACK = 0.3
 """A model whose free GPUs are expected to be needed by pods pinned to it beyond this share is kept for them."""
+KEEP_WHOLE = True
+"""Keep the nodes that can still host a multi-GPU pod type for pods as large, while that type is expected to need
+more than ``KEEP_SLACK`` of them (:meth:`_Learner.kept`)."""
+KEEP_SLACK = 0.3
+"""The share of a multi-GPU type's possible hosts its expected future pods may ask for before they are kept (the
+value of ``PRESSURE_SLACK``, not tuned)."""
+KEEP_EVERY = 32
+"""Arrivals between two refreshes of the kept nodes."""
+NOT_KEPT = 0
 
 
 class _Learner:
@@ -488,9 +500,14 @@ class _Learner:
         self.free_cpu = np.bincount(st.model, weights=st.cpu_free, minlength=n_models).astype(np.float64)
         st.reweight(np.full(len(types.weight), 1.0 / max(len(types.weight), 1)))
         self._key: tuple[FloatArr, FloatArr] | None = None
+        self.multi_req = np.zeros(len(types.weight))
+        self.keep_for = np.full(len(st.cpu_free), NOT_KEPT, dtype=np.int64)
+        self.keep_at = -(1 << 30)
 
     def arrive(self, ptype: int, req: int, cpu: int) -> None:
         self.count[ptype] += max(req, 1) if LEARN_BY_REQUEST else 1
+        if self.types.num[ptype] > 1:
+            self.multi_req[ptype] += req
         k = self.set_of[ptype]
         self.set_gpu[k] += req
         self.set_cpu[k] += cpu if req else 0
@@ -525,7 +542,38 @@ class _Learner:
         pinned = float(self.set_gpu[self.pinned].sum())
         return STRAND_WEIGHT if pinned < STRAND_PINNED_MAX * self.total_gpu else STRAND_WEIGHT_PINNED
 
+    def kept(self, nodes: IntArr, num: int) -> IntArr:
+        """1 where a node is kept for multi-GPU pods of more than ``num`` GPUs, else 0.
+
+        Per multi-GPU pod type arrived so far, its expected future pods (its share of the arrived GPU request times
+        the free GPU capacity: the cluster is expected to fill, as for the model pressure) against the nodes that
+        can host one now (enough free GPUs, CPU and an allowed model). Beyond ``KEEP_SLACK`` of them, those nodes
+        are kept: smaller pods use them after every other node. FGD's ``F`` counts a node's free GPUs as
+        fragmented for an 8-GPU type of 120 cores everywhere but on the few nodes of 128 cores, so it barely tells
+        those apart; on the mixes with a tenth of shares or a quarter of multi-GPU pods such pods then found no
+        node while a hundred GPUs stood free, scattered. Refreshed every ``KEEP_EVERY`` arrivals; not where the
+        pinned pods' model pressure leads (``STRAND_PINNED_MAX``)."""
+        if not KEEP_WHOLE or self.pinned_share() >= STRAND_PINNED_MAX:
+            return np.zeros(len(nodes), dtype=np.int64)
+        if self.n - self.keep_at >= KEEP_EVERY:
+            self.keep_at = self.n
+            self.keep_for[:] = NOT_KEPT
+            st, t = self.st, self.types
+            future = float(np.maximum(st.gpu_free, 0).sum()) / max(self.total_gpu, 1.0)
+            for k in np.flatnonzero(self.multi_req > 0).tolist():
+                n_gpu, milli = int(t.num[k]), int(t.req[k])
+                hosts = (
+                    ((st.gpu_free >= milli).sum(axis=1) >= n_gpu) & (st.cpu_free >= t.cpu[k]) & t.allowed[k][st.model]
+                )
+                pods = self.multi_req[k] * future / (n_gpu * milli)
+                if pods > KEEP_SLACK * int(hosts.sum()):
+                    cur = self.keep_for[hosts]
+                    self.keep_for[hosts] = np.where(cur == NOT_KEPT, n_gpu, np.minimum(cur, n_gpu))
+        kf = self.keep_for[nodes]
+        return np.asarray((kf != NOT_KEPT) & (kf > num), dtype=np.int64)
+
     def pinned_share(self) -> float:
+        """Share of the arrived GPU request pinned to a set of GPU models."""
         return float(self.set_gpu[self.pinned].sum()) / self.total_gpu if self.total_gpu > 0 else 0.0
 
     def cpu_tight(self) -> bool:
@@ -844,7 +892,8 @@ def replay(
                     i = int(np.lexsort((nodes, d))[0])
                 else:  # kubeinfer: keep scarce models for the pods that need them, then FGD, then best-fit
                     assert learn is not None
-                    press = learn.pressure_key(st.model[nodes], num > 0)
+                    # model pressure first, then the nodes kept for larger multi-GPU pods (press, kept) in one key
+                    press = 2 * learn.pressure_key(st.model[nodes], num > 0) + learn.kept(nodes, num)
                     tight = learn.cpu_tight()
                     if num == 0 and tight:
                         i = int(np.lexsort((nodes, st.cpu_free[nodes] - cpu, d, left_gpu, press))[0])
