@@ -19,7 +19,7 @@ from kubeinfer.placement.bound import (
     lp_lower_bound,
     size_class_lower_bound,
 )
-from kubeinfer.placement.fragmentation import FULL, POLICIES, arrival_order, replay
+from kubeinfer.placement.fragmentation import FULL, POLICIES, Cluster, Workload, arrival_order, replay
 from kubeinfer.placement.profile import Profile, ProfilePoint, parse_slice
 from kubeinfer.placement.variants import PRESETS, Variant, make_variant
 from kubeinfer.sim.openb import load_nodes_csv, load_pods_csv, replay_many_timed
@@ -298,8 +298,15 @@ def bench_variants(
         "s/replay (max) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in names:
-        var = PRESETS.get(name, Variant())
+    lines += _mix_rows(c, w, {name: PRESETS.get(name, Variant()) for name in names}, seeds, target)
+    lines.append("")
+    return lines
+
+
+def _mix_rows(c: Cluster, w: Workload, mixes: dict[str, Variant], seeds: tuple[int, ...], target: float) -> list[str]:
+    """One table row per mix: the baselines and kubeinfer per seed, with the bound."""
+    rows = []
+    for name, var in mixes.items():
         doc = replay_many_timed(c, w, [*BASELINES, "kubeinfer"], seeds=seeds, target=target, order="shuffle",
                                 variant=var, bound=True)  # fmt: skip
         per = {r["policy"]: r["perSeedUnallocatedAt100"] for r in doc["results"]}
@@ -310,13 +317,57 @@ def bench_variants(
         wins = sum(k <= b + 1e-9 for k, b in zip(ki, best, strict=True))
         secs = max(r["seconds"] for r in doc["results"])
         gap = next(r["gapToBoundAt100"] for r in doc["results"] if r["policy"] == "kubeinfer")
-        lines.append(
+        rows.append(
             f"| {name} | {doc['lowerBoundAt100']:.2%} | {med['first-fit']:.2%} | {med['best-fit']:.2%} | "
             f"{med['fgd']:.2%} | **{med['kubeinfer']:.2%}** | {max(ki):.2%} | {max(best):.2%} | "
             f"{float(np.median(rel)):+.1%} | {max(rel):+.1%} | {wins}/{len(seeds)} | {gap:+.2%} | "
             f"{'met' if max(rel) <= -0.1 else 'not met'} | {secs:.1f} |"
         )
-        print(lines[-1], flush=True)
+        print(rows[-1], flush=True)
+    return rows
+
+
+UNSEEN_HEAD = "## GPU placement on mixes it was not tuned on"
+UNSEEN: dict[str, Variant] = {
+    "share70": Variant("share70", gpu_share=0.7),
+    "share10": Variant("share10", gpu_share=0.1),
+    "multi25": Variant("multi25", multi_gpu=0.25),
+    "spec8": Variant("spec8", gpu_spec=0.08),
+    "cpu10": Variant("cpu10", cpu_only=0.1),
+    "share100cpu10": Variant("share100cpu10", gpu_share=1.0, cpu_only=0.1),
+    "multi30share50": Variant("multi30share50", gpu_share=0.5, multi_gpu=0.3),
+}
+"""Mixes between and beside the presets, none of which any constant of the policy was chosen on."""
+
+
+def bench_unseen(seeds: tuple[int, ...] = (4, 5, 6), target: float = 1.3) -> list[str]:
+    """The mixes of :data:`UNSEEN` on seeds used neither for tuning nor for the held-out table."""
+    c = load_nodes_csv(DATA / "alibaba_gpu2023_openb_node_list_gpu_node.csv")
+    w = load_pods_csv(DATA / "alibaba_gpu2023_openb_pod_list_default.csv")
+    seed_txt = ",".join(str(x) for x in seeds)
+    flags = {"gpu_share": "--gpu-share", "multi_gpu": "--multi-gpu", "gpu_spec": "--gpu-spec", "cpu_only": "--cpu-only"}
+    lines = [
+        UNSEEN_HEAD,
+        "",
+        "Mixes no constant of the policy was chosen on (shares between and beside the presets: `bench/placement/run.py`",
+        f"`UNSEEN`), seeds {seed_txt} (neither the tuning nor the held-out seeds); columns as in the held-out table.",
+        "",
+        "Command, per mix: `kubeinfer plan replay --nodes ... --pods ... --policy first-fit,best-fit,fgd,kubeinfer "
+        f"--seed {seed_txt}` with "
+        + "; ".join(
+            f"`{name}`: " + " ".join(f"{flags[k]} {getattr(v, k)}" for k in flags if getattr(v, k) not in (None, 0.0))
+            for name, v in UNSEEN.items()
+        )
+        + ".",
+        "Regenerate this section: `.venv/bin/python bench/placement/run.py --only unseen --write "
+        "bench/placement/RESULTS.md`.",
+        "",
+        "| mix | bound | first-fit | best-fit | FGD | kubeinfer | kubeinfer worst | best baseline worst | "
+        "vs best (median) | vs best (worst seed) | seeds kubeinfer <= best | gap to bound | 10% goal | "
+        "s/replay (max) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += _mix_rows(c, w, UNSEEN, seeds, target)
     lines.append("")
     return lines
 
@@ -388,8 +439,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--write", type=Path, help="write the Markdown report here")
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--only", choices=["variants", "sources", "fragmentation", "planner"], help="run one section "
-                    "(variants, sources, planner: and replace them in --write's file; fragmentation: print it)")  # fmt: skip
+    ap.add_argument("--only", choices=["variants", "unseen", "sources", "fragmentation", "planner"], help="run one "
+                    "section (variants, unseen, sources, planner: and replace them in --write's file; fragmentation: "
+                    "print it)")  # fmt: skip
     ap.add_argument("--variant-seeds", default="7,8,9", help="seeds of the variants section; other than 7,8,9 (the "
                     "held-out seeds) the table is printed, not written (e.g. 1,2,3: the tuning seeds)")  # fmt: skip
     args = ap.parse_args()
@@ -418,6 +470,13 @@ def main() -> None:
         lines = bench_gap_sources(variant_seeds)
         if args.write and variant_seeds == (7, 8, 9):
             args.write.write_text(_splice(args.write, SOURCES_HEAD, lines))
+        else:
+            print("\n".join(lines))
+        return
+    if args.only == "unseen":
+        lines = bench_unseen()
+        if args.write:
+            args.write.write_text(_splice(args.write, UNSEEN_HEAD, lines))
         else:
             print("\n".join(lines))
         return
