@@ -265,6 +265,11 @@ def bench_fragmentation(seeds: tuple[int, ...] = (42, 43, 44), plot: Path | None
 VARIANT_NAMES = ("trace", "gpushare40", "gpushare100", "gpuspec33", "multigpu50", "cpu25")
 BASELINES = ("first-fit", "best-fit", "fgd")
 VARIANTS_HEAD = "## GPU placement across workload mixes (held-out seeds)"
+MIX_TABLE_HEAD = (
+    "| mix | bound | first-fit | best-fit | FGD | kubeinfer | kubeinfer worst | best baseline worst | "
+    "vs best (median) | vs best (worst seed) | seeds kubeinfer <= best | gap to bound | 10% goal | s/replay (max) |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+)
 
 
 def bench_variants(
@@ -293,10 +298,7 @@ def bench_variants(
         "Regenerate this section: `.venv/bin/python bench/placement/run.py --only variants --write "
         "bench/placement/RESULTS.md`.",
         "",
-        "| mix | bound | first-fit | best-fit | FGD | kubeinfer | kubeinfer worst | best baseline worst | "
-        "vs best (median) | vs best (worst seed) | seeds kubeinfer <= best | gap to bound | 10% goal | "
-        "s/replay (max) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *MIX_TABLE_HEAD,
     ]
     lines += _mix_rows(c, w, {name: PRESETS.get(name, Variant()) for name in names}, seeds, target)
     lines.append("")
@@ -362,10 +364,7 @@ def bench_unseen(seeds: tuple[int, ...] = (4, 5, 6), target: float = 1.3) -> lis
         "Regenerate this section: `.venv/bin/python bench/placement/run.py --only unseen --write "
         "bench/placement/RESULTS.md`.",
         "",
-        "| mix | bound | first-fit | best-fit | FGD | kubeinfer | kubeinfer worst | best baseline worst | "
-        "vs best (median) | vs best (worst seed) | seeds kubeinfer <= best | gap to bound | 10% goal | "
-        "s/replay (max) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *MIX_TABLE_HEAD,
     ]
     lines += _mix_rows(c, w, UNSEEN, seeds, target)
     lines.append("")
