@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kubeinfer.placement import fragmentation
-from kubeinfer.placement.fragmentation import FULL, Cluster, _SharePlan, replay
+from kubeinfer.placement.fragmentation import FULL, Cluster, Workload, _SharePlan, replay
 from kubeinfer.placement.variants import PRESETS, Variant, make_variant
 from kubeinfer.sim.openb import load_nodes_csv, load_pods_csv
 
@@ -128,3 +130,45 @@ def test_nodes_kept_for_large_multi_gpu_pods_never_cost_and_save_where_they_fail
             assert got[True] <= got[False] + 1e-9, (cluster_seed, seed, got)
             better += got[True] < got[False] - 0.003
     assert better >= 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    sizes=st.lists(st.integers(50, 950), min_size=1, max_size=6),
+    multi=st.floats(0.0, 0.5),
+    share=st.floats(0.3, 1.0),
+)
+def test_with_the_plan_and_kept_nodes_no_gpu_is_overfilled_and_multi_gpu_pods_get_untouched_gpus(
+    seed: int, sizes: list[int], multi: float, share: float
+) -> None:
+    """The plan from the fourth share on and the kept nodes refreshed at every arrival, on random share sizes: the
+    hard guarantees of a placement hold (no GPU above 1000 milli, a multi-GPU pod's GPUs whole and untouched)."""
+    rng = np.random.default_rng(seed)
+    c = Cluster.from_rows(
+        {"sn": f"n{i}", "cpu_milli": str(int(rng.choice([16000, 64000, 128000]))), "memory_mib": "262144",
+         "gpu": str(int(rng.choice([1, 2, 4, 8]))), "model": "T4"}
+        for i in range(12)
+    )  # fmt: skip
+    rows = []
+    for i in range(200):
+        kind = rng.random()
+        n, m = (int(rng.choice([2, 4, 8])), FULL) if kind < multi else (1, int(rng.choice(sizes)))
+        if kind >= multi + share * (1 - multi):
+            m = FULL
+        rows.append({"name": f"p{i}", "cpu_milli": str(int(rng.choice([1000, 4000, 12000]))), "memory_mib": "1024",
+                     "num_gpu": str(n), "gpu_milli": str(m), "creation_time": str(i)})  # fmt: skip
+    w = Workload.from_rows(rows)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fragmentation, "PLAN_MIN_SHARES", 4)
+        mp.setattr(fragmentation, "KEEP_EVERY", 1)
+        r = replay(c, w, "kubeinfer", seed=seed, target=1.2, order="shuffle", record=True)
+    used = np.zeros((len(c.names), int(c.gpus.max())), dtype=np.int64)
+    for pod, node, gpus in r.placements:
+        num, milli = int(w.num_gpu[pod]), int(w.gpu_milli[pod])
+        assert len(gpus) == num and len(set(gpus)) == num and all(g < int(c.gpus[node]) for g in gpus)
+        if num > 1:
+            assert all(used[node, g] == 0 for g in gpus)
+        for g in gpus:
+            used[node, g] += milli
+    assert (used <= FULL).all()
