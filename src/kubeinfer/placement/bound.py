@@ -95,7 +95,8 @@ import numpy.typing as npt
 from scipy.optimize import linprog
 from scipy.sparse import coo_matrix, hstack
 
-from kubeinfer.placement.fragmentation import FULL, Cluster, Workload, fill_pattern
+from kubeinfer.placement.fragmentation import FULL, Cluster, Workload
+from kubeinfer.placement.shareplan import fill_pattern
 
 __all__ = [
     "configuration_lower_bound",
@@ -203,7 +204,7 @@ def configuration_lower_bound(cluster: Cluster, workload: Workload, pods: Sequen
         if res.status != 0:
             raise RuntimeError(f"the configuration LP did not solve: {res.message}")
         duals = np.maximum(-np.asarray(res.ineqlin.marginals, dtype=np.float64), 0.0)
-        value, pattern = fill_pattern(size, most, size.astype(np.float64) - duals[1:])
+        value, pattern = fill_pattern(size, most, size.astype(np.float64) - duals[1:], FULL)
         # (max(value, 0), duals[1:]) is feasible for the dual LP: its objective bounds every packing
         best = min(best, n * max(value, 0.0) + float(count @ duals[1:]))
         if value <= duals[0] + 1e-9 * FULL:
@@ -396,7 +397,7 @@ def group_configuration_lower_bound(cluster: Cluster, workload: Workload, pods: 
             price = duals[r_size + gi * n_s : r_size + (gi + 1) * n_s]
             if not (price > 0).any():
                 continue
-            value, pattern = fill_pattern(size, most, price)
+            value, pattern = fill_pattern(size, most, price, FULL)
             gain = value - float(duals[r_cnt + gi])
             if gain > 0:
                 excess += gpus_of[gi] * gain

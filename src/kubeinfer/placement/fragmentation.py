@@ -37,7 +37,7 @@ Policies (``POLICIES``):
      multi-GPU pod type expected to need more than ``KEEP_SLACK`` of them are kept for pods as large (after step 2,
      before the rest; :meth:`_Learner.kept`);
   6. outside CPU-tight mixes and while less than ``STRAND_PINNED_MAX`` is pinned, a pod sharing a GPU follows the
-     *share plan* (``_SharePlan``) before step 3: the fill patterns of one GPU that an optimal fractional packing
+     *share plan* (:class:`~kubeinfer.placement.shareplan.SharePlan`) before step 3: the fill patterns of one GPU that an optimal fractional packing
      of the shares arrived so far uses (the configuration LP, re-solved at 64, 128, ... shares). It goes where it
      completes a pattern, else continues one, else starts one on an empty GPU, and only off the plan where nothing
      on it fits. Per-GPU slivers no later share fills (an 810-milli pod's 190, two 470s' 60) are what a
@@ -65,6 +65,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from kubeinfer.placement.shareplan import SharePlan
 
 __all__ = [
     "POLICIES",
@@ -465,7 +467,9 @@ KEEP_SLACK = 0.3
 value of ``PRESSURE_SLACK``, not tuned)."""
 KEEP_EVERY = 32
 """Arrivals between two refreshes of the kept nodes."""
-NOT_KEPT = 0
+PLAN_GUIDED = True
+"""Shares follow the fill patterns of the configuration LP of the share sizes arrived so far
+(:class:`~kubeinfer.placement.shareplan.SharePlan`)."""
 
 
 class _Learner:
@@ -501,8 +505,9 @@ class _Learner:
         st.reweight(np.full(len(types.weight), 1.0 / max(len(types.weight), 1)))
         self._key: tuple[FloatArr, FloatArr] | None = None
         self.multi_req = np.zeros(len(types.weight))
-        self.keep_for = np.full(len(st.cpu_free), NOT_KEPT, dtype=np.int64)
-        self.keep_at = -(1 << 30)
+        self.keep_for = np.zeros(len(st.cpu_free), dtype=np.int64)
+        """Per node: the fewest GPUs of the multi-GPU types it is kept for; 0 where it is not kept."""
+        self.keep_at = -KEEP_EVERY
 
     def arrive(self, ptype: int, req: int, cpu: int) -> None:
         self.count[ptype] += max(req, 1) if LEARN_BY_REQUEST else 1
@@ -539,8 +544,7 @@ class _Learner:
             return 0.0
         if bool(self.pinned[int(self.set_of[ptype])]):
             return STRAND_WEIGHT_OWN_PIN
-        pinned = float(self.set_gpu[self.pinned].sum())
-        return STRAND_WEIGHT if pinned < STRAND_PINNED_MAX * self.total_gpu else STRAND_WEIGHT_PINNED
+        return STRAND_WEIGHT_PINNED if self.pinned_mix() else STRAND_WEIGHT
 
     def kept(self, nodes: IntArr, num: int) -> IntArr:
         """1 where a node is kept for multi-GPU pods of more than ``num`` GPUs, else 0.
@@ -553,28 +557,29 @@ class _Learner:
         those apart; on the mixes with a tenth of shares or a quarter of multi-GPU pods such pods then found no
         node while a hundred GPUs stood free, scattered. Refreshed every ``KEEP_EVERY`` arrivals; not where the
         pinned pods' model pressure leads (``STRAND_PINNED_MAX``)."""
-        if not KEEP_WHOLE or self.pinned_share() >= STRAND_PINNED_MAX:
+        if not KEEP_WHOLE or self.pinned_mix():
             return np.zeros(len(nodes), dtype=np.int64)
         if self.n - self.keep_at >= KEEP_EVERY:
             self.keep_at = self.n
-            self.keep_for[:] = NOT_KEPT
+            self.keep_for[:] = 0
             st, t = self.st, self.types
             future = float(np.maximum(st.gpu_free, 0).sum()) / max(self.total_gpu, 1.0)
-            for k in np.flatnonzero(self.multi_req > 0).tolist():
+            # largest types first, so that a node several types could take is kept for the smallest of them
+            for k in sorted(np.flatnonzero(self.multi_req > 0).tolist(), key=lambda k: -int(t.num[k])):
                 n_gpu, milli = int(t.num[k]), int(t.req[k])
                 hosts = (
                     ((st.gpu_free >= milli).sum(axis=1) >= n_gpu) & (st.cpu_free >= t.cpu[k]) & t.allowed[k][st.model]
                 )
                 pods = self.multi_req[k] * future / (n_gpu * milli)
                 if pods > KEEP_SLACK * int(hosts.sum()):
-                    cur = self.keep_for[hosts]
-                    self.keep_for[hosts] = np.where(cur == NOT_KEPT, n_gpu, np.minimum(cur, n_gpu))
-        kf = self.keep_for[nodes]
-        return np.asarray((kf != NOT_KEPT) & (kf > num), dtype=np.int64)
+                    self.keep_for[hosts] = n_gpu
+        return np.asarray(self.keep_for[nodes] > num, dtype=np.int64)
 
-    def pinned_share(self) -> float:
-        """Share of the arrived GPU request pinned to a set of GPU models."""
-        return float(self.set_gpu[self.pinned].sum()) / self.total_gpu if self.total_gpu > 0 else 0.0
+    def pinned_mix(self) -> bool:
+        """Is ``STRAND_PINNED_MAX`` or more of the arrived GPU request pinned to sets of GPU models? The model
+        pressure then leads, and the rules that know no models (the stranded-GPU weight, the kept nodes, the share
+        plan) stand back."""
+        return self.total_gpu > 0 and float(self.set_gpu[self.pinned].sum()) >= STRAND_PINNED_MAX * self.total_gpu
 
     def cpu_tight(self) -> bool:
         """Do the arrivals so far ask for more CPU per GPU than ``CPU_TIGHT`` times what the cluster has?"""
@@ -611,143 +616,6 @@ class _Learner:
                 np.floor(np.where(pc > PRESSURE_SLACK, pc, 0.0) / PRESSURE_STEP),
             )
         return self._key[0 if gpu else 1][models]
-
-
-def fill_pattern(size: IntArr, most: IntArr, value: npt.NDArray[np.float64]) -> tuple[float, IntArr]:
-    """Bounded knapsack over one GPU: the multiset (at most ``most[j]`` of size ``size[j]``, total <= FULL) of the
-    largest total ``value``, and that value. Dynamic programme over the capacity, one size at a time."""
-    best = np.zeros(FULL + 1)
-    take = np.zeros((len(size), FULL + 1), dtype=np.int64)
-    for j, (s, m, v) in enumerate(zip(size.tolist(), most.tolist(), value.tolist(), strict=True)):
-        if v <= 0:
-            continue
-        prev = best.copy()
-        for c in range(1, m + 1):
-            cand = np.full(FULL + 1, -np.inf)
-            cand[c * s :] = prev[: FULL + 1 - c * s] + c * v
-            better = cand > best
-            best[better] = cand[better]
-            take[j, better] = c
-    # best[FULL] is the optimum (best is non-decreasing in capacity: it starts at 0 everywhere); walk back
-    pattern = np.zeros(len(size), dtype=np.int64)
-    room = FULL
-    for j in range(len(size) - 1, -1, -1):
-        c = int(take[j, room])
-        pattern[j] = c
-        room -= c * int(size[j])
-    return float(best[FULL]), pattern
-
-
-PLAN_GUIDED = True
-"""Shares follow the fill patterns of the configuration LP of the share sizes arrived so far (:class:`_SharePlan`)."""
-PLAN_MIN_SHARES = 64
-"""Shares arrived before the first plan is solved (re-solved at 2x, 4x, ... as the type popularity)."""
-PLAN_COLUMNS = 200
-"""Column-generation rounds of the plan's LP at most."""
-
-
-class _SharePlan:
-    """Which contents of a GPU the shares should build: the patterns of an optimal fractional packing.
-
-    The configuration LP of the share sizes arrived so far (minimize GPUs such that the patterns hold each size's
-    count; columns by a bounded knapsack, as :mod:`kubeinfer.placement.bound`) says which multisets of sizes a GPU
-    should end up holding; its basic optimum uses at most one pattern per size. Online, a share goes where its GPU's
-    contents stay a part of a plan pattern: first where it completes one, then where it continues one, then on an
-    empty GPU (a new pattern), and only where nothing on the plan fits somewhere off it (the learned interval
-    packing of stochastic bin packing: Gupta and Radovanovic, "Interior-point based online stochastic bin packing",
-    Operations Research 2020). FGD and the rest of the policy decide among the GPUs of one rank."""
-
-    def __init__(self, gpu_free: IntArr, sizes: Sequence[int]) -> None:
-        self.sizes = np.array(sorted(set(int(x) for x in sizes)), dtype=np.int64)
-        self.index = {int(v): j for j, v in enumerate(self.sizes.tolist())}
-        self.content = np.zeros(gpu_free.shape, dtype=np.int64)  # content id per GPU; 0 = nothing shared on it
-        self.vec: list[IntArr] = [np.zeros(len(self.sizes), dtype=np.int64)]
-        self.cid: dict[tuple[int, ...], int] = {(): 0}
-        self.counts = np.zeros(len(self.sizes))
-        self.n = 0
-        self.next_solve = PLAN_MIN_SHARES
-        self.plan: IntArr | None = None
-        self.table = np.full((16, len(self.sizes)), -1, dtype=np.int64)
-
-    def arrive(self, milli: int) -> None:
-        self.counts[self.index[milli]] += 1
-        self.n += 1
-        if self.n >= self.next_solve:
-            self.next_solve *= 2
-            self.plan = self._solve()
-            self.table[:] = -1
-
-    def _solve(self) -> IntArr:
-        from scipy.optimize import linprog
-
-        j = np.flatnonzero(self.counts > 0)
-        size, count = self.sizes[j], self.counts[j]
-        most = FULL // size
-        columns: list[IntArr] = [np.eye(len(size), dtype=np.int64)[k] * most[k] for k in range(len(size))]
-        x = np.zeros(0)
-        for _ in range(PLAN_COLUMNS):
-            a = np.array(columns, dtype=np.float64).T
-            res = linprog(np.ones(a.shape[1]), A_ub=-a, b_ub=-count, bounds=(0, None), method="highs")
-            if res.status != 0:
-                break
-            x = np.asarray(res.x)
-            duals = np.maximum(-np.asarray(res.ineqlin.marginals, dtype=np.float64), 0.0)
-            value, pattern = fill_pattern(size, most, duals)
-            if value <= 1.0 + 1e-9:
-                break
-            columns.append(pattern)
-        plan = np.zeros((0, len(self.sizes)), dtype=np.int64)
-        if len(x):
-            used = [columns[k] for k in np.flatnonzero(x > 1e-9).tolist()]
-            plan = np.zeros((len(used), len(self.sizes)), dtype=np.int64)
-            for r, col in enumerate(used):
-                plan[r, j] = col
-        return plan
-
-    def _rank(self, c: int, s: int) -> int:
-        assert self.plan is not None
-        vec = self.vec[c].copy()
-        vec[s] += 1
-        inside = (self.plan >= vec[None, :]).all(axis=1)
-        if not inside.any():
-            return 3
-        if c == 0:
-            return 2
-        return 0 if (self.plan[inside] == vec[None, :]).all(axis=1).any() else 1
-
-    def ranks(self, nodes: IntArr, milli: int, fits: npt.NDArray[np.bool_]) -> IntArr:
-        """Per node and GPU: 0 completes a plan pattern, 1 continues one, 2 starts one (empty), 3 off the plan; 9
-        where the share does not fit (``fits`` false)."""
-        if self.plan is None or not len(self.plan):
-            return np.where(fits, 0, 9)
-        s = self.index[milli]
-        cids = self.content[nodes]
-        if len(self.table) < len(self.vec):
-            grow = np.full((2 * len(self.vec), len(self.sizes)), -1, dtype=np.int64)
-            grow[: len(self.table)] = self.table
-            self.table = grow
-        todo = np.unique(cids[fits & (self.table[cids, s] < 0)])
-        for c in todo.tolist():
-            self.table[c, s] = self._rank(c, s)
-        return np.where(fits, self.table[cids, s], 9)
-
-    @staticmethod
-    def pick(free_row: IntArr, ranks_row: IntArr, value: int) -> int:
-        """The GPU of a node a share takes: of the node's best-ranked GPUs, the one of free ``value`` (FGD's choice)
-        if it is among them, else the fullest."""
-        on = np.flatnonzero(ranks_row == ranks_row.min())
-        same = on[free_row[on] == value]
-        return int(same[0]) if len(same) else int(on[np.argmin(free_row[on])])
-
-    def place(self, node: int, gpu: int, milli: int) -> None:
-        vec = self.vec[int(self.content[node, gpu])].copy()
-        vec[self.index[milli]] += 1
-        key = tuple(vec.tolist())
-        c = self.cid.get(key)
-        if c is None:
-            c = self.cid[key] = len(self.vec)
-            self.vec.append(vec)
-        self.content[node, gpu] = c
 
 
 def _pick_gpus(
@@ -811,7 +679,7 @@ def replay(
     learn = _Learner(types, st, workload) if policy == "kubeinfer" else None
     share = (workload.num_gpu == 1) & (workload.gpu_milli < FULL) & (workload.gpu_milli > 0)
     plan = (
-        _SharePlan(st.gpu_free, workload.gpu_milli[share].tolist())
+        SharePlan(st.gpu_free.shape, workload.gpu_milli[share].tolist(), FULL)
         if policy == "kubeinfer" and PLAN_GUIDED and share.any()
         else None
     )
@@ -843,7 +711,7 @@ def replay(
         arrived += req
         if learn is not None:
             learn.arrive(pt, req, cpu)
-        is_share = num == 1 and 0 < milli < FULL
+        is_share = bool(share[p])
         if plan is not None and is_share:
             plan.arrive(milli)
         if len(nodes) == 0:
@@ -900,8 +768,8 @@ def replay(
                     elif tight:
                         score = delta / FULL + CPU_TIGHT_BLEND * left_gpu / FULL
                         i = int(np.lexsort((nodes, st.cpu_free[nodes] - cpu, np.round(score, 6), press))[0])
-                    elif plan is not None and is_share and learn.pinned_share() < STRAND_PINNED_MAX:
-                        # a share goes where its GPU stays on the plan (see _SharePlan), then as below
+                    elif plan is not None and is_share and not learn.pinned_mix():
+                        # a share goes where its GPU stays on the plan (see SharePlan), then as below
                         ranks = plan.ranks(nodes, milli, st.gpu_free[nodes] >= milli)
                         rank = ranks.min(axis=1)
                         i = int(np.lexsort((nodes, st.cpu_free[nodes] - cpu, left_gpu, d, rank, press))[0])
@@ -909,9 +777,7 @@ def replay(
                     else:
                         i = int(np.lexsort((nodes, st.cpu_free[nodes] - cpu, left_gpu, d, press))[0])
                 node, rule, value = int(nodes[i]), "value", int(values[i])
-            gpus = _pick_gpus(st.gpu_free[node], num, milli, rule, value, rng)
-            if forced is not None:
-                gpus = [forced]
+            gpus = [forced] if forced is not None else _pick_gpus(st.gpu_free[node], num, milli, rule, value, rng)
             if plan is not None and is_share:
                 plan.place(node, gpus[0], milli)
             st.place(node, gpus, milli, cpu, mem)

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kubeinfer.placement import fragmentation
-from kubeinfer.placement.fragmentation import FULL, Cluster, Workload, _SharePlan, replay
+from kubeinfer.placement import fragmentation, shareplan
+from kubeinfer.placement.fragmentation import FULL, Cluster, Workload, replay
+from kubeinfer.placement.shareplan import SharePlan
 from kubeinfer.placement.variants import PRESETS, Variant, make_variant
 from kubeinfer.sim.openb import load_nodes_csv, load_pods_csv
 
@@ -20,11 +21,11 @@ NODES = DATA / "alibaba_gpu2023_openb_node_list_gpu_node.csv"
 PODS = DATA / "alibaba_gpu2023_openb_pod_list_default.csv"
 
 
-def solved(counts: dict[int, int], extra: tuple[int, ...] = ()) -> _SharePlan:
+def solved(counts: dict[int, int], extra: tuple[int, ...] = ()) -> SharePlan:
     """A plan over two 4-GPU nodes whose shares arrived in ``counts`` (size: how many); ``extra`` sizes exist in
     the workload but have not arrived."""
     free = np.full((2, 4), FULL, dtype=np.int64)
-    plan = _SharePlan(free, [*counts, *extra])
+    plan = SharePlan(free.shape, [*counts, *extra], FULL)
     for milli, n in counts.items():
         for _ in range(n):
             plan.arrive(milli)
@@ -33,7 +34,7 @@ def solved(counts: dict[int, int], extra: tuple[int, ...] = ()) -> _SharePlan:
     return plan
 
 
-def patterns(plan: _SharePlan) -> set[tuple[int, ...]]:
+def patterns(plan: SharePlan) -> set[tuple[int, ...]]:
     assert plan.plan is not None
     return {
         tuple(sorted((int(s) for s, k in zip(plan.sizes, row, strict=True) for _ in range(int(k))), reverse=True))
@@ -62,14 +63,14 @@ def test_ranks_complete_then_continue_then_start_then_off_the_plan() -> None:
     assert r350[0].tolist() == [3, 0, 2, 2]  # 160 + 350 is on no pattern; 650 + 350 completes one
     r230 = plan.ranks(nodes, 230, free >= 230)
     assert (r230[free >= 230] == 3).all()  # a size that arrived after the plan was solved: off the plan anywhere
-    assert _SharePlan.pick(free[0], r350[0], value=FULL) == 1  # FGD's free value is off the best rank: the fullest
-    assert _SharePlan.pick(free[0], r810[0], value=840) == 0
+    assert SharePlan.pick(free[0], r350[0], value=FULL) == 1  # FGD's free value is off the best rank: the fullest
+    assert SharePlan.pick(free[0], r810[0], value=840) == 0
 
 
 def test_no_plan_before_enough_shares_arrived() -> None:
     free = np.full((1, 2), FULL, dtype=np.int64)
-    plan = _SharePlan(free, [500])
-    for _ in range(fragmentation.PLAN_MIN_SHARES - 1):
+    plan = SharePlan(free.shape, [500], FULL)
+    for _ in range(shareplan.PLAN_MIN_SHARES - 1):
         plan.arrive(500)
     assert plan.plan is None
     assert plan.ranks(np.array([0]), 500, np.array([[True, False]])).tolist() == [[0, 9]]
@@ -160,7 +161,7 @@ def test_with_the_plan_and_kept_nodes_no_gpu_is_overfilled_and_multi_gpu_pods_ge
                      "num_gpu": str(n), "gpu_milli": str(m), "creation_time": str(i)})  # fmt: skip
     w = Workload.from_rows(rows)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fragmentation, "PLAN_MIN_SHARES", 4)
+        mp.setattr(shareplan, "PLAN_MIN_SHARES", 4)
         mp.setattr(fragmentation, "KEEP_EVERY", 1)
         r = replay(c, w, "kubeinfer", seed=seed, target=1.2, order="shuffle", record=True)
     used = np.zeros((len(c.names), int(c.gpus.max())), dtype=np.int64)
