@@ -66,10 +66,10 @@ class RouterThread:
 
 @pytest.fixture(scope="module")
 def replica(examples: Path) -> Iterator[ServerProcess]:
-    # the window a predictive spec's Deployment sets: kubeinfer_arrivals_peak is emitted only with it
-    with ServerProcess(
-        examples / "iris" / "service.yaml", grpc=False, env={"KUBEINFER_PEAK_WINDOW_SECONDS": "0.1"}
-    ) as s:
+    # the window and the SLO a predictive spec's Deployment sets: kubeinfer_arrivals_peak and
+    # kubeinfer_requests_late_total are emitted only with them
+    env = {"KUBEINFER_PEAK_WINDOW_SECONDS": "0.1", "KUBEINFER_SLO_SECONDS": "0.1"}
+    with ServerProcess(examples / "iris" / "service.yaml", grpc=False, env=env) as s:
         infer(s.url)
         yield s
 

@@ -51,6 +51,13 @@ history has accrued and while no burst has been seen, spare capacity of one repl
 a 60 s LLM), fading with the history seen, is held (``burst_prior``): the first burst has nothing to be learned
 from, and only the replicas already running serve it until those started for it are ready. A burst the allowance
 has learned (worth a replica) or a surge beyond the prior's replicas ends it for good.
+
+How much queueing the allowance may leave (``burst_budget``, 0.35% of the demand) is a guess; where load samples
+report :attr:`~kubeinfer.autoscale.LoadSample.late` (the requests that missed the SLO: the replicas'
+``kubeinfer_requests_late_total``, the simulator), the policy checks it against what happened. When more than half
+the SLO's miss budget (``miss_budget``, 1%) of the last hour's requests missed, the budget shrinks in proportion,
+down to a tenth, so the allowance and the envelope grow until the misses fall back. Feedback only tightens: a
+budget loosened while misses were few let bursts of a Markov-modulated process through (``bench/sim``).
 """
 
 from __future__ import annotations
@@ -122,6 +129,16 @@ class PredictiveConfig:
     """Keep spare capacity for the bursts this service's traffic has shown (see :meth:`Predictive.allowance`)."""
     burst_budget: float = 0.0035
     """Share of the requests the allowance may leave to queueing: half of a 99% SLO target's miss budget."""
+    miss_feedback: bool = True
+    """Scale ``burst_budget`` by how the SLO has fared over the burst window, where load samples report
+    :attr:`LoadSample.late`: the budget is a guess at how much queueing a burst may cause; the misses counted are
+    what it caused."""
+    miss_budget: float = 0.01
+    """Share of requests the SLO may miss (1 - its target attainment)."""
+    miss_goal: float = 0.5
+    """Share of ``miss_budget`` the feedback steers the observed misses to."""
+    miss_range: tuple[float, float] = (0.1, 1.0)
+    """Bounds of the factor on ``burst_budget``."""
     burst_window: float = 3600.0
     """Seconds of arrival history the allowance is learned from."""
     burst_min_history: float = 120.0
@@ -220,8 +237,8 @@ class PredictiveState:
     mean_rate: float = 0.0
     history: tuple[tuple[float, int], ...] = field(default=())
     """(time, desired replicas) inside the scale-down stabilization window."""
-    arrivals: tuple[tuple[float, float, float, float], ...] = ()
-    """(time, rps, peak rate, peak window) samples inside the burst window: what the burst allowance is learned
+    arrivals: tuple[tuple[float, float, float, float, float], ...] = ()
+    """(time, rps, peak rate, peak window, late: nan where not reported) samples inside the burst window: what the burst allowance is learned
     from. The peak rate is ``rps`` plus the sample's sub-second burst (:meth:`Predictive.peak_rate`)."""
     allowance: float = 0.0
     """The burst allowance, in demand units: spare capacity the replicas must hold for bursts."""
@@ -349,7 +366,14 @@ class Predictive:
             # Sorted by time: drop what left the window by bisection, not by scanning an hour of samples each tick.
             first = bisect.bisect_right(s.arrivals, now - cfg.burst_window, key=lambda a: a[0])
             new = (
-                (x.time, x.rps, self.peak_rate(x.rps, x.peak, x.peak_window), x.peak_window or 1.0) for x in obs.load
+                (
+                    x.time,
+                    x.rps,
+                    self.peak_rate(x.rps, x.peak, x.peak_window),
+                    x.peak_window or 1.0,
+                    math.nan if x.late is None else x.late,
+                )
+                for x in obs.load
             )
             s = replace(s, arrivals=(*s.arrivals[first:], *new))
         return replace(s, recent=tuple(recent))
@@ -414,7 +438,7 @@ class Predictive:
                 # Work per request from a vanishing arrival rate (seconds of work over a few requests) overflows:
                 # nothing to learn a capacity from.
                 return 0.0, math.inf
-        budget = cfg.burst_budget * float(v.sum())
+        budget = cfg.burst_budget * self._budget_factor(cols) * float(v.sum())
         demand = np.maximum(v, peak)
         envelope = _excess_level(demand, budget)
         lead = cfg.startup_seconds + cfg.sync_period
@@ -426,6 +450,26 @@ class Predictive:
         level = (cum[hi[seen]] - cum[lo[seen]]) / (hi[seen] - lo[seen])
         surprise = demand[seen] - level - cfg.burst_z * np.sqrt(level * unit)
         return _excess_level(surprise, budget), envelope
+
+    def _budget_factor(self, cols: Any) -> float:
+        """The factor on ``burst_budget`` from the misses the samples report (their fifth column, nan where not
+        reported): ``miss_goal x miss_budget`` over the observed miss share, within ``miss_range``; 1 without
+        reports or misses to go by."""
+        import numpy as np
+
+        cfg = self.config
+        if not cfg.miss_feedback or cols.shape[1] < 5:
+            return 1.0
+        late = cols[:, 4]
+        known = ~np.isnan(late)
+        arrived = float(cols[known, 1].sum())
+        if not known.any() or arrived <= 0:
+            return 1.0
+        share = float(late[known].sum()) / arrived
+        lo, hi = cfg.miss_range
+        if share <= 0:
+            return hi
+        return min(hi, max(lo, cfg.miss_goal * cfg.miss_budget / share))
 
     def _capacity(self, n: int) -> float:
         """The demand ``n`` replicas sustain within the SLO (the capacity curve, extended linearly)."""

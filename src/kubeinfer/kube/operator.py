@@ -62,6 +62,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 METRIC_COMPUTE_SUM = "kubeinfer_compute_duration_seconds_sum"
 """The replica server's model busy time (histogram sum): its rate is the work in Erlangs."""
 METRIC_ARRIVALS_PEAK = "kubeinfer_arrivals_peak"
+METRIC_REQUESTS_LATE = "kubeinfer_requests_late_total"
 """The replica server's most requests within any SLO-length window over the last 15 s (``server.metrics``; only
 where the rendered ``KUBEINFER_PEAK_WINDOW_SECONDS`` sets the window: policy predictive)."""
 
@@ -291,17 +292,21 @@ class PodMetrics:
     """The sum of ``kubeinfer_compute_duration_seconds`` (model busy time); None when the pod does not export it."""
     arrivals_peak: float | None = None
     """``kubeinfer_arrivals_peak``; None when the pod does not export it."""
+    late_total: float | None = None
+    """``kubeinfer_requests_late_total``; None when the pod does not export it."""
 
 
 def parse_metrics(pod: str, text: str, ready: bool = True) -> PodMetrics:
     """Read ``kubeinfer_requests_in_flight``, the sum of ``kubeinfer_requests_total`` and of
-    ``kubeinfer_compute_duration_seconds_sum``, and ``kubeinfer_arrivals_peak`` from /metrics text."""
+    ``kubeinfer_compute_duration_seconds_sum``, ``kubeinfer_arrivals_peak`` and ``kubeinfer_requests_late_total``
+    from /metrics text."""
     from prometheus_client.parser import text_string_to_metric_families
 
     in_flight = 0.0
     total = 0.0
     compute: float | None = None
     peak: float | None = None
+    late: float | None = None
     for fam in text_string_to_metric_families(text):
         for s in fam.samples:
             if s.name == METRIC_IN_FLIGHT:
@@ -312,7 +317,9 @@ def parse_metrics(pod: str, text: str, ready: bool = True) -> PodMetrics:
                 compute = (compute or 0.0) + s.value
             elif s.name == METRIC_ARRIVALS_PEAK:
                 peak = (peak or 0.0) + s.value
-    return PodMetrics(pod, in_flight, total, ready, compute, peak)
+            elif s.name == METRIC_REQUESTS_LATE:
+                late = (late or 0.0) + s.value
+    return PodMetrics(pod, in_flight, total, ready, compute, peak, late)
 
 
 @dataclass(frozen=True)
@@ -325,6 +332,8 @@ class ScalerState:
     generation: int = -1
     last_compute: tuple[tuple[str, float], ...] = ()
     """Each pod's compute-seconds sum at ``last_time``, for the work rate."""
+    last_late: tuple[tuple[str, float], ...] = ()
+    """Each pod's late-request counter at ``last_time``, for the rate of SLO misses."""
     scale_error: str | None = None
     """Why the last tick's scale call failed (None: it did not fail, or none was needed): the status then keeps the
     previous ``desiredReplicas`` and says why, rather than report a count that was never applied."""
@@ -347,12 +356,16 @@ def build_observation(
     With ``peak_window`` (seconds; the replicas' ``KUBEINFER_PEAK_WINDOW_SECONDS``), ``peak`` is the sum of the pods'
     ``kubeinfer_arrivals_peak`` when at least one exports it (a pod that does not -- an older image -- adds
     nothing): an upper bound on the service's most arrivals within that window, over the last 15 s rather than
-    since the previous tick (so a burst shows in each tick of the 15 s after it)."""
+    since the previous tick (so a burst shows in each tick of the 15 s after it). ``late`` (requests per second that
+    missed the SLO: the predictive policy's feedback) is the delta of the pods' ``kubeinfer_requests_late_total``
+    over the same interval, when every pod exports it and was seen at the last tick, as work."""
     previous = dict(state.last_totals)
     previous_compute = dict(state.last_compute)
+    previous_late = dict(state.last_late)
     concurrency = sum(m.in_flight for m in metrics)
     rps = 0.0
     work: float | None = None
+    late: float | None = None
     if state.last_time is not None and now > state.last_time:
         delta = 0.0
         for m in metrics:
@@ -365,9 +378,15 @@ def build_observation(
                 c, before = m.compute_seconds or 0.0, previous_compute[m.pod]
                 busy += c - before if c >= before else c
             work = busy / (now - state.last_time)
+        if metrics and all(m.late_total is not None and m.pod in previous_late for m in metrics):
+            missed = 0.0
+            for m in metrics:
+                c, before = m.late_total or 0.0, previous_late[m.pod]
+                missed += c - before if c >= before else c
+            late = missed / (now - state.last_time)
     pods = tuple(PodSample(name=m.pod, metrics={"concurrency": m.in_flight}, ready=m.ready) for m in metrics)
     peaks = [m.arrivals_peak for m in metrics if m.arrivals_peak is not None]
-    load = LoadSample(time=now, concurrency=concurrency, rps=rps, work=work)
+    load = LoadSample(time=now, concurrency=concurrency, rps=rps, work=work, late=late)
     if peak_window > 0 and peaks:
         load = replace(load, peak=sum(peaks), peak_window=peak_window)
     obs = Observation(current_replicas=current, pods=pods, ready_replicas=ready, load=(load,))
@@ -376,6 +395,10 @@ def build_observation(
 
 def _compute_totals(metrics: Sequence[PodMetrics]) -> tuple[tuple[str, float], ...]:
     return tuple(sorted((m.pod, m.compute_seconds) for m in metrics if m.compute_seconds is not None))
+
+
+def _late_totals(metrics: Sequence[PodMetrics]) -> tuple[tuple[str, float], ...]:
+    return tuple(sorted((m.pod, m.late_total) for m in metrics if m.late_total is not None))
 
 
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
@@ -430,7 +453,9 @@ def autoscale_step(
             return decision, replace(
                 state, generation=generation, scale_error=f"scaling to {decision.replicas}: {e}", scaled=False
             )
-    return decision, ScalerState(pstate, now, totals, generation, _compute_totals(metrics), scaled=scaled)
+    return decision, ScalerState(
+        pstate, now, totals, generation, _compute_totals(metrics), last_late=_late_totals(metrics), scaled=scaled
+    )
 
 
 def autoscaler_status(

@@ -300,6 +300,8 @@ def termination_grace_seconds(svc: InferenceService, opts: RenderOptions) -> int
 PEAK_WINDOW_ENV = "KUBEINFER_PEAK_WINDOW_SECONDS"
 """The replica's window of ``kubeinfer_arrivals_peak`` (``server.metrics``, which reads it)."""
 PEAK_HORIZON_ENV = "KUBEINFER_PEAK_HORIZON_SECONDS"
+SLO_ENV = "KUBEINFER_SLO_SECONDS"
+"""The SLO the replica's ``kubeinfer_requests_late_total`` counts misses of (``server.metrics``)."""
 """How far back the replica's ``kubeinfer_arrivals_peak`` looks: the operator's predictive sync period, so that a
 burst shows in one of its samples (two at most, where it falls in the one-second overlap), as in ``simulate``."""
 
@@ -336,6 +338,8 @@ def _server_container(svc: InferenceService, opts: RenderOptions, placement: gpu
         env.append({"name": PEAK_WINDOW_ENV, "value": f"{window:g}"})
         horizon = max(1, math.ceil(svc.spec.autoscaling.predictive.syncPeriodSeconds))
         env.append({"name": PEAK_HORIZON_ENV, "value": str(horizon)})
+        # the replicas' kubeinfer_requests_late_total: the operator's SLO feedback (LoadSample.late)
+        env.append({"name": SLO_ENV, "value": f"{window:g}"})
     return {
         "name": CONTAINER,
         "image": opts.image or s.image,

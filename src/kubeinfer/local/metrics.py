@@ -36,6 +36,9 @@ class ReplicaMetrics:
     # over the last 10 s. None: the replica exports no such family (not format llm, or its model not loaded yet).
     sequences_waiting: float | None = None
     tokens_per_second: float | None = None
+    # Requests that missed the SLO (kubeinfer_requests_late_total, exported while KUBEINFER_SLO_SECONDS is set): its
+    # rate is the predictive policy's feedback. None: not exported.
+    late_total: float | None = None
 
 
 Address: TypeAlias = int | str
@@ -107,7 +110,7 @@ class HttpMetricsSource:
         return ok, detail
 
     async def scrape(self, address: Address | None, pid: int | None, timeout: float) -> ReplicaMetrics:
-        in_flight = queue = busy = waiting = tokens = None
+        in_flight = queue = busy = waiting = tokens = late = None
         if address is not None:
             try:
                 status, body = await http_get(address, "/metrics", timeout)
@@ -118,6 +121,7 @@ class HttpMetricsSource:
                     busy = m.get("kubeinfer_compute_duration_seconds_sum")
                     waiting = m.get("kubeinfer_generation_sequences_waiting")
                     tokens = m.get("kubeinfer_generation_tokens_per_second")
+                    late = m.get("kubeinfer_requests_late_total")
             except (OSError, TimeoutError, ValueError, IndexError):
                 pass
         cpu = rss = None
@@ -133,4 +137,4 @@ class HttpMetricsSource:
                         rss += float(q.memory_info().rss)
             except (psutil.Error, OSError):
                 pass
-        return ReplicaMetrics(in_flight, queue, cpu, rss, busy, waiting, tokens)
+        return ReplicaMetrics(in_flight, queue, cpu, rss, busy, waiting, tokens, late)

@@ -20,6 +20,7 @@ kubeinfer_model_executions_total            counter    model calls              
 kubeinfer_queue_depth                       gauge      requests waiting per model
 kubeinfer_requests_in_flight                gauge      requests inside the server
 kubeinfer_arrivals_peak                     gauge      most requests within any SLO-length window, last 15 s
+kubeinfer_requests_late_total               counter    requests answered after the SLO, or with a server error
 kubeinfer_model_ready                       gauge      1 when the model is loaded and warmed
 kubeinfer_gpu_utilization_ratio             gauge      NVML GPU utilization (0-1), when a GPU is present  nv_gpu_utilization
 kubeinfer_gpu_memory_used_bytes             gauge      NVML memory used, when a GPU is present           nv_gpu_memory_used_bytes
@@ -45,6 +46,11 @@ every half second and at each scrape. Each process of a multi-process replica co
 replica's value is the sum of its processes' peaks: at least the replica's true peak (a burst split across the
 processes is counted whole), at most that many times it (the processes' peaks need not fall in the same window),
 so it errs towards more replicas.
+
+``kubeinfer_requests_late_total`` is the predictive autoscaler's SLO feedback (``autoscale.LoadSample.late``),
+exported only while ``KUBEINFER_SLO_SECONDS`` sets the SLO (the rendered Deployment, and ``kubeinfer up``, set it
+to ``sloLatencyMs / 1000`` for a predictive service): the requests ``kubeinfer_requests_total`` counts that took
+longer than that in the server, or were answered with a 5xx status (gRPC: :data:`GRPC_SERVER_ERRORS`).
 """
 
 from __future__ import annotations
@@ -73,6 +79,7 @@ __all__ = [
     "Metrics",
     "peak_horizon_from_env",
     "peak_window_from_env",
+    "slo_from_env",
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -100,6 +107,10 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 PEAK_WINDOW_ENV = "KUBEINFER_PEAK_WINDOW_SECONDS"
 PEAK_HORIZON_ENV = "KUBEINFER_PEAK_HORIZON_SECONDS"
+SLO_ENV = "KUBEINFER_SLO_SECONDS"
+GRPC_SERVER_ERRORS = frozenset({4, 8, 13, 14})
+"""gRPC status codes that ``kubeinfer_requests_late_total`` counts as a server error, as HTTP's 5xx: DEADLINE_EXCEEDED,
+RESOURCE_EXHAUSTED (the server's overload answer), INTERNAL and UNAVAILABLE."""
 PEAK_HORIZON_SECONDS = 15
 """Whole seconds before the open one that ``kubeinfer_arrivals_peak`` looks back over, unless
 ``KUBEINFER_PEAK_HORIZON_SECONDS`` says otherwise (module docstring)."""
@@ -121,11 +132,10 @@ def peak_horizon_from_env(env: Mapping[str, str] | None = None) -> int:
     return int(raw)
 
 
-def peak_window_from_env(env: Mapping[str, str] | None = None) -> float:
-    """``KUBEINFER_PEAK_WINDOW_SECONDS``: the window of ``kubeinfer_arrivals_peak`` in seconds; unset or empty: no
-    gauge (0). A value that is not a number of seconds > 0 is reported on stderr and leaves the gauge off: a typo
-    must not stop a replica from serving."""
-    raw = (os.environ if env is None else env).get(PEAK_WINDOW_ENV, "").strip()
+def _seconds_from_env(name: str, what: str, env: Mapping[str, str] | None) -> float:
+    """A number of seconds > 0 from ``name``; unset or empty: 0. Anything else is reported on stderr and gives 0
+    (``what`` is off): a typo must not stop a replica from serving."""
+    raw = (os.environ if env is None else env).get(name, "").strip()
     if not raw:
         return 0.0
     try:
@@ -133,9 +143,22 @@ def peak_window_from_env(env: Mapping[str, str] | None = None) -> float:
     except ValueError:
         seconds = math.nan
     if not (seconds > 0 and math.isfinite(seconds)):
-        sys.stderr.write(f"{PEAK_WINDOW_ENV}={raw!r} is not a number of seconds > 0: kubeinfer_arrivals_peak is off\n")
+        sys.stderr.write(f"{name}={raw!r} is not a number of seconds > 0: {what} is off\n")
         return 0.0
     return seconds
+
+
+def peak_window_from_env(env: Mapping[str, str] | None = None) -> float:
+    """``KUBEINFER_PEAK_WINDOW_SECONDS``: the window of ``kubeinfer_arrivals_peak`` in seconds; unset or empty: no
+    gauge (0). A value that is not a number of seconds > 0 is reported on stderr and leaves the gauge off: a typo
+    must not stop a replica from serving."""
+    return _seconds_from_env(PEAK_WINDOW_ENV, "kubeinfer_arrivals_peak", env)
+
+
+def slo_from_env(env: Mapping[str, str] | None = None) -> float:
+    """``KUBEINFER_SLO_SECONDS``: the latency objective ``kubeinfer_requests_late_total`` counts misses of; unset or
+    empty: no counter (0); not a number of seconds > 0: reported on stderr, no counter."""
+    return _seconds_from_env(SLO_ENV, "kubeinfer_requests_late_total", env)
 
 
 class Histogram:
@@ -199,6 +222,7 @@ class _Counts:
         self.spans_exported = 0
         self.spans_dropped = 0
         self.arrivals_peak = 0
+        self.late = 0
 
 
 class Metrics(_Counts):
@@ -208,11 +232,14 @@ class Metrics(_Counts):
         peak_window: float = 0.0,
         clock: Callable[[], float] = time.perf_counter,
         peak_horizon: int = PEAK_HORIZON_SECONDS,
+        slo: float = 0.0,
     ) -> None:
         """``peak_window``: seconds of ``kubeinfer_arrivals_peak``'s window (0: no gauge); ``peak_horizon``: whole
-        seconds it looks back over; ``clock``: the clock of the arrival times :attr:`arrival` is given
+        seconds it looks back over; ``slo``: seconds beyond which a request counts in ``kubeinfer_requests_late_total``
+        (0: no counter); ``clock``: the clock of the arrival times :attr:`arrival` is given
         (``time.perf_counter``, what ``DataPlane.begin`` reads)."""
         super().__init__()
+        self.slo = slo
         self.clock = clock
         self.arrivals = RecentPeak(peak_window, peak_horizon) if peak_window > 0 else None
         self.arrival: Callable[[float], None] | None = self.arrivals.pending.append if self.arrivals else None
@@ -238,6 +265,8 @@ class Metrics(_Counts):
         if h is None:
             h = self.request_duration[hkey] = Histogram(LATENCY_BUCKETS)
         h.observe(seconds)
+        if self.slo and (seconds > self.slo or (status in GRPC_SERVER_ERRORS if protocol == "grpc" else status >= 500)):
+            self.late += 1
 
     def batch(self, model: str, items: int, rows: int, compute: float, queued: list[float]) -> None:
         if model not in self.batch_size:
@@ -284,6 +313,7 @@ class Metrics(_Counts):
             "ready": {k: bool(fn()) for k, fn in self.ready.items()},
             "state": self.state,
             "arrivals_peak": self.arrivals_peak_now(),
+            "late": self.late,
         }
 
     def merged(self) -> _View:
@@ -344,6 +374,7 @@ class _View(_Counts):
         self.spans_exported += exported
         self.spans_dropped += dropped
         self.arrivals_peak += snap.get("arrivals_peak", 0)
+        self.late += snap.get("late", 0)
         # The replica's model is ready when every process has it ready.
         for model, ok in snap.get("ready", {}).items():
             self.ready[model] = self.ready.get(model, True) and bool(ok)
@@ -402,6 +433,13 @@ class _Collector(Collector):
                 f"Most requests arrived within any {self.m.arrivals.window:g} s ({PEAK_WINDOW_ENV}) over the last "
                 f"{self.m.arrivals.horizon} s; a multi-process replica's is the sum of its processes'.",
                 value=m.arrivals_peak,
+            )
+        if self.m.slo:
+            yield CounterMetricFamily(
+                "kubeinfer_requests_late",
+                f"Requests that took longer than {self.m.slo:g} s ({SLO_ENV}) in the server, or were answered with a "
+                "5xx status.",
+                value=m.late,
             )
         rd = GaugeMetricFamily("kubeinfer_model_ready", "1 when the model is loaded and warmed.", labels=["model"])
         for model, ready in m.ready.items():

@@ -47,7 +47,13 @@ from kubeinfer.server.listen import (
     no_tcp_needs_uds,
     stop_new_connections,
 )
-from kubeinfer.server.metrics import Metrics, nvml_sampler, peak_horizon_from_env, peak_window_from_env
+from kubeinfer.server.metrics import (
+    Metrics,
+    nvml_sampler,
+    peak_horizon_from_env,
+    peak_window_from_env,
+    slo_from_env,
+)
 from kubeinfer.server.openapi import openapi_document
 from kubeinfer.server.payload_log import from_spec as payload_log_from_spec
 from kubeinfer.server.processes import Worker, run_processes
@@ -81,7 +87,10 @@ def build_app(svc: InferenceService, base_dir: Path | None) -> tuple[InferenceAp
         max_headers=lim.maxHeaders,
     )
     metrics = Metrics(
-        gpu_sampler=nvml_sampler(), peak_window=peak_window_from_env(), peak_horizon=peak_horizon_from_env()
+        gpu_sampler=nvml_sampler(),
+        peak_window=peak_window_from_env(),
+        peak_horizon=peak_horizon_from_env(),
+        slo=slo_from_env(),
     )
     app = InferenceApp(DataPlane(limits, metrics), openapi=openapi_document)
     app.keys = api_keys(svc, base_dir)

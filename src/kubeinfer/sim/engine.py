@@ -25,7 +25,9 @@ Model (the choices and why):
 - **What the policy sees.** Load samples every second (requests in the system -- in service plus queued -- as
   a time average over the second, arrivals over the second, and busy slot-seconds over the second as ``work``:
   what a server's compute-duration counter or busy gauge reports; with ``peak_window``, also the most arrivals
-  within any window of that many seconds, as ``peak``) as Knative's collector scrapes them, delayed by
+  within any window of that many seconds, as ``peak``; with ``late_slo``, the requests whose deadline -- arrival
+  plus the SLO -- fell in the second and that missed it, as ``late``, the replicas' ``kubeinfer_requests_late_total``)
+  as Knative's collector scrapes them, delayed by
   ``load_delay`` seconds; KPA and predictive fold them into their windows. The HPA sees per-pod metrics as
   metrics-server or a Prometheus adapter would serve them: averages over ``pod_metric_window`` seconds, refreshed
   every ``pod_metric_scrape`` seconds (so up to that old); load is spread evenly over ready pods (the router
@@ -93,6 +95,11 @@ class EngineConfig:
     """Cores requested per replica: cpu usage is the busy share of the slots times this."""
     peak_window: float = 0.0
     """Seconds of the sliding window whose most arrivals each load sample reports as ``peak`` (0: not reported)."""
+    late_slo: float = 0.0
+    """Seconds of the SLO each load sample counts misses of as ``late`` (0: not reported): a request is counted in the
+    second its deadline (arrival + SLO) falls in, once it is known to have missed it."""
+    late_basis: str = "latency"
+    """What the SLO bounds: ``latency`` (the answer) or ``wait`` (the start of service)."""
     nodes: Callable[[], NodeModel] | None = None
     """Node-level model (:mod:`kubeinfer.sim.nodes`), made fresh per run: replicas wait for a node, nodes cost."""
 
@@ -188,6 +195,7 @@ class _Sim:
             self.peak[sec[starts]] = np.maximum.reduceat(within, starts)
         elif cfg.peak_window > 0:
             self.peak = np.zeros(h)
+        self.deadline = self.arr + cfg.late_slo if cfg.late_slo > 0 else None
         self.s_cnt = np.zeros(h)
         self.s_frac = np.zeros(h)
         self.d_cnt = np.zeros(h)  # all departures (served and dropped)
@@ -440,15 +448,16 @@ class _Sim:
         ins = self.in_system[lo:k_load].tolist()
         arr = self.a_cnt[lo:k_load].tolist()
         busy = self.busy[lo:k_load].tolist()
+        ks = range(self.load_k, k_load)
+        late: list[float | None] = [None] * len(ks)
+        if self.deadline is not None:
+            late = list(self._late(self.load_k, k_load))
         if self.peak is None:
-            load = tuple(
-                LoadSample(float(k + 1), ins[i], arr[i], busy[i]) for i, k in enumerate(range(self.load_k, k_load))
-            )
+            load = tuple(LoadSample(float(k + 1), ins[i], arr[i], busy[i], late=late[i]) for i, k in enumerate(ks))
         else:
             peak, window = self.peak[lo:k_load].tolist(), cfg.peak_window
             load = tuple(
-                LoadSample(float(k + 1), ins[i], arr[i], busy[i], peak[i], window)
-                for i, k in enumerate(range(self.load_k, k_load))
+                LoadSample(float(k + 1), ins[i], arr[i], busy[i], peak[i], window, late[i]) for i, k in enumerate(ks)
             )
         self.load_k = max(self.load_k, k_load)
         ready = len(self.ready_ids)
@@ -509,6 +518,18 @@ class _Sim:
             external=external,
             load=load,
         )
+
+    def _late(self, k0: int, k1: int) -> list[float]:
+        """Requests whose deadline fell in each second of ``[k0, k1)`` and missed it: dropped, not yet started (or
+        answered), or started (answered) after it. Every second reported has ended, so each is already known."""
+        assert self.deadline is not None
+        i0, i1 = np.searchsorted(self.deadline, [k0, k1], side="left")
+        start = self.start[i0:i1]
+        done = start + self.svc[i0:i1] if self.cfg.late_basis == "latency" else start
+        late = ~(done - self.arr[i0:i1] <= self.cfg.late_slo + 1e-9)  # nan (dropped or not started) counts as late
+        sec = self.deadline[i0:i1].astype(np.int64) - k0
+        counts: list[float] = np.bincount(sec[late], minlength=k1 - k0)[: k1 - k0].astype(np.float64).tolist()
+        return counts
 
     def _tick(self, now: float) -> None:
         obs = self._observe(now)

@@ -63,6 +63,8 @@ class SimOptions:
     """Size predictive by work (busy slot-seconds per second, in Erlangs of the same curve) instead of requests/s."""
     peak_signal: bool = True
     """Load samples report the most arrivals within any SLO-length window (:attr:`LoadSample.peak`)."""
+    miss_signal: bool = True
+    """Load samples report the requests that missed the SLO (:attr:`LoadSample.late`): predictive's feedback."""
     references: bool = True
     """Also replay the hindsight schedule and find the static frontier (:mod:`kubeinfer.sim.hindsight`)."""
 
@@ -237,6 +239,8 @@ def compare(
             initial_replicas=bounded(initial, policy),
             load_delay=opts.load_delay_s,
             peak_window=slo_s if opts.peak_signal else 0.0,
+            late_slo=slo_s if opts.miss_signal else 0.0,
+            late_basis=opts.slo_basis,
             pod_metric_window=opts.pod_metric_window_s,
             pod_metric_scrape=opts.pod_metric_scrape_s,
             pod_metrics=name == "hpa",

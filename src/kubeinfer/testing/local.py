@@ -156,6 +156,8 @@ class FakeLoad:
     peak: int = 0
     peak_window: float = 0.0
     """The most requests within any ``peak_window`` seconds of the last second (0: not counted)."""
+    rejected: int = 0
+    """Requests the router answered 503 itself (buffer full or timed out), since it started."""
 
 
 class FakeRouter:
@@ -184,7 +186,7 @@ class FakeRouter:
             retries=0,
             buffered=self.load.buffered,
             buffered_total=self.load.buffered,
-            rejected=0,
+            rejected=self.load.rejected,
             rps=self.load.rps,
             revisions=dict(self.load.revisions),
             split=self.splits[-1] if self.splits else None,

@@ -161,3 +161,52 @@ def test_an_observation_before_any_load_sample_sees_no_load() -> None:
     observer = LoadObserver(router)
     sample = observer.sample([], 5.0)
     assert sample.concurrency == 2.0 and observer.buffered == 2.0
+
+
+def test_the_load_sample_carries_the_replicas_rate_of_late_requests_and_the_routers_rejections() -> None:
+    """Each replica's ``kubeinfer_requests_late_total`` becomes a rate between two scrapes (a restarted server's
+    counter counts from zero); the sample sums the ready replicas' rates, once each has one, plus the requests the
+    router itself answered 503 since the last sample."""
+    from types import SimpleNamespace
+
+    from kubeinfer.local.metrics import ReplicaMetrics
+
+    def replica(ready: bool = True) -> Any:
+        fields = ("cpu_seconds", "cpu_at", "busy_seconds", "busy_at", "busy_rate", "late_total", "late_at", "late_rate")
+        return SimpleNamespace(machine=SimpleNamespace(ready=ready), rss=None, metrics=None, **dict.fromkeys(fields))
+
+    router = FakeRouter()
+    observer = LoadObserver(router)
+    a, b, starting = replica(), replica(), replica(ready=False)
+    observer.record_usage(a, ReplicaMetrics(late_total=10.0), 0.0)
+    observer.record_usage(b, ReplicaMetrics(late_total=4.0), 0.0)
+    assert observer.sample([a, b, starting], 1.0).late is None  # one scrape each: no rate yet
+    observer.record_usage(a, ReplicaMetrics(late_total=16.0), 2.0)
+    assert observer.sample([a, b, starting], 2.0).late is None  # b has none yet
+    observer.record_usage(b, ReplicaMetrics(late_total=1.0), 2.0)  # b restarted: 1 since
+    assert (a.late_rate, b.late_rate) == (3.0, 0.5)
+    router.load.rejected = 2
+    assert observer.sample([a, b, starting], 3.0).late == 3.5 + 2
+    assert observer.sample([a, b, starting], 4.0).late == 3.5  # the rejections counted once
+    observer.record_usage(a, ReplicaMetrics(), 4.0)  # a scrape without the counter keeps the last rate
+    assert observer.sample([a, b], 5.0).late == 3.5
+
+
+def test_a_predictive_services_replicas_are_told_the_slo() -> None:
+    """``kubeinfer up`` sets ``KUBEINFER_SLO_SECONDS`` for a predictive service, as the rendered Deployment does, so
+    its replicas count ``kubeinfer_requests_late_total``; other policies' replicas do not count."""
+    from types import SimpleNamespace
+
+    from kubeinfer.local.controller.launcher import ReplicaLauncher
+    from kubeinfer.server.metrics import SLO_ENV
+
+    def env(autoscaling: dict[str, Any]) -> dict[str, str]:
+        svc = service(autoscaling=autoscaling)
+        rep = SimpleNamespace(
+            revision=SimpleNamespace(svc=svc, base_dir=Path("/srv")), launch=SimpleNamespace(env={}), id="svc-1"
+        )
+        return ReplicaLauncher.env(rep, {})  # type: ignore[arg-type]
+
+    predictive = {"policy": "predictive", "predictive": {"capacityRps": 10, "sloLatencyMs": 250}}
+    assert env(predictive)[SLO_ENV] == "0.25"
+    assert SLO_ENV not in env({"policy": "kpa"})

@@ -29,6 +29,7 @@ from kubeinfer.local.process import Clock, ProcessRunner, read_tail, serve_comma
 from kubeinfer.local.resources import CgroupV2, CpuQuota, cpu_limit, memory_limit, plan_launch
 from kubeinfer.local.settings import LocalSettings
 from kubeinfer.server.listen import grpc_socket_path
+from kubeinfer.server.metrics import SLO_ENV
 from kubeinfer.spec.service import ServiceSpec
 
 __all__ = ["UDS_MAX_BYTES", "ReplicaLauncher", "StepReplica"]
@@ -218,6 +219,9 @@ class ReplicaLauncher:
         env["PYTHONPATH"] = os.pathsep.join(paths)
         env["PYTHONUNBUFFERED"] = "1"
         env["KUBEINFER_REPLICA"] = rep.id
+        if spec.autoscaling.policy == "predictive":
+            # the replica's kubeinfer_requests_late_total: the predictive policy's SLO feedback (LoadSample.late)
+            env[SLO_ENV] = f"{spec.autoscaling.predictive.sloLatencyMs / 1000.0:g}"
         return env
 
     @staticmethod

@@ -55,6 +55,8 @@ class LoadObserver:
         """Requests the router buffered (no replica ready) at the last sample."""
         self.ooms: list[float] = []
         """When replicas ended OOMKilled since the last VPA observation."""
+        self.rejected = 0
+        """The router's rejected-requests counter at the last sample."""
 
     def sample(self, replicas: list[Replica], now: float) -> LoadSample:
         """One load sample: the router's counters now, and the ready replicas' busy rate from their last scrape."""
@@ -62,6 +64,12 @@ class LoadObserver:
         per, buffered, rps = router_load(stats)
         rates = [r.busy_rate for r in replicas if r.machine.ready and r.busy_rate is not None]
         work = sum(rates) if rates else None
+        # the SLO feedback, once every ready replica has a rate of missed requests (two scrapes)
+        late_rates = [r.late_rate for r in replicas if r.machine.ready]
+        late = sum(x for x in late_rates if x is not None) if late_rates and None not in late_rates else None
+        rejected, self.rejected = stats.rejected - self.rejected, stats.rejected
+        if late is not None:
+            late += max(0, rejected)  # answered 503 by the router itself (buffer full or timed out): missed too
         # the peak of the same last whole second as rps, when the router counts one
         peak = float(stats.peak) if stats.peak_window > 0 else None
         sample = LoadSample(
@@ -71,6 +79,7 @@ class LoadObserver:
             work=work,
             peak=peak,
             peak_window=stats.peak_window if peak is not None else 0.0,
+            late=late,
         )
         self.loads.append(sample)
         self.loads = self.loads[-LOAD_HISTORY:]
@@ -94,6 +103,12 @@ class LoadObserver:
             if rep.busy_seconds is not None and rep.busy_at is not None and now > rep.busy_at:
                 rep.busy_rate = max(0.0, (m.busy_seconds - rep.busy_seconds) / (now - rep.busy_at))
             rep.busy_seconds, rep.busy_at = m.busy_seconds, now
+        if m.late_total is not None:
+            if rep.late_total is not None and rep.late_at is not None and now > rep.late_at:
+                # a restarted server's counter starts again from zero: count from there
+                missed = m.late_total - rep.late_total if m.late_total >= rep.late_total else m.late_total
+                rep.late_rate = missed / (now - rep.late_at)
+            rep.late_total, rep.late_at = m.late_total, now
         if m.rss is not None:
             rep.rss = m.rss
 

@@ -52,6 +52,10 @@ class Replica:
     busy_seconds: float | None = None
     busy_at: float | None = None
     busy_rate: float | None = None
+    late_total: float | None = None
+    late_at: float | None = None
+    late_rate: float | None = None
+    """Requests per second that missed the SLO, between the last two scrapes (``kubeinfer_requests_late_total``)."""
     rss: float | None = None
     metrics: ReplicaMetrics = field(default_factory=ReplicaMetrics)
 
