@@ -54,10 +54,12 @@ has learned (worth a replica) or a surge beyond the prior's replicas ends it for
 
 How much queueing the allowance may leave (``burst_budget``, 0.35% of the demand) is a guess; where load samples
 report :attr:`~kubeinfer.autoscale.LoadSample.late` (the requests that missed the SLO: the replicas'
-``kubeinfer_requests_late_total``, the simulator), the policy checks it against what happened. When more than half
-the SLO's miss budget (``miss_budget``, 1%) of the last hour's requests missed, the budget shrinks in proportion,
-down to a tenth, so the allowance and the envelope grow until the misses fall back. Feedback only tightens: a
-budget loosened while misses were few let bursts of a Markov-modulated process through (``bench/sim``).
+``kubeinfer_requests_late_total``, the simulator), the policy checks it against what happened. When more of the
+last hour's requests missed than that budget -- leaving out the hour's worst minute: one burst no spare capacity
+could have met (the first burst, before anything was learned; a minute at three times its hour's level) says
+nothing about the budget -- the budget shrinks in proportion, down to a tenth, so the allowance and the envelope
+grow until the misses fall back. Feedback only tightens: a budget loosened while misses were few let bursts of a
+Markov-modulated process through (``bench/sim``).
 """
 
 from __future__ import annotations
@@ -128,17 +130,16 @@ class PredictiveConfig:
     burst_allowance: bool = True
     """Keep spare capacity for the bursts this service's traffic has shown (see :meth:`Predictive.allowance`)."""
     burst_budget: float = 0.0035
-    """Share of the requests the allowance may leave to queueing: half of a 99% SLO target's miss budget."""
+    """Share of the requests the allowance may leave to queueing: about a third of a 99% SLO target's miss budget.
+    With the SLO feedback (``miss_feedback``), also the share of missed requests beyond which the budget shrinks."""
     miss_feedback: bool = True
     """Scale ``burst_budget`` by how the SLO has fared over the burst window, where load samples report
     :attr:`LoadSample.late`: the budget is a guess at how much queueing a burst may cause; the misses counted are
-    what it caused."""
-    miss_budget: float = 0.01
-    """Share of requests the SLO may miss (1 - its target attainment)."""
-    miss_goal: float = 0.5
-    """Share of ``miss_budget`` the feedback steers the observed misses to."""
-    miss_range: tuple[float, float] = (0.1, 1.0)
-    """Bounds of the factor on ``burst_budget``."""
+    what it caused (:meth:`Predictive.budget_factor`)."""
+    miss_floor: float = 0.1
+    """The smallest factor the feedback puts on ``burst_budget``."""
+    miss_spell: float = 60.0
+    """Seconds of the spells the misses are counted in; the worst spell of the window is left out."""
     burst_window: float = 3600.0
     """Seconds of arrival history the allowance is learned from."""
     burst_min_history: float = 120.0
@@ -438,7 +439,7 @@ class Predictive:
                 # Work per request from a vanishing arrival rate (seconds of work over a few requests) overflows:
                 # nothing to learn a capacity from.
                 return 0.0, math.inf
-        budget = cfg.burst_budget * self._budget_factor(cols) * float(v.sum())
+        budget = cfg.burst_budget * self.budget_factor(cols) * float(v.sum())
         demand = np.maximum(v, peak)
         envelope = _excess_level(demand, budget)
         lead = cfg.startup_seconds + cfg.sync_period
@@ -451,10 +452,11 @@ class Predictive:
         surprise = demand[seen] - level - cfg.burst_z * np.sqrt(level * unit)
         return _excess_level(surprise, budget), envelope
 
-    def _budget_factor(self, cols: Any) -> float:
-        """The factor on ``burst_budget`` from the misses the samples report (their fifth column, nan where not
-        reported): ``miss_goal x miss_budget`` over the observed miss share, within ``miss_range``; 1 without
-        reports or misses to go by."""
+    def budget_factor(self, cols: Any) -> float:
+        """The factor on ``burst_budget`` from the misses the samples report (``cols``: the allowance's history as
+        an array, misses in its fifth column, nan where not reported): 1 while the share of the reported requests
+        that missed, less the worst ``miss_spell``, is within ``burst_budget``; ``burst_budget`` over that share
+        beyond it, at least ``miss_floor``."""
         import numpy as np
 
         cfg = self.config
@@ -465,11 +467,12 @@ class Predictive:
         arrived = float(cols[known, 1].sum())
         if not known.any() or arrived <= 0:
             return 1.0
-        share = float(late[known].sum()) / arrived
-        lo, hi = cfg.miss_range
-        if share <= 0:
-            return hi
-        return min(hi, max(lo, cfg.miss_goal * cfg.miss_budget / share))
+        spell = (cols[known, 0] // cfg.miss_spell).astype(np.int64)
+        per = np.bincount(spell - spell.min(), weights=late[known])
+        share = float(per.sum() - per.max()) / arrived
+        if share <= cfg.burst_budget:
+            return 1.0
+        return max(cfg.miss_floor, cfg.burst_budget / share)
 
     def _capacity(self, n: int) -> float:
         """The demand ``n`` replicas sustain within the SLO (the capacity curve, extended linearly)."""
