@@ -360,30 +360,19 @@ def build_observation(
     missed the SLO: the predictive policy's feedback) is the delta of the pods' ``kubeinfer_requests_late_total``
     over the same interval, when every pod exports it and was seen at the last tick, as work."""
     previous = dict(state.last_totals)
-    previous_compute = dict(state.last_compute)
-    previous_late = dict(state.last_late)
     concurrency = sum(m.in_flight for m in metrics)
     rps = 0.0
     work: float | None = None
     late: float | None = None
     if state.last_time is not None and now > state.last_time:
+        span = now - state.last_time
         delta = 0.0
         for m in metrics:
             before = previous.get(m.pod, 0.0)
             delta += m.requests_total - before if m.requests_total >= before else m.requests_total
-        rps = delta / (now - state.last_time)
-        if metrics and all(m.compute_seconds is not None and m.pod in previous_compute for m in metrics):
-            busy = 0.0
-            for m in metrics:
-                c, before = m.compute_seconds or 0.0, previous_compute[m.pod]
-                busy += c - before if c >= before else c
-            work = busy / (now - state.last_time)
-        if metrics and all(m.late_total is not None and m.pod in previous_late for m in metrics):
-            missed = 0.0
-            for m in metrics:
-                c, before = m.late_total or 0.0, previous_late[m.pod]
-                missed += c - before if c >= before else c
-            late = missed / (now - state.last_time)
+        rps = delta / span
+        work = _counter_rate([(m.pod, m.compute_seconds) for m in metrics], state.last_compute, span)
+        late = _counter_rate([(m.pod, m.late_total) for m in metrics], state.last_late, span)
     pods = tuple(PodSample(name=m.pod, metrics={"concurrency": m.in_flight}, ready=m.ready) for m in metrics)
     peaks = [m.arrivals_peak for m in metrics if m.arrivals_peak is not None]
     load = LoadSample(time=now, concurrency=concurrency, rps=rps, work=work, late=late)
@@ -391,6 +380,21 @@ def build_observation(
         load = replace(load, peak=sum(peaks), peak_window=peak_window)
     obs = Observation(current_replicas=current, pods=pods, ready_replicas=ready, load=(load,))
     return obs, tuple(sorted((m.pod, m.requests_total) for m in metrics))
+
+
+def _counter_rate(
+    now: Sequence[tuple[str, float | None]], before: tuple[tuple[str, float], ...], span: float
+) -> float | None:
+    """The summed rate of a counter over ``span`` seconds from each pod's value now and at the last tick (a pod whose
+    counter went down restarted: it counts from zero); None unless every pod exports it and was seen then."""
+    last = dict(before)
+    if not now or any(v is None or pod not in last for pod, v in now):
+        return None
+    total = 0.0
+    for pod, v in now:
+        c, b = v or 0.0, last[pod]
+        total += c - b if c >= b else c
+    return total / span
 
 
 def _compute_totals(metrics: Sequence[PodMetrics]) -> tuple[tuple[str, float], ...]:

@@ -7,29 +7,17 @@ from typing import Any
 
 import pytest
 
-from conftest import make_svc
-from kubeinfer.kube.operator import ScalerState, autoscale_step, build_observation, parse_metrics, reconcile
-from kubeinfer.kube.render import SLO_ENV, render_all
+from conftest import SCRAPE, predictive_service_with_a_ready_pod, server_env
+from kubeinfer.kube.operator import ScalerState, autoscale_step, build_observation, parse_metrics
+from kubeinfer.kube.render import SLO_ENV
 from kubeinfer.server import metrics as server_metrics
 from kubeinfer.testing.kube import FakeKubeApi
 
-METRICS = """# HELP kubeinfer_requests_in_flight Requests inside the server.
-# TYPE kubeinfer_requests_in_flight gauge
-kubeinfer_requests_in_flight 1
-# HELP kubeinfer_requests Requests by model, protocol and status code.
-# TYPE kubeinfer_requests counter
-kubeinfer_requests_total{{model="m",protocol="v2",code="200"}} {ok}
-"""
+METRICS = SCRAPE  # one replica's /metrics: SCRAPE.format(ok=...)
 LATE = """# HELP kubeinfer_requests_late Requests that took longer than 0.1 s.
 # TYPE kubeinfer_requests_late counter
 kubeinfer_requests_late_total {late}
 """
-
-
-def server_env(autoscaling: dict[str, Any]) -> dict[str, Any]:
-    objs = render_all(make_svc(autoscaling=autoscaling)).objects
-    [dep] = [o for o in objs if o["kind"] == "Deployment"]
-    return {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
 
 
 def test_a_predictive_spec_tells_its_replicas_the_slo() -> None:
@@ -62,30 +50,8 @@ def test_the_load_sample_carries_the_rate_of_late_requests() -> None:
 
 
 def test_the_predictive_policy_reads_the_scraped_misses() -> None:
-    body = {
-        "apiVersion": "kubeinfer.io/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": "svc", "namespace": "ml", "uid": "cr-uid", "generation": 1},
-        "spec": {
-            "model": {"format": "sklearn", "uri": "./model.joblib"},
-            "autoscaling": {"policy": "predictive", "maxReplicas": 5, "predictive": {"capacityRps": 100}},
-        },
-    }
     api = FakeKubeApi()
-    svc = reconcile(body, api, "2025-01-01T00:00:00Z").svc
-    assert svc is not None
-    api.add(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": "svc-a",
-                "namespace": "ml",
-                "labels": {"app.kubernetes.io/name": "svc", "app.kubernetes.io/instance": "svc"},
-            },
-            "status": {"podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]},
-        }
-    )
+    svc = predictive_service_with_a_ready_pod(api)
     total = late = 0
 
     def scrape(pod: dict[str, Any]) -> str:

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from helpers import classifier_predictive_spec
 from kubeinfer.autoscale import Decision, LoadSample, Observation
 from kubeinfer.sim import EngineConfig, ServiceModel, SimOptions, compare, parse_generator, simulate_policy
 from kubeinfer.sim.report import slo_met
-from kubeinfer.spec.service import ServiceSpec
 
 
 class _Steps:
@@ -63,22 +63,6 @@ def test_without_an_slo_no_late_counts_are_reported() -> None:
     assert policy.samples and all(x.late is None for _, x in policy.samples)
 
 
-def _classifier() -> ServiceSpec:
-    return ServiceSpec.model_validate(
-        {
-            "model": {"format": "python", "className": "m:C"},
-            "server": {"workers": 2},
-            "autoscaling": {
-                "policy": "predictive",
-                "minReplicas": 1,
-                "maxReplicas": 60,
-                "kpa": {"containerConcurrency": 2},
-                "predictive": {"sloLatencyMs": 100, "startupSeconds": 10},
-            },
-        }
-    )
-
-
 @pytest.mark.parametrize("seed", [7, 9])
 def test_predictive_fed_its_misses_meets_more_of_the_slo_on_heavy_tailed_batches(seed: int) -> None:
     """``bench/sim``'s clf-batch family (the seeds whose misses the budget's guess left above 0.5%): 4 h of Pareto(1.5)
@@ -86,7 +70,9 @@ def test_predictive_fed_its_misses_meets_more_of_the_slo_on_heavy_tailed_batches
     trace = parse_generator("gen:batch,rate=50,alpha=1.5,max=400,duration=14400", seed)
     base = SimOptions(service=ServiceModel(fixed_ms=25, distribution="lognormal", cv=0.5), seed=seed, references=False)
     got = {
-        fed: compare(_classifier(), trace, ["predictive"], replace(base, miss_signal=fed)).summaries[0]
+        fed: compare(
+            classifier_predictive_spec(max_replicas=60), trace, ["predictive"], replace(base, miss_signal=fed)
+        ).summaries[0]
         for fed in (True, False)
     }
     # 99.01% / 98.79% without the feedback, 99.19% / 99.04% with it (bench/sim/results/families-seed7.json).

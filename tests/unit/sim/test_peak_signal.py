@@ -7,24 +7,8 @@ from dataclasses import replace
 
 import pytest
 
+from helpers import classifier_predictive_spec
 from kubeinfer.sim import ServiceModel, SimOptions, compare, parse_generator
-from kubeinfer.spec.service import ServiceSpec
-
-
-def _spec() -> ServiceSpec:
-    return ServiceSpec.model_validate(
-        {
-            "model": {"format": "python", "className": "m:C"},
-            "server": {"workers": 2},
-            "autoscaling": {
-                "policy": "predictive",
-                "minReplicas": 1,
-                "maxReplicas": 40,
-                "kpa": {"containerConcurrency": 2},
-                "predictive": {"sloLatencyMs": 100, "startupSeconds": 10},
-            },
-        }
-    )
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -33,7 +17,7 @@ def test_batch_arrivals_meet_more_of_a_100ms_slo_with_the_peak_signal(seed: int)
     base = SimOptions(service=ServiceModel(fixed_ms=25, distribution="lognormal", cv=0.5), seed=seed, references=False)
     runs = {}
     for peak in (True, False):
-        c = compare(_spec(), trace, ["predictive"], replace(base, peak_signal=peak))
+        c = compare(classifier_predictive_spec(), trace, ["predictive"], replace(base, peak_signal=peak))
         runs[peak] = c.summaries[0]
     # One hour of Pareto batches of up to 400 within a second: 99.4-99.6% with the peaks, 98.2-99.0% without.
     assert runs[True].slo_attainment > runs[False].slo_attainment + 0.002
