@@ -106,3 +106,62 @@ def test_kpa_scales_through_the_real_scale_subresource_and_reports_a_refused_sca
     assert decision is not None and decision.replicas > applied
     assert state.scale_error is not None and "forbidden" in state.scale_error.lower(), state.scale_error
     assert apps.read_namespaced_deployment_scale("svc", ns).spec.replicas == applied
+
+
+def test_predictive_replicas_are_told_the_slo_and_the_autoscaler_reads_their_misses(
+    kube: Kube, crd_installed: str, namespace: str
+) -> None:
+    """The SLO feedback through a real API server: the Deployment it stores carries ``KUBEINFER_SLO_SECONDS``, and the
+    pods' ``kubeinfer_requests_late_total`` reaches the predictive policy as a rate while the autoscaler scales."""
+    from kubeinfer.kube.api import connect
+    from kubeinfer.kube.operator import ScalerState, autoscale_step, reconcile, spec_of
+
+    core, apps, custom = kube.core, kube.apps, kube.custom
+    ns = namespace
+    body = {
+        "apiVersion": "kubeinfer.io/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "fb", "namespace": ns},
+        "spec": {
+            "model": {"format": "sklearn", "uri": "./model.joblib"},
+            "autoscaling": {
+                "policy": "predictive",
+                "maxReplicas": 20,
+                "predictive": {"capacityRps": 5, "sloLatencyMs": 250},
+            },
+        },
+    }
+    created = dict(custom.create_namespaced_custom_object("kubeinfer.io", "v1alpha1", ns, "inferenceservices", body))
+    api = connect()
+    assert reconcile(created, api, "2026-01-01T00:00:00Z").svc is not None
+    stored = apps.read_namespaced_deployment("fb", ns)
+    env = {e.name: e.value for e in stored.spec.template.spec.containers[0].env}
+    assert env["KUBEINFER_SLO_SECONDS"] == "0.25"
+    pod = wait_for("the Deployment controller's pod", lambda: core.list_namespaced_pod(ns).items)[0]
+    core.patch_namespaced_pod_status(
+        pod.metadata.name,
+        ns,
+        {"status": {"phase": "Running", "podIP": "10.0.0.8", "conditions": [{"type": "Ready", "status": "True"}]}},
+    )
+    counts = {"ok": 0, "late": 0}
+
+    def scrape(_: Any) -> str:
+        return (
+            "# TYPE kubeinfer_requests_in_flight gauge\nkubeinfer_requests_in_flight 3\n"
+            "# TYPE kubeinfer_requests counter\n"
+            f'kubeinfer_requests_total{{model="m",protocol="rest",code="200"}} {counts["ok"]}\n'
+            "# TYPE kubeinfer_requests_late counter\n"
+            f"kubeinfer_requests_late_total {counts['late']}\n"
+        )
+
+    state = ScalerState()
+    decision = None
+    for t in range(0, 25, 5):
+        counts["ok"] += 100  # 20 req/s, 1 req/s of them late
+        counts["late"] += 5
+        decision, state = autoscale_step(spec_of(created), api, scrape, state, float(t), 1)
+    assert decision is not None and state.scale_error is None
+    *_, late = state.policy_state.arrivals[-1]
+    assert late == pytest.approx(1.0)
+    assert decision.replicas > 1  # 20 req/s at 5 a replica
+    assert apps.read_namespaced_deployment_scale("fb", ns).spec.replicas == decision.replicas

@@ -239,8 +239,9 @@ class PredictiveState:
     history: tuple[tuple[float, int], ...] = field(default=())
     """(time, desired replicas) inside the scale-down stabilization window."""
     arrivals: tuple[tuple[float, float, float, float, float], ...] = ()
-    """(time, rps, peak rate, peak window, late: nan where not reported) samples inside the burst window: what the burst allowance is learned
-    from. The peak rate is ``rps`` plus the sample's sub-second burst (:meth:`Predictive.peak_rate`)."""
+    """(time, rps, peak rate, peak window, late) samples inside the burst window: what the burst allowance is learned
+    from. The peak rate is ``rps`` plus the sample's sub-second burst (:meth:`Predictive.peak_rate`); late is the
+    sample's :attr:`LoadSample.late`, nan where not reported (:meth:`Predictive.budget_factor`)."""
     allowance: float = 0.0
     """The burst allowance, in demand units: spare capacity the replicas must hold for bursts."""
     envelope: float = math.inf

@@ -24,7 +24,7 @@ against :class:`~kubeinfer.testing.kube.FakeKubeApi` in tests exactly as against
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -62,9 +62,11 @@ API_VERSION = f"{GROUP}/{VERSION}"
 METRIC_COMPUTE_SUM = "kubeinfer_compute_duration_seconds_sum"
 """The replica server's model busy time (histogram sum): its rate is the work in Erlangs."""
 METRIC_ARRIVALS_PEAK = "kubeinfer_arrivals_peak"
-METRIC_REQUESTS_LATE = "kubeinfer_requests_late_total"
 """The replica server's most requests within any SLO-length window over the last 15 s (``server.metrics``; only
 where the rendered ``KUBEINFER_PEAK_WINDOW_SECONDS`` sets the window: policy predictive)."""
+METRIC_REQUESTS_LATE = "kubeinfer_requests_late_total"
+"""The replica server's requests that missed the SLO (``server.metrics``; only where the rendered
+``KUBEINFER_SLO_SECONDS`` sets it: policy predictive): its rate is the predictive policy's feedback."""
 
 
 BOOKKEEPING_PREFIXES = ("kubectl.kubernetes.io/", "kopf.zalando.org/", "kubeinfer.io/")
@@ -397,12 +399,9 @@ def _counter_rate(
     return total / span
 
 
-def _compute_totals(metrics: Sequence[PodMetrics]) -> tuple[tuple[str, float], ...]:
-    return tuple(sorted((m.pod, m.compute_seconds) for m in metrics if m.compute_seconds is not None))
-
-
-def _late_totals(metrics: Sequence[PodMetrics]) -> tuple[tuple[str, float], ...]:
-    return tuple(sorted((m.pod, m.late_total) for m in metrics if m.late_total is not None))
+def _totals(values: Iterable[tuple[str, float | None]]) -> tuple[tuple[str, float], ...]:
+    """Each pod's counter value, for the pods that export it: what :func:`_counter_rate` differences next tick."""
+    return tuple(sorted((pod, v) for pod, v in values if v is not None))
 
 
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
@@ -458,7 +457,13 @@ def autoscale_step(
                 state, generation=generation, scale_error=f"scaling to {decision.replicas}: {e}", scaled=False
             )
     return decision, ScalerState(
-        pstate, now, totals, generation, _compute_totals(metrics), last_late=_late_totals(metrics), scaled=scaled
+        pstate,
+        now,
+        totals,
+        generation,
+        _totals((m.pod, m.compute_seconds) for m in metrics),
+        last_late=_totals((m.pod, m.late_total) for m in metrics),
+        scaled=scaled,
     )
 
 

@@ -300,10 +300,10 @@ def termination_grace_seconds(svc: InferenceService, opts: RenderOptions) -> int
 PEAK_WINDOW_ENV = "KUBEINFER_PEAK_WINDOW_SECONDS"
 """The replica's window of ``kubeinfer_arrivals_peak`` (``server.metrics``, which reads it)."""
 PEAK_HORIZON_ENV = "KUBEINFER_PEAK_HORIZON_SECONDS"
-SLO_ENV = "KUBEINFER_SLO_SECONDS"
-"""The SLO the replica's ``kubeinfer_requests_late_total`` counts misses of (``server.metrics``)."""
 """How far back the replica's ``kubeinfer_arrivals_peak`` looks: the operator's predictive sync period, so that a
 burst shows in one of its samples (two at most, where it falls in the one-second overlap), as in ``simulate``."""
+SLO_ENV = "KUBEINFER_SLO_SECONDS"
+"""The SLO the replica's ``kubeinfer_requests_late_total`` counts misses of (``server.metrics``)."""
 
 
 def peak_window(svc: InferenceService) -> float:

@@ -449,16 +449,16 @@ class _Sim:
         arr = self.a_cnt[lo:k_load].tolist()
         busy = self.busy[lo:k_load].tolist()
         ks = range(self.load_k, k_load)
+        peak: list[float | None] = [None] * len(ks)
         late: list[float | None] = [None] * len(ks)
+        window = 0.0
+        if self.peak is not None:
+            peak, window = self.peak[lo:k_load].tolist(), cfg.peak_window
         if self.deadline is not None:
             late = list(self._late(self.load_k, k_load))
-        if self.peak is None:
-            load = tuple(LoadSample(float(k + 1), ins[i], arr[i], busy[i], late=late[i]) for i, k in enumerate(ks))
-        else:
-            peak, window = self.peak[lo:k_load].tolist(), cfg.peak_window
-            load = tuple(
-                LoadSample(float(k + 1), ins[i], arr[i], busy[i], peak[i], window, late[i]) for i, k in enumerate(ks)
-            )
+        load = tuple(
+            LoadSample(float(k + 1), ins[i], arr[i], busy[i], peak[i], window, late[i]) for i, k in enumerate(ks)
+        )
         self.load_k = max(self.load_k, k_load)
         ready = len(self.ready_ids)
         pods: tuple[PodSample, ...] = ()

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from kubeinfer.kube.operator import reconcile
+from kubeinfer.kube.render import render_all
 from kubeinfer.spec import InferenceService, load_spec, validate_spec
+from kubeinfer.testing.kube import FakeKubeApi
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*/service.yaml"))
@@ -28,13 +31,9 @@ def iris() -> InferenceService:
     return load_spec(ROOT / "examples" / "iris" / "service.yaml")
 
 
-def predictive_service_with_a_ready_pod(api: object) -> InferenceService:
-    """Reconcile a predictive InferenceService (capacityRps 100, up to 5 replicas) into ``api`` (a ``FakeKubeApi``)
-    and add one ready pod of it, for the operator's autoscaling step to scrape."""
-    from kubeinfer.kube.operator import reconcile
-    from kubeinfer.testing.kube import FakeKubeApi
-
-    assert isinstance(api, FakeKubeApi)
+def predictive_service_with_a_ready_pod(api: FakeKubeApi) -> InferenceService:
+    """Reconcile a predictive InferenceService (capacityRps 100, up to 5 replicas) into ``api`` and add one ready pod
+    of it, for the operator's autoscaling step to scrape."""
     body = {
         "apiVersion": "kubeinfer.io/v1alpha1",
         "kind": "InferenceService",
@@ -73,8 +72,6 @@ kubeinfer_requests_total{{model="m",protocol="v2",code="200"}} {ok}
 
 def server_env(autoscaling: dict[str, object]) -> dict[str, object]:
     """The server container's environment in the Deployment rendered for ``autoscaling``."""
-    from kubeinfer.kube.render import render_all
-
     objs = render_all(make_svc(autoscaling=autoscaling)).objects
     [dep] = [o for o in objs if o["kind"] == "Deployment"]
     return {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
