@@ -1,5 +1,5 @@
 """``kubeinfer_requests_late_total`` of a real replica: requests that took longer than ``KUBEINFER_SLO_SECONDS`` in
-the server, and those answered with a server error, are counted; quick ones and client errors are not."""
+the server are counted; quick ones, client errors and the model's own errors are not (more replicas fix none)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _post(s: ServerProcess, value: float) -> tuple[int, float]:
     return status, time.perf_counter() - t0
 
 
-def test_slow_and_failed_requests_are_counted_late(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
+def test_slow_requests_are_counted_late_and_errors_are_not(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]
     spec = python_model(tmp_path, "picky", "FailsOnNegative", "{delay: 0.15}", "  batching: {enabled: false}\n")
     s: ServerProcess = server_factory(spec, env={"KUBEINFER_SLO_SECONDS": f"{SLO}"})
     assert _late(s) == 0
@@ -46,8 +46,8 @@ def test_slow_and_failed_requests_are_counted_late(tmp_path: Path, server_factor
         assert _post(s, 1.0)[0] == 200
     assert s.post("/v2/models/nope/infer", b"{}")[0] == 404  # a client error: not the server's miss
     assert _late(s) == 0
-    assert [_post(s, -1.0)[0] for _ in range(2)] == [500, 500]
-    assert _late(s) == 2
+    assert [_post(s, -1.0)[0] for _ in range(2)] == [500, 500]  # the model raised: no replica count helps
+    assert _late(s) == 0
     with ThreadPoolExecutor(10) as pool:  # one model call at a time: the last of ten wait well past the SLO
         results = list(pool.map(lambda _: _post(s, 1.0), range(10)))
     assert all(status == 200 for status, _ in results)
@@ -56,7 +56,7 @@ def test_slow_and_failed_requests_are_counted_late(tmp_path: Path, server_factor
     maybe_late = sum(t > SLO for t in times)
     assert surely_late >= 1, times
     late = _late(s)
-    assert late is not None and surely_late <= late - 2 <= maybe_late, (late, times)
+    assert late is not None and surely_late <= late <= maybe_late, (late, times)
 
 
 def test_without_an_slo_there_is_no_counter(tmp_path: Path, server_factory) -> None:  # type: ignore[no-untyped-def]

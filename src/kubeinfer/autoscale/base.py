@@ -92,8 +92,8 @@ class LoadSample:
     peak: float | None = None
     peak_window: float = 0.0
     late: float | None = None
-    """Requests per second, over the interval, that missed the SLO (answered after it, with a server error, or
-    dropped), when reported -- the rate of the replicas' ``kubeinfer_requests_late_total``, the simulator's count
+    """Requests per second, over the interval, that missed the SLO (answered after it, refused for want of capacity,
+    or dropped), when reported -- the rate of the replicas' ``kubeinfer_requests_late_total``, the simulator's count
     of requests whose deadline passed in the second: the feedback that tells a policy its spare capacity falls
     short. In the unit of ``rps``, so the share of requests missed is their ratio."""
 

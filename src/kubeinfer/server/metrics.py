@@ -20,7 +20,7 @@ kubeinfer_model_executions_total            counter    model calls              
 kubeinfer_queue_depth                       gauge      requests waiting per model
 kubeinfer_requests_in_flight                gauge      requests inside the server
 kubeinfer_arrivals_peak                     gauge      most requests within any SLO-length window, last 15 s
-kubeinfer_requests_late_total               counter    requests answered after the SLO, or with a server error
+kubeinfer_requests_late_total               counter    requests answered after the SLO, or 503/504
 kubeinfer_model_ready                       gauge      1 when the model is loaded and warmed
 kubeinfer_gpu_utilization_ratio             gauge      NVML GPU utilization (0-1), when a GPU is present  nv_gpu_utilization
 kubeinfer_gpu_memory_used_bytes             gauge      NVML memory used, when a GPU is present           nv_gpu_memory_used_bytes
@@ -50,7 +50,7 @@ so it errs towards more replicas.
 ``kubeinfer_requests_late_total`` is the predictive autoscaler's SLO feedback (``autoscale.LoadSample.late``),
 exported only while ``KUBEINFER_SLO_SECONDS`` sets the SLO (the rendered Deployment, and ``kubeinfer up``, set it
 to ``sloLatencyMs / 1000`` for a predictive service): the requests ``kubeinfer_requests_total`` counts that took
-longer than that in the server, or were answered with a 5xx status (gRPC: :data:`GRPC_SERVER_ERRORS`).
+longer than that in the server, or were answered out of capacity (:data:`HTTP_MISSES`, :data:`GRPC_MISSES`).
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ from prometheus_client.registry import Collector
 
 from kubeinfer.autoscale.arrivals import RecentPeak
 from kubeinfer.server import tracing
+from kubeinfer.server.errors import GRPC_CODES, HTTP_STATUS, DeadlineExceeded, Unavailable
 
 __all__ = [
     "CONTENT_TYPE",
@@ -108,9 +109,15 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 PEAK_WINDOW_ENV = "KUBEINFER_PEAK_WINDOW_SECONDS"
 PEAK_HORIZON_ENV = "KUBEINFER_PEAK_HORIZON_SECONDS"
 SLO_ENV = "KUBEINFER_SLO_SECONDS"
-GRPC_SERVER_ERRORS = frozenset({4, 8, 13, 14})
-"""gRPC status codes that ``kubeinfer_requests_late_total`` counts as a server error, as HTTP's 5xx: DEADLINE_EXCEEDED,
-RESOURCE_EXHAUSTED (the server's overload answer), INTERNAL and UNAVAILABLE."""
+_OUT_OF_CAPACITY = (Unavailable, DeadlineExceeded)
+HTTP_MISSES = frozenset(int(HTTP_STATUS[e]) for e in _OUT_OF_CAPACITY)
+"""HTTP statuses ``kubeinfer_requests_late_total`` counts whatever the time: the answers of a replica out of capacity
+(503: queue full, not ready, draining; 504: its deadline passed). Not a model's error (500), nor a client's (4xx,
+including 429 for an API key's rate and 413 for a body too large): more replicas fix none of them, and a client
+sending such requests must not buy the service spare capacity."""
+GRPC_MISSES = frozenset(GRPC_CODES[e].value[0] for e in _OUT_OF_CAPACITY)
+"""The same for gRPC: UNAVAILABLE and DEADLINE_EXCEEDED (not RESOURCE_EXHAUSTED, which also answers a message too
+large)."""
 PEAK_HORIZON_SECONDS = 15
 """Whole seconds before the open one that ``kubeinfer_arrivals_peak`` looks back over, unless
 ``KUBEINFER_PEAK_HORIZON_SECONDS`` says otherwise (module docstring)."""
@@ -265,7 +272,7 @@ class Metrics(_Counts):
         if h is None:
             h = self.request_duration[hkey] = Histogram(LATENCY_BUCKETS)
         h.observe(seconds)
-        if self.slo and (seconds > self.slo or (status in GRPC_SERVER_ERRORS if protocol == "grpc" else status >= 500)):
+        if self.slo and (seconds > self.slo or status in (GRPC_MISSES if protocol == "grpc" else HTTP_MISSES)):
             self.late += 1
 
     def batch(self, model: str, items: int, rows: int, compute: float, queued: list[float]) -> None:
@@ -437,8 +444,8 @@ class _Collector(Collector):
         if self.m.slo:
             yield CounterMetricFamily(
                 "kubeinfer_requests_late",
-                f"Requests that took longer than {self.m.slo:g} s ({SLO_ENV}) in the server, or were answered with a "
-                "5xx status.",
+                f"Requests that took longer than {self.m.slo:g} s ({SLO_ENV}) in the server, or were answered 503 "
+                "or 504 (gRPC UNAVAILABLE or DEADLINE_EXCEEDED): out of capacity.",
                 value=m.late,
             )
         rd = GaugeMetricFamily("kubeinfer_model_ready", "1 when the model is loaded and warmed.", labels=["model"])

@@ -1,5 +1,5 @@
 """``kubeinfer_requests_late_total``: with ``KUBEINFER_SLO_SECONDS`` set, the requests that took longer than it, or
-were answered with a server error (HTTP 5xx, gRPC's overload and failure codes), summed over a multi-process
+were refused for want of capacity (HTTP 503/504, gRPC UNAVAILABLE/DEADLINE_EXCEEDED), summed over a multi-process
 replica's processes; no counter without an SLO."""
 
 from __future__ import annotations
@@ -19,21 +19,25 @@ def counter(m: Metrics) -> float | None:
     return None
 
 
-def test_slow_and_failed_requests_count_quick_ones_and_client_errors_do_not() -> None:
+def test_slow_requests_and_capacity_refusals_count_quick_ones_and_other_errors_do_not() -> None:
     m = Metrics(slo=0.1)
     m.request("m", "1", "v2", 200, 0.05)
     m.request("m", "1", "v2", 200, 0.1)  # at the SLO: met
-    m.request("m", "1", "v2", 404, 0.01)
-    m.request("m", "1", "v2", 429, 0.01)
-    m.request("m", "1", "grpc", 5, 0.01)  # NOT_FOUND
+    # a client's errors, an API key's rate, a body too large, the model's own error, a request out of memory: more
+    # replicas fix none of them, and a client sending them must not buy the service spare capacity
+    for code in (400, 404, 413, 429, 500, 507):
+        m.request("m", "1", "v2", code, 0.01)
+    for code in (3, 5, 8, 13):  # INVALID_ARGUMENT, NOT_FOUND, RESOURCE_EXHAUSTED, INTERNAL
+        m.request("m", "1", "grpc", code, 0.01)
     assert counter(m) == 0
     m.request("m", "1", "v2", 200, 0.25)
-    m.request("m", "1", "v2", 503, 0.01)
-    m.request("m", "1", "v2", 500, 0.01)
-    for code in (4, 8, 13, 14):  # DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL, UNAVAILABLE
+    m.request("m", "1", "v2", 500, 0.25)  # slow, whatever the answer
+    m.request("m", "1", "v2", 503, 0.01)  # queue full, not ready, draining
+    m.request("m", "1", "v2", 504, 0.01)  # its deadline passed
+    for code in (4, 14):  # DEADLINE_EXCEEDED, UNAVAILABLE
         m.request("m", "1", "grpc", code, 0.01)
     m.request("m", "1", "grpc", 0, 0.3)
-    assert counter(m) == 8
+    assert counter(m) == 7
 
 
 def test_a_replicas_counter_is_the_sum_of_its_processes() -> None:
