@@ -31,7 +31,7 @@ from kubeinfer.sim.engine import EngineConfig, RunResult, simulate_policy
 from kubeinfer.sim.oracle import SloBasis, fill_level
 from kubeinfer.sim.report import slo_met
 
-__all__ = ["ReplayedSchedule", "SchedulePolicy", "hindsight_schedule", "static_frontier"]
+__all__ = ["ReplayedSchedule", "SchedulePolicy", "hindsight_schedule", "replay_schedule", "static_frontier"]
 
 IntArr = npt.NDArray[np.int64]
 
@@ -120,6 +120,23 @@ def _replay(
     """Run the schedule ``pods`` in the engine (a decision every second)."""
     c = replace(cfg, tick=1.0, initial_replicas=int(pods[0]) if len(pods) else 0)
     return simulate_policy(arrivals, service, duration, SchedulePolicy(pods), c)
+
+
+def replay_schedule(
+    arrivals: npt.NDArray[np.float64],
+    service: npt.NDArray[np.float64],
+    duration: float,
+    pods: IntArr,
+    cfg: EngineConfig,
+    *,
+    slo_s: float,
+    basis: SloBasis,
+    name: str = "schedule",
+) -> ReplayedSchedule:
+    """Replay the per-second schedule ``pods`` and report its attainment and replica-seconds."""
+    run = _replay(arrivals, service, duration, pods, cfg)
+    attained = float(np.count_nonzero(slo_met(run, slo_s, basis))) / max(len(arrivals), 1)
+    return ReplayedSchedule(name, run.replica_seconds, attained, 1, pods, run)
 
 
 def hindsight_schedule(

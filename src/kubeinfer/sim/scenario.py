@@ -23,7 +23,7 @@ import numpy as np
 from kubeinfer.autoscale import Policy, Predictive, bounded, policy_from_spec, sync_period
 from kubeinfer.autoscale.predictive import predictive_config_from_spec
 from kubeinfer.sim.engine import EngineConfig, RunResult, simulate_policy
-from kubeinfer.sim.hindsight import ReplayedSchedule, hindsight_schedule, static_frontier
+from kubeinfer.sim.hindsight import ReplayedSchedule, hindsight_schedule, replay_schedule, static_frontier
 from kubeinfer.sim.nodes import NodeModel, NodeSetup, pod_from_requests
 from kubeinfer.sim.oracle import OracleResult, SloBasis, oracle
 from kubeinfer.sim.report import OracleSummary, PerReplicaHour, PolicySummary, summarize, summarize_oracle
@@ -31,7 +31,7 @@ from kubeinfer.sim.service import ServiceModel
 from kubeinfer.sim.traces import Trace, TraceError
 from kubeinfer.spec.service import AutoscalingSpec, ServiceSpec
 
-__all__ = ["POLICIES", "Comparison", "SimOptions", "compare"]
+__all__ = ["POLICIES", "Comparison", "SimOptions", "compare", "replay"]
 
 POLICIES = ("hpa", "kpa", "predictive", "none")
 TOKENS_COLUMN = "GeneratedTokens"
@@ -122,6 +122,11 @@ def _slots(spec: ServiceSpec, opts: SimOptions) -> int:
 def _cpu_request(spec: ServiceSpec) -> float:
     q = spec.resources.requests.quantity("cpu")
     return float(q.value) if q is not None else 1.0
+
+
+def _reference_config(spec: ServiceSpec, slots: int, startup: float, timeout: float) -> EngineConfig:
+    """The engine the references replay in: no policy signals, a decision every second."""
+    return EngineConfig(slots=slots, startup=startup, request_timeout=timeout, cpu_request=_cpu_request(spec), tick=1.0)
 
 
 def _replica_pod(spec: ServiceSpec) -> Any:
@@ -266,9 +271,7 @@ def compare(
         )
     hind = static = None
     if opts.references:
-        ref_cfg = EngineConfig(
-            slots=slots, startup=startup, request_timeout=timeout, cpu_request=_cpu_request(spec), tick=1.0
-        )
+        ref_cfg = _reference_config(spec, slots, startup, timeout)
         t0 = time.perf_counter()
         static = static_frontier(
             trace.arrivals,
@@ -316,3 +319,26 @@ def compare(
         hindsight=hind,
         static=static,
     )
+
+
+def replay(spec: ServiceSpec, trace: Trace, pods: Any, options: SimOptions | None = None) -> ReplayedSchedule:
+    """Replay a per-second schedule of pods (created ones, starting or ready; a pod created at ``t`` is ready a
+    start-up later) on ``trace`` in the engine the references run in, with the SLO, slots, start-up and timeout
+    :func:`compare` takes from the same spec and options. What a schedule built from knowledge no policy has (the
+    hidden state of a Markov-modulated process, a noise-free rate curve) would have met, at what cost: the
+    bounds of ``bench/sim/bounds.py``. ``pods`` needs one count per second of the trace (the last one holds after
+    its end)."""
+    opts = options or SimOptions()
+    auto = spec.autoscaling
+    counts = np.asarray(pods, dtype=np.int64)
+    if counts.ndim != 1 or len(counts) == 0 or (counts < 0).any():
+        raise ValueError("pods must be a non-empty one-dimensional array of counts >= 0, one per second")
+    slots = _slots(spec, opts)
+    service = replace(opts.service, slots=slots).service_times(trace, opts.seed)
+    slo_s = (opts.slo_ms if opts.slo_ms is not None else auto.predictive.sloLatencyMs) / 1000.0
+    startup = opts.startup_s if opts.startup_s is not None else auto.predictive.startupSeconds
+    timeout = (
+        opts.request_timeout_s if opts.request_timeout_s is not None else spec.server.limits.requestTimeoutMs / 1e3
+    )
+    cfg = _reference_config(spec, slots, startup, timeout)
+    return replay_schedule(trace.arrivals, service, trace.duration, counts, cfg, slo_s=slo_s, basis=opts.slo_basis)

@@ -40,6 +40,7 @@ __all__ = [
     "TraceError",
     "generate",
     "load_trace",
+    "mmpp_states",
     "parse_generator",
     "poisson_arrivals",
     "rate_curve",
@@ -212,9 +213,10 @@ NOISE_PARAMS = ("noise", "noiseStep")
 """Parameters every rate-curve generator takes: log-normal sigma of each step's rate, and the step (s, 60)."""
 
 
-def _mmpp(duration: float, p: Mapping[str, float], rng: np.random.Generator) -> FloatArr:
-    """Two-state Markov-modulated Poisson: ``low`` req/s for exponential sojourns of mean ``quiet`` s, ``high``
-    req/s for sojourns of mean ``burst`` s; starts quiet."""
+def _mmpp_sojourns(
+    duration: float, p: Mapping[str, float], rng: np.random.Generator
+) -> tuple[FloatArr, FloatArr, FloatArr]:
+    """The state path of :func:`_mmpp`: (start, length, rate) of each sojourn, quiet first."""
     low, high = p.get("low", 10.0), p.get("high", 100.0)
     quiet, burst = max(p.get("quiet", 600.0), 1e-6), max(p.get("burst", 60.0), 1e-6)
     starts, widths, rates = [], [], []
@@ -226,7 +228,21 @@ def _mmpp(duration: float, p: Mapping[str, float], rng: np.random.Generator) -> 
         rates.append(high if hot else low)
         t += length
         hot = not hot
-    return _poisson_piecewise(np.array(starts), np.array(widths), np.array(rates), rng)
+    return np.array(starts), np.array(widths), np.array(rates)
+
+
+def _mmpp(duration: float, p: Mapping[str, float], rng: np.random.Generator) -> FloatArr:
+    """Two-state Markov-modulated Poisson: ``low`` req/s for exponential sojourns of mean ``quiet`` s, ``high``
+    req/s for sojourns of mean ``burst`` s; starts quiet."""
+    return _poisson_piecewise(*_mmpp_sojourns(duration, p, rng), rng)
+
+
+def mmpp_states(params: Mapping[str, float], seed: int = 0) -> tuple[FloatArr, FloatArr, FloatArr]:
+    """The hidden state path behind ``generate("mmpp", params, seed)``: (start, length, rate) of each sojourn --
+    what a policy that could see the modulating state would know (``bench/sim/bounds.py``), never the arrivals."""
+    p = dict(params)
+    duration = float(p.pop("duration", PROCESSES["mmpp"][1]))
+    return _mmpp_sojourns(duration, p, np.random.default_rng(seed))
 
 
 def _pareto_sizes(n: int, alpha: float, cap: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:

@@ -63,3 +63,31 @@ def test_the_references_are_replayed_and_meet_the_slo(family: str) -> None:
     doc = c.to_json()
     assert doc["hindsight"]["slo_attainment"] == hind.attainment
     assert doc["static_frontier"]["name"] == f"static-{n}"
+
+
+@pytest.mark.parametrize("family", list(TRACES))
+def test_replay_of_a_constant_schedule_is_the_static_frontier_replay_of_that_count(family: str) -> None:
+    from kubeinfer.sim.scenario import replay
+
+    kind, params = TRACES[family]
+    opts = SimOptions(service=ServiceModel(fixed_ms=40, distribution="lognormal", cv=0.5), slo_ms=200, startup_s=20)
+    trace = generate(kind, params, seed=3)
+    c = compare(SPEC, trace, [], opts)
+    assert c.static is not None and c.static.tried
+    seconds = int(np.ceil(trace.duration))
+    for n, replica_seconds, attainment in c.static.tried:
+        got = replay(SPEC, trace, np.full(seconds, n), opts)
+        assert got.attainment == attainment and got.replica_seconds == replica_seconds
+    # A schedule that drops to one replica half-way misses what the frontier's count met.
+    n = int(c.static.need[0])
+    if n > 1:
+        half = np.where(np.arange(seconds) < seconds // 2, n, 1)
+        assert replay(SPEC, trace, half, opts).attainment < c.static.attainment
+
+
+@pytest.mark.parametrize("pods", [[], [[1, 2]], [3, -1]])
+def test_replay_refuses_a_schedule_that_is_not_a_count_per_second(pods: object) -> None:
+    from kubeinfer.sim.scenario import replay
+
+    with pytest.raises(ValueError, match="one per second"):
+        replay(SPEC, generate("poisson", {"rate": 5, "duration": 60}, seed=1), pods)

@@ -94,3 +94,22 @@ def test_conv_tokens_follow_the_public_trace_and_long_ones_are_long() -> None:
 def test_bad_family_strings_say_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(TraceError, match=message):
         parse_generator(text)
+
+
+@pytest.mark.parametrize("seed", [1, 4, 9])
+def test_mmpp_states_is_the_state_path_the_arrivals_were_drawn_from(seed: int) -> None:
+    from kubeinfer.sim.traces import mmpp_states
+
+    params = {"low": 2.0, "high": 20.0, "quiet": 300.0, "burst": 100.0, "duration": 36000.0}
+    tr = parse_generator("gen:mmpp," + ",".join(f"{k}={v:g}" for k, v in params.items()), seed)
+    starts, widths, rates = mmpp_states(params, seed)
+    assert starts[0] == 0 and rates[0] == 2.0  # starts quiet
+    assert np.allclose(starts[1:], (starts + widths)[:-1]) and np.isclose((starts + widths)[-1], 36000.0)
+    assert set(rates[::2]) == {2.0} and set(rates[1::2]) == {20.0}  # alternates
+    counts = np.histogram(tr.arrivals, bins=np.append(starts, 36000.0))[0]
+    hot = rates == 20.0
+    # Each state's arrivals come at its own rate (Poisson: within a few percent over hours of each).
+    assert counts[hot].sum() / widths[hot].sum() == pytest.approx(20.0, rel=0.05)
+    assert counts[~hot].sum() / widths[~hot].sum() == pytest.approx(2.0, rel=0.05)
+    # Another seed's path is another draw.
+    assert not np.array_equal(starts, mmpp_states(params, seed + 1)[0])
