@@ -261,7 +261,13 @@ def test_the_dashboard_shows_a_clusters_services_and_a_change_within_the_next_ti
             world.api,
             ns,
             "alpha",
-            {"autoscaler": {"desiredReplicas": 2, "reason": "ScaleUp: concurrency 9 over target 4"}},
+            {
+                "autoscaler": {
+                    "desiredReplicas": 2,
+                    "reason": "ScaleUp: concurrency 9 over target 4",
+                    "details": {"stable_average": 9.0, "desired_stable": 2},
+                }
+            },
             manager="kubeinfer-autoscaler",
         )
         kube.apps.patch_namespaced_deployment_scale("alpha", ns, {"spec": {"replicas": 2}})
@@ -269,6 +275,9 @@ def test_the_dashboard_shows_a_clusters_services_and_a_change_within_the_next_ti
         ticks = [ev for _, ev in stream.wait(seen + 2)[seen:]]
         assert [t["status"]["desired"] for t in ticks][-1] == 2, [t["status"]["desired"] for t in ticks]
         assert ticks[-1]["status"]["autoscaling"]["reason"] == "ScaleUp: concurrency 9 over target 4"
+        # the numbers behind it: kept by the API server (the CRD's schema declares them; an undeclared field is
+        # pruned) and shown
+        assert ticks[-1]["status"]["autoscaling"]["details"] == {"stable_average": 9.0, "desired_stable": 2.0}
         shown = next(t for t in ticks if t["status"]["desired"] == 2)
         assert shown["decision"] is not None and (shown["decision"]["before"], shown["decision"]["after"]) == (1, 2)
         # the operator's conditions are kept beside the autoscaler's status (another field manager wrote it)

@@ -165,3 +165,21 @@ def test_predictive_replicas_are_told_the_slo_and_the_autoscaler_reads_their_mis
     assert late == pytest.approx(1.0)
     assert decision.replicas > 1  # 20 req/s at 5 a replica
     assert apps.read_namespaced_deployment_scale("fb", ns).spec.replicas == decision.replicas
+
+    # status.autoscaler as the operator writes it, with the numbers behind the decision: the API server keeps them
+    # (an undeclared field would be pruned by the CRD's structural schema)
+    from kubeinfer.kube.names import OPERATOR_FIELD_MANAGER
+    from kubeinfer.kube.operator import autoscaler_status
+
+    written = autoscaler_status(None, decision, state, "2026-01-01T00:00:25Z")
+    assert written["details"]["current_rps"] > 0 and written["details"]["burst_budget_factor"] == 1
+    api.patch_status(
+        "kubeinfer.io/v1alpha1",
+        "InferenceService",
+        "fb",
+        ns,
+        {"autoscaler": written},
+        field_manager=OPERATOR_FIELD_MANAGER,
+    )
+    back = custom.get_namespaced_custom_object("kubeinfer.io", "v1alpha1", ns, "inferenceservices", "fb")
+    assert back["status"]["autoscaler"]["details"] == written["details"]

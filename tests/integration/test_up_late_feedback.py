@@ -80,8 +80,12 @@ def test_a_predictive_services_load_samples_carry_its_misses(tmp_path: Path, slo
         assert set(statuses) == {200}
         await asyncio.sleep(1.5)  # two more scrapes: a rate from the difference
         reported = [x.late for x in ctl.observer.loads if x.late is not None]
+        shown = ctl.status()["autoscaling"]["details"]  # what `kubeinfer describe` prints under the reason
         platform._stop.set()  # what `kubeinfer down` and SIGTERM do
         await asyncio.wait_for(task, 30)
+        # The numbers behind predictive's last decision; no share of misses yet (an hour's window, two minutes
+        # before anything is learned from it), so the budget stands as configured.
+        assert shown["current_rps"] >= 0 and shown["burst_budget_factor"] == 1.0 and "miss_share" not in shown
         return reported
 
     reported = asyncio.run(main())

@@ -156,6 +156,11 @@ class Decision:
                 return v
         return None
 
+    def shown_details(self) -> dict[str, float]:
+        """The finite :attr:`details`, to four significant digits: what a status shows (a forecast not made yet, or
+        an envelope not learned yet, is nan or inf there and left out)."""
+        return {k: float(f"{v:.4g}") for k, v in self.details if math.isfinite(v)}
+
 
 S = TypeVar("S")
 

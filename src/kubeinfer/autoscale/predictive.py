@@ -249,6 +249,9 @@ class PredictiveState:
     allowance_at: float = -math.inf
     burst_seen: bool = False
     """A burst has been seen (see :attr:`PredictiveConfig.burst_prior`): the prior no longer applies."""
+    miss_share: float = math.nan
+    """The share of the burst window's requests that missed the SLO, its worst spell left out, when the allowance
+    was last learned (:meth:`Predictive.miss_share`); nan where no sample reported misses."""
 
 
 class Predictive:
@@ -390,6 +393,13 @@ class Predictive:
         return rps + excess / window if excess > 0 else rps
 
     def allowance(self, arrivals: tuple[tuple[float, ...], ...], service: float | None = None) -> tuple[float, float]:
+        """The burst allowance and the static envelope learned from ``arrivals`` (:meth:`_learn`)."""
+        allowance, envelope, _ = self._learn(arrivals, service)
+        return allowance, envelope
+
+    def _learn(
+        self, arrivals: tuple[tuple[float, ...], ...], service: float | None = None
+    ) -> tuple[float, float, float]:
         """Spare demand that the traffic's bursts have needed, and the static envelope, learned from its arrivals.
 
         A burst shorter than the lead time (start-up + sync period) can only be met by replicas already running.
@@ -412,14 +422,17 @@ class Predictive:
 
         The envelope is the same rule applied to the demand itself: what a constant deployment meeting the budget
         is sized for. Level plus allowance never asks more than that, so the allowance cannot make the policy
-        dearer than the static deployment its own history calls for. Returns ``(0, inf)`` without enough history.
+        dearer than the static deployment its own history calls for. Returns ``(allowance, envelope, miss share)``
+        (the share of :meth:`miss_share`, nan where no sample reports misses), ``(0, inf, nan)`` without enough
+        history.
         """
         import numpy as np
 
         cfg = self.config
         if len(arrivals) < 2 or arrivals[-1][0] - arrivals[0][0] < cfg.burst_min_history:
-            return 0.0, math.inf
+            return 0.0, math.inf, math.nan
         cols = np.array(arrivals, dtype=float)  # one conversion: the samples are tuples of one length
+        share = self.miss_share(cols)
         t, v = cols[:, 0], cols[:, 1]
         peak = cols[:, 2] if cols.shape[1] > 2 else v
         window = cols[:, 3] if cols.shape[1] > 3 else np.ones_like(v)
@@ -439,8 +452,8 @@ class Predictive:
             if not np.isfinite(cum[-1]) or not np.isfinite(peak).all():
                 # Work per request from a vanishing arrival rate (seconds of work over a few requests) overflows:
                 # nothing to learn a capacity from.
-                return 0.0, math.inf
-        budget = cfg.burst_budget * self.budget_factor(cols) * float(v.sum())
+                return 0.0, math.inf, share
+        budget = cfg.burst_budget * self._factor(share) * float(v.sum())
         demand = np.maximum(v, peak)
         envelope = _excess_level(demand, budget)
         lead = cfg.startup_seconds + cfg.sync_period
@@ -448,30 +461,38 @@ class Predictive:
         lo = np.searchsorted(t, t - lead - cfg.reactive_window, side="right")
         seen = hi > lo
         if not seen.any():
-            return 0.0, envelope
+            return 0.0, envelope, share
         level = (cum[hi[seen]] - cum[lo[seen]]) / (hi[seen] - lo[seen])
         surprise = demand[seen] - level - cfg.burst_z * np.sqrt(level * unit)
-        return _excess_level(surprise, budget), envelope
+        return _excess_level(surprise, budget), envelope, share
 
     def budget_factor(self, cols: Any) -> float:
         """The factor on ``burst_budget`` from the misses the samples report (``cols``: the allowance's history as
         an array, misses in its fifth column, nan where not reported): 1 while the share of the reported requests
-        that missed, less the worst ``miss_spell``, is within ``burst_budget``; ``burst_budget`` over that share
-        beyond it, at least ``miss_floor``."""
+        that missed, less the worst ``miss_spell`` (:meth:`miss_share`), is within ``burst_budget``;
+        ``burst_budget`` over that share beyond it, at least ``miss_floor``."""
+        return self._factor(self.miss_share(cols))
+
+    def miss_share(self, cols: Any) -> float:
+        """The share of the requests ``cols`` reports that missed the SLO, less the worst ``miss_spell`` of
+        them; nan where no sample reports misses (or nothing arrived), and with ``miss_feedback`` off."""
         import numpy as np
 
         cfg = self.config
-        if not cfg.miss_feedback or cols.shape[1] < 5:
-            return 1.0
+        if not cfg.miss_feedback or cols.ndim != 2 or cols.shape[1] < 5:
+            return math.nan
         late = cols[:, 4]
         known = ~np.isnan(late)
         arrived = float(cols[known, 1].sum())
         if not known.any() or arrived <= 0:
-            return 1.0
+            return math.nan
         spell = (cols[known, 0] // cfg.miss_spell).astype(np.int64)
         per = np.bincount(spell - spell.min(), weights=late[known])
-        share = float(per.sum() - per.max()) / arrived
-        if share <= cfg.burst_budget:
+        return float(per.sum() - per.max()) / arrived
+
+    def _factor(self, share: float) -> float:
+        cfg = self.config
+        if not share > cfg.burst_budget:  # nan (nothing reported) included
             return 1.0
         return max(cfg.miss_floor, cfg.burst_budget / share)
 
@@ -580,8 +601,8 @@ class Predictive:
         surge = False
         if cfg.burst_allowance and now - state.allowance_at >= cfg.burst_refresh:
             service = scale if cfg.capacity_work is not None and current_rps > 0 else None
-            allowance, envelope = self.allowance(state.arrivals, service)
-            state = replace(state, allowance=allowance, envelope=envelope, allowance_at=now)
+            allowance, envelope, share = self._learn(state.arrivals, service)
+            state = replace(state, allowance=allowance, envelope=envelope, allowance_at=now, miss_share=share)
         spare = state.allowance
         if short:
             short_rate = sum(short) / len(short)
@@ -681,6 +702,9 @@ class Predictive:
             ("relative_error", rel_error),
             ("headroom", headroom),
             ("burst_allowance", state.allowance),
+            ("burst_envelope", state.envelope),
+            ("miss_share", state.miss_share),
+            ("burst_budget_factor", self._factor(state.miss_share)),
         )
         decision = Decision(
             replicas=replicas,

@@ -494,6 +494,8 @@ def describe(
     a = st["autoscaling"]
     if a["reason"]:
         out.print(f"Autoscaling: {a['reason']}" + (f" ({a['message']})" if a["message"] else ""))
+    if a.get("details"):
+        out.print("  " + ", ".join(f"{k} {v:g}" for k, v in a["details"].items()), highlight=False)
     if st["cold_starts"]:
         out.print(f"Scale-from-zero waits (s): {', '.join(f'{c:.2f}' for c in st['cold_starts'])}")
     print_table(_replica_table(st))

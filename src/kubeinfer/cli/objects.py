@@ -85,7 +85,11 @@ def as_object(st: dict[str, Any]) -> dict[str, Any]:
         "url": st["endpoint"]["http"],
         "replicas": sum(1 for r in st["replicas"] if r["state"] != "Terminated"),
         "readyReplicas": st["ready_replicas"],
-        "autoscaler": {"desiredReplicas": st["desired"], "reason": a["reason"]},
+        "autoscaler": {
+            "desiredReplicas": st["desired"],
+            "reason": a["reason"],
+            **({"details": a["details"]} if a.get("details") else {}),
+        },
         "replicaStatuses": [_replica_status(r) for r in st["replicas"]],
     }
     if st.get("rollout"):

@@ -167,6 +167,12 @@ def status_schema() -> dict[str, Any]:
                 "properties": {
                     "desiredReplicas": {"type": "integer", "format": "int32"},
                     "reason": {"type": "string"},
+                    "details": {
+                        "type": "object",
+                        "description": "The numbers behind the last decision: rates, forecast, burst allowance, the "
+                        "share of requests that missed the SLO (predictive); per-metric proposals (kpa).",
+                        "additionalProperties": {"type": "number"},
+                    },
                     "lastScaleTime": {"type": "string", "format": "date-time"},
                 },
             },

@@ -20,6 +20,7 @@ the client blocks). They need ``get``/``list`` on those kinds; nothing is writte
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -290,8 +291,16 @@ def service_status(
     rollout = interpret(dep, stable_pods, pod_events)
     status = isvc.get("status") or {}
     hpa, hpa_reason, hpa_message = _hpa(hpa_obj)
+    details: dict[str, float] = {}
     if policy in ("kpa", "predictive"):
         reason, message = str(_get(status, "autoscaler", "reason", default="")), ""
+        raw = _get(status, "autoscaler", "details", default={})
+        if isinstance(raw, Mapping):  # what the operator wrote; anything else someone else did is left out
+            details = {
+                str(k): float(v)
+                for k, v in raw.items()
+                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            }
     elif policy == "hpa":
         reason, message = hpa_reason, hpa_message
     else:
@@ -317,6 +326,7 @@ def service_status(
             "reason": reason,
             "message": message,
             "buffering": False,
+            "details": details,
         },
         "rollout": None,
         "rollout_status": {"phase": rollout.phase, "reason": rollout.reason, "message": rollout.message},

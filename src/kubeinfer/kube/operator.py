@@ -472,7 +472,8 @@ def autoscaler_status(
 ) -> dict[str, Any]:
     """``status.autoscaler`` after a tick of :func:`autoscale_step` (``state`` the one it returned, ``now`` RFC 3339),
     from what the API server accepted: the decided count (the Deployment has it: scaled now, or it had it already),
-    ``lastScaleTime`` only when this tick's scale call was accepted, as the HPA's status moves it. After a refused
+    the numbers behind it (``details``: :meth:`Decision.shown_details`), ``lastScaleTime`` only when this tick's
+    scale call was accepted, as the HPA's status moves it. After a refused
     scale call the previous count and time stay and the reason says why."""
     out = dict(previous or {})
     if state.scale_error is not None:
@@ -480,6 +481,7 @@ def autoscaler_status(
         return out
     out["desiredReplicas"] = decision.replicas
     out["reason"] = decision.reason
+    out["details"] = decision.shown_details()
     if state.scaled:
         out["lastScaleTime"] = now
     return out

@@ -90,6 +90,7 @@ def test_late_reports_reach_the_allowance_through_decide() -> None:
         p = Predictive(_cfg())
         state = p.initial_state()
         counts = []
+        shown: dict[str, float] = {}
         for k in range(0, 3600, 5):
             load = tuple(
                 LoadSample(
@@ -102,6 +103,15 @@ def test_late_reports_reach_the_allowance_through_decide() -> None:
             )
             decision, state = p.decide(Observation(current_replicas=3, load=load), state, float(k + 5))
             counts.append(decision.replicas)
+            shown = decision.shown_details()
+        # What a status shows with the last decision: the share the policy acted on and the factor it took from it.
+        if late_share is None:
+            assert "miss_share" not in shown and shown["burst_budget_factor"] == 1.0  # nothing reported
+        else:
+            # The worst minute of the hour is left out, so the share is a little under the 5% reported.
+            assert 0.04 < shown["miss_share"] < late_share
+            assert shown["burst_budget_factor"] == pytest.approx(max(0.1, BUDGET / shown["miss_share"]), rel=1e-3)
+        assert shown["burst_allowance"] >= 0 and shown["burst_envelope"] > 0
         return counts
 
     quiet, late = run(None), run(0.05)

@@ -107,7 +107,8 @@ def test_a_service_reads_as_the_local_status_with_its_namespace_conditions_and_r
     cond = {"type": "Ready", "status": "True", "reason": "Available", "message": "2/2", "lastTransitionTime": T0}
     st = service_status(
         isvc(status={"conditions": [cond], "url": "http://iris.ml.svc.cluster.local:9000", "autoscaler": {
-            "desiredReplicas": 2, "reason": "ScaleUp: 9 in flight"}}),
+            "desiredReplicas": 2, "reason": "ScaleUp: 9 in flight",
+            "details": {"current_rps": 12.5, "need_now": 3, "edited": "by hand", "flag": True}}}),
         [deployment()],
         [replicaset("iris", "7d9f8c6b5", 4)],
         [pod("iris-7d9f8c6b5-abcde", **RUNNING)],
@@ -125,7 +126,8 @@ def test_a_service_reads_as_the_local_status_with_its_namespace_conditions_and_r
     assert (st["desired"], st["ready_replicas"]) == (2, 1)
     assert st["conditions"] == [cond] and st["endpoint"]["http"] == "http://iris.ml.svc.cluster.local:9000"
     assert st["autoscaling"] == {
-        "policy": "kpa", "min": 1, "max": 5, "reason": "ScaleUp: 9 in flight", "message": "", "buffering": False
+        "policy": "kpa", "min": 1, "max": 5, "reason": "ScaleUp: 9 in flight", "message": "", "buffering": False,
+        "details": {"current_rps": 12.5, "need_now": 3.0},  # the numbers the operator wrote, nothing else
     }  # fmt: skip
     assert st["rollout_status"]["phase"] == "Progressing"  # 1 of 2 available
     (r,) = st["replicas"]

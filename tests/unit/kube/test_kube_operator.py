@@ -241,7 +241,13 @@ def test_the_autoscaler_status_is_written_from_what_the_api_server_accepted() ->
             scaled_at = f"t{t}"
     assert scaled_at is not None and status is not None
     replicas = api.objects[("apps/v1", "Deployment", "ml", "svc")]["spec"]["replicas"]
-    assert status == {"desiredReplicas": replicas, "reason": decision.reason, "lastScaleTime": scaled_at}
+    assert status == {
+        "desiredReplicas": replicas,
+        "reason": decision.reason,
+        "details": decision.shown_details(),
+        "lastScaleTime": scaled_at,
+    }
+    assert status["details"]["stable_average"] > 0  # kpa's numbers behind the count, finite only
 
     # the same count again: no scale call, the time of the last one stays
     decision, state = autoscale_step(svc, api, busy, state, 12.0, 1)

@@ -103,7 +103,7 @@ def test_the_status_json_keeps_the_keys_the_cli_reads(tmp_path: Path) -> None:
         assert list(doc) == SERVICE_KEYS
         (rep,) = doc["replicas"]
         assert list(rep) == REPLICA_KEYS and isinstance(rep["grpc_uds"], list)
-        assert list(doc["autoscaling"]) == ["policy", "min", "max", "reason", "message", "buffering"]
+        assert list(doc["autoscaling"]) == ["policy", "min", "max", "reason", "message", "buffering", "details"]
         assert doc["autoscaling"]["policy"] == "none" and doc["rollout"] is None and doc["vpa"] is None
         assert doc["events"] and set(doc["events"][0]) == {"time", "type", "reason", "object", "message", "count"}
         for p in runner.alive():

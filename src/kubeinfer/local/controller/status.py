@@ -119,10 +119,21 @@ class AutoscalingStatus:
     message: str
     buffering: bool
     """The policy asked the router to buffer requests (scaled to zero, or about to be)."""
+    details: dict[str, float]
+    """The numbers behind the last decision (:meth:`Decision.shown_details`): the rates, forecast and burst
+    allowance predictive sized for, the share of requests that missed the SLO; empty before the first decision."""
 
     @classmethod
     def of(cls, policy: str, lo: int, hi: int, d: Decision | None) -> AutoscalingStatus:
-        return cls(policy, lo, hi, d.reason if d else "", d.message if d else "", bool(d and d.buffer_requests))
+        return cls(
+            policy,
+            lo,
+            hi,
+            d.reason if d else "",
+            d.message if d else "",
+            bool(d and d.buffer_requests),
+            d.shown_details() if d else {},
+        )
 
 
 @dataclass(frozen=True, slots=True)
