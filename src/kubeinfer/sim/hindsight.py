@@ -220,13 +220,14 @@ def static_frontier(
 ) -> ReplayedSchedule:
     """The fewest constant replicas whose replay meets ``target`` (or ``max_replicas`` if none does)."""
     n_sec = max(1, math.ceil(duration))
-    total = max(len(arrivals), 1)
     cache: dict[int, tuple[RunResult, float]] = {}
 
     def attain(n: int) -> float:
         if n not in cache:
-            run = _replay(arrivals, service, duration, np.full(n_sec, n, dtype=np.int64), cfg)
-            cache[n] = (run, float(np.count_nonzero(slo_met(run, slo_s, basis))) / total)
+            r = replay_schedule(
+                arrivals, service, duration, np.full(n_sec, n, dtype=np.int64), cfg, slo_s=slo_s, basis=basis
+            )
+            cache[n] = (r.run, r.attainment)
         return cache[n][1]
 
     lo, hi = 1, max(1, max_replicas)
