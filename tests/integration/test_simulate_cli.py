@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,32 @@ def test_simulate_rejects_an_unknown_policy_with_a_usage_error(tmp_path: Path) -
     proc = _simulate(tmp_path, "--trace", "gen:poisson,rate=5,duration=60", "--policy", "magic")
     assert proc.returncode == 2
     assert "hpa, kpa, predictive" in proc.stderr
+
+
+def test_the_readme_example_prints_the_table_the_readme_shows() -> None:
+    """README.md shows `kubeinfer simulate` against the oracle, the hindsight schedule and the static frontier: the
+    command it quotes, run as written (the simulation is deterministic), prints the same rows."""
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    block = readme[readme.index("```console\n$ kubeinfer simulate") + len("```console\n") :]
+    block = block[: block.index("```")]
+    lines = block.splitlines()
+    command = ""
+    for line in lines:
+        command += line.removeprefix("$ ").rstrip("\\").strip() + " "
+        if not line.endswith("\\"):
+            break
+    args = command.split()
+    assert args[:2] == ["kubeinfer", "simulate"], command
+    shown = [line for line in lines if line.startswith("│")]
+    assert [r.split("│")[1].strip() for r in shown] == [
+        "hpa", "kpa", "predictive", "oracle (queueing bound)", "hindsight", "static 2",
+    ]  # fmt: skip
+    env = {**os.environ, "COLUMNS": "118"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "kubeinfer", *args[1:]],
+        capture_output=True, text=True, timeout=120, check=False, cwd=root, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    printed = [line.rstrip() for line in proc.stdout.splitlines() if line.startswith("│")]
+    assert printed == shown
