@@ -1,7 +1,7 @@
 """What an autoscaler that does not know the trace can reach: bounds on the families of ``families.py``.
 
     .venv/bin/python bench/sim/bounds.py                  # seeds 1-9; writes bench/sim/results/bounds.json
-    .venv/bin/python bench/sim/bounds.py --only mmpp --seeds 3
+    .venv/bin/python bench/sim/bounds.py --only mmpp --seeds 3   # replaces those rows of results/bounds.json
 
 The two references of ``families.py`` are the static frontier (the fewest constant replicas meeting the target)
 and the hindsight schedule (knows every arrival). A policy sees only the past, so neither says what a policy
@@ -251,7 +251,11 @@ def main() -> None:
         saved = json.loads((OUT / "bounds.json").read_text())
         print(markdown(saved["rows"], refs, saved["target"]))
         return
-    names = [n for n in KINDS if not args.only or n in args.only.split(",")]
+    wanted = [n for n in args.only.split(",") if n]
+    unknown = sorted(set(wanted) - set(KINDS))
+    if unknown:
+        ap.error(f"--only: no bound for {', '.join(unknown)} (use {', '.join(KINDS)})")
+    names = [n for n in KINDS if not wanted or n in wanted]
     missing = [(n, s) for n in names for s in range(1, args.seeds + 1) if (n, s) not in refs]
     if missing:
         ap.error(f"no saved families.py row for {missing[0][0]} seed {missing[0][1]}: run families.py for it first")
@@ -263,10 +267,17 @@ def main() -> None:
         for row in pool.imap_unordered(job, jobs):
             rows.append(row)
             prog.advance(task)
+    # Merged into what an earlier run saved (same target): a run of some families or seeds replaces only those rows.
+    path = OUT / "bounds.json"
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    merged = {(r["family"], r["seed"]): r for r in saved.get("rows", []) if saved.get("target") == args.target}
+    merged.update({(r["family"], r["seed"]): r for r in rows})
+    kinds = list(KINDS)
+    ordered = sorted(merged.values(), key=lambda r: (kinds.index(r["family"]), r["seed"]))
+    OUT.mkdir(exist_ok=True)
+    path.write_text(json.dumps({"target": args.target, "rows": ordered}, indent=2))
     order = {(n, s): i for i, (n, s, *_) in enumerate(jobs)}
     rows.sort(key=lambda r: order[(r["family"], r["seed"])])
-    OUT.mkdir(exist_ok=True)
-    (OUT / "bounds.json").write_text(json.dumps({"target": args.target, "rows": rows}, indent=2))
     print(markdown(rows, refs, args.target))
     print(f"\n{len(jobs)} jobs in {time.perf_counter() - t0:.0f} s; results in {OUT}/bounds.json")
 
