@@ -23,6 +23,27 @@ METRICS = (
 )
 
 
+def _create(kube: Kube, ns: str, name: str, autoscaling: dict[str, Any]) -> dict[str, Any]:
+    """Create an InferenceService of ``autoscaling`` in ``ns``, as the API server stored it."""
+    body = {
+        "apiVersion": "kubeinfer.io/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"model": {"format": "sklearn", "uri": "./model.joblib"}, "autoscaling": autoscaling},
+    }
+    return dict(kube.custom.create_namespaced_custom_object("kubeinfer.io", "v1alpha1", ns, "inferenceservices", body))
+
+
+def _mark_ready(kube: Kube, ns: str, ip: str) -> None:
+    """Wait for the Deployment controller's pod and mark it Running and Ready, as a kubelet would."""
+    pod = wait_for("the Deployment controller's pod", lambda: kube.core.list_namespaced_pod(ns).items)[0]
+    kube.core.patch_namespaced_pod_status(
+        pod.metadata.name,
+        ns,
+        {"status": {"phase": "Running", "podIP": ip, "conditions": [{"type": "Ready", "status": "True"}]}},
+    )
+
+
 def test_kpa_scales_through_the_real_scale_subresource_and_reports_a_refused_scale(
     kube: Kube, crd_installed: str, namespace: str
 ) -> None:
@@ -31,34 +52,14 @@ def test_kpa_scales_through_the_real_scale_subresource_and_reports_a_refused_sca
     from kubeinfer.kube.api import ClientKubeApi, connect
     from kubeinfer.kube.operator import ScalerState, autoscale_step, reconcile, spec_of
 
-    admin_client, core, apps, rbac, custom = kube.api_client, kube.core, kube.apps, kube.rbac, kube.custom
+    admin_client, core, apps, rbac = kube.api_client, kube.core, kube.apps, kube.rbac
     ns = namespace
-    body = {
-        "apiVersion": "kubeinfer.io/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": "svc", "namespace": ns},
-        "spec": {
-            "model": {"format": "sklearn", "uri": "./model.joblib"},
-            "autoscaling": {"policy": "kpa", "metric": "concurrency", "target": 2, "maxReplicas": 20},
-        },
-    }
-    created = dict(custom.create_namespaced_custom_object("kubeinfer.io", "v1alpha1", ns, "inferenceservices", body))
+    created = _create(kube, ns, "svc", {"policy": "kpa", "metric": "concurrency", "target": 2, "maxReplicas": 20})
     api = connect()
     result = reconcile(created, api, "2026-01-01T00:00:00Z")
     assert result.svc is not None
     svc = spec_of(created)
-    pod = wait_for("the Deployment controller's pod", lambda: core.list_namespaced_pod(ns).items)[0]
-    core.patch_namespaced_pod_status(
-        pod.metadata.name,
-        ns,
-        {
-            "status": {
-                "phase": "Running",
-                "podIP": "10.0.0.7",
-                "conditions": [{"type": "Ready", "status": "True"}],
-            }
-        },
-    )
+    _mark_ready(kube, ns, "10.0.0.7")
 
     def scrape(_: Any) -> str:
         return METRICS.format(n=12)
@@ -116,33 +117,20 @@ def test_predictive_replicas_are_told_the_slo_and_the_autoscaler_reads_their_mis
     from kubeinfer.kube.api import connect
     from kubeinfer.kube.operator import ScalerState, autoscale_step, reconcile, spec_of
 
-    core, apps, custom = kube.core, kube.apps, kube.custom
+    apps, custom = kube.apps, kube.custom
     ns = namespace
-    body = {
-        "apiVersion": "kubeinfer.io/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": "fb", "namespace": ns},
-        "spec": {
-            "model": {"format": "sklearn", "uri": "./model.joblib"},
-            "autoscaling": {
-                "policy": "predictive",
-                "maxReplicas": 20,
-                "predictive": {"capacityRps": 5, "sloLatencyMs": 250},
-            },
-        },
-    }
-    created = dict(custom.create_namespaced_custom_object("kubeinfer.io", "v1alpha1", ns, "inferenceservices", body))
+    created = _create(
+        kube,
+        ns,
+        "fb",
+        {"policy": "predictive", "maxReplicas": 20, "predictive": {"capacityRps": 5, "sloLatencyMs": 250}},
+    )
     api = connect()
     assert reconcile(created, api, "2026-01-01T00:00:00Z").svc is not None
     stored = apps.read_namespaced_deployment("fb", ns)
     env = {e.name: e.value for e in stored.spec.template.spec.containers[0].env}
     assert env["KUBEINFER_SLO_SECONDS"] == "0.25"
-    pod = wait_for("the Deployment controller's pod", lambda: core.list_namespaced_pod(ns).items)[0]
-    core.patch_namespaced_pod_status(
-        pod.metadata.name,
-        ns,
-        {"status": {"phase": "Running", "podIP": "10.0.0.8", "conditions": [{"type": "Ready", "status": "True"}]}},
-    )
+    _mark_ready(kube, ns, "10.0.0.8")
     counts = {"ok": 0, "late": 0}
 
     def scrape(_: Any) -> str:

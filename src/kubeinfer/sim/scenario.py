@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from kubeinfer.autoscale import Policy, Predictive, bounded, policy_from_spec, sync_period
 from kubeinfer.autoscale.predictive import predictive_config_from_spec
@@ -124,6 +125,31 @@ def _cpu_request(spec: ServiceSpec) -> float:
     return float(q.value) if q is not None else 1.0
 
 
+@dataclass(frozen=True)
+class _RunSetup:
+    """What every run on a trace takes from the spec and the options (module docstring)."""
+
+    slots: int
+    service: npt.NDArray[np.float64]
+    """Each request's service time (s), drawn once per trace and seed."""
+    slo_s: float
+    startup: float
+    timeout: float
+
+
+def _run_setup(spec: ServiceSpec, trace: Trace, opts: SimOptions) -> _RunSetup:
+    auto = spec.autoscaling
+    slots = _slots(spec, opts)
+    timeout = opts.request_timeout_s
+    return _RunSetup(
+        slots=slots,
+        service=replace(opts.service, slots=slots).service_times(trace, opts.seed),
+        slo_s=(opts.slo_ms if opts.slo_ms is not None else auto.predictive.sloLatencyMs) / 1000.0,
+        startup=opts.startup_s if opts.startup_s is not None else auto.predictive.startupSeconds,
+        timeout=timeout if timeout is not None else spec.server.limits.requestTimeoutMs / 1e3,
+    )
+
+
 def _reference_config(spec: ServiceSpec, slots: int, startup: float, timeout: float) -> EngineConfig:
     """The engine the references replay in: no policy signals, a decision every second."""
     return EngineConfig(slots=slots, startup=startup, request_timeout=timeout, cpu_request=_cpu_request(spec), tick=1.0)
@@ -169,14 +195,9 @@ def compare(
     auto = spec.autoscaling
     if "hpa" in policies:
         _generated_tokens(auto, trace)  # before the oracle: a trace without the column fails at once
-    slots = _slots(spec, opts)
-    service_model = replace(opts.service, slots=slots)
-    service = service_model.service_times(trace, opts.seed)
-    slo_s = (opts.slo_ms if opts.slo_ms is not None else auto.predictive.sloLatencyMs) / 1000.0
-    startup = opts.startup_s if opts.startup_s is not None else auto.predictive.startupSeconds
-    timeout = (
-        opts.request_timeout_s if opts.request_timeout_s is not None else spec.server.limits.requestTimeoutMs / 1e3
-    )
+    run_setup = _run_setup(spec, trace, opts)
+    slots, service, slo_s = run_setup.slots, run_setup.service, run_setup.slo_s
+    startup, timeout = run_setup.startup, run_setup.timeout
     cost_model = PerReplicaHour(opts.price_per_replica_hour)
     notes: list[str] = []
     orc = oracle(
@@ -328,17 +349,12 @@ def replay(spec: ServiceSpec, trace: Trace, pods: Any, options: SimOptions | Non
     hidden state of a Markov-modulated process, a noise-free rate curve) would have met, at what cost: the
     bounds of ``bench/sim/bounds.py``. ``pods`` needs one count per second of the trace (the last one holds after
     its end)."""
-    opts = options or SimOptions()
-    auto = spec.autoscaling
     counts = np.asarray(pods, dtype=np.int64)
     if counts.ndim != 1 or len(counts) == 0 or (counts < 0).any():
         raise ValueError("pods must be a non-empty one-dimensional array of counts >= 0, one per second")
-    slots = _slots(spec, opts)
-    service = replace(opts.service, slots=slots).service_times(trace, opts.seed)
-    slo_s = (opts.slo_ms if opts.slo_ms is not None else auto.predictive.sloLatencyMs) / 1000.0
-    startup = opts.startup_s if opts.startup_s is not None else auto.predictive.startupSeconds
-    timeout = (
-        opts.request_timeout_s if opts.request_timeout_s is not None else spec.server.limits.requestTimeoutMs / 1e3
+    opts = options or SimOptions()
+    setup = _run_setup(spec, trace, opts)
+    cfg = _reference_config(spec, setup.slots, setup.startup, setup.timeout)
+    return replay_schedule(
+        trace.arrivals, setup.service, trace.duration, counts, cfg, slo_s=setup.slo_s, basis=opts.slo_basis
     )
-    cfg = _reference_config(spec, slots, startup, timeout)
-    return replay_schedule(trace.arrivals, service, trace.duration, counts, cfg, slo_s=slo_s, basis=opts.slo_basis)
